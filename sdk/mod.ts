@@ -1,0 +1,37 @@
+/**
+ * Plinth plugin SDK: declare model types and data-access functions that the Plinth
+ * engine runs in child processes, on Node or Deno.
+ *
+ * @example
+ * ```ts
+ * import { definePlugin, defineModel } from "./sdk/mod.ts";
+ *
+ * export default definePlugin({
+ *   name: "demo",
+ *   models: {
+ *     "demo.Mean": defineModel({
+ *       instantiate: () => ({ mean: 0 }),
+ *       fit: (ctx, _model, [xs]) => {
+ *         const values = xs as number[];
+ *         ctx.report({ rows: values.length });
+ *         return { mean: values.reduce((a, b) => a + b, 0) / values.length };
+ *       },
+ *       predict: (_ctx, model) => model.mean,
+ *     }),
+ *   },
+ * });
+ * ```
+ * @module
+ */
+export type { Context, Logger } from "./context.ts";
+export {
+  type DataAccessFunction,
+  defineModel,
+  definePlugin,
+  type ModelType,
+  type Plugin,
+  type PredictionWithInstance,
+  withInstance,
+} from "./plugin.ts";
+export { type CallOptions, type CallRecord, type PluginHarness, testPlugin, type TestModel } from "./testing.ts";
+export { type Args, type DType, type JsonValue, type Kwargs, type PluginValue, Tensor, type TensorData } from "./values.ts";

@@ -1,0 +1,64 @@
+/**
+ * Converts between the pipe protocol's Value and the values plugin functions see.
+ * @module
+ */
+import { create, fromJson, toJson, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
+import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
+import { DType as PbDType, TensorSchema } from "../../gen/plinth/v1/arg_pb.ts";
+import { type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { type DType, type JsonValue, type PluginValue, Tensor } from "../values.ts";
+
+const dtypes: Record<DType, PbDType> = {
+  float32: PbDType.FLOAT32,
+  float64: PbDType.FLOAT64,
+  int8: PbDType.INT8,
+  int16: PbDType.INT16,
+  int32: PbDType.INT32,
+  int64: PbDType.INT64,
+  uint8: PbDType.UINT8,
+  uint16: PbDType.UINT16,
+  uint32: PbDType.UINT32,
+  uint64: PbDType.UINT64,
+  bool: PbDType.BOOL,
+};
+const dtypeNames = new Map(Object.entries(dtypes).map(([name, pb]) => [pb, name as DType]));
+
+/** @internal */
+export function dtypeName(dtype: PbDType): DType {
+  const name = dtypeNames.get(dtype);
+  if (!name) throw new TypeError(`unsupported tensor dtype ${dtype}`);
+  return name;
+}
+
+/** @internal */
+export function dtypeValue(name: DType): PbDType {
+  return dtypes[name];
+}
+
+/** @internal */
+export function decodeValue(value: Value | undefined): PluginValue {
+  switch (value?.kind.case) {
+    case "json":
+      return toJson(JsonSchema, value.kind.value) as JsonValue;
+    case "bytes":
+      return value.kind.value;
+    case "tensor": {
+      const t = value.kind.value;
+      return Tensor.fromBytes(dtypeName(t.dtype), t.shape, t.data);
+    }
+    default:
+      return null;
+  }
+}
+
+/** @internal */
+export function encodeValue(value: PluginValue | undefined): Value {
+  if (value instanceof Uint8Array) return create(ValueSchema, { kind: { case: "bytes", value } });
+  if (value instanceof Tensor) {
+    const tensor = create(TensorSchema, { dtype: dtypeValue(value.dtype), shape: [...value.shape], data: value.toBytes() });
+    return create(ValueSchema, { kind: { case: "tensor", value: tensor } });
+  }
+  // JSON.stringify semantics: undefined and NaN become null, toJSON() is honoured.
+  const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as PbJsonValue);
+  return create(ValueSchema, { kind: { case: "json", value: fromJson(JsonSchema, json) } });
+}

@@ -1,0 +1,60 @@
+/**
+ * The configuration file's schema. Every key is optional: the embedded default
+ * (example plugins, in-memory state, 127.0.0.1:50051) needs no file at all.
+ */
+import { z } from "zod";
+
+const positiveInt = z.number().int().positive();
+const seconds = z.number().positive();
+const list = z.array(z.string().min(1));
+
+export const pluginSchema = z.strictObject({
+  /** Path of the plugin module, relative to the config file. */
+  module: z.string().min(1),
+  runtime: z.enum(["node", "deno"]).default("node"),
+  /** Deno only: what the plugin may touch beyond reading its own code. */
+  permissions: z
+    .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
+    .optional(),
+});
+
+export const configSchema = z.strictObject({
+  server: z
+    .strictObject({
+      /** host:port; port 0 picks a free port. */
+      address: z
+        .string()
+        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:50051")
+        .default("127.0.0.1:50051"),
+    })
+    .prefault({}),
+  engine: z
+    .strictObject({
+      /** Live plugin children at most, data-access sub-calls included. */
+      max_children: positiveInt.default(4),
+      /** Seconds between SIGTERM and SIGKILL when a running call is cancelled. */
+      sigterm_timeout: seconds.default(5),
+      /** Seconds between two reconciliations of the child count with the operating system. */
+      check_children_period: seconds.default(1),
+      /** Largest frame on a child's pipe, in bytes. */
+      max_frame_bytes: positiveInt.default(64 * 1024 * 1024),
+      /** Lines of a plugin's output kept on its action. */
+      log_tail_lines: positiveInt.default(50),
+      /** Finished actions kept in the live state: at most this many... */
+      retain_actions: z.number().int().nonnegative().default(1000),
+      /** ...and for at most this many seconds. */
+      retain_actions_seconds: seconds.default(3600),
+    })
+    .prefault({}),
+  backend: z
+    .strictObject({
+      kind: z.enum(["memory"]).default("memory"),
+      /** Memory backend: finished actions kept in the history. */
+      max_actions: positiveInt.default(10000),
+    })
+    .prefault({}),
+  plugins: z.array(pluginSchema).optional(),
+});
+
+export type Config = z.output<typeof configSchema>;
+export type PluginConfig = z.output<typeof pluginSchema>;

@@ -1,0 +1,49 @@
+/** Starts every configured plugin module once to read its manifest. */
+import { existsSync } from "node:fs";
+import { create } from "@bufbuild/protobuf";
+import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
+import type { PluginConfig } from "../config/schema.ts";
+import { PlinthError } from "../errors.ts";
+import type { ProcessManager } from "../process/process-manager.ts";
+import type { PluginTarget } from "../process/runtimes.ts";
+import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
+
+export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager): Promise<PluginRegistry> {
+  const loaded = await Promise.all(
+    configs.map(async (config, i): Promise<LoadedPlugin> => {
+      const key = `plugins[${i}]`;
+      if (!existsSync(config.module)) {
+        throw new PlinthError("invalid_argument", `config ${key}.module: no such file ${config.module}`);
+      }
+      const target: PluginTarget = {
+        module: config.module,
+        runtime: config.runtime,
+        ...(config.permissions ? { permissions: config.permissions } : {}),
+      };
+      try {
+        const hello = await processes.describe(target);
+        const manifest = hello.manifest;
+        return {
+          key,
+          target,
+          info: create(PluginSchema, {
+            name: manifest?.name ?? "",
+            module: config.module,
+            runtime: config.runtime,
+            description: manifest?.description ?? "",
+            modelTypes: (manifest?.modelTypes ?? []).map(({ name, description }) => ({ name, description })),
+            dataAccess: (manifest?.dataAccess ?? []).map(({ name, description }) => ({ name, description })),
+          }),
+        };
+      } catch (error) {
+        const tail = (error as { logTail?: string[] }).logTail?.slice(-5).join("\n") ?? "";
+        throw new PlinthError(
+          "invalid_argument",
+          `config ${key}.module: ${(error as Error).message}${tail ? `\n${tail}` : ""}`,
+          { cause: error },
+        );
+      }
+    }),
+  );
+  return new PluginRegistry(loaded);
+}

@@ -1,0 +1,38 @@
+/**
+ * The one error class of the server's domain code. The gRPC layer maps `kind` to a
+ * status (rpc/error-mapper.ts); the message is what the client sees, so it says what
+ * to fix.
+ */
+
+export type ErrorKind =
+  | "invalid_argument"
+  | "not_found"
+  | "already_exists"
+  | "failed_precondition"
+  | "queue_full"
+  | "shutting_down"
+  | "unavailable"
+  | "cancelled"
+  | "deadline_exceeded"
+  | "internal";
+
+const mark = Symbol.for("plinth.PlinthError");
+
+export class PlinthError extends Error {
+  readonly kind: ErrorKind;
+  readonly [mark] = true;
+
+  constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "PlinthError";
+    this.kind = kind;
+  }
+
+  /** True for any PlinthError, even from another copy of this module. */
+  static is(error: unknown): error is PlinthError {
+    return typeof error === "object" && error !== null && (error as Record<symbol, unknown>)[mark] === true;
+  }
+}
+
+export const invalid = (message: string) => new PlinthError("invalid_argument", message);
+export const notFound = (message: string) => new PlinthError("not_found", message);

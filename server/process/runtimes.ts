@@ -1,0 +1,84 @@
+/**
+ * The command line that starts a plugin child on each runtime. Always the real
+ * binary, never a wrapper (npx, deno's bin.cjs): a wrapper would take the SIGTERM
+ * meant for the plugin.
+ */
+import { createRequire } from "node:module";
+import { dirname, join, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { fileURLToPath, pathToFileURL } from "node:url";
+
+export type Runtime = "node" | "deno";
+
+/** Deno permissions granted to a plugin beyond reading its own code. */
+export interface DenoPermissions {
+  read?: string[] | undefined;
+  write?: string[] | undefined;
+  net?: string[] | undefined;
+  env?: string[] | undefined;
+  run?: string[] | undefined;
+}
+
+export interface PluginTarget {
+  /** Absolute path of the plugin module. */
+  module: string;
+  runtime: Runtime;
+  permissions?: DenoPermissions;
+}
+
+const require = createRequire(import.meta.url);
+const sdkDir = resolve(dirname(fileURLToPath(import.meta.url)), "../../sdk");
+
+/** The tsx loader, resolved once so the child does not depend on the cwd. */
+const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
+
+/** The native deno binary of the npm `deno` package. */
+export function denoBinary(): string {
+  const pkg = dirname(require.resolve("deno/package.json"));
+  return join(pkg, "deno");
+}
+
+/** The nearest node_modules above the module, where its npm imports resolve. */
+function nodeModulesOf(module: string): string | undefined {
+  for (let dir = dirname(module); ; dir = dirname(dir)) {
+    const candidate = join(dir, "node_modules");
+    if (existsSync(candidate)) return candidate;
+    if (dirname(dir) === dir) return undefined;
+  }
+}
+
+function denoFlags(target: PluginTarget): string[] {
+  const p = target.permissions ?? {};
+  // Dynamic import needs read access to the module graph: the plugin's folder, the SDK
+  // and the node_modules its npm imports resolve from.
+  const read = [dirname(target.module), sdkDir, nodeModulesOf(target.module), ...(p.read ?? [])].filter(
+    (x): x is string => typeof x === "string",
+  );
+  const flags = [`--allow-read=${read.join(",")}`];
+  for (const [name, list] of [["write", p.write], ["net", p.net], ["env", p.env], ["run", p.run]] as const) {
+    if (list && list.length > 0) flags.push(`--allow-${name}=${list.join(",")}`);
+  }
+  return flags;
+}
+
+export interface ChildCommand {
+  file: string;
+  args: string[];
+  env: Record<string, string | undefined>;
+}
+
+export function childCommand(target: PluginTarget, maxFrameBytes: number, denoDir: string): ChildCommand {
+  const env = { ...process.env, NO_COLOR: "1" };
+  if (target.runtime === "deno") {
+    return {
+      file: denoBinary(),
+      args: ["run", "--quiet", "--no-prompt", ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), target.module, String(maxFrameBytes)],
+      env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
+    };
+  }
+  return {
+    file: process.execPath,
+    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), target.module, String(maxFrameBytes)],
+    env,
+  };
+}

@@ -1,0 +1,44 @@
+/** plinth.v1.EngineService: thin handlers that validate, call the engine, return. */
+import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
+import type { Engine } from "../engine/engine.ts";
+import type { ServiceImpl } from "./service-impl.ts";
+
+export function engineService(engine: () => Engine): ServiceImpl<typeof EngineService> {
+  return {
+    async listModels(request) {
+      const { models, next } = await engine().listModels(request);
+      return { models, nextPageToken: next };
+    },
+    async getModel(request) {
+      return { model: await engine().getModel(request.modelId, request.includeInstance) };
+    },
+    async createInstance(request, context) {
+      const e = engine();
+      const action = e.createInstance(request.modelType, request.args, request.kwargs);
+      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+    },
+    async addInstance(request) {
+      return { model: await engine().addInstance(request.modelType, request.instance) };
+    },
+    async updateInstance(request, context) {
+      return { model: await engine().updateInstance(request.modelId, request.instance, context.signal) };
+    },
+    async deleteModel(request) {
+      await engine().deleteModel(request.modelId);
+      return {};
+    },
+    async fit(request, context) {
+      const e = engine();
+      const action = e.fit(request.modelId, request.args, request.kwargs);
+      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+    },
+    async predict(request, context) {
+      const e = engine();
+      const action = e.predict(request.modelId, request.args, request.kwargs);
+      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+    },
+    async listPlugins() {
+      return { plugins: engine().plugins.list() };
+    },
+  };
+}
