@@ -1,0 +1,59 @@
+/**
+ * Starts the real server on 127.0.0.1:0 with real plugin children, and gives real
+ * gRPC clients. close() stops it and checks that no child is left.
+ */
+import { fileURLToPath } from "node:url";
+import { type Channel, createChannel, createClient } from "nice-grpc";
+import { pino } from "pino";
+import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
+import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
+import { parseConfig } from "../../server/config/load.ts";
+import { type PlinthServer, startServer } from "../../server/rpc/server.ts";
+import { niceDefinition } from "../../server/rpc/service-definition.ts";
+import { pluginChildren } from "./processes.ts";
+
+export const root = fileURLToPath(new URL("../..", import.meta.url));
+export const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/plugins/${name}`, import.meta.url));
+
+export interface TestServer {
+  server: PlinthServer;
+  port: number;
+  channel: Channel;
+  engine: ReturnType<typeof engineClient>;
+  actions: ReturnType<typeof actionClient>;
+  state: ReturnType<typeof stateClient>;
+  close(): Promise<void>;
+}
+
+const engineClient = (channel: Channel) => createClient(niceDefinition(EngineService), channel);
+const actionClient = (channel: Channel) => createClient(niceDefinition(ActionService), channel);
+const stateClient = (channel: Channel) => createClient(niceDefinition(StateService), channel);
+
+/** Config as in a YAML file; plugins default to the example plugins. */
+export async function startTestServer(config: Record<string, unknown> = {}): Promise<TestServer> {
+  const engine = (config.engine ?? {}) as Record<string, unknown>;
+  const resolved = parseConfig(
+    { ...config, server: { address: "127.0.0.1:0" }, engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine } },
+    root,
+  );
+  const logger = pino({ level: process.env.PLINTH_TEST_LOG ?? "silent" });
+  const server = await startServer(resolved, logger);
+  const channel = createChannel(`127.0.0.1:${server.port}`);
+  return {
+    server,
+    port: server.port,
+    channel,
+    engine: engineClient(channel),
+    actions: actionClient(channel),
+    state: stateClient(channel),
+    async close() {
+      channel.close();
+      await server.close();
+      const left = pluginChildren(process.pid);
+      if (server.processes.live !== 0 || left.length > 0) {
+        throw new Error(`children left after close: manager counts ${server.processes.live}, OS shows ${JSON.stringify(left)}`);
+      }
+    },
+  };
+}
