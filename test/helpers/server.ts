@@ -3,7 +3,8 @@
  * gRPC clients. close() stops it and checks that no child is left.
  */
 import { fileURLToPath } from "node:url";
-import { type Channel, createChannel, createClient } from "nice-grpc";
+import { type Channel, createChannel, createClientFactory } from "nice-grpc";
+import { deadlineMiddleware } from "nice-grpc-client-middleware-deadline";
 import { pino } from "pino";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
@@ -26,9 +27,11 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-const engineClient = (channel: Channel) => createClient(niceDefinition(EngineService), channel);
-const actionClient = (channel: Channel) => createClient(niceDefinition(ActionService), channel);
-const stateClient = (channel: Channel) => createClient(niceDefinition(StateService), channel);
+// Clients take a `deadline` call option, as grpc clients in other languages do.
+const clients = createClientFactory().use(deadlineMiddleware);
+const engineClient = (channel: Channel) => clients.create(niceDefinition(EngineService), channel);
+const actionClient = (channel: Channel) => clients.create(niceDefinition(ActionService), channel);
+const stateClient = (channel: Channel) => clients.create(niceDefinition(StateService), channel);
 
 /** Config as in a YAML file; plugins default to the example plugins. */
 export async function startTestServer(config: Record<string, unknown> = {}): Promise<TestServer> {
