@@ -25,7 +25,7 @@ describe("max_children", () => {
     const unsubscribe = t.server.engine.hub.subscribe(() => {
       most = Math.max(most, t.server.processes.live);
     });
-    const ids = [];
+    const ids: string[] = [];
     for (const modelId of models) ids.push((await t.engine.predict({ modelId, kwargs: { sleep: json(60) } })).action!.id);
 
     const view = await watchActions(t, (v) => count(v, ids, ActionStatus.EXECUTING) === MAX);
@@ -67,7 +67,7 @@ describe("cancel", () => {
     const models = await Promise.all(
       Array.from({ length: MAX + 1 }, async () => (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId),
     );
-    const ids = [];
+    const ids: string[] = [];
     for (const modelId of models) ids.push((await t.engine.predict({ modelId, kwargs: { sleep: json(60) } })).action!.id);
     await watchActions(t, (v) => count(v, ids, ActionStatus.EXECUTING) === MAX);
     const queued = ids[MAX]!;

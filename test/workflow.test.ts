@@ -62,6 +62,17 @@ describe("the AIMM workflow through the real server", () => {
     expect(listed.actions.map((a) => a.id)).toEqual([predicted.id, fitted.id, create.id]);
   });
 
+  it("stores the updated instance a predict returns as the model's next revision", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const action = (await t.engine.predict({ modelId, args: [json(5)], kwargs: { remember: json(true) }, wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    expect(jsonOf(action.result?.prediction)).toMatchObject({ args: [5] });
+    expect(action.result?.model?.revision).toBe(2n);
+    const model = (await t.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(model.revision).toBe(2n);
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).predictions).toEqual([{ args: [5], kwargs: {} }]);
+  });
+
   it("returns the action at once without wait, and WaitAction gives it once ended", async () => {
     const { action } = await t.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(0.3) } });
     expect(action!.status).toBe(ActionStatus.QUEUED);

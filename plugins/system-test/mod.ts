@@ -1,10 +1,10 @@
 /**
  * A mirror of AIMM's system-test plugin: instantiate keeps its arguments, fit records
  * its arguments, predict echoes its arguments after an optional sleep, reporting
- * progress as it goes. The data-access functions echo and add their arguments.
+ * progress as it goes (and, with kwargs.remember, stores them as a new revision). The data-access functions echo and add their arguments.
  * @module
  */
-import { type Args, type Context, defineModel, definePlugin, type JsonValue, type Kwargs, type PluginValue, Tensor } from "../../sdk/mod.ts";
+import { type Args, type Context, defineModel, definePlugin, type JsonValue, type Kwargs, type PluginValue, Tensor, withInstance } from "../../sdk/mod.ts";
 
 /** Values as JSON for the echo: bytes and tensors are summarised. */
 function describe(value: PluginValue): JsonValue {
@@ -40,6 +40,7 @@ async function sleep(ctx: Context, seconds: number): Promise<void> {
 interface Instance {
   args: JsonValue;
   fits: JsonValue[];
+  predictions?: JsonValue[];
 }
 
 export default definePlugin({
@@ -58,7 +59,12 @@ export default definePlugin({
       },
       predict: async (ctx, instance, args, kwargs) => {
         await sleep(ctx, Number(kwargs.sleep ?? 0));
-        return { ...(echo(args, kwargs) as object), instance: instance as unknown as JsonValue };
+        const prediction = { ...(echo(args, kwargs) as object), instance: instance as unknown as JsonValue };
+        // kwargs.remember: also store the prediction in the instance, as its next revision.
+        if (kwargs.remember === true) {
+          return withInstance(prediction, { ...instance, predictions: [...(instance.predictions ?? []), echo(args, {})] });
+        }
+        return prediction;
       },
     }),
   },

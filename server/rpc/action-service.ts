@@ -6,7 +6,7 @@ import { invalid } from "../errors.ts";
 import { Coalesced } from "./coalesce.ts";
 import type { ServiceImpl } from "./service-impl.ts";
 
-/** `stopping` ends waits and streams when the server shuts down. */
+/** `stopping` ends the streams when the server shuts down. */
 export function actionService(engine: () => Engine, stopping: AbortSignal): ServiceImpl<typeof ActionService> {
   return {
     async getAction(request) {
@@ -17,7 +17,7 @@ export function actionService(engine: () => Engine, stopping: AbortSignal): Serv
       return { actions, nextPageToken: next };
     },
     async waitAction(request, context) {
-      return { action: await engine().waitAction(request.actionId, AbortSignal.any([context.signal, stopping])) };
+      return { action: await engine().waitAction(request.actionId, context.signal) };
     },
     async cancelAction(request) {
       return { action: await engine().cancelAction(request.actionId) };

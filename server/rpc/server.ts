@@ -48,10 +48,12 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
     logger,
   });
   const store = new MemoryStore({ maxActions: config.backend.max_actions });
+  let refusing = false;
+  /** Ends the streams, once the actions have ended. */
   const stopping = new AbortController();
   let engine: Engine | undefined;
   const getEngine = () => {
-    if (stopping.signal.aborted) throw new PlinthError("shutting_down", "the server is shutting down");
+    if (refusing) throw new PlinthError("shutting_down", "the server is shutting down");
     if (!engine) throw new PlinthError("unavailable", "the server is starting and loads its plugins; retry in a moment");
     return engine;
   };
@@ -81,8 +83,10 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
   const close = () =>
     (closing ??= (async () => {
       for (const s of ["", ...SERVICES]) health.setStatus(s, "NOT_SERVING");
-      stopping.abort();
+      refusing = true;
+      // Running actions end as cancelled; their waiters and watchers see that last update.
       await engine?.close();
+      stopping.abort();
       await processes.close();
       await store.close();
       // Calls still in flight had their actions ended above; give them a moment to answer.

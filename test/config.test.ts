@@ -1,0 +1,34 @@
+import { describe, expect, it } from "vitest";
+import { parseConfig } from "../server/config/load.ts";
+
+const parse = (input: unknown) => parseConfig(input, "/etc/plinth");
+
+describe("config", () => {
+  it("with no file is the embedded default: example plugins, memory, 127.0.0.1:50051", () => {
+    const config = parse(undefined);
+    expect(config.server.address).toBe("127.0.0.1:50051");
+    expect(config.backend.kind).toBe("memory");
+    expect(config.engine.max_children).toBe(4);
+    expect(config.plugins.map((p) => [p.module.replace(/.*\/plugins\//, "plugins/"), p.runtime])).toEqual([
+      ["plugins/system-test/mod.ts", "node"],
+      ["plugins/iris/mod.ts", "node"],
+    ]);
+  });
+
+  it("resolves plugin modules against the config file's folder, with their runtime and permissions", () => {
+    const config = parse({ plugins: [{ module: "p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] } }] });
+    expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] } }]);
+  });
+
+  it.each([
+    [{ engine: { max_children: 0 } }, "config engine.max_children: Too small: expected number to be >0, got 0"],
+    [{ engine: { sigterm_timeout: "5s" } }, 'config engine.sigterm_timeout: Invalid input: expected number, received string, got "5s"'],
+    [{ server: { address: "localhost" } }, 'config server.address: must be host:port, e.g. 127.0.0.1:50051, got "localhost"'],
+    [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
+    [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
+    [{ engnie: {} }, "config engnie: unknown key"],
+    [{ backend: { kind: "postgres" } }, "config backend.kind:"],
+  ])("rejects %j with a message naming the key", (input, message) => {
+    expect(() => parse(input)).toThrow(message);
+  });
+});

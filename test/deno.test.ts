@@ -1,0 +1,79 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { denoBinary } from "../server/process/runtimes.ts";
+import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
+import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
+import { watchActions } from "./helpers/watch.ts";
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer({
+    plugins: [
+      { module: "plugins/system-test/mod.ts", runtime: "deno" },
+      { module: "plugins/iris/mod.ts", runtime: "deno" },
+      { module: fixture("portable.ts"), runtime: "deno" },
+    ],
+  });
+});
+afterAll(() => t?.close());
+
+describe("plugins under Deno, through the server", () => {
+  it("lists the plugins with their runtime", async () => {
+    const plugins = (await t.engine.listPlugins({})).plugins;
+    expect(plugins.map((p) => [p.name, p.runtime])).toEqual([
+      ["systest", "deno"],
+      ["iris", "deno"],
+      ["portable", "deno"],
+    ]);
+  });
+
+  it("runs the AIMM workflow with keyword data access", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", args: [json("a")], wait: true })).action!.modelId;
+    const fit = (await t.engine.fit({ modelId, kwargs: { n: dataAccess("systest.add", [json(1), json(2)]) }, wait: true })).action!;
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    const predicted = (await t.engine.predict({ modelId, args: [json(7)], wait: true })).action!;
+    expect(jsonOf(predicted.result?.prediction)).toEqual({
+      args: [7],
+      kwargs: {},
+      instance: { args: { args: ["a"], kwargs: {} }, fits: [{ args: [], kwargs: { n: 3 } }] },
+    });
+  });
+
+  it("trains the Iris classifier above 0.9 accuracy", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!.modelId;
+    const fit = (await t.engine.fit({ modelId, args: [dataAccess("iris.inputs"), dataAccess("iris.outputs")], wait: true })).action!;
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    expect((stateOf(fit.state) as { accuracy: number }).accuracy).toBeGreaterThan(0.9);
+  });
+
+  it("keeps console.log off the protocol channel and in the log tail", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const action = (await t.engine.predict({ modelId, args: [json("x")], wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    expect(jsonOf(action.result?.prediction)).toEqual({ runtime: "deno", args: ["x"] });
+    expect(action.logTail).toEqual(expect.arrayContaining(["console.log from the plugin", '{"level":"info","msg":"structured line","calls":0}']));
+  });
+
+  it("aborts ctx.signal on cancel (SIGTERM reaches the Deno child)", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const { action } = await t.engine.predict({ modelId, args: [json("wait_for_cancel")] });
+    await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
+    const started = performance.now();
+    const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
+    expect(cancelled.status).toBe(ActionStatus.CANCELLED);
+    // Cooperative: well before sigterm_timeout (2 s) would force it.
+    expect(performance.now() - started).toBeLessThan(1500);
+  });
+});
+
+describe("the SDK on Deno", () => {
+  it("type-checks: deno check sdk/mod.ts", async () => {
+    const { stderr } = await promisify(execFile)(denoBinary(), ["check", "sdk/mod.ts", "sdk/adapters/deno.ts"], {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}node_modules/.cache/deno` },
+    });
+    expect(stderr).toMatch(/Check .*sdk\/mod\.ts/);
+  });
+});

@@ -1,0 +1,76 @@
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { describe, expect, it } from "vitest";
+import plugin from "../plugins/system-test/mod.ts";
+import iris from "../plugins/iris/mod.ts";
+import { Tensor, testPlugin } from "../sdk/mod.ts";
+import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
+import { encodeFrame, FrameDecoder, FrameTooLargeError } from "../sdk/worker/frames.ts";
+import { denoBinary } from "../server/process/runtimes.ts";
+import { root } from "./helpers/server.ts";
+
+describe("testPlugin: a plugin unit-tested in-process", () => {
+  it("runs the system-test plugin's workflow and records its reports", async () => {
+    const h = testPlugin(plugin);
+    let model = await h.instantiate("systest.Model", [1], { a: "b" });
+    model = await h.fit(model, [2]);
+    const { prediction } = await h.predict(model, [3], { sleep: 0.05 });
+    expect(prediction).toMatchObject({ args: [3], instance: { args: { args: [1], kwargs: { a: "b" } }, fits: [{ args: [2], kwargs: {} }] } });
+    expect(h.calls[2]!.reports.at(-1)).toEqual({ progress: 1 });
+  });
+
+  it("aborts ctx.signal like a cancel would", async () => {
+    const h = testPlugin(plugin);
+    const model = await h.instantiate("systest.Model");
+    const controller = new AbortController();
+    const running = h.predict(model, [], { sleep: 30 }, { signal: controller.signal });
+    controller.abort(new DOMException("cancelled", "AbortError"));
+    await expect(running).rejects.toThrow("cancelled");
+  });
+
+  it("trains the Iris model in-process above 0.9", async () => {
+    const h = testPlugin(iris);
+    const x = await h.dataAccess("iris.inputs");
+    const y = await h.dataAccess("iris.outputs");
+    const model = await h.fit(await h.instantiate("iris.DecisionTree"), [x, y]);
+    expect((h.calls.at(-1)!.reports.at(-1) as { accuracy: number }).accuracy).toBeGreaterThan(0.9);
+    const { prediction } = await h.predict(model, [[[5.1, 3.5, 1.4, 0.2]]]);
+    expect(prediction).toEqual(["setosa"]);
+  });
+
+  it("names the missing function", async () => {
+    const h = testPlugin(plugin);
+    await expect(h.instantiate("nope.Model")).rejects.toThrow("plugin systest has no model type nope.Model");
+  });
+});
+
+describe("values and frames", () => {
+  it("decodes a tensor from a view into a larger buffer, as Node hands them out", () => {
+    const t = new Tensor("float64", [3], new Float64Array([1.5, 2.5, 3.5]));
+    const wire = encodeValue(t);
+    // Put the bytes at an odd offset inside a bigger Buffer, like a pooled socket read.
+    const pool = Buffer.alloc(64, 0xff);
+    const bytes = (wire.kind.value as { data: Uint8Array }).data;
+    pool.set(bytes, 9);
+    (wire.kind.value as { data: Uint8Array }).data = pool.subarray(9, 9 + bytes.byteLength);
+    expect(Array.from((decodeValue(wire) as Tensor).data as Float64Array)).toEqual([1.5, 2.5, 3.5]);
+  });
+
+  it("rejects a tensor whose data does not match its shape", () => {
+    expect(() => new Tensor("int32", [2, 2], new Int32Array(3))).toThrow("tensor of shape [2, 2] needs 4 elements, got 3");
+    expect(() => new Tensor("int32", [2], new Float32Array(2))).toThrow("tensor of dtype int32 needs a Int32Array");
+  });
+
+  it("refuses a frame over the limit as soon as its header arrives", () => {
+    const decoder = new FrameDecoder(8);
+    expect(() => decoder.push(encodeFrame(new Uint8Array(9)).subarray(0, 4))).toThrow(FrameTooLargeError);
+  });
+
+  it("passes its core tests under Deno too (deno test)", async () => {
+    const { stdout } = await promisify(execFile)(denoBinary(), ["test", "--quiet", "test/deno/"], {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}node_modules/.cache/deno` },
+    });
+    expect(stdout).toMatch(/ok \| 3 passed \| 0 failed/);
+  });
+});
