@@ -39,8 +39,8 @@ export function denoBinary(): string {
 }
 
 /** The nearest node_modules above the module, where its npm imports resolve. */
-function nodeModulesOf(module: string): string | undefined {
-  for (let dir = dirname(module); ; dir = dirname(dir)) {
+function nodeModulesOf(file: string): string | undefined {
+  for (let dir = dirname(file); ; dir = dirname(dir)) {
     const candidate = join(dir, "node_modules");
     if (existsSync(candidate)) return candidate;
     if (dirname(dir) === dir) return undefined;
@@ -49,12 +49,11 @@ function nodeModulesOf(module: string): string | undefined {
 
 function denoFlags(target: PluginTarget): string[] {
   const p = target.permissions ?? {};
-  // Dynamic import needs read access to the module graph: the plugin's folder, the SDK
-  // and the node_modules its npm imports resolve from.
-  const read = [dirname(target.module), sdkDir, nodeModulesOf(target.module), ...(p.read ?? [])].filter(
-    (x): x is string => typeof x === "string",
-  );
-  const flags = [`--allow-read=${read.join(",")}`];
+  // Dynamic import needs read access to the module graph: the plugin's folder, the SDK,
+  // and the node_modules that their npm imports resolve from.
+  const read = [dirname(target.module), sdkDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
+  const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
+  const flags = [`--allow-read=${unique.join(",")}`];
   for (const [name, list] of [["write", p.write], ["net", p.net], ["env", p.env], ["run", p.run]] as const) {
     if (list && list.length > 0) flags.push(`--allow-${name}=${list.join(",")}`);
   }

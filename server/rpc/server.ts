@@ -25,7 +25,7 @@ import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
 import { stateService } from "./state-service.ts";
 
-export interface PlinthServer {
+export interface PlinthServer extends AsyncDisposable {
   /** The port it listens on (the chosen one when the config says 0). */
   readonly port: number;
   readonly engine: Engine;
@@ -115,5 +115,5 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
   }
   for (const s of ["", ...SERVICES]) health.setStatus(s, "SERVING");
   logger.info({ address: `${host}:${port}` }, "serving");
-  return { port, engine, processes, close };
+  return { port, engine, processes, close, [Symbol.asyncDispose]: close };
 }

@@ -1,0 +1,56 @@
+/**
+ * The README's grpcurl examples, run as written: their JSON bodies parsed with the
+ * proto3 JSON mapping (as grpcurl does) and sent to a real server.
+ */
+import { readFileSync } from "node:fs";
+import { fromJsonString, toJson } from "@bufbuild/protobuf";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import {
+  CreateInstanceRequestSchema,
+  CreateInstanceResponseSchema,
+  FitRequestSchema,
+  PredictRequestSchema,
+  PredictResponseSchema,
+} from "../gen/plinth/v1/engine_service_pb.ts";
+import { root, startTestServer, type TestServer } from "./helpers/server.ts";
+
+const readme = readFileSync(`${root}README.md`, "utf8");
+
+/** The -d body of the README's grpcurl call to `method`, the first one. */
+function body(method: string): string {
+  const match = new RegExp(`-d '([^']*)'[^']*?plinth\\.v1\\.${method}\\b`).exec(readme);
+  if (!match) throw new Error(`no grpcurl example for ${method} in the README`);
+  return match[1]!;
+}
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer();
+});
+afterAll(() => t?.close());
+
+describe("the README's grpcurl session", () => {
+  it("gets a prediction from the Iris model with the README's JSON bodies", async () => {
+    const created = await t.engine.createInstance(fromJsonString(CreateInstanceRequestSchema, body("EngineService/CreateInstance")));
+    const createdJson = toJson(CreateInstanceResponseSchema, created) as {
+      action: { modelId: string; status: string };
+    };
+    expect(createdJson.action.status).toBe("ACTION_STATUS_SUCCEEDED");
+    const modelId = createdJson.action.modelId;
+    const exampleId = /"model_id": "([^"]+)"/.exec(readme)![1]!;
+
+    const fit = await t.engine.fit(fromJsonString(FitRequestSchema, body("EngineService/Fit").replaceAll(exampleId, modelId)));
+    expect(fit.action!.status).toBe(ActionStatus.SUCCEEDED);
+
+    const predicted = await t.engine.predict(
+      fromJsonString(PredictRequestSchema, body("EngineService/Predict").replaceAll(exampleId, modelId)),
+    );
+    const json = toJson(PredictResponseSchema, predicted) as {
+      action: { result: { prediction: unknown } };
+    };
+    // The README shows this result.
+    expect(json.action.result).toEqual({ prediction: { json: ["setosa", "virginica"] } });
+    expect(readme).toContain('"result": { "prediction": { "json": ["setosa", "virginica"] } }');
+  });
+});
