@@ -1,7 +1,7 @@
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
-import { createFileRegistry, fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, fromBinary } from "@bufbuild/protobuf";
+import { type FileDescriptorProto, FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -36,6 +36,18 @@ function ask(client: grpc.Client, request: object): Promise<ReflectionResponse> 
   });
 }
 
+/** The files in an order where each comes after the files it imports. */
+function dependenciesFirst(files: FileDescriptorProto[]): FileDescriptorProto[] {
+  const out: FileDescriptorProto[] = [];
+  const visit = (file: FileDescriptorProto) => {
+    if (out.includes(file)) return;
+    for (const name of file.dependency) visit(files.find((f) => f.name === name)!);
+    out.push(file);
+  };
+  files.forEach(visit);
+  return out;
+}
+
 let t: TestServer;
 beforeAll(async () => {
   t = await startTestServer({ plugins: [{ module: "plugins/system-test/mod.ts" }] });
@@ -66,7 +78,7 @@ describe("server reflection, as grpcurl uses it", () => {
         }
         expect(files.map((f) => f.name)).toContain("google/protobuf/struct.proto");
         // The descriptors are complete and consistent: a strict registry builds from them.
-        const registry = createFileRegistry(files[0]!, (name) => files.find((f) => f.name === name));
+        const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: dependenciesFirst(files) }));
         expect(registry.getService("plinth.v1.EngineService")?.methods.map((m) => m.name)).toContain("CreateInstance");
         expect(registry.getMessage("plinth.v1.Arg")?.fields.find((f) => f.name === "json")?.message?.typeName).toBe(
           "google.protobuf.Value",

@@ -36,6 +36,16 @@ export const configSchema = z.strictObject({
       sigterm_timeout: seconds.default(5),
       /** Seconds between two reconciliations of the child count with the operating system. */
       check_children_period: seconds.default(1),
+      /** Keep a child that answered cleanly for the next call of its plugin module. */
+      reuse_workers: z.boolean().default(true),
+      /** A child is retired after this many calls. */
+      max_calls_per_worker: positiveInt.default(10000),
+      /** Seconds an idle child beyond min_idle_workers is kept. */
+      idle_worker_timeout: seconds.default(60),
+      /** Idle children kept ready per plugin module (started with the server), while slots are free. */
+      min_idle_workers: z.number().int().nonnegative().default(1),
+      /** Queued actions at most; beyond, new ones are refused with RESOURCE_EXHAUSTED. */
+      max_queue: positiveInt.default(1000),
       /** Largest frame on a child's pipe, in bytes. */
       max_frame_bytes: positiveInt.default(64 * 1024 * 1024),
       /** Lines of a plugin's output kept on its action. */

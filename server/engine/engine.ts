@@ -3,29 +3,20 @@
  * time (ModelLocks); every plugin call goes through the ProcessManager; every change
  * is stored and published on the StateHub with a new revision.
  */
-import { clone, create, type MessageInitShape } from "@bufbuild/protobuf";
-import { timestampDate, timestampFromDate, timestampNow, type Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
+import { clone, create } from "@bufbuild/protobuf";
+import { type Duration, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import {
-  type Action,
-  ActionCall,
-  type ActionError,
-  ActionErrorSchema,
-  ActionResultSchema,
-  ActionSchema,
-  ActionStatus,
-  type DataAccessProgress,
-} from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { type State, StateSchema } from "../../gen/plinth/v1/state_service_pb.ts";
-import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { invalid, notFound, PlinthError } from "../errors.ts";
-import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
-import { nullValue, toArg, validateArgs } from "./args.ts";
-import { resolveArgs } from "./data-access.ts";
+import { ActionQueue } from "./action-queue.ts";
+import { ActionRun, isEnded, type RunContext } from "./action-run.ts";
+import { validateArgs } from "./args.ts";
+import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
 import { ModelLocks } from "./model-locks.ts";
 import type { PluginRegistry } from "./plugins.ts";
@@ -36,33 +27,12 @@ export interface EngineOptions {
   processes: ProcessManager;
   plugins: PluginRegistry;
   logger: Logger;
+  /** Queued actions at most; beyond, new actions are refused with RESOURCE_EXHAUSTED. */
+  maxQueue: number;
   /** Finished actions stay in the live state until there are more than this many... */
   retainActions: number;
   /** ...or they ended longer ago than this. */
   retainActionsMs: number;
-}
-
-/** Why an action failed, as recorded on it. */
-class ActionFailure extends Error {
-  readonly error: ActionError;
-  readonly logTail: string[];
-  constructor(error: MessageInitShape<typeof ActionErrorSchema>, logTail: string[] = []) {
-    super(error.message);
-    this.error = create(ActionErrorSchema, error);
-    this.logTail = logTail;
-  }
-}
-
-const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
-
-export function isEnded(action: Action): boolean {
-  return ENDED.has(action.status);
-}
-
-interface Running {
-  action: Action;
-  controller: AbortController;
-  done: Promise<void>;
 }
 
 export class Engine {
@@ -73,11 +43,25 @@ export class Engine {
   readonly #models = new Map<string, Model>();
   /** Actions in the live state: running ones and recently finished ones. */
   readonly #actions = new Map<string, Action>();
-  readonly #running = new Map<string, Running>();
+  readonly #running = new Map<string, ActionRun>();
+  readonly #queue: ActionQueue;
   #closing = false;
+
+  readonly #runContext: RunContext;
 
   private constructor(options: EngineOptions) {
     this.#o = options;
+    this.#queue = new ActionQueue(options.maxQueue);
+    this.#runContext = {
+      store: options.store,
+      processes: options.processes,
+      plugins: options.plugins,
+      locks: this.#locks,
+      queue: this.#queue,
+      logger: options.logger,
+      changed: (action) => this.#changed(action),
+      storeModel: (record) => this.#storeModel(record),
+    };
   }
 
   static async open(options: EngineOptions): Promise<Engine> {
@@ -163,23 +147,23 @@ export class Engine {
 
   // ---- actions ----
 
-  createInstance(modelType: string, args: Arg[], kwargs: Record<string, Arg>): Action {
+  createInstance(modelType: string, call: ActionRequest): Action {
     this.#modelPlugin(modelType);
-    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, args, kwargs);
+    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, call);
   }
 
-  fit(modelId: string, args: Arg[], kwargs: Record<string, Arg>): Action {
-    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, args, kwargs);
+  fit(modelId: string, call: ActionRequest): Action {
+    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, call);
   }
 
-  predict(modelId: string, args: Arg[], kwargs: Record<string, Arg>): Action {
-    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, args, kwargs);
+  predict(modelId: string, call: ActionRequest): Action {
+    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, call);
   }
 
   async getAction(actionId: string): Promise<Action> {
     requireId("action_id", actionId);
     const live = this.#actions.get(actionId);
-    if (live) return clone(ActionSchema, live);
+    if (live) return this.#snapshot(live);
     const stored = await this.#o.store.getAction(actionId);
     if (!stored) throw notFound(`action ${actionId} not found`);
     return stored;
@@ -215,16 +199,16 @@ export class Engine {
         resolve();
       });
     });
-    return clone(ActionSchema, running.action);
+    return this.#snapshot(running.action);
   }
 
   /** Cancels the action and answers once it has ended. An ended action is returned as it is. */
   async cancelAction(actionId: string): Promise<Action> {
     const running = this.#running.get(actionId);
     if (!running) return this.getAction(actionId);
-    running.controller.abort(new PlinthError("cancelled", "cancelled by CancelAction"));
+    running.cancel(new CancelReason("CancelAction", "cancelled by CancelAction"));
     await running.done;
-    return clone(ActionSchema, running.action);
+    return this.#snapshot(running.action);
   }
 
   // ---- state ----
@@ -233,7 +217,7 @@ export class Engine {
     return create(StateSchema, {
       revision: this.hub.revision,
       models: [...this.#models.values()].map((m) => clone(ModelSchema, m)),
-      actions: [...this.#actions.values()].map((a) => clone(ActionSchema, a)),
+      actions: [...this.#actions.values()].map((a) => this.#snapshot(a)),
     });
   }
 
@@ -241,7 +225,7 @@ export class Engine {
   async close(): Promise<void> {
     this.#closing = true;
     for (const running of this.#running.values()) {
-      running.controller.abort(new PlinthError("shutting_down", "the server is shutting down"));
+      running.cancel(new CancelReason("shutdown", "the server is shutting down"));
     }
     await Promise.all([...this.#running.values()].map((r) => r.done));
   }
@@ -277,9 +261,12 @@ export class Engine {
     return clone(ModelSchema, model);
   }
 
-  #start(call: ActionCall, modelId: string, modelType: string, args: Arg[], kwargs: Record<string, Arg>): Action {
+  #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest): Action {
     this.#refuseIfClosing();
+    const { args, kwargs, timeout } = request;
     const nodes = validateArgs(args, kwargs, (name) => this.#o.plugins.dataAccess(name) !== undefined);
+    const timeoutMs = timeout ? timeoutMillis(timeout) : undefined;
+    this.#queue.admit();
     const now = timestampNow();
     const action = create(ActionSchema, {
       id: newId("a"),
@@ -292,182 +279,32 @@ export class Engine {
       dataAccess: nodes.map((n) => ({ argument: n.path, name: n.access.name, status: ActionStatus.QUEUED })),
       createTime: now,
       updateTime: now,
+      ...(timeout ? { timeout } : {}),
     });
-    const controller = new AbortController();
-    const running: Running = { action, controller, done: Promise.resolve() };
-    this.#running.set(action.id, running);
     this.#actions.set(action.id, action);
-    this.#changed(action);
-    running.done = this.#run(action, controller.signal).finally(() => {
+    const run = new ActionRun(this.#runContext, action, timeoutMs);
+    this.#running.set(action.id, run);
+    void run.done.finally(() => {
       this.#running.delete(action.id);
       this.#retire();
     });
+    return this.#snapshot(action);
+  }
+
+  /** A copy of the action to hand out, its queue position as of now. */
+  #snapshot(action: Action): Action {
+    action.queuePosition = this.#queue.position(action.id);
     return clone(ActionSchema, action);
   }
 
   /** Stores the action and publishes it with a new revision. */
   #changed(action: Action): void {
     action.updateTime = timestampNow();
-    void this.#o.store.putAction(action).catch((error: unknown) => {
+    const snapshot = this.#snapshot(action);
+    void this.#o.store.putAction(snapshot).catch((error: unknown) => {
       this.#o.logger.error({ err: error, actionId: action.id }, "storing an action failed");
     });
-    this.hub.publish({ kind: "action_upserted", action: clone(ActionSchema, action) });
-  }
-
-  async #run(action: Action, signal: AbortSignal): Promise<void> {
-    const { processes } = this.#o;
-    const plugin = this.#modelPlugin(action.modelType);
-    try {
-      using _lock = action.modelId ? await this.#locks.acquire(action.modelId, signal) : undefined;
-      action.startTime = timestampNow();
-      const model = action.modelId ? await this.#o.store.getModel(action.modelId) : undefined;
-      if (action.modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${action.modelId} was deleted` });
-
-      const resolved = await this.#resolveDataAccess(action, signal);
-      const outcome = await processes.call(
-        plugin.target,
-        {
-          kind: callKinds[action.call],
-          target: action.modelType,
-          instance: model?.instance ?? new Uint8Array(),
-          args: resolved.args,
-          kwargs: resolved.kwargs,
-        },
-        {
-          signal,
-          onStart: () => {
-            action.status = ActionStatus.EXECUTING;
-            this.#changed(action);
-          },
-          onProgress: (state, logTail) => {
-            action.state = state;
-            action.logTail = logTail;
-            this.#changed(action);
-          },
-        },
-      );
-      action.logTail = outcome.logTail;
-      action.status = ActionStatus.STORING;
-      this.#changed(action);
-      const { result } = outcome;
-      const stored = result.instance === undefined ? undefined : await this.#storeRevision(action, model, result.instance);
-      action.result = create(ActionResultSchema, {
-        ...(stored ? { model: stored } : {}),
-        ...(action.call === ActionCall.PREDICT ? { prediction: toArg(result.value) } : {}),
-      });
-      action.status = ActionStatus.SUCCEEDED;
-    } catch (error) {
-      this.#fail(action, error, signal);
-    }
-    action.endTime = timestampNow();
-    this.#changed(action);
-  }
-
-  #fail(action: Action, error: unknown, signal: AbortSignal): void {
-    const cancelled = signal.aborted || (error instanceof ChildFailure && error.code === "cancelled");
-    if (cancelled) {
-      const reason: unknown = signal.reason;
-      action.status = ActionStatus.CANCELLED;
-      action.error = create(ActionErrorSchema, {
-        code: PlinthError.is(reason) ? reason.kind : "cancelled",
-        message: PlinthError.is(reason) ? reason.message : "the action was cancelled",
-      });
-      if (error instanceof ChildFailure) action.logTail = error.logTail;
-    } else if (error instanceof ActionFailure) {
-      action.status = ActionStatus.FAILED;
-      action.error = error.error;
-      if (error.logTail.length) action.logTail = error.logTail;
-    } else if (error instanceof ChildFailure) {
-      action.status = ActionStatus.FAILED;
-      action.error = create(ActionErrorSchema, { code: error.code, message: error.message, stack: error.pluginStack });
-      action.logTail = error.logTail;
-    } else if (PlinthError.is(error)) {
-      action.status = ActionStatus.FAILED;
-      action.error = create(ActionErrorSchema, { code: error.kind, message: error.message });
-    } else {
-      this.#o.logger.error({ err: error, actionId: action.id }, "action failed with an internal error");
-      action.status = ActionStatus.FAILED;
-      action.error = create(ActionErrorSchema, { code: "internal", message: "internal error; see the server log" });
-    }
-    // Data access that never got to finish was cancelled with its action.
-    for (const entry of action.dataAccess) {
-      if (!ENDED.has(entry.status)) entry.status = ActionStatus.CANCELLED;
-    }
-  }
-
-  async #storeRevision(action: Action, model: ModelRecord | undefined, instance: Uint8Array): Promise<Model> {
-    const now = new Date();
-    const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId: action.id };
-    const record: ModelRecord = model
-      ? { ...model, ...change, revision: model.revision + 1n }
-      : { ...change, id: newId("m"), modelType: action.modelType, revision: 1n, createTime: now };
-    if (!model) action.modelId = record.id;
-    return this.#storeModel(record);
-  }
-
-  async #resolveDataAccess(action: Action, signal: AbortSignal) {
-    if (action.dataAccess.length === 0) return resolveArgs(action.args, action.kwargs, unreachable, signal);
-    action.status = ActionStatus.ACCESSING_DATA;
-    this.#changed(action);
-    const entries = new Map(action.dataAccess.map((e) => [e.argument, e]));
-    const resolved = await resolveArgs(
-      action.args,
-      action.kwargs,
-      async (path, name, args, callSignal) => this.#callDataAccess(action, entries.get(path)!, name, args, callSignal),
-      signal,
-    );
-    // Waiting for a child slot again, now for the main call.
-    action.status = ActionStatus.QUEUED;
-    this.#changed(action);
-    return resolved;
-  }
-
-  async #callDataAccess(
-    action: Action,
-    entry: DataAccessProgress,
-    name: string,
-    args: { args: Value[]; kwargs: Record<string, Value> },
-    signal: AbortSignal,
-  ): Promise<Value> {
-    const plugin = this.#o.plugins.dataAccess(name)!;
-    const update = (change: Partial<DataAccessProgress>) => {
-      Object.assign(entry, change);
-      this.#changed(action);
-    };
-    try {
-      const outcome = await this.#o.processes.call(
-        plugin.target,
-        { kind: CallKind.DATA_ACCESS, target: name, args: args.args, kwargs: args.kwargs },
-        {
-          signal,
-          onStart: () => update({ status: ActionStatus.EXECUTING, startTime: timestampNow() }),
-          onProgress: (state: JsonValuePb | undefined) => update(state ? { state } : {}),
-        },
-      );
-      update({ status: ActionStatus.SUCCEEDED, endTime: timestampNow() });
-      return outcome.result.value ?? nullValue();
-    } catch (error) {
-      const cancelled = signal.aborted && !(error instanceof ChildFailure && error.code !== "cancelled");
-      const message = error instanceof Error ? error.message : String(error);
-      update({
-        status: cancelled ? ActionStatus.CANCELLED : ActionStatus.FAILED,
-        endTime: timestampNow(),
-        error: create(ActionErrorSchema, {
-          code: error instanceof ChildFailure ? error.code : "cancelled",
-          message,
-          stack: error instanceof ChildFailure ? error.pluginStack : "",
-        }),
-      });
-      if (cancelled) throw error;
-      throw new ActionFailure(
-        {
-          code: "data_access_failed",
-          message: `data access "${name}" for ${entry.argument} failed: ${message}`,
-          stack: error instanceof ChildFailure ? error.pluginStack : "",
-        },
-        error instanceof ChildFailure ? error.logTail : [],
-      );
-    }
+    this.hub.publish({ kind: "action_upserted", action: snapshot });
   }
 
   /** Drops finished actions from the live state beyond the retention count and age. */
@@ -486,15 +323,17 @@ export class Engine {
   }
 }
 
-const callKinds: Record<ActionCall, CallKind> = {
-  [ActionCall.UNSPECIFIED]: CallKind.UNSPECIFIED,
-  [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
-  [ActionCall.FIT]: CallKind.FIT,
-  [ActionCall.PREDICT]: CallKind.PREDICT,
-};
+/** The arguments and options of CreateInstance, Fit and Predict. */
+export interface ActionRequest {
+  args: Arg[];
+  kwargs: Record<string, Arg>;
+  timeout?: Duration | undefined;
+}
 
-function unreachable(): never {
-  throw new Error("no data-access arguments to resolve");
+function timeoutMillis(timeout: Duration): number {
+  const ms = Number(timeout.seconds) * 1000 + timeout.nanos / 1e6;
+  if (!(ms > 0) || ms > 2 ** 31 - 1) throw invalid(`timeout: must be between 1 ms and 24 days, got ${ms} ms`);
+  return ms;
 }
 
 function requireId(field: string, value: string): void {

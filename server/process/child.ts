@@ -1,11 +1,14 @@
 /**
- * One plugin child process: spawn, hello, one call, exit. It leads its own process
- * group so that signals reach whatever the plugin itself started.
+ * One plugin child process: spawn, hello, then calls one at a time over its pipes.
+ * It leads its own process group so that signals reach whatever the plugin itself
+ * started, and when it exits the whole group is killed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import {
-  CallSchema,
+  type CallSchema,
   type Failure,
   type Hello,
   type Result,
@@ -13,7 +16,6 @@ import {
   type WorkerMessage,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import type { ChildCommand } from "./runtimes.ts";
@@ -29,6 +31,8 @@ export interface ChildExit {
   /** It vanished without an exit event (found by reconciliation). */
   vanished: boolean;
   durationMs: number;
+  /** From terminate() to the exit; 0 if it was not terminated. */
+  stopMs: number;
 }
 
 /** What went wrong in a child, as the engine reports it on the action. */
@@ -57,9 +61,18 @@ export interface ChildOptions {
   label: string;
 }
 
+/** How long a child whose stdout closed has to exit before it counts as broken. */
+const STDOUT_CLOSED_GRACE_MS = 250;
+
 function describeExit(exit: ChildExit): string {
   if (exit.vanished) return "vanished";
   return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+}
+
+/** The frame handler of the exchange in progress (hello or one call). */
+interface Exchange {
+  onMessage(message: WorkerMessage): void;
+  onEnd(failure: ChildFailure): void;
 }
 
 export class PluginChild {
@@ -67,17 +80,16 @@ export class PluginChild {
   readonly pid: number;
   readonly startedAt = performance.now();
   readonly tail: LogTail;
-  /** Settles when the process has exited. */
+  /** Settles when the process has exited and its stdout is drained. */
   readonly exited: Promise<ChildExit>;
   readonly #options: ChildOptions;
   #exit: ChildExit | undefined;
   #markExited!: (exit: ChildExit) => void;
-  #terminated = false;
+  #terminatedAt: number | undefined;
   #forced = false;
   #killTimer: ReturnType<typeof setTimeout> | undefined;
-  #listener: ((message: WorkerMessage) => void) | undefined;
+  #exchange: Exchange | undefined;
   #broken: ChildFailure | undefined;
-  #onBroken: ((failure: ChildFailure) => void) | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -97,23 +109,37 @@ export class PluginChild {
       // Report the exit once stdout is drained, so that a last frame is not lost; a
       // grandchild that escaped the group could hold the pipe open, hence the cap.
       const finish = () => this.#finish(code, signal);
+      if (this.process.stdout!.closed) return finish();
       const cap = setTimeout(finish, 1000);
       this.process.stdout!.once("close", () => {
         clearTimeout(cap);
         finish();
       });
-      if (this.process.stdout!.closed) finish();
     });
     this.process.stdin!.on("error", () => {}); // EPIPE when the child is gone: its exit tells the story.
     this.process.stderr!.on("data", (chunk: Buffer) => this.tail.push(chunk));
     const decoder = new FrameDecoder(options.maxFrameBytes);
-    this.process.stdout!.on("data", (chunk: Buffer) => {
+    const stdout = this.process.stdout!;
+    stdout.on("data", (chunk: Buffer) => {
       if (this.#broken) return;
+      let messages: WorkerMessage[];
       try {
-        for (const frame of decoder.push(chunk)) this.#listener?.(fromBinary(WorkerMessageSchema, frame));
+        messages = decoder.push(chunk).map((frame) => fromBinary(WorkerMessageSchema, frame));
       } catch (error) {
-        this.#break(new ChildFailure("protocol_error", `plugin ${options.label} broke the protocol: ${(error as Error).message}`));
+        return this.#break(`plugin ${options.label} broke the protocol: ${(error as Error).message}`);
       }
+      for (const message of messages) {
+        if (!this.#exchange) return this.#break(`plugin ${options.label} sent ${message.kind.case} while idle`);
+        this.#exchange.onMessage(message);
+      }
+    });
+    stdout.on("end", () => {
+      // The protocol channel closed. If the process lives on, it can never answer; if
+      // it is exiting, its exit event is on its way and tells the story.
+      const check = setTimeout(() => {
+        if (!this.#exit) this.#break(`plugin ${options.label} closed its stdout`);
+      }, STDOUT_CLOSED_GRACE_MS);
+      void this.exited.then(() => clearTimeout(check));
     });
   }
 
@@ -121,9 +147,14 @@ export class PluginChild {
     return this.#exit;
   }
 
+  /** Stopping or gone: never to be given another call. */
+  get stopping(): boolean {
+    return this.#terminatedAt !== undefined || this.#exit !== undefined || this.#broken !== undefined;
+  }
+
   /** Waits for the hello frame with the plugin's manifest. */
   hello(): Promise<Hello> {
-    return this.#next((message, resolve, reject) => {
+    return this.#run<Hello>((message, resolve, reject) => {
       if (message.kind.case === "hello") resolve(message.kind.value);
       else if (message.kind.case === "failure") {
         const f = message.kind.value;
@@ -133,21 +164,21 @@ export class PluginChild {
   }
 
   /** Sends one call and waits for its result; progress goes to onProgress. */
-  call(call: MessageInitShape<typeof CallSchema>, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
-    const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
-    this.process.stdin!.write(encodeFrame(toBinary(ServerMessageSchema, message)));
-    return this.#next((message, resolve, reject) => {
+  call(call: MessageInitShape<typeof CallSchema> & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+    const promise = this.#run<Result>((message, resolve, reject) => {
       const kind = message.kind;
-      if (kind.value && "callId" in kind.value && kind.value.callId !== call.callId) {
-        reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} answered call ${kind.value.callId}, expected ${call.callId}`));
+      if (kind.case === "hello" || kind.value?.callId !== call.callId) {
+        reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent an unexpected ${kind.case} for call ${call.callId}`));
       } else if (kind.case === "progress") onProgress(kind.value.state);
       else if (kind.case === "result") resolve(kind.value);
       else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
-      else reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent an unexpected ${kind.case}`));
     }, "plugin_exited", "before answering");
+    const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
+    this.process.stdin!.write(encodeFrame(toBinary(ServerMessageSchema, message)));
+    return promise;
   }
 
-  /** Closes stdin: the worker exits once its input ends. */
+  /** Closes stdin: the worker finishes what it is doing and exits. */
   endInput(): void {
     this.process.stdin!.end();
   }
@@ -157,8 +188,8 @@ export class PluginChild {
    * resolves when the process is gone.
    */
   terminate(sigtermTimeoutMs: number): Promise<ChildExit> {
-    if (!this.#exit && !this.#terminated) {
-      this.#terminated = true;
+    if (!this.#exit && this.#terminatedAt === undefined) {
+      this.#terminatedAt = performance.now();
       this.#signalGroup("SIGTERM");
       this.#killTimer = setTimeout(() => {
         this.#forced = true;
@@ -168,14 +199,29 @@ export class PluginChild {
     return this.exited;
   }
 
-  /** Reconciliation found the pid gone without an exit event. */
-  markVanished(): void {
+  /**
+   * Checks with the operating system that the process still runs; one that is gone
+   * or a zombie without our having seen its exit is marked exited. Returns false then.
+   */
+  reconcile(): boolean {
+    if (this.#exit) return false;
+    let state: string | undefined;
+    try {
+      const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
+      state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
+    } catch {
+      state = undefined;
+    }
+    if (state !== undefined && state !== "Z" && state !== "X") return true;
     this.#signalGroup("SIGKILL");
     this.#finish(null, null, true);
+    return false;
   }
 
   #pluginFailure(f: Failure): ChildFailure {
-    if (f.name === "AbortError" && this.#terminated) return new ChildFailure("cancelled", "the action was cancelled", f.stack);
+    if (f.name === "AbortError" && this.#terminatedAt !== undefined) {
+      return new ChildFailure("cancelled", "the action was cancelled", f.stack);
+    }
     return new ChildFailure("plugin_error", `${f.name}: ${f.message}`, f.stack);
   }
 
@@ -187,55 +233,68 @@ export class PluginChild {
     }
   }
 
-  #break(failure: ChildFailure): void {
-    this.#broken = failure;
-    this.#onBroken?.(failure);
+  #break(message: string): void {
+    if (this.#broken) return;
+    this.#broken = new ChildFailure("protocol_error", message);
+    this.#exchange?.onEnd(this.#broken);
     void this.terminate(0);
   }
 
   #finish(code: number | null, signal: NodeJS.Signals | null, vanished = false): void {
     if (this.#exit) return;
     clearTimeout(this.#killTimer);
+    const now = performance.now();
     this.#exit = {
       code,
       signal,
-      terminated: this.#terminated,
+      terminated: this.#terminatedAt !== undefined,
       forced: this.#forced,
       vanished,
-      durationMs: performance.now() - this.startedAt,
+      durationMs: now - this.startedAt,
+      stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };
-    this.#markExited(this.#exit);
+    const exit = this.#exit;
+    const failure =
+      this.#terminatedAt !== undefined && !this.#broken
+        ? new ChildFailure("cancelled", "the action was cancelled")
+        : new ChildFailure("plugin_exited", `plugin ${this.#options.label} ${describeExit(exit)}`);
+    this.#exchange?.onEnd(failure);
+    this.#markExited(exit);
   }
 
   /**
-   * Feeds frames to `handle` until it settles; fails when the protocol breaks or the
-   * child exits first.
+   * Runs one exchange: frames go to `handle` until it settles; it fails when the
+   * protocol breaks or the child exits first. One exchange at a time.
    */
-  #next<T>(
+  #run<T>(
     handle: (message: WorkerMessage, resolve: (value: T) => void, reject: (error: ChildFailure) => void) => void,
     exitCode: ChildFailureCode,
     when: string,
   ): Promise<T> {
+    if (this.#exchange) throw new Error(`plugin ${this.#options.label}: an exchange is already in progress`);
     return new Promise<T>((resolve, reject) => {
-      let settled = false;
       const settle = (fn: () => void) => {
-        if (settled) return;
-        settled = true;
-        this.#listener = undefined;
-        this.#onBroken = undefined;
+        if (this.#exchange !== exchange) return;
+        this.#exchange = undefined;
         fn();
       };
-      const fail = (error: ChildFailure) => settle(() => reject(error));
-      if (this.#broken) return fail(this.#broken);
-      this.#listener = (message) => handle(message, (value) => settle(() => resolve(value)), fail);
-      this.#onBroken = fail;
-      void this.exited.then((exit) => {
-        // Let frames already read be handled first: stdout may still hold the answer.
-        setImmediate(() => {
-          if (this.#terminated && !this.#broken) fail(new ChildFailure("cancelled", "the action was cancelled"));
-          else fail(new ChildFailure(exitCode, `plugin ${this.#options.label} ${describeExit(exit)} ${when}`));
-        });
-      });
+      const exchange: Exchange = {
+        onMessage: (message) =>
+          handle(
+            message,
+            (value) => settle(() => resolve(value)),
+            (error) => settle(() => reject(error)),
+          ),
+        onEnd: (failure) =>
+          settle(() => {
+            if (failure.code === "plugin_exited") {
+              reject(new ChildFailure(exitCode, `${failure.message} ${when}`));
+            } else reject(failure);
+          }),
+      };
+      if (this.#broken) return reject(this.#broken);
+      if (this.#exit) return reject(new ChildFailure(exitCode, `plugin ${this.#options.label} ${describeExit(this.#exit)} ${when}`));
+      this.#exchange = exchange;
     });
   }
 }

@@ -18,6 +18,12 @@ export class LogTail {
     for (const line of parts) this.#add(line);
   }
 
+  /** Forgets what was kept: the next call's tail starts empty. */
+  clear(): void {
+    this.#lines = [];
+    this.#partial = "";
+  }
+
   lines(): string[] {
     return this.#partial ? [...this.#lines, this.#partial] : [...this.#lines];
   }

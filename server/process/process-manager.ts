@@ -1,6 +1,14 @@
 /**
- * Runs plugin calls in child processes, never more than maxChildren alive at once
- * (handshakes and data-access sub-calls included), the rest waiting in a FIFO queue.
+ * Runs plugin calls in child processes. Never more than maxChildren children alive at
+ * once — starting, busy, idle or stopping, handshakes and data-access sub-calls
+ * included — and the calls beyond that wait in one FIFO queue.
+ *
+ * A child that answered its call cleanly goes back to an idle pool for its plugin
+ * module and serves the next call without a new spawn (a spawn costs 0.1–1.5 s, a
+ * call on a warm child well under a millisecond). A child that failed, was cancelled
+ * or broke the protocol is never reused. Idle children give up their slot to a
+ * waiting call for another module.
+ *
  * Knows nothing of gRPC or of models: a call goes in, a result or a ChildFailure
  * comes out.
  */
@@ -8,9 +16,8 @@ import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { ChildFailure, PluginChild } from "./child.ts";
+import { type ChildExit, ChildFailure, PluginChild } from "./child.ts";
 import { childCommand, type PluginTarget } from "./runtimes.ts";
-import { Slots } from "../slots.ts";
 
 export interface ProcessManagerOptions {
   maxChildren: number;
@@ -20,14 +27,23 @@ export interface ProcessManagerOptions {
   logTailLines: number;
   /** Deno's cache directory for deno children. */
   denoDir: string;
+  /** Keep children that answered cleanly for the next call. */
+  reuseWorkers: boolean;
+  /** A child is retired after this many calls. */
+  maxCallsPerWorker: number;
+  /** An idle child beyond minIdleWorkers is retired after this long. */
+  idleWorkerTimeoutMs: number;
+  /** Idle children kept ready per plugin module, when slots are free. */
+  minIdleWorkers: number;
   logger: Logger;
 }
 
 export interface CallOptions {
   /** Aborting it cancels the call: dequeued at once if waiting, else SIGTERM then SIGKILL. */
   signal?: AbortSignal;
-  /** The child is running the call (it had to wait for a slot until now). */
+  /** The call has a child (it may have waited for a slot until now). */
   onStart?: (pid: number) => void;
+  /** The plugin's latest report, with what it printed so far during this call. */
   onProgress?: (state: JsonValuePb | undefined, logTail: string[]) => void;
 }
 
@@ -43,78 +59,112 @@ export interface PluginCall {
 export interface CallOutcome {
   result: Result;
   logTail: string[];
+  /** The child had served calls before this one. */
+  warm: boolean;
 }
 
+interface Worker {
+  readonly key: string;
+  readonly child: PluginChild;
+  /** Settles with the hello once the plugin module has loaded. */
+  readonly ready: Promise<Hello>;
+  calls: number;
+  idleSince: number;
+}
+
+interface Waiter {
+  key: string;
+  target: PluginTarget;
+  resolve(worker: Worker): void;
+  reject(reason: unknown): void;
+}
+
+const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}`;
+
 export class ProcessManager {
-  readonly #options: ProcessManagerOptions;
-  readonly #slots: Slots;
-  readonly #children = new Set<PluginChild>();
+  readonly #o: ProcessManagerOptions;
+  readonly #workers = new Set<Worker>();
+  /** Idle workers per module, most recently used last. */
+  readonly #idle = new Map<string, Worker[]>();
+  readonly #queue: Waiter[] = [];
+  /** Workers asked to stop whose slot is not free yet. */
+  readonly #stopping = new Set<Worker>();
+  /** Every module seen, to keep minIdleWorkers ready. */
+  readonly #targets = new Map<string, PluginTarget>();
+  /** Modules whose last start failed: not prewarmed, or a broken module would respawn forever. */
+  readonly #failing = new Set<string>();
   readonly #timer: ReturnType<typeof setInterval>;
   #nextCallId = 1;
   #closed = false;
 
   constructor(options: ProcessManagerOptions) {
-    this.#options = options;
-    this.#slots = new Slots(options.maxChildren);
-    this.#timer = setInterval(() => this.#reconcile(), options.checkChildrenPeriodMs);
+    this.#o = options;
+    this.#timer = setInterval(() => this.#maintain(), options.checkChildrenPeriodMs);
     this.#timer.unref();
   }
 
-  /** Children alive now. */
+  /** Children alive now: starting, busy, idle or stopping. */
   get live(): number {
-    return this.#children.size;
+    return this.#workers.size;
   }
 
-  /** Calls waiting for a slot. */
+  /** Idle children ready for a call. */
+  get idle(): number {
+    let n = 0;
+    for (const list of this.#idle.values()) n += list.length;
+    return n;
+  }
+
+  /** Calls waiting for a child. */
   get queued(): number {
-    return this.#slots.waiting;
+    return this.#queue.length;
   }
 
   /** Pids of the children alive now. */
   pids(): number[] {
-    return [...this.#children].map((c) => c.pid);
+    return [...this.#workers].map((w) => w.child.pid);
   }
 
-  /** Starts the plugin module and reads its manifest. */
+  /** Starts the plugin module (or takes an idle child of it) and reads its manifest. */
   async describe(target: PluginTarget, signal?: AbortSignal): Promise<Hello> {
-    using _permit = await this.#slots.acquire(signal);
-    const child = this.#spawn(target);
+    const worker = await this.#lease(target, signal);
     try {
-      const hello = await child.hello();
-      child.endInput();
-      await child.exited;
+      const hello = await worker.ready;
+      this.#release(worker, true);
       return hello;
     } catch (error) {
-      await child.terminate(this.#options.sigtermTimeoutMs);
-      throw this.#withTail(error, child);
+      this.#release(worker, false);
+      await worker.child.exited;
+      throw this.#withTail(error, worker);
     }
   }
 
-  /** Runs one call in a new child. Rejects with ChildFailure, or with the signal's reason if cancelled while queued. */
-  async call(
-    target: PluginTarget,
-    call: PluginCall,
-    options: CallOptions = {},
-  ): Promise<CallOutcome> {
+  /** Runs one call. Rejects with ChildFailure, or with the signal's reason if cancelled while queued. */
+  async call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {
     const { signal } = options;
-    using _permit = await this.#slots.acquire(signal);
-    signal?.throwIfAborted();
-    const child = this.#spawn(target);
-    const onAbort = () => void child.terminate(this.#options.sigtermTimeoutMs);
+    const worker = await this.#lease(target, signal);
+    const onAbort = () => void worker.child.terminate(this.#o.sigtermTimeoutMs);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      options.onStart?.(child.pid);
-      await child.hello();
-      const result = await child.call({ ...call, callId: String(this.#nextCallId++) }, (state) =>
-        options.onProgress?.(state, child.tail.lines()),
+      if (signal?.aborted) onAbort();
+      options.onStart?.(worker.child.pid);
+      await worker.ready;
+      const warm = worker.calls > 0;
+      worker.calls++;
+      worker.child.tail.clear();
+      const result = await worker.child.call({ ...call, callId: String(this.#nextCallId++) }, (state) =>
+        options.onProgress?.(state, worker.child.tail.lines()),
       );
-      child.endInput();
-      // The slot frees only when the process is gone.
-      await child.exited;
-      return { result, logTail: child.tail.lines() };
+      // stderr is another pipe: let what the plugin printed before answering arrive.
+      await new Promise(setImmediate);
+      const logTail = worker.child.tail.lines();
+      this.#release(worker, true);
+      return { result, logTail, warm };
     } catch (error) {
-      await child.terminate(this.#options.sigtermTimeoutMs);
-      throw this.#withTail(error, child);
+      this.#release(worker, false);
+      // The slot frees, and the cancel outcome is known, only once the process is gone.
+      await worker.child.exited;
+      throw this.#withTail(error, worker);
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
@@ -122,50 +172,172 @@ export class ProcessManager {
 
   /** Refuses new calls, fails queued ones, stops every child and waits until all are gone. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    clearInterval(this.#timer);
-    this.#slots.close();
-    await Promise.all([...this.#children].map((c) => c.terminate(this.#options.sigtermTimeoutMs)));
+    if (!this.#closed) {
+      this.#closed = true;
+      clearInterval(this.#timer);
+      const error = new PlinthError("shutting_down", "the server is shutting down");
+      for (const waiter of this.#queue.splice(0)) waiter.reject(error);
+    }
+    await Promise.all([...this.#workers].map((w) => w.child.terminate(this.#o.sigtermTimeoutMs)));
   }
 
-  #spawn(target: PluginTarget): PluginChild {
-    if (this.#closed) throw new PlinthError("shutting_down", "the server is shutting down");
-    const { maxFrameBytes, logTailLines, denoDir } = this.#options;
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  #lease(target: PluginTarget, signal?: AbortSignal): Promise<Worker> {
+    signal?.throwIfAborted();
+    if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
+    const key = keyOf(target);
+    this.#targets.set(key, target);
+    return new Promise<Worker>((resolve, reject) => {
+      const onAbort = () => {
+        const i = this.#queue.indexOf(waiter);
+        if (i >= 0) this.#queue.splice(i, 1);
+        reject(signal?.reason);
+      };
+      const waiter: Waiter = {
+        key,
+        target,
+        resolve: (worker) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(worker);
+        },
+        reject: (reason) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(reason);
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#queue.push(waiter);
+      this.#schedule();
+    });
+  }
+
+  /** Gives waiting calls a child, in FIFO order, as long as there is one to give. */
+  #schedule(): void {
+    while (this.#queue.length > 0) {
+      const head = this.#queue[0]!;
+      const idle = this.#idle.get(head.key)?.pop();
+      if (idle) {
+        this.#queue.shift();
+        head.resolve(idle);
+        continue;
+      }
+      if (this.#workers.size < this.#o.maxChildren) {
+        this.#queue.shift();
+        head.resolve(this.#spawn(head.target, head.key));
+        continue;
+      }
+      // Full: idle children of other modules give up their slots to the queue.
+      while (this.#stopping.size < this.#queue.length) {
+        const victim = this.#oldestIdle();
+        if (!victim) break;
+        this.#retire(victim);
+      }
+      return;
+    }
+    this.#prewarm();
+  }
+
+  #spawn(target: PluginTarget, key: string): Worker {
+    const { maxFrameBytes, logTailLines, denoDir } = this.#o;
     const child = new PluginChild({
       command: childCommand(target, maxFrameBytes, denoDir),
       maxFrameBytes,
       logTailLines,
       label: target.module,
     });
-    this.#children.add(child);
-    void child.exited.then((exit) => {
-      this.#children.delete(child);
-      this.#options.logger.debug({ pid: child.pid, module: target.module, ...exit }, "plugin child exited");
-    });
-    return child;
+    const ready = child.hello();
+    ready.then(
+      () => this.#failing.delete(key),
+      () => this.#failing.add(key), // Whoever uses the worker awaits it too; a prewarmed one may have none.
+    );
+    const worker: Worker = { key, child, ready, calls: 0, idleSince: performance.now() };
+    this.#workers.add(worker);
+    void child.exited.then((exit) => this.#gone(worker, exit));
+    return worker;
   }
 
-  #withTail(error: unknown, child: PluginChild): unknown {
+  #gone(worker: Worker, exit: ChildExit): void {
+    this.#workers.delete(worker);
+    this.#stopping.delete(worker);
+    this.#removeIdle(worker);
+    this.#o.logger.debug({ pid: worker.child.pid, calls: worker.calls, ...exit }, "plugin child exited");
+    if (!this.#closed) this.#schedule();
+  }
+
+  #release(worker: Worker, reusable: boolean): void {
+    const { reuseWorkers, maxCallsPerWorker } = this.#o;
+    if (reusable && reuseWorkers && !this.#closed && !worker.child.stopping && worker.calls < maxCallsPerWorker) {
+      worker.idleSince = performance.now();
+      const list = this.#idle.get(worker.key) ?? [];
+      list.push(worker);
+      this.#idle.set(worker.key, list);
+      this.#schedule();
+    } else {
+      this.#retire(worker);
+    }
+  }
+
+  /** Stops a worker that is not running a call; its slot frees when it has exited. */
+  #retire(worker: Worker): void {
+    this.#removeIdle(worker);
+    if (worker.child.exit) return;
+    this.#stopping.add(worker);
+    void worker.child.terminate(this.#o.sigtermTimeoutMs);
+  }
+
+  #removeIdle(worker: Worker): void {
+    const list = this.#idle.get(worker.key);
+    const i = list?.indexOf(worker) ?? -1;
+    if (i >= 0) list!.splice(i, 1);
+  }
+
+  #oldestIdle(): Worker | undefined {
+    let oldest: Worker | undefined;
+    for (const list of this.#idle.values()) {
+      const first = list[0];
+      if (first && (!oldest || first.idleSince < oldest.idleSince)) oldest = first;
+    }
+    return oldest;
+  }
+
+  /** Keeps minIdleWorkers ready per module while slots are free and nothing waits. */
+  #prewarm(): void {
+    if (!this.#o.reuseWorkers || this.#closed || this.#queue.length > 0) return;
+    for (const [key, target] of this.#targets) {
+      if (this.#failing.has(key)) continue;
+      const list = this.#idle.get(key) ?? [];
+      this.#idle.set(key, list);
+      while (list.length < this.#o.minIdleWorkers && this.#workers.size < this.#o.maxChildren) {
+        list.unshift(this.#spawn(target, key));
+      }
+    }
+  }
+
+  #withTail(error: unknown, worker: Worker): unknown {
     if (error instanceof ChildFailure) {
-      error.logTail = child.tail.lines();
-      error.exit = child.exit;
+      error.logTail = worker.child.tail.lines();
+      error.exit = worker.child.exit;
     }
     return error;
   }
 
-  /** Compares our books with the operating system: a child whose pid is gone without an exit event is failed and freed. */
-  #reconcile(): void {
-    for (const child of this.#children) {
-      if (child.exit) continue;
-      try {
-        process.kill(child.pid, 0);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code === "ESRCH") {
-          this.#options.logger.warn({ pid: child.pid }, "plugin child vanished without an exit event");
-          child.markVanished();
-        }
+  /**
+   * Every check_children_period: reconcile our books with the operating system (a
+   * child gone or a zombie without an exit event fails its call and frees its slot),
+   * and retire children idle for longer than idle_worker_timeout.
+   */
+  #maintain(): void {
+    for (const worker of this.#workers) {
+      if (!worker.child.reconcile()) {
+        this.#o.logger.warn({ pid: worker.child.pid }, "plugin child vanished without an exit event");
       }
+    }
+    const cutoff = performance.now() - this.#o.idleWorkerTimeoutMs;
+    for (const list of this.#idle.values()) {
+      while (list.length > this.#o.minIdleWorkers && list[0]!.idleSince < cutoff) this.#retire(list[0]!);
     }
   }
 }

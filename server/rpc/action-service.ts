@@ -1,7 +1,8 @@
 /** plinth.v1.ActionService. */
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
-import { type Engine, isEnded } from "../engine/engine.ts";
+import { isEnded } from "../engine/action-run.ts";
+import type { Engine } from "../engine/engine.ts";
 import { invalid } from "../errors.ts";
 import { Coalesced } from "./coalesce.ts";
 import type { ServiceImpl } from "./service-impl.ts";

@@ -14,7 +14,7 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async createInstance(request, context) {
       const e = engine();
-      const action = e.createInstance(request.modelType, request.args, request.kwargs);
+      const action = e.createInstance(request.modelType, request);
       return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
     },
     async addInstance(request) {
@@ -29,12 +29,12 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async fit(request, context) {
       const e = engine();
-      const action = e.fit(request.modelId, request.args, request.kwargs);
+      const action = e.fit(request.modelId, request);
       return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
     },
     async predict(request, context) {
       const e = engine();
-      const action = e.predict(request.modelId, request.args, request.kwargs);
+      const action = e.predict(request.modelId, request);
       return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
     },
     async listPlugins() {

@@ -45,6 +45,10 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
     maxFrameBytes: e.max_frame_bytes,
     logTailLines: e.log_tail_lines,
     denoDir: process.env.DENO_DIR ?? join(process.cwd(), "node_modules/.cache/deno"),
+    reuseWorkers: e.reuse_workers,
+    maxCallsPerWorker: e.max_calls_per_worker,
+    idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
+    minIdleWorkers: e.min_idle_workers,
     logger,
   });
   const store = new MemoryStore({ maxActions: config.backend.max_actions });
@@ -103,6 +107,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
       processes,
       plugins,
       logger,
+      maxQueue: e.max_queue,
       retainActions: e.retain_actions,
       retainActionsMs: e.retain_actions_seconds * 1000,
     });

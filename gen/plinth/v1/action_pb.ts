@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp, Value } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp, Value } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Arg } from "./arg_pb.ts";
 import { file_plinth_v1_arg } from "./arg_pb.ts";
 import type { Model } from "./model_pb.ts";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action.proto.
  */
 export const file_plinth_v1_action: GenFile = /*@__PURE__*/
-  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiOwoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJIokCChJEYXRhQWNjZXNzUHJvZ3Jlc3MSEAoIYXJndW1lbnQYASABKAkSDAoEbmFtZRgCIAEoCRInCgZzdGF0dXMYAyABKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEiUKBXN0YXRlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWVycm9yGAUgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJTCgxBY3Rpb25SZXN1bHQSHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwSIgoKcHJlZGljdGlvbhgCIAEoCzIOLnBsaW50aC52MS5BcmcikQUKBkFjdGlvbhIKCgJpZBgBIAEoCRIjCgRjYWxsGAIgASgOMhUucGxpbnRoLnYxLkFjdGlvbkNhbGwSEAoIbW9kZWxfaWQYAyABKAkSEgoKbW9kZWxfdHlwZRgEIAEoCRIcCgRhcmdzGAUgAygLMg4ucGxpbnRoLnYxLkFyZxItCgZrd2FyZ3MYBiADKAsyHS5wbGludGgudjEuQWN0aW9uLkt3YXJnc0VudHJ5EicKBnN0YXR1cxgHIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSMgoLZGF0YV9hY2Nlc3MYCCADKAsyHS5wbGludGgudjEuRGF0YUFjY2Vzc1Byb2dyZXNzEiUKBXN0YXRlGAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBnJlc3VsdBgKIAEoCzIXLnBsaW50aC52MS5BY3Rpb25SZXN1bHQSJQoFZXJyb3IYCyABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbG9nX3RhaWwYECADKAkaPQoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEh0KBXZhbHVlGAIgASgLMg4ucGxpbnRoLnYxLkFyZzoCOAEqeAoKQWN0aW9uQ2FsbBIbChdBQ1RJT05fQ0FMTF9VTlNQRUNJRklFRBAAEh8KG0FDVElPTl9DQUxMX0NSRUFURV9JTlNUQU5DRRABEhMKD0FDVElPTl9DQUxMX0ZJVBACEhcKE0FDVElPTl9DQUxMX1BSRURJQ1QQAyr1AQoMQWN0aW9uU3RhdHVzEh0KGUFDVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRBQ1RJT05fU1RBVFVTX1FVRVVFRBABEiAKHEFDVElPTl9TVEFUVVNfQUNDRVNTSU5HX0RBVEEQAhIbChdBQ1RJT05fU1RBVFVTX0VYRUNVVElORxADEhkKFUFDVElPTl9TVEFUVVNfU1RPUklORxAEEhsKF0FDVElPTl9TVEFUVVNfU1VDQ0VFREVEEAUSGAoUQUNUSU9OX1NUQVRVU19GQUlMRUQQBhIbChdBQ1RJT05fU1RBVFVTX0NBTkNFTExFRBAHYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
+  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiOwoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJIokCChJEYXRhQWNjZXNzUHJvZ3Jlc3MSEAoIYXJndW1lbnQYASABKAkSDAoEbmFtZRgCIAEoCRInCgZzdGF0dXMYAyABKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEiUKBXN0YXRlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWVycm9yGAUgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCK7AQoNQ2FuY2VsT3V0Y29tZRIKCgJieRgBIAEoCRImCgVwaGFzZRgCIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSDgoGZm9yY2VkGAMgASgIEhYKCWV4aXRfY29kZRgEIAEoBUgAiAEBEg4KBnNpZ25hbBgFIAEoCRIwCg1zdG9wX2R1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uQgwKCl9leGl0X2NvZGUiUwoMQWN0aW9uUmVzdWx0Eh8KBW1vZGVsGAEgASgLMhAucGxpbnRoLnYxLk1vZGVsEiIKCnByZWRpY3Rpb24YAiABKAsyDi5wbGludGgudjEuQXJnIv8FCgZBY3Rpb24SCgoCaWQYASABKAkSIwoEY2FsbBgCIAEoDjIVLnBsaW50aC52MS5BY3Rpb25DYWxsEhAKCG1vZGVsX2lkGAMgASgJEhIKCm1vZGVsX3R5cGUYBCABKAkSHAoEYXJncxgFIAMoCzIOLnBsaW50aC52MS5BcmcSLQoGa3dhcmdzGAYgAygLMh0ucGxpbnRoLnYxLkFjdGlvbi5Ld2FyZ3NFbnRyeRInCgZzdGF0dXMYByABKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEjIKC2RhdGFfYWNjZXNzGAggAygLMh0ucGxpbnRoLnYxLkRhdGFBY2Nlc3NQcm9ncmVzcxIlCgVzdGF0ZRgJIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRInCgZyZXN1bHQYCiABKAsyFy5wbGludGgudjEuQWN0aW9uUmVzdWx0EiUKBWVycm9yGAsgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi8KC2NyZWF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpzdGFydF90aW1lGA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRfdGltZRgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGxvZ190YWlsGBAgAygJEhYKDnF1ZXVlX3Bvc2l0aW9uGBEgASgNEigKBmNhbmNlbBgSIAEoCzIYLnBsaW50aC52MS5DYW5jZWxPdXRjb21lEioKB3RpbWVvdXQYEyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24aPQoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEh0KBXZhbHVlGAIgASgLMg4ucGxpbnRoLnYxLkFyZzoCOAEqeAoKQWN0aW9uQ2FsbBIbChdBQ1RJT05fQ0FMTF9VTlNQRUNJRklFRBAAEh8KG0FDVElPTl9DQUxMX0NSRUFURV9JTlNUQU5DRRABEhMKD0FDVElPTl9DQUxMX0ZJVBACEhcKE0FDVElPTl9DQUxMX1BSRURJQ1QQAyr1AQoMQWN0aW9uU3RhdHVzEh0KGUFDVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRBQ1RJT05fU1RBVFVTX1FVRVVFRBABEiAKHEFDVElPTl9TVEFUVVNfQUNDRVNTSU5HX0RBVEEQAhIbChdBQ1RJT05fU1RBVFVTX0VYRUNVVElORxADEhkKFUFDVElPTl9TVEFUVVNfU1RPUklORxAEEhsKF0FDVElPTl9TVEFUVVNfU1VDQ0VFREVEEAUSGAoUQUNUSU9OX1NUQVRVU19GQUlMRUQQBhIbChdBQ1RJT05fU1RBVFVTX0NBTkNFTExFRBAHYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
 
 /**
  * Why an action failed.
@@ -107,6 +107,63 @@ export const DataAccessProgressSchema: GenMessage<DataAccessProgress> = /*@__PUR
   messageDesc(file_plinth_v1_action, 1);
 
 /**
+ * How a cancelled (or timed out) action was stopped.
+ *
+ * @generated from message plinth.v1.CancelOutcome
+ */
+export type CancelOutcome = Message<"plinth.v1.CancelOutcome"> & {
+  /**
+   * Who or what stopped it: "CancelAction", "timeout", "shutdown", or
+   * "data_access_failed" for a data-access sibling stopped by another's failure.
+   *
+   * @generated from field: string by = 1;
+   */
+  by: string;
+
+  /**
+   * The status it had when the cancel came: queued, accessing_data or executing.
+   *
+   * @generated from field: plinth.v1.ActionStatus phase = 2;
+   */
+  phase: ActionStatus;
+
+  /**
+   * SIGKILL was needed: the plugin outlived engine.sigterm_timeout after SIGTERM.
+   *
+   * @generated from field: bool forced = 3;
+   */
+  forced: boolean;
+
+  /**
+   * The child's exit code, when it exited by itself after SIGTERM.
+   *
+   * @generated from field: optional int32 exit_code = 4;
+   */
+  exitCode?: number | undefined;
+
+  /**
+   * The signal that ended the child, e.g. "SIGKILL"; empty if it exited.
+   *
+   * @generated from field: string signal = 5;
+   */
+  signal: string;
+
+  /**
+   * From the cancel to the child being gone (zero when no child was running).
+   *
+   * @generated from field: google.protobuf.Duration stop_duration = 6;
+   */
+  stopDuration?: Duration | undefined;
+};
+
+/**
+ * Describes the message plinth.v1.CancelOutcome.
+ * Use `create(CancelOutcomeSchema)` to create a new message.
+ */
+export const CancelOutcomeSchema: GenMessage<CancelOutcome> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_action, 2);
+
+/**
  * What a successful action produced.
  *
  * @generated from message plinth.v1.ActionResult
@@ -132,7 +189,7 @@ export type ActionResult = Message<"plinth.v1.ActionResult"> & {
  * Use `create(ActionResultSchema)` to create a new message.
  */
 export const ActionResultSchema: GenMessage<ActionResult> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_action, 2);
+  messageDesc(file_plinth_v1_action, 3);
 
 /**
  * One call of a plugin through the engine, with its live progress.
@@ -227,6 +284,28 @@ export type Action = Message<"plinth.v1.Action"> & {
    * @generated from field: repeated string log_tail = 16;
    */
   logTail: string[];
+
+  /**
+   * While queued: 1 for the next action to get a child, 2 for the one after, and so
+   * on, as of this message; 0 when not queued.
+   *
+   * @generated from field: uint32 queue_position = 17;
+   */
+  queuePosition: number;
+
+  /**
+   * Set when the action was cancelled or timed out.
+   *
+   * @generated from field: plinth.v1.CancelOutcome cancel = 18;
+   */
+  cancel?: CancelOutcome | undefined;
+
+  /**
+   * The timeout the request set, if any, counted from create_time.
+   *
+   * @generated from field: google.protobuf.Duration timeout = 19;
+   */
+  timeout?: Duration | undefined;
 };
 
 /**
@@ -234,7 +313,7 @@ export type Action = Message<"plinth.v1.Action"> & {
  * Use `create(ActionSchema)` to create a new message.
  */
 export const ActionSchema: GenMessage<Action> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_action, 3);
+  messageDesc(file_plinth_v1_action, 4);
 
 /**
  * What an action calls: AIMM's meta.call.
