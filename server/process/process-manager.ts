@@ -12,6 +12,7 @@
  * Knows nothing of gRPC or of models: a call goes in, a result or a ChildFailure
  * comes out.
  */
+import { EventEmitter } from "node:events";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -65,6 +66,7 @@ export interface CallOutcome {
 
 interface Worker {
   readonly key: string;
+  readonly target: PluginTarget;
   readonly child: PluginChild;
   /** Settles with the hello once the plugin module has loaded. */
   readonly ready: Promise<Hello>;
@@ -81,7 +83,15 @@ interface Waiter {
 
 const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}`;
 
+/** What the manager reports as it goes: for metrics, logs and tests. */
+export interface ProcessEvents {
+  spawn: [pid: number];
+  exit: [pid: number, exit: ChildExit];
+}
+
 export class ProcessManager {
+  /** "spawn" and "exit" of every child. */
+  readonly events = new EventEmitter<ProcessEvents>();
   readonly #o: ProcessManagerOptions;
   readonly #workers = new Set<Worker>();
   /** Idle workers per module, most recently used last. */
@@ -89,7 +99,7 @@ export class ProcessManager {
   readonly #queue: Waiter[] = [];
   /** Workers asked to stop whose slot is not free yet. */
   readonly #stopping = new Set<Worker>();
-  /** Every module seen, to keep minIdleWorkers ready. */
+  /** Every module that has answered a call, to keep minIdleWorkers ready. */
   readonly #targets = new Map<string, PluginTarget>();
   /** Modules whose last start failed: not prewarmed, or a broken module would respawn forever. */
   readonly #failing = new Set<string>();
@@ -158,7 +168,8 @@ export class ProcessManager {
       // stderr is another pipe: let what the plugin printed before answering arrive.
       await new Promise(setImmediate);
       const logTail = worker.child.tail.lines();
-      this.#release(worker, true);
+      // A child not kept for the next call is gone before its action ends.
+      if (!this.#release(worker, true)) await worker.child.exited;
       return { result, logTail, warm };
     } catch (error) {
       this.#release(worker, false);
@@ -189,7 +200,6 @@ export class ProcessManager {
     signal?.throwIfAborted();
     if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
     const key = keyOf(target);
-    this.#targets.set(key, target);
     return new Promise<Worker>((resolve, reject) => {
       const onAbort = () => {
         const i = this.#queue.indexOf(waiter);
@@ -253,9 +263,10 @@ export class ProcessManager {
       () => this.#failing.delete(key),
       () => this.#failing.add(key), // Whoever uses the worker awaits it too; a prewarmed one may have none.
     );
-    const worker: Worker = { key, child, ready, calls: 0, idleSince: performance.now() };
+    const worker: Worker = { key, target, child, ready, calls: 0, idleSince: performance.now() };
     this.#workers.add(worker);
     void child.exited.then((exit) => this.#gone(worker, exit));
+    this.events.emit("spawn", child.pid);
     return worker;
   }
 
@@ -265,19 +276,24 @@ export class ProcessManager {
     this.#removeIdle(worker);
     this.#o.logger.debug({ pid: worker.child.pid, calls: worker.calls, ...exit }, "plugin child exited");
     if (!this.#closed) this.#schedule();
+    this.events.emit("exit", worker.child.pid, exit);
   }
 
-  #release(worker: Worker, reusable: boolean): void {
+  /** Returns the worker to the idle pool, or retires it; true if it was kept. */
+  #release(worker: Worker, reusable: boolean): boolean {
     const { reuseWorkers, maxCallsPerWorker } = this.#o;
     if (reusable && reuseWorkers && !this.#closed && !worker.child.stopping && worker.calls < maxCallsPerWorker) {
       worker.idleSince = performance.now();
       const list = this.#idle.get(worker.key) ?? [];
       list.push(worker);
       this.#idle.set(worker.key, list);
+      // From now on this module is kept warm (min_idle_workers).
+      this.#targets.set(worker.key, worker.target);
       this.#schedule();
-    } else {
-      this.#retire(worker);
+      return true;
     }
+    this.#retire(worker);
+    return false;
   }
 
   /** Stops a worker that is not running a call; its slot frees when it has exited. */

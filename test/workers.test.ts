@@ -1,0 +1,248 @@
+import { once } from "node:events";
+import { ChildProcess } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Status } from "nice-grpc";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
+import { isAlive } from "./helpers/processes.ts";
+import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+import { watchActions } from "./helpers/watch.ts";
+
+let t: TestServer | undefined;
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await t?.close();
+  t = undefined;
+});
+
+const misbehave = { module: fixture("misbehave.ts") };
+
+async function start(engine: Record<string, unknown>, plugins: object[] = [misbehave]) {
+  t = await startTestServer({ engine, plugins });
+  const modelId = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+  return { t, modelId };
+}
+
+async function predictPid(t: TestServer, modelId: string): Promise<number> {
+  const action = (await t.engine.predict({ modelId, kwargs: { mode: json("pid") }, wait: true })).action!;
+  expect(action.status).toBe(ActionStatus.SUCCEEDED);
+  return jsonOf(action.result?.prediction) as number;
+}
+
+describe("warm workers", () => {
+  it("serve the next call of their plugin module from the same process", async () => {
+    const { t, modelId } = await start({});
+    const first = await predictPid(t, modelId);
+    expect(await predictPid(t, modelId)).toBe(first);
+    expect(await predictPid(t, modelId)).toBe(first);
+    expect(isAlive(first)).toBe(true);
+  });
+
+  it("with reuse_workers off, every call gets its own process and none stays", async () => {
+    const { t, modelId } = await start({ reuse_workers: false });
+    const first = await predictPid(t, modelId);
+    const second = await predictPid(t, modelId);
+    expect(second).not.toBe(first);
+    expect(t.server.processes.live).toBe(0);
+  });
+
+  it("retire after max_calls_per_worker calls", async () => {
+    const { t, modelId } = await start({ max_calls_per_worker: 2 });
+    // The create call was the first on its worker; one more, then a new worker.
+    const a = await predictPid(t, modelId);
+    const b = await predictPid(t, modelId);
+    const c = await predictPid(t, modelId);
+    expect(b).not.toBe(a);
+    expect(c).toBe(b);
+  });
+
+  it("are never reused after a failure or a cancel", async () => {
+    const { t, modelId } = await start({});
+    const before = await predictPid(t, modelId);
+    const failed = (await t.engine.predict({ modelId, kwargs: { mode: json("throw") }, wait: true })).action!;
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    const after = await predictPid(t, modelId);
+    expect(after).not.toBe(before);
+
+    const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } });
+    await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
+    const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
+    // The cooperative plugin aborted and its worker exited by itself with 143 (SIGTERM).
+    expect(cancelled.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: false, exitCode: 143, signal: "" });
+    expect(await predictPid(t, modelId)).not.toBe(after);
+  });
+
+  it("retire when idle longer than idle_worker_timeout, down to min_idle_workers", async () => {
+    const { t, modelId } = await start({ idle_worker_timeout: 0.3, min_idle_workers: 0 });
+    const pid = await predictPid(t, modelId);
+    const [gone] = await once(t.server.processes.events, "exit");
+    expect(gone).toBe(pid);
+    expect(t.server.processes.live).toBe(0);
+  });
+
+  it("min_idle_workers are started with the server", async () => {
+    t = await startTestServer({ engine: { min_idle_workers: 2, max_children: 8 }, plugins: [misbehave, { module: "plugins/system-test/mod.ts" }] });
+    expect(t.server.processes.idle).toBe(4);
+    expect(t.server.processes.live).toBe(4);
+  });
+
+  it("idle and busy workers both count against max_children: idle ones of another module give way", async () => {
+    t = await startTestServer({ engine: { max_children: 2 }, plugins: [misbehave, { module: "plugins/system-test/mod.ts" }] });
+    // One idle worker per module from the start: the two slots are taken.
+    expect(t.server.processes.live).toBe(2);
+    let most = 0;
+    t.server.processes.events.on("spawn", () => (most = Math.max(most, t!.server.processes.live)));
+    const models: string[] = [];
+    for (let i = 0; i < 2; i++) models.push((await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId);
+    // Two long calls at once on the misbehave module: the systest worker is evicted to make room.
+    const ids: string[] = [];
+    for (const modelId of models) ids.push((await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } })).action!.id);
+    const view = await watchActions(t, (v) => ids.every((id) => stateOf(v.get(id)?.state) !== null));
+    const pids = ids.map((id) => (stateOf(view.get(id)!.state) as { pid: number }).pid);
+    expect(new Set(pids).size).toBe(2);
+    expect(most).toBeLessThanOrEqual(2);
+    expect(t.server.processes.live).toBe(2);
+    expect(t.server.processes.idle).toBe(0);
+    await Promise.all(ids.map((actionId) => t!.actions.cancelAction({ actionId })));
+  });
+});
+
+describe("process groups", () => {
+  it("a cancelled plugin's subprocess dies with it: neither process survives", async () => {
+    const { t, modelId } = await start({ sigterm_timeout: 0.5 });
+    const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("spawn_sleep") } });
+    const view = await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
+    const { sleeper, pid } = stateOf(view.get(action!.id)!.state) as { sleeper: number; pid: number };
+    expect(isAlive(sleeper) && isAlive(pid)).toBe(true);
+    await t.actions.cancelAction({ actionId: action!.id });
+    expect(isAlive(pid)).toBe(false);
+    expect(isAlive(sleeper)).toBe(false);
+  });
+});
+
+describe("reconciliation", () => {
+  it("a child that vanished without an exit event fails its call and frees its slot", async () => {
+    const { t, modelId } = await start({ max_children: 1, check_children_period: 0.1 });
+    const victim = await predictPid(t, modelId);
+    // Node never tells us about this child's exit: as if the event were lost.
+    const emit = ChildProcess.prototype.emit;
+    vi.spyOn(ChildProcess.prototype, "emit").mockImplementation(function (this: ChildProcess, event, ...args) {
+      return (event as string) === "exit" && this.pid === victim ? false : emit.call(this, event, ...args);
+    });
+    const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } });
+    await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
+    process.kill(victim, "SIGKILL");
+    const failed = (await t.actions.waitAction({ actionId: action!.id })).action!;
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    // Its only slot is free again: the next call runs.
+    vi.restoreAllMocks();
+    expect(await predictPid(t, modelId)).not.toBe(victim);
+  });
+});
+
+describe("backpressure", () => {
+  it("refuses an action beyond max_queue with RESOURCE_EXHAUSTED, and shows queue positions", async () => {
+    const { t } = await start({ max_children: 1, max_queue: 2, min_idle_workers: 0 });
+    const models = [];
+    for (let i = 0; i < 3; i++) models.push((await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId);
+    const running = (await t.engine.predict({ modelId: models[0]!, kwargs: { mode: json("cooperative") } })).action!;
+    await watchActions(t, (v) => v.get(running.id)?.status === ActionStatus.EXECUTING);
+    const q1 = (await t.engine.predict({ modelId: models[1]!, kwargs: { mode: json("cooperative") } })).action!;
+    const q2 = (await t.engine.predict({ modelId: models[2]!, kwargs: { mode: json("cooperative") } })).action!;
+    expect([q1.queuePosition, q2.queuePosition]).toEqual([1, 2]);
+    const refused = await t.engine.predict({ modelId: models[0]!, kwargs: { mode: json("pid") } }).catch((e: { code: Status; details: string }) => e);
+    expect(refused).toMatchObject({
+      code: Status.RESOURCE_EXHAUSTED,
+      details: "the queue is full: 2 actions are waiting and engine.max_queue is 2; retry later",
+    });
+    // The first queued one leaves the queue: the second moves up.
+    await t.actions.cancelAction({ actionId: q1.id });
+    expect((await t.actions.getAction({ actionId: q2.id })).action!.queuePosition).toBe(1);
+    await Promise.all([running, q2].map((a) => t.actions.cancelAction({ actionId: a.id })));
+  });
+});
+
+describe("deadlines", () => {
+  it("a running action past its timeout is stopped and fails with a deadline reason", async () => {
+    const { t, modelId } = await start({});
+    const started = performance.now();
+    const action = (
+      await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") }, timeout: { seconds: 1n, nanos: 0 }, wait: true })
+    ).action!;
+    expect(performance.now() - started).toBeGreaterThanOrEqual(950);
+    expect(action.status).toBe(ActionStatus.FAILED);
+    expect(action.error).toMatchObject({ code: "deadline_exceeded", message: "the action did not end within its timeout of 1 s" });
+    expect(action.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.EXECUTING, forced: false });
+  });
+
+  it("a queued action past its timeout fails without ever running", async () => {
+    const { t } = await start({ max_children: 1, min_idle_workers: 0 });
+    const a = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+    const b = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+    const busy = (await t.engine.predict({ modelId: a, kwargs: { mode: json("cooperative") } })).action!;
+    await watchActions(t, (v) => v.get(busy.id)?.status === ActionStatus.EXECUTING);
+    const late = (await t.engine.predict({ modelId: b, timeout: { seconds: 0n, nanos: 300_000_000 }, wait: true })).action!;
+    expect(late.status).toBe(ActionStatus.FAILED);
+    expect(late.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.QUEUED });
+    await t.actions.cancelAction({ actionId: busy.id });
+  });
+
+  it("rejects a timeout that is not positive", async () => {
+    const { t, modelId } = await start({});
+    await expect(t.engine.predict({ modelId, timeout: { seconds: -1n, nanos: 0 } })).rejects.toThrow(/timeout: must be between 1 ms and 24 days/);
+  });
+});
+
+describe("a misbehaving child fails only its own call, with a precise error, and frees its slot", () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ["garbage on the protocol channel", { mode: json("garbage") }, /broke the protocol: frame of \d+ bytes exceeds the limit|broke the protocol/],
+    ["a frame over max_frame_bytes", { mode: json("huge"), size: json(300_000) }, /broke the protocol: frame of \d+ bytes exceeds the limit of 262144 bytes/],
+    ["stdout closed early", { mode: json("close_stdout") }, /closed its stdout/],
+  ];
+  it.each(cases)("%s", async (_name, kwargs, message) => {
+    const { t, modelId } = await start({ max_children: 1, max_frame_bytes: 262144 });
+    const action = (await t.engine.predict({ modelId, kwargs: kwargs as never, wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.FAILED);
+    expect(action.error?.code).toBe("protocol_error");
+    expect(action.error?.message).toMatch(message);
+    // The one slot is free again and the server goes on.
+    expect(await predictPid(t, modelId)).toBeGreaterThan(0);
+  });
+
+  it("a crash in the module load fails the call that needed it", async () => {
+    const flag = join(mkdtempSync(join(tmpdir(), "plinth-")), "broken");
+    process.env.PLINTH_TEST_BREAK_LOAD = flag;
+    try {
+      t = await startTestServer({ engine: { reuse_workers: false }, plugins: [misbehave, { module: fixture("load-switch.ts") }] });
+      const modelId = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+      writeFileSync(flag, "");
+      const action = (await t.engine.predict({ modelId, args: [dataAccess("loadswitch.pid")], wait: true })).action!;
+      expect(action.status).toBe(ActionStatus.FAILED);
+      expect(action.error?.code).toBe("data_access_failed");
+      expect(action.error?.message).toMatch(/failed to load: Error: the module load crashed on purpose/);
+      expect(await predictPid(t, modelId)).toBeGreaterThan(0);
+    } finally {
+      delete process.env.PLINTH_TEST_BREAK_LOAD;
+    }
+  });
+
+  it("a report() flood costs a bounded number of revisions, and the last state arrives", async () => {
+    const { t, modelId } = await start({});
+    let revisions = 0;
+    const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("flood"), seconds: json(2) } });
+    const unsubscribe = t.server.engine.hub.subscribe((e) => {
+      if (e.kind === "action_upserted" && e.action.id === action!.id) revisions++;
+    });
+    const rssBefore = process.memoryUsage().rss;
+    const done = (await t.actions.waitAction({ actionId: action!.id })).action!;
+    unsubscribe();
+    const reports = jsonOf(done.result?.prediction) as number;
+    // Hundreds of thousands of reports; at most one revision per 50 ms, plus the status changes.
+    expect(reports).toBeGreaterThan(50_000);
+    expect(revisions).toBeLessThan(2000 / 50 + 10);
+    expect(process.memoryUsage().rss - rssBefore).toBeLessThan(100 * 1024 * 1024);
+  });
+});
