@@ -37,6 +37,10 @@ export async function resolveArgs(
   signal: AbortSignal,
   parent = "",
 ): Promise<ResolvedArgs> {
+  const plain = (arg: Arg) => arg.kind.case !== "dataAccess";
+  if (args.every(plain) && Object.values(kwargs).every(plain)) {
+    return { args: args.map(toValue), kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, toValue(v)])) };
+  }
   const controller = new AbortController();
   const linked = AbortSignal.any([signal, controller.signal]);
   const one = async (arg: Arg, path: string): Promise<Value> => {

@@ -4,7 +4,7 @@
  * is stored and published on the StateHub with a new revision.
  */
 import { clone, create } from "@bufbuild/protobuf";
-import { type Duration, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Duration, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import { type Action, ActionCall, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
@@ -14,7 +14,7 @@ import { invalid, notFound, PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
 import { ActionQueue } from "./action-queue.ts";
-import { ActionRun, isEnded, type RunContext } from "./action-run.ts";
+import { ActionRun, type RunContext } from "./action-run.ts";
 import { validateArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
@@ -44,6 +44,8 @@ export class Engine {
   /** Actions in the live state: running ones and recently finished ones. */
   readonly #actions = new Map<string, Action>();
   readonly #running = new Map<string, ActionRun>();
+  /** Finished actions still in the live state, with when they ended, oldest first. */
+  readonly #finished = new Map<string, number>();
   readonly #queue: ActionQueue;
   #closing = false;
 
@@ -286,6 +288,7 @@ export class Engine {
     this.#running.set(action.id, run);
     void run.done.finally(() => {
       this.#running.delete(action.id);
+      this.#finished.set(action.id, performance.now());
       this.#retire();
     });
     return this.#snapshot(action);
@@ -307,18 +310,17 @@ export class Engine {
     this.hub.publish({ kind: "action_upserted", action: snapshot });
   }
 
-  /** Drops finished actions from the live state beyond the retention count and age. */
+  /**
+   * Drops finished actions from the live state beyond the retention count and age,
+   * oldest first: amortized O(1) per action, whatever the retention.
+   */
   #retire(): void {
     const { retainActions, retainActionsMs } = this.#o;
-    const finished = [...this.#actions.values()].filter(isEnded);
-    const cutoff = Date.now() - retainActionsMs;
-    let excess = finished.length - retainActions;
-    for (const action of finished) {
-      const old = action.endTime && timestampDate(action.endTime).getTime() < cutoff;
-      if (excess > 0 || old) {
-        this.#actions.delete(action.id);
-        excess--;
-      }
+    const cutoff = performance.now() - retainActionsMs;
+    for (const [id, endedAt] of this.#finished) {
+      if (this.#finished.size <= retainActions && endedAt >= cutoff) break;
+      this.#finished.delete(id);
+      this.#actions.delete(id);
     }
   }
 }

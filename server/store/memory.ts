@@ -43,8 +43,9 @@ export class MemoryStore implements Store {
     return [...this.#models.values()].sort((a, b) => (a.id < b.id ? -1 : 1)).map(({ instance: _, ...meta }) => meta);
   }
 
+  /** Keeps the object given: the engine hands over snapshots it never changes. */
   async putAction(action: Action): Promise<void> {
-    this.#actions.set(action.id, clone(ActionSchema, action));
+    this.#actions.set(action.id, action);
     if (this.#actions.size > this.#maxActions) {
       for (const [id, a] of this.#actions) {
         if (a.endTime) {

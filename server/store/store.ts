@@ -45,6 +45,7 @@ export interface Store {
   allModels(): Promise<ModelMeta[]>;
   /** A page of models in id order, without instance bytes. */
   listModels(query: ListModelsQuery): Promise<ModelMeta[]>;
+  /** Stores the action; the caller does not change the object afterwards. */
   putAction(action: Action): Promise<void>;
   getAction(id: string): Promise<Action | undefined>;
   /** Newest first. */

@@ -1,0 +1,273 @@
+/**
+ * `npm run bench`: the process manager's figures, each beside its baseline measured
+ * in the same run on the same machine — a bare @grpc/grpc-js unary echo on loopback,
+ * and a raw spawn of the same runtime.
+ *
+ * Servers run as separate processes (as in production); this process is the client.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import {
+  CancelActionRequestSchema,
+  CancelActionResponseSchema,
+  WatchActionRequestSchema,
+  WatchActionResponseSchema,
+} from "../gen/plinth/v1/action_service_pb.ts";
+import {
+  CreateInstanceRequestSchema,
+  CreateInstanceResponseSchema,
+  PredictRequestSchema,
+  PredictResponseSchema,
+} from "../gen/plinth/v1/engine_service_pb.ts";
+import { FrameDecoder } from "../sdk/worker/frames.ts";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+const quick = process.argv.includes("--quick");
+const seconds = quick ? 1 : 3;
+
+// ---- measuring ----
+
+function percentile(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function latencies(n: number, fn: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = performance.now();
+    await fn();
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p95: percentile(times, 95) };
+}
+
+/** Calls per second with `inFlight` calls outstanding at all times. */
+async function throughput(inFlight: number, ms: number, fn: (i: number) => Promise<unknown>): Promise<number> {
+  let done = 0;
+  const end = performance.now() + ms;
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async (_, lane) => {
+      while (performance.now() < end) {
+        await fn(lane);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - start) / 1000);
+}
+
+function rssMiB(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
+}
+
+// ---- processes ----
+
+function startServer(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number }> {
+  // PLINTH_BENCH_NODE_ARGS: extra node flags for the servers, e.g. --cpu-prof to profile them.
+  const extra = process.env.PLINTH_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  return new Promise((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = ready.exec(out);
+      if (match) resolve({ child, port: Number(match[1]) });
+    });
+    child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}`)));
+  });
+}
+
+async function startPlinth(engine: Record<string, unknown>, runtime = "node") {
+  const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));
+  const config = join(dir, "plinth.yaml");
+  const yaml = [
+    "server:",
+    "  address: 127.0.0.1:0",
+    "engine:",
+    ...Object.entries(engine).map(([k, v]) => `  ${k}: ${v}`),
+    "plugins:",
+    `  - module: ${join(root, "bench/plugins/trivial.ts")}`,
+    `    runtime: ${runtime}`,
+  ].join("\n");
+  writeFileSync(config, yaml);
+  const server = await startServer(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
+  return { ...server, client: new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) };
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+}
+
+// ---- calls ----
+
+function unary<Res>(client: grpc.Client, path: string, request: Uint8Array, decode: (b: Uint8Array) => Res): Promise<Res> {
+  return new Promise((resolve, reject) =>
+    client.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+      (b: Buffer) => decode(b),
+      request,
+      (error, value) => (error ? reject(error) : resolve(value!)),
+    ),
+  );
+}
+
+const bytes = <S extends Parameters<typeof create>[0]>(schema: S, init: MessageInitShape<S>) => toBinary(schema, create(schema, init));
+
+async function createModel(client: grpc.Client, modelType: string): Promise<string> {
+  const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", bytes(CreateInstanceRequestSchema, { modelType, wait: true }), (b) =>
+    fromBinary(CreateInstanceResponseSchema, b),
+  );
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
+  return res.action.modelId;
+}
+
+function predictRequest(modelId: string): Uint8Array {
+  return bytes(PredictRequestSchema, { modelId, args: [{ kind: { case: "json", value: { kind: { case: "numberValue", value: 1 } } } }], wait: true });
+}
+
+async function predict(client: grpc.Client, request: Uint8Array): Promise<void> {
+  const res = await unary(client, "/plinth.v1.EngineService/Predict", request, (b) => fromBinary(PredictResponseSchema, b));
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`predict failed: ${res.action?.error?.message}`);
+}
+
+/** Starts a predict that runs until cancelled; resolves with its id once it executes. */
+async function startLong(client: grpc.Client, modelId: string): Promise<string> {
+  const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) => fromBinary(PredictResponseSchema, b));
+  const actionId = res.action!.id;
+  await new Promise<void>((resolve, reject) => {
+    const stream = client.makeServerStreamRequest(
+      "/plinth.v1.ActionService/WatchAction",
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => fromBinary(WatchActionResponseSchema, b),
+      bytes(WatchActionRequestSchema, { actionId }),
+    );
+    stream.on("data", (update: { action?: { state?: unknown } }) => {
+      if (update.action?.state) {
+        stream.cancel();
+        resolve();
+      }
+    });
+    stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
+  });
+  return actionId;
+}
+
+async function cancelMs(client: grpc.Client, actionId: string): Promise<number> {
+  const start = performance.now();
+  const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId }), (b) =>
+    fromBinary(CancelActionResponseSchema, b),
+  );
+  if (res.action?.status !== ActionStatus.CANCELLED) throw new Error("cancel did not cancel");
+  return performance.now() - start;
+}
+
+/** Spawns the worker for the trivial plugin and waits for its hello frame. */
+function rawWorkerSpawn(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", join(root, "sdk/adapters/node.ts"), join(root, "bench/plugins/trivial.ts")], {
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    const decoder = new FrameDecoder(1 << 20);
+    child.stdout!.on("data", (chunk: Buffer) => {
+      if (decoder.push(chunk).length > 0) child.stdin!.end();
+    });
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`worker exited with ${code}`))));
+  });
+}
+
+function rawSpawn(file: string, args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: "ignore" });
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`exited with ${code}`))));
+  });
+}
+
+// ---- the run ----
+
+const rows: [string, string, string, string][] = [];
+const row = (what: string, value: string, baseline: string, target: string) => {
+  rows.push([what, value, baseline, target]);
+  console.error(`  ${what}: ${value}`);
+};
+const ms = (x: number) => `${x.toFixed(2)} ms`;
+
+console.error(`measuring (${quick ? "quick" : "full"} run)…`);
+
+// Baselines.
+const echo = await startServer(["bench/echo-server.ts"], /^(\d+)\n/);
+const echoClient = new grpc.Client(`127.0.0.1:${echo.port}`, grpc.credentials.createInsecure());
+const echoRequest = new Uint8Array(32).fill(7);
+const echoCall = () => unary(echoClient, "/bench.Echo/Echo", echoRequest, (b) => b);
+await latencies(300, echoCall);
+const echoLatency = await latencies(quick ? 500 : 2000, echoCall);
+const echoRate = await throughput(64, seconds * 1000, echoCall);
+echoClient.close();
+await stop(echo.child);
+
+const nodeSpawn = await latencies(quick ? 5 : 10, () => rawSpawn(process.execPath, ["-e", "0"]));
+const workerSpawn = await latencies(quick ? 3 : 6, rawWorkerSpawn);
+
+// Warm: reused workers, max_children 2.
+const warm = await startPlinth({ max_children: 2, max_queue: 10000, sigterm_timeout: 1 });
+const idleRss = rssMiB(warm.child.pid!);
+const models = await Promise.all(Array.from({ length: 64 }, () => createModel(warm.client, "bench.Trivial")));
+const requests = models.map(predictRequest);
+await latencies(300, () => predict(warm.client, requests[0]!));
+const warmLatency = await latencies(quick ? 500 : 2000, () => predict(warm.client, requests[0]!));
+let peakRss = 0;
+const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(warm.child.pid!))), 100);
+const actionRate = await throughput(64, seconds * 1000, (lane) => predict(warm.client, requests[lane]!));
+clearInterval(sampler);
+
+// Cancel: a cooperative plugin, and one that ignores SIGTERM (sigterm_timeout 1 s).
+const sleeper = await createModel(warm.client, "bench.Sleeper");
+const cooperative: number[] = [];
+for (let i = 0; i < (quick ? 5 : 15); i++) cooperative.push(await cancelMs(warm.client, await startLong(warm.client, sleeper)));
+cooperative.sort((a, b) => a - b);
+const stubborn = await createModel(warm.client, "bench.Stubborn");
+const forced: number[] = [];
+for (let i = 0; i < (quick ? 2 : 4); i++) forced.push(await cancelMs(warm.client, await startLong(warm.client, stubborn)));
+forced.sort((a, b) => a - b);
+warm.client.close();
+await stop(warm.child);
+
+// Cold: one process per call.
+const cold = await startPlinth({ max_children: 2, reuse_workers: false });
+const coldModel = await createModel(cold.client, "bench.Trivial");
+const coldRequest = predictRequest(coldModel);
+const coldLatency = await latencies(quick ? 4 : 10, () => predict(cold.client, coldRequest));
+cold.client.close();
+await stop(cold.child);
+
+row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
+row("predict (wait) warm, p95", ms(warmLatency.p95), `echo p95 ${ms(echoLatency.p95)}`, "");
+row("predict (wait) cold, p50", ms(coldLatency.p50), `raw spawn to hello p50 ${ms(workerSpawn.p50)}`, "");
+row("predict (wait) cold, p95", ms(coldLatency.p95), `raw spawn to hello p95 ${ms(workerSpawn.p95)}; node -e 0 p50 ${ms(nodeSpawn.p50)}`, "");
+row(
+  "trivial predicts/s, max_children 2, 64 in flight",
+  actionRate.toFixed(0),
+  `echo calls/s, 64 in flight: ${echoRate.toFixed(0)}`,
+  `≥ 40% of echo (${(echoRate * 0.4).toFixed(0)}): ${((actionRate / echoRate) * 100).toFixed(0)}%`,
+);
+row("cancel, cooperative plugin, p50 / max", `${ms(percentile(cooperative, 50))} / ${ms(cooperative.at(-1)!)}`, "", "< 50 ms");
+row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
+row("server RSS idle / under load (peak)", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, "", "");
+
+const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ["what", "plinth", "baseline (same run)", "target"][i]!.length));
+const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+console.log(line(["what", "plinth", "baseline (same run)", "target"]));
+console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
+for (const r of rows) console.log(line(r));
