@@ -143,9 +143,12 @@ export class ActionRun {
         },
       );
       action.logTail = outcome.logTail;
-      this.#set(ActionStatus.STORING);
       const { result } = outcome;
-      const stored = result.instance === undefined ? undefined : await this.#storeRevision(model, result.instance);
+      let stored: Model | undefined;
+      if (result.instance !== undefined) {
+        this.#set(ActionStatus.STORING);
+        stored = await this.#storeRevision(model, result.instance);
+      }
       action.result = create(ActionResultSchema, {
         ...(stored ? { model: stored } : {}),
         ...(action.call === ActionCall.PREDICT ? { prediction: toArg(result.value) } : {}),

@@ -181,6 +181,13 @@ export class ProcessManager {
     }
   }
 
+  /** Starts min_idle_workers per known module now and waits until they are ready (or failed). */
+  async warmUp(): Promise<void> {
+    this.#prewarm();
+    const idle = [...this.#idle.values()].flat();
+    await Promise.allSettled(idle.map((w) => w.ready));
+  }
+
   /** Refuses new calls, fails queued ones, stops every child and waits until all are gone. */
   async close(): Promise<void> {
     if (!this.#closed) {
@@ -247,7 +254,9 @@ export class ProcessManager {
       }
       return;
     }
-    this.#prewarm();
+    // spawn() blocks the event loop for milliseconds: keep it off the path of the
+    // call that just ended, whose answer goes out first.
+    if (this.#o.reuseWorkers && this.#o.minIdleWorkers > 0) setImmediate(() => this.#prewarm());
   }
 
   #spawn(target: PluginTarget, key: string): Worker {

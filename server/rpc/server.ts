@@ -102,6 +102,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
 
   try {
     const plugins = await loadPlugins(config.plugins, processes);
+    await processes.warmUp();
     engine = await Engine.open({
       store,
       processes,

@@ -381,7 +381,7 @@ export enum ActionStatus {
   EXECUTING = 3,
 
   /**
-   * Storing the new model revision.
+   * Storing the new model revision (skipped when the call produced none).
    *
    * @generated from enum value: ACTION_STATUS_STORING = 4;
    */

@@ -1,0 +1,14 @@
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { CreateInstanceRequestSchema, CreateInstanceResponseSchema, PredictRequestSchema, PredictResponseSchema } from "./gen/plinth/v1/engine_service_pb.ts";
+const c = new grpc.Client("127.0.0.1:50990", grpc.credentials.createInsecure());
+const unary = (path: string, req: Uint8Array, dec: (b: Uint8Array) => any) => new Promise<any>((res, rej) => c.makeUnaryRequest(path, (b: Uint8Array) => Buffer.from(b), (b: Buffer) => dec(b), req, (e, v) => (e ? rej(e) : res(v))));
+const models: string[] = [];
+for (let i = 0; i < 64; i++) models.push((await unary("/plinth.v1.EngineService/CreateInstance", toBinary(CreateInstanceRequestSchema, create(CreateInstanceRequestSchema, { modelType: "bench.Trivial", wait: true })), (b) => fromBinary(CreateInstanceResponseSchema, b))).action.modelId);
+const reqs = models.map((modelId) => toBinary(PredictRequestSchema, create(PredictRequestSchema, { modelId, wait: true })));
+const dur = Number(process.argv[2] ?? 4000);
+const s = performance.now(); let n = 0;
+const conc = Number(process.argv[3] ?? 64);
+await Promise.all(reqs.slice(0, conc).map(async (r) => { while (performance.now() - s < dur) { await unary("/plinth.v1.EngineService/Predict", r, (b) => b); n++; } }));
+console.log("actions/s", (n / (dur / 1000)).toFixed(0));
+c.close();
