@@ -252,6 +252,18 @@ const coldLatency = await latencies(quick ? 4 : 10, () => predict(cold.client, c
 cold.client.close();
 await stop(cold.child);
 
+// The same on Deno children: a smaller runtime to start and to tear down.
+const deno = await startPlinth({ max_children: 2, sigterm_timeout: 1 }, "deno");
+const denoModel = predictRequest(await createModel(deno.client, "bench.Trivial"));
+await latencies(300, () => predict(deno.client, denoModel));
+const denoLatency = await latencies(quick ? 500 : 2000, () => predict(deno.client, denoModel));
+const denoSleeper = await createModel(deno.client, "bench.Sleeper");
+const denoCancel: number[] = [];
+for (let i = 0; i < (quick ? 5 : 15); i++) denoCancel.push(await cancelMs(deno.client, await startLong(deno.client, denoSleeper)));
+denoCancel.sort((a, b) => a - b);
+deno.client.close();
+await stop(deno.child);
+
 row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
 row("predict (wait) warm, p95", ms(warmLatency.p95), `echo p95 ${ms(echoLatency.p95)}`, "");
 row("predict (wait) cold, p50", ms(coldLatency.p50), `raw spawn to hello p50 ${ms(workerSpawn.p50)}`, "");
@@ -264,6 +276,8 @@ row(
 );
 row("cancel, cooperative plugin, p50 / max", `${ms(percentile(cooperative, 50))} / ${ms(cooperative.at(-1)!)}`, "", "< 50 ms");
 row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
+row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${ms(denoLatency.p95)}`, `echo p50 ${ms(echoLatency.p50)}`, "");
+row("deno plugin: cancel, cooperative, p50 / max", `${ms(percentile(denoCancel, 50))} / ${ms(denoCancel.at(-1)!)}`, "", "< 50 ms");
 row("server RSS idle / under load (peak)", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, "", "");
 
 const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ["what", "plinth", "baseline (same run)", "target"][i]!.length));
