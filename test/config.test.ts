@@ -4,10 +4,11 @@ import { parseConfig } from "../server/config/load.ts";
 const parse = (input: unknown) => parseConfig(input, "/etc/plinth");
 
 describe("config", () => {
-  it("with no file is the embedded default: example plugins, memory, 127.0.0.1:50051", () => {
+  it("with no file is the embedded default: example plugins, ./data/plinth.db, 127.0.0.1:50051", () => {
     const config = parse(undefined);
     expect(config.server.address).toBe("127.0.0.1:50051");
-    expect(config.backend.kind).toBe("memory");
+    expect(config.backend.kind).toBe("sqlite");
+    expect(config.backend.path).toBe(`${process.cwd()}/data/plinth.db`);
     expect(config.engine.max_children).toBe(4);
     expect(config.plugins.map((p) => [p.module.replace(/.*\/plugins\//, "plugins/"), p.runtime])).toEqual([
       ["plugins/system-test/mod.ts", "node"],
@@ -20,6 +21,10 @@ describe("config", () => {
     expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] } }]);
   });
 
+  it("resolves backend.path against the config file's folder", () => {
+    expect(parse({ backend: { path: "db/p.db" } }).backend.path).toBe("/etc/plinth/db/p.db");
+  });
+
   it.each([
     [{ engine: { max_children: 0 } }, "config engine.max_children: Too small: expected number to be >0, got 0"],
     [{ engine: { sigterm_timeout: "5s" } }, 'config engine.sigterm_timeout: Invalid input: expected number, received string, got "5s"'],
@@ -28,6 +33,8 @@ describe("config", () => {
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],
     [{ backend: { kind: "postgres" } }, "config backend.kind:"],
+    [{ backend: { synchronous: "off" } }, "config backend.synchronous:"],
+    [{ backend: { keep_revisions: 0 } }, "config backend.keep_revisions: Too small"],
   ])("rejects %j with a message naming the key", (input, message) => {
     expect(() => parse(input)).toThrow(message);
   });

@@ -46,7 +46,9 @@ function descendantsOf(pid: number): number[] {
 
 describe("the server as a process", () => {
   it("stops gracefully on SIGTERM with actions running, and leaves no child behind", async () => {
-    const server = startProcess(["--address", "127.0.0.1:0"]);
+    const dir = mkdtempSync(join(tmpdir(), "plinth-stop-"));
+    writeFileSync(join(dir, "plinth.yaml"), "backend:\n  path: plinth.db\n");
+    const server = startProcess(["--config", join(dir, "plinth.yaml"), "--address", "127.0.0.1:0"]);
     const port = await server.port;
     const channel = createChannel(`127.0.0.1:${port}`);
     const engine = createClient(niceDefinition(EngineService), channel);

@@ -21,7 +21,11 @@ export const examplePlugins = [
 
 export interface ResolvedConfig extends Config {
   plugins: NonNullable<Config["plugins"]>;
+  backend: Config["backend"] & { path: string };
 }
+
+/** Where the SQLite file goes when the config does not say. */
+export const DEFAULT_DB_PATH = "data/plinth.db";
 
 function keyOf(path: PropertyKey[]): string {
   return path.reduce<string>((key, part) => (typeof part === "number" ? `${key}[${part}]` : key ? `${key}.${String(part)}` : String(part)), "");
@@ -41,7 +45,10 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown): string {
   return `config ${key || "(top level)"}: ${issue.message}${got}`;
 }
 
-/** Validates a parsed config; plugin module paths resolve against baseDir. */
+/**
+ * Validates a parsed config; plugin module paths and backend.path resolve against
+ * baseDir, the default database path against the working directory.
+ */
 export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
   const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) {
@@ -52,7 +59,8 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     ...p,
     module: isAbsolute(p.module) ? p.module : resolve(baseDir, p.module),
   }));
-  return { ...config, plugins };
+  const path = config.backend.path ? resolve(baseDir, config.backend.path) : resolve(DEFAULT_DB_PATH);
+  return { ...config, plugins, backend: { ...config.backend, path } };
 }
 
 /** Loads the config file, or the embedded default when there is none. */

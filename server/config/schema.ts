@@ -58,9 +58,20 @@ export const configSchema = z.strictObject({
     .prefault({}),
   backend: z
     .strictObject({
-      kind: z.enum(["memory"]).default("memory"),
-      /** Memory backend: finished actions kept in the history. */
-      max_actions: positiveInt.default(10000),
+      /** sqlite keeps models and history in a file; memory keeps nothing past the process. */
+      kind: z.enum(["sqlite", "memory"]).default("sqlite"),
+      /** The SQLite file; relative to the config file, or to the working directory without one. */
+      path: z.string().min(1).optional(),
+      /** normal survives the server being killed; full also survives a power loss (an fsync per change). */
+      synchronous: z.enum(["normal", "full"]).default("normal"),
+      /** Revisions kept per model, the latest included. */
+      keep_revisions: positiveInt.default(5),
+      /** Finished actions kept in the history: at most this many... */
+      max_actions: positiveInt.default(100000),
+      /** ...and none older than this many days. */
+      max_action_age_days: z.number().positive().default(30),
+      /** Refuse writes once the SQLite file would grow past this many MiB. */
+      max_size_mb: z.number().positive().optional(),
     })
     .prefault({}),
   plugins: z.array(pluginSchema).optional(),

@@ -233,7 +233,7 @@ export class ActionRun {
     const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId: action.id };
     const record: ModelRecord = model
       ? { ...model, ...change, revision: model.revision + 1n }
-      : { ...change, id: newId("m"), modelType: action.modelType, revision: 1n, createTime: now };
+      : { ...change, id: newId("m"), modelType: action.modelType, revision: 1n, createTime: now, oldestRevision: 1n };
     if (!model) action.modelId = record.id;
     return this.#ctx.storeModel(record);
   }

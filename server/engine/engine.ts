@@ -4,9 +4,9 @@
  * is stored and published on the StateHub with a new revision.
  */
 import { clone, create } from "@bufbuild/protobuf";
-import { type Duration, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Duration, type Timestamp, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { type Action, ActionCall, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionErrorSchema, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { type State, StateSchema } from "../../gen/plinth/v1/state_service_pb.ts";
@@ -14,13 +14,16 @@ import { invalid, notFound, PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
 import { ActionQueue } from "./action-queue.ts";
-import { ActionRun, type RunContext } from "./action-run.ts";
+import { ActionRun, isEnded, type RunContext } from "./action-run.ts";
 import { validateArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
 import { ModelLocks } from "./model-locks.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import { StateHub } from "./state-hub.ts";
+
+/** How often the action history's retention is applied. */
+const PRUNE_PERIOD_MS = 10 * 60 * 1000;
 
 export interface EngineOptions {
   store: Store;
@@ -48,6 +51,7 @@ export class Engine {
   readonly #finished = new Map<string, number>();
   readonly #queue: ActionQueue;
   #closing = false;
+  #pruneTimer: ReturnType<typeof setInterval> | undefined;
 
   readonly #runContext: RunContext;
 
@@ -66,12 +70,43 @@ export class Engine {
     };
   }
 
+  /**
+   * Loads the models' metadata (instance bytes stay in the store until asked for) and
+   * marks every action the previous server left unfinished as failed: interrupted.
+   */
   static async open(options: EngineOptions): Promise<Engine> {
     const engine = new Engine(options);
-    for (const meta of await options.store.allModels()) {
+    const { store, logger } = options;
+    for (const meta of await store.allModels()) {
       engine.#models.set(meta.id, modelMessage(meta));
     }
+    const interrupted = await store.unfinishedActions();
+    for (const action of interrupted) {
+      action.status = ActionStatus.FAILED;
+      action.error = create(ActionErrorSchema, { code: "interrupted", message: "interrupted by server restart" });
+      for (const entry of action.dataAccess) {
+        if (!isEnded(entry)) entry.status = ActionStatus.CANCELLED;
+      }
+      action.endTime = timestampNow();
+      action.updateTime = action.endTime;
+      action.queuePosition = 0;
+      await store.putAction(action);
+    }
+    if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, "actions interrupted by the restart marked failed");
+    await engine.#pruneHistory();
+    engine.#pruneTimer = setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS);
+    engine.#pruneTimer.unref();
     return engine;
+  }
+
+  /** Applies the action history's retention; errors are logged, not thrown. */
+  async #pruneHistory(): Promise<void> {
+    try {
+      const removed = await this.#o.store.pruneActions(new Date());
+      if (removed > 0) this.#o.logger.debug({ removed }, "pruned the action history");
+    } catch (error) {
+      this.#o.logger.error({ err: error }, "pruning the action history failed");
+    }
   }
 
   get plugins(): PluginRegistry {
@@ -80,10 +115,16 @@ export class Engine {
 
   // ---- models ----
 
-  async getModel(modelId: string, includeInstance: boolean): Promise<Model> {
+  async getModel(modelId: string, includeInstance: boolean, revision = 0n): Promise<Model> {
     requireId("model_id", modelId);
-    const record = await this.#o.store.getModel(modelId);
-    if (!record) throw notFound(`model ${modelId} not found`);
+    const record = await this.#o.store.getModel(modelId, revision || undefined);
+    if (!record) {
+      const latest = this.#models.get(modelId);
+      if (latest && revision) {
+        throw notFound(`model ${modelId} has no revision ${revision}: it keeps revisions ${latest.oldestRevision} to ${latest.revision}`);
+      }
+      throw notFound(`model ${modelId} not found`);
+    }
     return modelMessage(record, includeInstance ? record.instance : undefined);
   }
 
@@ -111,6 +152,7 @@ export class Engine {
       instance,
       instanceSize: instance.byteLength,
       actionId: "",
+      oldestRevision: 1n,
     });
   }
 
@@ -176,6 +218,8 @@ export class Engine {
     statuses: ActionStatus[];
     pageSize: number;
     pageToken: string;
+    createdAfter?: Timestamp | undefined;
+    createdBefore?: Timestamp | undefined;
   }): Promise<{ actions: Action[]; next: string }> {
     const limit = pageSize(query.pageSize);
     const actions = await this.#o.store.listActions({
@@ -183,6 +227,8 @@ export class Engine {
       ...(query.modelId ? { modelId: query.modelId } : {}),
       ...(query.statuses.length ? { statuses: query.statuses } : {}),
       ...(query.pageToken ? { beforeId: query.pageToken } : {}),
+      ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
+      ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
     });
     const page = actions.slice(0, limit);
     return { actions: page, next: actions.length > limit ? page.at(-1)!.id : "" };
@@ -226,6 +272,7 @@ export class Engine {
   /** Refuses new actions, cancels running ones and waits for them to end. */
   async close(): Promise<void> {
     this.#closing = true;
+    clearInterval(this.#pruneTimer);
     for (const running of this.#running.values()) {
       running.cancel(new CancelReason("shutdown", "the server is shutting down"));
     }
@@ -256,8 +303,7 @@ export class Engine {
   }
 
   async #storeModel(record: ModelRecord): Promise<Model> {
-    await this.#o.store.putModel(record);
-    const model = modelMessage(record);
+    const model = modelMessage(await this.#o.store.putModel(record));
     this.#models.set(record.id, model);
     this.hub.publish({ kind: "model_upserted", model: clone(ModelSchema, model) });
     return clone(ModelSchema, model);
@@ -357,6 +403,7 @@ export function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
     updateTime: timestampFromDate(meta.updateTime),
     instanceSize: BigInt(meta.instanceSize),
     actionId: meta.actionId,
+    oldestRevision: meta.oldestRevision,
     ...(instance ? { instance } : {}),
   });
 }

@@ -4,7 +4,6 @@
  * started, and when it exits the whole group is killed.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import {
@@ -18,6 +17,7 @@ import {
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
+import { procStat } from "./proc.ts";
 import type { ChildCommand } from "./runtimes.ts";
 
 /** How a child ended: data, not an exception. */
@@ -205,13 +205,7 @@ export class PluginChild {
    */
   reconcile(): boolean {
     if (this.#exit) return false;
-    let state: string | undefined;
-    try {
-      const stat = readFileSync(`/proc/${this.pid}/stat`, "utf8");
-      state = stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3);
-    } catch {
-      state = undefined;
-    }
+    const state = procStat(this.pid)?.state;
     if (state !== undefined && state !== "Z" && state !== "X") return true;
     this.#signalGroup("SIGKILL");
     this.#finish(null, null, true);

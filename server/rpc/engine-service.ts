@@ -10,7 +10,7 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
       return { models, nextPageToken: next };
     },
     async getModel(request) {
-      return { model: await engine().getModel(request.modelId, request.includeInstance) };
+      return { model: await engine().getModel(request.modelId, request.includeInstance, request.revision) };
     },
     async createInstance(request, context) {
       const e = engine();

@@ -16,7 +16,8 @@ import { Engine } from "../engine/engine.ts";
 import { loadPlugins } from "../engine/load-plugins.ts";
 import { PlinthError } from "../errors.ts";
 import { ProcessManager } from "../process/process-manager.ts";
-import { MemoryStore } from "../store/memory.ts";
+import { reapOrphans, trackChildren } from "../process/orphans.ts";
+import { openStore } from "../store/open.ts";
 import { actionService } from "./action-service.ts";
 import { engineService } from "./engine-service.ts";
 import { errorMapper } from "./error-mapper.ts";
@@ -51,7 +52,9 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
     minIdleWorkers: e.min_idle_workers,
     logger,
   });
-  const store = new MemoryStore({ maxActions: config.backend.max_actions });
+  const store = openStore(config.backend);
+  await reapOrphans(store, logger);
+  trackChildren(processes, store, logger);
   let refusing = false;
   /** Ends the streams, once the actions have ended. */
   const stopping = new AbortController();

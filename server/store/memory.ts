@@ -1,28 +1,47 @@
 /**
- * The in-memory store, for tests and throwaway runs. Action history is bounded by
- * `maxActions` (oldest finished first) so memory does not grow with the actions run.
+ * The in-memory store, for tests and throwaway runs: nothing survives the process.
+ * Kept revisions and the action history are bounded as in the SQLite store, so memory
+ * does not grow with the actions run.
  */
 import { clone } from "@bufbuild/protobuf";
 import { type Action, ActionSchema } from "../../gen/plinth/v1/action_pb.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store } from "./store.ts";
+import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, TrackedChild } from "./store.ts";
+
+export interface MemoryOptions {
+  keepRevisions: number;
+  maxActions: number;
+  maxActionAgeMs: number;
+}
 
 export class MemoryStore implements Store {
-  readonly #models = new Map<string, ModelRecord>();
+  /** Each model's kept revisions, oldest first. */
+  readonly #models = new Map<string, ModelRecord[]>();
   /** Insertion order is creation order: ids are time-ordered. */
   readonly #actions = new Map<string, Action>();
-  readonly #maxActions: number;
+  readonly #o: MemoryOptions;
 
-  constructor(options: { maxActions: number }) {
-    this.#maxActions = options.maxActions;
+  constructor(options: MemoryOptions) {
+    this.#o = options;
   }
 
-  async getModel(id: string): Promise<ModelRecord | undefined> {
-    const model = this.#models.get(id);
-    return model && { ...model };
+  async getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined> {
+    const revisions = this.#models.get(id);
+    const latest = revisions?.at(-1);
+    if (!latest) return undefined;
+    if (revision === undefined || revision === latest.revision) return { ...latest };
+    const older = revisions!.find((r) => r.revision === revision);
+    return older && { ...latest, revision: older.revision, updateTime: older.updateTime, instanceSize: older.instanceSize, actionId: older.actionId, instance: older.instance };
   }
 
-  async putModel(model: ModelRecord): Promise<void> {
-    this.#models.set(model.id, { ...model });
+  async putModel(model: ModelRecord): Promise<ModelMeta> {
+    const revisions = (this.#models.get(model.id) ?? []).filter((r) => r.revision !== model.revision);
+    revisions.push({ ...model });
+    revisions.splice(0, Math.max(0, revisions.length - this.#o.keepRevisions));
+    const oldestRevision = revisions[0]!.revision;
+    for (const r of revisions) r.oldestRevision = oldestRevision;
+    this.#models.set(model.id, revisions);
+    const { instance: _, ...meta } = revisions.at(-1)!;
+    return meta;
   }
 
   async deleteModel(id: string): Promise<boolean> {
@@ -40,20 +59,15 @@ export class MemoryStore implements Store {
   }
 
   #sorted(): ModelMeta[] {
-    return [...this.#models.values()].sort((a, b) => (a.id < b.id ? -1 : 1)).map(({ instance: _, ...meta }) => meta);
+    return [...this.#models.values()]
+      .map((revisions) => revisions.at(-1)!)
+      .sort((a, b) => (a.id < b.id ? -1 : 1))
+      .map(({ instance: _, ...meta }) => meta);
   }
 
   /** Keeps the object given: the engine hands over snapshots it never changes. */
   async putAction(action: Action): Promise<void> {
     this.#actions.set(action.id, action);
-    if (this.#actions.size > this.#maxActions) {
-      for (const [id, a] of this.#actions) {
-        if (a.endTime) {
-          this.#actions.delete(id);
-          if (this.#actions.size <= this.#maxActions) break;
-        }
-      }
-    }
   }
 
   async getAction(id: string): Promise<Action | undefined> {
@@ -62,16 +76,46 @@ export class MemoryStore implements Store {
   }
 
   async listActions(query: ListActionsQuery): Promise<Action[]> {
+    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
     const out: Action[] = [];
     for (const action of [...this.#actions.values()].reverse()) {
       if (query.beforeId && action.id >= query.beforeId) continue;
       if (query.modelId && action.modelId !== query.modelId) continue;
       if (query.statuses?.length && !query.statuses.includes(action.status)) continue;
+      if (query.createdAfter && ms(action.createTime) < query.createdAfter.getTime()) continue;
+      if (query.createdBefore && ms(action.createTime) >= query.createdBefore.getTime()) continue;
       out.push(clone(ActionSchema, action));
       if (out.length >= query.limit) break;
     }
     return out;
   }
+
+  async unfinishedActions(): Promise<Action[]> {
+    return [];
+  }
+
+  async pruneActions(now: Date): Promise<number> {
+    const cutoff = now.getTime() - this.#o.maxActionAgeMs;
+    const finished = [...this.#actions.values()].filter((a) => a.endTime);
+    let excess = finished.length - this.#o.maxActions;
+    let removed = 0;
+    for (const action of finished) {
+      const ended = Number(action.endTime!.seconds) * 1000;
+      if (excess <= 0 && ended >= cutoff) continue;
+      this.#actions.delete(action.id);
+      excess--;
+      removed++;
+    }
+    return removed;
+  }
+
+  // Children of a server that died leave no trace in memory: nothing to track.
+  async trackChild(_child: TrackedChild): Promise<void> {}
+  async untrackChild(_pid: number): Promise<void> {}
+  async trackedChildren(): Promise<TrackedChild[]> {
+    return [];
+  }
+  async clearTrackedChildren(): Promise<void> {}
 
   async close(): Promise<void> {}
 }

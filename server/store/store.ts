@@ -14,6 +14,8 @@ export interface ModelMeta {
   instanceSize: number;
   /** The action that produced this revision; "" for AddInstance and UpdateInstance. */
   actionId: string;
+  /** The oldest revision still kept. */
+  oldestRevision: bigint;
 }
 
 /** A model with its serialized instance. */
@@ -33,13 +35,23 @@ export interface ListActionsQuery {
   statuses?: ActionStatus[];
   /** Only actions created before this one (newest first). */
   beforeId?: string;
+  createdAfter?: Date;
+  createdBefore?: Date;
   limit: number;
 }
 
+/** A plugin child, recorded so that a restart can reap it if the server died. */
+export interface TrackedChild {
+  pid: number;
+  /** Its start time in clock ticks since boot (/proc/<pid>/stat field 22): tells it from a reused pid. */
+  startTicks: string;
+}
+
 export interface Store {
-  getModel(id: string): Promise<ModelRecord | undefined>;
-  /** Inserts or replaces a model; resolves once it is durable. */
-  putModel(model: ModelRecord): Promise<void>;
+  /** The latest revision, or the given one while it is kept. */
+  getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
+  /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */
+  putModel(model: ModelRecord): Promise<ModelMeta>;
   deleteModel(id: string): Promise<boolean>;
   /** Metadata of every model, in id order: the engine's live state. */
   allModels(): Promise<ModelMeta[]>;
@@ -50,5 +62,13 @@ export interface Store {
   getAction(id: string): Promise<Action | undefined>;
   /** Newest first. */
   listActions(query: ListActionsQuery): Promise<Action[]>;
+  /** Actions stored as not ended: after a restart, those the dead server was running. */
+  unfinishedActions(): Promise<Action[]>;
+  /** Applies the history's retention (count and age); returns how many were dropped. */
+  pruneActions(now: Date): Promise<number>;
+  trackChild(child: TrackedChild): Promise<void>;
+  untrackChild(pid: number): Promise<void>;
+  trackedChildren(): Promise<TrackedChild[]>;
+  clearTrackedChildren(): Promise<void>;
   close(): Promise<void>;
 }

@@ -2,6 +2,9 @@
  * Starts the real server on 127.0.0.1:0 with real plugin children, and gives real
  * gRPC clients. close() stops it and checks that no child is left.
  */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Channel, createChannel, createClientFactory } from "nice-grpc";
 import { deadlineMiddleware } from "nice-grpc-client-middleware-deadline";
@@ -33,11 +36,15 @@ const engineClient = (channel: Channel) => clients.create(niceDefinition(EngineS
 const actionClient = (channel: Channel) => clients.create(niceDefinition(ActionService), channel);
 const stateClient = (channel: Channel) => clients.create(niceDefinition(StateService), channel);
 
-/** Config as in a YAML file; plugins default to the example plugins. */
+/**
+ * Config as in a YAML file; plugins default to the example plugins, the backend to a
+ * SQLite file in a new temporary folder.
+ */
 export async function startTestServer(config: Record<string, unknown> = {}): Promise<TestServer> {
   const engine = (config.engine ?? {}) as Record<string, unknown>;
+  const backend = config.backend ?? { path: join(mkdtempSync(join(tmpdir(), "plinth-test-")), "plinth.db") };
   const resolved = parseConfig(
-    { ...config, server: { address: "127.0.0.1:0" }, engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine } },
+    { ...config, backend, server: { address: "127.0.0.1:0" }, engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine } },
     root,
   );
   const logger = pino({ level: process.env.PLINTH_TEST_LOG ?? "silent" });

@@ -4,6 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { Action, ActionStatus } from "./action_pb.ts";
 import { file_plinth_v1_action } from "./action_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
@@ -12,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action_service.proto.
  */
 export const file_plinth_v1_action_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSIlChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSI2ChFHZXRBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIngKEkxpc3RBY3Rpb25zUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIpCghzdGF0dXNlcxgCIAMoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSEQoJcGFnZV9zaXplGAMgASgNEhIKCnBhZ2VfdG9rZW4YBCABKAkiUgoTTGlzdEFjdGlvbnNSZXNwb25zZRIiCgdhY3Rpb25zGAEgAygLMhEucGxpbnRoLnYxLkFjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJgoRV2FpdEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjcKEldhaXRBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIigKE0NhbmNlbEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjkKFENhbmNlbEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24iJwoSV2F0Y2hBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSI4ChNXYXRjaEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24ykQMKDUFjdGlvblNlcnZpY2USRgoJR2V0QWN0aW9uEhsucGxpbnRoLnYxLkdldEFjdGlvblJlcXVlc3QaHC5wbGludGgudjEuR2V0QWN0aW9uUmVzcG9uc2USTAoLTGlzdEFjdGlvbnMSHS5wbGludGgudjEuTGlzdEFjdGlvbnNSZXF1ZXN0Gh4ucGxpbnRoLnYxLkxpc3RBY3Rpb25zUmVzcG9uc2USSQoKV2FpdEFjdGlvbhIcLnBsaW50aC52MS5XYWl0QWN0aW9uUmVxdWVzdBodLnBsaW50aC52MS5XYWl0QWN0aW9uUmVzcG9uc2USTwoMQ2FuY2VsQWN0aW9uEh4ucGxpbnRoLnYxLkNhbmNlbEFjdGlvblJlcXVlc3QaHy5wbGludGgudjEuQ2FuY2VsQWN0aW9uUmVzcG9uc2USTgoLV2F0Y2hBY3Rpb24SHS5wbGludGgudjEuV2F0Y2hBY3Rpb25SZXF1ZXN0Gh4ucGxpbnRoLnYxLldhdGNoQWN0aW9uUmVzcG9uc2UwAWIGcHJvdG8z", [file_plinth_v1_action]);
+  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSIlChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSI2ChFHZXRBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIt8BChJMaXN0QWN0aW9uc1JlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSKQoIc3RhdHVzZXMYAiADKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChNMaXN0QWN0aW9uc1Jlc3BvbnNlEiIKB2FjdGlvbnMYASADKAsyES5wbGludGgudjEuQWN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSImChFXYWl0QWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiNwoSV2FpdEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24iKAoTQ2FuY2VsQWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiOQoUQ2FuY2VsQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiInChJXYXRjaEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjgKE1dhdGNoQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbjKRAwoNQWN0aW9uU2VydmljZRJGCglHZXRBY3Rpb24SGy5wbGludGgudjEuR2V0QWN0aW9uUmVxdWVzdBocLnBsaW50aC52MS5HZXRBY3Rpb25SZXNwb25zZRJMCgtMaXN0QWN0aW9ucxIdLnBsaW50aC52MS5MaXN0QWN0aW9uc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdEFjdGlvbnNSZXNwb25zZRJJCgpXYWl0QWN0aW9uEhwucGxpbnRoLnYxLldhaXRBY3Rpb25SZXF1ZXN0Gh0ucGxpbnRoLnYxLldhaXRBY3Rpb25SZXNwb25zZRJPCgxDYW5jZWxBY3Rpb24SHi5wbGludGgudjEuQ2FuY2VsQWN0aW9uUmVxdWVzdBofLnBsaW50aC52MS5DYW5jZWxBY3Rpb25SZXNwb25zZRJOCgtXYXRjaEFjdGlvbhIdLnBsaW50aC52MS5XYXRjaEFjdGlvblJlcXVlc3QaHi5wbGludGgudjEuV2F0Y2hBY3Rpb25SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_plinth_v1_action]);
 
 /**
  * @generated from message plinth.v1.GetActionRequest
@@ -77,6 +79,20 @@ export type ListActionsRequest = Message<"plinth.v1.ListActionsRequest"> & {
    * @generated from field: string page_token = 4;
    */
   pageToken: string;
+
+  /**
+   * Only actions created at or after this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_after = 5;
+   */
+  createdAfter?: Timestamp | undefined;
+
+  /**
+   * Only actions created before this time, when set.
+   *
+   * @generated from field: google.protobuf.Timestamp created_before = 6;
+   */
+  createdBefore?: Timestamp | undefined;
 };
 
 /**

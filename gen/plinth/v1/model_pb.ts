@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/model.proto.
  */
 export const file_plinth_v1_model: GenFile = /*@__PURE__*/
-  fileDesc("ChVwbGludGgvdjEvbW9kZWwucHJvdG8SCXBsaW50aC52MSLXAQoFTW9kZWwSCgoCaWQYASABKAkSEgoKbW9kZWxfdHlwZRgCIAEoCRIQCghyZXZpc2lvbhgDIAEoBBIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGluc3RhbmNlGAYgASgMEhUKDWluc3RhbmNlX3NpemUYByABKAQSEQoJYWN0aW9uX2lkGAggASgJYgZwcm90bzM", [file_google_protobuf_timestamp]);
+  fileDesc("ChVwbGludGgvdjEvbW9kZWwucHJvdG8SCXBsaW50aC52MSLwAQoFTW9kZWwSCgoCaWQYASABKAkSEgoKbW9kZWxfdHlwZRgCIAEoCRIQCghyZXZpc2lvbhgDIAEoBBIvCgtjcmVhdGVfdGltZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGluc3RhbmNlGAYgASgMEhUKDWluc3RhbmNlX3NpemUYByABKAQSEQoJYWN0aW9uX2lkGAggASgJEhcKD29sZGVzdF9yZXZpc2lvbhgJIAEoBGIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * A model instance: the serialized state of one model type's instance.
@@ -69,6 +69,13 @@ export type Model = Message<"plinth.v1.Model"> & {
    * @generated from field: string action_id = 8;
    */
   actionId: string;
+
+  /**
+   * The oldest revision GetModel can still read (backend.keep_revisions).
+   *
+   * @generated from field: uint64 oldest_revision = 9;
+   */
+  oldestRevision: bigint;
 };
 
 /**

@@ -1,0 +1,324 @@
+/**
+ * The SQLite store (better-sqlite3): models with their kept revisions, the action
+ * history, and the pids of live plugin children (to reap them after a crash).
+ *
+ * WAL journal, one transaction per state change, schema migrations applied at open.
+ * With synchronous=NORMAL (the default) a committed change survives the server being
+ * killed; synchronous=FULL also survives losing power, at an fsync per change.
+ */
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import Database from "better-sqlite3";
+import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { PlinthError } from "../errors.ts";
+import { withoutBlobs } from "./blobs.ts";
+import { migrate } from "./migrations.ts";
+import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, TrackedChild } from "./store.ts";
+
+export interface SqliteOptions {
+  path: string;
+  synchronous: "normal" | "full";
+  /** Revisions kept per model, the latest included. */
+  keepRevisions: number;
+  /** Action history: at most this many finished actions... */
+  maxActions: number;
+  /** ...and none older than this. */
+  maxActionAgeMs: number;
+  /** Refuse writes once the database file would grow past this (SQLITE_FULL). */
+  maxSizeBytes?: number | undefined;
+}
+
+const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
+
+interface ModelRow {
+  id: string;
+  model_type: string;
+  revision: number | bigint;
+  oldest_revision: number | bigint;
+  create_time: number;
+  update_time: number;
+  instance_size: number;
+  action_id: string;
+}
+
+function meta(row: ModelRow): ModelMeta {
+  return {
+    id: row.id,
+    modelType: row.model_type,
+    revision: BigInt(row.revision),
+    oldestRevision: BigInt(row.oldest_revision),
+    createTime: new Date(row.create_time),
+    updateTime: new Date(row.update_time),
+    instanceSize: row.instance_size,
+    actionId: row.action_id,
+  };
+}
+
+/** Turns SQLite's failures into errors that say what to fix. */
+function explain(error: unknown, path: string): unknown {
+  const code = (error as { code?: string }).code ?? "";
+  const message = (error as Error).message;
+  if (code === "SQLITE_FULL") {
+    return new PlinthError("queue_full", `the store is full (${path}): ${message}; free disk space or raise backend.max_size_mb`, { cause: error });
+  }
+  if (code === "SQLITE_READONLY" || code.startsWith("SQLITE_READONLY")) {
+    return new PlinthError("unavailable", `the store ${path} is read-only: ${message}`, { cause: error });
+  }
+  if (code === "SQLITE_IOERR" || code.startsWith("SQLITE_IOERR")) {
+    return new PlinthError("unavailable", `the store ${path} failed to write: ${message}`, { cause: error });
+  }
+  return error;
+}
+
+export class SqliteStore implements Store {
+  readonly #db: Database.Database;
+  readonly #o: SqliteOptions;
+  readonly #q;
+  #closed = false;
+
+  constructor(options: SqliteOptions) {
+    this.#o = options;
+    const { path } = options;
+    try {
+      mkdirSync(dirname(path), { recursive: true });
+    } catch (error) {
+      throw new PlinthError("invalid_argument", `config backend.path: cannot create the folder of ${path}: ${(error as Error).message}`);
+    }
+    let db: Database.Database | undefined;
+    try {
+      db = new Database(path);
+      db.pragma("journal_mode = WAL");
+      db.pragma(`synchronous = ${options.synchronous.toUpperCase()}`);
+      db.pragma("foreign_keys = ON");
+      if (options.maxSizeBytes !== undefined) {
+        const pageSize = Number(db.pragma("page_size", { simple: true }));
+        db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxSizeBytes / pageSize))}`);
+      }
+      migrate(db, path);
+    } catch (error) {
+      db?.close();
+      if (PlinthError.is(error)) throw error;
+      const code = (error as { code?: string }).code ?? "";
+      const message = (error as Error).message;
+      if (code === "SQLITE_NOTADB") {
+        throw new PlinthError("invalid_argument", `config backend.path: ${path} is not a SQLite database (${message}); point backend.path at a Plinth database or at a new file`);
+      }
+      if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
+        throw new PlinthError("invalid_argument", `config backend.path: cannot open ${path} for writing (${message}); check that its folder exists and is writable`);
+      }
+      if (code === "SQLITE_FULL") {
+        throw new PlinthError("invalid_argument", `config backend.path: no space to open ${path} (${message}); free disk space`);
+      }
+      throw error;
+    }
+    this.#db = db;
+    this.#q = this.#statements();
+  }
+
+  #statements() {
+    const db = this.#db;
+    return {
+      modelMeta: db.prepare<[string], ModelRow>("SELECT * FROM models WHERE id = ?"),
+      revision: db.prepare<[string, number | bigint], { instance: Buffer; instance_size: number; action_id: string; create_time: number }>(
+        "SELECT instance, instance_size, action_id, create_time FROM model_revisions WHERE model_id = ? AND revision = ?",
+      ),
+      upsertModel: db.prepare(
+        `INSERT INTO models (id, model_type, revision, oldest_revision, create_time, update_time, instance_size, action_id)
+         VALUES (@id, @model_type, @revision, @oldest_revision, @create_time, @update_time, @instance_size, @action_id)
+         ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, oldest_revision = excluded.oldest_revision,
+           update_time = excluded.update_time, instance_size = excluded.instance_size, action_id = excluded.action_id`,
+      ),
+      insertRevision: db.prepare(
+        `INSERT OR REPLACE INTO model_revisions (model_id, revision, instance, instance_size, action_id, create_time)
+         VALUES (?, ?, ?, ?, ?, ?)`,
+      ),
+      pruneRevisions: db.prepare("DELETE FROM model_revisions WHERE model_id = ? AND revision < ?"),
+      deleteModel: db.prepare("DELETE FROM models WHERE id = ?"),
+      allModels: db.prepare<[], ModelRow>("SELECT * FROM models ORDER BY id"),
+      putAction: db.prepare(
+        `INSERT INTO actions (id, model_id, status, create_time, end_time, json) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
+           end_time = excluded.end_time, json = excluded.json`,
+      ),
+      getAction: db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?"),
+      unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED.join(",")})`),
+      pruneByAge: db.prepare("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < ?"),
+      countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
+      pruneByCount: db.prepare(
+        "DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)",
+      ),
+      trackChild: db.prepare("INSERT OR REPLACE INTO children (pid, start_ticks) VALUES (?, ?)"),
+      untrackChild: db.prepare("DELETE FROM children WHERE pid = ?"),
+      children: db.prepare<[], { pid: number; start_ticks: string }>("SELECT pid, start_ticks FROM children"),
+      clearChildren: db.prepare("DELETE FROM children"),
+    };
+  }
+
+  /** Runs a write, turning SQLite's failures into clear errors. */
+  #write<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (error) {
+      throw explain(error, this.#o.path);
+    }
+  }
+
+  async getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined> {
+    const row = this.#q.modelMeta.get(id);
+    if (!row) return undefined;
+    const latest = meta(row);
+    const wanted = revision ?? latest.revision;
+    const rev = this.#q.revision.get(id, wanted);
+    if (!rev) return undefined;
+    const instance = new Uint8Array(rev.instance.buffer, rev.instance.byteOffset, rev.instance.byteLength);
+    if (wanted === latest.revision) return { ...latest, instance };
+    return { ...latest, revision: wanted, updateTime: new Date(rev.create_time), instanceSize: rev.instance_size, actionId: rev.action_id, instance };
+  }
+
+  async putModel(model: ModelRecord): Promise<ModelMeta> {
+    const oldest = model.revision - BigInt(this.#o.keepRevisions) + 1n;
+    const oldestRevision = oldest > model.oldestRevision ? oldest : model.oldestRevision;
+    const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
+    this.#write(() =>
+      this.#db.transaction(() => {
+        this.#q.upsertModel.run({
+          id: stored.id,
+          model_type: stored.modelType,
+          revision: stored.revision,
+          oldest_revision: stored.oldestRevision,
+          create_time: stored.createTime.getTime(),
+          update_time: stored.updateTime.getTime(),
+          instance_size: stored.instance.byteLength,
+          action_id: stored.actionId,
+        });
+        this.#q.insertRevision.run(
+          stored.id,
+          stored.revision,
+          Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength),
+          stored.instance.byteLength,
+          stored.actionId,
+          stored.updateTime.getTime(),
+        );
+        this.#q.pruneRevisions.run(stored.id, stored.oldestRevision);
+      })(),
+    );
+    const { instance: _, ...rest } = stored;
+    return rest;
+  }
+
+  async deleteModel(id: string): Promise<boolean> {
+    // model_revisions rows go with it (ON DELETE CASCADE).
+    return this.#write(() => this.#q.deleteModel.run(id).changes > 0);
+  }
+
+  async allModels(): Promise<ModelMeta[]> {
+    return this.#q.allModels.all().map(meta);
+  }
+
+  async listModels(query: ListModelsQuery): Promise<ModelMeta[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (query.modelType) {
+      where.push("model_type = ?");
+      params.push(query.modelType);
+    }
+    if (query.afterId) {
+      where.push("id > ?");
+      params.push(query.afterId);
+    }
+    const sql = `SELECT * FROM models ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id LIMIT ?`;
+    return this.#db.prepare<unknown[], ModelRow>(sql).all(...params, query.limit).map(meta);
+  }
+
+  async putAction(action: Action): Promise<void> {
+    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
+    this.#write(() =>
+      this.#q.putAction.run(
+        action.id,
+        action.modelId,
+        action.status,
+        ms(action.createTime),
+        ms(action.endTime),
+        toJsonString(ActionSchema, withoutBlobs(action)),
+      ),
+    );
+  }
+
+  async getAction(id: string): Promise<Action | undefined> {
+    const row = this.#q.getAction.get(id);
+    return row && fromJsonString(ActionSchema, row.json);
+  }
+
+  async listActions(query: ListActionsQuery): Promise<Action[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (query.modelId) {
+      where.push("model_id = ?");
+      params.push(query.modelId);
+    }
+    if (query.statuses?.length) {
+      where.push(`status IN (${query.statuses.map(() => "?").join(",")})`);
+      params.push(...query.statuses);
+    }
+    if (query.beforeId) {
+      where.push("id < ?");
+      params.push(query.beforeId);
+    }
+    if (query.createdAfter) {
+      where.push("create_time >= ?");
+      params.push(query.createdAfter.getTime());
+    }
+    if (query.createdBefore) {
+      where.push("create_time < ?");
+      params.push(query.createdBefore.getTime());
+    }
+    const sql = `SELECT json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
+    return this.#db
+      .prepare<unknown[], { json: string }>(sql)
+      .all(...params, query.limit)
+      .map((row) => fromJsonString(ActionSchema, row.json));
+  }
+
+  async unfinishedActions(): Promise<Action[]> {
+    return this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json));
+  }
+
+  async pruneActions(now: Date): Promise<number> {
+    return this.#write(() =>
+      this.#db.transaction(() => {
+        let removed = this.#q.pruneByAge.run(now.getTime() - this.#o.maxActionAgeMs).changes;
+        const excess = this.#q.countFinished.get()!.n - this.#o.maxActions;
+        if (excess > 0) removed += this.#q.pruneByCount.run(excess).changes;
+        return removed;
+      })(),
+    );
+  }
+
+  async trackChild(child: TrackedChild): Promise<void> {
+    this.#write(() => this.#q.trackChild.run(child.pid, child.startTicks));
+  }
+
+  async untrackChild(pid: number): Promise<void> {
+    this.#write(() => this.#q.untrackChild.run(pid));
+  }
+
+  async trackedChildren(): Promise<TrackedChild[]> {
+    return this.#q.children.all().map((row) => ({ pid: row.pid, startTicks: row.start_ticks }));
+  }
+
+  async clearTrackedChildren(): Promise<void> {
+    this.#write(() => this.#q.clearChildren.run());
+  }
+
+  /** Checks the database file: "ok" when sound. */
+  integrityCheck(): string {
+    return String(this.#db.pragma("integrity_check", { simple: true }));
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#db.close();
+  }
+}
