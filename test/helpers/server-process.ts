@@ -1,0 +1,71 @@
+/** The server as a real process: `node --import tsx server/main.ts`, one process, so a signal reaches it. */
+import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { createChannel, createClient } from "nice-grpc";
+import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
+import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { niceDefinition } from "../../server/rpc/service-definition.ts";
+import { processes } from "./processes.ts";
+import { root } from "./server.ts";
+
+const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
+
+export interface ServerProcess {
+  child: ChildProcess;
+  /** Resolves with the port once the server logs "serving"; rejects if it exits first. */
+  port: Promise<number>;
+  output(): string;
+}
+
+export function startProcess(args: string[], options: SpawnOptions = {}): ServerProcess {
+  const child = spawn(process.execPath, ["--import", tsxLoader, "server/main.ts", ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+    ...options,
+  });
+  let output = "";
+  const port = new Promise<number>((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+      const serving = output.split("\n").find((line) => line.includes('"msg":"serving"'));
+      if (serving) resolve(Number(JSON.parse(serving).address.split(":").at(-1)));
+    });
+    child.stderr!.on("data", (chunk: Buffer) => (output += chunk.toString()));
+    child.on("exit", (code, signal) => reject(new Error(`server exited with ${code ?? signal} before serving:\n${output}`)));
+  });
+  port.catch(() => {}); // Callers that expect a failure await it themselves.
+  return { child, port, output: () => output };
+}
+
+/** A config file in a new temporary folder; returns its path. */
+export function writeConfig(yaml: string, dir = mkdtempSync(join(tmpdir(), "plinth-proc-"))): string {
+  const file = join(dir, "plinth.yaml");
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export function clients(port: number) {
+  const channel = createChannel(`127.0.0.1:${port}`);
+  return {
+    channel,
+    engine: createClient(niceDefinition(EngineService), channel),
+    actions: createClient(niceDefinition(ActionService), channel),
+  };
+}
+
+/** Every live process whose ancestry leads to pid. */
+export function descendantsOf(pid: number): number[] {
+  const all = processes().filter((p) => p.state !== "Z");
+  const found: number[] = [];
+  let frontier = [pid];
+  while (frontier.length) {
+    const next = all.filter((p) => frontier.includes(p.ppid)).map((p) => p.pid);
+    found.push(...next);
+    frontier = next;
+  }
+  return found;
+}
