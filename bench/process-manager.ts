@@ -26,6 +26,7 @@ import {
   PredictResponseSchema,
 } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
+import { startProcess as startServer } from "./servers.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const quick = process.argv.includes("--quick");
@@ -70,21 +71,6 @@ function rssMiB(pid: number): number {
 }
 
 // ---- processes ----
-
-function startServer(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number }> {
-  // PLINTH_BENCH_NODE_ARGS: extra node flags for the servers, e.g. --cpu-prof to profile them.
-  const extra = process.env.PLINTH_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
-  let out = "";
-  return new Promise((resolve, reject) => {
-    child.stdout!.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      const match = ready.exec(out);
-      if (match) resolve({ child, port: Number(match[1]) });
-    });
-    child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}`)));
-  });
-}
 
 async function startPlinth(engine: Record<string, unknown>, runtime = "node") {
   const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));

@@ -6,7 +6,9 @@
  * With synchronous=NORMAL (the default) a committed change survives the server being
  * killed; synchronous=FULL also survives losing power, at an fsync per change.
  */
+import { once } from "node:events";
 import { mkdirSync } from "node:fs";
+import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
 import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
@@ -28,6 +30,9 @@ export interface SqliteOptions {
   /** Refuse writes once the database file would grow past this (SQLITE_FULL). */
   maxSizeBytes?: number | undefined;
 }
+
+/** How often the WAL is checkpointed into the database file. */
+const CHECKPOINT_PERIOD_MS = 1000;
 
 const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
 
@@ -75,6 +80,7 @@ export class SqliteStore implements Store {
   readonly #db: Database.Database;
   readonly #o: SqliteOptions;
   readonly #q;
+  readonly #checkpointer: Worker;
   #closed = false;
 
   constructor(options: SqliteOptions) {
@@ -114,6 +120,16 @@ export class SqliteStore implements Store {
     }
     this.#db = db;
     this.#q = this.#statements();
+    // Checkpoints (with their fsync) run in a worker thread, off the event loop.
+    db.pragma("wal_autocheckpoint = 0");
+    this.#checkpointer = new Worker(new URL("./checkpointer.mjs", import.meta.url), {
+      workerData: { path, periodMs: CHECKPOINT_PERIOD_MS },
+    });
+    this.#checkpointer.unref();
+    // Should the thread die, SQLite checkpoints on its own again, on the event loop.
+    this.#checkpointer.on("error", () => {
+      if (!this.#closed) db.pragma("wal_autocheckpoint = 1000");
+    });
   }
 
   #statements() {
@@ -319,6 +335,13 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#checkpointer.threadId !== -1) {
+      // Keep the process alive until the last checkpoint is written.
+      this.#checkpointer.ref();
+      const exited = once(this.#checkpointer, "exit");
+      this.#checkpointer.postMessage("close");
+      await exited;
+    }
     this.#db.close();
   }
 }

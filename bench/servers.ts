@@ -1,0 +1,24 @@
+/** Starting servers as separate processes for the benchmarks. */
+import { type ChildProcess, spawn } from "node:child_process";
+import { fileURLToPath } from "node:url";
+
+const root = fileURLToPath(new URL("..", import.meta.url));
+
+/**
+ * Runs `node --import tsx <args>` in the repository and resolves once its stdout
+ * matches `ready`, with the first capture group as the port when there is one.
+ */
+export function startProcess(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number }> {
+  // PLINTH_BENCH_NODE_ARGS: extra node flags for the servers, e.g. --cpu-prof to profile them.
+  const extra = process.env.PLINTH_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  let out = "";
+  return new Promise((resolve, reject) => {
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = ready.exec(out);
+      if (match) resolve({ child, port: Number(match[1] ?? 0) });
+    });
+    child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}`)));
+  });
+}
