@@ -90,6 +90,8 @@ export class PluginChild {
   #killTimer: ReturnType<typeof setTimeout> | undefined;
   #exchange: Exchange | undefined;
   #broken: ChildFailure | undefined;
+  /** Consecutive reconciliations that found the process gone or a zombie. */
+  #missing = 0;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -200,13 +202,19 @@ export class PluginChild {
   }
 
   /**
-   * Checks with the operating system that the process still runs; one that is gone
-   * or a zombie without our having seen its exit is marked exited. Returns false then.
+   * Checks with the operating system that the process still runs. A process gone, or
+   * a zombie, on two checks in a row without our having seen its exit is marked
+   * exited (vanished); one check is not enough, as an exit on its way is a zombie
+   * for a moment too. Returns false once marked.
    */
   reconcile(): boolean {
     if (this.#exit) return false;
     const state = procStat(this.pid)?.state;
-    if (state !== undefined && state !== "Z" && state !== "X") return true;
+    if (state !== undefined && state !== "Z" && state !== "X") {
+      this.#missing = 0;
+      return true;
+    }
+    if (++this.#missing < 2) return true;
     this.#signalGroup("SIGKILL");
     this.#finish(null, null, true);
     return false;
