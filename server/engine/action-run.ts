@@ -18,6 +18,7 @@ import {
   CancelOutcomeSchema,
   type DataAccessProgress,
 } from "../../gen/plinth/v1/action_pb.ts";
+import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
@@ -84,9 +85,13 @@ export class ActionRun {
   #stoppedChild: ChildExit | undefined;
   #timeout: ReturnType<typeof setTimeout> | undefined;
 
-  constructor(ctx: RunContext, action: Action, timeoutMs: number | undefined) {
+  /** The arguments as sent, blobs included: the action shows them without. */
+  readonly #args: { args: Arg[]; kwargs: Record<string, Arg> };
+
+  constructor(ctx: RunContext, action: Action, args: { args: Arg[]; kwargs: Record<string, Arg> }, timeoutMs: number | undefined) {
     this.#ctx = ctx;
     this.action = action;
+    this.#args = args;
     if (timeoutMs !== undefined) {
       this.#timeout = setTimeout(
         () => this.cancel(new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)),
@@ -240,12 +245,13 @@ export class ActionRun {
 
   async #resolveDataAccess(signal: AbortSignal): Promise<ResolvedArgs> {
     const { action } = this;
-    if (action.dataAccess.length === 0) return resolveArgs(action.args, action.kwargs, unreachable, signal);
+    const { args, kwargs } = this.#args;
+    if (action.dataAccess.length === 0) return resolveArgs(args, kwargs, unreachable, signal);
     this.#set(ActionStatus.ACCESSING_DATA);
     const entries = new Map(action.dataAccess.map((e) => [e.argument, e]));
     const resolved = await resolveArgs(
-      action.args,
-      action.kwargs,
+      args,
+      kwargs,
       (path, name, args, callSignal) => this.#callDataAccess(entries.get(path)!, name, args, callSignal),
       signal,
     );

@@ -15,6 +15,7 @@ import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
 import { ActionQueue } from "./action-queue.ts";
 import { ActionRun, isEnded, type RunContext } from "./action-run.ts";
+import { argWithoutBlobs } from "../blobs.ts";
 import { validateArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
@@ -32,6 +33,8 @@ export interface EngineOptions {
   logger: Logger;
   /** Queued actions at most; beyond, new actions are refused with RESOURCE_EXHAUSTED. */
   maxQueue: number;
+  /** State changes kept for watchers that resume. */
+  stateHistory: number;
   /** Finished actions stay in the live state until there are more than this many... */
   retainActions: number;
   /** ...or they ended longer ago than this. */
@@ -39,7 +42,7 @@ export interface EngineOptions {
 }
 
 export class Engine {
-  readonly hub = new StateHub();
+  readonly hub: StateHub;
   readonly #o: EngineOptions;
   readonly #locks = new ModelLocks();
   /** Every model's metadata: the live state. Instance bytes stay in the store. */
@@ -57,6 +60,7 @@ export class Engine {
 
   private constructor(options: EngineOptions) {
     this.#o = options;
+    this.hub = new StateHub(options.stateHistory);
     this.#queue = new ActionQueue(options.maxQueue);
     this.#runContext = {
       store: options.store,
@@ -321,8 +325,9 @@ export class Engine {
       call,
       modelId,
       modelType,
-      args,
-      kwargs,
+      // As sent, without blobs: the run passes the full arguments to the plugin.
+      args: args.map(argWithoutBlobs),
+      kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, argWithoutBlobs(v)])),
       status: ActionStatus.QUEUED,
       dataAccess: nodes.map((n) => ({ argument: n.path, name: n.access.name, status: ActionStatus.QUEUED })),
       createTime: now,
@@ -330,7 +335,7 @@ export class Engine {
       ...(timeout ? { timeout } : {}),
     });
     this.#actions.set(action.id, action);
-    const run = new ActionRun(this.#runContext, action, timeoutMs);
+    const run = new ActionRun(this.#runContext, action, { args, kwargs }, timeoutMs);
     this.#running.set(action.id, run);
     void run.done.finally(() => {
       this.#running.delete(action.id);

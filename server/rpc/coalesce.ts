@@ -22,6 +22,11 @@ export class Coalesced<T> implements AsyncIterable<T> {
     signal.addEventListener("abort", this.#onAbort, { once: true });
   }
 
+  /** Values waiting to be read. */
+  get pending(): number {
+    return this.#pending.size;
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;

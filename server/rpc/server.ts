@@ -24,13 +24,17 @@ import { errorMapper } from "./error-mapper.ts";
 import { grpcJsBridge } from "./grpc-js-bridge.ts";
 import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
-import { stateService } from "./state-service.ts";
+import { type Coalesced } from "./coalesce.ts";
+import { stateService, type WatchStats } from "./state-service.ts";
+import type { StateEvent } from "../engine/state-hub.ts";
 
 export interface PlinthServer extends AsyncDisposable {
   /** The port it listens on (the chosen one when the config says 0). */
   readonly port: number;
   readonly engine: Engine;
   readonly processes: ProcessManager;
+  /** The open WatchState streams and what they hold. */
+  watchStats(): WatchStats;
   /** Stops in order: refuse new work, end streams and actions, reap children, close the store and the port. Idempotent. */
   close(): Promise<void>;
 }
@@ -71,7 +75,8 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
   }).use(errorMapper(logger));
   server.add(niceDefinition(EngineService), engineService(getEngine));
   server.add(niceDefinition(ActionService), actionService(getEngine, stopping.signal));
-  server.add(niceDefinition(StateService), stateService(getEngine, stopping.signal));
+  const watchers = new Set<Coalesced<StateEvent>>();
+  server.add(niceDefinition(StateService), stateService(getEngine, stopping.signal, watchers));
   const health = new HealthImplementation(Object.fromEntries(["", ...SERVICES].map((s) => [s, "NOT_SERVING" as const])));
   const bridge = grpcJsBridge(server);
   health.addToServer(bridge);
@@ -112,6 +117,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
       plugins,
       logger,
       maxQueue: e.max_queue,
+      stateHistory: e.state_history,
       retainActions: e.retain_actions,
       retainActionsMs: e.retain_actions_seconds * 1000,
     });
@@ -124,5 +130,6 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
   }
   for (const s of ["", ...SERVICES]) health.setStatus(s, "SERVING");
   logger.info({ address: `${host}:${port}` }, "serving");
-  return { port, engine, processes, close, [Symbol.asyncDispose]: close };
+  const watchStats = () => ({ watchers: watchers.size, pending: [...watchers].reduce((n, w) => n + w.pending, 0) });
+  return { port, engine, processes, watchStats, close, [Symbol.asyncDispose]: close };
 }

@@ -14,7 +14,7 @@ import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { withoutBlobs } from "./blobs.ts";
+import { withoutBlobs } from "../blobs.ts";
 import { migrate } from "./migrations.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, TrackedChild } from "./store.ts";
 

@@ -2,8 +2,8 @@
 // @generated from file plinth/v1/state_service.proto (package plinth.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Action } from "./action_pb.ts";
 import { file_plinth_v1_action } from "./action_pb.ts";
 import type { Model } from "./model_pb.ts";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/state_service.proto.
  */
 export const file_plinth_v1_state_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvdjEvc3RhdGVfc2VydmljZS5wcm90bxIJcGxpbnRoLnYxIl8KBVN0YXRlEhAKCHJldmlzaW9uGAEgASgEEiAKBm1vZGVscxgCIAMoCzIQLnBsaW50aC52MS5Nb2RlbBIiCgdhY3Rpb25zGAMgAygLMhEucGxpbnRoLnYxLkFjdGlvbiIRCg9HZXRTdGF0ZVJlcXVlc3QiMwoQR2V0U3RhdGVSZXNwb25zZRIfCgVzdGF0ZRgBIAEoCzIQLnBsaW50aC52MS5TdGF0ZSITChFXYXRjaFN0YXRlUmVxdWVzdCLIAQoSV2F0Y2hTdGF0ZVJlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgEEiQKCHNuYXBzaG90GAIgASgLMhAucGxpbnRoLnYxLlN0YXRlSAASKgoObW9kZWxfdXBzZXJ0ZWQYAyABKAsyEC5wbGludGgudjEuTW9kZWxIABIXCg1tb2RlbF9kZWxldGVkGAQgASgJSAASLAoPYWN0aW9uX3Vwc2VydGVkGAUgASgLMhEucGxpbnRoLnYxLkFjdGlvbkgAQgcKBWV2ZW50MqABCgxTdGF0ZVNlcnZpY2USQwoIR2V0U3RhdGUSGi5wbGludGgudjEuR2V0U3RhdGVSZXF1ZXN0GhsucGxpbnRoLnYxLkdldFN0YXRlUmVzcG9uc2USSwoKV2F0Y2hTdGF0ZRIcLnBsaW50aC52MS5XYXRjaFN0YXRlUmVxdWVzdBodLnBsaW50aC52MS5XYXRjaFN0YXRlUmVzcG9uc2UwAWIGcHJvdG8z", [file_plinth_v1_action, file_plinth_v1_model]);
+  fileDesc("Ch1wbGludGgvdjEvc3RhdGVfc2VydmljZS5wcm90bxIJcGxpbnRoLnYxIl8KBVN0YXRlEhAKCHJldmlzaW9uGAEgASgEEiAKBm1vZGVscxgCIAMoCzIQLnBsaW50aC52MS5Nb2RlbBIiCgdhY3Rpb25zGAMgAygLMhEucGxpbnRoLnYxLkFjdGlvbiIRCg9HZXRTdGF0ZVJlcXVlc3QiMwoQR2V0U3RhdGVSZXNwb25zZRIfCgVzdGF0ZRgBIAEoCzIQLnBsaW50aC52MS5TdGF0ZSJ3ChFXYXRjaFN0YXRlUmVxdWVzdBIVCg1mcm9tX3JldmlzaW9uGAEgASgEEhEKCW1vZGVsX2lkcxgCIAMoCRISCgphY3Rpb25faWRzGAMgAygJEiQKBWtpbmRzGAQgAygOMhUucGxpbnRoLnYxLkNoYW5nZUtpbmQi1wEKEldhdGNoU3RhdGVSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoBBIkCghzbmFwc2hvdBgCIAEoCzIQLnBsaW50aC52MS5TdGF0ZUgAEioKDm1vZGVsX3Vwc2VydGVkGAMgASgLMhAucGxpbnRoLnYxLk1vZGVsSAASFwoNbW9kZWxfZGVsZXRlZBgEIAEoCUgAEiwKD2FjdGlvbl91cHNlcnRlZBgFIAEoCzIRLnBsaW50aC52MS5BY3Rpb25IABINCgVyZXNldBgGIAEoCEIHCgVldmVudCqJAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEh4KGkNIQU5HRV9LSU5EX01PREVMX1VQU0VSVEVEEAESHQoZQ0hBTkdFX0tJTkRfTU9ERUxfREVMRVRFRBACEh8KG0NIQU5HRV9LSU5EX0FDVElPTl9VUFNFUlRFRBADMqABCgxTdGF0ZVNlcnZpY2USQwoIR2V0U3RhdGUSGi5wbGludGgudjEuR2V0U3RhdGVSZXF1ZXN0GhsucGxpbnRoLnYxLkdldFN0YXRlUmVzcG9uc2USSwoKV2F0Y2hTdGF0ZRIcLnBsaW50aC52MS5XYXRjaFN0YXRlUmVxdWVzdBodLnBsaW50aC52MS5XYXRjaFN0YXRlUmVzcG9uc2UwAWIGcHJvdG8z", [file_plinth_v1_action, file_plinth_v1_model]);
 
 /**
  * A snapshot of the state. Models never carry instance bytes here.
@@ -79,6 +79,36 @@ export const GetStateResponseSchema: GenMessage<GetStateResponse> = /*@__PURE__*
  * @generated from message plinth.v1.WatchStateRequest
  */
 export type WatchStateRequest = Message<"plinth.v1.WatchStateRequest"> & {
+  /**
+   * Resume after this revision (the last one the client saw): only what changed since
+   * is sent, the latest version of each model and action. When the server no longer
+   * holds that far back (or it is from another server run), the stream starts with a
+   * snapshot marked reset instead. 0: start with a snapshot.
+   *
+   * @generated from field: uint64 from_revision = 1;
+   */
+  fromRevision: bigint;
+
+  /**
+   * Only these models: their changes and those of actions on them. All when empty.
+   *
+   * @generated from field: repeated string model_ids = 2;
+   */
+  modelIds: string[];
+
+  /**
+   * Only these actions (and no model changes). All when empty.
+   *
+   * @generated from field: repeated string action_ids = 3;
+   */
+  actionIds: string[];
+
+  /**
+   * Only these kinds of change. All when empty.
+   *
+   * @generated from field: repeated plinth.v1.ChangeKind kinds = 4;
+   */
+  kinds: ChangeKind[];
 };
 
 /**
@@ -89,10 +119,15 @@ export const WatchStateRequestSchema: GenMessage<WatchStateRequest> = /*@__PURE_
   messageDesc(file_plinth_v1_state_service, 3);
 
 /**
+ * One message of the state stream. A slow reader gets the latest version of each
+ * model and action rather than every intermediate one.
+ *
  * @generated from message plinth.v1.WatchStateResponse
  */
 export type WatchStateResponse = Message<"plinth.v1.WatchStateResponse"> & {
   /**
+   * The revision this message brings the client to.
+   *
    * @generated from field: uint64 revision = 1;
    */
   revision: bigint;
@@ -129,6 +164,13 @@ export type WatchStateResponse = Message<"plinth.v1.WatchStateResponse"> & {
     value: Action;
     case: "actionUpserted";
   } | { case: undefined; value?: undefined };
+
+  /**
+   * On a snapshot sent instead of a resume: the client should replace what it had.
+   *
+   * @generated from field: bool reset = 6;
+   */
+  reset: boolean;
 };
 
 /**
@@ -139,8 +181,41 @@ export const WatchStateResponseSchema: GenMessage<WatchStateResponse> = /*@__PUR
   messageDesc(file_plinth_v1_state_service, 4);
 
 /**
+ * Kinds of change in the state stream.
+ *
+ * @generated from enum plinth.v1.ChangeKind
+ */
+export enum ChangeKind {
+  /**
+   * @generated from enum value: CHANGE_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_MODEL_UPSERTED = 1;
+   */
+  MODEL_UPSERTED = 1,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_MODEL_DELETED = 2;
+   */
+  MODEL_DELETED = 2,
+
+  /**
+   * @generated from enum value: CHANGE_KIND_ACTION_UPSERTED = 3;
+   */
+  ACTION_UPSERTED = 3,
+}
+
+/**
+ * Describes the enum plinth.v1.ChangeKind.
+ */
+export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
+  enumDesc(file_plinth_v1_state_service, 0);
+
+/**
  * The engine's observable state: every model and live action, with a revision that
- * rises on every change.
+ * rises on every change (and across server restarts).
  *
  * @generated from service plinth.v1.StateService
  */

@@ -1,11 +1,11 @@
 /**
- * The action history keeps arguments and results as JSON without their blobs: bytes
- * are emptied and tensors keep their dtype and shape but not their data. The live
- * action (GetAction while it runs) still has them.
+ * Actions carry their arguments without blobs — bytes emptied, tensors with their dtype
+ * and shape but not their data — so that watchers and the history never carry them;
+ * the history also drops them from results. The plugin still gets everything.
  */
 import { clone } from "@bufbuild/protobuf";
-import { type Action, ActionSchema } from "../../gen/plinth/v1/action_pb.ts";
-import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
+import { type Action, ActionSchema } from "../gen/plinth/v1/action_pb.ts";
+import { type Arg, ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 
 function strip(arg: Arg | undefined): void {
   const kind = arg?.kind;
@@ -30,6 +30,15 @@ const hasBlob = (arg: Arg | undefined): boolean => {
   return false;
 };
 
+/** The argument as an action shows it: without blobs. */
+export function argWithoutBlobs(arg: Arg): Arg {
+  if (!hasBlob(arg)) return arg;
+  const copy = clone(ArgSchema, arg);
+  strip(copy);
+  return copy;
+}
+
+/** The action as the history keeps it: no blobs in its arguments or its result. */
 export function withoutBlobs(action: Action): Action {
   const all = [...action.args, ...Object.values(action.kwargs), action.result?.prediction];
   if (!all.some(hasBlob)) return action;

@@ -1,0 +1,227 @@
+import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { afterEach, describe, expect, it } from "vitest";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { DType } from "../gen/plinth/v1/arg_pb.ts";
+import {
+  ChangeKind,
+  type WatchStateRequest,
+  WatchStateRequestSchema,
+  type WatchStateResponse,
+  WatchStateResponseSchema,
+} from "../gen/plinth/v1/state_service_pb.ts";
+import { json, stateOf } from "./helpers/args.ts";
+import { startTestServer, type TestServer } from "./helpers/server.ts";
+
+let t: TestServer | undefined;
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+});
+
+/** What a client knows after applying a stream's messages: models and actions by id. */
+class View {
+  models = new Map<string, bigint>();
+  actions = new Map<string, { status: ActionStatus; state: unknown }>();
+  revision = 0n;
+  messages: WatchStateResponse[] = [];
+
+  apply(message: WatchStateResponse): void {
+    this.messages.push(message);
+    this.revision = message.revision;
+    const event = message.event;
+    switch (event.case) {
+      case "snapshot":
+        this.models = new Map(event.value.models.map((m) => [m.id, m.revision]));
+        this.actions = new Map(event.value.actions.map((a) => [a.id, { status: a.status, state: stateOf(a.state) }]));
+        return;
+      case "modelUpserted":
+        this.models.set(event.value.id, event.value.revision);
+        return;
+      case "modelDeleted":
+        this.models.delete(event.value);
+        return;
+      case "actionUpserted":
+        this.actions.set(event.value.id, { status: event.value.status, state: stateOf(event.value.state) });
+        return;
+    }
+  }
+
+  summary() {
+    return { models: Object.fromEntries(this.models), actions: Object.fromEntries(this.actions) };
+  }
+}
+
+/** Follows WatchState until `until` holds; returns the view and whether to keep it open. */
+async function watch(request: MessageInitShape<typeof WatchStateRequestSchema>, until: (view: View) => boolean, view = new View()): Promise<View> {
+  const controller = new AbortController();
+  try {
+    for await (const message of t!.state.watchState(request, { signal: controller.signal })) {
+      view.apply(message);
+      if (until(view)) break;
+    }
+  } finally {
+    controller.abort();
+  }
+  return view;
+}
+
+const ended = (status: ActionStatus | undefined) => status === ActionStatus.SUCCEEDED || status === ActionStatus.FAILED;
+
+async function systest(config: Record<string, unknown> = {}) {
+  t = await startTestServer({ plugins: [{ module: "plugins/system-test/mod.ts" }], ...config });
+  return t;
+}
+
+describe("WatchState", () => {
+  it("starts with the snapshot at its revision, then each change with a rising revision, never instance bytes", async () => {
+    const t = await systest();
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { state } = await t.state.getState({});
+    let fitId = "";
+    const view = await watch({}, (v) => {
+      if (v.messages.length === 1) {
+        void t.engine.fit({ modelId, kwargs: { sleep: json(0.3) } }).then((r) => (fitId = r.action!.id));
+      }
+      return fitId !== "" && ended(v.actions.get(fitId)?.status) && v.models.get(modelId) === 2n;
+    });
+    const [first, ...rest] = view.messages;
+    expect(first!.event.case).toBe("snapshot");
+    expect(first!.revision).toBeGreaterThanOrEqual(state!.revision);
+    expect(first!.reset).toBe(false);
+    const revisions = rest.map((m) => m.revision);
+    expect([...revisions].sort((a, b) => (a < b ? -1 : 1))).toEqual(revisions);
+    expect(new Set(revisions).size).toBe(revisions.length);
+    for (const m of view.messages) {
+      if (m.event.case === "modelUpserted") expect(m.event.value.instance.byteLength).toBe(0);
+      if (m.event.case === "snapshot") for (const model of m.event.value.models) expect(model.instance.byteLength).toBe(0);
+    }
+  });
+
+  it("resumed after a disconnect, loses nothing that a watcher that stayed saw", async () => {
+    const t = await systest();
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    // Done: the create and three fits of `modelId` and the create of `other` ended, `other` deleted.
+    const done = (v: View) => [...v.actions.values()].filter((a) => ended(a.status)).length === 5 && v.models.get(modelId) === 4n && v.models.size === 1;
+    const stayed = new View();
+    const stayedDone = watch({}, done, stayed);
+    // The other watcher reads the snapshot, then goes away.
+    const left = await watch({}, () => true);
+    const work = [];
+    for (let i = 0; i < 3; i++) work.push(t.engine.fit({ modelId, kwargs: { sleep: json(0.2) }, wait: true }));
+    const other = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    await t.engine.deleteModel({ modelId: other });
+    await Promise.all(work);
+    // Back, from the last revision it saw: only what it missed, no snapshot.
+    const resumed = await watch({ fromRevision: left.revision }, done, left);
+    await stayedDone;
+    expect(resumed.messages.slice(1).some((m) => m.event.case === "snapshot")).toBe(false);
+    expect(resumed.summary()).toEqual(stayed.summary());
+    expect(resumed.models.has(other)).toBe(false);
+  });
+
+  it("sends a snapshot marked reset when the revision is older than the server holds, or from another run", async () => {
+    const t = await systest({ engine: { state_history: 3 } });
+    const before = (await t.state.getState({})).state!.revision;
+    for (let i = 0; i < 3; i++) await t.engine.createInstance({ modelType: "systest.Model", wait: true });
+    const tooOld = await watch({ fromRevision: before }, () => true);
+    expect(tooOld.messages[0]!.event.case).toBe("snapshot");
+    expect(tooOld.messages[0]!.reset).toBe(true);
+    expect(tooOld.models.size).toBe(3);
+    const fromElsewhere = await watch({ fromRevision: before + 1_000_000n }, () => true);
+    expect(fromElsewhere.messages[0]!.reset).toBe(true);
+  });
+
+  it("filters by model, by action and by kind of change", async () => {
+    const t = await systest();
+    const a = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const b = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const start = (await t.state.getState({})).state!.revision;
+    const fitA = (await t.engine.fit({ modelId: a, wait: true })).action!;
+    const fitB = (await t.engine.fit({ modelId: b, wait: true })).action!;
+    const byModel = await watch({ fromRevision: start, modelIds: [a] }, (v) => ended(v.actions.get(fitA.id)?.status) && v.models.get(a) === 2n);
+    expect([...byModel.actions.keys()]).toEqual([fitA.id]);
+    expect([...byModel.models.keys()]).toEqual([a]);
+    const byAction = await watch({ fromRevision: start, actionIds: [fitB.id] }, (v) => ended(v.actions.get(fitB.id)?.status));
+    expect(byAction.messages.every((m) => m.event.case === "actionUpserted" && m.event.value.id === fitB.id)).toBe(true);
+    const byKind = await watch({ fromRevision: start, kinds: [ChangeKind.MODEL_UPSERTED] }, (v) => v.models.size === 2);
+    expect(byKind.messages.every((m) => m.event.case === "modelUpserted")).toBe(true);
+    // The snapshot is filtered the same way.
+    const snapshot = await watch({ modelIds: [b] }, () => true);
+    expect(snapshot.messages[0]!.event.case === "snapshot" && snapshot.messages[0]!.event.value.models.map((m) => m.id)).toEqual([b]);
+  });
+
+  it("shows an action's arguments as sent but without blobs", async () => {
+    const t = await systest();
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const data = new Uint8Array(64 * 1024).fill(1);
+    const action = (
+      await t.engine.predict({
+        modelId,
+        args: [{ kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [64, 1024], data } } }, { kind: { case: "bytes", value: data } }],
+        wait: true,
+      })
+    ).action!;
+    // The plugin got the data; the action keeps its shape only.
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    const [tensor, bytes] = action.args;
+    expect(tensor!.kind.case === "tensor" && [tensor!.kind.value.shape, tensor!.kind.value.data.byteLength]).toEqual([[64, 1024], 0]);
+    expect(bytes!.kind.case === "bytes" && bytes!.kind.value.byteLength).toBe(0);
+  });
+
+  it("a watcher that stops reading costs at most one pending change per model and action", async () => {
+    const t = await systest();
+    const models: string[] = [];
+    for (let i = 0; i < 4; i++) models.push((await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId);
+    // A raw client that reads the first message, then never again.
+    const client = new grpc.Client(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure());
+    const stream = client.makeServerStreamRequest(
+      "/plinth.v1.StateService/WatchState",
+      (r: WatchStateRequest) => Buffer.from(toBinary(WatchStateRequestSchema, r)),
+      (b: Buffer) => fromBinary(WatchStateResponseSchema, b),
+      create(WatchStateRequestSchema, {}),
+    );
+    const closed = new Promise<void>((resolve) => stream.on("error", () => resolve()));
+    await new Promise<void>((resolve) => stream.once("data", () => resolve()));
+    stream.pause();
+    // 10,000 changes on four models.
+    const instance = new TextEncoder().encode(JSON.stringify({ args: "x".repeat(1000), fits: [] }));
+    for (let i = 0; i < 2500; i++) {
+      await Promise.all(models.map((modelId) => t.engine.updateInstance({ modelId, instance })));
+    }
+    const stats = t.server.watchStats();
+    expect(stats.watchers).toBe(1);
+    expect(stats.pending).toBeLessThanOrEqual(models.length);
+    // Reading again, it converges on the latest revision of each model, from far fewer
+    // messages than the 10,000 changes: what HTTP/2 flow control let through, then the latest.
+    const latest = new Map<string, bigint>();
+    let received = 0;
+    stream.on("data", (m: WatchStateResponse) => {
+      received++;
+      if (m.event.case === "modelUpserted") latest.set(m.event.value.id, m.event.value.revision);
+      if ([...latest.values()].filter((r) => r === 2501n).length === models.length) stream.cancel();
+    });
+    stream.resume();
+    await closed;
+    expect([...latest.values()]).toEqual(models.map(() => 2501n));
+    expect(received).toBeLessThan(2000);
+    client.close();
+  });
+
+  it("leaves no listener behind after many connects and disconnects", async () => {
+    const t = await systest();
+    const baseline = t.server.engine.hub.subscribers;
+    for (let i = 0; i < 100; i++) {
+      await watch({}, () => true);
+      const { action } = await t.engine.createInstance({ modelType: "systest.Model" });
+      await watch({ actionIds: [action!.id] }, () => true);
+    }
+    // Each stream's cleanup runs once the server sees the client's cancel: let it.
+    const quiet = async () => {
+      while (t.server.watchStats().watchers > 0 || t.server.engine.hub.subscribers > baseline) await new Promise((r) => setImmediate(r));
+    };
+    await quiet();
+    expect(t.server.engine.hub.subscribers).toBe(baseline);
+    expect(t.server.watchStats().watchers).toBe(0);
+  });
+});
