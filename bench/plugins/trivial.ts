@@ -17,6 +17,22 @@ export default definePlugin({
           ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
         }),
     }),
+    "bench.Reporter": defineModel({
+      instantiate: () => ({}),
+      // Reports every kwargs.every ms (10) for kwargs.seconds; the SDK and the engine
+      // send at most one update per engine.progress_interval.
+      predict: async (ctx, _model, _args, kwargs) => {
+        const end = Date.now() + Number(kwargs.seconds ?? 1) * 1000;
+        const every = Number(kwargs.every ?? 10);
+        let i = 0;
+        while (Date.now() < end) {
+          ctx.report({ i: ++i });
+          await new Promise((resolve) => setTimeout(resolve, every));
+        }
+        ctx.report({ i, done: true });
+        return i;
+      },
+    }),
     "bench.Stubborn": defineModel({
       instantiate: () => ({}),
       // Ignores the cancel: only SIGKILL ends it.

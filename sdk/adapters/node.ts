@@ -1,5 +1,5 @@
 /**
- * The child's entry point on Node: `node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes]`.
+ * The child's entry point on Node: `node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms]`.
  * Keeps the real stdout for protocol frames and sends every other write to stderr,
  * so console.log in a plugin cannot corrupt the channel.
  * @module
@@ -8,9 +8,9 @@ import process from "node:process";
 import { pathToFileURL } from "node:url";
 import { serveWorker } from "../worker/serve.ts";
 
-const [modulePath, maxFrameBytes] = process.argv.slice(2);
+const [modulePath, maxFrameBytes, progressIntervalMs] = process.argv.slice(2);
 if (!modulePath) {
-  process.stderr.write("usage: node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes]\n");
+  process.stderr.write("usage: node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms]\n");
   process.exit(2);
 }
 
@@ -28,6 +28,7 @@ const code = await serveWorker(pathToFileURL(modulePath).href, {
   logLine: (line) => toStderr(`${line}\n`),
   exit: (code) => process.exit(code),
   maxFrameBytes: Number(maxFrameBytes ?? 64 * 1024 * 1024),
+  progressIntervalMs: Number(progressIntervalMs ?? 50),
 });
 // Exit even if the plugin left timers or handles behind: the frames are flushed.
 process.exit(code);

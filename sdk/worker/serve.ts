@@ -34,10 +34,9 @@ export interface WorkerHost {
   logLine(line: string): void;
   exit(code: number): void;
   maxFrameBytes: number;
+  /** Minimum time between two progress frames of one call. */
+  progressIntervalMs: number;
 }
-
-/** Minimum time between two progress frames of one call. */
-const PROGRESS_INTERVAL_MS = 50;
 
 /** Exit code of a child that stopped because of SIGTERM (128 + 15, as a shell reports it). */
 export const EXIT_TERMINATED = 143;
@@ -129,7 +128,7 @@ export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<
       log: createLogger(host.logLine),
       report(state) {
         latest = { state };
-        timer ??= setTimeout(flush, Math.max(0, lastSent + PROGRESS_INTERVAL_MS - Date.now()));
+        timer ??= setTimeout(flush, Math.max(0, lastSent + host.progressIntervalMs - Date.now()));
       },
     };
     try {

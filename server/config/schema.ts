@@ -46,6 +46,8 @@ export const configSchema = z.strictObject({
       min_idle_workers: z.number().int().nonnegative().default(1),
       /** Queued actions at most; beyond, new ones are refused with RESOURCE_EXHAUSTED. */
       max_queue: positiveInt.default(1000),
+      /** Seconds between two progress updates of one action, at most (the plugin's latest report wins). */
+      progress_interval: seconds.default(0.05),
       /** State changes kept for WatchState clients that resume from a revision. */
       state_history: z.number().int().nonnegative().default(10000),
       /** Largest frame on a child's pipe, in bytes. */

@@ -42,14 +42,16 @@ export interface RunContext {
   locks: ModelLocks;
   queue: ActionQueue;
   logger: Logger;
-  /** Stores the action and publishes it with a new revision. */
-  changed(action: Action): void;
+  /** Minimum time between two progress revisions of one action. */
+  progressIntervalMs: number;
+  /**
+   * Publishes the action with a new revision, and stores it unless `live` (progress
+   * only: the history keeps status changes, not every report).
+   */
+  changed(action: Action, live?: boolean): void;
   /** Stores a model revision and publishes it. */
   storeModel(record: ModelRecord): Promise<Model>;
 }
-
-/** Minimum time between two progress revisions of one action. */
-const PROGRESS_INTERVAL_MS = 50;
 
 const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
 
@@ -175,7 +177,7 @@ export class ActionRun {
     onStart: () => void,
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
   ) {
-    const publish = new Throttle(() => this.#ctx.changed(this.action), PROGRESS_INTERVAL_MS);
+    const publish = new Throttle(() => this.#ctx.changed(this.action, true), this.#ctx.progressIntervalMs);
     try {
       return await this.#ctx.processes.call(target, call, {
         signal,

@@ -35,6 +35,8 @@ export interface EngineOptions {
   maxQueue: number;
   /** State changes kept for watchers that resume. */
   stateHistory: number;
+  /** Minimum time between two progress revisions of one action. */
+  progressIntervalMs: number;
   /** Finished actions stay in the live state until there are more than this many... */
   retainActions: number;
   /** ...or they ended longer ago than this. */
@@ -69,7 +71,8 @@ export class Engine {
       locks: this.#locks,
       queue: this.#queue,
       logger: options.logger,
-      changed: (action) => this.#changed(action),
+      progressIntervalMs: options.progressIntervalMs,
+      changed: (action, live) => this.#changed(action, live),
       storeModel: (record) => this.#storeModel(record),
     };
   }
@@ -351,13 +354,15 @@ export class Engine {
     return clone(ActionSchema, action);
   }
 
-  /** Stores the action and publishes it with a new revision. */
-  #changed(action: Action): void {
+  /** Publishes the action with a new revision and, unless `live`, stores it. */
+  #changed(action: Action, live = false): void {
     action.updateTime = timestampNow();
     const snapshot = this.#snapshot(action);
-    void this.#o.store.putAction(snapshot).catch((error: unknown) => {
-      this.#o.logger.error({ err: error, actionId: action.id }, "storing an action failed");
-    });
+    if (!live) {
+      void this.#o.store.putAction(snapshot).catch((error: unknown) => {
+        this.#o.logger.error({ err: error, actionId: action.id }, "storing an action failed");
+      });
+    }
     this.hub.publish({ kind: "action_upserted", action: snapshot });
   }
 

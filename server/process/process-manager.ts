@@ -28,6 +28,8 @@ export interface ProcessManagerOptions {
   logTailLines: number;
   /** Deno's cache directory for deno children. */
   denoDir: string;
+  /** Minimum time between two progress frames of one call, in the child. */
+  progressIntervalMs: number;
   /** Keep children that answered cleanly for the next call. */
   reuseWorkers: boolean;
   /** A child is retired after this many calls. */
@@ -260,9 +262,9 @@ export class ProcessManager {
   }
 
   #spawn(target: PluginTarget, key: string): Worker {
-    const { maxFrameBytes, logTailLines, denoDir } = this.#o;
+    const { maxFrameBytes, logTailLines } = this.#o;
     const child = new PluginChild({
-      command: childCommand(target, maxFrameBytes, denoDir),
+      command: childCommand(target, this.#o),
       maxFrameBytes,
       logTailLines,
       label: target.module,

@@ -66,18 +66,27 @@ export interface ChildCommand {
   env: Record<string, string | undefined>;
 }
 
-export function childCommand(target: PluginTarget, maxFrameBytes: number, denoDir: string): ChildCommand {
+/** What every child is told on its command line. */
+export interface WorkerSettings {
+  maxFrameBytes: number;
+  progressIntervalMs: number;
+  denoDir: string;
+}
+
+export function childCommand(target: PluginTarget, settings: WorkerSettings): ChildCommand {
+  const { denoDir } = settings;
+  const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs)];
   const env = { ...process.env, NO_COLOR: "1" };
   if (target.runtime === "deno") {
     return {
       file: denoBinary(),
-      args: ["run", "--quiet", "--no-prompt", ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), target.module, String(maxFrameBytes)],
+      args: ["run", "--quiet", "--no-prompt", ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
   }
   return {
     file: process.execPath,
-    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), target.module, String(maxFrameBytes)],
+    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail],
     env,
   };
 }

@@ -3,6 +3,7 @@
  * services (ours, health, reflection) on one port. The only module that knows all
  * the parts.
  */
+import { setMaxListeners } from "node:events";
 import { join } from "node:path";
 import { HealthImplementation } from "grpc-health-check";
 import { createServer } from "nice-grpc";
@@ -50,6 +51,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
     maxFrameBytes: e.max_frame_bytes,
     logTailLines: e.log_tail_lines,
     denoDir: process.env.DENO_DIR ?? join(process.cwd(), "node_modules/.cache/deno"),
+    progressIntervalMs: e.progress_interval * 1000,
     reuseWorkers: e.reuse_workers,
     maxCallsPerWorker: e.max_calls_per_worker,
     idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
@@ -62,6 +64,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
   let refusing = false;
   /** Ends the streams, once the actions have ended. */
   const stopping = new AbortController();
+  setMaxListeners(0, stopping.signal); // One listener per open stream.
   let engine: Engine | undefined;
   const getEngine = () => {
     if (refusing) throw new PlinthError("shutting_down", "the server is shutting down");
@@ -118,6 +121,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
       logger,
       maxQueue: e.max_queue,
       stateHistory: e.state_history,
+      progressIntervalMs: e.progress_interval * 1000,
       retainActions: e.retain_actions,
       retainActionsMs: e.retain_actions_seconds * 1000,
     });

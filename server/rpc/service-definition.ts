@@ -28,13 +28,26 @@ export function niceDefinition<S extends GenServiceMethods>(service: GenService<
   const definition: Record<string, MethodDefinition<unknown, unknown, unknown, unknown>> = {};
   for (const method of service.methods) {
     const kind = method.methodKind;
+    // A stream may send the same message object to many clients (a state change to
+    // every watcher): encode it once.
+    const encoded = new WeakMap<object, Uint8Array>();
+    const encode = (value: unknown) => toBinary(method.output, create(method.output, value as never));
+    const responseSerialize =
+      kind === "server_streaming" || kind === "bidi_streaming"
+        ? (value: unknown) => {
+            if (typeof value !== "object" || value === null) return encode(value);
+            let bytes = encoded.get(value);
+            if (!bytes) encoded.set(value, (bytes = encode(value)));
+            return bytes;
+          }
+        : encode;
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: kind === "client_streaming" || kind === "bidi_streaming",
       responseStream: kind === "server_streaming" || kind === "bidi_streaming",
       requestSerialize: (value) => toBinary(method.input, create(method.input, value as never)),
       requestDeserialize: (bytes) => fromBinary(method.input, bytes),
-      responseSerialize: (value) => toBinary(method.output, create(method.output, value as never)),
+      responseSerialize,
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
       options: method.idempotency ? { idempotencyLevel: method.idempotency === 1 ? "NO_SIDE_EFFECTS" : "IDEMPOTENT" } : {},
     };

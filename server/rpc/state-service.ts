@@ -5,7 +5,8 @@ import {
   StateSchema,
   StateService,
   type WatchStateRequest,
-  type WatchStateResponseSchema,
+  type WatchStateResponse,
+  WatchStateResponseSchema,
 } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { StateEvent } from "../engine/state-hub.ts";
@@ -20,7 +21,16 @@ const kinds = {
   action_upserted: ChangeKind.ACTION_UPSERTED,
 } as const;
 
-function toMessage(event: StateEvent): WatchMessage {
+/** One message per change, shared by every watcher that sends it (and so encoded once). */
+const messages = new WeakMap<StateEvent, WatchStateResponse>();
+
+function toMessage(event: StateEvent): WatchStateResponse {
+  let message = messages.get(event);
+  if (!message) messages.set(event, (message = create(WatchStateResponseSchema, messageOf(event))));
+  return message;
+}
+
+function messageOf(event: StateEvent): WatchMessage {
   const { revision } = event;
   switch (event.kind) {
     case "model_upserted":

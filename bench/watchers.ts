@@ -1,0 +1,54 @@
+/**
+ * Watchers for bench/watch.ts, in their own process so that the clients' decoding does
+ * not queue behind each other in one event loop: `watchers.ts <port> <count>`.
+ * Protocol with the parent: "ready" once every stream has its snapshot → "start" →
+ * measure → "stop" → { delivered, latencies, views }.
+ */
+import { setMaxListeners } from "node:events";
+import { createChannel, createClient } from "nice-grpc";
+import { ChangeKind, StateService } from "../gen/plinth/v1/state_service_pb.ts";
+import { niceDefinition } from "../server/rpc/service-definition.ts";
+
+const [port, count] = process.argv.slice(2).map(Number);
+const channel = createChannel(`127.0.0.1:${port}`);
+const state = createClient(niceDefinition(StateService), channel);
+const controller = new AbortController();
+setMaxListeners(0, controller.signal);
+let measuring = false;
+let delivered = 0;
+const latencies: number[] = [];
+/** Per watcher: action id → [status, last reported i]. */
+const views: Record<string, [number, number]>[] = [];
+let ready = 0;
+const streams = Array.from({ length: count! }, async (_, w) => {
+  const view: Record<string, [number, number]> = {};
+  views[w] = view;
+  try {
+    for await (const message of state.watchState({ kinds: [ChangeKind.ACTION_UPSERTED] }, { signal: controller.signal })) {
+      const now = Date.now();
+      const event = message.event;
+      if (event.case === "snapshot" && ++ready === count) process.send!("ready");
+      if (event.case !== "actionUpserted") continue;
+      const a = event.value;
+      const i = a.state?.kind.case === "structValue" ? a.state.kind.value.fields.i : undefined;
+      view[a.id] = [a.status, i?.kind.case === "numberValue" ? i.kind.value : 0];
+      if (measuring && a.updateTime) {
+        delivered++;
+        latencies.push(now - (Number(a.updateTime.seconds) * 1000 + a.updateTime.nanos / 1e6));
+      }
+    }
+  } catch (error) {
+    if (!controller.signal.aborted) throw error;
+  }
+});
+process.on("message", async (m) => {
+  if (m === "start") measuring = true;
+  if (m === "stop") measuring = false;
+  if (m === "report") process.send!({ delivered, latencies, views });
+  if (m === "close") {
+    controller.abort();
+    await Promise.all(streams);
+    channel.close();
+    process.exit(0);
+  }
+});
