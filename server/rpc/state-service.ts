@@ -42,8 +42,15 @@ function messageOf(event: StateEvent): WatchMessage {
   }
 }
 
-/** One key per model and per action: a slow reader gets the latest of each. */
+/** One key per model and per action: a slow reader gets the latest of each. Computed once per change. */
+const keys = new WeakMap<StateEvent, string>();
 function keyOf(event: StateEvent): string {
+  let key = keys.get(event);
+  if (key === undefined) keys.set(event, (key = keyFor(event)));
+  return key;
+}
+
+function keyFor(event: StateEvent): string {
   switch (event.kind) {
     case "action_upserted":
       return `action:${event.action.id}`;
@@ -55,6 +62,8 @@ function keyOf(event: StateEvent): string {
 }
 
 interface Filter {
+  /** No filter given: everything passes. */
+  all: boolean;
   model(id: string): boolean;
   action(id: string, modelId: string): boolean;
   event(event: StateEvent): boolean;
@@ -68,6 +77,7 @@ function filterOf(request: WatchStateRequest): Filter {
   const model = (id: string) => actions.size === 0 && (models.size === 0 || models.has(id));
   const action = (id: string, modelId: string) => (actions.size === 0 || actions.has(id)) && (models.size === 0 || models.has(modelId));
   return {
+    all: models.size === 0 && actions.size === 0 && wanted.size === 0,
     model,
     action,
     event(event) {
@@ -108,9 +118,13 @@ export function stateService(
       // nothing falls in between, and nothing comes twice.
       const updates = new Coalesced<StateEvent>(
         (push) =>
-          e.hub.subscribe((event) => {
-            if (filter.event(event)) push(keyOf(event), event);
-          }),
+          e.hub.subscribe(
+            filter.all
+              ? (event) => push(keyOf(event), event)
+              : (event) => {
+                  if (filter.event(event)) push(keyOf(event), event);
+                },
+          ),
         AbortSignal.any([context.signal, stopping]),
       );
       watchers.add(updates);
