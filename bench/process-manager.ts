@@ -72,12 +72,15 @@ function rssMiB(pid: number): number {
 
 // ---- processes ----
 
-async function startPlinth(engine: Record<string, unknown>, runtime = "node") {
+async function startPlinth(engine: Record<string, unknown>, runtime = "node", backend = "sqlite") {
   const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));
   const config = join(dir, "plinth.yaml");
   const yaml = [
     "server:",
     "  address: 127.0.0.1:0",
+    "backend:",
+    `  kind: ${backend}`,
+    `  path: ${join(dir, "plinth.db")}`,
     "engine:",
     ...Object.entries(engine).map(([k, v]) => `  ${k}: ${v}`),
     "plugins:",
@@ -218,6 +221,14 @@ const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(warm.child
 const actionRate = await throughput(64, seconds * 1000, (lane) => predict(warm.client, requests[lane]!));
 clearInterval(sampler);
 
+// The same load on the memory backend: what the SQLite writes (3 per action) cost.
+const memory = await startPlinth({ max_children: 2, max_queue: 10000 }, "node", "memory");
+const memoryRequests = (await Promise.all(Array.from({ length: 64 }, () => createModel(memory.client, "bench.Trivial")))).map(predictRequest);
+await throughput(64, 1000, (lane) => predict(memory.client, memoryRequests[lane]!));
+const memoryRate = await throughput(64, seconds * 1000, (lane) => predict(memory.client, memoryRequests[lane]!));
+memory.client.close();
+await stop(memory.child);
+
 // Cancel: a cooperative plugin, and one that ignores SIGTERM (sigterm_timeout 1 s).
 const sleeper = await createModel(warm.client, "bench.Sleeper");
 const cooperative: number[] = [];
@@ -259,6 +270,12 @@ row(
   actionRate.toFixed(0),
   `echo calls/s, 64 in flight: ${echoRate.toFixed(0)}`,
   `≥ 40% of echo (${(echoRate * 0.4).toFixed(0)}): ${((actionRate / echoRate) * 100).toFixed(0)}%`,
+);
+row(
+  "same, memory backend",
+  memoryRate.toFixed(0),
+  `echo calls/s, 64 in flight: ${echoRate.toFixed(0)}`,
+  `${((memoryRate / echoRate) * 100).toFixed(0)}% of echo`,
 );
 row("cancel, cooperative plugin, p50 / max", `${ms(percentile(cooperative, 50))} / ${ms(cooperative.at(-1)!)}`, "", "< 50 ms");
 row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
