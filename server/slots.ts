@@ -3,20 +3,16 @@
  * Waiting is abortable; a permit is Disposable so `using` releases it on every path.
  */
 import { PlinthError } from "./errors.ts";
+import { type Settle, waitInQueue } from "./wait-in-queue.ts";
 
 export interface Permit extends Disposable {
   release(): void;
 }
 
-interface Waiter {
-  resolve(permit: Permit): void;
-  reject(reason: unknown): void;
-}
-
 export class Slots {
   readonly size: number;
   #out = 0;
-  #queue: Waiter[] = [];
+  #queue: Settle<Permit>[] = [];
   #closed: Error | undefined;
 
   constructor(size: number) {
@@ -40,25 +36,7 @@ export class Slots {
       this.#out++;
       return Promise.resolve(this.#permit());
     }
-    return new Promise<Permit>((resolve, reject) => {
-      const onAbort = () => {
-        const i = this.#queue.indexOf(waiter);
-        if (i >= 0) this.#queue.splice(i, 1);
-        reject(signal?.reason);
-      };
-      const waiter: Waiter = {
-        resolve: (permit) => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve(permit);
-        },
-        reject: (reason) => {
-          signal?.removeEventListener("abort", onAbort);
-          reject(reason);
-        },
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#queue.push(waiter);
-    });
+    return waitInQueue<Permit, Settle<Permit>>(this.#queue, signal, {});
   }
 
   /** Rejects every waiter and every later acquire. Permits out stay valid. */

@@ -17,6 +17,7 @@ import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
+import { type Settle, waitInQueue } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, PluginChild } from "./child.ts";
 import { childCommand, type PluginTarget } from "./runtimes.ts";
 
@@ -76,11 +77,9 @@ interface Worker {
   idleSince: number;
 }
 
-interface Waiter {
+interface Waiter extends Settle<Worker> {
   key: string;
   target: PluginTarget;
-  resolve(worker: Worker): void;
-  reject(reason: unknown): void;
 }
 
 const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}`;
@@ -209,28 +208,9 @@ export class ProcessManager {
     signal?.throwIfAborted();
     if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
     const key = keyOf(target);
-    return new Promise<Worker>((resolve, reject) => {
-      const onAbort = () => {
-        const i = this.#queue.indexOf(waiter);
-        if (i >= 0) this.#queue.splice(i, 1);
-        reject(signal?.reason);
-      };
-      const waiter: Waiter = {
-        key,
-        target,
-        resolve: (worker) => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve(worker);
-        },
-        reject: (reason) => {
-          signal?.removeEventListener("abort", onAbort);
-          reject(reason);
-        },
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      this.#queue.push(waiter);
-      this.#schedule();
-    });
+    const leased = waitInQueue<Worker, Waiter>(this.#queue, signal, { key, target });
+    this.#schedule();
+    return leased;
   }
 
   /** Gives waiting calls a child, in FIFO order, as long as there is one to give. */
