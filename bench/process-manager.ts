@@ -6,7 +6,7 @@
  * Servers run as separate processes (as in production); this process is the client.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -26,6 +26,7 @@ import {
   PredictResponseSchema,
 } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
+import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess as startServer } from "./servers.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -33,10 +34,6 @@ const quick = process.argv.includes("--quick");
 const seconds = quick ? 1 : 3;
 
 // ---- measuring ----
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-}
 
 async function latencies(n: number, fn: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
   const times: number[] = [];
@@ -63,11 +60,6 @@ async function throughput(inFlight: number, ms: number, fn: (i: number) => Promi
     }),
   );
   return done / ((performance.now() - start) / 1000);
-}
-
-function rssMiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]) / 1024;
 }
 
 // ---- processes ----
@@ -283,8 +275,4 @@ row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${m
 row("deno plugin: cancel, cooperative, p50 / max", `${ms(percentile(denoCancel, 50))} / ${ms(denoCancel.at(-1)!)}`, "", "< 50 ms");
 row("server RSS idle / under load (peak)", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, "", "");
 
-const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ["what", "plinth", "baseline (same run)", "target"][i]!.length));
-const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-console.log(line(["what", "plinth", "baseline (same run)", "target"]));
-console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-for (const r of rows) console.log(line(r));
+printTable(["what", "plinth", "baseline (same run)", "target"], rows);

@@ -14,6 +14,7 @@ import { pino } from "pino";
 import { parseConfig } from "../server/config/load.ts";
 import { startServer } from "../server/rpc/server.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
+import { printTable } from "./report.ts";
 import { startProcess } from "./servers.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -125,9 +126,4 @@ const memory = await throughput({ kind: "memory" }, tSeconds);
 row("AddInstance/s, 64 in flight, sqlite synchronous=normal", normal.toFixed(0), `memory backend: ${memory.toFixed(0)}`, "");
 row("AddInstance/s, 64 in flight, sqlite synchronous=full", fsync.toFixed(0), `memory backend: ${memory.toFixed(0)}`, "");
 
-const header = ["what", "plinth", "baseline (same run)", "target"];
-const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-const line = (cells: string[]) => `| ${widths.map((w, i) => (cells[i] ?? "").padEnd(w)).join(" | ")} |`;
-console.log(line(header));
-console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-for (const r of rows) console.log(line(r));
+printTable(["what", "plinth", "baseline (same run)", "target"], rows);

@@ -6,7 +6,7 @@
  */
 import { fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -16,6 +16,7 @@ import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
+import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
@@ -27,7 +28,6 @@ const INTERVAL_MS = 5;
 const SECONDS = quick ? 3 : 8;
 
 const num = (value: number) => ({ kind: { case: "json" as const, value: { kind: { case: "numberValue" as const, value } } } });
-const rssMiB = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))![1]) / 1024;
 
 const dir = mkdtempSync(join(tmpdir(), "plinth-bench-watch-"));
 const config = join(dir, "plinth.yaml");
@@ -111,7 +111,7 @@ server.child.kill("SIGTERM");
 const delivered = reports.reduce((n, r) => n + r.delivered, 0);
 const latencies = reports.flatMap((r) => r.latencies);
 latencies.sort((a, b) => a - b);
-const p = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor((q / 100) * latencies.length))] ?? NaN;
+const p = (q: number) => percentile(latencies, q);
 const rows = [
   ["watchers", String(WATCHERS), ""],
   ["state changes produced per second", (produced / elapsed).toFixed(0), `${REPORTERS} actions reporting every ${INTERVAL_MS} ms`],
@@ -120,8 +120,4 @@ const rows = [
   ["every watcher converged to the final state", allConverged ? "yes" : "NO", "yes"],
   ["server RSS idle / peak while watched", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, ""],
 ];
-const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i]!.length), ["what", "measured", "target / note"][i]!.length));
-const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
-console.log(line(["what", "measured", "target / note"]));
-console.log(`|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`);
-for (const r of rows) console.log(line(r));
+printTable(["what", "measured", "target / note"], rows);
