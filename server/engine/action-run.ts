@@ -59,6 +59,13 @@ export function isEnded(action: { status: ActionStatus }): boolean {
   return ENDED.has(action.status);
 }
 
+/** Data access that never got to finish was cancelled with its action. */
+export function cancelUnfinishedDataAccess(action: Action): void {
+  for (const entry of action.dataAccess) {
+    if (!isEnded(entry)) entry.status = ActionStatus.CANCELLED;
+  }
+}
+
 const callKinds: Record<ActionCall, CallKind> = {
   [ActionCall.UNSPECIFIED]: CallKind.UNSPECIFIED,
   [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
@@ -228,10 +235,7 @@ export class ActionRun {
       action.status = ActionStatus.FAILED;
       action.error = create(ActionErrorSchema, { code: "internal", message: "internal error; see the server log" });
     }
-    // Data access that never got to finish was cancelled with its action.
-    for (const entry of action.dataAccess) {
-      if (!isEnded(entry)) entry.status = ActionStatus.CANCELLED;
-    }
+    cancelUnfinishedDataAccess(action);
   }
 
   async #storeRevision(model: ModelRecord | undefined, instance: Uint8Array): Promise<Model> {

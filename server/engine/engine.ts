@@ -14,7 +14,7 @@ import { invalid, notFound, PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
 import { ActionQueue } from "./action-queue.ts";
-import { ActionRun, isEnded, type RunContext } from "./action-run.ts";
+import { ActionRun, cancelUnfinishedDataAccess, type RunContext } from "./action-run.ts";
 import { argWithoutBlobs } from "../blobs.ts";
 import { validateArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
@@ -91,9 +91,7 @@ export class Engine {
     for (const action of interrupted) {
       action.status = ActionStatus.FAILED;
       action.error = create(ActionErrorSchema, { code: "interrupted", message: "interrupted by server restart" });
-      for (const entry of action.dataAccess) {
-        if (!isEnded(entry)) entry.status = ActionStatus.CANCELLED;
-      }
+      cancelUnfinishedDataAccess(action);
       action.endTime = timestampNow();
       action.updateTime = action.endTime;
       action.queuePosition = 0;

@@ -1,5 +1,6 @@
-/** What the operating system says about our children, from /proc. */
+/** What the operating system says about our children, from /proc (stat parsed by the server's procStat). */
 import { readdirSync, readFileSync } from "node:fs";
+import { procStat } from "../../server/process/proc.ts";
 
 export interface ProcInfo {
   pid: number;
@@ -10,12 +11,11 @@ export interface ProcInfo {
 }
 
 function read(pid: number): ProcInfo | undefined {
+  const stat = procStat(pid);
+  if (!stat) return undefined;
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // The command name is in parentheses and may itself hold spaces or parentheses.
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
-    return { pid, state: rest[0]!, ppid: Number(rest[1]), pgid: Number(rest[2]), cmdline };
+    return { pid, state: stat.state, ppid: stat.ppid, pgid: stat.pgid, cmdline };
   } catch {
     return undefined;
   }
@@ -35,12 +35,7 @@ export function pluginChildren(pid: number): ProcInfo[] {
   return all.filter((p) => leaders.has(p.pid) || leaders.has(p.pgid));
 }
 
-/** Live processes whose command line contains `needle`. */
-export function findProcesses(needle: string): ProcInfo[] {
-  return processes().filter((p) => p.state !== "Z" && p.cmdline.includes(needle));
-}
-
 export function isAlive(pid: number): boolean {
-  const info = read(pid);
-  return info !== undefined && info.state !== "Z";
+  const state = procStat(pid)?.state;
+  return state !== undefined && state !== "Z";
 }
