@@ -7,5 +7,7 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: "forks",
+    // Memory tests measure the heap after a full collection.
+    execArgv: ["--expose-gc"],
   },
 });

@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
 import { parseConfig } from "../server/config/load.ts";
-import { startServer } from "../server/rpc/server.ts";
+import { startServer } from "../server/app.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import { printTable } from "./report.ts";
 import { startProcess } from "./servers.ts";

@@ -36,3 +36,16 @@ export class PlinthError extends Error {
 
 export const invalid = (message: string) => new PlinthError("invalid_argument", message);
 export const notFound = (message: string) => new PlinthError("not_found", message);
+
+/** At most this many characters of any client input in a message. */
+const QUOTE_CHARS = 200;
+
+/** A client's input cut to what a message may show of it. */
+export function cut(input: string): string {
+  return input.length > QUOTE_CHARS ? `${input.slice(0, QUOTE_CHARS)}…` : input;
+}
+
+/** A client's input as an error message quotes it: JSON-quoted, cut at 200 characters. */
+export function quote(input: string): string {
+  return JSON.stringify(cut(input));
+}

@@ -6,7 +6,7 @@ import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { loadConfig } from "./config/load.ts";
 import { PlinthError } from "./errors.ts";
-import { startServer } from "./rpc/server.ts";
+import { startServer } from "./app.ts";
 
 const usage = `usage: tsx server/main.ts [--config FILE] [--address HOST:PORT] [--log-level LEVEL]
 

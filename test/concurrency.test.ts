@@ -22,7 +22,7 @@ describe("max_children", () => {
     );
     // Every live child shows up as an executing action; sample the most seen at once.
     let most = 0;
-    const unsubscribe = t.server.engine.hub.subscribe(() => {
+    const unsubscribe = t.server.engine.subscribe(() => {
       most = Math.max(most, t.server.processes.live);
     });
     const ids: string[] = [];

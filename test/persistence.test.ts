@@ -6,6 +6,7 @@ import Database from "better-sqlite3";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { SCHEMA_VERSION } from "../server/store/migrations.ts";
 import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
@@ -209,7 +210,7 @@ describe("a backend that cannot work stops the server at start, or fails the wri
     db.pragma("user_version = 99");
     db.close();
     await expect(server({ backend: { path } })).rejects.toThrow(
-      `config backend.path: ${path} was written by a newer Plinth (schema version 99; this one knows up to 1); upgrade Plinth or point backend.path elsewhere`,
+      `config backend.path: ${path} was written by a newer Plinth (schema version 99; this one knows up to ${SCHEMA_VERSION}); upgrade Plinth or point backend.path elsewhere`,
     );
   });
 

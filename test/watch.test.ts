@@ -2,7 +2,7 @@ import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/p
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { DType } from "../gen/plinth/v1/arg_pb.ts";
+import { ArgKind, DType } from "../gen/plinth/v1/arg_pb.ts";
 import {
   ChangeKind,
   type WatchStateRequest,
@@ -10,7 +10,7 @@ import {
   type WatchStateResponse,
   WatchStateResponseSchema,
 } from "../gen/plinth/v1/state_service_pb.ts";
-import { json, stateOf } from "./helpers/args.ts";
+import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 
 let t: TestServer | undefined;
@@ -151,22 +151,25 @@ describe("WatchState", () => {
     expect(snapshot.messages[0]!.event.case === "snapshot" && snapshot.messages[0]!.event.value.models.map((m) => m.id)).toEqual([b]);
   });
 
-  it("shows an action's arguments as sent but without blobs", async () => {
+  it("shows bytes and tensors above inline_payload_bytes as summaries, small ones as sent", async () => {
     const t = await systest();
     const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const data = new Uint8Array(64 * 1024).fill(1);
-    const action = (
-      await t.engine.predict({
-        modelId,
-        args: [{ kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [64, 1024], data } } }, { kind: { case: "bytes", value: data } }],
-        wait: true,
-      })
-    ).action!;
-    // The plugin got the data; the action keeps its shape only.
-    expect(action.status).toBe(ActionStatus.SUCCEEDED);
-    const [tensor, bytes] = action.args;
-    expect(tensor!.kind.case === "tensor" && [tensor!.kind.value.shape, tensor!.kind.value.data.byteLength]).toEqual([[64, 1024], 0]);
-    expect(bytes!.kind.case === "bytes" && bytes!.kind.value.byteLength).toBe(0);
+    const small = new Uint8Array([1, 2, 3]);
+    const { action } = await t.engine.predict({
+      modelId,
+      args: [{ kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [64, 1024], data } } }, { kind: { case: "bytes", value: data } }, { kind: { case: "bytes", value: small } }],
+    });
+    const seen = await watch({ actionIds: [action!.id] }, (v) => ended(v.actions.get(action!.id)?.status));
+    const shown = seen.messages.flatMap((m) => (m.event.case === "actionUpserted" ? [m.event.value] : m.event.case === "snapshot" ? m.event.value.actions : []));
+    const last = shown.filter((a) => a.id === action!.id).at(-1)!;
+    // The plugin got the data; the stream shows what it is, not the data itself.
+    expect(last.status).toBe(ActionStatus.SUCCEEDED);
+    const [tensor, bytes, inline] = last.args;
+    expect(tensor!.kind.case === "summary" && tensor!.kind.value).toMatchObject({ kind: ArgKind.TENSOR, sizeBytes: 65536n, dtype: DType.UINT8, shape: [64, 1024] });
+    expect(bytes!.kind.case === "summary" && bytes!.kind.value).toMatchObject({ kind: ArgKind.BYTES, sizeBytes: 65536n });
+    expect(inline!.kind.case === "bytes" && [...inline!.kind.value]).toEqual([...small]);
+    expect(jsonOf(last.result!.prediction)).toMatchObject({ args: [{ tensor: { dtype: "uint8", shape: [64, 1024] } }, { bytes: 65536 }, { bytes: 3 }] });
   });
 
   it("a watcher that stops reading costs at most one pending change per model and action", async () => {
@@ -189,9 +192,10 @@ describe("WatchState", () => {
     for (let i = 0; i < 2500; i++) {
       await Promise.all(models.map((modelId) => t.engine.updateInstance({ modelId, instance })));
     }
-    const stats = t.server.watchStats();
+    const stats = t.server.engine.stats;
     expect(stats.watchers).toBe(1);
     expect(stats.pending).toBeLessThanOrEqual(models.length);
+    expect(stats.pendingBytes).toBeLessThan(models.length * 1024);
     // Reading again, it converges on the latest revision of each model, from far fewer
     // messages than the 10,000 changes: what HTTP/2 flow control let through, then the latest.
     const latest = new Map<string, bigint>();
@@ -210,18 +214,24 @@ describe("WatchState", () => {
 
   it("leaves no listener behind after many connects and disconnects", async () => {
     const t = await systest();
-    const baseline = t.server.engine.hub.subscribers;
+    const baseline = t.server.engine.stats.subscribers;
     for (let i = 0; i < 100; i++) {
       await watch({}, () => true);
       const { action } = await t.engine.createInstance({ modelType: "systest.Model" });
       await watch({ actionIds: [action!.id] }, () => true);
+      // WatchAction too: one message, then the client goes away.
+      const controller = new AbortController();
+      for await (const _ of t.actions.watchAction({ actionId: action!.id }, { signal: controller.signal })) break;
+      controller.abort();
     }
     // Each stream's cleanup runs once the server sees the client's cancel: let it.
     const quiet = async () => {
-      while (t.server.watchStats().watchers > 0 || t.server.engine.hub.subscribers > baseline) await new Promise((r) => setImmediate(r));
+      while (t.server.engine.stats.watchers > 0 || t.server.engine.stats.subscribers > baseline) await new Promise((r) => setImmediate(r));
     };
     await quiet();
-    expect(t.server.engine.hub.subscribers).toBe(baseline);
-    expect(t.server.watchStats().watchers).toBe(0);
+    expect(t.server.engine.stats.subscribers).toBe(baseline);
+    expect(t.server.engine.stats.watchers).toBe(0);
+    // Nor on the server-lifetime signal that ends every stream at shutdown.
+    expect(t.server.engine.stats.stopListeners).toBe(0);
   });
 });

@@ -159,7 +159,7 @@ describe("backpressure", () => {
     const refused = await t.engine.predict({ modelId: models[0]!, kwargs: { mode: json("pid") } }).catch((e: { code: Status; details: string }) => e);
     expect(refused).toMatchObject({
       code: Status.RESOURCE_EXHAUSTED,
-      details: "the queue is full: 2 actions are waiting and engine.max_queue is 2; retry later",
+      details: "the queue is full: 2 actions are waiting (queued or accessing data) and engine.max_queue is 2; retry later",
     });
     // The first queued one leaves the queue: the second moves up.
     await t.actions.cancelAction({ actionId: q1.id });
@@ -236,7 +236,7 @@ describe("a misbehaving child fails only its own call, with a precise error, and
     const { t, modelId } = await start({});
     let revisions = 0;
     const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("flood"), seconds: json(2) } });
-    const unsubscribe = t.server.engine.hub.subscribe((e) => {
+    const unsubscribe = t.server.engine.subscribe((e) => {
       if (e.kind === "action_upserted" && e.action.id === action!.id) revisions++;
     });
     const rssBefore = process.memoryUsage().rss;

@@ -2,7 +2,7 @@
  * Converts between the pipe protocol's Value and the values plugin functions see.
  * @module
  */
-import { create, fromJson, toJson, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
+import { create, toJson } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import { DType as PbDType, TensorSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -38,6 +38,8 @@ export function dtypeValue(name: DType): PbDType {
 /** @internal */
 export function decodeValue(value: Value | undefined): PluginValue {
   switch (value?.kind.case) {
+    case "jsonText":
+      return JSON.parse(value.kind.value) as JsonValue;
     case "json":
       return toJson(JsonSchema, value.kind.value) as JsonValue;
     case "bytes":
@@ -58,7 +60,7 @@ export function encodeValue(value: PluginValue | undefined): Value {
     const tensor = create(TensorSchema, { dtype: dtypeValue(value.dtype), shape: [...value.shape], data: value.toBytes() });
     return create(ValueSchema, { kind: { case: "tensor", value: tensor } });
   }
-  // JSON.stringify semantics: undefined and NaN become null, toJSON() is honoured.
-  const json = value === undefined ? null : (JSON.parse(JSON.stringify(value)) as PbJsonValue);
-  return create(ValueSchema, { kind: { case: "json", value: fromJson(JsonSchema, json) } });
+  // As text, whatever its size: JSON.stringify semantics (undefined and NaN become null,
+  // toJSON() is honoured), and no message tree on either side of the pipe.
+  return create(ValueSchema, { kind: { case: "jsonText", value: JSON.stringify(value) ?? "null" } });
 }

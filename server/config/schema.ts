@@ -1,10 +1,11 @@
 /**
  * The configuration file's schema. Every key is optional: the embedded default
- * (example plugins, in-memory state, 127.0.0.1:50051) needs no file at all.
+ * (example plugins, ./data/plinth.db, 127.0.0.1:50051) needs no file at all.
  */
 import { z } from "zod";
 
 const positiveInt = z.number().int().positive();
+const mebibytes = z.number().positive();
 const seconds = z.number().positive();
 const list = z.array(z.string().min(1));
 
@@ -48,7 +49,7 @@ export const configSchema = z.strictObject({
       max_queue: positiveInt.default(1000),
       /** Seconds between two progress updates of one action, at most (the plugin's latest report wins). */
       progress_interval: seconds.default(0.05),
-      /** State changes kept for WatchState clients that resume from a revision. */
+      /** State changes kept for WatchState clients that resume: a revision and a key each (~100 bytes). */
       state_history: z.number().int().nonnegative().default(10000),
       /** Largest frame on a child's pipe, in bytes. */
       max_frame_bytes: positiveInt.default(64 * 1024 * 1024),
@@ -56,8 +57,27 @@ export const configSchema = z.strictObject({
       log_tail_lines: positiveInt.default(50),
       /** Finished actions kept in the live state: at most this many... */
       retain_actions: z.number().int().nonnegative().default(1000),
-      /** ...and for at most this many seconds. */
+      /** ...and for at most this many seconds... */
       retain_actions_seconds: seconds.default(3600),
+      /** ...and while their arguments and results take at most this many MiB. */
+      retain_actions_mb: mebibytes.default(32),
+      /** Arguments and results of the actions not yet ended, in MiB at most; beyond, new actions are refused. */
+      max_inflight_mb: mebibytes.default(512),
+      /** Arguments and results larger than this show as summaries in the state, streams and lists. */
+      inline_payload_bytes: z.number().int().nonnegative().default(1024),
+      /** JSON larger than this comes back as json_text even where json (google.protobuf.Value) was asked for. */
+      max_json_value_bytes: positiveInt.default(256 * 1024),
+      /** GetState, ListActions and WatchState snapshots come in pages of at most this many MiB. */
+      max_page_mb: mebibytes.default(4),
+      /** A WatchState client more than this many MiB behind gets a fresh snapshot instead of the changes. */
+      watcher_queue_mb: mebibytes.default(8),
+      /** Arguments per call at most (args), and keyword arguments (kwargs), at each level. */
+      max_args: positiveInt.default(1024),
+      max_kwargs: positiveInt.default(1024),
+      /** DataAccess arguments per request at most, nested ones included... */
+      max_data_access: positiveInt.default(256),
+      /** ...and how deep they may nest. */
+      max_data_access_depth: positiveInt.default(8),
     })
     .prefault({}),
   backend: z
@@ -76,6 +96,8 @@ export const configSchema = z.strictObject({
       max_action_age_days: z.number().positive().default(30),
       /** Refuse writes once the SQLite file would grow past this many MiB. */
       max_size_mb: z.number().positive().optional(),
+      /** The history keeps an argument or result in full up to this size; larger ones as summaries. */
+      max_payload_bytes: z.number().int().nonnegative().default(16 * 1024),
     })
     .prefault({}),
   plugins: z.array(pluginSchema).optional(),

@@ -1,119 +1,97 @@
 /**
- * Arguments: validation of what a client sent, and conversion of resolved
- * arguments to the pipe protocol's values.
+ * A request's arguments, checked against the limits and turned into payloads once:
+ * every argument, nested data access included, with where it sits ("args[0]",
+ * "kwargs.x", "kwargs.x.args[1]") for messages and progress entries.
  */
-import { create } from "@bufbuild/protobuf";
-import { NullValue } from "@bufbuild/protobuf/wkt";
-import { type Arg, ArgSchema, type DataAccess, DType } from "../../gen/plinth/v1/arg_pb.ts";
-import { type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { invalid } from "../errors.ts";
-
-const elementBytes: Record<number, number> = {
-  [DType.FLOAT32]: 4,
-  [DType.FLOAT64]: 8,
-  [DType.INT8]: 1,
-  [DType.INT16]: 2,
-  [DType.INT32]: 4,
-  [DType.INT64]: 8,
-  [DType.UINT8]: 1,
-  [DType.UINT16]: 2,
-  [DType.UINT32]: 4,
-  [DType.UINT64]: 8,
-  [DType.BOOL]: 1,
-};
+import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
+import { cut, invalid, quote } from "../errors.ts";
+import { type Payload, payloadFromArg } from "./payloads.ts";
 
 export const argPath = {
   positional: (parent: string, index: number) => `${parent ? `${parent}.` : ""}args[${index}]`,
   keyword: (parent: string, name: string) => `${parent ? `${parent}.` : ""}kwargs.${name}`,
 };
 
-/** A DataAccess argument found in a call, with where it sits. */
+/** A DataAccess argument: the engine calls `name` and passes its result in its place. */
 export interface DataAccessNode {
-  path: string;
-  access: DataAccess;
+  readonly kind: "data_access";
+  readonly path: string;
+  readonly name: string;
+  readonly args: readonly ArgNode[];
+  readonly kwargs: Readonly<Record<string, ArgNode>>;
+}
+
+export type ArgNode = Payload | DataAccessNode;
+
+export interface CallArgs {
+  readonly args: readonly ArgNode[];
+  readonly kwargs: Readonly<Record<string, ArgNode>>;
+}
+
+export interface ArgLimits {
+  maxArgs: number;
+  maxKwargs: number;
+  maxDataAccess: number;
+  maxDataAccessDepth: number;
+  /** A `json` Value up to this size is kept as sent, for views. */
+  keepValueBytes: number;
+}
+
+export interface ParsedArgs extends CallArgs {
+  /** Every DataAccess node, innermost first. */
+  readonly dataAccess: readonly DataAccessNode[];
+  /** The payloads' total size. */
+  readonly bytes: number;
 }
 
 /**
- * Checks every argument, nested ones included, and returns the DataAccess nodes in
- * depth-first order. `isDataAccess` says whether a name is a known data-access function.
+ * Checks every argument against the limits; `isDataAccess` says whether a name is a
+ * known data-access function. Throws INVALID_ARGUMENT naming the argument.
  */
-export function validateArgs(
-  args: Arg[],
-  kwargs: Record<string, Arg>,
-  isDataAccess: (name: string) => boolean,
-  parent = "",
-): DataAccessNode[] {
-  const nodes: DataAccessNode[] = [];
-  const visit = (arg: Arg, path: string) => {
-    const kind = arg.kind;
-    switch (kind.case) {
-      case "json":
-      case "bytes":
-        return;
-      case "tensor": {
-        const t = kind.value;
-        const size = elementBytes[t.dtype];
-        if (!size) throw invalid(`argument ${path}: tensor dtype must be set, e.g. "D_TYPE_FLOAT32"`);
-        const elements = t.shape.reduce((a, b) => a * b, 1);
-        if (t.data.byteLength !== elements * size) {
-          throw invalid(
-            `argument ${path}: a tensor of shape [${t.shape.join(", ")}] needs ${elements * size} bytes of data, got ${t.data.byteLength}`,
-          );
-        }
-        return;
-      }
-      case "dataAccess": {
-        const access = kind.value;
-        if (!access.name) throw invalid(`argument ${path}: data_access needs a name`);
-        if (!isDataAccess(access.name)) {
-          throw invalid(`argument ${path}: "${access.name}" is not a data-access function of any loaded plugin (see ListPlugins)`);
-        }
-        nodes.push(...validateArgs(access.args, access.kwargs, isDataAccess, path), { path, access });
-        return;
-      }
-      default:
-        throw invalid(`argument ${path}: set one of json, bytes, tensor or data_access`);
+export function parseArgs(args: Arg[], kwargs: Record<string, Arg>, limits: ArgLimits, isDataAccess: (name: string) => boolean): ParsedArgs {
+  const dataAccess: DataAccessNode[] = [];
+  let accessed = 0;
+  let bytes = 0;
+  const level = (args: Arg[], kwargs: Record<string, Arg>, parent: string, depth: number): CallArgs => {
+    const where = parent ? `data access ${parent}` : "the request";
+    if (args.length > limits.maxArgs) {
+      throw invalid(`${where} has ${args.length} args; engine.max_args allows ${limits.maxArgs}`);
     }
+    const names = Object.keys(kwargs);
+    if (names.length > limits.maxKwargs) {
+      throw invalid(`${where} has ${names.length} kwargs; engine.max_kwargs allows ${limits.maxKwargs}`);
+    }
+    const one = (arg: Arg, path: string): ArgNode => {
+      const payload = payloadFromArg(arg, path, limits.keepValueBytes);
+      if (payload) {
+        bytes += payload.bytes;
+        return payload;
+      }
+      if (arg.kind.case !== "dataAccess") throw invalid(`argument ${path}: set one of json, json_text, bytes, tensor or data_access`);
+      const access = arg.kind.value;
+      if (!access.name) throw invalid(`argument ${path}: data_access needs a name`);
+      if (!isDataAccess(access.name)) {
+        throw invalid(`argument ${path}: ${quote(access.name)} is not a data-access function of any loaded plugin (see ListPlugins)`);
+      }
+      if (depth + 1 > limits.maxDataAccessDepth) {
+        throw invalid(`argument ${path}: data access nests ${depth + 1} deep; engine.max_data_access_depth allows ${limits.maxDataAccessDepth}`);
+      }
+      // Counted before the inner ones are walked, so that a flood is refused at once.
+      if (++accessed > limits.maxDataAccess) {
+        throw invalid(`argument ${path}: more than ${limits.maxDataAccess} data-access arguments; engine.max_data_access allows ${limits.maxDataAccess} per request`);
+      }
+      const node: DataAccessNode = { kind: "data_access", path, name: access.name, ...level(access.args, access.kwargs, path, depth + 1) };
+      dataAccess.push(node);
+      return node;
+    };
+    const outArgs = args.map((arg, i) => one(arg, argPath.positional(parent, i)));
+    const outKwargs: Record<string, ArgNode> = {};
+    for (const name of names) {
+      if (!name) throw invalid(`argument ${argPath.keyword(parent, name)}: keyword names must not be empty`);
+      outKwargs[name] = one(kwargs[name]!, argPath.keyword(parent, cut(name)));
+    }
+    return { args: outArgs, kwargs: outKwargs };
   };
-  args.forEach((arg, i) => visit(arg, argPath.positional(parent, i)));
-  for (const [name, arg] of Object.entries(kwargs)) {
-    if (!name) throw invalid(`argument ${argPath.keyword(parent, name)}: keyword names must not be empty`);
-    visit(arg, argPath.keyword(parent, name));
-  }
-  return nodes;
-}
-
-/** A resolved argument (never DataAccess) as a pipe value. */
-export function toValue(arg: Arg): Value {
-  const kind = arg.kind;
-  switch (kind.case) {
-    case "json":
-      return create(ValueSchema, { kind: { case: "json", value: kind.value } });
-    case "bytes":
-      return create(ValueSchema, { kind: { case: "bytes", value: kind.value } });
-    case "tensor":
-      return create(ValueSchema, { kind: { case: "tensor", value: kind.value } });
-    default:
-      throw new Error(`argument kind ${kind.case} must be resolved before the call`);
-  }
-}
-
-/** A pipe value (a plugin's result) as an argument or prediction. */
-export function toArg(value: Value | undefined): Arg {
-  const kind = value?.kind;
-  switch (kind?.case) {
-    case "json":
-      return create(ArgSchema, { kind: { case: "json", value: kind.value } });
-    case "bytes":
-      return create(ArgSchema, { kind: { case: "bytes", value: kind.value } });
-    case "tensor":
-      return create(ArgSchema, { kind: { case: "tensor", value: kind.value } });
-    default:
-      return create(ArgSchema, { kind: { case: "json", value: { kind: { case: "nullValue", value: NullValue.NULL_VALUE } } } });
-  }
-}
-
-/** JSON null as a pipe value. */
-export function nullValue(): Value {
-  return create(ValueSchema, { kind: { case: "json", value: { kind: { case: "nullValue", value: NullValue.NULL_VALUE } } } });
+  const top = level(args, kwargs, "", 0);
+  return { ...top, dataAccess, bytes };
 }

@@ -2,17 +2,15 @@
  * Resolves an action's DataAccess arguments: every one in its own child, all in
  * parallel, innermost first. The first failure cancels the others.
  */
-import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
-import type { Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { argPath, toValue } from "./args.ts";
+import type { PluginCall } from "../process/process-manager.ts";
+import type { ArgNode, CallArgs, DataAccessNode } from "./args.ts";
+import { type Payload, toWorkerValue } from "./payloads.ts";
 
-export interface ResolvedArgs {
-  args: Value[];
-  kwargs: Record<string, Value>;
-}
+/** Arguments with every DataAccess replaced by its result, as the pipe protocol carries them. */
+export type ResolvedArgs = Pick<PluginCall, "args" | "kwargs">;
 
-/** Calls one data-access function on resolved arguments. */
-export type DataAccessCall = (path: string, name: string, args: ResolvedArgs, signal: AbortSignal) => Promise<Value>;
+/** Calls one data-access function on its resolved arguments. */
+export type DataAccessCall = (node: DataAccessNode, args: ResolvedArgs, signal: AbortSignal) => Promise<Payload>;
 
 /** Settles every promise; if any failed, aborts the rest first and rethrows the first failure. */
 async function allOrAbort<T>(promises: Promise<T>[], controller: AbortController): Promise<T[]> {
@@ -30,35 +28,35 @@ async function allOrAbort<T>(promises: Promise<T>[], controller: AbortController
   return settled;
 }
 
-export async function resolveArgs(
-  args: Arg[],
-  kwargs: Record<string, Arg>,
-  call: DataAccessCall,
-  signal: AbortSignal,
-  parent = "",
-): Promise<ResolvedArgs> {
-  const plain = (arg: Arg) => arg.kind.case !== "dataAccess";
-  if (args.every(plain) && Object.values(kwargs).every(plain)) {
-    return { args: args.map(toValue), kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, toValue(v)])) };
+/** Aborts `controller` when `signal` does; the listener goes once the work is done. */
+function linked(signal: AbortSignal, controller: AbortController): () => void {
+  const onAbort = () => controller.abort(signal.reason);
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  return () => signal.removeEventListener("abort", onAbort);
+}
+
+export async function resolveArgs(call: CallArgs, run: DataAccessCall, signal: AbortSignal): Promise<ResolvedArgs> {
+  const plain = (node: ArgNode): node is Payload => node.kind !== "data_access";
+  const entries = Object.entries(call.kwargs);
+  if (call.args.every(plain) && entries.every(([, node]) => plain(node))) {
+    const kwargs: ResolvedArgs["kwargs"] = {};
+    for (const [name, node] of entries) kwargs[name] = toWorkerValue(node as Payload);
+    return { args: (call.args as Payload[]).map(toWorkerValue), kwargs };
   }
   const controller = new AbortController();
-  const linked = AbortSignal.any([signal, controller.signal]);
-  const one = async (arg: Arg, path: string): Promise<Value> => {
-    if (arg.kind.case !== "dataAccess") return toValue(arg);
-    const access = arg.kind.value;
-    const inner = await resolveArgs(access.args, access.kwargs, call, linked, path);
-    return call(path, access.name, inner, linked);
-  };
-  const entries = Object.entries(kwargs);
-  const values = await allOrAbort(
-    [
-      ...args.map((arg, i) => one(arg, argPath.positional(parent, i))),
-      ...entries.map(([name, arg]) => one(arg, argPath.keyword(parent, name))),
-    ],
-    controller,
-  );
-  return {
-    args: values.slice(0, args.length),
-    kwargs: Object.fromEntries(entries.map(([name], i) => [name, values[args.length + i]!])),
-  };
+  const unlink = linked(signal, controller);
+  try {
+    const one = async (node: ArgNode) => {
+      if (plain(node)) return toWorkerValue(node);
+      const inner = await resolveArgs(node, run, controller.signal);
+      return toWorkerValue(await run(node, inner, controller.signal));
+    };
+    const values = await allOrAbort([...call.args.map(one), ...entries.map(([, node]) => one(node))], controller);
+    const kwargs: ResolvedArgs["kwargs"] = {};
+    entries.forEach(([name], i) => (kwargs[name] = values[call.args.length + i]!));
+    return { args: values.slice(0, call.args.length), kwargs };
+  } finally {
+    unlink();
+  }
 }

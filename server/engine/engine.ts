@@ -1,80 +1,125 @@
 /**
- * The engine: models, actions and their lifecycle. Calls on one model run one at a
- * time (ModelLocks); every plugin call goes through the ProcessManager; every change
- * is stored and published on the StateHub with a new revision.
+ * The engine: models, actions and their lifecycle, behind one API that the transports
+ * (server/rpc) call. Calls on one model run one at a time (ModelLocks); every plugin
+ * call goes through the ProcessManager; every change is recorded in the LiveState,
+ * which publishes it with a new revision, and (but progress) stored.
+ *
+ * An action's lifecycle lives here: wait for its model, let an ActionRun resolve its
+ * data access and call the plugin, store the instance it produced, end it. The run
+ * reports its steps through a RunReporter and never reaches further up.
  */
-import { clone, create } from "@bufbuild/protobuf";
-import { type Duration, type Timestamp, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { getEventListeners, setMaxListeners } from "node:events";
+import { create } from "@bufbuild/protobuf";
+import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { type Action, ActionCall, ActionErrorSchema, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import {
+  type Action,
+  ActionCall,
+  type ActionError,
+  ActionErrorSchema,
+  ActionResultSchema,
+  ActionSchema,
+  ActionStatus,
+  ActionView,
+  CancelOutcomeSchema,
+  DataAccessProgressSchema,
+} from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
+import { JsonForm } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
-import { type State, StateSchema } from "../../gen/plinth/v1/state_service_pb.ts";
-import { invalid, notFound, PlinthError } from "../errors.ts";
+import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
+import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { encodedSize } from "../encoded.ts";
+import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
+import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
-import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
-import { ActionQueue } from "./action-queue.ts";
-import { ActionRun, cancelUnfinishedDataAccess, type RunContext } from "./action-run.ts";
-import { argWithoutBlobs } from "../blobs.ts";
-import { validateArgs } from "./args.ts";
+import type { ModelMeta, ModelRecord, Store, StoredPayloads } from "../store/store.ts";
+import type { ActionErrorCode } from "./action-errors.ts";
+import { ActionFailure } from "./action-failure.ts";
+import { ActionRun, type RunReporter } from "./action-run.ts";
+import { type ArgLimits, type CallArgs, parseArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
+import type { Coalesced } from "./coalesce.ts";
+import { type ActionPatch, isEnded, type LiveAction, LiveState, type LiveStateOptions, type StateEvent } from "./live-state.ts";
 import { ModelLocks } from "./model-locks.ts";
+import { type JsonForm as PayloadForm, type Payload, payloadArg } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
-import { StateHub } from "./state-hub.ts";
+import { argsView, fullerView, type ViewLimits } from "./views.ts";
+import { type StateFilter, watchAction, watchState } from "./watch.ts";
 
 /** How often the action history's retention is applied. */
 const PRUNE_PERIOD_MS = 10 * 60 * 1000;
+/** How often ended actions are checked against the live state's retention by age. */
+const RETIRE_PERIOD_MS = 60 * 1000;
 
-export interface EngineOptions {
+export interface EngineOptions extends LiveStateOptions {
   store: Store;
   processes: ProcessManager;
   plugins: PluginRegistry;
   logger: Logger;
-  /** Queued actions at most; beyond, new actions are refused with RESOURCE_EXHAUSTED. */
-  maxQueue: number;
-  /** State changes kept for watchers that resume. */
-  stateHistory: number;
   /** Minimum time between two progress revisions of one action. */
   progressIntervalMs: number;
-  /** Finished actions stay in the live state until there are more than this many... */
-  retainActions: number;
-  /** ...or they ended longer ago than this. */
-  retainActionsMs: number;
+  limits: Omit<ArgLimits, "keepValueBytes">;
+  views: ViewLimits;
+  /** The history keeps a payload in full up to this size. */
+  maxStoredPayloadBytes: number;
+  /** A watcher this far behind gets a fresh snapshot instead. */
+  watcherQueueBytes: number;
+  /** Responses that list things (GetState, ListActions, snapshots) stop adding at this size. */
+  pageBytes: number;
 }
 
-export class Engine {
-  readonly hub: StateHub;
-  readonly #o: EngineOptions;
-  readonly #locks = new ModelLocks();
-  /** Every model's metadata: the live state. Instance bytes stay in the store. */
-  readonly #models = new Map<string, Model>();
-  /** Actions in the live state: running ones and recently finished ones. */
-  readonly #actions = new Map<string, Action>();
-  readonly #running = new Map<string, ActionRun>();
-  /** Finished actions still in the live state, with when they ended, oldest first. */
-  readonly #finished = new Map<string, number>();
-  readonly #queue: ActionQueue;
-  #closing = false;
-  #pruneTimer: ReturnType<typeof setInterval> | undefined;
+export interface EngineStats {
+  revision: bigint;
+  /** Listeners on the live state: streams, tests. */
+  subscribers: number;
+  /** Payload bytes of the actions not yet ended... */
+  inflightBytes: number;
+  /** ...and of the ended ones still live. */
+  retainedBytes: number;
+  /** Open WatchState streams, and the changes (and bytes) waiting to be sent to them. */
+  watchers: number;
+  pending: number;
+  pendingBytes: number;
+  /** Listeners on the signal that ends every stream at shutdown: one per open stream, none left by closed ones. */
+  stopListeners: number;
+}
 
-  readonly #runContext: RunContext;
+/** The arguments and options of CreateInstance, Fit and Predict. */
+export interface ActionRequest {
+  args: Arg[];
+  kwargs: Record<string, Arg>;
+  timeout?: Duration | undefined;
+  jsonForm?: JsonForm;
+}
+
+/** A running action: how to stop it, and when it has ended. */
+interface Running {
+  readonly controller: AbortController;
+  /** Settles with the action as it ended (before retention may drop it). */
+  readonly done: Promise<LiveAction>;
+  cancelledAt?: { phase: ActionStatus; at: number };
+}
+
+const callKinds = { [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE, [ActionCall.FIT]: CallKind.FIT, [ActionCall.PREDICT]: CallKind.PREDICT } as const;
+
+export class Engine {
+  readonly #o: EngineOptions;
+  readonly #live: LiveState;
+  readonly #locks = new ModelLocks();
+  readonly #running = new Map<string, Running>();
+  #closing = false;
+  /** Ends the streams once the server stops. */
+  readonly #stopping = new AbortController();
+  /** The open WatchState streams' queues. */
+  readonly #watchers = new Set<Coalesced<unknown>>();
+  readonly #timers: ReturnType<typeof setInterval>[] = [];
 
   private constructor(options: EngineOptions) {
     this.#o = options;
-    this.hub = new StateHub(options.stateHistory);
-    this.#queue = new ActionQueue(options.maxQueue);
-    this.#runContext = {
-      store: options.store,
-      processes: options.processes,
-      plugins: options.plugins,
-      locks: this.#locks,
-      queue: this.#queue,
-      logger: options.logger,
-      progressIntervalMs: options.progressIntervalMs,
-      changed: (action, live) => this.#changed(action, live),
-      storeModel: (record) => this.#storeModel(record),
-    };
+    this.#live = new LiveState(options);
+    setMaxListeners(0, this.#stopping.signal); // One listener per open stream.
   }
 
   /**
@@ -84,23 +129,26 @@ export class Engine {
   static async open(options: EngineOptions): Promise<Engine> {
     const engine = new Engine(options);
     const { store, logger } = options;
-    for (const meta of await store.allModels()) {
-      engine.#models.set(meta.id, modelMessage(meta));
-    }
+    engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
     const interrupted = await store.unfinishedActions();
     for (const action of interrupted) {
-      action.status = ActionStatus.FAILED;
-      action.error = create(ActionErrorSchema, { code: "interrupted", message: "interrupted by server restart" });
-      cancelUnfinishedDataAccess(action);
-      action.endTime = timestampNow();
-      action.updateTime = action.endTime;
-      action.queuePosition = 0;
-      await store.putAction(action);
+      const endTime = timestampNow();
+      await store.putAction(
+        create(ActionSchema, {
+          ...action,
+          status: ActionStatus.FAILED,
+          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message: "interrupted by server restart" }),
+          dataAccess: cancelledDataAccess(action.dataAccess),
+          endTime,
+          updateTime: endTime,
+          queuePosition: 0,
+        }),
+      );
     }
     if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, "actions interrupted by the restart marked failed");
     await engine.#pruneHistory();
-    engine.#pruneTimer = setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS);
-    engine.#pruneTimer.unref();
+    engine.#timers.push(setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS), setInterval(() => engine.#live.retire(), RETIRE_PERIOD_MS));
+    for (const timer of engine.#timers) timer.unref();
     return engine;
   }
 
@@ -118,17 +166,44 @@ export class Engine {
     return this.#o.plugins;
   }
 
+  /** What the live state and its watchers hold: for tests and metrics. */
+  get stats(): EngineStats {
+    const { inflight, ended } = this.#live.bytes;
+    let pending = 0;
+    let pendingBytes = 0;
+    for (const watcher of this.#watchers) {
+      pending += watcher.pending.count;
+      pendingBytes += watcher.pending.bytes;
+    }
+    return {
+      revision: this.#live.revision,
+      subscribers: this.#live.subscribers,
+      inflightBytes: inflight,
+      retainedBytes: ended,
+      watchers: this.#watchers.size,
+      pending,
+      pendingBytes,
+      stopListeners: getEventListeners(this.#stopping.signal, "abort").length,
+    };
+  }
+
+  /** Every change from now on, synchronously: for tests and metrics. Returns the unsubscribe. */
+  subscribe(listener: (event: StateEvent) => void): () => void {
+    return this.#live.subscribe(listener);
+  }
+
   // ---- models ----
 
   async getModel(modelId: string, includeInstance: boolean, revision = 0n): Promise<Model> {
     requireId("model_id", modelId);
+    checkRevision("revision", revision);
     const record = await this.#o.store.getModel(modelId, revision || undefined);
     if (!record) {
-      const latest = this.#models.get(modelId);
+      const latest = this.#live.model(modelId);
       if (latest && revision) {
         throw notFound(`model ${modelId} has no revision ${revision}: it keeps revisions ${latest.oldestRevision} to ${latest.revision}`);
       }
-      throw notFound(`model ${modelId} not found`);
+      throw notFound(`model ${cut(modelId)} not found`);
     }
     return modelMessage(record, includeInstance ? record.instance : undefined);
   }
@@ -163,8 +238,7 @@ export class Engine {
 
   async updateInstance(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<Model> {
     this.#refuseIfClosing();
-    requireId("model_id", modelId);
-    if (!this.#models.has(modelId)) throw notFound(`model ${modelId} not found`);
+    this.#modelOf(modelId);
     // Serialized with the model's running calls, like any other change of it.
     using _lock = await this.#locks.acquire(modelId, signal);
     const record = await this.#o.store.getModel(modelId);
@@ -180,8 +254,7 @@ export class Engine {
   }
 
   async deleteModel(modelId: string): Promise<void> {
-    requireId("model_id", modelId);
-    if (!this.#models.has(modelId)) throw notFound(`model ${modelId} not found`);
+    this.#modelOf(modelId);
     const busy = this.#locks.users(modelId);
     if (busy > 0) {
       throw new PlinthError(
@@ -190,32 +263,33 @@ export class Engine {
       );
     }
     await this.#o.store.deleteModel(modelId);
-    this.#models.delete(modelId);
-    this.hub.publish({ kind: "model_deleted", modelId });
+    this.#live.deleteModel(modelId);
   }
 
   // ---- actions ----
 
-  createInstance(modelType: string, call: ActionRequest): Action {
+  createInstance(modelType: string, request: ActionRequest): Promise<Action> {
     this.#modelPlugin(modelType);
-    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, call);
+    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, request);
   }
 
-  fit(modelId: string, call: ActionRequest): Action {
-    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, call);
+  fit(modelId: string, request: ActionRequest): Promise<Action> {
+    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, request);
   }
 
-  predict(modelId: string, call: ActionRequest): Action {
-    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, call);
+  predict(modelId: string, request: ActionRequest): Promise<Action> {
+    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, request);
   }
 
-  async getAction(actionId: string): Promise<Action> {
+  /** The action as `view` asks: live, or from the history. */
+  async getAction(actionId: string, view: ActionView): Promise<Action> {
     requireId("action_id", actionId);
-    const live = this.#actions.get(actionId);
-    if (live) return this.#snapshot(live);
-    const stored = await this.#o.store.getAction(actionId);
-    if (!stored) throw notFound(`action ${actionId} not found`);
-    return stored;
+    view ||= ActionView.RESULT;
+    const live = this.#live.action(actionId);
+    if (live) return this.#handOut(live, view);
+    const stored = await this.#o.store.getAction(actionId, view !== ActionView.BASIC);
+    if (!stored) throw notFound(`action ${cut(actionId)} not found`);
+    return withStoredPayloads(stored.action, stored.payloads, view);
   }
 
   async listActions(query: {
@@ -225,171 +299,390 @@ export class Engine {
     pageToken: string;
     createdAfter?: Timestamp | undefined;
     createdBefore?: Timestamp | undefined;
+    view: ActionView;
   }): Promise<{ actions: Action[]; next: string }> {
     const limit = pageSize(query.pageSize);
-    const actions = await this.#o.store.listActions({
-      limit: limit + 1,
-      ...(query.modelId ? { modelId: query.modelId } : {}),
-      ...(query.statuses.length ? { statuses: query.statuses } : {}),
-      ...(query.pageToken ? { beforeId: query.pageToken } : {}),
-      ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
-      ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
-    });
-    const page = actions.slice(0, limit);
-    return { actions: page, next: actions.length > limit ? page.at(-1)!.id : "" };
+    if (query.statuses.length > 16) throw invalid(`statuses: at most 16, got ${query.statuses.length}`);
+    const view = query.view || ActionView.BASIC;
+    const stored = await this.#o.store.listActions(
+      {
+        limit: limit + 1,
+        ...(query.modelId ? { modelId: query.modelId } : {}),
+        ...(query.statuses.length ? { statuses: query.statuses } : {}),
+        ...(query.pageToken ? { beforeId: query.pageToken } : {}),
+        ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
+        ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
+      },
+      view !== ActionView.BASIC,
+    );
+    // A page ends at `limit` actions or pageBytes, whichever comes first (one at least).
+    const actions: Action[] = [];
+    let bytes = 0;
+    for (const { action, payloads } of stored.slice(0, limit)) {
+      const shown = withStoredPayloads(action, payloads, view);
+      bytes += encodedSize(ActionSchema, shown);
+      if (actions.length > 0 && bytes > this.#o.pageBytes) break;
+      actions.push(shown);
+    }
+    const more = actions.length < stored.length;
+    return { actions, next: more ? actions.at(-1)!.id : "" };
   }
 
   /** The action once it has ended; rejects with the signal's reason if that comes first. */
-  async waitAction(actionId: string, signal?: AbortSignal): Promise<Action> {
+  async waitAction(actionId: string, view: ActionView, signal?: AbortSignal): Promise<Action> {
+    requireId("action_id", actionId);
+    view ||= ActionView.RESULT;
     const running = this.#running.get(actionId);
-    if (!running) return this.getAction(actionId);
+    if (!running) return this.getAction(actionId, view);
     signal?.throwIfAborted();
-    await new Promise<void>((resolve, reject) => {
+    const ended = await new Promise<LiveAction>((resolve, reject) => {
       const onAbort = () => reject(signal?.reason);
       signal?.addEventListener("abort", onAbort, { once: true });
-      void running.done.then(() => {
+      void running.done.then((live) => {
         signal?.removeEventListener("abort", onAbort);
-        resolve();
+        resolve(live);
       });
     });
-    return this.#snapshot(running.action);
+    return this.#handOut(ended, view);
   }
 
   /** Cancels the action and answers once it has ended. An ended action is returned as it is. */
   async cancelAction(actionId: string): Promise<Action> {
+    requireId("action_id", actionId);
     const running = this.#running.get(actionId);
-    if (!running) return this.getAction(actionId);
-    running.cancel(new CancelReason("CancelAction", "cancelled by CancelAction"));
-    await running.done;
-    return this.#snapshot(running.action);
+    if (!running) return this.getAction(actionId, ActionView.BASIC);
+    this.#cancel(actionId, running, new CancelReason("CancelAction", "cancelled by CancelAction"));
+    return (await running.done).view;
   }
 
   // ---- state ----
 
-  getState(): State {
-    return create(StateSchema, {
-      revision: this.hub.revision,
-      models: [...this.#models.values()].map((m) => clone(ModelSchema, m)),
-      actions: [...this.#actions.values()].map((a) => this.#snapshot(a)),
-    });
+  /** A page of the state: models, then actions, until pageBytes; `token` says where the last page ended. */
+  getState(token: string): { revision: bigint; models: Model[]; actions: Action[]; next: string } {
+    const [section, after] = parseStateToken(token);
+    const page = { revision: this.#live.revision, models: [] as Model[], actions: [] as Action[], next: "" };
+    let bytes = 0;
+    const fits = (size: number) => (bytes += size) <= this.#o.pageBytes || page.models.length + page.actions.length === 0;
+    if (section === "m") {
+      for (const model of this.#live.models()) {
+        if (after && model.id <= after) continue;
+        if (!fits(encodedSize(ModelSchema, model))) return { ...page, next: `m:${page.models.at(-1)!.id}` };
+        page.models.push(model);
+      }
+    }
+    for (const live of this.#live.actions()) {
+      if (section === "a" && after && live.view.id <= after) continue;
+      if (!fits(encodedSize(ActionSchema, live.view))) {
+        const last = page.actions.at(-1);
+        return { ...page, next: last ? `a:${last.id}` : `m:${page.models.at(-1)!.id}` };
+      }
+      page.actions.push(live.view);
+    }
+    return page;
   }
 
-  /** Refuses new actions, cancels running ones and waits for them to end. */
+  /** The state stream: a snapshot (or what changed since `from`), then every change. */
+  watchState(request: { from: bigint; filter: StateFilter }, signal: AbortSignal): AsyncIterable<WatchStateResponse> {
+    checkRevision("from_revision", request.from);
+    const limits = { pageBytes: this.#o.pageBytes, queueBytes: this.#o.watcherQueueBytes };
+    return watchState(this.#live, this.#o.store, request, limits, [signal, this.#stopping.signal], this.#watchers);
+  }
+
+  /** The action now, then each update until it ends. */
+  watchAction(actionId: string, signal: AbortSignal): AsyncIterable<Action> {
+    requireId("action_id", actionId);
+    return watchAction(this.#live, actionId, () => this.getAction(actionId, ActionView.BASIC), [signal, this.#stopping.signal]);
+  }
+
+  /**
+   * Refuses new actions, cancels running ones and waits for them to end; then ends the
+   * streams, whose watchers have seen those last updates.
+   */
   async close(): Promise<void> {
     this.#closing = true;
-    clearInterval(this.#pruneTimer);
-    for (const running of this.#running.values()) {
-      running.cancel(new CancelReason("shutdown", "the server is shutting down"));
-    }
+    for (const timer of this.#timers) clearInterval(timer);
+    for (const [id, running] of this.#running) this.#cancel(id, running, new CancelReason("shutdown", "the server is shutting down"));
     await Promise.all([...this.#running.values()].map((r) => r.done));
+    this.#stopping.abort();
   }
 
-  // ---- internals ----
+  // ---- the lifecycle of an action ----
+
+  async #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest): Promise<Action> {
+    this.#refuseIfClosing();
+    const { views, limits } = this.#o;
+    const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
+    const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, (name) => this.#o.plugins.dataAccess(name) !== undefined);
+    this.#live.admit(parsed.bytes);
+    const now = timestampNow();
+    const view = create(ActionSchema, {
+      id: newId("a"),
+      call,
+      modelId,
+      modelType,
+      ...argsView(parsed, views.inlineBytes, views.maxJsonValueBytes),
+      status: ActionStatus.QUEUED,
+      dataAccess: parsed.dataAccess.map((n) => Object.freeze(create(DataAccessProgressSchema, { argument: n.path, name: n.name, status: ActionStatus.QUEUED }))),
+      createTime: now,
+      updateTime: now,
+      ...(request.timeout ? { timeout: request.timeout } : {}),
+    });
+    const added = this.#live.addAction(view, parsed, jsonFormOf(request));
+    const running: Running = { controller: new AbortController(), done: undefined as never };
+    this.#running.set(view.id, running);
+    try {
+      // The action exists once the store has it: a store that fails refuses the call.
+      await this.#persist(added, this.#storedPayloads(parsed, undefined));
+    } catch (error) {
+      this.#running.delete(view.id);
+      this.#live.finish(view.id, { status: ActionStatus.FAILED, error: failure(error).error, endTime: timestampNow() });
+      const cause = error instanceof ActionFailure ? error.cause : error;
+      throw PlinthError.is(cause) ? cause : new PlinthError("unavailable", (error as Error).message, { cause });
+    }
+    const timer =
+      timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => this.#cancel(view.id, running, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)), timeoutMs);
+    timer?.unref();
+    (running as { done: Promise<LiveAction> }).done = this.#run(view.id, running, parsed).finally(() => {
+      clearTimeout(timer);
+      this.#running.delete(view.id);
+    });
+    return this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
+  }
+
+  #cancel(id: string, running: Running, reason: CancelReason): void {
+    const live = this.#live.action(id);
+    if (running.controller.signal.aborted || !live || isEnded(live.view)) return;
+    running.cancelledAt = { phase: live.view.status, at: performance.now() };
+    running.controller.abort(reason);
+  }
+
+  async #run(id: string, running: Running, args: CallArgs & { dataAccess: readonly unknown[] }): Promise<LiveAction> {
+    const live = this.#live;
+    const { signal } = running.controller;
+    const { modelId, modelType, call } = live.action(id)!.view;
+    // Set once the action leaves the model's queue; goes out with its next status.
+    const pending: ActionPatch = {};
+    const run = new ActionRun(this.#o, this.#reporter(id, pending));
+    let patch: ActionPatch;
+    let result: Payload | undefined;
+    try {
+      using _lock = modelId ? await this.#locks.acquire(modelId, signal) : undefined;
+      pending.startTime = timestampNow();
+      const model = modelId ? await this.#o.store.getModel(modelId) : undefined;
+      if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
+      const jsonForm = live.action(id)!.jsonForm;
+      const kind = callKinds[call as keyof typeof callKinds];
+      const out = await run.execute({ kind, modelType, instance: model?.instance, jsonForm }, args, args.dataAccess.length, signal);
+      let stored: Model | undefined;
+      if (out.instance !== undefined) {
+        await this.#transition(id, { status: ActionStatus.STORING });
+        stored = await this.#storeRevision(id, modelType, model, out.instance);
+      }
+      if (call === ActionCall.PREDICT) result = out.value;
+      const { inlineBytes, maxJsonValueBytes } = this.#o.views;
+      patch = {
+        status: ActionStatus.SUCCEEDED,
+        logTail: out.logTail,
+        ...(stored && !modelId ? { modelId: stored.id } : {}),
+        result: create(ActionResultSchema, {
+          ...(stored ? { model: stored } : {}),
+          ...(result ? { prediction: payloadArg(result, inlineBytes, maxJsonValueBytes) } : {}),
+        }),
+      };
+    } catch (error) {
+      result = undefined;
+      patch = this.#failurePatch(id, error, running, run.stoppedChild);
+    }
+    const ended = live.finish(id, { ...pending, ...patch, endTime: timestampNow() }, result);
+    try {
+      await this.#persist(ended.view, this.#storedPayloads(undefined, result));
+    } catch (error) {
+      // The action ended but the history could not record it: say so on the action.
+      this.#o.logger.error({ err: error, actionId: id }, "storing an ended action failed");
+      const failed = create(ActionSchema, { ...ended.view, status: ActionStatus.FAILED, error: failure(error).error });
+      return { ...ended, view: live.action(id) ? live.update(id, { status: failed.status, error: failed.error! }) : Object.freeze(failed) };
+    }
+    return ended;
+  }
+
+  /** The narrow interface through which a run reports its action's steps. */
+  #reporter(id: string, pending: ActionPatch): RunReporter {
+    const live = this.#live;
+    const take = () => {
+      const patch = { ...pending };
+      for (const key of Object.keys(pending)) delete pending[key as keyof ActionPatch];
+      return patch;
+    };
+    return {
+      status: (status) => this.#transition(id, { ...take(), status }),
+      dataAccess: (argument, patch) => this.#persist(live.updateDataAccess(id, argument, patch)),
+      progress: (state, logTail, argument) => {
+        if (argument === undefined) live.update(id, { ...(state ? { state } : {}), logTail });
+        else if (state) live.updateDataAccess(id, argument, { state });
+      },
+    };
+  }
+
+  async #transition(id: string, patch: ActionPatch): Promise<void> {
+    await this.#persist(this.#live.update(id, patch));
+  }
+
+  /** Stores the action; a store that fails fails the action with store_failed. */
+  async #persist(view: Action, payloads?: StoredPayloads): Promise<void> {
+    try {
+      await this.#o.store.putAction(view, payloads);
+    } catch (error) {
+      throw new ActionFailure({ code: "store_failed", message: `the store could not record the action: ${(error as Error).message}` }, [], error);
+    }
+  }
+
+  /** What the history keeps beyond the view: payloads larger than inline, up to max_payload_bytes. */
+  #storedPayloads(args: CallArgs | undefined, result: Payload | undefined): StoredPayloads | undefined {
+    const { inlineBytes, maxJsonValueBytes } = this.#o.views;
+    const max = this.#o.maxStoredPayloadBytes;
+    if (max <= inlineBytes) return undefined;
+    const payloads: StoredPayloads = {};
+    if (args && hasPayloadBetween(args, inlineBytes, max)) payloads.args = argsView(args, max, maxJsonValueBytes);
+    if (result && result.bytes > inlineBytes && result.bytes <= max) payloads.prediction = payloadArg(result, max, maxJsonValueBytes);
+    return payloads.args || payloads.prediction ? payloads : undefined;
+  }
+
+  #failurePatch(id: string, error: unknown, running: Running, stoppedChild: ChildFailure["exit"]): ActionPatch {
+    const reason: unknown = running.controller.signal.reason;
+    const patch: ActionPatch = {};
+    if (running.controller.signal.aborted && CancelReason.isReason(reason)) {
+      // A timeout is a failure with a deadline reason; the others are cancels.
+      patch.status = reason.by === "timeout" ? ActionStatus.FAILED : ActionStatus.CANCELLED;
+      patch.error = create(ActionErrorSchema, { code: reason.kind, message: reason.message });
+      if (error instanceof ChildFailure) patch.logTail = error.logTail;
+      const exit = stoppedChild;
+      const cancelledAt = running.cancelledAt ?? { phase: ActionStatus.QUEUED, at: performance.now() };
+      patch.cancel = create(CancelOutcomeSchema, {
+        by: reason.by,
+        phase: cancelledAt.phase,
+        forced: exit?.forced ?? false,
+        ...(exit && exit.code !== null ? { exitCode: exit.code } : {}),
+        signal: exit?.signal ?? "",
+        stopDuration: durationFromMs(Math.round(performance.now() - cancelledAt.at)),
+      });
+    } else {
+      const { error: actionError, logTail } = failure(error, this.#o.logger);
+      patch.status = ActionStatus.FAILED;
+      patch.error = actionError;
+      if (logTail.length) patch.logTail = logTail;
+    }
+    patch.dataAccess = cancelledDataAccess(this.#live.action(id)!.view.dataAccess);
+    return patch;
+  }
+
+  #storeRevision(actionId: string, modelType: string, model: ModelRecord | undefined, instance: Uint8Array): Promise<Model> {
+    const now = new Date();
+    const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId };
+    return this.#storeModel(
+      model
+        ? { ...model, ...change, revision: model.revision + 1n }
+        : { ...change, id: newId("m"), modelType, revision: 1n, createTime: now, oldestRevision: 1n },
+    );
+  }
+
+  async #storeModel(record: ModelRecord): Promise<Model> {
+    let meta: ModelMeta;
+    try {
+      meta = await this.#o.store.putModel(record);
+    } catch (error) {
+      if (PlinthError.is(error)) throw error;
+      throw new ActionFailure({ code: "store_failed", message: `the store could not record the model: ${(error as Error).message}` });
+    }
+    return this.#live.putModel(modelMessage(meta));
+  }
+
+  /** A live action as handed out: its queue position as of now, payloads as `view` asks. */
+  #handOut(live: LiveAction, view: ActionView): Action {
+    const position = this.#live.queuePosition(live.view.id);
+    const current = position === live.view.queuePosition ? live.view : (Object.freeze({ ...live.view, queuePosition: position }) as Action);
+    return fullerView(current, live, view, this.#o.views);
+  }
 
   #refuseIfClosing(): void {
     if (this.#closing) throw new PlinthError("shutting_down", "the server is shutting down; retry on another instance");
   }
 
   #modelPlugin(modelType: string) {
-    if (!modelType) throw invalid("model_type is required, e.g. \"systest.Model\" (ListPlugins lists them)");
+    if (!modelType) throw invalid('model_type is required, e.g. "systest.Model" (ListPlugins lists them)');
     const plugin = this.#o.plugins.modelType(modelType);
     if (!plugin) {
       const known = this.#o.plugins.modelTypeNames().join(", ") || "none";
-      throw invalid(`model_type "${modelType}" is not declared by any loaded plugin; known model types: ${known}`);
+      throw invalid(`model_type ${quote(modelType)} is not declared by any loaded plugin; known model types: ${known}`);
     }
     return plugin;
   }
 
   #modelOf(modelId: string): Model {
     requireId("model_id", modelId);
-    const model = this.#models.get(modelId);
-    if (!model) throw notFound(`model ${modelId} not found`);
+    const model = this.#live.model(modelId);
+    if (!model) throw notFound(`model ${cut(modelId)} not found`);
     return model;
   }
-
-  async #storeModel(record: ModelRecord): Promise<Model> {
-    const model = modelMessage(await this.#o.store.putModel(record));
-    this.#models.set(record.id, model);
-    this.hub.publish({ kind: "model_upserted", model: clone(ModelSchema, model) });
-    return clone(ModelSchema, model);
-  }
-
-  #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest): Action {
-    this.#refuseIfClosing();
-    const { args, kwargs, timeout } = request;
-    const nodes = validateArgs(args, kwargs, (name) => this.#o.plugins.dataAccess(name) !== undefined);
-    const timeoutMs = timeout ? timeoutMillis(timeout) : undefined;
-    this.#queue.admit();
-    const now = timestampNow();
-    const action = create(ActionSchema, {
-      id: newId("a"),
-      call,
-      modelId,
-      modelType,
-      // As sent, without blobs: the run passes the full arguments to the plugin.
-      args: args.map(argWithoutBlobs),
-      kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, argWithoutBlobs(v)])),
-      status: ActionStatus.QUEUED,
-      dataAccess: nodes.map((n) => ({ argument: n.path, name: n.access.name, status: ActionStatus.QUEUED })),
-      createTime: now,
-      updateTime: now,
-      ...(timeout ? { timeout } : {}),
-    });
-    this.#actions.set(action.id, action);
-    const run = new ActionRun(this.#runContext, action, { args, kwargs }, timeoutMs);
-    this.#running.set(action.id, run);
-    void run.done.finally(() => {
-      this.#running.delete(action.id);
-      this.#finished.set(action.id, performance.now());
-      this.#retire();
-    });
-    return this.#snapshot(action);
-  }
-
-  /** A copy of the action to hand out, its queue position as of now. */
-  #snapshot(action: Action): Action {
-    action.queuePosition = this.#queue.position(action.id);
-    return clone(ActionSchema, action);
-  }
-
-  /** Publishes the action with a new revision and, unless `live`, stores it. */
-  #changed(action: Action, live = false): void {
-    action.updateTime = timestampNow();
-    const snapshot = this.#snapshot(action);
-    if (!live) {
-      void this.#o.store.putAction(snapshot).catch((error: unknown) => {
-        this.#o.logger.error({ err: error, actionId: action.id }, "storing an action failed");
-      });
-    }
-    this.hub.publish({ kind: "action_upserted", action: snapshot });
-  }
-
-  /**
-   * Drops finished actions from the live state beyond the retention count and age,
-   * oldest first: amortized O(1) per action, whatever the retention.
-   */
-  #retire(): void {
-    const { retainActions, retainActionsMs } = this.#o;
-    const cutoff = performance.now() - retainActionsMs;
-    for (const [id, endedAt] of this.#finished) {
-      if (this.#finished.size <= retainActions && endedAt >= cutoff) break;
-      this.#finished.delete(id);
-      this.#actions.delete(id);
-    }
-  }
 }
 
-/** The arguments and options of CreateInstance, Fit and Predict. */
-export interface ActionRequest {
-  args: Arg[];
-  kwargs: Record<string, Arg>;
-  timeout?: Duration | undefined;
+/** Data access that never got to finish was cancelled with its action. */
+function cancelledDataAccess(entries: readonly Action["dataAccess"][number][]): Action["dataAccess"] {
+  return entries.map((entry) => (isEnded(entry) ? entry : Object.freeze({ ...entry, status: ActionStatus.CANCELLED })));
 }
 
+/** An error as the action records it; unknown errors are logged and shown as internal. */
+function failure(error: unknown, logger?: Logger): { error: ActionError; logTail: string[] } {
+  if (error instanceof ActionFailure) return { error: error.error, logTail: error.logTail };
+  if (error instanceof ChildFailure) {
+    return { error: create(ActionErrorSchema, { code: error.code, message: error.message, stack: error.pluginStack }), logTail: error.logTail };
+  }
+  if (PlinthError.is(error)) {
+    const code: ActionErrorCode = error.kind === "shutting_down" ? "shutting_down" : error.kind === "not_found" ? "not_found" : "internal";
+    return { error: create(ActionErrorSchema, { code, message: error.message }), logTail: [] };
+  }
+  logger?.error({ err: error }, "action failed with an internal error");
+  return { error: create(ActionErrorSchema, { code: "internal", message: "internal error; see the server log" }), logTail: [] };
+}
+
+/** The action from the history, with the payloads it kept as `view` asks. */
+function withStoredPayloads(action: Action, payloads: StoredPayloads | undefined, view: ActionView): Action {
+  if (!payloads || view === ActionView.BASIC) return action;
+  const fuller: Partial<Action> = {};
+  if (payloads.prediction && action.result) fuller.result = create(ActionResultSchema, { ...action.result, prediction: payloads.prediction });
+  if (view === ActionView.FULL && payloads.args) Object.assign(fuller, payloads.args);
+  return { ...action, ...fuller };
+}
+
+function hasPayloadBetween(args: CallArgs, above: number, atMost: number): boolean {
+  const visit = (node: CallArgs["args"][number]): boolean =>
+    node.kind === "data_access" ? node.args.some(visit) || Object.values(node.kwargs).some(visit) : node.bytes > above && node.bytes <= atMost;
+  return args.args.some(visit) || Object.values(args.kwargs).some(visit);
+}
+
+/** The form a JSON prediction takes: as asked, else json_text when an argument was. */
+function jsonFormOf(request: ActionRequest): PayloadForm {
+  if (request.jsonForm === JsonForm.VALUE) return "json";
+  if (request.jsonForm === JsonForm.TEXT) return "json_text";
+  const text = (arg: Arg) => arg.kind.case === "jsonText";
+  return request.args.some(text) || Object.values(request.kwargs).some(text) ? "json_text" : "json";
+}
+
+/** Protobuf's Duration: seconds within ±10,000 years, nanos within ±1e9 of the same sign. */
 function timeoutMillis(timeout: Duration): number {
-  const ms = Number(timeout.seconds) * 1000 + timeout.nanos / 1e6;
-  if (!(ms > 0) || ms > 2 ** 31 - 1) throw invalid(`timeout: must be between 1 ms and 24 days, got ${ms} ms`);
+  const { seconds, nanos } = timeout;
+  if (seconds < -315_576_000_000n || seconds > 315_576_000_000n || nanos <= -1e9 || nanos >= 1e9 || (seconds > 0n && nanos < 0) || (seconds < 0n && nanos > 0)) {
+    throw invalid(`timeout: not a valid google.protobuf.Duration (seconds ${seconds}, nanos ${nanos}); e.g. "30s" or {"seconds": 30}`);
+  }
+  const ms = Number(seconds) * 1000 + nanos / 1e6;
+  if (!(ms >= 1) || ms > 2 ** 31 - 1) throw invalid(`timeout: must be between 1 ms and 24 days, got ${ms} ms`);
   return ms;
+}
+
+/** Revisions are uint64 on the wire; the store and the state hold them as signed 64-bit. */
+function checkRevision(field: string, revision: bigint): void {
+  if (revision >= 2n ** 63n) throw invalid(`${field}: must be below 2^63, got ${revision}`);
 }
 
 function requireId(field: string, value: string): void {
@@ -399,6 +692,13 @@ function requireId(field: string, value: string): void {
 function pageSize(requested: number): number {
   if (requested > 1000) throw invalid(`page_size: at most 1000, got ${requested}`);
   return requested || 100;
+}
+
+function parseStateToken(token: string): ["m" | "a", string] {
+  if (!token) return ["m", ""];
+  const match = /^([ma]):(.{1,200})$/.exec(token);
+  if (!match) throw invalid(`page_token: not one GetState returned: ${quote(token)}`);
+  return [match[1] as "m" | "a", match[2]!];
 }
 
 /** The model as the API shows it; instance bytes only when given. */

@@ -1,4 +1,5 @@
-/** plinth.v1.EngineService: thin handlers that validate, call the engine, return. */
+/** plinth.v1.EngineService: thin handlers that call the engine and return. */
+import { ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { ServiceImpl } from "./service-impl.ts";
@@ -14,8 +15,8 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async createInstance(request, context) {
       const e = engine();
-      const action = e.createInstance(request.modelType, request);
-      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+      const action = await e.createInstance(request.modelType, request);
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async addInstance(request) {
       return { model: await engine().addInstance(request.modelType, request.instance) };
@@ -29,13 +30,13 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async fit(request, context) {
       const e = engine();
-      const action = e.fit(request.modelId, request);
-      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+      const action = await e.fit(request.modelId, request);
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async predict(request, context) {
       const e = engine();
-      const action = e.predict(request.modelId, request);
-      return { action: request.wait ? await e.waitAction(action.id, context.signal) : action };
+      const action = await e.predict(request.modelId, request);
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async listPlugins() {
       return { plugins: engine().plugins.list() };

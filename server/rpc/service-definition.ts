@@ -6,6 +6,14 @@
 import { create, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { MethodDefinition } from "nice-grpc";
+import { encodeOnce } from "../encoded.ts";
+
+/** Marks a request that did not decode: the error mapper answers INVALID_ARGUMENT. */
+export const UNDECODABLE = Symbol.for("plinth.undecodable");
+
+export interface Undecodable {
+  [UNDECODABLE]: { type: string; error: Error };
+}
 
 type Streams<Kind, Side extends "request" | "response"> = Kind extends "bidi_streaming"
   ? true
@@ -30,23 +38,23 @@ export function niceDefinition<S extends GenServiceMethods>(service: GenService<
     const kind = method.methodKind;
     // A stream may send the same message object to many clients (a state change to
     // every watcher): encode it once.
-    const encoded = new WeakMap<object, Uint8Array>();
-    const encode = (value: unknown) => toBinary(method.output, create(method.output, value as never));
     const responseSerialize =
       kind === "server_streaming" || kind === "bidi_streaming"
-        ? (value: unknown) => {
-            if (typeof value !== "object" || value === null) return encode(value);
-            let bytes = encoded.get(value);
-            if (!bytes) encoded.set(value, (bytes = encode(value)));
-            return bytes;
-          }
-        : encode;
+        ? (value: unknown) => encodeOnce(method.output, create(method.output, value as never))
+        : (value: unknown) => toBinary(method.output, create(method.output, value as never));
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: kind === "client_streaming" || kind === "bidi_streaming",
       responseStream: kind === "server_streaming" || kind === "bidi_streaming",
       requestSerialize: (value) => toBinary(method.input, create(method.input, value as never)),
-      requestDeserialize: (bytes) => fromBinary(method.input, bytes),
+      // grpc-js answers INTERNAL when this throws; the request is the client's fault.
+      requestDeserialize: (bytes): unknown => {
+        try {
+          return fromBinary(method.input, bytes);
+        } catch (error) {
+          return { [UNDECODABLE]: { type: method.input.typeName, error: error as Error } } satisfies Undecodable;
+        }
+      },
       responseSerialize,
       responseDeserialize: (bytes) => fromBinary(method.output, bytes),
       options: method.idempotency ? { idempotencyLevel: method.idempotency === 1 ? "NO_SIDE_EFFECTS" : "IDEMPOTENT" } : {},

@@ -3,9 +3,8 @@
  * Kept revisions and the action history are bounded as in the SQLite store, so memory
  * does not grow with the actions run.
  */
-import { clone } from "@bufbuild/protobuf";
-import { type Action, ActionSchema } from "../../gen/plinth/v1/action_pb.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, TrackedChild } from "./store.ts";
+import type { Action } from "../../gen/plinth/v1/action_pb.ts";
+import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface MemoryOptions {
   keepRevisions: number;
@@ -16,8 +15,8 @@ export interface MemoryOptions {
 export class MemoryStore implements Store {
   /** Each model's kept revisions, oldest first. */
   readonly #models = new Map<string, ModelRecord[]>();
-  /** Insertion order is creation order: ids are time-ordered. */
-  readonly #actions = new Map<string, Action>();
+  /** Insertion order is creation order: ids are time-ordered. Actions are immutable views. */
+  readonly #actions = new Map<string, StoredAction>();
   readonly #o: MemoryOptions;
 
   constructor(options: MemoryOptions) {
@@ -65,26 +64,28 @@ export class MemoryStore implements Store {
       .map(({ instance: _, ...meta }) => meta);
   }
 
-  /** Keeps the object given: the engine hands over snapshots it never changes. */
-  async putAction(action: Action): Promise<void> {
-    this.#actions.set(action.id, action);
+  /** Keeps the objects given: the engine hands over views it never changes. */
+  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+    const previous = this.#actions.get(action.id)?.payloads;
+    this.#actions.set(action.id, { action, payloads: payloads || previous ? { ...previous, ...payloads } : undefined });
   }
 
-  async getAction(id: string): Promise<Action | undefined> {
-    const action = this.#actions.get(id);
-    return action && clone(ActionSchema, action);
+  async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
+    const stored = this.#actions.get(id);
+    return stored && (withPayloads ? stored : { action: stored.action });
   }
 
-  async listActions(query: ListActionsQuery): Promise<Action[]> {
+  async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
-    const out: Action[] = [];
-    for (const action of [...this.#actions.values()].reverse()) {
+    const out: StoredAction[] = [];
+    for (const stored of [...this.#actions.values()].reverse()) {
+      const { action } = stored;
       if (query.beforeId && action.id >= query.beforeId) continue;
       if (query.modelId && action.modelId !== query.modelId) continue;
       if (query.statuses?.length && !query.statuses.includes(action.status)) continue;
       if (query.createdAfter && ms(action.createTime) < query.createdAfter.getTime()) continue;
       if (query.createdBefore && ms(action.createTime) >= query.createdBefore.getTime()) continue;
-      out.push(clone(ActionSchema, action));
+      out.push(withPayloads ? stored : { action });
       if (out.length >= query.limit) break;
     }
     return out;
@@ -96,7 +97,7 @@ export class MemoryStore implements Store {
 
   async pruneActions(now: Date): Promise<number> {
     const cutoff = now.getTime() - this.#o.maxActionAgeMs;
-    const finished = [...this.#actions.values()].filter((a) => a.endTime);
+    const finished = [...this.#actions.values()].map((s) => s.action).filter((a) => a.endTime);
     let excess = finished.length - this.#o.maxActions;
     let removed = 0;
     for (const action of finished) {

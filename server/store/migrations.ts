@@ -42,6 +42,12 @@ const migrations: string[] = [
      pid INTEGER PRIMARY KEY,
      start_ticks TEXT NOT NULL
    );`,
+  // 2: arguments and results that actions show as summaries, up to max_payload_bytes each.
+  `CREATE TABLE action_payloads (
+     action_id TEXT PRIMARY KEY REFERENCES actions (id) ON DELETE CASCADE,
+     args BLOB,
+     prediction BLOB
+   );`,
 ];
 
 /** The schema version this build writes. */

@@ -10,13 +10,13 @@ import { once } from "node:events";
 import { mkdirSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
-import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
 import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { withoutBlobs } from "../blobs.ts";
 import { migrate } from "./migrations.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, TrackedChild } from "./store.ts";
+import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface SqliteOptions {
   path: string;
@@ -45,6 +45,11 @@ interface ModelRow {
   update_time: number;
   instance_size: number;
   action_id: string;
+}
+
+interface PayloadRow {
+  args: Buffer | null;
+  prediction: Buffer | null;
 }
 
 function meta(row: ModelRow): ModelMeta {
@@ -157,7 +162,12 @@ export class SqliteStore implements Store {
          ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
            end_time = excluded.end_time, json = excluded.json`,
       ),
+      putPayloads: db.prepare(
+        `INSERT INTO action_payloads (action_id, args, prediction) VALUES (?, ?, ?)
+         ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, args), prediction = coalesce(excluded.prediction, prediction)`,
+      ),
       getAction: db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?"),
+      getPayloads: db.prepare<[string], PayloadRow>("SELECT args, prediction FROM action_payloads WHERE action_id = ?"),
       unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED.join(",")})`),
       pruneByAge: db.prepare("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < ?"),
       countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
@@ -247,26 +257,39 @@ export class SqliteStore implements Store {
     return this.#db.prepare<unknown[], ModelRow>(sql).all(...params, query.limit).map(meta);
   }
 
-  async putAction(action: Action): Promise<void> {
+  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
-    this.#write(() =>
-      this.#q.putAction.run(
-        action.id,
-        action.modelId,
-        action.status,
-        ms(action.createTime),
-        ms(action.endTime),
-        toJsonString(ActionSchema, withoutBlobs(action)),
-      ),
-    );
+    const json = toJsonString(ActionSchema, action);
+    const write = () => {
+      this.#q.putAction.run(action.id, action.modelId, action.status, ms(action.createTime), ms(action.endTime), json);
+      if (payloads) {
+        const args = payloads.args ? toBinary(ActionSchema, create(ActionSchema, payloads.args)) : null;
+        const prediction = payloads.prediction ? toBinary(ArgSchema, payloads.prediction) : null;
+        this.#q.putPayloads.run(action.id, args, prediction);
+      }
+    };
+    this.#write(payloads ? this.#db.transaction(write) : write);
   }
 
-  async getAction(id: string): Promise<Action | undefined> {
+  async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
     const row = this.#q.getAction.get(id);
-    return row && fromJsonString(ActionSchema, row.json);
+    return row && this.#stored(id, row.json, withPayloads);
   }
 
-  async listActions(query: ListActionsQuery): Promise<Action[]> {
+  #stored(id: string, json: string, withPayloads: boolean): StoredAction {
+    const action = fromJsonString(ActionSchema, json);
+    const row = withPayloads ? this.#q.getPayloads.get(id) : undefined;
+    if (!row) return { action };
+    const payloads: StoredPayloads = {};
+    if (row.args) {
+      const { args, kwargs } = fromBinary(ActionSchema, row.args);
+      payloads.args = { args, kwargs };
+    }
+    if (row.prediction) payloads.prediction = fromBinary(ArgSchema, row.prediction);
+    return { action, payloads };
+  }
+
+  async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {
     const where: string[] = [];
     const params: unknown[] = [];
     if (query.modelId) {
@@ -289,11 +312,11 @@ export class SqliteStore implements Store {
       where.push("create_time < ?");
       params.push(query.createdBefore.getTime());
     }
-    const sql = `SELECT json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
+    const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db
-      .prepare<unknown[], { json: string }>(sql)
+      .prepare<unknown[], { id: string; json: string }>(sql)
       .all(...params, query.limit)
-      .map((row) => fromJsonString(ActionSchema, row.json));
+      .map((row) => this.#stored(row.id, row.json, withPayloads));
   }
 
   async unfinishedActions(): Promise<Action[]> {

@@ -1,8 +1,8 @@
 /**
- * What the engine needs from a backend. The memory store implements it now; a
- * persistent store implements the same interface.
+ * What the engine needs from a backend: SQLite (the default) and memory implement it.
  */
 import type { Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 
 /** A model's metadata: everything but the instance bytes. */
 export interface ModelMeta {
@@ -40,6 +40,21 @@ export interface ListActionsQuery {
   limit: number;
 }
 
+/**
+ * An action's arguments and result in full where its view shows summaries: what the
+ * history keeps of them (up to backend.max_payload_bytes each).
+ */
+export interface StoredPayloads {
+  args?: { args: Arg[]; kwargs: Record<string, Arg> };
+  prediction?: Arg;
+}
+
+/** An action from the history, with its payloads when they were asked for and kept. */
+export interface StoredAction {
+  action: Action;
+  payloads?: StoredPayloads | undefined;
+}
+
 /** A plugin child, recorded so that a restart can reap it if the server died. */
 export interface TrackedChild {
   pid: number;
@@ -57,11 +72,14 @@ export interface Store {
   allModels(): Promise<ModelMeta[]>;
   /** A page of models in id order, without instance bytes. */
   listModels(query: ListModelsQuery): Promise<ModelMeta[]>;
-  /** Stores the action; the caller does not change the object afterwards. */
-  putAction(action: Action): Promise<void>;
-  getAction(id: string): Promise<Action | undefined>;
+  /**
+   * Stores the action (as its view shows it; the caller never changes it afterwards),
+   * and the payloads given; payloads given earlier stay unless replaced.
+   */
+  putAction(action: Action, payloads?: StoredPayloads): Promise<void>;
+  getAction(id: string, withPayloads?: boolean): Promise<StoredAction | undefined>;
   /** Newest first. */
-  listActions(query: ListActionsQuery): Promise<Action[]>;
+  listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]>;
   /** Actions stored as not ended: after a restart, those the dead server was running. */
   unfinishedActions(): Promise<Action[]>;
   /** Applies the history's retention (count and age); returns how many were dropped. */

@@ -13,7 +13,7 @@ import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
 import { parseConfig } from "../../server/config/load.ts";
-import { type PlinthServer, startServer } from "../../server/rpc/server.ts";
+import { type PlinthServer, startServer } from "../../server/app.ts";
 import { niceDefinition } from "../../server/rpc/service-definition.ts";
 import { pluginChildren } from "./processes.ts";
 
@@ -49,7 +49,8 @@ export async function startTestServer(config: Record<string, unknown> = {}): Pro
   );
   const logger = pino({ level: process.env.PLINTH_TEST_LOG ?? "silent" });
   const server = await startServer(resolved, logger);
-  const channel = createChannel(`127.0.0.1:${server.port}`);
+  // Large payloads come back in full: as large as the server may send.
+  const channel = createChannel(`127.0.0.1:${server.port}`, undefined, { "grpc.max_receive_message_length": -1 });
   return {
     server,
     port: server.port,

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action.proto.
  */
 export const file_plinth_v1_action: GenFile = /*@__PURE__*/
-  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiOwoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJIokCChJEYXRhQWNjZXNzUHJvZ3Jlc3MSEAoIYXJndW1lbnQYASABKAkSDAoEbmFtZRgCIAEoCRInCgZzdGF0dXMYAyABKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEiUKBXN0YXRlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWVycm9yGAUgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKoAQoNQ2FuY2VsT3V0Y29tZRIKCgJieRgBIAEoCRImCgVwaGFzZRgCIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSDgoGZm9yY2VkGAMgASgIEhEKCWV4aXRfY29kZRgEIAEoBRIOCgZzaWduYWwYBSABKAkSMAoNc3RvcF9kdXJhdGlvbhgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJTCgxBY3Rpb25SZXN1bHQSHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwSIgoKcHJlZGljdGlvbhgCIAEoCzIOLnBsaW50aC52MS5Bcmci/wUKBkFjdGlvbhIKCgJpZBgBIAEoCRIjCgRjYWxsGAIgASgOMhUucGxpbnRoLnYxLkFjdGlvbkNhbGwSEAoIbW9kZWxfaWQYAyABKAkSEgoKbW9kZWxfdHlwZRgEIAEoCRIcCgRhcmdzGAUgAygLMg4ucGxpbnRoLnYxLkFyZxItCgZrd2FyZ3MYBiADKAsyHS5wbGludGgudjEuQWN0aW9uLkt3YXJnc0VudHJ5EicKBnN0YXR1cxgHIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSMgoLZGF0YV9hY2Nlc3MYCCADKAsyHS5wbGludGgudjEuRGF0YUFjY2Vzc1Byb2dyZXNzEiUKBXN0YXRlGAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBnJlc3VsdBgKIAEoCzIXLnBsaW50aC52MS5BY3Rpb25SZXN1bHQSJQoFZXJyb3IYCyABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbG9nX3RhaWwYECADKAkSFgoOcXVldWVfcG9zaXRpb24YESABKA0SKAoGY2FuY2VsGBIgASgLMhgucGxpbnRoLnYxLkNhbmNlbE91dGNvbWUSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbho9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASp4CgpBY3Rpb25DYWxsEhsKF0FDVElPTl9DQUxMX1VOU1BFQ0lGSUVEEAASHwobQUNUSU9OX0NBTExfQ1JFQVRFX0lOU1RBTkNFEAESEwoPQUNUSU9OX0NBTExfRklUEAISFwoTQUNUSU9OX0NBTExfUFJFRElDVBADKvUBCgxBY3Rpb25TdGF0dXMSHQoZQUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFEFDVElPTl9TVEFUVVNfUVVFVUVEEAESIAocQUNUSU9OX1NUQVRVU19BQ0NFU1NJTkdfREFUQRACEhsKF0FDVElPTl9TVEFUVVNfRVhFQ1VUSU5HEAMSGQoVQUNUSU9OX1NUQVRVU19TVE9SSU5HEAQSGwoXQUNUSU9OX1NUQVRVU19TVUNDRUVERUQQBRIYChRBQ1RJT05fU1RBVFVTX0ZBSUxFRBAGEhsKF0FDVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAdiBnByb3RvMw", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
+  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiOwoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJIokCChJEYXRhQWNjZXNzUHJvZ3Jlc3MSEAoIYXJndW1lbnQYASABKAkSDAoEbmFtZRgCIAEoCRInCgZzdGF0dXMYAyABKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEiUKBXN0YXRlGAQgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEiUKBWVycm9yGAUgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi4KCnN0YXJ0X3RpbWUYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKoAQoNQ2FuY2VsT3V0Y29tZRIKCgJieRgBIAEoCRImCgVwaGFzZRgCIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSDgoGZm9yY2VkGAMgASgIEhEKCWV4aXRfY29kZRgEIAEoBRIOCgZzaWduYWwYBSABKAkSMAoNc3RvcF9kdXJhdGlvbhgGIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJTCgxBY3Rpb25SZXN1bHQSHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwSIgoKcHJlZGljdGlvbhgCIAEoCzIOLnBsaW50aC52MS5Bcmci/wUKBkFjdGlvbhIKCgJpZBgBIAEoCRIjCgRjYWxsGAIgASgOMhUucGxpbnRoLnYxLkFjdGlvbkNhbGwSEAoIbW9kZWxfaWQYAyABKAkSEgoKbW9kZWxfdHlwZRgEIAEoCRIcCgRhcmdzGAUgAygLMg4ucGxpbnRoLnYxLkFyZxItCgZrd2FyZ3MYBiADKAsyHS5wbGludGgudjEuQWN0aW9uLkt3YXJnc0VudHJ5EicKBnN0YXR1cxgHIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSMgoLZGF0YV9hY2Nlc3MYCCADKAsyHS5wbGludGgudjEuRGF0YUFjY2Vzc1Byb2dyZXNzEiUKBXN0YXRlGAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBnJlc3VsdBgKIAEoCzIXLnBsaW50aC52MS5BY3Rpb25SZXN1bHQSJQoFZXJyb3IYCyABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbG9nX3RhaWwYECADKAkSFgoOcXVldWVfcG9zaXRpb24YESABKA0SKAoGY2FuY2VsGBIgASgLMhgucGxpbnRoLnYxLkNhbmNlbE91dGNvbWUSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbho9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASp4CgpBY3Rpb25DYWxsEhsKF0FDVElPTl9DQUxMX1VOU1BFQ0lGSUVEEAASHwobQUNUSU9OX0NBTExfQ1JFQVRFX0lOU1RBTkNFEAESEwoPQUNUSU9OX0NBTExfRklUEAISFwoTQUNUSU9OX0NBTExfUFJFRElDVBADKvUBCgxBY3Rpb25TdGF0dXMSHQoZQUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFEFDVElPTl9TVEFUVVNfUVVFVUVEEAESIAocQUNUSU9OX1NUQVRVU19BQ0NFU1NJTkdfREFUQRACEhsKF0FDVElPTl9TVEFUVVNfRVhFQ1VUSU5HEAMSGQoVQUNUSU9OX1NUQVRVU19TVE9SSU5HEAQSGwoXQUNUSU9OX1NUQVRVU19TVUNDRUVERUQQBRIYChRBQ1RJT05fU1RBVFVTX0ZBSUxFRBAGEhsKF0FDVElPTl9TVEFUVVNfQ0FOQ0VMTEVEEAcqbgoKQWN0aW9uVmlldxIbChdBQ1RJT05fVklFV19VTlNQRUNJRklFRBAAEhUKEUFDVElPTl9WSUVXX0JBU0lDEAESFgoSQUNUSU9OX1ZJRVdfUkVTVUxUEAISFAoQQUNUSU9OX1ZJRVdfRlVMTBADYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
 
 /**
  * Why an action failed.
@@ -25,8 +25,10 @@ export const file_plinth_v1_action: GenFile = /*@__PURE__*/
  */
 export type ActionError = Message<"plinth.v1.ActionError"> & {
   /**
-   * A short machine-readable reason: plugin_error, plugin_exited, protocol_error,
-   * data_access_failed, not_found, internal.
+   * A short machine-readable reason, one of: plugin_error, plugin_exited,
+   * plugin_load_failed, protocol_error, data_access_failed, deadline_exceeded,
+   * cancelled, shutting_down, interrupted, not_found, store_failed, internal. A plugin
+   * may set its own code on the errors it throws.
    *
    * @generated from field: string code = 1;
    */
@@ -221,7 +223,7 @@ export type Action = Message<"plinth.v1.Action"> & {
   modelType: string;
 
   /**
-   * The arguments as sent.
+   * The arguments as sent; large ones as summaries (see ActionView).
    *
    * @generated from field: repeated plinth.v1.Arg args = 5;
    */
@@ -409,4 +411,47 @@ export enum ActionStatus {
  */
 export const ActionStatusSchema: GenEnum<ActionStatus> = /*@__PURE__*/
   enumDesc(file_plinth_v1_action, 1);
+
+/**
+ * How much of an action's arguments and result a response carries.
+ *
+ * @generated from enum plinth.v1.ActionView
+ */
+export enum ActionView {
+  /**
+   * The method's default: RESULT for GetAction, WaitAction and `wait: true`; BASIC
+   * for ListActions, WatchAction and the state.
+   *
+   * @generated from enum value: ACTION_VIEW_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Arguments and result larger than engine.inline_payload_bytes as summaries.
+   *
+   * @generated from enum value: ACTION_VIEW_BASIC = 1;
+   */
+  BASIC = 1,
+
+  /**
+   * Arguments as in BASIC, the result in full.
+   *
+   * @generated from enum value: ACTION_VIEW_RESULT = 2;
+   */
+  RESULT = 2,
+
+  /**
+   * Arguments and result in full, as far as they are kept: the live state keeps them
+   * while the action is live, the history up to backend.max_payload_bytes each.
+   *
+   * @generated from enum value: ACTION_VIEW_FULL = 3;
+   */
+  FULL = 3,
+}
+
+/**
+ * Describes the enum plinth.v1.ActionView.
+ */
+export const ActionViewSchema: GenEnum<ActionView> = /*@__PURE__*/
+  enumDesc(file_plinth_v1_action, 2);
 

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Action, ActionStatus } from "./action_pb.ts";
+import type { Action, ActionStatus, ActionView } from "./action_pb.ts";
 import { file_plinth_v1_action } from "./action_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action_service.proto.
  */
 export const file_plinth_v1_action_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSIlChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSI2ChFHZXRBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIt8BChJMaXN0QWN0aW9uc1JlcXVlc3QSEAoIbW9kZWxfaWQYASABKAkSKQoIc3RhdHVzZXMYAiADKA4yFy5wbGludGgudjEuQWN0aW9uU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgDIAEoDRISCgpwYWdlX3Rva2VuGAQgASgJEjEKDWNyZWF0ZWRfYWZ0ZXIYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjIKDmNyZWF0ZWRfYmVmb3JlGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJSChNMaXN0QWN0aW9uc1Jlc3BvbnNlEiIKB2FjdGlvbnMYASADKAsyES5wbGludGgudjEuQWN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSImChFXYWl0QWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiNwoSV2FpdEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24iKAoTQ2FuY2VsQWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiOQoUQ2FuY2VsQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiInChJXYXRjaEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjgKE1dhdGNoQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbjKRAwoNQWN0aW9uU2VydmljZRJGCglHZXRBY3Rpb24SGy5wbGludGgudjEuR2V0QWN0aW9uUmVxdWVzdBocLnBsaW50aC52MS5HZXRBY3Rpb25SZXNwb25zZRJMCgtMaXN0QWN0aW9ucxIdLnBsaW50aC52MS5MaXN0QWN0aW9uc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdEFjdGlvbnNSZXNwb25zZRJJCgpXYWl0QWN0aW9uEhwucGxpbnRoLnYxLldhaXRBY3Rpb25SZXF1ZXN0Gh0ucGxpbnRoLnYxLldhaXRBY3Rpb25SZXNwb25zZRJPCgxDYW5jZWxBY3Rpb24SHi5wbGludGgudjEuQ2FuY2VsQWN0aW9uUmVxdWVzdBofLnBsaW50aC52MS5DYW5jZWxBY3Rpb25SZXNwb25zZRJOCgtXYXRjaEFjdGlvbhIdLnBsaW50aC52MS5XYXRjaEFjdGlvblJlcXVlc3QaHi5wbGludGgudjEuV2F0Y2hBY3Rpb25SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_plinth_v1_action]);
+  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSJKChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUucGxpbnRoLnYxLkFjdGlvblZpZXciNgoRR2V0QWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiKEAgoSTGlzdEFjdGlvbnNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEikKCHN0YXR1c2VzGAIgAygOMhcucGxpbnRoLnYxLkFjdGlvblN0YXR1cxIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoEdmlldxgHIAEoDjIVLnBsaW50aC52MS5BY3Rpb25WaWV3IlIKE0xpc3RBY3Rpb25zUmVzcG9uc2USIgoHYWN0aW9ucxgBIAMoCzIRLnBsaW50aC52MS5BY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIksKEVdhaXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUucGxpbnRoLnYxLkFjdGlvblZpZXciNwoSV2FpdEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24iKAoTQ2FuY2VsQWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiOQoUQ2FuY2VsQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiInChJXYXRjaEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjgKE1dhdGNoQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbjKRAwoNQWN0aW9uU2VydmljZRJGCglHZXRBY3Rpb24SGy5wbGludGgudjEuR2V0QWN0aW9uUmVxdWVzdBocLnBsaW50aC52MS5HZXRBY3Rpb25SZXNwb25zZRJMCgtMaXN0QWN0aW9ucxIdLnBsaW50aC52MS5MaXN0QWN0aW9uc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdEFjdGlvbnNSZXNwb25zZRJJCgpXYWl0QWN0aW9uEhwucGxpbnRoLnYxLldhaXRBY3Rpb25SZXF1ZXN0Gh0ucGxpbnRoLnYxLldhaXRBY3Rpb25SZXNwb25zZRJPCgxDYW5jZWxBY3Rpb24SHi5wbGludGgudjEuQ2FuY2VsQWN0aW9uUmVxdWVzdBofLnBsaW50aC52MS5DYW5jZWxBY3Rpb25SZXNwb25zZRJOCgtXYXRjaEFjdGlvbhIdLnBsaW50aC52MS5XYXRjaEFjdGlvblJlcXVlc3QaHi5wbGludGgudjEuV2F0Y2hBY3Rpb25SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_plinth_v1_action]);
 
 /**
  * @generated from message plinth.v1.GetActionRequest
@@ -24,6 +24,13 @@ export type GetActionRequest = Message<"plinth.v1.GetActionRequest"> & {
    * @generated from field: string action_id = 1;
    */
   actionId: string;
+
+  /**
+   * Default: RESULT.
+   *
+   * @generated from field: plinth.v1.ActionView view = 2;
+   */
+  view: ActionView;
 };
 
 /**
@@ -93,6 +100,13 @@ export type ListActionsRequest = Message<"plinth.v1.ListActionsRequest"> & {
    * @generated from field: google.protobuf.Timestamp created_before = 6;
    */
   createdBefore?: Timestamp | undefined;
+
+  /**
+   * Default: BASIC. A page also ends before it would exceed engine.max_page_mb (4 MiB).
+   *
+   * @generated from field: plinth.v1.ActionView view = 7;
+   */
+  view: ActionView;
 };
 
 /**
@@ -132,6 +146,13 @@ export type WaitActionRequest = Message<"plinth.v1.WaitActionRequest"> & {
    * @generated from field: string action_id = 1;
    */
   actionId: string;
+
+  /**
+   * Default: RESULT.
+   *
+   * @generated from field: plinth.v1.ActionView view = 2;
+   */
+  view: ActionView;
 };
 
 /**

@@ -12,11 +12,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/arg.proto.
  */
 export const file_plinth_v1_arg: GenFile = /*@__PURE__*/
-  fileDesc("ChNwbGludGgvdjEvYXJnLnByb3RvEglwbGludGgudjEimQEKA0FyZxImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASLAoLZGF0YV9hY2Nlc3MYBCABKAsyFS5wbGludGgudjEuRGF0YUFjY2Vzc0gAQgYKBGtpbmQiRgoGVGVuc29yEh8KBWR0eXBlGAEgASgOMhAucGxpbnRoLnYxLkRUeXBlEg0KBXNoYXBlGAIgAygNEgwKBGRhdGEYAyABKAwiqgEKCkRhdGFBY2Nlc3MSDAoEbmFtZRgBIAEoCRIcCgRhcmdzGAIgAygLMg4ucGxpbnRoLnYxLkFyZxIxCgZrd2FyZ3MYAyADKAsyIS5wbGludGgudjEuRGF0YUFjY2Vzcy5Ld2FyZ3NFbnRyeRo9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASrqAQoFRFR5cGUSFgoSRF9UWVBFX1VOU1BFQ0lGSUVEEAASEgoORF9UWVBFX0ZMT0FUMzIQARISCg5EX1RZUEVfRkxPQVQ2NBACEg8KC0RfVFlQRV9JTlQ4EAMSEAoMRF9UWVBFX0lOVDE2EAQSEAoMRF9UWVBFX0lOVDMyEAUSEAoMRF9UWVBFX0lOVDY0EAYSEAoMRF9UWVBFX1VJTlQ4EAcSEQoNRF9UWVBFX1VJTlQxNhAIEhEKDURfVFlQRV9VSU5UMzIQCRIRCg1EX1RZUEVfVUlOVDY0EAoSDwoLRF9UWVBFX0JPT0wQC2IGcHJvdG8z", [file_google_protobuf_struct]);
+  fileDesc("ChNwbGludGgvdjEvYXJnLnByb3RvEglwbGludGgudjEi2AEKA0FyZxImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASLAoLZGF0YV9hY2Nlc3MYBCABKAsyFS5wbGludGgudjEuRGF0YUFjY2Vzc0gAEhMKCWpzb25fdGV4dBgFIAEoCUgAEigKB3N1bW1hcnkYBiABKAsyFS5wbGludGgudjEuQXJnU3VtbWFyeUgAQgYKBGtpbmQiggEKCkFyZ1N1bW1hcnkSIAoEa2luZBgBIAEoDjISLnBsaW50aC52MS5BcmdLaW5kEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGcHJlZml4GAMgASgJEh8KBWR0eXBlGAQgASgOMhAucGxpbnRoLnYxLkRUeXBlEg0KBXNoYXBlGAUgAygNIkYKBlRlbnNvchIfCgVkdHlwZRgBIAEoDjIQLnBsaW50aC52MS5EVHlwZRINCgVzaGFwZRgCIAMoDRIMCgRkYXRhGAMgASgMIqoBCgpEYXRhQWNjZXNzEgwKBG5hbWUYASABKAkSHAoEYXJncxgCIAMoCzIOLnBsaW50aC52MS5BcmcSMQoGa3dhcmdzGAMgAygLMiEucGxpbnRoLnYxLkRhdGFBY2Nlc3MuS3dhcmdzRW50cnkaPQoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEh0KBXZhbHVlGAIgASgLMg4ucGxpbnRoLnYxLkFyZzoCOAEqdwoHQXJnS2luZBIYChRBUkdfS0lORF9VTlNQRUNJRklFRBAAEhEKDUFSR19LSU5EX0pTT04QARISCg5BUkdfS0lORF9CWVRFUxACEhMKD0FSR19LSU5EX1RFTlNPUhADEhYKEkFSR19LSU5EX0pTT05fVEVYVBAEKuoBCgVEVHlwZRIWChJEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5EX1RZUEVfRkxPQVQzMhABEhIKDkRfVFlQRV9GTE9BVDY0EAISDwoLRF9UWVBFX0lOVDgQAxIQCgxEX1RZUEVfSU5UMTYQBBIQCgxEX1RZUEVfSU5UMzIQBRIQCgxEX1RZUEVfSU5UNjQQBhIQCgxEX1RZUEVfVUlOVDgQBxIRCg1EX1RZUEVfVUlOVDE2EAgSEQoNRF9UWVBFX1VJTlQzMhAJEhEKDURfVFlQRV9VSU5UNjQQChIPCgtEX1RZUEVfQk9PTBALYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
- * One argument of a plugin call. A DataAccess argument is resolved by the engine,
- * which calls that data-access plugin first and passes its result in its place.
+ * One argument of a plugin call, or a result. A DataAccess argument is resolved by
+ * the engine, which calls that data-access plugin first and passes its result in its
+ * place.
  *
  * @generated from message plinth.v1.Arg
  */
@@ -26,7 +27,8 @@ export type Arg = Message<"plinth.v1.Arg"> & {
    */
   kind: {
     /**
-     * Any JSON value: number, string, bool, null, list or object.
+     * Any JSON value: number, string, bool, null, list or object. Handy for small,
+     * hand-written values; for anything over a few kB use json_text.
      *
      * @generated from field: google.protobuf.Value json = 1;
      */
@@ -56,6 +58,24 @@ export type Arg = Message<"plinth.v1.Arg"> & {
      */
     value: DataAccess;
     case: "dataAccess";
+  } | {
+    /**
+     * JSON as text, e.g. "[[5.1, 3.5], [6.7, 3.0]]": kept as text from the client to
+     * the plugin and back, so a large value costs no conversion on the way.
+     *
+     * @generated from field: string json_text = 5;
+     */
+    value: string;
+    case: "jsonText";
+  } | {
+    /**
+     * Output only: a value larger than engine.inline_payload_bytes, as actions show it
+     * in the state, streams and lists. GetAction with view FULL returns the value.
+     *
+     * @generated from field: plinth.v1.ArgSummary summary = 6;
+     */
+    value: ArgSummary;
+    case: "summary";
   } | { case: undefined; value?: undefined };
 };
 
@@ -65,6 +85,51 @@ export type Arg = Message<"plinth.v1.Arg"> & {
  */
 export const ArgSchema: GenMessage<Arg> = /*@__PURE__*/
   messageDesc(file_plinth_v1_arg, 0);
+
+/**
+ * What a large argument or result is, without its content.
+ *
+ * @generated from message plinth.v1.ArgSummary
+ */
+export type ArgSummary = Message<"plinth.v1.ArgSummary"> & {
+  /**
+   * @generated from field: plinth.v1.ArgKind kind = 1;
+   */
+  kind: ArgKind;
+
+  /**
+   * Its size: the JSON text, the bytes, or the tensor's data.
+   *
+   * @generated from field: uint64 size_bytes = 2;
+   */
+  sizeBytes: bigint;
+
+  /**
+   * For JSON: the start of its text (at most 64 characters).
+   *
+   * @generated from field: string prefix = 3;
+   */
+  prefix: string;
+
+  /**
+   * For tensors: the element type and shape.
+   *
+   * @generated from field: plinth.v1.DType dtype = 4;
+   */
+  dtype: DType;
+
+  /**
+   * @generated from field: repeated uint32 shape = 5;
+   */
+  shape: number[];
+};
+
+/**
+ * Describes the message plinth.v1.ArgSummary.
+ * Use `create(ArgSummarySchema)` to create a new message.
+ */
+export const ArgSummarySchema: GenMessage<ArgSummary> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_arg, 1);
 
 /**
  * A dense, row-major tensor. data holds product(shape) elements, little-endian.
@@ -93,7 +158,7 @@ export type Tensor = Message<"plinth.v1.Tensor"> & {
  * Use `create(TensorSchema)` to create a new message.
  */
 export const TensorSchema: GenMessage<Tensor> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_arg, 1);
+  messageDesc(file_plinth_v1_arg, 2);
 
 /**
  * A call to a data-access function declared by a plugin. Its args and kwargs may
@@ -125,7 +190,45 @@ export type DataAccess = Message<"plinth.v1.DataAccess"> & {
  * Use `create(DataAccessSchema)` to create a new message.
  */
 export const DataAccessSchema: GenMessage<DataAccess> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_arg, 2);
+  messageDesc(file_plinth_v1_arg, 3);
+
+/**
+ * The form of an argument or result.
+ *
+ * @generated from enum plinth.v1.ArgKind
+ */
+export enum ArgKind {
+  /**
+   * @generated from enum value: ARG_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: ARG_KIND_JSON = 1;
+   */
+  JSON = 1,
+
+  /**
+   * @generated from enum value: ARG_KIND_BYTES = 2;
+   */
+  BYTES = 2,
+
+  /**
+   * @generated from enum value: ARG_KIND_TENSOR = 3;
+   */
+  TENSOR = 3,
+
+  /**
+   * @generated from enum value: ARG_KIND_JSON_TEXT = 4;
+   */
+  JSON_TEXT = 4,
+}
+
+/**
+ * Describes the enum plinth.v1.ArgKind.
+ */
+export const ArgKindSchema: GenEnum<ArgKind> = /*@__PURE__*/
+  enumDesc(file_plinth_v1_arg, 0);
 
 /**
  * Element type of a tensor.
@@ -198,5 +301,5 @@ export enum DType {
  * Describes the enum plinth.v1.DType.
  */
 export const DTypeSchema: GenEnum<DType> = /*@__PURE__*/
-  enumDesc(file_plinth_v1_arg, 0);
+  enumDesc(file_plinth_v1_arg, 1);
 

@@ -14,10 +14,11 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/state_service.proto.
  */
 export const file_plinth_v1_state_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvdjEvc3RhdGVfc2VydmljZS5wcm90bxIJcGxpbnRoLnYxIl8KBVN0YXRlEhAKCHJldmlzaW9uGAEgASgEEiAKBm1vZGVscxgCIAMoCzIQLnBsaW50aC52MS5Nb2RlbBIiCgdhY3Rpb25zGAMgAygLMhEucGxpbnRoLnYxLkFjdGlvbiIRCg9HZXRTdGF0ZVJlcXVlc3QiMwoQR2V0U3RhdGVSZXNwb25zZRIfCgVzdGF0ZRgBIAEoCzIQLnBsaW50aC52MS5TdGF0ZSJ3ChFXYXRjaFN0YXRlUmVxdWVzdBIVCg1mcm9tX3JldmlzaW9uGAEgASgEEhEKCW1vZGVsX2lkcxgCIAMoCRISCgphY3Rpb25faWRzGAMgAygJEiQKBWtpbmRzGAQgAygOMhUucGxpbnRoLnYxLkNoYW5nZUtpbmQi1wEKEldhdGNoU3RhdGVSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoBBIkCghzbmFwc2hvdBgCIAEoCzIQLnBsaW50aC52MS5TdGF0ZUgAEioKDm1vZGVsX3Vwc2VydGVkGAMgASgLMhAucGxpbnRoLnYxLk1vZGVsSAASFwoNbW9kZWxfZGVsZXRlZBgEIAEoCUgAEiwKD2FjdGlvbl91cHNlcnRlZBgFIAEoCzIRLnBsaW50aC52MS5BY3Rpb25IABINCgVyZXNldBgGIAEoCEIHCgVldmVudCqJAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEh4KGkNIQU5HRV9LSU5EX01PREVMX1VQU0VSVEVEEAESHQoZQ0hBTkdFX0tJTkRfTU9ERUxfREVMRVRFRBACEh8KG0NIQU5HRV9LSU5EX0FDVElPTl9VUFNFUlRFRBADMqABCgxTdGF0ZVNlcnZpY2USQwoIR2V0U3RhdGUSGi5wbGludGgudjEuR2V0U3RhdGVSZXF1ZXN0GhsucGxpbnRoLnYxLkdldFN0YXRlUmVzcG9uc2USSwoKV2F0Y2hTdGF0ZRIcLnBsaW50aC52MS5XYXRjaFN0YXRlUmVxdWVzdBodLnBsaW50aC52MS5XYXRjaFN0YXRlUmVzcG9uc2UwAWIGcHJvdG8z", [file_plinth_v1_action, file_plinth_v1_model]);
+  fileDesc("Ch1wbGludGgvdjEvc3RhdGVfc2VydmljZS5wcm90bxIJcGxpbnRoLnYxIl8KBVN0YXRlEhAKCHJldmlzaW9uGAEgASgEEiAKBm1vZGVscxgCIAMoCzIQLnBsaW50aC52MS5Nb2RlbBIiCgdhY3Rpb25zGAMgAygLMhEucGxpbnRoLnYxLkFjdGlvbiIlCg9HZXRTdGF0ZVJlcXVlc3QSEgoKcGFnZV90b2tlbhgBIAEoCSJMChBHZXRTdGF0ZVJlc3BvbnNlEh8KBXN0YXRlGAEgASgLMhAucGxpbnRoLnYxLlN0YXRlEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ3ChFXYXRjaFN0YXRlUmVxdWVzdBIVCg1mcm9tX3JldmlzaW9uGAEgASgEEhEKCW1vZGVsX2lkcxgCIAMoCRISCgphY3Rpb25faWRzGAMgAygJEiQKBWtpbmRzGAQgAygOMhUucGxpbnRoLnYxLkNoYW5nZUtpbmQi5QEKEldhdGNoU3RhdGVSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoBBIkCghzbmFwc2hvdBgCIAEoCzIQLnBsaW50aC52MS5TdGF0ZUgAEioKDm1vZGVsX3Vwc2VydGVkGAMgASgLMhAucGxpbnRoLnYxLk1vZGVsSAASFwoNbW9kZWxfZGVsZXRlZBgEIAEoCUgAEiwKD2FjdGlvbl91cHNlcnRlZBgFIAEoCzIRLnBsaW50aC52MS5BY3Rpb25IABINCgVyZXNldBgGIAEoCBIMCgRtb3JlGAcgASgIQgcKBWV2ZW50KokBCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASHgoaQ0hBTkdFX0tJTkRfTU9ERUxfVVBTRVJURUQQARIdChlDSEFOR0VfS0lORF9NT0RFTF9ERUxFVEVEEAISHwobQ0hBTkdFX0tJTkRfQUNUSU9OX1VQU0VSVEVEEAMyoAEKDFN0YXRlU2VydmljZRJDCghHZXRTdGF0ZRIaLnBsaW50aC52MS5HZXRTdGF0ZVJlcXVlc3QaGy5wbGludGgudjEuR2V0U3RhdGVSZXNwb25zZRJLCgpXYXRjaFN0YXRlEhwucGxpbnRoLnYxLldhdGNoU3RhdGVSZXF1ZXN0Gh0ucGxpbnRoLnYxLldhdGNoU3RhdGVSZXNwb25zZTABYgZwcm90bzM", [file_plinth_v1_action, file_plinth_v1_model]);
 
 /**
- * A snapshot of the state. Models never carry instance bytes here.
+ * A snapshot of the state. Models never carry instance bytes here; actions show
+ * large arguments and results as summaries.
  *
  * @generated from message plinth.v1.State
  */
@@ -49,6 +50,12 @@ export const StateSchema: GenMessage<State> = /*@__PURE__*/
  * @generated from message plinth.v1.GetStateRequest
  */
 export type GetStateRequest = Message<"plinth.v1.GetStateRequest"> & {
+  /**
+   * The next_page_token of a previous response.
+   *
+   * @generated from field: string page_token = 1;
+   */
+  pageToken: string;
 };
 
 /**
@@ -66,6 +73,13 @@ export type GetStateResponse = Message<"plinth.v1.GetStateResponse"> & {
    * @generated from field: plinth.v1.State state = 1;
    */
   state?: State | undefined;
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**
@@ -171,6 +185,15 @@ export type WatchStateResponse = Message<"plinth.v1.WatchStateResponse"> & {
    * @generated from field: bool reset = 6;
    */
   reset: boolean;
+
+  /**
+   * On a snapshot: more snapshot messages with the same revision follow, and the
+   * snapshot is complete with the first one where this is false. A large state comes
+   * in parts of at most engine.max_page_mb (4 MiB).
+   *
+   * @generated from field: bool more = 7;
+   */
+  more: boolean;
 };
 
 /**
@@ -221,6 +244,9 @@ export const ChangeKindSchema: GenEnum<ChangeKind> = /*@__PURE__*/
  */
 export const StateService: GenService<{
   /**
+   * The state in pages of at most engine.max_page_mb (4 MiB); each page is as of its own revision. For a
+   * consistent view that stays current, use WatchState.
+   *
    * @generated from rpc plinth.v1.StateService.GetState
    */
   getState: {

@@ -1,0 +1,18 @@
+/**
+ * Encodes a message once, however many times it is sent or measured: a state change
+ * goes to every watcher, and pages are cut by encoded size. Messages handed around
+ * here are immutable (views and stream messages), so the bytes stay right.
+ */
+import { type DescMessage, type MessageShape, toBinary } from "@bufbuild/protobuf";
+
+const cache = new WeakMap<object, Uint8Array>();
+
+export function encodeOnce<S extends DescMessage>(schema: S, message: MessageShape<S>): Uint8Array {
+  let bytes = cache.get(message);
+  if (!bytes) cache.set(message, (bytes = toBinary(schema, message)));
+  return bytes;
+}
+
+export function encodedSize<S extends DescMessage>(schema: S, message: MessageShape<S>): number {
+  return encodeOnce(schema, message).byteLength;
+}

@@ -1,0 +1,273 @@
+/**
+ * The live state: every model, the actions not yet ended and the recently ended ones,
+ * with a revision that rises on every change. The one owner of it: everything else
+ * reads immutable views and reports changes here.
+ *
+ * Views are frozen and never changed once handed out: a change makes a new view that
+ * shares every part it did not change (the arguments above all). Payloads are held
+ * once, in the LiveAction, and bounded in bytes: admission refuses actions beyond
+ * max_inflight_mb, and ended actions retire (count, age, bytes), oldest first.
+ */
+import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
+import type { Model } from "../../gen/plinth/v1/model_pb.ts";
+import { PlinthError } from "../errors.ts";
+import type { CallArgs } from "./args.ts";
+import { type Change, ChangeLog } from "./change-log.ts";
+import type { JsonForm, Payload } from "./payloads.ts";
+
+export type StateEvent =
+  | { readonly revision: bigint; readonly kind: "model_upserted"; readonly model: Model }
+  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string }
+  | { readonly revision: bigint; readonly kind: "action_upserted"; readonly action: Action };
+
+/** What a change of an action may set. */
+export type ActionPatch = Partial<
+  Pick<Action, "status" | "modelId" | "dataAccess" | "state" | "result" | "error" | "startTime" | "endTime" | "logTail" | "cancel">
+>;
+
+/** A live action: its latest view and the payloads the view summarizes. */
+export interface LiveAction {
+  /** The latest view: arguments and result above inline_payload_bytes as summaries. */
+  readonly view: Action;
+  readonly args: CallArgs;
+  /** The result's payload once the action has one. */
+  readonly result: Payload | undefined;
+  /** The form a JSON result shows in. */
+  readonly jsonForm: JsonForm;
+  /** What it holds: payloads, log tail, the view's own fields. */
+  readonly bytes: number;
+}
+
+export interface LiveStateOptions {
+  /** Changes the ring keeps for watchers that resume. */
+  stateHistory: number;
+  /** Ended actions stay live while there are at most this many... */
+  retainActions: number;
+  /** ...they ended at most this long ago... */
+  retainActionsMs: number;
+  /** ...and they hold at most this many bytes together. */
+  retainBytes: number;
+  /** Actions waiting (queued or accessing data) at most. */
+  maxQueue: number;
+  /** Bytes held by actions not yet ended, at most. */
+  maxInflightBytes: number;
+}
+
+const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
+
+export function isEnded(action: { status: ActionStatus }): boolean {
+  return ENDED.has(action.status);
+}
+
+/** Waiting for something, and so counted against max_queue: its model, a child, or its data. */
+const WAITING = new Set([ActionStatus.QUEUED, ActionStatus.ACCESSING_DATA]);
+
+/** What an action holds besides its payloads: its fields, log tail, error. */
+function ownBytes(view: Action): number {
+  let n = 512 + view.dataAccess.length * 128;
+  for (const line of view.logTail) n += line.length;
+  if (view.error) n += view.error.message.length + view.error.stack.length;
+  return n;
+}
+
+function payloadBytes(args: CallArgs): number {
+  let n = 0;
+  const visit = (node: CallArgs["args"][number]) => {
+    if (node.kind === "data_access") {
+      node.args.forEach(visit);
+      Object.values(node.kwargs).forEach(visit);
+    } else n += node.bytes;
+  };
+  args.args.forEach(visit);
+  Object.values(args.kwargs).forEach(visit);
+  return n;
+}
+
+export class LiveState {
+  readonly #o: LiveStateOptions;
+  readonly #log: ChangeLog;
+  readonly #models = new Map<string, Model>();
+  readonly #actions = new Map<string, LiveAction>();
+  /** Ended actions still live, with when they ended, oldest first. */
+  readonly #ended = new Map<string, number>();
+  #endedBytes = 0;
+  #inflightBytes = 0;
+  /** Queued or accessing data: what max_queue counts. */
+  readonly #waiting = new Set<string>();
+  /** Queued, in the order they became queued: what queue_position counts. */
+  readonly #queued = new Set<string>();
+  readonly #listeners = new Set<(event: StateEvent) => void>();
+
+  constructor(options: LiveStateOptions) {
+    this.#o = options;
+    this.#log = new ChangeLog(options.stateHistory);
+  }
+
+  get revision(): bigint {
+    return this.#log.revision;
+  }
+
+  /** Subscribers now: a disconnect must bring this back down. */
+  get subscribers(): number {
+    return this.#listeners.size;
+  }
+
+  /** Bytes held by actions not yet ended, and by ended ones still live. */
+  get bytes(): { inflight: number; ended: number } {
+    return { inflight: this.#inflightBytes, ended: this.#endedBytes };
+  }
+
+  /** Calls `listener` with every change from now on, synchronously; returns the unsubscribe. */
+  subscribe(listener: (event: StateEvent) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  /** The latest change of each key after `revision`, or undefined when the ring does not reach back that far. */
+  since(revision: bigint): Change[] | undefined {
+    return this.#log.since(revision);
+  }
+
+  // ---- models ----
+
+  /** The models found in the store at start: no change to publish. */
+  loadModels(models: Iterable<Model>): void {
+    for (const model of models) this.#models.set(model.id, Object.freeze(model));
+  }
+
+  model(id: string): Model | undefined {
+    return this.#models.get(id);
+  }
+
+  models(): IterableIterator<Model> {
+    return this.#models.values();
+  }
+
+  putModel(model: Model): Model {
+    const frozen = Object.freeze(model);
+    this.#models.set(model.id, frozen);
+    this.#emit({ revision: this.#log.append("model_upserted", model.id, model.id).revision, kind: "model_upserted", model: frozen });
+    return frozen;
+  }
+
+  deleteModel(id: string): void {
+    if (!this.#models.delete(id)) return;
+    this.#emit({ revision: this.#log.append("model_deleted", id, id).revision, kind: "model_deleted", modelId: id });
+  }
+
+  // ---- actions ----
+
+  /** Throws RESOURCE_EXHAUSTED when an action holding `bytes` would not fit. */
+  admit(bytes: number): void {
+    if (this.#waiting.size >= this.#o.maxQueue) {
+      throw new PlinthError(
+        "queue_full",
+        `the queue is full: ${this.#waiting.size} actions are waiting (queued or accessing data) and engine.max_queue is ${this.#o.maxQueue}; retry later`,
+      );
+    }
+    if (this.#inflightBytes + bytes > this.#o.maxInflightBytes) {
+      const mib = (n: number) => (n / 2 ** 20).toFixed(1);
+      throw new PlinthError(
+        "queue_full",
+        `the actions not yet ended hold ${mib(this.#inflightBytes)} MiB of arguments; this one adds ${mib(bytes)} MiB and engine.max_inflight_mb is ${mib(this.#o.maxInflightBytes)}; retry later`,
+      );
+    }
+  }
+
+  action(id: string): LiveAction | undefined {
+    return this.#actions.get(id);
+  }
+
+  actions(): IterableIterator<LiveAction> {
+    return this.#actions.values();
+  }
+
+  /** 1 for the oldest queued action; 0 when the action is not queued. */
+  queuePosition(id: string): number {
+    if (!this.#queued.has(id)) return 0;
+    let position = 1;
+    for (const other of this.#queued) {
+      if (other === id) return position;
+      position++;
+    }
+    return 0;
+  }
+
+  /** A new action (status QUEUED); call admit() first. */
+  addAction(view: Action, args: CallArgs, jsonForm: JsonForm): Action {
+    const bytes = payloadBytes(args);
+    this.#inflightBytes += bytes;
+    this.#actions.set(view.id, { view, args, result: undefined, jsonForm, bytes });
+    return this.#setView(view.id, view, {}, true);
+  }
+
+  /** Applies a change to a live action and publishes the new view. */
+  update(id: string, patch: ActionPatch): Action {
+    const live = this.#actions.get(id);
+    if (!live) throw new Error(`action ${id} is not live`);
+    return this.#setView(id, live.view, patch, false);
+  }
+
+  /** Changes one data-access entry, found by its argument path. */
+  updateDataAccess(id: string, argument: string, patch: Partial<DataAccessProgress>): Action {
+    const live = this.#actions.get(id);
+    if (!live) throw new Error(`action ${id} is not live`);
+    const dataAccess = live.view.dataAccess.map((entry) => (entry.argument === argument ? Object.freeze({ ...entry, ...patch }) : entry));
+    return this.#setView(id, live.view, { dataAccess }, false);
+  }
+
+  /**
+   * The last change of an action: it has ended, with `result` as its result's payload.
+   * Returns it as it ended: retention may drop it from the live state at once.
+   */
+  finish(id: string, patch: ActionPatch, result?: Payload): LiveAction {
+    const live = this.#actions.get(id);
+    if (!live) throw new Error(`action ${id} is not live`);
+    const view = this.#setView(id, live.view, patch, false);
+    const ended: LiveAction = { ...live, view, result, bytes: live.bytes + (result?.bytes ?? 0) + ownBytes(view) };
+    this.#actions.set(id, ended);
+    this.#inflightBytes -= live.bytes;
+    this.#ended.set(id, performance.now());
+    this.#endedBytes += ended.bytes;
+    this.retire();
+    return ended;
+  }
+
+  /**
+   * Drops ended actions beyond the retention's count, age and bytes, oldest first
+   * (their history stays in the store): amortized O(1) per action.
+   */
+  retire(now = performance.now()): void {
+    const { retainActions, retainActionsMs, retainBytes } = this.#o;
+    const cutoff = now - retainActionsMs;
+    for (const [id, endedAt] of this.#ended) {
+      if (this.#ended.size <= retainActions && endedAt >= cutoff && this.#endedBytes <= retainBytes) break;
+      this.#ended.delete(id);
+      this.#endedBytes -= this.#actions.get(id)?.bytes ?? 0;
+      this.#actions.delete(id);
+    }
+  }
+
+  #setView(id: string, previous: Action, patch: ActionPatch, added: boolean): Action {
+    const status = patch.status ?? previous.status;
+    if (added || status !== previous.status) {
+      if (WAITING.has(status)) this.#waiting.add(id);
+      else this.#waiting.delete(id);
+      // Re-queued (after its data access) goes to the back, as it waits again.
+      this.#queued.delete(id);
+      if (status === ActionStatus.QUEUED) this.#queued.add(id);
+    }
+    const updateTime: Timestamp = timestampNow();
+    const view = Object.freeze({ ...previous, ...patch, updateTime, queuePosition: this.queuePosition(id) }) as Action;
+    const live = this.#actions.get(id)!;
+    this.#actions.set(id, { ...live, view });
+    this.#emit({ revision: this.#log.append("action_upserted", id, view.modelId).revision, kind: "action_upserted", action: view });
+    return view;
+  }
+
+  #emit(event: StateEvent): void {
+    Object.freeze(event);
+    for (const listener of this.#listeners) listener(event);
+  }
+}

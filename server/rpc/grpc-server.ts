@@ -1,0 +1,56 @@
+/**
+ * The gRPC transport: Plinth's three services, health and reflection on one port, with
+ * one error mapper around every call. It knows the engine only through its API.
+ */
+import { HealthImplementation } from "grpc-health-check";
+import { createServer } from "nice-grpc";
+import type { Logger } from "pino";
+import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.ts";
+import { ActionService, file_plinth_v1_action_service } from "../../gen/plinth/v1/action_service_pb.ts";
+import { EngineService, file_plinth_v1_engine_service } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { file_plinth_v1_state_service, StateService } from "../../gen/plinth/v1/state_service_pb.ts";
+import type { Engine } from "../engine/engine.ts";
+import { actionService } from "./action-service.ts";
+import { engineService } from "./engine-service.ts";
+import { errorMapper } from "./error-mapper.ts";
+import { grpcJsBridge } from "./grpc-js-bridge.ts";
+import { addReflection } from "./reflection.ts";
+import { niceDefinition } from "./service-definition.ts";
+import { stateService } from "./state-service.ts";
+
+const SERVICES = ["", ...[EngineService, ActionService, StateService].map((s) => s.typeName)];
+
+export interface GrpcServer {
+  /** Binds the address; resolves with the port (the chosen one for port 0). */
+  listen(address: string): Promise<number>;
+  /** What grpc.health.v1 answers for every service. */
+  setServing(serving: boolean): void;
+  /** Lets the calls in flight finish, for at most `graceMs`, then closes the port. */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+/** `engine` throws UNAVAILABLE while the engine is not there (starting or stopping). */
+export function createGrpcServer(engine: () => Engine, options: { maxMessageBytes: number; logger: Logger }): GrpcServer {
+  const server = createServer({
+    "grpc.max_receive_message_length": options.maxMessageBytes,
+    "grpc.max_send_message_length": options.maxMessageBytes,
+  }).use(errorMapper(options.logger));
+  server.add(niceDefinition(EngineService), engineService(engine));
+  server.add(niceDefinition(ActionService), actionService(engine));
+  server.add(niceDefinition(StateService), stateService(engine));
+  const health = new HealthImplementation(Object.fromEntries(SERVICES.map((s) => [s, "NOT_SERVING" as const])));
+  const bridge = grpcJsBridge(server);
+  health.addToServer(bridge);
+  addReflection(bridge, [file_plinth_v1_engine_service, file_plinth_v1_action_service, file_plinth_v1_state_service, file_grpc_health_v1_health]);
+  return {
+    listen: (address) => server.listen(address),
+    setServing(serving) {
+      for (const s of SERVICES) health.setStatus(s, serving ? "SERVING" : "NOT_SERVING");
+    },
+    async shutdown(graceMs) {
+      const forced = setTimeout(() => server.forceShutdown(), graceMs);
+      await server.shutdown();
+      clearTimeout(forced);
+    },
+  };
+}

@@ -1,0 +1,207 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createChannel, createClient } from "nice-grpc";
+import { afterEach, describe, expect, it } from "vitest";
+import { Health } from "../gen/grpc/health/v1/health_pb.ts";
+import { type Action, ActionCall, ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
+import { ArgKind, DType } from "../gen/plinth/v1/arg_pb.ts";
+import { JsonForm } from "../gen/plinth/v1/engine_service_pb.ts";
+import { niceDefinition } from "../server/rpc/service-definition.ts";
+import { json, jsonOf, jsonText, numbers } from "./helpers/args.ts";
+import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+
+let t: TestServer | undefined;
+const folders: string[] = [];
+afterEach(async () => {
+  await t?.close();
+  t = undefined;
+  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
+});
+
+async function start(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
+  t = await startTestServer({ engine, ...(backend ? { backend } : {}), plugins: [{ module: fixture("payloads.ts") }] });
+  const model = async (modelType: string) => (await t!.engine.createInstance({ modelType, wait: true })).action!.modelId;
+  return { t, echo: await model("payloads.Echo"), numbersModel: await model("payloads.Numbers") };
+}
+
+const batch = numbers(5000);
+const batchText = JSON.stringify(batch);
+
+/** The heap after a full collection, in MiB (vitest runs with --expose-gc). */
+function heapMiB(): number {
+  globalThis.gc?.();
+  globalThis.gc?.();
+  return process.memoryUsage().heapUsed / 2 ** 20;
+}
+
+describe("real-sized payloads", () => {
+  it("a 55 kB JSON batch comes back as sent, in the form it was sent in", async () => {
+    const { t, echo } = await start();
+    expect(batchText.length).toBeGreaterThan(50_000);
+    const asText = (await t.engine.predict({ modelId: echo, args: [jsonText(batch)], wait: true })).action!;
+    expect(asText.status).toBe(ActionStatus.SUCCEEDED);
+    expect(asText.result!.prediction!.kind.case).toBe("jsonText");
+    expect(jsonOf(asText.result!.prediction)).toEqual(batch);
+    const asValue = (await t.engine.predict({ modelId: echo, args: [json(batch)], wait: true })).action!;
+    expect(asValue.result!.prediction!.kind.case).toBe("json");
+    expect(jsonOf(asValue.result!.prediction)).toEqual(batch);
+    // Asked for explicitly, either way round.
+    const textForValue = (await t.engine.predict({ modelId: echo, args: [json([1, 2])], jsonForm: JsonForm.TEXT, wait: true })).action!;
+    expect(textForValue.result!.prediction!.kind).toEqual({ case: "jsonText", value: "[1,2]" });
+  });
+
+  it("shows arguments and results above inline_payload_bytes as summaries, and in full where asked", async () => {
+    const { t, echo } = await start();
+    const tensor = { dtype: DType.FLOAT32, shape: [16, 1024], data: new Uint8Array(64 * 1024).fill(1) };
+    const done = (await t.engine.predict({ modelId: echo, args: [jsonText(batch), { kind: { case: "tensor", value: tensor } }], kwargs: { small: json([1, 2, 3]) }, wait: true })).action!;
+    // wait: true answers with the result in full, the arguments as summaries.
+    expect(jsonOf(done.result!.prediction)).toEqual(batch);
+    const [text, tensorArg] = done.args;
+    expect(text!.kind.case === "summary" && text!.kind.value).toMatchObject({ kind: ArgKind.JSON_TEXT, sizeBytes: BigInt(batchText.length), prefix: batchText.slice(0, 64) });
+    expect(tensorArg!.kind.case === "summary" && tensorArg!.kind.value).toMatchObject({ kind: ArgKind.TENSOR, sizeBytes: 65536n, dtype: DType.FLOAT32, shape: [16, 1024] });
+    expect(jsonOf(done.kwargs.small)).toEqual([1, 2, 3]);
+    // The state, streams and lists show summaries only.
+    const { state } = await t.state.getState({});
+    const shown = state!.actions.find((a) => a.id === done.id)!;
+    expect(shown.result!.prediction!.kind.case).toBe("summary");
+    expect(shown.args[0]!.kind.case).toBe("summary");
+    const listed = (await t.actions.listActions({ modelId: echo })).actions.find((a) => a.id === done.id)!;
+    expect(listed.result!.prediction!.kind.case).toBe("summary");
+    // GetAction: the result in full by default; FULL adds the arguments as sent.
+    expect(jsonOf((await t.actions.getAction({ actionId: done.id })).action!.result!.prediction)).toEqual(batch);
+    const full = (await t.actions.getAction({ actionId: done.id, view: ActionView.FULL })).action!;
+    expect(full.args[0]!.kind).toEqual({ case: "jsonText", value: batchText });
+    expect(full.args[1]!.kind.case === "tensor" && full.args[1]!.kind.value.data.byteLength).toBe(65536);
+    const basic = (await t.actions.getAction({ actionId: done.id, view: ActionView.BASIC })).action!;
+    expect(basic.result!.prediction!.kind.case).toBe("summary");
+  });
+
+  it("the history keeps payloads up to backend.max_payload_bytes in full, larger ones as summaries", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "plinth-payloads-"));
+    folders.push(dir);
+    // Nothing stays live: every read below comes from the SQLite history.
+    const { t, echo } = await start({ retain_actions: 0 }, { path: join(dir, "plinth.db"), max_payload_bytes: 20_000 });
+    const medium = numbers(1000); // ~10 kB: summarized in views, kept in the history
+    const kept = (await t.engine.predict({ modelId: echo, args: [jsonText(medium)], wait: true })).action!;
+    const dropped = (await t.engine.predict({ modelId: echo, args: [jsonText(batch)], wait: true })).action!;
+    expect(jsonOf(dropped.result!.prediction)).toEqual(batch); // the waiter still gets it
+    const keptFull = (await t.actions.getAction({ actionId: kept.id, view: ActionView.FULL })).action!;
+    expect(jsonOf(keptFull.args[0])).toEqual(medium);
+    expect(jsonOf(keptFull.result!.prediction)).toEqual(medium);
+    const droppedFull = (await t.actions.getAction({ actionId: dropped.id, view: ActionView.FULL })).action!;
+    expect(droppedFull.args[0]!.kind.case).toBe("summary");
+    expect(droppedFull.result!.prediction!.kind.case).toBe("summary");
+    const listed = (await t.actions.listActions({ view: ActionView.FULL })).actions;
+    expect(jsonOf(listed.find((a) => a.id === kept.id)!.result!.prediction)).toEqual(medium);
+  });
+
+  it("memory stays bounded over thousands of 55 kB predicts, in both JSON forms", async () => {
+    const { t, echo } = await start();
+    const lanes = 16;
+    const run = async (count: number, arg: ReturnType<typeof jsonText>) => {
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: lanes }, async () => {
+          while (next++ < count) {
+            const action = (await t.engine.predict({ modelId: echo, args: [arg], wait: true })).action!;
+            if (action.status !== ActionStatus.SUCCEEDED) throw new Error(`predict failed: ${action.error?.message}`);
+          }
+        }),
+      );
+    };
+    await run(300, jsonText(batch));
+    const before = heapMiB();
+    await run(3000, jsonText(batch));
+    await run(300, json(batch));
+    const after = heapMiB();
+    console.log(`heap before ${before.toFixed(0)} MiB, after 3,600 predicts ${after.toFixed(0)} MiB`);
+    // The ended actions kept live are bounded by engine.retain_actions_mb (32 MiB): before
+    // this was bounded, 1,000 retained copies of a 55 kB batch as Value trees took GiBs.
+    expect(after - before).toBeLessThan(96);
+    expect(t.server.engine.stats.retainedBytes).toBeLessThanOrEqual(32 * 2 ** 20);
+    expect(t.server.engine.stats.inflightBytes).toBe(0);
+  });
+
+  it("two 40 MB JSON arguments leave GetState, WatchState and ListActions working, and small", async () => {
+    // Kept live (retain_actions_mb above their 160 MB), as they were when this failed.
+    const { t, echo } = await start({ retain_actions_mb: 256 });
+    const big = `[${"1234567,".repeat(5_000_000)}0]`; // 40 MB of JSON text
+    for (let i = 0; i < 2; i++) {
+      const done = (await t.engine.predict({ modelId: echo, args: [{ kind: { case: "jsonText", value: big } }], wait: true })).action!;
+      expect(done.status).toBe(ActionStatus.SUCCEEDED);
+      expect(done.result!.prediction!.kind.case === "jsonText" && done.result!.prediction!.kind.value.length).toBe(big.length);
+    }
+    const { state } = await t.state.getState({});
+    const predicts = (actions: Action[]) => actions.filter((a) => a.modelId === echo && a.call === ActionCall.PREDICT);
+    expect(predicts(state!.actions)).toHaveLength(2);
+    for await (const message of t.state.watchState({})) {
+      expect(message.event.case).toBe("snapshot");
+      expect(message.event.case === "snapshot" && message.event.value.actions.length).toBeGreaterThanOrEqual(2);
+      break;
+    }
+    const actions = predicts((await t.actions.listActions({ modelId: echo })).actions);
+    expect(actions).toHaveLength(2);
+    expect(JSON.stringify(actions, (_, v) => (typeof v === "bigint" ? String(v) : v)).length).toBeLessThan(20_000);
+  });
+
+  it("the event loop stays responsive while a 1M-number result is handled", async () => {
+    const { t, numbersModel } = await start();
+    const channel = createChannel(`127.0.0.1:${t.port}`);
+    const health = createClient(niceDefinition(Health), channel);
+    const predicted = t.engine.predict({ modelId: numbersModel, kwargs: { n: json(1_000_000) }, wait: true });
+    let done = false;
+    void predicted.finally(() => (done = true));
+    let slowest = 0;
+    let checks = 0;
+    while (!done) {
+      const started = performance.now();
+      await health.check({});
+      slowest = Math.max(slowest, performance.now() - started);
+      checks++;
+    }
+    const action = (await predicted).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    // Above engine.max_json_value_bytes, JSON comes back as text even where json was asked.
+    expect(action.result!.prediction!.kind.case).toBe("jsonText");
+    expect((jsonOf(action.result!.prediction) as number[]).length).toBe(1_000_000);
+    channel.close();
+    expect(checks).toBeGreaterThan(5);
+    expect(slowest).toBeLessThan(100);
+  });
+
+  it("pages GetState, WatchState snapshots and ListActions by bytes", async () => {
+    const { t, echo } = await start({ max_page_mb: 0.004 }); // 4 kB pages
+    for (let i = 0; i < 30; i++) await t.engine.addInstance({ modelType: "payloads.Echo", instance: new TextEncoder().encode("{}") });
+    for (let i = 0; i < 10; i++) await t.engine.predict({ modelId: echo, args: [jsonText(numbers(50))], wait: true });
+    // GetState: pages until the token is empty; together every model and action, once.
+    const models = new Set<string>();
+    const actions = new Set<string>();
+    let token = "";
+    let pages = 0;
+    do {
+      const page = await t.state.getState({ pageToken: token });
+      page.state!.models.forEach((m) => models.add(m.id));
+      page.state!.actions.forEach((a) => actions.add(a.id));
+      token = page.nextPageToken;
+      pages++;
+    } while (token);
+    expect(pages).toBeGreaterThan(1);
+    expect(models.size).toBe(32);
+    expect(actions.size).toBe(12);
+    // WatchState: a snapshot in parts, `more` on all but the last, one revision.
+    const parts = [];
+    for await (const message of t.state.watchState({})) {
+      parts.push(message);
+      if (!message.more) break;
+    }
+    expect(parts.length).toBeGreaterThan(1);
+    expect(new Set(parts.map((p) => p.revision)).size).toBe(1);
+    expect(parts.flatMap((p) => (p.event.case === "snapshot" ? p.event.value.models : [])).length).toBe(32);
+    // ListActions: a page ends at its byte budget before its count (FULL views are ~1 kB each here).
+    const first = await t.actions.listActions({ view: ActionView.FULL, pageSize: 1000 });
+    expect(first.actions.length).toBeLessThan(12);
+    const second = await t.actions.listActions({ view: ActionView.FULL, pageSize: 1000, pageToken: first.nextPageToken });
+    expect(second.actions[0]!.id < first.actions.at(-1)!.id).toBe(true);
+  });
+});
