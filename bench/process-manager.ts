@@ -5,12 +5,9 @@
  *
  * Servers run as separate processes (as in production); this process is the client.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import {
@@ -19,101 +16,14 @@ import {
   WatchActionRequestSchema,
   WatchActionResponseSchema,
 } from "../gen/plinth/v1/action_service_pb.ts";
-import {
-  CreateInstanceRequestSchema,
-  CreateInstanceResponseSchema,
-  PredictRequestSchema,
-  PredictResponseSchema,
-} from "../gen/plinth/v1/engine_service_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
+import { bytes, createModel, latencies, root, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess as startServer } from "./servers.ts";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
 const quick = process.argv.includes("--quick");
 const seconds = quick ? 1 : 3;
-
-// ---- measuring ----
-
-async function latencies(n: number, fn: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
-  const times: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const start = performance.now();
-    await fn();
-    times.push(performance.now() - start);
-  }
-  times.sort((a, b) => a - b);
-  return { p50: percentile(times, 50), p95: percentile(times, 95) };
-}
-
-/** Calls per second with `inFlight` calls outstanding at all times. */
-async function throughput(inFlight: number, ms: number, fn: (i: number) => Promise<unknown>): Promise<number> {
-  let done = 0;
-  const end = performance.now() + ms;
-  const start = performance.now();
-  await Promise.all(
-    Array.from({ length: inFlight }, async (_, lane) => {
-      while (performance.now() < end) {
-        await fn(lane);
-        done++;
-      }
-    }),
-  );
-  return done / ((performance.now() - start) / 1000);
-}
-
-// ---- processes ----
-
-async function startPlinth(engine: Record<string, unknown>, runtime = "node", backend = "sqlite") {
-  const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));
-  const config = join(dir, "plinth.yaml");
-  const yaml = [
-    "server:",
-    "  address: 127.0.0.1:0",
-    "backend:",
-    `  kind: ${backend}`,
-    `  path: ${join(dir, "plinth.db")}`,
-    "engine:",
-    ...Object.entries(engine).map(([k, v]) => `  ${k}: ${v}`),
-    "plugins:",
-    `  - module: ${join(root, "bench/plugins/trivial.ts")}`,
-    `    runtime: ${runtime}`,
-  ].join("\n");
-  writeFileSync(config, yaml);
-  const server = await startServer(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
-  return { ...server, client: new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure()) };
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    child.once("exit", () => resolve());
-    child.kill("SIGTERM");
-  });
-}
-
-// ---- calls ----
-
-function unary<Res>(client: grpc.Client, path: string, request: Uint8Array, decode: (b: Uint8Array) => Res): Promise<Res> {
-  return new Promise((resolve, reject) =>
-    client.makeUnaryRequest(
-      path,
-      (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
-      (b: Buffer) => decode(b),
-      request,
-      (error, value) => (error ? reject(error) : resolve(value!)),
-    ),
-  );
-}
-
-const bytes = <S extends Parameters<typeof create>[0]>(schema: S, init: MessageInitShape<S>) => toBinary(schema, create(schema, init));
-
-async function createModel(client: grpc.Client, modelType: string): Promise<string> {
-  const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", bytes(CreateInstanceRequestSchema, { modelType, wait: true }), (b) =>
-    fromBinary(CreateInstanceResponseSchema, b),
-  );
-  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
-  return res.action.modelId;
-}
 
 function predictRequest(modelId: string): Uint8Array {
   return bytes(PredictRequestSchema, { modelId, args: [{ kind: { case: "json", value: { kind: { case: "numberValue", value: 1 } } } }], wait: true });
@@ -194,7 +104,7 @@ const echoRequest = new Uint8Array(32).fill(7);
 const echoCall = () => unary(echoClient, "/bench.Echo/Echo", echoRequest, (b) => b);
 await latencies(300, echoCall);
 const echoLatency = await latencies(quick ? 500 : 2000, echoCall);
-const echoRate = await throughput(64, seconds * 1000, echoCall);
+const echoRate = await throughput(64, { ms: seconds * 1000 }, echoCall);
 echoClient.close();
 await stop(echo.child);
 
@@ -202,7 +112,7 @@ const nodeSpawn = await latencies(quick ? 5 : 10, () => rawSpawn(process.execPat
 const workerSpawn = await latencies(quick ? 3 : 6, rawWorkerSpawn);
 
 // Warm: reused workers, max_children 2.
-const warm = await startPlinth({ max_children: 2, max_queue: 10000, sigterm_timeout: 1 });
+const warm = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000, sigterm_timeout: 1 } });
 const idleRss = rssMiB(warm.child.pid!);
 const models = await Promise.all(Array.from({ length: 64 }, () => createModel(warm.client, "bench.Trivial")));
 const requests = models.map(predictRequest);
@@ -210,16 +120,15 @@ await latencies(300, () => predict(warm.client, requests[0]!));
 const warmLatency = await latencies(quick ? 500 : 2000, () => predict(warm.client, requests[0]!));
 let peakRss = 0;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(warm.child.pid!))), 100);
-const actionRate = await throughput(64, seconds * 1000, (lane) => predict(warm.client, requests[lane]!));
+const actionRate = await throughput(64, { ms: seconds * 1000 }, (lane) => predict(warm.client, requests[lane]!));
 clearInterval(sampler);
 
 // The same load on the memory backend: what the SQLite writes (3 per action) cost.
-const memory = await startPlinth({ max_children: 2, max_queue: 10000 }, "node", "memory");
+const memory = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000 }, backend: "memory" });
 const memoryRequests = (await Promise.all(Array.from({ length: 64 }, () => createModel(memory.client, "bench.Trivial")))).map(predictRequest);
-await throughput(64, 1000, (lane) => predict(memory.client, memoryRequests[lane]!));
-const memoryRate = await throughput(64, seconds * 1000, (lane) => predict(memory.client, memoryRequests[lane]!));
-memory.client.close();
-await stop(memory.child);
+await throughput(64, { ms: 1000 }, (lane) => predict(memory.client, memoryRequests[lane]!));
+const memoryRate = await throughput(64, { ms: seconds * 1000 }, (lane) => predict(memory.client, memoryRequests[lane]!));
+await memory.stop();
 
 // Cancel: a cooperative plugin, and one that ignores SIGTERM (sigterm_timeout 1 s).
 const sleeper = await createModel(warm.client, "bench.Sleeper");
@@ -230,19 +139,17 @@ const stubborn = await createModel(warm.client, "bench.Stubborn");
 const forced: number[] = [];
 for (let i = 0; i < (quick ? 2 : 4); i++) forced.push(await cancelMs(warm.client, await startLong(warm.client, stubborn)));
 forced.sort((a, b) => a - b);
-warm.client.close();
-await stop(warm.child);
+await warm.stop();
 
 // Cold: one process per call.
-const cold = await startPlinth({ max_children: 2, reuse_workers: false });
+const cold = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, reuse_workers: false } });
 const coldModel = await createModel(cold.client, "bench.Trivial");
 const coldRequest = predictRequest(coldModel);
 const coldLatency = await latencies(quick ? 4 : 10, () => predict(cold.client, coldRequest));
-cold.client.close();
-await stop(cold.child);
+await cold.stop();
 
 // The same on Deno children: a smaller runtime to start and to tear down.
-const deno = await startPlinth({ max_children: 2, sigterm_timeout: 1 }, "deno");
+const deno = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, sigterm_timeout: 1 }, runtime: "deno" });
 const denoModel = predictRequest(await createModel(deno.client, "bench.Trivial"));
 await latencies(300, () => predict(deno.client, denoModel));
 const denoLatency = await latencies(quick ? 500 : 2000, () => predict(deno.client, denoModel));
@@ -250,8 +157,7 @@ const denoSleeper = await createModel(deno.client, "bench.Sleeper");
 const denoCancel: number[] = [];
 for (let i = 0; i < (quick ? 5 : 15); i++) denoCancel.push(await cancelMs(deno.client, await startLong(deno.client, denoSleeper)));
 denoCancel.sort((a, b) => a - b);
-deno.client.close();
-await stop(deno.child);
+await deno.stop();
 
 row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
 row("predict (wait) warm, p95", ms(warmLatency.p95), `echo p95 ${ms(echoLatency.p95)}`, "");

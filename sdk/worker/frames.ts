@@ -16,10 +16,21 @@ export class FrameTooLargeError extends Error {
   }
 }
 
-/** Prefixes a payload with its length. @internal */
+/**
+ * The 4-byte length that goes before a payload. Written as a header of its own, so
+ * that a large payload (a MB tensor) is not copied once more just to be prefixed.
+ * @internal
+ */
+export function frameHeader(payloadBytes: number): Uint8Array {
+  const header = new Uint8Array(4);
+  new DataView(header.buffer).setUint32(0, payloadBytes);
+  return header;
+}
+
+/** Header and payload in one buffer. @internal */
 export function encodeFrame(payload: Uint8Array): Uint8Array {
   const frame = new Uint8Array(4 + payload.byteLength);
-  new DataView(frame.buffer).setUint32(0, payload.byteLength);
+  frame.set(frameHeader(payload.byteLength));
   frame.set(payload, 4);
   return frame;
 }

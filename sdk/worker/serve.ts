@@ -18,7 +18,7 @@ import { type Context, createLogger } from "../context.ts";
 import type { Plugin } from "../plugin.ts";
 import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
-import { encodeFrame, FrameDecoder } from "./frames.ts";
+import { FrameDecoder, frameHeader } from "./frames.ts";
 
 /** What a runtime adapter provides to the worker. @internal */
 export interface WorkerHost {
@@ -70,8 +70,8 @@ function errorFields(error: unknown): { name: string; message: string; stack: st
 export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<number> {
   let writing: Promise<void> = Promise.resolve();
   const send = (message: MessageInitShape<typeof WorkerMessageSchema>): Promise<void> => {
-    const bytes = encodeFrame(toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message)));
-    writing = writing.then(() => host.write(bytes));
+    const payload = toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message));
+    writing = writing.then(() => host.write(frameHeader(payload.byteLength))).then(() => host.write(payload));
     return writing;
   };
 

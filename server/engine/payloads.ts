@@ -30,26 +30,13 @@ export type Payload =
   | { readonly kind: "bytes"; readonly data: Uint8Array; readonly bytes: number }
   | { readonly kind: "tensor"; readonly tensor: Tensor; readonly bytes: number };
 
-/** UTF-8 length without encoding: every JSON text is mostly ASCII, so count what is not. */
-function utf8Length(text: string): number {
-  let n = text.length;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) continue;
-    if (c < 0x800) n += 1;
-    else if (c >= 0xd800 && c <= 0xdbff) i++, (n += 2);
-    else n += 2;
-  }
-  return n;
-}
-
 /** How many bytes of a tensor's data each element type takes. */
 export const elementBytes: Record<number, number> = { 1: 4, 2: 8, 3: 1, 4: 2, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 1 };
 
 export type JsonPayload = Extract<Payload, { kind: "json" }>;
 
 export function jsonPayload(text: string, form: JsonForm): JsonPayload {
-  return { kind: "json", text, bytes: utf8Length(text), form };
+  return { kind: "json", text, bytes: Buffer.byteLength(text), form };
 }
 
 /**

@@ -15,7 +15,7 @@ import {
   type WorkerMessage,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
+import { FrameDecoder, frameHeader } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import { procStat } from "./proc.ts";
 import type { ChildCommand } from "./runtimes.ts";
@@ -176,7 +176,12 @@ export class PluginChild {
       else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
     }, "plugin_exited", "before answering");
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
-    this.process.stdin!.write(encodeFrame(toBinary(ServerMessageSchema, message)));
+    const payload = toBinary(ServerMessageSchema, message);
+    const stdin = this.process.stdin!;
+    stdin.cork(); // header and payload in one writev
+    stdin.write(frameHeader(payload.byteLength));
+    stdin.write(payload);
+    stdin.uncork();
     return promise;
   }
 

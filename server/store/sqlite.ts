@@ -47,6 +47,13 @@ interface ModelRow {
   action_id: string;
 }
 
+interface PendingWrite {
+  action: Action;
+  payloads: StoredPayloads | undefined;
+  /** Everyone waiting for this action's latest change to be committed. */
+  settle: { resolve(): void; reject(error: unknown): void }[];
+}
+
 interface PayloadRow {
   args: Buffer | null;
   prediction: Buffer | null;
@@ -86,6 +93,9 @@ export class SqliteStore implements Store {
   readonly #o: SqliteOptions;
   readonly #q;
   readonly #checkpointer: Worker;
+  /** Action changes waiting for this turn's commit, one per action, in order. */
+  readonly #pending = new Map<string, PendingWrite>();
+  #flushTimer: ReturnType<typeof setImmediate> | undefined;
   #closed = false;
 
   constructor(options: SqliteOptions) {
@@ -257,21 +267,63 @@ export class SqliteStore implements Store {
     return this.#db.prepare<unknown[], ModelRow>(sql).all(...params, query.limit).map(meta);
   }
 
-  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
-    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
-    const json = toJsonString(ActionSchema, action);
-    const write = () => {
-      this.#q.putAction.run(action.id, action.modelId, action.status, ms(action.createTime), ms(action.endTime), json);
-      if (payloads) {
-        const args = payloads.args ? toBinary(ActionSchema, create(ActionSchema, payloads.args)) : null;
-        const prediction = payloads.prediction ? toBinary(ArgSchema, payloads.prediction) : null;
-        this.#q.putPayloads.run(action.id, args, prediction);
+  /**
+   * Group commit: the changes of one turn of the event loop go in one transaction (and
+   * two changes of one action in that turn in one write); each caller learns whether
+   * its own change was committed.
+   */
+  putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+    const previous = this.#pending.get(action.id);
+    const merged = previous?.payloads || payloads ? { ...previous?.payloads, ...payloads } : undefined;
+    const write: PendingWrite = { action, payloads: merged, settle: [] };
+    const committed = new Promise<void>((resolve, reject) => write.settle.push({ resolve, reject }));
+    if (previous) write.settle.unshift(...previous.settle);
+    this.#pending.delete(action.id);
+    this.#pending.set(action.id, write);
+    this.#flushTimer ??= setImmediate(() => this.#flush());
+    return committed;
+  }
+
+  /** Commits what is pending; reads call it first so that they see every change made. */
+  #flush(): void {
+    clearImmediate(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#pending.size === 0) return;
+    const writes = [...this.#pending.values()];
+    this.#pending.clear();
+    if (this.#closed) {
+      const error = new PlinthError("unavailable", `the store ${this.#o.path} is closed`);
+      for (const w of writes) for (const s of w.settle) s.reject(error);
+      return;
+    }
+    try {
+      this.#write(this.#db.transaction(() => writes.forEach((w) => this.#writeAction(w))));
+      for (const w of writes) for (const s of w.settle) s.resolve();
+    } catch {
+      // Which one failed? Each on its own: only the writes that fail alone fail.
+      for (const w of writes) {
+        try {
+          this.#write(this.#db.transaction(() => this.#writeAction(w)));
+          for (const s of w.settle) s.resolve();
+        } catch (error) {
+          for (const s of w.settle) s.reject(error);
+        }
       }
-    };
-    this.#write(payloads ? this.#db.transaction(write) : write);
+    }
+  }
+
+  #writeAction({ action, payloads }: PendingWrite): void {
+    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
+    this.#q.putAction.run(action.id, action.modelId, action.status, ms(action.createTime), ms(action.endTime), toJsonString(ActionSchema, action));
+    if (payloads) {
+      const args = payloads.args ? toBinary(ActionSchema, create(ActionSchema, payloads.args)) : null;
+      const prediction = payloads.prediction ? toBinary(ArgSchema, payloads.prediction) : null;
+      this.#q.putPayloads.run(action.id, args, prediction);
+    }
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
+    this.#flush();
     const row = this.#q.getAction.get(id);
     return row && this.#stored(id, row.json, withPayloads);
   }
@@ -290,6 +342,7 @@ export class SqliteStore implements Store {
   }
 
   async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {
+    this.#flush();
     const where: string[] = [];
     const params: unknown[] = [];
     if (query.modelId) {
@@ -320,10 +373,12 @@ export class SqliteStore implements Store {
   }
 
   async unfinishedActions(): Promise<Action[]> {
+    this.#flush();
     return this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json));
   }
 
   async pruneActions(now: Date): Promise<number> {
+    this.#flush();
     return this.#write(() =>
       this.#db.transaction(() => {
         let removed = this.#q.pruneByAge.run(now.getTime() - this.#o.maxActionAgeMs).changes;
@@ -357,6 +412,7 @@ export class SqliteStore implements Store {
 
   async close(): Promise<void> {
     if (this.#closed) return;
+    this.#flush();
     this.#closed = true;
     if (this.#checkpointer.threadId !== -1) {
       // Keep the process alive until the last checkpoint is written.

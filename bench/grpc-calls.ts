@@ -1,0 +1,121 @@
+/**
+ * What the gRPC benchmarks share: measuring (latencies, throughput), a Plinth server
+ * process with a config of the benchmark's choosing, and raw @grpc/grpc-js calls that
+ * take and give encoded bytes, so that the client's own encoding stays out of the figures.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { CreateInstanceRequestSchema, CreateInstanceResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { percentile } from "./report.ts";
+import { startProcess } from "./servers.ts";
+
+export const root = fileURLToPath(new URL("..", import.meta.url));
+
+/** Sequential calls: their p50 and p95 in ms. */
+export async function latencies(n: number, fn: () => Promise<unknown>): Promise<{ p50: number; p95: number }> {
+  const times: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const start = performance.now();
+    await fn();
+    times.push(performance.now() - start);
+  }
+  times.sort((a, b) => a - b);
+  return { p50: percentile(times, 50), p95: percentile(times, 95) };
+}
+
+/** Calls per second with `inFlight` calls outstanding at all times, for `ms` or `count` calls. */
+export async function throughput(inFlight: number, limit: { ms: number } | { count: number }, fn: (lane: number) => Promise<unknown>): Promise<number> {
+  let done = 0;
+  let started = 0;
+  const end = "ms" in limit ? performance.now() + limit.ms : Infinity;
+  const more = () => ("ms" in limit ? performance.now() < end : started++ < limit.count);
+  const start = performance.now();
+  await Promise.all(
+    Array.from({ length: inFlight }, async (_, lane) => {
+      while (more()) {
+        await fn(lane);
+        done++;
+      }
+    }),
+  );
+  return done / ((performance.now() - start) / 1000);
+}
+
+export interface PlinthProcess {
+  child: ChildProcess;
+  port: number;
+  client: grpc.Client;
+  /** SIGTERM, wait for the exit, remove the temporary folder. */
+  stop(): Promise<void>;
+}
+
+/** `server/main.ts` as its own process, on a temporary database, with `plugin` and these engine keys. */
+export async function startPlinth(
+  plugin: string,
+  options: { engine?: Record<string, unknown>; runtime?: string; backend?: string; maxMessageBytes?: number } = {},
+): Promise<PlinthProcess> {
+  const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));
+  const config = join(dir, "plinth.yaml");
+  const yaml = [
+    "server:",
+    "  address: 127.0.0.1:0",
+    "backend:",
+    `  kind: ${options.backend ?? "sqlite"}`,
+    `  path: ${join(dir, "plinth.db")}`,
+    "engine:",
+    ...Object.entries(options.engine ?? {}).map(([k, v]) => `  ${k}: ${v}`),
+    "plugins:",
+    `  - module: ${join(root, plugin)}`,
+    `    runtime: ${options.runtime ?? "node"}`,
+  ].join("\n");
+  writeFileSync(config, yaml);
+  const server = await startProcess(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
+  const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), {
+    "grpc.max_receive_message_length": options.maxMessageBytes ?? -1,
+  });
+  return {
+    ...server,
+    client,
+    async stop() {
+      client.close();
+      await stop(server.child);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    child.once("exit", () => resolve());
+    child.kill("SIGTERM");
+  });
+}
+
+/** One unary call with bytes in and a decoded answer out. */
+export function unary<Res>(client: grpc.Client, path: string, request: Uint8Array, decode: (b: Uint8Array) => Res): Promise<Res> {
+  return new Promise((resolve, reject) =>
+    client.makeUnaryRequest(
+      path,
+      (b: Uint8Array) => Buffer.from(b.buffer, b.byteOffset, b.byteLength),
+      (b: Buffer) => decode(b),
+      request,
+      (error, value) => (error ? reject(error) : resolve(value!)),
+    ),
+  );
+}
+
+export const bytes = <S extends DescMessage>(schema: S, init: MessageInitShape<S>) => toBinary(schema, create(schema, init));
+
+export async function createModel(client: grpc.Client, modelType: string): Promise<string> {
+  const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", bytes(CreateInstanceRequestSchema, { modelType, wait: true }), (b) =>
+    fromBinary(CreateInstanceResponseSchema, b),
+  );
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
+  return res.action.modelId;
+}

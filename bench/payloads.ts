@@ -1,0 +1,119 @@
+/**
+ * `npm run bench:payloads`: real-sized payloads through the whole engine, each beside a
+ * bare @grpc/grpc-js echo of the same bytes measured in the same run.
+ *
+ * - Predict with a 55 kB JSON batch (5,000 numbers) echoed back by the plugin, 64 in
+ *   flight, as json_text and as json (google.protobuf.Value); the server's RSS sampled
+ *   throughout.
+ * - Predict with a 1 MB float32 tensor echoed back, one at a time: p50 latency.
+ *
+ * The server runs as its own process (as in production); this process is the client.
+ */
+import { fromBinary, fromJson, type MessageInitShape } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { type Arg, DType } from "../gen/plinth/v1/arg_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { bytes, createModel, latencies, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
+import { printTable, rssMiB } from "./report.ts";
+import { startProcess } from "./servers.ts";
+
+const quick = process.argv.includes("--quick");
+const TEXT_ACTIONS = quick ? 2000 : 10_000;
+const VALUE_ACTIONS = quick ? 300 : 2000;
+const TENSOR_CALLS = quick ? 20 : 100;
+const IN_FLIGHT = 64;
+
+/** 5,000 numbers with five decimals: 53 kB of JSON text, 55 kB as a google.protobuf.Value. */
+const batch = Array.from({ length: 5000 }, (_, i) => Math.round((((i * 7919) % 100_003) / 100_003 + i) * 1e5) / 1e5);
+const batchText = JSON.stringify(batch);
+const tensorData = new Uint8Array(new Float32Array(256 * 1024).map((_, i) => i / 7).buffer); // 1 MiB
+
+type ArgInit = NonNullable<MessageInitShape<typeof PredictRequestSchema>["args"]>;
+const request = (modelId: string, args: ArgInit) => bytes(PredictRequestSchema, { modelId, args, wait: true });
+const textArgs: ArgInit = [{ kind: { case: "jsonText", value: batchText } }];
+const valueArgs: ArgInit = [{ kind: { case: "json", value: fromJson(ValueSchema, batch) } }];
+const tensorArgs: ArgInit = [{ kind: { case: "tensor", value: { dtype: DType.FLOAT32, shape: [256, 1024], data: tensorData } } }];
+
+/** A predict that must succeed and echo `size` bytes' worth of its argument. */
+async function predict(client: grpc.Client, body: Uint8Array, check: (prediction: Arg | undefined) => boolean): Promise<void> {
+  const res = await unary(client, "/plinth.v1.EngineService/Predict", body, (b) => fromBinary(PredictResponseSchema, b));
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`predict failed: ${res.action?.error?.message}`);
+  if (!check(res.action.result?.prediction)) throw new Error(`predict answered ${res.action.result?.prediction?.kind.case}`);
+}
+const isText = (p: Arg | undefined) => p?.kind.case === "jsonText" && p.kind.value.length === batchText.length;
+const isValue = (p: Arg | undefined) => p?.kind.case === "json" && p.kind.value.kind.case === "listValue" && p.kind.value.kind.value.values.length === 5000;
+const isTensor = (p: Arg | undefined) => p?.kind.case === "tensor" && p.kind.value.data.byteLength === tensorData.byteLength;
+
+const rows: string[][] = [];
+const row = (...cells: string[]) => {
+  rows.push(cells);
+  console.error(`  ${cells[0]}: ${cells[1]}`);
+};
+const pct = (x: number, of: number) => `${((x / of) * 100).toFixed(0)}%`;
+
+console.error(`measuring (${quick ? "quick" : "full"} run)…`);
+
+// Baseline: the same request bytes echoed by a bare grpc-js server.
+const echo = await startProcess(["bench/echo-server.ts"], /^(\d+)\n/);
+const echoClient = new grpc.Client(`127.0.0.1:${echo.port}`, grpc.credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
+const echoOf = (body: Uint8Array) => () => unary(echoClient, "/bench.Echo/Echo", body, (b) => b);
+const textBody = request("m-bench", textArgs);
+await throughput(IN_FLIGHT, { ms: 1000 }, echoOf(textBody));
+const echoRate = await throughput(IN_FLIGHT, { ms: 3000 }, echoOf(textBody));
+const tensorBody = request("m-bench", tensorArgs);
+await latencies(5, echoOf(tensorBody));
+const echoTensor = await latencies(TENSOR_CALLS, echoOf(tensorBody));
+echoClient.close();
+await stop(echo.child);
+
+// Plinth: the trivial plugin echoes its first argument.
+const plinth = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000 } });
+const { client } = plinth;
+const pid = plinth.child.pid!;
+const models = await Promise.all(Array.from({ length: IN_FLIGHT }, () => createModel(client, "bench.Trivial")));
+const textBodies = models.map((m) => request(m, textArgs));
+const idleRss = rssMiB(pid);
+let peakRss = idleRss;
+const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(pid))), 50);
+const textRate = await throughput(IN_FLIGHT, { count: TEXT_ACTIONS }, (lane) => predict(client, textBodies[lane]!, isText));
+const textPeak = peakRss;
+const valueBodies = models.map((m) => request(m, valueArgs));
+const valueRate = await throughput(IN_FLIGHT, { count: VALUE_ACTIONS }, (lane) => predict(client, valueBodies[lane]!, isValue));
+clearInterval(sampler);
+const valuePeak = peakRss;
+// Idle again: what the load left behind (retained actions are bounded by retain_actions_mb).
+await new Promise((resolve) => setTimeout(resolve, 5000));
+const afterRss = rssMiB(pid);
+const tensorModel = request(models[0]!, tensorArgs);
+await latencies(5, () => predict(client, tensorModel, isTensor));
+const tensor = await latencies(TENSOR_CALLS, () => predict(client, tensorModel, isTensor));
+await plinth.stop();
+
+row(
+  `predict, 55 kB JSON as json_text echoed, ${IN_FLIGHT} in flight (${TEXT_ACTIONS} actions)`,
+  `${textRate.toFixed(0)} actions/s`,
+  `echo of the same bytes: ${echoRate.toFixed(0)} calls/s`,
+  `≥ 25% of echo: ${pct(textRate, echoRate)}`,
+);
+row(
+  `server RSS idle before / peak over those ${TEXT_ACTIONS} actions / idle 5 s after all`,
+  `${idleRss.toFixed(0)} / ${textPeak.toFixed(0)} / ${afterRss.toFixed(0)} MiB`,
+  "",
+  `peak ≤ idle + 100 MiB: +${(textPeak - idleRss).toFixed(0)} MiB; idle after < 200 MiB`,
+);
+row(
+  `same as json (google.protobuf.Value), ${IN_FLIGHT} in flight (${VALUE_ACTIONS} actions)`,
+  `${valueRate.toFixed(0)} actions/s (RSS peak ${valuePeak.toFixed(0)} MiB)`,
+  `echo of the json_text bytes: ${echoRate.toFixed(0)} calls/s`,
+  `${pct(valueRate, echoRate)} of echo`,
+);
+row(
+  "predict, 1 MB float32 tensor echoed, one at a time, p50 / p95",
+  `${tensor.p50.toFixed(2)} / ${tensor.p95.toFixed(2)} ms`,
+  `echo of the same message: ${echoTensor.p50.toFixed(2)} / ${echoTensor.p95.toFixed(2)} ms`,
+  `p50 ≤ 3× echo: ${(tensor.p50 / echoTensor.p50).toFixed(1)}×`,
+);
+
+printTable(["what", "plinth", "baseline (same run)", "target"], rows);
