@@ -30,7 +30,11 @@ export async function latencies(n: number, fn: () => Promise<unknown>): Promise<
 }
 
 /** Calls per second with `inFlight` calls outstanding at all times, for `ms` or `count` calls. */
-export async function throughput(inFlight: number, limit: { ms: number } | { count: number }, fn: (lane: number) => Promise<unknown>): Promise<number> {
+export async function throughput(
+  inFlight: number,
+  limit: { ms: number } | { count: number },
+  fn: (lane: number) => Promise<unknown>,
+): Promise<number> {
   let done = 0;
   let started = 0;
   const end = "ms" in limit ? performance.now() + limit.ms : Infinity;

@@ -20,7 +20,7 @@ import { printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
 
 const quick = process.argv.includes("--quick");
-const TEXT_ACTIONS = quick ? 2000 : 10_000;
+const TEXT_ACTIONS = quick ? 2500 : 10_000;
 const VALUE_ACTIONS = quick ? 300 : 2000;
 const TENSOR_CALLS = quick ? 20 : 100;
 const IN_FLIGHT = 64;
@@ -43,7 +43,8 @@ async function predict(client: grpc.Client, body: Uint8Array, check: (prediction
   if (!check(res.action.result?.prediction)) throw new Error(`predict answered ${res.action.result?.prediction?.kind.case}`);
 }
 const isText = (p: Arg | undefined) => p?.kind.case === "jsonText" && p.kind.value.length === batchText.length;
-const isValue = (p: Arg | undefined) => p?.kind.case === "json" && p.kind.value.kind.case === "listValue" && p.kind.value.kind.value.values.length === 5000;
+const isValue = (p: Arg | undefined) =>
+  p?.kind.case === "json" && p.kind.value.kind.case === "listValue" && p.kind.value.kind.value.values.length === 5000;
 const isTensor = (p: Arg | undefined) => p?.kind.case === "tensor" && p.kind.value.data.byteLength === tensorData.byteLength;
 
 const rows: string[][] = [];
@@ -55,18 +56,15 @@ const pct = (x: number, of: number) => `${((x / of) * 100).toFixed(0)}%`;
 
 console.error(`measuring (${quick ? "quick" : "full"} run)…`);
 
-// Baseline: the same request bytes echoed by a bare grpc-js server.
+// Baseline: the same request bytes echoed by a bare grpc-js server, kept running so that
+// its figures are measured next to Plinth's, turn and turn about (this machine's speed
+// drifts by a factor of ~1.5 over minutes).
 const echo = await startProcess(["bench/echo-server.ts"], /^(\d+)\n/);
 const echoClient = new grpc.Client(`127.0.0.1:${echo.port}`, grpc.credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
 const echoOf = (body: Uint8Array) => () => unary(echoClient, "/bench.Echo/Echo", body, (b) => b);
 const textBody = request("m-bench", textArgs);
-await throughput(IN_FLIGHT, { ms: 1000 }, echoOf(textBody));
-const echoRate = await throughput(IN_FLIGHT, { ms: 3000 }, echoOf(textBody));
 const tensorBody = request("m-bench", tensorArgs);
-await latencies(5, echoOf(tensorBody));
-const echoTensor = await latencies(TENSOR_CALLS, echoOf(tensorBody));
-echoClient.close();
-await stop(echo.child);
+await throughput(IN_FLIGHT, { ms: 1000 }, echoOf(textBody));
 
 // Plinth: the trivial plugin echoes its first argument.
 const plinth = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000 } });
@@ -74,35 +72,63 @@ const { client } = plinth;
 const pid = plinth.child.pid!;
 const models = await Promise.all(Array.from({ length: IN_FLIGHT }, () => createModel(client, "bench.Trivial")));
 const textBodies = models.map((m) => request(m, textArgs));
-const idleRss = rssMiB(pid);
-let peakRss = idleRss;
+const textLoad = (count: number) => throughput(IN_FLIGHT, { count }, (lane) => predict(client, textBodies[lane]!, isText));
+/** V8 gives memory back once the server has been idle for ~10 s (its memory reducer). */
+const idle = async () => {
+  await new Promise((resolve) => setTimeout(resolve, 15_000));
+  return rssMiB(pid);
+};
+const freshRss = rssMiB(pid);
+await textLoad(1000);
+const warmRss = await idle();
+let peakRss = warmRss;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(pid))), 50);
-const textRate = await throughput(IN_FLIGHT, { count: TEXT_ACTIONS }, (lane) => predict(client, textBodies[lane]!, isText));
+const rssAt: number[] = [];
+const started = performance.now();
+for (let fifth = 0; fifth < 5; fifth++) {
+  await textLoad(TEXT_ACTIONS / 5);
+  rssAt.push(rssMiB(pid));
+}
+const textRate = TEXT_ACTIONS / ((performance.now() - started) / 1000);
 const textPeak = peakRss;
+// The ratio to echo: three rounds of 2 s each, echo then Plinth, and the median of each.
+const echoRates: number[] = [];
+const plinthRates: number[] = [];
+for (let round = 0; round < 3; round++) {
+  echoRates.push(await throughput(IN_FLIGHT, { ms: 2000 }, echoOf(textBody)));
+  plinthRates.push(await throughput(IN_FLIGHT, { ms: 2000 }, (lane) => predict(client, textBodies[lane]!, isText)));
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const echoRate = median(echoRates);
+const pairedRate = median(plinthRates);
+const afterRss = await idle();
+peakRss = 0;
 const valueBodies = models.map((m) => request(m, valueArgs));
 const valueRate = await throughput(IN_FLIGHT, { count: VALUE_ACTIONS }, (lane) => predict(client, valueBodies[lane]!, isValue));
 clearInterval(sampler);
 const valuePeak = peakRss;
-// Idle again: what the load left behind (retained actions are bounded by retain_actions_mb).
-await new Promise((resolve) => setTimeout(resolve, 5000));
-const afterRss = rssMiB(pid);
 const tensorModel = request(models[0]!, tensorArgs);
 await latencies(5, () => predict(client, tensorModel, isTensor));
+await latencies(5, echoOf(tensorBody));
 const tensor = await latencies(TENSOR_CALLS, () => predict(client, tensorModel, isTensor));
+const echoTensor = await latencies(TENSOR_CALLS, echoOf(tensorBody));
 await plinth.stop();
+echoClient.close();
+await stop(echo.child);
 
 row(
-  `predict, 55 kB JSON as json_text echoed, ${IN_FLIGHT} in flight (${TEXT_ACTIONS} actions)`,
-  `${textRate.toFixed(0)} actions/s`,
+  `predict, 55 kB JSON as json_text echoed, ${IN_FLIGHT} in flight: ${TEXT_ACTIONS} actions / turn about with echo`,
+  `${textRate.toFixed(0)} / ${pairedRate.toFixed(0)} actions/s`,
   `echo of the same bytes: ${echoRate.toFixed(0)} calls/s`,
-  `≥ 25% of echo: ${pct(textRate, echoRate)}`,
+  `≥ 25% of echo: ${pct(pairedRate, echoRate)}`,
 );
 row(
-  `server RSS idle before / peak over those ${TEXT_ACTIONS} actions / idle 5 s after all`,
-  `${idleRss.toFixed(0)} / ${textPeak.toFixed(0)} / ${afterRss.toFixed(0)} MiB`,
-  "",
-  `peak ≤ idle + 100 MiB: +${(textPeak - idleRss).toFixed(0)} MiB; idle after < 200 MiB`,
+  `server RSS: idle after 1,000 such actions / after each fifth of the ${TEXT_ACTIONS} / peak`,
+  `${warmRss.toFixed(0)} / ${rssAt.map((r) => r.toFixed(0)).join(", ")} / ${textPeak.toFixed(0)} MiB`,
+  `fresh server ${freshRss.toFixed(0)} MiB`,
+  `flat, peak ≤ idle + 100 MiB: +${(textPeak - warmRss).toFixed(0)} MiB`,
 );
+row("server RSS idle again, 15 s after the load", `${afterRss.toFixed(0)} MiB`, "", "< ~200 MiB");
 row(
   `same as json (google.protobuf.Value), ${IN_FLIGHT} in flight (${VALUE_ACTIONS} actions)`,
   `${valueRate.toFixed(0)} actions/s (RSS peak ${valuePeak.toFixed(0)} MiB)`,

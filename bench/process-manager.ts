@@ -36,7 +36,9 @@ async function predict(client: grpc.Client, request: Uint8Array): Promise<void> 
 
 /** Starts a predict that runs until cancelled; resolves with its id once it executes. */
 async function startLong(client: grpc.Client, modelId: string): Promise<string> {
-  const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) => fromBinary(PredictResponseSchema, b));
+  const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
+    fromBinary(PredictResponseSchema, b),
+  );
   const actionId = res.action!.id;
   await new Promise<void>((resolve, reject) => {
     const stream = client.makeServerStreamRequest(

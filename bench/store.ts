@@ -26,10 +26,7 @@ const newDb = () => join(mkdtempSync(join(tmpdir(), "plinth-bench-db-")), "plint
 /** Spawns the server process on `path` and returns the ms until it logs "serving". */
 async function startupMs(path: string): Promise<number> {
   const started = performance.now();
-  const server = await startProcess(
-    ["server/main.ts", "--address", "127.0.0.1:0", "--config", await configFile(path)],
-    /"msg":"serving"/,
-  );
+  const server = await startProcess(["server/main.ts", "--address", "127.0.0.1:0", "--config", await configFile(path)], /"msg":"serving"/);
   const ms = performance.now() - started;
   const exited = once(server.child, "exit");
   server.child.kill("SIGTERM");
@@ -102,7 +99,17 @@ const store = new SqliteStore({ path: full, synchronous: "normal", keepRevisions
 const now = new Date();
 for (let i = 0; i < 10_000; i++) {
   const id = `m-bench${String(i).padStart(6, "0")}`;
-  await store.putModel({ id, modelType: "bench.Trivial", revision: 1n, oldestRevision: 1n, createTime: now, updateTime: now, instance: new Uint8Array(1024), instanceSize: 1024, actionId: "" });
+  await store.putModel({
+    id,
+    modelType: "bench.Trivial",
+    revision: 1n,
+    oldestRevision: 1n,
+    createTime: now,
+    updateTime: now,
+    instance: new Uint8Array(1024),
+    instanceSize: 1024,
+    actionId: "",
+  });
 }
 await store.close();
 const emptyStart = await startupMs(newDb());

@@ -45,7 +45,10 @@ writeFileSync(
   ].join("\n"),
 );
 console.error(`measuring (${quick ? "quick" : "full"} run)…`);
-const server = await startProcess(["server/main.ts", "--config", config, "--address", "127.0.0.1:0"], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
+const server = await startProcess(
+  ["server/main.ts", "--config", config, "--address", "127.0.0.1:0"],
+  /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/,
+);
 const channel = createChannel(`127.0.0.1:${server.port}`);
 const engine = createClient(niceDefinition(EngineService), channel);
 const actions = createClient(niceDefinition(ActionService), channel);
@@ -64,19 +67,23 @@ const clients = Array.from({ length: CLIENT_PROCESSES }, () =>
   fork(join(root, "bench/watchers.ts"), [String(server.port), String(WATCHERS / CLIENT_PROCESSES)], { execArgv: ["--import", "tsx"], cwd: root }),
 );
 await Promise.all(clients.map((c) => once(c, "message")));
-const ask = (message: string) => Promise.all(clients.map((c) => new Promise<Report>((resolve) => {
-  c.once("message", (m) => resolve(m as Report));
-  c.send(message);
-})));
+const ask = (message: string) =>
+  Promise.all(
+    clients.map(
+      (c) =>
+        new Promise<Report>((resolve) => {
+          c.once("message", (m) => resolve(m as Report));
+          c.send(message);
+        }),
+    ),
+  );
 
 const revisionBefore = (await state.getState({})).state!.revision;
 const started = performance.now();
 for (const c of clients) c.send("start");
 let peakRss = 0;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(server.child.pid!))), 200);
-const runs = await Promise.all(
-  models.map((modelId) => engine.predict({ modelId, kwargs: { seconds: num(SECONDS), every: num(INTERVAL_MS) } })),
-);
+const runs = await Promise.all(models.map((modelId) => engine.predict({ modelId, kwargs: { seconds: num(SECONDS), every: num(INTERVAL_MS) } })));
 const ids = runs.map((r) => r.action!.id);
 const finals = await Promise.all(ids.map((actionId) => actions.waitAction({ actionId })));
 for (const c of clients) c.send("stop");
@@ -102,10 +109,12 @@ for (let tries = 0; tries < 200 && !allConverged; tries++) {
   );
   if (!allConverged) await new Promise((r) => setTimeout(r, 50));
 }
-await Promise.all(clients.map((c) => {
-  c.send("close");
-  return once(c, "exit");
-}));
+await Promise.all(
+  clients.map((c) => {
+    c.send("close");
+    return once(c, "exit");
+  }),
+);
 channel.close();
 server.child.kill("SIGTERM");
 const delivered = reports.reduce((n, r) => n + r.delivered, 0);

@@ -42,7 +42,6 @@ export interface Context {
 
 /** Writes log lines as one JSON object per line, to the given sink. */
 export function createLogger(write: (line: string) => void): Logger {
-  const at = (level: string) => (message: string, fields?: Record<string, JsonValue>) =>
-    write(JSON.stringify({ level, msg: message, ...fields }));
+  const at = (level: string) => (message: string, fields?: Record<string, JsonValue>) => write(JSON.stringify({ level, msg: message, ...fields }));
   return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }

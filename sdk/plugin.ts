@@ -31,12 +31,7 @@ export interface ModelType<Instance = unknown> {
    * Predicts. Return the prediction, or {@link withInstance} to also store an
    * updated instance.
    */
-  predict?(
-    ctx: Context,
-    instance: Instance,
-    args: Args,
-    kwargs: Kwargs,
-  ): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+  predict?(ctx: Context, instance: Instance, args: Args, kwargs: Kwargs): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
   /** Turns an instance into bytes; JSON by default. */
   serialize?(instance: Instance): MaybePromise<Uint8Array>;
   /** Turns bytes from serialize back into an instance; JSON by default. */
@@ -66,6 +61,7 @@ export interface Plugin {
   name: string;
   description?: string;
   /** Model types by their full name, e.g. "iris.RandomForest". */
+  // biome-ignore lint/suspicious/noExplicitAny: each model type has its own instance type; unknown would reject them (parameters are contravariant)
   models?: Record<string, ModelType<any>>;
   /** Data-access functions by their full name, e.g. "iris.inputs". */
   dataAccess?: Record<string, DataAccessFunction>;

@@ -39,12 +39,7 @@ export interface PluginHarness {
   instantiate(modelType: string, args?: Args, kwargs?: Kwargs, options?: CallOptions): Promise<TestModel>;
   fit(model: TestModel, args?: Args, kwargs?: Kwargs, options?: CallOptions): Promise<TestModel>;
   /** The prediction, and the model, updated if predict returned withInstance. */
-  predict(
-    model: TestModel,
-    args?: Args,
-    kwargs?: Kwargs,
-    options?: CallOptions,
-  ): Promise<{ prediction: PluginValue; model: TestModel }>;
+  predict(model: TestModel, args?: Args, kwargs?: Kwargs, options?: CallOptions): Promise<{ prediction: PluginValue; model: TestModel }>;
 }
 
 /**

@@ -97,7 +97,10 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
     engine = await Engine.open({ ...engineOptions(config), store, processes, plugins, logger });
     for (const p of plugins.plugins) {
       const { name, modelTypes, dataAccess } = p.info;
-      logger.info({ plugin: name, runtime: p.target.runtime, models: modelTypes.map((m) => m.name), dataAccess: dataAccess.map((d) => d.name) }, "plugin loaded");
+      logger.info(
+        { plugin: name, runtime: p.target.runtime, models: modelTypes.map((m) => m.name), dataAccess: dataAccess.map((d) => d.name) },
+        "plugin loaded",
+      );
     }
   } catch (error) {
     await close();

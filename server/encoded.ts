@@ -9,7 +9,10 @@ const cache = new WeakMap<object, Uint8Array>();
 
 export function encodeOnce<S extends DescMessage>(schema: S, message: MessageShape<S>): Uint8Array {
   let bytes = cache.get(message);
-  if (!bytes) cache.set(message, (bytes = toBinary(schema, message)));
+  if (!bytes) {
+    bytes = toBinary(schema, message);
+    cache.set(message, bytes);
+  }
   return bytes;
 }
 

@@ -16,7 +16,7 @@ const usage = `usage: tsx server/main.ts [--config FILE] [--address HOST:PORT] [
   --log-level LEVEL    trace, debug, info (default), warn, error`;
 
 async function main(): Promise<number> {
-  let values;
+  let values: { config?: string | undefined; address?: string | undefined; "log-level": string; help?: boolean | undefined };
   try {
     ({ values } = parseArgs({
       options: {

@@ -8,11 +8,7 @@ export interface Settle<T> {
   reject(reason: unknown): void;
 }
 
-export function waitInQueue<T, W extends Settle<T>>(
-  queue: W[],
-  signal: AbortSignal | undefined,
-  fields: Omit<W, keyof Settle<T>>,
-): Promise<T> {
+export function waitInQueue<T, W extends Settle<T>>(queue: W[], signal: AbortSignal | undefined, fields: Omit<W, keyof Settle<T>>): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => {
       const i = queue.indexOf(waiter);

@@ -47,9 +47,16 @@ describe("bad input gets a precise status and a message that says what to fix", 
 
   it("malformed args → INVALID_ARGUMENT naming the argument, and no action is created", async () => {
     const before = (await t.actions.listActions({})).actions.length;
-    await expectStatus(t.engine.predict({ modelId, args: [json(1), {}] }), Status.INVALID_ARGUMENT, /^argument args\[1\]: set one of json, json_text, bytes, tensor or data_access$/);
     await expectStatus(
-      t.engine.predict({ modelId, kwargs: { x: { kind: { case: "tensor", value: { dtype: DType.FLOAT64, shape: [2, 2], data: new Uint8Array(8) } } } } }),
+      t.engine.predict({ modelId, args: [json(1), {}] }),
+      Status.INVALID_ARGUMENT,
+      /^argument args\[1\]: set one of json, json_text, bytes, tensor or data_access$/,
+    );
+    await expectStatus(
+      t.engine.predict({
+        modelId,
+        kwargs: { x: { kind: { case: "tensor", value: { dtype: DType.FLOAT64, shape: [2, 2], data: new Uint8Array(8) } } } },
+      }),
       Status.INVALID_ARGUMENT,
       /^argument kwargs.x: a tensor of shape \[2, 2\] needs 32 bytes of data, got 8$/,
     );

@@ -45,9 +45,7 @@ describe("a misbehaving plugin fails its own action and nothing else", () => {
     const action = (await t.engine.predict({ modelId, kwargs: { mode: json("print") }, wait: true })).action!;
     expect(action.status).toBe(ActionStatus.SUCCEEDED);
     expect(jsonOf(action.result?.prediction)).toBe("printed");
-    expect(action.logTail).toEqual(
-      expect.arrayContaining(["printed with console.log", "written to process.stdout", "info line"]),
-    );
+    expect(action.logTail).toEqual(expect.arrayContaining(["printed with console.log", "written to process.stdout", "info line"]));
   });
 
   it("a failing data access fails the action and names the argument", async () => {

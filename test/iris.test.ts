@@ -16,9 +16,7 @@ describe("the Iris classifier", () => {
     expect(created.status).toBe(ActionStatus.SUCCEEDED);
     const modelId = created.modelId;
 
-    const fit = (
-      await t.engine.fit({ modelId, args: [dataAccess("iris.inputs"), dataAccess("iris.outputs")], wait: true })
-    ).action!;
+    const fit = (await t.engine.fit({ modelId, args: [dataAccess("iris.inputs"), dataAccess("iris.outputs")], wait: true })).action!;
     expect(fit.status).toBe(ActionStatus.SUCCEEDED);
     expect(fit.dataAccess.map((d) => [d.argument, d.name, d.status])).toEqual([
       ["args[0]", "iris.inputs", ActionStatus.SUCCEEDED],
@@ -39,7 +37,18 @@ describe("the Iris classifier", () => {
     expect(accuracy).toBeGreaterThan(0.9);
 
     // And on flowers given as JSON rows.
-    const two = (await t.engine.predict({ modelId, args: [json([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]])], wait: true })).action!;
+    const two = (
+      await t.engine.predict({
+        modelId,
+        args: [
+          json([
+            [5.1, 3.5, 1.4, 0.2],
+            [6.7, 3.0, 5.2, 2.3],
+          ]),
+        ],
+        wait: true,
+      })
+    ).action!;
     expect(jsonOf(two.result?.prediction)).toEqual(["setosa", "virginica"]);
   });
 

@@ -55,7 +55,11 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
 
   it("too many args or kwargs, and data access nested too deep", async () => {
     const { t, modelId } = await start({ max_args: 3, max_kwargs: 2, max_data_access_depth: 2 });
-    await expectStatus(t.engine.predict({ modelId, args: [json(1), json(2), json(3), json(4)] }), Status.INVALID_ARGUMENT, /^the request has 4 args; engine\.max_args allows 3$/);
+    await expectStatus(
+      t.engine.predict({ modelId, args: [json(1), json(2), json(3), json(4)] }),
+      Status.INVALID_ARGUMENT,
+      /^the request has 4 args; engine\.max_args allows 3$/,
+    );
     await expectStatus(
       t.engine.predict({ modelId, kwargs: { a: json(1), b: json(2), c: json(3) } }),
       Status.INVALID_ARGUMENT,
@@ -68,7 +72,8 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
       /^argument args\[0\]\.args\[0\]\.args\[0\]: data access nests 3 deep; engine\.max_data_access_depth allows 2$/,
     );
     // Within the limits, the same shapes run.
-    const ok = (await t.engine.predict({ modelId, args: [dataAccess("payloads.echo", [dataAccess("payloads.echo", [json(7)])])], wait: true })).action!;
+    const ok = (await t.engine.predict({ modelId, args: [dataAccess("payloads.echo", [dataAccess("payloads.echo", [json(7)])])], wait: true }))
+      .action!;
     expect(ok.status).toBe(ActionStatus.SUCCEEDED);
   });
 
@@ -80,9 +85,11 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
     await watchActions(t, (v) => v.get(busy.id)?.status === ActionStatus.EXECUTING);
     // ...so three with data access wait for theirs: the queue is full.
     const models: string[] = [];
-    for (let i = 0; i < 4; i++) models.push((await t.engine.addInstance({ modelType: "payloads.Echo", instance: new TextEncoder().encode("{}") })).model!.id);
+    for (let i = 0; i < 4; i++)
+      models.push((await t.engine.addInstance({ modelType: "payloads.Echo", instance: new TextEncoder().encode("{}") })).model!.id);
     const waiting: string[] = [];
-    for (const id of models.slice(0, 3)) waiting.push((await t.engine.predict({ modelId: id, args: [dataAccess("payloads.numbers", [json(3)])] })).action!.id);
+    for (const id of models.slice(0, 3))
+      waiting.push((await t.engine.predict({ modelId: id, args: [dataAccess("payloads.numbers", [json(3)])] })).action!.id);
     await watchActions(t, (v) => waiting.every((id) => v.get(id)?.status === ActionStatus.ACCESSING_DATA));
     await expectStatus(
       t.engine.predict({ modelId: models[3]!, args: [dataAccess("payloads.numbers", [json(3)])] }),
@@ -111,7 +118,11 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
 
   it("revisions from 2^63 up and oversized filter lists", async () => {
     const { t, modelId } = await start();
-    await expectStatus(t.engine.getModel({ modelId, revision: 2n ** 63n }), Status.INVALID_ARGUMENT, /^revision: must be below 2\^63, got 9223372036854775808$/);
+    await expectStatus(
+      t.engine.getModel({ modelId, revision: 2n ** 63n }),
+      Status.INVALID_ARGUMENT,
+      /^revision: must be below 2\^63, got 9223372036854775808$/,
+    );
     const watch = async (request: Parameters<typeof t.state.watchState>[0]) => {
       for await (const _ of t.state.watchState(request)) break;
     };

@@ -73,9 +73,7 @@ describe("models and history survive a restart", () => {
     const older = (await second.engine.getModel({ modelId, includeInstance: true, revision: 4n })).model!;
     expect(older.revision).toBe(4n);
     expect(decode(older.instance).fits).toHaveLength(3);
-    await expect(second.engine.getModel({ modelId, revision: 2n })).rejects.toThrow(
-      `model ${modelId} has no revision 2: it keeps revisions 4 to 5`,
-    );
+    await expect(second.engine.getModel({ modelId, revision: 2n })).rejects.toThrow(`model ${modelId} has no revision 2: it keeps revisions 4 to 5`);
 
     const history = (await second.actions.listActions({ modelId })).actions;
     expect(history.map((a) => a.status)).toEqual(Array(5).fill(ActionStatus.SUCCEEDED));

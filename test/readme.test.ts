@@ -43,9 +43,7 @@ describe("the README's grpcurl session", () => {
     const fit = await t.engine.fit(fromJsonString(FitRequestSchema, body("EngineService/Fit").replaceAll(exampleId, modelId)));
     expect(fit.action!.status).toBe(ActionStatus.SUCCEEDED);
 
-    const predicted = await t.engine.predict(
-      fromJsonString(PredictRequestSchema, body("EngineService/Predict").replaceAll(exampleId, modelId)),
-    );
+    const predicted = await t.engine.predict(fromJsonString(PredictRequestSchema, body("EngineService/Predict").replaceAll(exampleId, modelId)));
     const json = toJson(PredictResponseSchema, predicted) as {
       action: { result: { prediction: unknown } };
     };

@@ -80,9 +80,7 @@ describe("server reflection, as grpcurl uses it", () => {
         // The descriptors are complete and consistent: a strict registry builds from them.
         const registry = createFileRegistry(create(FileDescriptorSetSchema, { file: dependenciesFirst(files) }));
         expect(registry.getService("plinth.v1.EngineService")?.methods.map((m) => m.name)).toContain("CreateInstance");
-        expect(registry.getMessage("plinth.v1.Arg")?.fields.find((f) => f.name === "json")?.message?.typeName).toBe(
-          "google.protobuf.Value",
-        );
+        expect(registry.getMessage("plinth.v1.Arg")?.fields.find((f) => f.name === "json")?.message?.typeName).toBe("google.protobuf.Value");
 
         const missing = await ask(client, { file_containing_symbol: "no.such.Symbol" });
         expect(missing.error_response?.error_code).toBe(grpc.status.NOT_FOUND);
@@ -96,8 +94,8 @@ describe("server reflection, as grpcurl uses it", () => {
 describe("grpc.health.v1", () => {
   it("answers SERVING once the plugins are loaded, for the server and each service", async () => {
     const health = loadSync("grpc/health/v1/health.proto", { includeDirs: [join(import.meta.dirname, "../proto")], enums: String });
-    const Health = (grpc.loadPackageDefinition(health) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } })
-      .grpc.health.v1.Health;
+    const Health = (grpc.loadPackageDefinition(health) as unknown as { grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } } }).grpc
+      .health.v1.Health;
     const client = new Health(`127.0.0.1:${t.port}`, grpc.credentials.createInsecure());
     const check = (service: string) =>
       new Promise<unknown>((resolve, reject) =>

@@ -17,7 +17,13 @@ describe("the server as a process", () => {
       if (update.action!.status === ActionStatus.EXECUTING) break;
     }
     const all = descendantsOf(server.child.pid!);
-    expect(all.filter((pid) => processes().find((p) => p.pid === pid)?.cmdline.includes("sdk/adapters/")).length).toBeGreaterThan(0);
+    expect(
+      all.filter((pid) =>
+        processes()
+          .find((p) => p.pid === pid)
+          ?.cmdline.includes("sdk/adapters/"),
+      ).length,
+    ).toBeGreaterThan(0);
     server.child.kill("SIGTERM");
     const [code] = await once(server.child, "exit");
     expect(code).toBe(0);

@@ -102,7 +102,8 @@ describe("WatchState", () => {
     const t = await systest();
     const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     // Done: the create and three fits of `modelId` and the create of `other` ended, `other` deleted.
-    const done = (v: View) => [...v.actions.values()].filter((a) => ended(a.status)).length === 5 && v.models.get(modelId) === 4n && v.models.size === 1;
+    const done = (v: View) =>
+      [...v.actions.values()].filter((a) => ended(a.status)).length === 5 && v.models.get(modelId) === 4n && v.models.size === 1;
     const stayed = new View();
     const stayedDone = watch({}, done, stayed);
     // The other watcher reads the snapshot, then goes away.
@@ -158,18 +159,31 @@ describe("WatchState", () => {
     const small = new Uint8Array([1, 2, 3]);
     const { action } = await t.engine.predict({
       modelId,
-      args: [{ kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [64, 1024], data } } }, { kind: { case: "bytes", value: data } }, { kind: { case: "bytes", value: small } }],
+      args: [
+        { kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [64, 1024], data } } },
+        { kind: { case: "bytes", value: data } },
+        { kind: { case: "bytes", value: small } },
+      ],
     });
     const seen = await watch({ actionIds: [action!.id] }, (v) => ended(v.actions.get(action!.id)?.status));
-    const shown = seen.messages.flatMap((m) => (m.event.case === "actionUpserted" ? [m.event.value] : m.event.case === "snapshot" ? m.event.value.actions : []));
+    const shown = seen.messages.flatMap((m) =>
+      m.event.case === "actionUpserted" ? [m.event.value] : m.event.case === "snapshot" ? m.event.value.actions : [],
+    );
     const last = shown.filter((a) => a.id === action!.id).at(-1)!;
     // The plugin got the data; the stream shows what it is, not the data itself.
     expect(last.status).toBe(ActionStatus.SUCCEEDED);
     const [tensor, bytes, inline] = last.args;
-    expect(tensor!.kind.case === "summary" && tensor!.kind.value).toMatchObject({ kind: ArgKind.TENSOR, sizeBytes: 65536n, dtype: DType.UINT8, shape: [64, 1024] });
+    expect(tensor!.kind.case === "summary" && tensor!.kind.value).toMatchObject({
+      kind: ArgKind.TENSOR,
+      sizeBytes: 65536n,
+      dtype: DType.UINT8,
+      shape: [64, 1024],
+    });
     expect(bytes!.kind.case === "summary" && bytes!.kind.value).toMatchObject({ kind: ArgKind.BYTES, sizeBytes: 65536n });
     expect(inline!.kind.case === "bytes" && [...inline!.kind.value]).toEqual([...small]);
-    expect(jsonOf(last.result!.prediction)).toMatchObject({ args: [{ tensor: { dtype: "uint8", shape: [64, 1024] } }, { bytes: 65536 }, { bytes: 3 }] });
+    expect(jsonOf(last.result!.prediction)).toMatchObject({
+      args: [{ tensor: { dtype: "uint8", shape: [64, 1024] } }, { bytes: 65536 }, { bytes: 3 }],
+    });
   });
 
   it("a watcher that stops reading costs at most one pending change per model and action", async () => {

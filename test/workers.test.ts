@@ -172,9 +172,8 @@ describe("deadlines", () => {
   it("a running action past its timeout is stopped and fails with a deadline reason", async () => {
     const { t, modelId } = await start({});
     const started = performance.now();
-    const action = (
-      await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") }, timeout: { seconds: 1n, nanos: 0 }, wait: true })
-    ).action!;
+    const action = (await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") }, timeout: { seconds: 1n, nanos: 0 }, wait: true }))
+      .action!;
     expect(performance.now() - started).toBeGreaterThanOrEqual(950);
     expect(action.status).toBe(ActionStatus.FAILED);
     expect(action.error).toMatchObject({ code: "deadline_exceeded", message: "the action did not end within its timeout of 1 s" });
@@ -202,7 +201,11 @@ describe("deadlines", () => {
 describe("a misbehaving child fails only its own call, with a precise error, and frees its slot", () => {
   const cases: [string, Record<string, unknown>, RegExp][] = [
     ["garbage on the protocol channel", { mode: json("garbage") }, /broke the protocol: frame of \d+ bytes exceeds the limit|broke the protocol/],
-    ["a frame over max_frame_bytes", { mode: json("huge"), size: json(300_000) }, /broke the protocol: frame of \d+ bytes exceeds the limit of 262144 bytes/],
+    [
+      "a frame over max_frame_bytes",
+      { mode: json("huge"), size: json(300_000) },
+      /broke the protocol: frame of \d+ bytes exceeds the limit of 262144 bytes/,
+    ],
     ["stdout closed early", { mode: json("close_stdout") }, /closed its stdout/],
   ];
   it.each(cases)("%s", async (_name, kwargs, message) => {

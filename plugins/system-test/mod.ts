@@ -4,7 +4,17 @@
  * progress as it goes (and, with kwargs.remember, stores them as a new revision). The data-access functions echo and add their arguments.
  * @module
  */
-import { type Args, type Context, defineModel, definePlugin, type JsonValue, type Kwargs, type PluginValue, Tensor, withInstance } from "../../sdk/mod.ts";
+import {
+  type Args,
+  type Context,
+  defineModel,
+  definePlugin,
+  type JsonValue,
+  type Kwargs,
+  type PluginValue,
+  Tensor,
+  withInstance,
+} from "../../sdk/mod.ts";
 
 /** Values as JSON for the echo: bytes and tensors are summarised. */
 function describe(value: PluginValue): JsonValue {
@@ -28,10 +38,14 @@ async function sleep(ctx: Context, seconds: number): Promise<void> {
     ctx.report({ progress: 1 - (end - Date.now()) / (seconds * 1000) });
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(resolve, Math.min(100, end - Date.now()));
-      ctx.signal.addEventListener("abort", () => {
-        clearTimeout(timer);
-        reject(ctx.signal.reason);
-      }, { once: true });
+      ctx.signal.addEventListener(
+        "abort",
+        () => {
+          clearTimeout(timer);
+          reject(ctx.signal.reason);
+        },
+        { once: true },
+      );
     });
   }
   ctx.report({ progress: 1 });

@@ -7,12 +7,7 @@
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import { fromJson, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
-import {
-  type Call,
-  CallKind,
-  ServerMessageSchema,
-  WorkerMessageSchema,
-} from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { type Call, CallKind, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type CallKind as SdkCallKind, runCall } from "../_call.ts";
 import { type Context, createLogger } from "../context.ts";
 import type { Plugin } from "../plugin.ts";
@@ -135,11 +130,7 @@ export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<
       const kind = kinds[call.kind];
       if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
       const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeValue(v)]));
-      const out = await runCall(
-        plugin,
-        { kind, target: call.target, instance: call.instance, args: call.args.map(decodeValue), kwargs },
-        ctx,
-      );
+      const out = await runCall(plugin, { kind, target: call.target, instance: call.instance, args: call.args.map(decodeValue), kwargs }, ctx);
       clearTimeout(timer);
       flush();
       const result = { callId: call.callId, value: encodeValue(out.value) };
@@ -164,9 +155,11 @@ export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<
       const message = fromBinary(ServerMessageSchema, frame);
       if (message.kind.case === "call") {
         const call = message.kind.value;
-        chain = chain.then(() => (terminated ? undefined : handle(call))).then(() => {
-          if (terminated) host.exit(EXIT_TERMINATED);
-        });
+        chain = chain
+          .then(() => (terminated ? undefined : handle(call)))
+          .then(() => {
+            if (terminated) host.exit(EXIT_TERMINATED);
+          });
       }
     }
   }

@@ -60,7 +60,7 @@ export const configSchema = z.strictObject({
       /** ...and for at most this many seconds... */
       retain_actions_seconds: seconds.default(3600),
       /** ...and while their arguments and results take at most this many MiB. */
-      retain_actions_mb: mebibytes.default(32),
+      retain_actions_mb: mebibytes.default(8),
       /** Arguments and results of the actions not yet ended, in MiB at most; beyond, new actions are refused. */
       max_inflight_mb: mebibytes.default(512),
       /** Arguments and results larger than this show as summaries in the state, streams and lists. */
@@ -97,7 +97,11 @@ export const configSchema = z.strictObject({
       /** Refuse writes once the SQLite file would grow past this many MiB. */
       max_size_mb: z.number().positive().optional(),
       /** The history keeps an argument or result in full up to this size; larger ones as summaries. */
-      max_payload_bytes: z.number().int().nonnegative().default(16 * 1024),
+      max_payload_bytes: z
+        .number()
+        .int()
+        .nonnegative()
+        .default(16 * 1024),
     })
     .prefault({}),
   plugins: z.array(pluginSchema).optional(),

@@ -78,7 +78,9 @@ export function parseArgs(args: Arg[], kwargs: Record<string, Arg>, limits: ArgL
       }
       // Counted before the inner ones are walked, so that a flood is refused at once.
       if (++accessed > limits.maxDataAccess) {
-        throw invalid(`argument ${path}: more than ${limits.maxDataAccess} data-access arguments; engine.max_data_access allows ${limits.maxDataAccess} per request`);
+        throw invalid(
+          `argument ${path}: more than ${limits.maxDataAccess} data-access arguments; engine.max_data_access allows ${limits.maxDataAccess} per request`,
+        );
       }
       const node: DataAccessNode = { kind: "data_access", path, name: access.name, ...level(access.args, access.kwargs, path, depth + 1) };
       dataAccess.push(node);

@@ -21,11 +21,7 @@ export class Coalesced<T> implements AsyncIterable<T | typeof RESYNC> {
   #wake: (() => void) | undefined;
   #closed = false;
 
-  constructor(
-    subscribe: (push: (key: string, value: T, bytes?: number) => void) => () => void,
-    signals: AbortSignal[],
-    maxBytes = Infinity,
-  ) {
+  constructor(subscribe: (push: (key: string, value: T, bytes?: number) => void) => () => void, signals: AbortSignal[], maxBytes = Infinity) {
     this.#signals = signals;
     this.#maxBytes = maxBytes;
     this.#unsubscribe = subscribe((key, value, bytes = 0) => {

@@ -54,7 +54,9 @@ export async function resolveArgs(call: CallArgs, run: DataAccessCall, signal: A
     };
     const values = await allOrAbort([...call.args.map(one), ...entries.map(([, node]) => one(node))], controller);
     const kwargs: ResolvedArgs["kwargs"] = {};
-    entries.forEach(([name], i) => (kwargs[name] = values[call.args.length + i]!));
+    entries.forEach(([name], i) => {
+      kwargs[name] = values[call.args.length + i]!;
+    });
     return { args: values.slice(0, call.args.length), kwargs };
   } finally {
     unlink();

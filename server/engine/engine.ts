@@ -102,7 +102,11 @@ interface Running {
   cancelledAt?: { phase: ActionStatus; at: number };
 }
 
-const callKinds = { [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE, [ActionCall.FIT]: CallKind.FIT, [ActionCall.PREDICT]: CallKind.PREDICT } as const;
+const callKinds = {
+  [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
+  [ActionCall.FIT]: CallKind.FIT,
+  [ActionCall.PREDICT]: CallKind.PREDICT,
+} as const;
 
 export class Engine {
   readonly #o: EngineOptions;
@@ -147,7 +151,10 @@ export class Engine {
     }
     if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, "actions interrupted by the restart marked failed");
     await engine.#pruneHistory();
-    engine.#timers.push(setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS), setInterval(() => engine.#live.retire(), RETIRE_PERIOD_MS));
+    engine.#timers.push(
+      setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS),
+      setInterval(() => engine.#live.retire(), RETIRE_PERIOD_MS),
+    );
     for (const timer of engine.#timers) timer.unref();
     return engine;
   }
@@ -362,7 +369,10 @@ export class Engine {
     const [section, after] = parseStateToken(token);
     const page = { revision: this.#live.revision, models: [] as Model[], actions: [] as Action[], next: "" };
     let bytes = 0;
-    const fits = (size: number) => (bytes += size) <= this.#o.pageBytes || page.models.length + page.actions.length === 0;
+    const fits = (size: number) => {
+      bytes += size;
+      return bytes <= this.#o.pageBytes || page.models.length + page.actions.length === 0;
+    };
     if (section === "m") {
       for (const model of this.#live.models()) {
         if (after && model.id <= after) continue;
@@ -412,7 +422,12 @@ export class Engine {
     this.#refuseIfClosing();
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
-    const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, (name) => this.#o.plugins.dataAccess(name) !== undefined);
+    const parsed = parseArgs(
+      request.args,
+      request.kwargs,
+      { ...limits, keepValueBytes: views.inlineBytes },
+      (name) => this.#o.plugins.dataAccess(name) !== undefined,
+    );
     this.#live.admit(parsed.bytes);
     const now = timestampNow();
     const view = create(ActionSchema, {
@@ -422,7 +437,9 @@ export class Engine {
       modelType,
       ...argsView(parsed, views.inlineBytes, views.maxJsonValueBytes),
       status: ActionStatus.QUEUED,
-      dataAccess: parsed.dataAccess.map((n) => Object.freeze(create(DataAccessProgressSchema, { argument: n.path, name: n.name, status: ActionStatus.QUEUED }))),
+      dataAccess: parsed.dataAccess.map((n) =>
+        Object.freeze(create(DataAccessProgressSchema, { argument: n.path, name: n.name, status: ActionStatus.QUEUED })),
+      ),
       createTime: now,
       updateTime: now,
       ...(request.timeout ? { timeout: request.timeout } : {}),
@@ -442,7 +459,10 @@ export class Engine {
     const timer =
       timeoutMs === undefined
         ? undefined
-        : setTimeout(() => this.#cancel(view.id, running, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)), timeoutMs);
+        : setTimeout(
+            () => this.#cancel(view.id, running, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)),
+            timeoutMs,
+          );
     timer?.unref();
     (running as { done: Promise<LiveAction> }).done = this.#run(view.id, running, parsed).finally(() => {
       clearTimeout(timer);
@@ -672,7 +692,14 @@ function jsonFormOf(request: ActionRequest): PayloadForm {
 /** Protobuf's Duration: seconds within ±10,000 years, nanos within ±1e9 of the same sign. */
 function timeoutMillis(timeout: Duration): number {
   const { seconds, nanos } = timeout;
-  if (seconds < -315_576_000_000n || seconds > 315_576_000_000n || nanos <= -1e9 || nanos >= 1e9 || (seconds > 0n && nanos < 0) || (seconds < 0n && nanos > 0)) {
+  if (
+    seconds < -315_576_000_000n ||
+    seconds > 315_576_000_000n ||
+    nanos <= -1e9 ||
+    nanos >= 1e9 ||
+    (seconds > 0n && nanos < 0) ||
+    (seconds < 0n && nanos > 0)
+  ) {
     throw invalid(`timeout: not a valid google.protobuf.Duration (seconds ${seconds}, nanos ${nanos}); e.g. "30s" or {"seconds": 30}`);
   }
   const ms = Number(seconds) * 1000 + nanos / 1e6;

@@ -37,11 +37,7 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
         };
       } catch (error) {
         const tail = (error as { logTail?: string[] }).logTail?.slice(-5).join("\n") ?? "";
-        throw new PlinthError(
-          "invalid_argument",
-          `config ${key}.module: ${(error as Error).message}${tail ? `\n${tail}` : ""}`,
-          { cause: error },
-        );
+        throw new PlinthError("invalid_argument", `config ${key}.module: ${(error as Error).message}${tail ? `\n${tail}` : ""}`, { cause: error });
       }
     }),
   );

@@ -67,7 +67,9 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
       if (!size) throw invalid(`argument ${path}: tensor dtype must be set, e.g. "D_TYPE_FLOAT32"`);
       const elements = t.shape.reduce((a, b) => a * b, 1);
       if (t.data.byteLength !== elements * size) {
-        throw invalid(`argument ${path}: a tensor of shape [${t.shape.slice(0, 8).join(", ")}] needs ${elements * size} bytes of data, got ${t.data.byteLength}`);
+        throw invalid(
+          `argument ${path}: a tensor of shape [${t.shape.slice(0, 8).join(", ")}] needs ${elements * size} bytes of data, got ${t.data.byteLength}`,
+        );
       }
       return { kind: "tensor", tensor: t, bytes: t.data.byteLength };
     }

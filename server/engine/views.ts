@@ -29,12 +29,7 @@ export function argsView(call: CallArgs, inlineBytes: number, maxJsonValueBytes:
 }
 
 /** The action with its result (and, for FULL, its arguments) in full. */
-export function fullerView(
-  view: Action,
-  payloads: { args: CallArgs; result: Payload | undefined },
-  which: ActionView,
-  limits: ViewLimits,
-): Action {
+export function fullerView(view: Action, payloads: { args: CallArgs; result: Payload | undefined }, which: ActionView, limits: ViewLimits): Action {
   if (which === ActionView.BASIC) return view;
   const { result } = payloads;
   const fuller: Partial<Action> = {};

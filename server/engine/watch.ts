@@ -42,8 +42,13 @@ interface Filter {
 
 /** The request's filters: each one given narrows the stream; together they all apply. */
 function compile(filter: StateFilter): Filter {
-  for (const [name, list] of [["model_ids", filter.modelIds], ["action_ids", filter.actionIds], ["kinds", filter.kinds]] as const) {
-    if (list.length > MAX_FILTER_IDS) throw invalid(`${name}: at most ${MAX_FILTER_IDS} entries, got ${list.length}; watch without the filter instead`);
+  for (const [name, list] of [
+    ["model_ids", filter.modelIds],
+    ["action_ids", filter.actionIds],
+    ["kinds", filter.kinds],
+  ] as const) {
+    if (list.length > MAX_FILTER_IDS)
+      throw invalid(`${name}: at most ${MAX_FILTER_IDS} entries, got ${list.length}; watch without the filter instead`);
   }
   const models = new Set(filter.modelIds);
   const actions = new Set(filter.actionIds);
@@ -93,7 +98,8 @@ function messageOf(event: StateEvent): WatchStateResponse {
         : event.kind === "model_deleted"
           ? ({ case: "modelDeleted", value: event.modelId } as const)
           : ({ case: "actionUpserted", value: event.action } as const);
-    messages.set(event, (message = create(WatchStateResponseSchema, { revision, event: init })));
+    message = create(WatchStateResponseSchema, { revision, event: init });
+    messages.set(event, message);
   }
   return message;
 }
@@ -152,7 +158,8 @@ export async function* watchState(
         if (change.kind === "action_upserted") {
           if (!filter.kind("action_upserted") || !filter.action(change.id, change.modelId)) continue;
           const current = live.action(change.id);
-          if (current) resumed.push(create(WatchStateResponseSchema, { revision: change.revision, event: { case: "actionUpserted", value: current.view } }));
+          if (current)
+            resumed.push(create(WatchStateResponseSchema, { revision: change.revision, event: { case: "actionUpserted", value: current.view } }));
           else resumed.push({ retired: change.id, revision: change.revision });
           continue;
         }
@@ -187,7 +194,12 @@ export async function* watchState(
 }
 
 /** The action now (read by `current`), then each update until it ends. */
-export async function* watchAction(live: LiveState, actionId: string, current: () => Promise<Action>, signals: AbortSignal[]): AsyncGenerator<Action> {
+export async function* watchAction(
+  live: LiveState,
+  actionId: string,
+  current: () => Promise<Action>,
+  signals: AbortSignal[],
+): AsyncGenerator<Action> {
   const updates = new Coalesced<Action>(
     (push) =>
       live.subscribe((event) => {

@@ -156,25 +156,33 @@ export class PluginChild {
 
   /** Waits for the hello frame with the plugin's manifest. */
   hello(): Promise<Hello> {
-    return this.#run<Hello>((message, resolve, reject) => {
-      if (message.kind.case === "hello") resolve(message.kind.value);
-      else if (message.kind.case === "failure") {
-        const f = message.kind.value;
-        reject(new ChildFailure("plugin_load_failed", `plugin ${this.#options.label} failed to load: ${f.name}: ${f.message}`, f.stack));
-      } else reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent ${message.kind.case} before hello`));
-    }, "plugin_load_failed", "before saying hello");
+    return this.#run<Hello>(
+      (message, resolve, reject) => {
+        if (message.kind.case === "hello") resolve(message.kind.value);
+        else if (message.kind.case === "failure") {
+          const f = message.kind.value;
+          reject(new ChildFailure("plugin_load_failed", `plugin ${this.#options.label} failed to load: ${f.name}: ${f.message}`, f.stack));
+        } else reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent ${message.kind.case} before hello`));
+      },
+      "plugin_load_failed",
+      "before saying hello",
+    );
   }
 
   /** Sends one call and waits for its result; progress goes to onProgress. */
   call(call: MessageInitShape<typeof CallSchema> & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
-    const promise = this.#run<Result>((message, resolve, reject) => {
-      const kind = message.kind;
-      if (kind.case === "hello" || kind.value?.callId !== call.callId) {
-        reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent an unexpected ${kind.case} for call ${call.callId}`));
-      } else if (kind.case === "progress") onProgress(kind.value.state);
-      else if (kind.case === "result") resolve(kind.value);
-      else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
-    }, "plugin_exited", "before answering");
+    const promise = this.#run<Result>(
+      (message, resolve, reject) => {
+        const kind = message.kind;
+        if (kind.case === "hello" || kind.value?.callId !== call.callId) {
+          reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent an unexpected ${kind.case} for call ${call.callId}`));
+        } else if (kind.case === "progress") onProgress(kind.value.state);
+        else if (kind.case === "result") resolve(kind.value);
+        else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
+      },
+      "plugin_exited",
+      "before answering",
+    );
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
     const payload = toBinary(ServerMessageSchema, message);
     const stdin = this.process.stdin!;

@@ -54,7 +54,12 @@ function denoFlags(target: PluginTarget): string[] {
   const read = [dirname(target.module), sdkDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
   const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
   const flags = [`--allow-read=${unique.join(",")}`];
-  for (const [name, list] of [["write", p.write], ["net", p.net], ["env", p.env], ["run", p.run]] as const) {
+  for (const [name, list] of [
+    ["write", p.write],
+    ["net", p.net],
+    ["env", p.env],
+    ["run", p.run],
+  ] as const) {
     if (list && list.length > 0) flags.push(`--allow-${name}=${list.join(",")}`);
   }
   return flags;

@@ -1,5 +1,5 @@
 /** plinth.v1.ActionService: thin handlers that call the engine and return. */
-import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
+import type { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { ServiceImpl } from "./service-impl.ts";
 

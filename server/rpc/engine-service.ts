@@ -1,6 +1,6 @@
 /** plinth.v1.EngineService: thin handlers that call the engine and return. */
 import { ActionView } from "../../gen/plinth/v1/action_pb.ts";
-import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
+import type { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { ServiceImpl } from "./service-impl.ts";
 

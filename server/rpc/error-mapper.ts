@@ -31,10 +31,7 @@ export function toServerError(error: unknown, logger: Logger, path: string): Ser
 }
 
 export function errorMapper(logger: Logger) {
-  return async function* mapErrors<Request, Response>(
-    call: ServerMiddlewareCall<Request, Response>,
-    context: CallContext,
-  ) {
+  return async function* mapErrors<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
     const request = call.request as Partial<Undecodable> | undefined;
     const undecodable = request?.[UNDECODABLE];
     if (undecodable) {

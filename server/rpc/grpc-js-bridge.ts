@@ -97,13 +97,18 @@ export function grpcJsBridge(server: Server): Pick<grpc.Server, "addService"> {
         if (!method.requestStream && !method.responseStream) {
           adapted[key] = (request: unknown, context: CallContext) =>
             new Promise((resolve, reject) => {
-              handler(new FakeCall(request, context, () => {}, () => {}), (error, value) =>
-                error ? reject(toServerError(error)) : resolve(value),
+              handler(
+                new FakeCall(
+                  request,
+                  context,
+                  () => {},
+                  () => {},
+                ),
+                (error, value) => (error ? reject(toServerError(error)) : resolve(value)),
               );
             });
         } else if (!method.requestStream) {
-          adapted[key] = (request: unknown, context: CallContext) =>
-            drain((makeCall) => handler(makeCall(request)), context);
+          adapted[key] = (request: unknown, context: CallContext) => drain((makeCall) => handler(makeCall(request)), context);
         } else if (method.responseStream) {
           adapted[key] = (requests: AsyncIterable<unknown>, context: CallContext) =>
             drain((makeCall) => {

@@ -1,6 +1,6 @@
 /** plinth.v1.StateService: thin handlers that call the engine and return. */
 import { create } from "@bufbuild/protobuf";
-import { StateSchema, StateService } from "../../gen/plinth/v1/state_service_pb.ts";
+import { StateSchema, type StateService } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import type { ServiceImpl } from "./service-impl.ts";
 

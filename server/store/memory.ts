@@ -29,7 +29,16 @@ export class MemoryStore implements Store {
     if (!latest) return undefined;
     if (revision === undefined || revision === latest.revision) return { ...latest };
     const older = revisions!.find((r) => r.revision === revision);
-    return older && { ...latest, revision: older.revision, updateTime: older.updateTime, instanceSize: older.instanceSize, actionId: older.actionId, instance: older.instance };
+    return (
+      older && {
+        ...latest,
+        revision: older.revision,
+        updateTime: older.updateTime,
+        instanceSize: older.instanceSize,
+        actionId: older.actionId,
+        instance: older.instance,
+      }
+    );
   }
 
   async putModel(model: ModelRecord): Promise<ModelMeta> {

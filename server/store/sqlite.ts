@@ -123,10 +123,16 @@ export class SqliteStore implements Store {
       const code = (error as { code?: string }).code ?? "";
       const message = (error as Error).message;
       if (code === "SQLITE_NOTADB") {
-        throw new PlinthError("invalid_argument", `config backend.path: ${path} is not a SQLite database (${message}); point backend.path at a Plinth database or at a new file`);
+        throw new PlinthError(
+          "invalid_argument",
+          `config backend.path: ${path} is not a SQLite database (${message}); point backend.path at a Plinth database or at a new file`,
+        );
       }
       if (code.startsWith("SQLITE_CANTOPEN") || code.startsWith("SQLITE_READONLY") || code.startsWith("SQLITE_PERM")) {
-        throw new PlinthError("invalid_argument", `config backend.path: cannot open ${path} for writing (${message}); check that its folder exists and is writable`);
+        throw new PlinthError(
+          "invalid_argument",
+          `config backend.path: cannot open ${path} for writing (${message}); check that its folder exists and is writable`,
+        );
       }
       if (code === "SQLITE_FULL") {
         throw new PlinthError("invalid_argument", `config backend.path: no space to open ${path} (${message}); free disk space`);
@@ -181,9 +187,7 @@ export class SqliteStore implements Store {
       unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED.join(",")})`),
       pruneByAge: db.prepare("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < ?"),
       countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
-      pruneByCount: db.prepare(
-        "DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)",
-      ),
+      pruneByCount: db.prepare("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)"),
       trackChild: db.prepare("INSERT OR REPLACE INTO children (pid, start_ticks) VALUES (?, ?)"),
       untrackChild: db.prepare("DELETE FROM children WHERE pid = ?"),
       children: db.prepare<[], { pid: number; start_ticks: string }>("SELECT pid, start_ticks FROM children"),
@@ -264,7 +268,10 @@ export class SqliteStore implements Store {
       params.push(query.afterId);
     }
     const sql = `SELECT * FROM models ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id LIMIT ?`;
-    return this.#db.prepare<unknown[], ModelRow>(sql).all(...params, query.limit).map(meta);
+    return this.#db
+      .prepare<unknown[], ModelRow>(sql)
+      .all(...params, query.limit)
+      .map(meta);
   }
 
   /**
@@ -297,7 +304,11 @@ export class SqliteStore implements Store {
       return;
     }
     try {
-      this.#write(this.#db.transaction(() => writes.forEach((w) => this.#writeAction(w))));
+      this.#write(
+        this.#db.transaction(() => {
+          for (const w of writes) this.#writeAction(w);
+        }),
+      );
       for (const w of writes) for (const s of w.settle) s.resolve();
     } catch {
       // Which one failed? Each on its own: only the writes that fail alone fail.

@@ -9,11 +9,7 @@ export type ActionView = Map<string, Action>;
  * Follows WatchState until `until` holds for the actions seen so far, and returns
  * that view. Fails after timeoutMs with what it saw.
  */
-export async function watchActions(
-  t: TestServer,
-  until: (actions: ActionView) => boolean,
-  timeoutMs = 60_000,
-): Promise<ActionView> {
+export async function watchActions(t: TestServer, until: (actions: ActionView) => boolean, timeoutMs = 60_000): Promise<ActionView> {
   const controller = new AbortController();
   const timer = setTimeout(() => controller.abort(), timeoutMs);
   const view: ActionView = new Map();
