@@ -7,7 +7,7 @@ import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { cut, invalid, quote } from "../errors.ts";
 import { type Payload, payloadFromArg } from "./payloads.ts";
 
-export const argPath = {
+const argPath = {
   positional: (parent: string, index: number) => `${parent ? `${parent}.` : ""}args[${index}]`,
   keyword: (parent: string, name: string) => `${parent ? `${parent}.` : ""}kwargs.${name}`,
 };

@@ -729,7 +729,7 @@ function parseStateToken(token: string): ["m" | "a", string] {
 }
 
 /** The model as the API shows it; instance bytes only when given. */
-export function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
+function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
   return create(ModelSchema, {
     id: meta.id,
     modelType: meta.modelType,

@@ -31,11 +31,11 @@ export type Payload =
   | { readonly kind: "tensor"; readonly tensor: Tensor; readonly bytes: number };
 
 /** How many bytes of a tensor's data each element type takes. */
-export const elementBytes: Record<number, number> = { 1: 4, 2: 8, 3: 1, 4: 2, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 1 };
+const elementBytes: Record<number, number> = { 1: 4, 2: 8, 3: 1, 4: 2, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 1 };
 
-export type JsonPayload = Extract<Payload, { kind: "json" }>;
+type JsonPayload = Extract<Payload, { kind: "json" }>;
 
-export function jsonPayload(text: string, form: JsonForm): JsonPayload {
+function jsonPayload(text: string, form: JsonForm): JsonPayload {
   return { kind: "json", text, bytes: Buffer.byteLength(text), form };
 }
 
@@ -110,7 +110,7 @@ export function toWorkerValue(payload: Payload): Value {
 const PREFIX_CHARS = 64;
 const kinds = { json: ArgKind.JSON, json_text: ArgKind.JSON_TEXT, bytes: ArgKind.BYTES, tensor: ArgKind.TENSOR } as const;
 
-export function summaryOf(payload: Payload): ArgSummary {
+function summaryOf(payload: Payload): ArgSummary {
   switch (payload.kind) {
     case "json":
       return create(ArgSummarySchema, { kind: kinds[payload.form], sizeBytes: BigInt(payload.bytes), prefix: payload.text.slice(0, PREFIX_CHARS) });
