@@ -17,11 +17,11 @@ import { root, startTestServer, type TestServer } from "./helpers/server.ts";
 
 const readme = readFileSync(`${root}README.md`, "utf8");
 
-/** The -d body of the README's grpcurl call to `method`, the first one. */
-function body(method: string): string {
-  const match = new RegExp(`-d '([^']*)'[^']*?plinth\\.v1\\.${method}\\b`).exec(readme);
-  if (!match) throw new Error(`no grpcurl example for ${method} in the README`);
-  return match[1]!;
+/** The -d body of the README's grpcurl call to `method`, the first one or the nth. */
+function body(method: string, nth = 0): string {
+  const matches = [...readme.matchAll(new RegExp(`-d '([^']*)'[^']*?plinth\\.v1\\.${method}\\b`, "g"))];
+  if (!matches[nth]) throw new Error(`no grpcurl example ${nth} for ${method} in the README`);
+  return matches[nth][1]!;
 }
 
 let t: TestServer;
@@ -50,5 +50,11 @@ describe("the README's grpcurl session", () => {
     // The README shows this result.
     expect(json.action.result).toEqual({ prediction: { json: ["setosa", "virginica"] } });
     expect(readme).toContain('"result": { "prediction": { "json": ["setosa", "virginica"] } }');
+
+    // The same flowers as json_text: the prediction comes back as text.
+    const asText = await t.engine.predict(fromJsonString(PredictRequestSchema, body("EngineService/Predict", 1).replaceAll(exampleId, modelId)));
+    const textJson = toJson(PredictResponseSchema, asText) as { action: { result: unknown } };
+    expect(textJson.action.result).toEqual({ prediction: { jsonText: '["setosa","virginica"]' } });
+    expect(readme).toContain('"result": { "prediction": { "jsonText": "[\\"setosa\\",\\"virginica\\"]" } }');
   });
 });
