@@ -15,12 +15,18 @@ export interface Logger {
 /**
  * Passed as the first argument of every plugin function.
  *
+ * Plugin functions run on a thread of their own in the child, so a CPU-bound loop
+ * still reports its progress and sees its cancel: `ctx.report` sends at most one
+ * update per progress interval as soon as one is due, and `ctx.signal` (or
+ * `ctx.checkpoint()`) knows of a cancel the moment it comes, without waiting for the
+ * event loop.
+ *
  * @example
  * ```ts
- * async function fit(ctx: Context, model: Model, args: Args) {
- *   for (let epoch = 0; epoch < 10; epoch++) {
- *     ctx.signal.throwIfAborted();
- *     ctx.report({ epoch });
+ * function fit(ctx: Context, model: Model, [rows]: Args) {
+ *   for (let i = 0; i < (rows as number[]).length; i++) {
+ *     ctx.checkpoint(); // throws once the action is cancelled
+ *     ctx.report({ done: i, total: (rows as number[]).length });
  *   }
  *   return model;
  * }
@@ -28,16 +34,57 @@ export interface Logger {
  */
 export interface Context {
   /**
-   * Publishes the function's progress as the action's state. Cheap to call often:
-   * only the latest state is sent, at a bounded rate.
+   * Publishes the function's progress as the action's state. Cheap to call often,
+   * even in a tight loop: only the latest state is sent, at a bounded rate.
    */
   report(state: JsonValue): void;
-  /** Aborted when the action is cancelled (the child got SIGTERM). */
+  /** Aborted when the action is cancelled (the child got SIGTERM); `aborted` and `throwIfAborted()` see it at once. */
   readonly signal: AbortSignal;
   /** Writes to the action's log tail. */
   readonly log: Logger;
   /** The id of this call, unique per child. */
   readonly callId: string;
+  /**
+   * Waits `ms` milliseconds, or rejects with the cancel's reason as soon as the action
+   * is cancelled. Leaves no listener behind.
+   *
+   * @example
+   * ```ts
+   * await ctx.sleep(100);
+   * ```
+   */
+  sleep(ms: number): Promise<void>;
+  /**
+   * Throws the cancel's reason if the action was cancelled; call it in long loops.
+   *
+   * @example
+   * ```ts
+   * for (const row of rows) { ctx.checkpoint(); work(row); }
+   * ```
+   */
+  checkpoint(): void;
+}
+
+/** Builds a Context on a signal; sleep and checkpoint follow it. @internal */
+export function createContext(fields: Pick<Context, "callId" | "signal" | "log" | "report">): Context {
+  const { signal } = fields;
+  return {
+    ...fields,
+    sleep: (ms) =>
+      new Promise<void>((resolve, reject) => {
+        if (signal.aborted) return reject(signal.reason);
+        const onAbort = () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        };
+        const timer = setTimeout(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        }, ms);
+        signal.addEventListener("abort", onAbort, { once: true });
+      }),
+    checkpoint: () => signal.throwIfAborted(),
+  };
 }
 
 /** Writes log lines as one JSON object per line, to the given sink. */

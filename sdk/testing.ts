@@ -5,7 +5,7 @@
  * @module
  */
 import { runCall, type CallKind } from "./_call.ts";
-import { type Context, createLogger } from "./context.ts";
+import { type Context, createContext, createLogger } from "./context.ts";
 import type { Plugin } from "./plugin.ts";
 import type { Args, JsonValue, Kwargs, PluginValue } from "./values.ts";
 
@@ -58,12 +58,12 @@ export function testPlugin(plugin: Plugin): PluginHarness {
   const call = (kind: CallKind, target: string, instance: Uint8Array | undefined, args: Args, kwargs: Kwargs, options: CallOptions) => {
     const record: CallRecord = { reports: [], logs: [] };
     calls.push(record);
-    const ctx: Context = {
+    const ctx: Context = createContext({
       callId: String(calls.length),
       signal: options.signal ?? new AbortController().signal,
       log: createLogger((line) => record.logs.push(line)),
       report: (state) => record.reports.push(structuredClone(state)),
-    };
+    });
     return runCall(plugin, instance ? { kind, target, instance, args, kwargs } : { kind, target, args, kwargs }, ctx);
   };
   return {

@@ -2,6 +2,9 @@
  * The composition root: compiles the config into each part's options and assembles
  * store, process manager, plugins, engine and the gRPC transport; stops them in order.
  * The only module that knows all the parts.
+ *
+ * Start-up validates before it binds: the config, then the store (which only one live
+ * server may hold), then the plugins; the port opens last, already SERVING.
  */
 import { join } from "node:path";
 import type { Logger } from "pino";
@@ -11,8 +14,9 @@ import { loadPlugins } from "./engine/load-plugins.ts";
 import { PlinthError } from "./errors.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { ProcessManager } from "./process/process-manager.ts";
-import { createGrpcServer } from "./rpc/grpc-server.ts";
+import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { openStore } from "./store/open.ts";
+import type { Store } from "./store/store.ts";
 
 const MiB = 1024 * 1024;
 
@@ -23,9 +27,12 @@ export interface PlinthServer extends AsyncDisposable {
   readonly processes: ProcessManager;
   /** Stops in order: refuse new work, end actions and streams, reap children, close the store and the port. Idempotent. */
   close(): Promise<void>;
+  /** Hurries a stop: every plugin child (its group and descendants) gets SIGKILL now. */
+  kill(): void;
 }
 
-function processOptions(e: ResolvedConfig["engine"], logger: Logger): ConstructorParameters<typeof ProcessManager>[0] {
+function processOptions(config: ResolvedConfig, owner: string, logger: Logger): ConstructorParameters<typeof ProcessManager>[0] {
+  const e = config.engine;
   return {
     maxChildren: e.max_children,
     sigtermTimeoutMs: e.sigterm_timeout * 1000,
@@ -38,6 +45,8 @@ function processOptions(e: ResolvedConfig["engine"], logger: Logger): Constructo
     maxCallsPerWorker: e.max_calls_per_worker,
     idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
     minIdleWorkers: e.min_idle_workers,
+    denoBinary: e.deno_binary,
+    owner,
     logger,
   };
 }
@@ -60,40 +69,45 @@ function engineOptions(config: ResolvedConfig) {
   };
 }
 
-export async function startServer(config: ResolvedConfig, logger: Logger): Promise<PlinthServer> {
-  const processes = new ProcessManager(processOptions(config.engine, logger));
-  const store = openStore(config.backend);
-  await reapOrphans(store, logger);
-  trackChildren(processes, store, logger);
+/**
+ * Opens the store, loads the plugins, then serves. `signal` aborts a start under way
+ * (a stop requested while plugins load); what was started is stopped again.
+ */
+export async function startServer(config: ResolvedConfig, logger: Logger, signal?: AbortSignal): Promise<PlinthServer> {
+  // The store first: it refuses a database another live server holds, and a damaged one.
+  const store: Store = openStore(config.backend);
+  const processes = new ProcessManager(processOptions(config, store.owner, logger));
   let engine: Engine | undefined;
+  let grpc: GrpcServer | undefined;
+  let port = 0;
   let refusing = false;
   const getEngine = () => {
     if (refusing) throw new PlinthError("shutting_down", "the server is shutting down");
-    if (!engine) throw new PlinthError("unavailable", "the server is starting and loads its plugins; retry in a moment");
+    if (!engine) throw new PlinthError("unavailable", "the server is starting; retry in a moment");
     return engine;
   };
-  const grpc = createGrpcServer(getEngine, { maxMessageBytes: config.engine.max_frame_bytes, logger });
-  const port = await grpc.listen(config.server.address);
-  const [host] = config.server.address.split(/:(?=\d+$)/);
-  logger.info({ address: `${host}:${port}` }, "listening; loading plugins");
 
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
-      grpc.setServing(false);
+      grpc?.setServing(false);
       refusing = true;
+      processes.drain();
       // Running actions end as cancelled; their waiters and watchers see that last update.
       await engine?.close();
       await processes.close();
       await store.close();
-      // Calls still in flight had their actions ended above; give them a moment to answer.
-      await grpc.shutdown(2000);
+      // The calls still in flight had their actions ended above; idle connections close.
+      await grpc?.shutdown(2000);
       logger.info("stopped");
     })());
 
   try {
-    const plugins = await loadPlugins(config.plugins, processes);
+    await reapOrphans(store, logger);
+    trackChildren(processes, store, logger);
+    const plugins = await loadPlugins(config.plugins, processes, signal);
     await processes.warmUp();
+    signal?.throwIfAborted();
     engine = await Engine.open({ ...engineOptions(config), store, processes, plugins, logger });
     for (const p of plugins.plugins) {
       const { name, modelTypes, dataAccess } = p.info;
@@ -102,11 +116,20 @@ export async function startServer(config: ResolvedConfig, logger: Logger): Promi
         "plugin loaded",
       );
     }
+    signal?.throwIfAborted();
+    grpc = createGrpcServer(getEngine, { maxMessageBytes: config.engine.max_frame_bytes, logger });
+    port = await grpc.listen(config.server.address).catch((error: NodeJS.ErrnoException) => {
+      throw new PlinthError("invalid_argument", `config server.address: cannot listen on ${config.server.address}: ${error.message}`, {
+        cause: error,
+      });
+    });
+    grpc.setServing(true);
   } catch (error) {
+    processes.kill();
     await close();
     throw error;
   }
-  grpc.setServing(true);
-  logger.info({ address: `${host}:${port}` }, "serving");
-  return { port, engine, processes, close, [Symbol.asyncDispose]: close };
+  const [host] = config.server.address.split(/:(?=\d+$)/);
+  logger.info({ backend: config.backend.kind === "sqlite" ? config.backend.path : "memory", address: `${host}:${port}` }, "serving");
+  return { port, engine, processes, close, kill: () => processes.kill(), [Symbol.asyncDispose]: close };
 }

@@ -1,19 +1,28 @@
 /**
- * `npm start` / `tsx server/main.ts [--config plinth.yaml] [--address host:port]`.
- * Runs until SIGTERM or SIGINT, then stops gracefully: no child left behind.
+ * `npm start` / `node --import tsx server/main.ts [--config plinth.yaml] [--address host:port]`.
+ * Runs until SIGTERM or SIGINT, then stops in order: no child left behind.
+ *
+ * Signals come more than once: Ctrl-C reaches the whole process group and npm forwards
+ * it again, a supervisor may repeat SIGTERM. The same signal within a second counts
+ * once; a later one hurries the stop (children get SIGKILL now instead of SIGTERM and
+ * sigterm_timeout), which still ends every action and closes the store. Nothing exits
+ * without killing every child first.
  */
 import { parseArgs } from "node:util";
 import { pino } from "pino";
+import { type PlinthServer, startServer } from "./app.ts";
 import { loadConfig } from "./config/load.ts";
 import { PlinthError } from "./errors.ts";
-import { startServer } from "./app.ts";
 
-const usage = `usage: tsx server/main.ts [--config FILE] [--address HOST:PORT] [--log-level LEVEL]
+const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--log-level LEVEL]
 
   --config FILE        YAML config; without it, the embedded default (example plugins,
-                       in-memory state, 127.0.0.1:50051)
+                       models and history in ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --log-level LEVEL    trace, debug, info (default), warn, error`;
+
+/** The same signal again within this long is the same request (group delivery + npm's relay). */
+const SAME_SIGNAL_MS = 1000;
 
 async function main(): Promise<number> {
   let values: { config?: string | undefined; address?: string | undefined; "log-level": string; help?: boolean | undefined };
@@ -36,21 +45,37 @@ async function main(): Promise<number> {
     return 0;
   }
   const logger = pino({ level: values["log-level"] });
+  let server: PlinthServer | undefined;
+  // A fault of our own must not leave children behind either.
+  process.on("uncaughtException", (error) => {
+    logger.fatal({ err: error }, "uncaught exception; killing plugin children and exiting");
+    server?.kill();
+    process.exit(70);
+  });
+  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGINT"];
+  let first: { signal: NodeJS.Signals; at: number } | undefined;
+  const stop = new AbortController();
+  const stopRequested = new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!first) {
+      first = { signal, at: performance.now() };
+      logger.info({ signal }, "stopping");
+      stop.abort(new PlinthError("shutting_down", `stopped by ${signal} while starting`));
+    } else if (signal !== first.signal || performance.now() - first.at > SAME_SIGNAL_MS) {
+      logger.warn({ signal }, "stopping now: plugin children get SIGKILL");
+      server?.kill();
+    }
+  };
+  for (const signal of signals) process.on(signal, onSignal);
   try {
     const config = await loadConfig(values.config);
     if (values.address) config.server.address = values.address;
-    const server = await startServer(config, logger);
-    // The first signal stops gracefully; a second one while stopping exits at once.
-    const stop = await new Promise<NodeJS.Signals>((resolve) => {
-      process.once("SIGTERM", resolve);
-      process.once("SIGINT", resolve);
-    });
-    logger.info({ signal: stop }, "stopping");
-    process.once("SIGTERM", () => process.exit(1));
-    process.once("SIGINT", () => process.exit(1));
+    server = await startServer(config, logger, stop.signal);
+    await stopRequested;
     await server.close();
     return 0;
   } catch (error) {
+    if (stop.signal.aborted) return 0; // stopped while starting: what had started is stopped again
     if (PlinthError.is(error)) logger.error(error.message);
     else logger.error({ err: error }, "failed to start");
     return 1;

@@ -1,7 +1,8 @@
 /**
  * The child's entry point on Deno: `deno run sdk/adapters/deno.ts <plugin module> [max frame bytes] [progress interval ms]`.
- * Keeps the real stdout for protocol frames and sends console output to stderr, so
- * console.log in a plugin cannot corrupt the channel.
+ * Keeps the real stdout for protocol frames; the plugin runs in a worker
+ * (deno-thread.ts) whose console and Deno.stdout go to stderr, so nothing a plugin
+ * prints can corrupt the channel.
  * @module
  */
 import { serveWorker } from "../worker/serve.ts";
@@ -15,17 +16,26 @@ if (!modulePath?.startsWith("/")) {
 const toStderr = console.error.bind(console);
 console.log = console.info = console.debug = toStderr;
 const frames = Deno.stdout.writable.getWriter();
-const encoder = new TextEncoder();
 
-const code = await serveWorker(`file://${modulePath.split("/").map(encodeURIComponent).join("/")}`, {
+await serveWorker(`file://${modulePath.split("/").map(encodeURIComponent).join("/")}`, {
   runtime: "deno",
   pid: Deno.pid,
   input: Deno.stdin.readable,
   write: (bytes) => frames.write(bytes),
   onTerminate: (listener) => Deno.addSignalListener("SIGTERM", listener),
-  logLine: (line) => Deno.stderr.writeSync(encoder.encode(`${line}\n`)),
+  startThread: () => {
+    const worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, { type: "module" });
+    return {
+      post: (message, transfer) => worker.postMessage(message, transfer ?? []),
+      onMessage: (listener) => worker.addEventListener("message", (event) => listener(event.data)),
+      onError: (listener) =>
+        worker.addEventListener("error", (event) => {
+          event.preventDefault();
+          listener(new Error(event.message));
+        }),
+    };
+  },
   exit: (code) => Deno.exit(code),
   maxFrameBytes: Number(maxFrameBytes ?? 64 * 1024 * 1024),
   progressIntervalMs: Number(progressIntervalMs ?? 50),
 });
-Deno.exit(code);

@@ -17,6 +17,8 @@ export const pluginSchema = z.strictObject({
   permissions: z
     .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
     .optional(),
+  /** The whole child's memory in MiB (runtime, heap and buffers); a call over it fails with out_of_memory. */
+  max_memory_mb: z.number().min(64).optional(),
 });
 
 export const configSchema = z.strictObject({
@@ -51,6 +53,8 @@ export const configSchema = z.strictObject({
       progress_interval: seconds.default(0.05),
       /** State changes kept for WatchState clients that resume: a revision and a key each (~100 bytes). */
       state_history: z.number().int().nonnegative().default(10000),
+      /** The deno binary for deno plugins; default: the one the npm package `deno` installs. */
+      deno_binary: z.string().min(1).optional(),
       /** Largest frame on a child's pipe, in bytes. */
       max_frame_bytes: positiveInt.default(64 * 1024 * 1024),
       /** Lines of a plugin's output kept on its action. */

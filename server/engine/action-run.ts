@@ -94,7 +94,10 @@ export class ActionRun {
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
   ): Promise<CallOutcome> {
     let latest: { state: JsonValuePb | undefined; logTail: string[] } | undefined;
-    const publish = new Throttle(() => latest && onProgress(latest.state, latest.logTail), this.#deps.progressIntervalMs);
+    const publish = new Throttle(() => {
+      if (latest) onProgress(latest.state, latest.logTail);
+      latest = undefined;
+    }, this.#deps.progressIntervalMs);
     // Reported once the call has its child; awaited before the call's end is reported.
     let started: Promise<void> = Promise.resolve();
     try {
@@ -115,6 +118,8 @@ export class ActionRun {
       throw error;
     } finally {
       publish.cancel();
+      // The plugin's last report stands, even when it came within the interval.
+      if (latest) onProgress(latest.state, latest.logTail);
       await started;
     }
   }

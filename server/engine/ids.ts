@@ -3,7 +3,9 @@
  * by id, with a tail drawn once per server run so that ids from different runs never
  * collide.
  */
-const run = [...crypto.getRandomValues(new Uint8Array(4))].map((b) => b.toString(16).padStart(2, "0")).join("");
+import { runId } from "../run-id.ts";
+
+const run = runId();
 let last = 0;
 let seq = 0;
 

@@ -8,7 +8,7 @@ import type { ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
 
-export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager): Promise<PluginRegistry> {
+export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, signal?: AbortSignal): Promise<PluginRegistry> {
   const loaded = await Promise.all(
     configs.map(async (config, i): Promise<LoadedPlugin> => {
       const key = `plugins[${i}]`;
@@ -19,9 +19,10 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
         module: config.module,
         runtime: config.runtime,
         ...(config.permissions ? { permissions: config.permissions } : {}),
+        ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
       };
       try {
-        const hello = await processes.describe(target);
+        const hello = await processes.describe(target, signal);
         const manifest = hello.manifest;
         return {
           key,

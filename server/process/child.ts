@@ -1,7 +1,12 @@
 /**
  * One plugin child process: spawn, hello, then calls one at a time over its pipes.
- * It leads its own process group so that signals reach whatever the plugin itself
- * started, and when it exits the whole group is killed.
+ *
+ * Whatever the plugin starts dies with it. The child leads its own process group, and
+ * it and everything it starts carry its mark in their environment (PLINTH_CHILD), so a
+ * grandchild that left the group (setsid, detached) or the process tree (its parent
+ * exited) is still found: every signal goes to the group, to the processes below the
+ * child, and to the processes with its mark. A child whose spawn failed has no pid and
+ * is never signalled; no signal ever goes to pid 1 or below.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
@@ -17,7 +22,7 @@ import {
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { FrameDecoder, frameHeader } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
-import { procStat } from "./proc.ts";
+import { allProcesses, MARK_VARIABLE, markedProcesses, procStat, signalOwned, treeBelow } from "./proc.ts";
 import type { ChildCommand } from "./runtimes.ts";
 
 /** How a child ended: data, not an exception. */
@@ -36,7 +41,7 @@ export interface ChildExit {
 }
 
 /** What went wrong in a child, as the engine reports it on the action. */
-export type ChildFailureCode = "plugin_error" | "plugin_exited" | "plugin_load_failed" | "protocol_error" | "cancelled";
+export type ChildFailureCode = "plugin_error" | "plugin_exited" | "plugin_load_failed" | "protocol_error" | "out_of_memory" | "cancelled";
 
 export class ChildFailure extends Error {
   readonly code: ChildFailureCode;
@@ -55,6 +60,8 @@ export class ChildFailure extends Error {
 
 export interface ChildOptions {
   command: ChildCommand;
+  /** Set as PLINTH_CHILD in the child's environment, and so in its descendants'. */
+  mark: string;
   maxFrameBytes: number;
   logTailLines: number;
   /** A label for messages: the plugin module. */
@@ -77,7 +84,9 @@ interface Exchange {
 
 export class PluginChild {
   readonly process: ChildProcess;
+  /** 0 when the spawn failed: there is no process to signal. */
   readonly pid: number;
+  readonly mark: string;
   readonly startedAt = performance.now();
   readonly tail: LogTail;
   /** Settles when the process has exited and its stdout is drained. */
@@ -98,16 +107,23 @@ export class PluginChild {
     this.tail = new LogTail(options.logTailLines);
     this.exited = new Promise((resolve) => (this.#markExited = resolve));
     const { file, args, env } = options.command;
-    this.process = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env });
-    this.pid = this.process.pid ?? -1;
+    this.mark = options.mark;
+    this.process = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: { ...env, [MARK_VARIABLE]: options.mark } });
+    this.pid = this.process.pid ?? 0;
     this.process.on("error", (error) => {
-      // Spawn failed (binary missing): no exit event follows.
+      // Spawn failed (binary missing, not executable): no exit event follows.
       this.tail.push(new TextEncoder().encode(`${error.message}\n`));
       this.#finish(null, null);
     });
+    if (this.pid === 0) {
+      // Failed already: an immediate exit, whatever comes next (cancel, stop), before
+      // the error event even arrives.
+      this.tail.push(new TextEncoder().encode(`cannot start ${file}\n`));
+      this.#finish(null, null);
+    }
     this.process.on("exit", (code, signal) => {
-      // Whatever the plugin started in its group goes with it.
-      this.#signalGroup("SIGKILL");
+      // Whatever the plugin started goes with it: its group, and every marked process.
+      this.#signalAll("SIGKILL");
       // Report the exit once stdout is drained, so that a last frame is not lost; a
       // grandchild that escaped the group could hold the pipe open, hence the cap.
       const finish = () => this.#finish(code, signal);
@@ -205,13 +221,19 @@ export class PluginChild {
   terminate(sigtermTimeoutMs: number): Promise<ChildExit> {
     if (!this.#exit && this.#terminatedAt === undefined) {
       this.#terminatedAt = performance.now();
-      this.#signalGroup("SIGTERM");
-      this.#killTimer = setTimeout(() => {
-        this.#forced = true;
-        this.#signalGroup("SIGKILL");
-      }, sigtermTimeoutMs);
+      this.#signalAll("SIGTERM");
+      this.#killTimer = setTimeout(() => this.kill(), sigtermTimeoutMs);
     }
     return this.exited;
+  }
+
+  /** SIGKILL now, to the child, its group and everything it started. */
+  kill(): void {
+    if (this.#exit) return;
+    this.#terminatedAt ??= performance.now();
+    this.#forced = true;
+    clearTimeout(this.#killTimer);
+    this.#signalAll("SIGKILL");
   }
 
   /**
@@ -228,7 +250,7 @@ export class PluginChild {
       return true;
     }
     if (++this.#missing < 2) return true;
-    this.#signalGroup("SIGKILL");
+    this.#signalAll("SIGKILL");
     this.#finish(null, null, true);
     return false;
   }
@@ -237,15 +259,18 @@ export class PluginChild {
     if (f.name === "AbortError" && this.#terminatedAt !== undefined) {
       return new ChildFailure("cancelled", "the action was cancelled", f.stack);
     }
+    if (f.name === "OutOfMemoryError") {
+      return new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb): ${f.message}`, f.stack);
+    }
     return new ChildFailure("plugin_error", `${f.name}: ${f.message}`, f.stack);
   }
 
-  #signalGroup(signal: NodeJS.Signals): void {
-    try {
-      process.kill(-this.pid, signal);
-    } catch {
-      // The group is already gone.
-    }
+  /** The group, the processes below the child, and every process with its mark. */
+  #signalAll(signal: NodeJS.Signals): void {
+    if (this.pid <= 1) return;
+    const all = allProcesses();
+    signalOwned(-this.pid, signal);
+    for (const pid of new Set([...treeBelow(this.pid, all), ...markedProcesses(this.mark, all)])) signalOwned(pid, signal);
   }
 
   #break(message: string): void {
@@ -269,10 +294,14 @@ export class PluginChild {
       stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };
     const exit = this.#exit;
+    // A runtime that ran out of memory aborts the process and says so on stderr.
+    const outOfMemory = /out of memory|allocation failed/i.test(this.tail.lines().slice(-20).join("\n"));
     const failure =
       this.#terminatedAt !== undefined && !this.#broken
         ? new ChildFailure("cancelled", "the action was cancelled")
-        : new ChildFailure("plugin_exited", `plugin ${this.#options.label} ${describeExit(exit)}`);
+        : outOfMemory
+          ? new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb) and ${describeExit(exit)}`)
+          : new ChildFailure("plugin_exited", `plugin ${this.#options.label} ${describeExit(exit)}`);
     this.#exchange?.onEnd(failure);
     this.#markExited(exit);
   }

@@ -1,11 +1,14 @@
 /**
  * Children of a server that died (SIGKILL, power loss) lead their own process groups
- * and may run on. The store records every child's pid and start time; at the next
- * start, any that still runs (same pid, same start time) is killed with its group.
+ * and may run on, and so may what they started. At the next start — the store lock
+ * proves that the previous server of this database is gone — two nets catch them: the
+ * store records every child's pid and start time (one that still runs is killed with
+ * its group), and every process a child started carries its mark (PLINTH_CHILD =
+ * <store id>.<run>.<n>): any with this store's id and another run's is killed.
  */
 import type { Logger } from "pino";
 import type { ProcessManager } from "./process-manager.ts";
-import { procStat } from "./proc.ts";
+import { allProcesses, markedProcesses, markOf, procStat, signalOwned } from "./proc.ts";
 
 /** What the store offers for this. */
 export interface ChildRecords {
@@ -15,20 +18,22 @@ export interface ChildRecords {
   clearTrackedChildren(): Promise<void>;
 }
 
-/** Kills what a dead server left running; returns the pids killed. */
-export async function reapOrphans(records: ChildRecords, logger: Logger): Promise<number[]> {
+/** Kills what a dead server of this store left running; returns the pids killed. */
+export async function reapOrphans(records: ChildRecords & { id: string; owner: string }, logger: Logger): Promise<number[]> {
   const killed: number[] = [];
   for (const child of await records.trackedChildren()) {
     const stat = procStat(child.pid);
     if (!stat || stat.startTicks !== child.startTicks || stat.state === "Z") continue;
-    try {
-      process.kill(-child.pid, "SIGKILL");
-      killed.push(child.pid);
-    } catch {
-      // Gone in the meantime.
-    }
+    signalOwned(-child.pid, "SIGKILL");
+    killed.push(child.pid);
   }
   await records.clearTrackedChildren();
+  const ours = `${records.owner}.`;
+  for (const pid of markedProcesses(records.id, allProcesses())) {
+    if (markOf(pid)?.startsWith(ours)) continue;
+    signalOwned(pid, "SIGKILL");
+    killed.push(pid);
+  }
   if (killed.length > 0) logger.warn({ pids: killed }, "killed plugin children left running by a previous server");
   return killed;
 }

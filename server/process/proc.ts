@@ -1,5 +1,5 @@
 /** What Linux's /proc says about a process. */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 export interface ProcStat {
   /** R, S, D, Z, X, … */
@@ -22,4 +22,79 @@ export function procStat(pid: number): ProcStat | undefined {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 of stat(5): state; ppid is field 4, pgrp field 5, starttime field 22.
   return { state: fields[0]!, ppid: Number(fields[1]), pgid: Number(fields[2]), startTicks: fields[19]! };
+}
+
+/** The environment variable that marks every process a plugin child starts, and the child itself. */
+export const MARK_VARIABLE = "PLINTH_CHILD";
+
+/** Every process now, by pid, with its parent. */
+export function allProcesses(): Map<number, ProcStat> {
+  const all = new Map<number, ProcStat>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = procStat(Number(name));
+    if (stat) all.set(Number(name), stat);
+  }
+  return all;
+}
+
+/** The processes below `root` in the process tree, deepest last. */
+export function treeBelow(root: number, all = allProcesses()): number[] {
+  const children = new Map<number, number[]>();
+  for (const [pid, stat] of all) {
+    const list = children.get(stat.ppid);
+    if (list) list.push(pid);
+    else children.set(stat.ppid, [pid]);
+  }
+  const found: number[] = [];
+  const visit = (pid: number) => {
+    for (const child of children.get(pid) ?? []) {
+      found.push(child);
+      visit(child);
+    }
+  };
+  visit(root);
+  return found;
+}
+
+/** The value of MARK_VARIABLE in a process's environment; undefined when unset or unreadable. */
+export function markOf(pid: number): string | undefined {
+  let environ: Buffer;
+  try {
+    environ = readFileSync(`/proc/${pid}/environ`);
+  } catch {
+    return undefined;
+  }
+  const key = Buffer.from(`${MARK_VARIABLE}=`);
+  for (let start = 0; start < environ.length; ) {
+    const end = environ.indexOf(0, start);
+    const stop = end < 0 ? environ.length : end;
+    if (environ.subarray(start, start + key.length).equals(key)) return environ.subarray(start + key.length, stop).toString();
+    start = stop + 1;
+  }
+  return undefined;
+}
+
+/** Live processes (not zombies) whose mark is `mark`, or starts with `mark` followed by ".". */
+export function markedProcesses(mark: string, all = allProcesses()): number[] {
+  const found: number[] = [];
+  for (const [pid, stat] of all) {
+    if (stat.state === "Z" || pid === process.pid) continue;
+    const value = markOf(pid);
+    if (value !== undefined && (value === mark || value.startsWith(`${mark}.`))) found.push(pid);
+  }
+  return found;
+}
+
+/**
+ * Sends `signal` to a process or group (negative pid) that this server owns: never to
+ * pid 0, 1, -1 or itself, and an error (gone already) is not one.
+ */
+export function signalOwned(pid: number, signal: NodeJS.Signals): void {
+  if (Math.abs(pid) <= 1 || Math.abs(pid) === process.pid) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // Gone already.
+  }
 }

@@ -39,6 +39,10 @@ export interface ProcessManagerOptions {
   idleWorkerTimeoutMs: number;
   /** Idle children kept ready per plugin module, when slots are free. */
   minIdleWorkers: number;
+  /** Marks this server's children (PLINTH_CHILD=<owner>.<n>): the store's id and this run's. */
+  owner: string;
+  /** The deno binary; default: the one the npm package `deno` installed. */
+  denoBinary?: string | undefined;
   logger: Logger;
 }
 
@@ -82,7 +86,7 @@ interface Waiter extends Settle<Worker> {
   target: PluginTarget;
 }
 
-const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}`;
+const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}`;
 
 /** What the manager reports as it goes: for metrics, logs and tests. */
 export interface ProcessEvents {
@@ -106,7 +110,10 @@ export class ProcessManager {
   readonly #failing = new Set<string>();
   readonly #timer: ReturnType<typeof setInterval>;
   #nextCallId = 1;
+  #nextChild = 1;
   #closed = false;
+  /** Stopping: no idle child is started any more. */
+  #draining = false;
 
   constructor(options: ProcessManagerOptions) {
     this.#o = options;
@@ -204,6 +211,17 @@ export class ProcessManager {
     await this.close();
   }
 
+  /** The server is stopping: start no more idle children. Calls still run. */
+  drain(): void {
+    this.#draining = true;
+  }
+
+  /** SIGKILL now to every child, its group and everything it started. */
+  kill(): void {
+    this.#draining = true;
+    for (const worker of this.#workers) worker.child.kill();
+  }
+
   #lease(target: PluginTarget, signal?: AbortSignal): Promise<Worker> {
     signal?.throwIfAborted();
     if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
@@ -245,6 +263,7 @@ export class ProcessManager {
     const { maxFrameBytes, logTailLines } = this.#o;
     const child = new PluginChild({
       command: childCommand(target, this.#o),
+      mark: `${this.#o.owner}.${this.#nextChild++}`,
       maxFrameBytes,
       logTailLines,
       label: target.module,
@@ -312,7 +331,7 @@ export class ProcessManager {
 
   /** Keeps minIdleWorkers ready per module while slots are free and nothing waits. */
   #prewarm(): void {
-    if (!this.#o.reuseWorkers || this.#closed || this.#queue.length > 0) return;
+    if (!this.#o.reuseWorkers || this.#closed || this.#draining || this.#queue.length > 0) return;
     for (const [key, target] of this.#targets) {
       if (this.#failing.has(key)) continue;
       const list = this.#idle.get(key) ?? [];

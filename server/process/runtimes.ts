@@ -24,10 +24,14 @@ export interface PluginTarget {
   module: string;
   runtime: Runtime;
   permissions?: DenoPermissions;
+  /** The whole child's memory, runtime, heap and buffers, in MiB; unbounded when unset. */
+  maxMemoryMb?: number | undefined;
 }
 
 const require = createRequire(import.meta.url);
 const sdkDir = resolve(dirname(fileURLToPath(import.meta.url)), "../../sdk");
+/** The generated protocol code the SDK imports (the plugin thread loads it as a worker, with read permission). */
+const genDir = resolve(sdkDir, "../gen");
 
 /** The tsx loader, resolved once so the child does not depend on the cwd. */
 const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
@@ -49,9 +53,10 @@ function nodeModulesOf(file: string): string | undefined {
 
 function denoFlags(target: PluginTarget): string[] {
   const p = target.permissions ?? {};
-  // Dynamic import needs read access to the module graph: the plugin's folder, the SDK,
-  // and the node_modules that their npm imports resolve from.
-  const read = [dirname(target.module), sdkDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
+  // Dynamic import and workers need read access to the module graph: the plugin's
+  // folder, the SDK and its generated code, and the node_modules their npm imports
+  // resolve from.
+  const read = [dirname(target.module), sdkDir, genDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
   const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
   const flags = [`--allow-read=${unique.join(",")}`];
   for (const [name, list] of [
@@ -76,22 +81,46 @@ export interface WorkerSettings {
   maxFrameBytes: number;
   progressIntervalMs: number;
   denoDir: string;
+  /** The deno binary; default: the npm package's. */
+  denoBinary?: string | undefined;
+}
+
+/**
+ * Address space Deno reserves at start as writable data (its code range and snapshot):
+ * not memory in use, but counted by RLIMIT_DATA, so a Deno child's limit adds it.
+ */
+const DENO_RESERVED_MB = 640;
+
+/**
+ * The memory limit as the kernel enforces it for the whole process (RLIMIT_DATA: heap,
+ * buffers, every private writable mapping): the runtime starts under `sh`, which sets
+ * the limit and replaces itself with the runtime (exec), so no wrapper stays behind.
+ */
+function limited(command: ChildCommand, megabytes: number | undefined): ChildCommand {
+  if (megabytes === undefined) return command;
+  const kilobytes = String(Math.round(megabytes * 1024));
+  return { ...command, file: "/bin/sh", args: ["-c", 'ulimit -d "$0" && exec "$@"', kilobytes, command.file, ...command.args] };
 }
 
 export function childCommand(target: PluginTarget, settings: WorkerSettings): ChildCommand {
   const { denoDir } = settings;
   const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs)];
   const env = { ...process.env, NO_COLOR: "1" };
+  const memory = target.maxMemoryMb;
   if (target.runtime === "deno") {
-    return {
-      file: denoBinary(),
-      args: ["run", "--quiet", "--no-prompt", ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
+    const v8 = memory === undefined ? [] : [`--v8-flags=--max-old-space-size=${Math.floor(memory)}`];
+    const command = {
+      file: settings.denoBinary ?? denoBinary(),
+      args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
+    return limited(command, memory === undefined ? undefined : memory + DENO_RESERVED_MB);
   }
-  return {
+  // The plugin thread's heap is bounded too, so that its running out ends the call cleanly.
+  const command = {
     file: process.execPath,
-    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail],
+    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail, ...(memory ? [String(Math.floor(memory * 0.75))] : [])],
     env,
   };
+  return limited(command, memory);
 }

@@ -3,7 +3,7 @@
  * one error mapper around every call. It knows the engine only through its API.
  */
 import { HealthImplementation } from "grpc-health-check";
-import { createServer } from "nice-grpc";
+import { type CallContext, createServer, type ServerMiddlewareCall } from "nice-grpc";
 import type { Logger } from "pino";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { ActionService, file_plinth_v1_action_service } from "../../gen/plinth/v1/action_service_pb.ts";
@@ -18,6 +18,9 @@ import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
 import { stateService } from "./state-service.ts";
 
+/** How long connections get to close once no call is in flight. */
+const CLOSE_GRACE_MS = 250;
+
 const SERVICES = ["", ...[EngineService, ActionService, StateService].map((s) => s.typeName)];
 
 export interface GrpcServer {
@@ -31,10 +34,23 @@ export interface GrpcServer {
 
 /** `engine` throws UNAVAILABLE while the engine is not there (starting or stopping). */
 export function createGrpcServer(engine: () => Engine, options: { maxMessageBytes: number; logger: Logger }): GrpcServer {
+  // Calls in flight, so that a stop waits for their answers and not for idle connections.
+  let inFlight = 0;
+  let onIdle: (() => void) | undefined;
+  async function* track<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
+    inFlight++;
+    try {
+      return yield* call.next(call.request, context);
+    } finally {
+      if (--inFlight === 0) onIdle?.();
+    }
+  }
   const server = createServer({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
-  }).use(errorMapper(options.logger));
+  })
+    .use(track)
+    .use(errorMapper(options.logger));
   server.add(niceDefinition(EngineService), engineService(engine));
   server.add(niceDefinition(ActionService), actionService(engine));
   server.add(niceDefinition(StateService), stateService(engine));
@@ -48,9 +64,21 @@ export function createGrpcServer(engine: () => Engine, options: { maxMessageByte
       for (const s of SERVICES) health.setStatus(s, serving ? "SERVING" : "NOT_SERVING");
     },
     async shutdown(graceMs) {
-      const forced = setTimeout(() => server.forceShutdown(), graceMs);
-      await server.shutdown();
-      clearTimeout(forced);
+      // The answers of the calls in flight go out (their actions have ended); then every
+      // connection closes, idle ones included, without waiting for their clients.
+      if (inFlight > 0) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        await new Promise<void>((resolve) => {
+          onIdle = resolve;
+          timer = setTimeout(resolve, graceMs);
+        });
+        clearTimeout(timer);
+      }
+      // A graceful close lets the last answers flush; idle clients get a moment, not more.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([server.shutdown(), new Promise((resolve) => (timer = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+      clearTimeout(timer);
+      server.forceShutdown();
     },
   };
 }

@@ -4,6 +4,7 @@
  * does not grow with the actions run.
  */
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
+import { randomHex, runId } from "../run-id.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface MemoryOptions {
@@ -13,6 +14,8 @@ export interface MemoryOptions {
 }
 
 export class MemoryStore implements Store {
+  readonly id = randomHex(6);
+  readonly owner = `${this.id}.${runId()}`;
   /** Each model's kept revisions, oldest first. */
   readonly #models = new Map<string, ModelRecord[]>();
   /** Insertion order is creation order: ids are time-ordered. Actions are immutable views. */

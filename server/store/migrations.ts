@@ -48,6 +48,11 @@ const migrations: string[] = [
      args BLOB,
      prediction BLOB
    );`,
+  // 3: the database's id (it marks the plugin children of its servers) and who holds it.
+  `CREATE TABLE meta (
+     key TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   );`,
 ];
 
 /** The schema version this build writes. */

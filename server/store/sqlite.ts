@@ -16,6 +16,8 @@ import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/act
 import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { migrate } from "./migrations.ts";
+import { randomHex, runId } from "../run-id.ts";
+import { lockDatabase, thisHolder } from "./sqlite-lock.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface SqliteOptions {
@@ -85,11 +87,33 @@ function explain(error: unknown, path: string): unknown {
   if (code === "SQLITE_IOERR" || code.startsWith("SQLITE_IOERR")) {
     return new PlinthError("unavailable", `the store ${path} failed to write: ${message}`, { cause: error });
   }
+  if (code === "SQLITE_CORRUPT") return damaged(path, message);
   return error;
 }
 
+/** A database SQLite finds malformed: what to do about it. */
+function damaged(path: string, message: string): PlinthError {
+  return new PlinthError(
+    "invalid_argument",
+    `config backend.path: ${path} is damaged (${message}); stop the server, restore the file from a backup (see "Where data lives, backups, restarts" in the README), or move it and its -wal and -shm files away to start with an empty database`,
+  );
+}
+
+/** The database's own id, made once: the plugin children of its servers carry it. */
+function storeId(db: Database.Database): string {
+  const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'id'").get();
+  if (row) return row.value;
+  const id = randomHex(6);
+  db.prepare("INSERT INTO meta (key, value) VALUES ('id', ?)").run(id);
+  return id;
+}
+
 export class SqliteStore implements Store {
+  readonly id: string;
+  readonly owner: string;
   readonly #db: Database.Database;
+  /** Held while this server runs: see sqlite-lock.ts. */
+  readonly #lock: Database.Database;
   readonly #o: SqliteOptions;
   readonly #q;
   readonly #checkpointer: Worker;
@@ -106,8 +130,11 @@ export class SqliteStore implements Store {
     } catch (error) {
       throw new PlinthError("invalid_argument", `config backend.path: cannot create the folder of ${path}: ${(error as Error).message}`);
     }
+    let lock: Database.Database | undefined;
     let db: Database.Database | undefined;
     try {
+      // One live server per database: refuse before touching it.
+      lock = lockDatabase(path);
       db = new Database(path);
       db.pragma("journal_mode = WAL");
       db.pragma(`synchronous = ${options.synchronous.toUpperCase()}`);
@@ -117,11 +144,15 @@ export class SqliteStore implements Store {
         db.pragma(`max_page_count = ${Math.max(1, Math.floor(options.maxSizeBytes / pageSize))}`);
       }
       migrate(db, path);
+      this.id = storeId(db);
+      db.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('holder', ?)").run(JSON.stringify(thisHolder()));
     } catch (error) {
       db?.close();
+      lock?.close();
       if (PlinthError.is(error)) throw error;
       const code = (error as { code?: string }).code ?? "";
       const message = (error as Error).message;
+      if (code === "SQLITE_CORRUPT") throw damaged(path, message);
       if (code === "SQLITE_NOTADB") {
         throw new PlinthError(
           "invalid_argument",
@@ -140,6 +171,8 @@ export class SqliteStore implements Store {
       throw error;
     }
     this.#db = db;
+    this.#lock = lock!;
+    this.owner = `${this.id}.${runId()}`;
     this.#q = this.#statements();
     // Checkpoints (with their fsync) run in a worker thread, off the event loop.
     db.pragma("wal_autocheckpoint = 0");
@@ -193,6 +226,15 @@ export class SqliteStore implements Store {
       children: db.prepare<[], { pid: number; start_ticks: string }>("SELECT pid, start_ticks FROM children"),
       clearChildren: db.prepare("DELETE FROM children"),
     };
+  }
+
+  /** Runs a read, turning a damaged file into a clear error. */
+  #read<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (error) {
+      throw explain(error, this.#o.path);
+    }
   }
 
   /** Runs a write, turning SQLite's failures into clear errors. */
@@ -253,7 +295,7 @@ export class SqliteStore implements Store {
   }
 
   async allModels(): Promise<ModelMeta[]> {
-    return this.#q.allModels.all().map(meta);
+    return this.#read(() => this.#q.allModels.all().map(meta));
   }
 
   async listModels(query: ListModelsQuery): Promise<ModelMeta[]> {
@@ -385,7 +427,7 @@ export class SqliteStore implements Store {
 
   async unfinishedActions(): Promise<Action[]> {
     this.#flush();
-    return this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json));
+    return this.#read(() => this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json)));
   }
 
   async pruneActions(now: Date): Promise<number> {
@@ -433,5 +475,6 @@ export class SqliteStore implements Store {
       await exited;
     }
     this.#db.close();
+    this.#lock.close();
   }
 }

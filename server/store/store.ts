@@ -63,6 +63,10 @@ export interface TrackedChild {
 }
 
 export interface Store {
+  /** The database's own id; the plugin children of its servers carry it in their mark. */
+  readonly id: string;
+  /** This server's mark on its children: `<id>.<run id>`. */
+  readonly owner: string;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
   /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */

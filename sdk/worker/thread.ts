@@ -1,0 +1,205 @@
+/**
+ * The plugin's thread inside a child: loads the plugin module, runs each call and
+ * encodes what the server should get (hello, progress, result, failure) as frames for
+ * the child's main thread to write. On web-standard APIs only; the runtime adapters
+ * (../adapters/*-thread.ts) supply the port to the main thread.
+ *
+ * Running plugin code here, not on the child's main thread, is what lets a CPU-bound
+ * plugin be cancelled and watched: the main thread stays free to take SIGTERM and the
+ * end of its input, and tells this thread through a shared flag that a synchronous
+ * loop can read (`ctx.signal.aborted`, `ctx.checkpoint()`), while `ctx.report` sends a
+ * due update at once instead of waiting for a timer.
+ * @module
+ */
+import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
+import { type Call, CallKind, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { runCall, type CallKind as SdkCallKind } from "../_call.ts";
+import { type Context, createContext, createLogger } from "../context.ts";
+import type { Plugin } from "../plugin.ts";
+import type { JsonValue } from "../values.ts";
+import { decodeValue, encodeValue } from "./codec.ts";
+
+/** Main thread → plugin thread. @internal */
+export type ToThread =
+  | {
+      type: "start";
+      moduleUrl: string;
+      runtime: "node" | "deno";
+      pid: number;
+      progressIntervalMs: number;
+      /** [0] becomes 1 when the current call is cancelled; the main thread resets it per call. */
+      cancelled: Int32Array;
+    }
+  | { type: "call"; frame: Uint8Array }
+  | { type: "cancel" };
+
+/** Plugin thread → main thread. @internal */
+export type FromThread =
+  /** An encoded WorkerMessage to write as a frame. */
+  | { type: "frame"; bytes: Uint8Array }
+  /** The call ended (its result or failure frame went first). */
+  | { type: "done" }
+  /** The plugin module did not load (its failure frame went first): exit. */
+  | { type: "unusable" };
+
+/** What a runtime adapter provides to the plugin thread. @internal */
+export interface ThreadHost {
+  post(message: FromThread, transfer?: ArrayBuffer[]): void;
+  onMessage(listener: (message: ToThread) => void): void;
+  /** Writes one line to the child's stderr, which the server keeps as the log tail. */
+  logLine(line: string): void;
+}
+
+const kinds: Record<number, SdkCallKind | undefined> = {
+  [CallKind.DATA_ACCESS]: "data_access",
+  [CallKind.INSTANTIATE]: "instantiate",
+  [CallKind.FIT]: "fit",
+  [CallKind.PREDICT]: "predict",
+};
+
+function asPlugin(mod: unknown, url: string): Plugin {
+  const plugin = (mod as { default?: unknown }).default as Plugin | undefined;
+  if (!plugin || typeof plugin !== "object" || typeof plugin.name !== "string") {
+    throw new TypeError(`${url} must export a plugin as default: export default definePlugin({ name, models, dataAccess })`);
+  }
+  return plugin;
+}
+
+/** An error as a Failure's fields; allocation failures are named so that the server reports out_of_memory. */
+function errorFields(error: unknown): { name: string; message: string; stack: string } {
+  if (error instanceof Error) {
+    const outOfMemory = error instanceof RangeError && /allocation failed|out of memory/i.test(error.message);
+    return { name: outOfMemory ? "OutOfMemoryError" : error.name, message: error.message, stack: error.stack ?? "" };
+  }
+  return { name: "Error", message: String(error), stack: "" };
+}
+
+/**
+ * An AbortSignal that also learns of a cancel from the shared flag, the moment the
+ * plugin looks at it: a plugin in a synchronous loop never lets the cancel message in.
+ */
+function cancellableSignal(cancelled: Int32Array): { controller: AbortController; signal: AbortSignal } {
+  const controller = new AbortController();
+  const signal = controller.signal;
+  const aborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
+  const throwIfAborted = AbortSignal.prototype.throwIfAborted;
+  const sync = () => {
+    if (Atomics.load(cancelled, 0) !== 0 && !aborted.call(signal)) controller.abort(new DOMException("the action was cancelled", "AbortError"));
+  };
+  Object.defineProperty(signal, "aborted", {
+    get: () => {
+      sync();
+      return aborted.call(signal);
+    },
+  });
+  Object.defineProperty(signal, "throwIfAborted", {
+    value: () => {
+      sync();
+      throwIfAborted.call(signal);
+    },
+  });
+  return { controller, signal };
+}
+
+/** Serves the plugin thread until the process exits. @internal */
+export function runThread(host: ThreadHost): void {
+  const send = (message: MessageInitShape<typeof WorkerMessageSchema>) => {
+    const bytes = toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message));
+    host.post({ type: "frame", bytes }, [bytes.buffer as ArrayBuffer]);
+  };
+  let start: Extract<ToThread, { type: "start" }> | undefined;
+  let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);
+  let current: AbortController | undefined;
+  // Calls run one at a time, in arrival order.
+  let chain: Promise<void> = Promise.resolve();
+
+  const load = async (s: NonNullable<typeof start>): Promise<Plugin | undefined> => {
+    let loaded: Plugin;
+    try {
+      loaded = asPlugin(await import(s.moduleUrl), s.moduleUrl);
+    } catch (error) {
+      send({ kind: { case: "failure", value: { callId: "", ...errorFields(error) } } });
+      host.post({ type: "unusable" });
+      return undefined;
+    }
+    const fn = (entries: Record<string, { description?: string }> | undefined) =>
+      Object.entries(entries ?? {}).map(([name, f]) => ({ name, description: f.description ?? "" }));
+    send({
+      kind: {
+        case: "hello",
+        value: {
+          runtime: s.runtime,
+          pid: s.pid,
+          manifest: { name: loaded.name, description: loaded.description ?? "", modelTypes: fn(loaded.models), dataAccess: fn(loaded.dataAccess) },
+        },
+      },
+    });
+    return loaded;
+  };
+
+  const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call): Promise<void> => {
+    const { controller, signal } = cancellableSignal(s.cancelled);
+    current = controller;
+    let latest: { state: JsonValue } | undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let lastSent = -Infinity;
+    const flush = () => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (!latest) return;
+      const state = fromJson(JsonSchema, JSON.parse(JSON.stringify(latest.state ?? null)) as PbJsonValue);
+      latest = undefined;
+      lastSent = performance.now();
+      send({ kind: { case: "progress", value: { callId: call.callId, state } } });
+    };
+    const ctx: Context = createContext({
+      callId: call.callId,
+      signal,
+      log: createLogger(host.logLine),
+      report(state) {
+        latest = { state };
+        // Due now: send at once, so that a synchronous loop's reports go out as it runs.
+        const wait = lastSent + s.progressIntervalMs - performance.now();
+        if (wait <= 0) flush();
+        else timer ??= setTimeout(flush, wait);
+      },
+    });
+    try {
+      const kind = kinds[call.kind];
+      if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
+      const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeValue(v)]));
+      const out = await runCall(plugin, { kind, target: call.target, instance: call.instance, args: call.args.map(decodeValue), kwargs }, ctx);
+      flush();
+      const result = { callId: call.callId, value: encodeValue(out.value) };
+      send({ kind: { case: "result", value: out.instance ? { ...result, instance: out.instance } : result } });
+    } catch (error) {
+      flush();
+      send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error) } } });
+    } finally {
+      current = undefined;
+      host.post({ type: "done" });
+    }
+  };
+
+  host.onMessage((message) => {
+    switch (message.type) {
+      case "start":
+        start = message;
+        plugin = load(message);
+        return;
+      case "call": {
+        const s = start!;
+        chain = chain.then(async () => {
+          const loaded = await plugin;
+          const decoded = fromBinary(ServerMessageSchema, message.frame);
+          if (loaded && decoded.kind.case === "call") await handle(loaded, s, decoded.kind.value);
+        });
+        return;
+      }
+      case "cancel":
+        current?.abort(new DOMException("the action was cancelled", "AbortError"));
+        return;
+    }
+  });
+}
