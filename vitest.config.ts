@@ -3,6 +3,7 @@ import { defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
+    setupFiles: ["test/setup.ts"],
     // Real children on a busy 2-core machine: generous, event-driven timeouts.
     testTimeout: 120_000,
     hookTimeout: 120_000,

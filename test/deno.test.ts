@@ -6,6 +6,7 @@ import { denoBinary } from "../server/process/runtimes.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
+import { expectSpinReportsAndStops } from "./helpers/spin.ts";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -54,6 +55,40 @@ describe("plugins under Deno, through the server", () => {
     expect(action.status).toBe(ActionStatus.SUCCEEDED);
     expect(jsonOf(action.result?.prediction)).toEqual({ runtime: "deno", args: ["x"] });
     expect(action.logTail).toEqual(expect.arrayContaining(["console.log from the plugin", '{"level":"info","msg":"structured line","calls":0}']));
+  });
+
+  it("keeps every console method and Deno.stdout off the protocol channel, in the log tail", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const action = (await t.engine.predict({ modelId, args: [json("console")], wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    const tail = action.logTail.join("\n");
+    for (const line of [
+      "info line",
+      "debug line",
+      "warn line",
+      "error line",
+      "counted: 2",
+      "in the group",
+      "timer: ",
+      "traced",
+      "asserted",
+      "straight to stdout",
+    ]) {
+      expect(tail).toContain(line);
+    }
+    expect(tail).toMatch(/a:\s*1/); // the table's row
+    expect(tail).toMatch(/nested:\s*true/); // the dir
+  });
+
+  it("ctx.sleep leaves no abort listener behind", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const action = (await t.engine.predict({ modelId, args: [json("sleep")], wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    expect(action.logTail.join("\n")).not.toMatch(/MaxListeners|listener/i);
+  });
+
+  it("a CPU-bound plugin (a synchronous loop) reports progress and is cancelled cooperatively", async () => {
+    await expectSpinReportsAndStops(t);
   });
 
   it("aborts ctx.signal on cancel (SIGTERM reaches the Deno child)", async () => {

@@ -1,5 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import * as grpc from "@grpc/grpc-js";
@@ -7,15 +5,14 @@ import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer | undefined;
-const folders: string[] = [];
 afterEach(async () => {
   await t?.close();
   t = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
 });
 
 async function start(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
@@ -169,8 +166,7 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
   });
 
   it("a store write that fails fails the action visibly, and the history is left as it was", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "plinth-store-"));
-    folders.push(dir);
+    const dir = tempDir("plinth-store-");
     const path = join(dir, "plinth.db");
     const { t } = await start({}, { path });
     const numbersModel = (await t.engine.createInstance({ modelType: "payloads.Numbers", wait: true })).action!.modelId;

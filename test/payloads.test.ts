@@ -1,5 +1,3 @@
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createChannel, createClient } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
@@ -9,14 +7,13 @@ import { ArgKind, DType } from "../gen/plinth/v1/arg_pb.ts";
 import { JsonForm } from "../gen/plinth/v1/engine_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { json, jsonOf, jsonText, numbers } from "./helpers/args.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 
 let t: TestServer | undefined;
-const folders: string[] = [];
 afterEach(async () => {
   await t?.close();
   t = undefined;
-  for (const folder of folders.splice(0)) rmSync(folder, { recursive: true, force: true });
 });
 
 async function start(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
@@ -94,8 +91,7 @@ describe("real-sized payloads", () => {
   });
 
   it("the history keeps payloads up to backend.max_payload_bytes in full, larger ones as summaries", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "plinth-payloads-"));
-    folders.push(dir);
+    const dir = tempDir("plinth-payloads-");
     // Nothing stays live: every read below comes from the SQLite history.
     const { t, echo } = await start({ retain_actions: 0 }, { path: join(dir, "plinth.db"), max_payload_bytes: 20_000 });
     const medium = numbers(1000); // ~10 kB: summarized in views, kept in the history

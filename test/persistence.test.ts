@@ -1,6 +1,5 @@
 import { once } from "node:events";
-import { chmodSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { Status } from "nice-grpc";
@@ -10,9 +9,10 @@ import { SCHEMA_VERSION } from "../server/store/migrations.ts";
 import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 
-const newDb = () => join(mkdtempSync(join(tmpdir(), "plinth-db-")), "plinth.db");
+const newDb = () => join(tempDir("plinth-db-"), "plinth.db");
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
 
 let running: (TestServer | undefined)[] = [];
@@ -213,7 +213,7 @@ describe("a backend that cannot work stops the server at start, or fails the wri
   });
 
   it("a read-only directory", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "plinth-ro-"));
+    const dir = tempDir("plinth-ro-");
     mkdirSync(join(dir, "data"));
     chmodSync(join(dir, "data"), 0o555);
     chmodSync(dir, 0o755);

@@ -1,13 +1,13 @@
 import { once } from "node:events";
 import { ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
 
@@ -219,7 +219,7 @@ describe("a misbehaving child fails only its own call, with a precise error, and
   });
 
   it("a crash in the module load fails the call that needed it", async () => {
-    const flag = join(mkdtempSync(join(tmpdir(), "plinth-")), "broken");
+    const flag = join(tempDir(), "broken");
     process.env.PLINTH_TEST_BREAK_LOAD = flag;
     try {
       t = await startTestServer({ engine: { reuse_workers: false }, plugins: [misbehave, { module: fixture("load-switch.ts") }] });

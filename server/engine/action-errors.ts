@@ -1,6 +1,6 @@
 /**
  * The codes an action's error carries (`Action.error.code`): one list, documented
- * here and in the README. A plugin's own error may carry a code of its choosing.
+ * here and in the README.
  */
 export type ActionErrorCode =
   /** The plugin function threw; its message and stack are on the error. */
@@ -11,6 +11,8 @@ export type ActionErrorCode =
   | "plugin_load_failed"
   /** The child broke the pipe protocol (a frame too large or malformed, output out of turn). */
   | "protocol_error"
+  /** The plugin's child went over plugins[].max_memory_mb. */
+  | "out_of_memory"
   /** A DataAccess argument's function failed; the message names the argument. */
   | "data_access_failed"
   /** The action's timeout passed. */

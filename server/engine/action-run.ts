@@ -143,7 +143,7 @@ export class ActionRun {
         () => report({ status: ActionStatus.EXECUTING, startTime: timestampNow() }),
         (state, logTail) => this.#report.progress(state, logTail, argument),
       );
-      await report({ status: ActionStatus.SUCCEEDED, endTime: timestampNow() });
+      await report({ status: ActionStatus.SUCCEEDED, endTime: timestampNow(), logTail: outcome.logTail });
       // Passed on to the next call as it came: JSON stays text.
       return payloadFromValue(outcome.result.value, "json_text");
     } catch (error) {
@@ -156,6 +156,7 @@ export class ActionRun {
         status: stopped ? ActionStatus.CANCELLED : ActionStatus.FAILED,
         endTime: timestampNow(),
         error: create(ActionErrorSchema, { code: error instanceof ChildFailure ? error.code : "cancelled", message, stack }),
+        logTail: error instanceof ChildFailure ? error.logTail : [],
       });
       if (stopped) throw error;
       throw new ActionFailure(

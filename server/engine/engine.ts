@@ -540,7 +540,7 @@ export class Engine {
       dataAccess: (argument, patch) => this.#persist(live.updateDataAccess(id, argument, patch)),
       progress: (state, logTail, argument) => {
         if (argument === undefined) live.update(id, { ...(state ? { state } : {}), logTail });
-        else if (state) live.updateDataAccess(id, argument, { state });
+        else live.updateDataAccess(id, argument, { ...(state ? { state } : {}), logTail });
       },
     };
   }

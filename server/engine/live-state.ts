@@ -67,6 +67,7 @@ const WAITING = new Set([ActionStatus.QUEUED, ActionStatus.ACCESSING_DATA]);
 function ownBytes(view: Action): number {
   let n = 512 + view.dataAccess.length * 128;
   for (const line of view.logTail) n += line.length;
+  for (const entry of view.dataAccess) for (const line of entry.logTail) n += line.length;
   if (view.error) n += view.error.message.length + view.error.stack.length;
   return n;
 }

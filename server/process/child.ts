@@ -9,6 +9,7 @@
  * is never signalled; no signal ever goes to pid 1 or below.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { accessSync, constants } from "node:fs";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import {
@@ -35,6 +36,8 @@ export interface ChildExit {
   forced: boolean;
   /** It vanished without an exit event (found by reconciliation). */
   vanished: boolean;
+  /** The spawn failed: there never was a process. */
+  spawnError?: string | undefined;
   durationMs: number;
   /** From terminate() to the exit; 0 if it was not terminated. */
   stopMs: number;
@@ -68,10 +71,21 @@ export interface ChildOptions {
   label: string;
 }
 
+/** Why a command cannot run, as the system says it. */
+function whyNotRunnable(file: string): string {
+  try {
+    accessSync(file, constants.X_OK);
+    return `${file} did not start`;
+  } catch (error) {
+    return `${file}: ${(error as Error).message.replace(/, access '.*'$/, "")}`;
+  }
+}
+
 /** How long a child whose stdout closed has to exit before it counts as broken. */
 const STDOUT_CLOSED_GRACE_MS = 250;
 
 function describeExit(exit: ChildExit): string {
+  if (exit.spawnError) return `could not be started: ${exit.spawnError}`;
   if (exit.vanished) return "vanished";
   return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }
@@ -101,6 +115,8 @@ export class PluginChild {
   #broken: ChildFailure | undefined;
   /** Consecutive reconciliations that found the process gone or a zombie. */
   #missing = 0;
+  /** Why the spawn failed, when it did. */
+  #spawnError: string | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -118,7 +134,7 @@ export class PluginChild {
     if (this.pid === 0) {
       // Failed already: an immediate exit, whatever comes next (cancel, stop), before
       // the error event even arrives.
-      this.tail.push(new TextEncoder().encode(`cannot start ${file}\n`));
+      this.#spawnError = whyNotRunnable(file);
       this.#finish(null, null);
     }
     this.process.on("exit", (code, signal) => {
@@ -290,6 +306,7 @@ export class PluginChild {
       terminated: this.#terminatedAt !== undefined,
       forced: this.#forced,
       vanished,
+      ...(this.#spawnError ? { spawnError: this.#spawnError } : {}),
       durationMs: now - this.startedAt,
       stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };
@@ -337,7 +354,10 @@ export class PluginChild {
           }),
       };
       if (this.#broken) return reject(this.#broken);
-      if (this.#exit) return reject(new ChildFailure(exitCode, `plugin ${this.#options.label} ${describeExit(this.#exit)} ${when}`));
+      if (this.#exit) {
+        const exit = this.#exit;
+        return reject(new ChildFailure(exitCode, `plugin ${this.#options.label} ${describeExit(exit)}${exit.spawnError ? "" : ` ${when}`}`));
+      }
       this.#exchange = exchange;
     });
   }

@@ -1,8 +1,7 @@
 /** The server as a real process: `node --import tsx server/main.ts`, one process, so a signal reaches it. */
 import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createChannel, createClient } from "nice-grpc";
@@ -11,6 +10,7 @@ import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { niceDefinition } from "../../server/rpc/service-definition.ts";
 import { processes } from "./processes.ts";
 import { root } from "./server.ts";
+import { tempDir } from "./temp.ts";
 
 const tsxLoader = pathToFileURL(createRequire(import.meta.url).resolve("tsx")).href;
 
@@ -42,7 +42,7 @@ export function startProcess(args: string[], options: SpawnOptions = {}): Server
 }
 
 /** A config file in a new temporary folder; returns its path. */
-export function writeConfig(yaml: string, dir = mkdtempSync(join(tmpdir(), "plinth-proc-"))): string {
+export function writeConfig(yaml: string, dir = tempDir("plinth-proc-")): string {
   const file = join(dir, "plinth.yaml");
   writeFileSync(file, yaml);
   return file;

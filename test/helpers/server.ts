@@ -2,8 +2,6 @@
  * Starts the real server on 127.0.0.1:0 with real plugin children, and gives real
  * gRPC clients. close() stops it and checks that no child is left.
  */
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { type Channel, createChannel, createClientFactory } from "nice-grpc";
@@ -16,6 +14,7 @@ import { parseConfig } from "../../server/config/load.ts";
 import { type PlinthServer, startServer } from "../../server/app.ts";
 import { niceDefinition } from "../../server/rpc/service-definition.ts";
 import { pluginChildren } from "./processes.ts";
+import { tempDir } from "./temp.ts";
 
 export const root = fileURLToPath(new URL("../..", import.meta.url));
 export const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/plugins/${name}`, import.meta.url));
@@ -42,7 +41,7 @@ const stateClient = (channel: Channel) => clients.create(niceDefinition(StateSer
  */
 export async function startTestServer(config: Record<string, unknown> = {}): Promise<TestServer> {
   const engine = (config.engine ?? {}) as Record<string, unknown>;
-  const backend = config.backend ?? { path: join(mkdtempSync(join(tmpdir(), "plinth-test-")), "plinth.db") };
+  const backend = config.backend ?? { path: join(tempDir(), "plinth.db") };
   const resolved = parseConfig(
     { ...config, backend, server: { address: "127.0.0.1:0" }, engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine } },
     root,
