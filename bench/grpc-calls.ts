@@ -4,8 +4,7 @@
  * take and give encoded bytes, so that the client's own encoding stays out of the figures.
  */
 import type { ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
@@ -14,6 +13,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { CreateInstanceRequestSchema, CreateInstanceResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { percentile } from "./report.ts";
 import { startProcess } from "./servers.ts";
+import { tempDir } from "./temp.ts";
 
 export const root = fileURLToPath(new URL("..", import.meta.url));
 
@@ -55,7 +55,7 @@ export interface PlinthProcess {
   child: ChildProcess;
   port: number;
   client: grpc.Client;
-  /** SIGTERM, wait for the exit, remove the temporary folder. */
+  /** SIGTERM, and wait for the exit. */
   stop(): Promise<void>;
 }
 
@@ -64,7 +64,7 @@ export async function startPlinth(
   plugin: string,
   options: { engine?: Record<string, unknown>; runtime?: string; backend?: string; maxMessageBytes?: number } = {},
 ): Promise<PlinthProcess> {
-  const dir = mkdtempSync(join(tmpdir(), "plinth-bench-"));
+  const dir = tempDir();
   const config = join(dir, "plinth.yaml");
   const yaml = [
     "server:",
@@ -89,7 +89,6 @@ export async function startPlinth(
     async stop() {
       client.close();
       await stop(server.child);
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }

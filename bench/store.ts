@@ -6,8 +6,7 @@
  */
 import { type ChildProcess, fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
@@ -16,12 +15,13 @@ import { startServer } from "../server/app.ts";
 import { SqliteStore } from "../server/store/sqlite.ts";
 import { printTable } from "./report.ts";
 import { startProcess } from "./servers.ts";
+import { tempDir } from "./temp.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const quick = process.argv.includes("--quick");
 const logger = pino({ level: "silent" });
 const plugins = [{ module: join(root, "bench/plugins/trivial.ts") }];
-const newDb = () => join(mkdtempSync(join(tmpdir(), "plinth-bench-db-")), "plinth.db");
+const newDb = () => join(tempDir("plinth-bench-db-"), "plinth.db");
 
 /** Spawns the server process on `path` and returns the ms until it logs "serving". */
 async function startupMs(path: string): Promise<number> {
@@ -35,7 +35,7 @@ async function startupMs(path: string): Promise<number> {
 }
 
 async function configFile(path: string): Promise<string> {
-  const file = join(mkdtempSync(join(tmpdir(), "plinth-bench-cfg-")), "plinth.yaml");
+  const file = join(tempDir("plinth-bench-cfg-"), "plinth.yaml");
   writeFileSync(file, `backend:\n  path: ${path}\nplugins:\n  - module: ${plugins[0]!.module}\n`);
   return file;
 }

@@ -6,8 +6,7 @@
  */
 import { fork } from "node:child_process";
 import { once } from "node:events";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { createChannel, createClient } from "nice-grpc";
@@ -18,6 +17,7 @@ import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
+import { tempDir } from "./temp.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const quick = process.argv.includes("--quick");
@@ -29,7 +29,7 @@ const SECONDS = quick ? 3 : 8;
 
 const num = (value: number) => ({ kind: { case: "json" as const, value: { kind: { case: "numberValue" as const, value } } } });
 
-const dir = mkdtempSync(join(tmpdir(), "plinth-bench-watch-"));
+const dir = tempDir("plinth-bench-watch-");
 const config = join(dir, "plinth.yaml");
 writeFileSync(
   config,

@@ -34,19 +34,8 @@ const echo = (args: Args, kwargs: Kwargs): JsonValue => ({
 async function sleep(ctx: Context, seconds: number): Promise<void> {
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {
-    ctx.signal.throwIfAborted();
     ctx.report({ progress: 1 - (end - Date.now()) / (seconds * 1000) });
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(resolve, Math.min(100, end - Date.now()));
-      ctx.signal.addEventListener(
-        "abort",
-        () => {
-          clearTimeout(timer);
-          reject(ctx.signal.reason);
-        },
-        { once: true },
-      );
-    });
+    await ctx.sleep(Math.min(100, end - Date.now()));
   }
   ctx.report({ progress: 1 });
 }

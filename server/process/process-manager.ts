@@ -276,6 +276,7 @@ export class ProcessManager {
     const worker: Worker = { key, target, child, ready, calls: 0, idleSince: performance.now() };
     this.#workers.add(worker);
     void child.exited.then((exit) => this.#gone(worker, exit));
+    this.#o.logger.debug({ pid: child.pid, module: target.module }, "plugin child started");
     this.events.emit("spawn", child.pid);
     return worker;
   }

@@ -22,11 +22,24 @@ export interface ServerProcess {
 }
 
 export function startProcess(args: string[], options: SpawnOptions = {}): ServerProcess {
-  const child = spawn(process.execPath, ["--import", tsxLoader, "server/main.ts", ...args], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-    ...options,
-  });
+  return watchServing(
+    spawn(process.execPath, ["--import", tsxLoader, "server/main.ts", ...args], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+      ...options,
+    }),
+  );
+}
+
+/**
+ * `npm start -- <args>`, as a user types it: npm leads a process group of its own, as
+ * a job in a terminal does, so the group is what Ctrl-C reaches.
+ */
+export function startNpm(args: string[]): ServerProcess {
+  return watchServing(spawn("npm", ["start", "--", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true }));
+}
+
+function watchServing(child: ChildProcess): ServerProcess {
   let output = "";
   const port = new Promise<number>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
