@@ -1,11 +1,11 @@
 /**
  * The child's entry point on Deno: `deno run sdk/adapters/deno.ts <plugin module> [max frame bytes] [progress interval ms]`.
  * Keeps the real stdout for protocol frames; the plugin runs in a worker
- * (deno-thread.ts) whose console and Deno.stdout go to stderr, so nothing a plugin
- * prints can corrupt the channel.
+ * (deno-thread.ts), started first so that it loads while this thread does, whose
+ * console and Deno.stdout go to stderr: nothing a plugin prints can corrupt the channel.
  * @module
  */
-import { serveWorker } from "../worker/serve.ts";
+import { threadStart } from "../worker/thread-start.ts";
 
 const [modulePath, maxFrameBytes, progressIntervalMs] = Deno.args;
 if (!modulePath?.startsWith("/")) {
@@ -13,29 +13,30 @@ if (!modulePath?.startsWith("/")) {
   Deno.exit(2);
 }
 
+const moduleUrl = `file://${modulePath.split("/").map(encodeURIComponent).join("/")}`;
+const start = threadStart(moduleUrl, "deno", Deno.pid, Number(progressIntervalMs ?? 50));
+const worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, { type: "module" });
+worker.postMessage(start.message);
+
 const toStderr = console.error.bind(console);
 console.log = console.info = console.debug = toStderr;
 const frames = Deno.stdout.writable.getWriter();
 
-await serveWorker(`file://${modulePath.split("/").map(encodeURIComponent).join("/")}`, {
-  runtime: "deno",
-  pid: Deno.pid,
+const { serveWorker } = await import("../worker/serve.ts");
+await serveWorker({
   input: Deno.stdin.readable,
   write: (bytes) => frames.write(bytes),
   onTerminate: (listener) => Deno.addSignalListener("SIGTERM", listener),
-  startThread: () => {
-    const worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, { type: "module" });
-    return {
-      post: (message, transfer) => worker.postMessage(message, transfer ?? []),
-      onMessage: (listener) => worker.addEventListener("message", (event) => listener(event.data)),
-      onError: (listener) =>
-        worker.addEventListener("error", (event) => {
-          event.preventDefault();
-          listener(new Error(event.message));
-        }),
-    };
+  thread: {
+    post: (message, transfer) => worker.postMessage(message, transfer ?? []),
+    onMessage: (listener) => worker.addEventListener("message", (event) => listener(event.data)),
+    onError: (listener) =>
+      worker.addEventListener("error", (event) => {
+        event.preventDefault();
+        listener(new Error(event.message));
+      }),
   },
+  cancelled: start.cancelled,
   exit: (code) => Deno.exit(code),
   maxFrameBytes: Number(maxFrameBytes ?? 64 * 1024 * 1024),
-  progressIntervalMs: Number(progressIntervalMs ?? 50),
 });

@@ -24,20 +24,18 @@ export interface ThreadPort {
 
 /** What a runtime adapter provides to the child's main thread. @internal */
 export interface WorkerHost {
-  runtime: "node" | "deno";
-  pid: number;
   /** Bytes the server writes to the child's stdin. */
   input: AsyncIterable<Uint8Array>;
   /** Writes bytes to the protocol channel (the real stdout). */
   write(bytes: Uint8Array): Promise<void>;
   /** Registers the SIGTERM handler. */
   onTerminate(listener: () => void): void;
-  /** Starts the plugin's thread. */
-  startThread(): ThreadPort;
+  /** The plugin's thread, already sent its start message (thread-start.ts)... */
+  thread: ThreadPort;
+  /** ...and the cancel flag it shares with it. */
+  cancelled: Int32Array;
   exit(code: number): void;
   maxFrameBytes: number;
-  /** Minimum time between two progress frames of one call. */
-  progressIntervalMs: number;
 }
 
 /** Exit code of a child that stopped because of SIGTERM (128 + 15, as a shell reports it). */
@@ -50,7 +48,7 @@ const INPUT_ENDED_GRACE_MS = 1000;
  * Serves one plugin module until the input ends or SIGTERM arrives, then exits.
  * @internal
  */
-export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<void> {
+export async function serveWorker(host: WorkerHost): Promise<void> {
   let writing: Promise<void> = Promise.resolve();
   const write = (payload: Uint8Array) => {
     writing = writing.then(() => host.write(frameHeader(payload.byteLength))).then(() => host.write(payload));
@@ -64,8 +62,7 @@ export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<
     void writing.catch(() => {}).then(() => host.exit(code));
   };
 
-  const cancelled = new Int32Array(new SharedArrayBuffer(4));
-  const thread = host.startThread();
+  const { thread, cancelled } = host;
   /** The call the thread is running (or about to), by id. */
   let running: string | undefined;
   let terminated = false;
@@ -98,7 +95,6 @@ export async function serveWorker(moduleUrl: string, host: WorkerHost): Promise<
     if (running !== undefined) cancel();
     else exit(EXIT_TERMINATED);
   });
-  thread.post({ type: "start", moduleUrl, runtime: host.runtime, pid: host.pid, progressIntervalMs: host.progressIntervalMs, cancelled });
 
   const decoder = new FrameDecoder(host.maxFrameBytes);
   for await (const chunk of host.input) {

@@ -84,8 +84,12 @@ function cancellableSignal(cancelled: Int32Array): { controller: AbortController
   const signal = controller.signal;
   const aborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
   const throwIfAborted = AbortSignal.prototype.throwIfAborted;
+  // Once: a runtime's abort() may read `aborted` itself (Deno's does), which must not abort again.
+  let aborting = false;
   const sync = () => {
-    if (Atomics.load(cancelled, 0) !== 0 && !aborted.call(signal)) controller.abort(new DOMException("the action was cancelled", "AbortError"));
+    if (aborting || Atomics.load(cancelled, 0) === 0 || aborted.call(signal)) return;
+    aborting = true;
+    controller.abort(new DOMException("the action was cancelled", "AbortError"));
   };
   Object.defineProperty(signal, "aborted", {
     get: () => {
