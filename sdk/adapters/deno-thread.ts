@@ -1,5 +1,5 @@
 /**
- * The plugin's worker on Deno, started by deno.ts. A Deno worker writes to the real
+ * The plugin's worker on Deno, started by deno.ts. It writes its frames to the real
  * stdout — the protocol channel — so every console method and every way of writing to
  * Deno.stdout is sent to stderr before the plugin loads.
  * @module
@@ -9,6 +9,12 @@ import { runThread } from "../worker/thread.ts";
 
 const encoder = new TextEncoder();
 const stderr = Deno.stderr;
+// The protocol channel, kept before Deno.stdout is sent to stderr below: only this thread's frames use it.
+const stdout = Deno.stdout;
+const writeStdout = stdout.writeSync.bind(stdout);
+const writeAll = (bytes: Uint8Array) => {
+  for (let offset = 0; offset < bytes.byteLength; ) offset += writeStdout(bytes.subarray(offset));
+};
 const original = globalThis.console;
 const err = original.error.bind(original);
 const counts = new Map<string, number>();
@@ -60,7 +66,8 @@ Object.defineProperty(Deno.stdout, "writeSync", { value: (bytes: Uint8Array) => 
 Object.defineProperty(Deno.stdout, "writable", { get: () => stderr.writable });
 
 runThread({
-  post: (message, transfer) => self.postMessage(message, transfer ?? []),
+  post: (message) => self.postMessage(message),
+  writeSync: writeAll,
   onMessage: (listener) => self.addEventListener("message", (event) => listener((event as MessageEvent).data)),
   logLine: (text) => stderr.writeSync(encoder.encode(`${text}\n`)),
 });

@@ -36,7 +36,7 @@ await serveWorker({
         listener(new Error(event.message));
       }),
   },
-  cancelled: start.cancelled,
+  state: start.state,
   exit: (code) => Deno.exit(code),
   maxFrameBytes: Number(maxFrameBytes ?? 64 * 1024 * 1024),
 });

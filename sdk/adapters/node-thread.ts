@@ -1,8 +1,7 @@
 /**
- * The plugin's thread on Node, started by node.ts (through node-thread.mjs). Its
- * console and process.stdout/stderr write straight to the child's stderr, in order
- * and before the call's answer: a worker's own streams would pass through the main
- * thread and could arrive after it.
+ * The plugin's thread on Node, started by node.ts (through node-thread.mjs). It writes
+ * its frames straight to fd 1; the plugin's console and process.stdout/stderr go
+ * straight to fd 2, in order and before the call's answer.
  * @module
  */
 import { writeSync } from "node:fs";
@@ -10,9 +9,26 @@ import process from "node:process";
 import { parentPort } from "node:worker_threads";
 import { runThread } from "../worker/thread.ts";
 
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Writes all of `bytes` to `fd`. The pipe is non-blocking: a write may take part of
+ * them, or none while the pipe is full (EAGAIN), and then this thread waits a
+ * millisecond for the server to read.
+ */
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let offset = 0; offset < bytes.byteLength; ) {
+    try {
+      offset += writeSync(fd, bytes, offset);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EAGAIN") throw error;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
 const toStderr = (chunk: string | Uint8Array, encoding?: unknown, callback?: unknown): boolean => {
-  if (typeof chunk === "string") writeSync(2, chunk);
-  else writeSync(2, chunk);
+  writeAll(2, typeof chunk === "string" ? Buffer.from(chunk) : chunk);
   const done = typeof encoding === "function" ? encoding : callback;
   if (typeof done === "function") done();
   return true;
@@ -22,7 +38,8 @@ process.stderr.write = toStderr as typeof process.stderr.write;
 
 const port = parentPort!;
 runThread({
-  post: (message, transfer) => port.postMessage(message, transfer ?? []),
+  post: (message) => port.postMessage(message),
   onMessage: (listener) => port.on("message", listener),
+  writeSync: (bytes) => writeAll(1, bytes),
   logLine: (line) => toStderr(`${line}\n`),
 });

@@ -17,6 +17,18 @@ if (!modulePath) {
   process.exit(2);
 }
 
+// The plugin thread writes the frames to fd 1 and its output to fd 2, synchronously:
+// in blocking mode, each write goes out whole instead of failing with EAGAIN when the
+// pipe is full. (Node's stdio handles offer it; the thread falls back to waiting.)
+for (const stream of [process.stdout, process.stderr]) {
+  (stream as unknown as { _handle?: { setBlocking?(blocking: boolean): number } })._handle?.setBlocking?.(true);
+}
+// This thread's own writes to stdout go to stderr.
+const stdout = process.stdout;
+const writeFrame = stdout.write.bind(stdout);
+const toStderr = process.stderr.write.bind(process.stderr);
+stdout.write = toStderr as typeof stdout.write;
+
 const start = threadStart(pathToFileURL(modulePath).href, "node", process.pid, Number(progressIntervalMs ?? 50));
 const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
   // Not the process's --import tsx: it would load tsx once more, and its hooks would not reach the thread's modules anyway (node-thread.mjs registers them).
@@ -24,11 +36,6 @@ const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
   ...(maxMemoryMb ? { resourceLimits: { maxOldGenerationSizeMb: Number(maxMemoryMb) } } : {}),
 });
 worker.postMessage(start.message);
-
-const stdout = process.stdout;
-const writeFrame = stdout.write.bind(stdout);
-const toStderr = process.stderr.write.bind(process.stderr);
-stdout.write = toStderr as typeof stdout.write;
 
 const { serveWorker } = await import("../worker/serve.ts");
 await serveWorker({
@@ -41,7 +48,7 @@ await serveWorker({
     onError: (listener) => worker.on("error", listener),
     onExit: (listener) => worker.on("exit", listener),
   },
-  cancelled: start.cancelled,
+  state: start.state,
   // Exit even if the plugin left timers or handles behind: the frames are flushed.
   exit: (code) => process.exit(code),
   maxFrameBytes: Number(maxFrameBytes ?? 64 * 1024 * 1024),

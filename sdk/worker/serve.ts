@@ -1,16 +1,18 @@
 /**
- * The child's main thread, on web-standard APIs only: starts the plugin's thread,
- * passes it the calls read from the input and writes the frames it sends back. It
- * runs no plugin code, so it always answers: SIGTERM sets the shared cancel flag
+ * The child's main thread, on web-standard APIs only: passes the plugin's thread the
+ * calls read from the input (the thread writes its frames itself). It runs no plugin
+ * code, so it always answers: SIGTERM sets the shared cancel flag
  * that the plugin sees at once, and when the input ends (the server is done with
  * this child, or gone) the child exits within a second, whatever the plugin is doing.
  * The runtime adapters (../adapters) supply the pipes, the signal and the thread.
  * @module
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { FrameDecoder, frameHeader } from "./frames.ts";
 import type { FromThread, ToThread } from "./thread.ts";
+import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
 
 /** The plugin's thread, as the main thread talks to it. @internal */
 export interface ThreadPort {
@@ -26,16 +28,39 @@ export interface ThreadPort {
 export interface WorkerHost {
   /** Bytes the server writes to the child's stdin. */
   input: AsyncIterable<Uint8Array>;
-  /** Writes bytes to the protocol channel (the real stdout). */
+  /** Writes bytes to the protocol channel (the real stdout): only once the plugin's thread is gone. */
   write(bytes: Uint8Array): Promise<void>;
   /** Registers the SIGTERM handler. */
   onTerminate(listener: () => void): void;
   /** The plugin's thread, already sent its start message (thread-start.ts)... */
   thread: ThreadPort;
-  /** ...and the cancel flag it shares with it. */
-  cancelled: Int32Array;
+  /** ...and the state it shares with it: THREAD_CANCELLED, THREAD_BUSY, THREAD_NOTIFY. */
+  state: Int32Array;
   exit(code: number): void;
   maxFrameBytes: number;
+}
+
+/**
+ * The call id of a ServerMessage frame, read without decoding the rest (the plugin's
+ * thread decodes the call): ServerMessage.call is field 1, Call.call_id its field 1.
+ */
+function callIdOf(frame: Uint8Array): string | undefined {
+  const message = new BinaryReader(frame);
+  while (message.pos < message.len) {
+    const [field, wireType] = message.tag();
+    if (field !== 1 || wireType !== WireType.LengthDelimited) {
+      message.skip(wireType, field);
+      continue;
+    }
+    const call = new BinaryReader(message.bytes());
+    while (call.pos < call.len) {
+      const [callField, callWire] = call.tag();
+      if (callField === 1 && callWire === WireType.LengthDelimited) return call.string();
+      call.skip(callWire, callField);
+    }
+    return "";
+  }
+  return undefined;
 }
 
 /** Exit code of a child that stopped because of SIGTERM (128 + 15, as a shell reports it). */
@@ -62,55 +87,55 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
     void writing.catch(() => {}).then(() => host.exit(code));
   };
 
-  const { thread, cancelled } = host;
-  /** The call the thread is running (or about to), by id. */
-  let running: string | undefined;
+  const { thread, state } = host;
+  /** The id of the last call passed to the thread: its failure's, should the thread die. */
+  let lastCall = "";
   let terminated = false;
-  let inputEnded = false;
-  const cancel = () => {
-    Atomics.store(cancelled, 0, 1);
+  const busy = () => Atomics.load(state, THREAD_BUSY) !== 0;
+  /** Once the current call has ended (at once if none runs), exits with `code`. */
+  const exitWhenIdle = (code: number) => {
+    // The thread tells us when its call ends: ask, then look, so that one of the two sees the other.
+    Atomics.store(state, THREAD_NOTIFY, 1);
+    if (!busy()) return exit(code);
+    Atomics.store(state, THREAD_CANCELLED, 1);
     thread.post({ type: "cancel" });
   };
+  let exitCode = 0;
 
   thread.onMessage((message) => {
-    if (message.type === "frame") void write(message.bytes);
-    else if (message.type === "unusable") exit(1);
-    else {
-      running = undefined;
-      if (terminated) exit(EXIT_TERMINATED);
-      else if (inputEnded) exit(0);
-    }
+    if (message.type === "unusable") return exit(1);
+    exit(exitCode); // "done": asked for by exitWhenIdle
   });
   thread.onError((error) => {
     // The thread is gone; its call (if any) fails here, named for what killed it.
     const outOfMemory = error.code === "ERR_WORKER_OUT_OF_MEMORY" || /out of memory/i.test(error.message);
     const name = outOfMemory ? "OutOfMemoryError" : error.name;
-    const failure = { callId: running ?? "", name, message: error.message, stack: error.stack ?? "" };
+    const failure = { callId: busy() ? lastCall : "", name, message: error.message, stack: error.stack ?? "" };
     void write(toBinary(WorkerMessageSchema, create(WorkerMessageSchema, { kind: { case: "failure", value: failure } })));
     exit(1);
   });
   thread.onExit?.((code) => exit(code));
   host.onTerminate(() => {
     terminated = true;
-    if (running !== undefined) cancel();
-    else exit(EXIT_TERMINATED);
+    exitCode = EXIT_TERMINATED;
+    exitWhenIdle(EXIT_TERMINATED);
   });
 
   const decoder = new FrameDecoder(host.maxFrameBytes);
   for await (const chunk of host.input) {
     for (const frame of decoder.push(chunk)) {
-      const message = fromBinary(ServerMessageSchema, frame);
-      if (message.kind.case !== "call" || terminated) continue;
-      running = message.kind.value.callId;
-      Atomics.store(cancelled, 0, 0);
+      const callId = callIdOf(frame);
+      if (callId === undefined || terminated) continue;
+      lastCall = callId;
+      Atomics.store(state, THREAD_CANCELLED, 0);
+      Atomics.store(state, THREAD_BUSY, 1); // the thread clears it when the call has ended
       // A copy of exactly the frame, handed over without another copy.
       const own = frame.slice();
       thread.post({ type: "call", frame: own }, [own.buffer as ArrayBuffer]);
     }
   }
-  // The server closed our input: it is done with this child, or it is gone.
-  inputEnded = true;
-  if (running === undefined) return exit(0);
-  cancel();
-  setTimeout(() => exit(0), INPUT_ENDED_GRACE_MS);
+  // The server closed our input: it is done with this child, or it is gone. A call still
+  // running is cancelled, and has a second to end before the child exits all the same.
+  if (!terminated) exitWhenIdle(0);
+  if (busy()) setTimeout(() => exit(exitCode), INPUT_ENDED_GRACE_MS);
 }

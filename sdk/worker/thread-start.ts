@@ -6,13 +6,20 @@
  */
 import type { ToThread } from "./thread.ts";
 
-/** The start message and the cancel flag it shares with the thread. @internal */
+/** Shared state, by index: 1 once the current call is cancelled (the main thread resets it per call)... @internal */
+export const THREAD_CANCELLED = 0;
+/** ...1 while a call runs (set by the main thread as it passes one, cleared by the plugin thread)... @internal */
+export const THREAD_BUSY = 1;
+/** ...1 when the main thread wants a "done" message as the call ends (it is about to exit). @internal */
+export const THREAD_NOTIFY = 2;
+
+/** The start message and the state it shares with the thread. @internal */
 export function threadStart(
   moduleUrl: string,
   runtime: "node" | "deno",
   pid: number,
   progressIntervalMs: number,
-): { message: Extract<ToThread, { type: "start" }>; cancelled: Int32Array } {
-  const cancelled = new Int32Array(new SharedArrayBuffer(4));
-  return { message: { type: "start", moduleUrl, runtime, pid, progressIntervalMs, cancelled }, cancelled };
+): { message: Extract<ToThread, { type: "start" }>; state: Int32Array } {
+  const state = new Int32Array(new SharedArrayBuffer(12));
+  return { message: { type: "start", moduleUrl, runtime, pid, progressIntervalMs, state }, state };
 }

@@ -1,8 +1,8 @@
 /**
  * The plugin's thread inside a child: loads the plugin module, runs each call and
- * encodes what the server should get (hello, progress, result, failure) as frames for
- * the child's main thread to write. On web-standard APIs only; the runtime adapters
- * (../adapters/*-thread.ts) supply the port to the main thread.
+ * writes what the server should get (hello, progress, result, failure) as frames on
+ * the protocol channel. On web-standard APIs only; the runtime adapters
+ * (../adapters/*-thread.ts) supply the port to the main thread and the channel.
  *
  * Running plugin code here, not on the child's main thread, is what lets a CPU-bound
  * plugin be cancelled and watched: the main thread stays free to take SIGTERM and the
@@ -19,6 +19,8 @@ import { type Context, createContext, createLogger } from "../context.ts";
 import type { Plugin } from "../plugin.ts";
 import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
+import { frameHeader } from "./frames.ts";
+import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
 
 /** Main thread → plugin thread. @internal */
 export type ToThread =
@@ -28,24 +30,29 @@ export type ToThread =
       runtime: "node" | "deno";
       pid: number;
       progressIntervalMs: number;
-      /** [0] becomes 1 when the current call is cancelled; the main thread resets it per call. */
-      cancelled: Int32Array;
+      /** Shared with the main thread: see THREAD_CANCELLED, THREAD_BUSY, THREAD_NOTIFY. */
+      state: Int32Array;
     }
   | { type: "call"; frame: Uint8Array }
   | { type: "cancel" };
 
 /** Plugin thread → main thread. @internal */
 export type FromThread =
-  /** An encoded WorkerMessage to write as a frame. */
-  | { type: "frame"; bytes: Uint8Array }
-  /** The call ended (its result or failure frame went first). */
+  /** The call ended, its result or failure frame written: only when the main thread asked (THREAD_NOTIFY). */
   | { type: "done" }
-  /** The plugin module did not load (its failure frame went first): exit. */
+  /** The plugin module did not load (its failure frame is written): exit. */
   | { type: "unusable" };
 
 /** What a runtime adapter provides to the plugin thread. @internal */
 export interface ThreadHost {
-  post(message: FromThread, transfer?: ArrayBuffer[]): void;
+  post(message: FromThread): void;
+  /**
+   * Writes bytes to the protocol channel (the real stdout), synchronously and whole:
+   * this thread writes every frame of its calls itself, and a frame goes out the moment
+   * it is made, even from inside a synchronous loop. The main thread writes none while
+   * this thread lives.
+   */
+  writeSync(bytes: Uint8Array): void;
   onMessage(listener: (message: ToThread) => void): void;
   /** Writes one line to the child's stderr, which the server keeps as the log tail. */
   logLine(line: string): void;
@@ -79,7 +86,7 @@ function errorFields(error: unknown): { name: string; message: string; stack: st
  * An AbortSignal that also learns of a cancel from the shared flag, the moment the
  * plugin looks at it: a plugin in a synchronous loop never lets the cancel message in.
  */
-function cancellableSignal(cancelled: Int32Array): { controller: AbortController; signal: AbortSignal } {
+function cancellableSignal(state: Int32Array): { controller: AbortController; signal: AbortSignal } {
   const controller = new AbortController();
   const signal = controller.signal;
   const aborted = Object.getOwnPropertyDescriptor(AbortSignal.prototype, "aborted")!.get!;
@@ -87,7 +94,7 @@ function cancellableSignal(cancelled: Int32Array): { controller: AbortController
   // Once: a runtime's abort() may read `aborted` itself (Deno's does), which must not abort again.
   let aborting = false;
   const sync = () => {
-    if (aborting || Atomics.load(cancelled, 0) === 0 || aborted.call(signal)) return;
+    if (aborting || Atomics.load(state, THREAD_CANCELLED) === 0 || aborted.call(signal)) return;
     aborting = true;
     controller.abort(new DOMException("the action was cancelled", "AbortError"));
   };
@@ -109,8 +116,9 @@ function cancellableSignal(cancelled: Int32Array): { controller: AbortController
 /** Serves the plugin thread until the process exits. @internal */
 export function runThread(host: ThreadHost): void {
   const send = (message: MessageInitShape<typeof WorkerMessageSchema>) => {
-    const bytes = toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message));
-    host.post({ type: "frame", bytes }, [bytes.buffer as ArrayBuffer]);
+    const payload = toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message));
+    host.writeSync(frameHeader(payload.byteLength));
+    host.writeSync(payload);
   };
   let start: Extract<ToThread, { type: "start" }> | undefined;
   let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);
@@ -143,7 +151,7 @@ export function runThread(host: ThreadHost): void {
   };
 
   const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call): Promise<void> => {
-    const { controller, signal } = cancellableSignal(s.cancelled);
+    const { controller, signal } = cancellableSignal(s.state);
     current = controller;
     let latest: { state: JsonValue } | undefined;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -182,7 +190,9 @@ export function runThread(host: ThreadHost): void {
       send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error) } } });
     } finally {
       current = undefined;
-      host.post({ type: "done" });
+      // Clear, then look: the main thread asks, then looks (see serve.ts), so one sees the other.
+      Atomics.store(s.state, THREAD_BUSY, 0);
+      if (Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
     }
   };
 
