@@ -58,12 +58,14 @@ async function startLong(client: grpc.Client, modelId: string): Promise<string> 
   return actionId;
 }
 
-async function cancelMs(client: grpc.Client, actionId: string): Promise<number> {
+/** CancelAction's round trip, until the child is gone; `cooperative`: the plugin must have stopped by itself (no SIGKILL). */
+async function cancelMs(client: grpc.Client, actionId: string, cooperative = true): Promise<number> {
   const start = performance.now();
   const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId }), (b) =>
     fromBinary(CancelActionResponseSchema, b),
   );
   if (res.action?.status !== ActionStatus.CANCELLED) throw new Error("cancel did not cancel");
+  if (cooperative && res.action.cancel?.forced) throw new Error("the plugin needed SIGKILL");
   return performance.now() - start;
 }
 
@@ -137,9 +139,13 @@ const sleeper = await createModel(warm.client, "bench.Sleeper");
 const cooperative: number[] = [];
 for (let i = 0; i < (quick ? 5 : 15); i++) cooperative.push(await cancelMs(warm.client, await startLong(warm.client, sleeper)));
 cooperative.sort((a, b) => a - b);
+const spinner = await createModel(warm.client, "bench.Spinner");
+const spinning: number[] = [];
+for (let i = 0; i < (quick ? 5 : 15); i++) spinning.push(await cancelMs(warm.client, await startLong(warm.client, spinner)));
+spinning.sort((a, b) => a - b);
 const stubborn = await createModel(warm.client, "bench.Stubborn");
 const forced: number[] = [];
-for (let i = 0; i < (quick ? 2 : 4); i++) forced.push(await cancelMs(warm.client, await startLong(warm.client, stubborn)));
+for (let i = 0; i < (quick ? 2 : 4); i++) forced.push(await cancelMs(warm.client, await startLong(warm.client, stubborn), false));
 forced.sort((a, b) => a - b);
 await warm.stop();
 
@@ -159,6 +165,10 @@ const denoSleeper = await createModel(deno.client, "bench.Sleeper");
 const denoCancel: number[] = [];
 for (let i = 0; i < (quick ? 5 : 15); i++) denoCancel.push(await cancelMs(deno.client, await startLong(deno.client, denoSleeper)));
 denoCancel.sort((a, b) => a - b);
+const denoSpinner = await createModel(deno.client, "bench.Spinner");
+const denoSpinning: number[] = [];
+for (let i = 0; i < (quick ? 5 : 15); i++) denoSpinning.push(await cancelMs(deno.client, await startLong(deno.client, denoSpinner)));
+denoSpinning.sort((a, b) => a - b);
 await deno.stop();
 
 row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
@@ -178,9 +188,11 @@ row(
   `${((memoryRate / echoRate) * 100).toFixed(0)}% of echo`,
 );
 row("cancel, cooperative plugin, p50 / max", `${ms(percentile(cooperative, 50))} / ${ms(cooperative.at(-1)!)}`, "", "< 50 ms");
+row("cancel, CPU-bound plugin (synchronous loop), p50 / max", `${ms(percentile(spinning, 50))} / ${ms(spinning.at(-1)!)}`, "", "cooperative, < 100 ms");
 row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
 row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${ms(denoLatency.p95)}`, `echo p50 ${ms(echoLatency.p50)}`, "");
 row("deno plugin: cancel, cooperative, p50 / max", `${ms(percentile(denoCancel, 50))} / ${ms(denoCancel.at(-1)!)}`, "", "< 50 ms");
+row("deno plugin: cancel, CPU-bound, p50 / max", `${ms(percentile(denoSpinning, 50))} / ${ms(denoSpinning.at(-1)!)}`, "", "cooperative, < 100 ms");
 row("server RSS idle / under load (peak)", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, "", "");
 
 printTable(["what", "plinth", "baseline (same run)", "target"], rows);

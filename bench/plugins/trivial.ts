@@ -33,6 +33,16 @@ export default definePlugin({
         return i;
       },
     }),
+    "bench.Spinner": defineModel({
+      instantiate: () => ({}),
+      // CPU-bound: a synchronous loop that reports and checks for its cancel, and never yields.
+      predict: (ctx) => {
+        for (let i = 0; ; i++) {
+          if (i % 10_000 === 0) ctx.report({ spinning: i });
+          ctx.checkpoint();
+        }
+      },
+    }),
     "bench.Stubborn": defineModel({
       instantiate: () => ({}),
       // Ignores the cancel: only SIGKILL ends it.
