@@ -188,7 +188,12 @@ row(
   `${((memoryRate / echoRate) * 100).toFixed(0)}% of echo`,
 );
 row("cancel, cooperative plugin, p50 / max", `${ms(percentile(cooperative, 50))} / ${ms(cooperative.at(-1)!)}`, "", "< 50 ms");
-row("cancel, CPU-bound plugin (synchronous loop), p50 / max", `${ms(percentile(spinning, 50))} / ${ms(spinning.at(-1)!)}`, "", "cooperative, < 100 ms");
+row(
+  "cancel, CPU-bound plugin (synchronous loop), p50 / max",
+  `${ms(percentile(spinning, 50))} / ${ms(spinning.at(-1)!)}`,
+  "",
+  "cooperative, < 100 ms",
+);
 row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
 row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${ms(denoLatency.p95)}`, `echo p50 ${ms(echoLatency.p50)}`, "");
 row("deno plugin: cancel, cooperative, p50 / max", `${ms(percentile(denoCancel, 50))} / ${ms(denoCancel.at(-1)!)}`, "", "< 50 ms");

@@ -1,5 +1,6 @@
 import { Status } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectStatus } from "./helpers/status.ts";
 import { DType } from "../gen/plinth/v1/arg_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
@@ -11,17 +12,6 @@ beforeAll(async () => {
   modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
 });
 afterAll(() => t?.close());
-
-/** Rejects with the given status and a message matching `message`. */
-async function expectStatus(call: Promise<unknown>, code: Status, message: RegExp) {
-  const error = await call.then(
-    () => {
-      throw new Error("the call succeeded");
-    },
-    (e: { code: Status; details: string }) => e,
-  );
-  expect({ code: Status[error.code], details: error.details }).toEqual({ code: Status[code], details: expect.stringMatching(message) });
-}
 
 describe("bad input gets a precise status and a message that says what to fix", () => {
   it("unknown model type → INVALID_ARGUMENT listing the known ones", async () => {

@@ -3,10 +3,11 @@ import Database from "better-sqlite3";
 import * as grpc from "@grpc/grpc-js";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
+import { expectStatus } from "./helpers/status.ts";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { tempDir } from "./helpers/temp.ts";
-import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+import { startPayloadServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer | undefined;
@@ -16,21 +17,9 @@ afterEach(async () => {
 });
 
 async function start(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
-  t = await startTestServer({ engine, ...(backend ? { backend } : {}), plugins: [{ module: fixture("payloads.ts") }] });
-  const modelId = (await t.engine.createInstance({ modelType: "payloads.Echo", wait: true })).action!.modelId;
-  return { t, modelId };
-}
-
-/** Rejects with the given status and a message matching `message`. */
-async function expectStatus(call: Promise<unknown>, code: Status, message: RegExp): Promise<string> {
-  const error = await call.then(
-    () => {
-      throw new Error("the call succeeded");
-    },
-    (e: { code: Status; details: string }) => e,
-  );
-  expect({ code: Status[error.code], details: error.details }).toEqual({ code: Status[code], details: expect.stringMatching(message) });
-  return error.details;
+  const started = await startPayloadServer(engine, backend);
+  t = started.t;
+  return { t: started.t, modelId: started.echo };
 }
 
 const actionsOn = async (modelId: string) => (await t!.actions.listActions({ modelId })).actions.length;

@@ -8,7 +8,7 @@ import { JsonForm } from "../gen/plinth/v1/engine_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { json, jsonOf, jsonText, numbers } from "./helpers/args.ts";
 import { tempDir } from "./helpers/temp.ts";
-import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+import { startPayloadServer, type TestServer } from "./helpers/server.ts";
 
 let t: TestServer | undefined;
 afterEach(async () => {
@@ -17,9 +17,9 @@ afterEach(async () => {
 });
 
 async function start(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
-  t = await startTestServer({ engine, ...(backend ? { backend } : {}), plugins: [{ module: fixture("payloads.ts") }] });
-  const model = async (modelType: string) => (await t!.engine.createInstance({ modelType, wait: true })).action!.modelId;
-  return { t, echo: await model("payloads.Echo"), numbersModel: await model("payloads.Numbers") };
+  const started = await startPayloadServer(engine, backend);
+  t = started.t;
+  return started;
 }
 
 const batch = numbers(5000);

@@ -67,3 +67,10 @@ export async function startTestServer(config: Record<string, unknown> = {}): Pro
     },
   };
 }
+
+/** A server with the payloads fixture, and a model of each of its types. */
+export async function startPayloadServer(engine: Record<string, unknown> = {}, backend?: Record<string, unknown>) {
+  const t = await startTestServer({ engine, ...(backend ? { backend } : {}), plugins: [{ module: fixture("payloads.ts") }] });
+  const model = async (modelType: string) => (await t.engine.createInstance({ modelType, wait: true })).action!.modelId;
+  return { t, echo: await model("payloads.Echo"), numbersModel: await model("payloads.Numbers") };
+}
