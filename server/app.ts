@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config/load.ts";
 import { Engine } from "./engine/engine.ts";
+import { Metrics } from "./metrics/metrics.ts";
 import { loadPlugins } from "./engine/load-plugins.ts";
 import { PlinthError } from "./errors.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
@@ -23,12 +24,30 @@ const MiB = 1024 * 1024;
 export interface PlinthServer extends AsyncDisposable {
   /** The port it listens on (the chosen one when the config says 0). */
   readonly port: number;
+  /** The metrics listener's port, when metrics.address is set. */
+  readonly metricsPort?: number | undefined;
   readonly engine: Engine;
   readonly processes: ProcessManager;
   /** Stops in order: refuse new work, end actions and streams, reap children, close the store and the port. Idempotent. */
   close(): Promise<void>;
   /** Hurries a stop: every plugin child (its group and descendants) gets SIGKILL now. */
   kill(): void;
+  /** Reads the TLS files again (SIGHUP); new connections use them. */
+  reloadTls(): Promise<void>;
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/;
+
+/** An address other machines reach needs authentication or TLS, or an explicit insecure: true. */
+function refuseExposure(config: ResolvedConfig): void {
+  const { address, auth, tls, insecure } = config.server;
+  const host = address.slice(0, address.lastIndexOf(":"));
+  const authenticated = (auth?.tokens.length ?? 0) > 0 || (auth?.certificates.length ?? 0) > 0 || tls?.client_ca !== undefined;
+  if (LOOPBACK.test(host) || authenticated || tls || insecure) return;
+  throw new PlinthError(
+    "invalid_argument",
+    `config server.address: ${address} is reachable from other machines, and the server has neither authentication (server.auth) nor TLS (server.tls): anyone could run its plugins; configure them (README: Running on a network), or set server.insecure: true to serve it as it is`,
+  );
 }
 
 function processOptions(config: ResolvedConfig, owner: string, logger: Logger): ConstructorParameters<typeof ProcessManager>[0] {
@@ -46,6 +65,7 @@ function processOptions(config: ResolvedConfig, owner: string, logger: Logger): 
     idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
     minIdleWorkers: e.min_idle_workers,
     denoBinary: e.deno_binary,
+    displayBase: config.base,
     owner,
     logger,
   };
@@ -55,6 +75,7 @@ function engineOptions(config: ResolvedConfig) {
   const e = config.engine;
   return {
     maxQueue: e.max_queue,
+    maxQueuePerCaller: config.server.limits.queued_per_caller,
     maxInflightBytes: e.max_inflight_mb * MiB,
     stateHistory: e.state_history,
     progressIntervalMs: e.progress_interval * 1000,
@@ -74,11 +95,14 @@ function engineOptions(config: ResolvedConfig) {
  * (a stop requested while plugins load); what was started is stopped again.
  */
 export async function startServer(config: ResolvedConfig, logger: Logger, signal?: AbortSignal): Promise<PlinthServer> {
+  refuseExposure(config);
+  const metrics = config.metrics.address ? new Metrics() : undefined;
   // The store first: it refuses a database another live server holds, and a damaged one.
-  const store: Store = openStore(config.backend);
+  const store: Store = openStore(config.backend, metrics?.storeCommit);
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
   let engine: Engine | undefined;
   let grpc: GrpcServer | undefined;
+  let metricsListener: { port: number; close(): Promise<void> } | undefined;
   let port = 0;
   let refusing = false;
   const getEngine = () => {
@@ -99,13 +123,14 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       await store.close();
       // The calls still in flight had their actions ended above; idle connections close.
       await grpc?.shutdown(2000);
+      await metricsListener?.close();
       logger.info("stopped");
     })());
 
   try {
     await reapOrphans(store, logger);
     trackChildren(processes, store, logger);
-    const plugins = await loadPlugins(config.plugins, processes, signal);
+    const plugins = await loadPlugins(config.plugins, processes, config.base, signal);
     await processes.warmUp();
     signal?.throwIfAborted();
     engine = await Engine.open({ ...engineOptions(config), store, processes, plugins, logger });
@@ -117,12 +142,26 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       );
     }
     signal?.throwIfAborted();
-    grpc = createGrpcServer(getEngine, { maxMessageBytes: config.engine.max_frame_bytes, logger });
+    const { tls, auth, limits } = config.server;
+    grpc = await createGrpcServer(getEngine, {
+      maxMessageBytes: config.engine.max_frame_bytes,
+      logger,
+      tls,
+      auth: auth && { tokens: auth.tokens, certificates: auth.certificates, openHealth: auth.open_health },
+      streamsPerCaller: limits.streams_per_caller,
+    });
     port = await grpc.listen(config.server.address).catch((error: NodeJS.ErrnoException) => {
       throw new PlinthError("invalid_argument", `config server.address: cannot listen on ${config.server.address}: ${error.message}`, {
         cause: error,
       });
     });
+    if (metrics && config.metrics.address) {
+      metrics.observe(engine, processes);
+      metricsListener = await metrics.serve(config.metrics.address).catch((error: Error) => {
+        throw new PlinthError("invalid_argument", `config metrics.address: cannot listen on ${config.metrics.address}: ${error.message}`);
+      });
+      logger.info({ metrics: `http://${config.metrics.address.replace(/:\d+$/, "")}:${metricsListener.port}/metrics` }, "metrics");
+    }
     grpc.setServing(true);
   } catch (error) {
     processes.kill();
@@ -131,5 +170,15 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   }
   const [host] = config.server.address.split(/:(?=\d+$)/);
   logger.info({ backend: config.backend.kind === "sqlite" ? config.backend.path : "memory", address: `${host}:${port}` }, "serving");
-  return { port, engine, processes, close, kill: () => processes.kill(), [Symbol.asyncDispose]: close };
+  const served = grpc;
+  return {
+    port,
+    metricsPort: metricsListener?.port,
+    engine,
+    processes,
+    close,
+    kill: () => processes.kill(),
+    reloadTls: () => served.reloadTls(),
+    [Symbol.asyncDispose]: close,
+  };
 }

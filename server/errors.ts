@@ -14,6 +14,8 @@ export type ErrorKind =
   | "unavailable"
   | "cancelled"
   | "deadline_exceeded"
+  | "unauthenticated"
+  | "permission_denied"
   | "internal";
 
 const mark = Symbol.for("plinth.PlinthError");

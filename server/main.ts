@@ -67,6 +67,13 @@ async function main(): Promise<number> {
     }
   };
   for (const signal of signals) process.on(signal, onSignal);
+  // SIGHUP: read the TLS certificate files again, without closing the port.
+  process.on("SIGHUP", () => {
+    server?.reloadTls().then(
+      () => logger.info("TLS files read again"),
+      (error: unknown) => logger.error({ err: error }, "reading the TLS files again failed; the previous ones stay in use"),
+    );
+  });
   try {
     const config = await loadConfig(values.config);
     if (values.address) config.server.address = values.address;

@@ -222,7 +222,10 @@ describe("a misbehaving child fails only its own call, with a precise error, and
     const flag = join(tempDir(), "broken");
     process.env.PLINTH_TEST_BREAK_LOAD = flag;
     try {
-      t = await startTestServer({ engine: { reuse_workers: false }, plugins: [misbehave, { module: fixture("load-switch.ts") }] });
+      t = await startTestServer({
+        engine: { reuse_workers: false },
+        plugins: [misbehave, { module: fixture("load-switch.ts"), env: ["PLINTH_TEST_BREAK_LOAD"] }],
+      });
       const modelId = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
       writeFileSync(flag, "");
       const action = (await t.engine.predict({ modelId, args: [dataAccess("loadswitch.pid")], wait: true })).action!;

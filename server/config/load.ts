@@ -2,12 +2,15 @@
  * Reads and validates the YAML config. Errors name the key and say what to fix:
  * `config engine.max_children: Too small: expected number to be >0, got -1`.
  */
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { dirname, isAbsolute, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { PlinthError } from "../errors.ts";
+import type { Role } from "../engine/caller.ts";
 import { type Config, configSchema } from "./schema.ts";
 
 /** The repository root: where the example plugins live. */
@@ -19,9 +22,21 @@ export const examplePlugins = [
   { module: "plugins/iris/mod.ts", runtime: "node" },
 ] as const;
 
-export interface ResolvedConfig extends Config {
+/** A token as the server keeps it: its hash only, whatever the config gave. */
+export interface TokenHash {
+  name: string;
+  sha256: string;
+  roles: Role[];
+}
+
+export interface ResolvedConfig extends Omit<Config, "server"> {
+  server: Omit<Config["server"], "auth"> & {
+    auth?: Omit<NonNullable<Config["server"]["auth"]>, "tokens"> & { tokens: TokenHash[] };
+  };
   plugins: NonNullable<Config["plugins"]>;
   backend: Config["backend"] & { path: string };
+  /** Where relative paths in the config are from; what clients see of paths is relative to it. */
+  base: string;
 }
 
 /** Where the SQLite file goes when the config does not say. */
@@ -60,7 +75,59 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     module: isAbsolute(p.module) ? p.module : resolve(baseDir, p.module),
   }));
   const path = config.backend.path ? resolve(baseDir, config.backend.path) : resolve(DEFAULT_DB_PATH);
-  return { ...config, plugins, backend: { ...config.backend, path } };
+  const { auth, tls, ...server } = config.server;
+  return {
+    ...config,
+    server: {
+      ...server,
+      ...(tls ? { tls: resolveTls(tls, baseDir) } : {}),
+      ...(auth ? { auth: { ...auth, tokens: auth.tokens.map((token, i) => hashToken(token, i, baseDir)) } } : {}),
+    },
+    plugins,
+    backend: { ...config.backend, path },
+    base: baseDir,
+  };
+}
+
+/** The token as a hash: read from its file or variable now, kept nowhere else. */
+function hashToken(token: NonNullable<Config["server"]["auth"]>["tokens"][number], i: number, baseDir: string): TokenHash {
+  const key = `config server.auth.tokens[${i}]`;
+  let secret: string | undefined;
+  if (token.file) {
+    try {
+      secret = readFileSync(resolve(baseDir, token.file), "utf8").trim();
+    } catch (error) {
+      throw new PlinthError("invalid_argument", `${key}.file: cannot read ${token.file}: ${(error as Error).message}`);
+    }
+  } else if (token.env) {
+    secret = process.env[token.env]?.trim();
+    if (!secret) throw new PlinthError("invalid_argument", `${key}.env: ${token.env} is not set`);
+  }
+  if (secret !== undefined && secret.length < 16) {
+    throw new PlinthError("invalid_argument", `${key}: the token is ${secret.length} characters; use at least 16 (e.g. openssl rand -hex 32)`);
+  }
+  const sha256 = token.sha256 ?? createHash("sha256").update(secret!).digest("hex");
+  return { name: token.name, sha256, roles: token.roles };
+}
+
+/** TLS files, resolved and checked now: a missing one is a config error, not a failed handshake later. */
+function resolveTls(tls: NonNullable<Config["server"]["tls"]>, baseDir: string): NonNullable<Config["server"]["tls"]> {
+  const resolved = {
+    ...tls,
+    cert: resolve(baseDir, tls.cert),
+    key: resolve(baseDir, tls.key),
+    ...(tls.client_ca ? { client_ca: resolve(baseDir, tls.client_ca) } : {}),
+  };
+  for (const field of ["cert", "key", "client_ca"] as const) {
+    const file = resolved[field];
+    if (file === undefined) continue;
+    try {
+      readFileSync(file);
+    } catch (error) {
+      throw new PlinthError("invalid_argument", `config server.tls.${field}: cannot read ${file}: ${(error as Error).message}`);
+    }
+  }
+  return resolved;
 }
 
 /** Loads the config file, or the embedded default when there is none. */

@@ -19,7 +19,28 @@ export const pluginSchema = z.strictObject({
     .optional(),
   /** The whole child's memory in MiB (runtime, heap and buffers); a call over it fails with out_of_memory. */
   max_memory_mb: z.number().min(64).optional(),
+  /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
+  env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
 });
+
+export const roleSchema = z.enum(["read", "run", "admin"]);
+
+/** A token: its sha256 in the config, or the token itself in a file or a variable (hashed at start). */
+const tokenSchema = z
+  .strictObject({
+    /** Shown as Action.created_by and in the audit log. */
+    name: z.string().min(1).max(200),
+    sha256: z
+      .string()
+      .regex(/^[0-9a-f]{64}$/, "must be the token's sha256 as 64 hex digits")
+      .optional(),
+    /** A file holding the token (relative to the config file). */
+    file: z.string().min(1).optional(),
+    /** An environment variable holding the token. */
+    env: z.string().min(1).optional(),
+    roles: z.array(roleSchema).min(1),
+  })
+  .refine((t) => [t.sha256, t.file, t.env].filter((x) => x !== undefined).length === 1, "give exactly one of sha256, file or env");
 
 export const configSchema = z.strictObject({
   server: z
@@ -29,6 +50,28 @@ export const configSchema = z.strictObject({
         .string()
         .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:50051")
         .default("127.0.0.1:50051"),
+      /** Serve an address other than loopback without authentication and without TLS. */
+      insecure: z.boolean().default(false),
+      /** TLS (files, relative to the config file); with client_ca, clients must present a certificate it signed. Reloaded on SIGHUP. */
+      tls: z.strictObject({ cert: z.string().min(1), key: z.string().min(1), client_ca: z.string().min(1).optional() }).optional(),
+      auth: z
+        .strictObject({
+          /** Bearer tokens (`authorization: Bearer <token>`). */
+          tokens: z.array(tokenSchema).default([]),
+          /** Client certificates (with tls.client_ca): roles by subject, e.g. "CN=alice" or "alice". */
+          certificates: z.array(z.strictObject({ subject: z.string().min(1), roles: z.array(roleSchema).min(1) })).default([]),
+          /** grpc.health.v1 without a token (load balancers probe it); false: it needs the read role. */
+          open_health: z.boolean().default(true),
+        })
+        .optional(),
+      limits: z
+        .strictObject({
+          /** Open WatchState and WatchAction streams per caller, at most. */
+          streams_per_caller: positiveInt.default(64),
+          /** Actions waiting (queued or accessing data) per caller, at most. */
+          queued_per_caller: positiveInt.default(1000),
+        })
+        .prefault({}),
     })
     .prefault({}),
   engine: z
@@ -109,6 +152,15 @@ export const configSchema = z.strictObject({
     })
     .prefault({}),
   plugins: z.array(pluginSchema).optional(),
+  metrics: z
+    .strictObject({
+      /** host:port of the Prometheus endpoint (GET /metrics); off when unset. */
+      address: z
+        .string()
+        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:9464")
+        .optional(),
+    })
+    .prefault({}),
 });
 
 export type Config = z.output<typeof configSchema>;

@@ -35,6 +35,7 @@ import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store, StoredPayloads } from "../store/store.ts";
 import type { ActionErrorCode } from "./action-errors.ts";
+import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
 import { ActionRun, type RunReporter } from "./action-run.ts";
 import { type ArgLimits, type CallArgs, parseArgs } from "./args.ts";
@@ -72,6 +73,8 @@ export interface EngineOptions extends LiveStateOptions {
 
 export interface EngineStats {
   revision: bigint;
+  /** Actions waiting for their model, a child or their data. */
+  waiting: number;
   /** Listeners on the live state: streams, tests. */
   subscribers: number;
   /** Payload bytes of the actions not yet ended... */
@@ -184,6 +187,7 @@ export class Engine {
     }
     return {
       revision: this.#live.revision,
+      waiting: this.#live.waiting,
       subscribers: this.#live.subscribers,
       inflightBytes: inflight,
       retainedBytes: ended,
@@ -275,17 +279,17 @@ export class Engine {
 
   // ---- actions ----
 
-  createInstance(modelType: string, request: ActionRequest): Promise<Action> {
+  createInstance(modelType: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
     this.#modelPlugin(modelType);
-    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, request);
+    return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, request, caller);
   }
 
-  fit(modelId: string, request: ActionRequest): Promise<Action> {
-    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, request);
+  fit(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
+    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, request, caller);
   }
 
-  predict(modelId: string, request: ActionRequest): Promise<Action> {
-    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, request);
+  predict(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
+    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, request, caller);
   }
 
   /** The action as `view` asks: live, or from the history. */
@@ -306,6 +310,7 @@ export class Engine {
     pageToken: string;
     createdAfter?: Timestamp | undefined;
     createdBefore?: Timestamp | undefined;
+    createdBy?: string;
     view: ActionView;
   }): Promise<{ actions: Action[]; next: string }> {
     const limit = pageSize(query.pageSize);
@@ -319,6 +324,7 @@ export class Engine {
         ...(query.pageToken ? { beforeId: query.pageToken } : {}),
         ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
         ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
+        ...(query.createdBy ? { createdBy: query.createdBy } : {}),
       },
       view !== ActionView.BASIC,
     );
@@ -353,12 +359,22 @@ export class Engine {
     return this.#handOut(ended, view);
   }
 
-  /** Cancels the action and answers once it has ended. An ended action is returned as it is. */
-  async cancelAction(actionId: string): Promise<Action> {
+  /**
+   * Cancels the action and answers once it has ended. An ended action is returned as it
+   * is. A caller cancels the actions it started; another caller's needs the admin role.
+   */
+  async cancelAction(actionId: string, caller: Caller = ANONYMOUS): Promise<Action> {
     requireId("action_id", actionId);
     const running = this.#running.get(actionId);
     if (!running) return this.getAction(actionId, ActionView.BASIC);
-    this.#cancel(actionId, running, new CancelReason("CancelAction", "cancelled by CancelAction"));
+    const createdBy = this.#live.action(actionId)?.view.createdBy ?? "";
+    if (createdBy !== caller.name && !hasRole(caller, "admin")) {
+      throw new PlinthError(
+        "permission_denied",
+        `action ${actionId} was started by ${createdBy || "another caller"}; cancelling another caller's action needs the admin role`,
+      );
+    }
+    this.#cancel(actionId, running, new CancelReason("CancelAction", "cancelled by CancelAction", caller.name));
     return (await running.done).view;
   }
 
@@ -418,7 +434,7 @@ export class Engine {
 
   // ---- the lifecycle of an action ----
 
-  async #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest): Promise<Action> {
+  async #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest, caller: Caller): Promise<Action> {
     this.#refuseIfClosing();
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
@@ -428,7 +444,7 @@ export class Engine {
       { ...limits, keepValueBytes: views.inlineBytes },
       (name) => this.#o.plugins.dataAccess(name) !== undefined,
     );
-    this.#live.admit(parsed.bytes);
+    this.#live.admit(parsed.bytes, caller.name);
     const now = timestampNow();
     const view = create(ActionSchema, {
       id: newId("a"),
@@ -442,6 +458,7 @@ export class Engine {
       ),
       createTime: now,
       updateTime: now,
+      createdBy: caller.name,
       ...(request.timeout ? { timeout: request.timeout } : {}),
     });
     const added = this.#live.addAction(view, parsed, jsonFormOf(request));
@@ -586,6 +603,7 @@ export class Engine {
         ...(exit && exit.code !== null ? { exitCode: exit.code } : {}),
         signal: exit?.signal ?? "",
         stopDuration: durationFromMs(Math.round(performance.now() - cancelledAt.at)),
+        cancelledBy: reason.caller,
       });
     } else {
       const { error: actionError, logTail } = failure(error, this.#o.logger);

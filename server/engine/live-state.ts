@@ -48,8 +48,10 @@ export interface LiveStateOptions {
   retainActionsMs: number;
   /** ...and they hold at most this many bytes together. */
   retainBytes: number;
-  /** Actions waiting (queued or accessing data) at most. */
+  /** Actions waiting (queued or accessing data) at most... */
   maxQueue: number;
+  /** ...and per caller. */
+  maxQueuePerCaller: number;
   /** Bytes held by actions not yet ended, at most. */
   maxInflightBytes: number;
 }
@@ -94,8 +96,10 @@ export class LiveState {
   readonly #ended = new Map<string, number>();
   #endedBytes = 0;
   #inflightBytes = 0;
-  /** Queued or accessing data: what max_queue counts. */
+  /** Queued or accessing data: what max_queue counts... */
   readonly #waiting = new Set<string>();
+  /** ...and, by who started them, what queued_per_caller counts. */
+  readonly #waitingBy = new Map<string, number>();
   /** Queued, in the order they became queued: what queue_position counts. */
   readonly #queued = new Set<string>();
   readonly #listeners = new Set<(event: StateEvent) => void>();
@@ -112,6 +116,11 @@ export class LiveState {
   /** Subscribers now: a disconnect must bring this back down. */
   get subscribers(): number {
     return this.#listeners.size;
+  }
+
+  /** Actions waiting for their model, a child or their data. */
+  get waiting(): number {
+    return this.#waiting.size;
   }
 
   /** Bytes held by actions not yet ended, and by ended ones still live. */
@@ -159,8 +168,15 @@ export class LiveState {
 
   // ---- actions ----
 
-  /** Throws RESOURCE_EXHAUSTED when an action holding `bytes` would not fit. */
-  admit(bytes: number): void {
+  /** Throws RESOURCE_EXHAUSTED when an action holding `bytes`, started by `caller`, would not fit. */
+  admit(bytes: number, caller: string): void {
+    const callers = this.#waitingBy.get(caller) ?? 0;
+    if (callers >= this.#o.maxQueuePerCaller) {
+      throw new PlinthError(
+        "queue_full",
+        `${caller ? `caller ${caller}` : "this caller"} has ${callers} actions waiting and server.limits.queued_per_caller is ${this.#o.maxQueuePerCaller}; retry later`,
+      );
+    }
     if (this.#waiting.size >= this.#o.maxQueue) {
       throw new PlinthError(
         "queue_full",
@@ -253,8 +269,15 @@ export class LiveState {
   #setView(id: string, previous: Action, patch: ActionPatch, added: boolean): Action {
     const status = patch.status ?? previous.status;
     if (added || status !== previous.status) {
+      const wasWaiting = this.#waiting.has(id);
       if (WAITING.has(status)) this.#waiting.add(id);
       else this.#waiting.delete(id);
+      const waiting = this.#waiting.has(id);
+      if (waiting !== wasWaiting) {
+        const n = (this.#waitingBy.get(previous.createdBy) ?? 0) + (waiting ? 1 : -1);
+        if (n > 0) this.#waitingBy.set(previous.createdBy, n);
+        else this.#waitingBy.delete(previous.createdBy);
+      }
       // Re-queued (after its data access) goes to the back, as it waits again.
       this.#queued.delete(id);
       if (status === ActionStatus.QUEUED) this.#queued.add(id);

@@ -1,5 +1,6 @@
 /** Starts every configured plugin module once to read its manifest. */
 import { existsSync } from "node:fs";
+import { relative } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { PluginConfig } from "../config/schema.ts";
@@ -8,7 +9,15 @@ import type { ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
 
-export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, signal?: AbortSignal): Promise<PluginRegistry> {
+/**
+ * `base`: the config's folder; clients see module paths relative to it (ListPlugins,
+ * messages), not the host's absolute ones.
+ */
+export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, base: string, signal?: AbortSignal): Promise<PluginRegistry> {
+  const display = (module: string) => {
+    const path = relative(base, module);
+    return path.startsWith("..") ? module : path;
+  };
   const loaded = await Promise.all(
     configs.map(async (config, i): Promise<LoadedPlugin> => {
       const key = `plugins[${i}]`;
@@ -20,6 +29,8 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
         runtime: config.runtime,
         ...(config.permissions ? { permissions: config.permissions } : {}),
         ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
+        ...(config.env ? { env: config.env } : {}),
+        label: display(config.module),
       };
       try {
         const hello = await processes.describe(target, signal);
@@ -29,7 +40,7 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
           target,
           info: create(PluginSchema, {
             name: manifest?.name ?? "",
-            module: config.module,
+            module: display(config.module),
             runtime: config.runtime,
             description: manifest?.description ?? "",
             modelTypes: (manifest?.modelTypes ?? []).map(({ name, description }) => ({ name, description })),

@@ -38,6 +38,8 @@ export interface ChildExit {
   vanished: boolean;
   /** The spawn failed: there never was a process. */
   spawnError?: string | undefined;
+  /** It broke the pipe protocol (and was stopped for it). */
+  protocolError: boolean;
   durationMs: number;
   /** From terminate() to the exit; 0 if it was not terminated. */
   stopMs: number;
@@ -67,8 +69,10 @@ export interface ChildOptions {
   mark: string;
   maxFrameBytes: number;
   logTailLines: number;
-  /** A label for messages: the plugin module. */
+  /** A label for messages: the plugin module, as the config names it. */
   label: string;
+  /** Absolute paths under this folder are shown relative to it in what clients see (stacks). */
+  displayBase?: string | undefined;
 }
 
 /** Why a command cannot run, as the system says it. */
@@ -193,7 +197,13 @@ export class PluginChild {
         if (message.kind.case === "hello") resolve(message.kind.value);
         else if (message.kind.case === "failure") {
           const f = message.kind.value;
-          reject(new ChildFailure("plugin_load_failed", `plugin ${this.#options.label} failed to load: ${f.name}: ${f.message}`, f.stack));
+          reject(
+            new ChildFailure(
+              "plugin_load_failed",
+              `plugin ${this.#options.label} failed to load: ${f.name}: ${this.#display(f.message)}`,
+              this.#display(f.stack),
+            ),
+          );
         } else reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent ${message.kind.case} before hello`));
       },
       "plugin_load_failed",
@@ -272,13 +282,21 @@ export class PluginChild {
   }
 
   #pluginFailure(f: Failure): ChildFailure {
+    const stack = this.#display(f.stack);
     if (f.name === "AbortError" && this.#terminatedAt !== undefined) {
-      return new ChildFailure("cancelled", "the action was cancelled", f.stack);
+      return new ChildFailure("cancelled", "the action was cancelled", stack);
     }
     if (f.name === "OutOfMemoryError") {
-      return new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb): ${f.message}`, f.stack);
+      return new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb): ${f.message}`, stack);
     }
-    return new ChildFailure("plugin_error", `${f.name}: ${f.message}`, f.stack);
+    return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack);
+  }
+
+  /** Text as clients see it: paths under displayBase relative to it, not the host's absolute ones. */
+  #display(text: string): string {
+    const base = this.#options.displayBase;
+    if (!base) return text;
+    return text.replaceAll(`file://${base}/`, "").replaceAll(`${base}/`, "");
   }
 
   /** The group, the processes below the child, and every process with its mark. */
@@ -307,6 +325,7 @@ export class PluginChild {
       forced: this.#forced,
       vanished,
       ...(this.#spawnError ? { spawnError: this.#spawnError } : {}),
+      protocolError: this.#broken !== undefined,
       durationMs: now - this.startedAt,
       stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };

@@ -43,6 +43,8 @@ export interface ProcessManagerOptions {
   owner: string;
   /** The deno binary; default: the one the npm package `deno` installed. */
   denoBinary?: string | undefined;
+  /** What clients see of paths is relative to this folder (the config's). */
+  displayBase?: string | undefined;
   logger: Logger;
 }
 
@@ -77,6 +79,8 @@ interface Worker {
   readonly child: PluginChild;
   /** Settles with the hello once the plugin module has loaded. */
   readonly ready: Promise<Hello>;
+  /** Set once the plugin has said hello. */
+  hello?: Hello;
   calls: number;
   idleSince: number;
 }
@@ -86,7 +90,7 @@ interface Waiter extends Settle<Worker> {
   target: PluginTarget;
 }
 
-const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}`;
+const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}\0${t.env ?? ""}`;
 
 /** What the manager reports as it goes: for metrics, logs and tests. */
 export interface ProcessEvents {
@@ -131,6 +135,15 @@ export class ProcessManager {
     let n = 0;
     for (const list of this.#idle.values()) n += list.length;
     return n;
+  }
+
+  /** Children by what they do now: for metrics. */
+  counts(): { live: number; idle: number; starting: number; busy: number } {
+    const live = this.#workers.size;
+    const idle = this.idle;
+    let starting = 0;
+    for (const worker of this.#workers) if (!worker.hello) starting++;
+    return { live, idle, starting, busy: Math.max(0, live - idle - starting - this.#stopping.size) };
   }
 
   /** Calls waiting for a child. */
@@ -266,7 +279,8 @@ export class ProcessManager {
       mark: `${this.#o.owner}.${this.#nextChild++}`,
       maxFrameBytes,
       logTailLines,
-      label: target.module,
+      label: target.label ?? target.module,
+      displayBase: this.#o.displayBase,
     });
     const ready = child.hello();
     ready.then(
@@ -274,6 +288,10 @@ export class ProcessManager {
       () => this.#failing.add(key), // Whoever uses the worker awaits it too; a prewarmed one may have none.
     );
     const worker: Worker = { key, target, child, ready, calls: 0, idleSince: performance.now() };
+    void ready.then(
+      (hello) => (worker.hello = hello),
+      () => {},
+    );
     this.#workers.add(worker);
     void child.exited.then((exit) => this.#gone(worker, exit));
     this.#o.logger.debug({ pid: child.pid, module: target.module }, "plugin child started");

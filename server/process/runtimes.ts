@@ -5,7 +5,7 @@
  */
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
-import { existsSync } from "node:fs";
+import { type Dirent, existsSync, readdirSync, realpathSync } from "node:fs";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 export type Runtime = "node" | "deno";
@@ -26,6 +26,22 @@ export interface PluginTarget {
   permissions?: DenoPermissions;
   /** The whole child's memory, runtime, heap and buffers, in MiB; unbounded when unset. */
   maxMemoryMb?: number | undefined;
+  /** Environment variables passed on from the server's, besides the few every child gets. */
+  env?: string[] | undefined;
+  /** How messages name the plugin: its module as the config gives it. */
+  label?: string | undefined;
+}
+
+/** What every child gets of the server's environment: never its tokens or other secrets. */
+const BASE_ENV = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
+
+function childEnv(names: string[] | undefined): Record<string, string> {
+  const env: Record<string, string> = { NO_COLOR: "1" };
+  for (const name of [...BASE_ENV, ...(names ?? [])]) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  return env;
 }
 
 const require = createRequire(import.meta.url);
@@ -40,6 +56,43 @@ const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
 export function denoBinary(): string {
   const pkg = dirname(require.resolve("deno/package.json"));
   return join(pkg, "deno");
+}
+
+const leaving = new Map<string, string[]>();
+
+/** Symlinks under `dir` (not followed) whose target is outside every folder in `allowed`; computed once per folder. */
+function linksLeaving(dir: string, allowed: string[]): string[] {
+  const key = `${dir}\0${allowed.join("\0")}`;
+  let found = leaving.get(key);
+  if (found) return found;
+  found = [];
+  const inside = (path: string) => allowed.some((root) => path === root || path.startsWith(`${realpathOr(root)}/`) || path.startsWith(`${root}/`));
+  const walk = (folder: string) => {
+    let entries: Dirent[];
+    try {
+      entries = readdirSync(folder, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const path = join(folder, entry.name);
+      if (entry.isSymbolicLink()) {
+        const target = realpathOr(path);
+        if (!inside(target)) found!.push(path);
+      } else if (entry.isDirectory()) walk(path);
+    }
+  };
+  walk(dir);
+  leaving.set(key, found);
+  return found;
+}
+
+function realpathOr(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
 }
 
 /** The nearest node_modules above the module, where its npm imports resolve. */
@@ -59,6 +112,10 @@ function denoFlags(target: PluginTarget): string[] {
   const read = [dirname(target.module), sdkDir, genDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
   const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
   const flags = [`--allow-read=${unique.join(",")}`];
+  // Deno checks the path it is given, not where a symlink leads: a link in an allowed
+  // folder to somewhere outside them all is denied by name.
+  const escaping = unique.flatMap((dir) => linksLeaving(dir, unique));
+  if (escaping.length > 0) flags.push(`--deny-read=${escaping.join(",")}`);
   for (const [name, list] of [
     ["write", p.write],
     ["net", p.net],
@@ -105,7 +162,7 @@ function limited(command: ChildCommand, megabytes: number | undefined): ChildCom
 export function childCommand(target: PluginTarget, settings: WorkerSettings): ChildCommand {
   const { denoDir } = settings;
   const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs)];
-  const env = { ...process.env, NO_COLOR: "1" };
+  const env = childEnv(target.env);
   const memory = target.maxMemoryMb;
   if (target.runtime === "deno") {
     const v8 = memory === undefined ? [] : [`--v8-flags=--max-old-space-size=${Math.floor(memory)}`];

@@ -15,8 +15,8 @@ export function actionService(engine: () => Engine): ServiceImpl<typeof ActionSe
     async waitAction(request, context) {
       return { action: await engine().waitAction(request.actionId, request.view, context.signal) };
     },
-    async cancelAction(request) {
-      return { action: await engine().cancelAction(request.actionId) };
+    async cancelAction(request, context) {
+      return { action: await engine().cancelAction(request.actionId, context.caller) };
     },
     async *watchAction(request, context) {
       for await (const action of engine().watchAction(request.actionId, context.signal)) yield { action };

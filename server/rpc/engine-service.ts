@@ -15,7 +15,7 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async createInstance(request, context) {
       const e = engine();
-      const action = await e.createInstance(request.modelType, request);
+      const action = await e.createInstance(request.modelType, request, context.caller);
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async addInstance(request) {
@@ -30,12 +30,12 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     },
     async fit(request, context) {
       const e = engine();
-      const action = await e.fit(request.modelId, request);
+      const action = await e.fit(request.modelId, request, context.caller);
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async predict(request, context) {
       const e = engine();
-      const action = await e.predict(request.modelId, request);
+      const action = await e.predict(request.modelId, request, context.caller);
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async listPlugins() {

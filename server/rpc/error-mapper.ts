@@ -18,6 +18,8 @@ const statuses: Record<ErrorKind, Status> = {
   unavailable: Status.UNAVAILABLE,
   cancelled: Status.CANCELLED,
   deadline_exceeded: Status.DEADLINE_EXCEEDED,
+  unauthenticated: Status.UNAUTHENTICATED,
+  permission_denied: Status.PERMISSION_DENIED,
   internal: Status.INTERNAL,
 };
 

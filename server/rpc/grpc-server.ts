@@ -12,11 +12,15 @@ import { file_plinth_v1_state_service, StateService } from "../../gen/plinth/v1/
 import type { Engine } from "../engine/engine.ts";
 import { actionService } from "./action-service.ts";
 import { engineService } from "./engine-service.ts";
+import { audit } from "./audit.ts";
+import { type AuthOptions, authenticator } from "./auth.ts";
 import { errorMapper } from "./error-mapper.ts";
 import { grpcJsBridge } from "./grpc-js-bridge.ts";
 import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
 import { stateService } from "./state-service.ts";
+import { streamLimit } from "./stream-limit.ts";
+import { type TlsFiles, tlsCredentials } from "./tls.ts";
 
 /** How long connections get to close once no call is in flight. */
 const CLOSE_GRACE_MS = 250;
@@ -24,16 +28,28 @@ const CLOSE_GRACE_MS = 250;
 const SERVICES = ["", ...[EngineService, ActionService, StateService].map((s) => s.typeName)];
 
 export interface GrpcServer {
-  /** Binds the address; resolves with the port (the chosen one for port 0). */
+  /** Binds the address, with TLS when configured; resolves with the port (the chosen one for port 0). */
   listen(address: string): Promise<number>;
+  /** Reads the TLS files again (SIGHUP): new connections use them, the port stays open. */
+  reloadTls(): Promise<void>;
   /** What grpc.health.v1 answers for every service. */
   setServing(serving: boolean): void;
   /** Lets the calls in flight finish, for at most `graceMs`, then closes the port. */
   shutdown(graceMs: number): Promise<void>;
 }
 
+export interface GrpcOptions {
+  maxMessageBytes: number;
+  logger: Logger;
+  tls?: TlsFiles | undefined;
+  auth?: AuthOptions | undefined;
+  streamsPerCaller: number;
+}
+
 /** `engine` throws UNAVAILABLE while the engine is not there (starting or stopping). */
-export function createGrpcServer(engine: () => Engine, options: { maxMessageBytes: number; logger: Logger }): GrpcServer {
+export async function createGrpcServer(engine: () => Engine, options: GrpcOptions): Promise<GrpcServer> {
+  const tls = options.tls ? await tlsCredentials(options.tls) : undefined;
+  const auth = authenticator(options.auth, options.tls?.client_ca !== undefined);
   // Calls in flight, so that a stop waits for their answers and not for idle connections.
   let inFlight = 0;
   let onIdle: (() => void) | undefined;
@@ -50,7 +66,10 @@ export function createGrpcServer(engine: () => Engine, options: { maxMessageByte
     "grpc.max_send_message_length": options.maxMessageBytes,
   })
     .use(track)
-    .use(errorMapper(options.logger));
+    .use(errorMapper(options.logger))
+    .use(audit(options.logger, auth.identify))
+    .use(auth.middleware)
+    .use(streamLimit(options.streamsPerCaller));
   server.add(niceDefinition(EngineService), engineService(engine));
   server.add(niceDefinition(ActionService), actionService(engine));
   server.add(niceDefinition(StateService), stateService(engine));
@@ -59,7 +78,10 @@ export function createGrpcServer(engine: () => Engine, options: { maxMessageByte
   health.addToServer(bridge);
   addReflection(bridge, [file_plinth_v1_engine_service, file_plinth_v1_action_service, file_plinth_v1_state_service, file_grpc_health_v1_health]);
   return {
-    listen: (address) => server.listen(address),
+    listen: (address) => server.listen(address, tls?.credentials),
+    reloadTls: async () => {
+      await tls?.reload();
+    },
     setServing(serving) {
       for (const s of SERVICES) health.setStatus(s, serving ? "SERVING" : "NOT_SERVING");
     },

@@ -97,6 +97,7 @@ export class MemoryStore implements Store {
       if (query.statuses?.length && !query.statuses.includes(action.status)) continue;
       if (query.createdAfter && ms(action.createTime) < query.createdAfter.getTime()) continue;
       if (query.createdBefore && ms(action.createTime) >= query.createdBefore.getTime()) continue;
+      if (query.createdBy && action.createdBy !== query.createdBy) continue;
       out.push(withPayloads ? stored : { action });
       if (out.length >= query.limit) break;
     }

@@ -53,6 +53,9 @@ const migrations: string[] = [
      key TEXT PRIMARY KEY,
      value TEXT NOT NULL
    );`,
+  // 4: who started each action, to list a caller's actions.
+  `ALTER TABLE actions ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
+   CREATE INDEX actions_by_creator ON actions (created_by, id);`,
 ];
 
 /** The schema version this build writes. */

@@ -4,7 +4,7 @@ import { MemoryStore } from "./memory.ts";
 import { SqliteStore } from "./sqlite.ts";
 import type { Store } from "./store.ts";
 
-export function openStore(backend: ResolvedConfig["backend"]): Store {
+export function openStore(backend: ResolvedConfig["backend"], onCommit?: (seconds: number) => void): Store {
   const common = {
     keepRevisions: backend.keep_revisions,
     maxActions: backend.max_actions,
@@ -16,5 +16,6 @@ export function openStore(backend: ResolvedConfig["backend"]): Store {
     path: backend.path,
     synchronous: backend.synchronous,
     maxSizeBytes: backend.max_size_mb === undefined ? undefined : backend.max_size_mb * 1024 * 1024,
+    onCommit,
   });
 }

@@ -31,6 +31,8 @@ export interface SqliteOptions {
   maxActionAgeMs: number;
   /** Refuse writes once the database file would grow past this (SQLITE_FULL). */
   maxSizeBytes?: number | undefined;
+  /** Told how long each commit of action changes took: for metrics. */
+  onCommit?: ((seconds: number) => void) | undefined;
 }
 
 /** How often the WAL is checkpointed into the database file. */
@@ -207,7 +209,7 @@ export class SqliteStore implements Store {
       deleteModel: db.prepare("DELETE FROM models WHERE id = ?"),
       allModels: db.prepare<[], ModelRow>("SELECT * FROM models ORDER BY id"),
       putAction: db.prepare(
-        `INSERT INTO actions (id, model_id, status, create_time, end_time, json) VALUES (?, ?, ?, ?, ?, ?)
+        `INSERT INTO actions (id, model_id, status, create_time, end_time, json, created_by) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
            end_time = excluded.end_time, json = excluded.json`,
       ),
@@ -345,12 +347,14 @@ export class SqliteStore implements Store {
       for (const w of writes) for (const s of w.settle) s.reject(error);
       return;
     }
+    const started = performance.now();
     try {
       this.#write(
         this.#db.transaction(() => {
           for (const w of writes) this.#writeAction(w);
         }),
       );
+      this.#o.onCommit?.((performance.now() - started) / 1000);
       for (const w of writes) for (const s of w.settle) s.resolve();
     } catch {
       // Which one failed? Each on its own: only the writes that fail alone fail.
@@ -367,7 +371,15 @@ export class SqliteStore implements Store {
 
   #writeAction({ action, payloads }: PendingWrite): void {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
-    this.#q.putAction.run(action.id, action.modelId, action.status, ms(action.createTime), ms(action.endTime), toJsonString(ActionSchema, action));
+    this.#q.putAction.run(
+      action.id,
+      action.modelId,
+      action.status,
+      ms(action.createTime),
+      ms(action.endTime),
+      toJsonString(ActionSchema, action),
+      action.createdBy,
+    );
     if (payloads) {
       const args = payloads.args ? toBinary(ActionSchema, create(ActionSchema, payloads.args)) : null;
       const prediction = payloads.prediction ? toBinary(ArgSchema, payloads.prediction) : null;
@@ -417,6 +429,10 @@ export class SqliteStore implements Store {
     if (query.createdBefore) {
       where.push("create_time < ?");
       params.push(query.createdBefore.getTime());
+    }
+    if (query.createdBy) {
+      where.push("created_by = ?");
+      params.push(query.createdBy);
     }
     const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db

@@ -37,6 +37,8 @@ export interface ListActionsQuery {
   beforeId?: string;
   createdAfter?: Date;
   createdBefore?: Date;
+  /** Only actions this caller started. */
+  createdBy?: string;
   limit: number;
 }
 

@@ -1,0 +1,23 @@
+/**
+ * Who makes a call, as the engine sees it: a name (a token's, or a client
+ * certificate's subject) and roles. Roles are ranked: `run` includes `read`, `admin`
+ * includes both. Without authentication every call is the anonymous caller, with
+ * every role.
+ */
+export type Role = "read" | "run" | "admin";
+
+export interface Caller {
+  /** "" for the anonymous caller of a server without authentication. */
+  readonly name: string;
+  readonly roles: ReadonlySet<Role>;
+}
+
+const rank: Record<Role, number> = { read: 1, run: 2, admin: 3 };
+
+export const ANONYMOUS: Caller = Object.freeze({ name: "", roles: new Set<Role>(["read", "run", "admin"]) });
+
+/** True if one of the caller's roles is `role` or ranks above it. */
+export function hasRole(caller: Caller, role: Role): boolean {
+  for (const r of caller.roles) if (rank[r] >= rank[role]) return true;
+  return false;
+}

@@ -1,0 +1,108 @@
+/**
+ * Who is calling, and may they: every RPC (ours and reflection's; health too unless
+ * open_health) needs a bearer token (`authorization: Bearer <token>`) or, with mutual
+ * TLS, a client certificate; the method needs a role. Tokens are compared by their
+ * sha256 in constant time, against every configured token, so that neither a match nor
+ * its position shows in the timing.
+ *
+ * read: Get/List/Watch/Wait, ListPlugins, reflection. run: CreateInstance, Fit, Predict,
+ * CancelAction of one's own actions. admin: Add/Update/DeleteModel, anyone's cancel.
+ */
+import { createHash, timingSafeEqual } from "node:crypto";
+import type { CallContext, ServerMiddleware } from "nice-grpc";
+import type { TokenHash } from "../config/load.ts";
+import { ANONYMOUS, type Caller, hasRole, type Role } from "../engine/caller.ts";
+import { PlinthError } from "../errors.ts";
+import { PEER_SUBJECT } from "./tls.ts";
+
+export interface AuthOptions {
+  tokens: TokenHash[];
+  /** Client certificates' roles by subject ("CN=alice" or "alice"). */
+  certificates: { subject: string; roles: Role[] }[];
+  /** grpc.health.v1 answers without a token. */
+  openHealth: boolean;
+}
+
+/** The role a method needs; a method not listed needs admin. */
+const needs: Record<string, Role> = {
+  "/plinth.v1.EngineService/ListModels": "read",
+  "/plinth.v1.EngineService/GetModel": "read",
+  "/plinth.v1.EngineService/ListPlugins": "read",
+  "/plinth.v1.EngineService/CreateInstance": "run",
+  "/plinth.v1.EngineService/Fit": "run",
+  "/plinth.v1.EngineService/Predict": "run",
+  "/plinth.v1.ActionService/GetAction": "read",
+  "/plinth.v1.ActionService/ListActions": "read",
+  "/plinth.v1.ActionService/WaitAction": "read",
+  "/plinth.v1.ActionService/WatchAction": "read",
+  // Another caller's action needs admin: the engine checks whose it is.
+  "/plinth.v1.ActionService/CancelAction": "run",
+  "/plinth.v1.StateService/GetState": "read",
+  "/plinth.v1.StateService/WatchState": "read",
+};
+
+export function roleFor(path: string): Role {
+  if (path.startsWith("/grpc.reflection.") || path.startsWith("/grpc.health.")) return "read";
+  return needs[path] ?? "admin";
+}
+
+const isHealth = (path: string) => path.startsWith("/grpc.health.");
+
+export interface Authenticator {
+  /** Whether calls need an identity at all. */
+  readonly enabled: boolean;
+  /** The caller a call's metadata shows; undefined when it shows none that is known. */
+  identify(metadata: CallContext["metadata"]): Caller | undefined;
+  /** A nice-grpc middleware: identifies, authorizes, and passes `caller` on in the context. */
+  middleware: ServerMiddleware<{ caller: Caller }>;
+}
+
+const sha256 = (text: string) => createHash("sha256").update(text).digest();
+
+export function authenticator(options: AuthOptions | undefined, mutualTls: boolean): Authenticator {
+  const tokens = (options?.tokens ?? []).map((t) => ({ name: t.name, hash: Buffer.from(t.sha256, "hex"), roles: new Set(t.roles) }));
+  const certificates = new Map((options?.certificates ?? []).map((c) => [c.subject.replace(/^CN=/, ""), new Set(c.roles)]));
+  const enabled = tokens.length > 0 || certificates.size > 0 || mutualTls;
+  const openHealth = options?.openHealth ?? true;
+
+  const identify = (metadata: CallContext["metadata"]): Caller | undefined => {
+    const header = metadata.get("authorization");
+    if (typeof header === "string" && header) {
+      const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
+      if (!token) return undefined;
+      const hash = sha256(token);
+      let found: Caller | undefined;
+      // Every token compared, whatever matched: the time taken says nothing.
+      for (const t of tokens) if (timingSafeEqual(hash, t.hash) && !found) found = { name: t.name, roles: t.roles };
+      return found;
+    }
+    const subject = metadata.get(PEER_SUBJECT);
+    if (typeof subject === "string" && subject) return { name: subject, roles: certificates.get(subject) ?? new Set() };
+    return undefined;
+  };
+
+  return {
+    enabled,
+    identify,
+    async *middleware(call, context) {
+      const path = call.method.path;
+      if (!enabled || (openHealth && isHealth(path))) return yield* call.next(call.request, { ...context, caller: ANONYMOUS });
+      const caller = identify(context.metadata);
+      if (!caller) {
+        const sent = context.metadata.get("authorization");
+        throw new PlinthError(
+          "unauthenticated",
+          sent
+            ? "the token is not one this server knows (authorization: Bearer <token>)"
+            : `${path} needs a token: send the header authorization: Bearer <token>${mutualTls ? ", or a client certificate" : ""}`,
+        );
+      }
+      const need = roleFor(path);
+      if (!hasRole(caller, need)) {
+        const has = [...caller.roles].join(", ") || "no role";
+        throw new PlinthError("permission_denied", `${path} needs the ${need} role; ${caller.name} has ${has}`);
+      }
+      return yield* call.next(call.request, { ...context, caller });
+    },
+  };
+}
