@@ -27,6 +27,8 @@ export interface TokenHash {
   name: string;
   sha256: string;
   roles: Role[];
+  /** Milliseconds since the epoch after which the token is refused. */
+  expiresAt?: number;
 }
 
 export interface ResolvedConfig extends Omit<Config, "server"> {
@@ -81,11 +83,11 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     server: {
       ...server,
       ...(tls ? { tls: resolveTls(tls, baseDir) } : {}),
-      ...(auth ? { auth: { ...auth, tokens: auth.tokens.map((token, i) => hashToken(token, i, baseDir)) } } : {}),
+      ...(auth ? { auth: { ...auth, tokens: uniqueTokens(auth.tokens.map((token, i) => hashToken(token, i, baseDir))) } } : {}),
     },
     plugins,
     backend: { ...config.backend, path },
-    base: baseDir,
+    base: resolve(baseDir),
   };
 }
 
@@ -107,7 +109,19 @@ function hashToken(token: NonNullable<Config["server"]["auth"]>["tokens"][number
     throw new PlinthError("invalid_argument", `${key}: the token is ${secret.length} characters; use at least 16 (e.g. openssl rand -hex 32)`);
   }
   const sha256 = token.sha256 ?? createHash("sha256").update(secret!).digest("hex");
-  return { name: token.name, sha256, roles: token.roles };
+  return { name: token.name, sha256, roles: token.roles, ...(token.expires ? { expiresAt: Date.parse(token.expires) } : {}) };
+}
+
+/** Two tokens alike would make an identity ambiguous: refused, naming both. */
+function uniqueTokens(tokens: TokenHash[]): TokenHash[] {
+  tokens.forEach((token, i) => {
+    const j = tokens.findIndex((other) => other.sha256 === token.sha256 || other.name === token.name);
+    if (j < i) {
+      const what = tokens[j]!.name === token.name ? `name ${token.name}` : "token";
+      throw new PlinthError("invalid_argument", `config server.auth.tokens[${i}]: has the same ${what} as server.auth.tokens[${j}]`);
+    }
+  });
+  return tokens;
 }
 
 /** TLS files, resolved and checked now: a missing one is a config error, not a failed handshake later. */

@@ -39,6 +39,11 @@ const tokenSchema = z
     /** An environment variable holding the token. */
     env: z.string().min(1).optional(),
     roles: z.array(roleSchema).min(1),
+    /** After this instant (ISO 8601, e.g. 2027-01-01T00:00:00Z) the token is refused. */
+    expires: z
+      .string()
+      .refine((s) => !Number.isNaN(Date.parse(s)), "must be a date and time, e.g. 2027-01-01T00:00:00Z")
+      .optional(),
   })
   .refine((t) => [t.sha256, t.file, t.env].filter((x) => x !== undefined).length === 1, "give exactly one of sha256, file or env");
 

@@ -23,8 +23,8 @@ import {
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { FrameDecoder, frameHeader } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
+import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
 import { allProcesses, MARK_VARIABLE, markedProcesses, procStat, signalOwned, treeBelow } from "./proc.ts";
-import type { ChildCommand } from "./runtimes.ts";
 
 /** How a child ended: data, not an exception. */
 export interface ChildExit {
@@ -292,11 +292,15 @@ export class PluginChild {
     return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack);
   }
 
-  /** Text as clients see it: paths under displayBase relative to it, not the host's absolute ones. */
+  /**
+   * Text as clients see it: paths under displayBase relative to it, and those in Plinth's
+   * own folder (the SDK's frames) as `plinth/…`, not the host's absolute paths.
+   */
   #display(text: string): string {
     const base = this.#options.displayBase;
     if (!base) return text;
-    return text.replaceAll(`file://${base}/`, "").replaceAll(`${base}/`, "");
+    const strip = (t: string, dir: string, as: string) => t.replaceAll(`file://${dir}/`, as).replaceAll(`${dir}/`, as);
+    return strip(strip(text, base, ""), PLINTH_DIR, "plinth/");
   }
 
   /** The group, the processes below the child, and every process with its mark. */

@@ -45,7 +45,9 @@ function childEnv(names: string[] | undefined): Record<string, string> {
 }
 
 const require = createRequire(import.meta.url);
-const sdkDir = resolve(dirname(fileURLToPath(import.meta.url)), "../../sdk");
+/** Plinth's own folder: the SDK and the generated code are in it. */
+export const PLINTH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const sdkDir = join(PLINTH_DIR, "sdk");
 /** The generated protocol code the SDK imports (the plugin thread loads it as a worker, with read permission). */
 const genDir = resolve(sdkDir, "../gen");
 

@@ -60,25 +60,39 @@ export interface Authenticator {
 const sha256 = (text: string) => createHash("sha256").update(text).digest();
 
 export function authenticator(options: AuthOptions | undefined, mutualTls: boolean): Authenticator {
-  const tokens = (options?.tokens ?? []).map((t) => ({ name: t.name, hash: Buffer.from(t.sha256, "hex"), roles: new Set(t.roles) }));
+  const tokens = (options?.tokens ?? []).map((t) => ({
+    name: t.name,
+    hash: Buffer.from(t.sha256, "hex"),
+    roles: new Set(t.roles),
+    expiresAt: t.expiresAt ?? Number.POSITIVE_INFINITY,
+  }));
   const certificates = new Map((options?.certificates ?? []).map((c) => [c.subject.replace(/^CN=/, ""), new Set(c.roles)]));
   const enabled = tokens.length > 0 || certificates.size > 0 || mutualTls;
   const openHealth = options?.openHealth ?? true;
 
-  const identify = (metadata: CallContext["metadata"]): Caller | undefined => {
+  /** The caller, or why there is none. */
+  const authenticate = (metadata: CallContext["metadata"]): Caller | string => {
     const header = metadata.get("authorization");
     if (typeof header === "string" && header) {
       const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
-      if (!token) return undefined;
+      if (!token) return "the authorization header must be: Bearer <token>";
       const hash = sha256(token);
-      let found: Caller | undefined;
+      let found: (typeof tokens)[number] | undefined;
       // Every token compared, whatever matched: the time taken says nothing.
-      for (const t of tokens) if (timingSafeEqual(hash, t.hash) && !found) found = { name: t.name, roles: t.roles };
-      return found;
+      for (const t of tokens) if (timingSafeEqual(hash, t.hash) && !found) found = t;
+      if (!found) return "the token is not one this server knows (authorization: Bearer <token>)";
+      if (Date.now() > found.expiresAt) return `the token ${found.name} expired at ${new Date(found.expiresAt).toISOString()}`;
+      return { name: found.name, roles: found.roles };
     }
-    const subject = metadata.get(PEER_SUBJECT);
+    // Only a mutual-TLS connection's own certificate sets PEER_SUBJECT (tls.ts); without
+    // TLS nothing strips what a client sends under that name, so it is not looked at.
+    const subject = mutualTls ? metadata.get(PEER_SUBJECT) : undefined;
     if (typeof subject === "string" && subject) return { name: subject, roles: certificates.get(subject) ?? new Set() };
-    return undefined;
+    return "";
+  };
+  const identify = (metadata: CallContext["metadata"]): Caller | undefined => {
+    const caller = authenticate(metadata);
+    return typeof caller === "string" ? undefined : caller;
   };
 
   return {
@@ -87,14 +101,11 @@ export function authenticator(options: AuthOptions | undefined, mutualTls: boole
     async *middleware(call, context) {
       const path = call.method.path;
       if (!enabled || (openHealth && isHealth(path))) return yield* call.next(call.request, { ...context, caller: ANONYMOUS });
-      const caller = identify(context.metadata);
-      if (!caller) {
-        const sent = context.metadata.get("authorization");
+      const caller = authenticate(context.metadata);
+      if (typeof caller === "string") {
         throw new PlinthError(
           "unauthenticated",
-          sent
-            ? "the token is not one this server knows (authorization: Bearer <token>)"
-            : `${path} needs a token: send the header authorization: Bearer <token>${mutualTls ? ", or a client certificate" : ""}`,
+          caller || `${path} needs a token: send the header authorization: Bearer <token>${mutualTls ? ", or a client certificate" : ""}`,
         );
       }
       const need = roleFor(path);

@@ -4,9 +4,9 @@
  */
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { type Channel, createChannel, createClientFactory } from "nice-grpc";
+import { type Channel, type ChannelCredentials, type ClientMiddleware, createChannel, createClientFactory, Metadata } from "nice-grpc";
 import { deadlineMiddleware } from "nice-grpc-client-middleware-deadline";
-import { pino } from "pino";
+import { type Logger, pino } from "pino";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
@@ -23,40 +23,62 @@ export interface TestServer {
   server: PlinthServer;
   port: number;
   channel: Channel;
-  engine: ReturnType<typeof engineClient>;
-  actions: ReturnType<typeof actionClient>;
-  state: ReturnType<typeof stateClient>;
+  engine: ReturnType<typeof clientsOf>["engine"];
+  actions: ReturnType<typeof clientsOf>["actions"];
+  state: ReturnType<typeof clientsOf>["state"];
   close(): Promise<void>;
 }
 
-// Clients take a `deadline` call option, as grpc clients in other languages do.
-const clients = createClientFactory().use(deadlineMiddleware);
-const engineClient = (channel: Channel) => clients.create(niceDefinition(EngineService), channel);
-const actionClient = (channel: Channel) => clients.create(niceDefinition(ActionService), channel);
-const stateClient = (channel: Channel) => clients.create(niceDefinition(StateService), channel);
+/** Sends `authorization: Bearer <token>` on every call. */
+const bearer = (token: string): ClientMiddleware =>
+  async function* withToken(call, options) {
+    return yield* call.next(call.request, { ...options, metadata: Metadata(options.metadata).set("authorization", `Bearer ${token}`) });
+  };
+
+/** Our three services' clients on `channel`; they take a `deadline` call option, as grpc clients in other languages do. */
+export function clientsOf(channel: Channel, token?: string) {
+  const factory = token ? createClientFactory().use(deadlineMiddleware).use(bearer(token)) : createClientFactory().use(deadlineMiddleware);
+  return {
+    engine: factory.create(niceDefinition(EngineService), channel),
+    actions: factory.create(niceDefinition(ActionService), channel),
+    state: factory.create(niceDefinition(StateService), channel),
+  };
+}
 
 /**
  * Config as in a YAML file; plugins default to the example plugins, the backend to a
  * SQLite file in a new temporary folder.
  */
-export async function startTestServer(config: Record<string, unknown> = {}): Promise<TestServer> {
+export interface TestServerOptions {
+  logger?: Logger;
+  /** What the default clients send as their bearer token. */
+  token?: string;
+  /** How the default clients connect (TLS), and to which host name. */
+  credentials?: ChannelCredentials;
+  host?: string;
+}
+
+export async function startTestServer(config: Record<string, unknown> = {}, options: TestServerOptions = {}): Promise<TestServer> {
   const engine = (config.engine ?? {}) as Record<string, unknown>;
   const backend = config.backend ?? { path: join(tempDir(), "plinth.db") };
   const resolved = parseConfig(
-    { ...config, backend, server: { address: "127.0.0.1:0" }, engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine } },
+    {
+      ...config,
+      backend,
+      server: { address: "127.0.0.1:0", ...(config.server ?? {}) },
+      engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine },
+    },
     root,
   );
-  const logger = pino({ level: process.env.PLINTH_TEST_LOG ?? "silent" });
+  const logger = options.logger ?? pino({ level: process.env.PLINTH_TEST_LOG ?? "silent" });
   const server = await startServer(resolved, logger);
   // Large payloads come back in full: as large as the server may send.
-  const channel = createChannel(`127.0.0.1:${server.port}`, undefined, { "grpc.max_receive_message_length": -1 });
+  const channel = createChannel(`${options.host ?? "127.0.0.1"}:${server.port}`, options.credentials, { "grpc.max_receive_message_length": -1 });
   return {
     server,
     port: server.port,
     channel,
-    engine: engineClient(channel),
-    actions: actionClient(channel),
-    state: stateClient(channel),
+    ...clientsOf(channel, options.token),
     async close() {
       channel.close();
       await server.close();
