@@ -32,8 +32,8 @@ export interface PlinthServer extends AsyncDisposable {
   close(): Promise<void>;
   /** Hurries a stop: every plugin child (its group and descendants) gets SIGKILL now. */
   kill(): void;
-  /** Reads the TLS files again (SIGHUP); new connections use them. */
-  reloadTls(): Promise<void>;
+  /** Reads the TLS files again (SIGHUP); new connections use them. False when the server has no TLS. */
+  reloadTls(): Promise<boolean>;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/;

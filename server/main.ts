@@ -70,7 +70,7 @@ async function main(): Promise<number> {
   // SIGHUP: read the TLS certificate files again, without closing the port.
   process.on("SIGHUP", () => {
     server?.reloadTls().then(
-      () => logger.info("TLS files read again"),
+      (reloaded) => logger.info(reloaded ? "TLS files read again" : "SIGHUP: nothing to read again (no server.tls)"),
       (error: unknown) => logger.error({ err: error }, "reading the TLS files again failed; the previous ones stay in use"),
     );
   });

@@ -30,8 +30,8 @@ const SERVICES = ["", ...[EngineService, ActionService, StateService].map((s) =>
 export interface GrpcServer {
   /** Binds the address, with TLS when configured; resolves with the port (the chosen one for port 0). */
   listen(address: string): Promise<number>;
-  /** Reads the TLS files again (SIGHUP): new connections use them, the port stays open. */
-  reloadTls(): Promise<void>;
+  /** Reads the TLS files again (SIGHUP): new connections use them, the port stays open. False without TLS. */
+  reloadTls(): Promise<boolean>;
   /** What grpc.health.v1 answers for every service. */
   setServing(serving: boolean): void;
   /** Lets the calls in flight finish, for at most `graceMs`, then closes the port. */
@@ -81,6 +81,7 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
     listen: (address) => server.listen(address, tls?.credentials),
     reloadTls: async () => {
       await tls?.reload();
+      return tls !== undefined;
     },
     setServing(serving) {
       for (const s of SERVICES) health.setStatus(s, serving ? "SERVING" : "NOT_SERVING");

@@ -6,6 +6,7 @@
  * the connection, never from what a client sent.
  */
 import { readFile } from "node:fs/promises";
+import { createSecureContext } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 
 type CertificateProvider = grpc.experimental.CertificateProvider;
@@ -38,21 +39,31 @@ class FileCertificates implements CertificateProvider {
       readFile(this.#files.key),
       this.#files.client_ca ? readFile(this.#files.client_ca) : undefined,
     ]);
+    // A key that does not match its certificate (a half-done renewal) fails here, and the
+    // previous files stay in use, rather than failing every handshake after.
+    createSecureContext({ cert: certificate, key: privateKey, ...(caCertificate ? { ca: caCertificate } : {}) });
     this.#latest = { certificate, privateKey, ...(caCertificate ? { caCertificate } : {}) };
     for (const listener of this.#identity) listener({ certificate, privateKey });
     if (caCertificate) for (const listener of this.#ca) listener({ caCertificate });
   }
 
+  // The first files go to a new listener a microtask later: grpc-js 1.14 adds its own
+  // watcher only after adding these listeners, and a synchronous first call would miss it
+  // (the port would then drop every connection as having no certificate).
   addCaCertificateListener(listener: CaCertificateUpdateListener): void {
     this.#ca.add(listener);
-    if (this.#latest?.caCertificate) listener({ caCertificate: this.#latest.caCertificate });
+    queueMicrotask(() => {
+      if (this.#ca.has(listener) && this.#latest?.caCertificate) listener({ caCertificate: this.#latest.caCertificate });
+    });
   }
   removeCaCertificateListener(listener: CaCertificateUpdateListener): void {
     this.#ca.delete(listener);
   }
   addIdentityCertificateListener(listener: IdentityCertificateUpdateListener): void {
     this.#identity.add(listener);
-    if (this.#latest) listener({ certificate: this.#latest.certificate, privateKey: this.#latest.privateKey });
+    queueMicrotask(() => {
+      if (this.#identity.has(listener) && this.#latest) listener({ certificate: this.#latest.certificate, privateKey: this.#latest.privateKey });
+    });
   }
   removeIdentityCertificateListener(listener: IdentityCertificateUpdateListener): void {
     this.#identity.delete(listener);
