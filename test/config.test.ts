@@ -1,9 +1,21 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../server/config/load.ts";
+import { root } from "./helpers/server.ts";
 
 const parse = (input: unknown) => parseConfig(input, "/etc/plinth");
 
 describe("config", () => {
+  it("the README's Configuration block is valid and shows the defaults", () => {
+    const readme = readFileSync(`${root}README.md`, "utf8");
+    const section = readme.slice(readme.indexOf("## Configuration"), readme.indexOf("## Running on a network"));
+    const shown = parse(parseYaml(/```yaml\n([\s\S]+?)```/.exec(section)![1]!));
+    const defaults = parse({ plugins: [{ module: "plugins/system-test/mod.ts" }] });
+    expect({ ...shown.engine, ...shown.server.limits }).toEqual({ ...defaults.engine, ...defaults.server.limits });
+    expect(shown.server.address).toBe(defaults.server.address);
+  });
+
   it("with no file is the embedded default: example plugins, ./data/plinth.db, 127.0.0.1:50051", () => {
     const config = parse(undefined);
     expect(config.server.address).toBe("127.0.0.1:50051");
