@@ -89,8 +89,12 @@ async function grpcurl(
   const flags: Record<string, string[]> = {};
   const positional: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (args[i]!.startsWith("-")) (flags[args[i]!] ??= []).push(args[++i]!);
-    else positional.push(args[i]!);
+    const arg = args[i]!;
+    if (!arg.startsWith("-")) positional.push(arg);
+    else {
+      flags[arg] ??= [];
+      flags[arg].push(args[++i]!);
+    }
   }
   const [address, method] = positional;
   expect(address).toBe("localhost:50051");
