@@ -62,13 +62,22 @@ export interface PlinthProcess {
 /** `server/main.ts` as its own process, on a temporary database, with `plugin` and these engine keys. */
 export async function startPlinth(
   plugin: string,
-  options: { engine?: Record<string, unknown>; runtime?: string; backend?: string; maxMessageBytes?: number } = {},
+  options: {
+    engine?: Record<string, unknown>;
+    runtime?: string;
+    backend?: string;
+    maxMessageBytes?: number;
+    /** More lines under `server:` (tls, auth), and how the client connects to it then. */
+    server?: string[];
+    credentials?: grpc.ChannelCredentials;
+  } = {},
 ): Promise<PlinthProcess> {
   const dir = tempDir();
   const config = join(dir, "plinth.yaml");
   const yaml = [
     "server:",
     "  address: 127.0.0.1:0",
+    ...(options.server ?? []).map((line) => `  ${line}`),
     "backend:",
     `  kind: ${options.backend ?? "sqlite"}`,
     `  path: ${join(dir, "plinth.db")}`,
@@ -80,7 +89,8 @@ export async function startPlinth(
   ].join("\n");
   writeFileSync(config, yaml);
   const server = await startProcess(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
-  const client = new grpc.Client(`127.0.0.1:${server.port}`, grpc.credentials.createInsecure(), {
+  const host = options.credentials ? "localhost" : "127.0.0.1";
+  const client = new grpc.Client(`${host}:${server.port}`, options.credentials ?? grpc.credentials.createInsecure(), {
     "grpc.max_receive_message_length": options.maxMessageBytes ?? -1,
   });
   return {

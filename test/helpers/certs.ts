@@ -1,7 +1,7 @@
 /**
  * Certificates made at test time with Debian's openssl, in a temporary folder: a CA, a
  * server certificate for localhost and 127.0.0.1, and client certificates by common name.
- * No private key is committed.
+ * No private key is committed. The benchmarks use it too, with a folder of their own.
  */
 import { execFileSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
@@ -17,12 +17,16 @@ export interface Pair {
 }
 
 export class TestCa {
-  readonly dir = tempDir("plinth-certs-");
-  readonly ca = join(this.dir, "ca.crt");
-  readonly #caKey = join(this.dir, "ca.key");
+  readonly ca: string;
+  readonly #caKey: string;
   #serial = 0;
 
-  constructor(name = "Plinth test CA") {
+  constructor(
+    name = "Plinth test CA",
+    readonly dir = tempDir("plinth-certs-"),
+  ) {
+    this.ca = join(dir, "ca.crt");
+    this.#caKey = join(dir, "ca.key");
     openssl(this.dir, ["req", "-x509", ...EC, "-days", "2", "-subj", `/CN=${name}`, "-keyout", this.#caKey, "-out", this.ca]);
   }
 

@@ -1,0 +1,115 @@
+/**
+ * `npm run bench:security`: what TLS with bearer tokens, and mutual TLS, cost against
+ * plaintext without authentication — warm predict p50 (one call at a time) and
+ * actions/s (64 in flight), with a trivial argument and with a 55 kB JSON batch.
+ *
+ * The three servers run side by side as their own processes and are measured turn
+ * about, round after round (this machine's speed drifts over minutes); each figure is
+ * the median of its rounds. The token server holds 10 tokens, so that every call
+ * compares against all of them.
+ */
+import { createHash, randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { TestCa } from "../test/helpers/certs.ts";
+import { bytes, createModel, latencies, type PlinthProcess, startPlinth, throughput, unary } from "./grpc-calls.ts";
+import { printTable } from "./report.ts";
+import { tempDir } from "./temp.ts";
+
+const quick = process.argv.includes("--quick");
+const ROUNDS = quick ? 1 : 3;
+const SECONDS = quick ? 1 : 3;
+const IN_FLIGHT = 64;
+
+/** 5,000 numbers with five decimals: 53 kB of JSON text. */
+const batchText = JSON.stringify(Array.from({ length: 5000 }, (_, i) => Math.round((((i * 7919) % 100_003) / 100_003 + i) * 1e5) / 1e5));
+const payloads = {
+  trivial: { kind: { case: "json", value: { kind: { case: "numberValue", value: 1 } } } },
+  "55 kB batch": { kind: { case: "jsonText", value: batchText } },
+} as const;
+type Payload = keyof typeof payloads;
+
+const ca = new TestCa("Plinth bench CA", tempDir());
+const server = ca.server();
+const client = ca.client("bench");
+const token = randomBytes(32).toString("hex");
+const tokens = Array.from({ length: 10 }, (_, i) => (i === 9 ? token : randomBytes(32).toString("hex")));
+const sha256 = (t: string) => createHash("sha256").update(t).digest("hex");
+const caPem = readFileSync(ca.ca);
+
+const bearer = grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  callback(null, metadata);
+});
+
+const setups: Record<string, Parameters<typeof startPlinth>[1]> = {
+  "plaintext, no auth": {},
+  "TLS + bearer token": {
+    server: [
+      `tls: { cert: ${server.cert}, key: ${server.key} }`,
+      "auth:",
+      "  tokens:",
+      ...tokens.map((t, i) => `    - { name: caller${i}, sha256: ${sha256(t)}, roles: [run] }`),
+    ],
+    credentials: grpc.credentials.combineChannelCredentials(grpc.credentials.createSsl(caPem), bearer),
+  },
+  "mutual TLS": {
+    server: [
+      `tls: { cert: ${server.cert}, key: ${server.key}, client_ca: ${ca.ca} }`,
+      "auth:",
+      "  certificates: [{ subject: CN=bench, roles: [run] }]",
+    ],
+    credentials: grpc.credentials.createSsl(caPem, readFileSync(client.key), readFileSync(client.cert)),
+  },
+};
+
+async function predict(plinth: PlinthProcess, body: Uint8Array): Promise<void> {
+  const res = await unary(plinth.client, "/plinth.v1.EngineService/Predict", body, (b) => fromBinary(PredictResponseSchema, b));
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`predict failed: ${res.action?.error?.message}`);
+}
+
+console.error(`measuring (${quick ? "quick" : "full"} run, ${ROUNDS} round(s))…`);
+const servers = await Promise.all(
+  Object.entries(setups).map(async ([name, options]) => {
+    const plinth = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000 }, ...options });
+    const models = await Promise.all(Array.from({ length: IN_FLIGHT }, () => createModel(plinth.client, "bench.Trivial")));
+    const bodies = Object.fromEntries(
+      Object.entries(payloads).map(([p, arg]) => [p, models.map((modelId) => bytes(PredictRequestSchema, { modelId, args: [arg], wait: true }))]),
+    ) as Record<Payload, Uint8Array[]>;
+    // Warm: connections, children, JIT.
+    for (const p of Object.keys(payloads) as Payload[]) await throughput(IN_FLIGHT, { ms: 1000 }, (lane) => predict(plinth, bodies[p][lane]!));
+    return { name, plinth, bodies };
+  }),
+);
+
+const samples = new Map<string, number[]>();
+const sample = (key: string, value: number) => samples.set(key, [...(samples.get(key) ?? []), value]);
+for (let round = 0; round < ROUNDS; round++) {
+  for (const p of Object.keys(payloads) as Payload[]) {
+    for (const { name, plinth, bodies } of servers) {
+      const { p50 } = await latencies(quick ? 200 : p === "trivial" ? 1000 : 300, () => predict(plinth, bodies[p][0]!));
+      sample(`${name}|${p}|p50`, p50);
+      sample(`${name}|${p}|rate`, await throughput(IN_FLIGHT, { ms: SECONDS * 1000 }, (lane) => predict(plinth, bodies[p][lane]!)));
+      console.error(`  round ${round + 1}, ${p}, ${name}: p50 ${p50.toFixed(2)} ms`);
+    }
+  }
+}
+for (const { plinth } of servers) await plinth.stop();
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const rows: string[][] = [];
+for (const p of Object.keys(payloads) as Payload[]) {
+  const base = { p50: median(samples.get(`plaintext, no auth|${p}|p50`)!), rate: median(samples.get(`plaintext, no auth|${p}|rate`)!) };
+  for (const name of Object.keys(setups)) {
+    const p50 = median(samples.get(`${name}|${p}|p50`)!);
+    const rate = median(samples.get(`${name}|${p}|rate`)!);
+    // Slower latency and fewer actions/s both count as a cost (positive).
+    const percent = (x: number) => (name === "plaintext, no auth" ? "—" : `${(x * 100).toFixed(1)} %`);
+    rows.push([p, name, `${p50.toFixed(2)} ms`, percent(p50 / base.p50 - 1), `${rate.toFixed(0)}/s`, percent(1 - rate / base.rate)]);
+  }
+}
+printTable(["payload", "server", "warm predict p50", "p50 cost", "actions/s (64 in flight)", "rate cost"], rows);
