@@ -4,8 +4,8 @@
  * actions/s (64 in flight), with a trivial argument and with a 55 kB JSON batch.
  *
  * The three servers run side by side as their own processes and are measured turn
- * about, round after round (this machine's speed drifts over minutes); each figure is
- * the median of its rounds. The token server holds 10 tokens, so that every call
+ * about in short slices (this machine's speed drifts over minutes), each figure pooled
+ * over all its slices. The token server holds 10 tokens, so that every call
  * compares against all of them.
  */
 import { createHash, randomBytes } from "node:crypto";
@@ -15,8 +15,8 @@ import * as grpc from "@grpc/grpc-js";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { TestCa } from "../test/helpers/certs.ts";
-import { bytes, createModel, latencies, type PlinthProcess, startPlinth, throughput, unary } from "./grpc-calls.ts";
-import { printTable } from "./report.ts";
+import { bytes, createModel, type PlinthProcess, startPlinth, throughput, unary } from "./grpc-calls.ts";
+import { percentile, printTable } from "./report.ts";
 import { tempDir } from "./temp.ts";
 
 const quick = process.argv.includes("--quick");
@@ -86,27 +86,44 @@ const servers = await Promise.all(
   }),
 );
 
-const samples = new Map<string, number[]>();
-const sample = (key: string, value: number) => samples.set(key, [...(samples.get(key) ?? []), value]);
-for (let round = 0; round < ROUNDS; round++) {
+// Turn about in short slices, so that the machine's drift falls on every server alike:
+// latency in blocks of 50 sequential calls, throughput in 1 s windows.
+const times = new Map<string, number[]>();
+const counts = new Map<string, { calls: number; seconds: number }>();
+for (let round = 0; round < ROUNDS * 10; round++) {
   for (const p of Object.keys(payloads) as Payload[]) {
     for (const { name, plinth, bodies } of servers) {
-      const { p50 } = await latencies(quick ? 200 : p === "trivial" ? 1000 : 300, () => predict(plinth, bodies[p][0]!));
-      sample(`${name}|${p}|p50`, p50);
-      sample(`${name}|${p}|rate`, await throughput(IN_FLIGHT, { ms: SECONDS * 1000 }, (lane) => predict(plinth, bodies[p][lane]!)));
-      console.error(`  round ${round + 1}, ${p}, ${name}: p50 ${p50.toFixed(2)} ms`);
+      const key = `${name}|${p}`;
+      const block = times.get(key) ?? [];
+      for (let i = 0; i < (p === "trivial" ? 50 : 20); i++) {
+        const start = performance.now();
+        await predict(plinth, bodies[p][0]!);
+        block.push(performance.now() - start);
+      }
+      times.set(key, block);
+      if (round % 2 === 0) {
+        const rate = await throughput(IN_FLIGHT, { ms: (SECONDS * 1000) / 3 }, (lane) => predict(plinth, bodies[p][lane]!));
+        const c = counts.get(key) ?? { calls: 0, seconds: 0 };
+        counts.set(key, { calls: c.calls + rate * (SECONDS / 3), seconds: c.seconds + SECONDS / 3 });
+      }
     }
   }
+  console.error(`  round ${round + 1} of ${ROUNDS * 10}`);
 }
 for (const { plinth } of servers) await plinth.stop();
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const p50Of = (key: string) =>
+  percentile(
+    [...times.get(key)!].sort((a, b) => a - b),
+    50,
+  );
+const rateOf = (key: string) => counts.get(key)!.calls / counts.get(key)!.seconds;
 const rows: string[][] = [];
 for (const p of Object.keys(payloads) as Payload[]) {
-  const base = { p50: median(samples.get(`plaintext, no auth|${p}|p50`)!), rate: median(samples.get(`plaintext, no auth|${p}|rate`)!) };
+  const base = { p50: p50Of(`plaintext, no auth|${p}`), rate: rateOf(`plaintext, no auth|${p}`) };
   for (const name of Object.keys(setups)) {
-    const p50 = median(samples.get(`${name}|${p}|p50`)!);
-    const rate = median(samples.get(`${name}|${p}|rate`)!);
+    const p50 = p50Of(`${name}|${p}`);
+    const rate = rateOf(`${name}|${p}`);
     // Slower latency and fewer actions/s both count as a cost (positive).
     const percent = (x: number) => (name === "plaintext, no auth" ? "—" : `${(x * 100).toFixed(1)} %`);
     rows.push([p, name, `${p50.toFixed(2)} ms`, percent(p50 / base.p50 - 1), `${rate.toFixed(0)}/s`, percent(1 - rate / base.rate)]);

@@ -14,11 +14,17 @@ export function startProcess(args: string[], ready: RegExp): Promise<{ child: Ch
   const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   return new Promise((resolve, reject) => {
-    child.stdout!.on("data", (chunk: Buffer) => {
+    const onData = (chunk: Buffer) => {
       out += chunk.toString();
       const match = ready.exec(out);
-      if (match) resolve({ child, port: Number(match[1] ?? 0) });
-    });
+      if (!match) return;
+      // Later output (log lines, one audit line per call) is drained unread: matching it
+      // all again at every chunk would put this client's own cost in the figures.
+      child.stdout!.off("data", onData);
+      child.stdout!.resume();
+      resolve({ child, port: Number(match[1] ?? 0) });
+    };
+    child.stdout!.on("data", onData);
     child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}`)));
   });
 }
