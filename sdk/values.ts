@@ -67,7 +67,8 @@ export class Tensor {
   }
 
   /**
-   * Reads a tensor from little-endian bytes, as it travels on the wire.
+   * Reads a tensor from little-endian bytes, as it travels on the wire. When the bytes
+   * are aligned for the element type the tensor shares them (no copy), else it copies.
    *
    * @example
    * ```ts
@@ -79,8 +80,12 @@ export class Tensor {
     if (bytes.byteLength % Ctor.BYTES_PER_ELEMENT !== 0) {
       throw new TypeError(`tensor of dtype ${dtype}: ${bytes.byteLength} bytes is not a whole number of elements`);
     }
-    // Copy so the typed array is aligned whatever the offset of the wire buffer. Not
-    // bytes.slice(): on a Node Buffer that is a view of the whole pooled buffer.
+    // A view when the bytes are aligned for the element type (a MB tensor is not copied
+    // once more); else a copy, which is. Not bytes.slice(): on a Node Buffer that is a
+    // view of the whole pooled buffer.
+    if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) {
+      return new Tensor(dtype, shape, new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / Ctor.BYTES_PER_ELEMENT));
+    }
     const copy = new Uint8Array(bytes.byteLength);
     copy.set(bytes);
     return new Tensor(dtype, shape, new Ctor(copy.buffer, 0, copy.byteLength / Ctor.BYTES_PER_ELEMENT));

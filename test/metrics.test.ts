@@ -65,8 +65,10 @@ describe("metrics for Prometheus on metrics.address", () => {
       expect(m.get('plinth_actions_total{call="predict",model_type="misbehave.Model",status="cancelled"}')).toBe(1);
       expect(m.get('plinth_action_duration_seconds_count{call="predict",model_type="systest.Model"}')).toBe(3);
       expect(m.get('plinth_action_duration_seconds_count{call="predict",model_type="misbehave.Model"}')).toBe(2);
-      // The cancelled one ran past sigterm_timeout (1 s): it is in no bucket below 1 s.
-      expect(m.get('plinth_action_duration_seconds_bucket{call="predict",le="0.5",model_type="misbehave.Model"}')).toBe(1);
+      // The cancelled one ran past sigterm_timeout (1 s): it is in no bucket up to 1 s (the
+      // failed one may be, or not on a busy machine: a cold child takes a while to start).
+      expect(m.get('plinth_action_duration_seconds_bucket{call="predict",le="1",model_type="misbehave.Model"}')).toBeLessThanOrEqual(1);
+      expect(m.get('plinth_action_duration_seconds_sum{call="predict",model_type="misbehave.Model"}')).toBeGreaterThanOrEqual(1);
       expect(m.get('plinth_action_queue_seconds_count{call="predict"}')).toBe(5);
       // Without reuse, one child per call: 2 instantiates, 5 predicts, 1 fit.
       expect(m.get("plinth_child_spawns_total")).toBe(8);

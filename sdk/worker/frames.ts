@@ -36,6 +36,46 @@ export function encodeFrame(payload: Uint8Array): Uint8Array {
 }
 
 /**
+ * A frame from a message's chunks (encode-chunks.ts), ready to write in order: the header
+ * and runs of small chunks joined into one array each, large chunks as they are, so a
+ * progress report is one write and a MB tensor is not copied to be framed.
+ * @internal
+ */
+export function framedChunks(chunks: Uint8Array[]): Uint8Array[] {
+  let size = 0;
+  for (const c of chunks) size += c.byteLength;
+  const out: Uint8Array[] = [];
+  let run: Uint8Array[] = [frameHeader(size)];
+  let runBytes = 4;
+  const endRun = () => {
+    if (run.length === 0) return;
+    const joined = new Uint8Array(runBytes);
+    let offset = 0;
+    for (const c of run) {
+      joined.set(c, offset);
+      offset += c.byteLength;
+    }
+    out.push(joined);
+    run = [];
+    runBytes = 0;
+  };
+  for (const c of chunks) {
+    if (c.byteLength >= LARGE_CHUNK) {
+      endRun();
+      out.push(c);
+    } else {
+      run.push(c);
+      runBytes += c.byteLength;
+    }
+  }
+  endRun();
+  return out;
+}
+
+/** Chunks of at least this size are written by reference rather than joined. */
+const LARGE_CHUNK = 16 * 1024;
+
+/**
  * Splits a byte stream into frames. push() returns the complete frames so far and
  * throws FrameTooLargeError as soon as a header announces more than maxFrameBytes,
  * before buffering it.

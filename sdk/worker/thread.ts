@@ -11,7 +11,7 @@
  * due update at once instead of waiting for a timer.
  * @module
  */
-import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import { type Call, CallKind, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { runCall, type CallKind as SdkCallKind } from "../_call.ts";
@@ -19,7 +19,8 @@ import { type Context, createContext, createLogger } from "../context.ts";
 import type { Plugin } from "../plugin.ts";
 import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
-import { frameHeader } from "./frames.ts";
+import { encodeChunks } from "./encode-chunks.ts";
+import { framedChunks } from "./frames.ts";
 import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
 
 /** Main thread → plugin thread. @internal */
@@ -116,9 +117,7 @@ function cancellableSignal(state: Int32Array): { controller: AbortController; si
 /** Serves the plugin thread until the process exits. @internal */
 export function runThread(host: ThreadHost): void {
   const send = (message: MessageInitShape<typeof WorkerMessageSchema>) => {
-    const payload = toBinary(WorkerMessageSchema, create(WorkerMessageSchema, message));
-    host.writeSync(frameHeader(payload.byteLength));
-    host.writeSync(payload);
+    for (const part of framedChunks(encodeChunks(WorkerMessageSchema, create(WorkerMessageSchema, message)))) host.writeSync(part);
   };
   let start: Extract<ToThread, { type: "start" }> | undefined;
   let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);

@@ -10,7 +10,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import {
   type CallSchema,
@@ -21,7 +21,8 @@ import {
   type WorkerMessage,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { FrameDecoder, frameHeader } from "../../sdk/worker/frames.ts";
+import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
+import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
 import { allProcesses, MARK_VARIABLE, markedProcesses, procStat, signalOwned, treeBelow } from "./proc.ts";
@@ -226,11 +227,9 @@ export class PluginChild {
       "before answering",
     );
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
-    const payload = toBinary(ServerMessageSchema, message);
     const stdin = this.process.stdin!;
-    stdin.cork(); // header and payload in one writev
-    stdin.write(frameHeader(payload.byteLength));
-    stdin.write(payload);
+    stdin.cork(); // the frame's parts in one writev, large arguments by reference
+    for (const part of framedChunks(encodeChunks(ServerMessageSchema, message))) stdin.write(part);
     stdin.uncork();
     return promise;
   }

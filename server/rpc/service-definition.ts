@@ -6,6 +6,7 @@
 import { create, fromBinary, type MessageInitShape, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import type { MethodDefinition } from "nice-grpc";
+import { encodeBinary } from "../../sdk/worker/encode-chunks.ts";
 import { encodeOnce } from "../encoded.ts";
 
 /** Marks a request that did not decode: the error mapper answers INVALID_ARGUMENT. */
@@ -41,7 +42,7 @@ export function niceDefinition<S extends GenServiceMethods>(service: GenService<
     const responseSerialize =
       kind === "server_streaming" || kind === "bidi_streaming"
         ? (value: unknown) => encodeOnce(method.output, create(method.output, value as never))
-        : (value: unknown) => toBinary(method.output, create(method.output, value as never));
+        : (value: unknown) => encodeBinary(method.output, create(method.output, value as never));
     definition[method.localName] = {
       path: `/${service.typeName}/${method.name}`,
       requestStream: kind === "client_streaming" || kind === "bidi_streaming",

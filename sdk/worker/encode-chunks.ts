@@ -1,0 +1,222 @@
+/**
+ * Binary encoding without a copy per nesting level. protobuf-es's toBinary copies a
+ * sub-message's bytes into its parent at every level (BinaryWriter.join), so a 1 MB
+ * tensor five messages deep is copied six times. Here large strings and bytes are kept
+ * by reference and a sub-message's length is summed from its parts: the result is a
+ * list of chunks to write as they are (a writev on a pipe) or to join once.
+ * @module
+ */
+import { type DescField, type DescMessage, type MessageShape, ScalarType } from "@bufbuild/protobuf";
+import { type ReflectMessage, reflect } from "@bufbuild/protobuf/reflect";
+import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+
+/** Strings and bytes up to this size, and sub-messages up to it, are copied as usual. */
+const SMALL_BYTES = 2048;
+
+const utf8 = new TextEncoder();
+
+class ChunkWriter {
+  /** Scalars and small values go through protobuf-es's own writer. */
+  readonly small = new BinaryWriter();
+  #parts: Uint8Array[] = [];
+  #stack: Uint8Array[][] = [];
+
+  #flush(): void {
+    const bytes = this.small.finish();
+    if (bytes.byteLength > 0) this.#parts.push(bytes);
+  }
+
+  /** A length-delimited value kept by reference. */
+  large(bytes: Uint8Array): void {
+    this.small.uint32(bytes.byteLength);
+    this.#flush();
+    this.#parts.push(bytes);
+  }
+
+  fork(): void {
+    this.#flush();
+    this.#stack.push(this.#parts);
+    this.#parts = [];
+  }
+
+  join(): void {
+    this.#flush();
+    const inner = this.#parts;
+    this.#parts = this.#stack.pop()!;
+    let size = 0;
+    for (const part of inner) size += part.byteLength;
+    if (size <= SMALL_BYTES) {
+      this.small.bytes(joinChunks(inner, size));
+      return;
+    }
+    this.small.uint32(size);
+    this.#flush();
+    for (const part of inner) this.#parts.push(part);
+  }
+
+  chunks(): Uint8Array[] {
+    this.#flush();
+    return this.#parts;
+  }
+}
+
+/** The message's binary encoding as chunks, in order; large bytes fields are the caller's own arrays. */
+export function encodeChunks<S extends DescMessage>(schema: S, message: MessageShape<S>): Uint8Array[] {
+  const writer = new ChunkWriter();
+  writeMessage(writer, reflect(schema, message));
+  return writer.chunks();
+}
+
+/** The message's binary encoding in one array: one copy of its large fields, not one per level. */
+export function encodeBinary<S extends DescMessage>(schema: S, message: MessageShape<S>): Uint8Array {
+  return joinChunks(encodeChunks(schema, message));
+}
+
+export function joinChunks(chunks: Uint8Array[], size = chunks.reduce((n, c) => n + c.byteLength, 0)): Uint8Array {
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+function writeMessage(writer: ChunkWriter, message: ReflectMessage): void {
+  for (const field of message.sortedFields) {
+    if (message.isSet(field)) writeField(writer, message, field);
+  }
+  for (const { no, wireType, data } of message.getUnknown() ?? []) writer.small.tag(no, wireType).raw(data);
+}
+
+function writeField(writer: ChunkWriter, message: ReflectMessage, field: DescField): void {
+  switch (field.fieldKind) {
+    case "scalar":
+    case "enum":
+      writeScalar(writer, field.scalar ?? ScalarType.INT32, field.number, message.get(field));
+      return;
+    case "message":
+      writeSubMessage(writer, field, field.number, message.get(field));
+      return;
+    case "list": {
+      const list = message.get(field);
+      if (field.listKind === "message") {
+        for (const item of list) writeSubMessage(writer, field, field.number, item as ReflectMessage);
+        return;
+      }
+      const type = field.scalar ?? ScalarType.INT32;
+      if (field.packed) {
+        if (list.size === 0) return;
+        writer.small.tag(field.number, WireType.LengthDelimited).fork();
+        for (const item of list) scalarValue(writer.small, type, item);
+        writer.small.join();
+        return;
+      }
+      for (const item of list) writeScalar(writer, type, field.number, item);
+      return;
+    }
+    case "map":
+      for (const [key, value] of message.get(field)) {
+        writer.small.tag(field.number, WireType.LengthDelimited);
+        writer.fork();
+        writeScalar(writer, field.mapKey, 1, key);
+        if (field.mapKind === "message") writeSubMessage(writer, field, 2, value as ReflectMessage);
+        else writeScalar(writer, field.scalar ?? ScalarType.INT32, 2, value);
+        writer.join();
+      }
+      return;
+  }
+}
+
+function writeSubMessage(writer: ChunkWriter, field: DescField, number: number, message: ReflectMessage): void {
+  if ("delimitedEncoding" in field && field.delimitedEncoding)
+    throw new Error(`cannot encode ${field.toString()}: delimited (group) encoding is not supported here`);
+  writer.small.tag(number, WireType.LengthDelimited);
+  writer.fork();
+  writeMessage(writer, message);
+  writer.join();
+}
+
+function writeScalar(writer: ChunkWriter, type: ScalarType, number: number, value: unknown): void {
+  if (type === ScalarType.BYTES && (value as Uint8Array).byteLength > SMALL_BYTES) {
+    writer.small.tag(number, WireType.LengthDelimited);
+    writer.large(value as Uint8Array);
+    return;
+  }
+  if (type === ScalarType.STRING && (value as string).length > SMALL_BYTES) {
+    writer.small.tag(number, WireType.LengthDelimited);
+    writer.large(utf8.encode(value as string));
+    return;
+  }
+  scalarValue(writer.small.tag(number, wireTypeOf(type)), type, value);
+}
+
+function wireTypeOf(type: ScalarType): WireType {
+  switch (type) {
+    case ScalarType.BYTES:
+    case ScalarType.STRING:
+      return WireType.LengthDelimited;
+    case ScalarType.DOUBLE:
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+      return WireType.Bit64;
+    case ScalarType.FIXED32:
+    case ScalarType.SFIXED32:
+    case ScalarType.FLOAT:
+      return WireType.Bit32;
+    default:
+      return WireType.Varint;
+  }
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: each case passes the value its scalar type holds
+function scalarValue(w: BinaryWriter, type: ScalarType, value: any): void {
+  switch (type) {
+    case ScalarType.STRING:
+      w.string(value);
+      return;
+    case ScalarType.BOOL:
+      w.bool(value);
+      return;
+    case ScalarType.DOUBLE:
+      w.double(value);
+      return;
+    case ScalarType.FLOAT:
+      w.float(value);
+      return;
+    case ScalarType.INT32:
+      w.int32(value);
+      return;
+    case ScalarType.INT64:
+      w.int64(value);
+      return;
+    case ScalarType.UINT64:
+      w.uint64(value);
+      return;
+    case ScalarType.FIXED64:
+      w.fixed64(value);
+      return;
+    case ScalarType.BYTES:
+      w.bytes(value);
+      return;
+    case ScalarType.FIXED32:
+      w.fixed32(value);
+      return;
+    case ScalarType.SFIXED32:
+      w.sfixed32(value);
+      return;
+    case ScalarType.SFIXED64:
+      w.sfixed64(value);
+      return;
+    case ScalarType.SINT64:
+      w.sint64(value);
+      return;
+    case ScalarType.UINT32:
+      w.uint32(value);
+      return;
+    case ScalarType.SINT32:
+      w.sint32(value);
+      return;
+  }
+}

@@ -1,0 +1,59 @@
+import { create, fromJson, toBinary } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { describe, expect, it } from "vitest";
+import { ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { DType } from "../gen/plinth/v1/arg_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { ServerMessageSchema } from "../gen/plinth/worker/v1/worker_pb.ts";
+import { encodeBinary, encodeChunks, joinChunks } from "../sdk/worker/encode-chunks.ts";
+import { FrameDecoder, framedChunks } from "../sdk/worker/frames.ts";
+
+/** Byte-for-byte equal (expect's deep equality walks a MB array element by element). */
+const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
+
+const big = new Uint8Array(1 << 20).map((_, i) => i % 251);
+const text = JSON.stringify(Array.from({ length: 5000 }, (_, i) => i / 7));
+
+describe("encoding without a copy per nesting level", () => {
+  it("gives the bytes protobuf-es gives, for small and large fields, maps, packed lists and Value trees", () => {
+    const request = create(PredictRequestSchema, {
+      modelId: "m-1",
+      args: [
+        { kind: { case: "tensor", value: { dtype: DType.FLOAT32, shape: [512, 512], data: big } } },
+        { kind: { case: "jsonText", value: text } },
+        { kind: { case: "json", value: fromJson(ValueSchema, { a: [1, "two", null, true, { b: 3.5 }] }) } },
+        { kind: { case: "bytes", value: new Uint8Array([1, 2, 3]) } },
+      ],
+      kwargs: { small: { kind: { case: "jsonText", value: "[1]" } }, large: { kind: { case: "bytes", value: big.subarray(7, 100_007) } } },
+      wait: true,
+    });
+    expect(same(encodeBinary(PredictRequestSchema, request), toBinary(PredictRequestSchema, request))).toBe(true);
+    const response = create(PredictResponseSchema, {
+      action: {
+        id: "a-1",
+        status: ActionStatus.SUCCEEDED,
+        result: { prediction: { kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [1 << 20], data: big } } } },
+        state: fromJson(ValueSchema, { progress: 1 }),
+        logTail: ["one", "two"],
+      },
+    });
+    expect(same(encodeBinary(PredictResponseSchema, response), toBinary(PredictResponseSchema, response))).toBe(true);
+    const small = create(ActionSchema, { id: "a-2", modelId: "m-2", logTail: ["x"] });
+    expect(same(encodeBinary(ActionSchema, small), toBinary(ActionSchema, small))).toBe(true);
+  });
+
+  it("keeps a large bytes field by reference and frames it without joining it", () => {
+    const message = create(ServerMessageSchema, {
+      kind: {
+        case: "call",
+        value: { callId: "c-1", args: [{ kind: { case: "tensor", value: { dtype: DType.UINT8, shape: [big.length], data: big } } }] },
+      },
+    });
+    const chunks = encodeChunks(ServerMessageSchema, message);
+    expect(chunks).toContain(big);
+    const parts = framedChunks(chunks);
+    expect(parts).toContain(big);
+    const [frame] = new FrameDecoder(1 << 30).push(joinChunks(parts));
+    expect(same(frame!, toBinary(ServerMessageSchema, message))).toBe(true);
+  });
+});
