@@ -70,6 +70,8 @@ export async function startPlinth(
     /** More lines under `server:` (tls, auth), and how the client connects to it then. */
     server?: string[];
     credentials?: grpc.ChannelCredentials;
+    /** More top-level lines of the config (metrics, say). */
+    config?: string[];
   } = {},
 ): Promise<PlinthProcess> {
   const dir = tempDir();
@@ -86,6 +88,7 @@ export async function startPlinth(
     "plugins:",
     `  - module: ${join(root, plugin)}`,
     `    runtime: ${options.runtime ?? "node"}`,
+    ...(options.config ?? []),
   ].join("\n");
   writeFileSync(config, yaml);
   const server = await startProcess(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);

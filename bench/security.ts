@@ -126,25 +126,28 @@ for (const { call, bodies } of targets) {
 }
 
 // Turn about in short slices, so that the machine's drift falls on every server alike:
-// latency in blocks of sequential calls, throughput in short windows.
+// latency in blocks of sequential calls, then throughput in short windows. The order
+// rotates every round, so that no server always follows another's load (and the
+// collections and checkpoints that come after it).
 const times = new Map<string, number[]>();
 const counts = new Map<string, { calls: number; seconds: number }>();
 for (let round = 0; round < ROUNDS * 10; round++) {
+  const order = targets.map((_, i) => targets[(i + round) % targets.length]!);
   for (const p of Object.keys(payloads) as Payload[]) {
-    for (const { name, call, bodies } of targets) {
-      const key = `${name}|${p}`;
-      const block = times.get(key) ?? [];
+    for (const { name, call, bodies } of order) {
+      const block = times.get(`${name}|${p}`) ?? [];
       for (let i = 0; i < (p === "trivial" ? 50 : 20); i++) {
         const start = performance.now();
         await call(bodies[p][0]!);
         block.push(performance.now() - start);
       }
-      times.set(key, block);
-      if (round % 2 === 0) {
-        const rate = await throughput(IN_FLIGHT, { ms: (SECONDS * 1000) / 3 }, (lane) => call(bodies[p][lane]!));
-        const c = counts.get(key) ?? { calls: 0, seconds: 0 };
-        counts.set(key, { calls: c.calls + rate * (SECONDS / 3), seconds: c.seconds + SECONDS / 3 });
-      }
+      times.set(`${name}|${p}`, block);
+    }
+    if (round % 2 === 1) continue;
+    for (const { name, call, bodies } of order) {
+      const rate = await throughput(IN_FLIGHT, { ms: (SECONDS * 1000) / 3 }, (lane) => call(bodies[p][lane]!));
+      const c = counts.get(`${name}|${p}`) ?? { calls: 0, seconds: 0 };
+      counts.set(`${name}|${p}`, { calls: c.calls + rate * (SECONDS / 3), seconds: c.seconds + SECONDS / 3 });
     }
   }
   console.error(`  round ${round + 1} of ${ROUNDS * 10}`);

@@ -9,6 +9,7 @@
  * without killing every child first.
  */
 import { parseArgs } from "node:util";
+import { setFlagsFromString } from "node:v8";
 import { pino } from "pino";
 import { type PlinthServer, startServer } from "./app.ts";
 import { loadConfig } from "./config/load.ts";
@@ -20,6 +21,12 @@ const usage = `usage: node --import tsx server/main.ts [--config FILE] [--addres
                        models and history in ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --log-level LEVEL    trace, debug, info (default), warn, error`;
+
+// The heap grows by 20 % between full collections instead of V8's default (up to 4x under
+// a high allocation rate): with real-sized payloads going through at hundreds per second,
+// RSS under load stays near idle (~200 MiB, not ~300), at no cost in throughput
+// (npm run bench:payloads). Set before the server allocates anything of size.
+setFlagsFromString("--heap-growing-percent=20");
 
 /** The same signal again within this long is the same request (group delivery + npm's relay). */
 const SAME_SIGNAL_MS = 1000;

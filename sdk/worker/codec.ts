@@ -35,9 +35,14 @@ export function dtypeValue(name: DType): PbDType {
   return dtypes[name];
 }
 
+const utf8 = new TextEncoder();
+const text = new TextDecoder();
+
 /** @internal */
 export function decodeValue(value: Value | undefined): PluginValue {
   switch (value?.kind.case) {
+    case "jsonUtf8":
+      return JSON.parse(text.decode(value.kind.value)) as JsonValue;
     case "jsonText":
       return JSON.parse(value.kind.value) as JsonValue;
     case "json":
@@ -60,7 +65,8 @@ export function encodeValue(value: PluginValue | undefined): Value {
     const tensor = create(TensorSchema, { dtype: dtypeValue(value.dtype), shape: [...value.shape], data: value.toBytes() });
     return create(ValueSchema, { kind: { case: "tensor", value: tensor } });
   }
-  // As text, whatever its size: JSON.stringify semantics (undefined and NaN become null,
-  // toJSON() is honoured), and no message tree on either side of the pipe.
-  return create(ValueSchema, { kind: { case: "jsonText", value: JSON.stringify(value) ?? "null" } });
+  // As UTF-8 text, whatever its size: JSON.stringify semantics (undefined and NaN become
+  // null, toJSON() is honoured), no message tree on either side of the pipe, and bytes
+  // the server forwards without decoding them.
+  return create(ValueSchema, { kind: { case: "jsonUtf8", value: utf8.encode(JSON.stringify(value) ?? "null") } });
 }

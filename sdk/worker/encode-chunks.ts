@@ -10,16 +10,24 @@ import { type DescField, type DescMessage, type MessageShape, ScalarType } from 
 import { type ReflectMessage, reflect } from "@bufbuild/protobuf/reflect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 
-/** Strings and bytes up to this size, and sub-messages up to it, are copied as usual. */
+/** Strings and bytes up to this size are copied as usual. */
 const SMALL_BYTES = 2048;
 
 const utf8 = new TextEncoder();
 
+/**
+ * The UTF-8 of a message's string oneof member, where the caller already holds it: the
+ * server forwards a plugin's JSON text without decoding it to a string only to encode
+ * it again. The string itself is never read when the message is encoded here.
+ */
+export const utf8Strings: WeakMap<object, Uint8Array> = new WeakMap();
+
 class ChunkWriter {
-  /** Scalars and small values go through protobuf-es's own writer. */
-  readonly small = new BinaryWriter();
+  /** Scalars and small values go through protobuf-es's own writer, one per open message. */
+  small = new BinaryWriter();
+  /** The current message's chunks before what `small` holds. */
   #parts: Uint8Array[] = [];
-  #stack: Uint8Array[][] = [];
+  #stack: { parts: Uint8Array[]; small: BinaryWriter }[] = [];
 
   #flush(): void {
     const bytes = this.small.finish();
@@ -34,21 +42,23 @@ class ChunkWriter {
   }
 
   fork(): void {
-    this.#flush();
-    this.#stack.push(this.#parts);
+    this.#stack.push({ parts: this.#parts, small: this.small });
     this.#parts = [];
+    this.small = new BinaryWriter();
   }
 
   join(): void {
-    this.#flush();
     const inner = this.#parts;
-    this.#parts = this.#stack.pop()!;
-    let size = 0;
-    for (const part of inner) size += part.byteLength;
-    if (size <= SMALL_BYTES) {
-      this.small.bytes(joinChunks(inner, size));
+    const tail = this.small.finish();
+    ({ parts: this.#parts, small: this.small } = this.#stack.pop()!);
+    // A message with nothing large in it costs what protobuf-es's own join costs.
+    if (inner.length === 0) {
+      this.small.bytes(tail);
       return;
     }
+    if (tail.byteLength > 0) inner.push(tail);
+    let size = 0;
+    for (const part of inner) size += part.byteLength;
     this.small.uint32(size);
     this.#flush();
     for (const part of inner) this.#parts.push(part);
@@ -93,9 +103,17 @@ function writeMessage(writer: ChunkWriter, message: ReflectMessage): void {
 function writeField(writer: ChunkWriter, message: ReflectMessage, field: DescField): void {
   switch (field.fieldKind) {
     case "scalar":
-    case "enum":
+    case "enum": {
+      const held = field.oneof && field.scalar === ScalarType.STRING ? utf8Strings.get(message.message) : undefined;
+      if (held) {
+        writer.small.tag(field.number, WireType.LengthDelimited);
+        if (held.byteLength > SMALL_BYTES) writer.large(held);
+        else writer.small.bytes(held);
+        return;
+      }
       writeScalar(writer, field.scalar ?? ScalarType.INT32, field.number, message.get(field));
       return;
+    }
     case "message":
       writeSubMessage(writer, field, field.number, message.get(field));
       return;

@@ -1,8 +1,10 @@
 /**
  * Arguments and results as the engine holds them: once, by reference, never cloned
- * per change. JSON is kept as text whatever form it came in (a `json` Value tree of
- * 5,000 numbers is 5,000 messages; its text is one string), so it crosses the server
- * without conversion: client → child as json_text, child → client the same way.
+ * per change. JSON is kept as UTF-8 text whatever form it came in (a `json` Value tree
+ * of 5,000 numbers is 5,000 messages; its text is one array), so it crosses the server
+ * without conversion: to the child as json_utf8, and a child's result back to the
+ * client as the same bytes (encode-chunks writes them into json_text as they are). Its
+ * text as a string is decoded only where something reads it: a small view, the history.
  *
  * Views of an action show a payload inline up to a size, as a summary beyond it, or
  * in full where a client asks for it (views.ts decides which).
@@ -11,6 +13,7 @@ import { create, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Value as JsonValuePb, ValueSchema as JsonValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Arg, ArgKind, ArgSchema, type ArgSummary, ArgSummarySchema, type Tensor } from "../../gen/plinth/v1/arg_pb.ts";
 import { type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { utf8Strings } from "../../sdk/worker/encode-chunks.ts";
 import { invalid, quote } from "../errors.ts";
 
 /** The form a JSON value travels in: a google.protobuf.Value tree, or text. */
@@ -20,7 +23,8 @@ export type JsonForm = "json" | "json_text";
 export type Payload =
   | {
       readonly kind: "json";
-      readonly text: string;
+      /** The JSON text, UTF-8 encoded (textOf decodes it). */
+      readonly utf8: Uint8Array;
       readonly bytes: number;
       /** How the client sent it (results: how the client asked for it). */
       readonly form: JsonForm;
@@ -35,8 +39,31 @@ const elementBytes: Record<number, number> = { 1: 4, 2: 8, 3: 1, 4: 2, 5: 4, 6: 
 
 type JsonPayload = Extract<Payload, { kind: "json" }>;
 
-function jsonPayload(text: string, form: JsonForm): JsonPayload {
-  return { kind: "json", text, bytes: Buffer.byteLength(text), form };
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+const texts = new WeakMap<JsonPayload, string>();
+
+function jsonPayload(utf8: Uint8Array, form: JsonForm): JsonPayload {
+  return { kind: "json", utf8, bytes: utf8.byteLength, form };
+}
+
+/** The JSON text of a payload, decoded once. */
+export function textOf(payload: JsonPayload): string {
+  let text = texts.get(payload);
+  if (text === undefined) {
+    text = decoder.decode(payload.utf8);
+    texts.set(payload, text);
+  }
+  return text;
+}
+
+/**
+ * Bytes of the child's answer to hold: a view into the frame, unless the frame's buffer
+ * is much larger than the value (a small result in a 64 kB read), which would then be
+ * held with it for as long as the action is.
+ */
+function own(bytes: Uint8Array): Uint8Array {
+  return bytes.buffer.byteLength > 2 * bytes.byteLength + 1024 ? bytes.slice() : bytes;
 }
 
 /**
@@ -47,7 +74,7 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
   const kind = arg.kind;
   switch (kind.case) {
     case "json": {
-      const payload = jsonPayload(JSON.stringify(toJson(JsonValueSchema, kind.value)), "json");
+      const payload = jsonPayload(encoder.encode(JSON.stringify(toJson(JsonValueSchema, kind.value))), "json");
       // Small ones are shown as sent: keep the Value rather than parse the text again.
       return payload.bytes <= keepValueBytes ? { ...payload, value: kind.value } : payload;
     }
@@ -57,7 +84,7 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
       } catch (error) {
         throw invalid(`argument ${path}: json_text is not valid JSON (${(error as Error).message}): ${quote(kind.value)}`);
       }
-      return jsonPayload(kind.value, "json_text");
+      return jsonPayload(encoder.encode(kind.value), "json_text");
     }
     case "bytes":
       return { kind: "bytes", data: kind.value, bytes: kind.value.byteLength };
@@ -78,28 +105,30 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
   }
 }
 
-/** A child's result (or data-access value) as a payload; JSON comes as text from the SDK. */
+/** A child's result (or data-access value) as a payload; JSON comes as UTF-8 from the SDK. */
 export function payloadFromValue(value: Value | undefined, form: JsonForm): Payload {
   const kind = value?.kind;
   switch (kind?.case) {
+    case "jsonUtf8":
+      return jsonPayload(own(kind.value), form);
     case "jsonText":
-      return jsonPayload(kind.value, form);
+      return jsonPayload(encoder.encode(kind.value), form);
     case "json":
-      return jsonPayload(JSON.stringify(toJson(JsonValueSchema, kind.value)), form);
+      return jsonPayload(encoder.encode(JSON.stringify(toJson(JsonValueSchema, kind.value))), form);
     case "bytes":
-      return { kind: "bytes", data: kind.value, bytes: kind.value.byteLength };
+      return { kind: "bytes", data: own(kind.value), bytes: kind.value.byteLength };
     case "tensor":
-      return { kind: "tensor", tensor: kind.value, bytes: kind.value.data.byteLength };
+      return { kind: "tensor", tensor: { ...kind.value, data: own(kind.value.data) }, bytes: kind.value.data.byteLength };
     default:
-      return jsonPayload("null", form);
+      return jsonPayload(encoder.encode("null"), form);
   }
 }
 
-/** The payload as the pipe protocol carries it to a child: JSON always as text. */
+/** The payload as the pipe protocol carries it to a child: JSON always as UTF-8. */
 export function toWorkerValue(payload: Payload): Value {
   switch (payload.kind) {
     case "json":
-      return create(ValueSchema, { kind: { case: "jsonText", value: payload.text } });
+      return create(ValueSchema, { kind: { case: "jsonUtf8", value: payload.utf8 } });
     case "bytes":
       return create(ValueSchema, { kind: { case: "bytes", value: payload.data } });
     case "tensor":
@@ -107,13 +136,38 @@ export function toWorkerValue(payload: Payload): Value {
   }
 }
 
+/**
+ * A json_text Arg for a payload: its text is decoded only if something reads it (the
+ * history, a toBinary); encode-chunks writes the UTF-8 the payload holds instead.
+ */
+function jsonTextArg(payload: JsonPayload): Arg {
+  const arg = create(ArgSchema);
+  const kind = {
+    case: "jsonText" as const,
+    get value() {
+      return textOf(payload);
+    },
+  };
+  arg.kind = kind;
+  utf8Strings.set(arg, payload.utf8);
+  return arg;
+}
+
 const PREFIX_CHARS = 64;
+
+/** The start of the text, from no more of its bytes than it needs. */
+function prefixOf(payload: JsonPayload): string {
+  return decoder
+    .decode(payload.utf8.subarray(0, PREFIX_CHARS * 4))
+    .slice(0, PREFIX_CHARS)
+    .replace(/\uFFFD$/, "");
+}
 const kinds = { json: ArgKind.JSON, json_text: ArgKind.JSON_TEXT, bytes: ArgKind.BYTES, tensor: ArgKind.TENSOR } as const;
 
 function summaryOf(payload: Payload): ArgSummary {
   switch (payload.kind) {
     case "json":
-      return create(ArgSummarySchema, { kind: kinds[payload.form], sizeBytes: BigInt(payload.bytes), prefix: payload.text.slice(0, PREFIX_CHARS) });
+      return create(ArgSummarySchema, { kind: kinds[payload.form], sizeBytes: BigInt(payload.bytes), prefix: prefixOf(payload) });
     case "bytes":
       return create(ArgSummarySchema, { kind: ArgKind.BYTES, sizeBytes: BigInt(payload.bytes) });
     case "tensor":
@@ -135,9 +189,11 @@ export function payloadArg(payload: Payload, inlineBytes: number, maxJsonValueBy
   switch (payload.kind) {
     case "json":
       if (payload.form === "json_text" || payload.bytes > maxJsonValueBytes) {
-        return create(ArgSchema, { kind: { case: "jsonText", value: payload.text } });
+        return jsonTextArg(payload);
       }
-      return create(ArgSchema, { kind: { case: "json", value: payload.value ?? fromJson(JsonValueSchema, JSON.parse(payload.text) as JsonValue) } });
+      return create(ArgSchema, {
+        kind: { case: "json", value: payload.value ?? fromJson(JsonValueSchema, JSON.parse(textOf(payload)) as JsonValue) },
+      });
     case "bytes":
       return create(ArgSchema, { kind: { case: "bytes", value: payload.data } });
     case "tensor":
