@@ -98,7 +98,10 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   refuseExposure(config);
   const metrics = config.metrics.address ? new Metrics() : undefined;
   // The store first: it refuses a database another live server holds, and a damaged one.
-  const store: Store = openStore(config.backend, metrics?.storeCommit);
+  const store: Store = await openStore(config.backend, {
+    onCommit: metrics?.storeCommit,
+    onWarning: (message, error) => logger.warn({ err: error }, message),
+  });
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
   let engine: Engine | undefined;
   let grpc: GrpcServer | undefined;

@@ -44,7 +44,8 @@ describe("config", () => {
     [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],
-    [{ backend: { kind: "postgres" } }, "config backend.kind:"],
+    [{ backend: { kind: "mysql" } }, "config backend.kind:"],
+    [{ backend: { kind: "postgres" } }, "config backend.url: backend.kind postgres needs backend.url"],
     [{ backend: { synchronous: "off" } }, "config backend.synchronous:"],
     [{ backend: { keep_revisions: 0 } }, "config backend.keep_revisions: Too small"],
   ])("rejects %j with a message naming the key", (input, message) => {

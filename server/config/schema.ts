@@ -134,10 +134,16 @@ export const configSchema = z.strictObject({
     .prefault({}),
   backend: z
     .strictObject({
-      /** sqlite keeps models and history in a file; memory keeps nothing past the process. */
-      kind: z.enum(["sqlite", "memory"]).default("sqlite"),
+      /** sqlite keeps models and history in a file; postgres in a PostgreSQL database; memory keeps nothing past the process. */
+      kind: z.enum(["sqlite", "postgres", "memory"]).default("sqlite"),
       /** The SQLite file; relative to the config file, or to the working directory without one. */
       path: z.string().min(1).optional(),
+      /** postgres: the database, as postgres://user:password@host:port/database (PG* variables fill what it leaves out). */
+      url: z.string().min(1).optional(),
+      /** postgres: connections at most. */
+      pool_size: positiveInt.default(10),
+      /** postgres: seconds to wait for a connection before a call fails with UNAVAILABLE. */
+      connect_timeout: z.number().positive().default(5),
       /** normal survives the server being killed; full also survives a power loss (an fsync per change). */
       synchronous: z.enum(["normal", "full"]).default("normal"),
       /** Revisions kept per model, the latest included. */
@@ -155,7 +161,11 @@ export const configSchema = z.strictObject({
         .nonnegative()
         .default(16 * 1024),
     })
-    .prefault({}),
+    .prefault({})
+    .refine((b) => b.kind !== "postgres" || b.url !== undefined, {
+      message: "backend.kind postgres needs backend.url, e.g. postgres://plinth:secret@db.internal:5432/plinth",
+      path: ["url"],
+    }),
   plugins: z.array(pluginSchema).optional(),
   metrics: z
     .strictObject({
