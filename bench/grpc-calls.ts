@@ -66,6 +66,8 @@ export async function startPlinth(
     engine?: Record<string, unknown>;
     runtime?: string;
     backend?: string;
+    /** backend postgres: its URL. */
+    url?: string;
     maxMessageBytes?: number;
     /** More lines under `server:` (tls, auth), and how the client connects to it then. */
     server?: string[];
@@ -82,7 +84,7 @@ export async function startPlinth(
     ...(options.server ?? []).map((line) => `  ${line}`),
     "backend:",
     `  kind: ${options.backend ?? "sqlite"}`,
-    `  path: ${join(dir, "plinth.db")}`,
+    options.url ? `  url: ${options.url}` : `  path: ${join(dir, "plinth.db")}`,
     "engine:",
     ...Object.entries(options.engine ?? {}).map(([k, v]) => `  ${k}: ${v}`),
     "plugins:",

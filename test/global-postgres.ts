@@ -1,6 +1,6 @@
 /** One PostgreSQL server for the whole run; each test makes databases of its own on it. */
 import type { TestProject } from "vitest/node";
-import { startPostgres, type TestPostgres } from "./helpers/postgres.ts";
+import { startPostgres, type TestPostgres } from "./helpers/postgres-server.ts";
 
 let postgres: TestPostgres | undefined;
 

