@@ -91,12 +91,7 @@ export interface ActionRun<T> {
  * Follows the action `start` creates. `signal` cancels it (CancelAction) when aborted;
  * `result` turns the ended action into the run's value.
  */
-export function followAction<T>(
-  client: ActionClient,
-  start: Promise<Action>,
-  result: (action: Action) => T,
-  signal?: AbortSignal,
-): ActionRun<T> {
+export function followAction<T>(client: ActionClient, start: Promise<Action>, result: (action: Action) => T, signal?: AbortSignal): ActionRun<T> {
   const cancel = async () => (await client.cancelAction({ actionId: (await start).id })).action!;
   const onAbort = () => void cancel().catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });

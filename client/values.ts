@@ -3,7 +3,7 @@
  * Tensors and data-access references in; the same out, with summaries of values the
  * server showed only in part.
  */
-import { create, fromJson, type JsonValue as PbJsonValue, toJson } from "@bufbuild/protobuf";
+import { create, fromJson, isMessage, type JsonValue as PbJsonValue, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Arg, ArgKind, type ArgSummary, ArgSchema, TensorSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { type JsonValue, Tensor } from "../sdk/mod.ts";
@@ -45,13 +45,15 @@ export interface Summary {
   readonly shape?: readonly number[];
 }
 
-export type ArgValue = JsonValue | Uint8Array | Tensor | DataAccessRef;
+/** A plain value, or an Arg message as it is (from proto3 JSON, say). */
+export type ArgValue = JsonValue | Uint8Array | Tensor | DataAccessRef | Arg;
 export type ResultValue = JsonValue | Uint8Array | Tensor | Summary;
 
 /** JSON above this size travels as json_text: one string, not a message per element. */
 const TEXT_ABOVE_BYTES = 1024;
 
 export function toArg(value: ArgValue, path = "argument"): Arg {
+  if (isMessage(value, ArgSchema)) return value;
   if (value instanceof Uint8Array) return create(ArgSchema, { kind: { case: "bytes", value } });
   if (value instanceof Tensor) {
     const tensor = create(TensorSchema, { dtype: dtypeValue(value.dtype), shape: [...value.shape], data: value.toBytes() });

@@ -1,26 +1,8 @@
 /**
  * `npm start` / `node --import tsx server/main.ts [--config plinth.yaml] [--address host:port]`.
- * Runs until SIGTERM or SIGINT, then stops in order: no child left behind.
- *
- * Signals come more than once: Ctrl-C reaches the whole process group and npm forwards
- * it again, a supervisor may repeat SIGTERM. The same signal within a second counts
- * once; a later one hurries the stop (children get SIGKILL now instead of SIGTERM and
- * sigterm_timeout), which still ends every action and closes the store. Nothing exits
- * without killing every child first.
+ * Runs until SIGTERM or SIGINT, then stops in order: no child left behind (serve.ts).
  */
-import { parseArgs } from "node:util";
 import { setFlagsFromString } from "node:v8";
-import { pino } from "pino";
-import { type PlinthServer, startServer } from "./app.ts";
-import { loadConfig } from "./config/load.ts";
-import { PlinthError } from "./errors.ts";
-
-const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--log-level LEVEL]
-
-  --config FILE        YAML config; without it, the embedded default (example plugins,
-                       models and history in ./data/plinth.db, 127.0.0.1:50051)
-  --address HOST:PORT  overrides server.address (port 0 picks a free port)
-  --log-level LEVEL    trace, debug, info (default), warn, error`;
 
 // The heap grows by 40 % between full collections rather than V8's default (up to 4x
 // under a high allocation rate): with real-sized payloads going through at hundreds per
@@ -29,72 +11,5 @@ const usage = `usage: node --import tsx server/main.ts [--config FILE] [--addres
 // Set before the server allocates anything of size.
 setFlagsFromString("--heap-growing-percent=40");
 
-/** The same signal again within this long is the same request (group delivery + npm's relay). */
-const SAME_SIGNAL_MS = 1000;
-
-async function main(): Promise<number> {
-  let values: { config?: string | undefined; address?: string | undefined; "log-level": string; help?: boolean | undefined };
-  try {
-    ({ values } = parseArgs({
-      options: {
-        config: { type: "string" },
-        address: { type: "string" },
-        "log-level": { type: "string", default: process.env.PLINTH_LOG_LEVEL ?? "info" },
-        help: { type: "boolean", short: "h" },
-      },
-      strict: true,
-    }));
-  } catch (error) {
-    console.error(`${(error as Error).message}\n\n${usage}`);
-    return 2;
-  }
-  if (values.help) {
-    console.log(usage);
-    return 0;
-  }
-  const logger = pino({ level: values["log-level"] });
-  let server: PlinthServer | undefined;
-  // A fault of our own must not leave children behind either.
-  process.on("uncaughtException", (error) => {
-    logger.fatal({ err: error }, "uncaught exception; killing plugin children and exiting");
-    server?.kill();
-    process.exit(70);
-  });
-  const signals: NodeJS.Signals[] = ["SIGTERM", "SIGINT"];
-  let first: { signal: NodeJS.Signals; at: number } | undefined;
-  const stop = new AbortController();
-  const stopRequested = new Promise<void>((resolve) => stop.signal.addEventListener("abort", () => resolve(), { once: true }));
-  const onSignal = (signal: NodeJS.Signals) => {
-    if (!first) {
-      first = { signal, at: performance.now() };
-      logger.info({ signal }, "stopping");
-      stop.abort(new PlinthError("shutting_down", `stopped by ${signal} while starting`));
-    } else if (signal !== first.signal || performance.now() - first.at > SAME_SIGNAL_MS) {
-      logger.warn({ signal }, "stopping now: plugin children get SIGKILL");
-      server?.kill();
-    }
-  };
-  for (const signal of signals) process.on(signal, onSignal);
-  // SIGHUP: read the TLS certificate files again, without closing the port.
-  process.on("SIGHUP", () => {
-    server?.reloadTls().then(
-      (reloaded) => logger.info(reloaded ? "TLS files read again" : "SIGHUP: nothing to read again (no server.tls)"),
-      (error: unknown) => logger.error({ err: error }, "reading the TLS files again failed; the previous ones stay in use"),
-    );
-  });
-  try {
-    const config = await loadConfig(values.config);
-    if (values.address) config.server.address = values.address;
-    server = await startServer(config, logger, stop.signal);
-    await stopRequested;
-    await server.close();
-    return 0;
-  } catch (error) {
-    if (stop.signal.aborted) return 0; // stopped while starting: what had started is stopped again
-    if (PlinthError.is(error)) logger.error(error.message);
-    else logger.error({ err: error }, "failed to start");
-    return 1;
-  }
-}
-
-process.exitCode = await main();
+const { serve } = await import("./serve.ts");
+process.exitCode = await serve(process.argv.slice(2));

@@ -1,0 +1,376 @@
+/**
+ * `plinth`: Plinth's command line. It talks to a server over gRPC through the
+ * TypeScript client (client/mod.ts); `plinth serve` runs the server itself.
+ *
+ * Exit codes: 0 done; 1 the action failed; 2 bad usage; 3 the action was cancelled;
+ * 10 + the gRPC status code when a call was refused (NOT_FOUND → 15, UNAVAILABLE → 24,
+ * UNAUTHENTICATED → 26, …); 130 interrupted, the action left running.
+ */
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline/promises";
+import { Command, CommanderError, Option } from "commander";
+import { ClientError, Status } from "nice-grpc";
+import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
+import type { Action } from "../gen/plinth/v1/action_pb.ts";
+import type { Model } from "../gen/plinth/v1/model_pb.ts";
+import { type ActionRun, createPlinthClient, type PlinthClient, PlinthActionError } from "../client/mod.ts";
+import { isEnded, progressOf } from "../client/action-run.ts";
+import { fromArg } from "../client/values.ts";
+import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
+import { type Format, actionJson, actionText, actionsTable, modelJson, modelsTable, print, table } from "./output.ts";
+import { follower } from "./progress.ts";
+
+const EXIT = { failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
+
+interface Global {
+  address: string;
+  token?: string;
+  tlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  output: Format;
+}
+
+const program = new Command()
+  .name("plinth")
+  .description("Plinth's command line: models, actions with live progress, plugins")
+  .addOption(new Option("--address <host:port>", "the server").env("PLINTH_ADDRESS").default("127.0.0.1:50051"))
+  .addOption(new Option("--token <token>", "bearer token (server.auth)").env("PLINTH_TOKEN"))
+  .addOption(new Option("--tls-ca <file>", "TLS: the CA that signed the server's certificate"))
+  .addOption(new Option("--tls-cert <file>", "mutual TLS: this client's certificate"))
+  .addOption(new Option("--tls-key <file>", "mutual TLS: this client's key"))
+  .addOption(new Option("-o, --output <format>", "table, json or yaml").choices(["table", "json", "yaml"]).default("table"))
+  .version(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version)
+  .showHelpAfterError()
+  .exitOverride();
+
+let connected: PlinthClient | undefined;
+function client(): PlinthClient {
+  if (connected) return connected;
+  const g = program.opts<Global>();
+  const read = (file: string | undefined) => (file ? readFileSync(file) : undefined);
+  const tls = g.tlsCa || g.tlsCert ? { ca: read(g.tlsCa), cert: read(g.tlsCert), key: read(g.tlsKey) } : undefined;
+  connected = createPlinthClient(g.address, {
+    ...(g.token ? { token: g.token } : {}),
+    ...(tls ? { tls: Object.fromEntries(Object.entries(tls).filter(([, v]) => v)) } : {}),
+  });
+  return connected;
+}
+const format = () => program.opts<Global>().output;
+
+// ---- the server ----
+
+program
+  .command("serve")
+  .description("run the server (what npm start runs)")
+  .allowUnknownOption()
+  .helpOption(false)
+  .argument("[options...]", "the server's options: --config FILE, --address HOST:PORT, --log-level LEVEL")
+  .action(async (options: string[]) => {
+    const { serve } = await import("../server/serve.ts");
+    process.exitCode = await serve(options);
+  });
+
+// ---- plugins and models ----
+
+program
+  .command("plugins")
+  .description("the plugins the server loaded: model types and data-access functions")
+  .action(async () => {
+    const { plugins } = await client().engine.listPlugins({});
+    const value = plugins.map((p) => ({
+      name: p.name,
+      module: p.module,
+      runtime: p.runtime,
+      description: p.description,
+      modelTypes: p.modelTypes.map((m) => ({ name: m.name, description: m.description })),
+      dataAccess: p.dataAccess.map((d) => ({ name: d.name, description: d.description })),
+    }));
+    print(format(), value, () =>
+      table(
+        ["NAME", "KIND", "PLUGIN", "DESCRIPTION"],
+        plugins.flatMap((p) => [
+          ...p.modelTypes.map((m) => [m.name, "model type", p.name, m.description]),
+          ...p.dataAccess.map((d) => [d.name, "data access", p.name, d.description]),
+        ]),
+      ),
+    );
+  });
+
+program
+  .command("models")
+  .description("list models")
+  .option("--type <model type>", "only this model type")
+  .option("--limit <n>", "at most this many", (v) => positive(v, "--limit"), 100)
+  .action(async (o: { type?: string; limit: number }) => {
+    const models: Model[] = [];
+    let pageToken = "";
+    do {
+      const page = await client().engine.listModels({ modelType: o.type ?? "", pageSize: Math.min(o.limit - models.length, 1000), pageToken });
+      models.push(...page.models);
+      pageToken = page.nextPageToken;
+    } while (pageToken && models.length < o.limit);
+    print(format(), models.map(modelJson), () => modelsTable(models));
+  });
+
+program
+  .command("model")
+  .description("one model's metadata; --instance FILE writes its serialized instance")
+  .argument("<id>")
+  .option("--revision <n>", "an older revision, while it is kept")
+  .option("--instance <file>", "write the instance bytes to this file")
+  .action(async (id: string, o: { revision?: string; instance?: string }) => {
+    const { model } = await client().engine.getModel({ modelId: id, includeInstance: Boolean(o.instance), revision: BigInt(o.revision ?? 0) });
+    if (o.instance) (await import("node:fs")).writeFileSync(o.instance, model!.instance);
+    const { instance: _, ...meta } = modelJson(model!) as Record<string, unknown>;
+    print(format(), meta, () => modelsTable([model!]));
+  });
+
+program
+  .command("add")
+  .description("add a model from a serialized instance")
+  .argument("<model type>")
+  .argument("<file>")
+  .action(async (type: string, file: string) => {
+    const { model } = await client().engine.addInstance({ modelType: type, instance: readFileSync(file) });
+    print(format(), modelJson(model!), () => modelsTable([model!]));
+  });
+
+program
+  .command("update")
+  .description("store a serialized instance as the model's next revision")
+  .argument("<id>")
+  .argument("<file>")
+  .action(async (id: string, file: string) => {
+    const { model } = await client().engine.updateInstance({ modelId: id, instance: readFileSync(file) });
+    print(format(), modelJson(model!), () => modelsTable([model!]));
+  });
+
+program
+  .command("delete")
+  .description("delete a model and its revisions")
+  .argument("<id>")
+  .action(async (id: string) => {
+    await client().engine.deleteModel({ modelId: id });
+    print(format(), { deleted: id }, () => `deleted ${id}`);
+  });
+
+// ---- create, fit, predict ----
+
+interface RunOptions {
+  arg: string[];
+  kwarg: string[];
+  argsJson?: string;
+  timeout?: number;
+  detach?: boolean;
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function runCommand(name: "create" | "fit" | "predict", target: string, description: string) {
+  return program
+    .command(name)
+    .description(description)
+    .argument(`<${target}>`)
+    .option("-a, --arg <value>", "a positional argument: JSON, a string, @data.access or @file (repeat)", collect, [])
+    .option("-k, --kwarg <name=value>", "a keyword argument, the same forms (repeat)", collect, [])
+    .option("--args-json <json>", 'args and kwargs as proto3 JSON: {"args": [{"json": 1}], "kwargs": {…}}')
+    .option("--timeout <seconds>", "stop it past this many seconds (deadline_exceeded)", (v) => positive(v, "--timeout"))
+    .option("--detach", "print the action's id at once instead of following it")
+    .action(async (id: string, o: RunOptions) => {
+      const c = client();
+      const input = await callInput(c, o);
+      const run = name === "create" ? c.create(id, input) : name === "fit" ? c.fit(id, input) : c.predict(id, input);
+      await follow(run, o.detach === true);
+    });
+}
+
+async function callInput(c: PlinthClient, o: RunOptions) {
+  const timeout = o.timeout === undefined ? {} : { timeoutSeconds: o.timeout };
+  if (o.argsJson) {
+    if (o.arg.length || o.kwarg.length) throw new UsageError("--args-json replaces -a and -k: use one or the other");
+    return { ...parseArgsJson(o.argsJson), ...timeout };
+  }
+  const references = [...o.arg, ...o.kwarg].some((v) => v.includes("@"));
+  const names = new Set<string>();
+  if (references) for (const p of (await c.engine.listPlugins({})).plugins) for (const d of p.dataAccess) names.add(d.name);
+  return { ...parseArgValues(o.arg, o.kwarg, names), ...timeout };
+}
+
+runCommand("create", "model type", "create a model instance (CreateInstance)");
+runCommand("fit", "model id", "fit a model (Fit)");
+runCommand("predict", "model id", "predict with a model (Predict)");
+
+/** Follows a run with progress to its end and prints its result; Ctrl-C offers to cancel it. */
+async function follow(run: ActionRun<unknown>, detach: boolean): Promise<void> {
+  const started = await run.started;
+  if (detach) {
+    print(format(), actionJson(started), () => started.id);
+    return;
+  }
+  const tty = process.stderr.isTTY === true && format() === "table";
+  const bars = follower(started.id, tty);
+  let interrupted = false;
+  const onSigint = async () => {
+    if (interrupted) process.exit(EXIT.interrupted);
+    interrupted = true;
+    bars.stop();
+    if (!process.stdin.isTTY) {
+      process.stderr.write(`left running: plinth wait ${started.id}\n`);
+      process.exit(EXIT.interrupted);
+    }
+    const rl = createInterface({ input: process.stdin, output: process.stderr });
+    const answer = await rl.question(`Cancel action ${started.id}? [y/N] `);
+    rl.close();
+    if (/^y/i.test(answer.trim())) {
+      process.stderr.write(`cancelling ${started.id}…\n`);
+      await run.cancel();
+    } else {
+      process.stderr.write(`left running: plinth wait ${started.id}\n`);
+      process.exit(EXIT.interrupted);
+    }
+  };
+  process.on("SIGINT", onSigint);
+  const following = (async () => {
+    try {
+      for await (const p of run.progress) bars.update(p);
+    } catch {
+      // The stream ends with the action, or breaks; `done` says how it ended.
+    }
+  })();
+  try {
+    await run.done;
+  } catch (error) {
+    if (!(error instanceof PlinthActionError)) throw error;
+  } finally {
+    process.off("SIGINT", onSigint);
+    bars.stop();
+  }
+  await following;
+  const ended = (await client().actions.getAction({ actionId: started.id, view: ActionView.RESULT })).action!;
+  printEnded(ended);
+}
+
+/** An ended action: its result on stdout (the prediction, or the model), and the exit code its outcome means. */
+function printEnded(action: Action): void {
+  const prediction = fromArg(action.result?.prediction);
+  const result =
+    prediction instanceof Uint8Array ? `${prediction.byteLength} bytes` : prediction === undefined ? undefined : JSON.stringify(prediction);
+  print(format(), actionJson(action), () =>
+    action.status === ActionStatus.SUCCEEDED && action.call === 3 && result !== undefined && format() === "table"
+      ? result
+      : actionText(action, result),
+  );
+  if (action.status === ActionStatus.FAILED) process.exitCode = EXIT.failed;
+  if (action.status === ActionStatus.CANCELLED) process.exitCode = EXIT.cancelled;
+}
+
+// ---- actions ----
+
+program
+  .command("actions")
+  .description("list actions, newest first")
+  .option("--model <id>", "only this model's")
+  .option("--status <status...>", "only these statuses: queued, accessing_data, executing, storing, succeeded, failed, cancelled")
+  .option("--by <caller>", "only those this caller started")
+  .option("--limit <n>", "at most this many", (v) => positive(v, "--limit"), 50)
+  .action(async (o: { model?: string; status?: string[]; by?: string; limit: number }) => {
+    const statuses = (o.status ?? []).map((s) => {
+      const value = ActionStatus[s.toUpperCase() as keyof typeof ActionStatus];
+      if (typeof value !== "number" || value === 0)
+        throw new UsageError(`--status ${s}: one of queued, accessing_data, executing, storing, succeeded, failed, cancelled`);
+      return value;
+    });
+    const { actions } = await client().actions.listActions({
+      modelId: o.model ?? "",
+      statuses,
+      createdBy: o.by ?? "",
+      pageSize: o.limit,
+    });
+    print(format(), actions.map(actionJson), () => actionsTable(actions));
+  });
+
+program
+  .command("action")
+  .description("one action: status, progress, result or error, log tail")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const { action } = await client().actions.getAction({ actionId: id, view: ActionView.RESULT });
+    const prediction = fromArg(action!.result?.prediction);
+    print(format(), actionJson(action!), () => actionText(action!, prediction === undefined ? undefined : JSON.stringify(prediction)));
+  });
+
+program
+  .command("wait")
+  .description("wait for an action to end, with its progress, and print its result")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const c = client();
+    const { action } = await c.actions.getAction({ actionId: id });
+    if (isEnded(action!)) return printEnded((await c.actions.getAction({ actionId: id, view: ActionView.RESULT })).action!);
+    const run: ActionRun<unknown> = {
+      started: Promise.resolve(action!),
+      progress: { [Symbol.asyncIterator]: () => watch(c, id) },
+      done: c.actions.waitAction({ actionId: id }).then((r) => r.action),
+      cancel: async () => (await c.actions.cancelAction({ actionId: id })).action!,
+    };
+    await follow(run, false);
+  });
+
+async function* watch(c: PlinthClient, id: string) {
+  for await (const update of c.actions.watchAction({ actionId: id })) yield progressOf(update.action!);
+}
+
+program
+  .command("cancel")
+  .description("cancel an action; answers once it has ended")
+  .argument("<id>")
+  .action(async (id: string) => {
+    const { action } = await client().actions.cancelAction({ actionId: id });
+    print(format(), actionJson(action!), () => actionText(action!));
+  });
+
+program
+  .command("logs")
+  .description("the last lines the action's plugin printed; --follow prints new ones until it ends")
+  .argument("<id>")
+  .option("-f, --follow", "keep printing until the action ends")
+  .action(async (id: string, o: { follow?: boolean }) => {
+    const c = client();
+    const { action } = await c.actions.getAction({ actionId: id, view: ActionView.BASIC });
+    let printed = [...action!.logTail];
+    for (const line of printed) process.stdout.write(`${line}\n`);
+    if (!o.follow || isEnded(action!)) return;
+    for await (const update of c.actions.watchAction({ actionId: id })) {
+      const tail = update.action!.logTail;
+      // The tail is a window: print what follows the last line already printed.
+      const last = printed.at(-1);
+      const from = last === undefined ? 0 : tail.lastIndexOf(last) + 1;
+      for (const line of tail.slice(from)) process.stdout.write(`${line}\n`);
+      printed = tail;
+    }
+  });
+
+function positive(value: string, what: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`${what}: a positive number, got ${value}`);
+  return n;
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  if (error instanceof CommanderError) {
+    process.exitCode = error.exitCode === 0 ? 0 : EXIT.usage;
+  } else if (error instanceof UsageError) {
+    process.stderr.write(`plinth: ${error.message}\n`);
+    process.exitCode = EXIT.usage;
+  } else if (error instanceof ClientError) {
+    process.stderr.write(`plinth: ${Status[error.code]}: ${error.details}\n`);
+    process.exitCode = 10 + error.code;
+  } else {
+    throw error;
+  }
+} finally {
+  if (program.args[0] !== "serve") connected?.close();
+}

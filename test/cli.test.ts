@@ -1,0 +1,106 @@
+/** The `plinth` command line, run as a user runs it (`npx plinth …`) against a real server. */
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parse as parseYaml } from "yaml";
+import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
+import { writeFileSync } from "node:fs";
+
+const exec = promisify(execFile);
+
+let t: TestServer;
+beforeAll(async () => {
+  t = await startTestServer({
+    engine: { sigterm_timeout: 1 },
+    plugins: [{ module: join(root, "plugins/system-test/mod.ts") }, { module: fixture("misbehave.ts") }],
+  });
+});
+afterAll(() => t?.close());
+
+/** `npx plinth --address … args`: its exit code, stdout and stderr. */
+async function plinth(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return exec("npx", ["plinth", "--address", `127.0.0.1:${t.port}`, ...args], { cwd: root, env: { ...process.env, NO_COLOR: "1" } }).then(
+    ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
+    (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
+  );
+}
+
+describe("plinth, the command line", () => {
+  it("creates, fits with -a, -k and @data.access, and predicts, printing the prediction", async () => {
+    const created = await plinth("create", "systest.Model", "-a", "first", "-k", 'opts={"depth":3}', "-o", "json");
+    expect(created.code).toBe(0);
+    const action = JSON.parse(created.stdout);
+    expect(action.status).toBe("ACTION_STATUS_SUCCEEDED");
+    const modelId = action.modelId as string;
+
+    const fitted = await plinth("fit", modelId, "-a", "@systest.echo", "-a", "[1,2]", "-k", "sleep=0.2");
+    expect(fitted.code).toBe(0);
+    expect(fitted.stdout).toMatch(/^status +succeeded$/m);
+    expect(fitted.stdout).toMatch(/^data +args\[0\] ← systest\.echo: succeeded$/m);
+    expect(fitted.stdout).toContain(`model    ${modelId} revision 2`);
+    // Not on a TTY: one plain line per change on stderr, no bars and no escape codes.
+    expect(fitted.stderr).toMatch(/^a-\S+ executing/m);
+    expect(fitted.stderr).not.toContain("\u001b[");
+
+    const file = join(tempDir(), "blob.bin");
+    writeFileSync(file, Buffer.from([1, 2, 3, 4]));
+    const predicted = await plinth("predict", modelId, "-a", "42", "-k", `blob=@${file}`, "-k", "word=hello");
+    expect(predicted.code).toBe(0);
+    const prediction = JSON.parse(predicted.stdout);
+    expect(prediction.args).toEqual([42]);
+    expect(prediction.kwargs).toEqual({ blob: { bytes: 4 }, word: "hello" });
+    expect(prediction.instance.args).toEqual({ args: ["first"], kwargs: { opts: { depth: 3 } } });
+  });
+
+  it("exits 1 when the action fails, 10 + the status when a call is refused, 2 on bad usage", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "misbehave.Model", "-o", "json")).stdout);
+    const failed = await plinth("predict", modelId, "-k", "mode=throw");
+    expect(failed.code).toBe(1);
+    expect(failed.stdout).toMatch(/^error +plugin_error: /m);
+
+    const missing = await plinth("predict", "m-missing");
+    expect(missing.code).toBe(15);
+    expect(missing.stderr).toBe("plinth: NOT_FOUND: model m-missing not found\n");
+
+    const badPair = await plinth("fit", modelId, "-k", "nosign");
+    expect(badPair.code).toBe(2);
+    expect(badPair.stderr).toContain("-k nosign: write NAME=VALUE");
+    const badRef = await plinth("fit", modelId, "-a", "@no.such");
+    expect(badRef.code).toBe(2);
+    expect(badRef.stderr).toMatch(/-a #1: @no\.such is neither a data-access function \(known: .*systest\.echo.*\) nor a readable file/);
+  });
+
+  it("--detach prints the id at once; wait follows it; cancel ends it, and wait then exits 3", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    const detached = await plinth("fit", modelId, "-k", "sleep=30", "--detach");
+    expect(detached.code).toBe(0);
+    const id = detached.stdout.trim();
+    expect(id).toMatch(/^a-\S+$/);
+    const waiting = plinth("wait", id);
+    const cancelled = await plinth("cancel", id, "-o", "yaml");
+    expect(cancelled.code).toBe(0);
+    const doc = parseYaml(cancelled.stdout);
+    expect(doc.status).toBe("ACTION_STATUS_CANCELLED");
+    expect(doc.cancel.by).toBe("CancelAction");
+    const waited = await waiting;
+    expect(waited.code).toBe(3);
+    expect(waited.stdout).toMatch(/^status +cancelled$/m);
+  });
+
+  it("lists models and actions as tables, JSON and YAML", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    const table = await plinth("models", "--type", "systest.Model");
+    expect(table.stdout.split("\n")[0]).toMatch(/^ID +TYPE +REVISION +SIZE +UPDATED$/);
+    expect(table.stdout).toContain(modelId);
+    const models = JSON.parse((await plinth("models", "-o", "json")).stdout) as { id: string }[];
+    expect(models.map((m) => m.id)).toContain(modelId);
+    const model = parseYaml((await plinth("model", modelId, "-o", "yaml")).stdout);
+    expect(model).toMatchObject({ id: modelId, modelType: "systest.Model", revision: "1" });
+    const actions = JSON.parse((await plinth("actions", "--model", modelId, "-o", "json")).stdout) as { call: string; status: string }[];
+    expect(actions).toEqual([expect.objectContaining({ call: "ACTION_CALL_CREATE_INSTANCE", status: "ACTION_STATUS_SUCCEEDED" })]);
+    const plugins = await plinth("plugins");
+    expect(plugins.stdout).toMatch(/^systest\.echo +data access +systest /m);
+  });
+});
