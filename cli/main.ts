@@ -19,6 +19,7 @@ import { fromArg } from "../client/values.ts";
 import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
 import { type Format, actionJson, actionText, actionsTable, modelJson, modelsTable, print, table } from "./output.ts";
 import { follower } from "./progress.ts";
+import { watch } from "./watch.ts";
 
 const EXIT = { failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
 
@@ -310,14 +311,14 @@ program
     if (isEnded(action!)) return printEnded((await c.actions.getAction({ actionId: id, view: ActionView.RESULT })).action!);
     const run: ActionRun<unknown> = {
       started: Promise.resolve(action!),
-      progress: { [Symbol.asyncIterator]: () => watch(c, id) },
+      progress: { [Symbol.asyncIterator]: () => watchOne(c, id) },
       done: c.actions.waitAction({ actionId: id }).then((r) => r.action),
       cancel: async () => (await c.actions.cancelAction({ actionId: id })).action!,
     };
     await follow(run, false);
   });
 
-async function* watch(c: PlinthClient, id: string) {
+async function* watchOne(c: PlinthClient, id: string) {
   for await (const update of c.actions.watchAction({ actionId: id })) yield progressOf(update.action!);
 }
 
@@ -349,6 +350,17 @@ program
       for (const line of tail.slice(from)) process.stdout.write(`${line}\n`);
       printed = tail;
     }
+  });
+
+program
+  .command("watch")
+  .description("running and recent actions with their progress, live (like top); Ctrl-C ends it")
+  .option("--once", "print the table once and exit")
+  .option("--limit <n>", "rows at most", (v) => positive(v, "--limit"), 30)
+  .action(async (o: { once?: boolean; limit: number }) => {
+    const stop = new AbortController();
+    process.once("SIGINT", () => stop.abort());
+    await watch(client(), { once: o.once === true, limit: o.limit, tty: process.stdout.isTTY === true && !o.once, signal: stop.signal });
   });
 
 function positive(value: string, what: string): number {

@@ -42,7 +42,8 @@ export function follower(id: string, tty: boolean): Follower {
     };
   }
   const bars = new cliProgress.MultiBar(
-    { format: " {bar} {percentage}% | {label}", hideCursor: true, clearOnComplete: true, stopOnComplete: false, barsize: 30, fps: 10 },
+    // The last frame stays on screen (100 % when the action succeeded), the result below it.
+    { format: " {bar} {percentage}% | {label}", hideCursor: true, clearOnComplete: false, stopOnComplete: false, barsize: 30, fps: 10 },
     cliProgress.Presets.shades_classic,
   );
   const main = bars.create(100, 0, { label: `${id} queued` });

@@ -103,4 +103,55 @@ describe("plinth, the command line", () => {
     const plugins = await plinth("plugins");
     expect(plugins.stdout).toMatch(/^systest\.echo +data access +systest /m);
   });
+
+  it("shows a progress bar on a terminal that advances and ends at 100 %, and none when piped", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    // A real pseudo-terminal: util-linux's script runs the command as a terminal would.
+    const command = `npx plinth --address 127.0.0.1:${t.port} fit ${modelId} -k sleep=1.5`;
+    const { stdout } = await exec("script", ["-qec", command, "/dev/null"], { cwd: root });
+    const percents = [...stdout.matchAll(/(\d+)% \| a-\S+ (?:executing|storing|succeeded)/g)].map((m) => Number(m[1]));
+    expect(new Set(percents).size).toBeGreaterThan(2);
+    expect(percents.at(-1)).toBe(100);
+    expect(percents).toEqual([...percents].sort((a, b) => a - b));
+    expect(stdout).toMatch(/status +succeeded/);
+  });
+
+  it("watch --once prints the running and recent actions with their progress", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    const id = (await plinth("fit", modelId, "-k", "sleep=30", "--detach")).stdout.trim();
+    for await (const update of t.actions.watchAction({ actionId: id })) if (update.action!.state) break;
+    const shown = await plinth("watch", "--once");
+    expect(shown.code).toBe(0);
+    const lines = shown.stdout.trim().split("\n");
+    expect(lines[0]).toMatch(/^ID +CALL +MODEL +STATUS +PROGRESS +TIME +ERROR$/);
+    expect(lines.find((l) => l.startsWith(id))).toMatch(/ fit +m-\S+ +executing +[█░]+ \d+% +\d+\.\d s/);
+    await t.actions.cancelAction({ actionId: id });
+  });
+
+  it("adds, updates and deletes a model from a file; prints a plugin's log lines", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-a", "x", "-o", "json")).stdout);
+    const file = join(tempDir(), "instance.json");
+    expect((await plinth("model", modelId, "--instance", file)).code).toBe(0);
+    const added = JSON.parse((await plinth("add", "systest.Model", file, "-o", "json")).stdout);
+    expect(added).toMatchObject({ modelType: "systest.Model", revision: "1" });
+    expect(JSON.parse((await plinth("update", added.id, file, "-o", "json")).stdout)).toMatchObject({ id: added.id, revision: "2" });
+    expect((await plinth("delete", added.id)).stdout).toBe(`deleted ${added.id}\n`);
+    expect((await plinth("model", added.id)).code).toBe(15);
+
+    const { modelId: loud } = JSON.parse((await plinth("create", "misbehave.Model", "-o", "json")).stdout);
+    const predicted = JSON.parse((await plinth("predict", loud, "-k", "mode=print", "-o", "json")).stdout);
+    const logs = await plinth("logs", predicted.id);
+    expect(logs.code).toBe(0);
+    expect(logs.stdout.length).toBeGreaterThan(0);
+    expect(logs.stdout.trim().split("\n")).toEqual(predicted.logTail);
+  });
+
+  it("answers an unknown flag and malformed --args-json with one line and exit 2", async () => {
+    const unknown = await plinth("models", "--colour");
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain("error: unknown option '--colour'");
+    const malformed = await plinth("predict", "m-x", "--args-json", "{nope");
+    expect(malformed.code).toBe(2);
+    expect(malformed.stderr).toMatch(/^plinth: --args-json is not valid JSON: .*\n$/);
+  });
 });
