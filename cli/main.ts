@@ -69,8 +69,26 @@ program
   .argument("[options...]", "the server's options: --config FILE, --address HOST:PORT, --log-level LEVEL")
   .action(async (options: string[]) => {
     const { serve } = await import("../server/serve.ts");
+    stopWhenOrphaned();
     process.exitCode = await serve(options);
   });
+
+/**
+ * Under npx the server runs below a shell (npm exec → sh -c → node), and a SIGTERM to
+ * npx's pid kills the shell without reaching the server. A server whose launcher is gone
+ * stops as if it had got the SIGTERM itself. Only under npx: a server started with nohup
+ * from a shell that exits keeps running, as it should.
+ */
+function stopWhenOrphaned(): void {
+  if (process.env.npm_command !== "exec") return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    process.kill(process.pid, "SIGTERM");
+  }, 500);
+  timer.unref();
+}
 
 // ---- plugins and models ----
 
@@ -211,10 +229,15 @@ async function follow(run: ActionRun<unknown>, detach: boolean): Promise<void> {
   }
   const tty = process.stderr.isTTY === true && format() === "table";
   const bars = follower(started.id, tty);
-  let interrupted = false;
+  let interrupted: number | undefined;
   const onSigint = async () => {
-    if (interrupted) process.exit(EXIT.interrupted);
-    interrupted = true;
+    // Ctrl-C reaches npx and this process both, and npx passes it on: the same key press
+    // twice within a second. A later one leaves without an answer.
+    if (interrupted !== undefined) {
+      if (performance.now() - interrupted > 1000) process.exit(EXIT.interrupted);
+      return;
+    }
+    interrupted = performance.now();
     bars.stop();
     if (!process.stdin.isTTY) {
       process.stderr.write(`left running: plinth wait ${started.id}\n`);

@@ -1,9 +1,11 @@
 /** The `plinth` command line, run as a user runs it (`npx plinth …`) against a real server. */
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
+import { once } from "node:events";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
+import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 import { writeFileSync } from "node:fs";
@@ -153,5 +155,64 @@ describe("plinth, the command line", () => {
     const malformed = await plinth("predict", "m-x", "--args-json", "{nope");
     expect(malformed.code).toBe(2);
     expect(malformed.stderr).toMatch(/^plinth: --args-json is not valid JSON: .*\n$/);
+  });
+
+  it("Ctrl-C on a terminal asks whether to cancel: y cancels the action", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    // A real pseudo-terminal: Ctrl-C typed into it reaches the command as SIGINT.
+    const child = spawn("script", ["-qec", `npx plinth --address 127.0.0.1:${t.port} fit ${modelId} -k sleep=30`, "/dev/null"], {
+      cwd: root,
+      stdio: ["pipe", "pipe", "inherit"],
+    });
+    let out = "";
+    const waiting: { pattern: RegExp; resolve: () => void }[] = [];
+    child.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      for (const w of waiting.splice(0))
+        if (w.pattern.test(out)) w.resolve();
+        else waiting.push(w);
+    });
+    const seen = (pattern: RegExp) => new Promise<void>((resolve) => (pattern.test(out) ? resolve() : waiting.push({ pattern, resolve })));
+    await seen(/\d+% \| a-\S+ executing/);
+    child.stdin!.write("\u0003");
+    await seen(/Cancel action a-\S+\? \[y\/N\]/);
+    child.stdin!.write("y\n");
+    await once(child, "exit");
+    // (npx runs the command below a shell that got the Ctrl-C too: its exit status is
+    // the shell's 130, not the command's 3; `plinth wait` on a cancelled action exits 3.)
+    expect(out).toMatch(/status +cancelled/);
+    const id = /Cancel action (a-\S+)\?/.exec(out)![1]!;
+    expect((await t.actions.getAction({ actionId: id })).action!.cancel?.by).toBe("CancelAction");
+  });
+
+  it("serve runs the server with the server's options, until SIGTERM to npx's pid, and leaves no server behind", async () => {
+    const bad = spawn("npx", ["plinth", "serve", "--config", join(tempDir(), "none.yaml")], { cwd: root });
+    let out = "";
+    bad.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+    });
+    const [code] = await once(bad, "exit");
+    expect(code).toBe(1);
+    expect(out).toContain("none.yaml cannot be read");
+
+    const config = join(tempDir(), "plinth.yaml");
+    writeFileSync(config, `backend:\n  kind: memory\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`);
+    const good = spawn("npx", ["plinth", "serve", "--config", config, "--address", "127.0.0.1:0"], { cwd: root });
+    let log = "";
+    await new Promise<void>((resolve) =>
+      good.stdout!.on("data", (chunk: Buffer) => {
+        log += chunk.toString();
+        if (log.includes('"msg":"serving"')) resolve();
+      }),
+    );
+    const server = Number(/"pid":(\d+)/.exec(log)![1]);
+    const gone = new Promise<void>((resolve) =>
+      good.stdout!.on("data", (chunk: Buffer) => chunk.toString().includes('"msg":"stopped"') && resolve()),
+    );
+    good.kill("SIGTERM");
+    await gone;
+    // The server's own exit, a moment after its last line: it is no child of ours to wait for.
+    for (let i = 0; i < 200 && isAlive(server); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(isAlive(server)).toBe(false);
   });
 });
