@@ -102,6 +102,10 @@ describe("plinth, the command line", () => {
     expect(model).toMatchObject({ id: modelId, modelType: "systest.Model", revision: "1" });
     const actions = JSON.parse((await plinth("actions", "--model", modelId, "-o", "json")).stdout) as { call: string; status: string }[];
     expect(actions).toEqual([expect.objectContaining({ call: "ACTION_CALL_CREATE_INSTANCE", status: "ACTION_STATUS_SUCCEEDED" })]);
+    const shown = await plinth("action", (actions[0] as unknown as { id: string }).id);
+    expect(shown.code).toBe(0);
+    expect(shown.stdout).toMatch(/^call +create systest\.Model on m-\S+$/m);
+    expect(shown.stdout).toMatch(/^status +succeeded$/m);
     const plugins = await plinth("plugins");
     expect(plugins.stdout).toMatch(/^systest\.echo +data access +systest /m);
   });
