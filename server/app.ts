@@ -16,6 +16,7 @@ import { PlinthError } from "./errors.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { ProcessManager } from "./process/process-manager.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
+import { callStack } from "./rpc/call-stack.ts";
 import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
 
@@ -146,13 +147,13 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     }
     signal?.throwIfAborted();
     const { tls, auth, limits } = config.server;
-    grpc = await createGrpcServer(getEngine, {
-      maxMessageBytes: config.engine.max_frame_bytes,
+    const stack = callStack({
       logger,
-      tls,
       auth: auth && { tokens: auth.tokens, certificates: auth.certificates, openHealth: auth.open_health },
+      mutualTls: tls?.client_ca !== undefined,
       streamsPerCaller: limits.streams_per_caller,
     });
+    grpc = await createGrpcServer(getEngine, { maxMessageBytes: config.engine.max_frame_bytes, logger, tls, stack });
     port = await grpc.listen(config.server.address).catch((error: NodeJS.ErrnoException) => {
       throw new PlinthError("invalid_argument", `config server.address: cannot listen on ${config.server.address}: ${error.message}`, {
         cause: error,

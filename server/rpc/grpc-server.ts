@@ -12,14 +12,11 @@ import { file_plinth_v1_state_service, StateService } from "../../gen/plinth/v1/
 import type { Engine } from "../engine/engine.ts";
 import { actionService } from "./action-service.ts";
 import { engineService } from "./engine-service.ts";
-import { audit } from "./audit.ts";
-import { type AuthOptions, authenticator } from "./auth.ts";
-import { errorMapper } from "./error-mapper.ts";
+import type { CallStack } from "./call-stack.ts";
 import { grpcJsBridge } from "./grpc-js-bridge.ts";
 import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
 import { stateService } from "./state-service.ts";
-import { streamLimit } from "./stream-limit.ts";
 import { type TlsFiles, tlsCredentials } from "./tls.ts";
 
 /** How long connections get to close once no call is in flight. */
@@ -42,14 +39,13 @@ export interface GrpcOptions {
   maxMessageBytes: number;
   logger: Logger;
   tls?: TlsFiles | undefined;
-  auth?: AuthOptions | undefined;
-  streamsPerCaller: number;
+  /** Errors, audit, auth and limits: shared with the HTTP listener. */
+  stack: CallStack;
 }
 
 /** `engine` throws UNAVAILABLE while the engine is not there (starting or stopping). */
 export async function createGrpcServer(engine: () => Engine, options: GrpcOptions): Promise<GrpcServer> {
   const tls = options.tls ? await tlsCredentials(options.tls) : undefined;
-  const auth = authenticator(options.auth, options.tls?.client_ca !== undefined);
   // Calls in flight, so that a stop waits for their answers and not for idle connections.
   let inFlight = 0;
   let onIdle: (() => void) | undefined;
@@ -66,10 +62,7 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
     "grpc.max_send_message_length": options.maxMessageBytes,
   })
     .use(track)
-    .use(errorMapper(options.logger))
-    .use(audit(options.logger, auth.identify))
-    .use(auth.middleware)
-    .use(streamLimit(options.streamsPerCaller));
+    .use(options.stack.middleware);
   server.add(niceDefinition(EngineService), engineService(engine));
   server.add(niceDefinition(ActionService), actionService(engine));
   server.add(niceDefinition(StateService), stateService(engine));
