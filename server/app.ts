@@ -17,6 +17,7 @@ import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { ProcessManager } from "./process/process-manager.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { callStack } from "./rpc/call-stack.ts";
+import { createHttpListener, type HttpListener } from "./rpc/connect-server.ts";
 import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
 
@@ -27,6 +28,8 @@ export interface PlinthServer extends AsyncDisposable {
   readonly port: number;
   /** The metrics listener's port, when metrics.address is set. */
   readonly metricsPort?: number | undefined;
+  /** The Connect and gRPC-Web listener's port, when http.address is set. */
+  readonly httpPort?: number | undefined;
   readonly engine: Engine;
   readonly processes: ProcessManager;
   /** Stops in order: refuse new work, end actions and streams, reap children, close the store and the port. Idempotent. */
@@ -41,14 +44,19 @@ const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/;
 
 /** An address other machines reach needs authentication or TLS, or an explicit insecure: true. */
 function refuseExposure(config: ResolvedConfig): void {
-  const { address, auth, tls, insecure } = config.server;
-  const host = address.slice(0, address.lastIndexOf(":"));
+  const { auth, tls, insecure } = config.server;
   const authenticated = (auth?.tokens.length ?? 0) > 0 || (auth?.certificates.length ?? 0) > 0 || tls?.client_ca !== undefined;
-  if (LOOPBACK.test(host) || authenticated || tls || insecure) return;
-  throw new PlinthError(
-    "invalid_argument",
-    `config server.address: ${address} is reachable from other machines, and the server has neither authentication (server.auth) nor TLS (server.tls): anyone could run its plugins; configure them (README: Running on a network), or set server.insecure: true to serve it as it is`,
-  );
+  if (authenticated || tls || insecure) return;
+  for (const [key, address] of [
+    ["server.address", config.server.address],
+    ["http.address", config.http.address],
+  ] as const) {
+    if (address === undefined || LOOPBACK.test(address.slice(0, address.lastIndexOf(":")))) continue;
+    throw new PlinthError(
+      "invalid_argument",
+      `config ${key}: ${address} is reachable from other machines, and the server has neither authentication (server.auth) nor TLS (server.tls): anyone could run its plugins; configure them (README: Running on a network), or set server.insecure: true to serve it as it is`,
+    );
+  }
 }
 
 function processOptions(config: ResolvedConfig, owner: string, logger: Logger): ConstructorParameters<typeof ProcessManager>[0] {
@@ -106,6 +114,8 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
   let engine: Engine | undefined;
   let grpc: GrpcServer | undefined;
+  let http: HttpListener | undefined;
+  let httpPort: number | undefined;
   let metricsListener: { port: number; close(): Promise<void> } | undefined;
   let port = 0;
   let refusing = false;
@@ -126,7 +136,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       await processes.close();
       await store.close();
       // The calls still in flight had their actions ended above; idle connections close.
-      await grpc?.shutdown(2000);
+      await Promise.all([grpc?.shutdown(2000), http?.shutdown(2000)]);
       await metricsListener?.close();
       logger.info("stopped");
     })());
@@ -159,6 +169,15 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
         cause: error,
       });
     });
+    if (config.http.address) {
+      const listener = createHttpListener(getEngine, { stack, maxMessageBytes: config.engine.max_frame_bytes, tls });
+      http = listener;
+      httpPort = await listener.listen(config.http.address).catch((error: NodeJS.ErrnoException) => {
+        throw new PlinthError("invalid_argument", `config http.address: cannot listen on ${config.http.address}: ${error.message}`, { cause: error });
+      });
+      const [httpHost] = config.http.address.split(/:(?=\d+$)/);
+      logger.info({ http: `${tls ? "https" : "http"}://${httpHost}:${httpPort}` }, "Connect and gRPC-Web");
+    }
     if (metrics && config.metrics.address) {
       metrics.observe(engine, processes);
       metricsListener = await metrics.serve(config.metrics.address).catch((error: Error) => {
@@ -178,11 +197,15 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   return {
     port,
     metricsPort: metricsListener?.port,
+    httpPort,
     engine,
     processes,
     close,
     kill: () => processes.kill(),
-    reloadTls: () => served.reloadTls(),
+    reloadTls: async () => {
+      await http?.reloadTls();
+      return served.reloadTls();
+    },
     [Symbol.asyncDispose]: close,
   };
 }

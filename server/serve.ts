@@ -14,11 +14,12 @@ import { type PlinthServer, startServer } from "./app.ts";
 import { loadConfig } from "./config/load.ts";
 import { PlinthError } from "./errors.ts";
 
-const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--log-level LEVEL]
+const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--log-level LEVEL]
 
   --config FILE        YAML config; without it, the embedded default (example plugins,
                        models and history in ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
+  --http-address HOST:PORT  overrides http.address: Connect and gRPC-Web (curl, browsers); "off" for none
   --log-level LEVEL    trace, debug, info (default), warn, error`;
 
 /** The same signal again within this long is the same request (group delivery + npm's relay). */
@@ -26,13 +27,20 @@ const SAME_SIGNAL_MS = 1000;
 
 /** Runs the server with these command-line arguments until it is stopped; resolves with the exit code. */
 export async function serve(args: string[]): Promise<number> {
-  let values: { config?: string | undefined; address?: string | undefined; "log-level": string; help?: boolean | undefined };
+  let values: {
+    config?: string | undefined;
+    address?: string | undefined;
+    "http-address"?: string | undefined;
+    "log-level": string;
+    help?: boolean | undefined;
+  };
   try {
     ({ values } = parseArgs({
       args,
       options: {
         config: { type: "string" },
         address: { type: "string" },
+        "http-address": { type: "string" },
         "log-level": { type: "string", default: process.env.PLINTH_LOG_LEVEL ?? "info" },
         help: { type: "boolean", short: "h" },
       },
@@ -79,6 +87,8 @@ export async function serve(args: string[]): Promise<number> {
   try {
     const config = await loadConfig(values.config);
     if (values.address) config.server.address = values.address;
+    if (values["http-address"] === "off") delete config.http.address;
+    else if (values["http-address"]) config.http.address = values["http-address"];
     server = await startServer(config, logger, stop.signal);
     await stopRequested;
     await server.close();

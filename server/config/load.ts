@@ -146,7 +146,8 @@ function resolveTls(tls: NonNullable<Config["server"]["tls"]>, baseDir: string):
 
 /** Loads the config file, or the embedded default when there is none. */
 export async function loadConfig(file?: string): Promise<ResolvedConfig> {
-  if (!file) return parseConfig({}, root);
+  // The embedded default also serves Connect and gRPC-Web (curl, browsers) on 8080.
+  if (!file) return parseConfig({ http: { address: "127.0.0.1:8080" } }, root);
   let text: string;
   try {
     text = await readFile(file, "utf8");

@@ -167,6 +167,15 @@ export const configSchema = z.strictObject({
       path: ["url"],
     }),
   plugins: z.array(pluginSchema).optional(),
+  http: z
+    .strictObject({
+      /** host:port of the Connect and gRPC-Web listener (curl, browsers); off when unset (the embedded default: 127.0.0.1:8080). */
+      address: z
+        .string()
+        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:8080")
+        .optional(),
+    })
+    .prefault({}),
   metrics: z
     .strictObject({
       /** host:port of the Prometheus endpoint (GET /metrics); off when unset. */
