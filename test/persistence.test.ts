@@ -145,12 +145,14 @@ describe("a server killed with SIGKILL", () => {
     }
     a.channel.close();
     await kill9(first);
-    // Its pipe closed, but it never looks: it runs on, orphaned.
+    // Its pipe closed, but its plugin never looks: the child runs on for up to a second
+    // (then exits by itself, whatever the plugin does), orphaned.
     expect(isAlive(pid)).toBe(true);
     const second = serverProcess(path);
     await second.port;
+    // Gone once the next server serves: killed by it (it says so) if still there, or
+    // already exited by itself when that server took more than the second to start.
     expect(isAlive(pid)).toBe(false);
-    expect(second.output()).toContain("killed plugin children left running by a previous server");
   });
 
   it("during a burst of AddInstance calls: the database opens, is intact, and has every acknowledged model", async () => {
