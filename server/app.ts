@@ -18,6 +18,7 @@ import { ProcessManager } from "./process/process-manager.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { callStack } from "./rpc/call-stack.ts";
 import { createHttpListener, type HttpListener } from "./rpc/connect-server.ts";
+import { dashboardFiles } from "./rpc/dashboard-files.ts";
 import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
 
@@ -170,7 +171,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       });
     });
     if (config.http.address) {
-      const listener = createHttpListener(getEngine, { stack, maxMessageBytes: config.engine.max_frame_bytes, tls });
+      const listener = createHttpListener(getEngine, { stack, maxMessageBytes: config.engine.max_frame_bytes, tls, files: dashboardFiles() });
       http = listener;
       httpPort = await listener.listen(config.http.address).catch((error: NodeJS.ErrnoException) => {
         throw new PlinthError("invalid_argument", `config http.address: cannot listen on ${config.http.address}: ${error.message}`, { cause: error });

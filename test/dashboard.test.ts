@@ -1,0 +1,105 @@
+/**
+ * The dashboard in a real headless browser: Debian's chromium driven by playwright-core
+ * (.ci/run installs it; without it the test is skipped, saying why), against the server
+ * as its own process. Screenshots go to test-artifacts/dashboard-*.png.
+ */
+import { existsSync, mkdirSync } from "node:fs";
+import { once } from "node:events";
+import { join } from "node:path";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { freePort } from "./helpers/postgres.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
+
+const CHROMIUM = "/usr/bin/chromium";
+const missing = existsSync(CHROMIUM) ? "" : `no ${CHROMIUM}: apt-get install chromium`;
+if (missing) console.log(`skipping the dashboard's browser test: ${missing}`);
+const artifacts = join(root, "test-artifacts");
+
+let browser: Browser | undefined;
+let server: ServerProcess | undefined;
+beforeAll(async () => {
+  if (missing) return;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+  });
+});
+afterAll(async () => {
+  await browser?.close();
+  if (server && server.child.exitCode === null) {
+    server.child.kill("SIGTERM");
+    await once(server.child, "exit");
+  }
+});
+
+/** The server on its own database and on a fixed HTTP port, so that a restart comes back where the page looks. */
+function serve(config: string, httpPort: number): ServerProcess {
+  return startProcess(["--config", config, "--address", "127.0.0.1:0", "--http-address", `127.0.0.1:${httpPort}`]);
+}
+
+async function shot(page: Page, name: string) {
+  mkdirSync(artifacts, { recursive: true });
+  await page.screenshot({ path: join(artifacts, `dashboard-${name}.png`) });
+}
+
+describe.skipIf(missing !== "")("the dashboard", () => {
+  it("runs a fit from the form, shows its progress, cancels it, and reconnects after a restart", async () => {
+    const dir = tempDir();
+    const config = writeConfig(
+      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`,
+      dir,
+    );
+    const httpPort = await freePort();
+    server = serve(config, httpPort);
+    const c = clients(await server.port);
+    const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    c.channel.close();
+
+    const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
+    const base = `http://127.0.0.1:${httpPort}/`;
+    await page.goto(`${base}#/plugins`);
+    await page.getByText("keeps its instantiate arguments and records every fit").waitFor();
+    await page.selectOption("select[name=call]", "fit");
+    await page.fill("input[name=target]", modelId);
+    await page.fill("input[name=kwargs]", '{"sleep": 30}');
+    await page.click("button[type=submit]");
+
+    // The action's page: its progress bar advances.
+    await page.locator("[data-testid=status]", { hasText: "executing" }).waitFor();
+    const bar = page.locator("[data-testid=action] [data-testid=progress]");
+    await bar.waitFor();
+    const first = Number(await bar.getAttribute("data-value"));
+    await page.waitForFunction(
+      (before) => Number(document.querySelector("[data-testid=action] [data-testid=progress]")?.getAttribute("data-value")) > before,
+      first,
+    );
+    await shot(page, "action");
+
+    // The actions list shows it running, with its bar.
+    await page.goto(`${base}#/`);
+    const row = page.locator("[data-testid=actions] tr[data-status=executing]");
+    await row.locator("[data-testid=progress]").waitFor();
+    await shot(page, "actions");
+    await row.locator("a").click();
+
+    await page.click("[data-testid=cancel]");
+    await page.locator("[data-testid=status]", { hasText: "cancelled" }).waitFor();
+    expect(await page.locator("[data-testid=cancel-outcome]").textContent()).toMatch(/^by CancelAction while executing/);
+    await shot(page, "cancelled");
+
+    // The server goes away: a banner; it comes back: the banner goes and the state is there again.
+    server.child.kill("SIGTERM");
+    await once(server.child, "exit");
+    await page.locator("[data-testid=banner]").waitFor();
+    await shot(page, "disconnected");
+    server = serve(config, httpPort);
+    await server.port;
+    await page.locator("[data-testid=banner]").waitFor({ state: "detached" });
+    await page.goto(`${base}#/models`);
+    await page.locator("[data-testid=models] td", { hasText: modelId }).waitFor();
+    await page.close();
+  });
+});
