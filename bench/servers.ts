@@ -8,7 +8,7 @@ const root = fileURLToPath(new URL("..", import.meta.url));
  * Runs `node --import tsx <args>` in the repository and resolves once its stdout
  * matches `ready`, with the first capture group as the port when there is one.
  */
-export function startProcess(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number }> {
+export function startProcess(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number; groups: string[]; output: () => string }> {
   // PLINTH_BENCH_NODE_ARGS: extra node flags for the servers, e.g. --cpu-prof to profile them.
   const extra = process.env.PLINTH_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
   const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
@@ -22,7 +22,7 @@ export function startProcess(args: string[], ready: RegExp): Promise<{ child: Ch
       // all again at every chunk would put this client's own cost in the figures.
       child.stdout!.off("data", onData);
       child.stdout!.resume();
-      resolve({ child, port: Number(match[1] ?? 0) });
+      resolve({ child, port: Number(match[1] ?? 0), groups: match.slice(1), output: () => out });
     };
     child.stdout!.on("data", onData);
     child.on("exit", (code) => reject(new Error(`${args.join(" ")} exited with ${code}:\n${out}`)));

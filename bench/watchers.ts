@@ -1,17 +1,24 @@
 /**
  * Watchers for bench/watch.ts, in their own process so that the clients' decoding does
- * not queue behind each other in one event loop: `watchers.ts <port> <count>`.
+ * not queue behind each other in one event loop: `watchers.ts <port> <count> [grpc|connect]`
+ * (connect: the Connect protocol on the HTTP listener's port, as a browser would watch).
  * Protocol with the parent: "ready" once every stream has its snapshot → "start" →
  * measure → "stop" → { delivered, latencies, views }.
  */
 import { setMaxListeners } from "node:events";
+import { createClient as createConnectClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
 import { createChannel, createClient } from "nice-grpc";
 import { ChangeKind, StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 
-const [port, count] = process.argv.slice(2).map(Number);
+const [port, count] = process.argv.slice(2, 4).map(Number);
+const protocol = process.argv[4] ?? "grpc";
 const channel = createChannel(`127.0.0.1:${port}`);
-const state = createClient(niceDefinition(StateService), channel);
+const state =
+  protocol === "connect"
+    ? createConnectClient(StateService, createConnectTransport({ baseUrl: `http://127.0.0.1:${port}`, httpVersion: "1.1" }))
+    : createClient(niceDefinition(StateService), channel);
 const controller = new AbortController();
 setMaxListeners(0, controller.signal);
 let measuring = false;
