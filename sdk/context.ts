@@ -44,6 +44,8 @@ export interface Context {
   readonly log: Logger;
   /** The id of this call, unique per child. */
   readonly callId: string;
+  /** What this call is part of: its action, model, call kind and attempt. */
+  readonly info: CallInfo;
   /**
    * Waits `ms` milliseconds, or rejects with the cancel's reason as soon as the action
    * is cancelled. Leaves no listener behind.
@@ -65,8 +67,21 @@ export interface Context {
   checkpoint(): void;
 }
 
+/** What a call is part of. */
+export interface CallInfo {
+  /** The action the call belongs to (a data-access call: the action it fetches for). */
+  readonly actionId: string;
+  /** The model the action is on; "" for a create (and the data access of a create). */
+  readonly modelId: string;
+  /** The model type or data-access function being called. */
+  readonly target: string;
+  readonly call: "instantiate" | "fit" | "predict" | "data_access";
+  /** 1 for the first try. */
+  readonly attempt: number;
+}
+
 /** Builds a Context on a signal; sleep and checkpoint follow it. @internal */
-export function createContext(fields: Pick<Context, "callId" | "signal" | "log" | "report">): Context {
+export function createContext(fields: Pick<Context, "callId" | "info" | "signal" | "log" | "report">): Context {
   const { signal } = fields;
   return {
     ...fields,

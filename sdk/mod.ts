@@ -23,7 +23,8 @@
  * ```
  * @module
  */
-export type { Context, Logger } from "./context.ts";
+export type { CallInfo, Context, Logger } from "./context.ts";
+export { PluginError } from "./errors.ts";
 export {
   type DataAccessFunction,
   defineModel,

@@ -60,6 +60,7 @@ export function testPlugin(plugin: Plugin): PluginHarness {
     calls.push(record);
     const ctx: Context = createContext({
       callId: String(calls.length),
+      info: { actionId: `test-${calls.length}`, modelId: "", target, call: kind, attempt: 1 },
       signal: options.signal ?? new AbortController().signal,
       log: createLogger((line) => record.logs.push(line)),
       report: (state) => record.reports.push(structuredClone(state)),

@@ -32,6 +32,24 @@ describe("a misbehaving plugin fails its own action and nothing else", () => {
     await stillServes();
   });
 
+  it("a PluginError's code, message and details become the action's error; an engine code stays plugin_error", async () => {
+    const action = (await t.engine.predict({ modelId, kwargs: { mode: json("plugin_error") }, wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.FAILED);
+    expect(action.error?.code).toBe("bad_input");
+    expect(action.error?.message).toBe("rows must be positive");
+    expect(stateOf(action.error!.details)).toEqual({ rows: -1 });
+    expect(action.error?.stack).toContain("misbehave.ts");
+    const reserved = (await t.engine.predict({ modelId, kwargs: { mode: json("plugin_error"), code: json("cancelled") }, wait: true })).action!;
+    expect(reserved.error?.code).toBe("plugin_error");
+    expect(reserved.error?.message).toBe('PluginError "cancelled": rows must be positive');
+    await stillServes();
+  });
+
+  it("ctx.info tells the plugin its action, model, call and attempt", async () => {
+    const action = (await t.engine.predict({ modelId, kwargs: { mode: json("info") }, wait: true })).action!;
+    expect(jsonOf(action.result!.prediction)).toEqual({ actionId: action.id, modelId, target: "misbehave.Model", call: "predict", attempt: 1 });
+  });
+
   it("a plugin that exits mid-call fails the action with the exit code and its last output", async () => {
     const action = (await t.engine.predict({ modelId, kwargs: { mode: json("exit") }, wait: true })).action!;
     expect(action.status).toBe(ActionStatus.FAILED);

@@ -13,9 +13,10 @@
  */
 import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
-import { type Call, CallKind, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { type Call, CallKind, type FailureSchema, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { runCall, type CallKind as SdkCallKind } from "../_call.ts";
 import { type Context, createContext, createLogger } from "../context.ts";
+import { PluginError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
 import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
@@ -75,7 +76,11 @@ function asPlugin(mod: unknown, url: string): Plugin {
 }
 
 /** An error as a Failure's fields; allocation failures are named so that the server reports out_of_memory. */
-function errorFields(error: unknown): { name: string; message: string; stack: string } {
+function errorFields(error: unknown): MessageInitShape<typeof FailureSchema> {
+  if (PluginError.is(error)) {
+    const details = error.details === undefined ? {} : { details: fromJson(JsonSchema, JSON.parse(JSON.stringify(error.details)) as PbJsonValue) };
+    return { name: error.name, message: error.message, stack: error.stack ?? "", code: error.code, ...details };
+  }
   if (error instanceof Error) {
     const outOfMemory = error instanceof RangeError && /allocation failed|out of memory/i.test(error.message);
     return { name: outOfMemory ? "OutOfMemoryError" : error.name, message: error.message, stack: error.stack ?? "" };
@@ -166,6 +171,7 @@ export function runThread(host: ThreadHost): void {
     };
     const ctx: Context = createContext({
       callId: call.callId,
+      info: { actionId: call.actionId, modelId: call.modelId, target: call.target, call: kinds[call.kind] ?? "predict", attempt: call.attempt || 1 },
       signal,
       log: createLogger(host.logLine),
       report(state) {

@@ -29,3 +29,30 @@ export type ActionErrorCode =
   | "store_failed"
   /** A fault of the server's own; the details are in the server log. */
   | "internal";
+
+/** The codes above, to tell a plugin's own code from one of the engine's. */
+const ENGINE_CODES = new Set<string>(
+  Object.keys({
+    plugin_error: 0,
+    plugin_exited: 0,
+    plugin_load_failed: 0,
+    protocol_error: 0,
+    out_of_memory: 0,
+    data_access_failed: 0,
+    deadline_exceeded: 0,
+    cancelled: 0,
+    shutting_down: 0,
+    interrupted: 0,
+    not_found: 0,
+    store_failed: 0,
+    internal: 0,
+  } satisfies Record<ActionErrorCode, 0>),
+);
+
+/**
+ * The code a PluginError may give an action: lowercase letters, digits, "_", "." and
+ * "-", at most 64 characters, and none of the engine's own; undefined when it is not one.
+ */
+export function pluginErrorCode(code: string): string | undefined {
+  return /^[a-z][a-z0-9_.-]{0,63}$/.test(code) && !ENGINE_CODES.has(code) ? code : undefined;
+}

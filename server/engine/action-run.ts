@@ -54,10 +54,13 @@ export class ActionRun {
   readonly #report: RunReporter;
   /** How the child of the call that was running when the cancel came ended. */
   #stoppedChild: ChildExit | undefined;
+  /** What every call of this run tells the plugin (ctx.info): its action and model. */
+  readonly #ids: { actionId: string; modelId: string; attempt: number };
 
-  constructor(deps: RunDeps, report: RunReporter) {
+  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string }) {
     this.#deps = deps;
     this.#report = report;
+    this.#ids = { ...ids, attempt: 1 };
   }
 
   /** The exit of the child that a cancel stopped, for the cancel outcome. */
@@ -76,7 +79,7 @@ export class ActionRun {
     const target = this.#deps.plugins.modelType(call.modelType)!.target;
     const outcome = await this.#call(
       target,
-      { kind: call.kind, target: call.modelType, ...(call.instance ? { instance: call.instance } : {}), ...resolved },
+      { kind: call.kind, target: call.modelType, ...this.#ids, ...(call.instance ? { instance: call.instance } : {}), ...resolved },
       signal,
       () => this.#report.status(ActionStatus.EXECUTING),
       (state, logTail) => this.#report.progress(state, logTail),
@@ -138,7 +141,7 @@ export class ActionRun {
     try {
       const outcome = await this.#call(
         this.#deps.plugins.dataAccess(name)!.target,
-        { kind: CallKind.DATA_ACCESS, target: name, ...args },
+        { kind: CallKind.DATA_ACCESS, target: name, ...this.#ids, ...args },
         signal,
         () => report({ status: ActionStatus.EXECUTING, startTime: timestampNow() }),
         (state, logTail) => this.#report.progress(state, logTail, argument),

@@ -34,7 +34,7 @@ import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { ModelMeta, ModelRecord, Store, StoredPayloads } from "../store/store.ts";
-import type { ActionErrorCode } from "./action-errors.ts";
+import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
 import { ActionRun, type RunReporter } from "./action-run.ts";
@@ -501,7 +501,7 @@ export class Engine {
     const { modelId, modelType, call } = live.action(id)!.view;
     // Set once the action leaves the model's queue; goes out with its next status.
     const pending: ActionPatch = {};
-    const run = new ActionRun(this.#o, this.#reporter(id, pending));
+    const run = new ActionRun(this.#o, this.#reporter(id, pending), { actionId: id, modelId });
     let patch: ActionPatch;
     let result: Payload | undefined;
     try {
@@ -674,7 +674,14 @@ function cancelledDataAccess(entries: readonly Action["dataAccess"][number][]): 
 function failure(error: unknown, logger?: Logger): { error: ActionError; logTail: string[] } {
   if (error instanceof ActionFailure) return { error: error.error, logTail: error.logTail };
   if (error instanceof ChildFailure) {
-    return { error: create(ActionErrorSchema, { code: error.code, message: error.message, stack: error.pluginStack }), logTail: error.logTail };
+    const own = error.plugin && pluginErrorCode(error.plugin.code);
+    // A PluginError with a code the engine cannot take keeps plugin_error, and says what it was.
+    const message = error.plugin && !own ? `PluginError ${quote(error.plugin.code)}: ${error.message}` : error.message;
+    const details = error.plugin?.details ? { details: error.plugin.details } : {};
+    return {
+      error: create(ActionErrorSchema, { code: own ?? error.code, message, stack: error.pluginStack, ...details }),
+      logTail: error.logTail,
+    };
   }
   if (PlinthError.is(error)) {
     const code: ActionErrorCode = error.kind === "shutting_down" ? "shutting_down" : error.kind === "not_found" ? "not_found" : "internal";

@@ -53,14 +53,17 @@ export class ChildFailure extends Error {
   readonly code: ChildFailureCode;
   /** The plugin's own stack, when the error came from plugin code. */
   readonly pluginStack: string;
+  /** A PluginError's own code and details, as the plugin gave them (the engine checks the code). */
+  readonly plugin: { code: string; details: JsonValuePb | undefined } | undefined;
   logTail: string[] = [];
   exit: ChildExit | undefined;
 
-  constructor(code: ChildFailureCode, message: string, pluginStack = "") {
+  constructor(code: ChildFailureCode, message: string, pluginStack = "", plugin?: { code: string; details: JsonValuePb | undefined }) {
     super(message);
     this.name = "ChildFailure";
     this.code = code;
     this.pluginStack = pluginStack;
+    this.plugin = plugin;
   }
 }
 
@@ -288,6 +291,7 @@ export class PluginChild {
     if (f.name === "OutOfMemoryError") {
       return new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb): ${f.message}`, stack);
     }
+    if (f.code) return new ChildFailure("plugin_error", this.#display(f.message), stack, { code: f.code, details: f.details });
     return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack);
   }
 

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iLQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSKXAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAQgYKBGtpbmQihgIKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5GkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIkIKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiZQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQFCCwoJX2luc3RhbmNlIkgKB0ZhaWx1cmUSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhY2sYBCABKAkqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iLQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSKXAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAQgYKBGtpbmQivAIKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5EhEKCWFjdGlvbl9pZBgHIAEoCRIQCghtb2RlbF9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNGkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIkIKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiZQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQFCCwoJX2luc3RhbmNlIn8KB0ZhaWx1cmUSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhY2sYBCABKAkSDAoEY29kZRgFIAEoCRInCgdkZXRhaWxzGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKoUBCghDYWxsS2luZBIZChVDQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVDQUxMX0tJTkRfREFUQV9BQ0NFU1MQARIZChVDQUxMX0tJTkRfSU5TVEFOVElBVEUQAhIRCg1DQUxMX0tJTkRfRklUEAMSFQoRQ0FMTF9LSU5EX1BSRURJQ1QQBGIGcHJvdG8z", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -266,6 +266,26 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
    * @generated from field: map<string, plinth.worker.v1.Value> kwargs = 6;
    */
   kwargs: { [key: string]: Value };
+
+  /**
+   * What the plugin sees as ctx.info: the action this call belongs to, and its model
+   * ("" for a create, and for data access of a create).
+   *
+   * @generated from field: string action_id = 7;
+   */
+  actionId: string;
+
+  /**
+   * @generated from field: string model_id = 8;
+   */
+  modelId: string;
+
+  /**
+   * 1 for the first try of the call (the engine does not retry yet).
+   *
+   * @generated from field: uint32 attempt = 9;
+   */
+  attempt: number;
 };
 
 /**
@@ -356,6 +376,18 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
    * @generated from field: string stack = 4;
    */
   stack: string;
+
+  /**
+   * A PluginError's own code and details, which the action's error carries.
+   *
+   * @generated from field: string code = 5;
+   */
+  code: string;
+
+  /**
+   * @generated from field: google.protobuf.Value details = 6;
+   */
+  details?: Value$1 | undefined;
 };
 
 /**
