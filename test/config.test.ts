@@ -1,8 +1,10 @@
-import { readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../server/config/load.ts";
 import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
 
 const parse = (input: unknown) => parseConfig(input, "/etc/plinth");
 
@@ -50,5 +52,25 @@ describe("config", () => {
     [{ backend: { keep_revisions: 0 } }, "config backend.keep_revisions: Too small"],
   ])("rejects %j with a message naming the key", (input, message) => {
     expect(() => parse(input)).toThrow(message);
+  });
+});
+
+describe("plugins[].module naming an installed package", () => {
+  it("resolves the package from the config's folder through its exports, a subpath too, and names what is missing", () => {
+    const dir = tempDir();
+    const pkg = join(dir, "node_modules/@team/models");
+    mkdirSync(join(pkg, "lib"), { recursive: true });
+    writeFileSync(
+      join(pkg, "package.json"),
+      JSON.stringify({ name: "@team/models", type: "module", exports: { ".": { import: "./lib/index.mjs" }, "./extra": "./lib/extra.mjs" } }),
+    );
+    const config = (module: string) => parseConfig({ plugins: [{ module }] }, dir).plugins[0]!.module;
+    expect(config("@team/models")).toBe(join(pkg, "lib/index.mjs"));
+    expect(config("@team/models/extra")).toBe(join(pkg, "lib/extra.mjs"));
+    expect(() => config("not-installed")).toThrow("config plugins[0].module: not-installed is neither a file in");
+    expect(() => config("not-installed")).toThrow("nor a package installed there (npm install not-installed)");
+    // A file by that name wins: paths keep working as they are.
+    writeFileSync(join(dir, "local.ts"), "");
+    expect(config("local.ts")).toBe(join(dir, "local.ts"));
   });
 });

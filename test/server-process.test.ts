@@ -1,9 +1,14 @@
 import { once } from "node:events";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
 import { isAlive, processes } from "./helpers/processes.ts";
 import { clients, descendantsOf, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
 
 describe("the server as a process", () => {
   it("stops gracefully on SIGTERM with actions running, and leaves no child behind", async () => {
@@ -41,5 +46,29 @@ describe("the server as a process", () => {
     await expect(server.port).rejects.toThrow(/exited with 1/);
     expect(server.output()).toContain("config engine.max_children: Too small: expected number to be >0, got -1");
     expect(server.output()).toContain("config engine.sigterm_timout: unknown key");
+  });
+
+  it("loads a plugin from a package installed beside its config, named by the package", async () => {
+    const dir = tempDir();
+    const pkg = join(dir, "node_modules/@team/demo");
+    mkdirSync(pkg, { recursive: true });
+    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "@team/demo", type: "module", exports: { ".": { import: "./index.mjs" } } }));
+    const sdk = pathToFileURL(join(root, "sdk/mod.ts")).href;
+    writeFileSync(
+      join(pkg, "index.mjs"),
+      `import { definePlugin } from ${JSON.stringify(sdk)};\nexport default definePlugin({ name: "demo", dataAccess: { "demo.answer": { run: () => 42 } } });\n`,
+    );
+    const server = startProcess([
+      "--config",
+      writeConfig('backend:\n  kind: memory\nplugins:\n  - module: "@team/demo"\n', dir),
+      "--address",
+      "127.0.0.1:0",
+    ]);
+    const { channel, engine } = clients(await server.port);
+    const { plugins } = await engine.listPlugins({});
+    expect(plugins.map((p) => [p.name, p.dataAccess.map((d) => d.name)])).toEqual([["demo", ["demo.answer"]]]);
+    channel.close();
+    server.child.kill("SIGTERM");
+    await once(server.child, "exit");
   });
 });

@@ -3,9 +3,10 @@
  * `config engine.max_children: Too small: expected number to be >0, got -1`.
  */
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import { readFile } from "node:fs/promises";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
@@ -72,9 +73,9 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     throw new PlinthError("invalid_argument", parsed.error.issues.map((i) => describeIssue(i, input)).join("; "));
   }
   const config = parsed.data;
-  const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module) }))).map((p) => ({
+  const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module) }))).map((p, i) => ({
     ...p,
-    module: isAbsolute(p.module) ? p.module : resolve(baseDir, p.module),
+    module: resolveModule(p.module, baseDir, i),
   }));
   const path = config.backend.path ? resolve(baseDir, config.backend.path) : resolve(DEFAULT_DB_PATH);
   const { auth, tls, ...server } = config.server;
@@ -89,6 +90,49 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     backend: { ...config.backend, path },
     base: resolve(baseDir),
   };
+}
+
+/**
+ * A plugin's module: a file, relative to the config's folder (or absolute), or else the
+ * name of a package installed there (`my-plugin`, `@team/plugin/sub`), resolved as Node
+ * resolves an import: the package's exports (import, node or default), else its main.
+ */
+function resolveModule(spec: string, baseDir: string, i: number): string {
+  const path = isAbsolute(spec) ? spec : resolve(baseDir, spec);
+  // A file by its name (a missing one fails to load, with its own message), else a package.
+  const file = /\.(m?[jt]sx?|c[jt]s)$/.test(spec);
+  if (spec.startsWith(".") || isAbsolute(spec) || file || existsSync(path)) return path;
+  const key = `config plugins[${i}].module`;
+  const match = /^((?:@[^/]+\/)?[^/@]+)(\/.*)?$/.exec(spec);
+  if (!match) throw new PlinthError("invalid_argument", `${key}: ${spec} is neither a file in ${baseDir} nor a package name`);
+  const [, name, subpath] = match as unknown as [string, string, string | undefined];
+  // Where Node would look (node_modules of the folder and its parents); not through the
+  // package's own exports, which need not export its package.json.
+  const manifest = (createRequire(join(baseDir, "noop.js")).resolve.paths(name) ?? [])
+    .map((folder) => join(folder, name, "package.json"))
+    .find((candidate) => existsSync(candidate));
+  if (!manifest) {
+    throw new PlinthError("invalid_argument", `${key}: ${spec} is neither a file in ${baseDir} nor a package installed there (npm install ${name})`);
+  }
+  const pkg = JSON.parse(readFileSync(manifest, "utf8")) as { exports?: unknown; main?: string };
+  const entry = exportedEntry(pkg.exports, subpath ? `.${subpath}` : ".") ?? (subpath ? `.${subpath}` : (pkg.main ?? "index.js"));
+  return resolve(dirname(manifest), entry);
+}
+
+/** The file a package's `exports` gives for `subpath` under the import conditions. */
+function exportedEntry(exports: unknown, subpath: string): string | undefined {
+  if (exports === undefined || exports === null) return undefined;
+  if (typeof exports === "string") return subpath === "." ? exports : undefined;
+  const map = exports as Record<string, unknown>;
+  const target = Object.keys(map).some((k) => k.startsWith(".")) ? map[subpath] : subpath === "." ? map : undefined;
+  if (typeof target === "string") return target;
+  if (target && typeof target === "object") {
+    for (const condition of ["import", "node", "default"]) {
+      const found = exportedEntry((target as Record<string, unknown>)[condition], ".");
+      if (found) return found;
+    }
+  }
+  return undefined;
 }
 
 /** The token as a hash: read from its file or variable now, kept nowhere else. */
