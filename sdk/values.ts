@@ -10,17 +10,25 @@ export type JsonValue = null | boolean | number | string | JsonValue[] | { [key:
 export type DType = "float32" | "float64" | "int8" | "int16" | "int32" | "int64" | "uint8" | "uint16" | "uint32" | "uint64" | "bool";
 
 /** The typed array that holds each dtype's elements. */
-export type TensorData =
-  | Float32Array
-  | Float64Array
-  | Int8Array
-  | Int16Array
-  | Int32Array
-  | BigInt64Array
-  | Uint8Array
-  | Uint16Array
-  | Uint32Array
-  | BigUint64Array;
+export interface TensorDataOf {
+  float32: Float32Array;
+  float64: Float64Array;
+  int8: Int8Array;
+  int16: Int16Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+  uint8: Uint8Array;
+  uint16: Uint16Array;
+  uint32: Uint32Array;
+  uint64: BigUint64Array;
+  bool: Uint8Array;
+}
+
+/** Any tensor's elements. */
+export type TensorData = TensorDataOf[DType];
+
+/** An element of a tensor of dtype D: a bigint for the 64-bit integers, a number else. */
+export type ElementOf<D extends DType> = D extends "int64" | "uint64" ? bigint : number;
 
 const arrayTypes = {
   float32: Float32Array,
@@ -36,24 +44,28 @@ const arrayTypes = {
   bool: Uint8Array,
 } as const;
 
+type ArrayCtor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => TensorData;
+
 /**
- * A dense, row-major tensor.
+ * A dense, row-major tensor. `Tensor<"float32">` has a Float32Array in `data`; a tensor
+ * of unknown dtype narrows with {@link Tensor.is}.
  *
  * @example
  * ```ts
  * const t = new Tensor("float32", [2, 2], new Float32Array([1, 2, 3, 4]));
  * t.at(1, 0); // 3
+ * t.column(1); // [2, 4]
  * ```
  */
-export class Tensor {
+export class Tensor<D extends DType = DType> {
   /** Element type. */
-  readonly dtype: DType;
+  readonly dtype: D;
   /** Size of each dimension. */
   readonly shape: readonly number[];
   /** The elements, row-major. */
-  readonly data: TensorData;
+  readonly data: TensorDataOf[D];
 
-  constructor(dtype: DType, shape: readonly number[], data: TensorData) {
+  constructor(dtype: D, shape: readonly number[], data: TensorDataOf[D]) {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!(data instanceof arrayTypes[dtype])) {
       throw new TypeError(`tensor of dtype ${dtype} needs a ${arrayTypes[dtype].name}`);
@@ -75,20 +87,33 @@ export class Tensor {
    * const t = Tensor.fromBytes("uint8", [3], new Uint8Array([1, 2, 3]));
    * ```
    */
-  static fromBytes(dtype: DType, shape: readonly number[], bytes: Uint8Array): Tensor {
-    const Ctor = arrayTypes[dtype];
+  static fromBytes<D extends DType>(dtype: D, shape: readonly number[], bytes: Uint8Array): Tensor<D> {
+    const Ctor = arrayTypes[dtype] as unknown as ArrayCtor & { BYTES_PER_ELEMENT: number };
     if (bytes.byteLength % Ctor.BYTES_PER_ELEMENT !== 0) {
       throw new TypeError(`tensor of dtype ${dtype}: ${bytes.byteLength} bytes is not a whole number of elements`);
     }
     // A view when the bytes are aligned for the element type (a MB tensor is not copied
     // once more); else a copy, which is. Not bytes.slice(): on a Node Buffer that is a
     // view of the whole pooled buffer.
+    const elements = bytes.byteLength / Ctor.BYTES_PER_ELEMENT;
     if (bytes.byteOffset % Ctor.BYTES_PER_ELEMENT === 0) {
-      return new Tensor(dtype, shape, new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, bytes.byteLength / Ctor.BYTES_PER_ELEMENT));
+      return new Tensor(dtype, shape, new Ctor(bytes.buffer as ArrayBuffer, bytes.byteOffset, elements) as TensorDataOf[D]);
     }
     const copy = new Uint8Array(bytes.byteLength);
     copy.set(bytes);
-    return new Tensor(dtype, shape, new Ctor(copy.buffer, 0, copy.byteLength / Ctor.BYTES_PER_ELEMENT));
+    return new Tensor(dtype, shape, new Ctor(copy.buffer, 0, elements) as TensorDataOf[D]);
+  }
+
+  /**
+   * Whether this tensor's elements are of `dtype`; narrows its type.
+   *
+   * @example
+   * ```ts
+   * if (value instanceof Tensor && value.is("float32")) value.data; // a Float32Array
+   * ```
+   */
+  is<E extends DType>(dtype: E): this is Tensor<E> {
+    return (this.dtype as DType) === dtype;
   }
 
   /** The elements as little-endian bytes (every supported host is little-endian). */
@@ -104,7 +129,7 @@ export class Tensor {
    * new Tensor("int32", [2], new Int32Array([7, 8])).at(1); // 8
    * ```
    */
-  at(...indices: number[]): number | bigint {
+  at(...indices: number[]): ElementOf<D> {
     if (indices.length !== this.shape.length) {
       throw new RangeError(`tensor has ${this.shape.length} dimensions, got ${indices.length} indices`);
     }
@@ -114,7 +139,7 @@ export class Tensor {
       if (index < 0 || index >= size) throw new RangeError(`index ${index} out of range for dimension ${dim} of size ${size}`);
       offset = offset * size + index;
     });
-    return this.data[offset] as number | bigint;
+    return this.data[offset] as ElementOf<D>;
   }
 
   /**
@@ -126,15 +151,48 @@ export class Tensor {
    * ```
    */
   toRows(): number[][] {
+    const [rows, cols] = this.#matrix("toRows");
+    const out: number[][] = [];
+    for (let r = 0; r < rows; r++) out.push(Array.from(this.data.subarray(r * cols, (r + 1) * cols) as ArrayLike<number | bigint>, Number));
+    return out;
+  }
+
+  /**
+   * One column of a 2-D tensor as numbers.
+   *
+   * @example
+   * ```ts
+   * new Tensor("float64", [2, 2], new Float64Array([1, 2, 3, 4])).column(1); // [2, 4]
+   * ```
+   */
+  column(index: number): number[] {
+    const [rows, cols] = this.#matrix("column");
+    if (index < 0 || index >= cols) throw new RangeError(`column ${index} out of range for ${cols} columns`);
+    const out: number[] = [];
+    for (let r = 0; r < rows; r++) out.push(Number(this.data[r * cols + index]));
+    return out;
+  }
+
+  /**
+   * A JSON-friendly view, for logs and small tensors: dtype, shape and the elements as
+   * numbers (64-bit integers as strings). JSON.stringify uses it.
+   *
+   * @example
+   * ```ts
+   * JSON.stringify(new Tensor("int32", [2], new Int32Array([1, 2]))); // {"dtype":"int32","shape":[2],"data":[1,2]}
+   * ```
+   */
+  toJSON(): { dtype: D; shape: number[]; data: (number | string)[] } {
+    const data = Array.from(this.data as ArrayLike<number | bigint>, (x) => (typeof x === "bigint" ? x.toString() : x));
+    return { dtype: this.dtype, shape: [...this.shape], data };
+  }
+
+  #matrix(what: string): [number, number] {
     const [rows, cols] = this.shape;
     if (this.shape.length !== 2 || rows === undefined || cols === undefined) {
-      throw new RangeError(`toRows needs a 2-D tensor, got shape [${this.shape.join(", ")}]`);
+      throw new RangeError(`${what} needs a 2-D tensor, got shape [${this.shape.join(", ")}]`);
     }
-    const out: number[][] = [];
-    for (let r = 0; r < rows; r++) {
-      out.push(Array.from(this.data.subarray(r * cols, (r + 1) * cols) as ArrayLike<number | bigint>, Number));
-    }
-    return out;
+    return [rows, cols];
   }
 }
 

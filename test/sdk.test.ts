@@ -3,7 +3,7 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import plugin from "../plugins/system-test/mod.ts";
 import iris from "../plugins/iris/mod.ts";
-import { Tensor, testPlugin } from "../sdk/mod.ts";
+import { type DType, Tensor, testPlugin } from "../sdk/mod.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
 import { encodeFrame, FrameDecoder, FrameTooLargeError } from "../sdk/worker/frames.ts";
 import { denoBinary } from "../server/process/runtimes.ts";
@@ -56,9 +56,27 @@ describe("values and frames", () => {
     expect(Array.from((decodeValue(wire) as Tensor).data as Float64Array)).toEqual([1.5, 2.5, 3.5]);
   });
 
+  it("types a tensor's data by its dtype, and gives its columns and a JSON view", () => {
+    const t = new Tensor("float32", [2, 3], new Float32Array([1, 2, 3, 4, 5, 6]));
+    const data: Float32Array = t.data; // no cast: Tensor<"float32"> holds a Float32Array
+    expect(data.length).toBe(6);
+    expect(t.column(2)).toEqual([3, 6]);
+    expect(t.toRows()).toEqual([
+      [1, 2, 3],
+      [4, 5, 6],
+    ]);
+    const unknown: Tensor = Tensor.fromBytes("int64", [2], new Uint8Array(new BigInt64Array([7n, -1n]).buffer));
+    expect(unknown.is("float32")).toBe(false);
+    if (!unknown.is("int64")) throw new Error("expected an int64 tensor");
+    const big: bigint = unknown.at(1);
+    expect(big).toBe(-1n);
+    expect(JSON.parse(JSON.stringify(unknown))).toEqual({ dtype: "int64", shape: [2], data: ["7", "-1"] });
+  });
+
   it("rejects a tensor whose data does not match its shape", () => {
     expect(() => new Tensor("int32", [2, 2], new Int32Array(3))).toThrow("tensor of shape [2, 2] needs 4 elements, got 3");
-    expect(() => new Tensor("int32", [2], new Float32Array(2))).toThrow("tensor of dtype int32 needs a Int32Array");
+    // The types refuse it; a caller without them (JavaScript, a dtype known only at run time) meets the check.
+    expect(() => new Tensor<DType>("int32", [2], new Float32Array(2))).toThrow("tensor of dtype int32 needs a Int32Array");
   });
 
   it("refuses a frame over the limit as soon as its header arrives", () => {
