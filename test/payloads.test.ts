@@ -204,7 +204,9 @@ describe("real-sized payloads", () => {
       channel.close();
       raw.close();
       expect(checks).toBeGreaterThan(5);
-      expect(slowest).toBeLessThan(100);
+      // The defect stalled health checks for 15 s; a busy 2-core machine adds its own
+      // scheduling pauses (up to ~100 ms seen), so the bound leaves room for them.
+      expect(slowest).toBeLessThan(400);
     } finally {
       server.child.kill("SIGTERM");
       await once(server.child, "exit");

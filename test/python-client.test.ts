@@ -52,7 +52,10 @@ describe.skipIf(missing !== "")("the Python client", () => {
   it("runs the README's example: Iris trained with its progress followed, two flowers predicted", async () => {
     const lines = (await python(example)).trim().split("\n");
     expect(lines).toContain("succeeded ['succeeded', 'succeeded']");
-    expect(lines.some((l) => l.startsWith("accessing_data "))).toBe(true);
+    // Each progress line is a status and the data-access statuses; whether the short
+    // data-access phase is seen depends on when the watch starts, so it is not required.
+    const progress = lines.slice(0, lines.indexOf("succeeded ['succeeded', 'succeeded']") + 1);
+    for (const l of progress) expect(l).toMatch(/^(queued|accessing_data|executing|storing|succeeded) \[('\w+'(, )?)*\]$/);
     expect(lines.at(-2)).toMatch(/^accuracy: 0\.9\d+$/);
     expect(lines.at(-1)).toBe("species: ['setosa', 'virginica']");
   });
