@@ -4,7 +4,8 @@
  * @module
  */
 import type { Context } from "./context.ts";
-import { isPredictionWithInstance, type ModelType, type Plugin } from "./plugin.ts";
+import { type Declared, isPredictionWithInstance, type ModelType, type Plugin } from "./plugin.ts";
+import { validated } from "./schema.ts";
 import type { Args, Kwargs, PluginValue } from "./values.ts";
 
 /** @internal */
@@ -46,31 +47,50 @@ function modelType(plugin: Plugin, target: string): ModelType<unknown> {
   return model;
 }
 
+/** A call as `{ run, args?, kwargs? }`, whichever way the plugin wrote it. @internal */
+export function declared<F extends (...a: never[]) => unknown>(
+  fn: F | ({ run: F } & Declared<unknown, unknown>),
+): { run: F } & Declared<unknown, unknown> {
+  return typeof fn === "function" ? { run: fn } : fn;
+}
+
+/** The call's arguments as its schemas give them (validated, defaults applied). */
+async function checked(fn: Declared<unknown, unknown>, call: CallRequest): Promise<[Args, Kwargs]> {
+  return [(await validated(fn.args, call.args, "args")) as Args, (await validated(fn.kwargs, call.kwargs, "kwargs")) as Kwargs];
+}
+
 /** @internal */
 export async function runCall(plugin: Plugin, call: CallRequest, ctx: Context): Promise<CallOutput> {
   switch (call.kind) {
     case "data_access": {
       const fn = plugin.dataAccess?.[call.target];
       if (!fn) throw new TypeError(`plugin ${plugin.name} has no data-access function ${call.target}`);
-      return { value: await fn.run(ctx, call.args, call.kwargs) };
+      const [args, kwargs] = await checked(fn, call);
+      return { value: await fn.run(ctx, args, kwargs) };
     }
     case "instantiate": {
       const model = modelType(plugin, call.target);
-      const instance = await model.instantiate(ctx, call.args, call.kwargs);
+      const fn = declared(model.instantiate);
+      const [args, kwargs] = await checked(fn, call);
+      const instance = await fn.run(ctx, args, kwargs);
       return { instance: await serialize(model, instance) };
     }
     case "fit": {
       const model = modelType(plugin, call.target);
       if (!model.fit) throw new TypeError(`model type ${call.target} has no fit`);
+      const fn = declared(model.fit);
+      const [args, kwargs] = await checked(fn, call);
       const instance = await deserialize(model, call.instance ?? new Uint8Array());
-      const fitted = await model.fit(ctx, instance, call.args, call.kwargs);
+      const fitted = await fn.run(ctx, instance, args, kwargs);
       return { instance: await serialize(model, fitted) };
     }
     case "predict": {
       const model = modelType(plugin, call.target);
       if (!model.predict) throw new TypeError(`model type ${call.target} has no predict`);
+      const fn = declared(model.predict);
+      const [args, kwargs] = await checked(fn, call);
       const instance = await deserialize(model, call.instance ?? new Uint8Array());
-      const out = await model.predict(ctx, instance, call.args, call.kwargs);
+      const out = await fn.run(ctx, instance, args, kwargs);
       if (isPredictionWithInstance(out)) {
         return { value: out.prediction, instance: await serialize(model, out.instance) };
       }

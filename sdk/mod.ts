@@ -27,12 +27,18 @@ export type { CallInfo, Context, Logger } from "./context.ts";
 export { PluginError } from "./errors.ts";
 export {
   type DataAccessFunction,
+  type Declared,
+  defineDataAccess,
   defineModel,
   definePlugin,
   type ModelType,
   type Plugin,
+  type Predict,
+  type Fit,
+  type Instantiate,
   type PredictionWithInstance,
   withInstance,
 } from "./plugin.ts";
+export type { Infer, JsonSchema, Schema, StandardSchema } from "./schema.ts";
 export { type CallOptions, type CallRecord, type PluginHarness, testPlugin, type TestModel } from "./testing.ts";
 export { type Args, type DType, type JsonValue, type Kwargs, type PluginValue, Tensor, type TensorData } from "./values.ts";

@@ -3,13 +3,43 @@
  * @module
  */
 import type { Context } from "./context.ts";
+import type { Infer, Schema } from "./schema.ts";
 import type { Args, Kwargs, PluginValue } from "./values.ts";
 
 type MaybePromise<T> = T | Promise<T>;
 
 /**
+ * What a function may declare about its calls: schemas of its positional arguments (an
+ * array), keyword arguments (an object) and progress reports. The server checks requests
+ * against them before anything runs, and ListPlugins shows them to every client.
+ */
+export interface Declared<A, K> {
+  description?: string;
+  args?: Schema<A>;
+  kwargs?: Schema<K>;
+  state?: Schema;
+}
+
+/** instantiate with schemas: `run` gets the arguments as the schemas give them. */
+export interface Instantiate<Instance, A = Args, K = Kwargs> extends Declared<A, K> {
+  run(ctx: Context, args: A, kwargs: K): MaybePromise<Instance>;
+}
+
+/** fit with schemas. */
+export interface Fit<Instance, A = Args, K = Kwargs> extends Declared<A, K> {
+  run(ctx: Context, instance: Instance, args: A, kwargs: K): MaybePromise<Instance>;
+}
+
+/** predict with schemas. */
+export interface Predict<Instance, A = Args, K = Kwargs> extends Declared<A, K> {
+  run(ctx: Context, instance: Instance, args: A, kwargs: K): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+}
+
+/**
  * A model type: how to create, fit and predict with an instance, and how to turn it
  * into bytes and back. Without serialize/deserialize, the instance is stored as JSON.
+ * Each of instantiate, fit and predict is a function, or `{ args, kwargs, state, run }`
+ * to declare schemas (see {@link defineModel}).
  *
  * @example
  * ```ts
@@ -24,14 +54,19 @@ type MaybePromise<T> = T | Promise<T>;
 export interface ModelType<Instance = unknown> {
   description?: string;
   /** Creates a new instance from the CreateInstance arguments. */
-  instantiate(ctx: Context, args: Args, kwargs: Kwargs): MaybePromise<Instance>;
+  // biome-ignore lint/suspicious/noExplicitAny: each declared call types its own arguments
+  instantiate: ((ctx: Context, args: Args, kwargs: Kwargs) => MaybePromise<Instance>) | Instantiate<Instance, any, any>;
   /** Fits the instance and returns it (the same object, changed, or a new one). */
-  fit?(ctx: Context, instance: Instance, args: Args, kwargs: Kwargs): MaybePromise<Instance>;
+  // biome-ignore lint/suspicious/noExplicitAny: each declared call types its own arguments
+  fit?: ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<Instance>) | Fit<Instance, any, any>;
   /**
    * Predicts. Return the prediction, or {@link withInstance} to also store an
    * updated instance.
    */
-  predict?(ctx: Context, instance: Instance, args: Args, kwargs: Kwargs): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+  predict?:
+    | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
+    // biome-ignore lint/suspicious/noExplicitAny: each declared call types its own arguments
+    | Predict<Instance, any, any>;
   /** Turns an instance into bytes; JSON by default. */
   serialize?(instance: Instance): MaybePromise<Uint8Array>;
   /** Turns bytes from serialize back into an instance; JSON by default. */
@@ -40,7 +75,7 @@ export interface ModelType<Instance = unknown> {
 
 /**
  * A data-access function: fetches the data that the engine passes in place of a
- * DataAccess argument.
+ * DataAccess argument. `args`, `kwargs` and `state` declare schemas, as for models.
  *
  * @example
  * ```ts
@@ -50,9 +85,29 @@ export interface ModelType<Instance = unknown> {
  * };
  * ```
  */
-export interface DataAccessFunction {
+export interface DataAccessFunction<A = Args, K = Kwargs> extends Declared<A, K> {
+  run(ctx: Context, args: A, kwargs: K): MaybePromise<PluginValue>;
+}
+
+/**
+ * A data-access function whose `run` gets its arguments typed by its schemas.
+ *
+ * @example
+ * ```ts
+ * const range = defineDataAccess({
+ *   args: z.tuple([z.number().int().min(0)]),
+ *   run: (_ctx, [n]) => Array.from({ length: n }, (_, i) => i), // n: number
+ * });
+ * ```
+ */
+export function defineDataAccess<AS = undefined, KS = undefined>(fn: {
   description?: string;
-  run(ctx: Context, args: Args, kwargs: Kwargs): MaybePromise<PluginValue>;
+  args?: AS & Schema;
+  kwargs?: KS & Schema;
+  state?: Schema;
+  run(ctx: Context, args: Infer<AS, Args>, kwargs: Infer<KS, Kwargs>): MaybePromise<PluginValue>;
+}): DataAccessFunction {
+  return fn as DataAccessFunction;
 }
 
 /** A plugin module's default export. */
@@ -84,7 +139,9 @@ export function definePlugin(plugin: Plugin): Plugin {
 }
 
 /**
- * Declares a model type with its instance type inferred from instantiate.
+ * Declares a model type with its instance type inferred from instantiate. Each call may
+ * be a plain function, or `{ args, kwargs, state, run }`: then `run` gets its arguments
+ * typed by the schemas (zod, valibot, arktype, or a JSON Schema for untyped ones).
  *
  * @example
  * ```ts
@@ -92,10 +149,44 @@ export function definePlugin(plugin: Plugin): Plugin {
  *   instantiate: (_ctx, args) => ({ args }),
  *   predict: (_ctx, _model, args) => args,
  * });
+ * const tree = defineModel({
+ *   instantiate: { kwargs: z.object({ depth: z.number().int().min(1).default(10) }), run: (_ctx, _args, { depth }) => ({ depth }) },
+ *   predict: (_ctx, model) => model.depth,
+ * });
  * ```
  */
-export function defineModel<Instance>(model: ModelType<Instance>): ModelType<Instance> {
-  return model;
+export function defineModel<Instance, IA = undefined, IK = undefined, FA = undefined, FK = undefined, PA = undefined, PK = undefined>(model: {
+  description?: string;
+  instantiate:
+    | ((ctx: Context, args: Args, kwargs: Kwargs) => MaybePromise<Instance>)
+    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+        args?: IA & Schema;
+        kwargs?: IK & Schema;
+        run(ctx: Context, args: Infer<IA, Args>, kwargs: Infer<IK, Kwargs>): MaybePromise<Instance>;
+      });
+  fit?:
+    | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<Instance>)
+    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+        args?: FA & Schema;
+        kwargs?: FK & Schema;
+        run(ctx: Context, instance: Instance, args: Infer<FA, Args>, kwargs: Infer<FK, Kwargs>): MaybePromise<Instance>;
+      });
+  predict?:
+    | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
+    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+        args?: PA & Schema;
+        kwargs?: PK & Schema;
+        run(
+          ctx: Context,
+          instance: Instance,
+          args: Infer<PA, Args>,
+          kwargs: Infer<PK, Kwargs>,
+        ): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+      });
+  serialize?(instance: Instance): MaybePromise<Uint8Array>;
+  deserialize?(bytes: Uint8Array): MaybePromise<Instance>;
+}): ModelType<Instance> {
+  return model as ModelType<Instance>;
 }
 
 const predictionMark = Symbol.for("plinth.sdk.PredictionWithInstance");

@@ -13,11 +13,19 @@
  */
 import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
-import { type Call, CallKind, type FailureSchema, ServerMessageSchema, WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { runCall, type CallKind as SdkCallKind } from "../_call.ts";
+import {
+  type Call,
+  CallKind,
+  type FailureSchema,
+  type ManifestSchema,
+  ServerMessageSchema,
+  WorkerMessageSchema,
+} from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { declared, runCall, type CallKind as SdkCallKind } from "../_call.ts";
 import { type Context, createContext, createLogger } from "../context.ts";
 import { PluginError } from "../errors.ts";
 import type { Plugin } from "../plugin.ts";
+import { jsonSchemaText } from "../schema.ts";
 import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
@@ -73,6 +81,32 @@ function asPlugin(mod: unknown, url: string): Plugin {
     throw new TypeError(`${url} must export a plugin as default: export default definePlugin({ name, models, dataAccess })`);
   }
   return plugin;
+}
+
+/** A call's declared schemas as JSON Schema text, when it declared any. */
+function signature(call: string, fn: Parameters<typeof declared>[0] | undefined) {
+  if (!fn) return [];
+  const { args, kwargs, state } = declared(fn);
+  const text = { argsSchema: jsonSchemaText(args), kwargsSchema: jsonSchemaText(kwargs), stateSchema: jsonSchemaText(state) };
+  return text.argsSchema || text.kwargsSchema || text.stateSchema ? [{ call, ...text }] : [];
+}
+
+/** What the module declares, with the JSON Schemas of its calls, converted here once. */
+function manifestOf(plugin: Plugin): MessageInitShape<typeof ManifestSchema> {
+  return {
+    name: plugin.name,
+    description: plugin.description ?? "",
+    modelTypes: Object.entries(plugin.models ?? {}).map(([name, m]) => ({
+      name,
+      description: m.description ?? "",
+      signatures: [...signature("instantiate", m.instantiate), ...signature("fit", m.fit), ...signature("predict", m.predict)],
+    })),
+    dataAccess: Object.entries(plugin.dataAccess ?? {}).map(([name, f]) => ({
+      name,
+      description: f.description ?? "",
+      signatures: signature("data_access", f),
+    })),
+  };
 }
 
 /** An error as a Failure's fields; allocation failures are named so that the server reports out_of_memory. */
@@ -139,16 +173,10 @@ export function runThread(host: ThreadHost): void {
       host.post({ type: "unusable" });
       return undefined;
     }
-    const fn = (entries: Record<string, { description?: string }> | undefined) =>
-      Object.entries(entries ?? {}).map(([name, f]) => ({ name, description: f.description ?? "" }));
     send({
       kind: {
         case: "hello",
-        value: {
-          runtime: s.runtime,
-          pid: s.pid,
-          manifest: { name: loaded.name, description: loaded.description ?? "", modelTypes: fn(loaded.models), dataAccess: fn(loaded.dataAccess) },
-        },
+        value: { runtime: s.runtime, pid: s.pid, manifest: manifestOf(loaded) },
       },
     });
     return loaded;

@@ -15,6 +15,12 @@ export type ActionErrorCode =
   | "out_of_memory"
   /** A DataAccess argument's function failed; the message names the argument. */
   | "data_access_failed"
+  /**
+   * An argument did not match its function's schema: a data-access result checked by
+   * the server, or any argument checked by the plugin's own validator (the SDK's, or a
+   * PluginError the plugin threw with this code).
+   */
+  | "invalid_argument"
   /** The action's timeout passed. */
   | "deadline_exceeded"
   /** CancelAction stopped it. */
@@ -39,6 +45,7 @@ const ENGINE_CODES = new Set<string>(
     protocol_error: 0,
     out_of_memory: 0,
     data_access_failed: 0,
+    invalid_argument: 0,
     deadline_exceeded: 0,
     cancelled: 0,
     shutting_down: 0,
@@ -51,8 +58,9 @@ const ENGINE_CODES = new Set<string>(
 
 /**
  * The code a PluginError may give an action: lowercase letters, digits, "_", "." and
- * "-", at most 64 characters, and none of the engine's own; undefined when it is not one.
+ * "-", at most 64 characters, and none of the engine's own but invalid_argument; undefined when it is not one.
  */
 export function pluginErrorCode(code: string): string | undefined {
+  if (code === "invalid_argument") return code; // the one engine code a plugin may give: its arguments are wrong
   return /^[a-z][a-z0-9_.-]{0,63}$/.test(code) && !ENGINE_CODES.has(code) ? code : undefined;
 }

@@ -15,6 +15,7 @@ import type { CallOutcome, PluginCall, ProcessManager } from "../process/process
 import type { PluginTarget } from "../process/runtimes.ts";
 import { ActionFailure } from "./action-failure.ts";
 import type { CallArgs } from "./args.ts";
+import { resolvedProblems } from "./check-args.ts";
 import { resolveArgs, type ResolvedArgs } from "./data-access.ts";
 import { type JsonForm, type Payload, payloadFromValue } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
@@ -76,6 +77,12 @@ export class ActionRun {
     signal: AbortSignal,
   ): Promise<RunResult> {
     const resolved = await this.#resolveDataAccess(args, dataAccessCount, signal);
+    if (dataAccessCount > 0) {
+      const issues = resolvedProblems(this.#deps.plugins, call.modelType, call.kind, resolved);
+      if (issues.length) {
+        throw new ActionFailure({ code: "invalid_argument", message: `the data-access results do not match the schema: ${issues.join("; ")}` });
+      }
+    }
     const target = this.#deps.plugins.modelType(call.modelType)!.target;
     const outcome = await this.#call(
       target,

@@ -39,6 +39,7 @@ import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
 import { ActionRun, type RunReporter } from "./action-run.ts";
 import { type ArgLimits, type CallArgs, parseArgs } from "./args.ts";
+import { checkRequest } from "./check-args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
 import type { Coalesced } from "./coalesce.ts";
@@ -444,6 +445,7 @@ export class Engine {
       { ...limits, keepValueBytes: views.inlineBytes },
       (name) => this.#o.plugins.dataAccess(name) !== undefined,
     );
+    checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
     this.#live.admit(parsed.bytes, caller.name);
     const now = timestampNow();
     const view = create(ActionSchema, {

@@ -1,7 +1,8 @@
 /** Starts every configured plugin module once to read its manifest. */
 import { existsSync } from "node:fs";
 import { relative } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
+import type { Function as ManifestFunction } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { PluginConfig } from "../config/schema.ts";
 import { PlinthError } from "../errors.ts";
@@ -43,8 +44,8 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
             module: display(config.module),
             runtime: config.runtime,
             description: manifest?.description ?? "",
-            modelTypes: (manifest?.modelTypes ?? []).map(({ name, description }) => ({ name, description })),
-            dataAccess: (manifest?.dataAccess ?? []).map(({ name, description }) => ({ name, description })),
+            modelTypes: (manifest?.modelTypes ?? []).map((f) => pluginFunction(f, key)),
+            dataAccess: (manifest?.dataAccess ?? []).map((f) => pluginFunction(f, key)),
           }),
         };
       } catch (error) {
@@ -54,4 +55,33 @@ export async function loadPlugins(configs: PluginConfig[], processes: ProcessMan
     }),
   );
   return new PluginRegistry(loaded);
+}
+
+/** A declared function as clients see it: its schemas as JSON objects (a malformed one is the plugin's error, at start). */
+function pluginFunction(f: ManifestFunction, key: string) {
+  const struct = (text: string, what: string) => {
+    if (!text) return undefined;
+    try {
+      const schema = JSON.parse(text) as JsonObject;
+      if (typeof schema !== "object" || schema === null || Array.isArray(schema)) throw new TypeError("not an object");
+      return schema;
+    } catch (error) {
+      throw new PlinthError(
+        "invalid_argument",
+        `config ${key}.module: ${f.name}'s ${what} schema is not a JSON Schema object: ${(error as Error).message}`,
+      );
+    }
+  };
+  return {
+    name: f.name,
+    description: f.description,
+    schemas: f.signatures.map((s) => {
+      const [args, kwargs, state] = [
+        struct(s.argsSchema, `${s.call} args`),
+        struct(s.kwargsSchema, `${s.call} kwargs`),
+        struct(s.stateSchema, `${s.call} state`),
+      ];
+      return { call: s.call, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}), ...(state ? { state } : {}) };
+    }),
+  };
 }

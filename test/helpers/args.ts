@@ -4,7 +4,7 @@ import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { Arg, ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { ArgSchema as ArgMessage } from "../../gen/plinth/v1/arg_pb.ts";
 
-type ArgInit = MessageInitShape<typeof ArgSchema>;
+export type ArgInit = MessageInitShape<typeof ArgSchema>;
 
 export const json = (value: JsonValue): ArgInit => ({ kind: { case: "json", value: fromJson(ValueSchema, value) } });
 

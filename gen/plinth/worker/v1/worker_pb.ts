@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iLQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCSKXAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAQgYKBGtpbmQivAIKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5EhEKCWFjdGlvbl9pZBgHIAEoCRIQCghtb2RlbF9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNGkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIkIKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiZQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQFCCwoJX2luc3RhbmNlIn8KB0ZhaWx1cmUSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhY2sYBCABKAkSDAoEY29kZRgFIAEoCRInCgdkZXRhaWxzGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlKoUBCghDYWxsS2luZBIZChVDQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVDQUxMX0tJTkRfREFUQV9BQ0NFU1MQARIZChVDQUxMX0tJTkRfSU5TVEFOVElBVEUQAhIRCg1DQUxMX0tJTkRfRklUEAMSFQoRQ0FMTF9LSU5EX1BSRURJQ1QQBGIGcHJvdG8z", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iXgoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAkilwEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIAEIGCgRraW5kIrwCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImUKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBQgsKCV9pbnN0YW5jZSJ/CgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -165,6 +165,13 @@ export type Function = Message<"plinth.worker.v1.Function"> & {
    * @generated from field: string description = 2;
    */
   description: string;
+
+  /**
+   * What each call of it takes and reports, where the plugin declared schemas.
+   *
+   * @generated from field: repeated plinth.worker.v1.Signature signatures = 3;
+   */
+  signatures: Signature[];
 };
 
 /**
@@ -173,6 +180,42 @@ export type Function = Message<"plinth.worker.v1.Function"> & {
  */
 export const FunctionSchema: GenMessage<Function> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 4);
+
+/**
+ * A call's declared schemas, as JSON Schema (draft 2020-12) text; "" where none.
+ *
+ * @generated from message plinth.worker.v1.Signature
+ */
+export type Signature = Message<"plinth.worker.v1.Signature"> & {
+  /**
+   * "instantiate", "fit", "predict" or "data_access".
+   *
+   * @generated from field: string call = 1;
+   */
+  call: string;
+
+  /**
+   * @generated from field: string args_schema = 2;
+   */
+  argsSchema: string;
+
+  /**
+   * @generated from field: string kwargs_schema = 3;
+   */
+  kwargsSchema: string;
+
+  /**
+   * @generated from field: string state_schema = 4;
+   */
+  stateSchema: string;
+};
+
+/**
+ * Describes the message plinth.worker.v1.Signature.
+ * Use `create(SignatureSchema)` to create a new message.
+ */
+export const SignatureSchema: GenMessage<Signature> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 5);
 
 /**
  * A resolved argument: never a DataAccess.
@@ -227,7 +270,7 @@ export type Value = Message<"plinth.worker.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 5);
+  messageDesc(file_plinth_worker_v1_worker, 6);
 
 /**
  * @generated from message plinth.worker.v1.Call
@@ -293,7 +336,7 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  * Use `create(CallSchema)` to create a new message.
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 6);
+  messageDesc(file_plinth_worker_v1_worker, 7);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -317,7 +360,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 7);
+  messageDesc(file_plinth_worker_v1_worker, 8);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -349,7 +392,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 8);
+  messageDesc(file_plinth_worker_v1_worker, 9);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -395,7 +438,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 9);
+  messageDesc(file_plinth_worker_v1_worker, 10);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind

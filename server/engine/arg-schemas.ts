@@ -1,0 +1,168 @@
+/**
+ * The argument schemas plugins declare (JSON Schema 2020-12, from their manifest),
+ * compiled once with ajv when the plugin loads, and the checks made with them: a
+ * request's arguments before anything runs, and data-access results before the call
+ * that consumes them.
+ *
+ * Only JSON arguments are checked by the server: bytes, tensors and arguments whose
+ * data access has not run yet stand in as opaque values, and what the schema says of
+ * them (or below them) is left to the plugin's own validator.
+ */
+import type { JsonObject } from "@bufbuild/protobuf";
+import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
+import { cut } from "../errors.ts";
+
+/** A value the server does not check: bytes, a tensor, data access still to run. */
+export class Opaque {}
+export const OPAQUE = Object.freeze(new Opaque());
+
+export type Instance = unknown;
+
+const ajv = new Ajv2020({
+  allErrors: true, // all of them: errors at opaque values are dropped, the rest reported
+  verbose: true, // each error's schema and data, for messages that say what was expected
+  strict: false, // plugins may carry annotations of their own (x-ui, examples)
+  validateFormats: false, // no format vocabulary loaded; a format is a description here
+});
+
+/** A call's compiled schemas. */
+export interface CallCheck {
+  args?: ValidateFunction;
+  kwargs?: ValidateFunction;
+}
+
+/** Compiles one call's schemas; a schema that does not compile throws with ajv's reason. */
+export function compileCall(schemas: { args?: JsonObject | undefined; kwargs?: JsonObject | undefined }, what: string): CallCheck {
+  const compile = (schema: JsonObject | undefined, part: string) => {
+    if (!schema) return undefined;
+    // The manifest's schemas are 2020-12; a `$schema` naming another draft is ignored rather than fetched.
+    const { $schema: _, ...rest } = schema;
+    try {
+      return ajv.compile(rest);
+    } catch (error) {
+      throw new Error(`${what} ${part} schema does not compile: ${(error as Error).message}`);
+    }
+  };
+  const check: CallCheck = {};
+  const args = compile(schemas.args, "args");
+  const kwargs = compile(schemas.kwargs, "kwargs");
+  if (args) check.args = args;
+  if (kwargs) check.kwargs = kwargs;
+  return check;
+}
+
+/**
+ * The problems of a call's arguments, each as `kwargs.iterations: must be an integer
+ * ≥ 1, got "ten"`, at most `max` of them; `prefix` places nested data access
+ * ("args[0]." → "args[0].kwargs.x").
+ */
+export function problems(check: CallCheck, args: Instance[], kwargs: Record<string, Instance>, prefix = "", max = 3): string[] {
+  const out: string[] = [];
+  const run = (validate: ValidateFunction | undefined, value: Instance, root: "args" | "kwargs") => {
+    if (!validate || validate(value)) return;
+    for (const error of validate.errors ?? []) {
+      const issue = describe(error, value, `${prefix}${root}`);
+      if (issue && !out.includes(issue)) out.push(issue);
+    }
+  };
+  run(check.args, args, "args");
+  run(check.kwargs, kwargs, "kwargs");
+  return out.slice(0, max);
+}
+
+/** One ajv error as a message, or undefined when it is about an opaque value or below one. */
+function describe(error: ErrorObject, root: Instance, rootName: string): string | undefined {
+  const segments = error.instancePath
+    .split("/")
+    .slice(1)
+    .map((s) => s.replaceAll("~1", "/").replaceAll("~0", "~"));
+  let value: Instance = root;
+  let path = rootName;
+  for (const s of segments) {
+    if (value instanceof Opaque) return undefined;
+    path += Array.isArray(value) ? `[${s}]` : `.${s}`;
+    value = (value as Record<string, Instance>)[s];
+  }
+  if (value instanceof Opaque) return undefined;
+  const parentSchema = (error.parentSchema ?? {}) as Record<string, unknown>;
+  const p = error.params as Record<string, unknown>;
+  let message: string;
+  let got = true;
+  switch (error.keyword) {
+    case "type":
+      message = `must be ${expected(parentSchema)}`;
+      break;
+    case "minimum":
+    case "maximum":
+    case "exclusiveMinimum":
+    case "exclusiveMaximum":
+      message = `must be ${expected(parentSchema)}`;
+      break;
+    case "required":
+      path += `.${String(p.missingProperty)}`;
+      message = "is required";
+      got = false;
+      break;
+    case "additionalProperties": {
+      path += `.${String(p.additionalProperty)}`;
+      const known = Object.keys((parentSchema.properties ?? {}) as object);
+      message = `is not an argument it takes${known.length ? ` (it takes ${known.join(", ")})` : ""}`;
+      got = false;
+      break;
+    }
+    case "enum":
+      message = `must be one of ${(p.allowedValues as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
+      break;
+    case "const":
+      message = `must be ${JSON.stringify(p.allowedValue)}`;
+      break;
+    case "minItems":
+      message = `must have at least ${String(p.limit)} item${p.limit === 1 ? "" : "s"}`;
+      got = false;
+      break;
+    case "maxItems":
+    case "items":
+      message = `must have at most ${String(p.limit)} item${p.limit === 1 ? "" : "s"}`;
+      got = false;
+      break;
+    case "minLength":
+      message = `must be at least ${String(p.limit)} character${p.limit === 1 ? "" : "s"} long`;
+      break;
+    case "maxLength":
+      message = `must be at most ${String(p.limit)} character${p.limit === 1 ? "" : "s"} long`;
+      break;
+    case "pattern":
+      message = `must match ${String(p.pattern)}`;
+      break;
+    default:
+      message = error.message ?? `fails ${error.keyword}`;
+  }
+  if (!got || value === undefined) return `${path}: ${message}`;
+  return `${path}: ${message}, got ${cut(JSON.stringify(value) ?? String(value))}`;
+}
+
+const nouns: Record<string, string> = {
+  integer: "an integer",
+  number: "a number",
+  string: "a string",
+  boolean: "a boolean",
+  array: "an array",
+  object: "an object",
+  null: "null",
+};
+
+/** What a schema asks for, in words: "an integer ≥ 1", "a number from 0 to 1", "a string". */
+function expected(schema: Record<string, unknown>): string {
+  const types = [schema.type ?? []].flat() as string[];
+  const noun = types.length ? types.map((t) => nouns[t] ?? t).join(" or ") : "a value";
+  // zod writes ±MAX_SAFE_INTEGER for an integer without bounds: no bound worth saying.
+  const bound = (key: string) => {
+    const v = schema[key];
+    return typeof v === "number" && Math.abs(v) < Number.MAX_SAFE_INTEGER ? v : undefined;
+  };
+  const [min, max, xmin, xmax] = [bound("minimum"), bound("maximum"), bound("exclusiveMinimum"), bound("exclusiveMaximum")];
+  if (min !== undefined && max !== undefined) return `${noun} from ${min} to ${max}`;
+  const lower = min !== undefined ? `≥ ${min}` : xmin !== undefined ? `> ${xmin}` : undefined;
+  const upper = max !== undefined ? `≤ ${max}` : xmax !== undefined ? `< ${xmax}` : undefined;
+  return [noun, [lower, upper].filter(Boolean).join(" and ")].filter(Boolean).join(" ");
+}

@@ -1,0 +1,55 @@
+/**
+ * Arguments checked against the schemas their functions declared: a request's before
+ * anything runs (INVALID_ARGUMENT, no action), and data-access results before the call
+ * that takes them (the action fails with invalid_argument).
+ */
+import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { invalid } from "../errors.ts";
+import { type Instance, OPAQUE, problems } from "./arg-schemas.ts";
+import type { ArgNode, CallArgs, ParsedArgs } from "./args.ts";
+import type { ResolvedArgs } from "./data-access.ts";
+import { textOf } from "./payloads.ts";
+import type { PluginRegistry } from "./plugins.ts";
+
+/**
+ * JSON above this size is left to the plugin's own validator: parsing it again here
+ * would hold up every other call on the server's one thread.
+ */
+const MAX_CHECKED_BYTES = 1 << 20;
+
+const decoder = new TextDecoder();
+
+function fromNode(node: ArgNode): Instance {
+  return node.kind === "json" && node.bytes <= MAX_CHECKED_BYTES ? JSON.parse(textOf(node)) : OPAQUE;
+}
+
+function fromValue(value: Value): Instance {
+  const kind = value.kind;
+  if (kind.case === "jsonUtf8" && kind.value.byteLength <= MAX_CHECKED_BYTES) return JSON.parse(decoder.decode(kind.value));
+  if (kind.case === "jsonText" && kind.value.length <= MAX_CHECKED_BYTES) return JSON.parse(kind.value);
+  return OPAQUE;
+}
+
+function mapValues<T>(record: Readonly<Record<string, T>>, f: (v: T) => Instance): Record<string, Instance> {
+  const out: Record<string, Instance> = {};
+  for (const [k, v] of Object.entries(record)) out[k] = f(v);
+  return out;
+}
+
+/** Throws INVALID_ARGUMENT naming each argument that does not match, with data access's own arguments. */
+export function checkRequest(plugins: PluginRegistry, target: string, kind: CallKind, parsed: ParsedArgs): void {
+  const issues: string[] = [];
+  const level = (fn: string, k: CallKind, node: CallArgs, prefix: string) => {
+    const check = plugins.check(fn, k);
+    if (check) issues.push(...problems(check, node.args.map(fromNode), mapValues(node.kwargs, fromNode), prefix));
+  };
+  level(target, kind, parsed, "");
+  for (const node of parsed.dataAccess) level(node.name, CallKind.DATA_ACCESS, node, `${node.path}.`);
+  if (issues.length) throw invalid(issues.slice(0, 3).join("; "));
+}
+
+/** What is wrong with arguments whose data access has run, as messages; none when they match. */
+export function resolvedProblems(plugins: PluginRegistry, target: string, kind: CallKind, resolved: ResolvedArgs): string[] {
+  const check = plugins.check(target, kind);
+  return check ? problems(check, resolved.args.map(fromValue), mapValues(resolved.kwargs, fromValue)) : [];
+}
