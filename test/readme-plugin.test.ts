@@ -1,0 +1,82 @@
+/**
+ * The README's "Writing a plugin" as a newcomer would use it: its plugin and its
+ * testPlugin snippet, as written, on Node and on Deno, and its error messages.
+ */
+import { execFile } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { Status } from "nice-grpc";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { denoBinary } from "../server/process/runtimes.ts";
+import { dataAccess, json, jsonOf } from "./helpers/args.ts";
+import { root, startTestServer, type TestServer } from "./helpers/server.ts";
+import { expectStatus } from "./helpers/status.ts";
+import { tempDir } from "./helpers/temp.ts";
+
+const readme = readFileSync(join(root, "README.md"), "utf8");
+const section = readme.slice(readme.indexOf("## Writing a plugin"), readme.indexOf("## Configuration"));
+// Blocks inside list items are indented: their lines are taken without it.
+const blocks = [...section.matchAll(/```(\w*)\n([^`]+?) *```/g)].map((m) => ({ lang: m[1]!, code: m[2]!.replace(/^ {2}/gm, "") }));
+const pluginCode = blocks.find((b) => b.code.startsWith("// plugins/mean/mod.ts"))!.code;
+const harnessCode = blocks.find((b) => b.code.includes("testPlugin(plugin)"))!.code;
+const errorLines = blocks
+  .find((b) => b.code.startsWith("ERROR: Code: InvalidArgument"))!
+  .code.trim()
+  .split("\n");
+
+// Inside the repository, so that its imports (zod) resolve from node_modules as in a clone;
+// the SDK import points where plugins/mean/mod.ts would find it.
+const dir = tempDir("readme-plugin-", join(root, "test-artifacts"));
+const sdk = join(root, "sdk/mod.ts");
+writeFileSync(join(dir, "mod.ts"), pluginCode.replaceAll("../../sdk/mod.ts", sdk));
+writeFileSync(join(dir, "harness.ts"), harnessCode.replaceAll("../../sdk/mod.ts", sdk));
+
+/** What the snippet prints, as the README's comment lines after it say. */
+const expectedOutput = harnessCode
+  .split("\n")
+  .filter((l) => l.startsWith("// "))
+  .map((l) => l.slice(3));
+
+const run = promisify(execFile);
+
+describe("the README's plugin", () => {
+  it("its testPlugin snippet prints what the README says, on Node", async () => {
+    const { stdout } = await run(process.execPath, ["--import", "tsx", join(dir, "harness.ts")], { cwd: root });
+    expect(stdout.trim().split("\n")).toEqual(expectedOutput);
+  });
+
+  it("its testPlugin snippet prints what the README says, on Deno", async () => {
+    const { stdout } = await run(denoBinary(), ["run", "--quiet", "--allow-read", "--allow-env", join(dir, "harness.ts")], {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: "1", DENO_DIR: join(root, "node_modules/.cache/deno") },
+    });
+    expect(stdout.trim().split("\n")).toEqual(expectedOutput);
+  });
+
+  for (const runtime of ["node", "deno"] as const) {
+    describe(`served on ${runtime}`, () => {
+      let t: TestServer;
+      beforeAll(async () => {
+        t = await startTestServer({ plugins: [{ module: join(dir, "mod.ts"), runtime }] });
+      });
+      afterAll(() => t?.close());
+
+      it("fits on its data access and predicts; bad arguments get the README's messages", async () => {
+        const modelId = (await t.engine.createInstance({ modelType: "mean.Model", wait: true })).action!.modelId;
+        const fit = (await t.engine.fit({ modelId, args: [dataAccess("mean.range", [json(10)])], kwargs: { scale: json(2) }, wait: true })).action!;
+        expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+        const predicted = (await t.engine.predict({ modelId, wait: true })).action!;
+        expect(jsonOf(predicted.result!.prediction)).toBe(9);
+        const message = (line: string) => new RegExp(`^${line.replace(/^.*Message: /, "").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`);
+        await expectStatus(
+          t.engine.fit({ modelId, args: [json([1])], kwargs: { scale: json("two") } }),
+          Status.INVALID_ARGUMENT,
+          message(errorLines[0]!),
+        );
+        await expectStatus(t.engine.fit({ modelId, args: [dataAccess("mean.range", [json(0)])] }), Status.INVALID_ARGUMENT, message(errorLines[1]!));
+      });
+    });
+  }
+});
