@@ -7,7 +7,7 @@ import { create, fromJson, isMessage, type JsonValue as PbJsonValue, toJson } fr
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Arg, ArgKind, type ArgSummary, ArgSchema, TensorSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { type JsonValue, Tensor } from "../sdk/mod.ts";
-import { dtypeName, dtypeValue } from "../sdk/worker/codec.ts";
+import { dtypeName, dtypeValue, holds } from "../sdk/worker/codec.ts";
 
 /** A reference to a data-access function whose result becomes the argument. */
 export class DataAccessRef {
@@ -36,18 +36,27 @@ export function dataAccess(name: string, args: readonly ArgValue[] = [], kwargs:
 /** A value the server showed in part (larger than engine.inline_payload_bytes): its kind, size and start. */
 export interface Summary {
   readonly summary: true;
-  readonly kind: "json" | "json_text" | "bytes" | "tensor" | "unknown";
+  readonly kind: "json" | "json_text" | "bytes" | "tensor" | "list" | "map" | "unknown";
   readonly sizeBytes: number;
-  /** JSON: the start of its text. */
+  /** JSON: the start of its text; lists and maps: of their JSON items. */
   readonly prefix: string;
+  /** Lists and maps: how many items or entries. */
+  readonly items?: number;
   /** Tensors: element type and shape. */
   readonly dtype?: string;
   readonly shape?: readonly number[];
 }
 
-/** A plain value, or an Arg message as it is (from proto3 JSON, say). */
-export type ArgValue = JsonValue | Uint8Array | Tensor | DataAccessRef | Arg;
-export type ResultValue = JsonValue | Uint8Array | Tensor | Summary;
+/**
+ * A plain value, or an Arg message as it is (from proto3 JSON, say). An array or object
+ * holding bytes or tensors goes as a list or map argument; the plugin gets it back as an
+ * array or object.
+ */
+export type ArgValue = JsonValue | Uint8Array | Tensor | DataAccessRef | Arg | ArgValue[] | { [key: string]: ArgValue };
+export type ResultValue = JsonValue | Uint8Array | Tensor | Summary | ResultValue[] | { [key: string]: ResultValue };
+
+/** What cannot travel as JSON: it makes an array or object holding it a list or map. */
+const special = (v: object) => v instanceof Uint8Array || v instanceof Tensor || v instanceof DataAccessRef || isMessage(v, ArgSchema);
 
 /** JSON above this size travels as json_text: one string, not a message per element. */
 const TEXT_ABOVE_BYTES = 1024;
@@ -71,6 +80,14 @@ export function toArg(value: ArgValue, path = "argument"): Arg {
       },
     });
   }
+  if (holds(value, special)) {
+    if (Array.isArray(value)) {
+      return create(ArgSchema, { kind: { case: "list", value: { items: value.map((item, i) => toArg(item, `${path}[${i}]`)) } } });
+    }
+    const entries: Record<string, Arg> = {};
+    for (const [key, item] of Object.entries(value as Record<string, ArgValue>)) entries[key] = toArg(item, `${path}.${key}`);
+    return create(ArgSchema, { kind: { case: "map", value: { entries } } });
+  }
   const text = JSON.stringify(value);
   if (text === undefined) throw new TypeError(`${path}: ${typeof value} is not a JSON value, bytes, a Tensor or a data-access reference`);
   if (text.length > TEXT_ABOVE_BYTES) return create(ArgSchema, { kind: { case: "jsonText", value: text } });
@@ -82,6 +99,8 @@ const summaryKinds: Record<number, Summary["kind"]> = {
   [ArgKind.JSON_TEXT]: "json_text",
   [ArgKind.BYTES]: "bytes",
   [ArgKind.TENSOR]: "tensor",
+  [ArgKind.LIST]: "list",
+  [ArgKind.MAP]: "map",
 };
 
 function summary(s: ArgSummary): Summary {
@@ -91,6 +110,7 @@ function summary(s: ArgSummary): Summary {
     sizeBytes: Number(s.sizeBytes),
     prefix: s.prefix,
     ...(s.kind === ArgKind.TENSOR ? { dtype: dtypeName(s.dtype), shape: [...s.shape] } : {}),
+    ...(s.kind === ArgKind.LIST || s.kind === ArgKind.MAP ? { items: s.items } : {}),
   };
 }
 
@@ -109,6 +129,13 @@ export function fromArg(arg: Arg | undefined): ResultValue | undefined {
       return Tensor.fromBytes(dtypeName(kind.value.dtype), kind.value.shape, kind.value.data);
     case "summary":
       return summary(kind.value);
+    case "list":
+      return kind.value.items.map((item) => fromArg(item) ?? null);
+    case "map": {
+      const out: Record<string, ResultValue> = {};
+      for (const [key, item] of Object.entries(kind.value.entries)) out[key] = fromArg(item) ?? null;
+      return out;
+    }
     default:
       return undefined;
   }

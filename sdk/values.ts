@@ -196,8 +196,11 @@ export class Tensor<D extends DType = DType> {
   }
 }
 
-/** A value a plugin function receives as an argument or returns. */
-export type PluginValue = JsonValue | Uint8Array | Tensor;
+/**
+ * A value a plugin function receives as an argument or returns: JSON, bytes, a tensor,
+ * or an array or object of them (a list or map argument: `{ x: Tensor, y: Tensor }`).
+ */
+export type PluginValue = JsonValue | Uint8Array | Tensor | PluginValue[] | { [key: string]: PluginValue };
 
 /** Positional arguments of a plugin call. */
 export type Args = PluginValue[];

@@ -40,7 +40,7 @@ describe("bad input gets a precise status and a message that says what to fix", 
     await expectStatus(
       t.engine.predict({ modelId, args: [json(1), {}] }),
       Status.INVALID_ARGUMENT,
-      /^argument args\[1\]: set one of json, json_text, bytes, tensor or data_access$/,
+      /^argument args\[1\]: set one of json, json_text, bytes, tensor, list, map or data_access$/,
     );
     await expectStatus(
       t.engine.predict({

@@ -37,6 +37,7 @@ beforeAll(async () => {
       { module: join(root, "plugins/system-test/mod.ts") },
       { module: fixture("payloads.ts") },
       { module: fixture("misbehave.ts") },
+      { module: fixture("composite.ts") },
     ],
   });
 });
@@ -74,6 +75,9 @@ with Client("localhost:50051") as client:
     print("bytes", client.predict(echo, args=[b"\\x00\\x01\\xff"]).result().prediction)
     batch = [i / 7 for i in range(5000)]
     print("json", client.predict(echo, args=[batch]).result().prediction == batch)
+    both = client.create("composite.Model").result().model_id
+    back = client.predict(both, args=[{"x": x, "blobs": [b"ab", b"c"], "label": "n"}]).result().prediction
+    print("map", sorted(back), bool(np.array_equal(back["x"], x)), back["blobs"], back["label"])
     bad = client.create("misbehave.Model").result().model_id
     try:
         client.predict(bad, kwargs={"mode": "throw"}).result()
@@ -94,6 +98,7 @@ with Client("localhost:50051") as client:
       "tensor ndarray float32 (3, 4) True",
       "bytes b'\\x00\\x01\\xff'",
       "json True",
+      "map ['blobs', 'label', 'x'] True [b'ab', b'c'] n",
       "failed failed plugin_error True",
       "cancelled cancelled cancelled CancelAction",
     ]);

@@ -57,4 +57,15 @@ describe("the README's grpcurl session", () => {
     expect(textJson.action.result).toEqual({ prediction: { jsonText: '["setosa","virginica"]' } });
     expect(readme).toContain('"result": { "prediction": { "jsonText": "[\\"setosa\\",\\"virginica\\"]" } }');
   });
+
+  it("sends a map of a tensor and JSON as the Arguments section shows, and the system-test model echoes it", async () => {
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const n = [...readme.matchAll(/-d '([^']*)'[^']*?plinth\.v1\.EngineService\/Predict\b/g)].findIndex((m) => m[1]!.includes('"map"'));
+    const text = body("EngineService/Predict", n);
+    const exampleId = /"model_id": "([^"]+)"/.exec(text)![1]!;
+    const predicted = await t.engine.predict(fromJsonString(PredictRequestSchema, text.replaceAll(exampleId, modelId)));
+    const json = toJson(PredictResponseSchema, predicted) as { action: { result: { prediction: { json: { args: unknown[] } } } } };
+    expect(json.action.result.prediction.json.args).toEqual([{ x: { tensor: { dtype: "float32", shape: [1, 4] } }, ids: [17] }]);
+    expect(readme).toContain('"prediction": {"json": {"args": [{"x": {"tensor": {"dtype": "float32", "shape": [1, 4]}}, "ids": [17]}]');
+  });
 });

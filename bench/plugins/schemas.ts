@@ -4,7 +4,10 @@ import { defineModel, definePlugin, Tensor } from "../../sdk/mod.ts";
 
 /** The example plugin's (plugins/iris) predict arguments. */
 export const flowers = z.tuple([
-  z.union([z.instanceof(Tensor).refine((t) => t.shape.length === 2 && t.shape[1] === 4, "must be a [n, 4] tensor"), z.array(z.array(z.number()).length(4))]),
+  z.union([
+    z.instanceof(Tensor).refine((t) => t.shape.length === 2 && t.shape[1] === 4, "must be a [n, 4] tensor"),
+    z.array(z.array(z.number()).length(4)),
+  ]),
 ]);
 
 export default definePlugin({

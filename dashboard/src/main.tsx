@@ -95,6 +95,12 @@ function argText(arg: Arg): string {
   if (k.case === "bytes") return `(${k.value.byteLength} bytes)`;
   if (k.case === "tensor") return `(tensor ${k.value.shape.join("×")})`;
   if (k.case === "dataAccess") return `@${k.value.name}`;
+  if (k.case === "list") return `[${k.value.items.map(argText).join(", ")}]`;
+  if (k.case === "map") {
+    return `{${Object.entries(k.value.entries)
+      .map(([key, v]) => `${key}: ${argText(v)}`)
+      .join(", ")}}`;
+  }
   return "";
 }
 

@@ -7,12 +7,14 @@
 import { z } from "zod";
 import { type Args, type Context, defineDataAccess, defineModel, definePlugin, type JsonValue, Tensor, withInstance } from "../../sdk/mod.ts";
 
-/** Values as JSON for the echo: bytes and tensors are summarised. */
+/** Values as JSON for the echo: bytes and tensors are summarised, inside lists and maps too. */
 function describe(value: unknown): JsonValue {
   if (value instanceof Uint8Array) return { bytes: value.byteLength };
   if (value instanceof Tensor) {
     return { tensor: { dtype: value.dtype, shape: [...value.shape] } };
   }
+  if (Array.isArray(value)) return value.map(describe);
+  if (typeof value === "object" && value !== null) return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, describe(v)]));
   return value as JsonValue;
 }
 

@@ -53,10 +53,45 @@ export function decodeValue(value: Value | undefined): PluginValue {
       const t = value.kind.value;
       return Tensor.fromBytes(dtypeName(t.dtype), t.shape, t.data);
     }
+    case "list":
+      return value.kind.value.items.map(decodeValue) as PluginValue;
+    case "map": {
+      const out: Record<string, PluginValue> = {};
+      for (const [key, entry] of Object.entries(value.kind.value.entries)) out[key] = decodeValue(entry);
+      return out as PluginValue;
+    }
     default:
       return null;
   }
 }
+
+/** A plain object: `{}` or Object.create(null), not a class instance (those go by their toJSON). @internal */
+export function isPlainObject(value: object): value is Record<string, unknown> {
+  const proto = Object.getPrototypeOf(value);
+  return proto === Object.prototype || proto === null;
+}
+
+/**
+ * Whether `value`, or an array or plain object at any depth in it, passes `test`: then
+ * it goes as a list or map, its JSON parts as JSON. Only objects are looked into, so a
+ * large array of numbers costs one type check per element. @internal
+ */
+export function holds(value: unknown, test: (v: object) => boolean): boolean {
+  if (typeof value !== "object" || value === null) return false;
+  if (test(value)) return true;
+  if (Array.isArray(value)) {
+    for (const item of value) if (typeof item === "object" && item !== null && holds(item, test)) return true;
+    return false;
+  }
+  if (!isPlainObject(value)) return false;
+  for (const key in value) {
+    const item = value[key];
+    if (typeof item === "object" && item !== null && holds(item, test)) return true;
+  }
+  return false;
+}
+
+const binary = (v: object) => v instanceof Uint8Array || v instanceof Tensor;
 
 /** @internal */
 export function encodeValue(value: PluginValue | undefined): Value {
@@ -64,6 +99,15 @@ export function encodeValue(value: PluginValue | undefined): Value {
   if (value instanceof Tensor) {
     const tensor = create(TensorSchema, { dtype: dtypeValue(value.dtype), shape: [...value.shape], data: value.toBytes() });
     return create(ValueSchema, { kind: { case: "tensor", value: tensor } });
+  }
+  if (holds(value, binary)) {
+    if (Array.isArray(value)) {
+      return create(ValueSchema, { kind: { case: "list", value: { items: value.map((item) => encodeValue(item as PluginValue)) } } });
+    }
+    const entries: Record<string, Value> = {};
+    for (const [key, item] of Object.entries(value as Record<string, PluginValue | undefined>))
+      if (item !== undefined) entries[key] = encodeValue(item as PluginValue);
+    return create(ValueSchema, { kind: { case: "map", value: { entries } } });
   }
   // As UTF-8 text, whatever its size: JSON.stringify semantics (undefined and NaN become
   // null, toJSON() is honoured), no message tree on either side of the pipe, and bytes

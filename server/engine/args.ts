@@ -5,7 +5,10 @@
  */
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { cut, invalid, quote } from "../errors.ts";
-import { type Payload, payloadFromArg } from "./payloads.ts";
+import { listPayload, mapPayload, type Payload, payloadFromArg } from "./payloads.ts";
+
+/** How deep lists and maps may nest in one argument. */
+const MAX_NESTING = 16;
 
 const argPath = {
   positional: (parent: string, index: number) => `${parent ? `${parent}.` : ""}args[${index}]`,
@@ -61,13 +64,40 @@ export function parseArgs(args: Arg[], kwargs: Record<string, Arg>, limits: ArgL
     if (names.length > limits.maxKwargs) {
       throw invalid(`${where} has ${names.length} kwargs; engine.max_kwargs allows ${limits.maxKwargs}`);
     }
+    /** A value that holds no data access: JSON, bytes, a tensor, or a list or map of them. */
+    const value = (arg: Arg, path: string, nesting: number): Payload | undefined => {
+      const kind = arg.kind;
+      if (kind.case !== "list" && kind.case !== "map") return payloadFromArg(arg, path, limits.keepValueBytes);
+      if (nesting >= MAX_NESTING) throw invalid(`argument ${path}: lists and maps nest more than ${MAX_NESTING} deep`);
+      const inner = (item: Arg, itemPath: string) => {
+        const payload = value(item, itemPath, nesting + 1);
+        if (payload) return payload;
+        if (item.kind.case === "dataAccess") {
+          throw invalid(`argument ${itemPath}: data_access cannot be inside a list or map; pass it as an argument of its own`);
+        }
+        throw invalid(`argument ${itemPath}: set one of json, json_text, bytes, tensor, list or map`);
+      };
+      if (kind.case === "list") {
+        const items = kind.value.items;
+        if (items.length > limits.maxArgs)
+          throw invalid(`argument ${path}: a list of ${items.length} items; engine.max_args allows ${limits.maxArgs}`);
+        return listPayload(items.map((item, i) => inner(item, `${path}[${i}]`)));
+      }
+      const names = Object.keys(kind.value.entries);
+      if (names.length > limits.maxKwargs) {
+        throw invalid(`argument ${path}: a map of ${names.length} entries; engine.max_kwargs allows ${limits.maxKwargs}`);
+      }
+      const entries: Record<string, Payload> = {};
+      for (const name of names) entries[name] = inner(kind.value.entries[name]!, `${path}.${cut(name)}`);
+      return mapPayload(entries);
+    };
     const one = (arg: Arg, path: string): ArgNode => {
-      const payload = payloadFromArg(arg, path, limits.keepValueBytes);
+      const payload = value(arg, path, 0);
       if (payload) {
         bytes += payload.bytes;
         return payload;
       }
-      if (arg.kind.case !== "dataAccess") throw invalid(`argument ${path}: set one of json, json_text, bytes, tensor or data_access`);
+      if (arg.kind.case !== "dataAccess") throw invalid(`argument ${path}: set one of json, json_text, bytes, tensor, list, map or data_access`);
       const access = arg.kind.value;
       if (!access.name) throw invalid(`argument ${path}: data_access needs a name`);
       if (!isDataAccess(access.name)) {

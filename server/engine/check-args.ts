@@ -20,14 +20,32 @@ const MAX_CHECKED_BYTES = 1 << 20;
 const decoder = new TextDecoder();
 
 function fromNode(node: ArgNode): Instance {
-  return node.kind === "json" && node.bytes <= MAX_CHECKED_BYTES ? JSON.parse(textOf(node)) : OPAQUE;
+  switch (node.kind) {
+    case "json":
+      return node.bytes <= MAX_CHECKED_BYTES ? JSON.parse(textOf(node)) : OPAQUE;
+    case "list":
+      return node.items.map(fromNode);
+    case "map":
+      return mapValues(node.entries, fromNode);
+    default:
+      return OPAQUE;
+  }
 }
 
 function fromValue(value: Value): Instance {
   const kind = value.kind;
-  if (kind.case === "jsonUtf8" && kind.value.byteLength <= MAX_CHECKED_BYTES) return JSON.parse(decoder.decode(kind.value));
-  if (kind.case === "jsonText" && kind.value.length <= MAX_CHECKED_BYTES) return JSON.parse(kind.value);
-  return OPAQUE;
+  switch (kind.case) {
+    case "jsonUtf8":
+      return kind.value.byteLength <= MAX_CHECKED_BYTES ? JSON.parse(decoder.decode(kind.value)) : OPAQUE;
+    case "jsonText":
+      return kind.value.length <= MAX_CHECKED_BYTES ? JSON.parse(kind.value) : OPAQUE;
+    case "list":
+      return kind.value.items.map(fromValue);
+    case "map":
+      return mapValues(kind.value.entries, fromValue);
+    default:
+      return OPAQUE;
+  }
 }
 
 function mapValues<T>(record: Readonly<Record<string, T>>, f: (v: T) => Instance): Record<string, Instance> {

@@ -32,7 +32,24 @@ export type Payload =
       readonly value?: JsonValuePb;
     }
   | { readonly kind: "bytes"; readonly data: Uint8Array; readonly bytes: number }
-  | { readonly kind: "tensor"; readonly tensor: Tensor; readonly bytes: number };
+  | { readonly kind: "tensor"; readonly tensor: Tensor; readonly bytes: number }
+  /** A list or map argument: its items' sizes summed. */
+  | { readonly kind: "list"; readonly items: readonly Payload[]; readonly bytes: number }
+  | { readonly kind: "map"; readonly entries: Readonly<Record<string, Payload>>; readonly bytes: number };
+
+/** A list of payloads as one. */
+export function listPayload(items: Payload[]): Payload {
+  let bytes = 0;
+  for (const item of items) bytes += item.bytes;
+  return { kind: "list", items, bytes };
+}
+
+/** A map of payloads as one. */
+export function mapPayload(entries: Record<string, Payload>): Payload {
+  let bytes = 0;
+  for (const key in entries) bytes += entries[key]!.bytes;
+  return { kind: "map", entries, bytes };
+}
 
 /** How many bytes of a tensor's data each element type takes. */
 const elementBytes: Record<number, number> = { 1: 4, 2: 8, 3: 1, 4: 2, 5: 4, 6: 8, 7: 1, 8: 2, 9: 4, 10: 8, 11: 1 };
@@ -119,6 +136,13 @@ export function payloadFromValue(value: Value | undefined, form: JsonForm): Payl
       return { kind: "bytes", data: own(kind.value), bytes: kind.value.byteLength };
     case "tensor":
       return { kind: "tensor", tensor: { ...kind.value, data: own(kind.value.data) }, bytes: kind.value.data.byteLength };
+    case "list":
+      return listPayload(kind.value.items.map((item) => payloadFromValue(item, form)));
+    case "map": {
+      const entries: Record<string, Payload> = {};
+      for (const [key, item] of Object.entries(kind.value.entries)) entries[key] = payloadFromValue(item, form);
+      return mapPayload(entries);
+    }
     default:
       return jsonPayload(encoder.encode("null"), form);
   }
@@ -133,6 +157,13 @@ export function toWorkerValue(payload: Payload): Value {
       return create(ValueSchema, { kind: { case: "bytes", value: payload.data } });
     case "tensor":
       return create(ValueSchema, { kind: { case: "tensor", value: payload.tensor } });
+    case "list":
+      return create(ValueSchema, { kind: { case: "list", value: { items: payload.items.map(toWorkerValue) } } });
+    case "map": {
+      const entries: Record<string, Value> = {};
+      for (const [key, item] of Object.entries(payload.entries)) entries[key] = toWorkerValue(item);
+      return create(ValueSchema, { kind: { case: "map", value: { entries } } });
+    }
   }
 }
 
@@ -164,6 +195,19 @@ function prefixOf(payload: JsonPayload): string {
 }
 const kinds = { json: ArgKind.JSON, json_text: ArgKind.JSON_TEXT, bytes: ArgKind.BYTES, tensor: ArgKind.TENSOR } as const;
 
+/** A list's or map's JSON items as one JSON text: its summary's prefix. */
+function compositePrefix(payload: Extract<Payload, { kind: "list" | "map" }>): string {
+  const one = (p: Payload): string => (p.kind === "json" ? prefixOf(p) : `<${p.kind}>`);
+  const text =
+    payload.kind === "list"
+      ? `[${payload.items.slice(0, 8).map(one).join(",")}`
+      : `{${Object.entries(payload.entries)
+          .slice(0, 8)
+          .map(([k, p]) => `${JSON.stringify(k)}:${one(p)}`)
+          .join(",")}`;
+  return text.slice(0, PREFIX_CHARS);
+}
+
 function summaryOf(payload: Payload): ArgSummary {
   switch (payload.kind) {
     case "json":
@@ -176,6 +220,14 @@ function summaryOf(payload: Payload): ArgSummary {
         sizeBytes: BigInt(payload.bytes),
         dtype: payload.tensor.dtype,
         shape: payload.tensor.shape,
+      });
+    case "list":
+    case "map":
+      return create(ArgSummarySchema, {
+        kind: payload.kind === "list" ? ArgKind.LIST : ArgKind.MAP,
+        sizeBytes: BigInt(payload.bytes),
+        prefix: compositePrefix(payload),
+        items: payload.kind === "list" ? payload.items.length : Object.keys(payload.entries).length,
       });
   }
 }
@@ -198,5 +250,14 @@ export function payloadArg(payload: Payload, inlineBytes: number, maxJsonValueBy
       return create(ArgSchema, { kind: { case: "bytes", value: payload.data } });
     case "tensor":
       return create(ArgSchema, { kind: { case: "tensor", value: payload.tensor } });
+    case "list":
+      return create(ArgSchema, {
+        kind: { case: "list", value: { items: payload.items.map((item) => payloadArg(item, inlineBytes, maxJsonValueBytes)) } },
+      });
+    case "map": {
+      const entries: Record<string, Arg> = {};
+      for (const [key, item] of Object.entries(payload.entries)) entries[key] = payloadArg(item, inlineBytes, maxJsonValueBytes);
+      return create(ArgSchema, { kind: { case: "map", value: { entries } } });
+    }
   }
 }

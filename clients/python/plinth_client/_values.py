@@ -64,9 +64,26 @@ class Summary:
     prefix: str
 
 
+def _special(value: Any) -> bool:
+    """Whether a value cannot travel as JSON: then a list or dict holding it goes as a list or map argument."""
+    if isinstance(value, (arg_pb2.Arg, bytes, bytearray, memoryview, DataAccess, Tensor)):
+        return True
+    if _np is not None and isinstance(value, _np.ndarray):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_special(v) for v in value if not isinstance(v, (int, float, str, bool, type(None))))
+    if isinstance(value, dict):
+        return any(_special(v) for v in value.values() if not isinstance(v, (int, float, str, bool, type(None))))
+    return False
+
+
 def to_arg(value: Any) -> arg_pb2.Arg:
     if isinstance(value, arg_pb2.Arg):
         return value
+    if isinstance(value, (list, tuple)) and _special(value):
+        return arg_pb2.Arg(list=arg_pb2.ArgList(items=[to_arg(v) for v in value]))
+    if isinstance(value, dict) and _special(value):
+        return arg_pb2.Arg(map=arg_pb2.ArgMap(entries={k: to_arg(v) for k, v in value.items()}))
     if isinstance(value, (bytes, bytearray, memoryview)):
         return arg_pb2.Arg(bytes=bytes(value))
     if isinstance(value, DataAccess):
@@ -112,6 +129,10 @@ def from_arg(arg: Optional[arg_pb2.Arg]) -> Any:
     if kind == "summary":
         s = arg.summary
         return Summary(arg_pb2.ArgKind.Name(s.kind).replace("ARG_KIND_", "").lower(), s.size_bytes, s.prefix)
+    if kind == "list":
+        return [from_arg(item) for item in arg.list.items]
+    if kind == "map":
+        return {key: from_arg(item) for key, item in arg.map.entries.items()}
     return None
 
 

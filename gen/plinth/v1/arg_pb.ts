@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/arg.proto.
  */
 export const file_plinth_v1_arg: GenFile = /*@__PURE__*/
-  fileDesc("ChNwbGludGgvdjEvYXJnLnByb3RvEglwbGludGgudjEi2AEKA0FyZxImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASLAoLZGF0YV9hY2Nlc3MYBCABKAsyFS5wbGludGgudjEuRGF0YUFjY2Vzc0gAEhMKCWpzb25fdGV4dBgFIAEoCUgAEigKB3N1bW1hcnkYBiABKAsyFS5wbGludGgudjEuQXJnU3VtbWFyeUgAQgYKBGtpbmQiggEKCkFyZ1N1bW1hcnkSIAoEa2luZBgBIAEoDjISLnBsaW50aC52MS5BcmdLaW5kEhIKCnNpemVfYnl0ZXMYAiABKAQSDgoGcHJlZml4GAMgASgJEh8KBWR0eXBlGAQgASgOMhAucGxpbnRoLnYxLkRUeXBlEg0KBXNoYXBlGAUgAygNIkYKBlRlbnNvchIfCgVkdHlwZRgBIAEoDjIQLnBsaW50aC52MS5EVHlwZRINCgVzaGFwZRgCIAMoDRIMCgRkYXRhGAMgASgMIqoBCgpEYXRhQWNjZXNzEgwKBG5hbWUYASABKAkSHAoEYXJncxgCIAMoCzIOLnBsaW50aC52MS5BcmcSMQoGa3dhcmdzGAMgAygLMiEucGxpbnRoLnYxLkRhdGFBY2Nlc3MuS3dhcmdzRW50cnkaPQoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEh0KBXZhbHVlGAIgASgLMg4ucGxpbnRoLnYxLkFyZzoCOAEqdwoHQXJnS2luZBIYChRBUkdfS0lORF9VTlNQRUNJRklFRBAAEhEKDUFSR19LSU5EX0pTT04QARISCg5BUkdfS0lORF9CWVRFUxACEhMKD0FSR19LSU5EX1RFTlNPUhADEhYKEkFSR19LSU5EX0pTT05fVEVYVBAEKuoBCgVEVHlwZRIWChJEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5EX1RZUEVfRkxPQVQzMhABEhIKDkRfVFlQRV9GTE9BVDY0EAISDwoLRF9UWVBFX0lOVDgQAxIQCgxEX1RZUEVfSU5UMTYQBBIQCgxEX1RZUEVfSU5UMzIQBRIQCgxEX1RZUEVfSU5UNjQQBhIQCgxEX1RZUEVfVUlOVDgQBxIRCg1EX1RZUEVfVUlOVDE2EAgSEQoNRF9UWVBFX1VJTlQzMhAJEhEKDURfVFlQRV9VSU5UNjQQChIPCgtEX1RZUEVfQk9PTBALYgZwcm90bzM", [file_google_protobuf_struct]);
+  fileDesc("ChNwbGludGgvdjEvYXJnLnByb3RvEglwbGludGgudjEingIKA0FyZxImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASLAoLZGF0YV9hY2Nlc3MYBCABKAsyFS5wbGludGgudjEuRGF0YUFjY2Vzc0gAEhMKCWpzb25fdGV4dBgFIAEoCUgAEigKB3N1bW1hcnkYBiABKAsyFS5wbGludGgudjEuQXJnU3VtbWFyeUgAEiIKBGxpc3QYByABKAsyEi5wbGludGgudjEuQXJnTGlzdEgAEiAKA21hcBgIIAEoCzIRLnBsaW50aC52MS5BcmdNYXBIAEIGCgRraW5kIigKB0FyZ0xpc3QSHQoFaXRlbXMYASADKAsyDi5wbGludGgudjEuQXJnInkKBkFyZ01hcBIvCgdlbnRyaWVzGAEgAygLMh4ucGxpbnRoLnYxLkFyZ01hcC5FbnRyaWVzRW50cnkaPgoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBIpEBCgpBcmdTdW1tYXJ5EiAKBGtpbmQYASABKA4yEi5wbGludGgudjEuQXJnS2luZBISCgpzaXplX2J5dGVzGAIgASgEEg4KBnByZWZpeBgDIAEoCRIfCgVkdHlwZRgEIAEoDjIQLnBsaW50aC52MS5EVHlwZRINCgVzaGFwZRgFIAMoDRINCgVpdGVtcxgGIAEoDSJGCgZUZW5zb3ISHwoFZHR5cGUYASABKA4yEC5wbGludGgudjEuRFR5cGUSDQoFc2hhcGUYAiADKA0SDAoEZGF0YRgDIAEoDCKqAQoKRGF0YUFjY2VzcxIMCgRuYW1lGAEgASgJEhwKBGFyZ3MYAiADKAsyDi5wbGludGgudjEuQXJnEjEKBmt3YXJncxgDIAMoCzIhLnBsaW50aC52MS5EYXRhQWNjZXNzLkt3YXJnc0VudHJ5Gj0KC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBKpwBCgdBcmdLaW5kEhgKFEFSR19LSU5EX1VOU1BFQ0lGSUVEEAASEQoNQVJHX0tJTkRfSlNPThABEhIKDkFSR19LSU5EX0JZVEVTEAISEwoPQVJHX0tJTkRfVEVOU09SEAMSFgoSQVJHX0tJTkRfSlNPTl9URVhUEAQSEQoNQVJHX0tJTkRfTElTVBAFEhAKDEFSR19LSU5EX01BUBAGKuoBCgVEVHlwZRIWChJEX1RZUEVfVU5TUEVDSUZJRUQQABISCg5EX1RZUEVfRkxPQVQzMhABEhIKDkRfVFlQRV9GTE9BVDY0EAISDwoLRF9UWVBFX0lOVDgQAxIQCgxEX1RZUEVfSU5UMTYQBBIQCgxEX1RZUEVfSU5UMzIQBRIQCgxEX1RZUEVfSU5UNjQQBhIQCgxEX1RZUEVfVUlOVDgQBxIRCg1EX1RZUEVfVUlOVDE2EAgSEQoNRF9UWVBFX1VJTlQzMhAJEhEKDURfVFlQRV9VSU5UNjQQChIPCgtEX1RZUEVfQk9PTBALYgZwcm90bzM", [file_google_protobuf_struct]);
 
 /**
  * One argument of a plugin call, or a result. A DataAccess argument is resolved by
@@ -76,6 +76,23 @@ export type Arg = Message<"plinth.v1.Arg"> & {
      */
     value: ArgSummary;
     case: "summary";
+  } | {
+    /**
+     * Several arguments as one: a list, e.g. byte blobs, or a tensor with JSON beside it.
+     * The plugin gets an array. Items may be lists and maps too, but not data_access.
+     *
+     * @generated from field: plinth.v1.ArgList list = 7;
+     */
+    value: ArgList;
+    case: "list";
+  } | {
+    /**
+     * Several arguments by name, e.g. {"x": tensor, "y": tensor}. The plugin gets an object.
+     *
+     * @generated from field: plinth.v1.ArgMap map = 8;
+     */
+    value: ArgMap;
+    case: "map";
   } | { case: undefined; value?: undefined };
 };
 
@@ -85,6 +102,44 @@ export type Arg = Message<"plinth.v1.Arg"> & {
  */
 export const ArgSchema: GenMessage<Arg> = /*@__PURE__*/
   messageDesc(file_plinth_v1_arg, 0);
+
+/**
+ * The items of a list argument.
+ *
+ * @generated from message plinth.v1.ArgList
+ */
+export type ArgList = Message<"plinth.v1.ArgList"> & {
+  /**
+   * @generated from field: repeated plinth.v1.Arg items = 1;
+   */
+  items: Arg[];
+};
+
+/**
+ * Describes the message plinth.v1.ArgList.
+ * Use `create(ArgListSchema)` to create a new message.
+ */
+export const ArgListSchema: GenMessage<ArgList> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_arg, 1);
+
+/**
+ * The entries of a map argument.
+ *
+ * @generated from message plinth.v1.ArgMap
+ */
+export type ArgMap = Message<"plinth.v1.ArgMap"> & {
+  /**
+   * @generated from field: map<string, plinth.v1.Arg> entries = 1;
+   */
+  entries: { [key: string]: Arg };
+};
+
+/**
+ * Describes the message plinth.v1.ArgMap.
+ * Use `create(ArgMapSchema)` to create a new message.
+ */
+export const ArgMapSchema: GenMessage<ArgMap> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_arg, 2);
 
 /**
  * What a large argument or result is, without its content.
@@ -122,6 +177,13 @@ export type ArgSummary = Message<"plinth.v1.ArgSummary"> & {
    * @generated from field: repeated uint32 shape = 5;
    */
   shape: number[];
+
+  /**
+   * For lists and maps: how many items or entries.
+   *
+   * @generated from field: uint32 items = 6;
+   */
+  items: number;
 };
 
 /**
@@ -129,7 +191,7 @@ export type ArgSummary = Message<"plinth.v1.ArgSummary"> & {
  * Use `create(ArgSummarySchema)` to create a new message.
  */
 export const ArgSummarySchema: GenMessage<ArgSummary> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_arg, 1);
+  messageDesc(file_plinth_v1_arg, 3);
 
 /**
  * A dense, row-major tensor. data holds product(shape) elements, little-endian.
@@ -158,7 +220,7 @@ export type Tensor = Message<"plinth.v1.Tensor"> & {
  * Use `create(TensorSchema)` to create a new message.
  */
 export const TensorSchema: GenMessage<Tensor> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_arg, 2);
+  messageDesc(file_plinth_v1_arg, 4);
 
 /**
  * A call to a data-access function declared by a plugin. Its args and kwargs may
@@ -190,7 +252,7 @@ export type DataAccess = Message<"plinth.v1.DataAccess"> & {
  * Use `create(DataAccessSchema)` to create a new message.
  */
 export const DataAccessSchema: GenMessage<DataAccess> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_arg, 3);
+  messageDesc(file_plinth_v1_arg, 5);
 
 /**
  * The form of an argument or result.
@@ -222,6 +284,16 @@ export enum ArgKind {
    * @generated from enum value: ARG_KIND_JSON_TEXT = 4;
    */
   JSON_TEXT = 4,
+
+  /**
+   * @generated from enum value: ARG_KIND_LIST = 5;
+   */
+  LIST = 5,
+
+  /**
+   * @generated from enum value: ARG_KIND_MAP = 6;
+   */
+  MAP = 6,
 }
 
 /**

@@ -21,7 +21,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='plinth/v1/arg.proto',
   package='plinth.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x13plinth/v1/arg.proto\x12\tplinth.v1\x1a\x1cgoogle/protobuf/struct.proto\"\xd8\x01\n\x03\x41rg\x12&\n\x04json\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0f\n\x05\x62ytes\x18\x02 \x01(\x0cH\x00\x12#\n\x06tensor\x18\x03 \x01(\x0b\x32\x11.plinth.v1.TensorH\x00\x12,\n\x0b\x64\x61ta_access\x18\x04 \x01(\x0b\x32\x15.plinth.v1.DataAccessH\x00\x12\x13\n\tjson_text\x18\x05 \x01(\tH\x00\x12(\n\x07summary\x18\x06 \x01(\x0b\x32\x15.plinth.v1.ArgSummaryH\x00\x42\x06\n\x04kind\"\x82\x01\n\nArgSummary\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.plinth.v1.ArgKind\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x1f\n\x05\x64type\x18\x04 \x01(\x0e\x32\x10.plinth.v1.DType\x12\r\n\x05shape\x18\x05 \x03(\r\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.plinth.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xaa\x01\n\nDataAccess\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.DataAccess.KwargsEntry\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01*w\n\x07\x41rgKind\x12\x18\n\x14\x41RG_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rARG_KIND_JSON\x10\x01\x12\x12\n\x0e\x41RG_KIND_BYTES\x10\x02\x12\x13\n\x0f\x41RG_KIND_TENSOR\x10\x03\x12\x16\n\x12\x41RG_KIND_JSON_TEXT\x10\x04*\xea\x01\n\x05\x44Type\x12\x16\n\x12\x44_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44_TYPE_FLOAT32\x10\x01\x12\x12\n\x0e\x44_TYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44_TYPE_INT8\x10\x03\x12\x10\n\x0c\x44_TYPE_INT16\x10\x04\x12\x10\n\x0c\x44_TYPE_INT32\x10\x05\x12\x10\n\x0c\x44_TYPE_INT64\x10\x06\x12\x10\n\x0c\x44_TYPE_UINT8\x10\x07\x12\x11\n\rD_TYPE_UINT16\x10\x08\x12\x11\n\rD_TYPE_UINT32\x10\t\x12\x11\n\rD_TYPE_UINT64\x10\n\x12\x0f\n\x0b\x44_TYPE_BOOL\x10\x0b\x62\x06proto3')
+  serialized_pb=_b('\n\x13plinth/v1/arg.proto\x12\tplinth.v1\x1a\x1cgoogle/protobuf/struct.proto\"\x9e\x02\n\x03\x41rg\x12&\n\x04json\x18\x01 \x01(\x0b\x32\x16.google.protobuf.ValueH\x00\x12\x0f\n\x05\x62ytes\x18\x02 \x01(\x0cH\x00\x12#\n\x06tensor\x18\x03 \x01(\x0b\x32\x11.plinth.v1.TensorH\x00\x12,\n\x0b\x64\x61ta_access\x18\x04 \x01(\x0b\x32\x15.plinth.v1.DataAccessH\x00\x12\x13\n\tjson_text\x18\x05 \x01(\tH\x00\x12(\n\x07summary\x18\x06 \x01(\x0b\x32\x15.plinth.v1.ArgSummaryH\x00\x12\"\n\x04list\x18\x07 \x01(\x0b\x32\x12.plinth.v1.ArgListH\x00\x12 \n\x03map\x18\x08 \x01(\x0b\x32\x11.plinth.v1.ArgMapH\x00\x42\x06\n\x04kind\"(\n\x07\x41rgList\x12\x1d\n\x05items\x18\x01 \x03(\x0b\x32\x0e.plinth.v1.Arg\"y\n\x06\x41rgMap\x12/\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1e.plinth.v1.ArgMap.EntriesEntry\x1a>\n\x0c\x45ntriesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"\x91\x01\n\nArgSummary\x12 \n\x04kind\x18\x01 \x01(\x0e\x32\x12.plinth.v1.ArgKind\x12\x12\n\nsize_bytes\x18\x02 \x01(\x04\x12\x0e\n\x06prefix\x18\x03 \x01(\t\x12\x1f\n\x05\x64type\x18\x04 \x01(\x0e\x32\x10.plinth.v1.DType\x12\r\n\x05shape\x18\x05 \x03(\r\x12\r\n\x05items\x18\x06 \x01(\r\"F\n\x06Tensor\x12\x1f\n\x05\x64type\x18\x01 \x01(\x0e\x32\x10.plinth.v1.DType\x12\r\n\x05shape\x18\x02 \x03(\r\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\xaa\x01\n\nDataAccess\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.DataAccess.KwargsEntry\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01*\x9c\x01\n\x07\x41rgKind\x12\x18\n\x14\x41RG_KIND_UNSPECIFIED\x10\x00\x12\x11\n\rARG_KIND_JSON\x10\x01\x12\x12\n\x0e\x41RG_KIND_BYTES\x10\x02\x12\x13\n\x0f\x41RG_KIND_TENSOR\x10\x03\x12\x16\n\x12\x41RG_KIND_JSON_TEXT\x10\x04\x12\x11\n\rARG_KIND_LIST\x10\x05\x12\x10\n\x0c\x41RG_KIND_MAP\x10\x06*\xea\x01\n\x05\x44Type\x12\x16\n\x12\x44_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x44_TYPE_FLOAT32\x10\x01\x12\x12\n\x0e\x44_TYPE_FLOAT64\x10\x02\x12\x0f\n\x0b\x44_TYPE_INT8\x10\x03\x12\x10\n\x0c\x44_TYPE_INT16\x10\x04\x12\x10\n\x0c\x44_TYPE_INT32\x10\x05\x12\x10\n\x0c\x44_TYPE_INT64\x10\x06\x12\x10\n\x0c\x44_TYPE_UINT8\x10\x07\x12\x11\n\rD_TYPE_UINT16\x10\x08\x12\x11\n\rD_TYPE_UINT32\x10\t\x12\x11\n\rD_TYPE_UINT64\x10\n\x12\x0f\n\x0b\x44_TYPE_BOOL\x10\x0b\x62\x06proto3')
   ,
   dependencies=[google_dot_protobuf_dot_struct__pb2.DESCRIPTOR,])
 
@@ -51,11 +51,19 @@ _ARGKIND = _descriptor.EnumDescriptor(
       name='ARG_KIND_JSON_TEXT', index=4, number=4,
       options=None,
       type=None),
+    _descriptor.EnumValueDescriptor(
+      name='ARG_KIND_LIST', index=5, number=5,
+      options=None,
+      type=None),
+    _descriptor.EnumValueDescriptor(
+      name='ARG_KIND_MAP', index=6, number=6,
+      options=None,
+      type=None),
   ],
   containing_type=None,
   options=None,
-  serialized_start=661,
-  serialized_end=780,
+  serialized_start=912,
+  serialized_end=1068,
 )
 _sym_db.RegisterEnumDescriptor(_ARGKIND)
 
@@ -117,8 +125,8 @@ _DTYPE = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=783,
-  serialized_end=1017,
+  serialized_start=1071,
+  serialized_end=1305,
 )
 _sym_db.RegisterEnumDescriptor(_DTYPE)
 
@@ -128,6 +136,8 @@ ARG_KIND_JSON = 1
 ARG_KIND_BYTES = 2
 ARG_KIND_TENSOR = 3
 ARG_KIND_JSON_TEXT = 4
+ARG_KIND_LIST = 5
+ARG_KIND_MAP = 6
 D_TYPE_UNSPECIFIED = 0
 D_TYPE_FLOAT32 = 1
 D_TYPE_FLOAT64 = 2
@@ -192,6 +202,20 @@ _ARG = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='list', full_name='plinth.v1.Arg.list', index=6,
+      number=7, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='map', full_name='plinth.v1.Arg.map', index=7,
+      number=8, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -208,7 +232,106 @@ _ARG = _descriptor.Descriptor(
       index=0, containing_type=None, fields=[]),
   ],
   serialized_start=65,
-  serialized_end=281,
+  serialized_end=351,
+)
+
+
+_ARGLIST = _descriptor.Descriptor(
+  name='ArgList',
+  full_name='plinth.v1.ArgList',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='items', full_name='plinth.v1.ArgList.items', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=353,
+  serialized_end=393,
+)
+
+
+_ARGMAP_ENTRIESENTRY = _descriptor.Descriptor(
+  name='EntriesEntry',
+  full_name='plinth.v1.ArgMap.EntriesEntry',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='key', full_name='plinth.v1.ArgMap.EntriesEntry.key', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='value', full_name='plinth.v1.ArgMap.EntriesEntry.value', index=1,
+      number=2, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=_descriptor._ParseOptions(descriptor_pb2.MessageOptions(), _b('8\001')),
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=454,
+  serialized_end=516,
+)
+
+_ARGMAP = _descriptor.Descriptor(
+  name='ArgMap',
+  full_name='plinth.v1.ArgMap',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='entries', full_name='plinth.v1.ArgMap.entries', index=0,
+      number=1, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[_ARGMAP_ENTRIESENTRY, ],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=395,
+  serialized_end=516,
 )
 
 
@@ -254,6 +377,13 @@ _ARGSUMMARY = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='items', full_name='plinth.v1.ArgSummary.items', index=5,
+      number=6, type=13, cpp_type=3, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -266,8 +396,8 @@ _ARGSUMMARY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=284,
-  serialized_end=414,
+  serialized_start=519,
+  serialized_end=664,
 )
 
 
@@ -311,8 +441,8 @@ _TENSOR = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=416,
-  serialized_end=486,
+  serialized_start=666,
+  serialized_end=736,
 )
 
 
@@ -349,8 +479,8 @@ _DATAACCESS_KWARGSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=598,
-  serialized_end=659,
+  serialized_start=848,
+  serialized_end=909,
 )
 
 _DATAACCESS = _descriptor.Descriptor(
@@ -393,14 +523,16 @@ _DATAACCESS = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=489,
-  serialized_end=659,
+  serialized_start=739,
+  serialized_end=909,
 )
 
 _ARG.fields_by_name['json'].message_type = google_dot_protobuf_dot_struct__pb2._VALUE
 _ARG.fields_by_name['tensor'].message_type = _TENSOR
 _ARG.fields_by_name['data_access'].message_type = _DATAACCESS
 _ARG.fields_by_name['summary'].message_type = _ARGSUMMARY
+_ARG.fields_by_name['list'].message_type = _ARGLIST
+_ARG.fields_by_name['map'].message_type = _ARGMAP
 _ARG.oneofs_by_name['kind'].fields.append(
   _ARG.fields_by_name['json'])
 _ARG.fields_by_name['json'].containing_oneof = _ARG.oneofs_by_name['kind']
@@ -419,6 +551,16 @@ _ARG.fields_by_name['json_text'].containing_oneof = _ARG.oneofs_by_name['kind']
 _ARG.oneofs_by_name['kind'].fields.append(
   _ARG.fields_by_name['summary'])
 _ARG.fields_by_name['summary'].containing_oneof = _ARG.oneofs_by_name['kind']
+_ARG.oneofs_by_name['kind'].fields.append(
+  _ARG.fields_by_name['list'])
+_ARG.fields_by_name['list'].containing_oneof = _ARG.oneofs_by_name['kind']
+_ARG.oneofs_by_name['kind'].fields.append(
+  _ARG.fields_by_name['map'])
+_ARG.fields_by_name['map'].containing_oneof = _ARG.oneofs_by_name['kind']
+_ARGLIST.fields_by_name['items'].message_type = _ARG
+_ARGMAP_ENTRIESENTRY.fields_by_name['value'].message_type = _ARG
+_ARGMAP_ENTRIESENTRY.containing_type = _ARGMAP
+_ARGMAP.fields_by_name['entries'].message_type = _ARGMAP_ENTRIESENTRY
 _ARGSUMMARY.fields_by_name['kind'].enum_type = _ARGKIND
 _ARGSUMMARY.fields_by_name['dtype'].enum_type = _DTYPE
 _TENSOR.fields_by_name['dtype'].enum_type = _DTYPE
@@ -427,6 +569,8 @@ _DATAACCESS_KWARGSENTRY.containing_type = _DATAACCESS
 _DATAACCESS.fields_by_name['args'].message_type = _ARG
 _DATAACCESS.fields_by_name['kwargs'].message_type = _DATAACCESS_KWARGSENTRY
 DESCRIPTOR.message_types_by_name['Arg'] = _ARG
+DESCRIPTOR.message_types_by_name['ArgList'] = _ARGLIST
+DESCRIPTOR.message_types_by_name['ArgMap'] = _ARGMAP
 DESCRIPTOR.message_types_by_name['ArgSummary'] = _ARGSUMMARY
 DESCRIPTOR.message_types_by_name['Tensor'] = _TENSOR
 DESCRIPTOR.message_types_by_name['DataAccess'] = _DATAACCESS
@@ -440,6 +584,28 @@ Arg = _reflection.GeneratedProtocolMessageType('Arg', (_message.Message,), dict(
   # @@protoc_insertion_point(class_scope:plinth.v1.Arg)
   ))
 _sym_db.RegisterMessage(Arg)
+
+ArgList = _reflection.GeneratedProtocolMessageType('ArgList', (_message.Message,), dict(
+  DESCRIPTOR = _ARGLIST,
+  __module__ = 'plinth.v1.arg_pb2'
+  # @@protoc_insertion_point(class_scope:plinth.v1.ArgList)
+  ))
+_sym_db.RegisterMessage(ArgList)
+
+ArgMap = _reflection.GeneratedProtocolMessageType('ArgMap', (_message.Message,), dict(
+
+  EntriesEntry = _reflection.GeneratedProtocolMessageType('EntriesEntry', (_message.Message,), dict(
+    DESCRIPTOR = _ARGMAP_ENTRIESENTRY,
+    __module__ = 'plinth.v1.arg_pb2'
+    # @@protoc_insertion_point(class_scope:plinth.v1.ArgMap.EntriesEntry)
+    ))
+  ,
+  DESCRIPTOR = _ARGMAP,
+  __module__ = 'plinth.v1.arg_pb2'
+  # @@protoc_insertion_point(class_scope:plinth.v1.ArgMap)
+  ))
+_sym_db.RegisterMessage(ArgMap)
+_sym_db.RegisterMessage(ArgMap.EntriesEntry)
 
 ArgSummary = _reflection.GeneratedProtocolMessageType('ArgSummary', (_message.Message,), dict(
   DESCRIPTOR = _ARGSUMMARY,
@@ -471,6 +637,8 @@ _sym_db.RegisterMessage(DataAccess)
 _sym_db.RegisterMessage(DataAccess.KwargsEntry)
 
 
+_ARGMAP_ENTRIESENTRY.has_options = True
+_ARGMAP_ENTRIESENTRY._options = _descriptor._ParseOptions(descriptor_pb2.MessageOptions(), _b('8\001'))
 _DATAACCESS_KWARGSENTRY.has_options = True
 _DATAACCESS_KWARGSENTRY._options = _descriptor._ParseOptions(descriptor_pb2.MessageOptions(), _b('8\001'))
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iXgoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAkilwEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIAEIGCgRraW5kIrwCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImUKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBQgsKCV9pbnN0YW5jZSJ/CgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iXgoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAki7wEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIABIrCgRsaXN0GAYgASgLMhsucGxpbnRoLndvcmtlci52MS5WYWx1ZUxpc3RIABIpCgNtYXAYByABKAsyGi5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwSABCBgoEa2luZCIzCglWYWx1ZUxpc3QSJgoFaXRlbXMYASADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlIo0BCghWYWx1ZU1hcBI4CgdlbnRyaWVzGAEgAygLMicucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcC5FbnRyaWVzRW50cnkaRwoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIrwCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImUKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBQgsKCV9pbnN0YW5jZSJ/CgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -262,6 +262,20 @@ export type Value = Message<"plinth.worker.v1.Value"> & {
      */
     value: Uint8Array;
     case: "jsonUtf8";
+  } | {
+    /**
+     * An array or object holding bytes or tensors (a plain JSON one goes as JSON).
+     *
+     * @generated from field: plinth.worker.v1.ValueList list = 6;
+     */
+    value: ValueList;
+    case: "list";
+  } | {
+    /**
+     * @generated from field: plinth.worker.v1.ValueMap map = 7;
+     */
+    value: ValueMap;
+    case: "map";
   } | { case: undefined; value?: undefined };
 };
 
@@ -271,6 +285,40 @@ export type Value = Message<"plinth.worker.v1.Value"> & {
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 6);
+
+/**
+ * @generated from message plinth.worker.v1.ValueList
+ */
+export type ValueList = Message<"plinth.worker.v1.ValueList"> & {
+  /**
+   * @generated from field: repeated plinth.worker.v1.Value items = 1;
+   */
+  items: Value[];
+};
+
+/**
+ * Describes the message plinth.worker.v1.ValueList.
+ * Use `create(ValueListSchema)` to create a new message.
+ */
+export const ValueListSchema: GenMessage<ValueList> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 7);
+
+/**
+ * @generated from message plinth.worker.v1.ValueMap
+ */
+export type ValueMap = Message<"plinth.worker.v1.ValueMap"> & {
+  /**
+   * @generated from field: map<string, plinth.worker.v1.Value> entries = 1;
+   */
+  entries: { [key: string]: Value };
+};
+
+/**
+ * Describes the message plinth.worker.v1.ValueMap.
+ * Use `create(ValueMapSchema)` to create a new message.
+ */
+export const ValueMapSchema: GenMessage<ValueMap> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 8);
 
 /**
  * @generated from message plinth.worker.v1.Call
@@ -336,7 +384,7 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  * Use `create(CallSchema)` to create a new message.
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 7);
+  messageDesc(file_plinth_worker_v1_worker, 9);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -360,7 +408,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 8);
+  messageDesc(file_plinth_worker_v1_worker, 10);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -392,7 +440,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 9);
+  messageDesc(file_plinth_worker_v1_worker, 11);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -438,7 +486,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 10);
+  messageDesc(file_plinth_worker_v1_worker, 12);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
