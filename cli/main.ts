@@ -66,7 +66,7 @@ program
   .description("run the server (what npm start runs)")
   .allowUnknownOption()
   .helpOption(false)
-  .argument("[options...]", "the server's options: --config FILE, --address HOST:PORT, --log-level LEVEL")
+  .argument("[options...]", "the server's options: --config FILE, --address HOST:PORT, --http-address HOST:PORT, --watch, --log-level LEVEL")
   .action(async (options: string[]) => {
     const { serve } = await import("../server/serve.ts");
     stopWhenOrphaned();

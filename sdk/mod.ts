@@ -40,5 +40,4 @@ export {
   withInstance,
 } from "./plugin.ts";
 export type { Infer, JsonSchema, Schema, StandardSchema } from "./schema.ts";
-export { type CallOptions, type CallRecord, type PluginHarness, testPlugin, type TestModel } from "./testing.ts";
 export { type Args, type DType, type JsonValue, type Kwargs, type PluginValue, Tensor, type TensorData } from "./values.ts";

@@ -6,12 +6,14 @@
  * Start-up validates before it binds: the config, then the store (which only one live
  * server may hold), then the plugins; the port opens last, already SERVING.
  */
+import type { EventEmitter } from "node:events";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config/load.ts";
 import { Engine } from "./engine/engine.ts";
 import { Metrics } from "./metrics/metrics.ts";
 import { loadPlugins } from "./engine/load-plugins.ts";
+import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/plugin-watch.ts";
 import { PlinthError } from "./errors.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { ProcessManager } from "./process/process-manager.ts";
@@ -39,6 +41,8 @@ export interface PlinthServer extends AsyncDisposable {
   kill(): void;
   /** Reads the TLS files again (SIGHUP); new connections use them. False when the server has no TLS. */
   reloadTls(): Promise<boolean>;
+  /** Watched plugins' reloads: "reloaded" once new code serves, "failed" when it did not load. */
+  readonly reloads: EventEmitter<ReloadEvents>;
 }
 
 const LOOPBACK = /^(127\.\d+\.\d+\.\d+|localhost|\[::1\]|::1)$/;
@@ -118,6 +122,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   let http: HttpListener | undefined;
   let httpPort: number | undefined;
   let metricsListener: { port: number; close(): Promise<void> } | undefined;
+  let watcher: PluginWatcher | undefined;
   let port = 0;
   let refusing = false;
   const getEngine = () => {
@@ -131,6 +136,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     (closing ??= (async () => {
       grpc?.setServing(false);
       refusing = true;
+      watcher?.close();
       processes.drain();
       // Running actions end as cancelled; their waiters and watchers see that last update.
       await engine?.close();
@@ -149,6 +155,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     await processes.warmUp();
     signal?.throwIfAborted();
     engine = await Engine.open({ ...engineOptions(config), store, processes, plugins, logger });
+    watcher = watchPlugins(config.plugins, plugins, processes, config.base, logger);
     for (const p of plugins.plugins) {
       const { name, modelTypes, dataAccess } = p.info;
       logger.info(
@@ -207,6 +214,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       await http?.reloadTls();
       return served.reloadTls();
     },
+    reloads: watcher!.events,
     [Symbol.asyncDispose]: close,
   };
 }

@@ -14,12 +14,13 @@ import { type PlinthServer, startServer } from "./app.ts";
 import { loadConfig } from "./config/load.ts";
 import { PlinthError } from "./errors.ts";
 
-const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--log-level LEVEL]
+const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--watch] [--log-level LEVEL]
 
   --config FILE        YAML config; without it, the embedded default (example plugins,
                        models and history in ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --http-address HOST:PORT  overrides http.address: Connect and gRPC-Web (curl, browsers); "off" for none
+  --watch              reload every plugin when its files change (plugins[].watch for all)
   --log-level LEVEL    trace, debug, info (default), warn, error`;
 
 /** The same signal again within this long is the same request (group delivery + npm's relay). */
@@ -31,6 +32,7 @@ export async function serve(args: string[]): Promise<number> {
     config?: string | undefined;
     address?: string | undefined;
     "http-address"?: string | undefined;
+    watch?: boolean | undefined;
     "log-level": string;
     help?: boolean | undefined;
   };
@@ -41,6 +43,7 @@ export async function serve(args: string[]): Promise<number> {
         config: { type: "string" },
         address: { type: "string" },
         "http-address": { type: "string" },
+        watch: { type: "boolean" },
         "log-level": { type: "string", default: process.env.PLINTH_LOG_LEVEL ?? "info" },
         help: { type: "boolean", short: "h" },
       },
@@ -89,6 +92,7 @@ export async function serve(args: string[]): Promise<number> {
     if (values.address) config.server.address = values.address;
     if (values["http-address"] === "off") delete config.http.address;
     else if (values["http-address"]) config.http.address = values["http-address"];
+    if (values.watch) for (const plugin of config.plugins) plugin.watch = true;
     server = await startServer(config, logger, stop.signal);
     await stopRequested;
     await server.close();

@@ -20,7 +20,12 @@ const section = readme.slice(readme.indexOf("## Writing a plugin"), readme.index
 // Blocks inside list items are indented: their lines are taken without it.
 const blocks = [...section.matchAll(/```(\w*)\n([^`]+?) *```/g)].map((m) => ({ lang: m[1]!, code: m[2]!.replace(/^ {2}/gm, "") }));
 const pluginCode = blocks.find((b) => b.code.startsWith("// plugins/mean/mod.ts"))!.code;
-const harnessCode = blocks.find((b) => b.code.includes("testPlugin(plugin)"))!.code;
+const harnessCode = blocks.find((b) => b.code.includes("const h = testPlugin(plugin)"))!.code;
+const testFile = blocks.find((b) => b.code.startsWith("// plugins/mean/mod.test.ts"))!.code;
+const testCommands = blocks
+  .find((b) => b.lang === "sh" && b.code.includes("mod.test.ts"))!
+  .code.trim()
+  .split("\n");
 const errorLines = blocks
   .find((b) => b.code.startsWith("ERROR: Code: InvalidArgument"))!
   .code.trim()
@@ -29,9 +34,10 @@ const errorLines = blocks
 // Inside the repository, so that its imports (zod) resolve from node_modules as in a clone;
 // the SDK import points where plugins/mean/mod.ts would find it.
 const dir = tempDir("readme-plugin-", join(root, "test-artifacts"));
-const sdk = join(root, "sdk/mod.ts");
-writeFileSync(join(dir, "mod.ts"), pluginCode.replaceAll("../../sdk/mod.ts", sdk));
-writeFileSync(join(dir, "harness.ts"), harnessCode.replaceAll("../../sdk/mod.ts", sdk));
+const sdk = (code: string) => code.replaceAll('"../../sdk/', `"${join(root, "sdk")}/`);
+writeFileSync(join(dir, "mod.ts"), sdk(pluginCode));
+writeFileSync(join(dir, "harness.ts"), sdk(harnessCode));
+writeFileSync(join(dir, "mod.test.ts"), sdk(testFile));
 
 /** What the snippet prints, as the README's comment lines after it say. */
 const expectedOutput = harnessCode
@@ -53,6 +59,22 @@ describe("the README's plugin", () => {
       env: { ...process.env, NO_COLOR: "1", DENO_DIR: join(root, "node_modules/.cache/deno") },
     });
     expect(stdout.trim().split("\n")).toEqual(expectedOutput);
+  });
+
+  it("its node:test file passes with both commands the README gives", async () => {
+    expect(testCommands).toEqual([
+      "node --import tsx --test plugins/mean/mod.test.ts",
+      "npx deno test --allow-read --allow-env plugins/mean/mod.test.ts",
+    ]);
+    for (const command of testCommands) {
+      const [program, ...args] = command.replace("plugins/mean/mod.test.ts", join(dir, "mod.test.ts")).split(" ");
+      const { stdout } = await run(program === "node" ? process.execPath : program!, args, {
+        cwd: root,
+        env: { ...process.env, NO_COLOR: "1", DENO_DIR: join(root, "node_modules/.cache/deno") },
+      });
+      expect(stdout).toMatch(/fits the scaled mean of a range, and refuses an empty one/);
+      expect(stdout).toMatch(/pass 1|ok \| 1 passed/);
+    }
   });
 
   for (const runtime of ["node", "deno"] as const) {

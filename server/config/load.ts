@@ -73,7 +73,7 @@ export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
     throw new PlinthError("invalid_argument", parsed.error.issues.map((i) => describeIssue(i, input)).join("; "));
   }
   const config = parsed.data;
-  const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module) }))).map((p, i) => ({
+  const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module), watch: false }))).map((p, i) => ({
     ...p,
     module: resolveModule(p.module, baseDir, i),
   }));

@@ -21,6 +21,8 @@ export const pluginSchema = z.strictObject({
   max_memory_mb: z.number().min(64).optional(),
   /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
   env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
+  /** Reload when the module's folder changes: idle children retire, new calls get the new code. */
+  watch: z.boolean().default(false),
 });
 
 export const roleSchema = z.enum(["read", "run", "admin"]);

@@ -83,7 +83,10 @@ export class ActionRun {
         throw new ActionFailure({ code: "invalid_argument", message: `the data-access results do not match the schema: ${issues.join("; ")}` });
       }
     }
-    const target = this.#deps.plugins.modelType(call.modelType)!.target;
+    const plugin = this.#deps.plugins.modelType(call.modelType);
+    // Its plugin was reloaded without it while the action waited.
+    if (!plugin) throw new ActionFailure({ code: "not_found", message: `model type ${call.modelType} is no longer declared by any loaded plugin` });
+    const target = plugin.target;
     const outcome = await this.#call(
       target,
       { kind: call.kind, target: call.modelType, ...this.#ids, ...(call.instance ? { instance: call.instance } : {}), ...resolved },

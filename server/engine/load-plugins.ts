@@ -1,7 +1,8 @@
-/** Starts every configured plugin module once to read its manifest. */
+/** Starts configured plugin modules to read their manifests. */
 import { existsSync } from "node:fs";
 import { relative } from "node:path";
 import { create, type JsonObject } from "@bufbuild/protobuf";
+import { timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Function as ManifestFunction } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { PluginConfig } from "../config/schema.ts";
@@ -10,50 +11,64 @@ import type { ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
 
+/** How clients see a module path: relative to the config's folder, not the host's absolute one. */
+export function displayPath(base: string, module: string): string {
+  const path = relative(base, module);
+  return path.startsWith("..") ? module : path;
+}
+
 /**
- * `base`: the config's folder; clients see module paths relative to it (ListPlugins,
- * messages), not the host's absolute ones.
+ * Starts one configured plugin module to read its manifest. `generation` counts its
+ * reloads: children of one generation serve only calls of that generation.
  */
-export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, base: string, signal?: AbortSignal): Promise<PluginRegistry> {
-  const display = (module: string) => {
-    const path = relative(base, module);
-    return path.startsWith("..") ? module : path;
+export async function loadPlugin(
+  config: PluginConfig,
+  index: number,
+  processes: ProcessManager,
+  base: string,
+  generation = 0,
+  signal?: AbortSignal,
+): Promise<LoadedPlugin> {
+  const key = `plugins[${index}]`;
+  if (!existsSync(config.module)) {
+    throw new PlinthError("invalid_argument", `config ${key}.module: no such file ${config.module}`);
+  }
+  const display = displayPath(base, config.module);
+  const target: PluginTarget = {
+    module: config.module,
+    runtime: config.runtime,
+    ...(config.permissions ? { permissions: config.permissions } : {}),
+    ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
+    ...(config.env ? { env: config.env } : {}),
+    label: display,
+    generation,
   };
-  const loaded = await Promise.all(
-    configs.map(async (config, i): Promise<LoadedPlugin> => {
-      const key = `plugins[${i}]`;
-      if (!existsSync(config.module)) {
-        throw new PlinthError("invalid_argument", `config ${key}.module: no such file ${config.module}`);
-      }
-      const target: PluginTarget = {
-        module: config.module,
+  try {
+    const hello = await processes.describe(target, signal);
+    const manifest = hello.manifest;
+    return {
+      key,
+      target,
+      info: create(PluginSchema, {
+        name: manifest?.name ?? "",
+        module: display,
         runtime: config.runtime,
-        ...(config.permissions ? { permissions: config.permissions } : {}),
-        ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
-        ...(config.env ? { env: config.env } : {}),
-        label: display(config.module),
-      };
-      try {
-        const hello = await processes.describe(target, signal);
-        const manifest = hello.manifest;
-        return {
-          key,
-          target,
-          info: create(PluginSchema, {
-            name: manifest?.name ?? "",
-            module: display(config.module),
-            runtime: config.runtime,
-            description: manifest?.description ?? "",
-            modelTypes: (manifest?.modelTypes ?? []).map((f) => pluginFunction(f, key)),
-            dataAccess: (manifest?.dataAccess ?? []).map((f) => pluginFunction(f, key)),
-          }),
-        };
-      } catch (error) {
-        const tail = (error as { logTail?: string[] }).logTail?.slice(-5).join("\n") ?? "";
-        throw new PlinthError("invalid_argument", `config ${key}.module: ${(error as Error).message}${tail ? `\n${tail}` : ""}`, { cause: error });
-      }
-    }),
-  );
+        description: manifest?.description ?? "",
+        modelTypes: (manifest?.modelTypes ?? []).map((f) => pluginFunction(f, key)),
+        dataAccess: (manifest?.dataAccess ?? []).map((f) => pluginFunction(f, key)),
+        watched: config.watch,
+        loadedTime: timestampNow(),
+      }),
+    };
+  } catch (error) {
+    const tail = (error as { logTail?: string[] }).logTail?.slice(-5).join("\n") ?? "";
+    throw new PlinthError("invalid_argument", `config ${key}.module: ${(error as Error).message}${tail ? `\n${tail}` : ""}`, { cause: error });
+  }
+}
+
+/** Starts every configured plugin module once to read its manifest; `base`: the config's folder. */
+export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, base: string, signal?: AbortSignal): Promise<PluginRegistry> {
+  const loaded = await Promise.all(configs.map((config, i) => loadPlugin(config, i, processes, base, 0, signal)));
   return new PluginRegistry(loaded);
 }
 

@@ -24,59 +24,96 @@ export interface LoadedPlugin {
   info: Plugin;
 }
 
-export class PluginRegistry {
-  readonly plugins: readonly LoadedPlugin[];
-  readonly #modelTypes = new Map<string, LoadedPlugin>();
-  readonly #dataAccess = new Map<string, LoadedPlugin>();
+/** What the registry looks up, built from one list of plugins at once. */
+interface Index {
+  plugins: readonly LoadedPlugin[];
+  modelTypes: Map<string, LoadedPlugin>;
+  dataAccess: Map<string, LoadedPlugin>;
   /** Each declared call's compiled schemas, by function name and call kind. */
-  readonly #checks = new Map<string, CallCheck>();
+  checks: Map<string, CallCheck>;
+}
 
-  constructor(plugins: LoadedPlugin[]) {
-    this.plugins = plugins;
-    const names = new Map<string, LoadedPlugin>();
-    const claim = (map: Map<string, LoadedPlugin>, name: string, what: string, plugin: LoadedPlugin) => {
-      const other = map.get(name);
-      if (other) {
-        throw new PlinthError(
-          "invalid_argument",
-          `config ${plugin.key}: ${what} "${name}" of ${plugin.target.module} is already declared by ${other.key} (${other.target.module})`,
-        );
-      }
-      map.set(name, plugin);
-    };
-    for (const plugin of plugins) {
-      claim(names, plugin.info.name, "plugin name", plugin);
-      for (const f of plugin.info.modelTypes) claim(this.#modelTypes, f.name, "model type", plugin);
-      for (const f of plugin.info.dataAccess) claim(this.#dataAccess, f.name, "data-access function", plugin);
-      for (const f of [...plugin.info.modelTypes, ...plugin.info.dataAccess]) {
-        for (const s of f.schemas) {
-          const kind = callKinds[s.call];
-          if (kind === undefined) continue; // a call this server does not know: nothing to check
-          try {
-            this.#checks.set(`${f.name}\0${kind}`, compileCall(s, `${f.name}'s ${s.call}`));
-          } catch (error) {
-            throw new PlinthError("invalid_argument", `config ${plugin.key}.module: ${(error as Error).message}`);
-          }
+/** Indexes the plugins; throws, naming the config key, when two declare one name or a schema does not compile. */
+function index(plugins: readonly LoadedPlugin[]): Index {
+  const built: Index = { plugins, modelTypes: new Map(), dataAccess: new Map(), checks: new Map() };
+  const names = new Map<string, LoadedPlugin>();
+  const claim = (map: Map<string, LoadedPlugin>, name: string, what: string, plugin: LoadedPlugin) => {
+    const other = map.get(name);
+    if (other) {
+      throw new PlinthError(
+        "invalid_argument",
+        `config ${plugin.key}: ${what} "${name}" of ${plugin.target.module} is already declared by ${other.key} (${other.target.module})`,
+      );
+    }
+    map.set(name, plugin);
+  };
+  for (const plugin of plugins) {
+    claim(names, plugin.info.name, "plugin name", plugin);
+    for (const f of plugin.info.modelTypes) claim(built.modelTypes, f.name, "model type", plugin);
+    for (const f of plugin.info.dataAccess) claim(built.dataAccess, f.name, "data-access function", plugin);
+    for (const f of [...plugin.info.modelTypes, ...plugin.info.dataAccess]) {
+      for (const s of f.schemas) {
+        const kind = callKinds[s.call];
+        if (kind === undefined) continue; // a call this server does not know: nothing to check
+        try {
+          built.checks.set(`${f.name}\0${kind}`, compileCall(s, `${f.name}'s ${s.call}`));
+        } catch (error) {
+          throw new PlinthError("invalid_argument", `config ${plugin.key}.module: ${(error as Error).message}`);
         }
       }
+    }
+  }
+  return built;
+}
+
+export class PluginRegistry {
+  #index: Index;
+
+  constructor(plugins: LoadedPlugin[]) {
+    this.#index = index(plugins);
+  }
+
+  get plugins(): readonly LoadedPlugin[] {
+    return this.#index.plugins;
+  }
+
+  /**
+   * Puts a reloaded plugin in place of the one at `position`, its manifest and schemas
+   * with it; throws (and changes nothing) when it clashes with another plugin.
+   */
+  replace(position: number, plugin: LoadedPlugin): void {
+    const plugins = [...this.#index.plugins];
+    plugins[position] = plugin;
+    this.#index = index(plugins);
+  }
+
+  /** Records why the plugin's changed code did not load (ListPlugins shows it). */
+  reloadFailed(position: number, message: string): void {
+    const old = this.#index.plugins[position]!;
+    const plugins = [...this.#index.plugins];
+    plugins[position] = { ...old, info: create(PluginSchema, { ...old.info, reloadError: message }) };
+    this.#index = { ...this.#index, plugins };
+    // The lookups keep pointing at the same plugin: only its info changed.
+    for (const map of [this.#index.modelTypes, this.#index.dataAccess]) {
+      for (const [name, p] of map) if (p === old) map.set(name, plugins[position]!);
     }
   }
 
   /** The compiled schemas of `name`'s call of this kind, if it declared any. */
   check(name: string, kind: CallKind): CallCheck | undefined {
-    return this.#checks.get(`${name}\0${kind}`);
+    return this.#index.checks.get(`${name}\0${kind}`);
   }
 
   modelType(name: string): LoadedPlugin | undefined {
-    return this.#modelTypes.get(name);
+    return this.#index.modelTypes.get(name);
   }
 
   dataAccess(name: string): LoadedPlugin | undefined {
-    return this.#dataAccess.get(name);
+    return this.#index.dataAccess.get(name);
   }
 
   modelTypeNames(): string[] {
-    return [...this.#modelTypes.keys()];
+    return [...this.#index.modelTypes.keys()];
   }
 
   list(): Plugin[] {

@@ -90,7 +90,8 @@ interface Waiter extends Settle<Worker> {
   target: PluginTarget;
 }
 
-const keyOf = (t: PluginTarget) => `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}\0${t.env ?? ""}`;
+const keyOf = (t: PluginTarget) =>
+  `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}\0${t.env ?? ""}\0${t.generation ?? 0}`;
 
 /** What the manager reports as it goes: for metrics, logs and tests. */
 export interface ProcessEvents {
@@ -112,6 +113,8 @@ export class ProcessManager {
   readonly #targets = new Map<string, PluginTarget>();
   /** Modules whose last start failed: not prewarmed, or a broken module would respawn forever. */
   readonly #failing = new Set<string>();
+  /** Modules whose code was reloaded: their children stop once their call ends. */
+  readonly #retired = new Set<string>();
   readonly #timer: ReturnType<typeof setInterval>;
   #nextCallId = 1;
   #nextChild = 1;
@@ -207,6 +210,18 @@ export class ProcessManager {
     this.#prewarm();
     const idle = [...this.#idle.values()].flat();
     await Promise.allSettled(idle.map((w) => w.ready));
+  }
+
+  /**
+   * The module's code has changed (a newer generation took its place): its idle children
+   * stop now, busy ones once their call ends, and none is started for it again.
+   */
+  retireTarget(target: PluginTarget): void {
+    const key = keyOf(target);
+    this.#retired.add(key);
+    this.#targets.delete(key);
+    for (const worker of [...(this.#idle.get(key) ?? [])]) this.#retire(worker);
+    this.#idle.delete(key);
   }
 
   /** Refuses new calls, fails queued ones, stops every child and waits until all are gone. */
@@ -311,7 +326,8 @@ export class ProcessManager {
   /** Returns the worker to the idle pool, or retires it; true if it was kept. */
   #release(worker: Worker, reusable: boolean): boolean {
     const { reuseWorkers, maxCallsPerWorker } = this.#o;
-    if (reusable && reuseWorkers && !this.#closed && !worker.child.stopping && worker.calls < maxCallsPerWorker) {
+    const current = !this.#retired.has(worker.key);
+    if (reusable && reuseWorkers && current && !this.#closed && !worker.child.stopping && worker.calls < maxCallsPerWorker) {
       worker.idleSince = performance.now();
       const list = this.#idle.get(worker.key) ?? [];
       list.push(worker);

@@ -30,6 +30,8 @@ export interface PluginTarget {
   env?: string[] | undefined;
   /** How messages name the plugin: its module as the config gives it. */
   label?: string | undefined;
+  /** How many times its code was reloaded: children serve only calls of their generation. */
+  generation?: number | undefined;
 }
 
 /** What every child gets of the server's environment: never its tokens or other secrets. */

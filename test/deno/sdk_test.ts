@@ -3,7 +3,8 @@
  * The SDK's core under Deno (`deno test`), run by test/sdk.test.ts: the harness, values
  * and frames behave as under Node. No std imports, so no network is needed.
  */
-import { definePlugin, Tensor, testPlugin, withInstance } from "../../sdk/mod.ts";
+import { definePlugin, Tensor, withInstance } from "../../sdk/mod.ts";
+import { testPlugin } from "../../sdk/testing.ts";
 import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
 import { decodeValue, encodeValue } from "../../sdk/worker/codec.ts";
 

@@ -16,6 +16,7 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from plinth.v1 import action_pb2 as plinth_dot_v1_dot_action__pb2
 from plinth.v1 import arg_pb2 as plinth_dot_v1_dot_arg__pb2
 from plinth.v1 import model_pb2 as plinth_dot_v1_dot_model__pb2
@@ -25,9 +26,9 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='plinth/v1/engine_service.proto',
   package='plinth.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\x80\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\":\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\";\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xe8\x01\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x98\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"9\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\"\xac\x01\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\"[\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
+  serialized_pb=_b('\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\x80\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\":\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\";\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xe8\x01\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x98\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"9\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\"\x84\x02\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12\x0f\n\x07watched\x18\x07 \x01(\x08\x12\x14\n\x0creload_error\x18\x08 \x01(\t\x12/\n\x0bloaded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
   ,
-  dependencies=[google_dot_protobuf_dot_duration__pb2.DESCRIPTOR,google_dot_protobuf_dot_struct__pb2.DESCRIPTOR,plinth_dot_v1_dot_action__pb2.DESCRIPTOR,plinth_dot_v1_dot_arg__pb2.DESCRIPTOR,plinth_dot_v1_dot_model__pb2.DESCRIPTOR,])
+  dependencies=[google_dot_protobuf_dot_duration__pb2.DESCRIPTOR,google_dot_protobuf_dot_struct__pb2.DESCRIPTOR,google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR,plinth_dot_v1_dot_action__pb2.DESCRIPTOR,plinth_dot_v1_dot_arg__pb2.DESCRIPTOR,plinth_dot_v1_dot_model__pb2.DESCRIPTOR,])
 
 _JSONFORM = _descriptor.EnumDescriptor(
   name='JsonForm',
@@ -50,8 +51,8 @@ _JSONFORM = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=2209,
-  serialized_end=2287,
+  serialized_start=2330,
+  serialized_end=2408,
 )
 _sym_db.RegisterEnumDescriptor(_JSONFORM)
 
@@ -102,8 +103,8 @@ _LISTMODELSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=175,
-  serialized_end=253,
+  serialized_start=208,
+  serialized_end=286,
 )
 
 
@@ -140,8 +141,8 @@ _LISTMODELSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=255,
-  serialized_end=334,
+  serialized_start=288,
+  serialized_end=367,
 )
 
 
@@ -185,8 +186,8 @@ _GETMODELREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=336,
-  serialized_end=415,
+  serialized_start=369,
+  serialized_end=448,
 )
 
 
@@ -216,8 +217,8 @@ _GETMODELRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=417,
-  serialized_end=468,
+  serialized_start=450,
+  serialized_end=501,
 )
 
 
@@ -254,8 +255,8 @@ _CREATEINSTANCEREQUEST_KWARGSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=666,
-  serialized_end=727,
+  serialized_start=699,
+  serialized_end=760,
 )
 
 _CREATEINSTANCEREQUEST = _descriptor.Descriptor(
@@ -312,8 +313,8 @@ _CREATEINSTANCEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=471,
-  serialized_end=727,
+  serialized_start=504,
+  serialized_end=760,
 )
 
 
@@ -343,8 +344,8 @@ _CREATEINSTANCERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=729,
-  serialized_end=788,
+  serialized_start=762,
+  serialized_end=821,
 )
 
 
@@ -381,8 +382,8 @@ _ADDINSTANCEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=790,
-  serialized_end=848,
+  serialized_start=823,
+  serialized_end=881,
 )
 
 
@@ -412,8 +413,8 @@ _ADDINSTANCERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=850,
-  serialized_end=904,
+  serialized_start=883,
+  serialized_end=937,
 )
 
 
@@ -450,8 +451,8 @@ _UPDATEINSTANCEREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=906,
-  serialized_end=965,
+  serialized_start=939,
+  serialized_end=998,
 )
 
 
@@ -481,8 +482,8 @@ _UPDATEINSTANCERESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=967,
-  serialized_end=1024,
+  serialized_start=1000,
+  serialized_end=1057,
 )
 
 
@@ -512,8 +513,8 @@ _DELETEMODELREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1026,
-  serialized_end=1064,
+  serialized_start=1059,
+  serialized_end=1097,
 )
 
 
@@ -536,8 +537,8 @@ _DELETEMODELRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1066,
-  serialized_end=1087,
+  serialized_start=1099,
+  serialized_end=1120,
 )
 
 
@@ -574,8 +575,8 @@ _FITREQUEST_KWARGSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=666,
-  serialized_end=727,
+  serialized_start=699,
+  serialized_end=760,
 )
 
 _FITREQUEST = _descriptor.Descriptor(
@@ -632,8 +633,8 @@ _FITREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1090,
-  serialized_end=1322,
+  serialized_start=1123,
+  serialized_end=1355,
 )
 
 
@@ -663,8 +664,8 @@ _FITRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1324,
-  serialized_end=1372,
+  serialized_start=1357,
+  serialized_end=1405,
 )
 
 
@@ -701,8 +702,8 @@ _PREDICTREQUEST_KWARGSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=666,
-  serialized_end=727,
+  serialized_start=699,
+  serialized_end=760,
 )
 
 _PREDICTREQUEST = _descriptor.Descriptor(
@@ -766,8 +767,8 @@ _PREDICTREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1375,
-  serialized_end=1655,
+  serialized_start=1408,
+  serialized_end=1688,
 )
 
 
@@ -797,8 +798,8 @@ _PREDICTRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1657,
-  serialized_end=1709,
+  serialized_start=1690,
+  serialized_end=1742,
 )
 
 
@@ -821,8 +822,8 @@ _LISTPLUGINSREQUEST = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1711,
-  serialized_end=1731,
+  serialized_start=1744,
+  serialized_end=1764,
 )
 
 
@@ -852,8 +853,8 @@ _LISTPLUGINSRESPONSE = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1733,
-  serialized_end=1790,
+  serialized_start=1766,
+  serialized_end=1823,
 )
 
 
@@ -906,6 +907,27 @@ _PLUGIN = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='watched', full_name='plinth.v1.Plugin.watched', index=6,
+      number=7, type=8, cpp_type=7, label=1,
+      has_default_value=False, default_value=False,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='reload_error', full_name='plinth.v1.Plugin.reload_error', index=7,
+      number=8, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='loaded_time', full_name='plinth.v1.Plugin.loaded_time', index=8,
+      number=9, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -918,8 +940,8 @@ _PLUGIN = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1793,
-  serialized_end=1965,
+  serialized_start=1826,
+  serialized_end=2086,
 )
 
 
@@ -963,8 +985,8 @@ _PLUGINFUNCTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1967,
-  serialized_end=2058,
+  serialized_start=2088,
+  serialized_end=2179,
 )
 
 
@@ -1015,8 +1037,8 @@ _CALLSCHEMA = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2061,
-  serialized_end=2207,
+  serialized_start=2182,
+  serialized_end=2328,
 )
 
 _LISTMODELSRESPONSE.fields_by_name['models'].message_type = plinth_dot_v1_dot_model__pb2._MODEL
@@ -1045,6 +1067,7 @@ _PREDICTRESPONSE.fields_by_name['action'].message_type = plinth_dot_v1_dot_actio
 _LISTPLUGINSRESPONSE.fields_by_name['plugins'].message_type = _PLUGIN
 _PLUGIN.fields_by_name['model_types'].message_type = _PLUGINFUNCTION
 _PLUGIN.fields_by_name['data_access'].message_type = _PLUGINFUNCTION
+_PLUGIN.fields_by_name['loaded_time'].message_type = google_dot_protobuf_dot_timestamp__pb2._TIMESTAMP
 _PLUGINFUNCTION.fields_by_name['schemas'].message_type = _CALLSCHEMA
 _CALLSCHEMA.fields_by_name['args'].message_type = google_dot_protobuf_dot_struct__pb2._STRUCT
 _CALLSCHEMA.fields_by_name['kwargs'].message_type = google_dot_protobuf_dot_struct__pb2._STRUCT
@@ -1258,8 +1281,8 @@ _ENGINESERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=2290,
-  serialized_end=2977,
+  serialized_start=2411,
+  serialized_end=3098,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListModels',
