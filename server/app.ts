@@ -162,6 +162,12 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
         { plugin: name, runtime: p.target.runtime, models: modelTypes.map((m) => m.name), dataAccess: dataAccess.map((d) => d.name) },
         "plugin loaded",
       );
+      if (p.target.runtime === "node" && p.target.permissions) {
+        logger.warn(
+          { plugin: name },
+          `${p.key}.permissions on Node guard against a plugin's mistakes, not against hostile code: Node 20 lets code that starts a worker or a process of its own leave its permission model; run code you do not trust with runtime: deno`,
+        );
+      }
     }
     signal?.throwIfAborted();
     const { tls, auth, limits } = config.server;

@@ -31,8 +31,12 @@ stdout.write = toStderr as typeof stdout.write;
 
 const start = threadStart(pathToFileURL(modulePath).href, "node", process.pid, Number(progressIntervalMs ?? 50));
 const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
-  // Not the process's --import tsx: it would load tsx once more, and its hooks would not reach the thread's modules anyway (node-thread.mjs registers them).
-  execArgv: [],
+  // Not the process's --import tsx: it would load tsx once more, and its hooks would not
+  // reach the thread's modules anyway (node-thread.mjs registers them). But the permission
+  // model's flags, when the server set them: a worker without them runs unrestricted.
+  execArgv: process.execArgv.filter((flag) =>
+    /^--(experimental-permission|allow-fs-read=|allow-fs-write=|allow-worker|allow-child-process)/.test(flag),
+  ),
   ...(maxMemoryMb ? { resourceLimits: { maxOldGenerationSizeMb: Number(maxMemoryMb) } } : {}),
 });
 worker.postMessage(start.message);

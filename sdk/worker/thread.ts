@@ -117,7 +117,13 @@ function errorFields(error: unknown): MessageInitShape<typeof FailureSchema> {
   }
   if (error instanceof Error) {
     const outOfMemory = error instanceof RangeError && /allocation failed|out of memory/i.test(error.message);
-    return { name: outOfMemory ? "OutOfMemoryError" : error.name, message: error.message, stack: error.stack ?? "" };
+    // Node's permission model says only "restricted": name what and where, so the server can say which key allows it.
+    const denied = error as Error & { code?: unknown; permission?: unknown; resource?: unknown };
+    const message =
+      denied.code === "ERR_ACCESS_DENIED" && typeof denied.permission === "string"
+        ? `${error.message}: ${denied.permission}${typeof denied.resource === "string" ? ` of "${denied.resource}"` : ""}`
+        : error.message;
+    return { name: outOfMemory ? "OutOfMemoryError" : error.name, message, stack: error.stack ?? "" };
   }
   return { name: "Error", message: String(error), stack: "" };
 }

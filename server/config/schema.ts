@@ -9,21 +9,40 @@ const mebibytes = z.number().positive();
 const seconds = z.number().positive();
 const list = z.array(z.string().min(1));
 
-export const pluginSchema = z.strictObject({
-  /** Path of the plugin module, relative to the config file. */
-  module: z.string().min(1),
-  runtime: z.enum(["node", "deno"]).default("node"),
-  /** Deno only: what the plugin may touch beyond reading its own code. */
-  permissions: z
-    .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
-    .optional(),
-  /** The whole child's memory in MiB (runtime, heap and buffers); a call over it fails with out_of_memory. */
-  max_memory_mb: z.number().min(64).optional(),
-  /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
-  env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
-  /** Reload when the module's folder changes: idle children retire, new calls get the new code. */
-  watch: z.boolean().default(false),
-});
+export const pluginSchema = z
+  .strictObject({
+    /** Path of the plugin module, relative to the config file. */
+    module: z.string().min(1),
+    runtime: z.enum(["node", "deno"]).default("node"),
+    /**
+     * What the plugin may touch beyond reading its own code. Deno: read, write, net, env,
+     * run. Node (its permission model): read and write; without this key a Node plugin
+     * has the server user's rights.
+     */
+    permissions: z
+      .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
+      .optional(),
+    /** The whole child's memory in MiB (runtime, heap and buffers); a call over it fails with out_of_memory. */
+    max_memory_mb: z.number().min(64).optional(),
+    /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
+    env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
+    /** Reload when the module's folder changes: idle children retire, new calls get the new code. */
+    watch: z.boolean().default(false),
+  })
+  .superRefine((plugin, ctx) => {
+    // What Node 20's permission model cannot enforce is refused, not accepted and ignored.
+    if (plugin.runtime !== "node" || !plugin.permissions) return;
+    const why = {
+      net: "Node 20's permission model cannot restrict the network",
+      env: "Node 20's permission model cannot restrict environment variables (the child gets only PATH, HOME, LANG, TZ and `env`)",
+      run: "a Node plugin may always start processes (tsx compiles TypeScript with one)",
+    };
+    for (const name of ["net", "env", "run"] as const) {
+      if (plugin.permissions[name] !== undefined) {
+        ctx.addIssue({ code: "custom", path: ["permissions", name], message: `${why[name]}; remove it, or use runtime: deno, which enforces it` });
+      }
+    }
+  });
 
 export const roleSchema = z.enum(["read", "run", "admin"]);
 

@@ -42,6 +42,7 @@ export async function loadPlugin(
     ...(config.env ? { env: config.env } : {}),
     label: display,
     generation,
+    key,
   };
   try {
     const hello = await processes.describe(target, signal);

@@ -32,6 +32,8 @@ export interface PluginTarget {
   label?: string | undefined;
   /** How many times its code was reloaded: children serve only calls of their generation. */
   generation?: number | undefined;
+  /** Its config key, "plugins[0]": a denied permission's error names the key that allows it. */
+  key?: string | undefined;
 }
 
 /** What every child gets of the server's environment: never its tokens or other secrets. */
@@ -108,6 +110,60 @@ function nodeModulesOf(file: string): string | undefined {
   }
 }
 
+/** The package.json files in `dir` and above: Node reads them to tell a module's type. */
+function packageFilesAbove(dir: string): string[] {
+  const files: string[] = [];
+  for (let d = dir; ; d = dirname(d)) {
+    const file = join(d, "package.json");
+    if (existsSync(file)) files.push(file);
+    if (dirname(d) === d) return files;
+  }
+}
+
+/**
+ * Node's permission model for a Node plugin that declares `permissions` (Node 20: files
+ * only). It reads what a Deno plugin reads by default, plus the package.json files Node
+ * consults, and what `read` lists; it writes only what `write` lists. Workers (the plugin
+ * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed.
+ */
+function nodePermissionFlags(target: PluginTarget): string[] {
+  const p = target.permissions;
+  if (!p) return [];
+  const read = [
+    dirname(target.module),
+    sdkDir,
+    genDir,
+    nodeModulesOf(target.module),
+    nodeModulesOf(sdkDir),
+    ...packageFilesAbove(dirname(target.module)),
+    ...packageFilesAbove(sdkDir),
+    ...(p.read ?? []),
+  ];
+  const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
+  return [
+    "--experimental-permission",
+    "--disable-warning=ExperimentalWarning",
+    "--disable-warning=SecurityWarning",
+    ...unique.map((path) => `--allow-fs-read=${path}`),
+    ...(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
+    "--allow-worker",
+    "--allow-child-process",
+  ];
+}
+
+/**
+ * A denied permission's message with the config key that allows it, for Deno's
+ * ("Requires read access to "/x"") and Node's ("…restricted: FileSystemRead of "/x"").
+ */
+export function permissionHint(message: string, target: PluginTarget): string {
+  const key = target.key ?? "plugins[]";
+  const deno = /Requires (read|write|net|env|run) access to "([^"]+)"/.exec(message);
+  const node = /restricted: FileSystem(Read|Write) of "([^"]+)"/.exec(message);
+  const found = deno ? { kind: deno[1]!, what: deno[2]! } : node ? { kind: node[1]!.toLowerCase(), what: node[2]! } : undefined;
+  if (!found) return message;
+  return `${message} (allow it with ${key}.permissions.${found.kind}: [${JSON.stringify(found.what)}])`;
+}
+
 function denoFlags(target: PluginTarget): string[] {
   const p = target.permissions ?? {};
   // Dynamic import and workers need read access to the module graph: the plugin's
@@ -178,10 +234,12 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
     return limited(command, memory === undefined ? undefined : memory + DENO_RESERVED_MB);
   }
   // The plugin thread's heap is bounded too, so that its running out ends the call cleanly.
+  const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
-    args: ["--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail, ...(memory ? [String(Math.floor(memory * 0.75))] : [])],
-    env,
+    args: [...permissions, "--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail, ...(memory ? [String(Math.floor(memory * 0.75))] : [])],
+    // tsx's cache is a folder every plugin would then write to: a restricted plugin goes without it.
+    env: permissions.length > 0 ? { ...env, TSX_DISABLE_CACHE: "1" } : env,
   };
   return limited(command, memory);
 }
