@@ -32,12 +32,13 @@ export interface Logger {
  * }
  * ```
  */
-export interface Context {
+export interface Context<State = JsonValue> {
   /**
    * Publishes the function's progress as the action's state. Cheap to call often,
-   * even in a tight loop: only the latest state is sent, at a bounded rate.
+   * even in a tight loop: only the latest state is sent, at a bounded rate. Typed by
+   * the function's `state` schema, when it declares one.
    */
-  report(state: JsonValue): void;
+  report(state: State): void;
   /** Aborted when the action is cancelled (the child got SIGTERM); `aborted` and `throwIfAborted()` see it at once. */
   readonly signal: AbortSignal;
   /** Writes to the action's log tail. */

@@ -4,7 +4,7 @@
  */
 import type { Context } from "./context.ts";
 import type { Infer, Schema } from "./schema.ts";
-import type { Args, Kwargs, PluginValue } from "./values.ts";
+import type { Args, JsonValue, Kwargs, PluginValue } from "./values.ts";
 
 type MaybePromise<T> = T | Promise<T>;
 
@@ -100,12 +100,12 @@ export interface DataAccessFunction<A = Args, K = Kwargs> extends Declared<A, K>
  * });
  * ```
  */
-export function defineDataAccess<AS = undefined, KS = undefined>(fn: {
+export function defineDataAccess<AS = undefined, KS = undefined, SS = undefined>(fn: {
   description?: string;
   args?: AS & Schema;
   kwargs?: KS & Schema;
-  state?: Schema;
-  run(ctx: Context, args: Infer<AS, Args>, kwargs: Infer<KS, Kwargs>): MaybePromise<PluginValue>;
+  state?: SS & Schema;
+  run(ctx: Context<Infer<SS, JsonValue>>, args: Infer<AS, Args>, kwargs: Infer<KS, Kwargs>): MaybePromise<PluginValue>;
 }): DataAccessFunction {
   return fn as DataAccessFunction;
 }
@@ -155,34 +155,51 @@ export function definePlugin(plugin: Plugin): Plugin {
  * });
  * ```
  */
-export function defineModel<Instance, IA = undefined, IK = undefined, FA = undefined, FK = undefined, PA = undefined, PK = undefined>(model: {
+export function defineModel<
+  Instance,
+  IA = undefined,
+  IK = undefined,
+  IS = undefined,
+  FA = undefined,
+  FK = undefined,
+  FS = undefined,
+  PA = undefined,
+  PK = undefined,
+  PS = undefined,
+>(model: {
   description?: string;
   instantiate:
     | ((ctx: Context, args: Args, kwargs: Kwargs) => MaybePromise<Instance>)
-    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+    | {
+        description?: string;
         args?: IA & Schema;
         kwargs?: IK & Schema;
-        run(ctx: Context, args: Infer<IA, Args>, kwargs: Infer<IK, Kwargs>): MaybePromise<Instance>;
-      });
+        state?: IS & Schema;
+        run(ctx: Context<Infer<IS, JsonValue>>, args: Infer<IA, Args>, kwargs: Infer<IK, Kwargs>): MaybePromise<Instance>;
+      };
   fit?:
     | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<Instance>)
-    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+    | {
+        description?: string;
         args?: FA & Schema;
         kwargs?: FK & Schema;
-        run(ctx: Context, instance: Instance, args: Infer<FA, Args>, kwargs: Infer<FK, Kwargs>): MaybePromise<Instance>;
-      });
+        state?: FS & Schema;
+        run(ctx: Context<Infer<FS, JsonValue>>, instance: Instance, args: Infer<FA, Args>, kwargs: Infer<FK, Kwargs>): MaybePromise<Instance>;
+      };
   predict?:
     | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
-    | (Omit<Declared<unknown, unknown>, "args" | "kwargs"> & {
+    | {
+        description?: string;
         args?: PA & Schema;
         kwargs?: PK & Schema;
+        state?: PS & Schema;
         run(
-          ctx: Context,
+          ctx: Context<Infer<PS, JsonValue>>,
           instance: Instance,
           args: Infer<PA, Args>,
           kwargs: Infer<PK, Kwargs>,
         ): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
-      });
+      };
   serialize?(instance: Instance): MaybePromise<Uint8Array>;
   deserialize?(bytes: Uint8Array): MaybePromise<Instance>;
 }): ModelType<Instance> {

@@ -32,7 +32,7 @@ describe("config", () => {
 
   it("resolves plugin modules against the config file's folder, with their runtime and permissions", () => {
     const config = parse({ plugins: [{ module: "p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] } }] });
-    expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] } }]);
+    expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] }, watch: false }]);
   });
 
   it("resolves backend.path against the config file's folder", () => {

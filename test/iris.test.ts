@@ -8,7 +8,7 @@ import { expectStatus } from "./helpers/status.ts";
 
 let t: TestServer;
 beforeAll(async () => {
-  t = await startTestServer({ plugins: [{ module: "plugins/iris/mod.ts" }] });
+  t = await startTestServer({ plugins: [{ module: "plugins/iris/mod.ts" }, { module: "plugins/system-test/mod.ts" }] });
 });
 afterAll(() => t?.close());
 
@@ -78,7 +78,20 @@ describe("the Iris classifier", () => {
         Status.INVALID_ARGUMENT,
         /^args\[1\]\[1\]: must be one of "setosa", "versicolor", "virginica", got "rose"$/,
       );
-      expect(spawns).toBe(before);
+      // The system-test plugin's declared arguments too.
+      await expectStatus(
+        t.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json("long") } }),
+        Status.INVALID_ARGUMENT,
+        /^kwargs\.sleep: must be a number ≥ 0, got "long"$/,
+      );
+      const systest = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+      const afterCreate = spawns;
+      await expectStatus(
+        t.engine.predict({ modelId: systest, args: [dataAccess("systest.add", [json(1), json("2")])], kwargs: { remember: json(1) } }),
+        Status.INVALID_ARGUMENT,
+        /^kwargs\.remember: must be a boolean, got 1; args\[0\]\.args\[1\]: must be a number, got "2"$/,
+      );
+      expect(spawns).toBe(afterCreate);
       // A [n, 3] tensor is JSON Schema's blind spot: the plugin's own validator refuses it.
       const tensor = { kind: { case: "tensor" as const, value: { dtype: 2, shape: [1, 3], data: new Uint8Array(24) } } };
       const action = (await t.engine.predict({ modelId, args: [tensor], wait: true })).action!;

@@ -64,10 +64,18 @@ describe.skipIf(missing !== "")("the Python client", () => {
   it("sends and gets back numpy tensors, bytes and large JSON; raises ActionError on a failure and a cancel", async () => {
     const out = await python(`
 import threading
+import grpc
 import numpy as np
 from plinth_client import ActionError, Client
 
 with Client("localhost:50051") as client:
+    iris = [p for p in client.plugins() if p["name"] == "iris"][0]
+    tree = [m for m in iris["modelTypes"] if m["name"] == "iris.DecisionTree"][0]
+    print("schema", tree["schemas"][0]["call"], tree["schemas"][0]["kwargs"]["properties"]["max_depth"]["default"])
+    try:
+        client.create("iris.DecisionTree", kwargs={"max_depth": "deep"})
+    except grpc.RpcError as e:
+        print("refused", e.code().name, e.details())
     echo = client.create("payloads.Echo").result().model_id
     x = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
     y = client.predict(echo, args=[x]).result().prediction
@@ -95,6 +103,8 @@ with Client("localhost:50051") as client:
         print("cancelled", e.status, e.code, e.action.cancel.by)
 `);
     expect(out.trim().split("\n")).toEqual([
+      "schema instantiate 10.0",
+      'refused INVALID_ARGUMENT kwargs.max_depth: must be an integer ≥ 1, got "deep"',
       "tensor ndarray float32 (3, 4) True",
       "bytes b'\\x00\\x01\\xff'",
       "json True",

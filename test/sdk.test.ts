@@ -3,7 +3,8 @@ import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import plugin from "../plugins/system-test/mod.ts";
 import iris from "../plugins/iris/mod.ts";
-import { type DType, Tensor } from "../sdk/mod.ts";
+import { z } from "zod";
+import { type DType, defineDataAccess, defineModel, Tensor } from "../sdk/mod.ts";
 import { testPlugin } from "../sdk/testing.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
 import { encodeFrame, FrameDecoder, FrameTooLargeError } from "../sdk/worker/frames.ts";
@@ -42,6 +43,34 @@ describe("testPlugin: a plugin unit-tested in-process", () => {
   it("names the missing function", async () => {
     const h = testPlugin(plugin);
     await expect(h.instantiate("nope.Model")).rejects.toThrow("plugin systest has no model type nope.Model");
+  });
+});
+
+describe("schemas type a plugin's functions", () => {
+  it("run's arguments and ctx.report follow the schemas (checked by the type check), and the harness validates", async () => {
+    const model = defineModel({
+      instantiate: {
+        kwargs: z.object({ depth: z.number().int().default(2) }),
+        state: z.object({ progress: z.number() }),
+        run: (ctx, _args, { depth }) => {
+          ctx.report({ progress: 1 });
+          // @ts-expect-error: the state schema says progress is a number
+          if (depth < 0) ctx.report({ progress: "half" });
+          // @ts-expect-error: depth is a number
+          const name: string = depth;
+          return { depth, name };
+        },
+      },
+    });
+    const range = defineDataAccess({
+      args: z.tuple([z.number()]),
+      // @ts-expect-error: n is a number, which has no length
+      run: (_ctx, [n]) => n.length,
+    });
+    const h = testPlugin({ name: "typed", models: { "typed.Model": model }, dataAccess: { "typed.range": range } });
+    const created = await h.instantiate("typed.Model");
+    expect(JSON.parse(new TextDecoder().decode(created.instance))).toEqual({ depth: 2, name: 2 });
+    await expect(h.instantiate("typed.Model", [], { depth: "deep" })).rejects.toMatchObject({ code: "invalid_argument" });
   });
 });
 

@@ -157,6 +157,12 @@ class Client:
         request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds))
         return Run(self, self.engine.Predict(request, metadata=self._metadata).action, _predict_result)
 
+    def plugins(self) -> List[Dict[str, Any]]:
+        """The loaded plugins, as proto3 JSON dicts: model types and data-access functions with
+        the JSON Schemas their calls declare (`schemas: [{call, args, kwargs, state}]`)."""
+        response = self.engine.ListPlugins(engine_service_pb2.ListPluginsRequest(), metadata=self._metadata)
+        return [json_format.MessageToDict(p) for p in response.plugins]
+
     def close(self) -> None:
         self.channel.close()
 
