@@ -78,6 +78,7 @@ describe("the Iris classifier", () => {
         Status.INVALID_ARGUMENT,
         /^args\[1\]\[1\]: must be one of "setosa", "versicolor", "virginica", got "rose"$/,
       );
+      expect(spawns).toBe(before);
       // The system-test plugin's declared arguments too.
       await expectStatus(
         t.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json("long") } }),
