@@ -41,6 +41,11 @@ export interface PlinthServer extends AsyncDisposable {
   kill(): void;
   /** Reads the TLS files again (SIGHUP); new connections use them. False when the server has no TLS. */
   reloadTls(): Promise<boolean>;
+  /**
+   * Resolves with why, if the server stops serving by itself: it lost its lease on a
+   * PostgreSQL database (another server may have taken over). Never resolves otherwise.
+   */
+  readonly failed: Promise<string>;
   /** Watched plugins' reloads: "reloaded" once new code serves, "failed" when it did not load. */
   readonly reloads: EventEmitter<ReloadEvents>;
 }
@@ -112,11 +117,24 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   refuseExposure(config);
   const metrics = config.metrics.address ? new Metrics() : undefined;
   // The store first: it refuses a database another live server holds, and a damaged one.
+  let fail: (why: string) => void = () => {};
+  const failed = new Promise<string>((resolve) => (fail = resolve));
+  // Set once the rest exists: a lost lease stops this server's children at once.
+  let onLeaseLost = (_why: string) => {};
   const store: Store = await openStore(config.backend, {
     onCommit: metrics?.storeCommit,
     onWarning: (message, error) => logger.warn({ err: error }, message),
+    onInfo: (message) => logger.info(message),
+    onLeaseLost: (message) => onLeaseLost(message),
+    signal,
   });
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
+  onLeaseLost = (message) => {
+    logger.error(message);
+    // The server that took over runs the models now: nothing of this one's may go on.
+    processes.kill();
+    fail(message);
+  };
   let engine: Engine | undefined;
   let grpc: GrpcServer | undefined;
   let http: HttpListener | undefined;
@@ -221,6 +239,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       return served.reloadTls();
     },
     reloads: watcher!.events,
+    failed,
     [Symbol.asyncDispose]: close,
   };
 }

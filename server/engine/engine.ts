@@ -139,13 +139,15 @@ export class Engine {
     const { store, logger } = options;
     engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
     const interrupted = await store.unfinishedActions();
+    // Taken over from a server that stopped renewing its lease, or left by this one's crash.
+    const why = store.takenOverFrom ?? "interrupted by server restart";
     for (const action of interrupted) {
       const endTime = timestampNow();
       await store.putAction(
         create(ActionSchema, {
           ...action,
           status: ActionStatus.FAILED,
-          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message: "interrupted by server restart" }),
+          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message: why }),
           dataAccess: cancelledDataAccess(action.dataAccess),
           endTime,
           updateTime: endTime,
@@ -153,7 +155,7 @@ export class Engine {
         }),
       );
     }
-    if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, "actions interrupted by the restart marked failed");
+    if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
     await engine.#pruneHistory();
     engine.#timers.push(
       setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS),

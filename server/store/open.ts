@@ -10,6 +10,12 @@ export interface StoreHooks {
   onCommit?: ((seconds: number) => void) | undefined;
   /** What went wrong in the background, for the log. */
   onWarning?: ((message: string, error: unknown) => void) | undefined;
+  /** postgres: what it is doing meanwhile, while it waits as a standby. */
+  onInfo?: ((message: string) => void) | undefined;
+  /** postgres: this server lost its lease on the database: it must stop serving. */
+  onLeaseLost?: ((message: string) => void) | undefined;
+  /** A stop asked for while the store opens (a standby waiting). */
+  signal?: AbortSignal | undefined;
 }
 
 export async function openStore(backend: ResolvedConfig["backend"], hooks: StoreHooks = {}): Promise<Store> {
@@ -25,8 +31,13 @@ export async function openStore(backend: ResolvedConfig["backend"], hooks: Store
       url: backend.url!,
       poolSize: backend.pool_size,
       connectTimeoutMs: backend.connect_timeout * 1000,
+      leaseMs: backend.lease_seconds * 1000,
+      standby: backend.standby,
       onCommit: hooks.onCommit,
       onWarning: hooks.onWarning,
+      onInfo: hooks.onInfo,
+      onLeaseLost: hooks.onLeaseLost,
+      signal: hooks.signal,
     });
   }
   return new SqliteStore({

@@ -57,6 +57,15 @@ const migrations: string[] = [
      start_ticks text NOT NULL,
      PRIMARY KEY (host, pid)
    );`,
+  // 2: the lease of the server that serves the database, renewed while it runs.
+  `CREATE TABLE plinth_lease (
+     name text PRIMARY KEY,
+     server text NOT NULL,
+     host text NOT NULL,
+     pid integer NOT NULL,
+     since timestamptz NOT NULL,
+     expires timestamptz NOT NULL
+   );`,
 ];
 
 /** The schema version this build writes. */

@@ -6,8 +6,14 @@
  * A pool of connections with a bound; the changes of one event-loop turn go to the
  * database in one statement (one round trip), and each caller learns when its own
  * change is committed. A lost database makes calls fail with UNAVAILABLE; the pool
- * reconnects by itself for the next call. One live server per database, as with SQLite:
- * it holds a session advisory lock, which PostgreSQL releases when its connection ends.
+ * reconnects by itself for the next call.
+ *
+ * One server serves a database at a time, under a lease it renews (every third of
+ * backend.lease_seconds). A second server refuses to start, or with backend.standby
+ * waits and takes over once the lease lapses — the holder was killed, lost power or its
+ * network. Every write checks the lease in its own transaction (and holds it shared, so
+ * a takeover waits for writes under way): a server that lost its lease writes nothing
+ * more, and learns so at once.
  */
 import { hostname } from "node:os";
 import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
@@ -17,7 +23,6 @@ import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { randomHex, runId } from "../run-id.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
-import { type Holder, thisHolder } from "./sqlite-lock.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface PostgresOptions {
@@ -32,12 +37,63 @@ export interface PostgresOptions {
   maxActionAgeMs: number;
   /** Told how long each commit of action changes took: for metrics. */
   onCommit?: ((seconds: number) => void) | undefined;
-  /** Told what went wrong in the background (the lock's connection lost, say). */
+  /** Told what went wrong in the background (a renewal that failed, say). */
   onWarning?: ((message: string, error: unknown) => void) | undefined;
+  /** How long the lease lasts unless renewed. */
+  leaseMs: number;
+  /** Wait for another server's lease to lapse instead of refusing to start. */
+  standby: boolean;
+  /** Told what it waits for, as a standby. */
+  onInfo?: ((message: string) => void) | undefined;
+  /** Told once that this server lost its lease: it must stop serving. */
+  onLeaseLost?: ((message: string) => void) | undefined;
+  /** Stops a standby's wait (the server was asked to stop while it waited). */
+  signal?: AbortSignal | undefined;
 }
 
-/** The advisory lock that one live server per database holds ("plinth" in ASCII). */
-const LOCK_KEY = 0x706c696e;
+interface LeaseRow {
+  server: string;
+  host: string;
+  pid: number;
+  since: Date;
+  expires: Date;
+  /** Milliseconds until it lapses, by the database's clock. */
+  left: string;
+}
+
+/** Whether a process of this host is alive (a zombie counts as gone). */
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+  return true;
+}
+
+/** Waits `ms`, or rejects with the signal's reason once it aborts. */
+function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    signal?.throwIfAborted();
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
+}
+
+/** How often a standby looks at the lease: one small query, four times a second. */
+const STANDBY_POLL_MS = 250;
+
+const describeHolder = (row: LeaseRow) => `Plinth server pid ${row.pid} on ${row.host}, serving since ${row.since.toISOString()}`;
+
+/** Fences a statement: true only while this server holds the lease, which it holds shared until its transaction ends. */
+const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $LEASE AND expires > now() FOR SHARE)";
 
 const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
 
@@ -98,9 +154,13 @@ export class PostgresStore implements Store {
   readonly owner: string;
   readonly #o: PostgresOptions;
   readonly #pool: pg.Pool;
-  /** Holds the advisory lock for as long as this server runs. */
-  readonly #lock: pg.Client;
   readonly #where: string;
+  /** This run's name in the lease. */
+  readonly #leaseId: string;
+  #renewTimer: ReturnType<typeof setInterval> | undefined;
+  #leaseLost = false;
+  /** The server whose lapsed lease this one took over, if it did. */
+  readonly takenOverFrom: string | undefined;
   readonly #host = hostname();
   readonly #pending = new Map<string, PendingWrite>();
   #flushTimer: ReturnType<typeof setImmediate> | undefined;
@@ -108,16 +168,96 @@ export class PostgresStore implements Store {
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
 
-  private constructor(options: PostgresOptions, pool: pg.Pool, lock: pg.Client, id: string) {
+  private constructor(options: PostgresOptions, pool: pg.Pool, id: string, lease: { id: string; takenOverFrom?: string }) {
     this.#o = options;
     this.#pool = pool;
-    this.#lock = lock;
     this.#where = redactUrl(options.url);
     this.id = id;
     this.owner = `${id}.${runId()}`;
-    lock.on("error", (error) => {
-      if (!this.#closed) options.onWarning?.(`the connection holding ${this.#where} for this server was lost`, error);
-    });
+    this.#leaseId = lease.id;
+    this.takenOverFrom = lease.takenOverFrom;
+    this.#renewTimer = setInterval(() => void this.#renew(), options.leaseMs / 3);
+    this.#renewTimer.unref();
+  }
+
+  /**
+   * Extends the lease. It is this server's for as long as the row names it: after an
+   * outage longer than the lease, a renewal that finds it still named keeps serving (no
+   * other server took over meanwhile); one that finds another name has lost it.
+   */
+  async #renew(): Promise<void> {
+    if (this.#closed || this.#leaseLost) return;
+    try {
+      const { rowCount } = await this.#pool.query(
+        "UPDATE plinth_lease SET expires = now() + $2 * interval '1 millisecond' WHERE name = 'engine' AND server = $1",
+        [this.#leaseId, this.#o.leaseMs],
+      );
+      if ((rowCount ?? 0) === 0)
+        this.#loseLease("another server took over after its lease lapsed (this server stalled, or could not reach the database)");
+    } catch (error) {
+      if (!this.#closed) this.#o.onWarning?.(`renewing this server's lease on ${this.#where} failed; retrying`, error);
+    }
+  }
+
+  #loseLease(why: string): void {
+    if (this.#leaseLost) return;
+    this.#leaseLost = true;
+    clearInterval(this.#renewTimer);
+    this.#o.onLeaseLost?.(
+      `this server lost its lease on ${this.#where}: ${why}; another server may have taken over, so this one writes nothing more and stops`,
+    );
+  }
+
+  /**
+   * Takes the lease on the database: at once when nobody holds it (or its holder's
+   * lapsed); else refuses, or as a standby waits for it to lapse.
+   */
+  static async #acquireLease(client: pg.Client, options: PostgresOptions, where: string): Promise<{ id: string; takenOverFrom?: string }> {
+    const id = randomHex(8);
+    for (let waiting = false; ; ) {
+      await client.query("BEGIN");
+      try {
+        const { rows } = await client.query<LeaseRow>(
+          `SELECT server, host, pid, since, expires, (extract(epoch FROM expires - now()) * 1000)::bigint AS left
+           FROM plinth_lease WHERE name = 'engine' FOR UPDATE`,
+        );
+        const held = rows[0];
+        // A holder on this host whose process is gone crashed: no need to wait out its lease.
+        const gone = held !== undefined && held.host === hostname() && !processAlive(held.pid);
+        if (held && Number(held.left) > 0 && !gone) {
+          await client.query("ROLLBACK");
+          const who = describeHolder(held);
+          if (!options.standby) {
+            throw new PlinthError(
+              "invalid_argument",
+              `config backend.url: ${where} is in use by ${who}; one database serves one server at a time: stop that one, point backend.url at another database, or set backend.standby: true to take over when it stops`,
+            );
+          }
+          if (!waiting) options.onInfo?.(`standing by: ${where} is served by ${who}; this server takes over once its lease lapses`);
+          waiting = true;
+          // Often: a holder that stops cleanly gives the lease back, one that crashes here is seen gone.
+          await abortableSleep(Math.min(Number(held.left) + 50, STANDBY_POLL_MS), options.signal);
+          continue;
+        }
+        await client.query(
+          `INSERT INTO plinth_lease (name, server, host, pid, since, expires) VALUES ('engine', $1, $2, $3, now(), now() + $4 * interval '1 millisecond')
+           ON CONFLICT (name) DO UPDATE SET server = excluded.server, host = excluded.host, pid = excluded.pid, since = excluded.since, expires = excluded.expires`,
+          [id, hostname(), process.pid, options.leaseMs],
+        );
+        await client.query("COMMIT");
+        // A holder that stopped cleanly gave its lease back (expires = since): nothing was taken from it.
+        const from =
+          !held || held.expires.getTime() <= held.since.getTime()
+            ? undefined
+            : gone
+              ? `${describeHolder(held)} is gone (it exited without giving back its lease)`
+              : `${describeHolder(held)} stopped responding (its lease lapsed)`;
+        return { id, ...(from ? { takenOverFrom: from } : {}) };
+      } catch (error) {
+        await client.query("ROLLBACK").catch(() => {});
+        throw error;
+      }
+    }
   }
 
   /** Connects, takes the database for this server, brings the schema up to date. */
@@ -140,22 +280,11 @@ export class PostgresStore implements Store {
     pool.on("error", (error) => options.onWarning?.(`an idle connection to ${where} broke`, error));
     try {
       await migratePostgres(lock, where);
-      const { rows } = await lock.query<{ locked: boolean }>("SELECT pg_try_advisory_lock($1) AS locked", [LOCK_KEY]);
-      if (!rows[0]?.locked) {
-        const holder = await lock.query<{ value: string }>("SELECT value FROM plinth_meta WHERE key = 'holder'");
-        const h = holder.rows[0] && (JSON.parse(holder.rows[0].value) as Holder);
-        const who = h ? `Plinth server pid ${h.pid} on ${h.host}, serving since ${h.since}` : "another Plinth server";
-        throw new PlinthError(
-          "invalid_argument",
-          `config backend.url: ${where} is in use by ${who}; one database serves one server at a time: stop that one, or point backend.url at another database`,
-        );
-      }
+      const lease = await PostgresStore.#acquireLease(lock, options, where);
       await lock.query("INSERT INTO plinth_meta (key, value) VALUES ('id', $1) ON CONFLICT (key) DO NOTHING", [randomHex(6)]);
       const id = (await lock.query<{ value: string }>("SELECT value FROM plinth_meta WHERE key = 'id'")).rows[0]!.value;
-      await lock.query("INSERT INTO plinth_meta (key, value) VALUES ('holder', $1) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [
-        JSON.stringify(thisHolder()),
-      ]);
-      return new PostgresStore(options, pool, lock, id);
+      await lock.end().catch(() => {});
+      return new PostgresStore(options, pool, id, lease);
     } catch (error) {
       await lock.end().catch(() => {});
       await pool.end().catch(() => {});
@@ -186,6 +315,8 @@ export class PostgresStore implements Store {
     let broken = false;
     try {
       await client.query("BEGIN");
+      const { rows } = await client.query<{ held: boolean }>(`SELECT ${HOLDS_LEASE} AS held`.replace("$LEASE", "$1"), [this.#leaseId]);
+      if (!rows[0]?.held) throw this.#fenced();
       const result = await fn(client);
       await client.query("COMMIT");
       return result;
@@ -196,6 +327,13 @@ export class PostgresStore implements Store {
     } finally {
       client.release(broken);
     }
+  }
+
+  /** The error of a write refused because this server's lease has lapsed, or is another's. */
+  #fenced(): PlinthError {
+    // Lapsed but still ours, a renewal may yet keep it; another's, it is lost.
+    void this.#renew();
+    return new PlinthError("unavailable", `this server's lease on ${this.#where} has lapsed; retry in a moment, or on the server that took over`);
   }
 
   #explain(error: unknown): unknown {
@@ -271,7 +409,7 @@ export class PostgresStore implements Store {
   }
 
   async deleteModel(id: string): Promise<boolean> {
-    return ((await this.#query("DELETE FROM models WHERE id = $1", [id])).rowCount ?? 0) > 0;
+    return this.#transaction(async (client) => ((await client.query("DELETE FROM models WHERE id = $1", [id])).rowCount ?? 0) > 0);
   }
 
   async allModels(): Promise<ModelMeta[]> {
@@ -361,14 +499,17 @@ export class PostgresStore implements Store {
       columns.by.push(action.createdBy);
       columns.json.push(toJsonString(ActionSchema, action));
     }
+    // Fenced in the statement itself: nothing is written once this server lost its lease.
     const upsert = `INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json)
        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
+       WHERE ${HOLDS_LEASE.replace("$LEASE", "$8")}
        ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
          end_time = excluded.end_time, json = excluded.json`;
-    const params = [columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json];
+    const params = [columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json, this.#leaseId];
     const withPayloads = writes.filter((w) => w.payloads);
     if (withPayloads.length === 0) {
-      await this.#query(upsert, params);
+      const { rowCount } = await this.#query(upsert, params);
+      if ((rowCount ?? 0) === 0) throw this.#fenced();
       return;
     }
     await this.#transaction(async (client) => {
@@ -478,8 +619,14 @@ export class PostgresStore implements Store {
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.#flush().catch(() => {});
+    clearInterval(this.#renewTimer);
+    // Gives the lease back (expires = since), so that a standby takes over at once, not after it.
+    if (!this.#leaseLost) {
+      await this.#pool
+        .query("UPDATE plinth_lease SET expires = since WHERE name = 'engine' AND server = $1", [this.#leaseId])
+        .catch((error: unknown) => this.#o.onWarning?.(`giving back the lease on ${this.#where} failed; a standby takes over once it lapses`, error));
+    }
     this.#closed = true;
     await this.#pool.end().catch(() => {});
-    await this.#lock.end().catch(() => {});
   }
 }

@@ -69,6 +69,8 @@ export interface Store {
   readonly id: string;
   /** This server's mark on its children: `<id>.<run id>`. */
   readonly owner: string;
+  /** The server whose lapsed lease this one took over (postgres), for what its unfinished actions say. */
+  readonly takenOverFrom?: string | undefined;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
   /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */

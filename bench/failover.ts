@@ -1,0 +1,134 @@
+/**
+ * `npm run bench:failover`: how long a standby server (backend.standby) takes to serve a
+ * PostgreSQL database, with the serving server's running action marked interrupted,
+ * after that server (a) stalls (SIGSTOP: alive, renewing nothing — as a power loss or a
+ * network cut looks from the database), (b) is killed (SIGKILL, same host), (c) stops
+ * cleanly (SIGTERM). Timed from the signal to the standby's "serving" line, which it
+ * prints after marking the old server's unfinished actions; lease_seconds 2 and 5.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { once } from "node:events";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { GetActionRequestSchema, GetActionResponseSchema } from "../gen/plinth/v1/action_service_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { createDatabase, startPostgres } from "../test/helpers/postgres-server.ts";
+import { bytes, createModel, root, unary } from "./grpc-calls.ts";
+import { printTable } from "./report.ts";
+import { tempDir } from "./temp.ts";
+
+const quick = process.argv.includes("--quick");
+const REPEAT = quick ? 1 : 3;
+
+interface Server {
+  child: ChildProcess;
+  /** Resolves with the time (performance.now()) its output first matched, and the match. */
+  when(pattern: RegExp): Promise<{ at: number; match: RegExpExecArray }>;
+}
+
+function server(url: string, leaseSeconds: number, standby: boolean): Server {
+  const dir = tempDir();
+  const config = join(dir, "plinth.yaml");
+  writeFileSync(
+    config,
+    [
+      "server:",
+      "  address: 127.0.0.1:0",
+      "backend:",
+      "  kind: postgres",
+      `  url: ${url}`,
+      `  lease_seconds: ${leaseSeconds}`,
+      `  standby: ${standby}`,
+      "engine:",
+      "  sigterm_timeout: 1",
+      "plugins:",
+      `  - module: ${join(root, "bench/plugins/trivial.ts")}`,
+    ].join("\n"),
+  );
+  const child = spawn(process.execPath, ["--import", "tsx", "server/main.ts", "--config", config], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  let out = "";
+  const waiting: { pattern: RegExp; resolve: (t: { at: number; match: RegExpExecArray }) => void }[] = [];
+  child.stdout!.on("data", (chunk: Buffer) => {
+    const now = performance.now();
+    out += chunk.toString();
+    for (const w of [...waiting]) {
+      const match = w.pattern.exec(out);
+      if (match) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve({ at: now, match });
+      }
+    }
+  });
+  return {
+    child,
+    when: (pattern) =>
+      new Promise((resolve, reject) => {
+        const match = pattern.exec(out);
+        if (match) resolve({ at: performance.now(), match });
+        else waiting.push({ pattern, resolve });
+        child.once("exit", (code) => reject(new Error(`server exited with ${code} before printing ${pattern}:\n${out}`)));
+      }),
+  };
+}
+
+const SERVING = /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/;
+
+/** How its action ended, as the standby tells it. */
+async function actionOn(port: number, actionId: string): Promise<string> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  try {
+    const res = await unary(client, "/plinth.v1.ActionService/GetAction", bytes(GetActionRequestSchema, { actionId }), (b) =>
+      fromBinary(GetActionResponseSchema, b),
+    );
+    return `${ActionStatus[res.action!.status]} ${res.action!.error?.code ?? ""}`;
+  } finally {
+    client.close();
+  }
+}
+
+async function measure(url: string, leaseSeconds: number, how: "SIGSTOP" | "SIGKILL" | "SIGTERM"): Promise<{ ms: number; ended: string }> {
+  const first = server(url, leaseSeconds, false);
+  const client = new grpc.Client(`127.0.0.1:${(await first.when(SERVING)).match[1]}`, grpc.credentials.createInsecure());
+  // A call that runs until it is stopped, running when the server goes.
+  const modelId = await createModel(client, "bench.Sleeper");
+  const started = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
+    fromBinary(PredictResponseSchema, b),
+  );
+  client.close();
+  const standby = server(url, leaseSeconds, true);
+  await standby.when(/standing by/);
+  const signalledAt = performance.now();
+  first.child.kill(how);
+  const serving = await standby.when(SERVING);
+  const ended = await actionOn(Number(serving.match[1]), started.action!.id);
+  first.child.kill("SIGCONT");
+  first.child.kill("SIGKILL");
+  if (first.child.exitCode === null && first.child.signalCode === null) await once(first.child, "exit");
+  standby.child.kill("SIGTERM");
+  await once(standby.child, "exit");
+  return { ms: serving.at - signalledAt, ended };
+}
+
+const postgres = await startPostgres();
+try {
+  const rows: string[][] = [];
+  for (const lease of [2, 5]) {
+    for (const how of ["SIGSTOP", "SIGKILL", "SIGTERM"] as const) {
+      const runs: { ms: number; ended: string }[] = [];
+      for (let i = 0; i < REPEAT; i++) runs.push(await measure(await createDatabase(postgres.adminUrl), lease, how));
+      const times = runs.map((r) => r.ms);
+      const target = how === "SIGSTOP" ? `≤ lease + 1 s = ${lease + 1} s ${Math.max(...times) <= (lease + 1) * 1000 ? "✓" : "✗"}` : "";
+      const endings = [...new Set(runs.map((r) => r.ended))].join(" / ");
+      rows.push([`${lease} s`, how, times.map((t) => `${(t / 1000).toFixed(2)} s`).join(", "), endings, target]);
+    }
+  }
+  printTable(["lease", "the serving server got", "standby serving after", "its running action, seen there", "target"], rows);
+} finally {
+  await postgres.remove();
+}
