@@ -4,7 +4,8 @@
  * after that server (a) stalls (SIGSTOP: alive, renewing nothing — as a power loss or a
  * network cut looks from the database), (b) is killed (SIGKILL, same host), (c) stops
  * cleanly (SIGTERM). Timed from the signal to the standby's "serving" line, which it
- * prints after marking the old server's unfinished actions; lease_seconds 2 and 5.
+ * prints after marking the old server's unfinished actions, and to the action that was
+ * queued behind the running one leaving the queue there; lease_seconds 2 and 5.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -81,6 +82,7 @@ const SERVING = /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/;
 
 /** How its action ended, as the standby tells it. */
 async function actionOn(port: number, actionId: string): Promise<string> {
+  // QUEUED, EXECUTING, FAILED interrupted, …
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   try {
     const res = await unary(client, "/plinth.v1.ActionService/GetAction", bytes(GetActionRequestSchema, { actionId }), (b) =>
@@ -92,14 +94,29 @@ async function actionOn(port: number, actionId: string): Promise<string> {
   }
 }
 
-async function measure(url: string, leaseSeconds: number, how: "SIGSTOP" | "SIGKILL" | "SIGTERM"): Promise<{ ms: number; ended: string }> {
+/** Polls until the action leaves the queue on the server at `port`; resolves with when, and its status. */
+async function leftQueue(port: number, actionId: string): Promise<{ at: number; status: string }> {
+  for (;;) {
+    const status = await actionOn(port, actionId);
+    if (!status.startsWith("QUEUED")) return { at: performance.now(), status };
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+async function measure(
+  url: string,
+  leaseSeconds: number,
+  how: "SIGSTOP" | "SIGKILL" | "SIGTERM",
+): Promise<{ ms: number; ended: string; queuedMs: number; queued: string }> {
   const first = server(url, leaseSeconds, false);
   const client = new grpc.Client(`127.0.0.1:${(await first.when(SERVING)).match[1]}`, grpc.credentials.createInsecure());
   // A call that runs until it is stopped, running when the server goes.
   const modelId = await createModel(client, "bench.Sleeper");
-  const started = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
-    fromBinary(PredictResponseSchema, b),
-  );
+  const predict = () =>
+    unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) => fromBinary(PredictResponseSchema, b));
+  const started = await predict();
+  // Queued behind it on the same model: it has not started when the server goes.
+  const queued = await predict();
   client.close();
   const standby = server(url, leaseSeconds, true);
   await standby.when(/standing by/);
@@ -107,12 +124,13 @@ async function measure(url: string, leaseSeconds: number, how: "SIGSTOP" | "SIGK
   first.child.kill(how);
   const serving = await standby.when(SERVING);
   const ended = await actionOn(Number(serving.match[1]), started.action!.id);
+  const next = await leftQueue(Number(serving.match[1]), queued.action!.id);
   first.child.kill("SIGCONT");
   first.child.kill("SIGKILL");
   if (first.child.exitCode === null && first.child.signalCode === null) await once(first.child, "exit");
   standby.child.kill("SIGTERM");
   await once(standby.child, "exit");
-  return { ms: serving.at - signalledAt, ended };
+  return { ms: serving.at - signalledAt, ended, queuedMs: next.at - signalledAt, queued: next.status };
 }
 
 const postgres = await startPostgres();
@@ -120,15 +138,17 @@ try {
   const rows: string[][] = [];
   for (const lease of [2, 5]) {
     for (const how of ["SIGSTOP", "SIGKILL", "SIGTERM"] as const) {
-      const runs: { ms: number; ended: string }[] = [];
+      const runs: { ms: number; ended: string; queuedMs: number; queued: string }[] = [];
       for (let i = 0; i < REPEAT; i++) runs.push(await measure(await createDatabase(postgres.adminUrl), lease, how));
       const times = runs.map((r) => r.ms);
       const target = how === "SIGSTOP" ? `≤ lease + 1 s = ${lease + 1} s ${Math.max(...times) <= (lease + 1) * 1000 ? "✓" : "✗"}` : "";
       const endings = [...new Set(runs.map((r) => r.ended))].join(" / ");
-      rows.push([`${lease} s`, how, times.map((t) => `${(t / 1000).toFixed(2)} s`).join(", "), endings, target]);
+      const queued = [...new Set(runs.map((r) => r.queued))].join(" / ");
+      const queuedTimes = runs.map((r) => `${(r.queuedMs / 1000).toFixed(2)} s`).join(", ");
+      rows.push([`${lease} s`, how, times.map((t) => `${(t / 1000).toFixed(2)} s`).join(", "), endings, `${queued} after ${queuedTimes}`, target]);
     }
   }
-  printTable(["lease", "the serving server got", "standby serving after", "its running action, seen there", "target"], rows);
+  printTable(["lease", "the serving server got", "standby serving after", "its running action, seen there", "its queued action", "target"], rows);
 } finally {
   await postgres.remove();
 }

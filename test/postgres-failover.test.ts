@@ -72,13 +72,16 @@ describe("a standby server on one PostgreSQL database", () => {
     d.channel.close();
   });
 
-  it("takes over once a stalled server's lease lapses; woken, that server writes nothing more and stops with its children", async () => {
+  it("takes over once a stalled server's lease lapses and runs what it left queued; woken, that server writes nothing more and stops with its children", async () => {
     const url = await newDatabase();
     const first = serverProcess(url);
     const c = clients(await first.port);
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await c.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     for await (const update of c.actions.watchAction({ actionId: action!.id })) if (update.action!.status === ActionStatus.EXECUTING) break;
+    // Queued behind it, on the same model: it has not started when the server stalls.
+    const queued = (await c.engine.fit({ modelId, args: [json("after")] })).action!;
+    expect(queued.status).toBe(ActionStatus.QUEUED);
     c.channel.close();
     const children = descendantsOf(first.child.pid!);
     expect(children.length).toBeGreaterThan(0);
@@ -105,10 +108,12 @@ describe("a standby server on one PostgreSQL database", () => {
     for (const pid of children) expect(isAlive(pid)).toBe(false);
     const after = (await d.actions.getAction({ actionId: action!.id })).action!;
     expect(after.error?.message).toBe(failed.error?.message);
-    expect((await d.engine.getModel({ modelId })).model!.revision).toBe(1n);
-    // The one that took over serves on: a fit of the same model runs there.
-    const fit = (await d.engine.fit({ modelId, wait: true })).action!;
-    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    // The queued fit ran on the server that took over, in its turn, with its arguments.
+    const ran = (await d.actions.waitAction({ actionId: queued.id })).action!;
+    expect(ran.status).toBe(ActionStatus.SUCCEEDED);
+    const model = (await d.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(model.revision).toBe(2n);
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).fits).toEqual([{ args: ["after"], kwargs: {} }]);
     d.channel.close();
   });
 

@@ -9,7 +9,7 @@
  * reports its steps through a RunReporter and never reaches further up.
  */
 import { getEventListeners, setMaxListeners } from "node:events";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
@@ -25,7 +25,7 @@ import {
   DataAccessProgressSchema,
 } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
-import { JsonForm } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { JsonForm, PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -38,7 +38,7 @@ import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
 import { ActionRun, type RunReporter } from "./action-run.ts";
-import { type ArgLimits, type CallArgs, parseArgs } from "./args.ts";
+import { type ArgLimits, type CallArgs, type ParsedArgs, parseArgs } from "./args.ts";
 import { checkRequest } from "./check-args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
@@ -138,9 +138,15 @@ export class Engine {
     const engine = new Engine(options);
     const { store, logger } = options;
     engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
-    const interrupted = await store.unfinishedActions();
+    const unfinished = await store.unfinishedActions();
     // Taken over from a server that stopped renewing its lease, or left by this one's crash.
     const why = store.takenOverFrom ?? "interrupted by server restart";
+    // Still queued, never started, and its request kept (postgres): it runs here instead.
+    const waiting = unfinished.filter((a) => a.status === ActionStatus.QUEUED && !a.startTime).map((a) => a.id);
+    const kept = store.keepsRequests && store.requests && waiting.length > 0 ? await store.requests(waiting) : new Map<string, Uint8Array>();
+    const interrupted: Action[] = [];
+    const requeue: Action[] = [];
+    for (const action of unfinished) (kept.has(action.id) ? requeue : interrupted).push(action);
     for (const action of interrupted) {
       const endTime = timestampNow();
       await store.putAction(
@@ -156,6 +162,27 @@ export class Engine {
       );
     }
     if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
+    // In the order they were created: each model's calls keep their order.
+    requeue.sort((a, b) => compareTimes(a.createTime, b.createTime) || a.id.localeCompare(b.id));
+    const requeued: string[] = [];
+    for (const action of requeue) {
+      if (engine.#requeue(action, kept.get(action.id)!)) {
+        requeued.push(action.id);
+        continue;
+      }
+      const endTime = timestampNow();
+      const message = `${why}; its request no longer fits this server's plugins`;
+      await store.putAction(
+        create(ActionSchema, {
+          ...action,
+          status: ActionStatus.FAILED,
+          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message }),
+          endTime,
+          updateTime: endTime,
+        }),
+      );
+    }
+    if (requeued.length > 0) logger.info({ actions: requeued }, "actions left queued by the previous server run here");
     await engine.#pruneHistory();
     engine.#timers.push(
       setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS),
@@ -465,31 +492,66 @@ export class Engine {
       createdBy: caller.name,
       ...(request.timeout ? { timeout: request.timeout } : {}),
     });
-    const added = this.#live.addAction(view, parsed, jsonFormOf(request));
+    const jsonForm = jsonFormOf(request);
+    const added = this.#live.addAction(view, parsed, jsonForm);
     const running: Running = { controller: new AbortController(), done: undefined as never };
     this.#running.set(view.id, running);
     try {
       // The action exists once the store has it: a store that fails refuses the call.
-      await this.#persist(added, this.#storedPayloads(parsed, undefined));
+      const payloads = this.#storedPayloads(parsed, undefined);
+      const kept = this.#o.store.keepsRequests ? { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) } : payloads;
+      await this.#persist(added, kept);
     } catch (error) {
       this.#running.delete(view.id);
       this.#live.finish(view.id, { status: ActionStatus.FAILED, error: failure(error).error, endTime: timestampNow() });
       const cause = error instanceof ActionFailure ? error.cause : error;
       throw PlinthError.is(cause) ? cause : new PlinthError("unavailable", (error as Error).message, { cause });
     }
+    this.#launch(view.id, running, parsed, timeoutMs);
+    return this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
+  }
+
+  /** Runs an action the live state holds, under its timeout (what is left of it). */
+  #launch(id: string, running: Running, parsed: ParsedArgs, timeoutMs: number | undefined): void {
     const timer =
       timeoutMs === undefined
         ? undefined
         : setTimeout(
-            () => this.#cancel(view.id, running, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)),
-            timeoutMs,
+            () => this.#cancel(id, running, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`)),
+            Math.max(0, timeoutMs - elapsedMs(this.#live.action(id)!.view)),
           );
     timer?.unref();
-    (running as { done: Promise<LiveAction> }).done = this.#run(view.id, running, parsed).finally(() => {
+    (running as { done: Promise<LiveAction> }).done = this.#run(id, running, parsed).finally(() => {
       clearTimeout(timer);
-      this.#running.delete(view.id);
+      this.#running.delete(id);
     });
-    return this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
+  }
+
+  /**
+   * Queues again an action the previous server left queued, from its kept request; false
+   * when that request no longer parses here (a data-access function or model type gone).
+   */
+  #requeue(view: Action, bytes: Uint8Array): boolean {
+    const { views, limits, plugins } = this.#o;
+    let parsed: ParsedArgs;
+    let request: ActionRequest;
+    try {
+      request = fromBinary(PredictRequestSchema, bytes);
+      parsed = parseArgs(
+        request.args,
+        request.kwargs,
+        { ...limits, keepValueBytes: views.inlineBytes },
+        (name) => plugins.dataAccess(name) !== undefined,
+      );
+    } catch {
+      return false;
+    }
+    if (!plugins.modelType(view.modelType) || (view.modelId && !this.#live.model(view.modelId))) return false;
+    this.#live.addAction(create(ActionSchema, { ...view, queuePosition: 0 }), parsed, jsonFormOf(request));
+    const running: Running = { controller: new AbortController(), done: undefined as never };
+    this.#running.set(view.id, running);
+    this.#launch(view.id, running, parsed, view.timeout ? timeoutMillis(view.timeout) : undefined);
+    return true;
   }
 
   #cancel(id: string, running: Running, reason: CancelReason): void {
@@ -716,6 +778,28 @@ function jsonFormOf(request: ActionRequest): PayloadForm {
   if (request.jsonForm === JsonForm.TEXT) return "json_text";
   const text = (arg: Arg) => arg.kind.case === "jsonText";
   return request.args.some(text) || Object.values(request.kwargs).some(text) ? "json_text" : "json";
+}
+
+/** How long ago the action was created, in ms. */
+function elapsedMs(view: Action): number {
+  const t = view.createTime;
+  return t ? Date.now() - (Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6)) : 0;
+}
+
+function compareTimes(a: Action["createTime"], b: Action["createTime"]): number {
+  const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
+  return ms(a) - ms(b);
+}
+
+/** The whole request, as kept for a takeover: a PredictRequest's encoding of the arguments and their JSON form. */
+function requestBytes(parsed: ParsedArgs, form: PayloadForm, maxJsonValueBytes: number): Uint8Array {
+  return toBinary(
+    PredictRequestSchema,
+    create(PredictRequestSchema, {
+      ...argsView(parsed, Infinity, maxJsonValueBytes),
+      jsonForm: form === "json_text" ? JsonForm.TEXT : JsonForm.VALUE,
+    }),
+  );
 }
 
 /** Protobuf's Duration: seconds within ±10,000 years, nanos within ±1e9 of the same sign. */

@@ -66,6 +66,11 @@ const migrations: string[] = [
      since timestamptz NOT NULL,
      expires timestamptz NOT NULL
    );`,
+  // 3: each action's whole request while it has not ended: what a takeover runs again.
+  `CREATE TABLE action_requests (
+     action_id text PRIMARY KEY,
+     request bytea NOT NULL
+   );`,
 ];
 
 /** The schema version this build writes. */

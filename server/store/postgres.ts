@@ -161,6 +161,7 @@ export class PostgresStore implements Store {
   #leaseLost = false;
   /** The server whose lapsed lease this one took over, if it did. */
   readonly takenOverFrom: string | undefined;
+  readonly keepsRequests = true;
   readonly #host = hostname();
   readonly #pending = new Map<string, PendingWrite>();
   #flushTimer: ReturnType<typeof setImmediate> | undefined;
@@ -500,12 +501,15 @@ export class PostgresStore implements Store {
       columns.json.push(toJsonString(ActionSchema, action));
     }
     // Fenced in the statement itself: nothing is written once this server lost its lease.
-    const upsert = `INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json)
+    // The requests of the actions that ended go with it (a takeover has nothing to run again).
+    const ended = writes.filter((w) => ENDED.includes(w.action.status)).map((w) => w.action.id);
+    const upsert = `WITH done AS (DELETE FROM action_requests WHERE action_id = ANY($9::text[]) AND ${HOLDS_LEASE.replace("$LEASE", "$8")})
+       INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json)
        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
        WHERE ${HOLDS_LEASE.replace("$LEASE", "$8")}
        ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
          end_time = excluded.end_time, json = excluded.json`;
-    const params = [columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json, this.#leaseId];
+    const params = [columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json, this.#leaseId, ended];
     const withPayloads = writes.filter((w) => w.payloads);
     if (withPayloads.length === 0) {
       const { rowCount } = await this.#query(upsert, params);
@@ -515,8 +519,16 @@ export class PostgresStore implements Store {
     await this.#transaction(async (client) => {
       await client.query(upsert, params);
       for (const { action, payloads } of withPayloads) {
-        const args = payloads!.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, payloads!.args))) : null;
-        const prediction = payloads!.prediction ? Buffer.from(toBinary(ArgSchema, payloads!.prediction)) : null;
+        const { request, ...shown } = payloads!;
+        if (request && !ENDED.includes(action.status)) {
+          await client.query("INSERT INTO action_requests (action_id, request) VALUES ($1, $2) ON CONFLICT (action_id) DO NOTHING", [
+            action.id,
+            Buffer.from(request.buffer, request.byteOffset, request.byteLength),
+          ]);
+        }
+        if (!shown.args && !shown.prediction) continue;
+        const args = shown.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, shown.args))) : null;
+        const prediction = shown.prediction ? Buffer.from(toBinary(ArgSchema, shown.prediction)) : null;
         await client.query(
           `INSERT INTO action_payloads (action_id, args, prediction) VALUES ($1, $2, $3)
            ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, action_payloads.args),
@@ -525,6 +537,14 @@ export class PostgresStore implements Store {
         );
       }
     });
+  }
+
+  async requests(ids: string[]): Promise<Map<string, Uint8Array>> {
+    const { rows } = await this.#query<{ action_id: string; request: Buffer }>(
+      "SELECT action_id, request FROM action_requests WHERE action_id = ANY($1::text[])",
+      [ids],
+    );
+    return new Map(rows.map((r) => [r.action_id, new Uint8Array(r.request.buffer, r.request.byteOffset, r.request.byteLength)]));
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {

@@ -49,6 +49,11 @@ export interface ListActionsQuery {
 export interface StoredPayloads {
   args?: { args: Arg[]; kwargs: Record<string, Arg> };
   prediction?: Arg;
+  /**
+   * The whole request (a PredictRequest's encoding: args, kwargs, json_form), kept while
+   * the action has not ended, where the store keeps requests (keepsRequests).
+   */
+  request?: Uint8Array;
 }
 
 /** An action from the history, with its payloads when they were asked for and kept. */
@@ -71,6 +76,13 @@ export interface Store {
   readonly owner: string;
   /** The server whose lapsed lease this one took over (postgres), for what its unfinished actions say. */
   readonly takenOverFrom?: string | undefined;
+  /**
+   * Keeps each action's whole request until it ends (postgres), so that the server that
+   * takes over runs the actions still queued instead of failing them.
+   */
+  readonly keepsRequests?: boolean;
+  /** The kept requests of these actions, by id. */
+  requests?(ids: string[]): Promise<Map<string, Uint8Array>>;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
   /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */
