@@ -92,8 +92,12 @@ const STANDBY_POLL_MS = 250;
 
 const describeHolder = (row: LeaseRow) => `Plinth server pid ${row.pid} on ${row.host}, serving since ${row.since.toISOString()}`;
 
-/** Fences a statement: true only while this server holds the lease, which it holds shared until its transaction ends. */
-const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $LEASE AND expires > now() FOR SHARE)";
+/**
+ * Fences a write: true only while this server holds the lease. A single statement sees
+ * the lease as it is when the statement runs; a transaction takes it shared (below), so
+ * that a takeover waits for it to end.
+ */
+const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $LEASE AND expires > now())";
 
 const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
 
@@ -295,10 +299,10 @@ export class PostgresStore implements Store {
   }
 
   /** Runs a query on the pool, turning a lost database into UNAVAILABLE. */
-  async #query<R extends pg.QueryResultRow>(sql: string, params: unknown[] = []): Promise<pg.QueryResult<R>> {
+  async #query<R extends pg.QueryResultRow>(sql: string | pg.QueryConfig, params: unknown[] = []): Promise<pg.QueryResult<R>> {
     if (this.#closed) throw new PlinthError("unavailable", `the store ${this.#where} is closed`);
     try {
-      return await this.#pool.query<R>(sql, params);
+      return await this.#pool.query<R>(sql as string, params);
     } catch (error) {
       throw this.#explain(error);
     }
@@ -316,7 +320,14 @@ export class PostgresStore implements Store {
     let broken = false;
     try {
       await client.query("BEGIN");
-      const { rows } = await client.query<{ held: boolean }>(`SELECT ${HOLDS_LEASE} AS held`.replace("$LEASE", "$1"), [this.#leaseId]);
+      // Held shared until the commit: a takeover waits for this transaction. One whose
+      // server stalls in it is ended by PostgreSQL within the lease, so a takeover never
+      // waits longer than that.
+      await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.ceil(this.#o.leaseMs)}`);
+      const { rows } = await client.query<{ held: boolean }>(
+        "SELECT EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $1 AND expires > now() FOR SHARE) AS held",
+        [this.#leaseId],
+      );
       if (!rows[0]?.held) throw this.#fenced();
       const result = await fn(client);
       await client.query("COMMIT");
@@ -501,32 +512,38 @@ export class PostgresStore implements Store {
       columns.json.push(toJsonString(ActionSchema, action));
     }
     // Fenced in the statement itself: nothing is written once this server lost its lease.
-    // The requests of the actions that ended go with it (a takeover has nothing to run again).
+    // New actions' requests go with it, and those of the actions that ended go (a
+    // takeover has nothing to run again): one statement, one round trip, still.
     const ended = writes.filter((w) => ENDED.includes(w.action.status)).map((w) => w.action.id);
-    const upsert = `WITH done AS (DELETE FROM action_requests WHERE action_id = ANY($9::text[]) AND ${HOLDS_LEASE.replace("$LEASE", "$8")})
+    const kept = writes.filter((w) => w.payloads?.request && !ENDED.includes(w.action.status));
+    const fence = HOLDS_LEASE.replace("$LEASE", "$8");
+    const upsert = `WITH done AS (DELETE FROM action_requests WHERE action_id = ANY($9::text[]) AND ${fence}),
+       kept AS (INSERT INTO action_requests (action_id, request) SELECT * FROM unnest($10::text[], $11::bytea[]) WHERE ${fence}
+         ON CONFLICT (action_id) DO NOTHING)
        INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json)
        SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
-       WHERE ${HOLDS_LEASE.replace("$LEASE", "$8")}
+       WHERE ${fence}
        ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
          end_time = excluded.end_time, json = excluded.json`;
-    const params = [columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json, this.#leaseId, ended];
-    const withPayloads = writes.filter((w) => w.payloads);
+    const requests = kept.map((w) => Buffer.from(w.payloads!.request!.buffer, w.payloads!.request!.byteOffset, w.payloads!.request!.byteLength));
+    const params = [
+      ...[columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json],
+      this.#leaseId,
+      ended,
+      kept.map((w) => w.action.id),
+      requests,
+    ];
+    const withPayloads = writes.filter((w) => w.payloads?.args || w.payloads?.prediction);
     if (withPayloads.length === 0) {
-      const { rowCount } = await this.#query(upsert, params);
+      // Prepared once per connection: the statement is planned once, not per commit.
+      const { rowCount } = await this.#query({ name: "plinth-write-actions", text: upsert }, params);
       if ((rowCount ?? 0) === 0) throw this.#fenced();
       return;
     }
     await this.#transaction(async (client) => {
-      await client.query(upsert, params);
+      await client.query({ name: "plinth-write-actions", text: upsert, values: params });
       for (const { action, payloads } of withPayloads) {
-        const { request, ...shown } = payloads!;
-        if (request && !ENDED.includes(action.status)) {
-          await client.query("INSERT INTO action_requests (action_id, request) VALUES ($1, $2) ON CONFLICT (action_id) DO NOTHING", [
-            action.id,
-            Buffer.from(request.buffer, request.byteOffset, request.byteLength),
-          ]);
-        }
-        if (!shown.args && !shown.prediction) continue;
+        const shown = payloads!;
         const args = shown.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, shown.args))) : null;
         const prediction = shown.prediction ? Buffer.from(toBinary(ArgSchema, shown.prediction)) : null;
         await client.query(
