@@ -13,6 +13,7 @@ import { ClientError, Status } from "nice-grpc";
 import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
 import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../gen/plinth/v1/model_pb.ts";
+import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
 import { type ActionRun, createPlinthClient, type PlinthClient, PlinthActionError } from "../client/mod.ts";
 import { isEnded, progressOf } from "../client/action-run.ts";
 import { fromArg } from "../client/values.ts";
@@ -97,24 +98,55 @@ program
   .description("the plugins the server loaded: model types and data-access functions")
   .action(async () => {
     const { plugins } = await client().engine.listPlugins({});
+    const fn = (f: PluginFunction) => ({
+      name: f.name,
+      description: f.description,
+      ...(f.schemas.length ? { schemas: f.schemas.map((c) => ({ call: c.call, args: c.args, kwargs: c.kwargs, state: c.state })) } : {}),
+    });
     const value = plugins.map((p) => ({
       name: p.name,
       module: p.module,
       runtime: p.runtime,
       description: p.description,
-      modelTypes: p.modelTypes.map((m) => ({ name: m.name, description: m.description })),
-      dataAccess: p.dataAccess.map((d) => ({ name: d.name, description: d.description })),
+      modelTypes: p.modelTypes.map(fn),
+      dataAccess: p.dataAccess.map(fn),
+      ...(p.watched ? { watched: true } : {}),
+      ...(p.reloadError ? { reloadError: p.reloadError } : {}),
     }));
     print(format(), value, () =>
       table(
-        ["NAME", "KIND", "PLUGIN", "DESCRIPTION"],
+        ["NAME", "KIND", "PLUGIN", "ARGUMENTS", "DESCRIPTION"],
         plugins.flatMap((p) => [
-          ...p.modelTypes.map((m) => [m.name, "model type", p.name, m.description]),
-          ...p.dataAccess.map((d) => [d.name, "data access", p.name, d.description]),
+          ...p.modelTypes.map((m) => [m.name, "model type", p.name, signatures(m), m.description]),
+          ...p.dataAccess.map((d) => [d.name, "data access", p.name, signatures(d), d.description]),
         ]),
       ),
     );
+    for (const p of plugins)
+      if (p.reloadError) console.error(`${p.name}: its changed code does not load, the previous version serves: ${p.reloadError}`);
   });
+
+/** A function's declared arguments in one line: `fit(2 args; iterations, seed?)`, per call that declared any. */
+function signatures(f: PluginFunction): string {
+  return f.schemas
+    .map((c) => {
+      const parts: string[] = [];
+      const args = c.args as { prefixItems?: unknown[]; items?: unknown } | undefined;
+      if (args?.prefixItems) parts.push(`${args.prefixItems.length} arg${args.prefixItems.length === 1 ? "" : "s"}`);
+      else if (args?.items) parts.push("args…");
+      const kwargs = c.kwargs as { properties?: Record<string, unknown>; required?: string[] } | undefined;
+      if (kwargs?.properties) {
+        const required = new Set(kwargs.required ?? []);
+        parts.push(
+          Object.keys(kwargs.properties)
+            .map((k) => (required.has(k) ? k : `${k}?`))
+            .join(", "),
+        );
+      }
+      return `${c.call}(${parts.join("; ")})`;
+    })
+    .join(" ");
+}
 
 program
   .command("models")

@@ -107,7 +107,16 @@ describe("plinth, the command line", () => {
     expect(shown.stdout).toMatch(/^call +create systest\.Model on m-\S+$/m);
     expect(shown.stdout).toMatch(/^status +succeeded$/m);
     const plugins = await plinth("plugins");
-    expect(plugins.stdout).toMatch(/^systest\.echo +data access +systest /m);
+    expect(plugins.stdout).toMatch(/^systest\.echo +data access +systest +data_access\(sleep\?, remember\?\) /m);
+    expect(plugins.stdout).toMatch(/^systest\.add +data access +systest +data_access\(args…\) /m);
+    // JSON gives each declared call's schemas whole.
+    const listed = JSON.parse((await plinth("plugins", "-o", "json")).stdout) as {
+      name: string;
+      modelTypes: { name: string; schemas?: { call: string; kwargs?: { properties: Record<string, unknown> } }[] }[];
+    }[];
+    const declared = listed.find((p) => p.name === "systest")!.modelTypes[0]!;
+    expect(declared.schemas!.map((c) => c.call)).toEqual(["instantiate", "fit", "predict"]);
+    expect(declared.schemas![1]!.kwargs!.properties.sleep).toMatchObject({ type: "number", minimum: 0 });
   });
 
   it("shows a progress bar on a terminal that advances and ends at 100 %, and none when piped", async () => {
