@@ -62,6 +62,9 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     const base = `http://127.0.0.1:${httpPort}/`;
     await page.goto(`${base}#/plugins`);
     await page.getByText("keeps its instantiate arguments and records every fit").waitFor();
+    // What the model type's calls take, from their schemas.
+    await page.click('[data-testid="schemas-systest.Model"] summary');
+    await page.getByText("seconds to sleep first, reporting progress").first().waitFor();
     await page.selectOption("select[name=call]", "fit");
     await page.fill("input[name=target]", modelId);
     await page.fill("input[name=kwargs]", '{"sleep": 30}');

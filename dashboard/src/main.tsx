@@ -252,6 +252,28 @@ function ModelsPage({ live }: { live: Live }) {
   );
 }
 
+/** The JSON Schemas a function's calls declare: what to put in the form's args and kwargs. */
+function Schemas({ of }: { of: Plugin["modelTypes"][number] }) {
+  if (of.schemas.length === 0) return null;
+  return (
+    <details data-testid={`schemas-${of.name}`}>
+      <summary>arguments</summary>
+      {of.schemas.map((c) => (
+        <div key={c.call}>
+          <strong>{c.call}</strong>
+          {(["args", "kwargs", "state"] as const).map((part) =>
+            c[part] ? (
+              <pre key={part}>
+                {part}: {JSON.stringify(c[part], null, 2)}
+              </pre>
+            ) : null,
+          )}
+        </div>
+      ))}
+    </details>
+  );
+}
+
 function PluginsPage() {
   const [plugins, setPlugins] = useState<Plugin[]>([]);
   const [error, setError] = useState("");
@@ -306,15 +328,18 @@ function PluginsPage() {
             {p.name} <span class="muted">({p.runtime})</span>
           </h3>
           <p>{p.description}</p>
+          {p.reloadError && <p class="error">its changed code does not load; the previous version serves: {p.reloadError}</p>}
           <ul>
             {p.modelTypes.map((m) => (
               <li key={m.name}>
                 <strong>{m.name}</strong> — {m.description}
+                <Schemas of={m} />
               </li>
             ))}
             {p.dataAccess.map((d) => (
               <li key={d.name}>
                 <em>@{d.name}</em> — {d.description}
+                <Schemas of={d} />
               </li>
             ))}
           </ul>
