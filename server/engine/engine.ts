@@ -10,7 +10,7 @@
  */
 import { getEventListeners, setMaxListeners } from "node:events";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampFromDate, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampFromDate, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
@@ -147,40 +147,33 @@ export class Engine {
     const interrupted: Action[] = [];
     const requeue: Action[] = [];
     for (const action of unfinished) (kept.has(action.id) ? requeue : interrupted).push(action);
-    for (const action of interrupted) {
+    /** Ends an action the previous server left unfinished: FAILED, interrupted, saying why. */
+    const interrupt = (action: Action, message: string) => {
       const endTime = timestampNow();
-      await store.putAction(
+      return store.putAction(
         create(ActionSchema, {
           ...action,
           status: ActionStatus.FAILED,
-          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message: why }),
+          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message }),
           dataAccess: cancelledDataAccess(action.dataAccess),
           endTime,
           updateTime: endTime,
           queuePosition: 0,
         }),
       );
-    }
+    };
+    for (const action of interrupted) await interrupt(action, why);
     if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
     // In the order they were created: each model's calls keep their order.
-    requeue.sort((a, b) => compareTimes(a.createTime, b.createTime) || a.id.localeCompare(b.id));
+    const createdMs = (a: Action) => (a.createTime ? timestampMs(a.createTime) : 0);
+    requeue.sort((a, b) => createdMs(a) - createdMs(b) || a.id.localeCompare(b.id));
     const requeued: string[] = [];
     for (const action of requeue) {
       if (engine.#requeue(action, kept.get(action.id)!)) {
         requeued.push(action.id);
         continue;
       }
-      const endTime = timestampNow();
-      const message = `${why}; its request no longer fits this server's plugins`;
-      await store.putAction(
-        create(ActionSchema, {
-          ...action,
-          status: ActionStatus.FAILED,
-          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message }),
-          endTime,
-          updateTime: endTime,
-        }),
-      );
+      await interrupt(action, `${why}; its request no longer fits this server's plugins`);
     }
     if (requeued.length > 0) logger.info({ actions: requeued }, "actions left queued by the previous server run here");
     await engine.#pruneHistory();
@@ -782,13 +775,7 @@ function jsonFormOf(request: ActionRequest): PayloadForm {
 
 /** How long ago the action was created, in ms. */
 function elapsedMs(view: Action): number {
-  const t = view.createTime;
-  return t ? Date.now() - (Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6)) : 0;
-}
-
-function compareTimes(a: Action["createTime"], b: Action["createTime"]): number {
-  const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
-  return ms(a) - ms(b);
+  return view.createTime ? Date.now() - timestampMs(view.createTime) : 0;
 }
 
 /** The whole request, as kept for a takeover: a PredictRequest's encoding of the arguments and their JSON form. */

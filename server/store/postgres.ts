@@ -16,13 +16,16 @@
  * more, and learns so at once.
  */
 import { hostname } from "node:os";
+import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import pg from "pg";
 import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { randomHex, runId } from "../run-id.ts";
+import { procStat } from "../process/proc.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
+import { describeHolder } from "./sqlite-lock.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface PostgresOptions {
@@ -63,34 +66,14 @@ interface LeaseRow {
 
 /** Whether a process of this host is alive (a zombie counts as gone). */
 function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
-  return true;
-}
-
-/** Waits `ms`, or rejects with the signal's reason once it aborts. */
-function abortableSleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    signal?.throwIfAborted();
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener("abort", onAbort, { once: true });
-  });
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== "Z";
 }
 
 /** How often a standby looks at the lease: one small query, four times a second. */
 const STANDBY_POLL_MS = 250;
 
-const describeHolder = (row: LeaseRow) => `Plinth server pid ${row.pid} on ${row.host}, serving since ${row.since.toISOString()}`;
+const holderOf = (row: LeaseRow) => describeHolder({ pid: row.pid, host: row.host, since: row.since.toISOString() });
 
 /**
  * Fences a write: true only while this server holds the lease. A single statement sees
@@ -231,7 +214,7 @@ export class PostgresStore implements Store {
         const gone = held !== undefined && held.host === hostname() && !processAlive(held.pid);
         if (held && Number(held.left) > 0 && !gone) {
           await client.query("ROLLBACK");
-          const who = describeHolder(held);
+          const who = holderOf(held);
           if (!options.standby) {
             throw new PlinthError(
               "invalid_argument",
@@ -241,7 +224,9 @@ export class PostgresStore implements Store {
           if (!waiting) options.onInfo?.(`standing by: ${where} is served by ${who}; this server takes over once its lease lapses`);
           waiting = true;
           // Often: a holder that stops cleanly gives the lease back, one that crashes here is seen gone.
-          await abortableSleep(Math.min(Number(held.left) + 50, STANDBY_POLL_MS), options.signal);
+          await sleep(Math.min(Number(held.left) + 50, STANDBY_POLL_MS), undefined, { signal: options.signal }).catch((error: unknown) => {
+            throw options.signal?.reason ?? error;
+          });
           continue;
         }
         await client.query(
@@ -255,8 +240,8 @@ export class PostgresStore implements Store {
           !held || held.expires.getTime() <= held.since.getTime()
             ? undefined
             : gone
-              ? `${describeHolder(held)} is gone (it exited without giving back its lease)`
-              : `${describeHolder(held)} stopped responding (its lease lapsed)`;
+              ? `${holderOf(held)} is gone (it exited without giving back its lease)`
+              : `${holderOf(held)} stopped responding (its lease lapsed)`;
         return { id, ...(from ? { takenOverFrom: from } : {}) };
       } catch (error) {
         await client.query("ROLLBACK").catch(() => {});

@@ -16,6 +16,11 @@ export interface Holder {
   since: string;
 }
 
+/** How messages name a holder: "Plinth server pid 4121 on gpu-1, serving since …". */
+export function describeHolder(holder: Holder): string {
+  return `Plinth server pid ${holder.pid} on ${holder.host}, serving since ${holder.since}`;
+}
+
 export function thisHolder(): Holder {
   return { pid: process.pid, host: hostname(), since: new Date().toISOString() };
 }
@@ -32,7 +37,7 @@ export function lockDatabase(path: string): Database.Database {
     const code = (error as { code?: string }).code ?? "";
     if (!code.startsWith("SQLITE_BUSY") && !code.startsWith("SQLITE_LOCKED")) throw error;
     const holder = readHolder(path);
-    const who = holder ? `Plinth server pid ${holder.pid} on ${holder.host}, serving since ${holder.since}` : "another Plinth server";
+    const who = holder ? describeHolder(holder) : "another Plinth server";
     throw new PlinthError(
       "invalid_argument",
       `config backend.path: ${path} is in use by ${who}; one database serves one server at a time: stop that one, or point backend.path at another file`,
