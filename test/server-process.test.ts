@@ -71,4 +71,15 @@ describe("the server as a process", () => {
     server.child.kill("SIGTERM");
     await once(server.child, "exit");
   });
+
+  it("--watch watches every plugin, as plugins[].watch would", async () => {
+    const config = writeConfig(`backend:\n  kind: memory\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`);
+    const server = startProcess(["--config", config, "--address", "127.0.0.1:0", "--watch"]);
+    const { channel, engine } = clients(await server.port);
+    const { plugins } = await engine.listPlugins({});
+    expect(plugins.map((p) => [p.name, p.watched])).toEqual([["systest", true]]);
+    channel.close();
+    server.child.kill("SIGTERM");
+    await once(server.child, "exit");
+  });
 });
