@@ -106,6 +106,7 @@ function engineOptions(config: ResolvedConfig) {
     maxStoredPayloadBytes: config.backend.max_payload_bytes,
     watcherQueueBytes: e.watcher_queue_mb * MiB,
     pageBytes: e.max_page_mb * MiB,
+    maxRunning: e.max_children,
   };
 }
 
@@ -126,7 +127,6 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     onWarning: (message, error) => logger.warn({ err: error }, message),
     onInfo: (message) => logger.info(message),
     onLeaseLost: (message) => onLeaseLost(message),
-    signal,
   });
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
   onLeaseLost = (message) => {
@@ -142,6 +142,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   let metricsListener: { port: number; close(): Promise<void> } | undefined;
   let watcher: PluginWatcher | undefined;
   let port = 0;
+  const [host] = config.server.address.split(/:(?=\d+$)/);
   let refusing = false;
   const getEngine = () => {
     if (refusing) throw new PlinthError("shutting_down", "the server is shutting down");
@@ -217,14 +218,31 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       });
       logger.info({ metrics: `http://${config.metrics.address.replace(/:\d+$/, "")}:${metricsListener.port}/metrics` }, "metrics");
     }
+    // A cluster's servers say where they serve and what they run (ListPlugins on any of them).
+    const cluster = store.cluster;
+    if (cluster) {
+      const announce = () => {
+        const loaded = engine!.plugins;
+        return cluster.announce({
+          address: `${host}:${port}`,
+          modelTypes: loaded.modelTypeNames(),
+          dataAccess: loaded.dataAccessNames(),
+          plugins: loaded.plugins.map((p) => p.info.name),
+        });
+      };
+      await announce();
+      watcher.events.on(
+        "reloaded",
+        () => void announce().catch((error: unknown) => logger.warn({ err: error }, "announcing reloaded plugins failed")),
+      );
+    }
     grpc.setServing(true);
   } catch (error) {
     processes.kill();
     await close();
     throw error;
   }
-  const [host] = config.server.address.split(/:(?=\d+$)/);
-  logger.info({ backend: config.backend.kind === "sqlite" ? config.backend.path : "memory", address: `${host}:${port}` }, "serving");
+  logger.info({ backend: config.backend.kind === "sqlite" ? config.backend.path : config.backend.kind, address: `${host}:${port}` }, "serving");
   const served = grpc;
   return {
     port,

@@ -14,14 +14,13 @@ import { type PlinthServer, startServer } from "./app.ts";
 import { loadConfig } from "./config/load.ts";
 import { PlinthError } from "./errors.ts";
 
-const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--watch] [--standby] [--log-level LEVEL]
+const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--watch] [--log-level LEVEL]
 
   --config FILE        YAML config; without it, the embedded default (example plugins,
                        models and history in ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --http-address HOST:PORT  overrides http.address: Connect and gRPC-Web (curl, browsers); "off" for none
   --watch              reload every plugin when its files change (plugins[].watch for all)
-  --standby            postgres: wait for the serving server's lease to lapse, then take over (backend.standby)
   --log-level LEVEL    trace, debug, info (default), warn, error`;
 
 /** The same signal again within this long is the same request (group delivery + npm's relay). */
@@ -34,7 +33,6 @@ export async function serve(args: string[]): Promise<number> {
     address?: string | undefined;
     "http-address"?: string | undefined;
     watch?: boolean | undefined;
-    standby?: boolean | undefined;
     "log-level": string;
     help?: boolean | undefined;
   };
@@ -46,7 +44,6 @@ export async function serve(args: string[]): Promise<number> {
         address: { type: "string" },
         "http-address": { type: "string" },
         watch: { type: "boolean" },
-        standby: { type: "boolean" },
         "log-level": { type: "string", default: process.env.PLINTH_LOG_LEVEL ?? "info" },
         help: { type: "boolean", short: "h" },
       },
@@ -96,7 +93,6 @@ export async function serve(args: string[]): Promise<number> {
     if (values["http-address"] === "off") delete config.http.address;
     else if (values["http-address"]) config.http.address = values["http-address"];
     if (values.watch) for (const plugin of config.plugins) plugin.watch = true;
-    if (values.standby) config.backend.standby = true;
     server = await startServer(config, logger, stop.signal);
     const failure = await Promise.race([stopRequested.then(() => undefined), server.failed]);
     await server.close();

@@ -166,12 +166,11 @@ export const configSchema = z.strictObject({
       /** postgres: seconds to wait for a connection before a call fails with UNAVAILABLE. */
       connect_timeout: z.number().positive().default(5),
       /**
-       * postgres: the serving server renews its lease on the database this often (a third
-       * of it); one that stops renewing loses the database after this many seconds.
+       * postgres: each server renews its lease on the database this often (a third of it,
+       * at most every second); one that stops renewing is removed by the others after
+       * this many seconds: its running actions end interrupted, its queued ones run elsewhere.
        */
       lease_seconds: z.number().min(1).default(10),
-      /** postgres: when another server holds the database, wait and take over once its lease lapses, instead of refusing to start. */
-      standby: z.boolean().default(false),
       /** normal survives the server being killed; full also survives a power loss (an fsync per change). */
       synchronous: z.enum(["normal", "full"]).default("normal"),
       /** Revisions kept per model, the latest included. */

@@ -5,7 +5,9 @@
  * entry).
  *
  * Revisions start at the server's start time in microseconds, so they rise across
- * restarts too: a revision from an earlier run is always older than anything held.
+ * restarts too: a revision from an earlier run is always older than anything held. In a
+ * cluster they come from the database instead (record), with gaps: each server applies
+ * the latest change of a key, not every step of it.
  */
 
 export type ChangeKind = "model_upserted" | "model_deleted" | "action_upserted";
@@ -21,6 +23,8 @@ export interface Change {
 
 export class ChangeLog {
   #revision = BigInt(Date.now()) * 1000n;
+  /** Every change after this one is in the ring. */
+  #floor = this.#revision;
   readonly #ring: (Change | undefined)[];
   #start = 0;
   #count = 0;
@@ -33,14 +37,33 @@ export class ChangeLog {
     return this.#revision;
   }
 
+  /** Starts from a revision the database gave (a cluster's snapshot): nothing before it is held. */
+  reset(revision: bigint): void {
+    this.#revision = revision;
+    this.#floor = revision;
+    this.#start = 0;
+    this.#count = 0;
+  }
+
   /** Records a change under the next revision and returns it. */
   append(kind: ChangeKind, id: string, modelId: string): Change {
-    const change: Change = { revision: ++this.#revision, kind, id, modelId };
+    return this.record(this.#revision + 1n, kind, id, modelId);
+  }
+
+  /** Records a change under a revision given (above the latest). */
+  record(revision: bigint, kind: ChangeKind, id: string, modelId: string): Change {
+    const change: Change = { revision, kind, id, modelId };
+    this.#revision = revision;
     const size = this.#ring.length;
-    if (size > 0) {
-      this.#ring[(this.#start + this.#count) % size] = change;
+    if (size === 0) this.#floor = revision;
+    else {
+      const slot = (this.#start + this.#count) % size;
       if (this.#count < size) this.#count++;
-      else this.#start = (this.#start + 1) % size;
+      else {
+        this.#floor = this.#ring[slot]!.revision;
+        this.#start = (this.#start + 1) % size;
+      }
+      this.#ring[slot] = change;
     }
     return change;
   }
@@ -50,12 +73,12 @@ export class ChangeLog {
    * the ring no longer reaches back that far (or the revision is not one of this run's).
    */
   since(revision: bigint): Change[] | undefined {
-    if (revision > this.#revision) return undefined;
-    const missed = Number(this.#revision - revision);
-    if (missed > this.#count) return undefined;
+    if (revision > this.#revision || revision < this.#floor) return undefined;
     const size = this.#ring.length;
+    let first = this.#count;
+    while (first > 0 && this.#ring[(this.#start + first - 1) % size]!.revision > revision) first--;
     const latest = new Map<string, Change>();
-    for (let i = this.#count - missed; i < this.#count; i++) {
+    for (let i = first; i < this.#count; i++) {
       const change = this.#ring[(this.#start + i) % size]!;
       const key = `${change.kind === "action_upserted" ? "a" : "m"}:${change.id}`;
       latest.delete(key);

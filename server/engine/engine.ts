@@ -10,7 +10,7 @@
  */
 import { getEventListeners, setMaxListeners } from "node:events";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampFromDate, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
@@ -33,7 +33,8 @@ import { encodedSize } from "../encoded.ts";
 import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
-import type { ModelMeta, ModelRecord, Store, StoredPayloads } from "../store/store.ts";
+import { interruptedAction } from "../store/interrupted.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, ModelMeta, ModelRecord, ServerInfo, Store, StoredPayloads } from "../store/store.ts";
 import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -43,6 +44,7 @@ import { checkRequest } from "./check-args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
 import type { Coalesced } from "./coalesce.ts";
+import { Feed, modelMessage } from "./feed.ts";
 import { type ActionPatch, isEnded, type LiveAction, LiveState, type LiveStateOptions, type StateEvent } from "./live-state.ts";
 import { ModelLocks } from "./model-locks.ts";
 import { type JsonForm as PayloadForm, type Payload, payloadArg } from "./payloads.ts";
@@ -70,6 +72,8 @@ export interface EngineOptions extends LiveStateOptions {
   watcherQueueBytes: number;
   /** Responses that list things (GetState, ListActions, snapshots) stop adding at this size. */
   pageBytes: number;
+  /** Actions this server runs at once (engine.max_children): in a cluster, how much work it claims. */
+  maxRunning: number;
 }
 
 export interface EngineStats {
@@ -123,10 +127,26 @@ export class Engine {
   /** The open WatchState streams' queues. */
   readonly #watchers = new Set<Coalesced<unknown>>();
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  /** Several servers on one database (postgres): the state comes from its feed, work is claimed. */
+  readonly #cluster: Cluster | undefined;
+  #feed: Feed | undefined;
+  #claiming = false;
+  #claimAgain = false;
+  /** Waiters for actions that were queued in the cluster: told when this server starts one. */
+  readonly #launchWaiters = new Map<string, Set<() => void>>();
+  readonly #listeners: { [K in keyof ClusterEvents]: (...args: ClusterEvents[K]) => void } = {
+    changes: () => void this.#feed?.pull(),
+    work: () => this.#claimSoon(),
+    cancel: (id, by) => {
+      const running = this.#running.get(id);
+      if (running) this.#cancel(id, running, new CancelReason("CancelAction", "cancelled by CancelAction", by));
+    },
+  };
 
   private constructor(options: EngineOptions) {
     this.#o = options;
-    this.#live = new LiveState(options);
+    this.#cluster = options.store.cluster;
+    this.#live = new LiveState({ ...options, fed: this.#cluster !== undefined });
     setMaxListeners(0, this.#stopping.signal); // One listener per open stream.
   }
 
@@ -137,45 +157,15 @@ export class Engine {
   static async open(options: EngineOptions): Promise<Engine> {
     const engine = new Engine(options);
     const { store, logger } = options;
-    engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
-    const unfinished = await store.unfinishedActions();
-    // Taken over from a server that stopped renewing its lease, or left by this one's crash.
-    const why = store.takenOverFrom ?? "interrupted by server restart";
-    // Still queued, never started, and its request kept (postgres): it runs here instead.
-    const waiting = unfinished.filter((a) => a.status === ActionStatus.QUEUED && !a.startTime).map((a) => a.id);
-    const kept = store.keepsRequests && store.requests && waiting.length > 0 ? await store.requests(waiting) : new Map<string, Uint8Array>();
-    const interrupted: Action[] = [];
-    const requeue: Action[] = [];
-    for (const action of unfinished) (kept.has(action.id) ? requeue : interrupted).push(action);
-    /** Ends an action the previous server left unfinished: FAILED, interrupted, saying why. */
-    const interrupt = (action: Action, message: string) => {
-      const endTime = timestampNow();
-      return store.putAction(
-        create(ActionSchema, {
-          ...action,
-          status: ActionStatus.FAILED,
-          error: create(ActionErrorSchema, { code: "interrupted" satisfies ActionErrorCode, message }),
-          dataAccess: cancelledDataAccess(action.dataAccess),
-          endTime,
-          updateTime: endTime,
-          queuePosition: 0,
-        }),
-      );
-    };
-    for (const action of interrupted) await interrupt(action, why);
-    if (interrupted.length > 0) logger.warn({ actions: interrupted.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
-    // In the order they were created: each model's calls keep their order.
-    const createdMs = (a: Action) => (a.createTime ? timestampMs(a.createTime) : 0);
-    requeue.sort((a, b) => createdMs(a) - createdMs(b) || a.id.localeCompare(b.id));
-    const requeued: string[] = [];
-    for (const action of requeue) {
-      if (engine.#requeue(action, kept.get(action.id)!)) {
-        requeued.push(action.id);
-        continue;
-      }
-      await interrupt(action, `${why}; its request no longer fits this server's plugins`);
+    const cluster = store.cluster;
+    if (cluster) await engine.#join(cluster);
+    else {
+      engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
+      const unfinished = await store.unfinishedActions();
+      const why = "interrupted by server restart";
+      for (const action of unfinished) await store.putAction(interruptedAction(action, why));
+      if (unfinished.length > 0) logger.warn({ actions: unfinished.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
     }
-    if (requeued.length > 0) logger.info({ actions: requeued }, "actions left queued by the previous server run here");
     await engine.#pruneHistory();
     engine.#timers.push(
       setInterval(() => void engine.#pruneHistory(), PRUNE_PERIOD_MS),
@@ -183,6 +173,25 @@ export class Engine {
     );
     for (const timer of engine.#timers) timer.unref();
     return engine;
+  }
+
+  /** Starts from the cluster's state, follows its feed, and takes its share of the queued work. */
+  async #join(cluster: Cluster): Promise<void> {
+    const snapshot = await cluster.snapshot();
+    this.#live.loadSnapshot(
+      snapshot.revision,
+      snapshot.models.map((meta) => modelMessage(meta)),
+      snapshot.actions,
+    );
+    this.#feed = new Feed(cluster, this.#live, (id) => this.#running.has(id), this.#o.logger);
+    for (const [event, listener] of Object.entries(this.#listeners)) cluster.events.on(event as keyof ClusterEvents, listener as () => void);
+    await this.#feed.pull();
+    this.#claimSoon();
+  }
+
+  /** The servers of the cluster and what each runs; empty without one. */
+  async servers(): Promise<ServerInfo[]> {
+    return (await this.#cluster?.servers()) ?? [];
   }
 
   /** Applies the action history's retention; errors are logged, not thrown. */
@@ -255,7 +264,7 @@ export class Engine {
 
   async addInstance(modelType: string, instance: Uint8Array): Promise<Model> {
     this.#refuseIfClosing();
-    this.#modelPlugin(modelType);
+    await this.#requireModelType(modelType);
     const now = new Date();
     return this.#storeModel({
       id: newId("m"),
@@ -302,8 +311,8 @@ export class Engine {
 
   // ---- actions ----
 
-  createInstance(modelType: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
-    this.#modelPlugin(modelType);
+  async createInstance(modelType: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
+    await this.#requireModelType(modelType);
     return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, request, caller);
   }
 
@@ -320,7 +329,8 @@ export class Engine {
     requireId("action_id", actionId);
     view ||= ActionView.RESULT;
     const live = this.#live.action(actionId);
-    if (live) return this.#handOut(live, view);
+    // Another server's action: its payloads are in the store.
+    if (live && !(live.remote && view !== ActionView.BASIC)) return this.#handOut(live, view);
     const stored = await this.#o.store.getAction(actionId, view !== ActionView.BASIC);
     if (!stored) throw notFound(`action ${cut(actionId)} not found`);
     return withStoredPayloads(stored.action, stored.payloads, view);
@@ -369,7 +379,11 @@ export class Engine {
     requireId("action_id", actionId);
     view ||= ActionView.RESULT;
     const running = this.#running.get(actionId);
-    if (!running) return this.getAction(actionId, view);
+    if (!running) {
+      // In a cluster: queued, or running on another server; it ends here or in the feed.
+      if (this.#cluster && this.#unfinished(actionId)) await this.#ended(actionId, signal);
+      return this.getAction(actionId, view);
+    }
     signal?.throwIfAborted();
     const ended = await new Promise<LiveAction>((resolve, reject) => {
       const onAbort = () => reject(signal?.reason);
@@ -385,11 +399,13 @@ export class Engine {
   /**
    * Cancels the action and answers once it has ended. An ended action is returned as it
    * is. A caller cancels the actions it started; another caller's needs the admin role.
+   * In a cluster: a queued action is ended here; one another server runs, by that server.
    */
   async cancelAction(actionId: string, caller: Caller = ANONYMOUS): Promise<Action> {
     requireId("action_id", actionId);
     const running = this.#running.get(actionId);
-    if (!running) return this.getAction(actionId, ActionView.BASIC);
+    const cluster = this.#cluster;
+    if (!running && !(cluster && this.#unfinished(actionId))) return this.getAction(actionId, ActionView.BASIC);
     const createdBy = this.#live.action(actionId)?.view.createdBy ?? "";
     if (createdBy !== caller.name && !hasRole(caller, "admin")) {
       throw new PlinthError(
@@ -397,8 +413,82 @@ export class Engine {
         `action ${actionId} was started by ${createdBy || "another caller"}; cancelling another caller's action needs the admin role`,
       );
     }
-    this.#cancel(actionId, running, new CancelReason("CancelAction", "cancelled by CancelAction", caller.name));
-    return (await running.done).view;
+    const reason = new CancelReason("CancelAction", "cancelled by CancelAction", caller.name);
+    if (running) {
+      this.#cancel(actionId, running, reason);
+      return (await running.done).view;
+    }
+    const queued = await cluster!.takeQueued(actionId);
+    if (queued) return this.#cancelQueued(queued, reason);
+    // Claimed: the server running it stops it. Asked again each second, in case the
+    // request came before that server knew it had claimed it.
+    while (this.#unfinished(actionId) && !this.#running.has(actionId)) {
+      await cluster!.requestCancel(actionId, caller.name);
+      await this.#ended(actionId, AbortSignal.timeout(1000)).catch(() => {});
+    }
+    const local = this.#running.get(actionId);
+    if (local) {
+      this.#cancel(actionId, local, reason);
+      return (await local.done).view;
+    }
+    return this.getAction(actionId, ActionView.BASIC);
+  }
+
+  /** Ends a queued action this server took from the cluster's queue: cancelled before it started. */
+  async #cancelQueued(view: Action, reason: CancelReason): Promise<Action> {
+    this.#live.adopt(view, { args: [], kwargs: {} }, "json");
+    const ended = this.#live.finish(view.id, {
+      status: ActionStatus.CANCELLED,
+      error: create(ActionErrorSchema, { code: reason.kind, message: reason.message }),
+      cancel: create(CancelOutcomeSchema, {
+        by: reason.by,
+        phase: ActionStatus.QUEUED,
+        stopDuration: durationFromMs(0),
+        cancelledBy: reason.caller,
+      }),
+      dataAccess: cancelledDataAccess(view.dataAccess),
+      endTime: timestampNow(),
+    });
+    await this.#persist(ended.view);
+    return ended.view;
+  }
+
+  /** Whether the live state holds the action as not ended yet. */
+  #unfinished(actionId: string): boolean {
+    const live = this.#live.action(actionId);
+    return live !== undefined && !isEnded(live.view);
+  }
+
+  /** Resolves once the action has ended here or in the feed; rejects with the signal's reason first. */
+  #ended(actionId: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        unsubscribe();
+        signal?.removeEventListener("abort", onAbort);
+        const waiting = this.#launchWaiters.get(actionId);
+        waiting?.delete(onLaunch);
+        if (waiting?.size === 0) this.#launchWaiters.delete(actionId);
+      };
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal?.reason);
+      };
+      // Claimed by this server meanwhile: it ends here.
+      const onLaunch = () => void this.#running.get(actionId)?.done.then(done, done);
+      const unsubscribe = this.#live.subscribe((event) => {
+        if (event.kind === "action_upserted" && event.action.id === actionId && isEnded(event.action)) done();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const waiting = this.#launchWaiters.get(actionId) ?? new Set();
+      this.#launchWaiters.set(actionId, waiting.add(onLaunch));
+      if (this.#running.has(actionId)) onLaunch();
+      else if (!this.#unfinished(actionId)) done();
+    });
   }
 
   // ---- state ----
@@ -452,6 +542,9 @@ export class Engine {
     for (const timer of this.#timers) clearInterval(timer);
     for (const [id, running] of this.#running) this.#cancel(id, running, new CancelReason("shutdown", "the server is shutting down"));
     await Promise.all([...this.#running.values()].map((r) => r.done));
+    // In a cluster, the actions still queued stay queued: the other servers run them.
+    for (const [event, listener] of Object.entries(this.#listeners)) this.#cluster?.events.off(event as keyof ClusterEvents, listener as () => void);
+    await this.#feed?.pull();
     this.#stopping.abort();
   }
 
@@ -461,12 +554,7 @@ export class Engine {
     this.#refuseIfClosing();
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
-    const parsed = parseArgs(
-      request.args,
-      request.kwargs,
-      { ...limits, keepValueBytes: views.inlineBytes },
-      (name) => this.#o.plugins.dataAccess(name) !== undefined,
-    );
+    const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, await this.#dataAccessNames(request));
     checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
     this.#live.admit(parsed.bytes, caller.name);
     const now = timestampNow();
@@ -487,12 +575,13 @@ export class Engine {
     });
     const jsonForm = jsonFormOf(request);
     const added = this.#live.addAction(view, parsed, jsonForm);
-    const running: Running = { controller: new AbortController(), done: undefined as never };
-    this.#running.set(view.id, running);
+    // In a cluster the action waits in the database's queue for a server to claim it (this one, often).
+    const running: Running | undefined = this.#cluster ? undefined : { controller: new AbortController(), done: undefined as never };
+    if (running) this.#running.set(view.id, running);
     try {
       // The action exists once the store has it: a store that fails refuses the call.
       const payloads = this.#storedPayloads(parsed, undefined);
-      const kept = this.#o.store.keepsRequests ? { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) } : payloads;
+      const kept = this.#cluster ? { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) } : payloads;
       await this.#persist(added, kept);
     } catch (error) {
       this.#running.delete(view.id);
@@ -500,8 +589,10 @@ export class Engine {
       const cause = error instanceof ActionFailure ? error.cause : error;
       throw PlinthError.is(cause) ? cause : new PlinthError("unavailable", (error as Error).message, { cause });
     }
-    this.#launch(view.id, running, parsed, timeoutMs);
-    return this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
+    const shown = this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
+    if (running) this.#launch(view.id, running, parsed, timeoutMs);
+    else this.#claimSoon();
+    return shown;
   }
 
   /** Runs an action the live state holds, under its timeout (what is left of it). */
@@ -517,15 +608,45 @@ export class Engine {
     (running as { done: Promise<LiveAction> }).done = this.#run(id, running, parsed).finally(() => {
       clearTimeout(timer);
       this.#running.delete(id);
+      // A child is free, and the model: more work may be claimable.
+      if (this.#cluster) this.#claimSoon();
     });
   }
 
-  /**
-   * Queues again an action the previous server left queued, from its kept request; false
-   * when that request no longer parses here (a data-access function or model type gone).
-   */
-  #requeue(view: Action, bytes: Uint8Array): boolean {
+  /** Claims queued work while this server has children to spare; one claim at a time. */
+  #claimSoon(): void {
+    if (this.#claiming) {
+      this.#claimAgain = true;
+      return;
+    }
+    this.#claiming = true;
+    void this.#claim().finally(() => (this.#claiming = false));
+  }
+
+  async #claim(): Promise<void> {
+    const cluster = this.#cluster!;
+    do {
+      this.#claimAgain = false;
+      const free = this.#o.maxRunning - this.#running.size;
+      if (this.#closing || free <= 0) return;
+      let claimed: ClaimedAction[];
+      try {
+        claimed = await cluster.claim(free, this.#o.plugins.modelTypeNames(), this.#o.plugins.dataAccessNames());
+      } catch (error) {
+        // The cluster's next tick (every second) tries again.
+        this.#o.logger.warn({ err: error }, "claiming queued actions failed");
+        return;
+      }
+      for (const work of claimed) await this.#runClaimed(work);
+      if (claimed.length === free) this.#claimAgain = true;
+    } while (this.#claimAgain);
+  }
+
+  /** Runs an action this server claimed, from its kept request; one whose request no longer parses here fails. */
+  async #runClaimed({ action, request: bytes }: ClaimedAction): Promise<void> {
     const { views, limits, plugins } = this.#o;
+    const running: Running = { controller: new AbortController(), done: undefined as never };
+    this.#running.set(action.id, running);
     let parsed: ParsedArgs;
     let request: ActionRequest;
     try {
@@ -536,15 +657,17 @@ export class Engine {
         { ...limits, keepValueBytes: views.inlineBytes },
         (name) => plugins.dataAccess(name) !== undefined,
       );
-    } catch {
-      return false;
+    } catch (error) {
+      this.#running.delete(action.id);
+      const failed = interruptedAction(action, `its request no longer fits this server's plugins: ${(error as Error).message}`);
+      await this.#o.store
+        .putAction(failed)
+        .catch((e: unknown) => this.#o.logger.error({ err: e, actionId: action.id }, "storing a failed action failed"));
+      return;
     }
-    if (!plugins.modelType(view.modelType) || (view.modelId && !this.#live.model(view.modelId))) return false;
-    this.#live.addAction(create(ActionSchema, { ...view, queuePosition: 0 }), parsed, jsonFormOf(request));
-    const running: Running = { controller: new AbortController(), done: undefined as never };
-    this.#running.set(view.id, running);
-    this.#launch(view.id, running, parsed, view.timeout ? timeoutMillis(view.timeout) : undefined);
-    return true;
+    this.#live.adopt(create(ActionSchema, { ...action, server: this.#cluster!.server }), parsed, jsonFormOf(request));
+    this.#launch(action.id, running, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined);
+    for (const waiter of this.#launchWaiters.get(action.id) ?? []) waiter();
   }
 
   #cancel(id: string, running: Running, reason: CancelReason): void {
@@ -615,8 +738,12 @@ export class Engine {
       status: (status) => this.#transition(id, { ...take(), status }),
       dataAccess: (argument, patch) => this.#persist(live.updateDataAccess(id, argument, patch)),
       progress: (state, logTail, argument) => {
-        if (argument === undefined) live.update(id, { ...(state ? { state } : {}), logTail });
-        else live.updateDataAccess(id, argument, { ...(state ? { state } : {}), logTail });
+        const view =
+          argument === undefined
+            ? live.update(id, { ...(state ? { state } : {}), logTail })
+            : live.updateDataAccess(id, argument, { ...(state ? { state } : {}), logTail });
+        // A cluster's watchers on other servers see progress through the database (still at the throttled rate).
+        if (this.#cluster) this.#o.store.putAction(view).catch(() => {});
       },
     };
   }
@@ -706,14 +833,29 @@ export class Engine {
     if (this.#closing) throw new PlinthError("shutting_down", "the server is shutting down; retry on another instance");
   }
 
-  #modelPlugin(modelType: string) {
+  /** A model type some plugin declares: this server's, or in a cluster another server's. */
+  async #requireModelType(modelType: string): Promise<void> {
     if (!modelType) throw invalid('model_type is required, e.g. "systest.Model" (ListPlugins lists them)');
-    const plugin = this.#o.plugins.modelType(modelType);
-    if (!plugin) {
-      const known = this.#o.plugins.modelTypeNames().join(", ") || "none";
-      throw invalid(`model_type ${quote(modelType)} is not declared by any loaded plugin; known model types: ${known}`);
+    if (this.#o.plugins.modelType(modelType)) return;
+    const names = new Set(this.#o.plugins.modelTypeNames());
+    if (this.#cluster) {
+      for (const server of await this.#cluster.servers()) {
+        if (server.modelTypes.includes(modelType)) return;
+        for (const name of server.modelTypes) names.add(name);
+      }
     }
-    return plugin;
+    const known = [...names].join(", ") || "none";
+    throw invalid(`model_type ${quote(modelType)} is not declared by any loaded plugin; known model types: ${known}`);
+  }
+
+  /** The data-access functions calls may use: this server's, and in a cluster the other servers' too. */
+  async #dataAccessNames(request: ActionRequest): Promise<(name: string) => boolean> {
+    const local = (name: string) => this.#o.plugins.dataAccess(name) !== undefined;
+    const named = (arg: Arg): boolean => arg.kind.case === "dataAccess";
+    if (!this.#cluster || !(request.args.some(named) || Object.values(request.kwargs).some(named))) return local;
+    const names = new Set(this.#o.plugins.dataAccessNames());
+    for (const server of await this.#cluster.servers()) for (const name of server.dataAccess) names.add(name);
+    return (name) => names.has(name);
   }
 
   #modelOf(modelId: string): Model {
@@ -826,19 +968,4 @@ function parseStateToken(token: string): ["m" | "a", string] {
   const match = /^([ma]):(.{1,200})$/.exec(token);
   if (!match) throw invalid(`page_token: not one GetState returned: ${quote(token)}`);
   return [match[1] as "m" | "a", match[2]!];
-}
-
-/** The model as the API shows it; instance bytes only when given. */
-function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
-  return create(ModelSchema, {
-    id: meta.id,
-    modelType: meta.modelType,
-    revision: meta.revision,
-    createTime: timestampFromDate(meta.createTime),
-    updateTime: timestampFromDate(meta.updateTime),
-    instanceSize: BigInt(meta.instanceSize),
-    actionId: meta.actionId,
-    oldestRevision: meta.oldestRevision,
-    ...(instance ? { instance } : {}),
-  });
 }

@@ -7,6 +7,11 @@
  * shares every part it did not change (the arguments above all). Payloads are held
  * once, in the LiveAction, and bounded in bytes: admission refuses actions beyond
  * max_inflight_mb, and ended actions retire (count, age, bytes), oldest first.
+ *
+ * In a cluster (fed) the state is published from the database's feed, in its order and
+ * with its revisions, so every server tells the same story: this server's own changes
+ * update its views at once but are published when the feed brings them back; other
+ * servers' actions are held as views only (remote).
  */
 import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
@@ -20,6 +25,12 @@ export type StateEvent =
   | { readonly revision: bigint; readonly kind: "model_upserted"; readonly model: Model }
   | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string }
   | { readonly revision: bigint; readonly kind: "action_upserted"; readonly action: Action };
+
+/** A change from a cluster's feed, as the live state holds it. */
+export type FedChange =
+  | { readonly revision: bigint; readonly kind: "action"; readonly action: Action }
+  | { readonly revision: bigint; readonly kind: "model"; readonly model: Model }
+  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
 
 /** What a change of an action may set. */
 export type ActionPatch = Partial<
@@ -37,7 +48,11 @@ export interface LiveAction {
   readonly jsonForm: JsonForm;
   /** What it holds: payloads, log tail, the view's own fields. */
   readonly bytes: number;
+  /** Another server runs it (a cluster): its view is what the feed brought, its payloads are in the store. */
+  readonly remote?: boolean;
 }
+
+const NO_ARGS: CallArgs = Object.freeze({ args: [], kwargs: {} });
 
 export interface LiveStateOptions {
   /** Changes the ring keeps for watchers that resume. */
@@ -54,6 +69,8 @@ export interface LiveStateOptions {
   maxQueuePerCaller: number;
   /** Bytes held by actions not yet ended, at most. */
   maxInflightBytes: number;
+  /** A cluster's: published from the database's feed (apply), not as changes are made. */
+  fed?: boolean;
 }
 
 const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
@@ -157,13 +174,80 @@ export class LiveState {
   putModel(model: Model): Model {
     const frozen = Object.freeze(model);
     this.#models.set(model.id, frozen);
-    this.#emit({ revision: this.#log.append("model_upserted", model.id, model.id).revision, kind: "model_upserted", model: frozen });
+    if (!this.#o.fed)
+      this.#emit({ revision: this.#log.append("model_upserted", model.id, model.id).revision, kind: "model_upserted", model: frozen });
     return frozen;
   }
 
   deleteModel(id: string): void {
-    if (!this.#models.delete(id)) return;
+    if (!this.#models.delete(id) || this.#o.fed) return;
     this.#emit({ revision: this.#log.append("model_deleted", id, id).revision, kind: "model_deleted", modelId: id });
+  }
+
+  // ---- the feed (a cluster) ----
+
+  /** Starts from a cluster's snapshot: its revision, models and unfinished actions (remote until claimed). */
+  loadSnapshot(revision: bigint, models: Iterable<Model>, actions: Iterable<Action>): void {
+    this.#log.reset(revision);
+    this.loadModels(models);
+    for (const view of actions) this.#setRemote(view.id, Object.freeze(view));
+  }
+
+  /**
+   * Publishes a change from the database's feed. `owned`: this server runs the action,
+   * and its own view (ahead of the feed) stays; the others' views are taken as they come.
+   */
+  apply(change: FedChange, owned: boolean): void {
+    const { revision } = change;
+    if (revision <= this.#log.revision) return;
+    if (change.kind === "model_deleted") {
+      this.#models.delete(change.modelId);
+      this.#log.record(revision, "model_deleted", change.modelId, change.modelId);
+      this.#emit({ revision, kind: "model_deleted", modelId: change.modelId });
+      return;
+    }
+    if (change.kind === "model") {
+      const model = Object.freeze(change.model);
+      this.#models.set(model.id, model);
+      this.#log.record(revision, "model_upserted", model.id, model.id);
+      this.#emit({ revision, kind: "model_upserted", model });
+      return;
+    }
+    const view = Object.freeze(change.action);
+    if (!owned) this.#setRemote(view.id, view);
+    this.#log.record(revision, "action_upserted", view.id, view.modelId);
+    this.#emit({ revision, kind: "action_upserted", action: view });
+  }
+
+  /** Holds another server's view of an action: tracked like any (queue, waiting), ended when it says so. */
+  #setRemote(id: string, view: Action): void {
+    const live = this.#actions.get(id);
+    // Ended here (this server ran it): that view is final, and holds the result.
+    if (live && !live.remote && isEnded(live.view)) return;
+    const previous = live?.view.status;
+    this.#actions.set(id, {
+      view,
+      args: live?.args ?? NO_ARGS,
+      result: undefined,
+      jsonForm: live?.jsonForm ?? "json",
+      bytes: live?.bytes ?? 0,
+      remote: true,
+    });
+    this.#track(id, view.status, view.createdBy, previous === undefined);
+    if (isEnded(view)) this.#end(id);
+  }
+
+  /**
+   * Takes an action this server claimed: its arguments as parsed from the kept request,
+   * its latest view; from now on its changes are made here.
+   */
+  adopt(view: Action, args: CallArgs, jsonForm: JsonForm): void {
+    const live = this.#actions.get(view.id);
+    const bytes = payloadBytes(args);
+    this.#inflightBytes += bytes - (live?.bytes ?? 0);
+    const current = Object.freeze({ ...(live && !isEnded(live.view) ? live.view : view), server: view.server }) as Action;
+    this.#actions.set(view.id, { view: current, args, result: undefined, jsonForm, bytes });
+    this.#track(view.id, current.status, current.createdBy, live === undefined);
   }
 
   // ---- actions ----
@@ -268,26 +352,41 @@ export class LiveState {
 
   #setView(id: string, previous: Action, patch: ActionPatch, added: boolean): Action {
     const status = patch.status ?? previous.status;
-    if (added || status !== previous.status) {
-      const wasWaiting = this.#waiting.has(id);
-      if (WAITING.has(status)) this.#waiting.add(id);
-      else this.#waiting.delete(id);
-      const waiting = this.#waiting.has(id);
-      if (waiting !== wasWaiting) {
-        const n = (this.#waitingBy.get(previous.createdBy) ?? 0) + (waiting ? 1 : -1);
-        if (n > 0) this.#waitingBy.set(previous.createdBy, n);
-        else this.#waitingBy.delete(previous.createdBy);
-      }
-      // Re-queued (after its data access) goes to the back, as it waits again.
-      this.#queued.delete(id);
-      if (status === ActionStatus.QUEUED) this.#queued.add(id);
-    }
+    if (added || status !== previous.status) this.#track(id, status, previous.createdBy, added);
     const updateTime: Timestamp = timestampNow();
     const view = Object.freeze({ ...previous, ...patch, updateTime, queuePosition: this.queuePosition(id) }) as Action;
     const live = this.#actions.get(id)!;
     this.#actions.set(id, { ...live, view });
-    this.#emit({ revision: this.#log.append("action_upserted", id, view.modelId).revision, kind: "action_upserted", action: view });
+    if (!this.#o.fed) {
+      this.#emit({ revision: this.#log.append("action_upserted", id, view.modelId).revision, kind: "action_upserted", action: view });
+    }
     return view;
+  }
+
+  /** Counts the action where its status puts it: waiting (max_queue, per caller) and queued (queue_position). */
+  #track(id: string, status: ActionStatus, createdBy: string, added: boolean): void {
+    const wasWaiting = this.#waiting.has(id);
+    if (WAITING.has(status)) this.#waiting.add(id);
+    else this.#waiting.delete(id);
+    const waiting = this.#waiting.has(id);
+    if (waiting !== wasWaiting) {
+      const n = (this.#waitingBy.get(createdBy) ?? 0) + (waiting ? 1 : -1);
+      if (n > 0) this.#waitingBy.set(createdBy, n);
+      else this.#waitingBy.delete(createdBy);
+    }
+    // Re-queued (after its data access) goes to the back, as it waits again.
+    if (added || status !== ActionStatus.QUEUED) this.#queued.delete(id);
+    if (status === ActionStatus.QUEUED && !this.#queued.has(id)) this.#queued.add(id);
+  }
+
+  /** An action has ended: its bytes count as ended ones, and retention may drop it. */
+  #end(id: string): void {
+    if (this.#ended.has(id)) return;
+    const live = this.#actions.get(id)!;
+    this.#inflightBytes -= live.bytes;
+    this.#ended.set(id, performance.now());
+    this.#endedBytes += live.bytes;
+    this.retire();
   }
 
   #emit(event: StateEvent): void {

@@ -116,6 +116,10 @@ export class PluginRegistry {
     return [...this.#index.modelTypes.keys()];
   }
 
+  dataAccessNames(): string[] {
+    return [...this.#index.dataAccess.keys()];
+  }
+
   list(): Plugin[] {
     return this.plugins.map((p) => create(PluginSchema, p.info));
   }

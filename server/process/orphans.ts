@@ -4,7 +4,8 @@
  * proves that the previous server of this database is gone — two nets catch them: the
  * store records every child's pid and start time (one that still runs is killed with
  * its group), and every process a child started carries its mark (PLINTH_CHILD =
- * <store id>.<run>.<n>): any with this store's id and another run's is killed.
+ * <store id>.<run>.<n>): any with this store's id and another run's is killed — but
+ * for the runs of the other live servers of a cluster, which share the store.
  */
 import type { Logger } from "pino";
 import type { ProcessManager } from "./process-manager.ts";
@@ -16,6 +17,8 @@ export interface ChildRecords {
   untrackChild(pid: number): Promise<void>;
   trackedChildren(): Promise<{ pid: number; startTicks: string }[]>;
   clearTrackedChildren(): Promise<void>;
+  /** The marks of other live servers of this store (a cluster): theirs are not orphans. */
+  liveOwners?(): Promise<string[]>;
 }
 
 /** Kills what a dead server of this store left running; returns the pids killed. */
@@ -28,9 +31,10 @@ export async function reapOrphans(records: ChildRecords & { id: string; owner: s
     killed.push(child.pid);
   }
   await records.clearTrackedChildren();
-  const ours = `${records.owner}.`;
+  const live = [records.owner, ...((await records.liveOwners?.()) ?? [])].map((owner) => `${owner}.`);
   for (const pid of markedProcesses(records.id, allProcesses())) {
-    if (markOf(pid)?.startsWith(ours)) continue;
+    const mark = markOf(pid);
+    if (live.some((owner) => mark?.startsWith(owner))) continue;
     signalOwned(pid, "SIGKILL");
     killed.push(pid);
   }

@@ -1,4 +1,5 @@
 /** plinth.v1.EngineService: thin handlers that call the engine and return. */
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import type { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
@@ -39,7 +40,19 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async listPlugins() {
-      return { plugins: engine().plugins.list() };
+      const e = engine();
+      const servers = (await e.servers()).map((server) => ({
+        name: server.name,
+        address: server.address,
+        host: server.host,
+        pid: server.pid,
+        since: timestampFromDate(server.since),
+        plugins: server.plugins,
+        modelTypes: server.modelTypes,
+        dataAccess: server.dataAccess,
+        thisServer: server.self,
+      }));
+      return { plugins: e.plugins.list(), servers };
     },
   };
 }

@@ -10,12 +10,10 @@ export interface StoreHooks {
   onCommit?: ((seconds: number) => void) | undefined;
   /** What went wrong in the background, for the log. */
   onWarning?: ((message: string, error: unknown) => void) | undefined;
-  /** postgres: what it is doing meanwhile, while it waits as a standby. */
+  /** postgres: what the cluster did (a server gone, its actions ended). */
   onInfo?: ((message: string) => void) | undefined;
   /** postgres: this server lost its lease on the database: it must stop serving. */
   onLeaseLost?: ((message: string) => void) | undefined;
-  /** A stop asked for while the store opens (a standby waiting). */
-  signal?: AbortSignal | undefined;
 }
 
 export async function openStore(backend: ResolvedConfig["backend"], hooks: StoreHooks = {}): Promise<Store> {
@@ -32,12 +30,10 @@ export async function openStore(backend: ResolvedConfig["backend"], hooks: Store
       poolSize: backend.pool_size,
       connectTimeoutMs: backend.connect_timeout * 1000,
       leaseMs: backend.lease_seconds * 1000,
-      standby: backend.standby,
       onCommit: hooks.onCommit,
       onWarning: hooks.onWarning,
       onInfo: hooks.onInfo,
       onLeaseLost: hooks.onLeaseLost,
-      signal: hooks.signal,
     });
   }
   return new SqliteStore({

@@ -71,6 +71,88 @@ const migrations: string[] = [
      action_id text PRIMARY KEY,
      request bytea NOT NULL
    );`,
+  // 4: several servers serve one database. Each has a row it renews (its lease); every
+  // change of a model or an action gets a revision from one sequence, taken under one
+  // lock until commit, so revisions follow the commit order; the kept requests are the
+  // queue servers claim work from, in order per model.
+  `DROP TABLE plinth_lease;
+   CREATE TABLE plinth_servers (
+     server text PRIMARY KEY,
+     host text NOT NULL,
+     pid integer NOT NULL,
+     since timestamptz NOT NULL,
+     expires timestamptz NOT NULL,
+     address text NOT NULL DEFAULT '',
+     plugins text NOT NULL DEFAULT '{}'
+   );
+   CREATE SEQUENCE plinth_change;
+   SELECT setval('plinth_change', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint);
+   ALTER TABLE actions ADD COLUMN change bigint NOT NULL DEFAULT 0;
+   CREATE INDEX actions_by_change ON actions (change);
+   ALTER TABLE models ADD COLUMN change bigint NOT NULL DEFAULT 0;
+   CREATE INDEX models_by_change ON models (change);
+   CREATE TABLE model_tombstones (
+     id text PRIMARY KEY,
+     change bigint NOT NULL,
+     deleted timestamptz NOT NULL DEFAULT now()
+   );
+   CREATE INDEX model_tombstones_by_change ON model_tombstones (change);
+   ALTER TABLE action_requests
+     ADD COLUMN seq bigserial,
+     ADD COLUMN model_id text NOT NULL DEFAULT '',
+     ADD COLUMN model_type text NOT NULL DEFAULT '',
+     ADD COLUMN data_access text[] NOT NULL DEFAULT '{}',
+     ADD COLUMN owner text;
+   UPDATE action_requests r SET model_id = a.model_id, model_type = coalesce(a.json::json->>'modelType', '')
+     FROM actions a WHERE a.id = r.action_id;
+   CREATE INDEX action_requests_by_model ON action_requests (model_id, seq);
+   CREATE INDEX action_requests_by_owner ON action_requests (owner);
+   ALTER TABLE children ADD COLUMN server text NOT NULL DEFAULT '';
+   -- The group commit of action changes: one call, one round trip. The lock first (and
+   -- until commit): revisions in commit order, claims that see every earlier write.
+   CREATE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
+       ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
+       new_models text[], new_types text[], new_access text[]) RETURNS integer LANGUAGE plpgsql AS $$
+   DECLARE n integer;
+   BEGIN
+     PERFORM pg_advisory_xact_lock(7301);
+     IF NOT EXISTS (SELECT 1 FROM plinth_servers WHERE server = me AND expires > now()) THEN RETURN -1; END IF;
+     DELETE FROM action_requests WHERE action_id = ANY (done);
+     INSERT INTO action_requests (action_id, request, model_id, model_type, data_access)
+       SELECT u.i, u.r, u.m, u.t, ARRAY(SELECT json_array_elements_text(u.a::json))
+       FROM unnest(new_ids, new_requests, new_models, new_types, new_access) AS u (i, r, m, t, a)
+       ON CONFLICT (action_id) DO NOTHING;
+     -- An ended action never changes again: a server that lost its lease cannot undo what another ended.
+     INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json, change)
+       SELECT u.i, u.m, u.s, u.c, u.e, u.b, u.j, nextval('plinth_change')
+       FROM unnest(ids, model_ids, statuses, created, ended, creators, jsons) AS u (i, m, s, c, e, b, j)
+       ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
+         end_time = excluded.end_time, json = excluded.json, change = excluded.change
+       WHERE actions.status NOT IN (5, 6, 7);
+     GET DIAGNOSTICS n = ROW_COUNT;
+     PERFORM pg_notify('plinth', 'c');
+     IF cardinality(done) > 0 OR cardinality(new_ids) > 0 THEN PERFORM pg_notify('plinth', 'w'); END IF;
+     RETURN n;
+   END $$;
+   -- A server with free children takes queued work it can run: the oldest first, and on a
+   -- model only the oldest unfinished call, once no other call on that model is claimed.
+   CREATE FUNCTION plinth_claim(me text, types text[], access text[], n integer)
+       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text) LANGUAGE plpgsql AS $$
+   BEGIN
+     PERFORM pg_advisory_xact_lock(7301);
+     IF NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.server = me AND s.expires > now()) THEN RETURN; END IF;
+     RETURN QUERY
+       WITH pick AS (
+         SELECT c.action_id FROM action_requests c
+         WHERE c.owner IS NULL AND c.model_type = ANY (types) AND c.data_access <@ access
+           AND (c.model_id = '' OR NOT EXISTS (
+             SELECT 1 FROM action_requests e WHERE e.model_id = c.model_id AND (e.seq < c.seq OR e.owner IS NOT NULL)))
+         ORDER BY c.seq LIMIT n),
+       taken AS (
+         UPDATE action_requests w SET owner = me FROM pick WHERE w.action_id = pick.action_id
+         RETURNING w.action_id, w.seq, w.request)
+       SELECT t.action_id, t.seq, t.request, a.json FROM taken t JOIN actions a ON a.id = t.action_id ORDER BY t.seq;
+   END $$;`,
 ];
 
 /** The schema version this build writes. */

@@ -1,31 +1,24 @@
 /**
  * The PostgreSQL store (node-postgres): the same contract as the SQLite store, for teams
  * that already run PostgreSQL — models with their kept revisions (instances as bytea),
- * the action history, the pids of live plugin children (per host).
+ * the action history, the pids of live plugin children (per host) — and a Cluster:
+ * several servers serve one database (postgres-cluster.ts).
  *
  * A pool of connections with a bound; the changes of one event-loop turn go to the
- * database in one statement (one round trip), and each caller learns when its own
- * change is committed. A lost database makes calls fail with UNAVAILABLE; the pool
- * reconnects by itself for the next call.
- *
- * One server serves a database at a time, under a lease it renews (every third of
- * backend.lease_seconds). A second server refuses to start, or with backend.standby
- * waits and takes over once the lease lapses — the holder was killed, lost power or its
- * network. Every write checks the lease in its own transaction (and holds it shared, so
- * a takeover waits for writes under way): a server that lost its lease writes nothing
- * more, and learns so at once.
+ * database in one call (one round trip), and each caller learns when its own change is
+ * committed. A lost database makes calls fail with UNAVAILABLE; the pool reconnects by
+ * itself for the next call. Every write takes one lock first (revisions in commit
+ * order) and checks this server's lease: a server that lost it writes nothing more.
  */
 import { hostname } from "node:os";
-import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import pg from "pg";
 import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { randomHex, runId } from "../run-id.ts";
-import { procStat } from "../process/proc.ts";
+import { randomHex } from "../run-id.ts";
+import { type ClusterOptions, HOLDS_LEASE, modelMeta, type PgAccess, PostgresCluster, WRITE_LOCK } from "./postgres-cluster.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
-import { describeHolder } from "./sqlite-lock.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface PostgresOptions {
@@ -42,71 +35,17 @@ export interface PostgresOptions {
   onCommit?: ((seconds: number) => void) | undefined;
   /** Told what went wrong in the background (a renewal that failed, say). */
   onWarning?: ((message: string, error: unknown) => void) | undefined;
-  /** How long the lease lasts unless renewed. */
+  /** How long a server's lease lasts unless renewed. */
   leaseMs: number;
-  /** Wait for another server's lease to lapse instead of refusing to start. */
-  standby: boolean;
-  /** Told what it waits for, as a standby. */
+  /** Told what the cluster did: a server gone, its actions ended. */
   onInfo?: ((message: string) => void) | undefined;
   /** Told once that this server lost its lease: it must stop serving. */
   onLeaseLost?: ((message: string) => void) | undefined;
-  /** Stops a standby's wait (the server was asked to stop while it waited). */
-  signal?: AbortSignal | undefined;
 }
-
-interface LeaseRow {
-  server: string;
-  host: string;
-  pid: number;
-  since: Date;
-  expires: Date;
-  /** Milliseconds until it lapses, by the database's clock. */
-  left: string;
-}
-
-/** Whether a process of this host is alive (a zombie counts as gone). */
-function processAlive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== undefined && stat.state !== "Z";
-}
-
-/** How often a standby looks at the lease: one small query, four times a second. */
-const STANDBY_POLL_MS = 250;
-
-const holderOf = (row: LeaseRow) => describeHolder({ pid: row.pid, host: row.host, since: row.since.toISOString() });
-
-/**
- * Fences a write: true only while this server holds the lease. A single statement sees
- * the lease as it is when the statement runs; a transaction takes it shared (below), so
- * that a takeover waits for it to end.
- */
-const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $LEASE AND expires > now())";
 
 const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
 
-interface ModelRow {
-  id: string;
-  model_type: string;
-  revision: string;
-  oldest_revision: string;
-  create_time: string;
-  update_time: string;
-  instance_size: string;
-  action_id: string;
-}
-
-function meta(row: ModelRow): ModelMeta {
-  return {
-    id: row.id,
-    modelType: row.model_type,
-    revision: BigInt(row.revision),
-    oldestRevision: BigInt(row.oldest_revision),
-    createTime: new Date(Number(row.create_time)),
-    updateTime: new Date(Number(row.update_time)),
-    instanceSize: Number(row.instance_size),
-    actionId: row.action_id,
-  };
-}
+type ModelRow = Parameters<typeof modelMeta>[0] & Record<string, string>;
 
 /** The URL without its password: what errors and logs may show. */
 export function redactUrl(url: string): string {
@@ -142,13 +81,7 @@ export class PostgresStore implements Store {
   readonly #o: PostgresOptions;
   readonly #pool: pg.Pool;
   readonly #where: string;
-  /** This run's name in the lease. */
-  readonly #leaseId: string;
-  #renewTimer: ReturnType<typeof setInterval> | undefined;
-  #leaseLost = false;
-  /** The server whose lapsed lease this one took over, if it did. */
-  readonly takenOverFrom: string | undefined;
-  readonly keepsRequests = true;
+  readonly #cluster: PostgresCluster;
   readonly #host = hostname();
   readonly #pending = new Map<string, PendingWrite>();
   #flushTimer: ReturnType<typeof setImmediate> | undefined;
@@ -156,110 +89,42 @@ export class PostgresStore implements Store {
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
 
-  private constructor(options: PostgresOptions, pool: pg.Pool, id: string, lease: { id: string; takenOverFrom?: string }) {
+  private constructor(options: PostgresOptions, pool: pg.Pool, id: string) {
     this.#o = options;
     this.#pool = pool;
     this.#where = redactUrl(options.url);
     this.id = id;
-    this.owner = `${id}.${runId()}`;
-    this.#leaseId = lease.id;
-    this.takenOverFrom = lease.takenOverFrom;
-    this.#renewTimer = setInterval(() => void this.#renew(), options.leaseMs / 3);
-    this.#renewTimer.unref();
+    const access: PgAccess = {
+      url: options.url,
+      where: this.#where,
+      query: (sql, params) => this.#query(sql, params),
+      transaction: (fn) => this.#transaction(fn),
+    };
+    const clusterOptions: ClusterOptions = {
+      leaseMs: options.leaseMs,
+      onWarning: options.onWarning,
+      onInfo: options.onInfo,
+      onLeaseLost: options.onLeaseLost,
+    };
+    this.#cluster = new PostgresCluster(access, clusterOptions);
+    // Children are marked per server: servers on one host tell their own from a dead one's.
+    this.owner = `${id}.${this.#cluster.server}`;
   }
 
-  /**
-   * Extends the lease. It is this server's for as long as the row names it: after an
-   * outage longer than the lease, a renewal that finds it still named keeps serving (no
-   * other server took over meanwhile); one that finds another name has lost it.
-   */
-  async #renew(): Promise<void> {
-    if (this.#closed || this.#leaseLost) return;
-    try {
-      const { rowCount } = await this.#pool.query(
-        "UPDATE plinth_lease SET expires = now() + $2 * interval '1 millisecond' WHERE name = 'engine' AND server = $1",
-        [this.#leaseId, this.#o.leaseMs],
-      );
-      if ((rowCount ?? 0) === 0)
-        this.#loseLease("another server took over after its lease lapsed (this server stalled, or could not reach the database)");
-    } catch (error) {
-      if (!this.#closed) this.#o.onWarning?.(`renewing this server's lease on ${this.#where} failed; retrying`, error);
-    }
+  get cluster(): PostgresCluster {
+    return this.#cluster;
   }
 
-  #loseLease(why: string): void {
-    if (this.#leaseLost) return;
-    this.#leaseLost = true;
-    clearInterval(this.#renewTimer);
-    this.#o.onLeaseLost?.(
-      `this server lost its lease on ${this.#where}: ${why}; another server may have taken over, so this one writes nothing more and stops`,
-    );
-  }
-
-  /**
-   * Takes the lease on the database: at once when nobody holds it (or its holder's
-   * lapsed); else refuses, or as a standby waits for it to lapse.
-   */
-  static async #acquireLease(client: pg.Client, options: PostgresOptions, where: string): Promise<{ id: string; takenOverFrom?: string }> {
-    const id = randomHex(8);
-    for (let waiting = false; ; ) {
-      await client.query("BEGIN");
-      try {
-        const { rows } = await client.query<LeaseRow>(
-          `SELECT server, host, pid, since, expires, (extract(epoch FROM expires - now()) * 1000)::bigint AS left
-           FROM plinth_lease WHERE name = 'engine' FOR UPDATE`,
-        );
-        const held = rows[0];
-        // A holder on this host whose process is gone crashed: no need to wait out its lease.
-        const gone = held !== undefined && held.host === hostname() && !processAlive(held.pid);
-        if (held && Number(held.left) > 0 && !gone) {
-          await client.query("ROLLBACK");
-          const who = holderOf(held);
-          if (!options.standby) {
-            throw new PlinthError(
-              "invalid_argument",
-              `config backend.url: ${where} is in use by ${who}; one database serves one server at a time: stop that one, point backend.url at another database, or set backend.standby: true to take over when it stops`,
-            );
-          }
-          if (!waiting) options.onInfo?.(`standing by: ${where} is served by ${who}; this server takes over once its lease lapses`);
-          waiting = true;
-          // Often: a holder that stops cleanly gives the lease back, one that crashes here is seen gone.
-          await sleep(Math.min(Number(held.left) + 50, STANDBY_POLL_MS), undefined, { signal: options.signal }).catch((error: unknown) => {
-            throw options.signal?.reason ?? error;
-          });
-          continue;
-        }
-        await client.query(
-          `INSERT INTO plinth_lease (name, server, host, pid, since, expires) VALUES ('engine', $1, $2, $3, now(), now() + $4 * interval '1 millisecond')
-           ON CONFLICT (name) DO UPDATE SET server = excluded.server, host = excluded.host, pid = excluded.pid, since = excluded.since, expires = excluded.expires`,
-          [id, hostname(), process.pid, options.leaseMs],
-        );
-        await client.query("COMMIT");
-        // A holder that stopped cleanly gave its lease back (expires = since): nothing was taken from it.
-        const from =
-          !held || held.expires.getTime() <= held.since.getTime()
-            ? undefined
-            : gone
-              ? `${holderOf(held)} is gone (it exited without giving back its lease)`
-              : `${holderOf(held)} stopped responding (its lease lapsed)`;
-        return { id, ...(from ? { takenOverFrom: from } : {}) };
-      } catch (error) {
-        await client.query("ROLLBACK").catch(() => {});
-        throw error;
-      }
-    }
-  }
-
-  /** Connects, takes the database for this server, brings the schema up to date. */
+  /** Connects, brings the schema up to date, joins the servers of the database. */
   static async open(options: PostgresOptions): Promise<PostgresStore> {
     const where = redactUrl(options.url);
     const settings = { connectionString: options.url, connectionTimeoutMillis: options.connectTimeoutMs };
-    const lock = new pg.Client(settings);
-    lock.on("error", () => {}); // Until open() is done, errors come back as rejections.
+    const setup = new pg.Client(settings);
+    setup.on("error", () => {}); // Until open() is done, errors come back as rejections.
     try {
-      await lock.connect();
+      await setup.connect();
     } catch (error) {
-      await lock.end().catch(() => {});
+      await setup.end().catch(() => {});
       throw new PlinthError(
         "invalid_argument",
         `config backend.url: cannot connect to ${where} (${(error as Error).message || (error as { code?: string }).code}); check that PostgreSQL runs there and that the URL, user and password are right`,
@@ -268,15 +133,20 @@ export class PostgresStore implements Store {
     const pool = new pg.Pool({ ...settings, max: options.poolSize, idleTimeoutMillis: 30_000 });
     // An idle connection that breaks is dropped by the pool; the next call opens another.
     pool.on("error", (error) => options.onWarning?.(`an idle connection to ${where} broke`, error));
+    let store: PostgresStore | undefined;
     try {
-      await migratePostgres(lock, where);
-      const lease = await PostgresStore.#acquireLease(lock, options, where);
-      await lock.query("INSERT INTO plinth_meta (key, value) VALUES ('id', $1) ON CONFLICT (key) DO NOTHING", [randomHex(6)]);
-      const id = (await lock.query<{ value: string }>("SELECT value FROM plinth_meta WHERE key = 'id'")).rows[0]!.value;
-      await lock.end().catch(() => {});
-      return new PostgresStore(options, pool, id, lease);
+      await migratePostgres(setup, where);
+      await setup.query("INSERT INTO plinth_meta (key, value) VALUES ('id', $1) ON CONFLICT (key) DO NOTHING", [randomHex(6)]);
+      const id = (await setup.query<{ value: string }>("SELECT value FROM plinth_meta WHERE key = 'id'")).rows[0]!.value;
+      store = new PostgresStore(options, pool, id);
+      await store.#cluster.join(setup);
+      await setup.end().catch(() => {});
+      // What a server that crashed here left behind is ended (or queued again) before this one serves.
+      await store.#cluster.sweepNow();
+      return store;
     } catch (error) {
-      await lock.end().catch(() => {});
+      await setup.end().catch(() => {});
+      if (store) await store.#cluster.close();
       await pool.end().catch(() => {});
       if (PlinthError.is(error)) throw error;
       throw new PlinthError("invalid_argument", `config backend.url: ${where}: ${(error as Error).message}`, { cause: error });
@@ -305,14 +175,12 @@ export class PostgresStore implements Store {
     let broken = false;
     try {
       await client.query("BEGIN");
-      // Held shared until the commit: a takeover waits for this transaction. One whose
-      // server stalls in it is ended by PostgreSQL within the lease, so a takeover never
-      // waits longer than that.
+      // A server that stalls in a transaction holds the write lock: PostgreSQL ends the
+      // transaction within the lease, so the others never wait longer than that.
       await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.ceil(this.#o.leaseMs)}`);
-      const { rows } = await client.query<{ held: boolean }>(
-        "SELECT EXISTS (SELECT 1 FROM plinth_lease WHERE name = 'engine' AND server = $1 AND expires > now() FOR SHARE) AS held",
-        [this.#leaseId],
-      );
+      // The lock first, then the lease: a statement sees what was committed when it began.
+      await client.query(`SELECT pg_advisory_xact_lock(${WRITE_LOCK})`);
+      const { rows } = await client.query<{ held: boolean }>(`SELECT ${HOLDS_LEASE.replace("$LEASE", "$1")} AS held`, [this.#cluster.server]);
       if (!rows[0]?.held) throw this.#fenced();
       const result = await fn(client);
       await client.query("COMMIT");
@@ -328,9 +196,9 @@ export class PostgresStore implements Store {
 
   /** The error of a write refused because this server's lease has lapsed, or is another's. */
   #fenced(): PlinthError {
-    // Lapsed but still ours, a renewal may yet keep it; another's, it is lost.
-    void this.#renew();
-    return new PlinthError("unavailable", `this server's lease on ${this.#where} has lapsed; retry in a moment, or on the server that took over`);
+    // Lapsed but still there, a renewal keeps it; removed by another server, it is lost.
+    void this.#cluster.renew();
+    return new PlinthError("unavailable", `this server's lease on ${this.#where} has lapsed; retry in a moment, or on another server`);
   }
 
   #explain(error: unknown): unknown {
@@ -358,7 +226,7 @@ export class PostgresStore implements Store {
     );
     const row = rows[0];
     if (!row) return undefined;
-    const latest = meta(row);
+    const latest = modelMeta(row);
     const instance = new Uint8Array(row.instance.buffer, row.instance.byteOffset, row.instance.byteLength);
     if (BigInt(row.r_revision) === latest.revision) return { ...latest, instance };
     return {
@@ -377,11 +245,14 @@ export class PostgresStore implements Store {
     const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
     const instance = Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength);
     await this.#transaction(async (client) => {
-      await client.query(
-        `INSERT INTO models (id, model_type, revision, oldest_revision, create_time, update_time, instance_size, action_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+      // The revision after the one the caller read, or nothing: another server's change is never overwritten.
+      const { rowCount } = await client.query(
+        `INSERT INTO models (id, model_type, revision, oldest_revision, create_time, update_time, instance_size, action_id, change)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, nextval('plinth_change'))
          ON CONFLICT (id) DO UPDATE SET revision = excluded.revision, oldest_revision = excluded.oldest_revision,
-           update_time = excluded.update_time, instance_size = excluded.instance_size, action_id = excluded.action_id`,
+           update_time = excluded.update_time, instance_size = excluded.instance_size, action_id = excluded.action_id,
+           change = excluded.change
+         WHERE models.revision = excluded.revision - 1`,
         [
           stored.id,
           stored.modelType,
@@ -399,18 +270,46 @@ export class PostgresStore implements Store {
            action_id = excluded.action_id, create_time = excluded.create_time`,
         [stored.id, stored.revision.toString(), instance, instance.byteLength, stored.actionId, stored.updateTime.getTime()],
       );
+      if ((rowCount ?? 0) === 0) {
+        throw new PlinthError(
+          "failed_precondition",
+          `model ${stored.id} changed meanwhile: another call stored a revision after ${stored.revision - 1n} first; retry on its latest revision`,
+        );
+      }
       await client.query("DELETE FROM model_revisions WHERE model_id = $1 AND revision < $2", [stored.id, stored.oldestRevision.toString()]);
+      await client.query("SELECT pg_notify('plinth', 'c')");
     });
     const { instance: _, ...rest } = stored;
     return rest;
   }
 
   async deleteModel(id: string): Promise<boolean> {
-    return this.#transaction(async (client) => ((await client.query("DELETE FROM models WHERE id = $1", [id])).rowCount ?? 0) > 0);
+    return this.#transaction(async (client) => {
+      // Not while any server has a call on it queued or running.
+      const { rows } = await client.query<{ busy: string }>(
+        `WITH gone AS (DELETE FROM models WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM action_requests WHERE model_id = $1) RETURNING id)
+         SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM action_requests WHERE model_id = $1) AS busy`,
+        [id],
+      );
+      const busy = Number(rows[0]!.busy);
+      if (busy > 0) {
+        throw new PlinthError(
+          "failed_precondition",
+          `model ${id} has ${busy} queued or running action(s); cancel them (CancelAction) or wait for them, then delete`,
+        );
+      }
+      const deleted = await client.query(
+        `INSERT INTO model_tombstones (id, change) SELECT $1, nextval('plinth_change') WHERE NOT EXISTS (SELECT 1 FROM models WHERE id = $1)
+         ON CONFLICT (id) DO UPDATE SET change = excluded.change, deleted = now()`,
+        [id],
+      );
+      await client.query("SELECT pg_notify('plinth', 'c')");
+      return (deleted.rowCount ?? 0) > 0;
+    });
   }
 
   async allModels(): Promise<ModelMeta[]> {
-    return (await this.#query<ModelRow>("SELECT * FROM models ORDER BY id")).rows.map(meta);
+    return (await this.#query<ModelRow>("SELECT * FROM models ORDER BY id")).rows.map(modelMeta);
   }
 
   async listModels(query: ListModelsQuery): Promise<ModelMeta[]> {
@@ -419,7 +318,7 @@ export class PostgresStore implements Store {
     if (query.modelType) where.push(`model_type = $${params.push(query.modelType)}`);
     if (query.afterId) where.push(`id > $${params.push(query.afterId)}`);
     const sql = `SELECT * FROM models ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id LIMIT $${params.push(query.limit)}`;
-    return (await this.#query<ModelRow>(sql, params)).rows.map(meta);
+    return (await this.#query<ModelRow>(sql, params)).rows.map(modelMeta);
   }
 
   // ---- actions ----
@@ -496,37 +395,33 @@ export class PostgresStore implements Store {
       columns.by.push(action.createdBy);
       columns.json.push(toJsonString(ActionSchema, action));
     }
-    // Fenced in the statement itself: nothing is written once this server lost its lease.
-    // New actions' requests go with it, and those of the actions that ended go (a
-    // takeover has nothing to run again): one statement, one round trip, still.
+    // One call (plinth_write_actions, migration 4), fenced by this server's lease: new
+    // actions' requests go in the queue with them, and those of the actions that ended go.
     const ended = writes.filter((w) => ENDED.includes(w.action.status)).map((w) => w.action.id);
     const kept = writes.filter((w) => w.payloads?.request && !ENDED.includes(w.action.status));
-    const fence = HOLDS_LEASE.replace("$LEASE", "$8");
-    const upsert = `WITH done AS (DELETE FROM action_requests WHERE action_id = ANY($9::text[]) AND ${fence}),
-       kept AS (INSERT INTO action_requests (action_id, request) SELECT * FROM unnest($10::text[], $11::bytea[]) WHERE ${fence}
-         ON CONFLICT (action_id) DO NOTHING)
-       INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::bigint[], $5::bigint[], $6::text[], $7::text[])
-       WHERE ${fence}
-       ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
-         end_time = excluded.end_time, json = excluded.json`;
-    const requests = kept.map((w) => Buffer.from(w.payloads!.request!.buffer, w.payloads!.request!.byteOffset, w.payloads!.request!.byteLength));
+    const call = `SELECT plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+       $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[]) AS written`;
     const params = [
+      this.#cluster.server,
       ...[columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json],
-      this.#leaseId,
       ended,
       kept.map((w) => w.action.id),
-      requests,
+      kept.map((w) => Buffer.from(w.payloads!.request!.buffer, w.payloads!.request!.byteOffset, w.payloads!.request!.byteLength)),
+      kept.map((w) => w.action.modelId),
+      kept.map((w) => w.action.modelType),
+      kept.map((w) => JSON.stringify([...new Set(w.action.dataAccess.map((d) => d.name))])),
     ];
+    const written = (rows: { written: number }[]) => {
+      if ((rows[0]?.written ?? -1) < 0) throw this.#fenced();
+    };
     const withPayloads = writes.filter((w) => w.payloads?.args || w.payloads?.prediction);
     if (withPayloads.length === 0) {
       // Prepared once per connection: the statement is planned once, not per commit.
-      const { rowCount } = await this.#query({ name: "plinth-write-actions", text: upsert }, params);
-      if ((rowCount ?? 0) === 0) throw this.#fenced();
+      written((await this.#query<{ written: number }>({ name: "plinth-write-actions", text: call }, params)).rows);
       return;
     }
     await this.#transaction(async (client) => {
-      await client.query({ name: "plinth-write-actions", text: upsert, values: params });
+      written((await client.query<{ written: number }>({ name: "plinth-write-actions", text: call, values: params })).rows);
       for (const { action, payloads } of withPayloads) {
         const shown = payloads!;
         const args = shown.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, shown.args))) : null;
@@ -539,14 +434,6 @@ export class PostgresStore implements Store {
         );
       }
     });
-  }
-
-  async requests(ids: string[]): Promise<Map<string, Uint8Array>> {
-    const { rows } = await this.#query<{ action_id: string; request: Buffer }>(
-      "SELECT action_id, request FROM action_requests WHERE action_id = ANY($1::text[])",
-      [ids],
-    );
-    return new Map(rows.map((r) => [r.action_id, new Uint8Array(r.request.buffer, r.request.byteOffset, r.request.byteLength)]));
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
@@ -620,8 +507,8 @@ export class PostgresStore implements Store {
 
   async trackChild(child: TrackedChild): Promise<void> {
     await this.#query(
-      "INSERT INTO children (host, pid, start_ticks) VALUES ($1, $2, $3) ON CONFLICT (host, pid) DO UPDATE SET start_ticks = excluded.start_ticks",
-      [this.#host, child.pid, child.startTicks],
+      "INSERT INTO children (host, pid, start_ticks, server) VALUES ($1, $2, $3, $4) ON CONFLICT (host, pid) DO UPDATE SET start_ticks = excluded.start_ticks, server = excluded.server",
+      [this.#host, child.pid, child.startTicks, this.#cluster.server],
     );
   }
 
@@ -629,25 +516,29 @@ export class PostgresStore implements Store {
     await this.#query("DELETE FROM children WHERE host = $1 AND pid = $2", [this.#host, pid]);
   }
 
+  /** The children recorded here by servers no longer in the cluster: the others' are theirs. */
   async trackedChildren(): Promise<TrackedChild[]> {
-    const { rows } = await this.#query<{ pid: number; start_ticks: string }>("SELECT pid, start_ticks FROM children WHERE host = $1", [this.#host]);
+    const { rows } = await this.#query<{ pid: number; start_ticks: string }>(
+      "SELECT pid, start_ticks FROM children WHERE host = $1 AND server NOT IN (SELECT server FROM plinth_servers)",
+      [this.#host],
+    );
     return rows.map((row) => ({ pid: row.pid, startTicks: row.start_ticks }));
   }
 
   async clearTrackedChildren(): Promise<void> {
-    await this.#query("DELETE FROM children WHERE host = $1", [this.#host]);
+    await this.#query("DELETE FROM children WHERE host = $1 AND server NOT IN (SELECT server FROM plinth_servers)", [this.#host]);
+  }
+
+  /** The marks (owner) of the servers in the cluster: their children are not orphans. */
+  async liveOwners(): Promise<string[]> {
+    const { rows } = await this.#query<{ server: string }>("SELECT server FROM plinth_servers");
+    return rows.map((row) => `${this.id}.${row.server}`);
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     await this.#flush().catch(() => {});
-    clearInterval(this.#renewTimer);
-    // Gives the lease back (expires = since), so that a standby takes over at once, not after it.
-    if (!this.#leaseLost) {
-      await this.#pool
-        .query("UPDATE plinth_lease SET expires = since WHERE name = 'engine' AND server = $1", [this.#leaseId])
-        .catch((error: unknown) => this.#o.onWarning?.(`giving back the lease on ${this.#where} failed; a standby takes over once it lapses`, error));
-    }
+    await this.#cluster.close();
     this.#closed = true;
     await this.#pool.end().catch(() => {});
   }

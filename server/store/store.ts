@@ -1,6 +1,8 @@
 /**
- * What the engine needs from a backend: SQLite (the default) and memory implement it.
+ * What the engine needs from a backend: SQLite (the default) and memory implement it;
+ * PostgreSQL implements it too, with a Cluster: several servers on one database.
  */
+import type { EventEmitter } from "node:events";
 import type { Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 
@@ -74,15 +76,11 @@ export interface Store {
   readonly id: string;
   /** This server's mark on its children: `<id>.<run id>`. */
   readonly owner: string;
-  /** The server whose lapsed lease this one took over (postgres), for what its unfinished actions say. */
-  readonly takenOverFrom?: string | undefined;
   /**
-   * Keeps each action's whole request until it ends (postgres), so that the server that
-   * takes over runs the actions still queued instead of failing them.
+   * Several servers share this store (postgres): each action's whole request is kept
+   * until it ends, and the server that runs it claims it from there.
    */
-  readonly keepsRequests?: boolean;
-  /** The kept requests of these actions, by id. */
-  requests?(ids: string[]): Promise<Map<string, Uint8Array>>;
+  readonly cluster?: Cluster | undefined;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
   /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */
@@ -108,5 +106,64 @@ export interface Store {
   untrackChild(pid: number): Promise<void>;
   trackedChildren(): Promise<TrackedChild[]>;
   clearTrackedChildren(): Promise<void>;
+  /** The marks of the live servers sharing this store (a cluster): their children are no orphans. */
+  liveOwners?(): Promise<string[]>;
   close(): Promise<void>;
+}
+
+/** A change as the database ordered it: what every server of a cluster applies, in revision order. */
+export type FeedChange =
+  | { readonly revision: bigint; readonly kind: "action"; readonly action: Action }
+  | { readonly revision: bigint; readonly kind: "model"; readonly model: ModelMeta }
+  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
+
+/** Queued work this server took: the action as stored, and its whole request (a PredictRequest's encoding). */
+export interface ClaimedAction {
+  action: Action;
+  request: Uint8Array;
+}
+
+/** A server of the cluster, as its row says. */
+export interface ServerInfo {
+  name: string;
+  host: string;
+  pid: number;
+  since: Date;
+  /** Where it serves gRPC (host:port). */
+  address: string;
+  modelTypes: string[];
+  dataAccess: string[];
+  plugins: string[];
+  /** The server answering. */
+  self: boolean;
+}
+
+export interface ClusterEvents {
+  /** Something changed: fetch the changes after the last one applied. */
+  changes: [];
+  /** Work may be claimable: an action was queued, or one ended. */
+  work: [];
+  /** A server asks the one running this action to cancel it. */
+  cancel: [actionId: string, by: string];
+}
+
+/** What several servers on one database share, beyond the Store. */
+export interface Cluster {
+  /** This server's name in the cluster. */
+  readonly server: string;
+  readonly events: EventEmitter<ClusterEvents>;
+  /** Models and unfinished actions as of one revision: where a server's live state starts. */
+  snapshot(): Promise<{ revision: bigint; models: ModelMeta[]; actions: Action[] }>;
+  /** The changes after `after`, in revision order, at most `limit` (each key's latest). */
+  changes(after: bigint, limit: number): Promise<FeedChange[]>;
+  /** Takes up to `n` queued actions this server can run (its model types and data-access functions). */
+  claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]>;
+  /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
+  takeQueued(actionId: string): Promise<Action | undefined>;
+  /** Asks whichever server runs the action to cancel it. */
+  requestCancel(actionId: string, by: string): Promise<void>;
+  /** Says what this server serves and runs, for ListPlugins on every server. */
+  announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void>;
+  /** The live servers, oldest first. */
+  servers(): Promise<ServerInfo[]>;
 }

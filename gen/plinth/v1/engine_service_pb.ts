@@ -18,7 +18,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/engine_service.proto.
  */
 export const file_plinth_v1_engine_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wbGludGgvdjEvZW5naW5lX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSJOChFMaXN0TW9kZWxzUmVxdWVzdBISCgptb2RlbF90eXBlGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIk8KEkxpc3RNb2RlbHNSZXNwb25zZRIgCgZtb2RlbHMYASADKAsyEC5wbGludGgudjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk8KD0dldE1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIYChBpbmNsdWRlX2luc3RhbmNlGAIgASgIEhAKCHJldmlzaW9uGAMgASgEIjMKEEdldE1vZGVsUmVzcG9uc2USHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwigAIKFUNyZWF0ZUluc3RhbmNlUmVxdWVzdBISCgptb2RlbF90eXBlGAEgASgJEhwKBGFyZ3MYAiADKAsyDi5wbGludGgudjEuQXJnEjwKBmt3YXJncxgDIAMoCzIsLnBsaW50aC52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QuS3dhcmdzRW50cnkSDAoEd2FpdBgEIAEoCBIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGj0KC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBIjsKFkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiI6ChJBZGRJbnN0YW5jZVJlcXVlc3QSEgoKbW9kZWxfdHlwZRgBIAEoCRIQCghpbnN0YW5jZRgCIAEoDCI2ChNBZGRJbnN0YW5jZVJlc3BvbnNlEh8KBW1vZGVsGAEgASgLMhAucGxpbnRoLnYxLk1vZGVsIjsKFVVwZGF0ZUluc3RhbmNlUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIQCghpbnN0YW5jZRgCIAEoDCI5ChZVcGRhdGVJbnN0YW5jZVJlc3BvbnNlEh8KBW1vZGVsGAEgASgLMhAucGxpbnRoLnYxLk1vZGVsIiYKEkRlbGV0ZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSIVChNEZWxldGVNb2RlbFJlc3BvbnNlIugBCgpGaXRSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEhwKBGFyZ3MYAiADKAsyDi5wbGludGgudjEuQXJnEjEKBmt3YXJncxgDIAMoCzIhLnBsaW50aC52MS5GaXRSZXF1ZXN0Lkt3YXJnc0VudHJ5EgwKBHdhaXQYBCABKAgSKgoHdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbho9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASIwCgtGaXRSZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIpgCCg5QcmVkaWN0UmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIcCgRhcmdzGAIgAygLMg4ucGxpbnRoLnYxLkFyZxI1CgZrd2FyZ3MYAyADKAsyJS5wbGludGgudjEuUHJlZGljdFJlcXVlc3QuS3dhcmdzRW50cnkSDAoEd2FpdBgEIAEoCBIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKCWpzb25fZm9ybRgGIAEoDjITLnBsaW50aC52MS5Kc29uRm9ybRo9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASI0Cg9QcmVkaWN0UmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiIUChJMaXN0UGx1Z2luc1JlcXVlc3QiOQoTTGlzdFBsdWdpbnNSZXNwb25zZRIiCgdwbHVnaW5zGAEgAygLMhEucGxpbnRoLnYxLlBsdWdpbiKEAgoGUGx1Z2luEgwKBG5hbWUYASABKAkSDgoGbW9kdWxlGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLgoLbW9kZWxfdHlwZXMYBSADKAsyGS5wbGludGgudjEuUGx1Z2luRnVuY3Rpb24SLgoLZGF0YV9hY2Nlc3MYBiADKAsyGS5wbGludGgudjEuUGx1Z2luRnVuY3Rpb24SDwoHd2F0Y2hlZBgHIAEoCBIUCgxyZWxvYWRfZXJyb3IYCCABKAkSLwoLbG9hZGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlsKDlBsdWdpbkZ1bmN0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSJgoHc2NoZW1hcxgDIAMoCzIVLnBsaW50aC52MS5DYWxsU2NoZW1hIpIBCgpDYWxsU2NoZW1hEgwKBGNhbGwYASABKAkSJQoEYXJncxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGa3dhcmdzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVzdGF0ZRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QqTgoISnNvbkZvcm0SGQoVSlNPTl9GT1JNX1VOU1BFQ0lGSUVEEAASEwoPSlNPTl9GT1JNX1ZBTFVFEAESEgoOSlNPTl9GT1JNX1RFWFQQAjKvBQoNRW5naW5lU2VydmljZRJJCgpMaXN0TW9kZWxzEhwucGxpbnRoLnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gh0ucGxpbnRoLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJDCghHZXRNb2RlbBIaLnBsaW50aC52MS5HZXRNb2RlbFJlcXVlc3QaGy5wbGludGgudjEuR2V0TW9kZWxSZXNwb25zZRJVCg5DcmVhdGVJbnN0YW5jZRIgLnBsaW50aC52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QaIS5wbGludGgudjEuQ3JlYXRlSW5zdGFuY2VSZXNwb25zZRJMCgtBZGRJbnN0YW5jZRIdLnBsaW50aC52MS5BZGRJbnN0YW5jZVJlcXVlc3QaHi5wbGludGgudjEuQWRkSW5zdGFuY2VSZXNwb25zZRJVCg5VcGRhdGVJbnN0YW5jZRIgLnBsaW50aC52MS5VcGRhdGVJbnN0YW5jZVJlcXVlc3QaIS5wbGludGgudjEuVXBkYXRlSW5zdGFuY2VSZXNwb25zZRJMCgtEZWxldGVNb2RlbBIdLnBsaW50aC52MS5EZWxldGVNb2RlbFJlcXVlc3QaHi5wbGludGgudjEuRGVsZXRlTW9kZWxSZXNwb25zZRI0CgNGaXQSFS5wbGludGgudjEuRml0UmVxdWVzdBoWLnBsaW50aC52MS5GaXRSZXNwb25zZRJACgdQcmVkaWN0EhkucGxpbnRoLnYxLlByZWRpY3RSZXF1ZXN0GhoucGxpbnRoLnYxLlByZWRpY3RSZXNwb25zZRJMCgtMaXN0UGx1Z2lucxIdLnBsaW50aC52MS5MaXN0UGx1Z2luc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdFBsdWdpbnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_action, file_plinth_v1_arg, file_plinth_v1_model]);
+  fileDesc("Ch5wbGludGgvdjEvZW5naW5lX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSJOChFMaXN0TW9kZWxzUmVxdWVzdBISCgptb2RlbF90eXBlGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoDRISCgpwYWdlX3Rva2VuGAMgASgJIk8KEkxpc3RNb2RlbHNSZXNwb25zZRIgCgZtb2RlbHMYASADKAsyEC5wbGludGgudjEuTW9kZWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIk8KD0dldE1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIYChBpbmNsdWRlX2luc3RhbmNlGAIgASgIEhAKCHJldmlzaW9uGAMgASgEIjMKEEdldE1vZGVsUmVzcG9uc2USHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwigAIKFUNyZWF0ZUluc3RhbmNlUmVxdWVzdBISCgptb2RlbF90eXBlGAEgASgJEhwKBGFyZ3MYAiADKAsyDi5wbGludGgudjEuQXJnEjwKBmt3YXJncxgDIAMoCzIsLnBsaW50aC52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QuS3dhcmdzRW50cnkSDAoEd2FpdBgEIAEoCBIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uGj0KC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBIjsKFkNyZWF0ZUluc3RhbmNlUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiI6ChJBZGRJbnN0YW5jZVJlcXVlc3QSEgoKbW9kZWxfdHlwZRgBIAEoCRIQCghpbnN0YW5jZRgCIAEoDCI2ChNBZGRJbnN0YW5jZVJlc3BvbnNlEh8KBW1vZGVsGAEgASgLMhAucGxpbnRoLnYxLk1vZGVsIjsKFVVwZGF0ZUluc3RhbmNlUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIQCghpbnN0YW5jZRgCIAEoDCI5ChZVcGRhdGVJbnN0YW5jZVJlc3BvbnNlEh8KBW1vZGVsGAEgASgLMhAucGxpbnRoLnYxLk1vZGVsIiYKEkRlbGV0ZU1vZGVsUmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCSIVChNEZWxldGVNb2RlbFJlc3BvbnNlIugBCgpGaXRSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEhwKBGFyZ3MYAiADKAsyDi5wbGludGgudjEuQXJnEjEKBmt3YXJncxgDIAMoCzIhLnBsaW50aC52MS5GaXRSZXF1ZXN0Lkt3YXJnc0VudHJ5EgwKBHdhaXQYBCABKAgSKgoHdGltZW91dBgFIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbho9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASIwCgtGaXRSZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIpgCCg5QcmVkaWN0UmVxdWVzdBIQCghtb2RlbF9pZBgBIAEoCRIcCgRhcmdzGAIgAygLMg4ucGxpbnRoLnYxLkFyZxI1CgZrd2FyZ3MYAyADKAsyJS5wbGludGgudjEuUHJlZGljdFJlcXVlc3QuS3dhcmdzRW50cnkSDAoEd2FpdBgEIAEoCBIqCgd0aW1lb3V0GAUgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEiYKCWpzb25fZm9ybRgGIAEoDjITLnBsaW50aC52MS5Kc29uRm9ybRo9CgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSHQoFdmFsdWUYAiABKAsyDi5wbGludGgudjEuQXJnOgI4ASI0Cg9QcmVkaWN0UmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiIUChJMaXN0UGx1Z2luc1JlcXVlc3QiXQoTTGlzdFBsdWdpbnNSZXNwb25zZRIiCgdwbHVnaW5zGAEgAygLMhEucGxpbnRoLnYxLlBsdWdpbhIiCgdzZXJ2ZXJzGAIgAygLMhEucGxpbnRoLnYxLlNlcnZlciK9AQoGU2VydmVyEgwKBG5hbWUYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIMCgRob3N0GAMgASgJEgsKA3BpZBgEIAEoBRIpCgVzaW5jZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHcGx1Z2lucxgGIAMoCRITCgttb2RlbF90eXBlcxgHIAMoCRITCgtkYXRhX2FjY2VzcxgIIAMoCRITCgt0aGlzX3NlcnZlchgJIAEoCCKEAgoGUGx1Z2luEgwKBG5hbWUYASABKAkSDgoGbW9kdWxlGAIgASgJEg8KB3J1bnRpbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSLgoLbW9kZWxfdHlwZXMYBSADKAsyGS5wbGludGgudjEuUGx1Z2luRnVuY3Rpb24SLgoLZGF0YV9hY2Nlc3MYBiADKAsyGS5wbGludGgudjEuUGx1Z2luRnVuY3Rpb24SDwoHd2F0Y2hlZBgHIAEoCBIUCgxyZWxvYWRfZXJyb3IYCCABKAkSLwoLbG9hZGVkX3RpbWUYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIlsKDlBsdWdpbkZ1bmN0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSJgoHc2NoZW1hcxgDIAMoCzIVLnBsaW50aC52MS5DYWxsU2NoZW1hIpIBCgpDYWxsU2NoZW1hEgwKBGNhbGwYASABKAkSJQoEYXJncxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSJwoGa3dhcmdzGAMgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBImCgVzdGF0ZRgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QqTgoISnNvbkZvcm0SGQoVSlNPTl9GT1JNX1VOU1BFQ0lGSUVEEAASEwoPSlNPTl9GT1JNX1ZBTFVFEAESEgoOSlNPTl9GT1JNX1RFWFQQAjKvBQoNRW5naW5lU2VydmljZRJJCgpMaXN0TW9kZWxzEhwucGxpbnRoLnYxLkxpc3RNb2RlbHNSZXF1ZXN0Gh0ucGxpbnRoLnYxLkxpc3RNb2RlbHNSZXNwb25zZRJDCghHZXRNb2RlbBIaLnBsaW50aC52MS5HZXRNb2RlbFJlcXVlc3QaGy5wbGludGgudjEuR2V0TW9kZWxSZXNwb25zZRJVCg5DcmVhdGVJbnN0YW5jZRIgLnBsaW50aC52MS5DcmVhdGVJbnN0YW5jZVJlcXVlc3QaIS5wbGludGgudjEuQ3JlYXRlSW5zdGFuY2VSZXNwb25zZRJMCgtBZGRJbnN0YW5jZRIdLnBsaW50aC52MS5BZGRJbnN0YW5jZVJlcXVlc3QaHi5wbGludGgudjEuQWRkSW5zdGFuY2VSZXNwb25zZRJVCg5VcGRhdGVJbnN0YW5jZRIgLnBsaW50aC52MS5VcGRhdGVJbnN0YW5jZVJlcXVlc3QaIS5wbGludGgudjEuVXBkYXRlSW5zdGFuY2VSZXNwb25zZRJMCgtEZWxldGVNb2RlbBIdLnBsaW50aC52MS5EZWxldGVNb2RlbFJlcXVlc3QaHi5wbGludGgudjEuRGVsZXRlTW9kZWxSZXNwb25zZRI0CgNGaXQSFS5wbGludGgudjEuRml0UmVxdWVzdBoWLnBsaW50aC52MS5GaXRSZXNwb25zZRJACgdQcmVkaWN0EhkucGxpbnRoLnYxLlByZWRpY3RSZXF1ZXN0GhoucGxpbnRoLnYxLlByZWRpY3RSZXNwb25zZRJMCgtMaXN0UGx1Z2lucxIdLnBsaW50aC52MS5MaXN0UGx1Z2luc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdFBsdWdpbnNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_action, file_plinth_v1_arg, file_plinth_v1_model]);
 
 /**
  * @generated from message plinth.v1.ListModelsRequest
@@ -435,9 +435,19 @@ export const ListPluginsRequestSchema: GenMessage<ListPluginsRequest> = /*@__PUR
  */
 export type ListPluginsResponse = Message<"plinth.v1.ListPluginsResponse"> & {
   /**
+   * This server's plugins.
+   *
    * @generated from field: repeated plinth.v1.Plugin plugins = 1;
    */
   plugins: Plugin[];
+
+  /**
+   * The servers of a cluster (several servers on one PostgreSQL database), this one
+   * included, and what each runs; empty for a server on its own.
+   *
+   * @generated from field: repeated plinth.v1.Server servers = 2;
+   */
+  servers: Server[];
 };
 
 /**
@@ -446,6 +456,75 @@ export type ListPluginsResponse = Message<"plinth.v1.ListPluginsResponse"> & {
  */
 export const ListPluginsResponseSchema: GenMessage<ListPluginsResponse> = /*@__PURE__*/
   messageDesc(file_plinth_v1_engine_service, 17);
+
+/**
+ * A server of a cluster: work on a model type runs on the servers that declare it.
+ *
+ * @generated from message plinth.v1.Server
+ */
+export type Server = Message<"plinth.v1.Server"> & {
+  /**
+   * Its name in the cluster (random, per run).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * Where it serves gRPC, as it listens (host:port).
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * @generated from field: string host = 3;
+   */
+  host: string;
+
+  /**
+   * @generated from field: int32 pid = 4;
+   */
+  pid: number;
+
+  /**
+   * When it joined.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 5;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Its plugins' names, model types and data-access functions.
+   *
+   * @generated from field: repeated string plugins = 6;
+   */
+  plugins: string[];
+
+  /**
+   * @generated from field: repeated string model_types = 7;
+   */
+  modelTypes: string[];
+
+  /**
+   * @generated from field: repeated string data_access = 8;
+   */
+  dataAccess: string[];
+
+  /**
+   * The server answering.
+   *
+   * @generated from field: bool this_server = 9;
+   */
+  thisServer: boolean;
+};
+
+/**
+ * Describes the message plinth.v1.Server.
+ * Use `create(ServerSchema)` to create a new message.
+ */
+export const ServerSchema: GenMessage<Server> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_engine_service, 18);
 
 /**
  * A loaded plugin module.
@@ -517,7 +596,7 @@ export type Plugin = Message<"plinth.v1.Plugin"> & {
  * Use `create(PluginSchema)` to create a new message.
  */
 export const PluginSchema: GenMessage<Plugin> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_engine_service, 18);
+  messageDesc(file_plinth_v1_engine_service, 19);
 
 /**
  * A model type or data-access function declared by a plugin.
@@ -549,7 +628,7 @@ export type PluginFunction = Message<"plinth.v1.PluginFunction"> & {
  * Use `create(PluginFunctionSchema)` to create a new message.
  */
 export const PluginFunctionSchema: GenMessage<PluginFunction> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_engine_service, 19);
+  messageDesc(file_plinth_v1_engine_service, 20);
 
 /**
  * The JSON Schemas (draft 2020-12) of one call of a model type or data-access function.
@@ -591,7 +670,7 @@ export type CallSchema = Message<"plinth.v1.CallSchema"> & {
  * Use `create(CallSchemaSchema)` to create a new message.
  */
 export const CallSchemaSchema: GenMessage<CallSchema> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_engine_service, 20);
+  messageDesc(file_plinth_v1_engine_service, 21);
 
 /**
  * The form in which a JSON prediction comes back.

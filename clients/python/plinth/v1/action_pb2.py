@@ -25,7 +25,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='plinth/v1/action.proto',
   package='plinth.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x16plinth/v1/action.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"d\n\x0b\x41\x63tionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"\x9b\x02\n\x12\x44\x61taAccessProgress\x12\x10\n\x08\x61rgument\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.plinth.v1.ActionError\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_tail\x18\x08 \x03(\t\"\xbe\x01\n\rCancelOutcome\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x0e\n\x06\x66orced\x18\x03 \x01(\x08\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06signal\x18\x05 \x01(\t\x12\x30\n\rstop_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63\x61ncelled_by\x18\x07 \x01(\t\"S\n\x0c\x41\x63tionResult\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\x12\"\n\nprediction\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg\"\x93\x06\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04\x63\x61ll\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionCall\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x05 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12-\n\x06kwargs\x18\x06 \x03(\x0b\x32\x1d.plinth.v1.Action.KwargsEntry\x12\'\n\x06status\x18\x07 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x32\n\x0b\x64\x61ta_access\x18\x08 \x03(\x0b\x32\x1d.plinth.v1.DataAccessProgress\x12%\n\x05state\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06result\x18\n \x01(\x0b\x32\x17.plinth.v1.ActionResult\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x16.plinth.v1.ActionError\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_tail\x18\x10 \x03(\t\x12\x16\n\x0equeue_position\x18\x11 \x01(\r\x12(\n\x06\x63\x61ncel\x18\x12 \x01(\x0b\x32\x18.plinth.v1.CancelOutcome\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ncreated_by\x18\x14 \x01(\t\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01*x\n\nActionCall\x12\x1b\n\x17\x41\x43TION_CALL_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TION_CALL_CREATE_INSTANCE\x10\x01\x12\x13\n\x0f\x41\x43TION_CALL_FIT\x10\x02\x12\x17\n\x13\x41\x43TION_CALL_PREDICT\x10\x03*\xf5\x01\n\x0c\x41\x63tionStatus\x12\x1d\n\x19\x41\x43TION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TION_STATUS_QUEUED\x10\x01\x12 \n\x1c\x41\x43TION_STATUS_ACCESSING_DATA\x10\x02\x12\x1b\n\x17\x41\x43TION_STATUS_EXECUTING\x10\x03\x12\x19\n\x15\x41\x43TION_STATUS_STORING\x10\x04\x12\x1b\n\x17\x41\x43TION_STATUS_SUCCEEDED\x10\x05\x12\x18\n\x14\x41\x43TION_STATUS_FAILED\x10\x06\x12\x1b\n\x17\x41\x43TION_STATUS_CANCELLED\x10\x07*n\n\nActionView\x12\x1b\n\x17\x41\x43TION_VIEW_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TION_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41\x43TION_VIEW_RESULT\x10\x02\x12\x14\n\x10\x41\x43TION_VIEW_FULL\x10\x03\x62\x06proto3')
+  serialized_pb=_b('\n\x16plinth/v1/action.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"d\n\x0b\x41\x63tionError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\r\n\x05stack\x18\x03 \x01(\t\x12\'\n\x07\x64\x65tails\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\"\x9b\x02\n\x12\x44\x61taAccessProgress\x12\x10\n\x08\x61rgument\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\'\n\x06status\x18\x03 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12%\n\x05state\x18\x04 \x01(\x0b\x32\x16.google.protobuf.Value\x12%\n\x05\x65rror\x18\x05 \x01(\x0b\x32\x16.plinth.v1.ActionError\x12.\n\nstart_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_tail\x18\x08 \x03(\t\"\xbe\x01\n\rCancelOutcome\x12\n\n\x02\x62y\x18\x01 \x01(\t\x12&\n\x05phase\x18\x02 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x0e\n\x06\x66orced\x18\x03 \x01(\x08\x12\x11\n\texit_code\x18\x04 \x01(\x05\x12\x0e\n\x06signal\x18\x05 \x01(\t\x12\x30\n\rstop_duration\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x14\n\x0c\x63\x61ncelled_by\x18\x07 \x01(\t\"S\n\x0c\x41\x63tionResult\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\x12\"\n\nprediction\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg\"\xa3\x06\n\x06\x41\x63tion\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x04\x63\x61ll\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionCall\x12\x10\n\x08model_id\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x05 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12-\n\x06kwargs\x18\x06 \x03(\x0b\x32\x1d.plinth.v1.Action.KwargsEntry\x12\'\n\x06status\x18\x07 \x01(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x32\n\x0b\x64\x61ta_access\x18\x08 \x03(\x0b\x32\x1d.plinth.v1.DataAccessProgress\x12%\n\x05state\x18\t \x01(\x0b\x32\x16.google.protobuf.Value\x12\'\n\x06result\x18\n \x01(\x0b\x32\x17.plinth.v1.ActionResult\x12%\n\x05\x65rror\x18\x0b \x01(\x0b\x32\x16.plinth.v1.ActionError\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08log_tail\x18\x10 \x03(\t\x12\x16\n\x0equeue_position\x18\x11 \x01(\r\x12(\n\x06\x63\x61ncel\x18\x12 \x01(\x0b\x32\x18.plinth.v1.CancelOutcome\x12*\n\x07timeout\x18\x13 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\ncreated_by\x18\x14 \x01(\t\x12\x0e\n\x06server\x18\x15 \x01(\t\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01*x\n\nActionCall\x12\x1b\n\x17\x41\x43TION_CALL_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x41\x43TION_CALL_CREATE_INSTANCE\x10\x01\x12\x13\n\x0f\x41\x43TION_CALL_FIT\x10\x02\x12\x17\n\x13\x41\x43TION_CALL_PREDICT\x10\x03*\xf5\x01\n\x0c\x41\x63tionStatus\x12\x1d\n\x19\x41\x43TION_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41\x43TION_STATUS_QUEUED\x10\x01\x12 \n\x1c\x41\x43TION_STATUS_ACCESSING_DATA\x10\x02\x12\x1b\n\x17\x41\x43TION_STATUS_EXECUTING\x10\x03\x12\x19\n\x15\x41\x43TION_STATUS_STORING\x10\x04\x12\x1b\n\x17\x41\x43TION_STATUS_SUCCEEDED\x10\x05\x12\x18\n\x14\x41\x43TION_STATUS_FAILED\x10\x06\x12\x1b\n\x17\x41\x43TION_STATUS_CANCELLED\x10\x07*n\n\nActionView\x12\x1b\n\x17\x41\x43TION_VIEW_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43TION_VIEW_BASIC\x10\x01\x12\x16\n\x12\x41\x43TION_VIEW_RESULT\x10\x02\x12\x14\n\x10\x41\x43TION_VIEW_FULL\x10\x03\x62\x06proto3')
   ,
   dependencies=[google_dot_protobuf_dot_duration__pb2.DESCRIPTOR,google_dot_protobuf_dot_struct__pb2.DESCRIPTOR,google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR,plinth_dot_v1_dot_arg__pb2.DESCRIPTOR,plinth_dot_v1_dot_model__pb2.DESCRIPTOR,])
 
@@ -54,8 +54,8 @@ _ACTIONCALL = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=1632,
-  serialized_end=1752,
+  serialized_start=1648,
+  serialized_end=1768,
 )
 _sym_db.RegisterEnumDescriptor(_ACTIONCALL)
 
@@ -101,8 +101,8 @@ _ACTIONSTATUS = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=1755,
-  serialized_end=2000,
+  serialized_start=1771,
+  serialized_end=2016,
 )
 _sym_db.RegisterEnumDescriptor(_ACTIONSTATUS)
 
@@ -132,8 +132,8 @@ _ACTIONVIEW = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=2002,
-  serialized_end=2112,
+  serialized_start=2018,
+  serialized_end=2128,
 )
 _sym_db.RegisterEnumDescriptor(_ACTIONVIEW)
 
@@ -433,8 +433,8 @@ _ACTION_KWARGSENTRY = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1569,
-  serialized_end=1630,
+  serialized_start=1585,
+  serialized_end=1646,
 )
 
 _ACTION = _descriptor.Descriptor(
@@ -584,6 +584,13 @@ _ACTION = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='server', full_name='plinth.v1.Action.server', index=20,
+      number=21, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -597,7 +604,7 @@ _ACTION = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=843,
-  serialized_end=1630,
+  serialized_end=1646,
 )
 
 _ACTIONERROR.fields_by_name['details'].message_type = google_dot_protobuf_dot_struct__pb2._VALUE

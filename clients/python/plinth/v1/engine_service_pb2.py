@@ -26,7 +26,7 @@ DESCRIPTOR = _descriptor.FileDescriptor(
   name='plinth/v1/engine_service.proto',
   package='plinth.v1',
   syntax='proto3',
-  serialized_pb=_b('\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\x80\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\":\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\";\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xe8\x01\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x98\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"9\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\"\x84\x02\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12\x0f\n\x07watched\x18\x07 \x01(\x08\x12\x14\n\x0creload_error\x18\x08 \x01(\t\x12/\n\x0bloaded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
+  serialized_pb=_b('\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\x80\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\":\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\";\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"&\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\"\x15\n\x13\x44\x65leteModelResponse\"\xe8\x01\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x98\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"]\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\x12\"\n\x07servers\x18\x02 \x03(\x0b\x32\x11.plinth.v1.Server\"\xbd\x01\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07plugins\x18\x06 \x03(\t\x12\x13\n\x0bmodel_types\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x61ta_access\x18\x08 \x03(\t\x12\x13\n\x0bthis_server\x18\t \x01(\x08\"\x84\x02\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12\x0f\n\x07watched\x18\x07 \x01(\x08\x12\x14\n\x0creload_error\x18\x08 \x01(\t\x12/\n\x0bloaded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
   ,
   dependencies=[google_dot_protobuf_dot_duration__pb2.DESCRIPTOR,google_dot_protobuf_dot_struct__pb2.DESCRIPTOR,google_dot_protobuf_dot_timestamp__pb2.DESCRIPTOR,plinth_dot_v1_dot_action__pb2.DESCRIPTOR,plinth_dot_v1_dot_arg__pb2.DESCRIPTOR,plinth_dot_v1_dot_model__pb2.DESCRIPTOR,])
 
@@ -51,8 +51,8 @@ _JSONFORM = _descriptor.EnumDescriptor(
   ],
   containing_type=None,
   options=None,
-  serialized_start=2330,
-  serialized_end=2408,
+  serialized_start=2558,
+  serialized_end=2636,
 )
 _sym_db.RegisterEnumDescriptor(_JSONFORM)
 
@@ -841,6 +841,13 @@ _LISTPLUGINSRESPONSE = _descriptor.Descriptor(
       message_type=None, enum_type=None, containing_type=None,
       is_extension=False, extension_scope=None,
       options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='servers', full_name='plinth.v1.ListPluginsResponse.servers', index=1,
+      number=2, type=11, cpp_type=10, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
   ],
   extensions=[
   ],
@@ -854,7 +861,94 @@ _LISTPLUGINSRESPONSE = _descriptor.Descriptor(
   oneofs=[
   ],
   serialized_start=1766,
-  serialized_end=1823,
+  serialized_end=1859,
+)
+
+
+_SERVER = _descriptor.Descriptor(
+  name='Server',
+  full_name='plinth.v1.Server',
+  filename=None,
+  file=DESCRIPTOR,
+  containing_type=None,
+  fields=[
+    _descriptor.FieldDescriptor(
+      name='name', full_name='plinth.v1.Server.name', index=0,
+      number=1, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='address', full_name='plinth.v1.Server.address', index=1,
+      number=2, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='host', full_name='plinth.v1.Server.host', index=2,
+      number=3, type=9, cpp_type=9, label=1,
+      has_default_value=False, default_value=_b("").decode('utf-8'),
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='pid', full_name='plinth.v1.Server.pid', index=3,
+      number=4, type=5, cpp_type=1, label=1,
+      has_default_value=False, default_value=0,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='since', full_name='plinth.v1.Server.since', index=4,
+      number=5, type=11, cpp_type=10, label=1,
+      has_default_value=False, default_value=None,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='plugins', full_name='plinth.v1.Server.plugins', index=5,
+      number=6, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='model_types', full_name='plinth.v1.Server.model_types', index=6,
+      number=7, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='data_access', full_name='plinth.v1.Server.data_access', index=7,
+      number=8, type=9, cpp_type=9, label=3,
+      has_default_value=False, default_value=[],
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+    _descriptor.FieldDescriptor(
+      name='this_server', full_name='plinth.v1.Server.this_server', index=8,
+      number=9, type=8, cpp_type=7, label=1,
+      has_default_value=False, default_value=False,
+      message_type=None, enum_type=None, containing_type=None,
+      is_extension=False, extension_scope=None,
+      options=None, file=DESCRIPTOR),
+  ],
+  extensions=[
+  ],
+  nested_types=[],
+  enum_types=[
+  ],
+  options=None,
+  is_extendable=False,
+  syntax='proto3',
+  extension_ranges=[],
+  oneofs=[
+  ],
+  serialized_start=1862,
+  serialized_end=2051,
 )
 
 
@@ -940,8 +1034,8 @@ _PLUGIN = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=1826,
-  serialized_end=2086,
+  serialized_start=2054,
+  serialized_end=2314,
 )
 
 
@@ -985,8 +1079,8 @@ _PLUGINFUNCTION = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2088,
-  serialized_end=2179,
+  serialized_start=2316,
+  serialized_end=2407,
 )
 
 
@@ -1037,8 +1131,8 @@ _CALLSCHEMA = _descriptor.Descriptor(
   extension_ranges=[],
   oneofs=[
   ],
-  serialized_start=2182,
-  serialized_end=2328,
+  serialized_start=2410,
+  serialized_end=2556,
 )
 
 _LISTMODELSRESPONSE.fields_by_name['models'].message_type = plinth_dot_v1_dot_model__pb2._MODEL
@@ -1065,6 +1159,8 @@ _PREDICTREQUEST.fields_by_name['timeout'].message_type = google_dot_protobuf_dot
 _PREDICTREQUEST.fields_by_name['json_form'].enum_type = _JSONFORM
 _PREDICTRESPONSE.fields_by_name['action'].message_type = plinth_dot_v1_dot_action__pb2._ACTION
 _LISTPLUGINSRESPONSE.fields_by_name['plugins'].message_type = _PLUGIN
+_LISTPLUGINSRESPONSE.fields_by_name['servers'].message_type = _SERVER
+_SERVER.fields_by_name['since'].message_type = google_dot_protobuf_dot_timestamp__pb2._TIMESTAMP
 _PLUGIN.fields_by_name['model_types'].message_type = _PLUGINFUNCTION
 _PLUGIN.fields_by_name['data_access'].message_type = _PLUGINFUNCTION
 _PLUGIN.fields_by_name['loaded_time'].message_type = google_dot_protobuf_dot_timestamp__pb2._TIMESTAMP
@@ -1090,6 +1186,7 @@ DESCRIPTOR.message_types_by_name['PredictRequest'] = _PREDICTREQUEST
 DESCRIPTOR.message_types_by_name['PredictResponse'] = _PREDICTRESPONSE
 DESCRIPTOR.message_types_by_name['ListPluginsRequest'] = _LISTPLUGINSREQUEST
 DESCRIPTOR.message_types_by_name['ListPluginsResponse'] = _LISTPLUGINSRESPONSE
+DESCRIPTOR.message_types_by_name['Server'] = _SERVER
 DESCRIPTOR.message_types_by_name['Plugin'] = _PLUGIN
 DESCRIPTOR.message_types_by_name['PluginFunction'] = _PLUGINFUNCTION
 DESCRIPTOR.message_types_by_name['CallSchema'] = _CALLSCHEMA
@@ -1246,6 +1343,13 @@ ListPluginsResponse = _reflection.GeneratedProtocolMessageType('ListPluginsRespo
   ))
 _sym_db.RegisterMessage(ListPluginsResponse)
 
+Server = _reflection.GeneratedProtocolMessageType('Server', (_message.Message,), dict(
+  DESCRIPTOR = _SERVER,
+  __module__ = 'plinth.v1.engine_service_pb2'
+  # @@protoc_insertion_point(class_scope:plinth.v1.Server)
+  ))
+_sym_db.RegisterMessage(Server)
+
 Plugin = _reflection.GeneratedProtocolMessageType('Plugin', (_message.Message,), dict(
   DESCRIPTOR = _PLUGIN,
   __module__ = 'plinth.v1.engine_service_pb2'
@@ -1281,8 +1385,8 @@ _ENGINESERVICE = _descriptor.ServiceDescriptor(
   file=DESCRIPTOR,
   index=0,
   options=None,
-  serialized_start=2411,
-  serialized_end=3098,
+  serialized_start=2639,
+  serialized_end=3326,
   methods=[
   _descriptor.MethodDescriptor(
     name='ListModels',

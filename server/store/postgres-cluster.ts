@@ -1,0 +1,386 @@
+/**
+ * Several Plinth servers on one PostgreSQL database: membership, the change feed, work
+ * claiming and cross-server cancel. PostgreSQL is the only coordinator.
+ *
+ * - Membership: each server has a row in plinth_servers that it renews (its lease). A
+ *   server whose lease lapsed (killed, stalled, cut off) — or whose process is gone, on
+ *   this host — is removed by any other: what it was running ends FAILED interrupted,
+ *   what it had claimed but not started goes back to the queue. A server that finds its
+ *   own row gone writes nothing more (every write checks it) and stops.
+ * - The feed: every change carries a revision from one sequence, taken under one
+ *   transaction lock, so revisions follow the commit order; NOTIFY says "something
+ *   changed" and each server reads the changes after the last one it applied.
+ * - Claims: a server with free children takes the oldest queued actions it can run,
+ *   per model one at a time and in order (plinth_claim, migration 4).
+ */
+import { EventEmitter } from "node:events";
+import { hostname } from "node:os";
+import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
+import pg from "pg";
+import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { procStat } from "../process/proc.ts";
+import { randomHex } from "../run-id.ts";
+import { interruptedAction } from "./interrupted.ts";
+import { describeHolder } from "./sqlite-lock.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ServerInfo } from "./store.ts";
+
+/** The transaction lock every write takes first: one writer at a time, so revisions follow commits. */
+export const WRITE_LOCK = 7301;
+
+/** Fences a write: true only while this server's lease row is there and current. */
+export const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_servers WHERE server = $LEASE AND expires > now())";
+
+/** What the store lends the cluster: its pool, behind the same error handling. */
+export interface PgAccess {
+  readonly url: string;
+  /** The database as errors may name it (no password). */
+  readonly where: string;
+  query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
+  /** A transaction that holds WRITE_LOCK and this server's lease from its start. */
+  transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+}
+
+export interface ClusterOptions {
+  leaseMs: number;
+  onWarning?: ((message: string, error: unknown) => void) | undefined;
+  onInfo?: ((message: string) => void) | undefined;
+  onLeaseLost?: ((message: string) => void) | undefined;
+}
+
+interface ServerRow {
+  server: string;
+  host: string;
+  pid: number;
+  since: Date;
+  expires: Date;
+  address: string;
+  plugins: string;
+  lapsed: boolean;
+}
+
+/** Whether a process of this host is alive (a zombie counts as gone). */
+function processAlive(pid: number): boolean {
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== "Z";
+}
+
+const holderOf = (row: ServerRow) => describeHolder({ pid: row.pid, host: row.host, since: row.since.toISOString() });
+
+/** The model row as row_to_json gives it (bigints as numbers). */
+interface ModelJson {
+  id: string;
+  model_type: string;
+  revision: number;
+  oldest_revision: number;
+  create_time: number;
+  update_time: number;
+  instance_size: number;
+  action_id: string;
+}
+
+export function modelMeta(row: ModelJson | Record<keyof ModelJson, string>): ModelMeta {
+  return {
+    id: row.id,
+    modelType: row.model_type,
+    revision: BigInt(row.revision),
+    oldestRevision: BigInt(row.oldest_revision),
+    createTime: new Date(Number(row.create_time)),
+    updateTime: new Date(Number(row.update_time)),
+    instanceSize: Number(row.instance_size),
+    actionId: row.action_id,
+  };
+}
+
+/** How often a server renews its lease and looks for servers whose lease lapsed. */
+export function tickMs(leaseMs: number): number {
+  return Math.min(leaseMs / 3, 1000);
+}
+
+const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
+
+export class PostgresCluster implements Cluster {
+  readonly server = randomHex(8);
+  readonly events = new EventEmitter<ClusterEvents>();
+  readonly #db: PgAccess;
+  readonly #o: ClusterOptions;
+  readonly #host = hostname();
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #listener: pg.Client | undefined;
+  #closed = false;
+  #lost = false;
+  #ticks = 0;
+  #sweeping = false;
+  /**
+   * Since when this server has reached the database without a break. After an outage it
+   * waits a lease before removing lapsed servers: the others were cut off too, and
+   * deserve the time to renew.
+   */
+  #reachableSince: number | undefined = performance.now();
+
+  constructor(db: PgAccess, options: ClusterOptions) {
+    this.#db = db;
+    this.#o = options;
+    this.events.setMaxListeners(0);
+  }
+
+  /** Joins: this server's row, the notifications, the renewals; removes servers already gone. */
+  async join(client: pg.ClientBase): Promise<void> {
+    await client.query(
+      "INSERT INTO plinth_servers (server, host, pid, since, expires) VALUES ($1, $2, $3, now(), now() + $4 * interval '1 millisecond')",
+      [this.server, this.#host, process.pid, this.#o.leaseMs],
+    );
+    await this.#listen();
+    this.#timer = setInterval(() => void this.#tick(), tickMs(this.#o.leaseMs));
+    this.#timer.unref();
+  }
+
+  /** Removes at once the servers already gone: a crash restart takes over its own leftovers. */
+  async sweepNow(): Promise<void> {
+    await this.#sweep(true);
+  }
+
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  async #listen(): Promise<void> {
+    if (this.#closed) return;
+    const client = new pg.Client({ connectionString: this.#db.url });
+    const retry = () => {
+      if (this.#listener !== client) return;
+      this.#listener = undefined;
+      void client.end().catch(() => {});
+      if (this.#closed) return;
+      setTimeout(() => void this.#listen().catch(() => {}), 500).unref();
+    };
+    client.on("error", retry);
+    client.on("end", retry);
+    client.on("notification", (message) => {
+      const payload = message.payload ?? "";
+      if (payload === "c") this.events.emit("changes");
+      else if (payload === "w") this.events.emit("work");
+      else if (payload.startsWith("x")) {
+        const { id, by } = JSON.parse(payload.slice(1)) as { id: string; by: string };
+        this.events.emit("cancel", id, by);
+      }
+    });
+    this.#listener = client;
+    try {
+      await client.connect();
+      await client.query("LISTEN plinth");
+    } catch (error) {
+      this.#o.onWarning?.(`listening on ${this.#db.where} failed; retrying`, error);
+      retry();
+      return;
+    }
+    // Whatever happened while no one listened.
+    this.events.emit("changes");
+    this.events.emit("work");
+  }
+
+  async #tick(): Promise<void> {
+    if (this.#closed || this.#lost) return;
+    await this.renew();
+    // A notification lost with a broken connection costs at most a tick.
+    this.events.emit("changes");
+    this.events.emit("work");
+    await this.#sweep(++this.#ticks % 10 === 0);
+  }
+
+  /**
+   * Extends the lease. It is this server's for as long as its row is there: after an
+   * outage longer than the lease, a renewal that finds the row still there (no other
+   * server removed it meanwhile) keeps serving; one that finds it gone has lost it.
+   */
+  async renew(): Promise<void> {
+    if (this.#closed || this.#lost) return;
+    try {
+      const { rowCount } = await this.#db.query("UPDATE plinth_servers SET expires = now() + $2 * interval '1 millisecond' WHERE server = $1", [
+        this.server,
+        this.#o.leaseMs,
+      ]);
+      if ((rowCount ?? 0) === 0) this.#loseLease();
+      this.#reachableSince ??= performance.now();
+    } catch (error) {
+      this.#reachableSince = undefined;
+      if (!this.#closed) this.#o.onWarning?.(`renewing this server's lease on ${this.#db.where} failed; retrying`, error);
+    }
+  }
+
+  #loseLease(): void {
+    if (this.#lost) return;
+    this.#lost = true;
+    clearInterval(this.#timer);
+    this.#o.onLeaseLost?.(
+      `this server lost its lease on ${this.#db.where}: its lease lapsed (it stalled, or could not reach the database) and another server ended its actions; it writes nothing more and stops`,
+    );
+  }
+
+  /**
+   * Removes the servers gone (lease lapsed, or process gone on this host): ends what they
+   * ran, queues again what they had claimed but not started. `orphans` also looks for
+   * work no live server holds (left by a server removed meanwhile, or by an older Plinth).
+   */
+  async #sweep(orphans: boolean): Promise<void> {
+    if (this.#sweeping || this.#closed || this.#lost) return;
+    this.#sweeping = true;
+    try {
+      const { rows } = await this.#db.query<ServerRow>(
+        "SELECT server, host, pid, since, expires, address, plugins, expires <= now() AS lapsed FROM plinth_servers WHERE server <> $1",
+        [this.server],
+      );
+      const settled = this.#reachableSince !== undefined && performance.now() - this.#reachableSince >= this.#o.leaseMs;
+      const gone = rows.filter((row) => (row.lapsed && settled) || (row.host === this.#host && !processAlive(row.pid)));
+      if (gone.length === 0 && !orphans) return;
+      const ended = await this.#db.transaction(async (client) => {
+        const why = new Map<string, string>();
+        for (const row of gone) {
+          // Lapsed still (not renewed meanwhile), or its process is gone.
+          const dead = row.host === this.#host && !processAlive(row.pid);
+          const removed = await client.query("DELETE FROM plinth_servers WHERE server = $1 AND (expires <= now() OR $2)", [row.server, dead]);
+          if ((removed.rowCount ?? 0) === 0) continue;
+          why.set(
+            row.server,
+            row.lapsed
+              ? `${holderOf(row)} stopped responding (its lease lapsed)`
+              : `${holderOf(row)} is gone (it exited without giving back its lease)`,
+          );
+        }
+        if (why.size === 0 && !orphans) return [];
+        // Claimed by a server that is no longer there, and unfinished actions nobody holds.
+        const { rows: left } = await client.query<{ id: string; owner: string | null; json: string; queued: boolean }>(
+          `SELECT a.id, r.owner, a.json, r.action_id IS NOT NULL AS queued FROM actions a
+           LEFT JOIN action_requests r ON r.action_id = a.id
+           WHERE NOT (a.status = ANY ($1::integer[]))
+             AND (r.action_id IS NULL OR (r.owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.server = r.owner)))
+           ORDER BY a.id`,
+          [ENDED],
+        );
+        const ids: string[] = [];
+        for (const row of left) {
+          const action = fromJsonString(ActionSchema, row.json);
+          if (row.queued && action.status === ActionStatus.QUEUED && !action.startTime) {
+            await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [row.id]);
+            continue;
+          }
+          const message = (row.owner && why.get(row.owner)) ?? "the server running it is gone (its lease lapsed before this server started)";
+          const failed = interruptedAction(action, message);
+          await client.query("UPDATE actions SET status = $2, end_time = $3, json = $4, change = nextval('plinth_change') WHERE id = $1", [
+            row.id,
+            failed.status,
+            Date.now(),
+            toJsonString(ActionSchema, failed),
+          ]);
+          await client.query("DELETE FROM action_requests WHERE action_id = $1", [row.id]);
+          ids.push(row.id);
+        }
+        if (left.length > 0) {
+          await client.query("SELECT pg_notify('plinth', 'c'), pg_notify('plinth', 'w')");
+        }
+        return [...why.values()].map((w) => ({ w, ids }));
+      });
+      for (const { w, ids } of ended)
+        this.#o.onInfo?.(`${w}: its running actions ended interrupted (${ids.join(", ") || "none"}), its queued ones run here or elsewhere`);
+    } catch (error) {
+      if (!this.#closed) this.#o.onWarning?.(`looking for servers gone on ${this.#db.where} failed; retrying`, error);
+    } finally {
+      this.#sweeping = false;
+    }
+  }
+
+  async snapshot(): Promise<{ revision: bigint; models: ModelMeta[]; actions: Action[] }> {
+    // Under the write lock: nothing in flight, everything up to the revision committed.
+    return this.#db.transaction(async (client) => {
+      const { rows } = await client.query<{ last_value: string }>("SELECT last_value FROM plinth_change");
+      const models = await client.query<Record<keyof ModelJson, string>>("SELECT * FROM models ORDER BY id");
+      const actions = await client.query<{ json: string }>("SELECT json FROM actions WHERE NOT (status = ANY ($1::integer[])) ORDER BY id", [ENDED]);
+      return {
+        revision: BigInt(rows[0]!.last_value),
+        models: models.rows.map(modelMeta),
+        actions: actions.rows.map((row) => fromJsonString(ActionSchema, row.json)),
+      };
+    });
+  }
+
+  async changes(after: bigint, limit: number): Promise<FeedChange[]> {
+    const { rows } = await this.#db.query<{ change: string; kind: string; id: string; body: string | null }>(
+      `SELECT * FROM (
+         SELECT change, 'a' AS kind, id, json AS body FROM actions WHERE change > $1
+         UNION ALL SELECT change, 'm', id, row_to_json(models)::text FROM models WHERE change > $1
+         UNION ALL SELECT change, 'd', id, NULL FROM model_tombstones WHERE change > $1
+       ) c ORDER BY change LIMIT $2`,
+      [after.toString(), limit],
+    );
+    return rows.map((row): FeedChange => {
+      const revision = BigInt(row.change);
+      if (row.kind === "a") return { revision, kind: "action", action: fromJsonString(ActionSchema, row.body!) };
+      if (row.kind === "m") return { revision, kind: "model", model: modelMeta(JSON.parse(row.body!) as ModelJson) };
+      return { revision, kind: "model_deleted", modelId: row.id };
+    });
+  }
+
+  async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+    if (this.#lost) return [];
+    const { rows } = await this.#db.query<{ claimed_id: string; claimed_request: Buffer; claimed_json: string }>(
+      "SELECT * FROM plinth_claim($1, $2::text[], $3::text[], $4)",
+      [this.server, modelTypes, dataAccess, n],
+    );
+    return rows.map((row) => ({
+      action: fromJsonString(ActionSchema, row.claimed_json),
+      request: new Uint8Array(row.claimed_request.buffer, row.claimed_request.byteOffset, row.claimed_request.byteLength),
+    }));
+  }
+
+  async takeQueued(actionId: string): Promise<Action | undefined> {
+    return this.#db.transaction(async (client) => {
+      const taken = await client.query("UPDATE action_requests SET owner = $2 WHERE action_id = $1 AND owner IS NULL", [actionId, this.server]);
+      if ((taken.rowCount ?? 0) === 0) return undefined;
+      const { rows } = await client.query<{ json: string }>("SELECT json FROM actions WHERE id = $1", [actionId]);
+      return rows[0] ? fromJsonString(ActionSchema, rows[0].json) : undefined;
+    });
+  }
+
+  async requestCancel(actionId: string, by: string): Promise<void> {
+    await this.#db.query("SELECT pg_notify('plinth', $1)", [`x${JSON.stringify({ id: actionId, by })}`]);
+  }
+
+  async announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void> {
+    const { address, ...plugins } = info;
+    await this.#db.query("UPDATE plinth_servers SET address = $2, plugins = $3 WHERE server = $1", [this.server, address, JSON.stringify(plugins)]);
+  }
+
+  async servers(): Promise<ServerInfo[]> {
+    const { rows } = await this.#db.query<ServerRow>("SELECT * FROM plinth_servers WHERE expires > now() ORDER BY since, server");
+    return rows.map((row) => {
+      const plugins = JSON.parse(row.plugins) as Partial<Pick<ServerInfo, "modelTypes" | "dataAccess" | "plugins">>;
+      return {
+        name: row.server,
+        host: row.host,
+        pid: row.pid,
+        since: row.since,
+        address: row.address,
+        modelTypes: plugins.modelTypes ?? [],
+        dataAccess: plugins.dataAccess ?? [],
+        plugins: plugins.plugins ?? [],
+        self: row.server === this.server,
+      };
+    });
+  }
+
+  /** Leaves the cluster: the row goes, so that no other server waits out this one's lease. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearInterval(this.#timer);
+    if (!this.#lost) {
+      await this.#db
+        .query("DELETE FROM plinth_servers WHERE server = $1", [this.server])
+        .catch((error: unknown) =>
+          this.#o.onWarning?.(`leaving ${this.#db.where} failed; the others remove this server once its lease lapses`, error),
+        );
+    }
+    this.#closed = true;
+    const listener = this.#listener;
+    this.#listener = undefined;
+    await listener?.end().catch(() => {});
+  }
+}

@@ -1,0 +1,306 @@
+/**
+ * Several servers on one PostgreSQL database, as separate processes: work flows to the
+ * server with free children, calls on one model keep their order wherever they run,
+ * every server tells the same state, a cancel reaches the child wherever it runs, and a
+ * server that dies or stalls has its actions ended and its queued work run elsewhere.
+ */
+import { once } from "node:events";
+import { join } from "node:path";
+import { createClient } from "nice-grpc";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
+import { niceDefinition } from "../server/rpc/service-definition.ts";
+import { json } from "./helpers/args.ts";
+import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
+import { isAlive } from "./helpers/processes.ts";
+import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { root } from "./helpers/server.ts";
+
+const LEASE_SECONDS = 2;
+const started: ServerProcess[] = [];
+const channels: { close(): void }[] = [];
+afterEach(() => {
+  for (const c of channels.splice(0)) c.close();
+  for (const p of started.splice(0)) {
+    if (p.child.exitCode === null && p.child.signalCode === null) {
+      p.child.kill("SIGCONT");
+      p.child.kill("SIGKILL");
+    }
+  }
+});
+
+const systest = join(root, "plugins/system-test/mod.ts");
+const iris = join(root, "plugins/iris/mod.ts");
+
+/** A server process on `url`, with `maxChildren` children at most and the plugins given; and its clients. */
+async function server(url: string, options: { maxChildren?: number; plugins?: string[] } = {}) {
+  const config = writeConfig(
+    [
+      "backend:",
+      "  kind: postgres",
+      `  url: ${url}`,
+      `  lease_seconds: ${LEASE_SECONDS}`,
+      "engine:",
+      `  max_children: ${options.maxChildren ?? 2}`,
+      "  sigterm_timeout: 1",
+      "plugins:",
+      ...(options.plugins ?? [systest]).map((module) => `  - module: ${module}`),
+    ].join("\n"),
+  );
+  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+  started.push(p);
+  const c = clients(await p.port);
+  channels.push(c.channel);
+  const name = (await c.engine.listPlugins({})).servers.find((s) => s.thisServer)!.name;
+  return { ...c, process: p, name };
+}
+
+const ended = (a: Action) => [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED].includes(a.status);
+const ms = (t: Action["startTime"]) => Number(t!.seconds) * 1000 + t!.nanos / 1e6;
+
+/** The most actions of `server` running at one moment, from their start and end times. */
+function mostAtOnce(actions: Action[], server: string): number {
+  const edges = actions
+    .filter((a) => a.server === server)
+    .flatMap((a) => [
+      [ms(a.startTime), 1],
+      [ms(a.endTime), -1],
+    ])
+    .sort((x, y) => x[0]! - y[0]! || x[1]! - y[1]!);
+  let now = 0;
+  let most = 0;
+  for (const [, d] of edges) {
+    now += d!;
+    most = Math.max(most, now);
+  }
+  return most;
+}
+
+describe("several servers on one PostgreSQL database", () => {
+  it("share the work: more long actions than one server's children run on both, never more than each one's max_children at once", async () => {
+    const url = await newDatabase();
+    const a = await server(url);
+    const b = await server(url);
+    // Both listed, on either server, with what they run.
+    const listed = (await b.engine.listPlugins({})).servers;
+    expect(listed.map((s) => s.name).sort()).toEqual([a.name, b.name].sort());
+    expect(listed.every((s) => s.modelTypes.includes("systest.Model") && /^127\.0\.0\.1:\d+$/.test(s.address))).toBe(true);
+
+    // All sent to one server: eight one-second calls, two children per server.
+    const sent = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(1), n: json(i) } })),
+    );
+    const done = await Promise.all(sent.map((r) => b.actions.waitAction({ actionId: r.action!.id }).then((w) => w.action!)));
+    expect(done.every((d) => d.status === ActionStatus.SUCCEEDED)).toBe(true);
+    const ranOn = new Set(done.map((d) => d.server));
+    expect(ranOn).toEqual(new Set([a.name, b.name]));
+    expect(mostAtOnce(done, a.name)).toBeLessThanOrEqual(2);
+    expect(mostAtOnce(done, b.name)).toBeLessThanOrEqual(2);
+    // The same answer from either server.
+    for (const d of done) {
+      const [onA, onB] = await Promise.all([a.actions.getAction({ actionId: d.id }), b.actions.getAction({ actionId: d.id })]);
+      expect(onA.action!.status).toBe(ActionStatus.SUCCEEDED);
+      expect(onB.action!.result?.model?.id).toBe(onA.action!.result?.model?.id);
+      expect(onB.action!.server).toBe(d.server);
+    }
+  });
+
+  it("run the calls on one model one at a time and in the order they came, whichever server each reached and ran on", async () => {
+    const url = await newDatabase();
+    const a = await server(url);
+    const b = await server(url);
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const ids: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const via = i % 2 === 0 ? a : b;
+      ids.push((await via.engine.fit({ modelId, args: [json(i)], kwargs: { sleep: json(0.3) } })).action!.id);
+    }
+    const fits = await Promise.all(ids.map((actionId) => a.actions.waitAction({ actionId }).then((w) => w.action!)));
+    expect(fits.every((f) => f.status === ActionStatus.SUCCEEDED)).toBe(true);
+    // In order: each started after the one before it ended, and stored the next revision.
+    for (let i = 1; i < fits.length; i++) expect(ms(fits[i]!.startTime)).toBeGreaterThanOrEqual(ms(fits[i - 1]!.endTime));
+    expect(fits.map((f) => f.result!.model!.revision)).toEqual([2n, 3n, 4n, 5n, 6n, 7n]);
+    const model = (await b.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).fits.map((f: { args: number[] }) => f.args[0])).toEqual([0, 1, 2, 3, 4, 5]);
+  });
+
+  it("tell one state: a watcher on one server sees another's progress and end; resume by revision works on any server", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const b = await server(url, { maxChildren: 1 });
+    const revision = await stateRevision(a);
+    const stop = new AbortController();
+    const seen: Action[] = [];
+    let snapshots = 0;
+    // Resumed from a revision that server a gave, on server b: what changed since, no snapshot.
+    const watching = (async () => {
+      for await (const r of watchState(b, revision, stop.signal)) {
+        if (r.event.case === "snapshot") snapshots++;
+        if (r.event.case !== "actionUpserted") continue;
+        seen.push(r.event.value);
+        if (ended(r.event.value)) return;
+      }
+    })();
+    const { action } = await a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(0.6) } });
+    await watching;
+    stop.abort();
+    expect(snapshots).toBe(0);
+    const mine = seen.filter((s) => s.id === action!.id);
+    expect(mine.at(-1)!.status).toBe(ActionStatus.SUCCEEDED);
+    // Progress reports (throttled) reached server b, whichever server ran it.
+    expect(mine.some((s) => s.status === ActionStatus.EXECUTING && s.state !== undefined)).toBe(true);
+    // Both servers hold the same revision once quiet.
+    await expect.poll(async () => (await stateRevision(a)) === (await stateRevision(b)), { timeout: 10_000 }).toBe(true);
+  });
+
+  it("cancel from any server: a running action's child stops wherever it runs, a queued one ends at once", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const b = await server(url, { maxChildren: 1 });
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { action: running } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
+    const { action: queued } = await a.engine.fit({ modelId, args: [json("queued")] });
+    let runner = "";
+    for await (const u of a.actions.watchAction({ actionId: running!.id })) {
+      if (u.action!.status === ActionStatus.EXECUTING) {
+        runner = u.action!.server;
+        break;
+      }
+    }
+    // The queued one, cancelled through the server that does not run the other.
+    const other = runner === a.name ? b : a;
+    const owner = runner === a.name ? a : b;
+    const cq = (await other.actions.cancelAction({ actionId: queued!.id })).action!;
+    expect(cq.status).toBe(ActionStatus.CANCELLED);
+    expect(cq.cancel!.phase).toBe(ActionStatus.QUEUED);
+    const children = descendantsOf(owner.process.child.pid!);
+    expect(children.length).toBeGreaterThan(0);
+    const cr = (await other.actions.cancelAction({ actionId: running!.id })).action!;
+    expect(cr.status).toBe(ActionStatus.CANCELLED);
+    expect(cr.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: false });
+    expect(cr.server).toBe(runner);
+    // The model is where it was: neither fit stored anything.
+    expect((await owner.engine.getModel({ modelId })).model!.revision).toBe(1n);
+  });
+
+  it("a server killed mid-fit: its fit ends interrupted within the lease, the call queued behind it runs on another, its children stop", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { action } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
+    for await (const u of a.actions.watchAction({ actionId: action!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
+    const queued = (await a.engine.fit({ modelId, args: [json("after")] })).action!;
+    const b = await server(url, { maxChildren: 1 });
+    const children = descendantsOf(a.process.child.pid!);
+    a.process.child.kill("SIGKILL");
+    const killedAt = performance.now();
+    const failed = (await b.actions.waitAction({ actionId: action!.id })).action!;
+    expect(performance.now() - killedAt).toBeLessThan(LEASE_SECONDS * 1000 + 5_000);
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    expect(failed.error?.code).toBe("interrupted");
+    expect(failed.error?.message).toMatch(new RegExp(`^Plinth server pid ${a.process.child.pid} on .* is gone`));
+    const ran = (await b.actions.waitAction({ actionId: queued.id })).action!;
+    expect(ran.status).toBe(ActionStatus.SUCCEEDED);
+    expect(ran.server).toBe(b.name);
+    const model = (await b.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(model.revision).toBe(2n);
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).fits).toEqual([{ args: ["after"], kwargs: {} }]);
+    // Their stdin closed with the server: they stop by themselves.
+    await expect.poll(() => children.filter(isAlive), { timeout: 10_000 }).toEqual([]);
+    expect((await b.engine.listPlugins({})).servers.map((s) => s.name)).toEqual([b.name]);
+  });
+
+  it("a stalled server is removed once its lease lapses; woken, it writes nothing more and stops, and what the others ended stays ended", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const b = await server(url, { maxChildren: 1 });
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { action } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
+    let runner = "";
+    for await (const u of a.actions.watchAction({ actionId: action!.id })) {
+      if (u.action!.status === ActionStatus.EXECUTING) {
+        runner = u.action!.server;
+        break;
+      }
+    }
+    const [stalled, survivor] = runner === a.name ? [a, b] : [b, a];
+    stalled.process.child.kill("SIGSTOP");
+    const failed = (await survivor.actions.waitAction({ actionId: action!.id })).action!;
+    expect(failed.error?.code).toBe("interrupted");
+    expect(failed.error?.message).toMatch(
+      new RegExp(`^Plinth server pid ${stalled.process.child.pid} on .* stopped responding \\(its lease lapsed\\)$`),
+    );
+    const exited = once(stalled.process.child, "exit");
+    stalled.process.child.kill("SIGCONT");
+    const [code] = await exited;
+    expect(code).toBe(1);
+    expect(stalled.process.output()).toMatch(/this server lost its lease on .*it writes nothing more and stops/);
+    const after = (await survivor.actions.getAction({ actionId: action!.id })).action!;
+    expect(after.status).toBe(ActionStatus.FAILED);
+    expect(after.error?.message).toBe(failed.error?.message);
+    expect((await survivor.engine.getModel({ modelId })).model!.revision).toBe(1n);
+  });
+
+  it("servers with different plugins: a call runs on a server that has its model type, and ListPlugins says which has what", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { plugins: [systest] });
+    const b = await server(url, { plugins: [systest, iris] });
+    const listed = (await a.engine.listPlugins({})).servers;
+    expect(listed.find((s) => s.name === a.name)!.modelTypes).not.toContain("iris.DecisionTree");
+    expect(listed.find((s) => s.name === b.name)!.modelTypes).toContain("iris.DecisionTree");
+    const created = (await a.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!;
+    expect(created.status).toBe(ActionStatus.SUCCEEDED);
+    expect(created.server).toBe(b.name);
+    const unknown = await a.engine.createInstance({ modelType: "nobody.Has" }).catch((e: Error) => e);
+    expect((unknown as Error).message).toMatch(/not declared by any loaded plugin; known model types: .*iris\.DecisionTree/);
+  });
+
+  it("a database restart mid-load: both servers serve on by themselves, every acknowledged action ends", async () => {
+    const pg: TestPostgres = await startPostgres();
+    try {
+      const url = await newDatabase(pg.adminUrl);
+      const a = await server(url);
+      const b = await server(url);
+      const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+      const acknowledged = await Promise.all(
+        Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).engine.predict({ modelId, args: [json(i)], kwargs: { sleep: json(0.2) } })),
+      );
+      await pg.stop();
+      await pg.start();
+      // Every acknowledged action ends (succeeded, or failed saying the store could not record it).
+      for (const r of acknowledged) {
+        await expect
+          .poll(async () => (await a.actions.getAction({ actionId: r.action!.id }).catch(() => undefined))?.action, { timeout: 30_000 })
+          .toSatisfy((x: Action | undefined) => x !== undefined && ended(x));
+      }
+      // And both serve new work again, without a restart.
+      for (const via of [a, b]) {
+        await expect
+          .poll(async () => (await via.engine.predict({ modelId, args: [json("again")], wait: true }).catch(() => undefined))?.action?.status, {
+            timeout: 30_000,
+          })
+          .toBe(ActionStatus.SUCCEEDED);
+      }
+      expect(a.process.child.exitCode).toBeNull();
+      expect(b.process.child.exitCode).toBeNull();
+    } finally {
+      for (const p of started.splice(0)) {
+        p.child.kill("SIGTERM");
+        await once(p.child, "exit");
+      }
+      await pg.remove();
+    }
+  });
+});
+
+type Clients = Awaited<ReturnType<typeof server>>;
+
+/** The state's revision on that server now. */
+async function stateRevision(c: Clients): Promise<bigint> {
+  return (await createClient(niceDefinition(StateService), c.channel).getState({})).state!.revision;
+}
+
+function watchState(c: Clients, fromRevision: bigint, signal: AbortSignal) {
+  return createClient(niceDefinition(StateService), c.channel).watchState({ fromRevision }, { signal });
+}
