@@ -132,11 +132,13 @@ export class Engine {
   #feed: Feed | undefined;
   #claiming = false;
   #claimAgain = false;
+  /** New calls this server is claiming as they are stored: counted against its free children. */
+  #reserved = 0;
   /** Waiters for actions that were queued in the cluster: told when this server starts one. */
   readonly #launchWaiters = new Map<string, Set<() => void>>();
   readonly #listeners: { [K in keyof ClusterEvents]: (...args: ClusterEvents[K]) => void } = {
-    changes: () => void this.#feed?.pull(),
-    work: () => this.#claimSoon(),
+    changes: (batch) => void this.#feed?.notice(batch),
+    work: () => this.#claimSoon(true),
     cancel: (id, by) => {
       const running = this.#running.get(id);
       if (running) this.#cancel(id, running, new CancelReason("CancelAction", "cancelled by CancelAction", by));
@@ -186,7 +188,7 @@ export class Engine {
     this.#feed = new Feed(cluster, this.#live, (id) => this.#running.has(id), this.#o.logger);
     for (const [event, listener] of Object.entries(this.#listeners)) cluster.events.on(event as keyof ClusterEvents, listener as () => void);
     await this.#feed.pull();
-    this.#claimSoon();
+    this.#claimSoon(true);
   }
 
   /** The servers of the cluster and what each runs; empty without one. */
@@ -381,7 +383,7 @@ export class Engine {
     const running = this.#running.get(actionId);
     if (!running) {
       // In a cluster: queued, or running on another server; it ends here or in the feed.
-      if (this.#cluster && this.#unfinished(actionId)) await this.#ended(actionId, signal);
+      if (this.#cluster && (await this.#unfinishedInCluster(actionId))) await this.#ended(actionId, signal);
       return this.getAction(actionId, view);
     }
     signal?.throwIfAborted();
@@ -405,7 +407,7 @@ export class Engine {
     requireId("action_id", actionId);
     const running = this.#running.get(actionId);
     const cluster = this.#cluster;
-    if (!running && !(cluster && this.#unfinished(actionId))) return this.getAction(actionId, ActionView.BASIC);
+    if (!running && !(cluster && (await this.#unfinishedInCluster(actionId)))) return this.getAction(actionId, ActionView.BASIC);
     const createdBy = this.#live.action(actionId)?.view.createdBy ?? "";
     if (createdBy !== caller.name && !hasRole(caller, "admin")) {
       throw new PlinthError(
@@ -451,6 +453,12 @@ export class Engine {
     });
     await this.#persist(ended.view);
     return ended.view;
+  }
+
+  /** Whether the action has not ended, as the cluster knows: one this server has not heard of yet is looked for first. */
+  async #unfinishedInCluster(actionId: string): Promise<boolean> {
+    if (!this.#live.action(actionId)) await this.#feed?.pull();
+    return this.#unfinished(actionId);
   }
 
   /** Whether the live state holds the action as not ended yet. */
@@ -575,24 +583,49 @@ export class Engine {
     });
     const jsonForm = jsonFormOf(request);
     const added = this.#live.addAction(view, parsed, jsonForm);
-    // In a cluster the action waits in the database's queue for a server to claim it (this one, often).
-    const running: Running | undefined = this.#cluster ? undefined : { controller: new AbortController(), done: undefined as never };
+    const cluster = this.#cluster;
+    // In a cluster the action waits in the database's queue for a server to claim it:
+    // this one at once when it has a child to spare and the model is free.
+    const claim = cluster !== undefined && this.#canRunHere(parsed, modelType);
+    let running: Running | undefined = cluster ? undefined : { controller: new AbortController(), done: undefined as never };
     if (running) this.#running.set(view.id, running);
+    if (claim) this.#reserved++;
     try {
       // The action exists once the store has it: a store that fails refuses the call.
       const payloads = this.#storedPayloads(parsed, undefined);
-      const kept = this.#cluster ? { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) } : payloads;
-      await this.#persist(added, kept);
+      if (!cluster) await this.#persist(added, payloads);
+      else if (await cluster.enqueue(added, { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) }, claim)) {
+        running = { controller: new AbortController(), done: undefined as never };
+        this.#running.set(view.id, running);
+        this.#live.adopt(create(ActionSchema, { ...added, server: cluster.server }), parsed, jsonForm);
+      }
     } catch (error) {
       this.#running.delete(view.id);
       this.#live.finish(view.id, { status: ActionStatus.FAILED, error: failure(error).error, endTime: timestampNow() });
       const cause = error instanceof ActionFailure ? error.cause : error;
       throw PlinthError.is(cause) ? cause : new PlinthError("unavailable", (error as Error).message, { cause });
+    } finally {
+      if (claim) this.#reserved--;
     }
     const shown = this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
     if (running) this.#launch(view.id, running, parsed, timeoutMs);
-    else this.#claimSoon();
+    else this.#claimSoon(true);
     return shown;
+  }
+
+  #queuedElsewhere(): boolean {
+    for (const id of this.#live.queued()) if (!this.#running.has(id)) return true;
+    return false;
+  }
+
+  /** Whether this server can run the call now: a child to spare, its model type and data access here. */
+  #canRunHere(parsed: ParsedArgs, modelType: string): boolean {
+    const { plugins } = this.#o;
+    return (
+      this.#o.maxRunning - this.#running.size - this.#reserved > 0 &&
+      plugins.modelType(modelType) !== undefined &&
+      parsed.dataAccess.every((node) => plugins.dataAccess(node.name) !== undefined)
+    );
   }
 
   /** Runs an action the live state holds, under its timeout (what is left of it). */
@@ -613,8 +646,13 @@ export class Engine {
     });
   }
 
-  /** Claims queued work while this server has children to spare; one claim at a time. */
-  #claimSoon(): void {
+  /**
+   * Claims queued work while this server has children to spare; one claim at a time.
+   * Unless `anyway` (the cluster said work may be there), only when the live state shows
+   * queued actions this server does not run.
+   */
+  #claimSoon(anyway = false): void {
+    if (!anyway && !this.#queuedElsewhere()) return;
     if (this.#claiming) {
       this.#claimAgain = true;
       return;
@@ -627,7 +665,7 @@ export class Engine {
     const cluster = this.#cluster!;
     do {
       this.#claimAgain = false;
-      const free = this.#o.maxRunning - this.#running.size;
+      const free = this.#o.maxRunning - this.#running.size - this.#reserved;
       if (this.#closing || free <= 0) return;
       let claimed: ClaimedAction[];
       try {

@@ -1,13 +1,14 @@
 /**
- * A cluster's feed into the live state: on each "changes" notice, reads the changes
- * after the last one applied, in revision order, and publishes them. One read at a time;
- * notices during a read make one more.
+ * A cluster's feed into the live state: the database's notices of changes, handled one
+ * at a time in the order it sent them (its commit order). This server's own commits are
+ * applied as the store committed them; for the others it reads the changes after the
+ * last one applied, in revision order.
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
-import type { Cluster, FeedChange, ModelMeta } from "../store/store.ts";
+import type { Cluster, CommittedBatch, FeedChange, ModelMeta } from "../store/store.ts";
 import type { FedChange, LiveState } from "./live-state.ts";
 
 /** Changes read per query. */
@@ -32,14 +33,18 @@ function fed(change: FeedChange): FedChange {
   return change.kind === "model" ? { revision: change.revision, kind: "model", model: modelMessage(change.model) } : change;
 }
 
+/** How long a notice of this server's own commit waits for that commit's answer before reading instead. */
+const OWN_WAIT_MS = 50;
+
 export class Feed {
   readonly #cluster: Cluster;
   readonly #live: LiveState;
   /** Whether this server runs the action: its own view stays. */
   readonly #owned: (actionId: string) => boolean;
   readonly #logger: Logger;
-  #reading: Promise<void> | undefined;
-  #again = false;
+  /** Notices in the order the database sent them (commit order); undefined: read what changed. */
+  readonly #notices: (CommittedBatch | undefined)[] = [];
+  #working: Promise<void> | undefined;
   #failures = 0;
 
   constructor(cluster: Cluster, live: LiveState, owned: (actionId: string) => boolean, logger: Logger) {
@@ -49,31 +54,54 @@ export class Feed {
     this.#logger = logger;
   }
 
-  /** Reads what changed; resolves once the changes known now are applied. */
+  /**
+   * A notice that something changed. This server's own commit, next in line, is applied
+   * as the store committed it; anything else is read from the database. Resolves once
+   * the notices known now are handled.
+   */
+  notice(batch?: CommittedBatch): Promise<void> {
+    // Reads coalesce: one pending read covers any number of notices before it.
+    if (batch !== undefined || this.#notices.at(-1) !== undefined || this.#notices.length === 0) this.#notices.push(batch);
+    this.#working ??= this.#work().finally(() => (this.#working = undefined));
+    return this.#working;
+  }
+
+  /** Reads everything after the last change applied. */
   pull(): Promise<void> {
-    if (this.#reading !== undefined) {
-      this.#again = true;
-      return this.#reading;
+    return this.notice();
+  }
+
+  async #work(): Promise<void> {
+    while (this.#notices.length > 0) {
+      const batch = this.#notices.shift();
+      if (batch && batch.last <= this.#live.revision) continue;
+      if (batch && batch.server === this.#cluster.server && batch.first === this.#live.revision + 1n) {
+        const own = await this.#cluster.ownChanges(batch.first, OWN_WAIT_MS);
+        if (own) {
+          this.#apply(own);
+          continue;
+        }
+      }
+      await this.#read();
     }
-    this.#reading = this.#read().finally(() => (this.#reading = undefined));
-    return this.#reading;
+    this.#cluster.forgetOwn(this.#live.revision);
+  }
+
+  #apply(changes: FeedChange[]): void {
+    for (const change of changes) this.#live.apply(fed(change), change.kind === "action" && this.#owned(change.action.id));
   }
 
   async #read(): Promise<void> {
-    do {
-      this.#again = false;
-      try {
-        for (;;) {
-          const changes = await this.#cluster.changes(this.#live.revision, BATCH);
-          for (const change of changes) this.#live.apply(fed(change), change.kind === "action" && this.#owned(change.action.id));
-          if (changes.length < BATCH) break;
-        }
-        this.#failures = 0;
-      } catch (error) {
-        // The next notice (or the cluster's tick, every second) reads again.
-        if (this.#failures++ === 0) this.#logger.warn({ err: error }, "reading the cluster's changes failed; retrying");
-        return;
+    try {
+      for (;;) {
+        const changes = await this.#cluster.changes(this.#live.revision, BATCH);
+        this.#apply(changes);
+        if (changes.length < BATCH) break;
       }
-    } while (this.#again);
+      this.#failures = 0;
+    } catch (error) {
+      // The next notice (or the cluster's tick, every second) reads again.
+      if (this.#failures++ === 0) this.#logger.warn({ err: error }, "reading the cluster's changes failed; retrying");
+    }
   }
 }

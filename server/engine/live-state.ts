@@ -284,6 +284,11 @@ export class LiveState {
     return this.#actions.values();
   }
 
+  /** The queued actions, oldest first. */
+  queued(): IterableIterator<string> {
+    return this.#queued.values();
+  }
+
   /** 1 for the oldest queued action; 0 when the action is not queued. */
   queuePosition(id: string): number {
     if (!this.#queued.has(id)) return 0;

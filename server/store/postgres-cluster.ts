@@ -22,7 +22,7 @@ import { procStat } from "../process/proc.ts";
 import { randomHex } from "../run-id.ts";
 import { interruptedAction } from "./interrupted.ts";
 import { describeHolder } from "./sqlite-lock.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ServerInfo } from "./store.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ServerInfo, StoredPayloads } from "./store.ts";
 
 /** The transaction lock every write takes first: one writer at a time, so revisions follow commits. */
 export const WRITE_LOCK = 7301;
@@ -38,6 +38,8 @@ export interface PgAccess {
   query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
   /** A transaction that holds WRITE_LOCK and this server's lease from its start. */
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
+  /** The store's group commit of a new action, claiming it when asked and its model is free. */
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean>;
 }
 
 export interface ClusterOptions {
@@ -157,7 +159,10 @@ export class PostgresCluster implements Cluster {
     client.on("end", retry);
     client.on("notification", (message) => {
       const payload = message.payload ?? "";
-      if (payload === "c") this.events.emit("changes");
+      if (payload.startsWith("c ")) {
+        const [, server, first, last] = payload.split(" ");
+        this.events.emit("changes", { server: server!, first: BigInt(first!), last: BigInt(last!) });
+      } else if (payload === "c") this.events.emit("changes");
       else if (payload === "w") this.events.emit("work");
       else if (payload.startsWith("x")) {
         const { id, by } = JSON.parse(payload.slice(1)) as { id: string; by: string };
@@ -317,6 +322,46 @@ export class PostgresCluster implements Cluster {
       if (row.kind === "m") return { revision, kind: "model", model: modelMeta(JSON.parse(row.body!) as ModelJson) };
       return { revision, kind: "model_deleted", modelId: row.id };
     });
+  }
+
+  /** This server's committed batches not yet applied, by first revision. */
+  readonly #own = new Map<bigint, { changes: FeedChange[]; taken?: (changes: FeedChange[]) => void }>();
+
+  /** Told by the store: a batch of this server's changes committed under these revisions. */
+  committed(first: bigint, changes: FeedChange[]): void {
+    const waiting = this.#own.get(first);
+    if (waiting?.taken) {
+      this.#own.delete(first);
+      waiting.taken(changes);
+    } else this.#own.set(first, { changes });
+  }
+
+  async ownChanges(first: bigint, waitMs: number): Promise<FeedChange[] | undefined> {
+    const held = this.#own.get(first);
+    this.#own.delete(first);
+    if (held) return held.changes;
+    // The notice came before the commit's answer: that is on its way.
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#own.delete(first);
+        resolve(undefined);
+      }, waitMs);
+      this.#own.set(first, {
+        changes: [],
+        taken: (changes) => {
+          clearTimeout(timer);
+          resolve(changes);
+        },
+      });
+    });
+  }
+
+  forgetOwn(upTo: bigint): void {
+    for (const [first, held] of this.#own) if (first <= upTo && !held.taken) this.#own.delete(first);
+  }
+
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean> {
+    return this.#db.enqueue(action, payloads, claim);
   }
 
   async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {

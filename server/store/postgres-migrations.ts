@@ -112,27 +112,41 @@ const migrations: string[] = [
    -- until commit): revisions in commit order, claims that see every earlier write.
    CREATE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
        ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
-       new_models text[], new_types text[], new_access text[]) RETURNS integer LANGUAGE plpgsql AS $$
-   DECLARE n integer;
+       new_models text[], new_types text[], new_access text[], new_claims boolean[], durable boolean,
+       OUT claimed text[], OUT first bigint, OUT written text[]) LANGUAGE plpgsql AS $$
+   DECLARE n integer := cardinality(ids);
    BEGIN
      PERFORM pg_advisory_xact_lock(7301);
-     IF NOT EXISTS (SELECT 1 FROM plinth_servers WHERE server = me AND expires > now()) THEN RETURN -1; END IF;
+     IF NOT EXISTS (SELECT 1 FROM plinth_servers WHERE server = me AND expires > now()) THEN RETURN; END IF;
+     -- A step no client waits on (a status on the way, progress) need not wait for the disk:
+     -- the next durable commit writes it too.
+     IF NOT durable THEN PERFORM set_config('synchronous_commit', 'off', true); END IF;
      DELETE FROM action_requests WHERE action_id = ANY (done);
-     INSERT INTO action_requests (action_id, request, model_id, model_type, data_access)
-       SELECT u.i, u.r, u.m, u.t, ARRAY(SELECT json_array_elements_text(u.a::json))
-       FROM unnest(new_ids, new_requests, new_models, new_types, new_access) AS u (i, r, m, t, a)
+     -- Queued, or claimed at once by the server that took the call when it has a free
+     -- child and nothing else is queued or running on the model.
+     INSERT INTO action_requests (action_id, request, model_id, model_type, data_access, owner)
+       SELECT u.i, u.r, u.m, u.t, ARRAY(SELECT json_array_elements_text(u.a::json)),
+         CASE WHEN u.c AND (u.m = '' OR NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = u.m)) THEN me END
+       FROM unnest(new_ids, new_requests, new_models, new_types, new_access, new_claims) AS u (i, r, m, t, a, c)
        ON CONFLICT (action_id) DO NOTHING;
+     claimed := ARRAY(SELECT action_id FROM action_requests WHERE action_id = ANY (new_ids) AND owner = me);
+     -- The batch's revisions, in its order: first, first + 1, …
+     first := nextval('plinth_change');
+     IF n > 1 THEN PERFORM setval('plinth_change', first + n - 1); END IF;
      -- An ended action never changes again: a server that lost its lease cannot undo what another ended.
-     INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json, change)
-       SELECT u.i, u.m, u.s, u.c, u.e, u.b, u.j, nextval('plinth_change')
-       FROM unnest(ids, model_ids, statuses, created, ended, creators, jsons) AS u (i, m, s, c, e, b, j)
-       ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
-         end_time = excluded.end_time, json = excluded.json, change = excluded.change
-       WHERE actions.status NOT IN (5, 6, 7);
-     GET DIAGNOSTICS n = ROW_COUNT;
-     PERFORM pg_notify('plinth', 'c');
-     IF cardinality(done) > 0 OR cardinality(new_ids) > 0 THEN PERFORM pg_notify('plinth', 'w'); END IF;
-     RETURN n;
+     WITH w AS (
+       INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json, change)
+         SELECT u.i, u.m, u.s, u.c, u.e, u.b, u.j, first + u.o - 1
+         FROM unnest(ids, model_ids, statuses, created, ended, creators, jsons) WITH ORDINALITY AS u (i, m, s, c, e, b, j, o)
+         ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
+           end_time = excluded.end_time, json = excluded.json, change = excluded.change
+         WHERE actions.status NOT IN (5, 6, 7)
+         RETURNING id)
+     SELECT coalesce(array_agg(id), '{}') INTO written FROM w;
+     -- Who wrote which revisions: that server applies its own changes without reading them back.
+     PERFORM pg_notify('plinth', 'c ' || me || ' ' || first || ' ' || (first + n - 1));
+     -- Work to claim: a call queued, or one that waited on a model that is now free.
+     IF EXISTS (SELECT 1 FROM action_requests WHERE owner IS NULL) THEN PERFORM pg_notify('plinth', 'w'); END IF;
    END $$;
    -- A server with free children takes queued work it can run: the oldest first, and on a
    -- model only the oldest unfinished call, once no other call on that model is claimed.

@@ -69,10 +69,20 @@ function isConnectionError(error: unknown): boolean {
   );
 }
 
+/** What plinth_write_actions answers: nothing (nulls) when this server's lease is gone. */
+interface WriteResult {
+  claimed: string[] | null;
+  first: string;
+  written: string[];
+}
+
 interface PendingWrite {
   action: Action;
   payloads: StoredPayloads | undefined;
-  settle: { resolve(): void; reject(error: unknown): void }[];
+  /** A new action this server would run at once, if its model is free. */
+  claim: boolean;
+  /** Told whether this server claimed the action. */
+  settle: { resolve(claimed: boolean): void; reject(error: unknown): void }[];
 }
 
 export class PostgresStore implements Store {
@@ -99,6 +109,7 @@ export class PostgresStore implements Store {
       where: this.#where,
       query: (sql, params) => this.#query(sql, params),
       transaction: (fn) => this.#transaction(fn),
+      enqueue: (action, payloads, claim) => this.#write(action, payloads, claim),
     };
     const clusterOptions: ClusterOptions = {
       leaseMs: options.leaseMs,
@@ -328,11 +339,16 @@ export class PostgresStore implements Store {
    * changes of one action in that turn in one row); each caller learns whether its own
    * change was committed.
    */
-  putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+    await this.#write(action, payloads, false);
+  }
+
+  /** Stores a new action with its request in the queue; claims it for this server when `claim` and its model is free. */
+  #write(action: Action, payloads: StoredPayloads | undefined, claim: boolean): Promise<boolean> {
     const previous = this.#pending.get(action.id);
     const merged = previous?.payloads || payloads ? { ...previous?.payloads, ...payloads } : undefined;
-    const write: PendingWrite = { action, payloads: merged, settle: [] };
-    const committed = new Promise<void>((resolve, reject) => write.settle.push({ resolve, reject }));
+    const write: PendingWrite = { action, payloads: merged, claim: claim || (previous?.claim ?? false), settle: [] };
+    const committed = new Promise<boolean>((resolve, reject) => write.settle.push({ resolve, reject }));
     if (previous) write.settle.unshift(...previous.settle);
     this.#pending.delete(action.id);
     this.#pending.set(action.id, write);
@@ -355,9 +371,9 @@ export class PostgresStore implements Store {
   async #commit(writes: PendingWrite[]): Promise<void> {
     const started = performance.now();
     try {
-      await this.#writeActions(writes);
+      const claimed = await this.#writeActions(writes);
       this.#o.onCommit?.((performance.now() - started) / 1000);
-      for (const w of writes) for (const s of w.settle) s.resolve();
+      for (const w of writes) for (const s of w.settle) s.resolve(claimed.has(w.action.id));
     } catch (error) {
       if (writes.length === 1 || PlinthError.is(error)) {
         for (const w of writes) for (const s of w.settle) s.reject(error);
@@ -366,8 +382,8 @@ export class PostgresStore implements Store {
       // Which one failed? Each on its own: only the writes that fail alone fail.
       for (const w of writes) {
         try {
-          await this.#writeActions([w]);
-          for (const s of w.settle) s.resolve();
+          const claimed = await this.#writeActions([w]);
+          for (const s of w.settle) s.resolve(claimed.has(w.action.id));
         } catch (own) {
           for (const s of w.settle) s.reject(own);
         }
@@ -375,7 +391,7 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #writeActions(writes: PendingWrite[]): Promise<void> {
+  async #writeActions(writes: PendingWrite[]): Promise<Set<string>> {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
     const columns = {
       id: [] as string[],
@@ -399,8 +415,16 @@ export class PostgresStore implements Store {
     // actions' requests go in the queue with them, and those of the actions that ended go.
     const ended = writes.filter((w) => ENDED.includes(w.action.status)).map((w) => w.action.id);
     const kept = writes.filter((w) => w.payloads?.request && !ENDED.includes(w.action.status));
-    const call = `SELECT plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-       $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[]) AS written`;
+    const call = `SELECT * FROM plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+       $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::boolean[], $16::boolean)`;
+    // At most one new call per model claimed at once: the statement does not see its own rows.
+    const claimedModels = new Set<string>();
+    const claims = kept.map((w) => {
+      const { modelId } = w.action;
+      if (!w.claim || claimedModels.has(modelId)) return false;
+      if (modelId) claimedModels.add(modelId);
+      return true;
+    });
     const params = [
       this.#cluster.server,
       ...[columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json],
@@ -410,18 +434,28 @@ export class PostgresStore implements Store {
       kept.map((w) => w.action.modelId),
       kept.map((w) => w.action.modelType),
       kept.map((w) => JSON.stringify([...new Set(w.action.dataAccess.map((d) => d.name))])),
+      claims,
+      // Only a new action or an end is waited on by a client: the steps between need not wait for the disk.
+      writes.some((w) => w.payloads?.request !== undefined || ENDED.includes(w.action.status)),
     ];
-    const written = (rows: { written: number }[]) => {
-      if ((rows[0]?.written ?? -1) < 0) throw this.#fenced();
+    const written = (rows: WriteResult[]) => {
+      const result = rows[0];
+      if (!result?.claimed) throw this.#fenced();
+      const first = BigInt(result.first);
+      const stored = new Set(result.written);
+      this.#cluster.committed(
+        first,
+        writes.flatMap((w, i) => (stored.has(w.action.id) ? [{ revision: first + BigInt(i), kind: "action" as const, action: w.action }] : [])),
+      );
+      return new Set(result.claimed);
     };
     const withPayloads = writes.filter((w) => w.payloads?.args || w.payloads?.prediction);
     if (withPayloads.length === 0) {
       // Prepared once per connection: the statement is planned once, not per commit.
-      written((await this.#query<{ written: number }>({ name: "plinth-write-actions", text: call }, params)).rows);
-      return;
+      return written((await this.#query<WriteResult>({ name: "plinth-write-actions", text: call }, params)).rows);
     }
-    await this.#transaction(async (client) => {
-      written((await client.query<{ written: number }>({ name: "plinth-write-actions", text: call, values: params })).rows);
+    return this.#transaction(async (client) => {
+      const claimed = written((await client.query<WriteResult>({ name: "plinth-write-actions", text: call, values: params })).rows);
       for (const { action, payloads } of withPayloads) {
         const shown = payloads!;
         const args = shown.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, shown.args))) : null;
@@ -433,6 +467,7 @@ export class PostgresStore implements Store {
           [action.id, args, prediction],
         );
       }
+      return claimed;
     });
   }
 

@@ -117,6 +117,13 @@ export type FeedChange =
   | { readonly revision: bigint; readonly kind: "model"; readonly model: ModelMeta }
   | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
 
+/** A commit's revisions, and the server that made it. */
+export interface CommittedBatch {
+  server: string;
+  first: bigint;
+  last: bigint;
+}
+
 /** Queued work this server took: the action as stored, and its whole request (a PredictRequest's encoding). */
 export interface ClaimedAction {
   action: Action;
@@ -139,8 +146,11 @@ export interface ServerInfo {
 }
 
 export interface ClusterEvents {
-  /** Something changed: fetch the changes after the last one applied. */
-  changes: [];
+  /**
+   * Something changed: fetch the changes after the last one applied. With a batch: which
+   * server committed which revisions (this server's own it can take from ownChanges).
+   */
+  changes: [batch?: CommittedBatch];
   /** Work may be claimable: an action was queued, or one ended. */
   work: [];
   /** A server asks the one running this action to cancel it. */
@@ -156,8 +166,17 @@ export interface Cluster {
   snapshot(): Promise<{ revision: bigint; models: ModelMeta[]; actions: Action[] }>;
   /** The changes after `after`, in revision order, at most `limit` (each key's latest). */
   changes(after: bigint, limit: number): Promise<FeedChange[]>;
+  /**
+   * Stores a new action (its payloads with its whole request) in the queue; with `claim`
+   * it is this server's at once when its model is free. Resolves with whether it is.
+   */
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean>;
   /** Takes up to `n` queued actions this server can run (its model types and data-access functions). */
   claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]>;
+  /** This server's own changes committed from revision `first` on (waiting up to waitMs for the commit's answer); undefined if not known. */
+  ownChanges(first: bigint, waitMs: number): Promise<FeedChange[] | undefined>;
+  /** Drops what ownChanges holds up to this revision: applied otherwise. */
+  forgetOwn(upTo: bigint): void;
   /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
   takeQueued(actionId: string): Promise<Action | undefined>;
   /** Asks whichever server runs the action to cancel it. */
