@@ -8,6 +8,14 @@ export default definePlugin({
       instantiate: () => ({}),
       predict: (_ctx, _model, args) => args[0] ?? null,
     }),
+    "bench.Sleep": defineModel({
+      instantiate: () => ({}),
+      // Sleep-bound work: waits kwargs.ms (50) and answers; a cluster's throughput is its children's.
+      predict: async (ctx, _model, _args, kwargs) => {
+        await ctx.sleep(Number(kwargs.ms ?? 50));
+        return null;
+      },
+    }),
     "bench.Sleeper": defineModel({
       instantiate: () => ({}),
       // Waits for the cancel and gives up at once: a cooperative plugin.
