@@ -107,6 +107,7 @@ function engineOptions(config: ResolvedConfig) {
     watcherQueueBytes: e.watcher_queue_mb * MiB,
     pageBytes: e.max_page_mb * MiB,
     maxRunning: e.max_children,
+    modelCacheBytes: e.model_cache_mb * MiB,
   };
 }
 

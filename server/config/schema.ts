@@ -134,6 +134,8 @@ export const configSchema = z.strictObject({
       retain_actions_seconds: seconds.default(3600),
       /** ...and while their arguments and results take at most this many MiB. */
       retain_actions_mb: mebibytes.default(8),
+      /** Model instances this server keeps in memory, in MiB at most: a call on one of them reads nothing from the store. */
+      model_cache_mb: mebibytes.default(256),
       /** Arguments and results of the actions not yet ended, in MiB at most; beyond, new actions are refused. */
       max_inflight_mb: mebibytes.default(512),
       /** Arguments and results larger than this show as summaries in the state, streams and lists. */

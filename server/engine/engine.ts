@@ -46,6 +46,7 @@ import { newId } from "./ids.ts";
 import type { Coalesced } from "./coalesce.ts";
 import { Feed, modelMessage } from "./feed.ts";
 import { type ActionPatch, isEnded, type LiveAction, LiveState, type LiveStateOptions, type StateEvent } from "./live-state.ts";
+import { ModelCache } from "./model-cache.ts";
 import { ModelLocks } from "./model-locks.ts";
 import { type JsonForm as PayloadForm, type Payload, payloadArg } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
@@ -74,6 +75,8 @@ export interface EngineOptions extends LiveStateOptions {
   pageBytes: number;
   /** Actions this server runs at once (engine.max_children): in a cluster, how much work it claims. */
   maxRunning: number;
+  /** Model instances kept in memory, in bytes at most. */
+  modelCacheBytes: number;
 }
 
 export interface EngineStats {
@@ -132,6 +135,7 @@ export class Engine {
   #feed: Feed | undefined;
   #claiming = false;
   #claimAgain = false;
+  readonly #instances: ModelCache;
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Waiters for actions that were queued in the cluster: told when this server starts one. */
@@ -148,6 +152,7 @@ export class Engine {
   private constructor(options: EngineOptions) {
     this.#o = options;
     this.#cluster = options.store.cluster;
+    this.#instances = new ModelCache(options.modelCacheBytes);
     this.#live = new LiveState({ ...options, fed: this.#cluster !== undefined });
     setMaxListeners(0, this.#stopping.signal); // One listener per open stream.
   }
@@ -308,6 +313,7 @@ export class Engine {
       );
     }
     await this.#o.store.deleteModel(modelId);
+    this.#instances.delete(modelId);
     this.#live.deleteModel(modelId);
   }
 
@@ -588,13 +594,18 @@ export class Engine {
     // this one at once when it has a child to spare and the model is free.
     const claim = cluster !== undefined && this.#canRunHere(parsed, modelType);
     let running: Running | undefined = cluster ? undefined : { controller: new AbortController(), done: undefined as never };
+    /** Claimed here: the model's revision then. */
+    let claimed: bigint | undefined;
     if (running) this.#running.set(view.id, running);
     if (claim) this.#reserved++;
     try {
       // The action exists once the store has it: a store that fails refuses the call.
       const payloads = this.#storedPayloads(parsed, undefined);
       if (!cluster) await this.#persist(added, payloads);
-      else if (await cluster.enqueue(added, { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) }, claim)) {
+      else {
+        claimed = await cluster.enqueue(added, { ...payloads, request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) }, claim);
+      }
+      if (cluster && claimed !== undefined) {
         running = { controller: new AbortController(), done: undefined as never };
         this.#running.set(view.id, running);
         this.#live.adopt(create(ActionSchema, { ...added, server: cluster.server }), parsed, jsonForm);
@@ -608,7 +619,7 @@ export class Engine {
       if (claim) this.#reserved--;
     }
     const shown = this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
-    if (running) this.#launch(view.id, running, parsed, timeoutMs);
+    if (running) this.#launch(view.id, running, parsed, timeoutMs, claimed);
     else this.#claimSoon(true);
     return shown;
   }
@@ -629,7 +640,7 @@ export class Engine {
   }
 
   /** Runs an action the live state holds, under its timeout (what is left of it). */
-  #launch(id: string, running: Running, parsed: ParsedArgs, timeoutMs: number | undefined): void {
+  #launch(id: string, running: Running, parsed: ParsedArgs, timeoutMs: number | undefined, modelRevision?: bigint): void {
     const timer =
       timeoutMs === undefined
         ? undefined
@@ -638,7 +649,7 @@ export class Engine {
             Math.max(0, timeoutMs - elapsedMs(this.#live.action(id)!.view)),
           );
     timer?.unref();
-    (running as { done: Promise<LiveAction> }).done = this.#run(id, running, parsed).finally(() => {
+    (running as { done: Promise<LiveAction> }).done = this.#run(id, running, parsed, modelRevision).finally(() => {
       clearTimeout(timer);
       this.#running.delete(id);
       // A child is free, and the model: more work may be claimable.
@@ -681,7 +692,7 @@ export class Engine {
   }
 
   /** Runs an action this server claimed, from its kept request; one whose request no longer parses here fails. */
-  async #runClaimed({ action, request: bytes }: ClaimedAction): Promise<void> {
+  async #runClaimed({ action, request: bytes, modelRevision }: ClaimedAction): Promise<void> {
     const { views, limits, plugins } = this.#o;
     const running: Running = { controller: new AbortController(), done: undefined as never };
     this.#running.set(action.id, running);
@@ -704,7 +715,7 @@ export class Engine {
       return;
     }
     this.#live.adopt(create(ActionSchema, { ...action, server: this.#cluster!.server }), parsed, jsonFormOf(request));
-    this.#launch(action.id, running, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined);
+    this.#launch(action.id, running, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined, modelRevision);
     for (const waiter of this.#launchWaiters.get(action.id) ?? []) waiter();
   }
 
@@ -715,7 +726,11 @@ export class Engine {
     running.controller.abort(reason);
   }
 
-  async #run(id: string, running: Running, args: CallArgs & { dataAccess: readonly unknown[] }): Promise<LiveAction> {
+  /**
+   * `modelRevision`: the model's revision as the claim found it (a cluster); else the live
+   * state's. The instance comes from the cache when it holds that revision.
+   */
+  async #run(id: string, running: Running, args: CallArgs & { dataAccess: readonly unknown[] }, modelRevision?: bigint): Promise<LiveAction> {
     const live = this.#live;
     const { signal } = running.controller;
     const { modelId, modelType, call } = live.action(id)!.view;
@@ -727,7 +742,7 @@ export class Engine {
     try {
       using _lock = modelId ? await this.#locks.acquire(modelId, signal) : undefined;
       pending.startTime = timestampNow();
-      const model = modelId ? await this.#o.store.getModel(modelId) : undefined;
+      const model = modelId ? await this.#model(modelId, modelRevision) : undefined;
       if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
       const jsonForm = live.action(id)!.jsonForm;
       const kind = callKinds[call as keyof typeof callKinds];
@@ -762,6 +777,17 @@ export class Engine {
       return { ...ended, view: live.action(id) ? live.update(id, { status: failed.status, error: failed.error! }) : Object.freeze(failed) };
     }
     return ended;
+  }
+
+  /** The model's latest revision, from the cache when it holds the one known to be latest. */
+  async #model(modelId: string, known?: bigint): Promise<ModelRecord | undefined> {
+    // One server alone writes every revision: the live state knows the latest.
+    const revision = known ?? (this.#cluster ? undefined : this.#live.model(modelId)?.revision);
+    const cached = revision === undefined ? undefined : this.#instances.get(modelId, revision);
+    if (cached) return cached;
+    const record = await this.#o.store.getModel(modelId);
+    if (record) this.#instances.put(record);
+    return record;
   }
 
   /** The narrow interface through which a run reports its action's steps. */
@@ -853,6 +879,7 @@ export class Engine {
     let meta: ModelMeta;
     try {
       meta = await this.#o.store.putModel(record);
+      this.#instances.put({ ...meta, instance: record.instance });
     } catch (error) {
       if (PlinthError.is(error)) throw error;
       throw new ActionFailure({ code: "store_failed", message: `the store could not record the model: ${(error as Error).message}` });

@@ -39,7 +39,7 @@ export interface PgAccess {
   /** A transaction that holds WRITE_LOCK and this server's lease from its start. */
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
   /** The store's group commit of a new action, claiming it when asked and its model is free. */
-  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean>;
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
 }
 
 export interface ClusterOptions {
@@ -360,19 +360,20 @@ export class PostgresCluster implements Cluster {
     for (const [first, held] of this.#own) if (first <= upTo && !held.taken) this.#own.delete(first);
   }
 
-  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean> {
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined> {
     return this.#db.enqueue(action, payloads, claim);
   }
 
   async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
     if (this.#lost) return [];
-    const { rows } = await this.#db.query<{ claimed_id: string; claimed_request: Buffer; claimed_json: string }>(
+    const { rows } = await this.#db.query<{ claimed_id: string; claimed_request: Buffer; claimed_json: string; claimed_revision: string }>(
       "SELECT * FROM plinth_claim($1, $2::text[], $3::text[], $4)",
       [this.server, modelTypes, dataAccess, n],
     );
     return rows.map((row) => ({
       action: fromJsonString(ActionSchema, row.claimed_json),
       request: new Uint8Array(row.claimed_request.buffer, row.claimed_request.byteOffset, row.claimed_request.byteLength),
+      modelRevision: BigInt(row.claimed_revision),
     }));
   }
 

@@ -113,7 +113,7 @@ const migrations: string[] = [
    CREATE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
        ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
        new_models text[], new_types text[], new_access text[], new_claims boolean[], durable boolean,
-       OUT claimed text[], OUT first bigint, OUT written text[]) LANGUAGE plpgsql AS $$
+       OUT claimed text[], OUT claimed_revisions bigint[], OUT first bigint, OUT written text[]) LANGUAGE plpgsql AS $$
    DECLARE n integer := cardinality(ids);
    BEGIN
      PERFORM pg_advisory_xact_lock(7301);
@@ -129,7 +129,11 @@ const migrations: string[] = [
          CASE WHEN u.c AND (u.m = '' OR NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = u.m)) THEN me END
        FROM unnest(new_ids, new_requests, new_models, new_types, new_access, new_claims) AS u (i, r, m, t, a, c)
        ON CONFLICT (action_id) DO NOTHING;
-     claimed := ARRAY(SELECT action_id FROM action_requests WHERE action_id = ANY (new_ids) AND owner = me);
+     -- With the model's revision now: the claim keeps it so until the call ends.
+     SELECT coalesce(array_agg(r.action_id ORDER BY r.seq), '{}'), coalesce(array_agg(coalesce(m.revision, 0) ORDER BY r.seq), '{}')
+       INTO claimed, claimed_revisions
+       FROM action_requests r LEFT JOIN models m ON m.id = r.model_id
+       WHERE r.action_id = ANY (new_ids) AND r.owner = me;
      -- The batch's revisions, in its order: first, first + 1, …
      first := nextval('plinth_change');
      IF n > 1 THEN PERFORM setval('plinth_change', first + n - 1); END IF;
@@ -151,7 +155,8 @@ const migrations: string[] = [
    -- A server with free children takes queued work it can run: the oldest first, and on a
    -- model only the oldest unfinished call, once no other call on that model is claimed.
    CREATE FUNCTION plinth_claim(me text, types text[], access text[], n integer)
-       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text) LANGUAGE plpgsql AS $$
+       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text, claimed_revision bigint)
+       LANGUAGE plpgsql AS $$
    BEGIN
      PERFORM pg_advisory_xact_lock(7301);
      IF NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.server = me AND s.expires > now()) THEN RETURN; END IF;
@@ -165,7 +170,8 @@ const migrations: string[] = [
        taken AS (
          UPDATE action_requests w SET owner = me FROM pick WHERE w.action_id = pick.action_id
          RETURNING w.action_id, w.seq, w.request)
-       SELECT t.action_id, t.seq, t.request, a.json FROM taken t JOIN actions a ON a.id = t.action_id ORDER BY t.seq;
+       SELECT t.action_id, t.seq, t.request, a.json, coalesce(m.revision, 0) FROM taken t JOIN actions a ON a.id = t.action_id
+         LEFT JOIN models m ON m.id = a.model_id ORDER BY t.seq;
    END $$;`,
 ];
 

@@ -72,6 +72,7 @@ function isConnectionError(error: unknown): boolean {
 /** What plinth_write_actions answers: nothing (nulls) when this server's lease is gone. */
 interface WriteResult {
   claimed: string[] | null;
+  claimed_revisions: string[];
   first: string;
   written: string[];
 }
@@ -81,8 +82,8 @@ interface PendingWrite {
   payloads: StoredPayloads | undefined;
   /** A new action this server would run at once, if its model is free. */
   claim: boolean;
-  /** Told whether this server claimed the action. */
-  settle: { resolve(claimed: boolean): void; reject(error: unknown): void }[];
+  /** Told whether this server claimed the action: its model's revision then. */
+  settle: { resolve(claimed: bigint | undefined): void; reject(error: unknown): void }[];
 }
 
 export class PostgresStore implements Store {
@@ -344,11 +345,11 @@ export class PostgresStore implements Store {
   }
 
   /** Stores a new action with its request in the queue; claims it for this server when `claim` and its model is free. */
-  #write(action: Action, payloads: StoredPayloads | undefined, claim: boolean): Promise<boolean> {
+  #write(action: Action, payloads: StoredPayloads | undefined, claim: boolean): Promise<bigint | undefined> {
     const previous = this.#pending.get(action.id);
     const merged = previous?.payloads || payloads ? { ...previous?.payloads, ...payloads } : undefined;
     const write: PendingWrite = { action, payloads: merged, claim: claim || (previous?.claim ?? false), settle: [] };
-    const committed = new Promise<boolean>((resolve, reject) => write.settle.push({ resolve, reject }));
+    const committed = new Promise<bigint | undefined>((resolve, reject) => write.settle.push({ resolve, reject }));
     if (previous) write.settle.unshift(...previous.settle);
     this.#pending.delete(action.id);
     this.#pending.set(action.id, write);
@@ -373,7 +374,7 @@ export class PostgresStore implements Store {
     try {
       const claimed = await this.#writeActions(writes);
       this.#o.onCommit?.((performance.now() - started) / 1000);
-      for (const w of writes) for (const s of w.settle) s.resolve(claimed.has(w.action.id));
+      for (const w of writes) for (const s of w.settle) s.resolve(claimed.get(w.action.id));
     } catch (error) {
       if (writes.length === 1 || PlinthError.is(error)) {
         for (const w of writes) for (const s of w.settle) s.reject(error);
@@ -383,7 +384,7 @@ export class PostgresStore implements Store {
       for (const w of writes) {
         try {
           const claimed = await this.#writeActions([w]);
-          for (const s of w.settle) s.resolve(claimed.has(w.action.id));
+          for (const s of w.settle) s.resolve(claimed.get(w.action.id));
         } catch (own) {
           for (const s of w.settle) s.reject(own);
         }
@@ -391,7 +392,7 @@ export class PostgresStore implements Store {
     }
   }
 
-  async #writeActions(writes: PendingWrite[]): Promise<Set<string>> {
+  async #writeActions(writes: PendingWrite[]): Promise<Map<string, bigint>> {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
     const columns = {
       id: [] as string[],
@@ -447,7 +448,7 @@ export class PostgresStore implements Store {
         first,
         writes.flatMap((w, i) => (stored.has(w.action.id) ? [{ revision: first + BigInt(i), kind: "action" as const, action: w.action }] : [])),
       );
-      return new Set(result.claimed);
+      return new Map(result.claimed.map((id, i) => [id, BigInt(result.claimed_revisions[i]!)]));
     };
     const withPayloads = writes.filter((w) => w.payloads?.args || w.payloads?.prediction);
     if (withPayloads.length === 0) {

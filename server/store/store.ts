@@ -128,6 +128,8 @@ export interface CommittedBatch {
 export interface ClaimedAction {
   action: Action;
   request: Uint8Array;
+  /** Its model's revision when claimed (0 without a model): it stays so while the action runs. */
+  modelRevision: bigint;
 }
 
 /** A server of the cluster, as its row says. */
@@ -168,9 +170,10 @@ export interface Cluster {
   changes(after: bigint, limit: number): Promise<FeedChange[]>;
   /**
    * Stores a new action (its payloads with its whole request) in the queue; with `claim`
-   * it is this server's at once when its model is free. Resolves with whether it is.
+   * it is this server's at once when its model is free. Resolves with its model's
+   * revision (0 without a model) when it is, undefined when it is queued.
    */
-  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<boolean>;
+  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
   /** Takes up to `n` queued actions this server can run (its model types and data-access functions). */
   claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]>;
   /** This server's own changes committed from revision `first` on (waiting up to waitMs for the commit's answer); undefined if not known. */
