@@ -184,6 +184,20 @@ describe("several servers on one PostgreSQL database", () => {
     expect((await owner.engine.getModel({ modelId })).model!.revision).toBe(1n);
   });
 
+  it("a queued call past its timeout fails at once, without waiting for a free child", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { action: busy } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
+    for await (const u of a.actions.watchAction({ actionId: busy!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
+    const { action } = await a.engine.createInstance({ modelType: "systest.Model", timeout: { seconds: 1n } });
+    const ended = (await a.actions.waitAction({ actionId: action!.id })).action!;
+    expect(ended.status).toBe(ActionStatus.FAILED);
+    expect(ended.error?.code).toBe("deadline_exceeded");
+    expect(ended.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.QUEUED });
+    expect((await a.actions.getAction({ actionId: busy!.id })).action!.status).toBe(ActionStatus.EXECUTING);
+  });
+
   it("a server killed mid-fit: its fit ends interrupted within the lease, the call queued behind it runs on another, its children stop", async () => {
     const url = await newDatabase();
     const a = await server(url, { maxChildren: 1 });

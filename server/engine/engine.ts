@@ -136,6 +136,8 @@ export class Engine {
   #claiming = false;
   #claimAgain = false;
   readonly #instances: ModelCache;
+  /** The timeouts of queued calls this server took, until a server claims them or they end. */
+  readonly #queueTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Waiters for actions that were queued in the cluster: told when this server starts one. */
@@ -191,6 +193,14 @@ export class Engine {
       snapshot.actions,
     );
     this.#feed = new Feed(cluster, this.#live, (id) => this.#running.has(id), this.#o.logger);
+    // A queued call's timeout is the claiming server's to count once one claims it.
+    this.#live.subscribe((event) => {
+      if (event.kind !== "action_upserted" || this.#queueTimers.size === 0) return;
+      const { id, server } = event.action;
+      if (!server && !isEnded(event.action)) return;
+      clearTimeout(this.#queueTimers.get(id));
+      this.#queueTimers.delete(id);
+    });
     for (const [event, listener] of Object.entries(this.#listeners)) cluster.events.on(event as keyof ClusterEvents, listener as () => void);
     await this.#feed.pull();
     this.#claimSoon(true);
@@ -442,11 +452,11 @@ export class Engine {
     return this.getAction(actionId, ActionView.BASIC);
   }
 
-  /** Ends a queued action this server took from the cluster's queue: cancelled before it started. */
+  /** Ends a queued action this server took from the cluster's queue: cancelled (or timed out) before it started. */
   async #cancelQueued(view: Action, reason: CancelReason): Promise<Action> {
     this.#live.adopt(view, { args: [], kwargs: {} }, "json");
     const ended = this.#live.finish(view.id, {
-      status: ActionStatus.CANCELLED,
+      status: reason.by === "timeout" ? ActionStatus.FAILED : ActionStatus.CANCELLED,
       error: create(ActionErrorSchema, { code: reason.kind, message: reason.message }),
       cancel: create(CancelOutcomeSchema, {
         by: reason.by,
@@ -554,6 +564,7 @@ export class Engine {
   async close(): Promise<void> {
     this.#closing = true;
     for (const timer of this.#timers) clearInterval(timer);
+    for (const timer of this.#queueTimers.values()) clearTimeout(timer);
     for (const [id, running] of this.#running) this.#cancel(id, running, new CancelReason("shutdown", "the server is shutting down"));
     await Promise.all([...this.#running.values()].map((r) => r.done));
     // In a cluster, the actions still queued stay queued: the other servers run them.
@@ -620,8 +631,33 @@ export class Engine {
     }
     const shown = this.#handOut(this.#live.action(view.id)!, ActionView.BASIC);
     if (running) this.#launch(view.id, running, parsed, timeoutMs, claimed);
-    else this.#claimSoon(true);
+    else {
+      if (timeoutMs !== undefined) this.#expireQueued(view.id, timeoutMs);
+      this.#claimSoon(true);
+    }
     return shown;
+  }
+
+  /**
+   * A queued call's timeout, counted from its creation while no server has claimed it
+   * (the one that claims it counts what is left): one still in the queue then ends
+   * FAILED, deadline_exceeded, without waiting for a free child.
+   */
+  #expireQueued(id: string, timeoutMs: number): void {
+    const cluster = this.#cluster!;
+    const timer = setTimeout(async () => {
+      this.#queueTimers.delete(id);
+      if (this.#closing || this.#running.has(id) || !this.#unfinished(id)) return;
+      try {
+        const queued = await cluster.takeQueued(id);
+        if (queued)
+          await this.#cancelQueued(queued, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`));
+      } catch (error) {
+        this.#o.logger.warn({ err: error, actionId: id }, "ending a queued action past its timeout failed; the server that claims it ends it");
+      }
+    }, timeoutMs);
+    timer.unref();
+    this.#queueTimers.set(id, timer);
   }
 
   #queuedElsewhere(): boolean {
@@ -950,7 +986,13 @@ function failure(error: unknown, logger?: Logger): { error: ActionError; logTail
     };
   }
   if (PlinthError.is(error)) {
-    const code: ActionErrorCode = error.kind === "shutting_down" ? "shutting_down" : error.kind === "not_found" ? "not_found" : "internal";
+    // failed_precondition: a model write another server's change got to first (a cluster).
+    const codes: Partial<Record<string, ActionErrorCode>> = {
+      shutting_down: "shutting_down",
+      not_found: "not_found",
+      failed_precondition: "store_failed",
+    };
+    const code: ActionErrorCode = codes[error.kind] ?? "internal";
     return { error: create(ActionErrorSchema, { code, message: error.message }), logTail: [] };
   }
   logger?.error({ err: error }, "action failed with an internal error");
