@@ -7,6 +7,7 @@
  * UNAUTHENTICATED → 26, …); 130 interrupted, the action left running.
  */
 import { readFileSync } from "node:fs";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createInterface } from "node:readline/promises";
 import { Command, CommanderError, Option } from "commander";
 import { ClientError, Status } from "nice-grpc";
@@ -124,6 +125,34 @@ program
     );
     for (const p of plugins)
       if (p.reloadError) console.error(`${p.name}: its changed code does not load, the previous version serves: ${p.reloadError}`);
+  });
+
+program
+  .command("servers")
+  .description("the servers of a cluster (several on one PostgreSQL database) and what each runs")
+  .action(async () => {
+    const { servers } = await client().engine.listPlugins({});
+    const value = servers.map((s) => ({
+      name: s.name,
+      address: s.address,
+      host: s.host,
+      pid: s.pid,
+      since: s.since ? timestampDate(s.since).toISOString() : "",
+      plugins: s.plugins,
+      modelTypes: s.modelTypes,
+      dataAccess: s.dataAccess,
+      ...(s.thisServer ? { thisServer: true } : {}),
+    }));
+    if (servers.length === 0 && format() === "table") {
+      console.log("this server runs on its own (backend.kind sqlite or memory): no cluster");
+      return;
+    }
+    print(format(), value, () =>
+      table(
+        ["NAME", "ADDRESS", "HOST", "PID", "SINCE", "MODEL TYPES"],
+        value.map((s) => [`${s.name}${s.thisServer ? " *" : ""}`, s.address, s.host, String(s.pid), s.since, s.modelTypes.join(", ")]),
+      ),
+    );
   });
 
 /** A function's declared arguments in one line: `fit(2 args; iterations, seed?)`, per call that declared any. */

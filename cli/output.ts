@@ -70,6 +70,7 @@ export function actionText(action: Action, result?: string): string {
     `status   ${statusName(action.status)}${action.queuePosition ? ` (position ${action.queuePosition} in the queue)` : ""}`,
     `created  ${time(action.createTime)}${action.createdBy ? ` by ${action.createdBy}` : ""}`,
   ];
+  if (action.server) lines.push(`server   ${action.server}`);
   if (action.endTime) lines.push(`ended    ${time(action.endTime)}`);
   for (const d of action.dataAccess) lines.push(`data     ${d.argument} ← ${d.name}: ${statusName(d.status)}`);
   if (action.state) lines.push(`state    ${JSON.stringify(toJson(ValueSchema, action.state))}`);

@@ -4,7 +4,9 @@
  * every server tells the same state, a cancel reaches the child wherever it runs, and a
  * server that dies or stalls has its actions ended and its queued work run elsewhere.
  */
+import { execFile } from "node:child_process";
 import { once } from "node:events";
+import { promisify } from "node:util";
 import { join } from "node:path";
 import { createClient } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
@@ -17,6 +19,7 @@ import { isAlive } from "./helpers/processes.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
 
+const exec = promisify(execFile);
 const LEASE_SECONDS = 2;
 const started: ServerProcess[] = [];
 const channels: { close(): void }[] = [];
@@ -52,8 +55,9 @@ async function server(url: string, options: { maxChildren?: number; plugins?: st
   started.push(p);
   const c = clients(await p.port);
   channels.push(c.channel);
+  const port = await p.port;
   const name = (await c.engine.listPlugins({})).servers.find((s) => s.thisServer)!.name;
-  return { ...c, process: p, name };
+  return { ...c, process: p, name, address: `127.0.0.1:${port}` };
 }
 
 const ended = (a: Action) => [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED].includes(a.status);
@@ -266,6 +270,15 @@ describe("several servers on one PostgreSQL database", () => {
     const created = (await a.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!;
     expect(created.status).toBe(ActionStatus.SUCCEEDED);
     expect(created.server).toBe(b.name);
+    // The command line says the same: both servers, what each runs, the one answering marked.
+    const { stdout } = await exec("npx", ["plinth", "--address", a.address, "servers", "-o", "json"], { cwd: root });
+    const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; thisServer?: boolean }[];
+    expect(servers.map((s) => [s.name, s.modelTypes.includes("iris.DecisionTree"), s.thisServer ?? false]).sort()).toEqual(
+      [
+        [a.name, false, true],
+        [b.name, true, false],
+      ].sort(),
+    );
     const unknown = await a.engine.createInstance({ modelType: "nobody.Has" }).catch((e: Error) => e);
     expect((unknown as Error).message).toMatch(/not declared by any loaded plugin; known model types: .*iris\.DecisionTree/);
   });

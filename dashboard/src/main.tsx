@@ -9,7 +9,7 @@ import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
-import type { Plugin } from "../../gen/plinth/v1/engine_service_pb.ts";
+import type { Plugin, Server } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { actions, engine, errorText, followState, jsonArgs, type Live, token } from "./api.ts";
 import "./style.css";
 
@@ -144,6 +144,12 @@ function ActionPage({ id, live }: { id: string; live: Live }) {
         <dd>{a.modelId}</dd>
         <dt>by</dt>
         <dd>{a.createdBy || "—"}</dd>
+        {a.server && (
+          <>
+            <dt>server</dt>
+            <dd>{a.server}</dd>
+          </>
+        )}
         <dt>progress</dt>
         <dd>
           <Bar action={a} />
@@ -276,6 +282,7 @@ function Schemas({ of }: { of: Plugin["modelTypes"][number] }) {
 
 function PluginsPage() {
   const [plugins, setPlugins] = useState<Plugin[]>([]);
+  const [servers, setServers] = useState<Server[]>([]);
   const [error, setError] = useState("");
   const [call, setCall] = useState("create");
   const [target, setTarget] = useState("");
@@ -283,7 +290,10 @@ function PluginsPage() {
   const [kwargs, setKwargs] = useState("{}");
   useEffect(() => {
     engine.listPlugins({}).then(
-      (r) => setPlugins(r.plugins),
+      (r) => {
+        setPlugins(r.plugins);
+        setServers(r.servers);
+      },
       (e: unknown) => setError(errorText(e)),
     );
   }, []);
@@ -321,6 +331,22 @@ function PluginsPage() {
         <p class="error" data-testid="run-error">
           {error}
         </p>
+      )}
+      {servers.length > 0 && (
+        <section data-testid="servers">
+          <h3>Servers</h3>
+          <ul>
+            {servers.map((s) => (
+              <li key={s.name}>
+                <strong>{s.name}</strong> {s.thisServer ? "(this one) " : ""}
+                <span class="muted">
+                  {s.address} · {s.host} pid {s.pid}
+                </span>{" "}
+                — {s.modelTypes.join(", ")}
+              </li>
+            ))}
+          </ul>
+        </section>
       )}
       {plugins.map((p) => (
         <section key={p.name}>
