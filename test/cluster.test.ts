@@ -13,7 +13,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
-import { json } from "./helpers/args.ts";
+import { dataAccess, json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
@@ -270,6 +270,14 @@ describe("several servers on one PostgreSQL database", () => {
     const created = (await a.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!;
     expect(created.status).toBe(ActionStatus.SUCCEEDED);
     expect(created.server).toBe(b.name);
+    // Its data-access functions are only on b too: a fit with them, sent to a, runs there.
+    const fit = (await a.engine.fit({ modelId: created.modelId, args: [dataAccess("iris.inputs"), dataAccess("iris.outputs")], wait: true })).action!;
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fit.server).toBe(b.name);
+    expect(fit.dataAccess.map((d) => [d.name, d.status])).toEqual([
+      ["iris.inputs", ActionStatus.SUCCEEDED],
+      ["iris.outputs", ActionStatus.SUCCEEDED],
+    ]);
     // The command line says the same: both servers, what each runs, the one answering marked.
     const { stdout } = await exec("npx", ["plinth", "--address", a.address, "servers", "-o", "json"], { cwd: root });
     const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; thisServer?: boolean }[];

@@ -98,7 +98,8 @@ export function tickMs(leaseMs: number): number {
   return Math.min(leaseMs / 3, 1000);
 }
 
-const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
+/** Not ended: what an index on status finds without reading the history. */
+const UNFINISHED = [ActionStatus.QUEUED, ActionStatus.ACCESSING_DATA, ActionStatus.EXECUTING, ActionStatus.STORING];
 
 export class PostgresCluster implements Cluster {
   readonly server = randomHex(8);
@@ -256,10 +257,10 @@ export class PostgresCluster implements Cluster {
         const { rows: left } = await client.query<{ id: string; owner: string | null; json: string; queued: boolean }>(
           `SELECT a.id, r.owner, a.json, r.action_id IS NOT NULL AS queued FROM actions a
            LEFT JOIN action_requests r ON r.action_id = a.id
-           WHERE NOT (a.status = ANY ($1::integer[]))
+           WHERE a.status = ANY ($1::integer[])
              AND (r.action_id IS NULL OR (r.owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.server = r.owner)))
            ORDER BY a.id`,
-          [ENDED],
+          [UNFINISHED],
         );
         const ids: string[] = [];
         for (const row of left) {
@@ -298,7 +299,7 @@ export class PostgresCluster implements Cluster {
     return this.#db.transaction(async (client) => {
       const { rows } = await client.query<{ last_value: string }>("SELECT last_value FROM plinth_change");
       const models = await client.query<Record<keyof ModelJson, string>>("SELECT * FROM models ORDER BY id");
-      const actions = await client.query<{ json: string }>("SELECT json FROM actions WHERE NOT (status = ANY ($1::integer[])) ORDER BY id", [ENDED]);
+      const actions = await client.query<{ json: string }>("SELECT json FROM actions WHERE status = ANY ($1::integer[]) ORDER BY id", [UNFINISHED]);
       return {
         revision: BigInt(rows[0]!.last_value),
         models: models.rows.map(modelMeta),

@@ -528,6 +528,8 @@ export class PostgresStore implements Store {
       let removed =
         (await client.query("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < $1", [now.getTime() - this.#o.maxActionAgeMs])).rowCount ??
         0;
+      // A deleted model's tombstone only serves servers catching up on the feed.
+      await client.query("DELETE FROM model_tombstones WHERE deleted < now() - interval '1 day'");
       const { rows } = await client.query<{ n: string }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL");
       const excess = Number(rows[0]!.n) - this.#o.maxActions;
       if (excess > 0) {
