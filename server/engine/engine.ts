@@ -436,11 +436,12 @@ export class Engine {
       this.#cancel(actionId, running, reason);
       return (await running.done).view;
     }
-    const queued = await cluster!.takeQueued(actionId);
-    if (queued) return this.#cancelQueued(queued, reason);
-    // Claimed: the server running it stops it. Asked again each second, in case the
-    // request came before that server knew it had claimed it.
+    // Queued: ended here. Claimed: the server running it stops it — asked again each
+    // second, in case the request came before that server knew it had claimed it, or
+    // that server went and the call is queued again.
     while (this.#unfinished(actionId) && !this.#running.has(actionId)) {
+      const queued = await cluster!.takeQueued(actionId);
+      if (queued) return this.#cancelQueued(queued, reason);
       await cluster!.requestCancel(actionId, caller.name);
       await this.#ended(actionId, AbortSignal.timeout(1000)).catch(() => {});
     }
