@@ -287,6 +287,18 @@ describe("several servers on one PostgreSQL database", () => {
         [b.name, true, false],
       ].sort(),
     );
+    // And the Python client (when this machine's python3 has grpcio, as .ci/run installs).
+    const python = { ...process.env, PATH: `/usr/bin:${process.env.PATH}`, PYTHONPATH: join(root, "clients/python") };
+    const script = `from plinth_client import Client\nprint(sorted(s["name"] for s in Client("${a.address}").servers()))`;
+    const printed = await exec("python3", ["-c", script], { env: python }).catch((e: Error) => e);
+    if (!(printed instanceof Error) || !/No module named 'grpc'/.test(printed.message)) {
+      expect(printed instanceof Error ? printed.message : printed.stdout.trim()).toBe(
+        `[${[a.name, b.name]
+          .sort()
+          .map((n) => `'${n}'`)
+          .join(", ")}]`,
+      );
+    }
     const unknown = await a.engine.createInstance({ modelType: "nobody.Has" }).catch((e: Error) => e);
     expect((unknown as Error).message).toMatch(/not declared by any loaded plugin; known model types: .*iris\.DecisionTree/);
   });

@@ -163,6 +163,13 @@ class Client:
         response = self.engine.ListPlugins(engine_service_pb2.ListPluginsRequest(), metadata=self._metadata)
         return [json_format.MessageToDict(p) for p in response.plugins]
 
+    def servers(self) -> List[Dict[str, Any]]:
+        """The servers of a cluster (several on one PostgreSQL database), as proto3 JSON dicts:
+        name, address, host, pid, since, plugins, modelTypes, dataAccess, thisServer; empty
+        for a server on its own."""
+        response = self.engine.ListPlugins(engine_service_pb2.ListPluginsRequest(), metadata=self._metadata)
+        return [json_format.MessageToDict(s) for s in response.servers]
+
     def close(self) -> None:
         self.channel.close()
 
