@@ -9,8 +9,9 @@
  * reports its steps through a RunReporter and never reaches further up.
  */
 import { getEventListeners, setMaxListeners } from "node:events";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { type Duration, durationFromMs, type Timestamp, timestampDate, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
@@ -25,7 +26,7 @@ import {
   DataAccessProgressSchema,
 } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
-import { JsonForm, PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { type JsonForm, PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -48,8 +49,9 @@ import { Feed, modelMessage } from "./feed.ts";
 import { type ActionPatch, isEnded, type LiveAction, LiveState, type LiveStateOptions, type StateEvent } from "./live-state.ts";
 import { ModelCache } from "./model-cache.ts";
 import { ModelLocks } from "./model-locks.ts";
-import { type JsonForm as PayloadForm, type Payload, payloadArg } from "./payloads.ts";
+import { type Payload, payloadArg } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
+import { checkRevision, elapsedMs, jsonFormOf, pageSize, parseStateToken, requestBytes, requireId, timeoutMillis } from "./requests.ts";
 import { argsView, fullerView, type ViewLimits } from "./views.ts";
 import { type StateFilter, watchAction, watchState } from "./watch.ts";
 
@@ -298,7 +300,7 @@ export class Engine {
 
   async updateInstance(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<Model> {
     this.#refuseIfClosing();
-    this.#modelOf(modelId);
+    await this.#modelOf(modelId);
     // Serialized with the model's running calls, like any other change of it.
     using _lock = await this.#locks.acquire(modelId, signal);
     const record = await this.#o.store.getModel(modelId);
@@ -314,7 +316,7 @@ export class Engine {
   }
 
   async deleteModel(modelId: string): Promise<void> {
-    this.#modelOf(modelId);
+    await this.#modelOf(modelId);
     const busy = this.#locks.users(modelId);
     if (busy > 0) {
       throw new PlinthError(
@@ -334,12 +336,12 @@ export class Engine {
     return this.#start(ActionCall.CREATE_INSTANCE, "", modelType, request, caller);
   }
 
-  fit(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
-    return this.#start(ActionCall.FIT, modelId, this.#modelOf(modelId).modelType, request, caller);
+  async fit(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
+    return this.#start(ActionCall.FIT, modelId, (await this.#modelOf(modelId)).modelType, request, caller);
   }
 
-  predict(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
-    return this.#start(ActionCall.PREDICT, modelId, this.#modelOf(modelId).modelType, request, caller);
+  async predict(modelId: string, request: ActionRequest, caller: Caller = ANONYMOUS): Promise<Action> {
+    return this.#start(ActionCall.PREDICT, modelId, (await this.#modelOf(modelId)).modelType, request, caller);
   }
 
   /** The action as `view` asks: live, or from the history. */
@@ -811,9 +813,31 @@ export class Engine {
       // The action ended but the history could not record it: say so on the action.
       this.#o.logger.error({ err: error, actionId: id }, "storing an ended action failed");
       const failed = create(ActionSchema, { ...ended.view, status: ActionStatus.FAILED, error: failure(error).error });
-      return { ...ended, view: live.action(id) ? live.update(id, { status: failed.status, error: failed.error! }) : Object.freeze(failed) };
+      const view = live.action(id) ? live.update(id, { status: failed.status, error: failed.error! }) : Object.freeze(failed);
+      // In a cluster the others see the action as the database has it: it must end there too.
+      if (this.#cluster) void this.#recordEnd(view);
+      return { ...ended, view };
     }
     return ended;
+  }
+
+  /**
+   * Stores an ended action the database could not take when it ended, once it can
+   * (every second), so that no server sees it running forever. Given up on when this
+   * server stops: the others then end it, interrupted, once it has left.
+   */
+  async #recordEnd(view: Action): Promise<void> {
+    for (let attempt = 1; !this.#closing; attempt++) {
+      await sleep(1000, undefined, { ref: false });
+      if (this.#closing) return;
+      try {
+        await this.#o.store.putAction(view);
+        this.#o.logger.info({ actionId: view.id, attempt }, "stored the end of an action the database could not take before");
+        return;
+      } catch {
+        // Still unreachable, or this server lost its lease (then it stops).
+      }
+    }
   }
 
   /** The model's latest revision, from the cache when it holds the one known to be latest. */
@@ -960,8 +984,10 @@ export class Engine {
     return (name) => names.has(name);
   }
 
-  #modelOf(modelId: string): Model {
+  /** The model as the live state holds it; in a cluster, one this server has not heard of yet is looked for first. */
+  async #modelOf(modelId: string): Promise<Model> {
     requireId("model_id", modelId);
+    if (!this.#live.model(modelId)) await this.#feed?.pull();
     const model = this.#live.model(modelId);
     if (!model) throw notFound(`model ${cut(modelId)} not found`);
     return model;
@@ -1013,67 +1039,4 @@ function hasPayloadBetween(args: CallArgs, above: number, atMost: number): boole
   const visit = (node: CallArgs["args"][number]): boolean =>
     node.kind === "data_access" ? node.args.some(visit) || Object.values(node.kwargs).some(visit) : node.bytes > above && node.bytes <= atMost;
   return args.args.some(visit) || Object.values(args.kwargs).some(visit);
-}
-
-/** The form a JSON prediction takes: as asked, else json_text when an argument was. */
-function jsonFormOf(request: ActionRequest): PayloadForm {
-  if (request.jsonForm === JsonForm.VALUE) return "json";
-  if (request.jsonForm === JsonForm.TEXT) return "json_text";
-  const text = (arg: Arg) => arg.kind.case === "jsonText";
-  return request.args.some(text) || Object.values(request.kwargs).some(text) ? "json_text" : "json";
-}
-
-/** How long ago the action was created, in ms. */
-function elapsedMs(view: Action): number {
-  return view.createTime ? Date.now() - timestampMs(view.createTime) : 0;
-}
-
-/** The whole request, as kept for a takeover: a PredictRequest's encoding of the arguments and their JSON form. */
-function requestBytes(parsed: ParsedArgs, form: PayloadForm, maxJsonValueBytes: number): Uint8Array {
-  return toBinary(
-    PredictRequestSchema,
-    create(PredictRequestSchema, {
-      ...argsView(parsed, Infinity, maxJsonValueBytes),
-      jsonForm: form === "json_text" ? JsonForm.TEXT : JsonForm.VALUE,
-    }),
-  );
-}
-
-/** Protobuf's Duration: seconds within ±10,000 years, nanos within ±1e9 of the same sign. */
-function timeoutMillis(timeout: Duration): number {
-  const { seconds, nanos } = timeout;
-  if (
-    seconds < -315_576_000_000n ||
-    seconds > 315_576_000_000n ||
-    nanos <= -1e9 ||
-    nanos >= 1e9 ||
-    (seconds > 0n && nanos < 0) ||
-    (seconds < 0n && nanos > 0)
-  ) {
-    throw invalid(`timeout: not a valid google.protobuf.Duration (seconds ${seconds}, nanos ${nanos}); e.g. "30s" or {"seconds": 30}`);
-  }
-  const ms = Number(seconds) * 1000 + nanos / 1e6;
-  if (!(ms >= 1) || ms > 2 ** 31 - 1) throw invalid(`timeout: must be between 1 ms and 24 days, got ${ms} ms`);
-  return ms;
-}
-
-/** Revisions are uint64 on the wire; the store and the state hold them as signed 64-bit. */
-function checkRevision(field: string, revision: bigint): void {
-  if (revision >= 2n ** 63n) throw invalid(`${field}: must be below 2^63, got ${revision}`);
-}
-
-function requireId(field: string, value: string): void {
-  if (!value) throw invalid(`${field} is required`);
-}
-
-function pageSize(requested: number): number {
-  if (requested > 1000) throw invalid(`page_size: at most 1000, got ${requested}`);
-  return requested || 100;
-}
-
-function parseStateToken(token: string): ["m" | "a", string] {
-  if (!token) return ["m", ""];
-  const match = /^([ma]):(.{1,200})$/.exec(token);
-  if (!match) throw invalid(`page_token: not one GetState returned: ${quote(token)}`);
-  return [match[1] as "m" | "a", match[2]!];
 }
