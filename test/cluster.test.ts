@@ -9,6 +9,7 @@ import { once } from "node:events";
 import { promisify } from "node:util";
 import { join } from "node:path";
 import { createClient } from "nice-grpc";
+import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
@@ -201,6 +202,26 @@ describe("several servers on one PostgreSQL database", () => {
     expect(ended.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.QUEUED });
     expect((await a.actions.getAction({ actionId: busy!.id })).action!.status).toBe(ActionStatus.EXECUTING);
   });
+
+  it("a claim whose answer was lost (the call held by a server that does not run it) goes back to the queue and runs", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { maxChildren: 1 });
+    const busy = (await a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(60) } })).action!;
+    for await (const u of a.actions.watchAction({ actionId: busy.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
+    const queued = (await a.engine.createInstance({ modelType: "systest.Model", args: [json("held")] })).action!;
+    // As a claim committed whose answer never came back: held by server a, run by no one.
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      expect((await db.query("UPDATE action_requests SET owner = $1 WHERE action_id = $2", [a.name, queued.id])).rowCount).toBe(1);
+    } finally {
+      await db.end();
+    }
+    await a.actions.cancelAction({ actionId: busy.id });
+    const ran = (await a.actions.waitAction({ actionId: queued.id })).action!;
+    expect(ran.status).toBe(ActionStatus.SUCCEEDED);
+    expect(a.process.output()).toMatch(/actions this server had claimed but was not running/);
+  }, 60_000);
 
   it("a server killed mid-fit: its fit ends interrupted within the lease, the call queued behind it runs on another, its children stop", async () => {
     const url = await newDatabase();

@@ -57,6 +57,8 @@ import { type StateFilter, watchAction, watchState } from "./watch.ts";
 
 /** How often the action history's retention is applied. */
 const PRUNE_PERIOD_MS = 10 * 60 * 1000;
+/** How often a cluster's server looks for claims it holds but does not run. */
+const LOST_CLAIM_CHECK_MS = 5000;
 /** How often ended actions are checked against the live state's retention by age. */
 const RETIRE_PERIOD_MS = 60 * 1000;
 
@@ -138,6 +140,10 @@ export class Engine {
   #claiming = false;
   #claimAgain = false;
   readonly #instances: ModelCache;
+  /** Ended here, their end not yet taken by the database (#recordEnd). */
+  readonly #recording = new Set<string>();
+  /** Held in the queue by this server but not run here at the last look: lost claims, if still so at the next. */
+  #unaccounted = new Set<string>();
   /** The timeouts of queued calls this server took, until a server claims them or they end. */
   readonly #queueTimers = new Map<string, ReturnType<typeof setTimeout>>();
   /** New calls this server is claiming as they are stored: counted against its free children. */
@@ -206,6 +212,28 @@ export class Engine {
     for (const [event, listener] of Object.entries(this.#listeners)) cluster.events.on(event as keyof ClusterEvents, listener as () => void);
     await this.#feed.pull();
     this.#claimSoon(true);
+    this.#timers.push(setInterval(() => void this.#releaseLost(cluster), LOST_CLAIM_CHECK_MS));
+  }
+
+  /**
+   * A claim whose answer a broken connection lost leaves the call held by this server and
+   * run by none: one held but not run here at two looks in a row is given back (queued
+   * again if it had not started, else ended interrupted).
+   */
+  async #releaseLost(cluster: Cluster): Promise<void> {
+    try {
+      const held = (await cluster.owned()).filter((id) => !this.#running.has(id) && !this.#recording.has(id));
+      const lost = held.filter((id) => this.#unaccounted.has(id));
+      this.#unaccounted = new Set(held.filter((id) => !lost.includes(id)));
+      if (lost.length === 0) return;
+      this.#o.logger.warn(
+        { actions: lost },
+        "actions this server had claimed but was not running (a claim lost with a broken connection) go back to the queue",
+      );
+      await cluster.release(lost, "the server that claimed it lost track of it (its claim's answer was lost with a broken database connection)");
+    } catch (error) {
+      this.#o.logger.debug({ err: error }, "looking for lost claims failed; the next look tries again");
+    }
   }
 
   /** The servers of the cluster and what each runs; empty without one. */
@@ -827,6 +855,15 @@ export class Engine {
    * server stops: the others then end it, interrupted, once it has left.
    */
   async #recordEnd(view: Action): Promise<void> {
+    this.#recording.add(view.id);
+    try {
+      await this.#retryEnd(view);
+    } finally {
+      this.#recording.delete(view.id);
+    }
+  }
+
+  async #retryEnd(view: Action): Promise<void> {
     for (let attempt = 1; !this.#closing; attempt++) {
       await sleep(1000, undefined, { ref: false });
       if (this.#closing) return;

@@ -387,6 +387,37 @@ export class PostgresCluster implements Cluster {
     });
   }
 
+  async owned(): Promise<string[]> {
+    const { rows } = await this.#db.query<{ action_id: string }>("SELECT action_id FROM action_requests WHERE owner = $1", [this.server]);
+    return rows.map((row) => row.action_id);
+  }
+
+  async release(actionIds: string[], why: string): Promise<void> {
+    await this.#db.transaction(async (client) => {
+      const { rows } = await client.query<{ id: string; json: string }>(
+        `SELECT a.id, a.json FROM action_requests r JOIN actions a ON a.id = r.action_id
+         WHERE r.owner = $1 AND r.action_id = ANY ($2::text[]) FOR UPDATE OF r`,
+        [this.server, actionIds],
+      );
+      for (const row of rows) {
+        const action = fromJsonString(ActionSchema, row.json);
+        if (action.status === ActionStatus.QUEUED && !action.startTime) {
+          await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [row.id]);
+          continue;
+        }
+        const failed = interruptedAction(action, why);
+        await client.query("UPDATE actions SET status = $2, end_time = $3, json = $4, change = nextval('plinth_change') WHERE id = $1", [
+          row.id,
+          failed.status,
+          Date.now(),
+          toJsonString(ActionSchema, failed),
+        ]);
+        await client.query("DELETE FROM action_requests WHERE action_id = $1", [row.id]);
+      }
+      if (rows.length > 0) await client.query("SELECT pg_notify('plinth', 'c'), pg_notify('plinth', 'w')");
+    });
+  }
+
   async requestCancel(actionId: string, by: string): Promise<void> {
     await this.#db.query("SELECT pg_notify('plinth', $1)", [`x${JSON.stringify({ id: actionId, by })}`]);
   }

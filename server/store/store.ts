@@ -182,6 +182,13 @@ export interface Cluster {
   forgetOwn(upTo: bigint): void;
   /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
   takeQueued(actionId: string): Promise<Action | undefined>;
+  /** The actions whose queue entry this server holds (claimed, not ended). */
+  owned(): Promise<string[]>;
+  /**
+   * Gives back what this server holds but lost track of (a claim whose answer a broken
+   * connection lost): not started, queued again; started, ended interrupted saying why.
+   */
+  release(actionIds: string[], why: string): Promise<void>;
   /** Asks whichever server runs the action to cancel it. */
   requestCancel(actionId: string, by: string): Promise<void>;
   /** Says what this server serves and runs, for ListPlugins on every server. */
