@@ -130,6 +130,24 @@ describe("several servers on one PostgreSQL database", () => {
     expect(JSON.parse(new TextDecoder().decode(model.instance)).fits.map((f: { args: number[] }) => f.args[0])).toEqual([0, 1, 2, 3, 4, 5]);
   });
 
+  it("UpdateInstance on one server waits for the call running on the model on another, then stores the revision after it", async () => {
+    const url = await newDatabase();
+    const a = await server(url);
+    const b = await server(url);
+    const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const { action } = await a.engine.fit({ modelId, args: [json("first")], kwargs: { sleep: json(1) } });
+    for await (const u of a.actions.watchAction({ actionId: action!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
+    const instance = new TextEncoder().encode(JSON.stringify({ args: [], fits: ["set by hand"] }));
+    const updated = (await b.engine.updateInstance({ modelId, instance })).model!;
+    const fit = (await a.actions.getAction({ actionId: action!.id })).action!;
+    // The fit ran to its end and stored revision 2; the update came after it, as revision 3.
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fit.result!.model!.revision).toBe(2n);
+    expect(updated.revision).toBe(3n);
+    const latest = (await a.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(JSON.parse(new TextDecoder().decode(latest.instance)).fits).toEqual(["set by hand"]);
+  });
+
   it("tell one state: a watcher on one server sees another's progress and end; resume by revision works on any server", async () => {
     const url = await newDatabase();
     const a = await server(url, { maxChildren: 1 });

@@ -329,6 +329,7 @@ export class Engine {
   async updateInstance(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<Model> {
     this.#refuseIfClosing();
     await this.#modelOf(modelId);
+    if (this.#cluster) return this.#updateInCluster(this.#cluster, modelId, instance, signal);
     // Serialized with the model's running calls, like any other change of it.
     using _lock = await this.#locks.acquire(modelId, signal);
     const record = await this.#o.store.getModel(modelId);
@@ -340,6 +341,57 @@ export class Engine {
       instance,
       instanceSize: instance.byteLength,
       actionId: "",
+    });
+  }
+
+  /**
+   * UpdateInstance in a cluster: after the calls on the model queued before it, wherever
+   * they run, and never while one runs — waiting for them through the feed.
+   */
+  async #updateInCluster(cluster: Cluster, modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<Model> {
+    const queuedUpTo = await cluster.queueEnd(modelId);
+    for (;;) {
+      signal?.throwIfAborted();
+      const record = await this.#o.store.getModel(modelId);
+      if (!record) throw notFound(`model ${modelId} not found`);
+      const next = { ...record, revision: record.revision + 1n, updateTime: new Date(), instance, instanceSize: instance.byteLength, actionId: "" };
+      let meta: ModelMeta | undefined;
+      try {
+        meta = await cluster.putModelQuiet(next, queuedUpTo);
+      } catch (error) {
+        // Another change of the model came first: read it again.
+        if (PlinthError.is(error) && error.kind === "failed_precondition") continue;
+        throw error;
+      }
+      if (meta) {
+        this.#instances.put({ ...meta, instance });
+        return this.#live.putModel(modelMessage(meta));
+      }
+      await this.#modelCallEnded(modelId, signal);
+    }
+  }
+
+  /** Resolves when a call on the model ends (as the feed tells it), or after a second; rejects with the signal's reason. */
+  #modelCallEnded(modelId: string, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        unsubscribe();
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(done, 1000);
+      const unsubscribe = this.#live.subscribe((event) => {
+        if (event.kind === "action_upserted" && event.action.modelId === modelId && isEnded(event.action)) done();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 

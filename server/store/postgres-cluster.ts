@@ -22,7 +22,7 @@ import { procStat } from "../process/proc.ts";
 import { randomHex } from "../run-id.ts";
 import { interruptedAction } from "./interrupted.ts";
 import { describeHolder } from "./sqlite-lock.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ServerInfo, StoredPayloads } from "./store.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ModelRecord, ServerInfo, StoredPayloads } from "./store.ts";
 
 /** The transaction lock every write takes first: one writer at a time, so revisions follow commits. */
 export const WRITE_LOCK = 7301;
@@ -40,6 +40,8 @@ export interface PgAccess {
   transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
   /** The store's group commit of a new action, claiming it when asked and its model is free. */
   enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
+  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined>;
+  queueEnd(modelId: string): Promise<bigint>;
 }
 
 export interface ClusterOptions {
@@ -363,6 +365,14 @@ export class PostgresCluster implements Cluster {
 
   enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined> {
     return this.#db.enqueue(action, payloads, claim);
+  }
+
+  queueEnd(modelId: string): Promise<bigint> {
+    return this.#db.queueEnd(modelId);
+  }
+
+  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined> {
+    return this.#db.putModelQuiet(model, queuedUpTo);
   }
 
   async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {

@@ -111,6 +111,8 @@ export class PostgresStore implements Store {
       query: (sql, params) => this.#query(sql, params),
       transaction: (fn) => this.#transaction(fn),
       enqueue: (action, payloads, claim) => this.#write(action, payloads, claim),
+      putModelQuiet: (model, queuedUpTo) => this.#putModel(model, queuedUpTo),
+      queueEnd: (modelId) => this.#queueEnd(modelId),
     };
     const clusterOptions: ClusterOptions = {
       leaseMs: options.leaseMs,
@@ -252,11 +254,26 @@ export class PostgresStore implements Store {
   }
 
   async putModel(model: ModelRecord): Promise<ModelMeta> {
+    return (await this.#putModel(model))!;
+  }
+
+  /**
+   * Stores the model's next revision. `quiet`: only while no call on the model is claimed
+   * and none queued up to that place in the queue is left; undefined when one is.
+   */
+  async #putModel(model: ModelRecord, quiet?: bigint): Promise<ModelMeta | undefined> {
     const oldest = model.revision - BigInt(this.#o.keepRevisions) + 1n;
     const oldestRevision = oldest > model.oldestRevision ? oldest : model.oldestRevision;
     const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
     const instance = Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength);
-    await this.#transaction(async (client) => {
+    const written = await this.#transaction(async (client) => {
+      if (quiet !== undefined) {
+        const { rows } = await client.query(
+          "SELECT 1 FROM action_requests WHERE model_id = $1 AND (owner IS NOT NULL OR seq <= $2) LIMIT 1",
+          [stored.id, quiet.toString()],
+        );
+        if (rows.length > 0) return false;
+      }
       // The revision after the one the caller read, or nothing: another server's change is never overwritten.
       const { rowCount } = await client.query(
         `INSERT INTO models (id, model_type, revision, oldest_revision, create_time, update_time, instance_size, action_id, change)
@@ -290,9 +307,17 @@ export class PostgresStore implements Store {
       }
       await client.query("DELETE FROM model_revisions WHERE model_id = $1 AND revision < $2", [stored.id, stored.oldestRevision.toString()]);
       await client.query("SELECT pg_notify('plinth', 'c')");
+      return true;
     });
+    if (!written) return undefined;
     const { instance: _, ...rest } = stored;
     return rest;
+  }
+
+  /** Where the model's queue ends now: its calls up to there come before a change made now. */
+  async #queueEnd(modelId: string): Promise<bigint> {
+    const { rows } = await this.#query<{ end: string | null }>("SELECT max(seq) AS end FROM action_requests WHERE model_id = $1", [modelId]);
+    return BigInt(rows[0]?.end ?? 0);
   }
 
   async deleteModel(id: string): Promise<boolean> {

@@ -182,6 +182,13 @@ export interface Cluster {
   forgetOwn(upTo: bigint): void;
   /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
   takeQueued(actionId: string): Promise<Action | undefined>;
+  /** Where the model's queue ends now (0 when empty): the calls up to there come before a change of the model made now. */
+  queueEnd(modelId: string): Promise<bigint>;
+  /**
+   * Stores the model's next revision (as putModel) only while no call on it is claimed
+   * and none queued up to `queuedUpTo` is left: undefined when one is (wait, and try again).
+   */
+  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined>;
   /** The actions whose queue entry this server holds (claimed, not ended). */
   owned(): Promise<string[]>;
   /**
