@@ -268,10 +268,10 @@ export class PostgresStore implements Store {
     const instance = Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength);
     const written = await this.#transaction(async (client) => {
       if (quiet !== undefined) {
-        const { rows } = await client.query(
-          "SELECT 1 FROM action_requests WHERE model_id = $1 AND (owner IS NOT NULL OR seq <= $2) LIMIT 1",
-          [stored.id, quiet.toString()],
-        );
+        const { rows } = await client.query("SELECT 1 FROM action_requests WHERE model_id = $1 AND (owner IS NOT NULL OR seq <= $2) LIMIT 1", [
+          stored.id,
+          quiet.toString(),
+        ]);
         if (rows.length > 0) return false;
       }
       // The revision after the one the caller read, or nothing: another server's change is never overwritten.
