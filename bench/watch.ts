@@ -38,6 +38,10 @@ writeFileSync(
   [
     "backend:",
     `  path: ${join(dir, "plinth.db")}`,
+    // 100 anonymous watchers from one address: more than the default allows one caller.
+    "server:",
+    "  limits:",
+    `    streams_per_caller: ${2 * WATCHERS}`,
     "engine:",
     `  max_children: ${REPORTERS}`,
     `  progress_interval: ${INTERVAL_MS / 1000}`,

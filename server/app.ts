@@ -196,15 +196,22 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       auth: auth && { tokens: auth.tokens, certificates: auth.certificates, openHealth: auth.open_health },
       mutualTls: tls?.client_ca !== undefined,
       streamsPerCaller: limits.streams_per_caller,
+      maxRequestValues: limits.max_request_values,
     });
-    grpc = await createGrpcServer(getEngine, { maxMessageBytes: config.engine.max_frame_bytes, logger, tls, stack });
+    grpc = await createGrpcServer(getEngine, {
+      maxMessageBytes: config.engine.max_frame_bytes,
+      keepaliveMs: limits.keepalive_seconds * 1000,
+      logger,
+      tls,
+      stack,
+    });
     port = await grpc.listen(config.server.address).catch((error: NodeJS.ErrnoException) => {
       throw new PlinthError("invalid_argument", `config server.address: cannot listen on ${config.server.address}: ${error.message}`, {
         cause: error,
       });
     });
     if (config.http.address) {
-      const listener = createHttpListener(getEngine, { stack, maxMessageBytes: config.engine.max_frame_bytes, tls, files: dashboardFiles() });
+      const listener = createHttpListener(getEngine, { stack, logger, maxMessageBytes: config.engine.max_frame_bytes, tls, files: dashboardFiles() });
       http = listener;
       httpPort = await listener.listen(config.http.address).catch((error: NodeJS.ErrnoException) => {
         throw new PlinthError("invalid_argument", `config http.address: cannot listen on ${config.http.address}: ${error.message}`, { cause: error });

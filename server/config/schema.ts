@@ -96,6 +96,17 @@ export const configSchema = z.strictObject({
           streams_per_caller: positiveInt.default(64),
           /** Actions waiting (queued or accessing data) per caller, at most. */
           queued_per_caller: positiveInt.default(1000),
+          /**
+           * Values one request may hold, counted before it is decoded (each number of a `json`
+           * argument is one): decoding costs ~2 µs of the server's one thread per value.
+           */
+          max_request_values: positiveInt.default(20_000),
+          /**
+           * Seconds between the server's pings on each gRPC connection; one that does not answer
+           * within 20 s (or this, if less) is closed: a client gone without a word, or a
+           * connection that never sent the HTTP/2 preface.
+           */
+          keepalive_seconds: seconds.default(60),
         })
         .prefault({}),
     })

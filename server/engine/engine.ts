@@ -51,7 +51,7 @@ import { ModelCache } from "./model-cache.ts";
 import { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
-import { checkRevision, elapsedMs, jsonFormOf, pageSize, parseStateToken, requestBytes, requireId, timeoutMillis } from "./requests.ts";
+import { checkRevision, elapsedMs, jsonFormOf, listToken, pageSize, parseStateToken, requestBytes, requireId, timeoutMillis } from "./requests.ts";
 import { argsView, fullerView, type ViewLimits } from "./views.ts";
 import { type StateFilter, watchAction, watchState } from "./watch.ts";
 
@@ -300,10 +300,11 @@ export class Engine {
 
   async listModels(query: { modelType: string; pageSize: number; pageToken: string }): Promise<{ models: Model[]; next: string }> {
     const limit = pageSize(query.pageSize);
+    const afterId = listToken(query.pageToken, "m", "ListModels");
     const records = await this.#o.store.listModels({
       limit: limit + 1,
       ...(query.modelType ? { modelType: query.modelType } : {}),
-      ...(query.pageToken ? { afterId: query.pageToken } : {}),
+      ...(afterId ? { afterId } : {}),
     });
     const page = records.slice(0, limit);
     return { models: page.map((r) => modelMessage(r)), next: records.length > limit ? page.at(-1)!.id : "" };
@@ -447,6 +448,7 @@ export class Engine {
     view: ActionView;
   }): Promise<{ actions: Action[]; next: string }> {
     const limit = pageSize(query.pageSize);
+    const beforeId = listToken(query.pageToken, "a", "ListActions");
     if (query.statuses.length > 16) throw invalid(`statuses: at most 16, got ${query.statuses.length}`);
     const view = query.view || ActionView.BASIC;
     const stored = await this.#o.store.listActions(
@@ -454,7 +456,7 @@ export class Engine {
         limit: limit + 1,
         ...(query.modelId ? { modelId: query.modelId } : {}),
         ...(query.statuses.length ? { statuses: query.statuses } : {}),
-        ...(query.pageToken ? { beforeId: query.pageToken } : {}),
+        ...(beforeId ? { beforeId } : {}),
         ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
         ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
         ...(query.createdBy ? { createdBy: query.createdBy } : {}),

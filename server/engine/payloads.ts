@@ -91,7 +91,18 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
   const kind = arg.kind;
   switch (kind.case) {
     case "json": {
-      const payload = jsonPayload(encoder.encode(JSON.stringify(toJson(JsonValueSchema, kind.value))), "json");
+      let json: unknown;
+      try {
+        json = toJson(JsonValueSchema, kind.value);
+      } catch (error) {
+        // NaN and ±Infinity (1e999 in JSON) have no JSON form; a Value must have a kind.
+        throw invalid(
+          /NaN|Infinity/.test((error as Error).message)
+            ? `argument ${path}: json cannot hold NaN or ±Infinity (JSON has no such numbers; 1e999 is Infinity): send them in a tensor`
+            : `argument ${path}: json holds an empty value: set one of null_value, number_value, string_value, bool_value, struct_value or list_value`,
+        );
+      }
+      const payload = jsonPayload(encoder.encode(JSON.stringify(json)), "json");
       // Small ones are shown as sent: keep the Value rather than parse the text again.
       return payload.bytes <= keepValueBytes ? { ...payload, value: kind.value } : payload;
     }

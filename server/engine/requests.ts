@@ -69,6 +69,16 @@ export function pageSize(requested: number): number {
   return requested || 100;
 }
 
+/**
+ * A ListModels or ListActions page token: the id of the last model or action of the page
+ * before. A token that is not such an id is refused, not read as "no more results".
+ */
+export function listToken(token: string, prefix: "m" | "a", method: string): string | undefined {
+  if (!token) return undefined;
+  if (!new RegExp(`^${prefix}-[0-9a-z]{12,64}$`).test(token)) throw invalid(`page_token: not one ${method} returned: ${quote(token)}`);
+  return token;
+}
+
 export function parseStateToken(token: string): ["m" | "a", string] {
   if (!token) return ["m", ""];
   const match = /^([ma]):(.{1,200})$/.exec(token);

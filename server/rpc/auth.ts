@@ -53,6 +53,8 @@ export interface Authenticator {
   readonly enabled: boolean;
   /** The caller a call's metadata shows; undefined when it shows none that is known. */
   identify(metadata: CallContext["metadata"]): Caller | undefined;
+  /** The caller a call of `path` with this metadata is made by; throws UNAUTHENTICATED or PERMISSION_DENIED. */
+  authorize(path: string, metadata: CallContext["metadata"]): Caller;
   /** A nice-grpc middleware: identifies, authorizes, and passes `caller` on in the context. */
   middleware: ServerMiddleware<{ caller: Caller }>;
 }
@@ -95,24 +97,29 @@ export function authenticator(options: AuthOptions | undefined, mutualTls: boole
     return typeof caller === "string" ? undefined : caller;
   };
 
+  const authorize = (path: string, metadata: CallContext["metadata"]): Caller => {
+    if (!enabled || (openHealth && isHealth(path))) return ANONYMOUS;
+    const caller = authenticate(metadata);
+    if (typeof caller === "string") {
+      throw new PlinthError(
+        "unauthenticated",
+        caller || `${path} needs a token: send the header authorization: Bearer <token>${mutualTls ? ", or a client certificate" : ""}`,
+      );
+    }
+    const need = roleFor(path);
+    if (!hasRole(caller, need)) {
+      const has = [...caller.roles].join(", ") || "no role";
+      throw new PlinthError("permission_denied", `${path} needs the ${need} role; ${caller.name} has ${has}`);
+    }
+    return caller;
+  };
+
   return {
     enabled,
     identify,
+    authorize,
     async *middleware(call, context) {
-      const path = call.method.path;
-      if (!enabled || (openHealth && isHealth(path))) return yield* call.next(call.request, { ...context, caller: ANONYMOUS });
-      const caller = authenticate(context.metadata);
-      if (typeof caller === "string") {
-        throw new PlinthError(
-          "unauthenticated",
-          caller || `${path} needs a token: send the header authorization: Bearer <token>${mutualTls ? ", or a client certificate" : ""}`,
-        );
-      }
-      const need = roleFor(path);
-      if (!hasRole(caller, need)) {
-        const has = [...caller.roles].join(", ") || "no role";
-        throw new PlinthError("permission_denied", `${path} needs the ${need} role; ${caller.name} has ${has}`);
-      }
+      const caller = authorize(call.method.path, context.metadata);
       return yield* call.next(call.request, { ...context, caller });
     },
   };

@@ -9,21 +9,27 @@ import { createServer as createHttpServer, type Server as HttpServer, type Incom
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { DescMethod } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
-import { Code, ConnectError, type ConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
+import { readAllBytes, type UniversalHandler } from "@connectrpc/connect/protocol";
+import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { type CallContext, Metadata, ServerError } from "nice-grpc";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
+import type { Logger } from "pino";
 import type { Engine } from "../engine/engine.ts";
+import { cut } from "../errors.ts";
 import { actionService } from "./action-service.ts";
 import type { CallStack } from "./call-stack.ts";
 import { engineService } from "./engine-service.ts";
+import { toServerError } from "./error-mapper.ts";
+import { ACCEPTED_TYPES, bodyFormat, countBody } from "./http-request-cost.ts";
 import { stateService } from "./state-service.ts";
 import { PEER_SUBJECT, type TlsFiles } from "./tls.ts";
 
 export interface HttpOptions {
   stack: CallStack;
+  logger: Logger;
   maxMessageBytes: number;
   /** The gRPC port's certificate and key: the HTTP listener serves HTTPS with them. */
   tls?: TlsFiles | undefined;
@@ -64,15 +70,13 @@ function start(
   const responseStream = method.methodKind === "server_streaming";
   // The caller's identity comes from its token only: a certificate's subject is the gRPC
   // port's (mutual TLS), and a header of that name sent here is no proof of anything.
-  const metadata = Metadata();
-  for (const [key, value] of ctx.requestHeader) if (key !== PEER_SUBJECT && !key.endsWith("-bin")) metadata.set(key, value);
   const context: CallContext = {
-    metadata,
+    metadata: metadataOf(ctx.requestHeader),
     peer: ctx.values.get(PEER),
     header: Metadata(),
     sendHeader() {},
     trailer: Metadata(),
-    signal: ctx.signal,
+    signal: standardSignal(ctx.signal),
   };
   const call = {
     method: { path: `/${service.typeName}/${method.name}`, requestStream: false, responseStream, options: {} },
@@ -85,6 +89,22 @@ function start(
     },
   };
   return stack.middleware(call as never, context);
+}
+
+/**
+ * The call's signal with a reason the stack knows: Connect aborts with a ConnectError
+ * (DeadlineExceeded when the client's connect-timeout-ms passed), the stack maps
+ * TimeoutError and AbortError.
+ */
+function standardSignal(signal: AbortSignal): AbortSignal {
+  const controller = new AbortController();
+  const onAbort = () => {
+    const deadline = signal.reason instanceof ConnectError && signal.reason.code === Code.DeadlineExceeded;
+    controller.abort(new DOMException(deadline ? "the deadline was exceeded" : "the call was cancelled", deadline ? "TimeoutError" : "AbortError"));
+  };
+  if (signal.aborted) onAbort();
+  else signal.addEventListener("abort", onAbort, { once: true });
+  return controller.signal;
 }
 
 function unary(service: GenService<GenServiceMethods>, method: DescMethod, handler: AnyHandler, stack: CallStack) {
@@ -117,30 +137,92 @@ function connectError(error: unknown): ConnectError {
   return ConnectError.from(error, Code.Internal);
 }
 
+/** The headers as the stack reads them: a certificate's subject is the gRPC port's alone, and binary headers are not ours. */
+function metadataOf(headers: Headers): Metadata {
+  const metadata = Metadata();
+  for (const [key, value] of headers) if (key !== PEER_SUBJECT && !key.endsWith("-bin")) metadata.set(key, value);
+  return metadata;
+}
+
+/** An answer in Connect's error form, the connection closed when the request's body was not read. */
+function answer(res: ServerResponse, status: number, code: string, message: string): void {
+  const unread = !res.req.readableEnded;
+  res.writeHead(status, { "content-type": "application/json", ...(unread ? { connection: "close" } : {}) });
+  res.end(JSON.stringify({ code, message }));
+}
+
 export function createHttpListener(engine: () => Engine, options: HttpOptions): HttpListener {
-  const routes = (router: ConnectRouter) => {
-    router.service(EngineService, throughStack(EngineService, engineService(engine) as never, options.stack));
-    router.service(ActionService, throughStack(ActionService, actionService(engine) as never, options.stack));
-    router.service(StateService, throughStack(StateService, stateService(engine) as never, options.stack));
-  };
-  const handler = connectNodeAdapter({
-    routes,
+  const { stack, logger } = options;
+  const router = createConnectRouter({
     readMaxBytes: options.maxMessageBytes,
     writeMaxBytes: options.maxMessageBytes,
-    contextValues: (req) => createContextValues().set(PEER, `${req.socket.remoteAddress}:${req.socket.remotePort}`),
-    fallback: (req, res) => {
-      void (options.files?.(req as IncomingMessage, res as ServerResponse) ?? Promise.resolve(false)).then((served) => {
-        if (served) return;
-        res.writeHead(404, { "content-type": "application/json" });
-        res.end(
-          JSON.stringify({
-            code: "not_found",
-            message: `no such path: ${req.url}; the API is at /plinth.v1.EngineService/<Method>, /plinth.v1.ActionService/<Method> and /plinth.v1.StateService/<Method> (Connect and gRPC-Web)`,
-          }),
-        );
-      });
-    },
+    // A misspelled field or enum name (a status filter) is an error, not silently nothing.
+    jsonOptions: { ignoreUnknownFields: false },
   });
+  router.service(EngineService, throughStack(EngineService, engineService(engine) as never, stack));
+  router.service(ActionService, throughStack(ActionService, actionService(engine) as never, stack));
+  router.service(StateService, throughStack(StateService, stateService(engine) as never, stack));
+  const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
+
+  /** An RPC: the caller checked on the headers, then the body's cost, before Connect decodes it. */
+  async function call(rpc: UniversalHandler, req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = rpc.requestPath;
+    if (!req.headers.host) return answer(res, 400, "invalid_argument", "the request has no Host header");
+    const uReq = universalRequestFromNodeRequest(
+      req,
+      res,
+      undefined,
+      createContextValues().set(PEER, `${req.socket.remoteAddress}:${req.socket.remotePort}`),
+    );
+    if (req.method === "POST" && !bodyFormat(uReq.header)) {
+      const type = uReq.header.get("content-type");
+      return answer(res, 415, "invalid_argument", `${type ? `content-type ${cut(type)}` : "no content-type"}: send ${ACCEPTED_TYPES}`);
+    }
+    const body = uReq.body as AsyncIterable<Uint8Array>;
+    async function* admitted(): AsyncGenerator<Uint8Array> {
+      try {
+        stack.admit(path, metadataOf(uReq.header));
+      } catch (error) {
+        // The body stays unread: the connection cannot carry another request.
+        res.setHeader("connection", "close");
+        throw connectError(toServerError(error, logger, path));
+      }
+      const bytes = await readAllBytes(body, options.maxMessageBytes, uReq.header.get("content-length"));
+      const format = bodyFormat(uReq.header);
+      if (format) {
+        try {
+          await countBody(bytes, format, rpc.method.input, stack.maxRequestValues, options.maxMessageBytes);
+        } catch (error) {
+          throw connectError(toServerError(error, logger, path));
+        }
+      }
+      yield bytes;
+    }
+    const uRes = await rpc({ ...uReq, body: admitted() });
+    await universalResponseToNodeResponse(uRes, res);
+  }
+
+  /** What is not an RPC: the dashboard's files, or a 404 that says where the API is. */
+  async function other(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (await options.files?.(req, res)) return;
+    answer(
+      res,
+      404,
+      "not_found",
+      `no such path: ${cut(req.url ?? "")}; the API is at /plinth.v1.EngineService/<Method>, /plinth.v1.ActionService/<Method> and /plinth.v1.StateService/<Method> (Connect and gRPC-Web)`,
+    );
+  }
+
+  // Whatever a request holds, it is answered: no rejection is left unhandled.
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
+    const rpc = rpcs.get((req.url ?? "").split("?", 1)[0]!);
+    (rpc ? call(rpc, req, res) : other(req, res)).catch((error: unknown) => {
+      if (ConnectError.from(error).code === Code.Aborted) return;
+      logger.warn({ err: error, url: cut(req.url ?? "") }, "an HTTP request failed");
+      if (res.headersSent) res.destroy();
+      else answer(res, 400, "invalid_argument", `the request could not be read: ${cut((error as Error).message ?? String(error))}`);
+    });
+  };
   let server: HttpServer | HttpsServer;
   const tlsOptions = async (tls: TlsFiles) => ({ cert: await readFile(tls.cert), key: await readFile(tls.key) });
   return {

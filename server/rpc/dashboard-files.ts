@@ -22,7 +22,13 @@ const types: Record<string, string> = {
 export function dashboardFiles(dir = DASHBOARD_DIR) {
   return async (req: IncomingMessage, res: ServerResponse): Promise<boolean> => {
     if (req.method !== "GET" && req.method !== "HEAD") return false;
-    const path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    let path: string;
+    try {
+      path = decodeURIComponent(new URL(req.url ?? "/", "http://x").pathname);
+    } catch {
+      return false; // not a path of ours (broken percent-encoding): the 404
+    }
+    if (path.includes("\0")) return false;
     const file = normalize(join(dir, path === "/" ? "index.html" : path));
     if (!file.startsWith(dir + sep)) return false;
     const info = await stat(file).catch(() => undefined);

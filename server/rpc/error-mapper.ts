@@ -6,7 +6,6 @@
 import type { Logger } from "pino";
 import { type CallContext, type ServerMiddlewareCall, ServerError, Status } from "nice-grpc";
 import { type ErrorKind, PlinthError } from "../errors.ts";
-import { UNDECODABLE, type Undecodable } from "./service-definition.ts";
 
 const statuses: Record<ErrorKind, Status> = {
   invalid_argument: Status.INVALID_ARGUMENT,
@@ -34,11 +33,6 @@ export function toServerError(error: unknown, logger: Logger, path: string): Ser
 
 export function errorMapper(logger: Logger) {
   return async function* mapErrors<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
-    const request = call.request as Partial<Undecodable> | undefined;
-    const undecodable = request?.[UNDECODABLE];
-    if (undecodable) {
-      throw new ServerError(Status.INVALID_ARGUMENT, `the request is not a valid ${undecodable.type}: ${undecodable.error.message}`);
-    }
     try {
       return yield* call.next(call.request, context);
     } catch (error) {

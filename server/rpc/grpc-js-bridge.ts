@@ -3,11 +3,14 @@
  * grpc-js Server (`addService`); nice-grpc owns its grpc-js Server and wants
  * promise and iterator handlers. This bridge adapts the first to the second, for
  * the call shapes those libraries use: unary, server streaming and bidi streaming
- * with synchronous writes.
+ * with synchronous writes. Their requests, too, are decoded only after the call stack
+ * has authorized the caller (raw-request.ts), and bytes their decoder refuses are
+ * INVALID_ARGUMENT.
  */
 import { EventEmitter } from "node:events";
 import type * as grpc from "@grpc/grpc-js";
 import { type CallContext, type Server, ServerError, Status } from "nice-grpc";
+import { RawRequest } from "./raw-request.ts";
 
 type Handler = (call: FakeCall, callback?: (error: grpc.ServiceError | null, value?: unknown) => void) => void;
 
@@ -45,10 +48,17 @@ function toServerError(error: grpc.ServiceError): ServerError {
   return new ServerError(error.code ?? Status.UNKNOWN, error.details ?? error.message);
 }
 
-/** Yields what the handler writes until it ends the call or the client goes away. */
-async function* drain(start: (call: (request: unknown) => FakeCall) => void, context: CallContext): AsyncGenerator<unknown> {
+/**
+ * Yields what the handler writes until it ends the call or the client goes away; throws
+ * what `start` reports through `fail`.
+ */
+async function* drain(
+  start: (call: (request: unknown) => FakeCall, fail: (error: unknown) => void) => void,
+  context: CallContext,
+): AsyncGenerator<unknown> {
   const queue: unknown[] = [];
   let ended = false;
+  let failed: { error: unknown } | undefined;
   let wake: (() => void) | undefined;
   const calls: FakeCall[] = [];
   const onAbort = () => {
@@ -59,6 +69,10 @@ async function* drain(start: (call: (request: unknown) => FakeCall) => void, con
     wake?.();
   };
   context.signal.addEventListener("abort", onAbort, { once: true });
+  const fail = (error: unknown) => {
+    failed ??= { error };
+    wake?.();
+  };
   start((request) => {
     const call = new FakeCall(
       request,
@@ -74,9 +88,10 @@ async function* drain(start: (call: (request: unknown) => FakeCall) => void, con
     );
     calls.push(call);
     return call;
-  });
+  }, fail);
   try {
     while (!context.signal.aborted) {
+      if (failed) throw failed.error;
       if (queue.length > 0) yield queue.shift();
       else if (ended) return;
       else await new Promise<void>((resolve) => (wake = resolve));
@@ -111,13 +126,14 @@ export function grpcJsBridge(server: Server): Pick<grpc.Server, "addService"> {
           adapted[key] = (request: unknown, context: CallContext) => drain((makeCall) => handler(makeCall(request)), context);
         } else if (method.responseStream) {
           adapted[key] = (requests: AsyncIterable<unknown>, context: CallContext) =>
-            drain((makeCall) => {
+            drain((makeCall, fail) => {
               const call = makeCall(undefined);
               handler(call);
-              void (async () => {
-                for await (const request of requests) call.emit("data", request);
+              (async () => {
+                // Each message of a request stream is decoded here, after the stack authorized the call.
+                for await (const request of requests) call.emit("data", RawRequest.is(request) ? request.decode(Number.POSITIVE_INFINITY) : request);
                 call.emit("end");
-              })().catch(() => call.emit("end"));
+              })().catch(fail);
             }, context);
         }
       }
@@ -127,7 +143,16 @@ export function grpcJsBridge(server: Server): Pick<grpc.Server, "addService"> {
           throw new ServerError(Status.UNIMPLEMENTED, `${definition[key]!.path} is not implemented`);
         };
       }
-      server.add(definition, adapted as never);
+      // Requests stay bytes until the stack has authorized the call.
+      const raw: Record<string, unknown> = {};
+      for (const [key, method] of Object.entries(definition)) {
+        const decode = method.requestDeserialize;
+        raw[key] = {
+          ...method,
+          requestDeserialize: (bytes: Buffer) => new RawRequest(bytes, { typeName: `request of ${method.path}`, decode: (b) => decode(b as Buffer) }),
+        };
+      }
+      server.add(raw as never, adapted as never);
     },
   };
 }

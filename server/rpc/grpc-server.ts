@@ -37,6 +37,8 @@ export interface GrpcServer {
 
 export interface GrpcOptions {
   maxMessageBytes: number;
+  /** Every connection is pinged this often; one that does not answer is closed (one that never sent the HTTP/2 preface too). */
+  keepaliveMs: number;
   logger: Logger;
   tls?: TlsFiles | undefined;
   /** Errors, audit, auth and limits: shared with the HTTP listener. */
@@ -60,6 +62,10 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
   const server = createServer({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
+    // Node closes a connection that never sent the preface only when destroyed: a ping it
+    // cannot answer does that (grpc-js's idle timeout closes gracefully, and waits for it).
+    "grpc.keepalive_time_ms": options.keepaliveMs,
+    "grpc.keepalive_timeout_ms": Math.min(options.keepaliveMs, 20_000),
   })
     .use(track)
     .use(options.stack.middleware);

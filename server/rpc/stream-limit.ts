@@ -1,4 +1,8 @@
-/** At most `max` open streams (WatchState, WatchAction, health's Watch) per caller, or per connection when anonymous. */
+/**
+ * At most `max` open streams (WatchState, WatchAction, health's Watch) per caller; an
+ * anonymous caller is its address, whatever its connections: over Connect each stream is
+ * a connection of its own, so a limit per connection would bound nothing.
+ */
 import type { ServerMiddleware } from "nice-grpc";
 import type { Caller } from "../engine/caller.ts";
 import { PlinthError } from "../errors.ts";
@@ -7,7 +11,7 @@ export function streamLimit(max: number): ServerMiddleware<object, { caller: Cal
   const open = new Map<string, number>();
   return async function* limitStreams(call, context) {
     if (!call.responseStream) return yield* call.next(call.request, context);
-    const who = context.caller.name ? `caller ${context.caller.name}` : `connection ${context.peer}`;
+    const who = context.caller.name ? `caller ${context.caller.name}` : `address ${hostOf(context.peer)}`;
     const n = open.get(who) ?? 0;
     if (n >= max) throw new PlinthError("queue_full", `${who} has ${n} open streams; server.limits.streams_per_caller allows ${max}`);
     open.set(who, n + 1);
@@ -19,4 +23,12 @@ export function streamLimit(max: number): ServerMiddleware<object, { caller: Cal
       else open.delete(who);
     }
   };
+}
+
+/** "ipv4:127.0.0.1:5000", "[::1]:5000" or "127.0.0.1:5000" → the host alone. */
+function hostOf(peer: string): string {
+  return peer
+    .replace(/^ipv[46]:/, "")
+    .replace(/:\d+$/, "")
+    .replace(/^\[|\]$/g, "");
 }
