@@ -54,6 +54,8 @@ export async function throughput(
 export interface PlinthProcess {
   child: ChildProcess;
   port: number;
+  /** What it printed up to "serving" (its HTTP listener's address, say). */
+  output(): string;
   client: grpc.Client;
   /** SIGTERM, and wait for the exit. */
   stop(): Promise<void>;
@@ -74,8 +76,11 @@ export async function startPlinth(
     credentials?: grpc.ChannelCredentials;
     /** More top-level lines of the config (metrics, say). */
     config?: string[];
+    /** The checkout whose server runs (bench/checkout.ts: the code before a change); this one by default. */
+    root?: string;
   } = {},
 ): Promise<PlinthProcess> {
+  const from = options.root ?? root;
   const dir = tempDir();
   const config = join(dir, "plinth.yaml");
   const yaml = [
@@ -88,12 +93,12 @@ export async function startPlinth(
     "engine:",
     ...Object.entries(options.engine ?? {}).map(([k, v]) => `  ${k}: ${v}`),
     "plugins:",
-    `  - module: ${join(root, plugin)}`,
+    `  - module: ${join(from, plugin)}`,
     `    runtime: ${options.runtime ?? "node"}`,
     ...(options.config ?? []),
   ].join("\n");
   writeFileSync(config, yaml);
-  const server = await startProcess(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/);
+  const server = await startProcess(["server/main.ts", "--config", config], /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/, from);
   const host = options.credentials ? "localhost" : "127.0.0.1";
   const client = new grpc.Client(`${host}:${server.port}`, options.credentials ?? grpc.credentials.createInsecure(), {
     "grpc.max_receive_message_length": options.maxMessageBytes ?? -1,

@@ -8,10 +8,14 @@ const root = fileURLToPath(new URL("..", import.meta.url));
  * Runs `node --import tsx <args>` in the repository and resolves once its stdout
  * matches `ready`, with the first capture group as the port when there is one.
  */
-export function startProcess(args: string[], ready: RegExp): Promise<{ child: ChildProcess; port: number; groups: string[]; output: () => string }> {
+export function startProcess(
+  args: string[],
+  ready: RegExp,
+  cwd = root,
+): Promise<{ child: ChildProcess; port: number; groups: string[]; output: () => string }> {
   // PLINTH_BENCH_NODE_ARGS: extra node flags for the servers, e.g. --cpu-prof to profile them.
   const extra = process.env.PLINTH_BENCH_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
-  const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd: root, stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(process.execPath, [...extra, "--import", "tsx", ...args], { cwd, stdio: ["ignore", "pipe", "inherit"] });
   let out = "";
   return new Promise((resolve, reject) => {
     const onData = (chunk: Buffer) => {
