@@ -10,15 +10,19 @@ if ! diff -r gen "$tmp/gen" >/dev/null; then
   echo "generated code in gen/ is stale: run npm run generate and commit the result" >&2
   exit 1
 fi
-# The Python client's stubs, when grpcio-tools is here to make them (Debian: python3-grpc-tools).
-if PATH="/usr/bin:$PATH" python3 -c "import grpc_tools" 2>/dev/null; then
-  PATH="/usr/bin:$PATH" sh clients/python/generate.sh "$tmp/python"
-  if ! diff -r clients/python/plinth "$tmp/python/plinth" >/dev/null; then
-    diff -r clients/python/plinth "$tmp/python/plinth" | head -20
-    echo "the Python stubs in clients/python/plinth are stale: run clients/python/generate.sh and commit the result" >&2
-    exit 1
-  fi
-else
-  echo "the Python stubs were not checked: python3 has no grpc_tools (apt-get install python3-grpc-tools)"
-fi
+# The Python client's stubs, when protoc 3.21 and gRPC's Python plugin are here to make them
+# (Debian: protobuf-compiler protobuf-compiler-grpc; clients/python/generate.sh says why that one).
+status=0
+sh clients/python/generate.sh "$tmp/python" || status=$?
+case $status in
+  0)
+    if ! diff -r clients/python/plinth "$tmp/python/plinth" >/dev/null; then
+      diff -r clients/python/plinth "$tmp/python/plinth" | head -20
+      echo "the Python stubs in clients/python/plinth are stale: run npm run generate and commit the result" >&2
+      exit 1
+    fi
+    ;;
+  3) echo "the Python stubs were not checked" ;;
+  *) exit "$status" ;;
+esac
 echo "generated code is up to date"

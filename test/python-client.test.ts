@@ -1,10 +1,14 @@
 /**
- * The Python client (clients/python) against a real server, with Debian's python3-grpcio
- * (and numpy for tensors); .ci/run installs them. Without grpcio the tests are skipped,
- * saying why.
+ * The Python client (clients/python) as a user gets it: `pip install`ed into a clean virtualenv,
+ * then run against a real server, once with each protobuf this machine can install offline:
+ * - Debian's python3-protobuf (4.21, C++ runtime), with its python3-grpcio and python3-numpy
+ *   through --system-site-packages and its setuptools for the build (.ci/run installs them);
+ * - each protobuf within pyproject's range on the local (file://) package indexes pip is set
+ *   up with, if any (protobuf's upb runtime), with grpcio, numpy and setuptools from there too.
+ * What this machine lacks is skipped, saying why.
  */
-import { execFile, execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { execFile, spawnSync } from "node:child_process";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -12,17 +16,66 @@ import { fixture, root, startTestServer, type TestServer } from "./helpers/serve
 import { tempDir } from "./helpers/temp.ts";
 
 const run = promisify(execFile);
-/** Debian's python3 first: the one on PATH may be a pyenv build without Debian's packages. */
-const env = { ...process.env, PATH: `/usr/bin:${process.env.PATH}`, PYTHONPATH: join(root, "clients/python") };
-const missing = (() => {
-  try {
-    execFileSync("python3", ["-c", "import grpc, google.protobuf"], { env, stdio: "pipe" });
-    return "";
-  } catch {
-    return "python3 has no grpcio: apt-get install python3-grpcio python3-protobuf (or pip install grpcio protobuf)";
-  }
+/** Debian's python3: the one on PATH may be a pyenv build without Debian's packages. */
+const python3 = "/usr/bin/python3";
+const client = join(root, "clients/python");
+const { PYTHONPATH: _, ...env } = process.env;
+const has = (modules: string) => spawnSync(python3, ["-c", `import ${modules}`], { env }).status === 0;
+
+/** How pip installs the client into a new virtualenv. */
+interface Setup {
+  protobuf: string;
+  venv: string[];
+  pip: string[];
+}
+
+const debian: Setup = {
+  protobuf: "from Debian",
+  venv: ["--system-site-packages"],
+  // Offline: setuptools and wheel from Debian rather than from an index.
+  pip: ["--no-index", "--no-build-isolation", client],
+};
+const debianMissing = has("ensurepip, grpc, google.protobuf")
+  ? ""
+  : "Debian's python3 lacks venv or grpcio: apt-get install python3-venv python3-grpcio python3-protobuf";
+if (debianMissing) console.log(`skipping the Python client with Debian's packages: ${debianMissing}`);
+
+/** pip's local (file://) indexes, and nothing else of its settings: what it installs then comes from this machine. */
+const pipLocal = (() => {
+  const config = spawnSync(python3, ["-m", "pip", "config", "list"], { env, encoding: "utf8" }).stdout ?? "";
+  const [first, ...more] = config.match(/file:\/\/[^\s']+/g) ?? [];
+  return first ? ["--isolated", "--index-url", first, ...more.flatMap((url) => ["--extra-index-url", url])] : undefined;
 })();
-if (missing) console.log(`skipping the Python client's tests: ${missing}`);
+/** The versions of a package on those indexes. */
+function offered(name: string): string[] {
+  if (!pipLocal) return [];
+  const out = spawnSync(python3, ["-m", "pip", "index", "versions", ...pipLocal, name], { env, encoding: "utf8" }).stdout ?? "";
+  return /Available versions: (.+)/.exec(out)?.[1]?.split(", ") ?? [];
+}
+const range = /"protobuf>=(\d+)\.(\d+)(?:,<(\d+))?"/.exec(readFileSync(join(client, "pyproject.toml"), "utf8"))!;
+const [least, leastMinor, below] = [Number(range[1]), Number(range[2]), Number(range[3] ?? Number.POSITIVE_INFINITY)];
+const inRange = (v: string) => {
+  const [major = 0, minor = 0] = v.split(".").map(Number);
+  return (major > least || (major === least && minor >= leastMinor)) && major < below;
+};
+const fromIndex: Setup[] = (() => {
+  const lacking = pipLocal ? ["grpcio", "numpy", "setuptools", "protobuf"].filter((n) => offered(n).length === 0) : [];
+  const protobufs = offered("protobuf").filter(inRange);
+  const why = !has("ensurepip")
+    ? "python3 lacks venv: apt-get install python3-venv"
+    : !pipLocal
+      ? "pip has no local (file://) index here"
+      : lacking.length
+        ? `pip's local indexes lack ${lacking.join(", ")}`
+        : protobufs.length
+          ? ""
+          : "pip's local indexes have no protobuf within pyproject's range";
+  if (why || !pipLocal) {
+    console.log(`skipping the Python client with pip's own protobuf: ${why}`);
+    return [];
+  }
+  return protobufs.map((v) => ({ protobuf: v, venv: [], pip: [...pipLocal, `${client}[numpy]`, `protobuf==${v}`] }));
+})();
 
 const readme = readFileSync(join(root, "README.md"), "utf8");
 const section = readme.slice(readme.indexOf("### From Python"), readme.indexOf("### From TypeScript"));
@@ -43,15 +96,63 @@ beforeAll(async () => {
 });
 afterAll(() => t?.close());
 
-async function python(program: string): Promise<string> {
-  const file = join(tempDir(), "client.py");
-  writeFileSync(file, program.replace("localhost:50051", `127.0.0.1:${t.port}`));
-  return (await run("python3", [file], { env })).stdout;
+/** Runs a program with the client installed in a virtualenv, from a folder of its own (not the repository's). */
+async function python(venvPython: string, program: string, options: { env?: NodeJS.ProcessEnv; flags?: string[] } = {}): Promise<string> {
+  const dir = tempDir();
+  writeFileSync(join(dir, "client.py"), program.replace("localhost:50051", `127.0.0.1:${t.port}`));
+  return (await run(venvPython, [...(options.flags ?? []), "client.py"], { cwd: dir, env: { ...env, ...options.env } })).stdout;
 }
 
-describe.skipIf(missing !== "")("the Python client", () => {
+describe.skipIf(debianMissing !== "")("the Python client, protobuf from Debian", () => suite(debian));
+describe.each(fromIndex)("the Python client, protobuf $protobuf from pip's local index", (setup) => suite(setup));
+
+function suite(setup: Setup): void {
+  let venvPython = "";
+  beforeAll(async () => {
+    const venv = join(tempDir(), "venv");
+    await run(python3, ["-m", "venv", ...setup.venv, venv], { env });
+    await run(join(venv, "bin/pip"), ["install", "--no-cache-dir", "--no-compile", "--disable-pip-version-check", ...setup.pip], { env });
+    venvPython = join(venv, "bin/python");
+  }, 300_000);
+
+  it("installs with pip into a clean virtualenv, leaving no build/ or *.egg-info in clients/python", async () => {
+    const out = await python(
+      venvPython,
+      `
+import sys
+import google.protobuf
+import plinth.v1.arg_pb2
+import plinth_client
+print(plinth_client.__file__.startswith(sys.prefix), plinth.v1.arg_pb2.__file__.startswith(sys.prefix), google.protobuf.__version__)
+`,
+    );
+    const [inVenv, stubsInVenv, version] = out.trim().split(" ");
+    expect([inVenv, stubsInVenv]).toEqual(["True", "True"]);
+    if (setup.protobuf !== "from Debian") expect(version).toBe(setup.protobuf);
+    expect(readdirSync(client).filter((n) => n === "build" || n.endsWith(".egg-info"))).toEqual([]);
+  });
+
+  it("runs on protobuf's pure-Python runtime, without the deprecated descriptor calls its C runtimes refuse", async () => {
+    // Stubs from a protoc older than 3.20 create descriptors directly: protobuf 4.21+ warns of
+    // it here, and its upb runtime (pip's) refuses: "Descriptors cannot be created directly".
+    const out = await python(
+      venvPython,
+      `
+from google.protobuf.internal import api_implementation
+from plinth_client import Client
+
+with Client("localhost:50051") as client:
+    echo = client.create("payloads.Echo").result().model_id
+    back = client.predict(echo, args=[{"n": [1, 2.5], "b": b"x"}]).result().prediction
+    print(api_implementation.Type(), back["n"], back["b"])
+`,
+      { env: { PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION: "python" }, flags: ["-W", "error::DeprecationWarning"] },
+    );
+    expect(out.trim()).toBe("python [1.0, 2.5] b'x'");
+  });
+
   it("runs the README's example: Iris trained with its progress followed, two flowers predicted", async () => {
-    const lines = (await python(example)).trim().split("\n");
+    const lines = (await python(venvPython, example)).trim().split("\n");
     expect(lines).toContain("succeeded ['succeeded', 'succeeded']");
     // Each progress line is a status and the data-access statuses; whether the short
     // data-access phase is seen depends on when the watch starts, so it is not required.
@@ -62,7 +163,9 @@ describe.skipIf(missing !== "")("the Python client", () => {
   });
 
   it("sends and gets back numpy tensors, bytes and large JSON; raises ActionError on a failure and a cancel", async () => {
-    const out = await python(`
+    const out = await python(
+      venvPython,
+      `
 import threading
 import grpc
 import numpy as np
@@ -101,7 +204,8 @@ with Client("localhost:50051") as client:
         run.result()
     except ActionError as e:
         print("cancelled", e.status, e.code, e.action.cancel.by)
-`);
+`,
+    );
     expect(out.trim().split("\n")).toEqual([
       "schema instantiate 10.0",
       'refused INVALID_ARGUMENT kwargs.max_depth: must be an integer ≥ 1, got "deep"',
@@ -113,4 +217,4 @@ with Client("localhost:50051") as client:
       "cancelled cancelled cancelled CancelAction",
     ]);
   });
-});
+}
