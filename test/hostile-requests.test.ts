@@ -12,7 +12,7 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
-import { ActionCall } from "../gen/plinth/v1/action_pb.ts";
+import { ActionCall, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { EngineService, PredictRequestSchema } from "../gen/plinth/v1/engine_service_pb.ts";
@@ -255,6 +255,23 @@ describe("bad values get INVALID_ARGUMENT naming what is wrong", () => {
       Status.INVALID_ARGUMENT,
       /^argument args\[0\]: json holds an empty value/,
     );
+  });
+
+  it("json_text that is not JSON: refused at once when small; over 1 MiB (not parsed on the server) the action fails naming it", async () => {
+    const { t } = await start();
+    const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    await expectStatus(
+      t.engine.predict({ modelId, args: [{ kind: { case: "jsonText", value: "[1, 2" } }] }),
+      Status.INVALID_ARGUMENT,
+      /^argument args\[0\]: json_text is not valid JSON/,
+    );
+    const large = `[${"1,".repeat(600_000)}`;
+    const { action } = await t.engine.predict({ modelId, args: [{ kind: { case: "jsonText", value: large } }], wait: true });
+    expect(action!.status).toBe(ActionStatus.FAILED);
+    expect(action!.error).toMatchObject({
+      code: "invalid_argument",
+      message: expect.stringMatching(/^argument args\[0\]: json_text is not valid JSON/),
+    });
   });
 
   it("bytes that are not the request's message on the HTTP listener, and garbage to health and reflection", async () => {

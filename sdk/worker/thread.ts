@@ -219,8 +219,9 @@ export function runThread(host: ThreadHost): void {
     try {
       const kind = kinds[call.kind];
       if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
-      const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeValue(v)]));
-      const out = await runCall(plugin, { kind, target: call.target, instance: call.instance, args: call.args.map(decodeValue), kwargs }, ctx);
+      const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeArgument(v, `kwargs.${k}`)]));
+      const args = call.args.map((v, i) => decodeArgument(v, `args[${i}]`));
+      const out = await runCall(plugin, { kind, target: call.target, instance: call.instance, args, kwargs }, ctx);
       flush();
       const result = { callId: call.callId, value: encodeValue(out.value) };
       send({ kind: { case: "result", value: out.instance ? { ...result, instance: out.instance } : result } });
@@ -232,6 +233,16 @@ export function runThread(host: ThreadHost): void {
       // Clear, then look: the main thread asks, then looks (see serve.ts), so one sees the other.
       Atomics.store(s.state, THREAD_BUSY, 0);
       if (Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
+    }
+  };
+
+  /** An argument as the plugin gets it; JSON the server did not parse (too large to) may not be JSON. */
+  const decodeArgument = (value: Parameters<typeof decodeValue>[0], path: string) => {
+    try {
+      return decodeValue(value);
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      throw new PluginError("invalid_argument", `argument ${path}: json_text is not valid JSON (${error.message})`);
     }
   };
 

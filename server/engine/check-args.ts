@@ -8,14 +8,8 @@ import { invalid } from "../errors.ts";
 import { type Instance, OPAQUE, problems } from "./arg-schemas.ts";
 import type { ArgNode, CallArgs, ParsedArgs } from "./args.ts";
 import type { ResolvedArgs } from "./data-access.ts";
-import { textOf } from "./payloads.ts";
+import { MAX_PARSED_JSON_BYTES as MAX_CHECKED_BYTES, textOf } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
-
-/**
- * JSON above this size is left to the plugin's own validator: parsing it again here
- * would hold up every other call on the server's one thread.
- */
-const MAX_CHECKED_BYTES = 1 << 20;
 
 const decoder = new TextDecoder();
 

@@ -87,6 +87,13 @@ function own(bytes: Uint8Array): Uint8Array {
  * A client's argument as a payload, checked: JSON text must parse, a tensor's data must
  * match its shape. `keepValueBytes`: a `json` Value up to this size is kept as sent.
  */
+/**
+ * JSON above this size is not parsed on the server (not to check it is JSON, nor against a
+ * schema): parsing 50 MB of numbers holds the server's one thread for half a second. The
+ * plugin's child parses it anyway and fails the call naming the argument.
+ */
+export const MAX_PARSED_JSON_BYTES = 1 << 20;
+
 export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): Payload | undefined {
   const kind = arg.kind;
   switch (kind.case) {
@@ -108,7 +115,7 @@ export function payloadFromArg(arg: Arg, path: string, keepValueBytes: number): 
     }
     case "jsonText": {
       try {
-        JSON.parse(kind.value);
+        if (kind.value.length <= MAX_PARSED_JSON_BYTES) JSON.parse(kind.value);
       } catch (error) {
         throw invalid(`argument ${path}: json_text is not valid JSON (${(error as Error).message}): ${quote(kind.value)}`);
       }
