@@ -98,6 +98,8 @@ describe("the README's plugin", () => {
           message(errorLines[0]!),
         );
         await expectStatus(t.engine.fit({ modelId, args: [dataAccess("mean.range", [json(0)])] }), Status.INVALID_ARGUMENT, message(errorLines[1]!));
+        // A misspelt keyword, which zod's z.object would drop.
+        await expectStatus(t.engine.fit({ modelId, args: [json([1])], kwargs: { scal: json(2) } }), Status.INVALID_ARGUMENT, message(errorLines[2]!));
       });
     });
   }
