@@ -38,6 +38,8 @@ const sdk = (code: string) => code.replaceAll('"../../sdk/', `"${join(root, "sdk
 writeFileSync(join(dir, "mod.ts"), sdk(pluginCode));
 writeFileSync(join(dir, "harness.ts"), sdk(harnessCode));
 writeFileSync(join(dir, "mod.test.ts"), sdk(testFile));
+// The project's compiler settings, on these three files (and what they import).
+writeFileSync(join(dir, "tsconfig.json"), JSON.stringify({ extends: join(root, "tsconfig.json"), include: ["*.ts"], exclude: [] }));
 
 /** What the snippet prints, as the README's comment lines after it say. */
 const expectedOutput = harnessCode
@@ -48,6 +50,14 @@ const expectedOutput = harnessCode
 const run = promisify(execFile);
 
 describe("the README's plugin", () => {
+  it("type-checks as written, its tensors typed by their dtype without a cast", async () => {
+    await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(dir, "tsconfig.json")], { cwd: root }).catch(
+      (error: { stdout: string }) => expect.fail(error.stdout),
+    );
+    expect(pluginCode).toContain('z.custom<Tensor<"float32">>(isTensor("float32"');
+    expect(pluginCode).toContain("new Tensor(");
+  });
+
   it("its testPlugin snippet prints what the README says, on Node", async () => {
     const { stdout } = await run(process.execPath, ["--import", "tsx", join(dir, "harness.ts")], { cwd: root });
     expect(stdout.trim().split("\n")).toEqual(expectedOutput);
