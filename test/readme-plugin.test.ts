@@ -53,7 +53,8 @@ const expectedOutput = harnessCode
 const run = promisify(execFile);
 
 describe("the README's plugin", () => {
-  it("type-checks as written, its tensors typed by their dtype without a cast", async () => {
+  // tsc over the SDK and zod's types: a while on a busy machine.
+  it("type-checks as written, its tensors typed by their dtype without a cast", { timeout: 600_000 }, async () => {
     await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(dir, "tsconfig.json")], { cwd: root }).catch(
       (error: { stdout: string }) => expect.fail(error.stdout),
     );
