@@ -188,7 +188,12 @@ describe("keyword arguments a function does not declare", () => {
     // zod's z.object, which would drop the key and run with the defaults.
     await refused(
       () => t.engine.createInstance({ modelType: "zschema.Model", kwargs: { depht: json(5) } }),
-      "kwargs.depht: not a keyword argument of instantiate on zschema.Model; it takes depth",
+      "kwargs.depht: not a keyword argument of instantiate on zschema.Model; it takes depth, split",
+    );
+    // Below a keyword, a key an object schema that says so does not take.
+    await refused(
+      () => t.engine.createInstance({ modelType: "zschema.Model", kwargs: { split: json({ min: 1, mn: 2 }) } }),
+      "kwargs.split.mn: not a key of kwargs.split; it takes min",
     );
     // valibot's v.object, on Deno.
     const vid = await model("vschema.Model");

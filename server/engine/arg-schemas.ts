@@ -110,10 +110,10 @@ function describe(error: ErrorObject, root: Instance, rootName: string, fn: stri
       got = false;
       break;
     case "additionalProperties": {
-      path += `.${String(p.additionalProperty)}`;
       const known = Object.keys((parentSchema.properties ?? {}) as object);
       const takes = `it takes ${known.length ? known.join(", ") : "none"}`;
-      message = rootName.endsWith("kwargs") && !segments.length ? `not a keyword argument of ${fn}; ${takes}` : `not a key it takes; ${takes}`;
+      message = rootName.endsWith("kwargs") && !segments.length ? `not a keyword argument of ${fn}; ${takes}` : `not a key of ${path}; ${takes}`;
+      path += `.${String(p.additionalProperty)}`;
       got = false;
       break;
     }
