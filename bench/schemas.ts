@@ -37,7 +37,7 @@ async function micro(n: number, fn: () => unknown): Promise<{ p50: number; p95: 
   return { p50: percentile(times, 50), p95: percentile(times, 95) };
 }
 
-const check = compileCall({ args: JSON.parse(jsonSchemaText(flowers)) }, "bench");
+const check = compileCall({ call: "predict", args: JSON.parse(jsonSchemaText(flowers, "args")) }, "bench.Model");
 const server = await micro(quick ? 5_000 : 50_000, () => {
   // As the server does it: the argument's JSON text parsed, then checked.
   if (problems(check, [JSON.parse(text)], {}).length) throw new Error("refused");

@@ -5,7 +5,7 @@
  */
 import type { Context } from "./context.ts";
 import { type Declared, isPredictionWithInstance, type ModelType, type Plugin } from "./plugin.ts";
-import { validated } from "./schema.ts";
+import { checkKeywords, validated } from "./schema.ts";
 import type { Args, Kwargs, PluginValue } from "./values.ts";
 
 /** @internal */
@@ -56,6 +56,7 @@ export function declared<F extends (...a: never[]) => unknown>(
 
 /** The call's arguments as its schemas give them (validated, defaults applied). */
 async function checked(fn: Declared<unknown, unknown>, call: CallRequest): Promise<[Args, Kwargs]> {
+  checkKeywords(fn.kwargs, call.kwargs, call.kind === "data_access" ? call.target : `${call.kind} on ${call.target}`);
   return [(await validated(fn.args, call.args, "args")) as Args, (await validated(fn.kwargs, call.kwargs, "kwargs")) as Kwargs];
 }
 

@@ -40,4 +40,4 @@ export {
   withInstance,
 } from "./plugin.ts";
 export type { Infer, JsonSchema, Schema, StandardSchema } from "./schema.ts";
-export { type Args, type DType, type JsonValue, type Kwargs, type PluginValue, Tensor, type TensorData } from "./values.ts";
+export { type Args, type DType, isTensor, type JsonValue, type Kwargs, type PluginValue, Tensor, type TensorData } from "./values.ts";

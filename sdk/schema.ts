@@ -43,19 +43,76 @@ export function isStandardSchema(schema: unknown): schema is StandardSchema {
   return typeof schema === "object" && schema !== null && "~standard" in schema;
 }
 
-/** The schema as JSON Schema text, or "" when there is none or it cannot say (a validator without a converter). @internal */
-export function jsonSchemaText(schema: Schema | undefined): string {
-  if (schema === undefined) return "";
-  if (!isStandardSchema(schema)) return JSON.stringify(schema);
+/**
+ * valibot's converter writes the same JSON Schema for `object` (which drops keys it does
+ * not declare) and `looseObject` (which keeps them): a loose one says it takes any.
+ */
+function overrideSchema(context: { valibotSchema: { type?: unknown }; jsonSchema: Record<string, unknown> }) {
+  return context.valibotSchema.type === "loose_object" ? { ...context.jsonSchema, additionalProperties: {} } : undefined;
+}
+
+/** The schema as JSON Schema, or undefined when it cannot say (a validator without a converter). */
+function jsonSchemaOf(schema: Schema): Record<string, unknown> | undefined {
+  if (!isStandardSchema(schema)) return schema as Record<string, unknown>;
   try {
     // What JSON Schema cannot say (a Tensor, a Uint8Array) becomes `{}`, "any value"
     // (zod: unrepresentable, valibot: errorMode), instead of no schema at all.
-    const libraryOptions = { unrepresentable: "any", errorMode: "ignore" };
-    const converted = schema["~standard"].jsonSchema?.input({ target: "draft-2020-12", libraryOptions });
-    return converted ? JSON.stringify(converted) : "";
+    const libraryOptions = { unrepresentable: "any", errorMode: "ignore", overrideSchema };
+    return schema["~standard"].jsonSchema?.input({ target: "draft-2020-12", libraryOptions });
   } catch {
-    return "";
+    return undefined;
   }
+}
+
+/**
+ * A kwargs schema that names its keywords takes no others unless it says so
+ * (additionalProperties, patternProperties, …): zod's and valibot's `object` drop an
+ * unknown key, so a misspelt keyword would run with the defaults. `looseObject`,
+ * `passthrough` and `catchall` say so; so does `additionalProperties` in a JSON Schema.
+ */
+function closeKeywords(json: Record<string, unknown>): Record<string, unknown> {
+  const open = ["additionalProperties", "patternProperties", "unevaluatedProperties", "propertyNames"].some((k) => k in json);
+  const named = json.type === "object" && typeof json.properties === "object" && json.properties !== null;
+  return named && !open ? { ...json, additionalProperties: false } : json;
+}
+
+/** A declared schema as the JSON Schema the server checks with and ListPlugins shows. */
+function published(schema: Schema, part: "args" | "kwargs" | "state"): Record<string, unknown> | undefined {
+  const json = jsonSchemaOf(schema);
+  return json && part === "kwargs" ? closeKeywords(json) : json;
+}
+
+/** The schema as JSON Schema text, or "" when there is none or it cannot say (a validator without a converter). @internal */
+export function jsonSchemaText(schema: Schema | undefined, part: "args" | "kwargs" | "state"): string {
+  const json = schema === undefined ? undefined : published(schema, part);
+  return json ? JSON.stringify(json) : "";
+}
+
+const keywordLists = new WeakMap<object, readonly string[] | null>();
+
+/** The keywords a kwargs schema takes, or null when it takes any. */
+function keywordsOf(schema: Schema): readonly string[] | null {
+  let keywords = keywordLists.get(schema);
+  if (keywords === undefined) {
+    const json = published(schema, "kwargs");
+    keywords = json?.additionalProperties === false ? Object.keys(json.properties ?? {}) : null;
+    keywordLists.set(schema, keywords);
+  }
+  return keywords;
+}
+
+/**
+ * Refuses a keyword the schema does not take, as the server does before the call: a
+ * PluginError `invalid_argument` naming it and the ones `fn` takes. @internal
+ */
+export function checkKeywords(schema: Schema | undefined, kwargs: object, fn: string): void {
+  if (schema === undefined) return;
+  const keywords = keywordsOf(schema);
+  if (keywords === null) return;
+  const issues = Object.keys(kwargs)
+    .filter((k) => !keywords.includes(k))
+    .map((k) => `kwargs.${k}: not a keyword argument of ${fn}; it takes ${keywords.length ? keywords.join(", ") : "none"}`);
+  if (issues.length) throw new PluginError("invalid_argument", issues.join("; "), { issues });
 }
 
 /**

@@ -197,6 +197,27 @@ export class Tensor<D extends DType = DType> {
 }
 
 /**
+ * A type guard for a tensor of `dtype`, and of `shape` when given (-1: any size in that
+ * dimension). Made for a schema library's custom check, whose type it then states: the
+ * function gets a `Tensor<D>`, whose `data` is the dtype's typed array, with no cast.
+ * JSON Schema cannot say what a tensor is: the server leaves this check to the child.
+ *
+ * @example
+ * ```ts
+ * import { z } from "zod";
+ *
+ * const rows = z.custom<Tensor<"float32">>(isTensor("float32", [-1, 4]), "must be a float32 tensor of shape [n, 4]");
+ * const first: Float32Array = rows.parse(new Tensor("float32", [1, 4], new Float32Array(4))).data;
+ * ```
+ */
+export function isTensor<D extends DType>(dtype: D, shape?: readonly number[]): (value: unknown) => value is Tensor<D> {
+  return (value: unknown): value is Tensor<D> =>
+    value instanceof Tensor &&
+    value.is(dtype) &&
+    (shape === undefined || (value.shape.length === shape.length && shape.every((size, i) => size === -1 || value.shape[i] === size)));
+}
+
+/**
  * A value a plugin function receives as an argument or returns: JSON, bytes, a tensor,
  * or an array or object of them (a list or map argument: `{ x: Tensor, y: Tensor }`).
  */

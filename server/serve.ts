@@ -21,7 +21,10 @@ const usage = `usage: node --import tsx server/main.ts [--config FILE] [--addres
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --http-address HOST:PORT  overrides http.address: Connect and gRPC-Web (curl, browsers); "off" for none
   --watch              reload every plugin when its files change (plugins[].watch for all)
-  --log-level LEVEL    trace, debug, info (default), warn, error`;
+  --log-level LEVEL    trace, debug, info (default), warn, error, fatal, silent`;
+
+/** pino's levels; another would throw when the logger is made. */
+const levels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
 
 /** The same signal again within this long is the same request (group delivery + npm's relay). */
 const SAME_SIGNAL_MS = 1000;
@@ -57,6 +60,10 @@ export async function serve(args: string[]): Promise<number> {
     console.log(usage);
     return 0;
   }
+  if (!levels.includes(values["log-level"])) {
+    console.error(`--log-level: must be one of ${levels.join(", ")}, got ${JSON.stringify(values["log-level"])}\n\n${usage}`);
+    return 2;
+  }
   const logger = pino({ level: values["log-level"] });
   let server: PlinthServer | undefined;
   // A fault of our own must not leave children behind either.
@@ -88,11 +95,7 @@ export async function serve(args: string[]): Promise<number> {
     );
   });
   try {
-    const config = await loadConfig(values.config);
-    if (values.address) config.server.address = values.address;
-    if (values["http-address"] === "off") delete config.http.address;
-    else if (values["http-address"]) config.http.address = values["http-address"];
-    if (values.watch) for (const plugin of config.plugins) plugin.watch = true;
+    const config = await loadConfig(values.config, { address: values.address, httpAddress: values["http-address"], watch: values.watch });
     server = await startServer(config, logger, stop.signal);
     const failure = await Promise.race([stopRequested.then(() => undefined), server.failed]);
     await server.close();

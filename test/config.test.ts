@@ -1,8 +1,10 @@
+import { once } from "node:events";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../server/config/load.ts";
+import { clients, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 
@@ -43,6 +45,7 @@ describe("config", () => {
     [{ engine: { max_children: 0 } }, "config engine.max_children: Too small: expected number to be >0, got 0"],
     [{ engine: { sigterm_timeout: "5s" } }, 'config engine.sigterm_timeout: Invalid input: expected number, received string, got "5s"'],
     [{ server: { address: "localhost" } }, 'config server.address: must be host:port, e.g. 127.0.0.1:50051, got "localhost"'],
+    [{ http: { address: "8080" } }, 'config http.address: must be host:port, e.g. 127.0.0.1:8080, or off, got "8080"'],
     [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],
@@ -72,5 +75,48 @@ describe("plugins[].module naming an installed package", () => {
     // A file by that name wins: paths keep working as they are.
     writeFileSync(join(dir, "local.ts"), "");
     expect(config("local.ts")).toBe(join(dir, "local.ts"));
+  });
+});
+
+describe("the config file and the command line say the same", () => {
+  /** A server process on a config that loads no plugin; resolves with its exit code and output once it exits. */
+  const exited = async (args: string[]) => {
+    const server = startProcess(args);
+    const [code] = await once(server.child, "exit");
+    return { code, output: server.output() };
+  };
+  const quick = "backend:\n  kind: memory\nplugins: []\n";
+
+  it("off: no HTTP listener, in the file as with --http-address off", async () => {
+    for (const args of [
+      ["--config", writeConfig(`${quick}http:\n  address: off\nmetrics:\n  address: off\n`), "--address", "127.0.0.1:0"],
+      ["--config", writeConfig(`${quick}http:\n  address: 127.0.0.1:0\n`), "--address", "127.0.0.1:0", "--http-address", "off"],
+    ]) {
+      const server = startProcess(args);
+      const { channel, engine } = clients(await server.port);
+      expect((await engine.listPlugins({})).plugins).toEqual([]);
+      channel.close();
+      server.child.kill("SIGTERM");
+      await once(server.child, "exit");
+      expect(server.output()).not.toContain("Connect and gRPC-Web");
+      expect(server.output()).not.toContain('"metrics"');
+    }
+    expect(parse({ http: { address: "off" }, metrics: { address: "off" } })).toMatchObject({
+      http: { address: undefined },
+      metrics: { address: undefined },
+    });
+  });
+
+  it("checks an option's value as it checks the key it stands for, naming the option", async () => {
+    const file = writeConfig(quick);
+    const address = await exited(["--config", file, "--address", "localhost"]);
+    expect(address.code).toBe(1);
+    expect(address.output).toContain('--address: must be host:port, e.g. 127.0.0.1:50051, got \\"localhost\\"');
+    const http = await exited(["--config", file, "--address", "127.0.0.1:0", "--http-address", "8080"]);
+    expect(http.code).toBe(1);
+    expect(http.output).toContain('--http-address: must be host:port, e.g. 127.0.0.1:8080, or off, got \\"8080\\"');
+    const level = await exited(["--config", file, "--log-level", "loud"]);
+    expect(level.code).toBe(2);
+    expect(level.output).toContain('--log-level: must be one of trace, debug, info, warn, error, fatal, silent, got "loud"');
   });
 });

@@ -38,6 +38,11 @@ const sdk = (code: string) => code.replaceAll('"../../sdk/', `"${join(root, "sdk
 writeFileSync(join(dir, "mod.ts"), sdk(pluginCode));
 writeFileSync(join(dir, "harness.ts"), sdk(harnessCode));
 writeFileSync(join(dir, "mod.test.ts"), sdk(testFile));
+// The project's compiler settings, on these three files (and what they import).
+writeFileSync(
+  join(dir, "tsconfig.json"),
+  JSON.stringify({ extends: join(root, "tsconfig.json"), compilerOptions: { skipLibCheck: true }, include: ["*.ts"], exclude: [] }),
+);
 
 /** What the snippet prints, as the README's comment lines after it say. */
 const expectedOutput = harnessCode
@@ -48,6 +53,15 @@ const expectedOutput = harnessCode
 const run = promisify(execFile);
 
 describe("the README's plugin", () => {
+  // tsc over the SDK and zod's types: a while on a busy machine.
+  it("type-checks as written, its tensors typed by their dtype without a cast", { timeout: 600_000 }, async () => {
+    await run(process.execPath, [join(root, "node_modules/typescript/bin/tsc"), "-p", join(dir, "tsconfig.json")], { cwd: root }).catch(
+      (error: { stdout: string }) => expect.fail(error.stdout),
+    );
+    expect(pluginCode).toContain('z.custom<Tensor<"float32">>(isTensor("float32"');
+    expect(pluginCode).toContain("new Tensor(");
+  });
+
   it("its testPlugin snippet prints what the README says, on Node", async () => {
     const { stdout } = await run(process.execPath, ["--import", "tsx", join(dir, "harness.ts")], { cwd: root });
     expect(stdout.trim().split("\n")).toEqual(expectedOutput);
@@ -98,6 +112,8 @@ describe("the README's plugin", () => {
           message(errorLines[0]!),
         );
         await expectStatus(t.engine.fit({ modelId, args: [dataAccess("mean.range", [json(0)])] }), Status.INVALID_ARGUMENT, message(errorLines[1]!));
+        // A misspelt keyword, which zod's z.object would drop.
+        await expectStatus(t.engine.fit({ modelId, args: [json([1])], kwargs: { scal: json(2) } }), Status.INVALID_ARGUMENT, message(errorLines[2]!));
       });
     });
   }

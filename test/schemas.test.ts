@@ -66,8 +66,15 @@ describe("schemas declared by plugins", () => {
     expect(rows.schemas).toHaveLength(1);
     expect(rows.schemas[0]).toMatchObject({ call: "data_access", args: { prefixItems: [{ type: "integer", minimum: 1, maximum: 1000 }] } });
     expect(zod.dataAccess.find((d) => d.name === "zschema.words")!.schemas).toEqual([]);
+    // A closed object says so, whatever the library; a loose one says it takes any.
+    expect(instantiate.kwargs).toMatchObject({ additionalProperties: false });
     const valibot = plugins.find((p) => p.name === "vschema")!.modelTypes[0]!;
-    expect(valibot.schemas[0]).toMatchObject({ call: "predict", kwargs: { properties: { offset: { type: "number", minimum: 0, default: 0 } } } });
+    expect(valibot.schemas.find((c) => c.call === "predict")).toMatchObject({
+      kwargs: { properties: { offset: { type: "number", minimum: 0, default: 0 } }, additionalProperties: false },
+    });
+    expect(valibot.schemas.find((c) => c.call === "fit")).toMatchObject({
+      kwargs: { properties: { rate: { type: "number" } }, additionalProperties: {} },
+    });
     const plain = plugins.find((p) => p.name === "jschema")!.modelTypes[0]!;
     expect(plain.schemas[0]!.kwargs).toEqual({
       type: "object",
@@ -105,7 +112,10 @@ describe("schemas declared by plugins", () => {
     await refused(() => t.engine.fit({ modelId: id, args: [x] }), "args: must have at least 2 items");
     await refused(
       () => t.engine.fit({ modelId: id, args: [x, json(["setosa"])], kwargs: { iterations: jsonText(1.5), epochs: json(3) } }),
-      ["kwargs.epochs: is not an argument it takes (it takes iterations)", "kwargs.iterations: must be an integer ≥ 1, got 1.5"].join("; "),
+      [
+        "kwargs.epochs: not a keyword argument of fit on zschema.Model; it takes iterations",
+        "kwargs.iterations: must be an integer ≥ 1, got 1.5",
+      ].join("; "),
     );
     await refused(() => t.engine.fit({ modelId: id, args: [json([[1, "2"]]), json([])] }), 'args[0][0][1]: must be a number, got "2"');
   });
@@ -170,6 +180,59 @@ describe("schemas declared by plugins", () => {
     );
     const ok = (await t.engine.predict({ modelId: id, args: [json("max"), json([1, 5, 2])], wait: true })).action!;
     expect(jsonOf(ok.result!.prediction)).toBe(5);
+  });
+});
+
+describe("keyword arguments a function does not declare", () => {
+  it("are refused before anything runs, naming them and the ones it takes, whatever the schema library", async () => {
+    // zod's z.object, which would drop the key and run with the defaults.
+    await refused(
+      () => t.engine.createInstance({ modelType: "zschema.Model", kwargs: { depht: json(5) } }),
+      "kwargs.depht: not a keyword argument of instantiate on zschema.Model; it takes depth, split",
+    );
+    // Below a keyword, a key an object schema that says so does not take.
+    await refused(
+      () => t.engine.createInstance({ modelType: "zschema.Model", kwargs: { split: json({ min: 1, mn: 2 }) } }),
+      "kwargs.split.mn: not a key of kwargs.split; it takes min",
+    );
+    // valibot's v.object, on Deno.
+    const vid = await model("vschema.Model");
+    await refused(
+      () => t.engine.predict({ modelId: vid, args: [json([1])], kwargs: { ofset: json(1) } }),
+      "kwargs.ofset: not a keyword argument of predict on vschema.Model; it takes offset",
+    );
+    // A plain JSON Schema that names its keywords, without additionalProperties.
+    const jid = await model("jschema.Model");
+    await refused(
+      () => t.engine.predict({ modelId: jid, args: [json("max"), json([1])], kwargs: { rond: json(true) } }),
+      "kwargs.rond: not a keyword argument of predict on jschema.Model; it takes round",
+    );
+    // A data-access argument's own keywords.
+    const zid = await model("zschema.Model");
+    await refused(
+      () => t.engine.fit({ modelId: zid, args: [dataAccess("zschema.rows", [json(3)], { begin: json(1) }), json(["setosa"])] }),
+      "args[0].kwargs.begin: not a keyword argument of zschema.rows; it takes start",
+    );
+  });
+
+  it("are taken where the schema says so (looseObject, catchall) or where no kwargs schema is declared", async () => {
+    // valibot's looseObject, whose JSON Schema alone does not say it takes any.
+    const vid = await model("vschema.Model");
+    const fitted = (await t.engine.fit({ modelId: vid, kwargs: { momentum: json(0.9) }, wait: true })).action!;
+    expect(fitted.status).toBe(ActionStatus.SUCCEEDED);
+    const instance = JSON.parse(new TextDecoder().decode((await t.engine.getModel({ modelId: vid, includeInstance: true })).model!.instance));
+    expect(instance.fitted).toEqual({ rate: 0.1, momentum: 0.9 });
+    // zod's catchall, as a keyword argument of a predict that declares no kwargs schema.
+    const zid = await model("zschema.Model");
+    const tagged = dataAccess("zschema.tagged", [], { tag: json("a"), weight: json(2) });
+    const predicted = (await t.engine.predict({ modelId: zid, args: [json([[1, 2]])], kwargs: { tagged, anything: json(1) }, wait: true })).action!;
+    expect(predicted.status).toBe(ActionStatus.SUCCEEDED);
+    expect(jsonOf(predicted.result!.prediction)).toEqual({ depth: 3, rows: 1 });
+    // The fit's data access ran with its declared keyword.
+    const rows = (
+      await t.engine.fit({ modelId: zid, args: [dataAccess("zschema.rows", [json(2)], { start: json(10) }), json(["setosa"])], wait: true })
+    ).action!;
+    expect(rows.status).toBe(ActionStatus.SUCCEEDED);
   });
 });
 

@@ -71,6 +71,11 @@ describe("schemas type a plugin's functions", () => {
     const created = await h.instantiate("typed.Model");
     expect(JSON.parse(new TextDecoder().decode(created.instance))).toEqual({ depth: 2, name: 2 });
     await expect(h.instantiate("typed.Model", [], { depth: "deep" })).rejects.toMatchObject({ code: "invalid_argument" });
+    // A keyword it does not declare, refused as the server would, though zod's object would drop it.
+    await expect(h.instantiate("typed.Model", [], { dpth: 3 })).rejects.toMatchObject({
+      code: "invalid_argument",
+      message: "kwargs.dpth: not a keyword argument of instantiate on typed.Model; it takes depth",
+    });
   });
 });
 

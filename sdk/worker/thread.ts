@@ -87,7 +87,11 @@ function asPlugin(mod: unknown, url: string): Plugin {
 function signature(call: string, fn: Parameters<typeof declared>[0] | undefined) {
   if (!fn) return [];
   const { args, kwargs, state } = declared(fn);
-  const text = { argsSchema: jsonSchemaText(args), kwargsSchema: jsonSchemaText(kwargs), stateSchema: jsonSchemaText(state) };
+  const text = {
+    argsSchema: jsonSchemaText(args, "args"),
+    kwargsSchema: jsonSchemaText(kwargs, "kwargs"),
+    stateSchema: jsonSchemaText(state, "state"),
+  };
   return text.argsSchema || text.kwargsSchema || text.stateSchema ? [{ call, ...text }] : [];
 }
 

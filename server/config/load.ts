@@ -53,24 +53,27 @@ function valueAt(input: unknown, path: PropertyKey[]): unknown {
   return path.reduce<unknown>((value, part) => (value as Record<PropertyKey, unknown> | undefined)?.[part], input);
 }
 
-function describeIssue(issue: z.core.$ZodIssue, input: unknown): string {
+/** What the command line gave, by config key: an error in one names the option, not the key. */
+type FromFlags = ReadonlyMap<string, string>;
+
+function describeIssue(issue: z.core.$ZodIssue, input: unknown, flags: FromFlags): string {
   const key = keyOf(issue.path);
   if (issue.code === "unrecognized_keys") {
     return issue.keys.map((k) => `config ${key ? `${key}.` : ""}${k}: unknown key`).join("; ");
   }
   const value = valueAt(input, issue.path);
   const got = value === undefined ? "" : `, got ${JSON.stringify(value)}`;
-  return `config ${key || "(top level)"}: ${issue.message}${got}`;
+  return `${flags.get(key) ?? `config ${key || "(top level)"}`}: ${issue.message}${got}`;
 }
 
 /**
  * Validates a parsed config; plugin module paths and backend.path resolve against
  * baseDir, the default database path against the working directory.
  */
-export function parseConfig(input: unknown, baseDir: string): ResolvedConfig {
+export function parseConfig(input: unknown, baseDir: string, flags: FromFlags = new Map()): ResolvedConfig {
   const parsed = configSchema.safeParse(input ?? {});
   if (!parsed.success) {
-    throw new PlinthError("invalid_argument", parsed.error.issues.map((i) => describeIssue(i, input)).join("; "));
+    throw new PlinthError("invalid_argument", parsed.error.issues.map((i) => describeIssue(i, input, flags)).join("; "));
   }
   const config = parsed.data;
   const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module), watch: false }))).map((p, i) => ({
@@ -188,19 +191,58 @@ function resolveTls(tls: NonNullable<Config["server"]["tls"]>, baseDir: string):
   return resolved;
 }
 
-/** Loads the config file, or the embedded default when there is none. */
-export async function loadConfig(file?: string): Promise<ResolvedConfig> {
-  // The embedded default also serves Connect and gRPC-Web (curl, browsers) on 8080.
-  if (!file) return parseConfig({ http: { address: "127.0.0.1:8080" } }, root);
-  let text: string;
-  try {
-    text = await readFile(file, "utf8");
-  } catch (error) {
-    throw new PlinthError("invalid_argument", `config file ${file} cannot be read: ${(error as Error).message}`);
+/** The server's command-line options that stand for config keys. */
+export interface ConfigFlags {
+  /** --address: server.address. */
+  address?: string | undefined;
+  /** --http-address: http.address ("off" for none). */
+  httpAddress?: string | undefined;
+  /** --watch: plugins[].watch for every plugin. */
+  watch?: boolean | undefined;
+}
+
+/** The options set in the parsed file, as the file would say them, checked by the same schema. */
+function withFlags(input: unknown, flags: ConfigFlags): { input: unknown; named: FromFlags } {
+  const named = new Map<string, string>();
+  // A file that is not a mapping is reported as it is.
+  const isMapping = (v: unknown): v is Record<string, unknown> | null | undefined =>
+    v === null || v === undefined || (typeof v === "object" && !Array.isArray(v));
+  if (!isMapping(input)) return { input, named };
+  const out: Record<string, unknown> = { ...input };
+  const set = (section: string, key: string, value: string | undefined, flag: string) => {
+    const current = out[section];
+    if (value === undefined || !isMapping(current)) return;
+    out[section] = { ...current, [key]: value };
+    named.set(`${section}.${key}`, flag);
+  };
+  set("server", "address", flags.address, "--address");
+  set("http", "address", flags.httpAddress, "--http-address");
+  return { input: out, named };
+}
+
+/** Loads the config file, or the embedded default when there is none, with the command line's options over it. */
+export async function loadConfig(file?: string, flags: ConfigFlags = {}): Promise<ResolvedConfig> {
+  let input: unknown;
+  let base = root;
+  if (!file) {
+    // The embedded default also serves Connect and gRPC-Web (curl, browsers) on 8080.
+    input = { http: { address: "127.0.0.1:8080" } };
+  } else {
+    let text: string;
+    try {
+      text = await readFile(file, "utf8");
+    } catch (error) {
+      throw new PlinthError("invalid_argument", `config file ${file} cannot be read: ${(error as Error).message}`);
+    }
+    const doc = parseDocument(text);
+    if (doc.errors.length > 0) {
+      throw new PlinthError("invalid_argument", `config file ${file} is not valid YAML: ${doc.errors[0]!.message}`);
+    }
+    input = doc.toJS();
+    base = dirname(resolve(file));
   }
-  const doc = parseDocument(text);
-  if (doc.errors.length > 0) {
-    throw new PlinthError("invalid_argument", `config file ${file} is not valid YAML: ${doc.errors[0]!.message}`);
-  }
-  return parseConfig(doc.toJS(), dirname(resolve(file)));
+  const merged = withFlags(input, flags);
+  const config = parseConfig(merged.input, base, merged.named);
+  if (flags.watch) for (const plugin of config.plugins) plugin.watch = true;
+  return config;
 }

@@ -8,6 +8,14 @@ const positiveInt = z.number().int().positive();
 const mebibytes = z.number().positive();
 const seconds = z.number().positive();
 const list = z.array(z.string().min(1));
+const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/;
+/** A listener's host:port, or "off" for none (as --http-address off says): off is no address. */
+const listenerAddress = (example: string) =>
+  z
+    .string()
+    .refine((v) => v === "off" || HOST_PORT.test(v), `must be host:port, e.g. ${example}, or off`)
+    .optional()
+    .transform((v) => (v === "off" ? undefined : v));
 
 export const pluginSchema = z
   .strictObject({
@@ -72,10 +80,7 @@ export const configSchema = z.strictObject({
   server: z
     .strictObject({
       /** host:port; port 0 picks a free port. */
-      address: z
-        .string()
-        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:50051")
-        .default("127.0.0.1:50051"),
+      address: z.string().regex(HOST_PORT, "must be host:port, e.g. 127.0.0.1:50051").default("127.0.0.1:50051"),
       /** Serve an address other than loopback without authentication and without TLS. */
       insecure: z.boolean().default(false),
       /** TLS (files, relative to the config file); with client_ca, clients must present a certificate it signed. Reloaded on SIGHUP. */
@@ -209,20 +214,14 @@ export const configSchema = z.strictObject({
   plugins: z.array(pluginSchema).optional(),
   http: z
     .strictObject({
-      /** host:port of the Connect and gRPC-Web listener (curl, browsers); off when unset (the embedded default: 127.0.0.1:8080). */
-      address: z
-        .string()
-        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:8080")
-        .optional(),
+      /** host:port of the Connect and gRPC-Web listener (curl, browsers); off when unset or "off" (the embedded default: 127.0.0.1:8080). */
+      address: listenerAddress("127.0.0.1:8080"),
     })
     .prefault({}),
   metrics: z
     .strictObject({
-      /** host:port of the Prometheus endpoint (GET /metrics); off when unset. */
-      address: z
-        .string()
-        .regex(/^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/, "must be host:port, e.g. 127.0.0.1:9464")
-        .optional(),
+      /** host:port of the Prometheus endpoint (GET /metrics); off when unset or "off". */
+      address: listenerAddress("127.0.0.1:9464"),
     })
     .prefault({}),
 });

@@ -27,12 +27,18 @@ const ajv = new Ajv2020({
 
 /** A call's compiled schemas. */
 export interface CallCheck {
+  /** The function, as messages name it: "fit on mean.Model", "mean.range". */
+  label: string;
   args?: ValidateFunction;
   kwargs?: ValidateFunction;
 }
 
-/** Compiles one call's schemas; a schema that does not compile throws with ajv's reason. */
-export function compileCall(schemas: { args?: JsonObject | undefined; kwargs?: JsonObject | undefined }, what: string): CallCheck {
+/**
+ * Compiles the schemas of `name`'s call (`instantiate`, `fit`, `predict`, `data_access`);
+ * a schema that does not compile throws with ajv's reason.
+ */
+export function compileCall(schemas: { call: string; args?: JsonObject | undefined; kwargs?: JsonObject | undefined }, name: string): CallCheck {
+  const what = `${name}'s ${schemas.call}`;
   const compile = (schema: JsonObject | undefined, part: string) => {
     if (!schema) return undefined;
     // The manifest's schemas are 2020-12; a `$schema` naming another draft is ignored rather than fetched.
@@ -43,7 +49,7 @@ export function compileCall(schemas: { args?: JsonObject | undefined; kwargs?: J
       throw new Error(`${what} ${part} schema does not compile: ${(error as Error).message}`);
     }
   };
-  const check: CallCheck = {};
+  const check: CallCheck = { label: schemas.call === "data_access" ? name : `${schemas.call} on ${name}` };
   const args = compile(schemas.args, "args");
   const kwargs = compile(schemas.kwargs, "kwargs");
   if (args) check.args = args;
@@ -61,7 +67,7 @@ export function problems(check: CallCheck, args: Instance[], kwargs: Record<stri
   const run = (validate: ValidateFunction | undefined, value: Instance, root: "args" | "kwargs") => {
     if (!validate || validate(value)) return;
     for (const error of validate.errors ?? []) {
-      const issue = describe(error, value, `${prefix}${root}`);
+      const issue = describe(error, value, `${prefix}${root}`, check.label);
       if (issue && !out.includes(issue)) out.push(issue);
     }
   };
@@ -71,7 +77,7 @@ export function problems(check: CallCheck, args: Instance[], kwargs: Record<stri
 }
 
 /** One ajv error as a message, or undefined when it is about an opaque value or below one. */
-function describe(error: ErrorObject, root: Instance, rootName: string): string | undefined {
+function describe(error: ErrorObject, root: Instance, rootName: string, fn: string): string | undefined {
   const segments = error.instancePath
     .split("/")
     .slice(1)
@@ -104,9 +110,10 @@ function describe(error: ErrorObject, root: Instance, rootName: string): string 
       got = false;
       break;
     case "additionalProperties": {
-      path += `.${String(p.additionalProperty)}`;
       const known = Object.keys((parentSchema.properties ?? {}) as object);
-      message = `is not an argument it takes${known.length ? ` (it takes ${known.join(", ")})` : ""}`;
+      const takes = `it takes ${known.length ? known.join(", ") : "none"}`;
+      message = rootName.endsWith("kwargs") && !segments.length ? `not a keyword argument of ${fn}; ${takes}` : `not a key of ${path}; ${takes}`;
+      path += `.${String(p.additionalProperty)}`;
       got = false;
       break;
     }

@@ -56,7 +56,7 @@ function index(plugins: readonly LoadedPlugin[]): Index {
         const kind = callKinds[s.call];
         if (kind === undefined) continue; // a call this server does not know: nothing to check
         try {
-          built.checks.set(`${f.name}\0${kind}`, compileCall(s, `${f.name}'s ${s.call}`));
+          built.checks.set(`${f.name}\0${kind}`, compileCall(s, f.name));
         } catch (error) {
           throw new PlinthError("invalid_argument", `config ${plugin.key}.module: ${(error as Error).message}`);
         }
