@@ -19,6 +19,7 @@ import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/
 import { PlinthError } from "../errors.ts";
 import { type Settle, waitInQueue } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, PluginChild } from "./child.ts";
+import { formatHint } from "./format-hint.ts";
 import { childCommand, type PluginTarget, permissionHint } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
@@ -381,7 +382,7 @@ export class ProcessManager {
     if (error instanceof ChildFailure) {
       error.logTail = worker.child.tail.lines();
       error.exit = worker.child.exit;
-      error.message = permissionHint(error.message, worker.target);
+      error.message = formatHint(permissionHint(error.message, worker.target), this.#o.displayBase);
     }
     return error;
   }
