@@ -194,6 +194,15 @@ export class PluginChild {
     return this.#terminatedAt !== undefined || this.#exit !== undefined || this.#broken !== undefined;
   }
 
+  /**
+   * Stopped by a signal (SIGSTOP, SIGTSTP: a plugin can stop itself), as the operating
+   * system says now: a call given to it would hang.
+   */
+  get suspended(): boolean {
+    const state = this.pid > 1 ? procStat(this.pid)?.state : undefined;
+    return state === "T" || state === "t";
+  }
+
   /** Waits for the hello frame with the plugin's manifest. */
   hello(): Promise<Hello> {
     return this.#run<Hello>(
