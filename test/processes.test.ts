@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PluginChild } from "../server/process/child.ts";
-import { dataAccess, json, stateOf } from "./helpers/args.ts";
+import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -65,6 +65,18 @@ describe("a plugin child's descendants die with it", () => {
     expect([pid, inGroup, escaped].every(isAlive)).toBe(true);
     await t.actions.cancelAction({ actionId: action!.id });
     expect(await until(() => ![pid, inGroup, escaped].some(isAlive), 3000)).toBe(true);
+  });
+
+  it("when its call succeeds and the child stays warm: below the child, without the mark, or out of the tree with it", async () => {
+    const { t, modelId } = await server();
+    const done = (await t.engine.predict({ modelId, kwargs: { mode: json("spawn_and_return") }, wait: true })).action!;
+    expect(done.status).toBe(ActionStatus.SUCCEEDED);
+    const { pid, below, unmarked, orphaned } = jsonOf(done.result?.prediction) as Record<string, number>;
+    strays.push(below!, unmarked!, orphaned!);
+    expect(await until(() => ![below!, unmarked!, orphaned!].some(isAlive), 10_000)).toBe(true);
+    // The child itself stays warm and serves the next call.
+    const next = (await t.engine.predict({ modelId, kwargs: { mode: json("pid") }, wait: true })).action!;
+    expect(jsonOf(next.result?.prediction)).toBe(pid);
   });
 
   it("when the child exits on its own, leaving both behind", async () => {

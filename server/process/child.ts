@@ -25,7 +25,19 @@ import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
-import { allProcesses, MARK_VARIABLE, markedProcesses, procStat, signalOwned, treeBelow } from "./proc.ts";
+import {
+  allProcesses,
+  commandLine,
+  hasMark,
+  isBelow,
+  MARK_VARIABLE,
+  markedProcesses,
+  markOf,
+  pidsNow,
+  procStat,
+  signalOwned,
+  treeBelow,
+} from "./proc.ts";
 
 /** How a child ended: data, not an exception. */
 export interface ChildExit {
@@ -89,6 +101,16 @@ function whyNotRunnable(file: string): string {
   }
 }
 
+/**
+ * The compiler that tsx starts in a Node child at its first transform (esbuild's
+ * long-lived service; a call that imports TypeScript no other did starts it): the
+ * runtime's, not the plugin's, and the child cannot compile again once it is killed.
+ */
+function isCompilerService(pid: number): boolean {
+  const [file, flag] = commandLine(pid);
+  return file?.endsWith("/esbuild") === true && flag?.startsWith("--service=") === true;
+}
+
 /** How long a child whose stdout closed has to exit before it counts as broken. */
 const STDOUT_CLOSED_GRACE_MS = 250;
 
@@ -125,6 +147,8 @@ export class PluginChild {
   #missing = 0;
   /** Why the spawn failed, when it did. */
   #spawnError: string | undefined;
+  /** The pids that existed when the current call was sent. */
+  #before: Set<number> | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -224,6 +248,29 @@ export class PluginChild {
     );
   }
 
+  /**
+   * Kills what the plugin started during the call that just ended and left running: the
+   * processes that did not exist when the call was sent and are below the child or
+   * carry its mark. What it started before (as its module loaded) lives on with the
+   * child. Returns the pids killed.
+   */
+  endCall(): number[] {
+    const before = this.#before;
+    this.#before = undefined;
+    if (!before || this.pid <= 1) return [];
+    const killed: number[] = [];
+    for (const pid of pidsNow()) {
+      if (before.has(pid) || pid === this.pid) continue;
+      const state = procStat(pid)?.state;
+      if (state === undefined || state === "Z") continue;
+      if (!hasMark(markOf(pid), this.mark) && !isBelow(pid, this.pid)) continue;
+      if (isCompilerService(pid)) continue;
+      signalOwned(pid, "SIGKILL");
+      killed.push(pid);
+    }
+    return killed;
+  }
+
   /** Sends one call and waits for its result; progress goes to onProgress. */
   call(call: MessageInitShape<typeof CallSchema> & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
     const promise = this.#run<Result>(
@@ -238,6 +285,8 @@ export class PluginChild {
       "plugin_exited",
       "before answering",
     );
+    // Every process there is as the call starts: what is new when it ends, it started (endCall).
+    this.#before = pidsNow();
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
     const stdin = this.process.stdin!;
     stdin.cork(); // the frame's parts in one writev, large arguments by reference

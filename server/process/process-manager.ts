@@ -193,6 +193,9 @@ export class ProcessManager {
       // stderr is another pipe: let what the plugin printed before answering arrive.
       await new Promise(setImmediate);
       const logTail = worker.child.tail.lines();
+      // What the plugin started during the call ends with it, even when the child stays warm.
+      const killed = worker.child.endCall();
+      if (killed.length > 0) this.#o.logger.debug({ pid: worker.child.pid, killed }, "killed what a plugin started during its call");
       // A child not kept for the next call is gone before its action ends.
       if (!this.#release(worker, true)) await worker.child.exited;
       return { result, logTail, warm };
