@@ -197,6 +197,33 @@ describe("plugins[].max_memory_mb", () => {
     const within = (await t.engine.predict({ modelId, kwargs: { mode: json("allocate"), mb: json(64) }, wait: true })).action!;
     expect(within.status).toBe(ActionStatus.SUCCEEDED);
   });
+
+  it("a Node plugin that fills its JavaScript heap fails its call with out_of_memory, and the next call gets a fresh child", async () => {
+    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts"), max_memory_mb: 256 }] });
+    servers.push(t);
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const failed = (await t.engine.predict({ modelId, args: [json("heap")], wait: true })).action!;
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    expect(failed.error?.code).toBe("out_of_memory");
+    expect(failed.error?.message).toMatch(/ran out of memory \(plugins\[\]\.max_memory_mb\): .*JS heap out of memory/);
+    const next = (await t.engine.predict({ modelId, args: [json("x")], wait: true })).action!;
+    expect(next.status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  it("a Deno plugin with the smallest limit (64) starts and serves; a call over it fails with out_of_memory", async () => {
+    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts"), runtime: "deno", max_memory_mb: 64 }] });
+    servers.push(t);
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const within = (await t.engine.predict({ modelId, args: [json("allocate")], kwargs: { mb: json(32) }, wait: true })).action!;
+    expect(within.status).toBe(ActionStatus.SUCCEEDED);
+    for (const [args, kwargs] of [
+      [[json("heap")], {}],
+      [[json("allocate")], { mb: json(1024) }],
+    ] as const) {
+      const failed = (await t.engine.predict({ modelId, args: [...args], kwargs: { ...kwargs }, wait: true })).action!;
+      expect(failed.error?.code).toBe("out_of_memory");
+    }
+  });
 });
 
 describe("a CPU-bound plugin (a synchronous loop) on Node", () => {

@@ -111,6 +111,13 @@ function isCompilerService(pid: number): boolean {
   return file?.endsWith("/esbuild") === true && flag?.startsWith("--service=") === true;
 }
 
+/**
+ * How V8 says it ran out of memory as it aborts: Node ("FATAL ERROR: Reached heap limit
+ * Allocation failed - JavaScript heap out of memory"), and V8 under Node or Deno ("#
+ * Fatal process out of memory: …", "Fatal JavaScript out of memory: …").
+ */
+const FATAL_OUT_OF_MEMORY = /FATAL ERROR:.*(out of memory|allocation failed)|Fatal (process|JavaScript) out of memory/i;
+
 /** How long a child whose stdout closed has to exit before it counts as broken. */
 const STDOUT_CLOSED_GRACE_MS = 250;
 
@@ -395,8 +402,9 @@ export class PluginChild {
       stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };
     const exit = this.#exit;
-    // A runtime that ran out of memory aborts the process and says so on stderr.
-    const outOfMemory = /out of memory|allocation failed/i.test(this.tail.lines().slice(-20).join("\n"));
+    // A runtime that ran out of memory aborts the process and says so on stderr, then
+    // prints a native stack: look through the whole tail (this call's output) for it.
+    const outOfMemory = FATAL_OUT_OF_MEMORY.test(this.tail.lines().join("\n"));
     const failure =
       this.#terminatedAt !== undefined && !this.#broken
         ? new ChildFailure("cancelled", "the action was cancelled")

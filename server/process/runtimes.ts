@@ -6,6 +6,7 @@
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { type Dirent, existsSync, readdirSync, realpathSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 export type Runtime = "node" | "deno";
@@ -24,7 +25,7 @@ export interface PluginTarget {
   module: string;
   runtime: Runtime;
   permissions?: DenoPermissions;
-  /** The whole child's memory, runtime, heap and buffers, in MiB; unbounded when unset. */
+  /** The plugin's memory in MiB (see limited()); unbounded when unset. */
   maxMemoryMb?: number | undefined;
   /** Environment variables passed on from the server's, besides the few every child gets. */
   env?: string[] | undefined;
@@ -203,19 +204,25 @@ export interface WorkerSettings {
 }
 
 /**
- * Address space Deno reserves at start as writable data (its code range and snapshot):
- * not memory in use, but counted by RLIMIT_DATA, so a Deno child's limit adds it.
+ * What a child's runtime holds before its plugin allocates anything, counted by
+ * RLIMIT_DATA though mostly not in use: every thread's stack (8 MiB each), and on
+ * Deno each isolate's code range (512 MiB on x64: the main one and the plugin's) and a
+ * V8 thread per core. Measured on x64: a Node child ~190 MiB (with its runtime's own
+ * heap: tsx and the SDK, twice), a Deno child ~1,090 MiB on 2 cores.
  */
-const DENO_RESERVED_MB = 640;
+function runtimeReserveMb(runtime: Runtime): number {
+  return runtime === "deno" ? 2 * 512 + 64 + 8 * availableParallelism() : 256;
+}
 
 /**
- * The memory limit as the kernel enforces it for the whole process (RLIMIT_DATA: heap,
- * buffers, every private writable mapping): the runtime starts under `sh`, which sets
- * the limit and replaces itself with the runtime (exec), so no wrapper stays behind.
+ * The limit as the kernel enforces it for the whole process (RLIMIT_DATA: heap,
+ * buffers, every private writable mapping): the plugin's `megabytes` on top of what its
+ * runtime reserves. The runtime starts under `sh`, which sets the limit and replaces
+ * itself with the runtime (exec), so no wrapper stays behind.
  */
-function limited(command: ChildCommand, megabytes: number | undefined): ChildCommand {
+function limited(command: ChildCommand, megabytes: number | undefined, runtime: Runtime): ChildCommand {
   if (megabytes === undefined) return command;
-  const kilobytes = String(Math.round(megabytes * 1024));
+  const kilobytes = String(Math.round((megabytes + runtimeReserveMb(runtime)) * 1024));
   return { ...command, file: "/bin/sh", args: ["-c", 'ulimit -d "$0" && exec "$@"', kilobytes, command.file, ...command.args] };
 }
 
@@ -231,9 +238,12 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
       args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
-    return limited(command, memory === undefined ? undefined : memory + DENO_RESERVED_MB);
+    return limited(command, memory, "deno");
   }
-  // The plugin thread's heap is bounded too, so that its running out ends the call cleanly.
+  // The plugin thread's heap is bounded well below the process (three quarters of the
+  // plugin's limit, and the process has the runtime's reserve on top): the heap running
+  // out ends the thread, and the call, cleanly as out_of_memory, instead of V8 aborting
+  // the process when the kernel refuses it memory midway through a collection.
   const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
@@ -241,5 +251,5 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
     // tsx's cache is a folder every plugin would then write to: a restricted plugin goes without it.
     env: permissions.length > 0 ? { ...env, TSX_DISABLE_CACHE: "1" } : env,
   };
-  return limited(command, memory);
+  return limited(command, memory, "node");
 }
