@@ -17,12 +17,24 @@ import { fileURLToPath } from "node:url";
 /** The `type` of the package.json nearest to a folder ("" when it has none or there is none), by folder. */
 const types = new Map();
 
+/**
+ * Whether a file is there to read. Under the permission model Node 20's existsSync
+ * throws for a path the plugin may not read; the server allows every package.json
+ * there is above the plugin, so one it may not read is one that does not exist.
+ */
+function readable(file) {
+  try {
+    return existsSync(file);
+  } catch {
+    return false;
+  }
+}
+
 function scopeType(dir) {
   let type = types.get(dir);
   if (type !== undefined) return type;
   const file = join(dir, "package.json");
-  // Under the permission model, a package.json the plugin may not read does not exist for it either.
-  if (existsSync(file)) {
+  if (readable(file)) {
     try {
       const declared = JSON.parse(readFileSync(file, "utf8")).type;
       type = typeof declared === "string" ? declared : "";

@@ -403,7 +403,8 @@ export class ProcessManager {
     if (error instanceof ChildFailure) {
       error.logTail = worker.child.tail.lines();
       error.exit = worker.child.exit;
-      error.message = formatHint(permissionHint(error.message, worker.target), this.#o.displayBase);
+      const base = this.#o.displayBase;
+      error.message = formatHint(permissionHint(error.message, worker.target, base), base);
     }
     return error;
   }

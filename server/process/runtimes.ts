@@ -94,6 +94,25 @@ function linksLeaving(dir: string, allowed: string[]): string[] {
   return found;
 }
 
+/**
+ * `paths` as Node permission entries that leave out every symlink leading outside them
+ * all. Node 20 checks the path it is given, then follows links: `--allow-fs-read=/p`
+ * with `/p/db` a link to the server's database lets the plugin read the database, and
+ * Node has no flag to deny a path. So a folder with such a link below it is allowed
+ * entry by entry, without the link.
+ */
+function withoutLinksLeaving(paths: string[]): string[] {
+  const links = new Set(paths.flatMap((dir) => linksLeaving(dir, paths)));
+  if (links.size === 0) return paths;
+  const holds = (dir: string) => [...links].some((link) => link.startsWith(`${dir}/`));
+  const split = (path: string): string[] => {
+    if (links.has(path)) return [];
+    if (!holds(path)) return [path];
+    return readdirSync(path, { withFileTypes: true }).flatMap((entry) => split(join(path, entry.name)));
+  };
+  return paths.flatMap(split);
+}
+
 function realpathOr(path: string): string {
   try {
     return realpathSync(path);
@@ -145,8 +164,8 @@ function nodePermissionFlags(target: PluginTarget): string[] {
     "--experimental-permission",
     "--disable-warning=ExperimentalWarning",
     "--disable-warning=SecurityWarning",
-    ...unique.map((path) => `--allow-fs-read=${path}`),
-    ...(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
+    ...withoutLinksLeaving(unique).map((path) => `--allow-fs-read=${path}`),
+    ...withoutLinksLeaving(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
     "--allow-worker",
     "--allow-child-process",
   ];
@@ -156,12 +175,18 @@ function nodePermissionFlags(target: PluginTarget): string[] {
  * A denied permission's message with the config key that allows it, for Deno's
  * ("Requires read access to "/x"") and Node's ("…restricted: FileSystemRead of "/x"").
  */
-export function permissionHint(message: string, target: PluginTarget): string {
+export function permissionHint(message: string, target: PluginTarget, base = ""): string {
   const key = target.key ?? "plugins[]";
   const deno = /Requires (read|write|net|env|run) access to "([^"]+)"/.exec(message);
   const node = /restricted: FileSystem(Read|Write) of "([^"]+)"/.exec(message);
   const found = deno ? { kind: deno[1]!, what: deno[2]! } : node ? { kind: node[1]!.toLowerCase(), what: node[2]! } : undefined;
   if (!found) return message;
+  // A path through a symlink that leads out of what the plugin may use is denied by its
+  // own name: allowing the link would change nothing, allowing where it leads would.
+  const path = resolve(base, found.what);
+  const real = found.kind === "read" || found.kind === "write" ? realpathOr(path) : path;
+  if (real !== path)
+    return `${message} (a symlink to ${JSON.stringify(real)}: allow that with ${key}.permissions.${found.kind}: [${JSON.stringify(real)}])`;
   return `${message} (allow it with ${key}.permissions.${found.kind}: [${JSON.stringify(found.what)}])`;
 }
 
