@@ -33,7 +33,9 @@ import {
   MARK_VARIABLE,
   markedProcesses,
   markOf,
-  pidsNow,
+  lastPid,
+  type PidSnapshot,
+  pidSnapshot,
   procStat,
   signalOwned,
   treeBelow,
@@ -154,8 +156,10 @@ export class PluginChild {
   #missing = 0;
   /** Why the spawn failed, when it did. */
   #spawnError: string | undefined;
-  /** The pids that existed when the current call was sent. */
-  #before: Set<number> | undefined;
+  /** The processes there were when the current call was sent. */
+  #before: PidSnapshot | undefined;
+  /** The latest list of processes taken: still true while no pid has been given out since. */
+  #latest: PidSnapshot | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -264,10 +268,13 @@ export class PluginChild {
   endCall(): number[] {
     const before = this.#before;
     this.#before = undefined;
-    if (!before || this.pid <= 1) return [];
+    // No pid given out since the call was sent (the common case): nothing was started.
+    if (!before || this.pid <= 1 || lastPid() === before.last) return [];
+    const now = pidSnapshot();
+    this.#latest = now;
     const killed: number[] = [];
-    for (const pid of pidsNow()) {
-      if (before.has(pid) || pid === this.pid) continue;
+    for (const pid of now.pids) {
+      if (before.pids.has(pid) || pid === this.pid) continue;
       const state = procStat(pid)?.state;
       if (state === undefined || state === "Z") continue;
       if (!hasMark(markOf(pid), this.mark) && !isBelow(pid, this.pid)) continue;
@@ -292,8 +299,12 @@ export class PluginChild {
       "plugin_exited",
       "before answering",
     );
-    // Every process there is as the call starts: what is new when it ends, it started (endCall).
-    this.#before = pidsNow();
+    // Every process there is as the call starts: what is new when it ends, it started
+    // (endCall). The list taken at the end of the last call still holds if no pid has been
+    // given out since. (A pid that ends and is given out again within one call, after the
+    // kernel's pids wrapped around, is missed.)
+    if (this.#latest === undefined || lastPid() !== this.#latest.last) this.#latest = pidSnapshot();
+    this.#before = this.#latest;
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
     const stdin = this.process.stdin!;
     stdin.cork(); // the frame's parts in one writev, large arguments by reference

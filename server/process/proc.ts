@@ -57,11 +57,30 @@ export function treeBelow(root: number, all = allProcesses()): number[] {
   return found;
 }
 
-/** The pids of every process now: one readdir, no file read (cheap enough for every call). */
-export function pidsNow(): Set<number> {
+/** The pids of every process now, and the last pid the kernel gave out before they were listed. */
+export interface PidSnapshot {
+  last: number;
+  pids: Set<number>;
+}
+
+/**
+ * The last pid the kernel gave out (to a process or a thread), from /proc/loadavg: one
+ * small read. While it stays the same, no process has been started. NaN if unreadable.
+ */
+export function lastPid(): number {
+  try {
+    return Number(readFileSync("/proc/loadavg", "utf8").trim().split(" ").pop());
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Every pid now: one readdir, no file read. */
+export function pidSnapshot(): PidSnapshot {
+  const last = lastPid();
   const pids = new Set<number>();
   for (const name of readdirSync("/proc")) if (/^\d+$/.test(name)) pids.add(Number(name));
-  return pids;
+  return { last, pids };
 }
 
 /** Whether `pid` is below `root` in the process tree now. */
