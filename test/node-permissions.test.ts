@@ -3,8 +3,8 @@
  * the way Deno enforces them, a denial naming the config key that allows it, and what
  * Node 20 cannot enforce refused at start.
  */
-import { readFileSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { parseConfig } from "../server/config/load.ts";
@@ -17,6 +17,31 @@ let modelId: string;
 const allowed = tempDir("plinth-allowed-");
 const writable = tempDir("plinth-writable-");
 const elsewhere = tempDir("plinth-elsewhere-");
+
+/**
+ * A plugin in a folder of its own that reads what it is told to, beside symlinks that
+ * lead out of what it may read: one to a file (a database, say), one to a folder.
+ */
+function linkedPlugin(name: string): string {
+  const dir = tempDir(`plinth-${name}-`);
+  writeFileSync(
+    join(dir, "mod.ts"),
+    `import { readFileSync } from "node:fs";
+import { defineModel, definePlugin } from ${JSON.stringify(join(root, "sdk/mod.ts"))};
+export default definePlugin({
+  name: ${JSON.stringify(name)},
+  models: { ${JSON.stringify(`${name}.Model`)}: defineModel({ instantiate: () => ({}), predict: (_ctx, _m, _a, kwargs) => readFileSync(String(kwargs.read), "utf8") }) },
+});
+`,
+  );
+  writeFileSync(join(dir, "own.txt"), "its own file");
+  symlinkSync(join(elsewhere, "secret.txt"), join(dir, "db"));
+  symlinkSync(elsewhere, join(dir, "elsewhere"));
+  return join(dir, "mod.ts");
+}
+
+const linked: Record<string, string> = { linked_node: linkedPlugin("linked_node"), linked_deno: linkedPlugin("linked_deno") };
+
 beforeAll(async () => {
   writeFileSync(join(allowed, "data.txt"), "allowed data");
   writeFileSync(join(elsewhere, "secret.txt"), "secret");
@@ -24,6 +49,8 @@ beforeAll(async () => {
     plugins: [
       { module: fixture("files.ts"), runtime: "node", permissions: { read: [allowed, writable], write: [writable] } },
       { module: fixture("files-deno.ts"), runtime: "deno", permissions: { read: [allowed] } },
+      { module: linked.linked_node, runtime: "node", permissions: {} },
+      { module: linked.linked_deno, runtime: "deno", permissions: {} },
     ],
   });
   modelId = (await t.engine.createInstance({ modelType: "files.Model", wait: true })).action!.modelId;
@@ -68,6 +95,29 @@ describe("a Deno plugin with permissions", () => {
     expect(read.error?.message).toMatch(
       new RegExp(`Requires read access to "${secret}".*\\(allow it with plugins\\[1\\]\\.permissions\\.read: \\["${secret}"\\]\\)$`),
     );
+  });
+});
+
+describe("a symlink in a plugin's folder that leads out of what it may read", () => {
+  it.each([
+    ["Node", "linked_node", 2],
+    ["Deno", "linked_deno", 3],
+  ])("is denied on %s, naming where it leads; the folder's other files are read", async (_runtime, name, index) => {
+    const id = (await t.engine.createInstance({ modelType: `${name}.Model`, wait: true })).action!.modelId;
+    const read = async (path: string) => (await t.engine.predict({ modelId: id, kwargs: { read: json(path) }, wait: true })).action!;
+    const folder = dirname(linked[name]!);
+    const own = await read(join(folder, "own.txt"));
+    expect(own.error?.message ?? "").toBe("");
+    expect(jsonOf(own.result!.prediction)).toBe("its own file");
+    const secret = join(elsewhere, "secret.txt");
+    for (const path of [join(folder, "db"), join(folder, "elsewhere/secret.txt")]) {
+      const denied = await read(path);
+      expect(denied.status).toBe(ActionStatus.FAILED);
+      expect(denied.error?.message).toContain(`"${path}"`);
+      expect(denied.error?.message).toMatch(
+        new RegExp(`\\(a symlink to "${secret}": allow that with plugins\\[${index}\\]\\.permissions\\.read: \\["${secret}"\\]\\)$`),
+      );
+    }
   });
 });
 

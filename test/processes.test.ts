@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PluginChild } from "../server/process/child.ts";
-import { dataAccess, json, stateOf } from "./helpers/args.ts";
+import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -65,6 +65,18 @@ describe("a plugin child's descendants die with it", () => {
     expect([pid, inGroup, escaped].every(isAlive)).toBe(true);
     await t.actions.cancelAction({ actionId: action!.id });
     expect(await until(() => ![pid, inGroup, escaped].some(isAlive), 3000)).toBe(true);
+  });
+
+  it("when its call succeeds and the child stays warm: below the child, without the mark, or out of the tree with it", async () => {
+    const { t, modelId } = await server();
+    const done = (await t.engine.predict({ modelId, kwargs: { mode: json("spawn_and_return") }, wait: true })).action!;
+    expect(done.status).toBe(ActionStatus.SUCCEEDED);
+    const { pid, below, unmarked, orphaned } = jsonOf(done.result?.prediction) as Record<string, number>;
+    strays.push(below!, unmarked!, orphaned!);
+    expect(await until(() => ![below!, unmarked!, orphaned!].some(isAlive), 10_000)).toBe(true);
+    // The child itself stays warm and serves the next call.
+    const next = (await t.engine.predict({ modelId, kwargs: { mode: json("pid") }, wait: true })).action!;
+    expect(jsonOf(next.result?.prediction)).toBe(pid);
   });
 
   it("when the child exits on its own, leaving both behind", async () => {
@@ -184,6 +196,33 @@ describe("plugins[].max_memory_mb", () => {
     expect(failed.error?.message).toMatch(/ran out of memory \(plugins\[\]\.max_memory_mb\)/);
     const within = (await t.engine.predict({ modelId, kwargs: { mode: json("allocate"), mb: json(64) }, wait: true })).action!;
     expect(within.status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  it("a Node plugin that fills its JavaScript heap fails its call with out_of_memory, and the next call gets a fresh child", async () => {
+    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts"), max_memory_mb: 256 }] });
+    servers.push(t);
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const failed = (await t.engine.predict({ modelId, args: [json("heap")], wait: true })).action!;
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    expect(failed.error?.code).toBe("out_of_memory");
+    expect(failed.error?.message).toMatch(/ran out of memory \(plugins\[\]\.max_memory_mb\): .*JS heap out of memory/);
+    const next = (await t.engine.predict({ modelId, args: [json("x")], wait: true })).action!;
+    expect(next.status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  it("a Deno plugin with the smallest limit (64) starts and serves; a call over it fails with out_of_memory", async () => {
+    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts"), runtime: "deno", max_memory_mb: 64 }] });
+    servers.push(t);
+    const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
+    const within = (await t.engine.predict({ modelId, args: [json("allocate")], kwargs: { mb: json(32) }, wait: true })).action!;
+    expect(within.status).toBe(ActionStatus.SUCCEEDED);
+    for (const [args, kwargs] of [
+      [[json("heap")], {}],
+      [[json("allocate")], { mb: json(1024) }],
+    ] as const) {
+      const failed = (await t.engine.predict({ modelId, args: [...args], kwargs: { ...kwargs }, wait: true })).action!;
+      expect(failed.error?.code).toBe("out_of_memory");
+    }
   });
 });
 

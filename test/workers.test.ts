@@ -6,6 +6,7 @@ import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
+import { procStat } from "../server/process/proc.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { tempDir } from "./helpers/temp.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -32,6 +33,19 @@ async function predictPid(t: TestServer, modelId: string): Promise<number> {
   return jsonOf(action.result?.prediction) as number;
 }
 
+/** Resolves once the manager reports `pid`'s exit. */
+async function waitForExit(t: TestServer, pid: number): Promise<void> {
+  for (;;) {
+    const [gone] = await once(t.server.processes.events, "exit");
+    if (gone === pid) return;
+  }
+}
+
+/** Waits until `condition` holds: the operating system changes a process's state on its own clock. */
+async function until(condition: () => boolean): Promise<void> {
+  while (!condition()) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
 describe("warm workers", () => {
   it("serve the next call of their plugin module from the same process", async () => {
     const { t, modelId } = await start({});
@@ -39,6 +53,18 @@ describe("warm workers", () => {
     expect(await predictPid(t, modelId)).toBe(first);
     expect(await predictPid(t, modelId)).toBe(first);
     expect(isAlive(first)).toBe(true);
+  });
+
+  it("a warm child that stopped itself (SIGSTOP) is not given the next call: it is killed and a new child serves it", async () => {
+    const { t, modelId } = await start({ max_children: 1 });
+    const action = (await t.engine.predict({ modelId, kwargs: { mode: json("stop_self") }, wait: true })).action!;
+    expect(action.status).toBe(ActionStatus.SUCCEEDED);
+    const stopped = jsonOf(action.result?.prediction) as number;
+    await until(() => procStat(stopped)?.state === "T");
+    const gone = waitForExit(t, stopped);
+    expect(await predictPid(t, modelId)).not.toBe(stopped);
+    await gone;
+    expect(isAlive(stopped)).toBe(false);
   });
 
   it("with reuse_workers off, every call gets its own process and none stays", async () => {

@@ -30,7 +30,7 @@ export const pluginSchema = z
     permissions: z
       .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
       .optional(),
-    /** The whole child's memory in MiB (runtime, heap and buffers); a call over it fails with out_of_memory. */
+    /** The plugin's memory in MiB (heap and buffers, on top of its runtime's own); a call over it fails with out_of_memory. */
     max_memory_mb: z.number().min(64).optional(),
     /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),

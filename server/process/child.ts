@@ -25,7 +25,21 @@ import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
-import { allProcesses, MARK_VARIABLE, markedProcesses, procStat, signalOwned, treeBelow } from "./proc.ts";
+import {
+  allProcesses,
+  commandLine,
+  hasMark,
+  isBelow,
+  MARK_VARIABLE,
+  markedProcesses,
+  markOf,
+  lastPid,
+  type PidSnapshot,
+  pidSnapshot,
+  procStat,
+  signalOwned,
+  treeBelow,
+} from "./proc.ts";
 
 /** How a child ended: data, not an exception. */
 export interface ChildExit {
@@ -89,6 +103,23 @@ function whyNotRunnable(file: string): string {
   }
 }
 
+/**
+ * The compiler that tsx starts in a Node child at its first transform (esbuild's
+ * long-lived service; a call that imports TypeScript no other did starts it): the
+ * runtime's, not the plugin's, and the child cannot compile again once it is killed.
+ */
+function isCompilerService(pid: number): boolean {
+  const [file, flag] = commandLine(pid);
+  return file?.endsWith("/esbuild") === true && flag?.startsWith("--service=") === true;
+}
+
+/**
+ * How V8 says it ran out of memory as it aborts: Node ("FATAL ERROR: Reached heap limit
+ * Allocation failed - JavaScript heap out of memory"), and V8 under Node or Deno ("#
+ * Fatal process out of memory: …", "Fatal JavaScript out of memory: …").
+ */
+const FATAL_OUT_OF_MEMORY = /FATAL ERROR:.*(out of memory|allocation failed)|Fatal (process|JavaScript) out of memory/i;
+
 /** How long a child whose stdout closed has to exit before it counts as broken. */
 const STDOUT_CLOSED_GRACE_MS = 250;
 
@@ -125,6 +156,10 @@ export class PluginChild {
   #missing = 0;
   /** Why the spawn failed, when it did. */
   #spawnError: string | undefined;
+  /** The processes there were when the current call was sent. */
+  #before: PidSnapshot | undefined;
+  /** The latest list of processes taken: still true while no pid has been given out since. */
+  #latest: PidSnapshot | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -194,6 +229,15 @@ export class PluginChild {
     return this.#terminatedAt !== undefined || this.#exit !== undefined || this.#broken !== undefined;
   }
 
+  /**
+   * Stopped by a signal (SIGSTOP, SIGTSTP: a plugin can stop itself), as the operating
+   * system says now: a call given to it would hang.
+   */
+  get suspended(): boolean {
+    const state = this.pid > 1 ? procStat(this.pid)?.state : undefined;
+    return state === "T" || state === "t";
+  }
+
   /** Waits for the hello frame with the plugin's manifest. */
   hello(): Promise<Hello> {
     return this.#run<Hello>(
@@ -215,6 +259,32 @@ export class PluginChild {
     );
   }
 
+  /**
+   * Kills what the plugin started during the call that just ended and left running: the
+   * processes that did not exist when the call was sent and are below the child or
+   * carry its mark. What it started before (as its module loaded) lives on with the
+   * child. Returns the pids killed.
+   */
+  endCall(): number[] {
+    const before = this.#before;
+    this.#before = undefined;
+    // No pid given out since the call was sent (the common case): nothing was started.
+    if (!before || this.pid <= 1 || lastPid() === before.last) return [];
+    const now = pidSnapshot();
+    this.#latest = now;
+    const killed: number[] = [];
+    for (const pid of now.pids) {
+      if (before.pids.has(pid) || pid === this.pid) continue;
+      const state = procStat(pid)?.state;
+      if (state === undefined || state === "Z") continue;
+      if (!hasMark(markOf(pid), this.mark) && !isBelow(pid, this.pid)) continue;
+      if (isCompilerService(pid)) continue;
+      signalOwned(pid, "SIGKILL");
+      killed.push(pid);
+    }
+    return killed;
+  }
+
   /** Sends one call and waits for its result; progress goes to onProgress. */
   call(call: MessageInitShape<typeof CallSchema> & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
     const promise = this.#run<Result>(
@@ -229,6 +299,12 @@ export class PluginChild {
       "plugin_exited",
       "before answering",
     );
+    // Every process there is as the call starts: what is new when it ends, it started
+    // (endCall). The list taken at the end of the last call still holds if no pid has been
+    // given out since. (A pid that ends and is given out again within one call, after the
+    // kernel's pids wrapped around, is missed.)
+    if (this.#latest === undefined || lastPid() !== this.#latest.last) this.#latest = pidSnapshot();
+    this.#before = this.#latest;
     const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
     const stdin = this.process.stdin!;
     stdin.cork(); // the frame's parts in one writev, large arguments by reference
@@ -337,8 +413,9 @@ export class PluginChild {
       stopMs: this.#terminatedAt === undefined ? 0 : now - this.#terminatedAt,
     };
     const exit = this.#exit;
-    // A runtime that ran out of memory aborts the process and says so on stderr.
-    const outOfMemory = /out of memory|allocation failed/i.test(this.tail.lines().slice(-20).join("\n"));
+    // A runtime that ran out of memory aborts the process and says so on stderr, then
+    // prints a native stack: look through the whole tail (this call's output) for it.
+    const outOfMemory = FATAL_OUT_OF_MEMORY.test(this.tail.lines().join("\n"));
     const failure =
       this.#terminatedAt !== undefined && !this.#broken
         ? new ChildFailure("cancelled", "the action was cancelled")

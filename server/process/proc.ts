@@ -57,6 +57,56 @@ export function treeBelow(root: number, all = allProcesses()): number[] {
   return found;
 }
 
+/** The pids of every process now, and the last pid the kernel gave out before they were listed. */
+export interface PidSnapshot {
+  last: number;
+  pids: Set<number>;
+}
+
+/**
+ * The last pid the kernel gave out (to a process or a thread), from /proc/loadavg: one
+ * small read. While it stays the same, no process has been started. NaN if unreadable.
+ */
+export function lastPid(): number {
+  try {
+    return Number(readFileSync("/proc/loadavg", "utf8").trim().split(" ").pop());
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/** Every pid now: one readdir, no file read. */
+export function pidSnapshot(): PidSnapshot {
+  const last = lastPid();
+  const pids = new Set<number>();
+  for (const name of readdirSync("/proc")) if (/^\d+$/.test(name)) pids.add(Number(name));
+  return { last, pids };
+}
+
+/** Whether `pid` is below `root` in the process tree now. */
+export function isBelow(pid: number, root: number): boolean {
+  // Bounded, in case the tree changes under us as we walk it.
+  for (let depth = 0, current = procStat(pid)?.ppid; current !== undefined && current > 1 && depth < 64; depth++) {
+    if (current === root) return true;
+    current = procStat(current)?.ppid;
+  }
+  return false;
+}
+
+/** A process's command line; empty when it is gone or unreadable. */
+export function commandLine(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").slice(0, -1);
+  } catch {
+    return [];
+  }
+}
+
+/** Whether a mark is `mark` or one of its sub-marks (`mark.` followed by more). */
+export function hasMark(value: string | undefined, mark: string): boolean {
+  return value !== undefined && (value === mark || value.startsWith(`${mark}.`));
+}
+
 /** The value of MARK_VARIABLE in a process's environment; undefined when unset or unreadable. */
 export function markOf(pid: number): string | undefined {
   let environ: Buffer;
@@ -80,8 +130,7 @@ export function markedProcesses(mark: string, all = allProcesses()): number[] {
   const found: number[] = [];
   for (const [pid, stat] of all) {
     if (stat.state === "Z" || pid === process.pid) continue;
-    const value = markOf(pid);
-    if (value !== undefined && (value === mark || value.startsWith(`${mark}.`))) found.push(pid);
+    if (hasMark(markOf(pid), mark)) found.push(pid);
   }
   return found;
 }

@@ -19,6 +19,7 @@ import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/
 import { PlinthError } from "../errors.ts";
 import { type Settle, waitInQueue } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, PluginChild } from "./child.ts";
+import { formatHint } from "./format-hint.ts";
 import { childCommand, type PluginTarget, permissionHint } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
@@ -192,6 +193,9 @@ export class ProcessManager {
       // stderr is another pipe: let what the plugin printed before answering arrive.
       await new Promise(setImmediate);
       const logTail = worker.child.tail.lines();
+      // What the plugin started during the call ends with it, even when the child stays warm.
+      const killed = worker.child.endCall();
+      if (killed.length > 0) this.#o.logger.debug({ pid: worker.child.pid, killed }, "killed what a plugin started during its call");
       // A child not kept for the next call is gone before its action ends.
       if (!this.#release(worker, true)) await worker.child.exited;
       return { result, logTail, warm };
@@ -263,7 +267,7 @@ export class ProcessManager {
   #schedule(): void {
     while (this.#queue.length > 0) {
       const head = this.#queue[0]!;
-      const idle = this.#idle.get(head.key)?.pop();
+      const idle = this.#takeIdle(head.key);
       if (idle) {
         this.#queue.shift();
         head.resolve(idle);
@@ -349,6 +353,24 @@ export class ProcessManager {
     void worker.child.terminate(this.#o.sigtermTimeoutMs);
   }
 
+  /** The most recently used idle child of a module that is not stopped; stopped ones are killed on the way. */
+  #takeIdle(key: string): Worker | undefined {
+    const list = this.#idle.get(key);
+    for (let worker = list?.pop(); worker; worker = list?.pop()) {
+      if (!worker.child.suspended) return worker;
+      this.#discardStopped(worker);
+    }
+    return undefined;
+  }
+
+  /** A stopped child is not a warm one: SIGTERM would wait for it to be continued, so SIGKILL its group now. */
+  #discardStopped(worker: Worker): void {
+    this.#o.logger.warn({ pid: worker.child.pid, module: worker.target.module }, "idle plugin child was stopped (SIGSTOP): killed");
+    this.#removeIdle(worker);
+    this.#stopping.add(worker);
+    worker.child.kill();
+  }
+
   #removeIdle(worker: Worker): void {
     const list = this.#idle.get(worker.key);
     const i = list?.indexOf(worker) ?? -1;
@@ -381,7 +403,8 @@ export class ProcessManager {
     if (error instanceof ChildFailure) {
       error.logTail = worker.child.tail.lines();
       error.exit = worker.child.exit;
-      error.message = permissionHint(error.message, worker.target);
+      const base = this.#o.displayBase;
+      error.message = formatHint(permissionHint(error.message, worker.target, base), base);
     }
     return error;
   }
@@ -389,7 +412,8 @@ export class ProcessManager {
   /**
    * Every check_children_period: reconcile our books with the operating system (a
    * child gone or a zombie without an exit event fails its call and frees its slot),
-   * and retire children idle for longer than idle_worker_timeout.
+   * kill idle children that were stopped, and retire children idle for longer than
+   * idle_worker_timeout.
    */
   #maintain(): void {
     for (const worker of this.#workers) {
@@ -397,6 +421,7 @@ export class ProcessManager {
         this.#o.logger.warn({ pid: worker.child.pid }, "plugin child vanished without an exit event");
       }
     }
+    for (const list of this.#idle.values()) for (const worker of [...list]) if (worker.child.suspended) this.#discardStopped(worker);
     const cutoff = performance.now() - this.#o.idleWorkerTimeoutMs;
     for (const list of this.#idle.values()) {
       while (list.length > this.#o.minIdleWorkers && list[0]!.idleSince < cutoff) this.#retire(list[0]!);

@@ -6,6 +6,7 @@
 import { createRequire } from "node:module";
 import { dirname, join, resolve } from "node:path";
 import { type Dirent, existsSync, readdirSync, realpathSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 export type Runtime = "node" | "deno";
@@ -24,7 +25,7 @@ export interface PluginTarget {
   module: string;
   runtime: Runtime;
   permissions?: DenoPermissions;
-  /** The whole child's memory, runtime, heap and buffers, in MiB; unbounded when unset. */
+  /** The plugin's memory in MiB (see limited()); unbounded when unset. */
   maxMemoryMb?: number | undefined;
   /** Environment variables passed on from the server's, besides the few every child gets. */
   env?: string[] | undefined;
@@ -93,6 +94,25 @@ function linksLeaving(dir: string, allowed: string[]): string[] {
   return found;
 }
 
+/**
+ * `paths` as Node permission entries that leave out every symlink leading outside them
+ * all. Node 20 checks the path it is given, then follows links: `--allow-fs-read=/p`
+ * with `/p/db` a link to the server's database lets the plugin read the database, and
+ * Node has no flag to deny a path. So a folder with such a link below it is allowed
+ * entry by entry, without the link.
+ */
+function withoutLinksLeaving(paths: string[]): string[] {
+  const links = new Set(paths.flatMap((dir) => linksLeaving(dir, paths)));
+  if (links.size === 0) return paths;
+  const holds = (dir: string) => [...links].some((link) => link.startsWith(`${dir}/`));
+  const split = (path: string): string[] => {
+    if (links.has(path)) return [];
+    if (!holds(path)) return [path];
+    return readdirSync(path, { withFileTypes: true }).flatMap((entry) => split(join(path, entry.name)));
+  };
+  return paths.flatMap(split);
+}
+
 function realpathOr(path: string): string {
   try {
     return realpathSync(path);
@@ -144,8 +164,8 @@ function nodePermissionFlags(target: PluginTarget): string[] {
     "--experimental-permission",
     "--disable-warning=ExperimentalWarning",
     "--disable-warning=SecurityWarning",
-    ...unique.map((path) => `--allow-fs-read=${path}`),
-    ...(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
+    ...withoutLinksLeaving(unique).map((path) => `--allow-fs-read=${path}`),
+    ...withoutLinksLeaving(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
     "--allow-worker",
     "--allow-child-process",
   ];
@@ -155,12 +175,18 @@ function nodePermissionFlags(target: PluginTarget): string[] {
  * A denied permission's message with the config key that allows it, for Deno's
  * ("Requires read access to "/x"") and Node's ("…restricted: FileSystemRead of "/x"").
  */
-export function permissionHint(message: string, target: PluginTarget): string {
+export function permissionHint(message: string, target: PluginTarget, base = ""): string {
   const key = target.key ?? "plugins[]";
   const deno = /Requires (read|write|net|env|run) access to "([^"]+)"/.exec(message);
   const node = /restricted: FileSystem(Read|Write) of "([^"]+)"/.exec(message);
   const found = deno ? { kind: deno[1]!, what: deno[2]! } : node ? { kind: node[1]!.toLowerCase(), what: node[2]! } : undefined;
   if (!found) return message;
+  // A path through a symlink that leads out of what the plugin may use is denied by its
+  // own name: allowing the link would change nothing, allowing where it leads would.
+  const path = resolve(base, found.what);
+  const real = found.kind === "read" || found.kind === "write" ? realpathOr(path) : path;
+  if (real !== path)
+    return `${message} (a symlink to ${JSON.stringify(real)}: allow that with ${key}.permissions.${found.kind}: [${JSON.stringify(real)}])`;
   return `${message} (allow it with ${key}.permissions.${found.kind}: [${JSON.stringify(found.what)}])`;
 }
 
@@ -203,19 +229,25 @@ export interface WorkerSettings {
 }
 
 /**
- * Address space Deno reserves at start as writable data (its code range and snapshot):
- * not memory in use, but counted by RLIMIT_DATA, so a Deno child's limit adds it.
+ * What a child's runtime holds before its plugin allocates anything, counted by
+ * RLIMIT_DATA though mostly not in use: every thread's stack (8 MiB each), and on
+ * Deno each isolate's code range (512 MiB on x64: the main one and the plugin's) and a
+ * V8 thread per core. Measured on x64: a Node child ~190 MiB (with its runtime's own
+ * heap: tsx and the SDK, twice), a Deno child ~1,090 MiB on 2 cores.
  */
-const DENO_RESERVED_MB = 640;
+function runtimeReserveMb(runtime: Runtime): number {
+  return runtime === "deno" ? 2 * 512 + 64 + 8 * availableParallelism() : 256;
+}
 
 /**
- * The memory limit as the kernel enforces it for the whole process (RLIMIT_DATA: heap,
- * buffers, every private writable mapping): the runtime starts under `sh`, which sets
- * the limit and replaces itself with the runtime (exec), so no wrapper stays behind.
+ * The limit as the kernel enforces it for the whole process (RLIMIT_DATA: heap,
+ * buffers, every private writable mapping): the plugin's `megabytes` on top of what its
+ * runtime reserves. The runtime starts under `sh`, which sets the limit and replaces
+ * itself with the runtime (exec), so no wrapper stays behind.
  */
-function limited(command: ChildCommand, megabytes: number | undefined): ChildCommand {
+function limited(command: ChildCommand, megabytes: number | undefined, runtime: Runtime): ChildCommand {
   if (megabytes === undefined) return command;
-  const kilobytes = String(Math.round(megabytes * 1024));
+  const kilobytes = String(Math.round((megabytes + runtimeReserveMb(runtime)) * 1024));
   return { ...command, file: "/bin/sh", args: ["-c", 'ulimit -d "$0" && exec "$@"', kilobytes, command.file, ...command.args] };
 }
 
@@ -231,9 +263,12 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
       args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
-    return limited(command, memory === undefined ? undefined : memory + DENO_RESERVED_MB);
+    return limited(command, memory, "deno");
   }
-  // The plugin thread's heap is bounded too, so that its running out ends the call cleanly.
+  // The plugin thread's heap is bounded well below the process (three quarters of the
+  // plugin's limit, and the process has the runtime's reserve on top): the heap running
+  // out ends the thread, and the call, cleanly as out_of_memory, instead of V8 aborting
+  // the process when the kernel refuses it memory midway through a collection.
   const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
@@ -241,5 +276,5 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
     // tsx's cache is a folder every plugin would then write to: a restricted plugin goes without it.
     env: permissions.length > 0 ? { ...env, TSX_DISABLE_CACHE: "1" } : env,
   };
-  return limited(command, memory);
+  return limited(command, memory, "node");
 }
