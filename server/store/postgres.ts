@@ -20,6 +20,7 @@ import { randomHex } from "../run-id.ts";
 import { type ClusterOptions, HOLDS_LEASE, modelMeta, type PgAccess, PostgresCluster, WRITE_LOCK } from "./postgres-cluster.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
+import { revisionCommitted } from "./test-stop.ts";
 
 export interface PostgresOptions {
   /** postgres://user:password@host:port/database */
@@ -310,6 +311,7 @@ export class PostgresStore implements Store {
       return true;
     });
     if (!written) return undefined;
+    revisionCommitted(stored.revision);
     const { instance: _, ...rest } = stored;
     return rest;
   }

@@ -18,6 +18,7 @@ import { PlinthError } from "../errors.ts";
 import { migrate } from "./migrations.ts";
 import { randomHex, runId } from "../run-id.ts";
 import { lockDatabase, thisHolder } from "./sqlite-lock.ts";
+import { revisionCommitted } from "./test-stop.ts";
 import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
 
 export interface SqliteOptions {
@@ -287,6 +288,7 @@ export class SqliteStore implements Store {
         this.#q.pruneRevisions.run(stored.id, stored.oldestRevision);
       })(),
     );
+    revisionCommitted(stored.revision);
     const { instance: _, ...rest } = stored;
     return rest;
   }

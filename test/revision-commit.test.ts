@@ -1,0 +1,243 @@
+/**
+ * A fit's new revision and its success commit together (DESIGN.md, invariant 1): whatever
+ * breaks around that commit — the server killed, the database restarted, the commit's
+ * answer lost — a fit that changed its model ends SUCCEEDED with the revision, and one
+ * that ends FAILED left the model as it was. A client that retries a failed fit never
+ * applies it twice.
+ *
+ * The server stops itself right after committing a revision (PLINTH_TEST_STOP_AFTER_REVISION,
+ * server/store/test-stop.ts), so the test acts in that exact place without racing it; a
+ * proxy in front of PostgreSQL loses a commit, or its answer, as a broken connection does.
+ */
+import { once } from "node:events";
+import { createServer, type Server, type Socket, connect } from "node:net";
+import { join } from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { procStat } from "../server/process/proc.ts";
+import { json } from "./helpers/args.ts";
+import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
+
+const systest = join(root, "plugins/system-test/mod.ts");
+const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
+
+const started: ServerProcess[] = [];
+const channels: { close(): void }[] = [];
+let ownPostgres: TestPostgres | undefined;
+let proxy: PgProxy | undefined;
+afterEach(async () => {
+  for (const c of channels.splice(0)) c.close();
+  for (const p of started.splice(0)) {
+    if (p.child.exitCode === null && p.child.signalCode === null) {
+      p.child.kill("SIGKILL");
+      await once(p.child, "exit");
+    }
+  }
+  proxy?.close();
+  proxy = undefined;
+  await ownPostgres?.remove();
+  ownPostgres = undefined;
+});
+
+/** A server process on the backend given; `stopAfter`: it stops itself once it has committed that revision of a model. */
+async function server(backend: string[], stopAfter?: bigint) {
+  const config = writeConfig(
+    ["backend:", ...backend.map((line) => `  ${line}`), "engine:", "  sigterm_timeout: 1", "plugins:", `  - module: ${systest}`].join("\n"),
+  );
+  const env = { ...process.env, ...(stopAfter ? { PLINTH_TEST_STOP_AFTER_REVISION: String(stopAfter) } : {}) };
+  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"], { env });
+  started.push(p);
+  const c = clients(await p.port);
+  channels.push(c.channel);
+  return { ...c, process: p };
+}
+
+type Clients = Awaited<ReturnType<typeof server>>;
+
+const sqlite = () => [`path: ${join(tempDir("plinth-db-"), "plinth.db")}`];
+const postgres = (url: string) => ["kind: postgres", `url: ${url}`, "connect_timeout: 2"];
+
+/** Resolves once the process has stopped itself (SIGSTOP): it committed the revision. */
+async function stopped(p: ServerProcess): Promise<void> {
+  await expect.poll(() => procStat(p.child.pid!)?.state, { timeout: 60_000 }).toBe("T");
+}
+
+async function kill(p: ServerProcess): Promise<void> {
+  p.child.kill("SIGKILL");
+  await once(p.child, "exit");
+}
+
+/** A model at revision 1 and a fit on it, started (not waited for). */
+async function modelAndFit(c: Clients): Promise<{ modelId: string; fit: Action }> {
+  const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+  const fit = (await c.engine.fit({ modelId, args: [json("once")] })).action!;
+  return { modelId, fit };
+}
+
+/** The fit stored revision 2, and says so: SUCCEEDED, with that revision. */
+async function expectSucceeded(c: Clients, modelId: string, fitId: string): Promise<void> {
+  const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
+  expect(model.revision).toBe(2n);
+  expect(decode(model.instance).fits).toEqual([{ args: ["once"], kwargs: {} }]);
+  expect(model.actionId).toBe(fitId);
+  const [stored] = (await c.actions.listActions({ modelId, pageSize: 1 })).actions;
+  expect(stored!.id).toBe(fitId);
+  for (const fit of [stored!, (await c.actions.getAction({ actionId: fitId })).action!]) {
+    expect({ status: fit.status, error: fit.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(fit.result?.model?.revision).toBe(2n);
+  }
+}
+
+describe("a fit that stores a revision ends SUCCEEDED with it, whatever breaks right after that commit", () => {
+  it("SQLite: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async () => {
+    const backend = sqlite();
+    const first = await server(backend, 2n);
+    const { modelId, fit } = await modelAndFit(first);
+    await stopped(first.process);
+    await kill(first.process);
+
+    const second = await server(backend);
+    await expectSucceeded(second, modelId, fit.id);
+  });
+
+  it("PostgreSQL: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async () => {
+    const url = await newDatabase();
+    const first = await server(postgres(url), 2n);
+    const { modelId, fit } = await modelAndFit(first);
+    await stopped(first.process);
+    await kill(first.process);
+
+    const second = await server(postgres(url));
+    await expectSucceeded(second, modelId, fit.id);
+  });
+
+  it("PostgreSQL: the database down right after the commit; the fit answers SUCCEEDED, and the database says so once back", async () => {
+    ownPostgres = await startPostgres();
+    const url = await newDatabase(ownPostgres.adminUrl);
+    const c = await server(postgres(url), 2n);
+    const { modelId, fit } = await modelAndFit(c);
+    await stopped(c.process);
+    await ownPostgres.stop();
+    c.process.child.kill("SIGCONT");
+    const ended = (await c.actions.waitAction({ actionId: fit.id })).action!;
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
+    await ownPostgres.start();
+    await expectSucceeded(c, modelId, fit.id);
+  });
+});
+
+describe("PostgreSQL: a connection lost at the commit of a fit's revision", () => {
+  it("after the database committed (its answer lost): the fit ends SUCCEEDED with the revision, not FAILED", async () => {
+    proxy = await pgProxy(await newDatabase());
+    const c = await server(postgres(proxy.url));
+    const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    proxy.loseRevisionCommit("answer");
+    const ended = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
+    expect(proxy.lost).toBe(1);
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
+    await expectSucceeded(c, modelId, ended.id);
+  });
+
+  it("before the database got the commit: the fit ends FAILED store_failed, the model at its previous revision", async () => {
+    proxy = await pgProxy(await newDatabase());
+    const c = await server(postgres(proxy.url));
+    const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    proxy.loseRevisionCommit("commit");
+    const ended = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
+    expect(proxy.lost).toBe(1);
+    expect(ended.status).toBe(ActionStatus.FAILED);
+    expect(ended.error?.code).toBe("store_failed");
+    const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(model.revision).toBe(1n);
+    expect(decode(model.instance).fits).toEqual([]);
+    // The history says the same: the end is stored once the database takes it.
+    await expect
+      .poll(async () => (await c.actions.listActions({ modelId, pageSize: 1 })).actions[0]?.error?.code, { timeout: 30_000 })
+      .toBe("store_failed");
+    // A retry applies the fit once.
+    const retried = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
+    expect(retried.result?.model?.revision).toBe(2n);
+    expect(decode((await c.engine.getModel({ modelId, includeInstance: true })).model!.instance).fits).toHaveLength(1);
+  });
+});
+
+interface PgProxy {
+  /** postgres://… through the proxy. */
+  url: string;
+  /**
+   * The next transaction that stores a model's revision loses its connection at its
+   * COMMIT: before PostgreSQL gets it ("commit"), or after PostgreSQL committed, its
+   * answer dropped ("answer").
+   */
+  loseRevisionCommit(when: "commit" | "answer"): void;
+  /** How many commits it lost so far. */
+  readonly lost: number;
+  close(): void;
+}
+
+/**
+ * A TCP proxy in front of the PostgreSQL server of `url`, reading the client's side of
+ * the wire protocol just enough to find a transaction's INSERT INTO models and its COMMIT.
+ */
+async function pgProxy(url: string): Promise<PgProxy> {
+  const target = new URL(url);
+  let armed: "commit" | "answer" | undefined;
+  let lost = 0;
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((client) => {
+    const upstream = connect(Number(target.port), target.hostname);
+    for (const s of [client, upstream]) {
+      sockets.add(s);
+      s.on("error", () => {});
+      s.on("close", () => {
+        sockets.delete(s);
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+    let storesRevision = false;
+    let dropAnswer = false;
+    client.on("data", (chunk: Buffer) => {
+      const text = chunk.toString("latin1");
+      if (text.includes("INSERT INTO models")) storesRevision = true;
+      if (storesRevision && armed && text.includes("COMMIT\0")) {
+        const when = armed;
+        armed = undefined;
+        lost++;
+        if (when === "commit") {
+          client.destroy();
+          return;
+        }
+        dropAnswer = true;
+      }
+      if (/(COMMIT|ROLLBACK)\0/.test(text)) storesRevision = false;
+      upstream.write(chunk);
+    });
+    upstream.on("data", (chunk: Buffer) => {
+      // PostgreSQL answers a COMMIT once it has committed: that answer never arrives.
+      if (dropAnswer) client.destroy();
+      else client.write(chunk);
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const proxied = new URL(url);
+  proxied.hostname = "127.0.0.1";
+  proxied.port = String((server.address() as { port: number }).port);
+  return {
+    url: proxied.toString(),
+    loseRevisionCommit: (when) => (armed = when),
+    get lost() {
+      return lost;
+    },
+    close() {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
