@@ -35,7 +35,18 @@ import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import { interruptedAction } from "../store/interrupted.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, ModelMeta, ModelRecord, ServerInfo, Store, StoredPayloads } from "../store/store.ts";
+import {
+  type ClaimedAction,
+  type Cluster,
+  type ClusterEvents,
+  isCommitUnknown,
+  type ModelMeta,
+  type ModelRecord,
+  type ServerInfo,
+  type Store,
+  type StoredAction,
+  type StoredPayloads,
+} from "../store/store.ts";
 import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -590,7 +601,10 @@ export class Engine {
       // Claimed by this server meanwhile: it ends here.
       const onLaunch = () => void this.#running.get(actionId)?.done.then(done, done);
       const unsubscribe = this.#live.subscribe((event) => {
-        if (event.kind === "action_upserted" && event.action.id === actionId && isEnded(event.action)) done();
+        if (event.kind !== "action_upserted" || event.action.id !== actionId || !isEnded(event.action)) return;
+        // Run here, it has ended once its run has: the feed may bring its end (committed with its revision) first.
+        if (this.#running.has(actionId)) onLaunch();
+        else done();
       });
       signal?.addEventListener("abort", onAbort, { once: true });
       const waiting = this.#launchWaiters.get(actionId) ?? new Set();
@@ -868,22 +882,24 @@ export class Engine {
       const jsonForm = live.action(id)!.jsonForm;
       const kind = callKinds[call as keyof typeof callKinds];
       const out = await run.execute({ kind, modelType, instance: model?.instance, jsonForm }, args, args.dataAccess.length, signal);
-      let stored: Model | undefined;
-      if (out.instance !== undefined) {
-        await this.#transition(id, { status: ActionStatus.STORING });
-        stored = await this.#storeRevision(id, modelType, model, out.instance);
-      }
-      if (call === ActionCall.PREDICT) result = out.value;
+      const prediction = call === ActionCall.PREDICT ? out.value : undefined;
+      result = prediction;
       const { inlineBytes, maxJsonValueBytes } = this.#o.views;
-      patch = {
+      const succeeded = (stored?: Model): ActionPatch => ({
+        ...pending,
         status: ActionStatus.SUCCEEDED,
         logTail: out.logTail,
         ...(stored && !modelId ? { modelId: stored.id } : {}),
         result: create(ActionResultSchema, {
           ...(stored ? { model: stored } : {}),
-          ...(result ? { prediction: payloadArg(result, inlineBytes, maxJsonValueBytes) } : {}),
+          ...(prediction ? { prediction: payloadArg(prediction, inlineBytes, maxJsonValueBytes) } : {}),
         }),
-      };
+      });
+      if (out.instance !== undefined) {
+        await this.#transition(id, { status: ActionStatus.STORING });
+        return await this.#endWithRevision(id, this.#nextRevision(id, modelType, model, out.instance), succeeded, pending, prediction);
+      }
+      patch = succeeded();
     } catch (error) {
       result = undefined;
       patch = this.#failurePatch(id, error, running, run.stoppedChild);
@@ -901,6 +917,91 @@ export class Engine {
       return { ...ended, view };
     }
     return ended;
+  }
+
+  /**
+   * Ends an action whose call made a new instance: the model's next revision and the
+   * action's success are one commit (invariant 1), and the action ends once it is made.
+   * A commit that failed throws store_failed: the model is as it was. One whose answer
+   * was lost ends the action as the store holds it once it answers again: SUCCEEDED with
+   * the revision if the commit was made.
+   */
+  async #endWithRevision(
+    id: string,
+    record: ModelRecord,
+    succeeded: (stored: Model) => ActionPatch,
+    pending: ActionPatch,
+    prediction: Payload | undefined,
+  ): Promise<LiveAction> {
+    const live = this.#live;
+    let meta: ModelMeta | undefined;
+    let patch: ActionPatch = {};
+    const ended = (stored: ModelMeta): StoredAction => {
+      meta = stored;
+      const endTime = timestampNow();
+      patch = { ...succeeded(modelMessage(stored)), endTime, updateTime: endTime };
+      // As live.finish shows it once committed: nothing else changes the action meanwhile.
+      const view = Object.freeze({ ...live.action(id)!.view, ...patch, queuePosition: 0 }) as Action;
+      return { action: view, payloads: this.#storedPayloads(undefined, prediction) };
+    };
+    try {
+      await this.#o.store.putModel(record, ended);
+    } catch (error) {
+      const failed = new ActionFailure(
+        { code: "store_failed", message: `the store could not record the model's new revision: ${(error as Error).message}` },
+        [],
+        error,
+      );
+      if (!isCommitUnknown(error)) throw failed;
+      const held = await this.#settleEnd(id, failed, pending);
+      // The server stops first: the action stays as the store has it, for the next start, or the other servers, to end.
+      if (!held) return live.action(id)!;
+      if (held.status !== ActionStatus.SUCCEEDED) {
+        const { status, error: stored, dataAccess, endTime, updateTime } = held;
+        return live.finish(id, {
+          ...pending,
+          status,
+          dataAccess,
+          ...(stored ? { error: stored } : {}),
+          ...(endTime ? { endTime } : {}),
+          ...(updateTime ? { updateTime } : {}),
+        });
+      }
+      this.#o.logger.info({ actionId: id, revision: record.revision }, "the new revision's commit had been made: the action succeeded");
+    }
+    this.#instances.put({ ...meta!, instance: record.instance });
+    // A cluster's feed may have brought it, or a later one, meanwhile.
+    if ((live.model(meta!.id)?.revision ?? 0n) < meta!.revision) live.putModel(modelMessage(meta!));
+    return live.finish(id, patch, prediction);
+  }
+
+  /**
+   * The end of an action whose revision's commit lost its answer, as the store holds it
+   * once it answers (asked every second): failed unless the store holds it ended already,
+   * the commit made. Undefined if the server stops first.
+   */
+  async #settleEnd(id: string, failed: ActionFailure, pending: ActionPatch): Promise<Action | undefined> {
+    const current = this.#live.action(id)!.view;
+    const endTime = timestampNow();
+    const view = Object.freeze({
+      ...current,
+      ...pending,
+      status: ActionStatus.FAILED,
+      error: failed.error,
+      dataAccess: cancelledDataAccess(current.dataAccess),
+      endTime,
+      updateTime: endTime,
+      queuePosition: 0,
+    }) as Action;
+    this.#o.logger.warn({ err: failed.cause, actionId: id }, "the answer to a new revision's commit was lost: asking the store whether it was made");
+    for (;;) {
+      try {
+        return await this.#o.store.settleEnd(view);
+      } catch {
+        if (this.#closing) return undefined;
+        await sleep(1000, undefined, { ref: false });
+      }
+    }
   }
 
   /**
@@ -1017,14 +1118,13 @@ export class Engine {
     return patch;
   }
 
-  #storeRevision(actionId: string, modelType: string, model: ModelRecord | undefined, instance: Uint8Array): Promise<Model> {
+  /** The model's next revision (the first of a new model) with the instance a call made. */
+  #nextRevision(actionId: string, modelType: string, model: ModelRecord | undefined, instance: Uint8Array): ModelRecord {
     const now = new Date();
     const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId };
-    return this.#storeModel(
-      model
-        ? { ...model, ...change, revision: model.revision + 1n }
-        : { ...change, id: newId("m"), modelType, revision: 1n, createTime: now, oldestRevision: 1n },
-    );
+    return model
+      ? { ...model, ...change, revision: model.revision + 1n }
+      : { ...change, id: newId("m"), modelType, revision: 1n, createTime: now, oldestRevision: 1n };
   }
 
   async #storeModel(record: ModelRecord): Promise<Model> {

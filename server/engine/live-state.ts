@@ -32,9 +32,9 @@ export type FedChange =
   | { readonly revision: bigint; readonly kind: "model"; readonly model: Model }
   | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
 
-/** What a change of an action may set. */
+/** What a change of an action may set; its update time is now unless given (as the store has it already). */
 export type ActionPatch = Partial<
-  Pick<Action, "status" | "modelId" | "dataAccess" | "state" | "result" | "error" | "startTime" | "endTime" | "logTail" | "cancel">
+  Pick<Action, "status" | "modelId" | "dataAccess" | "state" | "result" | "error" | "startTime" | "endTime" | "updateTime" | "logTail" | "cancel">
 >;
 
 /** A live action: its latest view and the payloads the view summarizes. */
@@ -358,7 +358,7 @@ export class LiveState {
   #setView(id: string, previous: Action, patch: ActionPatch, added: boolean): Action {
     const status = patch.status ?? previous.status;
     if (added || status !== previous.status) this.#track(id, status, previous.createdBy, added);
-    const updateTime: Timestamp = timestampNow();
+    const updateTime: Timestamp = patch.updateTime ?? timestampNow();
     const view = Object.freeze({ ...previous, ...patch, updateTime, queuePosition: this.queuePosition(id) }) as Action;
     const live = this.#actions.get(id)!;
     this.#actions.set(id, { ...live, view });

@@ -3,9 +3,21 @@
  * Kept revisions and the action history are bounded as in the SQLite store, so memory
  * does not grow with the actions run.
  */
-import type { Action } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { randomHex, runId } from "../run-id.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
+import type {
+  EndedWith,
+  ListActionsQuery,
+  ListModelsQuery,
+  ModelMeta,
+  ModelRecord,
+  Store,
+  StoredAction,
+  StoredPayloads,
+  TrackedChild,
+} from "./store.ts";
+
+const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
 
 export interface MemoryOptions {
   keepRevisions: number;
@@ -44,14 +56,17 @@ export class MemoryStore implements Store {
     );
   }
 
-  async putModel(model: ModelRecord): Promise<ModelMeta> {
+  async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
     const revisions = (this.#models.get(model.id) ?? []).filter((r) => r.revision !== model.revision);
     revisions.push({ ...model });
     revisions.splice(0, Math.max(0, revisions.length - this.#o.keepRevisions));
     const oldestRevision = revisions[0]!.revision;
     for (const r of revisions) r.oldestRevision = oldestRevision;
-    this.#models.set(model.id, revisions);
     const { instance: _, ...meta } = revisions.at(-1)!;
+    // The action's end with the revision, in one step: nothing runs between the two.
+    const end = ended?.(meta);
+    this.#models.set(model.id, revisions);
+    if (end) await this.putAction(end.action, end.payloads);
     return meta;
   }
 
@@ -85,6 +100,13 @@ export class MemoryStore implements Store {
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
     const stored = this.#actions.get(id);
     return stored && (withPayloads ? stored : { action: stored.action });
+  }
+
+  async settleEnd(action: Action): Promise<Action> {
+    const held = this.#actions.get(action.id)?.action;
+    if (held && ENDED.has(held.status)) return held;
+    await this.putAction(action);
+    return action;
   }
 
   async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {

@@ -19,7 +19,19 @@ import { PlinthError } from "../errors.ts";
 import { randomHex } from "../run-id.ts";
 import { type ClusterOptions, HOLDS_LEASE, modelMeta, type PgAccess, PostgresCluster, WRITE_LOCK } from "./postgres-cluster.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
+import {
+  CommitUnknownError,
+  type EndedWith,
+  type FeedChange,
+  type ListActionsQuery,
+  type ListModelsQuery,
+  type ModelMeta,
+  type ModelRecord,
+  type Store,
+  type StoredAction,
+  type StoredPayloads,
+  type TrackedChild,
+} from "./store.ts";
 import { revisionCommitted } from "./test-stop.ts";
 
 export interface PostgresOptions {
@@ -70,6 +82,14 @@ function isConnectionError(error: unknown): boolean {
   );
 }
 
+/** An action's change as plinth_write_actions takes it. */
+interface ActionWrite {
+  action: Action;
+  payloads?: StoredPayloads | undefined;
+  /** A new action this server would run at once, if its model is free. */
+  claim: boolean;
+}
+
 /** What plinth_write_actions answers: nothing (nulls) when this server's lease is gone. */
 interface WriteResult {
   claimed: string[] | null;
@@ -78,11 +98,19 @@ interface WriteResult {
   written: string[];
 }
 
-interface PendingWrite {
-  action: Action;
+/** The call of the group commit (migration 4): one statement, one round trip. */
+const WRITE_CALL = `SELECT * FROM plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
+   $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::boolean[], $16::boolean)`;
+
+/** What a write stored: the claims made, and the changes committed, with their revisions. */
+interface Written {
+  claimed: Map<string, bigint>;
+  first: bigint;
+  changes: FeedChange[];
+}
+
+interface PendingWrite extends ActionWrite {
   payloads: StoredPayloads | undefined;
-  /** A new action this server would run at once, if its model is free. */
-  claim: boolean;
   /** Told whether this server claimed the action: its model's revision then. */
   settle: { resolve(claimed: bigint | undefined): void; reject(error: unknown): void }[];
 }
@@ -188,6 +216,11 @@ export class PostgresStore implements Store {
       throw this.#explain(error);
     }
     let broken = false;
+    let committing = false;
+    // The pool listens for a broken connection only while it is idle: a checked-out one that
+    // breaks says so here (its query fails with it), not as an uncaught error.
+    const onError = () => (broken = true);
+    client.on("error", onError);
     try {
       await client.query("BEGIN");
       // A server that stalls in a transaction holds the write lock: PostgreSQL ends the
@@ -198,15 +231,27 @@ export class PostgresStore implements Store {
       const { rows } = await client.query<{ held: boolean }>(`SELECT ${HOLDS_LEASE.replace("$LEASE", "$1")} AS held`, [this.#cluster.server]);
       if (!rows[0]?.held) throw this.#fenced();
       const result = await fn(client);
+      committing = true;
       await client.query("COMMIT");
       return result;
     } catch (error) {
-      broken = isConnectionError(error);
+      broken ||= isConnectionError(error);
       if (!broken) await client.query("ROLLBACK").catch(() => {});
-      throw this.#explain(error);
+      // Sent before the connection broke, a COMMIT may have been made: only the database knows.
+      throw committing && broken ? this.#commitUnknown(error) : this.#explain(error);
     } finally {
+      client.off("error", onError);
       client.release(broken);
     }
+  }
+
+  #commitUnknown(error: unknown): CommitUnknownError {
+    const message = (error as Error).message || String((error as { code?: string }).code);
+    return new CommitUnknownError(
+      "unavailable",
+      `the database ${this.#where} became unreachable (${message}) as it was committing the change: whether it was stored is known once it answers again; the server reconnects by itself`,
+      { cause: error },
+    );
   }
 
   /** The error of a write refused because this server's lease has lapsed, or is another's. */
@@ -254,26 +299,29 @@ export class PostgresStore implements Store {
     };
   }
 
-  async putModel(model: ModelRecord): Promise<ModelMeta> {
-    return (await this.#putModel(model))!;
+  async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
+    return (await this.#putModel(model, undefined, ended))!;
   }
 
   /**
-   * Stores the model's next revision. `quiet`: only while no call on the model is claimed
-   * and none queued up to that place in the queue is left; undefined when one is.
+   * Stores the model's next revision, with the end of the action that made it when
+   * `ended`. `quiet`: only while no call on the model is claimed and none queued up to
+   * that place in the queue is left; undefined when one is.
    */
-  async #putModel(model: ModelRecord, quiet?: bigint): Promise<ModelMeta | undefined> {
+  async #putModel(model: ModelRecord, quiet?: bigint, ended?: EndedWith): Promise<ModelMeta | undefined> {
     const oldest = model.revision - BigInt(this.#o.keepRevisions) + 1n;
     const oldestRevision = oldest > model.oldestRevision ? oldest : model.oldestRevision;
     const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
-    const instance = Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength);
-    const written = await this.#transaction(async (client) => {
+    const { instance: bytes, ...meta } = stored;
+    const instance = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const end = ended?.(meta);
+    const outcome = await this.#transaction(async (client) => {
       if (quiet !== undefined) {
         const { rows } = await client.query("SELECT 1 FROM action_requests WHERE model_id = $1 AND (owner IS NOT NULL OR seq <= $2) LIMIT 1", [
           stored.id,
           quiet.toString(),
         ]);
-        if (rows.length > 0) return false;
+        if (rows.length > 0) return undefined;
       }
       // The revision after the one the caller read, or nothing: another server's change is never overwritten.
       const { rowCount } = await client.query(
@@ -307,13 +355,20 @@ export class PostgresStore implements Store {
         );
       }
       await client.query("DELETE FROM model_revisions WHERE model_id = $1 AND revision < $2", [stored.id, stored.oldestRevision.toString()]);
+      const written = end && (await this.#writeActionsIn(client, [{ ...end, claim: false }]));
+      if (written && written.changes.length === 0) {
+        throw new PlinthError(
+          "failed_precondition",
+          `action ${end!.action.id} had ended already (another server ended it): its revision is not stored`,
+        );
+      }
       await client.query("SELECT pg_notify('plinth', 'c')");
-      return true;
+      return { written };
     });
-    if (!written) return undefined;
+    if (!outcome) return undefined;
+    if (outcome.written) this.#cluster.committed(outcome.written.first, outcome.written.changes);
     revisionCommitted(stored.revision);
-    const { instance: _, ...rest } = stored;
-    return rest;
+    return meta;
   }
 
   /** Where the model's queue ends now: its calls up to there come before a change made now. */
@@ -419,7 +474,35 @@ export class PostgresStore implements Store {
     }
   }
 
+  /** One call of plinth_write_actions: on the pool, or in a transaction when payloads go with it. */
   async #writeActions(writes: PendingWrite[]): Promise<Map<string, bigint>> {
+    const written = writes.some((w) => w.payloads?.args || w.payloads?.prediction)
+      ? await this.#transaction((client) => this.#writeActionsIn(client, writes))
+      : this.#written(writes, (await this.#query<WriteResult>({ name: "plinth-write-actions", text: WRITE_CALL }, this.#writeParams(writes))).rows);
+    this.#cluster.committed(written.first, written.changes);
+    return written.claimed;
+  }
+
+  /** The writes, with their payloads, in the transaction of `client`. */
+  async #writeActionsIn(client: pg.PoolClient, writes: ActionWrite[]): Promise<Written> {
+    const call = { name: "plinth-write-actions", text: WRITE_CALL, values: this.#writeParams(writes) };
+    const written = this.#written(writes, (await client.query<WriteResult>(call)).rows);
+    for (const { action, payloads } of writes) {
+      if (!payloads?.args && !payloads?.prediction) continue;
+      const args = payloads.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, payloads.args))) : null;
+      const prediction = payloads.prediction ? Buffer.from(toBinary(ArgSchema, payloads.prediction)) : null;
+      await client.query(
+        `INSERT INTO action_payloads (action_id, args, prediction) VALUES ($1, $2, $3)
+         ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, action_payloads.args),
+           prediction = coalesce(excluded.prediction, action_payloads.prediction)`,
+        [action.id, args, prediction],
+      );
+    }
+    return written;
+  }
+
+  /** The parameters of plinth_write_actions (migration 4) for these writes. */
+  #writeParams(writes: ActionWrite[]): unknown[] {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
     const columns = {
       id: [] as string[],
@@ -439,12 +522,10 @@ export class PostgresStore implements Store {
       columns.by.push(action.createdBy);
       columns.json.push(toJsonString(ActionSchema, action));
     }
-    // One call (plinth_write_actions, migration 4), fenced by this server's lease: new
-    // actions' requests go in the queue with them, and those of the actions that ended go.
+    // Fenced by this server's lease: new actions' requests go in the queue with them, and
+    // those of the actions that ended go.
     const ended = writes.filter((w) => ENDED.includes(w.action.status)).map((w) => w.action.id);
     const kept = writes.filter((w) => w.payloads?.request && !ENDED.includes(w.action.status));
-    const call = `SELECT * FROM plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-       $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::boolean[], $16::boolean)`;
     // At most one new call per model claimed at once: the statement does not see its own rows.
     const claimedModels = new Set<string>();
     const claims = kept.map((w) => {
@@ -453,7 +534,7 @@ export class PostgresStore implements Store {
       if (modelId) claimedModels.add(modelId);
       return true;
     });
-    const params = [
+    return [
       this.#cluster.server,
       ...[columns.id, columns.model, columns.status, columns.created, columns.ended, columns.by, columns.json],
       ended,
@@ -466,37 +547,27 @@ export class PostgresStore implements Store {
       // Only a new action or an end is waited on by a client: the steps between need not wait for the disk.
       writes.some((w) => w.payloads?.request !== undefined || ENDED.includes(w.action.status)),
     ];
-    const written = (rows: WriteResult[]) => {
-      const result = rows[0];
-      if (!result?.claimed) throw this.#fenced();
-      const first = BigInt(result.first);
-      const stored = new Set(result.written);
-      this.#cluster.committed(
-        first,
-        writes.flatMap((w, i) => (stored.has(w.action.id) ? [{ revision: first + BigInt(i), kind: "action" as const, action: w.action }] : [])),
-      );
-      return new Map(result.claimed.map((id, i) => [id, BigInt(result.claimed_revisions[i]!)]));
+  }
+
+  /** What plinth_write_actions answered; a server whose lease is gone wrote nothing. */
+  #written(writes: ActionWrite[], rows: WriteResult[]): Written {
+    const result = rows[0];
+    if (!result?.claimed) throw this.#fenced();
+    const first = BigInt(result.first);
+    const stored = new Set(result.written);
+    return {
+      claimed: new Map(result.claimed.map((id, i) => [id, BigInt(result.claimed_revisions[i]!)])),
+      first,
+      // An ended action is never written again: what the call kept as it was is no change.
+      changes: writes.flatMap((w, i) =>
+        stored.has(w.action.id) ? [{ revision: first + BigInt(i), kind: "action" as const, action: w.action }] : [],
+      ),
     };
-    const withPayloads = writes.filter((w) => w.payloads?.args || w.payloads?.prediction);
-    if (withPayloads.length === 0) {
-      // Prepared once per connection: the statement is planned once, not per commit.
-      return written((await this.#query<WriteResult>({ name: "plinth-write-actions", text: call }, params)).rows);
-    }
-    return this.#transaction(async (client) => {
-      const claimed = written((await client.query<WriteResult>({ name: "plinth-write-actions", text: call, values: params })).rows);
-      for (const { action, payloads } of withPayloads) {
-        const shown = payloads!;
-        const args = shown.args ? Buffer.from(toBinary(ActionSchema, create(ActionSchema, shown.args))) : null;
-        const prediction = shown.prediction ? Buffer.from(toBinary(ArgSchema, shown.prediction)) : null;
-        await client.query(
-          `INSERT INTO action_payloads (action_id, args, prediction) VALUES ($1, $2, $3)
-           ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, action_payloads.args),
-             prediction = coalesce(excluded.prediction, action_payloads.prediction)`,
-          [action.id, args, prediction],
-        );
-      }
-      return claimed;
-    });
+  }
+
+  async settleEnd(action: Action): Promise<Action> {
+    await this.putAction(action);
+    return (await this.getAction(action.id))?.action ?? action;
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {

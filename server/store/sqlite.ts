@@ -19,7 +19,17 @@ import { migrate } from "./migrations.ts";
 import { randomHex, runId } from "../run-id.ts";
 import { lockDatabase, thisHolder } from "./sqlite-lock.ts";
 import { revisionCommitted } from "./test-stop.ts";
-import type { ListActionsQuery, ListModelsQuery, ModelMeta, ModelRecord, Store, StoredAction, StoredPayloads, TrackedChild } from "./store.ts";
+import type {
+  EndedWith,
+  ListActionsQuery,
+  ListModelsQuery,
+  ModelMeta,
+  ModelRecord,
+  Store,
+  StoredAction,
+  StoredPayloads,
+  TrackedChild,
+} from "./store.ts";
 
 export interface SqliteOptions {
   path: string;
@@ -261,10 +271,14 @@ export class SqliteStore implements Store {
     return { ...latest, revision: wanted, updateTime: new Date(rev.create_time), instanceSize: rev.instance_size, actionId: rev.action_id, instance };
   }
 
-  async putModel(model: ModelRecord): Promise<ModelMeta> {
+  async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
     const oldest = model.revision - BigInt(this.#o.keepRevisions) + 1n;
     const oldestRevision = oldest > model.oldestRevision ? oldest : model.oldestRevision;
     const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
+    const { instance, ...meta } = stored;
+    const end = ended?.(meta);
+    // The action's earlier changes go first: its end comes after them.
+    if (end) this.#flush();
     this.#write(() =>
       this.#db.transaction(() => {
         this.#q.upsertModel.run({
@@ -274,23 +288,23 @@ export class SqliteStore implements Store {
           oldest_revision: stored.oldestRevision,
           create_time: stored.createTime.getTime(),
           update_time: stored.updateTime.getTime(),
-          instance_size: stored.instance.byteLength,
+          instance_size: instance.byteLength,
           action_id: stored.actionId,
         });
         this.#q.insertRevision.run(
           stored.id,
           stored.revision,
-          Buffer.from(stored.instance.buffer, stored.instance.byteOffset, stored.instance.byteLength),
-          stored.instance.byteLength,
+          Buffer.from(instance.buffer, instance.byteOffset, instance.byteLength),
+          instance.byteLength,
           stored.actionId,
           stored.updateTime.getTime(),
         );
         this.#q.pruneRevisions.run(stored.id, stored.oldestRevision);
+        if (end) this.#writeAction(end);
       })(),
     );
     revisionCommitted(stored.revision);
-    const { instance: _, ...rest } = stored;
-    return rest;
+    return meta;
   }
 
   async deleteModel(id: string): Promise<boolean> {
@@ -371,7 +385,7 @@ export class SqliteStore implements Store {
     }
   }
 
-  #writeAction({ action, payloads }: PendingWrite): void {
+  #writeAction({ action, payloads }: StoredAction): void {
     const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
     this.#q.putAction.run(
       action.id,
@@ -393,6 +407,19 @@ export class SqliteStore implements Store {
     this.#flush();
     const row = this.#q.getAction.get(id);
     return row && this.#stored(id, row.json, withPayloads);
+  }
+
+  async settleEnd(action: Action): Promise<Action> {
+    this.#flush();
+    return this.#write(() =>
+      this.#db.transaction(() => {
+        const row = this.#q.getAction.get(action.id);
+        const held = row && fromJsonString(ActionSchema, row.json);
+        if (held && ENDED.includes(held.status)) return held;
+        this.#writeAction({ action });
+        return action;
+      })(),
+    );
   }
 
   #stored(id: string, json: string, withPayloads: boolean): StoredAction {

@@ -5,6 +5,7 @@
 import type { EventEmitter } from "node:events";
 import type { Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
+import { PlinthError } from "../errors.ts";
 
 /** A model's metadata: everything but the instance bytes. */
 export interface ModelMeta {
@@ -64,6 +65,24 @@ export interface StoredAction {
   payloads?: StoredPayloads | undefined;
 }
 
+/**
+ * The action a model's new revision ends, as it ends: made from the revision's metadata as
+ * the store stores it. Called once, before the commit.
+ */
+export type EndedWith = (meta: ModelMeta) => StoredAction;
+
+/**
+ * A store's error for a commit whose answer was lost with the connection (postgres): the
+ * database may have made it, or not.
+ */
+export class CommitUnknownError extends PlinthError {
+  readonly commitUnknown = true;
+}
+
+export function isCommitUnknown(error: unknown): boolean {
+  return PlinthError.is(error) && (error as { commitUnknown?: unknown }).commitUnknown === true;
+}
+
 /** A plugin child, recorded so that a restart can reap it if the server died. */
 export interface TrackedChild {
   pid: number;
@@ -83,8 +102,13 @@ export interface Store {
   readonly cluster?: Cluster | undefined;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
-  /** Stores the model's new revision (dropping revisions beyond the kept count); resolves once committed. */
-  putModel(model: ModelRecord): Promise<ModelMeta>;
+  /**
+   * Stores the model's new revision (dropping revisions beyond the kept count); resolves
+   * once committed. With `ended`: the action whose success that revision is, as it ends,
+   * in the same commit — both are stored or neither (a rejection that isCommitUnknown
+   * leaves open which: settleEnd tells).
+   */
+  putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta>;
   deleteModel(id: string): Promise<boolean>;
   /** Metadata of every model, in id order: the engine's live state. */
   allModels(): Promise<ModelMeta[]>;
@@ -96,6 +120,11 @@ export interface Store {
    */
   putAction(action: Action, payloads?: StoredPayloads): Promise<void>;
   getAction(id: string, withPayloads?: boolean): Promise<StoredAction | undefined>;
+  /**
+   * Stores the action's end unless the store holds it ended already; resolves with the
+   * action as the store holds it then. How a commit whose answer was lost is settled.
+   */
+  settleEnd(action: Action): Promise<Action>;
   /** Newest first. */
   listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]>;
   /** Actions stored as not ended: after a restart, those the dead server was running. */
