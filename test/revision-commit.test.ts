@@ -103,6 +103,22 @@ describe("a fit that stores a revision ends SUCCEEDED with it, whatever breaks r
     await expectSucceeded(second, modelId, fit.id);
   });
 
+  it("SQLite: a CreateInstance whose server was killed right after the commit is SUCCEEDED with the model it made", async () => {
+    const backend = sqlite();
+    const first = await server(backend, 1n);
+    const { action } = await first.engine.createInstance({ modelType: "systest.Model", args: [json("made")] });
+    await stopped(first.process);
+    await kill(first.process);
+
+    const second = await server(backend);
+    const [model] = (await second.engine.listModels({})).models;
+    expect(model).toMatchObject({ revision: 1n, actionId: action!.id });
+    const created = (await second.actions.getAction({ actionId: action!.id })).action!;
+    expect({ status: created.status, error: created.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(created.modelId).toBe(model!.id);
+    expect(created.result?.model).toMatchObject({ id: model!.id, revision: 1n });
+  });
+
   it("PostgreSQL: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async () => {
     const url = await newDatabase();
     const first = await server(postgres(url), 2n);
@@ -130,6 +146,28 @@ describe("a fit that stores a revision ends SUCCEEDED with it, whatever breaks r
   });
 });
 
+describe("PostgreSQL: several servers", () => {
+  it("a server stopped right after the commit, past its lease: the others find the fit SUCCEEDED, and it stays so once that server wakes", async () => {
+    const url = await newDatabase();
+    const backend = [...postgres(url), "lease_seconds: 2"];
+    const a = await server(backend, 2n);
+    // Run on a: it claims the fit at once, before b is there.
+    const { modelId, fit } = await modelAndFit(a);
+    await stopped(a.process);
+    const b = await server(backend);
+    // b removes a once its lease has lapsed, and ends what a was running (none: the fit had ended with its commit).
+    await expect
+      .poll(() => b.process.output(), { timeout: 60_000 })
+      .toMatch(/stopped responding \(its lease lapsed\): its running actions ended interrupted \(none\)/);
+    await expectSucceeded(b, modelId, fit.id);
+    const exited = once(a.process.child, "exit");
+    a.process.child.kill("SIGCONT");
+    expect((await exited)[0]).toBe(1);
+    expect(a.process.output()).toMatch(/this server lost its lease/);
+    await expectSucceeded(b, modelId, fit.id);
+  });
+});
+
 describe("PostgreSQL: a connection lost at the commit of a fit's revision", () => {
   it("after the database committed (its answer lost): the fit ends SUCCEEDED with the revision, not FAILED", async () => {
     proxy = await pgProxy(await newDatabase());
@@ -141,6 +179,21 @@ describe("PostgreSQL: a connection lost at the commit of a fit's revision", () =
     expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
     expect(ended.result?.model?.revision).toBe(2n);
     await expectSucceeded(c, modelId, ended.id);
+  });
+
+  it("after the database committed a predict that stores an instance: it ends SUCCEEDED with its prediction and the revision", async () => {
+    proxy = await pgProxy(await newDatabase());
+    const c = await server(postgres(proxy.url));
+    const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    proxy.loseRevisionCommit("answer");
+    const ended = (await c.engine.predict({ modelId, args: [json("kept")], kwargs: { remember: json(true) }, wait: true })).action!;
+    expect(proxy.lost).toBe(1);
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
+    expect(ended.result?.prediction?.kind.case).toBe("json");
+    const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
+    expect(model.revision).toBe(2n);
+    expect(decode(model.instance).predictions).toEqual([{ args: ["kept"], kwargs: {} }]);
   });
 
   it("before the database got the commit: the fit ends FAILED store_failed, the model at its previous revision", async () => {
