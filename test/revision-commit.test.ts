@@ -12,6 +12,8 @@
 import { once } from "node:events";
 import { createServer, type Server, type Socket, connect } from "node:net";
 import { join } from "node:path";
+import Database from "better-sqlite3";
+import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { procStat } from "../server/process/proc.ts";
@@ -143,6 +145,76 @@ describe("a fit that stores a revision ends SUCCEEDED with it, whatever breaks r
     expect(ended.result?.model?.revision).toBe(2n);
     await ownPostgres.start();
     await expectSucceeded(c, modelId, fit.id);
+  });
+});
+
+/** An action as a server of an older Plinth left it when it died after committing its revision: STORING, without its end. */
+function leftStoring(json: string): string {
+  const action = JSON.parse(json) as Record<string, unknown>;
+  for (const key of ["endTime", "result", "logTail"]) delete action[key];
+  if (action.call === "ACTION_CALL_CREATE_INSTANCE") delete action.modelId;
+  return JSON.stringify({ ...action, status: "ACTION_STATUS_STORING" });
+}
+
+describe("a database an older Plinth left with a revision stored and its action STORING (it committed the two apart)", () => {
+  /** A created model (its create left STORING), and a model with a fit (the fit left STORING). */
+  async function leftBehind(c: Clients) {
+    const created = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!;
+    const { modelId, fit } = await modelAndFit(c);
+    await c.actions.waitAction({ actionId: fit.id });
+    return { created, modelId, fit };
+  }
+
+  async function expectCreated(c: Clients, created: Action): Promise<void> {
+    const ended = (await c.actions.getAction({ actionId: created.id })).action!;
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.modelId).toBe(created.modelId);
+    expect(ended.result?.model).toMatchObject({ id: created.modelId, revision: 1n, actionId: created.id });
+  }
+
+  it("SQLite: the next start marks those actions SUCCEEDED with their revisions, not interrupted", async () => {
+    const backend = sqlite();
+    const first = await server(backend);
+    const { created, modelId, fit } = await leftBehind(first);
+    first.process.child.kill("SIGTERM");
+    await once(first.process.child, "exit");
+    const db = new Database(backend[0]!.slice("path: ".length));
+    try {
+      for (const id of [created.id, fit.id]) {
+        const { json } = db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?").get(id)!;
+        db.prepare("UPDATE actions SET status = 4, end_time = NULL, json = ? WHERE id = ?").run(leftStoring(json), id);
+      }
+      db.prepare("UPDATE actions SET model_id = '' WHERE id = ?").run(created.id);
+    } finally {
+      db.close();
+    }
+
+    const second = await server(backend);
+    await expectCreated(second, created);
+    await expectSucceeded(second, modelId, fit.id);
+  });
+
+  it("PostgreSQL: the next start's sweep marks those actions SUCCEEDED with their revisions, not interrupted", async () => {
+    const url = await newDatabase();
+    const first = await server(postgres(url));
+    const { created, modelId, fit } = await leftBehind(first);
+    first.process.child.kill("SIGTERM");
+    await once(first.process.child, "exit");
+    const db = new pg.Client({ connectionString: url });
+    await db.connect();
+    try {
+      for (const id of [created.id, fit.id]) {
+        const { rows } = await db.query<{ json: string }>("SELECT json FROM actions WHERE id = $1", [id]);
+        await db.query("UPDATE actions SET status = 4, end_time = NULL, json = $2 WHERE id = $1", [id, leftStoring(rows[0]!.json)]);
+      }
+      await db.query("UPDATE actions SET model_id = '' WHERE id = $1", [created.id]);
+    } finally {
+      await db.end();
+    }
+
+    const second = await server(postgres(url));
+    await expectCreated(second, created);
+    await expectSucceeded(second, modelId, fit.id);
   });
 });
 

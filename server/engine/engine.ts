@@ -34,7 +34,8 @@ import { encodedSize } from "../encoded.ts";
 import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
-import { interruptedAction } from "../store/interrupted.ts";
+import { goneServerEnd, interruptedAction } from "../store/interrupted.ts";
+import { modelMessage } from "../store/model-message.ts";
 import {
   type ClaimedAction,
   type Cluster,
@@ -56,7 +57,7 @@ import { checkRequest } from "./check-args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
 import type { Coalesced } from "./coalesce.ts";
-import { Feed, modelMessage } from "./feed.ts";
+import { Feed } from "./feed.ts";
 import { type ActionPatch, isEnded, type LiveAction, LiveState, type LiveStateOptions, type StateEvent } from "./live-state.ts";
 import { ModelCache } from "./model-cache.ts";
 import { ModelLocks } from "./model-locks.ts";
@@ -180,7 +181,8 @@ export class Engine {
 
   /**
    * Loads the models' metadata (instance bytes stay in the store until asked for) and
-   * marks every action the previous server left unfinished as failed: interrupted.
+   * marks every action the previous server left unfinished as failed: interrupted (or
+   * succeeded, when an older Plinth stored its revision and died before its end).
    */
   static async open(options: EngineOptions): Promise<Engine> {
     const engine = new Engine(options);
@@ -189,10 +191,13 @@ export class Engine {
     if (cluster) await engine.#join(cluster);
     else {
       engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));
-      const unfinished = await store.unfinishedActions();
       const why = "interrupted by server restart";
-      for (const action of unfinished) await store.putAction(interruptedAction(action, why));
-      if (unfinished.length > 0) logger.warn({ actions: unfinished.map((a) => a.id) }, `unfinished actions marked failed: ${why}`);
+      for (const action of await store.unfinishedActions()) {
+        const ended = goneServerEnd(action, why, await store.revisionMadeBy(action));
+        await store.putAction(ended);
+        const as = ended.status === ActionStatus.SUCCEEDED ? "succeeded: its new revision had been stored" : `failed: ${why}`;
+        logger.warn({ actionId: action.id }, `an action the previous server left unfinished is marked ${as}`);
+      }
     }
     await engine.#pruneHistory();
     engine.#timers.push(

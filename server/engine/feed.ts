@@ -4,30 +4,13 @@
  * applied as the store committed them; for the others it reads the changes after the
  * last one applied, in revision order.
  */
-import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
-import type { Cluster, CommittedBatch, FeedChange, ModelMeta } from "../store/store.ts";
+import { modelMessage } from "../store/model-message.ts";
+import type { Cluster, CommittedBatch, FeedChange } from "../store/store.ts";
 import type { FedChange, LiveState } from "./live-state.ts";
 
 /** Changes read per query. */
 const BATCH = 500;
-
-/** The model as the API shows it, without its instance. */
-export function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
-  return create(ModelSchema, {
-    id: meta.id,
-    modelType: meta.modelType,
-    revision: meta.revision,
-    createTime: timestampFromDate(meta.createTime),
-    updateTime: timestampFromDate(meta.updateTime),
-    instanceSize: BigInt(meta.instanceSize),
-    actionId: meta.actionId,
-    oldestRevision: meta.oldestRevision,
-    ...(instance ? { instance } : {}),
-  });
-}
 
 function fed(change: FeedChange): FedChange {
   return change.kind === "model" ? { revision: change.revision, kind: "model", model: modelMessage(change.model) } : change;

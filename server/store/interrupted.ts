@@ -5,7 +5,9 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Action, ActionErrorSchema, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionErrorSchema, ActionResultSchema, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { modelMessage } from "./model-message.ts";
+import type { ModelMeta } from "./store.ts";
 
 const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
 
@@ -16,6 +18,25 @@ export function interruptedAction(action: Action, message: string): Action {
     status: ActionStatus.FAILED,
     error: create(ActionErrorSchema, { code: "interrupted", message }),
     dataAccess: action.dataAccess.map((entry) => (ENDED.has(entry.status) ? entry : { ...entry, status: ActionStatus.CANCELLED })),
+    endTime,
+    updateTime: endTime,
+    queuePosition: 0,
+  });
+}
+
+/**
+ * As interruptedAction, unless the store holds a revision the action made (`made`):
+ * then it SUCCEEDED with it. A revision commits with its action's end; a server of an
+ * older Plinth committed them apart, and one that died between the two left both.
+ */
+export function goneServerEnd(action: Action, message: string, made: ModelMeta | undefined): Action {
+  if (!made) return interruptedAction(action, message);
+  const endTime = timestampNow();
+  return create(ActionSchema, {
+    ...action,
+    status: ActionStatus.SUCCEEDED,
+    modelId: made.id,
+    result: create(ActionResultSchema, { model: modelMessage(made) }),
     endTime,
     updateTime: endTime,
     queuePosition: 0,

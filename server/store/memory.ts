@@ -130,6 +130,10 @@ export class MemoryStore implements Store {
     return [];
   }
 
+  async revisionMadeBy(_action: Action): Promise<ModelMeta | undefined> {
+    return undefined;
+  }
+
   async pruneActions(now: Date): Promise<number> {
     const cutoff = now.getTime() - this.#o.maxActionAgeMs;
     const finished = [...this.#actions.values()].map((s) => s.action).filter((a) => a.endTime);

@@ -20,7 +20,7 @@ import pg from "pg";
 import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { procStat } from "../process/proc.ts";
 import { randomHex } from "../run-id.ts";
-import { interruptedAction } from "./interrupted.ts";
+import { goneServerEnd, interruptedAction } from "./interrupted.ts";
 import { describeHolder } from "./sqlite-lock.ts";
 import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ModelRecord, ServerInfo, StoredPayloads } from "./store.ts";
 
@@ -93,6 +93,30 @@ export function modelMeta(row: ModelJson | Record<keyof ModelJson, string>): Mod
     instanceSize: Number(row.instance_size),
     actionId: row.action_id,
   };
+}
+
+/** What revisionMadeBy finds: the model's row, and the revision's. */
+type MadeRow = Record<keyof ModelJson, string> & { made_revision: string; made_time: string; made_size: string };
+
+/**
+ * The revision an unfinished action made, when the database holds one (Store.revisionMadeBy):
+ * only one left STORING can have one. A new model's id is found by the action that made it.
+ */
+export async function revisionMadeBy(
+  query: (sql: string, params: unknown[]) => Promise<{ rows: MadeRow[] }>,
+  action: Action,
+): Promise<ModelMeta | undefined> {
+  if (action.status !== ActionStatus.STORING) return undefined;
+  const { rows } = await query(
+    `SELECT m.*, r.revision AS made_revision, r.create_time AS made_time, r.instance_size AS made_size
+     FROM models m JOIN model_revisions r ON r.model_id = m.id
+     WHERE r.action_id = $1 AND m.id = coalesce(nullif($2, ''), (SELECT id FROM models WHERE action_id = $1))`,
+    [action.id, action.modelId],
+  );
+  const row = rows[0];
+  if (!row) return undefined;
+  const updateTime = new Date(Number(row.made_time));
+  return { ...modelMeta(row), revision: BigInt(row.made_revision), updateTime, instanceSize: Number(row.made_size), actionId: action.id };
 }
 
 /** How often a server renews its lease and looks for servers whose lease lapsed. */
@@ -272,7 +296,7 @@ export class PostgresCluster implements Cluster {
             continue;
           }
           const message = (row.owner && why.get(row.owner)) ?? "the server running it is gone (its lease lapsed before this server started)";
-          const failed = interruptedAction(action, message);
+          const failed = goneServerEnd(action, message, await revisionMadeBy((sql, params) => client.query<MadeRow>(sql, params), action));
           await client.query("UPDATE actions SET status = $2, end_time = $3, json = $4, change = nextval('plinth_change') WHERE id = $1", [
             row.id,
             failed.status,

@@ -17,7 +17,7 @@ import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/act
 import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { randomHex } from "../run-id.ts";
-import { type ClusterOptions, HOLDS_LEASE, modelMeta, type PgAccess, PostgresCluster, WRITE_LOCK } from "./postgres-cluster.ts";
+import { type ClusterOptions, HOLDS_LEASE, modelMeta, type PgAccess, PostgresCluster, revisionMadeBy, WRITE_LOCK } from "./postgres-cluster.ts";
 import { migratePostgres } from "./postgres-migrations.ts";
 import {
   CommitUnknownError,
@@ -618,6 +618,10 @@ export class PostgresStore implements Store {
     await this.#flush().catch(() => {});
     const { rows } = await this.#query<{ json: string }>("SELECT json FROM actions WHERE NOT (status = ANY($1::integer[])) ORDER BY id", [ENDED]);
     return rows.map((row) => fromJsonString(ActionSchema, row.json));
+  }
+
+  revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {
+    return revisionMadeBy((sql, params) => this.#query(sql, params), action);
   }
 
   async pruneActions(now: Date): Promise<number> {

@@ -231,6 +231,12 @@ export class SqliteStore implements Store {
       getAction: db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?"),
       getPayloads: db.prepare<[string], PayloadRow>("SELECT args, prediction FROM action_payloads WHERE action_id = ?"),
       unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED.join(",")})`),
+      // A new model's id is found by the action that made it (its revision 1).
+      revisionMadeBy: db.prepare<{ action: string; model: string }, ModelRow & { made_revision: number; made_time: number; made_size: number }>(
+        `SELECT m.*, r.revision AS made_revision, r.create_time AS made_time, r.instance_size AS made_size
+         FROM models m JOIN model_revisions r ON r.model_id = m.id
+         WHERE r.action_id = @action AND m.id = coalesce(nullif(@model, ''), (SELECT id FROM models WHERE action_id = @action))`,
+      ),
       pruneByAge: db.prepare("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < ?"),
       countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
       pruneByCount: db.prepare("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)"),
@@ -473,6 +479,20 @@ export class SqliteStore implements Store {
   async unfinishedActions(): Promise<Action[]> {
     this.#flush();
     return this.#read(() => this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json)));
+  }
+
+  async revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {
+    if (action.status !== ActionStatus.STORING) return undefined;
+    const row = this.#read(() => this.#q.revisionMadeBy.get({ action: action.id, model: action.modelId }));
+    return (
+      row && {
+        ...meta(row),
+        revision: BigInt(row.made_revision),
+        updateTime: new Date(row.made_time),
+        instanceSize: row.made_size,
+        actionId: action.id,
+      }
+    );
   }
 
   async pruneActions(now: Date): Promise<number> {

@@ -129,6 +129,12 @@ export interface Store {
   listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]>;
   /** Actions stored as not ended: after a restart, those the dead server was running. */
   unfinishedActions(): Promise<Action[]>;
+  /**
+   * The revision an unfinished action made, when the store holds one: only an action left
+   * STORING by a server of an older Plinth, which committed a revision and its action's
+   * end apart and died between the two.
+   */
+  revisionMadeBy(action: Action): Promise<ModelMeta | undefined>;
   /** Applies the history's retention (count and age); returns how many were dropped. */
   pruneActions(now: Date): Promise<number>;
   trackChild(child: TrackedChild): Promise<void>;
