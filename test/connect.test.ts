@@ -7,10 +7,10 @@ import { readFileSync } from "node:fs";
 import { request as httpsRequest } from "node:https";
 import { join } from "node:path";
 import { createClient } from "@connectrpc/connect";
-import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
+import { compressionGzip, createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
-import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
+import { ChangeKind, StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { TestCa } from "./helpers/certs.ts";
 import { root, startTestServer, type TestServer } from "./helpers/server.ts";
 
@@ -97,6 +97,48 @@ describe("Connect and gRPC-Web on http.address", () => {
       expect(first.value!.event.case).toBe("snapshot");
       controller.abort();
     }
+  });
+
+  it("a Connect stream: its request may come gzipped, its deadline ends it with deadline_exceeded, a broken envelope is invalid_argument", async () => {
+    const base = await start();
+    const gzipped = createClient(
+      StateService,
+      createConnectTransport({ baseUrl: base, httpVersion: "1.1", sendCompression: compressionGzip, compressMinBytes: 0 }),
+    );
+    const controller = new AbortController();
+    const first = await gzipped
+      .watchState({ kinds: [ChangeKind.ACTION_UPSERTED] }, { signal: controller.signal })
+      [Symbol.asyncIterator]()
+      .next();
+    expect(first.value!.event.case).toBe("snapshot");
+    controller.abort();
+    // Raw, so that what ends the stream is the server's answer, not the client's own timer.
+    const stream = async (headers: Record<string, string>, body: Uint8Array) => {
+      const response = await fetch(`${base}/plinth.v1.StateService/WatchState`, {
+        method: "POST",
+        headers: { "content-type": "application/connect+json", ...headers },
+        body,
+      });
+      const bytes = new Uint8Array(await response.arrayBuffer());
+      const frames: { flags: number; text: string }[] = [];
+      for (let at = 0; at + 5 <= bytes.length; ) {
+        const length = new DataView(bytes.buffer, at + 1, 4).getUint32(0);
+        frames.push({ flags: bytes[at]!, text: new TextDecoder().decode(bytes.subarray(at + 5, at + 5 + length)) });
+        at += 5 + length;
+      }
+      return { status: response.status, frames };
+    };
+    const envelope = (json: string) => Buffer.concat([Buffer.from([0, 0, 0, 0, json.length]), Buffer.from(json)]);
+    const timedOut = await stream({ "connect-timeout-ms": "200" }, envelope("{}"));
+    expect(timedOut.frames[0]!.text).toContain('"snapshot"');
+    expect(JSON.parse(timedOut.frames.at(-1)!.text)).toMatchObject({ error: { code: "deadline_exceeded" } });
+    const broken = await stream({}, Buffer.from([0, 0, 0, 0, 9, 0x7b]));
+    expect(broken.status).toBe(200);
+    expect(JSON.parse(broken.frames.at(-1)!.text)).toMatchObject({ error: { code: "invalid_argument" } });
+    const unknownField = await stream({}, envelope('{"kindz": []}'));
+    expect(JSON.parse(unknownField.frames.at(-1)!.text)).toMatchObject({
+      error: { code: "invalid_argument", message: expect.stringContaining("kindz") },
+    });
   });
 
   it("answers bad input with the Connect error JSON, an unknown path with 404, and applies the same auth as the gRPC port", async () => {

@@ -11,6 +11,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { Code, ConnectError, createConnectRouter, createContextKey, createContextValues, type HandlerContext } from "@connectrpc/connect";
 import { readAllBytes, type UniversalHandler } from "@connectrpc/connect/protocol";
+import { parseContentType as connectContentType } from "@connectrpc/connect/protocol-connect";
 import { universalRequestFromNodeRequest, universalResponseToNodeResponse } from "@connectrpc/connect-node";
 import { type CallContext, Metadata, ServerError } from "nice-grpc";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
@@ -23,6 +24,7 @@ import { actionService } from "./action-service.ts";
 import type { CallStack } from "./call-stack.ts";
 import { engineService } from "./engine-service.ts";
 import { toServerError } from "./error-mapper.ts";
+import { serveConnectStream } from "./connect-stream.ts";
 import { ACCEPTED_TYPES, bodyFormat, countBody } from "./http-request-cost.ts";
 import { stateService } from "./state-service.ts";
 import { PEER_SUBJECT, type TlsFiles } from "./tls.ts";
@@ -59,24 +61,32 @@ function throughStack<S extends GenServiceMethods>(service: GenService<S>, impl:
   return methods as never;
 }
 
+/** What the stack needs of a call besides its request. */
+interface CallOrigin {
+  headers: Headers;
+  peer: string;
+  /** Aborted with an AbortError or a TimeoutError (see standardSignal). */
+  signal: AbortSignal;
+}
+
 function start(
   service: GenService<GenServiceMethods>,
   method: DescMethod,
   handler: AnyHandler,
   stack: CallStack,
   request: unknown,
-  ctx: HandlerContext,
+  origin: CallOrigin,
 ) {
   const responseStream = method.methodKind === "server_streaming";
   // The caller's identity comes from its token only: a certificate's subject is the gRPC
   // port's (mutual TLS), and a header of that name sent here is no proof of anything.
   const context: CallContext = {
-    metadata: metadataOf(ctx.requestHeader),
-    peer: ctx.values.get(PEER),
+    metadata: metadataOf(origin.headers),
+    peer: origin.peer,
     header: Metadata(),
     sendHeader() {},
     trailer: Metadata(),
-    signal: standardSignal(ctx.signal),
+    signal: origin.signal,
   };
   const call = {
     method: { path: `/${service.typeName}/${method.name}`, requestStream: false, responseStream, options: {} },
@@ -107,10 +117,14 @@ function standardSignal(signal: AbortSignal): AbortSignal {
   return controller.signal;
 }
 
+function originOf(ctx: HandlerContext): CallOrigin {
+  return { headers: ctx.requestHeader, peer: ctx.values.get(PEER), signal: standardSignal(ctx.signal) };
+}
+
 function unary(service: GenService<GenServiceMethods>, method: DescMethod, handler: AnyHandler, stack: CallStack) {
   return async (request: unknown, ctx: HandlerContext) => {
     try {
-      const calls = start(service, method, handler, stack, request, ctx);
+      const calls = start(service, method, handler, stack, request, originOf(ctx));
       for (;;) {
         const step = await calls.next();
         if (step.done) return step.value;
@@ -124,7 +138,7 @@ function unary(service: GenService<GenServiceMethods>, method: DescMethod, handl
 function streaming(service: GenService<GenServiceMethods>, method: DescMethod, handler: AnyHandler, stack: CallStack) {
   return async function* stream(request: unknown, ctx: HandlerContext) {
     try {
-      yield* start(service, method, handler, stack, request, ctx);
+      yield* start(service, method, handler, stack, request, originOf(ctx));
     } catch (error) {
       throw connectError(error);
     }
@@ -144,6 +158,14 @@ function metadataOf(headers: Headers): Metadata {
   return metadata;
 }
 
+const peerOf = (req: IncomingMessage) => `${req.socket.remoteAddress}:${req.socket.remotePort}`;
+
+/** A Connect server stream's request (not gRPC-Web's): JSON or binary. */
+function connectStreamType(headers: Headers): { json: boolean } | undefined {
+  const type = connectContentType(headers.get("content-type") ?? "");
+  return type?.stream ? { json: !type.binary } : undefined;
+}
+
 /** An answer in Connect's error form, the connection closed when the request's body was not read. */
 function answer(res: ServerResponse, status: number, code: string, message: string): void {
   const unread = !res.req.readableEnded;
@@ -159,27 +181,30 @@ export function createHttpListener(engine: () => Engine, options: HttpOptions): 
     // A misspelled field or enum name (a status filter) is an error, not silently nothing.
     jsonOptions: { ignoreUnknownFields: false },
   });
-  router.service(EngineService, throughStack(EngineService, engineService(engine) as never, stack));
-  router.service(ActionService, throughStack(ActionService, actionService(engine) as never, stack));
-  router.service(StateService, throughStack(StateService, stateService(engine) as never, stack));
+  const impls: [GenService<GenServiceMethods>, object][] = [
+    [EngineService as GenService<GenServiceMethods>, engineService(engine)],
+    [ActionService as GenService<GenServiceMethods>, actionService(engine)],
+    [StateService as GenService<GenServiceMethods>, stateService(engine)],
+  ];
+  const handlers = new Map<string, AnyHandler>();
+  for (const [service, impl] of impls) {
+    router.service(service, throughStack(service, impl as never, stack));
+    for (const method of service.methods)
+      handlers.set(`/${service.typeName}/${method.name}`, (impl as Record<string, AnyHandler>)[method.localName]!);
+  }
   const rpcs = new Map(router.handlers.map((h) => [h.requestPath, h]));
 
   /** An RPC: the caller checked on the headers, then the body's cost, before Connect decodes it. */
   async function call(rpc: UniversalHandler, req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = rpc.requestPath;
     if (!req.headers.host) return answer(res, 400, "invalid_argument", "the request has no Host header");
-    const uReq = universalRequestFromNodeRequest(
-      req,
-      res,
-      undefined,
-      createContextValues().set(PEER, `${req.socket.remoteAddress}:${req.socket.remotePort}`),
-    );
+    const uReq = universalRequestFromNodeRequest(req, res, undefined, createContextValues().set(PEER, peerOf(req)));
     if (req.method === "POST" && !bodyFormat(uReq.header)) {
       const type = uReq.header.get("content-type");
       return answer(res, 415, "invalid_argument", `${type ? `content-type ${cut(type)}` : "no content-type"}: send ${ACCEPTED_TYPES}`);
     }
-    const body = uReq.body as AsyncIterable<Uint8Array>;
-    async function* admitted(): AsyncGenerator<Uint8Array> {
+    /** The body once the caller is admitted and its cost counted; throws what Connect should answer. */
+    const admittedBody = async (): Promise<Uint8Array> => {
       try {
         stack.admit(path, metadataOf(uReq.header));
       } catch (error) {
@@ -187,7 +212,7 @@ export function createHttpListener(engine: () => Engine, options: HttpOptions): 
         res.setHeader("connection", "close");
         throw connectError(toServerError(error, logger, path));
       }
-      const bytes = await readAllBytes(body, options.maxMessageBytes, uReq.header.get("content-length"));
+      const bytes = await readAllBytes(uReq.body as AsyncIterable<Uint8Array>, options.maxMessageBytes, uReq.header.get("content-length"));
       const format = bodyFormat(uReq.header);
       if (format) {
         try {
@@ -196,9 +221,28 @@ export function createHttpListener(engine: () => Engine, options: HttpOptions): 
           throw connectError(toServerError(error, logger, path));
         }
       }
-      yield bytes;
+      return bytes;
+    };
+    const stream = rpc.method.methodKind === "server_streaming" ? connectStreamType(uReq.header) : undefined;
+    if (stream) {
+      const service = impls.find(([s]) => s.typeName === rpc.service.typeName)![0];
+      const handler = handlers.get(path)!;
+      return serveConnectStream(res, {
+        method: rpc.method,
+        json: stream.json,
+        headers: uReq.header,
+        body: admittedBody,
+        run: (request, signal) => start(service, rpc.method, handler, stack, request, { headers: uReq.header, peer: peerOf(req), signal }),
+        toConnectError: (error) => connectError(error instanceof ConnectError ? error : toServerError(error, logger, path)),
+        readMaxBytes: options.maxMessageBytes,
+      });
     }
-    const uRes = await rpc({ ...uReq, body: admitted() });
+    const uRes = await rpc({
+      ...uReq,
+      body: (async function* () {
+        yield await admittedBody();
+      })(),
+    });
     await universalResponseToNodeResponse(uRes, res);
   }
 
