@@ -28,9 +28,15 @@ describe("the TypeScript client", () => {
     const created = await c.create("systest.Model", { args: ["a"], kwargs: { k: { nested: [1, 2] } } }).done;
     expect(created.revision).toBe(1n);
 
+    // The fit waits behind another on the model until its progress is followed: every phase is seen.
+    const blocker = c.fit(created.modelId, { kwargs: { sleep: 60 } });
+    await blocker.started;
     const run = c.fit(created.modelId, { args: [dataAccess("systest.echo", [42], { sleep: 0.3 })], kwargs: { sleep: 0.5 } });
     const seen: Progress[] = [];
-    for await (const p of run.progress) seen.push(p);
+    for await (const p of run.progress) {
+      if (seen.length === 0) await blocker.cancel();
+      seen.push(p);
+    }
     const fitted = await run.done;
     expect(fitted.modelId).toBe(created.modelId);
     expect(fitted.revision).toBe(2n);

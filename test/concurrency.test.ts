@@ -8,7 +8,8 @@ import { watchActions } from "./helpers/watch.ts";
 const MAX = 3;
 let t: TestServer;
 beforeAll(async () => {
-  t = await startTestServer({ engine: { max_children: MAX }, plugins: [{ module: "plugins/system-test/mod.ts" }] });
+  // sigterm_timeout far above a busy machine's delays: a cancel that needs SIGKILL shows as forced.
+  t = await startTestServer({ engine: { max_children: MAX, sigterm_timeout: 30 }, plugins: [{ module: "plugins/system-test/mod.ts" }] });
 });
 afterAll(() => t?.close());
 
@@ -71,11 +72,12 @@ describe("cancel", () => {
     for (const modelId of models) ids.push((await t.engine.predict({ modelId, kwargs: { sleep: json(60) } })).action!.id);
     await watchActions(t, (v) => count(v, ids, ActionStatus.EXECUTING) === MAX);
     const queued = ids[MAX]!;
-    const started = performance.now();
     const cancelled = (await t.actions.cancelAction({ actionId: queued })).action!;
-    expect(performance.now() - started).toBeLessThan(1000);
     expect(cancelled.status).toBe(ActionStatus.CANCELLED);
+    expect(cancelled.cancel).toMatchObject({ phase: ActionStatus.QUEUED, forced: false });
     expect(cancelled.startTime).toBeDefined();
+    // It did not wait for a slot: the 60-second calls that hold them all still run.
+    for (const id of ids.slice(0, MAX)) expect((await t.actions.getAction({ actionId: id })).action!.status).toBe(ActionStatus.EXECUTING);
     expect(t.server.processes.live).toBe(MAX);
     await Promise.all(ids.map((actionId) => t.actions.cancelAction({ actionId })));
   });
@@ -84,11 +86,10 @@ describe("cancel", () => {
     const modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await t.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     await watchActions(t, (v) => v.get(action!.id)?.status === ActionStatus.EXECUTING);
-    const started = performance.now();
     const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
-    // The plugin aborts on ctx.signal: far sooner than sigterm_timeout (2 s here).
-    expect(performance.now() - started).toBeLessThan(1500);
+    // The plugin aborted on ctx.signal and its child exited by itself: no SIGKILL.
     expect(cancelled.status).toBe(ActionStatus.CANCELLED);
+    expect(cancelled.cancel).toMatchObject({ phase: ActionStatus.EXECUTING, forced: false, signal: "" });
     expect(cancelled.result).toBeUndefined();
     const model = (await t.engine.getModel({ modelId })).model!;
     expect(model.revision).toBe(1n);

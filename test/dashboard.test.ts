@@ -59,6 +59,8 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     c.channel.close();
 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
+    // Waits end on what the page shows; the bound (playwright's default is 30 s) only catches "never".
+    page.setDefaultTimeout(100_000);
     const base = `http://127.0.0.1:${httpPort}/`;
     await page.goto(`${base}#/plugins`);
     await page.getByText("keeps its instantiate arguments and records every fit").waitFor();

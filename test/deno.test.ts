@@ -11,6 +11,8 @@ import { expectSpinReportsAndStops } from "./helpers/spin.ts";
 let t: TestServer;
 beforeAll(async () => {
   t = await startTestServer({
+    // Far above a busy machine's delays: a cancel that needs SIGKILL shows as forced.
+    engine: { sigterm_timeout: 30 },
     plugins: [
       { module: "plugins/system-test/mod.ts", runtime: "deno" },
       { module: "plugins/iris/mod.ts", runtime: "deno" },
@@ -95,11 +97,10 @@ describe("plugins under Deno, through the server", () => {
     const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
     const { action } = await t.engine.predict({ modelId, args: [json("wait_for_cancel")] });
     await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
-    const started = performance.now();
     const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
     expect(cancelled.status).toBe(ActionStatus.CANCELLED);
-    // Cooperative: well before sigterm_timeout (2 s) would force it.
-    expect(performance.now() - started).toBeLessThan(1500);
+    // Cooperative: the plugin saw the abort and its child exited by itself, no SIGKILL.
+    expect(cancelled.cancel).toMatchObject({ phase: ActionStatus.EXECUTING, forced: false, signal: "" });
   });
 });
 

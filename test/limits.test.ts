@@ -29,13 +29,13 @@ describe("limits answer INVALID_ARGUMENT naming the limit and the value", () => 
     const { t, modelId } = await start();
     const before = await actionsOn(modelId);
     const kwargs = Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, dataAccess("payloads.echo", [json(i)])]));
-    const started = performance.now();
+    // Refused when the count passes the limit (k256, the 257th), before any action exists:
+    // no data access ran.
     await expectStatus(
       t.engine.predict({ modelId, kwargs }),
       Status.INVALID_ARGUMENT,
       /^argument kwargs\.k256: more than 256 data-access arguments; engine\.max_data_access allows 256 per request$/,
     );
-    expect(performance.now() - started).toBeLessThan(1000);
     expect(await actionsOn(modelId)).toBe(before);
   });
 

@@ -41,6 +41,9 @@ async function scrape(): Promise<Map<string, number>> {
 
 describe("metrics for Prometheus on metrics.address", () => {
   it("agree with the actions run, the children started and killed, and the streams open", async () => {
+    // Children SIGKILLed, as the process manager saw them exit.
+    let forcedExits = 0;
+    t.server.processes.events.on("exit", (_pid: number, exit: { forced: boolean }) => void (exit.forced && forcedExits++));
     const systest = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const misbehave = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
     for (let i = 0; i < 3; i++) expect((await t.engine.predict({ modelId: systest, wait: true })).action!.status).toBe(ActionStatus.SUCCEEDED);
@@ -49,7 +52,10 @@ describe("metrics for Prometheus on metrics.address", () => {
     // One that ignores SIGTERM: cancelled, and its child killed.
     const { action } = await t.engine.predict({ modelId: misbehave, kwargs: { mode: json("ignore_sigterm") } });
     await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
-    expect((await t.actions.cancelAction({ actionId: action!.id })).action!.status).toBe(ActionStatus.CANCELLED);
+    const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
+    expect(cancelled.cancel).toMatchObject({ by: "CancelAction", forced: true });
+    // No child is reused here: once every one has exited, the counts are final.
+    await expect.poll(() => t.server.processes.live, { timeout: 60_000 }).toBe(0);
 
     // A watcher open while scraping.
     const controller = new AbortController();
@@ -72,7 +78,10 @@ describe("metrics for Prometheus on metrics.address", () => {
       expect(m.get('plinth_action_queue_seconds_count{call="predict"}')).toBe(5);
       // Without reuse, one child per call: 2 instantiates, 5 predicts, 1 fit.
       expect(m.get("plinth_child_spawns_total")).toBe(8);
-      expect(m.get("plinth_child_forced_kills_total")).toBe(1);
+      // The one that ignores SIGTERM; on a busy machine a child retired after its call may
+      // also outlive sigterm_timeout (1 s).
+      expect(forcedExits).toBeGreaterThanOrEqual(1);
+      expect(m.get("plinth_child_forced_kills_total")).toBe(forcedExits);
       expect(m.get("plinth_child_protocol_errors_total")).toBe(0);
       expect(m.get("plinth_queue_depth")).toBe(0);
       expect(m.get('plinth_children{state="live"}')).toBe(t.server.processes.live);

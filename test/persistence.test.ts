@@ -143,11 +143,12 @@ describe("a server killed with SIGKILL", () => {
         break;
       }
     }
+    expect(isAlive(pid)).toBe(true);
     a.channel.close();
     await kill9(first);
     // Its pipe closed, but its plugin never looks: the child runs on for up to a second
-    // (then exits by itself, whatever the plugin does), orphaned.
-    expect(isAlive(pid)).toBe(true);
+    // (then exits by itself, whatever the plugin does), orphaned. (Whether it is still
+    // there a moment later depends on how busy the machine is: not asserted.)
     const second = serverProcess(path);
     await second.port;
     // Gone once the next server serves: killed by it (it says so) if still there, or

@@ -138,7 +138,8 @@ describe("backend.kind: postgres", () => {
   it("answers UNAVAILABLE while the database is down, then works again by itself, every acknowledged change kept", async () => {
     ownPostgres = await startPostgres();
     const url = await newDatabase(ownPostgres.adminUrl);
-    const t = await server(url, { connect_timeout: 1 });
+    // A refused connection fails at once; the bound is for a slow one, far above a busy machine's delays.
+    const t = await server(url, { connect_timeout: 30 });
     const acknowledged: string[] = [];
     for (let i = 0; i < 5; i++) acknowledged.push((await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId);
 

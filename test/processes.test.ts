@@ -34,7 +34,10 @@ async function server(config: Record<string, unknown> = {}) {
   return { t, modelId };
 }
 
-/** Polls until `condition` holds, up to `ms`; the processes here change state on their own clock. */
+/**
+ * Polls until `condition` holds, up to `ms`; the processes here change state on their own
+ * clock. The bounds only catch "never": they are far above a busy machine's delays.
+ */
 async function until(condition: () => boolean, ms: number): Promise<boolean> {
   const end = performance.now() + ms;
   while (performance.now() < end) {
@@ -64,7 +67,7 @@ describe("a plugin child's descendants die with it", () => {
     strays.push(inGroup, escaped);
     expect([pid, inGroup, escaped].every(isAlive)).toBe(true);
     await t.actions.cancelAction({ actionId: action!.id });
-    expect(await until(() => ![pid, inGroup, escaped].some(isAlive), 3000)).toBe(true);
+    expect(await until(() => ![pid, inGroup, escaped].some(isAlive), 30_000)).toBe(true);
   });
 
   it("when its call succeeds and the child stays warm: below the child, without the mark, or out of the tree with it", async () => {
@@ -86,7 +89,7 @@ describe("a plugin child's descendants die with it", () => {
     strays.push(inGroup, escaped);
     const ended = (await t.actions.waitAction({ actionId: action!.id })).action!;
     expect(ended.error?.message).toMatch(/exited with code 5/);
-    expect(await until(() => !isAlive(inGroup) && !isAlive(escaped), 3000)).toBe(true);
+    expect(await until(() => !isAlive(inGroup) && !isAlive(escaped), 30_000)).toBe(true);
   });
 
   it("when the server stops", async () => {
@@ -123,7 +126,7 @@ describe("a plugin child's descendants die with it", () => {
     first.child.kill("SIGKILL");
     await once(first.child, "exit");
     // Both children notice their input closed; even the one spinning in a loop goes.
-    expect(await until(() => !isAlive(pid) && !isAlive(spinning), 3000)).toBe(true);
+    expect(await until(() => !isAlive(pid) && !isAlive(spinning), 30_000)).toBe(true);
     // What they started outlives them, orphaned...
     expect([inGroup, escaped].every(isAlive)).toBe(true);
     // ...until the next server of this database starts.
@@ -228,7 +231,7 @@ describe("plugins[].max_memory_mb", () => {
 
 describe("a CPU-bound plugin (a synchronous loop) on Node", () => {
   it("reports progress as it runs and is cancelled cooperatively, at once", async () => {
-    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts") }], engine: { sigterm_timeout: 5, progress_interval: 0.05 } });
+    const t = await startTestServer({ plugins: [{ module: fixture("portable.ts") }], engine: { sigterm_timeout: 30, progress_interval: 0.05 } });
     servers.push(t);
     await expectSpinReportsAndStops(t);
   });

@@ -307,7 +307,7 @@ describe("limits per caller", () => {
               () => "open",
               (e: Error) => e.message,
             ),
-          { timeout: 10_000 },
+          { timeout: 60_000 },
         )
         .toBe("open");
     } finally {

@@ -1,8 +1,9 @@
 /**
  * A server that always stops: every way a user or a supervisor stops `npm start` —
  * SIGTERM to npm's pid, to the process group, Ctrl-C (SIGINT to the group), twice to
- * the server — ends it within sigterm_timeout + 2 s with its running action cancelled
- * (not interrupted) and no child left, even one that ignores SIGTERM. And it starts in
+ * the server — ends it with its running action cancelled (not interrupted) and no child
+ * left, even one that ignores SIGTERM. (How long that takes, against the README's
+ * sigterm_timeout + 2 s, is measured by `npm run bench:process`.) And it starts in
  * order: the port opens last, once the plugins are loaded.
  */
 import { once } from "node:events";
@@ -70,17 +71,14 @@ async function busyNpmStart() {
   return { p, c, waiting, below, server: server.pid };
 }
 
-/** Waits until npm has exited and nothing it started is left; returns how long that took. */
-async function stoppedWithin(busy: Awaited<ReturnType<typeof busyNpmStart>>, since: number): Promise<number> {
+/** Waits until npm has exited and nothing it started is left (the bound only catches "never"). */
+async function stopped(busy: Awaited<ReturnType<typeof busyNpmStart>>): Promise<void> {
   if (busy.p.child.exitCode === null && busy.p.child.signalCode === null) await once(busy.p.child, "exit");
-  while (busy.below.some(isAlive) && performance.now() - since < 10_000) await new Promise((r) => setTimeout(r, 20));
-  expect(busy.below.filter(isAlive)).toEqual([]);
-  return performance.now() - since;
+  await expect.poll(() => busy.below.filter(isAlive), { timeout: 30_000 }).toEqual([]);
 }
 
-async function expectOrderlyStop(busy: Awaited<ReturnType<typeof busyNpmStart>>, since: number) {
-  const ms = await stoppedWithin(busy, since);
-  expect(ms).toBeLessThan((SIGTERM_TIMEOUT_S + 2) * 1000);
+async function expectOrderlyStop(busy: Awaited<ReturnType<typeof busyNpmStart>>) {
+  await stopped(busy);
   // The client waiting on the action got it back, cancelled by the stop: not left to a
   // restart to mark it interrupted.
   const action = (await busy.waiting).action!;
@@ -93,32 +91,28 @@ async function expectOrderlyStop(busy: Awaited<ReturnType<typeof busyNpmStart>>,
 describe("npm start stops, whatever is signalled, with no child left", () => {
   it("SIGTERM to npm's pid", async () => {
     const busy = await busyNpmStart();
-    const since = performance.now();
     process.kill(busy.p.child.pid!, "SIGTERM");
-    await expectOrderlyStop(busy, since);
+    await expectOrderlyStop(busy);
   });
 
   it("SIGTERM to the process group (kill -- -PGID)", async () => {
     const busy = await busyNpmStart();
-    const since = performance.now();
     process.kill(-busy.p.child.pid!, "SIGTERM");
-    await expectOrderlyStop(busy, since);
+    await expectOrderlyStop(busy);
   });
 
   it("Ctrl-C: SIGINT to the process group", async () => {
     const busy = await busyNpmStart();
-    const since = performance.now();
     process.kill(-busy.p.child.pid!, "SIGINT");
-    await expectOrderlyStop(busy, since);
+    await expectOrderlyStop(busy);
   });
 
   it("SIGTERM twice to the server, a second apart: the second hurries the stop but skips nothing", async () => {
     const busy = await busyNpmStart();
-    const since = performance.now();
     process.kill(busy.server, "SIGTERM");
     await new Promise((r) => setTimeout(r, 1100));
     if (isAlive(busy.server)) process.kill(busy.server, "SIGTERM");
-    await expectOrderlyStop(busy, since);
+    await expectOrderlyStop(busy);
   });
 });
 
@@ -130,10 +124,10 @@ describe("a stop with nothing running", () => {
     // A call makes the connection; the client keeps it open, idle.
     const modelId = (await c.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
     expect((await c.engine.predict({ modelId, wait: true })).action!.status).toBe(ActionStatus.SUCCEEDED);
-    const since = performance.now();
+    // The client keeps its connection open until after the exit: a server that waited
+    // for its idle clients would never get there.
     p.child.kill("SIGTERM");
     await once(p.child, "exit");
-    expect(performance.now() - since).toBeLessThan(1500);
     const stopping = p.output().slice(p.output().indexOf('"msg":"stopping"'));
     expect(stopping).not.toContain("plugin child started");
     c.channel.close();
@@ -146,14 +140,15 @@ describe("starting in order", () => {
     const dir = tempDir();
     const slow = join(dir, "slow.mts");
     const loading = join(dir, "loading");
-    // A plugin that says when its module starts loading, then takes 1.5 s to load.
+    const release = join(dir, "release");
+    // A plugin that says when its module starts loading, then loads only once the test lets it.
     writeFileSync(
       slow,
       [
-        `import { writeFileSync } from "node:fs";`,
+        `import { existsSync, writeFileSync } from "node:fs";`,
         `import { definePlugin } from "${join(fixture(".."), "../../sdk/mod.ts")}";`,
         `writeFileSync(${JSON.stringify(loading)}, "");`,
-        "await new Promise((r) => setTimeout(r, 1500));",
+        `while (!existsSync(${JSON.stringify(release)})) await new Promise((r) => setTimeout(r, 20));`,
         `export default definePlugin({ name: "slow" });`,
       ].join("\n"),
     );
@@ -170,6 +165,7 @@ describe("starting in order", () => {
       expect(await canConnect(port)).toBe(false);
       await new Promise((r) => setTimeout(r, 100));
     }
+    writeFileSync(release, "");
     expect(await p.port).toBe(port);
     expect(await canConnect(port)).toBe(true);
   });

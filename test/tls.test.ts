@@ -58,7 +58,7 @@ describe("TLS", () => {
     expect(created.createdBy).toBe("alice");
     const plaintext = createChannel(`127.0.0.1:${t.port}`);
     try {
-      await expectStatus(clientsOf(plaintext).engine.listModels({}, { deadline: new Date(Date.now() + 5000) }), Status.UNAVAILABLE, /./);
+      await expectStatus(clientsOf(plaintext).engine.listModels({}, { deadline: new Date(Date.now() + 60_000) }), Status.UNAVAILABLE, /./);
     } finally {
       plaintext.close();
     }
@@ -66,7 +66,7 @@ describe("TLS", () => {
     const other = new TestCa("Another CA");
     const untrusting = createChannel(`localhost:${t.port}`, ChannelCredentials.createSsl(read(other.ca)));
     try {
-      await expectStatus(clientsOf(untrusting).engine.listModels({}, { deadline: new Date(Date.now() + 5000) }), Status.UNAVAILABLE, /./);
+      await expectStatus(clientsOf(untrusting).engine.listModels({}, { deadline: new Date(Date.now() + 60_000) }), Status.UNAVAILABLE, /./);
     } finally {
       untrusting.close();
     }
@@ -110,7 +110,7 @@ describe("mutual TLS", () => {
     ]) {
       const channel = createChannel(`localhost:${t.port}`, credentials);
       try {
-        await expectStatus(clientsOf(channel).engine.listModels({}, { deadline: new Date(Date.now() + 5000) }), Status.UNAVAILABLE, /./);
+        await expectStatus(clientsOf(channel).engine.listModels({}, { deadline: new Date(Date.now() + 60_000) }), Status.UNAVAILABLE, /./);
       } finally {
         channel.close();
       }

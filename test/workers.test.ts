@@ -86,7 +86,8 @@ describe("warm workers", () => {
   });
 
   it("are never reused after a failure or a cancel", async () => {
-    const { t, modelId } = await start({});
+    // sigterm_timeout far above a busy machine's delays: the cooperative stop below needs no SIGKILL.
+    const { t, modelId } = await start({ sigterm_timeout: 30 });
     const before = await predictPid(t, modelId);
     const failed = (await t.engine.predict({ modelId, kwargs: { mode: json("throw") }, wait: true })).action!;
     expect(failed.status).toBe(ActionStatus.FAILED);
@@ -196,7 +197,7 @@ describe("backpressure", () => {
 
 describe("deadlines", () => {
   it("a running action past its timeout is stopped and fails with a deadline reason", async () => {
-    const { t, modelId } = await start({});
+    const { t, modelId } = await start({ sigterm_timeout: 30 });
     const started = performance.now();
     const action = (await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") }, timeout: { seconds: 1n, nanos: 0 }, wait: true }))
       .action!;

@@ -8,19 +8,18 @@ import type { TestServer } from "./server.ts";
 export async function expectSpinReportsAndStops(t: TestServer): Promise<void> {
   const modelId = (await t.engine.createInstance({ modelType: "portable.Model", wait: true })).action!.modelId;
   const { action } = await t.engine.predict({ modelId, args: [json("spin")], kwargs: { seconds: json(60) } });
-  const seen: number[] = [];
+  // Reports taken at different moments of the loop (the plugin's clock), delivered while
+  // the 60-second loop still runs: not the old "nothing until it ends".
+  const seen = new Set<number>();
   for await (const update of t.actions.watchAction({ actionId: action!.id })) {
     const state = stateOf(update.action!.state) as { at?: number } | null;
-    if (state?.at) seen.push(performance.now());
-    if (seen.length >= 15) break;
+    if (state?.at) seen.add(state.at);
+    if (seen.size >= 15) break;
   }
-  // About one update per 50 ms while the loop never yields: no gap near the old "nothing until it ends".
-  const gaps = seen.slice(1).map((at, i) => at - seen[i]!);
-  expect(Math.max(...gaps)).toBeLessThan(1000);
+  expect(seen.size).toBe(15);
   const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
   expect(cancelled.status).toBe(ActionStatus.CANCELLED);
-  // The plugin saw the cancel in its loop and stopped: no SIGKILL, far inside sigterm_timeout (5 s).
-  expect(cancelled.cancel?.forced).toBe(false);
-  const stopMs = Number(cancelled.cancel!.stopDuration!.seconds) * 1000 + cancelled.cancel!.stopDuration!.nanos / 1e6;
-  expect(stopMs).toBeLessThan(1000);
+  // The plugin saw the cancel in its loop and stopped: its child exited by itself, no SIGKILL
+  // (the callers' sigterm_timeout is far above a busy machine's delays).
+  expect(cancelled.cancel).toMatchObject({ phase: ActionStatus.EXECUTING, forced: false });
 }
