@@ -10,6 +10,12 @@ export default defineConfig({
     testTimeout: 120_000,
     hookTimeout: 120_000,
     pool: "forks",
+    // Most of a file's time is spent waiting on children, servers and sleeps, not on a
+    // core: three files at once on two cores (vitest's default there is one).
+    maxWorkers: 3,
+    // A worker process runs file after file, its modules loaded once: each file starts
+    // its own servers and cleans up after itself (test/setup.ts, afterAll/afterEach).
+    isolate: false,
     // Memory tests measure the heap after a full collection.
     execArgv: ["--expose-gc"],
   },

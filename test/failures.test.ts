@@ -93,9 +93,9 @@ describe("a misbehaving plugin fails its own action and nothing else", () => {
     const took = performance.now() - started;
     expect(cancelled.status).toBe(ActionStatus.CANCELLED);
     expect(cancelled.error?.message).toBe("cancelled by CancelAction");
-    // sigterm_timeout is 1 s: not before it, and not long after.
+    // sigterm_timeout is 1 s: not before it, and not long after (the bound far above a busy machine's delays).
     expect(took).toBeGreaterThanOrEqual(950);
-    expect(took).toBeLessThan(10_000);
+    expect(took).toBeLessThan(30_000);
     expect(isAlive(pid)).toBe(false);
     expect(cancelled.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: true, signal: "SIGKILL" });
     await stillServes();
