@@ -117,7 +117,7 @@ describe("npm start stops, whatever is signalled, with no child left", () => {
 });
 
 describe("a stop with nothing running", () => {
-  it("is quick with an idle client connected, and starts no child while stopping", async () => {
+  it("ends with an idle client connected, and starts no child while stopping", async () => {
     const p = startProcess(["--config", config(), "--address", "127.0.0.1:0", "--log-level", "debug"]);
     started.push(p);
     const c = clients(await p.port);
