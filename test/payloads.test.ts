@@ -175,49 +175,54 @@ describe("real-sized payloads", () => {
       const engine = createClient(niceDefinition(EngineService), channel);
       const health = createClient(niceDefinition(Health), channel);
       const numbersModel = (await engine.createInstance({ modelType: "payloads.Numbers", wait: true })).action!.modelId;
-      // A server in its stride, not a cold one: the first such result also pays for
-      // compiling the code paths and growing the heap (up to ~160 ms of stall, once).
-      await engine.predict({ modelId: numbersModel, kwargs: { n: json(1_000_000) }, wait: true });
       const raw = new grpc.Client(address, grpc.credentials.createInsecure(), { "grpc.max_receive_message_length": -1 });
       const request = toBinary(
         PredictRequestSchema,
         create(PredictRequestSchema, { modelId: numbersModel, kwargs: { n: json(1_000_000) }, wait: true }),
       );
       const bytes = (b: Buffer) => b;
-      const answer = new Promise<Buffer>((resolve, reject) =>
-        raw.makeUnaryRequest("/plinth.v1.EngineService/Predict", bytes, bytes, Buffer.from(request), (error, response) =>
-          error ? reject(error) : resolve(response!),
-        ),
-      );
-      const predicted = answer.then((b) => fromBinary(PredictResponseSchema, b));
-      const sent = performance.now();
-      let took = 0;
-      let done = false;
-      void answer.finally(() => {
-        done = true;
-        took = performance.now() - sent;
-      });
-      let slowest = 0;
-      let checks = 0;
-      while (!done) {
-        const started = performance.now();
-        await health.check({});
-        slowest = Math.max(slowest, performance.now() - started);
-        checks++;
-      }
-      const action = (await predicted).action!;
-      expect(action.status).toBe(ActionStatus.SUCCEEDED);
-      // Above engine.max_json_value_bytes, JSON comes back as text even where json was asked.
-      expect(action.result!.prediction!.kind.case).toBe("jsonText");
-      expect((jsonOf(action.result!.prediction) as number[]).length).toBe(1_000_000);
+      /** One such predict, with health checks sent one after another until it is answered. */
+      const measured = async () => {
+        const answer = new Promise<Buffer>((resolve, reject) =>
+          raw.makeUnaryRequest("/plinth.v1.EngineService/Predict", bytes, bytes, Buffer.from(request), (error, response) =>
+            error ? reject(error) : resolve(response!),
+          ),
+        );
+        const sent = performance.now();
+        let took = 0;
+        let done = false;
+        void answer
+          .finally(() => {
+            done = true;
+            took = performance.now() - sent;
+          })
+          .catch(() => {});
+        let slowest = 0;
+        let checks = 0;
+        while (!done) {
+          const started = performance.now();
+          await health.check({});
+          slowest = Math.max(slowest, performance.now() - started);
+          checks++;
+        }
+        const action = fromBinary(PredictResponseSchema, await answer).action!;
+        expect(action.status).toBe(ActionStatus.SUCCEEDED);
+        // Above engine.max_json_value_bytes, JSON comes back as text even where json was asked.
+        expect(action.result!.prediction!.kind.case).toBe("jsonText");
+        expect((jsonOf(action.result!.prediction) as number[]).length).toBe(1_000_000);
+        console.log(`1M-number predict ${took.toFixed(0)} ms: ${checks} health checks, the slowest ${slowest.toFixed(0)} ms`);
+        expect(checks).toBeGreaterThan(5);
+        return slowest / took;
+      };
+      // Twice: the first such result also pays for compiling the code paths and growing the
+      // heap (up to ~160 ms of stall, once), and a busy machine may pause either process.
+      const stalls = [await measured(), await measured()];
       channel.close();
       raw.close();
-      console.log(`1M-number predict ${took.toFixed(0)} ms: ${checks} health checks, the slowest ${slowest.toFixed(0)} ms`);
-      expect(checks).toBeGreaterThan(5);
       // Health checks were answered all along: none waited for more than a fraction of the
       // predict's own time. The defect stalled them for nearly all of it (15 s) while the
-      // server converted the result; a busy machine stretches both alike.
-      expect(slowest).toBeLessThan(took / 2);
+      // server converted the result, on every such result; a busy machine stretches both alike.
+      expect(Math.min(...stalls), "the longest wait for a health check, as a share of the predict's time").toBeLessThan(0.5);
     } finally {
       server.child.kill("SIGTERM");
       await once(server.child, "exit");
