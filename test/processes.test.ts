@@ -76,7 +76,7 @@ describe("a plugin child's descendants die with it", () => {
     expect(done.status).toBe(ActionStatus.SUCCEEDED);
     const { pid, below, unmarked, orphaned } = jsonOf(done.result?.prediction) as Record<string, number>;
     strays.push(below!, unmarked!, orphaned!);
-    expect(await until(() => ![below!, unmarked!, orphaned!].some(isAlive), 10_000)).toBe(true);
+    expect(await until(() => ![below!, unmarked!, orphaned!].some(isAlive), 30_000)).toBe(true);
     // The child itself stays warm and serves the next call.
     const next = (await t.engine.predict({ modelId, kwargs: { mode: json("pid") }, wait: true })).action!;
     expect(jsonOf(next.result?.prediction)).toBe(pid);
