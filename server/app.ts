@@ -10,11 +10,12 @@ import type { EventEmitter } from "node:events";
 import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config/load.ts";
-import { Engine } from "./engine/engine.ts";
+import type { Engine } from "./engine/engine.ts";
 import { Metrics } from "./metrics/metrics.ts";
 import { loadPlugins } from "./engine/load-plugins.ts";
 import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/plugin-watch.ts";
 import { PlinthError } from "./errors.ts";
+import { openEngine } from "./open-engine.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { ProcessManager } from "./process/process-manager.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
@@ -23,8 +24,6 @@ import { createHttpListener, type HttpListener } from "./rpc/connect-server.ts";
 import { dashboardFiles } from "./rpc/dashboard-files.ts";
 import { openStore } from "./store/open.ts";
 import type { Store } from "./store/store.ts";
-
-const MiB = 1024 * 1024;
 
 export interface PlinthServer extends AsyncDisposable {
   /** The port it listens on (the chosen one when the config says 0). */
@@ -87,27 +86,6 @@ function processOptions(config: ResolvedConfig, owner: string, logger: Logger): 
     displayBase: config.base,
     owner,
     logger,
-  };
-}
-
-function engineOptions(config: ResolvedConfig) {
-  const e = config.engine;
-  return {
-    maxQueue: e.max_queue,
-    maxQueuePerCaller: config.server.limits.queued_per_caller,
-    maxInflightBytes: e.max_inflight_mb * MiB,
-    stateHistory: e.state_history,
-    progressIntervalMs: e.progress_interval * 1000,
-    retainActions: e.retain_actions,
-    retainActionsMs: e.retain_actions_seconds * 1000,
-    retainBytes: e.retain_actions_mb * MiB,
-    limits: { maxArgs: e.max_args, maxKwargs: e.max_kwargs, maxDataAccess: e.max_data_access, maxDataAccessDepth: e.max_data_access_depth },
-    views: { inlineBytes: e.inline_payload_bytes, maxJsonValueBytes: e.max_json_value_bytes },
-    maxStoredPayloadBytes: config.backend.max_payload_bytes,
-    watcherQueueBytes: e.watcher_queue_mb * MiB,
-    pageBytes: e.max_page_mb * MiB,
-    maxRunning: e.max_children,
-    modelCacheBytes: e.model_cache_mb * MiB,
   };
 }
 
@@ -174,7 +152,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     const plugins = await loadPlugins(config.plugins, processes, config.base, signal);
     await processes.warmUp();
     signal?.throwIfAborted();
-    engine = await Engine.open({ ...engineOptions(config), store, processes, plugins, logger });
+    engine = await openEngine(config, { store, processes, plugins, logger });
     watcher = watchPlugins(config.plugins, plugins, processes, config.base, logger);
     for (const p of plugins.plugins) {
       const { name, modelTypes, dataAccess } = p.info;

@@ -1,7 +1,8 @@
 /**
  * Watching the live state: WatchState (a snapshot or a resume, then every change) and
  * WatchAction (one action until it ends). "Subscribe, then read" happens here, in one
- * synchronous step, so that nothing falls in between and nothing comes twice.
+ * synchronous step, so that nothing falls in between and nothing comes twice. Watchers
+ * owns the open streams: their queues, and the signal that ends them all at shutdown.
  *
  * Each change becomes one WatchStateResponse shared by every watcher (and so encoded
  * once); a watcher holds at most one pending change per key and `queueBytes` in all.
@@ -12,10 +13,19 @@ import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { ChangeKind, StateSchema, type WatchStateResponse, WatchStateResponseSchema } from "../../gen/plinth/v1/state_service_pb.ts";
 import { encodedSize } from "../encoded.ts";
 import { invalid } from "../errors.ts";
+import { getEventListeners, setMaxListeners } from "node:events";
 import type { Store } from "../store/store.ts";
 import type { ChangeKind as Kind } from "./change-log.ts";
 import { Coalesced, RESYNC } from "./coalesce.ts";
-import { isEnded, type LiveState, type StateEvent } from "./live-state.ts";
+import { isEnded, type LiveTable } from "./live-table.ts";
+import { checkRevision, requireId } from "./requests.ts";
+import type { StateEvent, StatePublisher } from "./state-publisher.ts";
+
+/** What the live state is to a watcher: the table's views, and the publisher's changes. */
+interface State {
+  table: LiveTable;
+  publisher: StatePublisher;
+}
 
 export interface StateFilter {
   modelIds: string[];
@@ -105,8 +115,8 @@ function messageOf(event: StateEvent): WatchStateResponse {
 }
 
 /** The snapshot as messages of at most pageBytes each; all but the last say `more`. */
-function* snapshot(live: LiveState, filter: Filter, reset: boolean, pageBytes: number): Generator<WatchStateResponse> {
-  const revision = live.revision;
+function* snapshot({ table: live, publisher }: State, filter: Filter, reset: boolean, pageBytes: number): Generator<WatchStateResponse> {
+  const revision = publisher.revision;
   const models: Model[] = [];
   const actions: Action[] = [];
   let bytes = 0;
@@ -131,8 +141,8 @@ function* snapshot(live: LiveState, filter: Filter, reset: boolean, pageBytes: n
   yield page(false);
 }
 
-export async function* watchState(
-  live: LiveState,
+async function* watchState(
+  state: State,
   store: Store,
   request: { from: bigint; filter: StateFilter },
   limits: { pageBytes: number; queueBytes: number },
@@ -140,9 +150,10 @@ export async function* watchState(
   watchers: Set<Coalesced<unknown>>,
 ): AsyncGenerator<WatchStateResponse> {
   const filter = compile(request.filter);
+  const { table: live, publisher } = state;
   const queue = new Coalesced<StateEvent>(
     (push) =>
-      live.subscribe((event) => {
+      publisher.subscribe((event) => {
         if (passes(filter, event)) push(keyOf(event), event, encodedSize(WatchStateResponseSchema, messageOf(event)));
       }),
     signals,
@@ -151,7 +162,7 @@ export async function* watchState(
   watchers.add(queue);
   try {
     // Subscribed: now read, in the same synchronous step.
-    const changes = request.from > 0n ? live.since(request.from) : undefined;
+    const changes = request.from > 0n ? publisher.since(request.from) : undefined;
     if (changes) {
       const resumed: (WatchStateResponse | { retired: string; revision: bigint })[] = [];
       for (const change of changes) {
@@ -181,10 +192,10 @@ export async function* watchState(
         }
       }
     } else {
-      yield* snapshot(live, filter, request.from > 0n, limits.pageBytes);
+      yield* snapshot(state, filter, request.from > 0n, limits.pageBytes);
     }
     for await (const event of queue) {
-      if (event === RESYNC) yield* snapshot(live, filter, true, limits.pageBytes);
+      if (event === RESYNC) yield* snapshot(state, filter, true, limits.pageBytes);
       else yield messageOf(event);
     }
   } finally {
@@ -194,15 +205,15 @@ export async function* watchState(
 }
 
 /** The action now (read by `current`), then each update until it ends. */
-export async function* watchAction(
-  live: LiveState,
+async function* watchAction(
+  publisher: StatePublisher,
   actionId: string,
   current: () => Promise<Action>,
   signals: AbortSignal[],
 ): AsyncGenerator<Action> {
   const updates = new Coalesced<Action>(
     (push) =>
-      live.subscribe((event) => {
+      publisher.subscribe((event) => {
         if (event.kind === "action_upserted" && event.action.id === actionId) push(actionId, event.action);
       }),
     signals,
@@ -218,5 +229,57 @@ export async function* watchAction(
     }
   } finally {
     updates.close();
+  }
+}
+
+export interface WatchLimits {
+  /** Snapshots come in messages of at most this size. */
+  pageBytes: number;
+  /** A watcher this far behind gets a fresh snapshot instead. */
+  queueBytes: number;
+}
+
+/** The open streams of one engine. */
+export class Watchers {
+  readonly #state: State;
+  readonly #store: Store;
+  readonly #limits: WatchLimits;
+  readonly #queues = new Set<Coalesced<unknown>>();
+  /** Ends every stream once the server stops. */
+  readonly #stopping = new AbortController();
+
+  constructor(state: State, store: Store, limits: WatchLimits) {
+    this.#state = state;
+    this.#store = store;
+    this.#limits = limits;
+    setMaxListeners(0, this.#stopping.signal); // One listener per open stream.
+  }
+
+  /** Open WatchState streams, the changes (and bytes) waiting to be sent to them, and the streams the stop would end. */
+  get stats(): { watchers: number; pending: number; pendingBytes: number; stopListeners: number } {
+    let pending = 0;
+    let pendingBytes = 0;
+    for (const queue of this.#queues) {
+      pending += queue.pending.count;
+      pendingBytes += queue.pending.bytes;
+    }
+    return { watchers: this.#queues.size, pending, pendingBytes, stopListeners: getEventListeners(this.#stopping.signal, "abort").length };
+  }
+
+  /** The state stream: a snapshot (or what changed since `from`), then every change. */
+  watchState(request: { from: bigint; filter: StateFilter }, signal: AbortSignal): AsyncIterable<WatchStateResponse> {
+    checkRevision("from_revision", request.from);
+    return watchState(this.#state, this.#store, request, this.#limits, [signal, this.#stopping.signal], this.#queues);
+  }
+
+  /** The action now (read by `current`), then each update until it ends. */
+  watchAction(actionId: string, current: () => Promise<Action>, signal: AbortSignal): AsyncIterable<Action> {
+    requireId("action_id", actionId);
+    return watchAction(this.#state.publisher, actionId, current, [signal, this.#stopping.signal]);
+  }
+
+  /** Ends every stream (their watchers have seen the last updates). */
+  close(): void {
+    this.#stopping.abort();
   }
 }

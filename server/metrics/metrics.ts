@@ -7,7 +7,7 @@ import { createServer, type Server } from "node:http";
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
 import { ActionCall, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Engine } from "../engine/engine.ts";
-import { isEnded } from "../engine/live-state.ts";
+import { isEnded } from "../engine/live-table.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 
 const calls: Record<number, string> = { [ActionCall.CREATE_INSTANCE]: "create_instance", [ActionCall.FIT]: "fit", [ActionCall.PREDICT]: "predict" };

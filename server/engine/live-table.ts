@@ -1,36 +1,27 @@
 /**
- * The live state: every model, the actions not yet ended and the recently ended ones,
- * with a revision that rises on every change. The one owner of it: everything else
- * reads immutable views and reports changes here.
+ * The table half of the live state: every model, the actions not yet ended and the
+ * recently ended ones, their byte counts, what waits (max_queue) and in which order
+ * (queue_position), and retention. The one owner of it: everything else reads immutable
+ * views and reports changes here.
  *
  * Views are frozen and never changed once handed out: a change makes a new view that
  * shares every part it did not change (the arguments above all). Payloads are held
  * once, in the LiveAction, and bounded in bytes: admission refuses actions beyond
  * max_inflight_mb, and ended actions retire (count, age, bytes), oldest first.
  *
- * In a cluster (fed) the state is published from the database's feed, in its order and
- * with its revisions, so every server tells the same story: this server's own changes
- * update its views at once but are published when the feed brings them back; other
- * servers' actions are held as views only (remote).
+ * Given a publisher (one server), the table publishes each change as it makes it. Without
+ * one (a cluster), the feed publishes, in the database's order and with its revisions, so
+ * that every server tells the same story: this server's own changes update its views at
+ * once and are published when the feed brings them back; other servers' actions are held
+ * as views only (remote).
  */
 import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { PlinthError } from "../errors.ts";
 import type { CallArgs } from "./args.ts";
-import { type Change, ChangeLog } from "./change-log.ts";
 import type { JsonForm, Payload } from "./payloads.ts";
-
-export type StateEvent =
-  | { readonly revision: bigint; readonly kind: "model_upserted"; readonly model: Model }
-  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string }
-  | { readonly revision: bigint; readonly kind: "action_upserted"; readonly action: Action };
-
-/** A change from a cluster's feed, as the live state holds it. */
-export type FedChange =
-  | { readonly revision: bigint; readonly kind: "action"; readonly action: Action }
-  | { readonly revision: bigint; readonly kind: "model"; readonly model: Model }
-  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
+import type { StatePublisher } from "./state-publisher.ts";
 
 /** What a change of an action may set; its update time is now unless given (as the store has it already). */
 export type ActionPatch = Partial<
@@ -54,9 +45,7 @@ export interface LiveAction {
 
 const NO_ARGS: CallArgs = Object.freeze({ args: [], kwargs: {} });
 
-export interface LiveStateOptions {
-  /** Changes the ring keeps for watchers that resume. */
-  stateHistory: number;
+export interface LiveTableOptions {
   /** Ended actions stay live while there are at most this many... */
   retainActions: number;
   /** ...they ended at most this long ago... */
@@ -69,8 +58,6 @@ export interface LiveStateOptions {
   maxQueuePerCaller: number;
   /** Bytes held by actions not yet ended, at most. */
   maxInflightBytes: number;
-  /** A cluster's: published from the database's feed (apply), not as changes are made. */
-  fed?: boolean;
 }
 
 const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
@@ -104,9 +91,10 @@ function payloadBytes(args: CallArgs): number {
   return n;
 }
 
-export class LiveState {
-  readonly #o: LiveStateOptions;
-  readonly #log: ChangeLog;
+export class LiveTable {
+  readonly #o: LiveTableOptions;
+  /** One server's: every change is published as it is made. A cluster's feed publishes instead. */
+  readonly #publisher: StatePublisher | undefined;
   readonly #models = new Map<string, Model>();
   readonly #actions = new Map<string, LiveAction>();
   /** Ended actions still live, with when they ended, oldest first. */
@@ -119,20 +107,10 @@ export class LiveState {
   readonly #waitingBy = new Map<string, number>();
   /** Queued, in the order they became queued: what queue_position counts. */
   readonly #queued = new Set<string>();
-  readonly #listeners = new Set<(event: StateEvent) => void>();
 
-  constructor(options: LiveStateOptions) {
+  constructor(options: LiveTableOptions, publisher?: StatePublisher) {
     this.#o = options;
-    this.#log = new ChangeLog(options.stateHistory);
-  }
-
-  get revision(): bigint {
-    return this.#log.revision;
-  }
-
-  /** Subscribers now: a disconnect must bring this back down. */
-  get subscribers(): number {
-    return this.#listeners.size;
+    this.#publisher = publisher;
   }
 
   /** Actions waiting for their model, a child or their data. */
@@ -143,17 +121,6 @@ export class LiveState {
   /** Bytes held by actions not yet ended, and by ended ones still live. */
   get bytes(): { inflight: number; ended: number } {
     return { inflight: this.#inflightBytes, ended: this.#endedBytes };
-  }
-
-  /** Calls `listener` with every change from now on, synchronously; returns the unsubscribe. */
-  subscribe(listener: (event: StateEvent) => void): () => void {
-    this.#listeners.add(listener);
-    return () => this.#listeners.delete(listener);
-  }
-
-  /** The latest change of each key after `revision`, or undefined when the ring does not reach back that far. */
-  since(revision: bigint): Change[] | undefined {
-    return this.#log.since(revision);
   }
 
   // ---- models ----
@@ -174,53 +141,20 @@ export class LiveState {
   putModel(model: Model): Model {
     const frozen = Object.freeze(model);
     this.#models.set(model.id, frozen);
-    if (!this.#o.fed)
-      this.#emit({ revision: this.#log.append("model_upserted", model.id, model.id).revision, kind: "model_upserted", model: frozen });
+    this.#publisher?.publish({ kind: "model_upserted", model: frozen });
     return frozen;
   }
 
   deleteModel(id: string): void {
-    if (!this.#models.delete(id) || this.#o.fed) return;
-    this.#emit({ revision: this.#log.append("model_deleted", id, id).revision, kind: "model_deleted", modelId: id });
+    if (this.#models.delete(id)) this.#publisher?.publish({ kind: "model_deleted", modelId: id });
   }
 
-  // ---- the feed (a cluster) ----
+  // ---- what a cluster's feed brings ----
 
-  /** Starts from a cluster's snapshot: its revision, models and unfinished actions (remote until claimed). */
-  loadSnapshot(revision: bigint, models: Iterable<Model>, actions: Iterable<Action>): void {
-    this.#log.reset(revision);
-    this.loadModels(models);
-    for (const view of actions) this.#setRemote(view.id, Object.freeze(view));
-  }
-
-  /**
-   * Publishes a change from the database's feed. `owned`: this server runs the action,
-   * and its own view (ahead of the feed) stays; the others' views are taken as they come.
-   */
-  apply(change: FedChange, owned: boolean): void {
-    const { revision } = change;
-    if (revision <= this.#log.revision) return;
-    if (change.kind === "model_deleted") {
-      this.#models.delete(change.modelId);
-      this.#log.record(revision, "model_deleted", change.modelId, change.modelId);
-      this.#emit({ revision, kind: "model_deleted", modelId: change.modelId });
-      return;
-    }
-    if (change.kind === "model") {
-      const model = Object.freeze(change.model);
-      this.#models.set(model.id, model);
-      this.#log.record(revision, "model_upserted", model.id, model.id);
-      this.#emit({ revision, kind: "model_upserted", model });
-      return;
-    }
-    const view = Object.freeze(change.action);
-    if (!owned) this.#setRemote(view.id, view);
-    this.#log.record(revision, "action_upserted", view.id, view.modelId);
-    this.#emit({ revision, kind: "action_upserted", action: view });
-  }
-
-  /** Holds another server's view of an action: tracked like any (queue, waiting), ended when it says so. */
-  #setRemote(id: string, view: Action): void {
+  /** Another server's view of an action: tracked like any (queue, waiting), ended when it says so. */
+  holdRemote(remote: Action): void {
+    const view = Object.freeze(remote);
+    const id = view.id;
     const live = this.#actions.get(id);
     // Ended here (this server ran it): that view is final, and holds the result.
     if (live && !live.remote && isEnded(live.view)) return;
@@ -362,9 +296,7 @@ export class LiveState {
     const view = Object.freeze({ ...previous, ...patch, updateTime, queuePosition: this.queuePosition(id) }) as Action;
     const live = this.#actions.get(id)!;
     this.#actions.set(id, { ...live, view });
-    if (!this.#o.fed) {
-      this.#emit({ revision: this.#log.append("action_upserted", id, view.modelId).revision, kind: "action_upserted", action: view });
-    }
+    this.#publisher?.publish({ kind: "action_upserted", action: view });
     return view;
   }
 
@@ -392,10 +324,5 @@ export class LiveState {
     this.#ended.set(id, performance.now());
     this.#endedBytes += live.bytes;
     this.retire();
-  }
-
-  #emit(event: StateEvent): void {
-    Object.freeze(event);
-    for (const listener of this.#listeners) listener(event);
   }
 }

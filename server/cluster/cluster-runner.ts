@@ -1,0 +1,483 @@
+/**
+ * A cluster's runner: several servers on one PostgreSQL database share its queue. A new
+ * action is stored in the queue, and this server claims it at once when it has a child to
+ * spare and the model is free; otherwise whichever server has one claims it, in the
+ * queue's order per model. This server follows the database's feed (every server tells
+ * the same state), claims work while it has children to spare, cancels what it runs when
+ * any server asks, ends a queued call whose timeout passed, gives back a claim whose
+ * answer a broken connection lost, and stores an end the database could not take once it
+ * can.
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { durationFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import type { Logger } from "pino";
+import { type Action, ActionErrorSchema, ActionSchema, ActionStatus, CancelOutcomeSchema } from "../../gen/plinth/v1/action_pb.ts";
+import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { cancelledDataAccess, type LifecycleDeps, persist, type RunOutcome, runAction, storedPayloads } from "../engine/action-lifecycle.ts";
+import { parseArgs } from "../engine/args.ts";
+import { CancelReason } from "../engine/cancel-reason.ts";
+import { isEnded, type LiveAction, type LiveTable } from "../engine/live-table.ts";
+import { jsonFormOf, requestBytes, timeoutMillis } from "../engine/requests.ts";
+import { abortable, type Runner, refused, type Submitted } from "../engine/runner.ts";
+import { Runs } from "../engine/runs.ts";
+import type { StatePublisher } from "../engine/state-publisher.ts";
+import type { ArgLimits } from "../engine/args.ts";
+import { PlinthError, notFound } from "../errors.ts";
+import { interruptedAction } from "../store/interrupted.ts";
+import { modelMessage } from "../store/model-message.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, ModelMeta, ServerInfo, Store } from "../store/store.ts";
+import { Feed } from "./feed.ts";
+
+/** How often a server looks for claims it holds but does not run. */
+const LOST_CLAIM_CHECK_MS = 5000;
+
+export interface ClusterRunnerOptions {
+  cluster: Cluster;
+  publisher: StatePublisher;
+  /** Actions this server runs at once (engine.max_children): how much work it claims. */
+  maxRunning: number;
+  limits: Omit<ArgLimits, "keepValueBytes">;
+}
+
+export class ClusterRunner implements Runner {
+  readonly #deps: LifecycleDeps;
+  readonly #o: ClusterRunnerOptions;
+  readonly #cluster: Cluster;
+  readonly #table: LiveTable;
+  readonly #store: Store;
+  readonly #logger: Logger;
+  readonly #runs: Runs;
+  readonly #feed: Feed;
+  readonly #closing = new AbortController();
+  #claiming = false;
+  #claimAgain = false;
+  /** New calls this server is claiming as they are stored: counted against its free children. */
+  #reserved = 0;
+  /** Ended here, their end not yet taken by the database. */
+  readonly #recording = new Set<string>();
+  /** Held in the queue by this server but not run here at the last look: lost claims, if still so at the next. */
+  #unaccounted = new Set<string>();
+  /** The timeouts of queued calls this server took, until a server claims them or they end. */
+  readonly #queueTimers = new Map<string, ReturnType<typeof setTimeout>>();
+  /** Waiters for queued actions: told when this server starts one. */
+  readonly #launchWaiters = new Map<string, Set<() => void>>();
+  #lostClaims: ReturnType<typeof setInterval> | undefined;
+  #unsubscribe: (() => void) | undefined;
+  readonly #listeners: { [K in keyof ClusterEvents]: (...args: ClusterEvents[K]) => void } = {
+    changes: (batch) => void this.#feed.notice(batch),
+    work: () => this.#claimSoon(true),
+    cancel: (id, by) => this.#runs.cancel(id, new CancelReason("CancelAction", "cancelled by CancelAction", by)),
+  };
+
+  constructor(deps: LifecycleDeps, options: ClusterRunnerOptions) {
+    this.#deps = deps;
+    this.#o = options;
+    this.#cluster = options.cluster;
+    this.#table = deps.table;
+    this.#store = deps.store;
+    this.#logger = deps.logger;
+    this.#runs = new Runs(deps.table);
+    this.#feed = new Feed(options.cluster, deps.table, options.publisher, this.#runs, deps.logger);
+  }
+
+  /** Starts from the cluster's state, follows its feed, and takes its share of the queued work. */
+  async open(): Promise<void> {
+    const snapshot = await this.#cluster.snapshot();
+    this.#o.publisher.reset(snapshot.revision);
+    this.#table.loadModels(snapshot.models.map((meta) => modelMessage(meta)));
+    for (const action of snapshot.actions) this.#table.holdRemote(action);
+    // A queued call's timeout is the claiming server's to count once one claims it.
+    this.#unsubscribe = this.#o.publisher.subscribe((event) => {
+      if (event.kind !== "action_upserted" || this.#queueTimers.size === 0) return;
+      const { id, server } = event.action;
+      if (!server && !isEnded(event.action)) return;
+      clearTimeout(this.#queueTimers.get(id));
+      this.#queueTimers.delete(id);
+    });
+    for (const [event, listener] of Object.entries(this.#listeners)) this.#cluster.events.on(event as keyof ClusterEvents, listener as () => void);
+    await this.#feed.pull();
+    this.#claimSoon(true);
+    this.#lostClaims = setInterval(() => void this.#releaseLost(), LOST_CLAIM_CHECK_MS);
+    this.#lostClaims.unref();
+  }
+
+  async submit({ id, parsed, jsonForm, timeoutMs }: Submitted): Promise<() => void> {
+    const { views } = this.#deps;
+    const view = this.#table.action(id)!.view;
+    // The action waits in the database's queue for a server to claim it: this one at once
+    // when it has a child to spare and the model is free.
+    const claim = this.#canRunHere(
+      parsed.dataAccess.map((n) => n.name),
+      view.modelType,
+    );
+    if (claim) this.#reserved++;
+    let revision: bigint | undefined;
+    try {
+      const payloads = { ...storedPayloads(this.#deps, parsed, undefined), request: requestBytes(parsed, jsonForm, views.maxJsonValueBytes) };
+      revision = await this.#cluster.enqueue(view, payloads, claim);
+    } catch (error) {
+      throw refused(this.#table, id, error);
+    } finally {
+      if (claim) this.#reserved--;
+    }
+    if (revision === undefined) {
+      // Queued for any server: its view is the feed's from now on.
+      this.#table.holdRemote(this.#table.action(id)!.view);
+      return () => {
+        if (timeoutMs !== undefined) this.#expireQueued(id, timeoutMs);
+        this.#claimSoon(true);
+      };
+    }
+    this.#runs.enter(id);
+    this.#table.adopt(create(ActionSchema, { ...view, server: this.#cluster.server }), parsed, jsonForm);
+    return () => this.#launch(id, parsed, timeoutMs, revision);
+  }
+
+  async unfinished(id: string): Promise<boolean> {
+    if (this.#runs.has(id)) return true;
+    if (!this.#table.action(id)) await this.#feed.pull();
+    return this.#unfinished(id);
+  }
+
+  async wait(id: string, signal?: AbortSignal): Promise<LiveAction | undefined> {
+    const running = this.#runs.get(id);
+    if (running) return abortable(running.done, signal);
+    // Queued, or running on another server: it ends here or in the feed.
+    if (!(await this.unfinished(id))) return undefined;
+    await this.#ended(id, signal);
+    return undefined;
+  }
+
+  async cancel(id: string, reason: CancelReason): Promise<Action | undefined> {
+    const running = this.#runs.get(id);
+    if (running) {
+      this.#runs.cancel(id, reason);
+      return (await running.done).view;
+    }
+    // Queued: ended here. Claimed: the server running it stops it — asked again each
+    // second, in case the request came before that server knew it had claimed it, or
+    // that server went and the call is queued again.
+    while (this.#unfinished(id) && !this.#runs.has(id)) {
+      const queued = await this.#cluster.takeQueued(id);
+      if (queued) return this.#endQueued(queued, reason);
+      await this.#cluster.requestCancel(id, reason.caller);
+      await this.#ended(id, AbortSignal.timeout(1000)).catch(() => {});
+    }
+    const local = this.#runs.get(id);
+    if (!local) return undefined;
+    this.#runs.cancel(id, reason);
+    return (await local.done).view;
+  }
+
+  busy(modelId: string): number {
+    return this.#deps.locks.users(modelId);
+  }
+
+  /**
+   * UpdateInstance in a cluster: after the calls on the model queued before it, wherever
+   * they run, and never while one runs — waiting for them through the feed.
+   */
+  async updateModel(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<ModelMeta> {
+    const queuedUpTo = await this.#cluster.queueEnd(modelId);
+    for (;;) {
+      signal?.throwIfAborted();
+      const record = await this.#store.getModel(modelId);
+      if (!record) throw notFound(`model ${modelId} not found`);
+      const next = { ...record, revision: record.revision + 1n, updateTime: new Date(), instance, instanceSize: instance.byteLength, actionId: "" };
+      let meta: ModelMeta | undefined;
+      try {
+        meta = await this.#cluster.putModelQuiet(next, queuedUpTo);
+      } catch (error) {
+        // Another change of the model came first: read it again.
+        if (PlinthError.is(error) && error.kind === "failed_precondition") continue;
+        throw error;
+      }
+      if (meta) return meta;
+      await this.#modelCallEnded(modelId, signal);
+    }
+  }
+
+  catchUp(): Promise<void> {
+    return this.#feed.pull();
+  }
+
+  async declared(): Promise<{ modelTypes: string[]; dataAccess: string[] }> {
+    const servers = await this.#cluster.servers();
+    return { modelTypes: servers.flatMap((s) => s.modelTypes), dataAccess: servers.flatMap((s) => s.dataAccess) };
+  }
+
+  servers(): Promise<ServerInfo[]> {
+    return this.#cluster.servers();
+  }
+
+  /** Stops what runs here; the actions still queued stay queued: the other servers run them. */
+  async close(): Promise<void> {
+    this.#closing.abort();
+    clearInterval(this.#lostClaims);
+    for (const timer of this.#queueTimers.values()) clearTimeout(timer);
+    await this.#runs.cancelAll(new CancelReason("shutdown", "the server is shutting down"));
+    for (const [event, listener] of Object.entries(this.#listeners)) this.#cluster.events.off(event as keyof ClusterEvents, listener as () => void);
+    this.#unsubscribe?.();
+    await this.#feed.pull();
+  }
+
+  // ---- running ----
+
+  /** Runs an action entered here, under its timeout (what is left of it), with the model's revision the claim found. */
+  #launch(id: string, args: Parameters<typeof runAction>[1]["args"], timeoutMs: number | undefined, modelRevision: bigint): void {
+    const run = this.#runs.run(id, timeoutMs, (signal) =>
+      runAction(this.#deps, {
+        id,
+        args,
+        signal,
+        knownRevision: () => (modelRevision === 0n ? undefined : modelRevision),
+        // The other servers' watchers see progress through the database (at the throttled rate).
+        onProgress: (view) => void this.#store.putAction(view).catch(() => {}),
+        closing: this.#closing.signal,
+      }),
+    );
+    run
+      .then(
+        (outcome: RunOutcome) => {
+          // The others see the action as the database has it: it must end there too.
+          if (outcome.unrecorded) void this.#recordEnd(outcome.unrecorded);
+        },
+        (error: unknown) => this.#logger.error({ err: error, actionId: id }, "running an action failed"),
+      )
+      // A child is free, and the model: more work may be claimable.
+      .finally(() => this.#claimSoon());
+    for (const waiter of this.#launchWaiters.get(id) ?? []) waiter();
+  }
+
+  /** Whether this server can run the call now: a child to spare, its model type and data access here. */
+  #canRunHere(dataAccess: string[], modelType: string): boolean {
+    const { plugins } = this.#deps;
+    return (
+      this.#o.maxRunning - this.#runs.size - this.#reserved > 0 &&
+      plugins.modelType(modelType) !== undefined &&
+      dataAccess.every((name) => plugins.dataAccess(name) !== undefined)
+    );
+  }
+
+  #queuedElsewhere(): boolean {
+    for (const id of this.#table.queued()) if (!this.#runs.has(id)) return true;
+    return false;
+  }
+
+  /**
+   * Claims queued work while this server has children to spare; one claim at a time.
+   * Unless `anyway` (the cluster said work may be there), only when the live state shows
+   * queued actions this server does not run.
+   */
+  #claimSoon(anyway = false): void {
+    if (!anyway && !this.#queuedElsewhere()) return;
+    if (this.#claiming) {
+      this.#claimAgain = true;
+      return;
+    }
+    this.#claiming = true;
+    void this.#claim().finally(() => (this.#claiming = false));
+  }
+
+  async #claim(): Promise<void> {
+    const { plugins } = this.#deps;
+    do {
+      this.#claimAgain = false;
+      const free = this.#o.maxRunning - this.#runs.size - this.#reserved;
+      if (this.#closing.signal.aborted || free <= 0) return;
+      let claimed: ClaimedAction[];
+      try {
+        claimed = await this.#cluster.claim(free, plugins.modelTypeNames(), plugins.dataAccessNames());
+      } catch (error) {
+        // The cluster's next tick (every second) tries again.
+        this.#logger.warn({ err: error }, "claiming queued actions failed");
+        return;
+      }
+      for (const work of claimed) await this.#runClaimed(work);
+      if (claimed.length === free) this.#claimAgain = true;
+    } while (this.#claimAgain);
+  }
+
+  /** Runs an action this server claimed, from its kept request; one whose request no longer parses here fails. */
+  async #runClaimed({ action, request: bytes, modelRevision }: ClaimedAction): Promise<void> {
+    const { views, plugins } = this.#deps;
+    let parsed: ReturnType<typeof parseArgs>;
+    let jsonForm: ReturnType<typeof jsonFormOf>;
+    try {
+      const request = fromBinary(PredictRequestSchema, bytes);
+      jsonForm = jsonFormOf(request);
+      parsed = parseArgs(
+        request.args,
+        request.kwargs,
+        { ...this.#o.limits, keepValueBytes: views.inlineBytes },
+        (name) => plugins.dataAccess(name) !== undefined,
+      );
+    } catch (error) {
+      const failed = interruptedAction(action, `its request no longer fits this server's plugins: ${(error as Error).message}`);
+      await this.#store
+        .putAction(failed)
+        .catch((e: unknown) => this.#logger.error({ err: e, actionId: action.id }, "storing a failed action failed"));
+      return;
+    }
+    this.#runs.enter(action.id);
+    this.#table.adopt(create(ActionSchema, { ...action, server: this.#cluster.server }), parsed, jsonForm);
+    this.#launch(action.id, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined, modelRevision);
+  }
+
+  // ---- queued calls ----
+
+  /**
+   * A queued call's timeout, counted from its creation while no server has claimed it
+   * (the one that claims it counts what is left): one still in the queue then ends
+   * FAILED, deadline_exceeded, without waiting for a free child.
+   */
+  #expireQueued(id: string, timeoutMs: number): void {
+    const timer = setTimeout(async () => {
+      this.#queueTimers.delete(id);
+      if (this.#closing.signal.aborted || this.#runs.has(id) || !this.#unfinished(id)) return;
+      try {
+        const queued = await this.#cluster.takeQueued(id);
+        if (queued) await this.#endQueued(queued, new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`));
+      } catch (error) {
+        this.#logger.warn({ err: error, actionId: id }, "ending a queued action past its timeout failed; the server that claims it ends it");
+      }
+    }, timeoutMs);
+    timer.unref();
+    this.#queueTimers.set(id, timer);
+  }
+
+  /** Ends a queued action this server took from the queue: cancelled (or timed out) before it started. */
+  async #endQueued(view: Action, reason: CancelReason): Promise<Action> {
+    this.#table.adopt(view, { args: [], kwargs: {} }, "json");
+    const ended = this.#table.finish(view.id, {
+      status: reason.by === "timeout" ? ActionStatus.FAILED : ActionStatus.CANCELLED,
+      error: create(ActionErrorSchema, { code: reason.kind, message: reason.message }),
+      cancel: create(CancelOutcomeSchema, {
+        by: reason.by,
+        phase: ActionStatus.QUEUED,
+        stopDuration: durationFromMs(0),
+        cancelledBy: reason.caller,
+      }),
+      dataAccess: cancelledDataAccess(view.dataAccess),
+      endTime: timestampNow(),
+    });
+    await persist(this.#store, ended.view);
+    return ended.view;
+  }
+
+  /** Whether the live table holds the action as not ended yet. */
+  #unfinished(id: string): boolean {
+    const live = this.#table.action(id);
+    return live !== undefined && !isEnded(live.view);
+  }
+
+  /** Resolves once the action has ended here or in the feed; rejects with the signal's reason first. */
+  #ended(id: string, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        unsubscribe();
+        signal?.removeEventListener("abort", onAbort);
+        const waiting = this.#launchWaiters.get(id);
+        waiting?.delete(onLaunch);
+        if (waiting?.size === 0) this.#launchWaiters.delete(id);
+      };
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal?.reason);
+      };
+      // Claimed by this server meanwhile: it ends here.
+      const onLaunch = () => void this.#runs.get(id)?.done.then(done, done);
+      const unsubscribe = this.#o.publisher.subscribe((event) => {
+        if (event.kind !== "action_upserted" || event.action.id !== id || !isEnded(event.action)) return;
+        // Run here, it has ended once its run has: the feed may bring its end (committed with its revision) first.
+        if (this.#runs.has(id)) onLaunch();
+        else done();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+      const waiting = this.#launchWaiters.get(id) ?? new Set();
+      this.#launchWaiters.set(id, waiting.add(onLaunch));
+      if (this.#runs.has(id)) onLaunch();
+      else if (!this.#unfinished(id)) done();
+    });
+  }
+
+  /** Resolves when a call on the model ends (as the feed tells it), or after a second; rejects with the signal's reason. */
+  #modelCallEnded(modelId: string, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        unsubscribe();
+        signal?.removeEventListener("abort", onAbort);
+      };
+      const done = () => {
+        cleanup();
+        resolve();
+      };
+      const onAbort = () => {
+        cleanup();
+        reject(signal?.reason);
+      };
+      const timer = setTimeout(done, 1000);
+      const unsubscribe = this.#o.publisher.subscribe((event) => {
+        if (event.kind === "action_upserted" && event.action.modelId === modelId && isEnded(event.action)) done();
+      });
+      signal?.addEventListener("abort", onAbort, { once: true });
+    });
+  }
+
+  // ---- what the database lost ----
+
+  /**
+   * A claim whose answer a broken connection lost leaves the call held by this server and
+   * run by none: one held but not run here at two looks in a row is given back (queued
+   * again if it had not started, else ended interrupted).
+   */
+  async #releaseLost(): Promise<void> {
+    try {
+      const held = (await this.#cluster.owned()).filter((id) => !this.#runs.has(id) && !this.#recording.has(id));
+      const lost = held.filter((id) => this.#unaccounted.has(id));
+      this.#unaccounted = new Set(held.filter((id) => !lost.includes(id)));
+      if (lost.length === 0) return;
+      this.#logger.warn(
+        { actions: lost },
+        "actions this server had claimed but was not running (a claim lost with a broken connection) go back to the queue",
+      );
+      await this.#cluster.release(
+        lost,
+        "the server that claimed it lost track of it (its claim's answer was lost with a broken database connection)",
+      );
+    } catch (error) {
+      this.#logger.debug({ err: error }, "looking for lost claims failed; the next look tries again");
+    }
+  }
+
+  /**
+   * Stores an ended action the database could not take when it ended, once it can
+   * (every second), so that no server sees it running forever. Given up on when this
+   * server stops: the others then end it, interrupted, once it has left.
+   */
+  async #recordEnd(view: Action): Promise<void> {
+    this.#recording.add(view.id);
+    try {
+      for (let attempt = 1; !this.#closing.signal.aborted; attempt++) {
+        await sleep(1000, undefined, { ref: false });
+        if (this.#closing.signal.aborted) return;
+        try {
+          await this.#store.putAction(view);
+          this.#logger.info({ actionId: view.id, attempt }, "stored the end of an action the database could not take before");
+          return;
+        } catch {
+          // Still unreachable, or this server lost its lease (then it stops).
+        }
+      }
+    } finally {
+      this.#recording.delete(view.id);
+    }
+  }
+}

@@ -1,0 +1,387 @@
+/**
+ * One action's life once it runs, the same whichever runner runs it: wait for its model,
+ * let an ActionRun resolve its data access and call the plugin (each step reported here,
+ * through one reporter), store the instance it produced together with its end (invariant
+ * 1), and end it — classifying any failure into the action's error. It returns the action
+ * as it ended; it never reaches up into the runner or the engine.
+ *
+ * queued → (accessing_data → queued) → executing → (storing) → succeeded | failed | cancelled
+ */
+import { setTimeout as sleep } from "node:timers/promises";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs, type Timestamp, timestampNow, type Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
+import type { Logger } from "pino";
+import {
+  type Action,
+  ActionCall,
+  type ActionError,
+  ActionErrorSchema,
+  ActionResultSchema,
+  ActionStatus,
+  CancelOutcomeSchema,
+  type DataAccessProgress,
+} from "../../gen/plinth/v1/action_pb.ts";
+import type { Model } from "../../gen/plinth/v1/model_pb.ts";
+import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { PlinthError, quote } from "../errors.ts";
+import { ChildFailure } from "../process/child.ts";
+import type { ProcessManager } from "../process/process-manager.ts";
+import { modelMessage } from "../store/model-message.ts";
+import { isCommitUnknown, type ModelMeta, type ModelRecord, type Store, type StoredAction, type StoredPayloads } from "../store/store.ts";
+import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
+import { ActionFailure } from "./action-failure.ts";
+import { ActionRun, type RunReporter } from "./action-run.ts";
+import type { CallArgs } from "./args.ts";
+import { CancelReason } from "./cancel-reason.ts";
+import { newId } from "./ids.ts";
+import { type ActionPatch, isEnded, type LiveAction, type LiveTable } from "./live-table.ts";
+import type { ModelCache } from "./model-cache.ts";
+import type { ModelLocks } from "./model-locks.ts";
+import { type Payload, payloadArg } from "./payloads.ts";
+import type { PluginRegistry } from "./plugins.ts";
+import { argsView, type ViewLimits } from "./views.ts";
+
+export const callKinds = {
+  [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
+  [ActionCall.FIT]: CallKind.FIT,
+  [ActionCall.PREDICT]: CallKind.PREDICT,
+} as const;
+
+/** What every run needs, made once by the runner. */
+export interface LifecycleDeps {
+  table: LiveTable;
+  store: Store;
+  processes: ProcessManager;
+  plugins: PluginRegistry;
+  logger: Logger;
+  /** Calls on one model, one at a time and in order. */
+  locks: ModelLocks;
+  /** Instances by revision: a call on a revision held reads nothing from the store. */
+  instances: ModelCache;
+  views: ViewLimits;
+  /** The history keeps a payload in full up to this size. */
+  maxStoredPayloadBytes: number;
+  /** Minimum time between two progress updates of one action. */
+  progressIntervalMs: number;
+}
+
+export interface RunRequest {
+  id: string;
+  args: CallArgs & { dataAccess: readonly unknown[] };
+  /** Aborted with a CancelReason to stop the run. */
+  signal: AbortSignal;
+  /**
+   * The model's latest revision as the runner knows it once the run holds the model's lock
+   * (one server: its live table; a cluster: the claim's); undefined: the store's latest.
+   */
+  knownRevision: (modelId: string) => bigint | undefined;
+  /** Told of each progress report's view (a cluster stores it, for the other servers' watchers). */
+  onProgress?: ((view: Action) => void) | undefined;
+  /** Aborted once the server stops: a commit whose answer was lost is not asked about any longer. */
+  closing: AbortSignal;
+}
+
+export interface RunOutcome {
+  /** The action as it ended (or as the store was left holding it, if the server stopped first). */
+  live: LiveAction;
+  /** Its end, which the store did not take: for the runner to store again once it can. */
+  unrecorded?: Action | undefined;
+}
+
+/** Runs one action the live table holds, to its end. */
+export async function runAction(deps: LifecycleDeps, request: RunRequest): Promise<RunOutcome> {
+  const { table } = deps;
+  const { id, signal } = request;
+  const { modelId, modelType, call } = table.action(id)!.view;
+  const steps = new Steps(deps, id, request.onProgress);
+  const run = new ActionRun(deps, steps, { actionId: id, modelId });
+  let patch: ActionPatch;
+  let result: Payload | undefined;
+  try {
+    using _lock = modelId ? await deps.locks.acquire(modelId, signal) : undefined;
+    steps.started();
+    const model = modelId ? await modelFor(deps, modelId, request.knownRevision(modelId)) : undefined;
+    if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
+    const jsonForm = table.action(id)!.jsonForm;
+    const kind = callKinds[call as keyof typeof callKinds];
+    const out = await run.execute({ kind, modelType, instance: model?.instance, jsonForm }, request.args, request.args.dataAccess.length, signal);
+    const prediction = call === ActionCall.PREDICT ? out.value : undefined;
+    result = prediction;
+    const { inlineBytes, maxJsonValueBytes } = deps.views;
+    const succeeded = (stored?: Model): ActionPatch => ({
+      ...steps.end(),
+      status: ActionStatus.SUCCEEDED,
+      logTail: out.logTail,
+      ...(stored && !modelId ? { modelId: stored.id } : {}),
+      result: create(ActionResultSchema, {
+        ...(stored ? { model: stored } : {}),
+        ...(prediction ? { prediction: payloadArg(prediction, inlineBytes, maxJsonValueBytes) } : {}),
+      }),
+    });
+    if (out.instance !== undefined) {
+      await steps.status(ActionStatus.STORING);
+      const record = nextRevision(id, modelType, model, out.instance);
+      return { live: await endWithRevision(deps, request, record, succeeded, prediction) };
+    }
+    patch = succeeded();
+  } catch (error) {
+    result = undefined;
+    patch = { ...steps.end(), ...failurePatch(deps, id, error, signal, run.stoppedChild) };
+  }
+  const ended = table.finish(id, { ...patch, endTime: timestampNow() }, result);
+  try {
+    await persist(deps.store, ended.view, storedPayloads(deps, undefined, result));
+  } catch (error) {
+    // The action ended but the history could not record it: say so on the action.
+    deps.logger.error({ err: error, actionId: id }, "storing an ended action failed");
+    const { error: stored } = failure(error);
+    const view = table.action(id)
+      ? table.update(id, { status: ActionStatus.FAILED, error: stored })
+      : (Object.freeze({ ...ended.view, status: ActionStatus.FAILED, error: stored }) as Action);
+    return { live: { ...ended, view }, unrecorded: view };
+  }
+  return { live: ended };
+}
+
+/**
+ * The steps a run reports: stored and published (status, data access), or published at a
+ * bounded rate (progress). The start time goes out with the first step after the model's
+ * lock was taken, or with the end.
+ */
+class Steps implements RunReporter {
+  readonly #deps: LifecycleDeps;
+  readonly #id: string;
+  readonly #onProgress: ((view: Action) => void) | undefined;
+  #startTime: Timestamp | undefined;
+
+  constructor(deps: LifecycleDeps, id: string, onProgress: ((view: Action) => void) | undefined) {
+    this.#deps = deps;
+    this.#id = id;
+    this.#onProgress = onProgress;
+  }
+
+  /** The action left its model's queue now. */
+  started(): void {
+    this.#startTime = timestampNow();
+  }
+
+  /** What the end adds that no step carried yet. */
+  end(): ActionPatch {
+    return this.#takeStart();
+  }
+
+  #takeStart(): ActionPatch {
+    const startTime = this.#startTime;
+    this.#startTime = undefined;
+    return startTime ? { startTime } : {};
+  }
+
+  status(status: ActionStatus): Promise<void> {
+    return persist(this.#deps.store, this.#deps.table.update(this.#id, { ...this.#takeStart(), status }));
+  }
+
+  dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void> {
+    return persist(this.#deps.store, this.#deps.table.updateDataAccess(this.#id, argument, patch));
+  }
+
+  progress(state: JsonValuePb | undefined, logTail: string[], argument?: string): void {
+    const { table } = this.#deps;
+    const view =
+      argument === undefined
+        ? table.update(this.#id, { ...(state ? { state } : {}), logTail })
+        : table.updateDataAccess(this.#id, argument, { ...(state ? { state } : {}), logTail });
+    this.#onProgress?.(view);
+  }
+}
+
+/** The model's latest revision, from the cache when it holds the one known to be latest. */
+async function modelFor(deps: LifecycleDeps, modelId: string, known?: bigint): Promise<ModelRecord | undefined> {
+  const cached = known === undefined ? undefined : deps.instances.get(modelId, known);
+  if (cached) return cached;
+  const record = await deps.store.getModel(modelId);
+  if (record) deps.instances.put(record);
+  return record;
+}
+
+/**
+ * Ends an action whose call made a new instance: the model's next revision and the
+ * action's success are one commit (invariant 1), and the action ends once it is made.
+ * A commit that failed throws store_failed: the model is as it was. One whose answer
+ * was lost ends the action as the store holds it once it answers again: SUCCEEDED with
+ * the revision if the commit was made.
+ */
+async function endWithRevision(
+  deps: LifecycleDeps,
+  request: RunRequest,
+  record: ModelRecord,
+  succeeded: (stored: Model) => ActionPatch,
+  prediction: Payload | undefined,
+): Promise<LiveAction> {
+  const { table, store } = deps;
+  const { id } = request;
+  let meta: ModelMeta | undefined;
+  let patch: ActionPatch = {};
+  const ended = (stored: ModelMeta): StoredAction => {
+    meta = stored;
+    const endTime = timestampNow();
+    patch = { ...succeeded(modelMessage(stored)), endTime, updateTime: endTime };
+    // As table.finish shows it once committed: nothing else changes the action meanwhile.
+    const view = Object.freeze({ ...table.action(id)!.view, ...patch, queuePosition: 0 }) as Action;
+    return { action: view, payloads: storedPayloads(deps, undefined, prediction) };
+  };
+  try {
+    await store.putModel(record, ended);
+  } catch (error) {
+    const failed = new ActionFailure(
+      { code: "store_failed", message: `the store could not record the model's new revision: ${(error as Error).message}` },
+      [],
+      error,
+    );
+    if (!isCommitUnknown(error)) throw failed;
+    const held = await settleEnd(deps, id, failed, request.closing);
+    // The server stops first: the action stays as the store has it, for the next start, or the other servers, to end.
+    if (!held) return table.action(id)!;
+    if (held.status !== ActionStatus.SUCCEEDED) {
+      const { status, error: stored, dataAccess, endTime, updateTime } = held;
+      return table.finish(id, {
+        status,
+        dataAccess,
+        ...(stored ? { error: stored } : {}),
+        ...(endTime ? { endTime } : {}),
+        ...(updateTime ? { updateTime } : {}),
+      });
+    }
+    deps.logger.info({ actionId: id, revision: record.revision }, "the new revision's commit had been made: the action succeeded");
+  }
+  deps.instances.put({ ...meta!, instance: record.instance });
+  // A cluster's feed may have brought it, or a later one, meanwhile.
+  if ((table.model(meta!.id)?.revision ?? 0n) < meta!.revision) table.putModel(modelMessage(meta!));
+  return table.finish(id, patch, prediction);
+}
+
+/**
+ * The end of an action whose revision's commit lost its answer, as the store holds it
+ * once it answers (asked every second): failed unless the store holds it ended already,
+ * the commit made. Undefined if the server stops first.
+ */
+async function settleEnd(deps: LifecycleDeps, id: string, failed: ActionFailure, closing: AbortSignal): Promise<Action | undefined> {
+  const current = deps.table.action(id)!.view;
+  const endTime = timestampNow();
+  const view = Object.freeze({
+    ...current,
+    status: ActionStatus.FAILED,
+    error: failed.error,
+    dataAccess: cancelledDataAccess(current.dataAccess),
+    endTime,
+    updateTime: endTime,
+    queuePosition: 0,
+  }) as Action;
+  deps.logger.warn({ err: failed.cause, actionId: id }, "the answer to a new revision's commit was lost: asking the store whether it was made");
+  for (;;) {
+    try {
+      return await deps.store.settleEnd(view);
+    } catch {
+      if (closing.aborted) return undefined;
+      await sleep(1000, undefined, { ref: false });
+    }
+  }
+}
+
+/** The model's next revision (the first of a new model) with the instance a call made. */
+function nextRevision(actionId: string, modelType: string, model: ModelRecord | undefined, instance: Uint8Array): ModelRecord {
+  const now = new Date();
+  const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId };
+  return model
+    ? { ...model, ...change, revision: model.revision + 1n }
+    : { ...change, id: newId("m"), modelType, revision: 1n, createTime: now, oldestRevision: 1n };
+}
+
+function failurePatch(deps: LifecycleDeps, id: string, error: unknown, signal: AbortSignal, stoppedChild: ChildFailure["exit"]): ActionPatch {
+  const reason: unknown = signal.reason;
+  const patch: ActionPatch = {};
+  if (signal.aborted && CancelReason.isReason(reason)) {
+    // A timeout is a failure with a deadline reason; the others are cancels.
+    patch.status = reason.by === "timeout" ? ActionStatus.FAILED : ActionStatus.CANCELLED;
+    patch.error = create(ActionErrorSchema, { code: reason.kind, message: reason.message });
+    if (error instanceof ChildFailure) patch.logTail = error.logTail;
+    const exit = stoppedChild;
+    patch.cancel = create(CancelOutcomeSchema, {
+      by: reason.by,
+      phase: reason.phase,
+      forced: exit?.forced ?? false,
+      ...(exit && exit.code !== null ? { exitCode: exit.code } : {}),
+      signal: exit?.signal ?? "",
+      stopDuration: durationFromMs(Math.round(performance.now() - reason.at)),
+      cancelledBy: reason.caller,
+    });
+  } else {
+    const { error: actionError, logTail } = failure(error, deps.logger);
+    patch.status = ActionStatus.FAILED;
+    patch.error = actionError;
+    if (logTail.length) patch.logTail = logTail;
+  }
+  patch.dataAccess = cancelledDataAccess(deps.table.action(id)!.view.dataAccess);
+  return patch;
+}
+
+/** Stores the action; a store that fails fails the action with store_failed. */
+export async function persist(store: Store, view: Action, payloads?: StoredPayloads): Promise<void> {
+  try {
+    await store.putAction(view, payloads);
+  } catch (error) {
+    throw new ActionFailure({ code: "store_failed", message: `the store could not record the action: ${(error as Error).message}` }, [], error);
+  }
+}
+
+/** What the history keeps beyond the view: payloads larger than inline, up to max_payload_bytes. */
+export function storedPayloads(
+  deps: Pick<LifecycleDeps, "views" | "maxStoredPayloadBytes">,
+  args: CallArgs | undefined,
+  result: Payload | undefined,
+): StoredPayloads | undefined {
+  const { inlineBytes, maxJsonValueBytes } = deps.views;
+  const max = deps.maxStoredPayloadBytes;
+  if (max <= inlineBytes) return undefined;
+  const payloads: StoredPayloads = {};
+  if (args && hasPayloadBetween(args, inlineBytes, max)) payloads.args = argsView(args, max, maxJsonValueBytes);
+  if (result && result.bytes > inlineBytes && result.bytes <= max) payloads.prediction = payloadArg(result, max, maxJsonValueBytes);
+  return payloads.args || payloads.prediction ? payloads : undefined;
+}
+
+function hasPayloadBetween(args: CallArgs, above: number, atMost: number): boolean {
+  const visit = (node: CallArgs["args"][number]): boolean =>
+    node.kind === "data_access" ? node.args.some(visit) || Object.values(node.kwargs).some(visit) : node.bytes > above && node.bytes <= atMost;
+  return args.args.some(visit) || Object.values(args.kwargs).some(visit);
+}
+
+/** Data access that never got to finish was cancelled with its action. */
+export function cancelledDataAccess(entries: readonly Action["dataAccess"][number][]): Action["dataAccess"] {
+  return entries.map((entry) => (isEnded(entry) ? entry : Object.freeze({ ...entry, status: ActionStatus.CANCELLED })));
+}
+
+/** An error as the action records it; unknown errors are logged and shown as internal. */
+export function failure(error: unknown, logger?: Logger): { error: ActionError; logTail: string[] } {
+  if (error instanceof ActionFailure) return { error: error.error, logTail: error.logTail };
+  if (error instanceof ChildFailure) {
+    const own = error.plugin && pluginErrorCode(error.plugin.code);
+    // A PluginError with a code the engine cannot take keeps plugin_error, and says what it was.
+    const message = error.plugin && !own ? `PluginError ${quote(error.plugin.code)}: ${error.message}` : error.message;
+    const details = error.plugin?.details ? { details: error.plugin.details } : {};
+    return {
+      error: create(ActionErrorSchema, { code: own ?? error.code, message, stack: error.pluginStack, ...details }),
+      logTail: error.logTail,
+    };
+  }
+  if (PlinthError.is(error)) {
+    // failed_precondition: a model write another server's change got to first (a cluster).
+    const codes: Partial<Record<string, ActionErrorCode>> = {
+      shutting_down: "shutting_down",
+      not_found: "not_found",
+      failed_precondition: "store_failed",
+    };
+    const code: ActionErrorCode = codes[error.kind] ?? "internal";
+    return { error: create(ActionErrorSchema, { code, message: error.message }), logTail: [] };
+  }
+  logger?.error({ err: error }, "action failed with an internal error");
+  return { error: create(ActionErrorSchema, { code: "internal", message: "internal error; see the server log" }), logTail: [] };
+}

@@ -1,0 +1,103 @@
+/**
+ * The actions a server runs: each one's stop (an AbortController whose reason is a
+ * CancelReason) and its end (a promise of the action as it ended). An action is entered
+ * before its first store write, so that a cancel meanwhile finds it, and started once it
+ * may run; its timeout counts from its creation. Both runners keep theirs here.
+ */
+import { CancelReason } from "./cancel-reason.ts";
+import { isEnded, type LiveAction, type LiveTable } from "./live-table.ts";
+import { elapsedMs } from "./requests.ts";
+
+export interface Running {
+  readonly controller: AbortController;
+  /** Settles with the action as it ended (before retention may drop it). */
+  readonly done: Promise<LiveAction>;
+}
+
+interface Entry extends Running {
+  readonly end: (live: LiveAction) => void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+export class Runs {
+  readonly #table: LiveTable;
+  readonly #entries = new Map<string, Entry>();
+
+  constructor(table: LiveTable) {
+    this.#table = table;
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  has(id: string): boolean {
+    return this.#entries.has(id);
+  }
+
+  get(id: string): Running | undefined {
+    return this.#entries.get(id);
+  }
+
+  entries(): IterableIterator<[string, Running]> {
+    return this.#entries.entries();
+  }
+
+  /** Enters an action that is about to run here: a cancel finds it from now on. */
+  enter(id: string): Running {
+    let end!: (live: LiveAction) => void;
+    const done = new Promise<LiveAction>((resolve) => (end = resolve));
+    const entry: Entry = { controller: new AbortController(), done, end };
+    this.#entries.set(id, entry);
+    return entry;
+  }
+
+  /** Leaves an action that did not get to run (the store refused it): its waiters get it as it is. */
+  leave(id: string): void {
+    const entry = this.#entries.get(id);
+    if (!entry) return;
+    this.#entries.delete(id);
+    clearTimeout(entry.timer);
+    const live = this.#table.action(id);
+    if (live) entry.end(live);
+  }
+
+  /**
+   * Runs an entered action: `work` until it ends, under the action's timeout (counted
+   * from its creation). Resolves with `work`'s outcome, once the action has left.
+   */
+  async run<T extends { live: LiveAction }>(id: string, timeoutMs: number | undefined, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const entry = this.#entries.get(id)!;
+    if (timeoutMs !== undefined) {
+      const reason = new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`);
+      entry.timer = setTimeout(() => this.cancel(id, reason), Math.max(0, timeoutMs - elapsedMs(this.#table.action(id)!.view)));
+      entry.timer.unref();
+    }
+    try {
+      const outcome = await work(entry.controller.signal);
+      entry.end(outcome.live);
+      return outcome;
+    } finally {
+      clearTimeout(entry.timer);
+      this.#entries.delete(id);
+      // Ended otherwise (a failure of the run itself): its waiters get it as the table has it.
+      const live = this.#table.action(id);
+      if (live) entry.end(live);
+    }
+  }
+
+  /** Stops a running action (its signal aborts with the reason, in the phase it is in now); no-op once it ended. */
+  cancel(id: string, reason: CancelReason): void {
+    const entry = this.#entries.get(id);
+    const live = this.#table.action(id);
+    if (!entry || entry.controller.signal.aborted || !live || isEnded(live.view)) return;
+    entry.controller.abort(reason.startingIn(live.view.status));
+  }
+
+  /** Stops every running action; resolves once all have ended. */
+  async cancelAll(reason: CancelReason): Promise<void> {
+    const ended = [...this.#entries.values()].map((e) => e.done);
+    for (const id of [...this.#entries.keys()]) this.cancel(id, reason);
+    await Promise.all(ended);
+  }
+}
