@@ -25,12 +25,11 @@ import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
-import type { ProcessManager } from "../process/process-manager.ts";
 import { modelMessage } from "../store/model-message.ts";
 import { isCommitUnknown, type ModelMeta, type ModelRecord, type Store, type StoredAction, type StoredPayloads } from "../store/store.ts";
 import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ActionFailure } from "./action-failure.ts";
-import { ActionRun, type RunReporter } from "./action-run.ts";
+import { ActionRun, type DeclaredPlugins, type PluginCalls, type RunReporter } from "./action-run.ts";
 import type { CallArgs } from "./args.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { newId } from "./ids.ts";
@@ -38,7 +37,6 @@ import { type ActionPatch, isEnded, type LiveAction, type LiveTable } from "./li
 import type { ModelCache } from "./model-cache.ts";
 import type { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg } from "./payloads.ts";
-import type { PluginRegistry } from "./plugins.ts";
 import { argsView, type ViewLimits } from "./views.ts";
 
 export const callKinds = {
@@ -51,8 +49,8 @@ export const callKinds = {
 export interface LifecycleDeps {
   table: LiveTable;
   store: Store;
-  processes: ProcessManager;
-  plugins: PluginRegistry;
+  processes: PluginCalls;
+  plugins: DeclaredPlugins;
   logger: Logger;
   /** Calls on one model, one at a time and in order. */
   locks: ModelLocks;

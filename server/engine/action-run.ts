@@ -34,9 +34,15 @@ export interface RunReporter {
   progress(state: JsonValuePb | undefined, logTail: string[], argument?: string): void;
 }
 
+/** What a run calls plugins through: the process manager (a fake in the fast tests). */
+export type PluginCalls = Pick<ProcessManager, "call">;
+
+/** What a run asks of the loaded plugins. */
+export type DeclaredPlugins = Pick<PluginRegistry, "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames">;
+
 export interface RunDeps {
-  processes: ProcessManager;
-  plugins: PluginRegistry;
+  processes: PluginCalls;
+  plugins: DeclaredPlugins;
   /** Minimum time between two progress updates of one action. */
   progressIntervalMs: number;
 }

@@ -49,7 +49,7 @@ function mapValues<T>(record: Readonly<Record<string, T>>, f: (v: T) => Instance
 }
 
 /** Throws INVALID_ARGUMENT naming each argument that does not match, with data access's own arguments. */
-export function checkRequest(plugins: PluginRegistry, target: string, kind: CallKind, parsed: ParsedArgs): void {
+export function checkRequest(plugins: Pick<PluginRegistry, "check">, target: string, kind: CallKind, parsed: ParsedArgs): void {
   const issues: string[] = [];
   const level = (fn: string, k: CallKind, node: CallArgs, prefix: string) => {
     const check = plugins.check(fn, k);
@@ -61,7 +61,7 @@ export function checkRequest(plugins: PluginRegistry, target: string, kind: Call
 }
 
 /** What is wrong with arguments whose data access has run, as messages; none when they match. */
-export function resolvedProblems(plugins: PluginRegistry, target: string, kind: CallKind, resolved: ResolvedArgs): string[] {
+export function resolvedProblems(plugins: Pick<PluginRegistry, "check">, target: string, kind: CallKind, resolved: ResolvedArgs): string[] {
   const check = plugins.check(target, kind);
   return check ? problems(check, resolved.args.map(fromValue), mapValues(resolved.kwargs, fromValue)) : [];
 }

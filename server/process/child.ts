@@ -69,15 +69,31 @@ export class ChildFailure extends Error {
   readonly pluginStack: string;
   /** A PluginError's own code and details, as the plugin gave them (the engine checks the code). */
   readonly plugin: { code: string; details: JsonValuePb | undefined } | undefined;
-  logTail: string[] = [];
-  exit: ChildExit | undefined;
+  /** The child's last output lines, and how it ended, once the manager has added them (with()). */
+  readonly logTail: string[];
+  readonly exit: ChildExit | undefined;
 
-  constructor(code: ChildFailureCode, message: string, pluginStack = "", plugin?: { code: string; details: JsonValuePb | undefined }) {
+  constructor(
+    code: ChildFailureCode,
+    message: string,
+    pluginStack = "",
+    plugin?: { code: string; details: JsonValuePb | undefined },
+    more: { logTail?: string[]; exit?: ChildExit | undefined } = {},
+  ) {
     super(message);
     this.name = "ChildFailure";
     this.code = code;
     this.pluginStack = pluginStack;
     this.plugin = plugin;
+    this.logTail = more.logTail ?? [];
+    this.exit = more.exit;
+  }
+
+  /** The same failure with the child's output and exit, and a message that says more: a new error, this one unchanged. */
+  with(more: { message: string; logTail: string[]; exit: ChildExit | undefined }): ChildFailure {
+    const failure = new ChildFailure(this.code, more.message, this.pluginStack, this.plugin, more);
+    if (this.stack) failure.stack = this.stack;
+    return failure;
   }
 }
 

@@ -400,13 +400,13 @@ export class ProcessManager {
   }
 
   #withTail(error: unknown, worker: Worker): unknown {
-    if (error instanceof ChildFailure) {
-      error.logTail = worker.child.tail.lines();
-      error.exit = worker.child.exit;
-      const base = this.#o.displayBase;
-      error.message = formatHint(permissionHint(error.message, worker.target, base), base);
-    }
-    return error;
+    if (!(error instanceof ChildFailure)) return error;
+    const base = this.#o.displayBase;
+    return error.with({
+      message: formatHint(permissionHint(error.message, worker.target, base), base),
+      logTail: worker.child.tail.lines(),
+      exit: worker.child.exit,
+    });
   }
 
   /**
