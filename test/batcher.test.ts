@@ -21,12 +21,7 @@ describe("the group commit", () => {
   it("commits the changes of one turn together, one write per action in the order of their latest change, and tells every caller", async () => {
     const { batches, record } = recorder();
     const batcher = new Batcher({ commit: (writes) => void record(writes) });
-    const settled = [
-      batcher.add(action("a")),
-      batcher.add(action("b")),
-      batcher.add(action("a", ActionStatus.EXECUTING)),
-      batcher.add(action("c")),
-    ];
+    const settled = [batcher.add(action("a")), batcher.add(action("b")), batcher.add(action("a", ActionStatus.EXECUTING)), batcher.add(action("c"))];
     expect(batches).toEqual([]);
     await Promise.all(settled);
     expect(batches).toEqual([["b:1", "a:3", "c:1"]]);
