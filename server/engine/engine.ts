@@ -32,22 +32,12 @@ import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { encodedSize } from "../encoded.ts";
 import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, ServerInfo } from "../cluster/types.ts";
 import { ChildFailure } from "../process/child.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import { goneServerEnd, interruptedAction } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
-import {
-  type ClaimedAction,
-  type Cluster,
-  type ClusterEvents,
-  isCommitUnknown,
-  type ModelMeta,
-  type ModelRecord,
-  type ServerInfo,
-  type Store,
-  type StoredAction,
-  type StoredPayloads,
-} from "../store/store.ts";
+import { isCommitUnknown, type ModelMeta, type ModelRecord, type Store, type StoredAction, type StoredPayloads } from "../store/store.ts";
 import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -76,6 +66,8 @@ const RETIRE_PERIOD_MS = 60 * 1000;
 
 export interface EngineOptions extends LiveStateOptions {
   store: Store;
+  /** Several servers share the store (postgres): each action's whole request is kept until it ends, and the server that runs it claims it from there. */
+  cluster?: Cluster | undefined;
   processes: ProcessManager;
   plugins: PluginRegistry;
   logger: Logger;
@@ -173,7 +165,7 @@ export class Engine {
 
   private constructor(options: EngineOptions) {
     this.#o = options;
-    this.#cluster = options.store.cluster;
+    this.#cluster = options.cluster;
     this.#instances = new ModelCache(options.modelCacheBytes);
     this.#live = new LiveState({ ...options, fed: this.#cluster !== undefined });
     setMaxListeners(0, this.#stopping.signal); // One listener per open stream.
@@ -187,7 +179,7 @@ export class Engine {
   static async open(options: EngineOptions): Promise<Engine> {
     const engine = new Engine(options);
     const { store, logger } = options;
-    const cluster = store.cluster;
+    const { cluster } = options;
     if (cluster) await engine.#join(cluster);
     else {
       engine.#live.loadModels((await store.allModels()).map((meta) => modelMessage(meta)));

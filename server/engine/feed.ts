@@ -6,7 +6,7 @@
  */
 import type { Logger } from "pino";
 import { modelMessage } from "../store/model-message.ts";
-import type { Cluster, CommittedBatch, FeedChange } from "../store/store.ts";
+import type { Cluster, CommittedBatch, FeedChange } from "../cluster/types.ts";
 import type { FedChange, LiveState } from "./live-state.ts";
 
 /** Changes read per query. */
