@@ -17,13 +17,13 @@ import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/pl
 import { PlinthError } from "./errors.ts";
 import { openEngine } from "./open-engine.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
+import { processAlive } from "./process/proc.ts";
 import { ProcessManager } from "./process/process-manager.ts";
 import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { callStack } from "./rpc/call-stack.ts";
 import { createHttpListener, type HttpListener } from "./rpc/connect-server.ts";
 import { dashboardFiles } from "./rpc/dashboard-files.ts";
-import { openStore } from "./store/open.ts";
-import type { Store } from "./store/store.ts";
+import { openBackend } from "./store/open.ts";
 
 export interface PlinthServer extends AsyncDisposable {
   /** The port it listens on (the chosen one when the config says 0). */
@@ -99,21 +99,19 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
   // The store first: it refuses a database another live server holds, and a damaged one.
   let fail: (why: string) => void = () => {};
   const failed = new Promise<string>((resolve) => (fail = resolve));
-  // Set once the rest exists: a lost lease stops this server's children at once.
-  let onLeaseLost = (_why: string) => {};
-  const store: Store = await openStore(config.backend, {
+  const { store, cluster } = await openBackend(config.backend, {
     onCommit: metrics?.storeCommit,
     onWarning: (message, error) => logger.warn({ err: error }, message),
     onInfo: (message) => logger.info(message),
-    onLeaseLost: (message) => onLeaseLost(message),
+    processAlive,
   });
   const processes = new ProcessManager(processOptions(config, store.owner, logger));
-  onLeaseLost = (message) => {
+  // A lost lease stops this server's children at once: the server that took over runs the models now.
+  void cluster?.leaseLost.then((message) => {
     logger.error(message);
-    // The server that took over runs the models now: nothing of this one's may go on.
     processes.kill();
     fail(message);
-  };
+  });
   let engine: Engine | undefined;
   let grpc: GrpcServer | undefined;
   let http: HttpListener | undefined;
@@ -152,7 +150,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     const plugins = await loadPlugins(config.plugins, processes, config.base, signal);
     await processes.warmUp();
     signal?.throwIfAborted();
-    engine = await openEngine(config, { store, processes, plugins, logger });
+    engine = await openEngine(config, { store, cluster, processes, plugins, logger });
     watcher = watchPlugins(config.plugins, plugins, processes, config.base, logger);
     for (const p of plugins.plugins) {
       const { name, modelTypes, dataAccess } = p.info;
@@ -205,7 +203,6 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       logger.info({ metrics: `http://${config.metrics.address.replace(/:\d+$/, "")}:${metricsListener.port}/metrics` }, "metrics");
     }
     // A cluster's servers say where they serve and what they run (ListPlugins on any of them).
-    const cluster = store.cluster;
     if (cluster) {
       const announce = () => {
         const loaded = engine!.plugins;

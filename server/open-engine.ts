@@ -17,16 +17,16 @@ import type { PluginRegistry } from "./engine/plugins.ts";
 import { StatePublisher } from "./engine/state-publisher.ts";
 import type { ProcessManager } from "./process/process-manager.ts";
 import type { Store } from "./store/store.ts";
+import type { Cluster } from "./cluster/types.ts";
 
 const MiB = 2 ** 20;
 
 export function openEngine(
   config: ResolvedConfig,
-  parts: { store: Store; processes: ProcessManager; plugins: PluginRegistry; logger: Logger },
+  parts: { store: Store; cluster: Cluster | undefined; processes: ProcessManager; plugins: PluginRegistry; logger: Logger },
 ): Promise<Engine> {
   const e = config.engine;
-  const { store } = parts;
-  const cluster = store.cluster;
+  const { cluster } = parts;
   const publisher = new StatePublisher(e.state_history);
   const table = new LiveTable(
     {

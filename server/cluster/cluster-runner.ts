@@ -26,7 +26,8 @@ import type { ArgLimits } from "../engine/args.ts";
 import { PlinthError, notFound } from "../errors.ts";
 import { interruptedAction } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, ModelMeta, ServerInfo, Store } from "../store/store.ts";
+import type { ModelMeta, Store } from "../store/store.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, ServerInfo } from "./types.ts";
 import { Feed } from "./feed.ts";
 
 /** How often a server looks for claims it holds but does not run. */

@@ -10,7 +10,7 @@ import type { Logger } from "pino";
 import type { LiveTable } from "../engine/live-table.ts";
 import type { StatePublisher } from "../engine/state-publisher.ts";
 import { modelMessage } from "../store/model-message.ts";
-import type { Cluster, CommittedBatch, FeedChange } from "../store/store.ts";
+import type { Cluster, CommittedBatch, FeedChange } from "./types.ts";
 
 /** Changes read per query. */
 const BATCH = 500;

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { PlinthError } from "../errors.ts";
-import type { Role } from "../engine/caller.ts";
+import type { Role } from "../roles.ts";
 import { type Config, configSchema } from "./schema.ts";
 
 /** The repository root: where the example plugins live. */

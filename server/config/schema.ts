@@ -3,6 +3,7 @@
  * (example plugins, ./data/plinth.db, 127.0.0.1:50051) needs no file at all.
  */
 import { z } from "zod";
+import { ROLES } from "../roles.ts";
 
 const positiveInt = z.number().int().positive();
 const mebibytes = z.number().positive();
@@ -52,7 +53,7 @@ export const pluginSchema = z
     }
   });
 
-export const roleSchema = z.enum(["read", "run", "admin"]);
+export const roleSchema = z.enum(ROLES);
 
 /** A token: its sha256 in the config, or the token itself in a file or a variable (hashed at start). */
 const tokenSchema = z

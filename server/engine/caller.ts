@@ -4,7 +4,9 @@
  * includes both. Without authentication every call is the anonymous caller, with
  * every role.
  */
-export type Role = "read" | "run" | "admin";
+import type { Role } from "../roles.ts";
+
+export type { Role };
 
 export interface Caller {
   /** "" for the anonymous caller of a server without authentication. */

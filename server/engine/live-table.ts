@@ -19,6 +19,7 @@ import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { PlinthError } from "../errors.ts";
+import { isEnded } from "../store/records.ts";
 import type { CallArgs } from "./args.ts";
 import type { JsonForm, Payload } from "./payloads.ts";
 import type { StatePublisher } from "./state-publisher.ts";
@@ -60,11 +61,8 @@ export interface LiveTableOptions {
   maxInflightBytes: number;
 }
 
-const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
-
-export function isEnded(action: { status: ActionStatus }): boolean {
-  return ENDED.has(action.status);
-}
+/** Which statuses are ended is the store's records' rule (one definition); the engine's modules find it here too. */
+export { isEnded };
 
 /** Waiting for something, and so counted against max_queue: its model, a child, or its data. */
 const WAITING = new Set([ActionStatus.QUEUED, ActionStatus.ACCESSING_DATA]);

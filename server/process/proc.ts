@@ -24,6 +24,12 @@ export function procStat(pid: number): ProcStat | undefined {
   return { state: fields[0]!, ppid: Number(fields[1]), pgid: Number(fields[2]), startTicks: fields[19]! };
 }
 
+/** Whether a process of this host is alive: there, and not a zombie. */
+export function processAlive(pid: number): boolean {
+  const stat = procStat(pid);
+  return stat !== undefined && stat.state !== "Z";
+}
+
 /** The environment variable that marks every process a plugin child starts, and the child itself. */
 export const MARK_VARIABLE = "PLINTH_CHILD";
 

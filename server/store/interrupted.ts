@@ -7,9 +7,8 @@ import { create } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionErrorSchema, ActionResultSchema, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { modelMessage } from "./model-message.ts";
+import { isEnded } from "./records.ts";
 import type { ModelMeta } from "./store.ts";
-
-const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
 
 export function interruptedAction(action: Action, message: string): Action {
   const endTime = timestampNow();
@@ -17,7 +16,7 @@ export function interruptedAction(action: Action, message: string): Action {
     ...action,
     status: ActionStatus.FAILED,
     error: create(ActionErrorSchema, { code: "interrupted", message }),
-    dataAccess: action.dataAccess.map((entry) => (ENDED.has(entry.status) ? entry : { ...entry, status: ActionStatus.CANCELLED })),
+    dataAccess: action.dataAccess.map((entry) => (isEnded(entry) ? entry : { ...entry, status: ActionStatus.CANCELLED })),
     endTime,
     updateTime: endTime,
     queuePosition: 0,

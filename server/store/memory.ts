@@ -5,6 +5,7 @@
  */
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { randomHex, runId } from "../run-id.ts";
+import { isEnded, mergePayloads, metaOf, msOf, withKeptRevisions } from "./records.ts";
 import type {
   EndedWith,
   ListActionsQuery,
@@ -16,8 +17,6 @@ import type {
   StoredPayloads,
   TrackedChild,
 } from "./store.ts";
-
-const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
 
 export interface MemoryOptions {
   keepRevisions: number;
@@ -57,12 +56,12 @@ export class MemoryStore implements Store {
   }
 
   async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
-    const revisions = (this.#models.get(model.id) ?? []).filter((r) => r.revision !== model.revision);
-    revisions.push({ ...model });
-    revisions.splice(0, Math.max(0, revisions.length - this.#o.keepRevisions));
-    const oldestRevision = revisions[0]!.revision;
+    const stored = withKeptRevisions(model, this.#o.keepRevisions);
+    const { oldestRevision } = stored;
+    const revisions = (this.#models.get(model.id) ?? []).filter((r) => r.revision !== model.revision && r.revision >= oldestRevision);
+    revisions.push(stored);
     for (const r of revisions) r.oldestRevision = oldestRevision;
-    const { instance: _, ...meta } = revisions.at(-1)!;
+    const meta = metaOf(stored);
     // The action's end with the revision, in one step: nothing runs between the two.
     const end = ended?.(meta);
     this.#models.set(model.id, revisions);
@@ -94,7 +93,7 @@ export class MemoryStore implements Store {
   /** Keeps the objects given: the engine hands over views it never changes. */
   async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
     const previous = this.#actions.get(action.id)?.payloads;
-    this.#actions.set(action.id, { action, payloads: payloads || previous ? { ...previous, ...payloads } : undefined });
+    this.#actions.set(action.id, { action, payloads: mergePayloads(previous, payloads) });
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {
@@ -104,13 +103,13 @@ export class MemoryStore implements Store {
 
   async settleEnd(action: Action): Promise<Action> {
     const held = this.#actions.get(action.id)?.action;
-    if (held && ENDED.has(held.status)) return held;
+    if (held && isEnded(held)) return held;
     await this.putAction(action);
     return action;
   }
 
   async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {
-    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + t.nanos / 1e6 : 0);
+    const ms = (t: Action["createTime"]) => msOf(t) ?? 0;
     const out: StoredAction[] = [];
     for (const stored of [...this.#actions.values()].reverse()) {
       const { action } = stored;
@@ -127,11 +126,19 @@ export class MemoryStore implements Store {
   }
 
   async unfinishedActions(): Promise<Action[]> {
-    return [];
+    return [...this.#actions.values()].map((s) => s.action).filter((action) => !isEnded(action));
   }
 
-  async revisionMadeBy(_action: Action): Promise<ModelMeta | undefined> {
-    return undefined;
+  async revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {
+    if (action.status !== ActionStatus.STORING) return undefined;
+    // A new model's id is found by the action that made it (its latest revision, the first).
+    const revisions = action.modelId
+      ? this.#models.get(action.modelId)
+      : [...this.#models.values()].find((kept) => kept.at(-1)!.actionId === action.id);
+    const made = revisions?.find((r) => r.actionId === action.id);
+    if (!made) return undefined;
+    const { revision, updateTime, instanceSize } = made;
+    return { ...metaOf(revisions!.at(-1)!), revision, updateTime, instanceSize, actionId: action.id };
   }
 
   async pruneActions(now: Date): Promise<number> {
@@ -140,7 +147,7 @@ export class MemoryStore implements Store {
     let excess = finished.length - this.#o.maxActions;
     let removed = 0;
     for (const action of finished) {
-      const ended = Number(action.endTime!.seconds) * 1000;
+      const ended = msOf(action.endTime)!;
       if (excess <= 0 && ended >= cutoff) continue;
       this.#actions.delete(action.id);
       excess--;

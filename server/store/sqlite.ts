@@ -10,13 +10,30 @@ import { once } from "node:events";
 import { mkdirSync } from "node:fs";
 import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
-import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
 import Database from "better-sqlite3";
-import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
+import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { migrate } from "./migrations.ts";
 import { randomHex, runId } from "../run-id.ts";
+import { type ActionWrite, Batcher } from "./batcher.ts";
+import { migrate } from "./migrations.ts";
+import {
+  actionColumns,
+  atRevision,
+  bytesOf,
+  decodeAction,
+  ENDED_STATUSES,
+  encodePayloads,
+  isEnded,
+  type MadeRow,
+  madeRevision,
+  metaOf,
+  type ModelRow,
+  modelMeta,
+  type PayloadColumns,
+  type RevisionRow,
+  storedAction,
+  withKeptRevisions,
+} from "./records.ts";
 import { lockDatabase, thisHolder } from "./sqlite-lock.ts";
 import { revisionCommitted } from "./test-stop.ts";
 import type {
@@ -48,44 +65,6 @@ export interface SqliteOptions {
 
 /** How often the WAL is checkpointed into the database file. */
 const CHECKPOINT_PERIOD_MS = 1000;
-
-const ENDED = [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED];
-
-interface ModelRow {
-  id: string;
-  model_type: string;
-  revision: number | bigint;
-  oldest_revision: number | bigint;
-  create_time: number;
-  update_time: number;
-  instance_size: number;
-  action_id: string;
-}
-
-interface PendingWrite {
-  action: Action;
-  payloads: StoredPayloads | undefined;
-  /** Everyone waiting for this action's latest change to be committed. */
-  settle: { resolve(): void; reject(error: unknown): void }[];
-}
-
-interface PayloadRow {
-  args: Buffer | null;
-  prediction: Buffer | null;
-}
-
-function meta(row: ModelRow): ModelMeta {
-  return {
-    id: row.id,
-    modelType: row.model_type,
-    revision: BigInt(row.revision),
-    oldestRevision: BigInt(row.oldest_revision),
-    createTime: new Date(row.create_time),
-    updateTime: new Date(row.update_time),
-    instanceSize: row.instance_size,
-    actionId: row.action_id,
-  };
-}
 
 /** Turns SQLite's failures into errors that say what to fix. */
 function explain(error: unknown, path: string): unknown {
@@ -130,9 +109,8 @@ export class SqliteStore implements Store {
   readonly #o: SqliteOptions;
   readonly #q;
   readonly #checkpointer: Worker;
-  /** Action changes waiting for this turn's commit, one per action, in order. */
-  readonly #pending = new Map<string, PendingWrite>();
-  #flushTimer: ReturnType<typeof setImmediate> | undefined;
+  /** Action changes waiting for this turn's commit: committed synchronously, as SQLite does. */
+  readonly #writes: Batcher;
   #closed = false;
 
   constructor(options: SqliteOptions) {
@@ -187,6 +165,7 @@ export class SqliteStore implements Store {
     this.#lock = lock!;
     this.owner = `${this.id}.${runId()}`;
     this.#q = this.#statements();
+    this.#writes = new Batcher({ commit: (writes) => this.#commit(writes), onCommit: options.onCommit });
     // Checkpoints (with their fsync) run in a worker thread, off the event loop.
     db.pragma("wal_autocheckpoint = 0");
     this.#checkpointer = new Worker(new URL("./checkpointer.mjs", import.meta.url), {
@@ -203,8 +182,9 @@ export class SqliteStore implements Store {
     const db = this.#db;
     return {
       modelMeta: db.prepare<[string], ModelRow>("SELECT * FROM models WHERE id = ?"),
-      revision: db.prepare<[string, number | bigint], { instance: Buffer; instance_size: number; action_id: string; create_time: number }>(
-        "SELECT instance, instance_size, action_id, create_time FROM model_revisions WHERE model_id = ? AND revision = ?",
+      revision: db.prepare<[string, bigint], RevisionRow & { instance: Buffer }>(
+        `SELECT instance, revision AS r_revision, create_time AS r_time, instance_size AS r_size, action_id AS r_action
+         FROM model_revisions WHERE model_id = ? AND revision = ?`,
       ),
       upsertModel: db.prepare(
         `INSERT INTO models (id, model_type, revision, oldest_revision, create_time, update_time, instance_size, action_id)
@@ -229,10 +209,10 @@ export class SqliteStore implements Store {
          ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, args), prediction = coalesce(excluded.prediction, prediction)`,
       ),
       getAction: db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?"),
-      getPayloads: db.prepare<[string], PayloadRow>("SELECT args, prediction FROM action_payloads WHERE action_id = ?"),
-      unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED.join(",")})`),
+      getPayloads: db.prepare<[string], PayloadColumns>("SELECT args, prediction FROM action_payloads WHERE action_id = ?"),
+      unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED_STATUSES.join(",")})`),
       // A new model's id is found by the action that made it (its revision 1).
-      revisionMadeBy: db.prepare<{ action: string; model: string }, ModelRow & { made_revision: number; made_time: number; made_size: number }>(
+      revisionMadeBy: db.prepare<{ action: string; model: string }, MadeRow>(
         `SELECT m.*, r.revision AS made_revision, r.create_time AS made_time, r.instance_size AS made_size
          FROM models m JOIN model_revisions r ON r.model_id = m.id
          WHERE r.action_id = @action AND m.id = coalesce(nullif(@model, ''), (SELECT id FROM models WHERE action_id = @action))`,
@@ -268,20 +248,15 @@ export class SqliteStore implements Store {
   async getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined> {
     const row = this.#q.modelMeta.get(id);
     if (!row) return undefined;
-    const latest = meta(row);
-    const wanted = revision ?? latest.revision;
-    const rev = this.#q.revision.get(id, wanted);
-    if (!rev) return undefined;
-    const instance = new Uint8Array(rev.instance.buffer, rev.instance.byteOffset, rev.instance.byteLength);
-    if (wanted === latest.revision) return { ...latest, instance };
-    return { ...latest, revision: wanted, updateTime: new Date(rev.create_time), instanceSize: rev.instance_size, actionId: rev.action_id, instance };
+    const latest = modelMeta(row);
+    const rev = this.#q.revision.get(id, revision ?? latest.revision);
+    return rev && atRevision(latest, rev, bytesOf(rev.instance));
   }
 
   async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
-    const oldest = model.revision - BigInt(this.#o.keepRevisions) + 1n;
-    const oldestRevision = oldest > model.oldestRevision ? oldest : model.oldestRevision;
-    const stored = { ...model, oldestRevision: oldestRevision < 1n ? 1n : oldestRevision };
-    const { instance, ...meta } = stored;
+    const stored = withKeptRevisions(model, this.#o.keepRevisions);
+    const { instance } = stored;
+    const meta = metaOf(stored);
     const end = ended?.(meta);
     // The action's earlier changes go first: its end comes after them.
     if (end) this.#flush();
@@ -306,7 +281,7 @@ export class SqliteStore implements Store {
           stored.updateTime.getTime(),
         );
         this.#q.pruneRevisions.run(stored.id, stored.oldestRevision);
-        if (end) this.#writeAction(end);
+        if (end) this.#writeAction({ ...end, claim: false });
       })(),
     );
     revisionCommitted(stored.revision);
@@ -319,7 +294,7 @@ export class SqliteStore implements Store {
   }
 
   async allModels(): Promise<ModelMeta[]> {
-    return this.#read(() => this.#q.allModels.all().map(meta));
+    return this.#read(() => this.#q.allModels.all().map(modelMeta));
   }
 
   async listModels(query: ListModelsQuery): Promise<ModelMeta[]> {
@@ -337,74 +312,37 @@ export class SqliteStore implements Store {
     return this.#db
       .prepare<unknown[], ModelRow>(sql)
       .all(...params, query.limit)
-      .map(meta);
+      .map(modelMeta);
+  }
+
+  /** The group commit (batcher.ts): the changes of one turn of the event loop in one transaction. */
+  putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+    return this.#writes.add(action, payloads);
   }
 
   /**
-   * Group commit: the changes of one turn of the event loop go in one transaction (and
-   * two changes of one action in that turn in one write); each caller learns whether
-   * its own change was committed.
+   * Commits what is pending. SQLite's commit is synchronous, and so is the flush: what
+   * the caller does next (a read, a transaction) comes after it, with nothing between.
    */
-  putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
-    const previous = this.#pending.get(action.id);
-    const merged = previous?.payloads || payloads ? { ...previous?.payloads, ...payloads } : undefined;
-    const write: PendingWrite = { action, payloads: merged, settle: [] };
-    const committed = new Promise<void>((resolve, reject) => write.settle.push({ resolve, reject }));
-    if (previous) write.settle.unshift(...previous.settle);
-    this.#pending.delete(action.id);
-    this.#pending.set(action.id, write);
-    this.#flushTimer ??= setImmediate(() => this.#flush());
-    return committed;
-  }
-
-  /** Commits what is pending; reads call it first so that they see every change made. */
   #flush(): void {
-    clearImmediate(this.#flushTimer);
-    this.#flushTimer = undefined;
-    if (this.#pending.size === 0) return;
-    const writes = [...this.#pending.values()];
-    this.#pending.clear();
-    if (this.#closed) {
-      const error = new PlinthError("unavailable", `the store ${this.#o.path} is closed`);
-      for (const w of writes) for (const s of w.settle) s.reject(error);
-      return;
-    }
-    const started = performance.now();
-    try {
-      this.#write(
-        this.#db.transaction(() => {
-          for (const w of writes) this.#writeAction(w);
-        }),
-      );
-      this.#o.onCommit?.((performance.now() - started) / 1000);
-      for (const w of writes) for (const s of w.settle) s.resolve();
-    } catch {
-      // Which one failed? Each on its own: only the writes that fail alone fail.
-      for (const w of writes) {
-        try {
-          this.#write(this.#db.transaction(() => this.#writeAction(w)));
-          for (const s of w.settle) s.resolve();
-        } catch (error) {
-          for (const s of w.settle) s.reject(error);
-        }
-      }
-    }
+    void this.#writes.flush();
   }
 
-  #writeAction({ action, payloads }: StoredAction): void {
-    const ms = (t: Action["createTime"]) => (t ? Number(t.seconds) * 1000 + Math.floor(t.nanos / 1e6) : null);
-    this.#q.putAction.run(
-      action.id,
-      action.modelId,
-      action.status,
-      ms(action.createTime),
-      ms(action.endTime),
-      toJsonString(ActionSchema, action),
-      action.createdBy,
+  #commit(writes: ActionWrite[]): undefined {
+    if (this.#closed) throw new PlinthError("unavailable", `the store ${this.#o.path} is closed`);
+    this.#write(
+      this.#db.transaction(() => {
+        for (const w of writes) this.#writeAction(w);
+      }),
     );
+    return undefined;
+  }
+
+  #writeAction({ action, payloads }: ActionWrite): void {
+    const a = actionColumns(action);
+    this.#q.putAction.run(a.id, a.model_id, a.status, a.create_time, a.end_time, a.json, a.created_by);
     if (payloads) {
-      const args = payloads.args ? toBinary(ActionSchema, create(ActionSchema, payloads.args)) : null;
-      const prediction = payloads.prediction ? toBinary(ArgSchema, payloads.prediction) : null;
+      const { args, prediction } = encodePayloads(payloads);
       this.#q.putPayloads.run(action.id, args, prediction);
     }
   }
@@ -420,25 +358,16 @@ export class SqliteStore implements Store {
     return this.#write(() =>
       this.#db.transaction(() => {
         const row = this.#q.getAction.get(action.id);
-        const held = row && fromJsonString(ActionSchema, row.json);
-        if (held && ENDED.includes(held.status)) return held;
-        this.#writeAction({ action });
+        const held = row && decodeAction(row.json);
+        if (held && isEnded(held)) return held;
+        this.#writeAction({ action, claim: false });
         return action;
       })(),
     );
   }
 
   #stored(id: string, json: string, withPayloads: boolean): StoredAction {
-    const action = fromJsonString(ActionSchema, json);
-    const row = withPayloads ? this.#q.getPayloads.get(id) : undefined;
-    if (!row) return { action };
-    const payloads: StoredPayloads = {};
-    if (row.args) {
-      const { args, kwargs } = fromBinary(ActionSchema, row.args);
-      payloads.args = { args, kwargs };
-    }
-    if (row.prediction) payloads.prediction = fromBinary(ArgSchema, row.prediction);
-    return { action, payloads };
+    return storedAction(json, withPayloads ? this.#q.getPayloads.get(id) : undefined);
   }
 
   async listActions(query: ListActionsQuery, withPayloads = false): Promise<StoredAction[]> {
@@ -478,21 +407,13 @@ export class SqliteStore implements Store {
 
   async unfinishedActions(): Promise<Action[]> {
     this.#flush();
-    return this.#read(() => this.#q.unfinished.all().map((row) => fromJsonString(ActionSchema, row.json)));
+    return this.#read(() => this.#q.unfinished.all().map((row) => decodeAction(row.json)));
   }
 
   async revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {
     if (action.status !== ActionStatus.STORING) return undefined;
     const row = this.#read(() => this.#q.revisionMadeBy.get({ action: action.id, model: action.modelId }));
-    return (
-      row && {
-        ...meta(row),
-        revision: BigInt(row.made_revision),
-        updateTime: new Date(row.made_time),
-        instanceSize: row.made_size,
-        actionId: action.id,
-      }
-    );
+    return row && madeRevision(row, action.id);
   }
 
   async pruneActions(now: Date): Promise<number> {

@@ -1,8 +1,8 @@
 /**
- * What the engine needs from a backend: SQLite (the default) and memory implement it;
- * PostgreSQL implements it too, with a Cluster: several servers on one database.
+ * What the engine needs from a backend: SQLite (the default), memory and PostgreSQL
+ * implement it. Several servers on one PostgreSQL database are a Cluster besides
+ * (server/cluster/), which the backend's opening hands over with the store (open.ts).
  */
-import type { EventEmitter } from "node:events";
 import type { Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
@@ -95,11 +95,6 @@ export interface Store {
   readonly id: string;
   /** This server's mark on its children: `<id>.<run id>`. */
   readonly owner: string;
-  /**
-   * Several servers share this store (postgres): each action's whole request is kept
-   * until it ends, and the server that runs it claims it from there.
-   */
-  readonly cluster?: Cluster | undefined;
   /** The latest revision, or the given one while it is kept. */
   getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined>;
   /**
@@ -144,97 +139,4 @@ export interface Store {
   /** The marks of the live servers sharing this store (a cluster): their children are no orphans. */
   liveOwners?(): Promise<string[]>;
   close(): Promise<void>;
-}
-
-/** A change as the database ordered it: what every server of a cluster applies, in revision order. */
-export type FeedChange =
-  | { readonly revision: bigint; readonly kind: "action"; readonly action: Action }
-  | { readonly revision: bigint; readonly kind: "model"; readonly model: ModelMeta }
-  | { readonly revision: bigint; readonly kind: "model_deleted"; readonly modelId: string };
-
-/** A commit's revisions, and the server that made it. */
-export interface CommittedBatch {
-  server: string;
-  first: bigint;
-  last: bigint;
-}
-
-/** Queued work this server took: the action as stored, and its whole request (a PredictRequest's encoding). */
-export interface ClaimedAction {
-  action: Action;
-  request: Uint8Array;
-  /** Its model's revision when claimed (0 without a model): it stays so while the action runs. */
-  modelRevision: bigint;
-}
-
-/** A server of the cluster, as its row says. */
-export interface ServerInfo {
-  name: string;
-  host: string;
-  pid: number;
-  since: Date;
-  /** Where it serves gRPC (host:port). */
-  address: string;
-  modelTypes: string[];
-  dataAccess: string[];
-  plugins: string[];
-  /** The server answering. */
-  self: boolean;
-}
-
-export interface ClusterEvents {
-  /**
-   * Something changed: fetch the changes after the last one applied. With a batch: which
-   * server committed which revisions (this server's own it can take from ownChanges).
-   */
-  changes: [batch?: CommittedBatch];
-  /** Work may be claimable: an action was queued, or one ended. */
-  work: [];
-  /** A server asks the one running this action to cancel it. */
-  cancel: [actionId: string, by: string];
-}
-
-/** What several servers on one database share, beyond the Store. */
-export interface Cluster {
-  /** This server's name in the cluster. */
-  readonly server: string;
-  readonly events: EventEmitter<ClusterEvents>;
-  /** Models and unfinished actions as of one revision: where a server's live state starts. */
-  snapshot(): Promise<{ revision: bigint; models: ModelMeta[]; actions: Action[] }>;
-  /** The changes after `after`, in revision order, at most `limit` (each key's latest). */
-  changes(after: bigint, limit: number): Promise<FeedChange[]>;
-  /**
-   * Stores a new action (its payloads with its whole request) in the queue; with `claim`
-   * it is this server's at once when its model is free. Resolves with its model's
-   * revision (0 without a model) when it is, undefined when it is queued.
-   */
-  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
-  /** Takes up to `n` queued actions this server can run (its model types and data-access functions). */
-  claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]>;
-  /** This server's own changes committed from revision `first` on (waiting up to waitMs for the commit's answer); undefined if not known. */
-  ownChanges(first: bigint, waitMs: number): Promise<FeedChange[] | undefined>;
-  /** Drops what ownChanges holds up to this revision: applied otherwise. */
-  forgetOwn(upTo: bigint): void;
-  /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
-  takeQueued(actionId: string): Promise<Action | undefined>;
-  /** Where the model's queue ends now (0 when empty): the calls up to there come before a change of the model made now. */
-  queueEnd(modelId: string): Promise<bigint>;
-  /**
-   * Stores the model's next revision (as putModel) only while no call on it is claimed
-   * and none queued up to `queuedUpTo` is left: undefined when one is (wait, and try again).
-   */
-  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined>;
-  /** The actions whose queue entry this server holds (claimed, not ended). */
-  owned(): Promise<string[]>;
-  /**
-   * Gives back what this server holds but lost track of (a claim whose answer a broken
-   * connection lost): not started, queued again; started, ended interrupted saying why.
-   */
-  release(actionIds: string[], why: string): Promise<void>;
-  /** Asks whichever server runs the action to cancel it. */
-  requestCancel(actionId: string, by: string): Promise<void>;
-  /** Says what this server serves and runs, for ListPlugins on every server. */
-  announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void>;
-  /** The live servers, oldest first. */
-  servers(): Promise<ServerInfo[]>;
 }

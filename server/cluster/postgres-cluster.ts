@@ -15,40 +15,22 @@
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
-import { fromJsonString, toJsonString } from "@bufbuild/protobuf";
 import pg from "pg";
-import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import { procStat } from "../process/proc.ts";
-import { randomHex } from "../run-id.ts";
-import { goneServerEnd, interruptedAction } from "./interrupted.ts";
-import { describeHolder } from "./sqlite-lock.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ModelMeta, ModelRecord, ServerInfo, StoredPayloads } from "./store.ts";
-
-/** The transaction lock every write takes first: one writer at a time, so revisions follow commits. */
-export const WRITE_LOCK = 7301;
-
-/** Fences a write: true only while this server's lease row is there and current. */
-export const HOLDS_LEASE = "EXISTS (SELECT 1 FROM plinth_servers WHERE server = $LEASE AND expires > now())";
-
-/** What the store lends the cluster: its pool, behind the same error handling. */
-export interface PgAccess {
-  readonly url: string;
-  /** The database as errors may name it (no password). */
-  readonly where: string;
-  query<R extends pg.QueryResultRow>(sql: string, params?: unknown[]): Promise<pg.QueryResult<R>>;
-  /** A transaction that holds WRITE_LOCK and this server's lease from its start. */
-  transaction<T>(fn: (client: pg.PoolClient) => Promise<T>): Promise<T>;
-  /** The store's group commit of a new action, claiming it when asked and its model is free. */
-  enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
-  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined>;
-  queueEnd(modelId: string): Promise<bigint>;
-}
+import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { goneServerEnd, interruptedAction } from "../store/interrupted.ts";
+import type { PgDatabase } from "../store/pg/database.ts";
+import { revisionMadeBy } from "../store/pg/revision-made-by.ts";
+import type { CommittedAction, PgWrites } from "../store/pg/writes.ts";
+import { decodeAction, encodeAction, type MadeRow, type ModelRow, modelMeta, UNFINISHED_STATUSES } from "../store/records.ts";
+import { describeHolder } from "../store/sqlite-lock.ts";
+import type { ModelMeta, ModelRecord, StoredPayloads } from "../store/store.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ServerInfo } from "./types.ts";
 
 export interface ClusterOptions {
-  leaseMs: number;
+  /** Whether a process of this host is alive (a zombie counts as gone): a server on this host whose process is gone is removed at once. */
+  alive(pid: number): boolean;
   onWarning?: ((message: string, error: unknown) => void) | undefined;
   onInfo?: ((message: string) => void) | undefined;
-  onLeaseLost?: ((message: string) => void) | undefined;
 }
 
 interface ServerRow {
@@ -62,76 +44,22 @@ interface ServerRow {
   lapsed: boolean;
 }
 
-/** Whether a process of this host is alive (a zombie counts as gone). */
-function processAlive(pid: number): boolean {
-  const stat = procStat(pid);
-  return stat !== undefined && stat.state !== "Z";
-}
-
 const holderOf = (row: ServerRow) => describeHolder({ pid: row.pid, host: row.host, since: row.since.toISOString() });
-
-/** The model row as row_to_json gives it (bigints as numbers). */
-interface ModelJson {
-  id: string;
-  model_type: string;
-  revision: number;
-  oldest_revision: number;
-  create_time: number;
-  update_time: number;
-  instance_size: number;
-  action_id: string;
-}
-
-export function modelMeta(row: ModelJson | Record<keyof ModelJson, string>): ModelMeta {
-  return {
-    id: row.id,
-    modelType: row.model_type,
-    revision: BigInt(row.revision),
-    oldestRevision: BigInt(row.oldest_revision),
-    createTime: new Date(Number(row.create_time)),
-    updateTime: new Date(Number(row.update_time)),
-    instanceSize: Number(row.instance_size),
-    actionId: row.action_id,
-  };
-}
-
-/** What revisionMadeBy finds: the model's row, and the revision's. */
-type MadeRow = Record<keyof ModelJson, string> & { made_revision: string; made_time: string; made_size: string };
-
-/**
- * The revision an unfinished action made, when the database holds one (Store.revisionMadeBy):
- * only one left STORING can have one. A new model's id is found by the action that made it.
- */
-export async function revisionMadeBy(
-  query: (sql: string, params: unknown[]) => Promise<{ rows: MadeRow[] }>,
-  action: Action,
-): Promise<ModelMeta | undefined> {
-  if (action.status !== ActionStatus.STORING) return undefined;
-  const { rows } = await query(
-    `SELECT m.*, r.revision AS made_revision, r.create_time AS made_time, r.instance_size AS made_size
-     FROM models m JOIN model_revisions r ON r.model_id = m.id
-     WHERE r.action_id = $1 AND m.id = coalesce(nullif($2, ''), (SELECT id FROM models WHERE action_id = $1))`,
-    [action.id, action.modelId],
-  );
-  const row = rows[0];
-  if (!row) return undefined;
-  const updateTime = new Date(Number(row.made_time));
-  return { ...modelMeta(row), revision: BigInt(row.made_revision), updateTime, instanceSize: Number(row.made_size), actionId: action.id };
-}
 
 /** How often a server renews its lease and looks for servers whose lease lapsed. */
 export function tickMs(leaseMs: number): number {
   return Math.min(leaseMs / 3, 1000);
 }
 
-/** Not ended: what an index on status finds without reading the history. */
-const UNFINISHED = [ActionStatus.QUEUED, ActionStatus.ACCESSING_DATA, ActionStatus.EXECUTING, ActionStatus.STORING];
-
 export class PostgresCluster implements Cluster {
-  readonly server = randomHex(8);
+  readonly server: string;
   readonly events = new EventEmitter<ClusterEvents>();
-  readonly #db: PgAccess;
+  readonly leaseLost: Promise<string>;
+  readonly #leaseLost: (why: string) => void;
+  readonly #db: PgDatabase;
+  readonly #writes: PgWrites;
   readonly #o: ClusterOptions;
+  readonly #leaseMs: number;
   readonly #host = hostname();
   #timer: ReturnType<typeof setInterval> | undefined;
   #listener: pg.Client | undefined;
@@ -146,20 +74,32 @@ export class PostgresCluster implements Cluster {
    */
   #reachableSince: number | undefined = performance.now();
 
-  constructor(db: PgAccess, options: ClusterOptions) {
+  /** Shares the store's access to the database: its writes, and the lease they are fenced by (this server's row). */
+  constructor(db: PgDatabase, writes: PgWrites, options: ClusterOptions) {
     this.#db = db;
+    this.#writes = writes;
     this.#o = options;
+    this.#leaseMs = db.leaseMs;
+    this.server = db.server;
     this.events.setMaxListeners(0);
+    let lose = (_why: string) => {};
+    this.leaseLost = new Promise<string>((resolve) => (lose = resolve));
+    this.#leaseLost = lose;
+    // A write refused for a lapsed lease: a renewal keeps it if it is still there.
+    db.events.on("fenced", () => void this.renew());
+    writes.events.on("committed", (first, actions) => this.#committed(first, actions));
+    // The row goes before the connections end: no other server waits out this one's lease.
+    db.beforeClose(() => this.close());
   }
 
-  /** Joins: this server's row, the notifications, the renewals; removes servers already gone. */
-  async join(client: pg.ClientBase): Promise<void> {
-    await client.query(
+  /** Joins: this server's row, the notifications, the renewals. */
+  async join(): Promise<void> {
+    await this.#db.query(
       "INSERT INTO plinth_servers (server, host, pid, since, expires) VALUES ($1, $2, $3, now(), now() + $4 * interval '1 millisecond')",
-      [this.server, this.#host, process.pid, this.#o.leaseMs],
+      [this.server, this.#host, process.pid, this.#leaseMs],
     );
     await this.#listen();
-    this.#timer = setInterval(() => void this.#tick(), tickMs(this.#o.leaseMs));
+    this.#timer = setInterval(() => void this.#tick(), tickMs(this.#leaseMs));
     this.#timer.unref();
   }
 
@@ -229,7 +169,7 @@ export class PostgresCluster implements Cluster {
     try {
       const { rowCount } = await this.#db.query("UPDATE plinth_servers SET expires = now() + $2 * interval '1 millisecond' WHERE server = $1", [
         this.server,
-        this.#o.leaseMs,
+        this.#leaseMs,
       ]);
       if ((rowCount ?? 0) === 0) this.#loseLease();
       this.#reachableSince ??= performance.now();
@@ -243,7 +183,7 @@ export class PostgresCluster implements Cluster {
     if (this.#lost) return;
     this.#lost = true;
     clearInterval(this.#timer);
-    this.#o.onLeaseLost?.(
+    this.#leaseLost(
       `this server lost its lease on ${this.#db.where}: its lease lapsed (it stalled, or could not reach the database) and another server ended its actions; it writes nothing more and stops`,
     );
   }
@@ -261,14 +201,14 @@ export class PostgresCluster implements Cluster {
         "SELECT server, host, pid, since, expires, address, plugins, expires <= now() AS lapsed FROM plinth_servers WHERE server <> $1",
         [this.server],
       );
-      const settled = this.#reachableSince !== undefined && performance.now() - this.#reachableSince >= this.#o.leaseMs;
-      const gone = rows.filter((row) => (row.lapsed && settled) || (row.host === this.#host && !processAlive(row.pid)));
+      const settled = this.#reachableSince !== undefined && performance.now() - this.#reachableSince >= this.#leaseMs;
+      const gone = rows.filter((row) => (row.lapsed && settled) || (row.host === this.#host && !this.#o.alive(row.pid)));
       if (gone.length === 0 && !orphans) return;
       const ended = await this.#db.transaction(async (client) => {
         const why = new Map<string, string>();
         for (const row of gone) {
           // Lapsed still (not renewed meanwhile), or its process is gone.
-          const dead = row.host === this.#host && !processAlive(row.pid);
+          const dead = row.host === this.#host && !this.#o.alive(row.pid);
           const removed = await client.query("DELETE FROM plinth_servers WHERE server = $1 AND (expires <= now() OR $2)", [row.server, dead]);
           if ((removed.rowCount ?? 0) === 0) continue;
           why.set(
@@ -286,11 +226,11 @@ export class PostgresCluster implements Cluster {
            WHERE a.status = ANY ($1::integer[])
              AND (r.action_id IS NULL OR (r.owner IS NOT NULL AND NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.server = r.owner)))
            ORDER BY a.id`,
-          [UNFINISHED],
+          [UNFINISHED_STATUSES],
         );
         const ids: string[] = [];
         for (const row of left) {
-          const action = fromJsonString(ActionSchema, row.json);
+          const action = decodeAction(row.json);
           if (row.queued && action.status === ActionStatus.QUEUED && !action.startTime) {
             await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [row.id]);
             continue;
@@ -301,7 +241,7 @@ export class PostgresCluster implements Cluster {
             row.id,
             failed.status,
             Date.now(),
-            toJsonString(ActionSchema, failed),
+            encodeAction(failed),
           ]);
           await client.query("DELETE FROM action_requests WHERE action_id = $1", [row.id]);
           ids.push(row.id);
@@ -324,12 +264,14 @@ export class PostgresCluster implements Cluster {
     // Under the write lock: nothing in flight, everything up to the revision committed.
     return this.#db.transaction(async (client) => {
       const { rows } = await client.query<{ last_value: string }>("SELECT last_value FROM plinth_change");
-      const models = await client.query<Record<keyof ModelJson, string>>("SELECT * FROM models ORDER BY id");
-      const actions = await client.query<{ json: string }>("SELECT json FROM actions WHERE status = ANY ($1::integer[]) ORDER BY id", [UNFINISHED]);
+      const models = await client.query<ModelRow>("SELECT * FROM models ORDER BY id");
+      const actions = await client.query<{ json: string }>("SELECT json FROM actions WHERE status = ANY ($1::integer[]) ORDER BY id", [
+        UNFINISHED_STATUSES,
+      ]);
       return {
         revision: BigInt(rows[0]!.last_value),
         models: models.rows.map(modelMeta),
-        actions: actions.rows.map((row) => fromJsonString(ActionSchema, row.json)),
+        actions: actions.rows.map((row) => decodeAction(row.json)),
       };
     });
   }
@@ -345,8 +287,8 @@ export class PostgresCluster implements Cluster {
     );
     return rows.map((row): FeedChange => {
       const revision = BigInt(row.change);
-      if (row.kind === "a") return { revision, kind: "action", action: fromJsonString(ActionSchema, row.body!) };
-      if (row.kind === "m") return { revision, kind: "model", model: modelMeta(JSON.parse(row.body!) as ModelJson) };
+      if (row.kind === "a") return { revision, kind: "action", action: decodeAction(row.body!) };
+      if (row.kind === "m") return { revision, kind: "model", model: modelMeta(JSON.parse(row.body!) as ModelRow) };
       return { revision, kind: "model_deleted", modelId: row.id };
     });
   }
@@ -354,8 +296,9 @@ export class PostgresCluster implements Cluster {
   /** This server's committed batches not yet applied, by first revision. */
   readonly #own = new Map<bigint, { changes: FeedChange[]; taken?: (changes: FeedChange[]) => void }>();
 
-  /** Told by the store: a batch of this server's changes committed under these revisions. */
-  committed(first: bigint, changes: FeedChange[]): void {
+  /** A batch of this server's changes committed under these revisions (told by the writes it shares with the store). */
+  #committed(first: bigint, actions: CommittedAction[]): void {
+    const changes = actions.map(({ revision, action }): FeedChange => ({ revision, kind: "action", action }));
     const waiting = this.#own.get(first);
     if (waiting?.taken) {
       this.#own.delete(first);
@@ -387,16 +330,18 @@ export class PostgresCluster implements Cluster {
     for (const [first, held] of this.#own) if (first <= upTo && !held.taken) this.#own.delete(first);
   }
 
+  /** Through the group commit the store's changes go by: one turn's changes, this server's and the queue's, in one call. */
   enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined> {
-    return this.#db.enqueue(action, payloads, claim);
+    return this.#writes.action(action, payloads, claim);
   }
 
-  queueEnd(modelId: string): Promise<bigint> {
-    return this.#db.queueEnd(modelId);
+  async queueEnd(modelId: string): Promise<bigint> {
+    const { rows } = await this.#db.query<{ end: string | null }>("SELECT max(seq) AS end FROM action_requests WHERE model_id = $1", [modelId]);
+    return BigInt(rows[0]?.end ?? 0);
   }
 
   putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined> {
-    return this.#db.putModelQuiet(model, queuedUpTo);
+    return this.#writes.model(model, { quietUpTo: queuedUpTo });
   }
 
   async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
@@ -406,7 +351,7 @@ export class PostgresCluster implements Cluster {
       [this.server, modelTypes, dataAccess, n],
     );
     return rows.map((row) => ({
-      action: fromJsonString(ActionSchema, row.claimed_json),
+      action: decodeAction(row.claimed_json),
       request: new Uint8Array(row.claimed_request.buffer, row.claimed_request.byteOffset, row.claimed_request.byteLength),
       modelRevision: BigInt(row.claimed_revision),
     }));
@@ -417,7 +362,7 @@ export class PostgresCluster implements Cluster {
       const taken = await client.query("UPDATE action_requests SET owner = $2 WHERE action_id = $1 AND owner IS NULL", [actionId, this.server]);
       if ((taken.rowCount ?? 0) === 0) return undefined;
       const { rows } = await client.query<{ json: string }>("SELECT json FROM actions WHERE id = $1", [actionId]);
-      return rows[0] ? fromJsonString(ActionSchema, rows[0].json) : undefined;
+      return rows[0] ? decodeAction(rows[0].json) : undefined;
     });
   }
 
@@ -434,7 +379,7 @@ export class PostgresCluster implements Cluster {
         [this.server, actionIds],
       );
       for (const row of rows) {
-        const action = fromJsonString(ActionSchema, row.json);
+        const action = decodeAction(row.json);
         if (action.status === ActionStatus.QUEUED && !action.startTime) {
           await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [row.id]);
           continue;
@@ -444,7 +389,7 @@ export class PostgresCluster implements Cluster {
           row.id,
           failed.status,
           Date.now(),
-          toJsonString(ActionSchema, failed),
+          encodeAction(failed),
         ]);
         await client.query("DELETE FROM action_requests WHERE action_id = $1", [row.id]);
       }
