@@ -5,7 +5,10 @@
  */
 import type { EventEmitter } from "node:events";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
+import type { ServerInfo } from "../engine/runner.ts";
 import type { ModelMeta, ModelRecord, StoredPayloads } from "../store/store.ts";
+
+export type { ServerInfo };
 
 /** A change as the database ordered it: what every server of a cluster applies, in revision order. */
 export type FeedChange =
@@ -26,21 +29,6 @@ export interface ClaimedAction {
   request: Uint8Array;
   /** Its model's revision when claimed (0 without a model): it stays so while the action runs. */
   modelRevision: bigint;
-}
-
-/** A server of the cluster, as its row says. */
-export interface ServerInfo {
-  name: string;
-  host: string;
-  pid: number;
-  since: Date;
-  /** Where it serves gRPC (host:port). */
-  address: string;
-  modelTypes: string[];
-  dataAccess: string[];
-  plugins: string[];
-  /** The server answering. */
-  self: boolean;
 }
 
 export interface ClusterEvents {

@@ -8,12 +8,11 @@ import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { goneServerEnd } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
-import type { ServerInfo } from "../cluster/types.ts";
 import type { ModelMeta, Store } from "../store/store.ts";
 import { type LifecycleDeps, persist, runAction, storedPayloads } from "./action-lifecycle.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import type { LiveAction, LiveTable } from "./live-table.ts";
-import { abortable, type Runner, refused, type Submitted } from "./runner.ts";
+import { abortable, type Runner, refused, type ServerInfo, type Submitted } from "./runner.ts";
 import { Runs } from "./runs.ts";
 
 export class LocalRunner implements Runner {

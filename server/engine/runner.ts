@@ -8,7 +8,6 @@ import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { JsonForm } from "./payloads.ts";
 import { PlinthError } from "../errors.ts";
-import type { ServerInfo } from "../cluster/types.ts";
 import type { ModelMeta } from "../store/store.ts";
 import { failure } from "./action-lifecycle.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -23,6 +22,21 @@ export interface Submitted {
   jsonForm: JsonForm;
   /** Its timeout in ms, counted from its creation. */
   timeoutMs: number | undefined;
+}
+
+/** A server of the cluster, as its row says. */
+export interface ServerInfo {
+  name: string;
+  host: string;
+  pid: number;
+  since: Date;
+  /** Where it serves gRPC (host:port). */
+  address: string;
+  modelTypes: string[];
+  dataAccess: string[];
+  plugins: string[];
+  /** The server answering. */
+  self: boolean;
 }
 
 export interface Runner {
