@@ -8,6 +8,7 @@ import type { Logger } from "pino";
 import { ClusterRunner } from "./cluster/cluster-runner.ts";
 import type { ResolvedConfig } from "./config/load.ts";
 import type { LifecycleDeps } from "./engine/action-lifecycle.ts";
+import type { PluginCalls } from "./engine/action-run.ts";
 import { Engine } from "./engine/engine.ts";
 import { LiveTable } from "./engine/live-table.ts";
 import { LocalRunner } from "./engine/local-runner.ts";
@@ -15,7 +16,6 @@ import { ModelCache } from "./engine/model-cache.ts";
 import { ModelLocks } from "./engine/model-locks.ts";
 import type { PluginRegistry } from "./engine/plugins.ts";
 import { StatePublisher } from "./engine/state-publisher.ts";
-import type { ProcessManager } from "./process/process-manager.ts";
 import type { Store } from "./store/store.ts";
 import type { Cluster } from "./cluster/types.ts";
 
@@ -23,7 +23,7 @@ const MiB = 2 ** 20;
 
 export function openEngine(
   config: ResolvedConfig,
-  parts: { store: Store; cluster: Cluster | undefined; processes: ProcessManager; plugins: PluginRegistry; logger: Logger },
+  parts: { store: Store; cluster: Cluster | undefined; processes: PluginCalls; plugins: PluginRegistry; logger: Logger },
 ): Promise<Engine> {
   const e = config.engine;
   const { cluster } = parts;

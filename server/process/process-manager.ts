@@ -18,7 +18,7 @@ import type { Logger } from "pino";
 import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { type Settle, waitInQueue } from "../wait-in-queue.ts";
-import { type ChildExit, ChildFailure, PluginChild } from "./child.ts";
+import { type ChildExit, ChildFailure, type ChildOptions, PluginChild } from "./child.ts";
 import { formatHint } from "./format-hint.ts";
 import { childCommand, type PluginTarget, permissionHint } from "./runtimes.ts";
 
@@ -47,7 +47,17 @@ export interface ProcessManagerOptions {
   /** What clients see of paths is relative to this folder (the config's). */
   displayBase?: string | undefined;
   logger: Logger;
+  /** Starts a child; default: a PluginChild running the target's command (the fast tests give stand-ins). */
+  launch?: ChildLauncher | undefined;
 }
+
+/** What the manager uses of a child process. */
+export type ChildHandle = Pick<
+  PluginChild,
+  "pid" | "tail" | "exited" | "exit" | "stopping" | "suspended" | "hello" | "call" | "endCall" | "terminate" | "kill" | "reconcile"
+>;
+
+export type ChildLauncher = (target: PluginTarget, options: Omit<ChildOptions, "command">) => ChildHandle;
 
 export interface CallOptions {
   /** Aborting it cancels the call: dequeued at once if waiting, else SIGTERM then SIGKILL. */
@@ -77,7 +87,7 @@ export interface CallOutcome {
 interface Worker {
   readonly key: string;
   readonly target: PluginTarget;
-  readonly child: PluginChild;
+  readonly child: ChildHandle;
   /** Settles with the hello once the plugin module has loaded. */
   readonly ready: Promise<Hello>;
   /** Set once the plugin has said hello. */
@@ -292,15 +302,15 @@ export class ProcessManager {
   }
 
   #spawn(target: PluginTarget, key: string): Worker {
-    const { maxFrameBytes, logTailLines } = this.#o;
-    const child = new PluginChild({
-      command: childCommand(target, this.#o),
+    const { maxFrameBytes, logTailLines, launch } = this.#o;
+    const options = {
       mark: `${this.#o.owner}.${this.#nextChild++}`,
       maxFrameBytes,
       logTailLines,
       label: target.label ?? target.module,
       displayBase: this.#o.displayBase,
-    });
+    };
+    const child = launch ? launch(target, options) : new PluginChild({ ...options, command: childCommand(target, this.#o) });
     const ready = child.hello();
     ready.then(
       () => this.#failing.delete(key),

@@ -1,0 +1,308 @@
+/**
+ * A cluster's scheduling rules (ClusterRunner behind the engine, as openEngine composes
+ * it), in milliseconds: servers on an in-memory fake of the database's queue and feed,
+ * fake plugin calls settled by hand, a fake clock.
+ */
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
+import type { Model } from "../../gen/plinth/v1/model_pb.ts";
+import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
+import type { Engine } from "../../server/engine/engine.ts";
+import type { FeedChange } from "../../server/store/store.ts";
+import { type FakeCluster, FakeDatabase } from "../helpers/fake-cluster.ts";
+import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
+import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
+
+// The runner waits with node:timers/promises and AbortSignal.timeout, which vitest's fake
+// timers leave alone: both go through the fake clock's setTimeout here.
+vi.mock("node:timers/promises", async (importOriginal) => {
+  const actual = await importOriginal<typeof import("node:timers/promises")>();
+  return {
+    ...actual,
+    setTimeout: <T>(ms: number, value?: T) => new Promise<T | undefined>((resolve) => globalThis.setTimeout(() => resolve(value), ms)),
+  };
+});
+
+vi.setConfig({ testTimeout: 10_000 });
+
+const TYPE = "fake.Model";
+
+interface Server {
+  name: string;
+  engine: Engine;
+  calls: FakePluginCalls;
+  cluster: FakeCluster;
+}
+
+let db: FakeDatabase;
+let servers: Server[];
+
+beforeEach(() => {
+  vi.useFakeTimers();
+  vi.spyOn(AbortSignal, "timeout").mockImplementation((ms) => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError")), ms);
+    return controller.signal;
+  });
+  db = new FakeDatabase();
+  servers = [];
+});
+
+afterEach(async () => {
+  for (const s of servers) {
+    s.calls.stopOnAbort = true;
+    await s.engine.close();
+    db.leave(s.name);
+  }
+  vi.restoreAllMocks();
+  vi.useRealTimers();
+});
+
+/** A server of the cluster, serving `types` with `maxChildren` children. */
+async function join(name: string, options: { types?: string[]; maxChildren?: number } = {}): Promise<Server> {
+  const types = options.types ?? [TYPE];
+  const { cluster, store } = db.join(name, { modelTypes: types });
+  const calls = new FakePluginCalls();
+  const engine = await openFastEngine({
+    store,
+    processes: calls,
+    plugins: pluginRegistry(types),
+    engine: { max_children: options.maxChildren ?? 4 },
+  });
+  const server = { name, engine, calls, cluster };
+  servers.push(server);
+  return server;
+}
+
+const addModel = (s: Server): Promise<Model> => s.engine.addInstance(TYPE, new Uint8Array([1]));
+const requestsOf = (op: string, actionId?: string) =>
+  db.requests.filter(
+    (r) =>
+      r.op === op && (actionId === undefined || ("actionId" in r ? r.actionId === actionId : r.op === "release" && r.actionIds.includes(actionId))),
+  );
+
+describe("ClusterRunner", () => {
+  test("claims only while it has children to spare, counting the calls it is claiming as they are stored, and claims again when a run ends", async () => {
+    const a = await join("a", { maxChildren: 2 });
+    const models = [await addModel(a), await addModel(a), await addModel(a)];
+    // The three calls come while the database is slow: all three are being stored at once.
+    const release = db.hold();
+    const submitted = models.map((m) => track(a.engine.predict(m.id, request())));
+    await settle();
+    release();
+    await settle();
+    const ids = submitted.map((s) => s.value!.id);
+
+    expect(a.calls.actionIds.sort()).toEqual(ids.slice(0, 2).sort());
+    expect(db.ownerOf(ids[2]!)).toBeUndefined();
+    expect((await a.engine.getAction(ids[2]!, ActionView.BASIC)).status).toBe(ActionStatus.QUEUED);
+    // Ticks come and go: nothing more is claimed while both children are busy.
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(a.calls.actionIds).toHaveLength(2);
+
+    a.calls.of(ids[0]!).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds.slice(2)).toEqual([ids[2]]);
+    expect(a.calls.pending).toHaveLength(2);
+  });
+
+  test("the next call on a model is claimed by no server while one runs on it, and they run in arrival order", async () => {
+    // Server a runs the first call; b has children to spare for the next ones.
+    const a = await join("a", { maxChildren: 1 });
+    const b = await join("b");
+    const model = await addModel(a);
+    const other = await addModel(a);
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await a.engine.predict(model.id, request([i]))).id);
+    const free = await a.engine.predict(other.id, request());
+    await settle();
+    const calls = () => [...a.calls.calls, ...b.calls.calls].sort((x, y) => x.arrival - y.arrival);
+    const onModel = () => calls().filter((c) => c.modelId === model.id);
+    expect(onModel().map((c) => c.actionId)).toEqual([ids[0]]);
+    // Another model's call runs meanwhile.
+    expect(calls().map((c) => c.actionId)).toContain(free.id);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(onModel()).toHaveLength(1);
+
+    for (let i = 0; i < 2; i++) {
+      onModel()[i]!.finish({ value: i });
+      await settle();
+      expect(onModel().map((c) => c.actionId)).toEqual(ids.slice(0, i + 2));
+    }
+  });
+
+  test("a queued call past its timeout ends FAILED deadline_exceeded then, without waiting for a child", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const busy = await a.engine.predict(m1.id, request());
+    const late = await a.engine.predict(m2.id, request([], 3000));
+    await settle();
+    expect(db.ownerOf(late.id)).toBeUndefined();
+
+    await vi.advanceTimersByTimeAsync(2999);
+    expect(db.action(late.id)?.status).toBe(ActionStatus.QUEUED);
+    await vi.advanceTimersByTimeAsync(1);
+    await settle();
+    const ended = { status: ActionStatus.FAILED, error: { code: "deadline_exceeded" }, cancel: { by: "timeout", phase: ActionStatus.QUEUED } };
+    expect(db.action(late.id)).toMatchObject(ended);
+    expect(await a.engine.getAction(late.id, ActionView.BASIC)).toMatchObject(ended);
+    expect(db.ownerOf(late.id)).toBeNull();
+
+    a.calls.of(busy.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id]);
+  });
+
+  test("a claim this server holds but does not run at two looks, 5 s apart, goes back to the queue and runs", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const busy = await a.engine.predict(m1.id, request());
+    const next = await a.engine.predict(m2.id, request());
+    await settle();
+    db.loseNextClaimAnswer();
+    a.calls.of(busy.id).finish({ value: 1 });
+    await settle();
+    // The database gave it to this server; the server never heard.
+    expect(db.ownerOf(next.id)).toBe("a");
+    expect(a.calls.actionIds).toEqual([busy.id]);
+
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(requestsOf("release")).toEqual([]);
+    expect(db.ownerOf(next.id)).toBe("a");
+
+    await vi.advanceTimersByTimeAsync(5000);
+    await settle();
+    expect(requestsOf("release", next.id)).toHaveLength(1);
+    expect(a.calls.actionIds).toEqual([busy.id, next.id]);
+  });
+
+  test("cancelling a queued call ends it CANCELLED on this server at once; it never runs", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const busy = await a.engine.predict(m1.id, request());
+    const queued = await a.engine.predict(m2.id, request());
+    await settle();
+
+    const cancelled = track(a.engine.cancelAction(queued.id));
+    await settle();
+    expect(cancelled.done).toBe(true);
+    const ended = { status: ActionStatus.CANCELLED, error: { code: "cancelled" }, cancel: { by: "CancelAction", phase: ActionStatus.QUEUED } };
+    expect(cancelled.value).toMatchObject(ended);
+    expect(db.action(queued.id)).toMatchObject(ended);
+    expect(db.ownerOf(queued.id)).toBeNull();
+
+    a.calls.of(busy.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id]);
+  });
+
+  test("cancelling a call another server runs asks that server, again each second, until the feed shows it ended", async () => {
+    const a = await join("a", { types: [] });
+    const b = await join("b");
+    const model = await addModel(b);
+    const action = await a.engine.predict(model.id, request());
+    await settle();
+    expect(b.calls.actionIds).toEqual([action.id]);
+    const call = b.calls.of(action.id);
+    // The first request is lost on its way.
+    db.dropCancels(1);
+
+    const cancelled = track(a.engine.cancelAction(action.id));
+    await settle();
+    expect(requestsOf("requestCancel", action.id)).toHaveLength(1);
+    expect(call.signal?.aborted).toBe(false);
+    expect(cancelled.done).toBe(false);
+
+    await vi.advanceTimersByTimeAsync(1000);
+    await settle();
+    expect(requestsOf("requestCancel", action.id)).toHaveLength(2);
+    expect(call.signal?.aborted).toBe(true);
+    expect(cancelled.done).toBe(true);
+    const ended = { status: ActionStatus.CANCELLED, cancel: { by: "CancelAction", phase: ActionStatus.EXECUTING } };
+    expect(cancelled.value).toMatchObject(ended);
+    expect(db.action(action.id)).toMatchObject(ended);
+  });
+
+  test("an end the database refused is stored again every second until it takes it, and its claim is not given back meanwhile", async () => {
+    const a = await join("a");
+    const model = await addModel(a);
+    const action = await a.engine.predict(model.id, request());
+    await settle();
+    let attempts = 0;
+    db.refuse(
+      "write",
+      (x) => {
+        const ends = "status" in x && x.id === action.id && x.status >= ActionStatus.SUCCEEDED;
+        if (ends) attempts++;
+        return ends;
+      },
+      11,
+    );
+    a.calls.of(action.id).finish({ value: 1 });
+    await settle();
+    expect(attempts).toBe(1);
+    // The server says what happened; the others see it running until the database takes its end.
+    expect(await a.engine.getAction(action.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.FAILED, error: { code: "store_failed" } });
+    expect(db.action(action.id)?.status).toBe(ActionStatus.EXECUTING);
+
+    await vi.advanceTimersByTimeAsync(999);
+    expect(attempts).toBe(1);
+    for (let second = 1; second <= 10; second++) {
+      await vi.advanceTimersByTimeAsync(second === 1 ? 1 : 1000);
+      expect(attempts).toBe(1 + second);
+    }
+    expect(db.action(action.id)?.status).toBe(ActionStatus.EXECUTING);
+    expect(requestsOf("release")).toEqual([]);
+
+    // The twelfth write, at 11 s, is taken.
+    await vi.advanceTimersByTimeAsync(1000);
+    await settle();
+    expect(db.action(action.id)).toMatchObject({ status: ActionStatus.FAILED, error: { code: "store_failed" } });
+    expect(db.ownerOf(action.id)).toBeNull();
+    expect(requestsOf("release")).toEqual([]);
+  });
+
+  test("a watcher sees the feed's changes, this server's and the others', with the database's revisions in rising order", async () => {
+    const a = await join("a");
+    const b = await join("b");
+    const controller = new AbortController();
+    const seen: WatchStateResponse[] = [];
+    const watching = (async () => {
+      for await (const message of a.engine.watchState({ from: 0n, filter: { modelIds: [], actionIds: [], kinds: [] } }, controller.signal))
+        seen.push(message);
+    })();
+    await settle();
+    expect(seen[0]?.event.case).toBe("snapshot");
+    const start = db.revision;
+
+    // Server a hears nothing while b makes a model and runs a call on it (several changes of one action).
+    const hear = db.deafen("a");
+    const theirs = await addModel(b);
+    const action = await b.engine.predict(theirs.id, request());
+    await settle();
+    b.calls.of(action.id).finish({ value: 1 });
+    await b.engine.waitAction(action.id, ActionView.BASIC);
+    await settle();
+    hear();
+    await settle();
+    const ours = await addModel(a);
+    await settle();
+    controller.abort();
+    await watching;
+
+    const changes = seen.slice(1);
+    const revisions = changes.map((m) => m.revision);
+    expect(revisions).toEqual([...revisions].sort((x, y) => (x < y ? -1 : 1)));
+    expect(new Set(revisions).size).toBe(revisions.length);
+    // Each is the database's change under that revision.
+    const committed = new Map(db.history.filter((c) => c.revision > start).map((c) => [c.revision, c]));
+    const idOf = (c: FeedChange | undefined) => (c?.kind === "action" ? c.action.id : c?.kind === "model" ? c.model.id : c?.modelId);
+    for (const message of changes) {
+      const value = message.event.value as Model | Action;
+      expect({ revision: message.revision, id: value.id }).toEqual({ revision: message.revision, id: idOf(committed.get(message.revision)) });
+    }
+    const ids = changes.map((m) => (m.event.value as Model | Action).id);
+    expect(ids).toEqual([theirs.id, action.id, ours.id]);
+    expect(changes[1]?.event.value).toMatchObject({ id: action.id, status: ActionStatus.SUCCEEDED });
+  });
+});

@@ -1,0 +1,215 @@
+/**
+ * One server's scheduling rules (LocalRunner behind the engine, as openEngine composes
+ * it), in milliseconds: the memory store, fake plugin calls settled by hand, a fake clock.
+ */
+import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
+import type { Model } from "../../gen/plinth/v1/model_pb.ts";
+import type { Engine } from "../../server/engine/engine.ts";
+import type { StateEvent } from "../../server/engine/state-publisher.ts";
+import { ChildFailure } from "../../server/process/child.ts";
+import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
+import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
+import { TestStore } from "../helpers/test-store.ts";
+
+vi.setConfig({ testTimeout: 10_000 });
+
+const TYPE = "fake.Model";
+const none = request();
+
+let store: TestStore;
+let calls: FakePluginCalls;
+let engine: Engine;
+
+beforeEach(async () => {
+  vi.useFakeTimers();
+  store = new TestStore();
+  calls = new FakePluginCalls();
+  engine = await openFastEngine({ store, processes: calls, plugins: pluginRegistry([TYPE]) });
+});
+
+afterEach(async () => {
+  calls.stopOnAbort = true;
+  await engine.close();
+  vi.useRealTimers();
+});
+
+const addModel = (): Promise<Model> => engine.addInstance(TYPE, new Uint8Array([1]));
+const view = (id: string) => engine.getAction(id, ActionView.BASIC);
+
+describe("LocalRunner", () => {
+  test("calls on one model run one at a time in arrival order; calls on different models run at once", async () => {
+    const [m1, m2] = [await addModel(), await addModel()];
+    const fit = await engine.fit(m1.id, none);
+    const first = await engine.predict(m1.id, request([1]));
+    const second = await engine.predict(m1.id, request([2]));
+    const other = await engine.predict(m2.id, none);
+    await settle();
+    expect(calls.actionIds.sort()).toEqual([fit.id, other.id].sort());
+    expect((await view(first.id)).status).toBe(ActionStatus.QUEUED);
+
+    calls.of(fit.id).finish({ instance: new Uint8Array([2]) });
+    await settle();
+    expect(calls.actionIds.slice(2)).toEqual([first.id]);
+    // The next call on the model sees what the fit before it made.
+    expect(calls.of(first.id).call.instance).toEqual(new Uint8Array([2]));
+
+    calls.of(first.id).finish({ value: 1 });
+    await settle();
+    expect(calls.actionIds.slice(2)).toEqual([first.id, second.id]);
+    calls.of(second.id).finish({ value: 2 });
+    calls.of(other.id).finish({ value: 3 });
+    expect((await engine.waitAction(second.id, ActionView.BASIC)).status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  test("a call cancelled while it waits for its model ends CANCELLED at once, in phase QUEUED, and never reaches the plugin", async () => {
+    const model = await addModel();
+    const running = await engine.predict(model.id, none);
+    const queued = await engine.predict(model.id, none);
+    await settle();
+
+    const cancelled = track(engine.cancelAction(queued.id));
+    await settle();
+    expect(cancelled.done).toBe(true);
+    expect(cancelled.value).toMatchObject({
+      status: ActionStatus.CANCELLED,
+      error: { code: "cancelled" },
+      cancel: { by: "CancelAction", phase: ActionStatus.QUEUED },
+    });
+    expect((await store.getAction(queued.id))?.action.status).toBe(ActionStatus.CANCELLED);
+
+    calls.of(running.id).finish({ value: 1 });
+    await settle();
+    expect(calls.actionIds).toEqual([running.id]);
+  });
+
+  test("cancelling a running call aborts its plugin call's signal; the action ends CANCELLED once the call has stopped", async () => {
+    const model = await addModel();
+    const action = await engine.predict(model.id, none);
+    await settle();
+    const call = calls.of(action.id);
+    calls.stopOnAbort = false; // the child takes its time to stop
+
+    const cancelled = track(engine.cancelAction(action.id));
+    await settle();
+    expect(call.signal?.aborted).toBe(true);
+    expect(cancelled.done).toBe(false);
+    expect((await view(action.id)).status).toBe(ActionStatus.EXECUTING);
+
+    call.fail(new ChildFailure("cancelled", "the action was cancelled"));
+    await settle();
+    expect(cancelled.value).toMatchObject({
+      status: ActionStatus.CANCELLED,
+      error: { code: "cancelled" },
+      cancel: { by: "CancelAction", phase: ActionStatus.EXECUTING },
+    });
+  });
+
+  test("a timeout counts from the action's creation: one still waiting for its model when it passes ends FAILED deadline_exceeded", async () => {
+    const model = await addModel();
+    const running = await engine.predict(model.id, none);
+    await settle();
+    // The new action's first write takes 3 s of its 5.
+    const release = store.hold("putAction");
+    const late = track(engine.predict(model.id, request([], 5000)));
+    await vi.advanceTimersByTimeAsync(3000);
+    release();
+    await settle();
+    const id = late.value!.id;
+
+    await vi.advanceTimersByTimeAsync(1999);
+    expect((await view(id)).status).toBe(ActionStatus.QUEUED);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(await view(id)).toMatchObject({
+      status: ActionStatus.FAILED,
+      error: { code: "deadline_exceeded" },
+      cancel: { by: "timeout", phase: ActionStatus.QUEUED },
+    });
+    calls.of(running.id).finish({ value: 1 });
+    await settle();
+    expect(calls.actionIds).toEqual([running.id]);
+  });
+
+  test("a running call past its timeout is stopped and ends FAILED deadline_exceeded", async () => {
+    const model = await addModel();
+    const action = await engine.predict(model.id, request([], 2000));
+    await settle();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(calls.of(action.id).signal?.aborted).toBe(true);
+    expect(await view(action.id)).toMatchObject({
+      status: ActionStatus.FAILED,
+      error: { code: "deadline_exceeded" },
+      cancel: { by: "timeout", phase: ActionStatus.EXECUTING },
+    });
+  });
+
+  test("a store that refuses a new action fails the call that submits it, and the action ends FAILED without running", async () => {
+    const model = await addModel();
+    const events: StateEvent[] = [];
+    engine.subscribe((event) => events.push(event));
+    store.refuse("putAction", (action) => "status" in action && action.status === ActionStatus.QUEUED);
+
+    await expect(engine.predict(model.id, none)).rejects.toMatchObject({ kind: "unavailable", message: "the store is unreachable" });
+    const seen = events.flatMap((e) => (e.kind === "action_upserted" ? [e.action] : []));
+    const id = seen[0]!.id;
+    expect(seen.at(-1)).toMatchObject({ id, status: ActionStatus.FAILED, error: { code: "store_failed" } });
+    expect((await view(id)).status).toBe(ActionStatus.FAILED);
+    expect(engine.stats.waiting).toBe(0);
+    await settle();
+    expect(calls.calls).toEqual([]);
+  });
+
+  test("a fit's new revision and its SUCCEEDED end are stored in one write", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, none);
+    await settle();
+    calls.of(fit.id).finish({ instance: new Uint8Array([7]) });
+    const ended = await engine.waitAction(fit.id, ActionView.BASIC);
+    expect(ended).toMatchObject({ status: ActionStatus.SUCCEEDED, result: { model: { id: model.id, revision: 2n } } });
+
+    const revision = store.log.find((w) => w.write === "putModel" && w.model.revision === 2n);
+    expect(revision).toMatchObject({ ended: { id: fit.id, status: ActionStatus.SUCCEEDED } });
+    expect(store.statusesOf(fit.id)).toEqual([ActionStatus.QUEUED, ActionStatus.EXECUTING, ActionStatus.STORING, ActionStatus.SUCCEEDED]);
+    expect((await store.getModel(model.id))?.actionId).toBe(fit.id);
+  });
+
+  test("a fit whose new revision the store refuses ends FAILED store_failed, and the model stays as it was", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, none);
+    await settle();
+    store.refuse("putModel");
+    calls.of(fit.id).finish({ instance: new Uint8Array([7]) });
+    expect(await engine.waitAction(fit.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.FAILED, error: { code: "store_failed" } });
+    expect(store.statusesOf(fit.id)).not.toContain(ActionStatus.SUCCEEDED);
+    expect((await engine.getModel(model.id, true)).revision).toBe(1n);
+    expect((await store.getModel(model.id))?.revision).toBe(1n);
+  });
+
+  test("close cancels what runs and what waits, and resolves once they have ended", async () => {
+    const model = await addModel();
+    const running = await engine.predict(model.id, none);
+    const queued = await engine.predict(model.id, none);
+    await settle();
+    calls.stopOnAbort = false;
+
+    const closing = track(engine.close());
+    await settle();
+    expect(calls.of(running.id).signal?.aborted).toBe(true);
+    expect(closing.done).toBe(false);
+    await expect(engine.predict(model.id, none)).rejects.toMatchObject({ kind: "shutting_down" });
+
+    calls.of(running.id).fail(new ChildFailure("cancelled", "the action was cancelled"));
+    await settle();
+    expect(closing.done).toBe(true);
+    expect((await store.getAction(running.id))?.action).toMatchObject({
+      status: ActionStatus.CANCELLED,
+      error: { code: "shutting_down" },
+      cancel: { by: "shutdown", phase: ActionStatus.EXECUTING },
+    });
+    expect((await store.getAction(queued.id))?.action).toMatchObject({
+      status: ActionStatus.CANCELLED,
+      cancel: { by: "shutdown", phase: ActionStatus.QUEUED },
+    });
+    expect(calls.actionIds).toEqual([running.id]);
+  });
+});

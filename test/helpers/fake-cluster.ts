@@ -1,0 +1,615 @@
+/**
+ * PostgreSQL's part in a cluster, in memory, for the fast tests: one FakeDatabase that
+ * several servers join, each with its Cluster and its Store over the same data. It keeps
+ * the rules the database keeps (server/store/postgres-cluster.ts, postgres.ts and the
+ * plinth_write_actions / plinth_claim functions):
+ *
+ * - one revision sequence: every write takes the next revisions, and the feed
+ *   (changes) gives each row's latest change after a revision, in revision order;
+ * - the queue: a new action's request waits in arrival order (seq), claimed by a server
+ *   at once when it asks and nothing else is queued or claimed on its model; claim takes
+ *   the oldest a server can run, and on a model only its oldest call, once no other
+ *   call on it is claimed; an ended action leaves the queue;
+ * - an ended action never changes again; a model's next revision is the one after the
+ *   latest, else failed_precondition;
+ * - notices: "changes" (with the batch's server and revisions) after each write, "work"
+ *   while the queue holds unclaimed calls, "cancel" to every server; and each server's
+ *   tick (every second, the fake clock's) repeats "changes" and "work".
+ *
+ * A test can refuse writes, hold them, lose a claim's answer, drop cancel requests and
+ * break a server's listening connection.
+ */
+import { EventEmitter } from "node:events";
+import type { Action } from "../../gen/plinth/v1/action_pb.ts";
+import { ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { PlinthError } from "../../server/errors.ts";
+import { MemoryStore } from "../../server/store/memory.ts";
+import { interruptedAction } from "../../server/store/interrupted.ts";
+import type {
+  ClaimedAction,
+  Cluster,
+  ClusterEvents,
+  EndedWith,
+  FeedChange,
+  ListActionsQuery,
+  ListModelsQuery,
+  ModelMeta,
+  ModelRecord,
+  ServerInfo,
+  Store,
+  StoredAction,
+  StoredPayloads,
+  TrackedChild,
+} from "../../server/store/store.ts";
+
+const ENDED = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
+const isEnded = (action: Action) => ENDED.has(action.status);
+
+interface QueueEntry {
+  readonly actionId: string;
+  readonly seq: number;
+  readonly request: Uint8Array;
+  readonly modelId: string;
+  readonly modelType: string;
+  readonly dataAccess: readonly string[];
+  /** The server that claimed it; undefined while it waits. */
+  owner: string | undefined;
+}
+
+interface ActionWrite {
+  action: Action;
+  payloads?: StoredPayloads | undefined;
+  claim: boolean;
+}
+
+/** What a server asked of the database, for tests to see. */
+export type Request =
+  | { server: string; op: "requestCancel"; actionId: string; by: string }
+  | { server: string; op: "release"; actionIds: string[]; why: string }
+  | { server: string; op: "claim"; n: number; claimed: string[] }
+  | { server: string; op: "takeQueued"; actionId: string; taken: boolean };
+
+type Refusable = "write" | "putModel";
+
+interface Refusal {
+  op: Refusable;
+  when: (subject: Action | ModelRecord) => boolean;
+  times: number;
+  error: Error;
+}
+
+const TICK_MS = 1000;
+
+export class FakeDatabase {
+  /** Models, actions and payloads, as the database's tables hold them. */
+  readonly #data = new MemoryStore({ keepRevisions: 5, maxActions: 100_000, maxActionAgeMs: 30 * 24 * 3600_000 });
+  /** The actions as stored, to read at once (a write checks whether one has ended). */
+  readonly #actions = new Map<string, Action>();
+  #revision = 1000n;
+  #seq = 0;
+  /** Each row's latest change: actions, models and model tombstones (what `changes` reads). */
+  readonly #rows = new Map<string, FeedChange>();
+  readonly queue = new Map<string, QueueEntry>();
+  /** Every change committed, in revision order (the rows keep only each one's latest). */
+  readonly history: FeedChange[] = [];
+  readonly #servers = new Map<string, FakeCluster>();
+  readonly requests: Request[] = [];
+  readonly #refusals: Refusal[] = [];
+  #held: Promise<void> | undefined;
+  /** One operation at a time, as the database's write lock: nothing interleaves with a commit. */
+  #lock: Promise<unknown> = Promise.resolve();
+  #lostClaimAnswers = 0;
+  #droppedCancels = 0;
+  /** Servers whose notifications are lost (their listening connection is down). */
+  readonly #deaf = new Set<string>();
+
+  get revision(): bigint {
+    return this.#revision;
+  }
+
+  /** A new server: its Cluster, and its Store over this database. */
+  join(name: string, info: Partial<Pick<ServerInfo, "modelTypes" | "dataAccess">> = {}): { cluster: FakeCluster; store: Store } {
+    const cluster = new FakeCluster(this, name, info);
+    this.#servers.set(name, cluster);
+    return { cluster, store: new FakeClusterStore(this, cluster) };
+  }
+
+  leave(name: string): void {
+    this.#servers.get(name)?.stop();
+    this.#servers.delete(name);
+  }
+
+  get servers(): FakeCluster[] {
+    return [...this.#servers.values()];
+  }
+
+  // ---- a test's hand on the database ----
+
+  /** The next `times` writes of this kind that `when` matches fail with `error` (the database unreachable by default). */
+  refuse(
+    op: Refusable,
+    when: (subject: Action | ModelRecord) => boolean = () => true,
+    times = 1,
+    error: Error = new PlinthError("unavailable", "the database is unreachable"),
+  ): void {
+    this.#refusals.push({ op, when, times, error });
+  }
+
+  /** Writes wait until the returned function is called. */
+  hold(): () => void {
+    let release!: () => void;
+    this.#held = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.#held = undefined;
+      release();
+    };
+  }
+
+  /** The next claim takes its calls, but its answer is lost with the connection (the server gets an error). */
+  loseNextClaimAnswer(): void {
+    this.#lostClaimAnswers++;
+  }
+
+  /** The next `n` cancel requests reach no server. */
+  dropCancels(n = 1): void {
+    this.#droppedCancels += n;
+  }
+
+  /**
+   * The server's listening connection breaks: it hears no notice until the returned
+   * function reconnects it, and then reads what changed meanwhile (as PostgresCluster does).
+   */
+  deafen(server: string): () => void {
+    this.#deaf.add(server);
+    return () => {
+      this.#deaf.delete(server);
+      const cluster = this.#servers.get(server);
+      cluster?.events.emit("changes");
+      cluster?.events.emit("work");
+    };
+  }
+
+  /** The action as the database holds it. */
+  action(id: string): Action | undefined {
+    return this.#actions.get(id);
+  }
+
+  /** The server holding the action's queue entry; undefined when it waits, null when it is not in the queue. */
+  ownerOf(actionId: string): string | undefined | null {
+    const entry = this.queue.get(actionId);
+    return entry ? entry.owner : null;
+  }
+
+  /** Another server's write: an action as it changed there. */
+  async writeAs(server: string, action: Action): Promise<void> {
+    await this.write(server, [{ action, claim: false }]);
+  }
+
+  // ---- what the servers call ----
+
+  data(): MemoryStore {
+    return this.#data;
+  }
+
+  write(server: string, writes: ActionWrite[]): Promise<Map<string, bigint>> {
+    return this.#exclusive(() => this.#write(server, writes));
+  }
+
+  async #write(server: string, writes: ActionWrite[]): Promise<Map<string, bigint>> {
+    await this.#held;
+    for (const w of writes) this.#check("write", w.action);
+    for (const { action } of writes) if (isEnded(action)) this.queue.delete(action.id);
+    const claimedModels = new Set<string>();
+    const fresh: string[] = [];
+    for (const { action, payloads, claim } of writes) {
+      if (!payloads?.request || isEnded(action) || this.queue.has(action.id)) continue;
+      const { modelId } = action;
+      const free = modelId === "" || (![...this.queue.values()].some((e) => e.modelId === modelId) && !claimedModels.has(modelId));
+      const owner = claim && free ? server : undefined;
+      if (owner && modelId) claimedModels.add(modelId);
+      this.queue.set(action.id, {
+        actionId: action.id,
+        seq: ++this.#seq,
+        request: payloads.request,
+        modelId,
+        modelType: action.modelType,
+        dataAccess: [...new Set(action.dataAccess.map((d) => d.name))],
+        owner,
+      });
+      fresh.push(action.id);
+    }
+    const claimed = new Map<string, bigint>();
+    for (const id of fresh) {
+      const entry = this.queue.get(id)!;
+      if (entry.owner === server) claimed.set(id, await this.#modelRevision(entry.modelId));
+    }
+    const first = this.#revision + 1n;
+    this.#revision += BigInt(writes.length);
+    const changes: FeedChange[] = [];
+    writes.forEach(({ action, payloads }, i) => {
+      const held = this.#actions.get(action.id);
+      // An ended action never changes again.
+      if (held && isEnded(held)) return;
+      changes.push(this.#putAction(action, payloads, first + BigInt(i)));
+    });
+    this.#committed(server, first, this.#revision, changes);
+    return claimed;
+  }
+
+  putModel(server: string, model: ModelRecord, ended?: EndedWith, quietUpTo?: bigint): Promise<ModelMeta | undefined> {
+    return this.#exclusive(() => this.#putModel(server, model, ended, quietUpTo));
+  }
+
+  async #putModel(server: string, model: ModelRecord, ended?: EndedWith, quietUpTo?: bigint): Promise<ModelMeta | undefined> {
+    await this.#held;
+    this.#check("putModel", model);
+    if (quietUpTo !== undefined && [...this.queue.values()].some((e) => e.modelId === model.id && (e.owner || e.seq <= quietUpTo))) return undefined;
+    const current = await this.#data.getModel(model.id);
+    if (current && current.revision !== model.revision - 1n) {
+      throw new PlinthError(
+        "failed_precondition",
+        `model ${model.id} changed meanwhile: another call stored a revision after ${model.revision - 1n} first; retry on its latest revision`,
+      );
+    }
+    let end: StoredAction | undefined;
+    const meta = await this.#data.putModel(
+      model,
+      ended &&
+        ((stored) => {
+          end = ended(stored);
+          const held = this.#actions.get(end.action.id);
+          if (held && isEnded(held)) {
+            throw new PlinthError(
+              "failed_precondition",
+              `action ${end.action.id} had ended already (another server ended it): its revision is not stored`,
+            );
+          }
+          return end;
+        }),
+    );
+    const first = this.#revision + 1n;
+    const changes: FeedChange[] = [{ revision: ++this.#revision, kind: "model", model: meta }];
+    this.#rows.delete(`d:${model.id}`);
+    this.#rows.set(`m:${model.id}`, changes[0]!);
+    if (end) {
+      this.queue.delete(end.action.id);
+      changes.push(this.#putAction(end.action, undefined, ++this.#revision, false));
+    }
+    this.#committed(server, first, this.#revision, changes);
+    return meta;
+  }
+
+  deleteModel(id: string): Promise<boolean> {
+    return this.#exclusive(() => this.#deleteModel(id));
+  }
+
+  async #deleteModel(id: string): Promise<boolean> {
+    await this.#held;
+    const busy = [...this.queue.values()].filter((e) => e.modelId === id).length;
+    if (busy > 0) {
+      throw new PlinthError(
+        "failed_precondition",
+        `model ${id} has ${busy} queued or running action(s); cancel them (CancelAction) or wait for them, then delete`,
+      );
+    }
+    if (!(await this.#data.deleteModel(id))) return false;
+    this.#rows.delete(`m:${id}`);
+    const change: FeedChange = { revision: ++this.#revision, kind: "model_deleted", modelId: id };
+    this.#rows.set(`d:${id}`, change);
+    this.history.push(change);
+    this.#notify("changes");
+    return true;
+  }
+
+  settleEnd(server: string, action: Action): Promise<Action> {
+    return this.#exclusive(async () => {
+      const held = this.#actions.get(action.id);
+      if (held && isEnded(held)) return held;
+      await this.#write(server, [{ action, claim: false }]);
+      return action;
+    });
+  }
+
+  snapshot(): { revision: bigint; actions: Action[] } {
+    return { revision: this.#revision, actions: [...this.#actions.values()].filter((a) => !isEnded(a)) };
+  }
+
+  changes(after: bigint, limit: number): FeedChange[] {
+    return [...this.#rows.values()]
+      .filter((c) => c.revision > after)
+      .sort((a, b) => (a.revision < b.revision ? -1 : 1))
+      .slice(0, limit);
+  }
+
+  claim(server: string, n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+    return this.#exclusive(() => this.#claim(server, n, modelTypes, dataAccess));
+  }
+
+  async #claim(server: string, n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+    const entries = [...this.queue.values()].sort((a, b) => a.seq - b.seq);
+    const picked = entries
+      .filter(
+        (c) =>
+          c.owner === undefined &&
+          modelTypes.includes(c.modelType) &&
+          c.dataAccess.every((name) => dataAccess.includes(name)) &&
+          (c.modelId === "" || !entries.some((e) => e.modelId === c.modelId && (e.seq < c.seq || e.owner !== undefined))),
+      )
+      .slice(0, n);
+    const claimed: ClaimedAction[] = [];
+    for (const entry of picked) {
+      entry.owner = server;
+      claimed.push({ action: this.#actions.get(entry.actionId)!, request: entry.request, modelRevision: await this.#modelRevision(entry.modelId) });
+    }
+    this.requests.push({ server, op: "claim", n, claimed: picked.map((e) => e.actionId) });
+    if (this.#lostClaimAnswers > 0 && claimed.length > 0) {
+      this.#lostClaimAnswers--;
+      throw new PlinthError("unavailable", "the database became unreachable before the claim's answer came");
+    }
+    return claimed;
+  }
+
+  takeQueued(server: string, actionId: string): Promise<Action | undefined> {
+    return this.#exclusive(async () => this.#takeQueued(server, actionId));
+  }
+
+  #takeQueued(server: string, actionId: string): Action | undefined {
+    const entry = this.queue.get(actionId);
+    const taken = entry !== undefined && entry.owner === undefined;
+    this.requests.push({ server, op: "takeQueued", actionId, taken });
+    if (!taken) return undefined;
+    entry.owner = server;
+    return this.#actions.get(actionId);
+  }
+
+  queueEnd(modelId: string): bigint {
+    let end = 0;
+    for (const e of this.queue.values()) if (e.modelId === modelId && e.seq > end) end = e.seq;
+    return BigInt(end);
+  }
+
+  owned(server: string): string[] {
+    return [...this.queue.values()].filter((e) => e.owner === server).map((e) => e.actionId);
+  }
+
+  release(server: string, actionIds: string[], why: string): Promise<void> {
+    return this.#exclusive(() => this.#release(server, actionIds, why));
+  }
+
+  async #release(server: string, actionIds: string[], why: string): Promise<void> {
+    this.requests.push({ server, op: "release", actionIds, why });
+    const ended: Action[] = [];
+    for (const id of actionIds) {
+      const entry = this.queue.get(id);
+      if (entry?.owner !== server) continue;
+      const action = this.#actions.get(id)!;
+      if (action.status === ActionStatus.QUEUED && !action.startTime) entry.owner = undefined;
+      else ended.push(interruptedAction(action, why));
+    }
+    if (ended.length > 0)
+      await this.#write(
+        server,
+        ended.map((action) => ({ action, claim: false })),
+      );
+    else {
+      this.#notify("changes");
+      this.#notify("work");
+    }
+  }
+
+  requestCancel(server: string, actionId: string, by: string): void {
+    this.requests.push({ server, op: "requestCancel", actionId, by });
+    if (this.#droppedCancels > 0) {
+      this.#droppedCancels--;
+      return;
+    }
+    this.#notify("cancel", actionId, by);
+  }
+
+  // ---- inside ----
+
+  #exclusive<T>(operation: () => Promise<T>): Promise<T> {
+    const result = this.#lock.then(operation);
+    this.#lock = result.catch(() => {});
+    return result;
+  }
+
+  #putAction(action: Action, payloads: StoredPayloads | undefined, revision: bigint, write = true): FeedChange {
+    const { request: _, ...kept } = payloads ?? {};
+    this.#actions.set(action.id, action);
+    if (write) void this.#data.putAction(action, payloads ? kept : undefined);
+    const change: FeedChange = { revision, kind: "action", action };
+    this.#rows.set(`a:${action.id}`, change);
+    return change;
+  }
+
+  async #modelRevision(modelId: string): Promise<bigint> {
+    return modelId ? ((await this.#data.getModel(modelId))?.revision ?? 0n) : 0n;
+  }
+
+  #committed(server: string, first: bigint, last: bigint, changes: FeedChange[]): void {
+    this.history.push(...changes);
+    this.#servers.get(server)?.keepOwn(first, changes);
+    this.#notify("changes", { server, first, last });
+    if ([...this.queue.values()].some((e) => e.owner === undefined)) this.#notify("work");
+  }
+
+  /** Every server hears it, after the commit, in commit order (as PostgreSQL's NOTIFY). */
+  #notify<K extends keyof ClusterEvents>(event: K, ...args: ClusterEvents[K]): void {
+    const servers = this.servers.filter((s) => !this.#deaf.has(s.server));
+    queueMicrotask(() => {
+      for (const server of servers) (server.events.emit as (e: K, ...a: ClusterEvents[K]) => boolean)(event, ...args);
+    });
+  }
+
+  #check(op: Refusable, subject: Action | ModelRecord): void {
+    const refusal = this.#refusals.find((r) => r.op === op && r.times > 0 && r.when(subject));
+    if (!refusal) return;
+    refusal.times--;
+    throw refusal.error;
+  }
+}
+
+/** One server's view of the FakeDatabase as the Cluster interface gives it. */
+export class FakeCluster implements Cluster {
+  readonly server: string;
+  readonly events = new EventEmitter<ClusterEvents>();
+  readonly #db: FakeDatabase;
+  readonly #own = new Map<bigint, FeedChange[]>();
+  #info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] };
+  readonly #since = new Date();
+  readonly #tick: ReturnType<typeof setInterval>;
+
+  constructor(db: FakeDatabase, server: string, info: Partial<Pick<ServerInfo, "modelTypes" | "dataAccess">>) {
+    this.#db = db;
+    this.server = server;
+    this.#info = { address: "", modelTypes: info.modelTypes ?? [], dataAccess: info.dataAccess ?? [], plugins: [] };
+    this.events.setMaxListeners(0);
+    this.#tick = setInterval(() => {
+      this.events.emit("changes");
+      this.events.emit("work");
+    }, TICK_MS);
+    this.#tick.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#tick);
+  }
+
+  keepOwn(first: bigint, changes: FeedChange[]): void {
+    this.#own.set(first, changes);
+  }
+
+  async snapshot(): Promise<{ revision: bigint; models: ModelMeta[]; actions: Action[] }> {
+    const { revision, actions } = this.#db.snapshot();
+    return { revision, models: await this.#db.data().allModels(), actions };
+  }
+
+  async changes(after: bigint, limit: number): Promise<FeedChange[]> {
+    return this.#db.changes(after, limit);
+  }
+
+  async enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined> {
+    return (await this.#db.write(this.server, [{ action, payloads, claim }])).get(action.id);
+  }
+
+  claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+    return this.#db.claim(this.server, n, modelTypes, dataAccess);
+  }
+
+  async ownChanges(first: bigint, _waitMs: number): Promise<FeedChange[] | undefined> {
+    const changes = this.#own.get(first);
+    this.#own.delete(first);
+    return changes;
+  }
+
+  forgetOwn(upTo: bigint): void {
+    for (const first of this.#own.keys()) if (first <= upTo) this.#own.delete(first);
+  }
+
+  takeQueued(actionId: string): Promise<Action | undefined> {
+    return this.#db.takeQueued(this.server, actionId);
+  }
+
+  async queueEnd(modelId: string): Promise<bigint> {
+    return this.#db.queueEnd(modelId);
+  }
+
+  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined> {
+    return this.#db.putModel(this.server, model, undefined, queuedUpTo);
+  }
+
+  async owned(): Promise<string[]> {
+    return this.#db.owned(this.server);
+  }
+
+  release(actionIds: string[], why: string): Promise<void> {
+    return this.#db.release(this.server, actionIds, why);
+  }
+
+  async requestCancel(actionId: string, by: string): Promise<void> {
+    this.#db.requestCancel(this.server, actionId, by);
+  }
+
+  async announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void> {
+    this.#info = info;
+  }
+
+  get info(): { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] } {
+    return this.#info;
+  }
+
+  async servers(): Promise<ServerInfo[]> {
+    return this.#db.servers.map((s) => ({ name: s.server, host: "fake", pid: 0, since: s.#since, ...s.info, self: s === this }));
+  }
+}
+
+/** One server's Store: reads from the database's tables, writes through its rules. */
+class FakeClusterStore implements Store {
+  readonly id = "fakedb";
+  readonly owner: string;
+  readonly cluster: FakeCluster;
+  readonly #db: FakeDatabase;
+
+  constructor(db: FakeDatabase, cluster: FakeCluster) {
+    this.#db = db;
+    this.cluster = cluster;
+    this.owner = `fakedb.${cluster.server}`;
+  }
+
+  getModel(id: string, revision?: bigint): Promise<ModelRecord | undefined> {
+    return this.#db.data().getModel(id, revision);
+  }
+
+  async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
+    return (await this.#db.putModel(this.cluster.server, model, ended))!;
+  }
+
+  deleteModel(id: string): Promise<boolean> {
+    return this.#db.deleteModel(id);
+  }
+
+  allModels(): Promise<ModelMeta[]> {
+    return this.#db.data().allModels();
+  }
+
+  listModels(query: ListModelsQuery): Promise<ModelMeta[]> {
+    return this.#db.data().listModels(query);
+  }
+
+  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+    await this.#db.write(this.cluster.server, [{ action, payloads, claim: false }]);
+  }
+
+  getAction(id: string, withPayloads?: boolean): Promise<StoredAction | undefined> {
+    return this.#db.data().getAction(id, withPayloads);
+  }
+
+  settleEnd(action: Action): Promise<Action> {
+    return this.#db.settleEnd(this.cluster.server, action);
+  }
+
+  listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]> {
+    return this.#db.data().listActions(query, withPayloads);
+  }
+
+  async unfinishedActions(): Promise<Action[]> {
+    return this.#db.snapshot().actions;
+  }
+
+  async revisionMadeBy(_action: Action): Promise<ModelMeta | undefined> {
+    return undefined;
+  }
+
+  pruneActions(now: Date): Promise<number> {
+    return this.#db.data().pruneActions(now);
+  }
+
+  async trackChild(_child: TrackedChild): Promise<void> {}
+  async untrackChild(_pid: number): Promise<void> {}
+  async trackedChildren(): Promise<TrackedChild[]> {
+    return [];
+  }
+  async clearTrackedChildren(): Promise<void> {}
+  async close(): Promise<void> {}
+}
