@@ -8,7 +8,7 @@ import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/actio
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { Engine } from "../../server/engine/engine.ts";
-import type { FeedChange } from "../../server/store/store.ts";
+import type { FeedChange } from "../../server/cluster/types.ts";
 import { type FakeCluster, FakeDatabase } from "../helpers/fake-cluster.ts";
 import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
@@ -65,6 +65,7 @@ async function join(name: string, options: { types?: string[]; maxChildren?: num
   const calls = new FakePluginCalls();
   const engine = await openFastEngine({
     store,
+    cluster,
     processes: calls,
     plugins: pluginRegistry(types),
     engine: { max_children: options.maxChildren ?? 4 },

@@ -1,7 +1,7 @@
 /**
  * PostgreSQL's part in a cluster, in memory, for the fast tests: one FakeDatabase that
  * several servers join, each with its Cluster and its Store over the same data. It keeps
- * the rules the database keeps (server/store/postgres-cluster.ts, postgres.ts and the
+ * the rules the database keeps (server/cluster/postgres-cluster.ts, server/store/postgres.ts and the
  * plinth_write_actions / plinth_claim functions):
  *
  * - one revision sequence: every write takes the next revisions, and the feed
@@ -25,17 +25,13 @@ import { ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../../server/errors.ts";
 import { MemoryStore } from "../../server/store/memory.ts";
 import { interruptedAction } from "../../server/store/interrupted.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ServerInfo } from "../../server/cluster/types.ts";
 import type {
-  ClaimedAction,
-  Cluster,
-  ClusterEvents,
   EndedWith,
-  FeedChange,
   ListActionsQuery,
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
-  ServerInfo,
   Store,
   StoredAction,
   StoredPayloads,
@@ -454,6 +450,8 @@ export class FakeDatabase {
 export class FakeCluster implements Cluster {
   readonly server: string;
   readonly events = new EventEmitter<ClusterEvents>();
+  /** A fake server keeps its lease: losing one is the real cluster's test (postgres-cluster). */
+  readonly leaseLost = new Promise<string>(() => {});
   readonly #db: FakeDatabase;
   readonly #own = new Map<bigint, FeedChange[]>();
   #info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] };
@@ -548,12 +546,12 @@ export class FakeCluster implements Cluster {
 class FakeClusterStore implements Store {
   readonly id = "fakedb";
   readonly owner: string;
-  readonly cluster: FakeCluster;
+  readonly #cluster: FakeCluster;
   readonly #db: FakeDatabase;
 
   constructor(db: FakeDatabase, cluster: FakeCluster) {
     this.#db = db;
-    this.cluster = cluster;
+    this.#cluster = cluster;
     this.owner = `fakedb.${cluster.server}`;
   }
 
@@ -562,7 +560,7 @@ class FakeClusterStore implements Store {
   }
 
   async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
-    return (await this.#db.putModel(this.cluster.server, model, ended))!;
+    return (await this.#db.putModel(this.#cluster.server, model, ended))!;
   }
 
   deleteModel(id: string): Promise<boolean> {
@@ -578,7 +576,7 @@ class FakeClusterStore implements Store {
   }
 
   async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
-    await this.#db.write(this.cluster.server, [{ action, payloads, claim: false }]);
+    await this.#db.write(this.#cluster.server, [{ action, payloads, claim: false }]);
   }
 
   getAction(id: string, withPayloads?: boolean): Promise<StoredAction | undefined> {
@@ -586,7 +584,7 @@ class FakeClusterStore implements Store {
   }
 
   settleEnd(action: Action): Promise<Action> {
-    return this.#db.settleEnd(this.cluster.server, action);
+    return this.#db.settleEnd(this.#cluster.server, action);
   }
 
   listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]> {

@@ -13,6 +13,7 @@ import type { ActionRequest, Engine } from "../../server/engine/engine.ts";
 import type { PluginRegistry } from "../../server/engine/plugins.ts";
 import { openEngine } from "../../server/open-engine.ts";
 import { MemoryStore } from "../../server/store/memory.ts";
+import type { Cluster } from "../../server/cluster/types.ts";
 import type { Store } from "../../server/store/store.ts";
 import { json } from "./args.ts";
 import type { FakePluginCalls } from "./fake-plugins.ts";
@@ -35,10 +36,10 @@ export function memoryStore(): MemoryStore {
 /** The engine section of the config, as a config file gives it (engine.max_children, …). */
 export type EngineConfig = Record<string, unknown>;
 
-/** An engine over `store` (a LocalRunner; a ClusterRunner when the store has a cluster) calling plugins through `processes`. */
-export function openFastEngine(parts: { store: Store; processes: FakePluginCalls; plugins: PluginRegistry; engine?: EngineConfig }): Promise<Engine> {
+/** An engine over `store` (a LocalRunner; a ClusterRunner with a `cluster`) calling plugins through `processes`. */
+export function openFastEngine(parts: { store: Store; cluster?: Cluster; processes: FakePluginCalls; plugins: PluginRegistry; engine?: EngineConfig }): Promise<Engine> {
   const config = parseConfig({ plugins: [], backend: { kind: "memory" }, engine: parts.engine ?? {} }, process.cwd());
-  return openEngine(config, { store: parts.store, processes: parts.processes, plugins: parts.plugins, logger: silent });
+  return openEngine(config, { store: parts.store, cluster: parts.cluster, processes: parts.processes, plugins: parts.plugins, logger: silent });
 }
 
 /** A promise and whether it has settled yet: to see that something has not happened (after settle()). */
