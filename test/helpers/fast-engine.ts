@@ -37,7 +37,13 @@ export function memoryStore(): MemoryStore {
 export type EngineConfig = Record<string, unknown>;
 
 /** An engine over `store` (a LocalRunner; a ClusterRunner with a `cluster`) calling plugins through `processes`. */
-export function openFastEngine(parts: { store: Store; cluster?: Cluster; processes: FakePluginCalls; plugins: PluginRegistry; engine?: EngineConfig }): Promise<Engine> {
+export function openFastEngine(parts: {
+  store: Store;
+  cluster?: Cluster;
+  processes: FakePluginCalls;
+  plugins: PluginRegistry;
+  engine?: EngineConfig;
+}): Promise<Engine> {
   const config = parseConfig({ plugins: [], backend: { kind: "memory" }, engine: parts.engine ?? {} }, process.cwd());
   return openEngine(config, { store: parts.store, cluster: parts.cluster, processes: parts.processes, plugins: parts.plugins, logger: silent });
 }
