@@ -1,0 +1,256 @@
+/**
+ * Plugin children without processes, for the ProcessManager's fast tests (its `launch`
+ * seam): each says hello, answers or fails its call, prints, exits, stops or vanishes
+ * when the test says so. It keeps a child's contract as child.ts has it: one exchange
+ * at a time; an exit fails the exchange in progress (cancelled once it was asked to
+ * stop, else plugin_exited); terminate() is SIGTERM, then kill() after the timeout on
+ * the (fake) clock unless the child obeys; `exited` settles once it is gone.
+ */
+import { create, type JsonValue } from "@bufbuild/protobuf";
+import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
+import { type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { type ChildExit, ChildFailure, type ChildOptions } from "../../server/process/child.ts";
+import { LogTail } from "../../server/process/log-tail.ts";
+import type { ChildHandle, ChildLauncher, PluginCall } from "../../server/process/process-manager.ts";
+import type { PluginTarget } from "../../server/process/runtimes.ts";
+
+type Signal = "SIGTERM" | "SIGKILL";
+
+interface Exchange {
+  readonly kind: "hello" | "call";
+  resolve(value: unknown): void;
+  reject(error: ChildFailure): void;
+  onProgress?: (state: JsonValuePb | undefined) => void;
+}
+
+let pids = 10_000;
+
+export class FakeChild implements ChildHandle {
+  readonly pid = ++pids;
+  readonly target: PluginTarget;
+  readonly options: Omit<ChildOptions, "command">;
+  readonly tail: LogTail;
+  readonly exited: Promise<ChildExit>;
+  /** Stopped by a signal (SIGSTOP): the manager must not give it a call. */
+  suspended = false;
+  /** On SIGTERM: exit at once (true), or go on until kill() (false). */
+  obeysSigterm = true;
+  /** Signals received, in order, with the time terminate() gave SIGKILL. */
+  readonly signals: { signal: Signal; timeoutMs?: number }[] = [];
+  /** Calls received, in order. */
+  readonly calls: (PluginCall & { callId: string })[] = [];
+  #exit: ChildExit | undefined;
+  #markExited!: (exit: ChildExit) => void;
+  #terminated = false;
+  #forced = false;
+  #vanished = false;
+  #killTimer: ReturnType<typeof setTimeout> | undefined;
+  #exchange: Exchange | undefined;
+  readonly #started = performance.now();
+
+  constructor(target: PluginTarget, options: Omit<ChildOptions, "command">) {
+    this.target = target;
+    this.options = options;
+    this.tail = new LogTail(options.logTailLines);
+    this.exited = new Promise((resolve) => (this.#markExited = resolve));
+  }
+
+  get exit(): ChildExit | undefined {
+    return this.#exit;
+  }
+
+  get stopping(): boolean {
+    return this.#terminated || this.#exit !== undefined;
+  }
+
+  /** Started, and not said hello yet. */
+  get waitingForHello(): boolean {
+    return this.#exchange?.kind === "hello";
+  }
+
+  /** The call it runs now, if any. */
+  get current(): (PluginCall & { callId: string }) | undefined {
+    return this.#exchange?.kind === "call" ? this.calls.at(-1) : undefined;
+  }
+
+  // ---- what the manager calls ----
+
+  hello(): Promise<Hello> {
+    return this.#run<Hello>("hello");
+  }
+
+  call(call: PluginCall & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+    const result = this.#run<Result>("call", onProgress);
+    if (!this.#exit) this.calls.push(call);
+    return result;
+  }
+
+  endCall(): number[] {
+    return [];
+  }
+
+  terminate(sigtermTimeoutMs: number): Promise<ChildExit> {
+    if (!this.#exit && !this.#terminated) {
+      this.#terminated = true;
+      this.signals.push({ signal: "SIGTERM", timeoutMs: sigtermTimeoutMs });
+      if (this.obeysSigterm) this.#finish(null, "SIGTERM");
+      else this.#killTimer = setTimeout(() => this.kill(), sigtermTimeoutMs);
+    }
+    return this.exited;
+  }
+
+  kill(): void {
+    if (this.#exit) return;
+    this.#terminated = true;
+    this.#forced = true;
+    clearTimeout(this.#killTimer);
+    this.signals.push({ signal: "SIGKILL" });
+    this.#finish(null, "SIGKILL");
+  }
+
+  reconcile(): boolean {
+    if (this.#exit) return false;
+    if (!this.#vanished) return true;
+    this.#finish(null, null);
+    return false;
+  }
+
+  // ---- what the test makes it do ----
+
+  /** The plugin module loaded: it says hello. */
+  sayHello(): void {
+    this.#settle("hello", (e) => e.resolve(create(HelloSchema, { runtime: this.target.runtime, pid: this.pid })));
+  }
+
+  /** The plugin module failed to load: it says so, and exits. */
+  failToLoad(message: string): void {
+    this.#settle("hello", (e) => e.reject(new ChildFailure("plugin_load_failed", `plugin ${this.options.label} failed to load: ${message}`)));
+    this.#finish(1, null);
+  }
+
+  /** It answers its call: `value` (JSON) as the result. */
+  answer(value?: JsonValue): void {
+    const encoded =
+      value === undefined ? undefined : create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
+    this.#settle("call", (e) => e.resolve(create(ResultSchema, encoded ? { value: encoded } : {})));
+  }
+
+  /** Its call fails: the plugin threw. */
+  fail(message = "Error: the plugin failed"): void {
+    this.#settle("call", (e) => e.reject(new ChildFailure("plugin_error", message)));
+  }
+
+  /** A line on its stderr. */
+  print(line: string): void {
+    this.tail.push(new TextEncoder().encode(`${line}\n`));
+  }
+
+  /** It exits on its own, with `code`. */
+  crash(code = 1): void {
+    this.#finish(code, null);
+  }
+
+  /** It is gone without an exit event: only the manager's reconciliation finds out. */
+  vanish(): void {
+    this.#vanished = true;
+  }
+
+  #run<T>(kind: Exchange["kind"], onProgress?: Exchange["onProgress"]): Promise<T> {
+    if (this.#exchange) throw new Error(`fake child ${this.pid}: an exchange is already in progress`);
+    return new Promise<T>((resolve, reject) => {
+      if (this.#exit) {
+        const code = kind === "hello" ? "plugin_load_failed" : "plugin_exited";
+        return reject(new ChildFailure(code, `plugin ${this.options.label} ${describeExit(this.#exit)}`));
+      }
+      this.#exchange = { kind, resolve: resolve as (value: unknown) => void, reject, ...(onProgress ? { onProgress } : {}) };
+    });
+  }
+
+  #settle(kind: Exchange["kind"], fn: (exchange: Exchange) => void): void {
+    const exchange = this.#exchange;
+    if (exchange?.kind !== kind) throw new Error(`fake child ${this.pid} is not in a ${kind} exchange (${exchange?.kind ?? "idle"})`);
+    this.#exchange = undefined;
+    fn(exchange);
+  }
+
+  #finish(code: number | null, signal: Signal | null): void {
+    if (this.#exit) return;
+    clearTimeout(this.#killTimer);
+    const now = performance.now();
+    const exit: ChildExit = {
+      code,
+      signal,
+      terminated: this.#terminated,
+      forced: this.#forced,
+      vanished: this.#vanished,
+      protocolError: false,
+      durationMs: now - this.#started,
+      stopMs: 0,
+    };
+    this.#exit = exit;
+    const exchange = this.#exchange;
+    this.#exchange = undefined;
+    if (exchange) {
+      const when = exchange.kind === "hello" ? "before saying hello" : "before answering";
+      exchange.reject(
+        this.#terminated
+          ? new ChildFailure("cancelled", "the action was cancelled")
+          : new ChildFailure(
+              exchange.kind === "hello" ? "plugin_load_failed" : "plugin_exited",
+              `plugin ${this.options.label} ${describeExit(exit)} ${when}`,
+            ),
+      );
+    }
+    this.#markExited(exit);
+  }
+}
+
+function describeExit(exit: ChildExit): string {
+  if (exit.vanished) return "vanished";
+  return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
+}
+
+/** The launcher to give the ProcessManager, and every child it launched, in order. */
+export class FakeChildren {
+  readonly all: FakeChild[] = [];
+
+  readonly launch: ChildLauncher = (target, options) => {
+    const child = new FakeChild(target, options);
+    this.all.push(child);
+    return child;
+  };
+
+  /** The children not gone yet. */
+  get alive(): FakeChild[] {
+    return this.all.filter((c) => !c.exit);
+  }
+
+  /** The children of a plugin module. */
+  of(module: string): FakeChild[] {
+    return this.all.filter((c) => c.target.module === module);
+  }
+
+  /** The child running a call now whose first argument is `tag` (calls in these tests carry one). */
+  running(tag: string): FakeChild {
+    const found = this.all.find((c) => c.current && tagOf(c.current) === tag);
+    if (!found)
+      throw new Error(`no child runs call ${tag}; running: ${this.all.flatMap((c) => (c.current ? [tagOf(c.current)] : [])).join(", ") || "none"}`);
+    return found;
+  }
+
+  /** Every child still waiting to say hello says it. */
+  helloAll(): void {
+    for (const child of this.alive) if (child.waitingForHello) child.sayHello();
+  }
+
+  /** Kills every child left (a test's cleanup). */
+  killAll(): void {
+    for (const child of this.all) child.kill();
+  }
+}
+
+/** A call's tag: its first argument's text. */
+export function tagOf(call: PluginCall): string {
+  const value = call.args[0]?.kind;
+  return value?.case === "jsonUtf8" ? (JSON.parse(new TextDecoder().decode(value.value)) as string) : "";
+}
