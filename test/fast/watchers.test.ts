@@ -91,6 +91,23 @@ function subject({ event }: WatchStateResponse): string | undefined {
   return event.case === "modelUpserted" || event.case === "actionUpserted" ? event.value.id : undefined;
 }
 
+/** What a client knows after applying a stream's messages: each model's revision and each action's status. */
+function known(messages: WatchStateResponse[]) {
+  const models = new Map<string, bigint>();
+  const actions = new Map<string, ActionStatus>();
+  for (const { event } of messages) {
+    if (event.case === "snapshot") {
+      models.clear();
+      actions.clear();
+      for (const m of event.value.models) models.set(m.id, m.revision);
+      for (const a of event.value.actions) actions.set(a.id, a.status);
+    } else if (event.case === "modelUpserted") models.set(event.value.id, event.value.revision);
+    else if (event.case === "modelDeleted") models.delete(event.value);
+    else if (event.case === "actionUpserted") actions.set(event.value.id, event.value.status);
+  }
+  return { models, actions };
+}
+
 /** The same, for a change as the publisher published it. */
 function published(event: StateEvent): string {
   switch (event.kind) {
@@ -118,7 +135,7 @@ function publishedFrom(e: Engine): string[] {
 }
 
 describe("WatchState", () => {
-  test("starts with the snapshot at the current revision, then each change once, in the order published", async () => {
+  test("starts with the snapshot at the current revision, then each change once, in the order published, never instance bytes", async () => {
     const e = await open();
     const [m1, m2] = [await addModel(e), await addModel(e)];
     const running = await e.predict(m1.id, request());
@@ -138,13 +155,20 @@ describe("WatchState", () => {
     await settle();
     const m3 = await addModel(e);
     await e.deleteModel(m2.id);
+    await e.updateInstance(m3.id, new Uint8Array(64).fill(7));
     const predicted = await e.predict(m3.id, request());
     await settle();
-    expect(events.length).toBeGreaterThanOrEqual(5);
+    expect(events.length).toBeGreaterThanOrEqual(6);
     expect(stream.messages.slice(1).map(said)).toEqual(events);
     expect(events.join("\n")).toContain(`modelDeleted ${m2.id}`);
     expect(events.join("\n")).toContain(`actionUpserted ${predicted.id} EXECUTING`);
     expect(stream.ended).toBe(false);
+    // Models come with their size, never their instance.
+    const models = stream.messages.flatMap(({ event }) =>
+      event.case === "snapshot" ? event.value.models : event.case === "modelUpserted" ? [event.value] : [],
+    );
+    expect(models.map((m) => m.instanceSize)).toContain(64n);
+    for (const model of models) expect(model.instance.byteLength).toBe(0);
   });
 
   test("every watcher gets every change once, in the same order, however the changes come", async () => {
@@ -190,9 +214,11 @@ describe("WatchState", () => {
     expect(said(stream.messages.at(-1)!)).toBe(`${e.stats.revision} modelUpserted ${later.id}`);
   });
 
-  test("resumed from a revision it holds: the latest change of each key since then, as it is now, oldest first; then each new change", async () => {
+  test("resumed from a revision it holds: the latest change of each key since then, as it is now, oldest first; then each new change; it then knows what a watcher that stayed knows", async () => {
     const e = await open();
     const [m1, gone] = [await addModel(e), await addModel(e)];
+    const stayed = follow(watchState(e));
+    await settle();
     const from = e.stats.revision;
     const m2 = await addModel(e);
     await e.updateInstance(m1.id, new Uint8Array([2]));
@@ -218,6 +244,10 @@ describe("WatchState", () => {
     calls.of(action.id).finish({ value: 1 });
     await settle();
     expect(said(stream.messages.at(-1)!)).toBe(`${e.stats.revision} actionUpserted ${action.id} SUCCEEDED`);
+    // Its snapshot before the revision, then what the resume brought: what the one that stayed saw.
+    const before = stayed.messages.filter((m) => m.revision <= from);
+    expect(known([...before, ...stream.messages])).toEqual(known(stayed.messages));
+    expect(known(stayed.messages).models.has(gone.id)).toBe(false);
   });
 
   test("resumed: an action ended and retired from the live state since then comes as the history stored it", async () => {
