@@ -3,6 +3,7 @@
  * it), in milliseconds: servers on an in-memory fake of the database's queue and feed,
  * fake plugin calls settled by hand, a fake clock.
  */
+import { createRequire, syncBuiltinESMExports } from "node:module";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
@@ -14,14 +15,12 @@ import { openFastEngine, request, settle, track } from "../helpers/fast-engine.t
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
 
 // The runner waits with node:timers/promises and AbortSignal.timeout, which vitest's fake
-// timers leave alone: both go through the fake clock's setTimeout here.
-vi.mock("node:timers/promises", async (importOriginal) => {
-  const actual = await importOriginal<typeof import("node:timers/promises")>();
-  return {
-    ...actual,
-    setTimeout: <T>(ms: number, value?: T) => new Promise<T | undefined>((resolve) => globalThis.setTimeout(() => resolve(value), ms)),
-  };
-});
+// timers leave alone: both go through the fake clock's setTimeout here. The builtin's own
+// export is replaced (not vi.mock): test files share their modules (isolate: false), and
+// another file may have loaded the runner with the real one already.
+const timersPromises = createRequire(import.meta.url)("node:timers/promises") as typeof import("node:timers/promises");
+const realSleep = timersPromises.setTimeout;
+const fakeSleep = <T>(ms?: number, value?: T) => new Promise<T | undefined>((resolve) => globalThis.setTimeout(() => resolve(value), ms));
 
 vi.setConfig({ testTimeout: 10_000 });
 
@@ -39,6 +38,8 @@ let servers: Server[];
 
 beforeEach(() => {
   vi.useFakeTimers();
+  timersPromises.setTimeout = fakeSleep as typeof realSleep;
+  syncBuiltinESMExports();
   vi.spyOn(AbortSignal, "timeout").mockImplementation((ms) => {
     const controller = new AbortController();
     setTimeout(() => controller.abort(new DOMException("The operation was aborted due to timeout", "TimeoutError")), ms);
@@ -55,6 +56,8 @@ afterEach(async () => {
     db.leave(s.name);
   }
   vi.restoreAllMocks();
+  timersPromises.setTimeout = realSleep;
+  syncBuiltinESMExports();
   vi.useRealTimers();
 });
 
