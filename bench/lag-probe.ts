@@ -9,8 +9,8 @@ import { join } from "node:path";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 import { fileURLToPath } from "node:url";
 import { pino } from "pino";
-import { parseConfig } from "../server/config/load.ts";
 import { startServer } from "../server/app.ts";
+import { parseConfig } from "../server/config/load.ts";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
 const [backendJson, rate, seconds] = process.argv.slice(2);

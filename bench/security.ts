@@ -17,8 +17,8 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { TestCa } from "../test/helpers/certs.ts";
 import { bytes, createModel, type PlinthProcess, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
-import { startProcess } from "./servers.ts";
 import { percentile, printTable } from "./report.ts";
+import { startProcess } from "./servers.ts";
 import { tempDir } from "./temp.ts";
 
 const quick = process.argv.includes("--quick");

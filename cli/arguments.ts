@@ -7,8 +7,8 @@
  */
 import { readFileSync } from "node:fs";
 import { fromJson } from "@bufbuild/protobuf";
-import { type Arg, ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { type ArgValue, dataAccess } from "../client/mod.ts";
+import { type Arg, ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 import type { JsonValue } from "../sdk/mod.ts";
 
 export class UsageError extends Error {

@@ -7,19 +7,19 @@
  * UNAUTHENTICATED → 26, …); 130 interrupted, the action left running.
  */
 import { readFileSync } from "node:fs";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { createInterface } from "node:readline/promises";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, CommanderError, Option } from "commander";
 import { ClientError, Status } from "nice-grpc";
-import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
-import type { Action } from "../gen/plinth/v1/action_pb.ts";
-import type { Model } from "../gen/plinth/v1/model_pb.ts";
-import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
-import { type ActionRun, createPlinthClient, type PlinthClient, PlinthActionError } from "../client/mod.ts";
 import { isEnded, progressOf } from "../client/action-run.ts";
+import { type ActionRun, createPlinthClient, PlinthActionError, type PlinthClient } from "../client/mod.ts";
 import { fromArg } from "../client/values.ts";
+import type { Action } from "../gen/plinth/v1/action_pb.ts";
+import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
+import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
+import type { Model } from "../gen/plinth/v1/model_pb.ts";
 import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
-import { type Format, actionJson, actionText, actionsTable, modelJson, modelsTable, print, table } from "./output.ts";
+import { actionJson, actionsTable, actionText, type Format, modelJson, modelsTable, print, table } from "./output.ts";
 import { follower } from "./progress.ts";
 import { watch } from "./watch.ts";
 

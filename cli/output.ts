@@ -5,9 +5,9 @@
 import { type DescMessage, type MessageShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { stringify } from "yaml";
+import { statusName } from "../client/action-run.ts";
 import { type Action, ActionSchema } from "../gen/plinth/v1/action_pb.ts";
 import { type Model, ModelSchema } from "../gen/plinth/v1/model_pb.ts";
-import { statusName } from "../client/action-run.ts";
 
 export type Format = "table" | "json" | "yaml";
 

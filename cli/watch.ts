@@ -6,9 +6,9 @@
  */
 import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import { isEnded, statusName } from "../client/action-run.ts";
 import type { PlinthClient } from "../client/mod.ts";
+import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import type { JsonValue } from "../sdk/mod.ts";
 import { callName, table } from "./output.ts";
 import { fractionOf } from "./progress.ts";

@@ -17,6 +17,8 @@
  * ```
  * @module
  */
+
+export { Tensor } from "../sdk/mod.ts";
 export { type ActionRun, PlinthActionError, type Progress, type Status } from "./action-run.ts";
 export {
   type ActionClient,
@@ -30,4 +32,3 @@ export {
   type StateClient,
 } from "./client.ts";
 export { type ArgValue, DataAccessRef, dataAccess, type ResultValue, type Summary } from "./values.ts";
-export { Tensor } from "../sdk/mod.ts";

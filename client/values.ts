@@ -5,7 +5,7 @@
  */
 import { create, fromJson, isMessage, type JsonValue as PbJsonValue, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Arg, ArgKind, type ArgSummary, ArgSchema, TensorSchema } from "../gen/plinth/v1/arg_pb.ts";
+import { type Arg, ArgKind, ArgSchema, type ArgSummary, TensorSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { type JsonValue, Tensor } from "../sdk/mod.ts";
 import { dtypeName, dtypeValue, holds } from "../sdk/worker/codec.ts";
 

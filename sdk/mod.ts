@@ -31,11 +31,11 @@ export {
   defineDataAccess,
   defineModel,
   definePlugin,
+  type Fit,
+  type Instantiate,
   type ModelType,
   type Plugin,
   type Predict,
-  type Fit,
-  type Instantiate,
   type PredictionWithInstance,
   withInstance,
 } from "./plugin.ts";

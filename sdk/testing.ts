@@ -4,7 +4,7 @@
  * does not survive serialize/deserialize fails here too.
  * @module
  */
-import { runCall, type CallKind } from "./_call.ts";
+import { type CallKind, runCall } from "./_call.ts";
 import { type Context, createContext, createLogger } from "./context.ts";
 import type { Plugin } from "./plugin.ts";
 import type { Args, JsonValue, Kwargs, PluginValue } from "./values.ts";

@@ -11,18 +11,18 @@ import { join } from "node:path";
 import type { Logger } from "pino";
 import type { ResolvedConfig } from "./config/load.ts";
 import type { Engine } from "./engine/engine.ts";
-import { Metrics } from "./metrics/metrics.ts";
 import { loadPlugins } from "./engine/load-plugins.ts";
 import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/plugin-watch.ts";
 import { PlinthError } from "./errors.ts";
+import { Metrics } from "./metrics/metrics.ts";
 import { openEngine } from "./open-engine.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { processAlive } from "./process/proc.ts";
 import { ProcessManager } from "./process/process-manager.ts";
-import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { callStack } from "./rpc/call-stack.ts";
 import { createHttpListener, type HttpListener } from "./rpc/connect-server.ts";
 import { dashboardFiles } from "./rpc/dashboard-files.ts";
+import { createGrpcServer, type GrpcServer } from "./rpc/grpc-server.ts";
 import { openBackend } from "./store/open.ts";
 
 export interface PlinthServer extends AsyncDisposable {

@@ -6,6 +6,7 @@
  */
 import type { Logger } from "pino";
 import { ClusterRunner } from "./cluster/cluster-runner.ts";
+import type { Cluster } from "./cluster/types.ts";
 import type { ResolvedConfig } from "./config/load.ts";
 import type { LifecycleDeps } from "./engine/action-lifecycle.ts";
 import type { PluginCalls } from "./engine/action-run.ts";
@@ -17,7 +18,6 @@ import { ModelLocks } from "./engine/model-locks.ts";
 import type { PluginRegistry } from "./engine/plugins.ts";
 import { StatePublisher } from "./engine/state-publisher.ts";
 import type { Store } from "./store/store.ts";
-import type { Cluster } from "./cluster/types.ts";
 
 const MiB = 2 ** 20;
 

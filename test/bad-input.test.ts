@@ -1,9 +1,9 @@
 import { Status } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { expectStatus } from "./helpers/status.ts";
 import { DType } from "../gen/plinth/v1/arg_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
+import { expectStatus } from "./helpers/status.ts";
 
 let t: TestServer;
 let modelId: string;

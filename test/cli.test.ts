@@ -1,6 +1,7 @@
 /** The `plinth` command line, run as a user runs it (`npx plinth …`) against a real server. */
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -8,7 +9,6 @@ import { parse as parseYaml } from "yaml";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
-import { writeFileSync } from "node:fs";
 
 const exec = promisify(execFile);
 

@@ -1,7 +1,7 @@
 /** The TypeScript client (client/mod.ts) against the real server, as a program would use it. */
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { createPlinthClient, dataAccess, type PlinthClient, PlinthActionError, type Progress, Tensor } from "../client/mod.ts";
+import { createPlinthClient, dataAccess, PlinthActionError, type PlinthClient, type Progress, Tensor } from "../client/mod.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 
 let t: TestServer | undefined;

@@ -6,8 +6,8 @@
  */
 import { execFile } from "node:child_process";
 import { once } from "node:events";
-import { promisify } from "node:util";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { createClient } from "nice-grpc";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
@@ -17,8 +17,8 @@ import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { isAlive } from "./helpers/processes.ts";
-import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 
 const exec = promisify(execFile);
 // Short for quick failovers here, yet above a busy machine's stalls: at 2 s a server starting on a

@@ -1,10 +1,10 @@
 import { fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
 import { Status } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createPlinthClient, dataAccess as ref } from "../client/mod.ts";
 import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
 import { ArgKind } from "../gen/plinth/v1/arg_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
-import { createPlinthClient, dataAccess as ref } from "../client/mod.ts";
 import { Tensor } from "../sdk/mod.ts";
 import { dataAccess, json, jsonOf } from "./helpers/args.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";

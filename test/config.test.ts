@@ -4,8 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../server/config/load.ts";
-import { clients, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { clients, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const parse = (input: unknown) => parseConfig(input, "/etc/plinth");

@@ -3,14 +3,15 @@
  * (.ci/run installs it; without it the test is skipped, saying why), against the server
  * as its own process. Screenshots go to test-artifacts/dashboard-*.png.
  */
-import { existsSync, mkdirSync } from "node:fs";
+
 import { once } from "node:events";
+import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { freePort } from "./helpers/postgres.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const CHROMIUM = "/usr/bin/chromium";

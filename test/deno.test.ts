@@ -5,8 +5,8 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { denoBinary } from "../server/process/runtimes.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { watchActions } from "./helpers/watch.ts";
 import { expectSpinReportsAndStops } from "./helpers/spin.ts";
+import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer;
 beforeAll(async () => {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
-import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { isAlive } from "./helpers/processes.ts";
+import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer;

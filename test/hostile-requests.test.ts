@@ -14,10 +14,10 @@ import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionCall, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
-import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { EngineService, PredictRequestSchema } from "../gen/plinth/v1/engine_service_pb.ts";
-import { type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
+import { type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectStatus } from "./helpers/status.ts";
 import { tempDir } from "./helpers/temp.ts";
 

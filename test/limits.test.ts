@@ -1,13 +1,13 @@
 import { join } from "node:path";
-import Database from "better-sqlite3";
 import * as grpc from "@grpc/grpc-js";
+import Database from "better-sqlite3";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
-import { expectStatus } from "./helpers/status.ts";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
-import { tempDir } from "./helpers/temp.ts";
 import { startPayloadServer, type TestServer } from "./helpers/server.ts";
+import { expectStatus } from "./helpers/status.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer | undefined;

@@ -10,9 +10,9 @@ import { ArgKind, DType } from "../gen/plinth/v1/arg_pb.ts";
 import { EngineService, JsonForm, PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { json, jsonOf, jsonText, numbers } from "./helpers/args.ts";
-import { tempDir } from "./helpers/temp.ts";
 import { fixture, startPayloadServer, type TestServer } from "./helpers/server.ts";
 import { startProcess, writeConfig } from "./helpers/server-process.ts";
+import { tempDir } from "./helpers/temp.ts";
 
 let t: TestServer | undefined;
 afterEach(async () => {

@@ -8,9 +8,9 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { SCHEMA_VERSION } from "../server/store/migrations.ts";
 import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
+import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
-import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 
 const newDb = () => join(tempDir("plinth-db-"), "plinth.db");
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));

@@ -11,8 +11,8 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PG_SCHEMA_VERSION } from "../server/store/postgres-migrations.ts";
 import { json } from "./helpers/args.ts";
 import { freePort, newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectStatus } from "./helpers/status.ts";
 
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));

@@ -11,10 +11,10 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PluginChild } from "../server/process/child.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { tempDir } from "./helpers/temp.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectSpinReportsAndStops } from "./helpers/spin.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let servers: TestServer[] = [];

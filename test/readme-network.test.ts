@@ -19,8 +19,8 @@ import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { isAlive } from "./helpers/processes.ts";
-import { descendantsOf, type ServerProcess, startNpm } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { descendantsOf, type ServerProcess, startNpm } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const run = promisify(execFile);

@@ -10,7 +10,7 @@
  * proxy in front of PostgreSQL loses a commit, or its answer, as a broken connection does.
  */
 import { once } from "node:events";
-import { createServer, type Server, type Socket, connect } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
@@ -19,8 +19,8 @@ import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { procStat } from "../server/process/proc.ts";
 import { json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const systest = join(root, "plugins/system-test/mod.ts");

@@ -1,9 +1,9 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
-import plugin from "../plugins/system-test/mod.ts";
-import iris from "../plugins/iris/mod.ts";
 import { z } from "zod";
+import iris from "../plugins/iris/mod.ts";
+import plugin from "../plugins/system-test/mod.ts";
 import { type DType, defineDataAccess, defineModel, Tensor } from "../sdk/mod.ts";
 import { testPlugin } from "../sdk/testing.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";

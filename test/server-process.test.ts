@@ -6,8 +6,8 @@ import { describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
 import { isAlive, processes } from "./helpers/processes.ts";
-import { clients, descendantsOf, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { root } from "./helpers/server.ts";
+import { clients, descendantsOf, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 describe("the server as a process", () => {

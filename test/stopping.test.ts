@@ -15,8 +15,8 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, stateOf } from "./helpers/args.ts";
 import { isAlive, processes } from "./helpers/processes.ts";
-import { clients, descendantsOf, type ServerProcess, startNpm, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { fixture } from "./helpers/server.ts";
+import { clients, descendantsOf, type ServerProcess, startNpm, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const started: ServerProcess[] = [];

@@ -1,15 +1,15 @@
-import { once } from "node:events";
 import { ChildProcess } from "node:child_process";
+import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { procStat } from "../server/process/proc.ts";
+import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
-import { tempDir } from "./helpers/temp.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
 import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer | undefined;

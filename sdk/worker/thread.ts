@@ -11,7 +11,7 @@
  * due update at once instead of waiting for a timer.
  * @module
  */
-import { create, fromBinary, fromJson, type JsonValue as PbJsonValue, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, type MessageInitShape, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import {
   type Call,

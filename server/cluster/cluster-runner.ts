@@ -15,6 +15,7 @@ import type { Logger } from "pino";
 import { type Action, ActionErrorSchema, ActionSchema, ActionStatus, CancelOutcomeSchema } from "../../gen/plinth/v1/action_pb.ts";
 import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { cancelledDataAccess, type LifecycleDeps, persist, type RunOutcome, runAction, storedPayloads } from "../engine/action-lifecycle.ts";
+import type { ArgLimits } from "../engine/args.ts";
 import { parseArgs } from "../engine/args.ts";
 import { CancelReason } from "../engine/cancel-reason.ts";
 import { isEnded, type LiveAction, type LiveTable } from "../engine/live-table.ts";
@@ -22,13 +23,12 @@ import { jsonFormOf, requestBytes, timeoutMillis } from "../engine/requests.ts";
 import { abortable, type Runner, refused, type Submitted } from "../engine/runner.ts";
 import { Runs } from "../engine/runs.ts";
 import type { StatePublisher } from "../engine/state-publisher.ts";
-import type { ArgLimits } from "../engine/args.ts";
-import { PlinthError, notFound } from "../errors.ts";
+import { notFound, PlinthError } from "../errors.ts";
 import { interruptedAction } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
 import type { ModelMeta, Store } from "../store/store.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, ServerInfo } from "./types.ts";
 import { Feed } from "./feed.ts";
+import type { ClaimedAction, Cluster, ClusterEvents, ServerInfo } from "./types.ts";
 
 /** How often a server looks for claims it holds but does not run. */
 const LOST_CLAIM_CHECK_MS = 5000;

@@ -9,7 +9,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, type Timestamp, timestampNow, type Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,

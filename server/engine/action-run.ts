@@ -7,7 +7,7 @@
  * queued → accessing_data → queued → executing
  */
 import { create } from "@bufbuild/protobuf";
-import { timestampNow, type Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
+import { type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt";
 import { ActionErrorSchema, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure } from "../process/child.ts";
@@ -16,7 +16,7 @@ import type { PluginTarget } from "../process/runtimes.ts";
 import { ActionFailure } from "./action-failure.ts";
 import type { CallArgs } from "./args.ts";
 import { resolvedProblems } from "./check-args.ts";
-import { resolveArgs, type ResolvedArgs } from "./data-access.ts";
+import { type ResolvedArgs, resolveArgs } from "./data-access.ts";
 import { type JsonForm, type Payload, payloadFromValue } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import { Throttle } from "./throttle.ts";

@@ -17,8 +17,8 @@ import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts
 import { cut, invalid, notFound, PlinthError, quote } from "../errors.ts";
 import { modelMessage } from "../store/model-message.ts";
 import type { ModelMeta, ModelRecord, Store } from "../store/store.ts";
-import { callKinds } from "./action-lifecycle.ts";
 import { ActionFailure } from "./action-failure.ts";
+import { callKinds } from "./action-lifecycle.ts";
 import { type ArgLimits, parseArgs } from "./args.ts";
 import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { CancelReason } from "./cancel-reason.ts";

@@ -6,14 +6,14 @@
  */
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import type { JsonForm } from "./payloads.ts";
 import { PlinthError } from "../errors.ts";
 import type { ModelMeta } from "../store/store.ts";
-import { failure } from "./action-lifecycle.ts";
 import { ActionFailure } from "./action-failure.ts";
+import { failure } from "./action-lifecycle.ts";
 import type { ParsedArgs } from "./args.ts";
 import type { CancelReason } from "./cancel-reason.ts";
 import type { LiveAction, LiveTable } from "./live-table.ts";
+import type { JsonForm } from "./payloads.ts";
 
 /** A new action, admitted and held by the live table (QUEUED): for the runner to store and run. */
 export interface Submitted {

@@ -8,7 +8,7 @@ import { create } from "@bufbuild/protobuf";
 import { type Action, ActionResultSchema, ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import { type Arg, ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
 import type { ArgNode, CallArgs } from "./args.ts";
-import { payloadArg, type Payload } from "./payloads.ts";
+import { type Payload, payloadArg } from "./payloads.ts";
 
 export interface ViewLimits {
   /** Larger arguments and results show as summaries in BASIC views. */

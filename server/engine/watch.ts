@@ -7,13 +7,14 @@
  * Each change becomes one WatchStateResponse shared by every watcher (and so encoded
  * once); a watcher holds at most one pending change per key and `queueBytes` in all.
  */
+
+import { getEventListeners, setMaxListeners } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import { type Action, ActionSchema } from "../../gen/plinth/v1/action_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { ChangeKind, StateSchema, type WatchStateResponse, WatchStateResponseSchema } from "../../gen/plinth/v1/state_service_pb.ts";
 import { encodedSize } from "../encoded.ts";
 import { invalid } from "../errors.ts";
-import { getEventListeners, setMaxListeners } from "node:events";
 import type { Store } from "../store/store.ts";
 import type { ChangeKind as Kind } from "./change-log.ts";
 import { Coalesced, RESYNC } from "./coalesce.ts";

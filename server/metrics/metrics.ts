@@ -4,7 +4,7 @@
  * store commits — so that nothing in the engine knows about them.
  */
 import { createServer, type Server } from "node:http";
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { ActionCall, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import { isEnded } from "../engine/live-table.ts";

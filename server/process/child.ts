@@ -24,22 +24,22 @@ import {
 import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
-import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
 import {
   allProcesses,
   commandLine,
   hasMark,
   isBelow,
+  lastPid,
   MARK_VARIABLE,
   markedProcesses,
   markOf,
-  lastPid,
   type PidSnapshot,
   pidSnapshot,
   procStat,
   signalOwned,
   treeBelow,
 } from "./proc.ts";
+import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
 
 /** How a child ended: data, not an exception. */
 export interface ChildExit {

@@ -8,8 +8,8 @@
  * for the runs of the other live servers of a cluster, which share the store.
  */
 import type { Logger } from "pino";
-import type { ProcessManager } from "./process-manager.ts";
 import { allProcesses, markedProcesses, markOf, procStat, signalOwned } from "./proc.ts";
+import type { ProcessManager } from "./process-manager.ts";
 
 /** What the store offers for this. */
 export interface ChildRecords {

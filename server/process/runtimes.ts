@@ -3,10 +3,11 @@
  * binary, never a wrapper (npx, deno's bin.cjs): a wrapper would take the SIGTERM
  * meant for the plugin.
  */
-import { createRequire } from "node:module";
-import { dirname, join, resolve } from "node:path";
+
 import { type Dirent, existsSync, readdirSync, realpathSync } from "node:fs";
+import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
 export type Runtime = "node" | "deno";

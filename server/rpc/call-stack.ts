@@ -6,12 +6,13 @@
  * checks the caller and the request's cost before Connect decodes it). Made once, so
  * that a caller's streams are counted across both listeners.
  */
+
+import type { CallContext } from "nice-grpc";
 import { composeServerMiddleware, type ServerMiddleware } from "nice-grpc";
 import type { Logger } from "pino";
 import type { Caller } from "../engine/caller.ts";
-import type { CallContext } from "nice-grpc";
 import { audit, auditRefusal } from "./audit.ts";
-import { type AuthOptions, type Authenticator, authenticator } from "./auth.ts";
+import { type Authenticator, type AuthOptions, authenticator } from "./auth.ts";
 import { errorMapper } from "./error-mapper.ts";
 import { decodeRequests } from "./raw-request.ts";
 import { streamLimit } from "./stream-limit.ts";

@@ -3,8 +3,9 @@
  * call. Known errors keep their message (it says what to fix); anything unknown is
  * INTERNAL with a generic message and the details in the server log.
  */
+
+import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc";
 import type { Logger } from "pino";
-import { type CallContext, type ServerMiddlewareCall, ServerError, Status } from "nice-grpc";
 import { type ErrorKind, PlinthError } from "../errors.ts";
 
 const statuses: Record<ErrorKind, Status> = {

@@ -11,8 +11,8 @@ import { EngineService, file_plinth_v1_engine_service } from "../../gen/plinth/v
 import { file_plinth_v1_state_service, StateService } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import { actionService } from "./action-service.ts";
-import { engineService } from "./engine-service.ts";
 import type { CallStack } from "./call-stack.ts";
+import { engineService } from "./engine-service.ts";
 import { grpcJsBridge } from "./grpc-js-bridge.ts";
 import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";

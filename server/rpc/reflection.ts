@@ -7,8 +7,8 @@
  */
 import { type DescFile, toBinary } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import { ReflectionService } from "@grpc/reflection";
 import type * as grpc from "@grpc/grpc-js";
+import { ReflectionService } from "@grpc/reflection";
 
 function withDependencies(files: DescFile[]): DescFile[] {
   const seen = new Map<string, DescFile>();

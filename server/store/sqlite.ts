@@ -8,8 +8,8 @@
  */
 import { once } from "node:events";
 import { mkdirSync } from "node:fs";
-import { Worker } from "node:worker_threads";
 import { dirname } from "node:path";
+import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../errors.ts";
@@ -25,9 +25,9 @@ import {
   encodePayloads,
   isEnded,
   type MadeRow,
+  type ModelRow,
   madeRevision,
   metaOf,
-  type ModelRow,
   modelMeta,
   type PayloadColumns,
   type RevisionRow,
@@ -35,7 +35,6 @@ import {
   withKeptRevisions,
 } from "./records.ts";
 import { lockDatabase, thisHolder } from "./sqlite-lock.ts";
-import { revisionCommitted } from "./test-stop.ts";
 import type {
   EndedWith,
   ListActionsQuery,
@@ -47,6 +46,7 @@ import type {
   StoredPayloads,
   TrackedChild,
 } from "./store.ts";
+import { revisionCommitted } from "./test-stop.ts";
 
 export interface SqliteOptions {
   path: string;

@@ -5,8 +5,8 @@
  */
 import { definePlugin, Tensor, withInstance } from "../../sdk/mod.ts";
 import { testPlugin } from "../../sdk/testing.ts";
-import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
 import { decodeValue, encodeValue } from "../../sdk/worker/codec.ts";
+import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
 
 function equal(actual: unknown, expected: unknown): void {
   const a = JSON.stringify(actual);

@@ -8,11 +8,11 @@ import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
-import type { Engine } from "../../server/engine/engine.ts";
 import type { FeedChange } from "../../server/cluster/types.ts";
+import type { Engine } from "../../server/engine/engine.ts";
 import { type FakeCluster, FakeDatabase } from "../helpers/fake-cluster.ts";
-import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
+import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 
 // The runner waits with node:timers/promises and AbortSignal.timeout, which vitest's fake
 // timers leave alone: both go through the fake clock's setTimeout here. The builtin's own

@@ -8,8 +8,8 @@ import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import type { Engine } from "../../server/engine/engine.ts";
 import type { StateEvent } from "../../server/engine/state-publisher.ts";
 import { ChildFailure } from "../../server/process/child.ts";
-import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
+import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 import { TestStore } from "../helpers/test-store.ts";
 
 vi.setConfig({ testTimeout: 10_000 });

@@ -11,8 +11,8 @@ import { ChangeKind, type WatchStateResponse, WatchStateResponseSchema } from ".
 import type { Engine } from "../../server/engine/engine.ts";
 import type { StateEvent } from "../../server/engine/state-publisher.ts";
 import type { StateFilter } from "../../server/engine/watch.ts";
-import { type EngineConfig, openFastEngine, request, settle } from "../helpers/fast-engine.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
+import { type EngineConfig, openFastEngine, request, settle } from "../helpers/fast-engine.ts";
 import { TestStore } from "../helpers/test-store.ts";
 
 vi.setConfig({ testTimeout: 10_000 });

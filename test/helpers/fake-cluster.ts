@@ -22,10 +22,10 @@
 import { EventEmitter } from "node:events";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import { PlinthError } from "../../server/errors.ts";
-import { MemoryStore } from "../../server/store/memory.ts";
-import { interruptedAction } from "../../server/store/interrupted.ts";
 import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ServerInfo } from "../../server/cluster/types.ts";
+import { PlinthError } from "../../server/errors.ts";
+import { interruptedAction } from "../../server/store/interrupted.ts";
+import { MemoryStore } from "../../server/store/memory.ts";
 import type {
   EndedWith,
   ListActionsQuery,

@@ -1,5 +1,5 @@
 /** The server as a real process: `node --import tsx server/main.ts`, one process, so a signal reaches it. */
-import { type ChildProcess, spawn, type SpawnOptions } from "node:child_process";
+import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";

@@ -5,8 +5,8 @@
  */
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../../server/errors.ts";
-import { MemoryStore } from "../../server/store/memory.ts";
 import type { MemoryOptions } from "../../server/store/memory.ts";
+import { MemoryStore } from "../../server/store/memory.ts";
 import type { EndedWith, ModelMeta, ModelRecord, StoredPayloads } from "../../server/store/store.ts";
 
 type Write = "putAction" | "putModel";
