@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSI/Cg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIAEIGCgRraW5kIssBCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iXgoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAki7wEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIABIrCgRsaXN0GAYgASgLMhsucGxpbnRoLndvcmtlci52MS5WYWx1ZUxpc3RIABIpCgNtYXAYByABKAsyGi5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwSABCBgoEa2luZCIzCglWYWx1ZUxpc3QSJgoFaXRlbXMYASADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlIo0BCghWYWx1ZU1hcBI4CgdlbnRyaWVzGAEgAygLMicucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcC5FbnRyaWVzRW50cnkaRwoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIrwCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlImUKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBQgsKCV9pbnN0YW5jZSJ/CgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZSqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSJrCg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIABIqCgZmb3JnZXQYAiABKAsyGC5wbGludGgud29ya2VyLnYxLkZvcmdldEgAQgYKBGtpbmQiywEKDVdvcmtlck1lc3NhZ2USKAoFaGVsbG8YASABKAsyFy5wbGludGgud29ya2VyLnYxLkhlbGxvSAASLgoIcHJvZ3Jlc3MYAiABKAsyGi5wbGludGgud29ya2VyLnYxLlByb2dyZXNzSAASKgoGcmVzdWx0GAMgASgLMhgucGxpbnRoLndvcmtlci52MS5SZXN1bHRIABIsCgdmYWlsdXJlGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSABCBgoEa2luZCJTCgVIZWxsbxIsCghtYW5pZmVzdBgBIAEoCzIaLnBsaW50aC53b3JrZXIudjEuTWFuaWZlc3QSDwoHcnVudGltZRgCIAEoCRILCgNwaWQYAyABKA0ijwEKCE1hbmlmZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoLbW9kZWxfdHlwZXMYAyADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uEi8KC2RhdGFfYWNjZXNzGAQgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbiJeCghGdW5jdGlvbhIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KCnNpZ25hdHVyZXMYAyADKAsyGy5wbGludGgud29ya2VyLnYxLlNpZ25hdHVyZSJbCglTaWduYXR1cmUSDAoEY2FsbBgBIAEoCRITCgthcmdzX3NjaGVtYRgCIAEoCRIVCg1rd2FyZ3Nfc2NoZW1hGAMgASgJEhQKDHN0YXRlX3NjaGVtYRgEIAEoCSLvAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAEisKBGxpc3QYBiABKAsyGy5wbGludGgud29ya2VyLnYxLlZhbHVlTGlzdEgAEikKA21hcBgHIAEoCzIaLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXBIAEIGCgRraW5kIjMKCVZhbHVlTGlzdBImCgVpdGVtcxgBIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUijQEKCFZhbHVlTWFwEjgKB2VudHJpZXMYASADKAsyJy5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwLkVudHJpZXNFbnRyeRpHCgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEi9wIKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5EhEKCWFjdGlvbl9pZBgHIAEoCRIQCghtb2RlbF9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNEhAKCHJldmlzaW9uGAogASgEEhAKCHJlc2lkZW50GAsgASgIEhUKDW5leHRfcmV2aXNpb24YDCABKAQaRgoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEiMQoLUmVzaWRlbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAQiNQoGRm9yZ2V0EisKBHJlZnMYASADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmIkIKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiwgEKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBEi4KB2Ryb3BwZWQYBCADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmEisKBGtlcHQYBSADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmQgsKCV9pbnN0YW5jZSLcAQoHRmFpbHVyZRIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIMCgRjb2RlGAUgASgJEicKB2RldGFpbHMYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSLgoHZHJvcHBlZBgHIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgIIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -34,6 +34,14 @@ export type ServerMessage = Message<"plinth.worker.v1.ServerMessage"> & {
      */
     value: Call;
     case: "call";
+  } | {
+    /**
+     * Drop these resident instances (no answer). Sent only to a child between calls.
+     *
+     * @generated from field: plinth.worker.v1.Forget forget = 2;
+     */
+    value: Forget;
+    case: "forget";
   } | { case: undefined; value?: undefined };
 };
 
@@ -377,6 +385,29 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
    * @generated from field: uint32 attempt = 9;
    */
   attempt: number;
+
+  /**
+   * The revision of model_id that the instance is (0 without a model).
+   *
+   * @generated from field: uint64 revision = 10;
+   */
+  revision: bigint;
+
+  /**
+   * The child holds (model_id, revision) resident: instance is empty, use the one held.
+   * (A flag, since an instance of 0 bytes is legal.)
+   *
+   * @generated from field: bool resident = 11;
+   */
+  resident: boolean;
+
+  /**
+   * What an instance this call returns becomes once the server stores it: the child
+   * keeps it resident under this revision (0: keep nothing).
+   *
+   * @generated from field: uint64 next_revision = 12;
+   */
+  nextRevision: bigint;
 };
 
 /**
@@ -385,6 +416,47 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 9);
+
+/**
+ * A model's revision that a child holds deserialized.
+ *
+ * @generated from message plinth.worker.v1.ResidentRef
+ */
+export type ResidentRef = Message<"plinth.worker.v1.ResidentRef"> & {
+  /**
+   * @generated from field: string model_id = 1;
+   */
+  modelId: string;
+
+  /**
+   * @generated from field: uint64 revision = 2;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message plinth.worker.v1.ResidentRef.
+ * Use `create(ResidentRefSchema)` to create a new message.
+ */
+export const ResidentRefSchema: GenMessage<ResidentRef> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 10);
+
+/**
+ * @generated from message plinth.worker.v1.Forget
+ */
+export type Forget = Message<"plinth.worker.v1.Forget"> & {
+  /**
+   * @generated from field: repeated plinth.worker.v1.ResidentRef refs = 1;
+   */
+  refs: ResidentRef[];
+};
+
+/**
+ * Describes the message plinth.worker.v1.Forget.
+ * Use `create(ForgetSchema)` to create a new message.
+ */
+export const ForgetSchema: GenMessage<Forget> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 11);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -408,7 +480,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 10);
+  messageDesc(file_plinth_worker_v1_worker, 12);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -433,6 +505,19 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
    * @generated from field: optional bytes instance = 3;
    */
   instance?: Uint8Array | undefined;
+
+  /**
+   * What the child let go of during this call (least recently used first out, within
+   * its resident budget), and what it now holds that it did not before the call.
+   *
+   * @generated from field: repeated plinth.worker.v1.ResidentRef dropped = 4;
+   */
+  dropped: ResidentRef[];
+
+  /**
+   * @generated from field: repeated plinth.worker.v1.ResidentRef kept = 5;
+   */
+  kept: ResidentRef[];
 };
 
 /**
@@ -440,7 +525,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 11);
+  messageDesc(file_plinth_worker_v1_worker, 13);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -479,6 +564,18 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
    * @generated from field: google.protobuf.Value details = 6;
    */
   details?: Value$1 | undefined;
+
+  /**
+   * As Result's: the child's resident instances that changed during the call.
+   *
+   * @generated from field: repeated plinth.worker.v1.ResidentRef dropped = 7;
+   */
+  dropped: ResidentRef[];
+
+  /**
+   * @generated from field: repeated plinth.worker.v1.ResidentRef kept = 8;
+   */
+  kept: ResidentRef[];
 };
 
 /**
@@ -486,7 +583,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 12);
+  messageDesc(file_plinth_worker_v1_worker, 14);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
