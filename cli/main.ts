@@ -69,7 +69,11 @@ program
   .allowUnknownOption()
   .helpOption(false)
   .argument("[options...]", "the server's options: --config FILE, --address HOST:PORT, --http-address HOST:PORT, --watch, --log-level LEVEL")
-  .action(async (options: string[]) => {
+  .action(async () => {
+    // Every word after `serve` is the server's: commander would take --address as this
+    // command line's own (the server to talk to), and the server would not see it.
+    const words = process.argv.slice(2);
+    const options = words.slice(words.indexOf("serve") + 1);
     const { serve } = await import("../server/serve.ts");
     stopWhenOrphaned();
     process.exitCode = await serve(options);

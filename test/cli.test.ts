@@ -225,6 +225,8 @@ describe("plinth, the command line", () => {
       good.once("exit", (code, signal) => reject(new Error(`plinth serve exited with ${code ?? signal} before serving:\n${log}`)));
     });
     const server = Number(/"pid":(\d+)/.exec(log)![1]);
+    // On the port it was given (0: one the system chose), not the default 50051.
+    expect(log).toMatch(/"address":"127\.0\.0\.1:(?!50051")\d+"/);
     // On the whole log so far (the listener above appends first): a line may come in two chunks.
     const gone = new Promise<void>((resolve) => good.stdout!.on("data", () => log.includes('"msg":"stopped"') && resolve()));
     good.kill("SIGTERM");
