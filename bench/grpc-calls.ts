@@ -76,6 +76,8 @@ export async function startPlinth(
     credentials?: grpc.ChannelCredentials;
     /** More top-level lines of the config (metrics, say). */
     config?: string[];
+    /** More lines of the plugin's entry (resident_mb, say). */
+    plugin?: string[];
     /** The checkout whose server runs (bench/checkout.ts: the code before a change); this one by default. */
     root?: string;
   } = {},
@@ -95,6 +97,7 @@ export async function startPlinth(
     "plugins:",
     `  - module: ${join(from, plugin)}`,
     `    runtime: ${options.runtime ?? "node"}`,
+    ...(options.plugin ?? []).map((line) => `    ${line}`),
     ...(options.config ?? []),
   ].join("\n");
   writeFileSync(config, yaml);

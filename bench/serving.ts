@@ -1,0 +1,180 @@
+/**
+ * `npm run bench:serving [-- --before REF] [-- --quick]`: serving a model whose instance
+ * is large (bench/plugins/weights.ts: `mb` megabytes of float32 weights, deserialized by
+ * copying them, as a library rebuilds its tensors), each figure beside its baseline in
+ * the same run:
+ * - warm predict p50 at 1 in flight, a 50 MB model against a 1 kB model of the same
+ *   plugin on the same server, called alternately (target: ratio ≤ 1.2);
+ * - instances deserialized per 1,000 predicts on one model, 16 in flight, against the
+ *   number of children (target: ≤ it);
+ * - the children's largest RSS while 20 models of 20 MB rotate through 4 children with
+ *   resident_mb 100, against a child that served a 1 kB model plus resident_mb.
+ * With `--before REF` the same runs go to that commit's server too, turn about (the
+ * plugin copied into its checkout, so that it runs on that version's SDK).
+ */
+import { copyFileSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { create, fromBinary, fromJson, type JsonValue, toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { type Arg, ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
+import {
+  CreateInstanceRequestSchema,
+  CreateInstanceResponseSchema,
+  PredictRequestSchema,
+  PredictResponseSchema,
+} from "../gen/plinth/v1/engine_service_pb.ts";
+import { checkout } from "./checkout.ts";
+import { bytes, type PlinthProcess, root, startPlinth, throughput, unary } from "./grpc-calls.ts";
+import { printTable } from "./report.ts";
+
+const quick = process.argv.includes("--quick");
+const before = process.argv.includes("--before") ? process.argv[process.argv.indexOf("--before") + 1] : undefined;
+const PLUGIN = "bench/plugins/weights.ts";
+const MiB = 2 ** 20;
+
+const json = (value: JsonValue): Arg => create(ArgSchema, { kind: { case: "json", value: fromJson(ValueSchema, value) } });
+
+interface Answer {
+  sum: number;
+  pid: number;
+  loads: number;
+  rss: number;
+}
+
+async function createWeights(p: PlinthProcess, mb: number): Promise<string> {
+  const request = bytes(CreateInstanceRequestSchema, { modelType: "weights.Dense", kwargs: { mb: json(mb) }, wait: true });
+  const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
+  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
+  return res.action.modelId;
+}
+
+async function predict(p: PlinthProcess, body: Uint8Array): Promise<Answer> {
+  const res = await unary(p.client, "/plinth.v1.EngineService/Predict", body, (b) => fromBinary(PredictResponseSchema, b));
+  const prediction = res.action?.result?.prediction;
+  if (res.action?.status !== ActionStatus.SUCCEEDED || prediction?.kind.case !== "json") {
+    throw new Error(`predict ended ${ActionStatus[res.action?.status ?? 0]}: ${res.action?.error?.message}`);
+  }
+  return toJson(ValueSchema, prediction.kind.value) as unknown as Answer;
+}
+
+const predictBody = (modelId: string) => bytes(PredictRequestSchema, { modelId, args: [json(1)], wait: true });
+
+/** Figure 1: warm p50 of a 50 MB and a 1 kB model, called alternately. */
+async function largeAgainstSmall(from: string, plugin: string[]): Promise<{ large: number; small: number }> {
+  const p = await startPlinth(PLUGIN, { root: from, backend: "memory", engine: { max_children: 2 }, plugin });
+  try {
+    const large = predictBody(await createWeights(p, 50));
+    const small = predictBody(await createWeights(p, 1 / 1024));
+    // Warm: both children have started and seen each model.
+    for (let i = 0; i < 4; i++) await Promise.all([predict(p, large), predict(p, small)]);
+    const n = quick ? 10 : 30;
+    const times = { large: [] as number[], small: [] as number[] };
+    for (let i = 0; i < n; i++) {
+      for (const [name, body] of [
+        ["large", large],
+        ["small", small],
+      ] as const) {
+        const start = performance.now();
+        await predict(p, body);
+        times[name].push(performance.now() - start);
+      }
+    }
+    const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
+    return { large: p50(times.large), small: p50(times.small) };
+  } finally {
+    await p.stop();
+  }
+}
+
+/** Figure 4: deserializations over `count` predicts on one 1 MB model, 16 in flight, 4 children. */
+async function loadsPerThousand(from: string, plugin: string[]): Promise<{ perThousand: number; children: number }> {
+  const p = await startPlinth(PLUGIN, { root: from, backend: "memory", engine: { max_children: 4, min_idle_workers: 4 }, plugin });
+  try {
+    const body = predictBody(await createWeights(p, 1));
+    const count = quick ? 200 : 1000;
+    const loads = new Map<number, number>();
+    await throughput(16, { count }, async () => {
+      const a = await predict(p, body);
+      loads.set(a.pid, Math.max(loads.get(a.pid) ?? 0, a.loads));
+    });
+    const total = [...loads.values()].reduce((s, n) => s + n, 0);
+    return { perThousand: (total * 1000) / count, children: loads.size };
+  } finally {
+    await p.stop();
+  }
+}
+
+/** Figure 5: the largest child RSS while 20 models of 20 MB rotate through 4 children. */
+async function rotatingRss(from: string, plugin: string[]): Promise<{ peak: number; baseline: number }> {
+  const p = await startPlinth(PLUGIN, { root: from, engine: { max_children: 4, min_idle_workers: 4 }, plugin });
+  try {
+    // A child that served only a 1 kB model: the runtime's own memory.
+    const tiny = predictBody(await createWeights(p, 1 / 1024));
+    let baseline = 0;
+    for (let i = 0; i < 8; i++) {
+      const answers = await Promise.all(Array.from({ length: 4 }, () => predict(p, tiny)));
+      baseline = Math.max(baseline, ...answers.map((a) => a.rss));
+    }
+    const models: Uint8Array[] = [];
+    for (let i = 0; i < 20; i++) models.push(predictBody(await createWeights(p, 20)));
+    let peak = 0;
+    let next = 0;
+    const calls = quick ? 60 : 200;
+    await throughput(4, { count: calls }, async () => {
+      const a = await predict(p, models[next++ % models.length]!);
+      peak = Math.max(peak, a.rss);
+    });
+    return { peak: peak / MiB, baseline: baseline / MiB };
+  } finally {
+    await p.stop();
+  }
+}
+
+/** A version of the code: its checkout, and its plugin lines (resident_mb where it has it). */
+function version(name: string, dir: string) {
+  const resident = (mb: number) => (hasResidentMb(dir) ? [`resident_mb: ${mb}`] : []);
+  return { name, dir, resident };
+}
+
+function hasResidentMb(dir: string): boolean {
+  try {
+    return readFileSync(join(dir, "server/config/schema.ts"), "utf8").includes("resident_mb");
+  } catch {
+    return false;
+  }
+}
+
+const versions = [version("this checkout", root)];
+if (before) {
+  const dir = checkout(before);
+  copyFileSync(join(root, PLUGIN), join(dir, PLUGIN));
+  versions.push(version(before, dir));
+}
+
+console.error(`measuring (${quick ? "quick" : "full"} run${before ? `, beside ${before}` : ""})…`);
+const rows: string[][] = [];
+const rounds = before ? 2 : 1;
+for (let round = 0; round < rounds; round++) {
+  for (const v of round % 2 ? [...versions].reverse() : versions) {
+    const tag = `${v.name}${rounds > 1 ? `, round ${round + 1}` : ""}`;
+    const f1 = await largeAgainstSmall(v.dir, v.resident(256));
+    rows.push([
+      `warm predict p50, 50 MB model (${tag})`,
+      `${f1.large.toFixed(2)} ms`,
+      `1 kB model ${f1.small.toFixed(2)} ms`,
+      `ratio ≤ 1.2: ${(f1.large / f1.small).toFixed(2)}`,
+    ]);
+    const f4 = await loadsPerThousand(v.dir, v.resident(256));
+    rows.push([`deserializations per 1,000 predicts, one model (${tag})`, f4.perThousand.toFixed(0), `${f4.children} children`, "≤ children"]);
+    const f5 = await rotatingRss(v.dir, v.resident(100));
+    rows.push([
+      `largest child RSS, 20 × 20 MB models over 4 children (${tag})`,
+      `${f5.peak.toFixed(0)} MiB`,
+      `a child with a 1 kB model ${f5.baseline.toFixed(0)} MiB + resident_mb 100`,
+      `≤ ${(f5.baseline + 100).toFixed(0)} MiB`,
+    ]);
+    console.error(`  ${tag}: done`);
+  }
+}
+printTable(["what", "plinth", "baseline (same run)", "target"], rows);
