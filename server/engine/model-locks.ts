@@ -1,41 +1,93 @@
-/** One FIFO lock per model: calls on one model run one at a time, in arrival order. */
-import { type Permit, Slots } from "../slots.ts";
+/**
+ * The order of the calls on each model: one FIFO per model, in arrival order. A call
+ * takes its model either exclusively (a fit, an update, a predict that may change the
+ * instance: one at a time) or shared (a predict its model type declares concurrent: up to
+ * `maxShared` at once). The head of the line goes first, and nothing overtakes it: a
+ * change waits for the shared calls admitted before it, and the shared calls admitted
+ * after it wait for the change, so they see its revision.
+ */
+import type { Permit } from "../slots.ts";
+
+interface Waiter {
+  /** Shared with at most this many holders; undefined: exclusive. */
+  readonly maxShared: number | undefined;
+  grant(): void;
+}
+
+interface Line {
+  readonly waiting: Waiter[];
+  shared: number;
+  exclusive: boolean;
+}
 
 export class ModelLocks {
-  readonly #locks = new Map<string, { slots: Slots; users: number }>();
+  readonly #lines = new Map<string, Line>();
 
-  async acquire(modelId: string, signal?: AbortSignal): Promise<Permit> {
-    let entry = this.#locks.get(modelId);
-    if (!entry) {
-      entry = { slots: new Slots(1), users: 0 };
-      this.#locks.set(modelId, entry);
+  /**
+   * Waits for the model in arrival order (exclusively, or shared with at most `maxShared`
+   * holders); aborting `signal` first leaves the line with the signal's reason.
+   */
+  async acquire(modelId: string, signal?: AbortSignal, maxShared?: number): Promise<Permit> {
+    signal?.throwIfAborted();
+    let line = this.#lines.get(modelId);
+    if (!line) {
+      line = { waiting: [], shared: 0, exclusive: false };
+      this.#lines.set(modelId, line);
     }
-    entry.users++;
-    const done = () => {
-      if (--entry.users === 0) this.#locks.delete(modelId);
-    };
-    try {
-      const permit = await entry.slots.acquire(signal);
-      const release = () => {
-        permit.release();
-        done();
+    const l = line;
+    return new Promise<Permit>((resolve, reject) => {
+      const onAbort = () => {
+        const i = l.waiting.indexOf(waiter);
+        if (i < 0) return;
+        l.waiting.splice(i, 1);
+        reject(signal?.reason);
+        // The one that left may have held up those behind it.
+        this.#grant(modelId, l);
       };
-      let released = false;
-      const once = () => {
-        if (!released) {
-          released = true;
-          release();
-        }
+      const waiter: Waiter = {
+        maxShared,
+        grant: () => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(this.#permit(modelId, l, maxShared !== undefined));
+        },
       };
-      return { release: once, [Symbol.dispose]: once };
-    } catch (error) {
-      done();
-      throw error;
-    }
+      signal?.addEventListener("abort", onAbort, { once: true });
+      l.waiting.push(waiter);
+      this.#grant(modelId, l);
+    });
   }
 
   /** Calls running or waiting on this model. */
   users(modelId: string): number {
-    return this.#locks.get(modelId)?.users ?? 0;
+    const line = this.#lines.get(modelId);
+    if (!line) return 0;
+    return line.waiting.length + line.shared + (line.exclusive ? 1 : 0);
+  }
+
+  /** Lets the head of the line in while it can go: nothing overtakes a waiter that cannot. */
+  #grant(modelId: string, line: Line): void {
+    for (;;) {
+      const head = line.waiting[0];
+      if (!head) break;
+      const free = head.maxShared === undefined ? !line.exclusive && line.shared === 0 : !line.exclusive && line.shared < head.maxShared;
+      if (!free) break;
+      line.waiting.shift();
+      if (head.maxShared === undefined) line.exclusive = true;
+      else line.shared++;
+      head.grant();
+    }
+    if (line.waiting.length === 0 && line.shared === 0 && !line.exclusive) this.#lines.delete(modelId);
+  }
+
+  #permit(modelId: string, line: Line, shared: boolean): Permit {
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      if (shared) line.shared--;
+      else line.exclusive = false;
+      this.#grant(modelId, line);
+    };
+    return { release, [Symbol.dispose]: release };
   }
 }
