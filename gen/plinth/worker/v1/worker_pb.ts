@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSJrCg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIABIqCgZmb3JnZXQYAiABKAsyGC5wbGludGgud29ya2VyLnYxLkZvcmdldEgAQgYKBGtpbmQiywEKDVdvcmtlck1lc3NhZ2USKAoFaGVsbG8YASABKAsyFy5wbGludGgud29ya2VyLnYxLkhlbGxvSAASLgoIcHJvZ3Jlc3MYAiABKAsyGi5wbGludGgud29ya2VyLnYxLlByb2dyZXNzSAASKgoGcmVzdWx0GAMgASgLMhgucGxpbnRoLndvcmtlci52MS5SZXN1bHRIABIsCgdmYWlsdXJlGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSABCBgoEa2luZCJTCgVIZWxsbxIsCghtYW5pZmVzdBgBIAEoCzIaLnBsaW50aC53b3JrZXIudjEuTWFuaWZlc3QSDwoHcnVudGltZRgCIAEoCRILCgNwaWQYAyABKA0ijwEKCE1hbmlmZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoLbW9kZWxfdHlwZXMYAyADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uEi8KC2RhdGFfYWNjZXNzGAQgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbiJeCghGdW5jdGlvbhIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KCnNpZ25hdHVyZXMYAyADKAsyGy5wbGludGgud29ya2VyLnYxLlNpZ25hdHVyZSJbCglTaWduYXR1cmUSDAoEY2FsbBgBIAEoCRITCgthcmdzX3NjaGVtYRgCIAEoCRIVCg1rd2FyZ3Nfc2NoZW1hGAMgASgJEhQKDHN0YXRlX3NjaGVtYRgEIAEoCSLvAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAEisKBGxpc3QYBiABKAsyGy5wbGludGgud29ya2VyLnYxLlZhbHVlTGlzdEgAEikKA21hcBgHIAEoCzIaLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXBIAEIGCgRraW5kIjMKCVZhbHVlTGlzdBImCgVpdGVtcxgBIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUijQEKCFZhbHVlTWFwEjgKB2VudHJpZXMYASADKAsyJy5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwLkVudHJpZXNFbnRyeRpHCgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEi9wIKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5EhEKCWFjdGlvbl9pZBgHIAEoCRIQCghtb2RlbF9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNEhAKCHJldmlzaW9uGAogASgEEhAKCHJlc2lkZW50GAsgASgIEhUKDW5leHRfcmV2aXNpb24YDCABKAQaRgoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEiMQoLUmVzaWRlbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAQiNQoGRm9yZ2V0EisKBHJlZnMYASADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmIkIKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUiwgEKBlJlc3VsdBIPCgdjYWxsX2lkGAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIVCghpbnN0YW5jZRgDIAEoDEgAiAEBEi4KB2Ryb3BwZWQYBCADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmEisKBGtlcHQYBSADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmQgsKCV9pbnN0YW5jZSLcAQoHRmFpbHVyZRIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIMCgRjb2RlGAUgASgJEicKB2RldGFpbHMYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSLgoHZHJvcHBlZBgHIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgIIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSJrCg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIABIqCgZmb3JnZXQYAiABKAsyGC5wbGludGgud29ya2VyLnYxLkZvcmdldEgAQgYKBGtpbmQiywEKDVdvcmtlck1lc3NhZ2USKAoFaGVsbG8YASABKAsyFy5wbGludGgud29ya2VyLnYxLkhlbGxvSAASLgoIcHJvZ3Jlc3MYAiABKAsyGi5wbGludGgud29ya2VyLnYxLlByb2dyZXNzSAASKgoGcmVzdWx0GAMgASgLMhgucGxpbnRoLndvcmtlci52MS5SZXN1bHRIABIsCgdmYWlsdXJlGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSABCBgoEa2luZCJTCgVIZWxsbxIsCghtYW5pZmVzdBgBIAEoCzIaLnBsaW50aC53b3JrZXIudjEuTWFuaWZlc3QSDwoHcnVudGltZRgCIAEoCRILCgNwaWQYAyABKA0ijwEKCE1hbmlmZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoLbW9kZWxfdHlwZXMYAyADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uEi8KC2RhdGFfYWNjZXNzGAQgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbiKKAQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUSKgoHc2VydmluZxgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuU2VydmluZyIdCgdTZXJ2aW5nEhIKCmNvbmN1cnJlbnQYASABKAgiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAki7wEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIABIrCgRsaXN0GAYgASgLMhsucGxpbnRoLndvcmtlci52MS5WYWx1ZUxpc3RIABIpCgNtYXAYByABKAsyGi5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwSABCBgoEa2luZCIzCglWYWx1ZUxpc3QSJgoFaXRlbXMYASADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlIo0BCghWYWx1ZU1hcBI4CgdlbnRyaWVzGAEgAygLMicucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcC5FbnRyaWVzRW50cnkaRwoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIvcCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRIQCghyZXZpc2lvbhgKIAEoBBIQCghyZXNpZGVudBgLIAEoCBIVCg1uZXh0X3JldmlzaW9uGAwgASgEGkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIjEKC1Jlc2lkZW50UmVmEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgEIjUKBkZvcmdldBIrCgRyZWZzGAEgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIsIBCgZSZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSFQoIaW5zdGFuY2UYAyABKAxIAIgBARIuCgdkcm9wcGVkGAQgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAUgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZkILCglfaW5zdGFuY2Ui3AEKB0ZhaWx1cmUSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhY2sYBCABKAkSDAoEY29kZRgFIAEoCRInCgdkZXRhaWxzGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEi4KB2Ryb3BwZWQYByADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmEisKBGtlcHQYCCADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmKoUBCghDYWxsS2luZBIZChVDQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVDQUxMX0tJTkRfREFUQV9BQ0NFU1MQARIZChVDQUxMX0tJTkRfSU5TVEFOVElBVEUQAhIRCg1DQUxMX0tJTkRfRklUEAMSFQoRQ0FMTF9LSU5EX1BSRURJQ1QQBGIGcHJvdG8z", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -180,6 +180,13 @@ export type Function = Message<"plinth.worker.v1.Function"> & {
    * @generated from field: repeated plinth.worker.v1.Signature signatures = 3;
    */
   signatures: Signature[];
+
+  /**
+   * Model types: how their predicts may be served.
+   *
+   * @generated from field: plinth.worker.v1.Serving serving = 4;
+   */
+  serving?: Serving | undefined;
 };
 
 /**
@@ -188,6 +195,25 @@ export type Function = Message<"plinth.worker.v1.Function"> & {
  */
 export const FunctionSchema: GenMessage<Function> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 4);
+
+/**
+ * @generated from message plinth.worker.v1.Serving
+ */
+export type Serving = Message<"plinth.worker.v1.Serving"> & {
+  /**
+   * Predict leaves the instance as it is: several children may serve one revision at once.
+   *
+   * @generated from field: bool concurrent = 1;
+   */
+  concurrent: boolean;
+};
+
+/**
+ * Describes the message plinth.worker.v1.Serving.
+ * Use `create(ServingSchema)` to create a new message.
+ */
+export const ServingSchema: GenMessage<Serving> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 5);
 
 /**
  * A call's declared schemas, as JSON Schema (draft 2020-12) text; "" where none.
@@ -223,7 +249,7 @@ export type Signature = Message<"plinth.worker.v1.Signature"> & {
  * Use `create(SignatureSchema)` to create a new message.
  */
 export const SignatureSchema: GenMessage<Signature> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 5);
+  messageDesc(file_plinth_worker_v1_worker, 6);
 
 /**
  * A resolved argument: never a DataAccess.
@@ -292,7 +318,7 @@ export type Value = Message<"plinth.worker.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 6);
+  messageDesc(file_plinth_worker_v1_worker, 7);
 
 /**
  * @generated from message plinth.worker.v1.ValueList
@@ -309,7 +335,7 @@ export type ValueList = Message<"plinth.worker.v1.ValueList"> & {
  * Use `create(ValueListSchema)` to create a new message.
  */
 export const ValueListSchema: GenMessage<ValueList> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 7);
+  messageDesc(file_plinth_worker_v1_worker, 8);
 
 /**
  * @generated from message plinth.worker.v1.ValueMap
@@ -326,7 +352,7 @@ export type ValueMap = Message<"plinth.worker.v1.ValueMap"> & {
  * Use `create(ValueMapSchema)` to create a new message.
  */
 export const ValueMapSchema: GenMessage<ValueMap> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 8);
+  messageDesc(file_plinth_worker_v1_worker, 9);
 
 /**
  * @generated from message plinth.worker.v1.Call
@@ -415,7 +441,7 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  * Use `create(CallSchema)` to create a new message.
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 9);
+  messageDesc(file_plinth_worker_v1_worker, 10);
 
 /**
  * A model's revision that a child holds deserialized.
@@ -439,7 +465,7 @@ export type ResidentRef = Message<"plinth.worker.v1.ResidentRef"> & {
  * Use `create(ResidentRefSchema)` to create a new message.
  */
 export const ResidentRefSchema: GenMessage<ResidentRef> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 10);
+  messageDesc(file_plinth_worker_v1_worker, 11);
 
 /**
  * @generated from message plinth.worker.v1.Forget
@@ -456,7 +482,7 @@ export type Forget = Message<"plinth.worker.v1.Forget"> & {
  * Use `create(ForgetSchema)` to create a new message.
  */
 export const ForgetSchema: GenMessage<Forget> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 11);
+  messageDesc(file_plinth_worker_v1_worker, 12);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -480,7 +506,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 12);
+  messageDesc(file_plinth_worker_v1_worker, 13);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -525,7 +551,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 13);
+  messageDesc(file_plinth_worker_v1_worker, 14);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -583,7 +609,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 14);
+  messageDesc(file_plinth_worker_v1_worker, 15);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
