@@ -32,6 +32,12 @@ export interface Fit<Instance, A = Args, K = Kwargs> extends Declared<A, K> {
 
 /** predict with schemas. */
 export interface Predict<Instance, A = Args, K = Kwargs> extends Declared<A, K> {
+  /**
+   * Predict leaves the instance as it is (reads it, never changes it, never returns
+   * withInstance): the engine may then run predicts on one model at once in several
+   * children (up to plugins[].max_replicas). Undeclared, a model's calls run one at a time.
+   */
+  concurrent?: boolean;
   run(ctx: Context, instance: Instance, args: A, kwargs: K): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
 }
 
@@ -190,6 +196,8 @@ export function defineModel<
     | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
     | {
         description?: string;
+        /** Predict never changes the instance: predicts on one model may run at once in several children. */
+        concurrent?: boolean;
         args?: PA & Schema;
         kwargs?: PK & Schema;
         state?: PS & Schema;

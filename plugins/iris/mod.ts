@@ -81,6 +81,8 @@ export default definePlugin({
         },
       },
       predict: {
+        // It only reads the model: predicts on one model may run in several children at once.
+        concurrent: true,
         args: z.tuple([features]),
         run: (_ctx, model, [inputs]) => {
           if (!model.tree) throw new Error("the model is not fitted yet: call Fit first");
