@@ -112,6 +112,15 @@ export class PluginRegistry {
     return this.#index.dataAccess.get(name);
   }
 
+  /**
+   * How many predicts on one model of this type may run at once: its declared
+   * max_replicas when its predict is concurrent; undefined when not (one call at a time).
+   */
+  concurrentPredicts(modelType: string): number | undefined {
+    const serving = this.modelType(modelType)?.info.modelTypes.find((f) => f.name === modelType)?.serving;
+    return serving?.concurrent ? Math.max(1, serving.maxReplicas) : undefined;
+  }
+
   modelTypeNames(): string[] {
     return [...this.#index.modelTypes.keys()];
   }
