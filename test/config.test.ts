@@ -4,6 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { parseConfig } from "../server/config/load.ts";
+import { residentMb } from "../server/config/schema.ts";
+import { childCommand } from "../server/process/runtimes.ts";
 import { root } from "./helpers/server.ts";
 import { clients, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -37,6 +39,18 @@ describe("config", () => {
     expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] }, watch: false }]);
   });
 
+  it("plugins[].resident_mb is 256 by default, half of max_memory_mb when that is set, 0 for none, and goes to the child in bytes", () => {
+    const budget = (plugin: Record<string, unknown>) => residentMb(parse({ plugins: [{ module: "a.ts", ...plugin }] }).plugins[0]!);
+    expect([budget({}), budget({ max_memory_mb: 300 }), budget({ resident_mb: 0 }), budget({ max_memory_mb: 300, resident_mb: 100 })]).toEqual([
+      256, 150, 0, 100,
+    ]);
+    const settings = { maxFrameBytes: 1000, progressIntervalMs: 50, denoDir: "/tmp/deno", denoBinary: "/bin/deno" };
+    const node = childCommand({ module: "/p/a.ts", runtime: "node", residentMb: 1.5, maxMemoryMb: 512 }, settings).args;
+    expect(node.slice(node.indexOf("/p/a.ts"))).toEqual(["/p/a.ts", "1000", "50", String(1.5 * 2 ** 20), "384"]);
+    const deno = childCommand({ module: "/p/a.ts", runtime: "deno", residentMb: 0 }, settings).args;
+    expect(deno.slice(deno.indexOf("/p/a.ts"))).toEqual(["/p/a.ts", "1000", "50", "0"]);
+  });
+
   it("resolves backend.path against the config file's folder", () => {
     expect(parse({ backend: { path: "db/p.db" } }).backend.path).toBe("/etc/plinth/db/p.db");
   });
@@ -53,6 +67,11 @@ describe("config", () => {
     [{ backend: { kind: "postgres" } }, "config backend.url: backend.kind postgres needs backend.url"],
     [{ backend: { synchronous: "off" } }, "config backend.synchronous:"],
     [{ backend: { keep_revisions: 0 } }, "config backend.keep_revisions: Too small"],
+    [{ plugins: [{ module: "a.ts", resident_mb: -1 }] }, "config plugins[0].resident_mb: Too small"],
+    [
+      { plugins: [{ module: "a.ts", max_memory_mb: 256, resident_mb: 256 }] },
+      "config plugins[0].resident_mb: must be less than max_memory_mb (256): the instances a child keeps count against its memory; e.g. half of it, got 256",
+    ],
   ])("rejects %j with a message naming the key", (input, message) => {
     expect(() => parse(input)).toThrow(message);
   });

@@ -33,12 +33,25 @@ export const pluginSchema = z
       .optional(),
     /** The plugin's memory in MiB (heap and buffers, on top of its runtime's own); a call over it fails with out_of_memory. */
     max_memory_mb: z.number().min(64).optional(),
+    /**
+     * Deserialized instances a child keeps between calls, in MiB of their serialized size
+     * (0: none); default: 256, or half of max_memory_mb when that is set. See residentMb().
+     */
+    resident_mb: z.number().nonnegative().optional(),
     /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
     /** Reload when the module's folder changes: idle children retire, new calls get the new code. */
     watch: z.boolean().default(false),
   })
   .superRefine((plugin, ctx) => {
+    // What a child keeps resident lives in its memory: it must leave the plugin room to work.
+    if (plugin.resident_mb !== undefined && plugin.max_memory_mb !== undefined && plugin.resident_mb >= plugin.max_memory_mb) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["resident_mb"],
+        message: `must be less than max_memory_mb (${plugin.max_memory_mb}): the instances a child keeps count against its memory; e.g. half of it`,
+      });
+    }
     // What Node 20's permission model cannot enforce is refused, not accepted and ignored.
     if (plugin.runtime !== "node" || !plugin.permissions) return;
     const why = {
@@ -52,6 +65,11 @@ export const pluginSchema = z
       }
     }
   });
+
+/** A plugin's resident budget in MiB: resident_mb, else 256, or half of max_memory_mb when that is set. */
+export function residentMb(plugin: Pick<PluginConfig, "resident_mb" | "max_memory_mb">): number {
+  return plugin.resident_mb ?? (plugin.max_memory_mb === undefined ? 256 : plugin.max_memory_mb / 2);
+}
 
 export const roleSchema = z.enum(ROLES);
 

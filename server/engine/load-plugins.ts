@@ -5,7 +5,7 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Function as ManifestFunction } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import type { PluginConfig } from "../config/schema.ts";
+import { type PluginConfig, residentMb } from "../config/schema.ts";
 import { PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
@@ -39,6 +39,7 @@ export async function loadPlugin(
     runtime: config.runtime,
     ...(config.permissions ? { permissions: config.permissions } : {}),
     ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
+    residentMb: residentMb(config),
     ...(config.env ? { env: config.env } : {}),
     label: display,
     generation,

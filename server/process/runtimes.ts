@@ -28,6 +28,8 @@ export interface PluginTarget {
   permissions?: DenoPermissions;
   /** The plugin's memory in MiB (see limited()); unbounded when unset. */
   maxMemoryMb?: number | undefined;
+  /** What each child keeps resident, in MiB of serialized instances (plugins[].resident_mb); 0 or unset: nothing. */
+  residentMb?: number | undefined;
   /** Environment variables passed on from the server's, besides the few every child gets. */
   env?: string[] | undefined;
   /** How messages name the plugin: its module as the config gives it. */
@@ -252,9 +254,15 @@ function limited(command: ChildCommand, megabytes: number | undefined, runtime: 
   return { ...command, file: "/bin/sh", args: ["-c", 'ulimit -d "$0" && exec "$@"', kilobytes, command.file, ...command.args] };
 }
 
+/** What each child of the plugin keeps resident at most, in bytes of serialized instances. */
+export function residentBytesOf(target: PluginTarget): number {
+  return Math.floor((target.residentMb ?? 0) * 2 ** 20);
+}
+
 export function childCommand(target: PluginTarget, settings: WorkerSettings): ChildCommand {
   const { denoDir } = settings;
-  const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs)];
+  // The resident budget goes in bytes, right after the progress interval (both adapters).
+  const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs), String(residentBytesOf(target))];
   const env = childEnv(target.env);
   const memory = target.maxMemoryMb;
   if (target.runtime === "deno") {
