@@ -17,6 +17,7 @@ import {
   type Failure,
   type Hello,
   type Result,
+  type ServerMessage,
   ServerMessageSchema,
   type WorkerMessage,
   WorkerMessageSchema,
@@ -60,6 +61,21 @@ export interface ChildExit {
   stopMs: number;
 }
 
+/** A model's revision, as a child may hold it resident (a ResidentRef). */
+export interface ResidentKey {
+  modelId: string;
+  revision: bigint;
+}
+
+/** How a call changed what its child holds resident (its Result's or Failure's dropped and kept). */
+export interface ResidentChanges {
+  dropped: readonly ResidentKey[];
+  kept: readonly ResidentKey[];
+}
+
+/** The name of the Failure a child answers a call with when it does not hold the resident instance the call names. */
+export const RESIDENT_MISSING = "ResidentMissing";
+
 /** What went wrong in a child, as the engine reports it on the action. */
 export type ChildFailureCode = "plugin_error" | "plugin_exited" | "plugin_load_failed" | "protocol_error" | "out_of_memory" | "cancelled";
 
@@ -72,13 +88,17 @@ export class ChildFailure extends Error {
   /** The child's last output lines, and how it ended, once the manager has added them (with()). */
   readonly logTail: string[];
   readonly exit: ChildExit | undefined;
+  /** What the child's residents did during the failed call, as its Failure said. */
+  readonly residents: ResidentChanges;
+  /** The child did not hold the resident instance the call named (a Failure "ResidentMissing"). */
+  readonly residentMissing: boolean;
 
   constructor(
     code: ChildFailureCode,
     message: string,
     pluginStack = "",
     plugin?: { code: string; details: JsonValuePb | undefined },
-    more: { logTail?: string[]; exit?: ChildExit | undefined } = {},
+    more: { logTail?: string[]; exit?: ChildExit | undefined; residents?: ResidentChanges; residentMissing?: boolean } = {},
   ) {
     super(message);
     this.name = "ChildFailure";
@@ -87,11 +107,17 @@ export class ChildFailure extends Error {
     this.plugin = plugin;
     this.logTail = more.logTail ?? [];
     this.exit = more.exit;
+    this.residents = more.residents ?? { dropped: [], kept: [] };
+    this.residentMissing = more.residentMissing ?? false;
   }
 
   /** The same failure with the child's output and exit, and a message that says more: a new error, this one unchanged. */
   with(more: { message: string; logTail: string[]; exit: ChildExit | undefined }): ChildFailure {
-    const failure = new ChildFailure(this.code, more.message, this.pluginStack, this.plugin, more);
+    const failure = new ChildFailure(this.code, more.message, this.pluginStack, this.plugin, {
+      ...more,
+      residents: this.residents,
+      residentMissing: this.residentMissing,
+    });
     if (this.stack) failure.stack = this.stack;
     return failure;
   }
@@ -321,12 +347,26 @@ export class PluginChild {
     // kernel's pids wrapped around, is missed.)
     if (this.#latest === undefined || lastPid() !== this.#latest.last) this.#latest = pidSnapshot();
     this.#before = this.#latest;
-    const message = create(ServerMessageSchema, { kind: { case: "call", value: call } });
+    this.#send(create(ServerMessageSchema, { kind: { case: "call", value: call } }));
+    return promise;
+  }
+
+  #send(message: ServerMessage): void {
     const stdin = this.process.stdin!;
     stdin.cork(); // the frame's parts in one writev, large arguments by reference
     for (const part of framedChunks(encodeChunks(ServerMessageSchema, message))) stdin.write(part);
     stdin.uncork();
-    return promise;
+  }
+
+  /**
+   * Tells the child to drop these resident instances. A frame of its own, outside any
+   * exchange: it gets no answer, and is sent only between calls (the manager's rule), so
+   * that it cannot cross a call's answer that keeps one of them.
+   */
+  forget(refs: readonly ResidentKey[]): void {
+    if (refs.length === 0 || this.stopping) return;
+    if (this.#exchange) throw new Error(`plugin ${this.#options.label}: forget sent during an exchange`);
+    this.#send(create(ServerMessageSchema, { kind: { case: "forget", value: { refs: [...refs] } } }));
   }
 
   /** Closes stdin: the worker finishes what it is doing and exits. */
@@ -377,14 +417,18 @@ export class PluginChild {
 
   #pluginFailure(f: Failure): ChildFailure {
     const stack = this.#display(f.stack);
+    const residents = { dropped: f.dropped, kept: f.kept };
+    if (f.name === RESIDENT_MISSING) {
+      return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack, undefined, { residents, residentMissing: true });
+    }
     if (f.name === "AbortError" && this.#terminatedAt !== undefined) {
       return new ChildFailure("cancelled", "the action was cancelled", stack);
     }
     if (f.name === "OutOfMemoryError") {
       return new ChildFailure("out_of_memory", `plugin ${this.#options.label} ran out of memory (plugins[].max_memory_mb): ${f.message}`, stack);
     }
-    if (f.code) return new ChildFailure("plugin_error", this.#display(f.message), stack, { code: f.code, details: f.details });
-    return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack);
+    if (f.code) return new ChildFailure("plugin_error", this.#display(f.message), stack, { code: f.code, details: f.details }, { residents });
+    return new ChildFailure("plugin_error", `${f.name}: ${this.#display(f.message)}`, stack, undefined, { residents });
   }
 
   /**

@@ -9,8 +9,14 @@
  * or broke the protocol is never reused. Idle children give up their slot to a
  * waiting call for another module.
  *
- * Knows nothing of gRPC or of models: a call goes in, a result or a ChildFailure
- * comes out.
+ * A warm child keeps the instances it deserialized (resident, within its module's
+ * resident_mb); the manager keeps books of what each holds from what its answers say
+ * it kept and dropped. A call on a model goes to an idle child holding it, without the
+ * instance's bytes; else to the idle child holding least, with them. Forget frames go
+ * only to a child between calls, so that none crosses a call's answer.
+ *
+ * Knows nothing of gRPC, nor of models beyond the revisions its children hold: a call
+ * goes in, a result or a ChildFailure comes out.
  */
 import { EventEmitter } from "node:events";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
@@ -18,9 +24,9 @@ import type { Logger } from "pino";
 import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { type Settle, waitInQueue } from "../wait-in-queue.ts";
-import { type ChildExit, ChildFailure, type ChildOptions, PluginChild } from "./child.ts";
+import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
 import { formatHint } from "./format-hint.ts";
-import { childCommand, type PluginTarget, permissionHint } from "./runtimes.ts";
+import { childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
   maxChildren: number;
@@ -54,7 +60,7 @@ export interface ProcessManagerOptions {
 /** What the manager uses of a child process. */
 export type ChildHandle = Pick<
   PluginChild,
-  "pid" | "tail" | "exited" | "exit" | "stopping" | "suspended" | "hello" | "call" | "endCall" | "terminate" | "kill" | "reconcile"
+  "pid" | "tail" | "exited" | "exit" | "stopping" | "suspended" | "hello" | "call" | "forget" | "endCall" | "terminate" | "kill" | "reconcile"
 >;
 
 export type ChildLauncher = (target: PluginTarget, options: Omit<ChildOptions, "command">) => ChildHandle;
@@ -68,14 +74,36 @@ export interface CallOptions {
   onProgress?: (state: JsonValuePb | undefined, logTail: string[]) => void;
 }
 
+export type { ResidentKey };
+
+/** The model a call runs on: its bytes are read only when the child that gets the call does not hold it. */
+export interface ModelRef extends ResidentKey {
+  /** The serialized instance's size in bytes. */
+  size: number;
+  bytes(): Promise<Uint8Array>;
+}
+
 /** A call to make in a child; the manager assigns its call id. */
 export interface PluginCall {
   kind: CallKind;
   target: string;
-  instance?: Uint8Array;
+  /** Fit and predict: the model's revision the call runs on. */
+  model?: ModelRef | undefined;
+  /** What an instance the call returns becomes once stored: the child keeps it resident under this revision. */
+  nextRevision?: bigint | undefined;
   args: Value[];
   kwargs: Record<string, Value>;
 }
+
+/** A call as it goes to the child: its model by id and revision, with the bytes or as the resident it holds. */
+export type SentCall = Omit<PluginCall, "model" | "nextRevision"> & {
+  callId: string;
+  modelId?: string;
+  revision: bigint;
+  resident: boolean;
+  instance?: Uint8Array;
+  nextRevision: bigint;
+};
 
 export interface CallOutcome {
   result: Result;
@@ -94,24 +122,41 @@ interface Worker {
   hello?: Hello;
   calls: number;
   idleSince: number;
+  /** What the child holds resident, as its answers said: each model's revisions and their sizes in bytes. */
+  readonly residents: Map<string, Map<bigint, number>>;
+  residentBytes: number;
+  /** Forgets asked for while it ran a call: sent once the call has ended and its answer is in the books. */
+  readonly forgets: { modelId: string; keep: bigint | undefined }[];
 }
 
 interface Waiter extends Settle<Worker> {
   key: string;
   target: PluginTarget;
+  /** The model the call runs on: an idle child holding it is taken first. */
+  model: ResidentKey | undefined;
 }
 
 const keyOf = (t: PluginTarget) =>
-  `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}\0${t.env ?? ""}\0${t.generation ?? 0}`;
+  `${t.runtime}\0${t.module}\0${JSON.stringify(t.permissions ?? {})}\0${t.maxMemoryMb ?? ""}\0${t.residentMb ?? ""}\0${t.env ?? ""}\0${t.generation ?? 0}`;
 
 /** What the manager reports as it goes: for metrics, logs and tests. */
 export interface ProcessEvents {
   spawn: [pid: number];
   exit: [pid: number, exit: ChildExit];
+  /** A call on a model went to a child: as the resident it holds (no bytes), or with the instance's bytes. */
+  instance: [resident: boolean, bytes: number];
+}
+
+/** A call that never reached its child: its model's bytes could not be read. The child is as it was. */
+class NotSent {
+  readonly cause: unknown;
+  constructor(cause: unknown) {
+    this.cause = cause;
+  }
 }
 
 export class ProcessManager {
-  /** "spawn" and "exit" of every child. */
+  /** "spawn" and "exit" of every child, and each instance sent. */
   readonly events = new EventEmitter<ProcessEvents>();
   readonly #o: ProcessManagerOptions;
   readonly #workers = new Set<Worker>();
@@ -126,6 +171,8 @@ export class ProcessManager {
   readonly #failing = new Set<string>();
   /** Modules whose code was reloaded: their children stop once their call ends. */
   readonly #retired = new Set<string>();
+  /** Models found larger than their module's resident_mb, warned about once each. */
+  readonly #tooLarge = new Set<string>();
   readonly #timer: ReturnType<typeof setInterval>;
   #nextCallId = 1;
   #nextChild = 1;
@@ -170,6 +217,34 @@ export class ProcessManager {
     return [...this.#workers].map((w) => w.child.pid);
   }
 
+  /** The models some child not stopping holds a revision of. */
+  held(): Set<string> {
+    const held = new Set<string>();
+    for (const worker of this.#workers) if (!worker.child.stopping) for (const id of worker.residents.keys()) held.add(id);
+    return held;
+  }
+
+  /** The serialized size of every instance the children hold resident, by the books. */
+  residentBytes(): number {
+    let bytes = 0;
+    for (const worker of this.#workers) bytes += worker.residentBytes;
+    return bytes;
+  }
+
+  /**
+   * The children drop the model's revisions but `keep` (all of them without it): one
+   * not current any more, or never stored. Idle children are told now; busy ones once
+   * their call has ended (a Forget sent during a call would cross its answer's kept).
+   */
+  forget(modelId: string, keep?: bigint): void {
+    const forget = { modelId, keep };
+    for (const worker of this.#workers) {
+      if (!worker.residents.has(modelId)) continue;
+      if (this.#isIdle(worker) || worker.child.stopping) this.#forget(worker, [forget]);
+      else worker.forgets.push(forget);
+    }
+  }
+
   /** Starts the plugin module (or takes an idle child of it) and reads its manifest. */
   async describe(target: PluginTarget, signal?: AbortSignal): Promise<Hello> {
     const worker = await this.#lease(target, signal);
@@ -184,10 +259,13 @@ export class ProcessManager {
     }
   }
 
-  /** Runs one call. Rejects with ChildFailure, or with the signal's reason if cancelled while queued. */
+  /**
+   * Runs one call. Rejects with ChildFailure, with the signal's reason if cancelled while
+   * queued, or with what the model's bytes() threw.
+   */
   async call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {
     const { signal } = options;
-    const worker = await this.#lease(target, signal);
+    const worker = await this.#lease(target, signal, call.model);
     const onAbort = () => void worker.child.terminate(this.#o.sigtermTimeoutMs);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
@@ -197,9 +275,7 @@ export class ProcessManager {
       const warm = worker.calls > 0;
       worker.calls++;
       worker.child.tail.clear();
-      const result = await worker.child.call({ ...call, callId: String(this.#nextCallId++) }, (state) =>
-        options.onProgress?.(state, worker.child.tail.lines()),
-      );
+      const result = await this.#send(worker, call, (state) => options.onProgress?.(state, worker.child.tail.lines()));
       // stderr is another pipe: let what the plugin printed before answering arrive.
       await new Promise(setImmediate);
       const logTail = worker.child.tail.lines();
@@ -210,6 +286,10 @@ export class ProcessManager {
       if (!this.#release(worker, true)) await worker.child.exited;
       return { result, logTail, warm };
     } catch (error) {
+      if (error instanceof NotSent) {
+        this.#release(worker, true);
+        throw error.cause;
+      }
       this.#release(worker, false);
       // The slot frees, and the cancel outcome is known, only once the process is gone.
       await worker.child.exited;
@@ -217,6 +297,115 @@ export class ProcessManager {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * Sends the call to the worker's child and waits for its answer, keeping the books of
+   * what the child holds. A child that does not hold the resident its books said it
+   * does (ResidentMissing) gets the call again once, with the bytes.
+   */
+  async #send(worker: Worker, call: PluginCall, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+    const { model, nextRevision = 0n, ...rest } = call;
+    if (model) this.#warnTooLarge(worker.target, model);
+    for (let attempt = 1; ; attempt++) {
+      const resident = model !== undefined && attempt === 1 && this.#holds(worker, model);
+      let instance: Uint8Array | undefined;
+      try {
+        if (model && !resident) instance = await model.bytes();
+      } catch (error) {
+        throw new NotSent(error);
+      }
+      const sent: SentCall = {
+        ...rest,
+        callId: String(this.#nextCallId++),
+        ...(model ? { modelId: model.modelId } : {}),
+        revision: model?.revision ?? 0n,
+        resident,
+        ...(instance ? { instance } : {}),
+        nextRevision,
+      };
+      const answer = worker.child.call(sent, onProgress);
+      if (model) this.events.emit("instance", resident, instance?.byteLength ?? 0);
+      // What a kept ref weighs: the call's model, or the instance it returned.
+      const sizeOf = (ref: ResidentKey, returned: Uint8Array | undefined) =>
+        model && ref.modelId === model.modelId
+          ? ref.revision === model.revision
+            ? model.size
+            : ref.revision === nextRevision
+              ? (returned?.byteLength ?? 0)
+              : 0
+          : 0;
+      try {
+        const result = await answer;
+        this.#book(worker, result, (ref) => sizeOf(ref, result.instance));
+        return result;
+      } catch (error) {
+        if (!(error instanceof ChildFailure)) throw error;
+        this.#book(worker, error.residents, (ref) => sizeOf(ref, undefined));
+        if (!(error.residentMissing && resident && model)) throw error;
+        // Our books were wrong: it does not hold the model. Once more, with the bytes.
+        this.#unbook(worker, model);
+        this.#o.logger.debug(
+          { pid: worker.child.pid, modelId: model.modelId, revision: model.revision },
+          "resident instance missing: sent again with its bytes",
+        );
+      }
+    }
+  }
+
+  /** A model its module's children can never keep is sent with every call: say so once. */
+  #warnTooLarge(target: PluginTarget, model: ModelRef): void {
+    const budget = residentBytesOf(target);
+    if (budget === 0 || model.size <= budget || this.#tooLarge.has(model.modelId)) return;
+    this.#tooLarge.add(model.modelId);
+    const key = `${target.key ?? "plugins[]"}.resident_mb`;
+    this.#o.logger.warn(
+      { modelId: model.modelId, size: model.size, residentMb: target.residentMb },
+      `model ${model.modelId} (${model.size} bytes) is larger than ${key} (${target.residentMb} MiB): no child keeps it, so its instance is sent and deserialized with every call; raise ${key} to keep it resident`,
+    );
+  }
+
+  #holds(worker: Worker, ref: ResidentKey): boolean {
+    return worker.residents.get(ref.modelId)?.has(ref.revision) ?? false;
+  }
+
+  /** An answer's changes into the child's books: kept, then dropped. */
+  #book(worker: Worker, changes: ResidentChanges, sizeOf: (ref: ResidentKey) => number): void {
+    for (const ref of changes.kept) {
+      const revisions = worker.residents.get(ref.modelId) ?? new Map<bigint, number>();
+      worker.residents.set(ref.modelId, revisions);
+      worker.residentBytes -= revisions.get(ref.revision) ?? 0;
+      const size = sizeOf(ref);
+      revisions.set(ref.revision, size);
+      worker.residentBytes += size;
+    }
+    for (const ref of changes.dropped) this.#unbook(worker, ref);
+  }
+
+  #unbook(worker: Worker, ref: ResidentKey): void {
+    const revisions = worker.residents.get(ref.modelId);
+    const size = revisions?.get(ref.revision);
+    if (size === undefined) return;
+    revisions!.delete(ref.revision);
+    if (revisions!.size === 0) worker.residents.delete(ref.modelId);
+    worker.residentBytes -= size;
+  }
+
+  /** Takes the forgotten revisions out of the books and tells the child (unless it is stopping: it is going anyway). */
+  #forget(worker: Worker, forgets: readonly { modelId: string; keep: bigint | undefined }[]): void {
+    const refs: ResidentKey[] = [];
+    for (const { modelId, keep } of forgets) {
+      for (const revision of [...(worker.residents.get(modelId)?.keys() ?? [])]) {
+        if (revision === keep) continue;
+        this.#unbook(worker, { modelId, revision });
+        refs.push({ modelId, revision });
+      }
+    }
+    if (refs.length > 0 && !worker.child.stopping) worker.child.forget(refs);
+  }
+
+  #isIdle(worker: Worker): boolean {
+    return this.#idle.get(worker.key)?.includes(worker) ?? false;
   }
 
   /** Starts min_idle_workers per known module now and waits until they are ready (or failed). */
@@ -264,11 +453,11 @@ export class ProcessManager {
     for (const worker of this.#workers) worker.child.kill();
   }
 
-  #lease(target: PluginTarget, signal?: AbortSignal): Promise<Worker> {
+  #lease(target: PluginTarget, signal?: AbortSignal, model?: ResidentKey): Promise<Worker> {
     signal?.throwIfAborted();
     if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
     const key = keyOf(target);
-    const leased = waitInQueue<Worker, Waiter>(this.#queue, signal, { key, target });
+    const leased = waitInQueue<Worker, Waiter>(this.#queue, signal, { key, target, model });
     this.#schedule();
     return leased;
   }
@@ -277,7 +466,7 @@ export class ProcessManager {
   #schedule(): void {
     while (this.#queue.length > 0) {
       const head = this.#queue[0]!;
-      const idle = this.#takeIdle(head.key);
+      const idle = this.#takeIdle(head.key, head.model);
       if (idle) {
         this.#queue.shift();
         head.resolve(idle);
@@ -316,7 +505,17 @@ export class ProcessManager {
       () => this.#failing.delete(key),
       () => this.#failing.add(key), // Whoever uses the worker awaits it too; a prewarmed one may have none.
     );
-    const worker: Worker = { key, target, child, ready, calls: 0, idleSince: performance.now() };
+    const worker: Worker = {
+      key,
+      target,
+      child,
+      ready,
+      calls: 0,
+      idleSince: performance.now(),
+      residents: new Map(),
+      residentBytes: 0,
+      forgets: [],
+    };
     void ready.then(
       (hello) => (worker.hello = hello),
       () => {},
@@ -329,6 +528,10 @@ export class ProcessManager {
   }
 
   #gone(worker: Worker, exit: ChildExit): void {
+    // What it held went with it.
+    worker.residents.clear();
+    worker.residentBytes = 0;
+    worker.forgets.length = 0;
     this.#workers.delete(worker);
     this.#stopping.delete(worker);
     this.#removeIdle(worker);
@@ -341,7 +544,10 @@ export class ProcessManager {
   #release(worker: Worker, reusable: boolean): boolean {
     const { reuseWorkers, maxCallsPerWorker } = this.#o;
     const current = !this.#retired.has(worker.key);
+    const forgets = worker.forgets.splice(0);
     if (reusable && reuseWorkers && current && !this.#closed && !worker.child.stopping && worker.calls < maxCallsPerWorker) {
+      // Its call has ended and its answer is in the books: what was forgotten meanwhile goes now.
+      this.#forget(worker, forgets);
       worker.idleSince = performance.now();
       const list = this.#idle.get(worker.key) ?? [];
       list.push(worker);
@@ -363,14 +569,28 @@ export class ProcessManager {
     void worker.child.terminate(this.#o.sigtermTimeoutMs);
   }
 
-  /** The most recently used idle child of a module that is not stopped; stopped ones are killed on the way. */
-  #takeIdle(key: string): Worker | undefined {
+  /**
+   * An idle child of a module that is not stopped, for a call on `model`: one holding it,
+   * else the one holding least (the most recently used of those); stopped ones are
+   * killed on the way.
+   */
+  #takeIdle(key: string, model: ResidentKey | undefined): Worker | undefined {
     const list = this.#idle.get(key);
-    for (let worker = list?.pop(); worker; worker = list?.pop()) {
-      if (!worker.child.suspended) return worker;
-      this.#discardStopped(worker);
+    for (;;) {
+      let chosen: Worker | undefined;
+      for (let i = (list?.length ?? 0) - 1; i >= 0; i--) {
+        const worker = list![i]!;
+        if (model && this.#holds(worker, model)) {
+          chosen = worker;
+          break;
+        }
+        if (!chosen || worker.residentBytes < chosen.residentBytes) chosen = worker;
+      }
+      if (!chosen) return undefined;
+      this.#removeIdle(chosen);
+      if (!chosen.child.suspended) return chosen;
+      this.#discardStopped(chosen);
     }
-    return undefined;
   }
 
   /** A stopped child is not a warm one: SIGTERM would wait for it to be continued, so SIGKILL its group now. */

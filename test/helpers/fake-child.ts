@@ -4,17 +4,25 @@
  * when the test says so. It keeps a child's contract as child.ts has it: one exchange
  * at a time; an exit fails the exchange in progress (cancelled once it was asked to
  * stop, else plugin_exited); terminate() is SIGTERM, then kill() after the timeout on
- * the (fake) clock unless the child obeys; `exited` settles once it is gone.
+ * the (fake) clock unless the child obeys; `exited` settles once it is gone. It holds
+ * no instances itself: an answer says what it kept and dropped as the test gives them,
+ * and forget() throws if it comes during an exchange (the manager's rule).
  */
 import { create, type JsonValue } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { type ChildExit, ChildFailure, type ChildOptions } from "../../server/process/child.ts";
+import { type ChildExit, ChildFailure, type ChildOptions, RESIDENT_MISSING } from "../../server/process/child.ts";
 import { LogTail } from "../../server/process/log-tail.ts";
-import type { ChildHandle, ChildLauncher, PluginCall } from "../../server/process/process-manager.ts";
+import type { ChildHandle, ChildLauncher, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
 
 type Signal = "SIGTERM" | "SIGKILL";
+
+/** What an answer says the child's residents did during the call. */
+export interface Residents {
+  kept?: ResidentKey[];
+  dropped?: ResidentKey[];
+}
 
 interface Exchange {
   readonly kind: "hello" | "call";
@@ -38,7 +46,9 @@ export class FakeChild implements ChildHandle {
   /** Signals received, in order, with the time terminate() gave SIGKILL. */
   readonly signals: { signal: Signal; timeoutMs?: number }[] = [];
   /** Calls received, in order. */
-  readonly calls: (PluginCall & { callId: string })[] = [];
+  readonly calls: SentCall[] = [];
+  /** Forget frames received, in order: each frame's refs. */
+  readonly forgets: ResidentKey[][] = [];
   #exit: ChildExit | undefined;
   #markExited!: (exit: ChildExit) => void;
   #terminated = false;
@@ -69,7 +79,7 @@ export class FakeChild implements ChildHandle {
   }
 
   /** The call it runs now, if any. */
-  get current(): (PluginCall & { callId: string }) | undefined {
+  get current(): SentCall | undefined {
     return this.#exchange?.kind === "call" ? this.calls.at(-1) : undefined;
   }
 
@@ -79,10 +89,16 @@ export class FakeChild implements ChildHandle {
     return this.#run<Hello>("hello");
   }
 
-  call(call: PluginCall & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+  call(call: SentCall, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
     const result = this.#run<Result>("call", onProgress);
     if (!this.#exit) this.calls.push(call);
     return result;
+  }
+
+  forget(refs: ResidentKey[]): void {
+    if (refs.length === 0 || this.stopping) return;
+    if (this.#exchange) throw new Error(`fake child ${this.pid}: forget sent during a ${this.#exchange.kind} exchange`);
+    this.forgets.push(refs.map(({ modelId, revision }) => ({ modelId, revision })));
   }
 
   endCall(): number[] {
@@ -128,16 +144,28 @@ export class FakeChild implements ChildHandle {
     this.#finish(1, null);
   }
 
-  /** It answers its call: `value` (JSON) as the result. */
-  answer(value?: JsonValue): void {
+  /** It answers its call: `value` (JSON) as the result, with the instance it returned and what it kept and dropped. */
+  answer(value?: JsonValue, more: Residents & { instance?: Uint8Array } = {}): void {
     const encoded =
       value === undefined ? undefined : create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
-    this.#settle("call", (e) => e.resolve(create(ResultSchema, encoded ? { value: encoded } : {})));
+    const { kept = [], dropped = [], instance } = more;
+    this.#settle("call", (e) =>
+      e.resolve(create(ResultSchema, { ...(encoded ? { value: encoded } : {}), ...(instance ? { instance } : {}), kept, dropped })),
+    );
   }
 
   /** Its call fails: the plugin threw. */
-  fail(message = "Error: the plugin failed"): void {
-    this.#settle("call", (e) => e.reject(new ChildFailure("plugin_error", message)));
+  fail(message = "Error: the plugin failed", residents: Residents = {}): void {
+    const changes = { kept: residents.kept ?? [], dropped: residents.dropped ?? [] };
+    this.#settle("call", (e) => e.reject(new ChildFailure("plugin_error", message, "", undefined, { residents: changes })));
+  }
+
+  /** It does not hold the resident instance its call named: it says so (a Failure "ResidentMissing"), as the SDK does. */
+  failResidentMissing(residents: Residents = {}): void {
+    const call = this.current;
+    const changes = { kept: residents.kept ?? [], dropped: residents.dropped ?? [] };
+    const message = `${RESIDENT_MISSING}: model ${call?.modelId} revision ${call?.revision} is not resident`;
+    this.#settle("call", (e) => e.reject(new ChildFailure("plugin_error", message, "", undefined, { residents: changes, residentMissing: true })));
   }
 
   /** A line on its stderr. */
@@ -250,7 +278,7 @@ export class FakeChildren {
 }
 
 /** A call's tag: its first argument's text. */
-export function tagOf(call: PluginCall): string {
+export function tagOf(call: Pick<SentCall, "args">): string {
   const value = call.args[0]?.kind;
   return value?.case === "jsonUtf8" ? (JSON.parse(new TextDecoder().decode(value.value)) as string) : "";
 }
