@@ -16,6 +16,7 @@ import { LocalRunner } from "./engine/local-runner.ts";
 import { ModelCache } from "./engine/model-cache.ts";
 import { ModelLocks } from "./engine/model-locks.ts";
 import type { PluginRegistry } from "./engine/plugins.ts";
+import { forgetSuperseded } from "./engine/resident-janitor.ts";
 import { StatePublisher } from "./engine/state-publisher.ts";
 import type { Store } from "./store/store.ts";
 
@@ -28,6 +29,8 @@ export function openEngine(
   const e = config.engine;
   const { cluster } = parts;
   const publisher = new StatePublisher(e.state_history);
+  // Children drop the revisions that a new one superseded, and deleted models (both runners publish here).
+  forgetSuperseded(publisher, parts.processes);
   const table = new LiveTable(
     {
       maxQueue: e.max_queue,

@@ -25,7 +25,8 @@ import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
-import { modelMessage } from "../store/model-message.ts";
+import type { ModelRef } from "../process/process-manager.ts";
+import { modelMessage, modelMeta } from "../store/model-message.ts";
 import { isCommitUnknown, type ModelMeta, type ModelRecord, type Store, type StoredAction, type StoredPayloads } from "../store/store.ts";
 import { type ActionErrorCode, pluginErrorCode } from "./action-errors.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -98,11 +99,18 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   try {
     using _lock = modelId ? await deps.locks.acquire(modelId, signal) : undefined;
     steps.started();
-    const model = modelId ? await modelFor(deps, modelId, request.knownRevision(modelId)) : undefined;
+    const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
     if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
     const jsonForm = table.action(id)!.jsonForm;
     const kind = callKinds[call as keyof typeof callKinds];
-    const out = await run.execute({ kind, modelType, instance: model?.instance, jsonForm }, request.args, request.args.dataAccess.length, signal);
+    // Fit, and a predict that may update its model, return what becomes the next revision.
+    const next = model ? model.meta.revision + 1n : undefined;
+    const out = await run.execute(
+      { kind, modelType, model: model?.ref, nextRevision: next, jsonForm },
+      request.args,
+      request.args.dataAccess.length,
+      signal,
+    );
     const prediction = call === ActionCall.PREDICT ? out.value : undefined;
     result = prediction;
     const { inlineBytes, maxJsonValueBytes } = deps.views;
@@ -117,9 +125,19 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
       }),
     });
     if (out.instance !== undefined) {
-      await steps.status(ActionStatus.STORING);
-      const record = nextRevision(id, modelType, model, out.instance);
-      return { live: await endWithRevision(deps, request, record, succeeded, prediction) };
+      let committed = false;
+      try {
+        await steps.status(ActionStatus.STORING);
+        const record = nextRevision(id, modelType, model?.meta, out.instance);
+        const live = await endWithRevision(deps, request, record, succeeded, prediction);
+        committed = live.view.status === ActionStatus.SUCCEEDED;
+        return { live };
+      } finally {
+        // The child that made the instance keeps it as the next revision. Not stored (or not
+        // known to be), it must go while the model is still locked: the model's next call
+        // may make that revision again, with other bytes.
+        if (model && !committed) deps.processes.forget(model.meta.id, model.meta.revision);
+      }
     }
     patch = succeeded();
   } catch (error) {
@@ -192,13 +210,42 @@ class Steps implements RunReporter {
   }
 }
 
-/** The model's latest revision, from the cache when it holds the one known to be latest. */
-async function modelFor(deps: LifecycleDeps, modelId: string, known?: bigint): Promise<ModelRecord | undefined> {
+/** The model a call runs on: its latest revision, and that revision's bytes when a child needs them. */
+interface CallModel {
+  meta: ModelMeta;
+  ref: ModelRef;
+}
+
+/**
+ * The model's latest revision. Known to be `known` and in the live table, its bytes are
+ * read only when the child the call gets does not hold it (from the cache, else the
+ * store); else the store is read now.
+ */
+async function modelRef(deps: LifecycleDeps, modelId: string, known?: bigint): Promise<CallModel | undefined> {
   const cached = known === undefined ? undefined : deps.instances.get(modelId, known);
-  if (cached) return cached;
+  if (cached) return callModel(deps, cached, cached.instance);
+  const live = known === undefined ? undefined : deps.table.model(modelId);
+  if (live && live.revision === known) return callModel(deps, modelMeta(live));
   const record = await deps.store.getModel(modelId);
-  if (record) deps.instances.put(record);
-  return record;
+  if (!record) return undefined;
+  deps.instances.put(record);
+  return callModel(deps, record, record.instance);
+}
+
+function callModel(deps: LifecycleDeps, meta: ModelMeta, instance?: Uint8Array): CallModel {
+  const { id, revision, instanceSize } = meta;
+  const bytes = instance ? () => Promise.resolve(instance) : () => instanceOf(deps, id, revision);
+  return { meta, ref: { modelId: id, revision, size: instanceSize, bytes } };
+}
+
+/** A revision's instance: from the cache, else the store (and then cached). */
+async function instanceOf(deps: LifecycleDeps, id: string, revision: bigint): Promise<Uint8Array> {
+  const cached = deps.instances.get(id, revision);
+  if (cached) return cached.instance;
+  const record = await deps.store.getModel(id, revision);
+  if (!record) throw new ActionFailure({ code: "not_found", message: `model ${id} revision ${revision} is no longer stored` });
+  deps.instances.put(record);
+  return record.instance;
 }
 
 /**
@@ -286,7 +333,7 @@ async function settleEnd(deps: LifecycleDeps, id: string, failed: ActionFailure,
 }
 
 /** The model's next revision (the first of a new model) with the instance a call made. */
-function nextRevision(actionId: string, modelType: string, model: ModelRecord | undefined, instance: Uint8Array): ModelRecord {
+function nextRevision(actionId: string, modelType: string, model: ModelMeta | undefined, instance: Uint8Array): ModelRecord {
   const now = new Date();
   const change = { updateTime: now, instance, instanceSize: instance.byteLength, actionId };
   return model

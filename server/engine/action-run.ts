@@ -11,7 +11,7 @@ import { type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt"
 import { ActionErrorSchema, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure } from "../process/child.ts";
-import type { CallOutcome, PluginCall, ProcessManager } from "../process/process-manager.ts";
+import type { CallOutcome, ModelRef, PluginCall, ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { ActionFailure } from "./action-failure.ts";
 import type { CallArgs } from "./args.ts";
@@ -34,8 +34,12 @@ export interface RunReporter {
   progress(state: JsonValuePb | undefined, logTail: string[], argument?: string): void;
 }
 
-/** What a run calls plugins through: the process manager (a fake in the fast tests). */
-export type PluginCalls = Pick<ProcessManager, "call">;
+/**
+ * What a run calls plugins through: the process manager (a fake in the fast tests). It
+ * also hears of revisions no child should keep (forget), and says which models its
+ * children hold (held).
+ */
+export type PluginCalls = Pick<ProcessManager, "call" | "forget" | "held">;
 
 /** What a run asks of the loaded plugins. */
 export type DeclaredPlugins = Pick<PluginRegistry, "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames">;
@@ -75,9 +79,12 @@ export class ActionRun {
     return this.#stoppedChild;
   }
 
-  /** Resolves the data access, then runs `call` on the model type's plugin. */
+  /**
+   * Resolves the data access, then runs `call` on the model type's plugin: on `model`'s
+   * revision, an instance it returns to be stored as `nextRevision`.
+   */
   async execute(
-    call: { kind: CallKind; modelType: string; instance: Uint8Array | undefined; jsonForm: JsonForm },
+    call: { kind: CallKind; modelType: string; model: ModelRef | undefined; nextRevision: bigint | undefined; jsonForm: JsonForm },
     args: CallArgs,
     dataAccessCount: number,
     signal: AbortSignal,
@@ -95,7 +102,7 @@ export class ActionRun {
     const target = plugin.target;
     const outcome = await this.#call(
       target,
-      { kind: call.kind, target: call.modelType, ...this.#ids, ...(call.instance ? { instance: call.instance } : {}), ...resolved },
+      { kind: call.kind, target: call.modelType, ...this.#ids, model: call.model, nextRevision: call.nextRevision, ...resolved },
       signal,
       () => this.#report.status(ActionStatus.EXECUTING),
       (state, logTail) => this.#report.progress(state, logTail),

@@ -1,6 +1,6 @@
 /** A model's metadata as the API shows it. */
 import { create } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import type { ModelMeta } from "./store.ts";
 
@@ -17,4 +17,19 @@ export function modelMessage(meta: ModelMeta, instance?: Uint8Array): Model {
     oldestRevision: meta.oldestRevision,
     ...(instance ? { instance } : {}),
   });
+}
+
+/** The metadata the API shows, back as the store keeps it. */
+export function modelMeta(model: Model): ModelMeta {
+  const date = (t: Model["createTime"]) => (t ? timestampDate(t) : new Date(0));
+  return {
+    id: model.id,
+    modelType: model.modelType,
+    revision: model.revision,
+    createTime: date(model.createTime),
+    updateTime: date(model.updateTime),
+    instanceSize: Number(model.instanceSize),
+    actionId: model.actionId,
+    oldestRevision: model.oldestRevision,
+  };
 }

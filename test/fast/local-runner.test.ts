@@ -52,7 +52,8 @@ describe("LocalRunner", () => {
     await settle();
     expect(calls.actionIds.slice(2)).toEqual([first.id]);
     // The next call on the model sees what the fit before it made.
-    expect(calls.of(first.id).call.instance).toEqual(new Uint8Array([2]));
+    expect(calls.of(first.id).call.model).toMatchObject({ modelId: m1.id, revision: 2n, size: 1 });
+    expect(await calls.of(first.id).call.model?.bytes()).toEqual(new Uint8Array([2]));
 
     calls.of(first.id).finish({ value: 1 });
     await settle();
@@ -183,6 +184,42 @@ describe("LocalRunner", () => {
     expect(store.statusesOf(fit.id)).not.toContain(ActionStatus.SUCCEEDED);
     expect((await engine.getModel(model.id, true)).revision).toBe(1n);
     expect((await store.getModel(model.id))?.revision).toBe(1n);
+  });
+
+  test("a fit whose new revision the store refuses has the children forget that revision before the model's next call starts", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, none);
+    const next = await engine.predict(model.id, none);
+    await settle();
+    // The fit's child keeps what it returns as revision 2, before the store has it.
+    expect(calls.of(fit.id).call).toMatchObject({ model: { modelId: model.id, revision: 1n }, nextRevision: 2n });
+    store.refuse("putModel");
+    calls.of(fit.id).finish({ instance: new Uint8Array([7]) });
+    expect(await engine.waitAction(fit.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.FAILED, error: { code: "store_failed" } });
+    await settle();
+
+    // A later fit makes revision 2 again, from other bytes: no child may serve this one as it.
+    const after = calls.forgotten.filter((f) => f.arrival > calls.of(fit.id).arrival);
+    expect(after).toEqual([{ modelId: model.id, keep: 1n, arrival: expect.any(Number) }]);
+    expect(after[0]!.arrival).toBeLessThan(calls.of(next.id).arrival);
+    expect(calls.of(next.id).call).toMatchObject({ model: { revision: 1n }, nextRevision: 2n });
+    expect(await calls.of(next.id).call.model?.bytes()).toEqual(new Uint8Array([1]));
+  });
+
+  test("children forget a model's revisions once a newer one is stored, and all of them once the model is deleted", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, none);
+    await settle();
+    const since = calls.of(fit.id).arrival;
+    calls.of(fit.id).finish({ instance: new Uint8Array([7]) });
+    await engine.waitAction(fit.id, ActionView.BASIC);
+    await settle();
+    await engine.deleteModel(model.id);
+    const after = calls.forgotten.filter((f) => f.arrival > since).map(({ modelId, keep }) => ({ modelId, keep }));
+    expect(after).toEqual([
+      { modelId: model.id, keep: 2n },
+      { modelId: model.id, keep: undefined },
+    ]);
   });
 
   test("close cancels what runs and what waits, and resolves once they have ended", async () => {

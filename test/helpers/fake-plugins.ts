@@ -55,9 +55,19 @@ const STOPPED: ChildExit = {
   stopMs: 1,
 };
 
+/** A forget as the fake received it: the model's revisions but `keep` (all without it). */
+export interface Forgotten {
+  readonly modelId: string;
+  readonly keep: bigint | undefined;
+  /** When it arrived, on the same count as the calls'. */
+  readonly arrival: number;
+}
+
 export class FakePluginCalls implements PluginCalls {
   /** Every call received, in arrival order. */
   readonly calls: PendingCall[] = [];
+  /** Every forget received, in arrival order. */
+  readonly forgotten: Forgotten[] = [];
   /**
    * A call whose signal aborts fails at once as cancelled, as the process manager's does
    * once its child is gone; false: it hangs until the test settles it.
@@ -79,6 +89,15 @@ export class FakePluginCalls implements PluginCalls {
     const found = this.calls.findLast((c) => c.actionId === actionId);
     if (!found) throw new Error(`no plugin call of action ${actionId} arrived; calls: ${this.actionIds.join(", ") || "none"}`);
     return found;
+  }
+
+  forget(modelId: string, keep?: bigint): void {
+    this.forgotten.push({ modelId, keep, arrival: ++arrivals });
+  }
+
+  /** No child holds anything: the fake has none. */
+  held(): Set<string> {
+    return new Set();
   }
 
   call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {
