@@ -4,7 +4,7 @@
  * killed, watchers, queue depth, store commits and event-loop lag.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, stateOf } from "./helpers/args.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { watchActions } from "./helpers/watch.ts";
@@ -39,13 +39,16 @@ async function scrape(): Promise<Map<string, number>> {
   return samples;
 }
 
+/** The model a create made, and its instance's size. */
+const created = ({ action }: { action?: Action | undefined }): [string, number] => [action!.modelId, Number(action!.result!.model!.instanceSize)];
+
 describe("metrics for Prometheus on metrics.address", () => {
   it("agree with the actions run, the children started and killed, and the streams open", async () => {
     // Children SIGKILLed, as the process manager saw them exit.
     let forcedExits = 0;
     t.server.processes.events.on("exit", (_pid: number, exit: { forced: boolean }) => void (exit.forced && forcedExits++));
-    const systest = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
-    const misbehave = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+    const [systest, systestSize] = created(await t.engine.createInstance({ modelType: "systest.Model", wait: true }));
+    const [misbehave, misbehaveSize] = created(await t.engine.createInstance({ modelType: "misbehave.Model", wait: true }));
     for (let i = 0; i < 3; i++) expect((await t.engine.predict({ modelId: systest, wait: true })).action!.status).toBe(ActionStatus.SUCCEEDED);
     expect((await t.engine.fit({ modelId: systest, wait: true })).action!.status).toBe(ActionStatus.SUCCEEDED);
     expect((await t.engine.predict({ modelId: misbehave, kwargs: { mode: json("throw") }, wait: true })).action!.status).toBe(ActionStatus.FAILED);
@@ -83,6 +86,11 @@ describe("metrics for Prometheus on metrics.address", () => {
       expect(forcedExits).toBeGreaterThanOrEqual(1);
       expect(m.get("plinth_child_forced_kills_total")).toBe(forcedExits);
       expect(m.get("plinth_child_protocol_errors_total")).toBe(0);
+      // No child is reused: each call on a model took its instance's bytes (the fit and 3 predicts on revision 1 of one, 2 predicts on the other).
+      expect(m.get('plinth_instance_sends_total{resident="false"}')).toBe(6);
+      expect(m.get('plinth_instance_sends_total{resident="true"}')).toBe(0);
+      expect(m.get("plinth_instance_bytes_sent_total")).toBe(4 * systestSize + 2 * misbehaveSize);
+      expect(m.get("plinth_resident_bytes")).toBe(0);
       expect(m.get("plinth_queue_depth")).toBe(0);
       expect(m.get('plinth_children{state="live"}')).toBe(t.server.processes.live);
       expect(m.get("plinth_watchers")).toBe(1);

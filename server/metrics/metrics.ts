@@ -51,6 +51,17 @@ export class Metrics {
     help: "Plugin children stopped for breaking the pipe protocol.",
     registers: [this.registry],
   });
+  readonly #instanceSends = new Counter({
+    name: "plinth_instance_sends_total",
+    help: "Calls on a model sent to a child: resident (it held the instance; no bytes sent) or not (with the instance's bytes).",
+    labelNames: ["resident"],
+    registers: [this.registry],
+  });
+  readonly #instanceBytes = new Counter({
+    name: "plinth_instance_bytes_sent_total",
+    help: "Bytes of serialized instances sent to children with calls.",
+    registers: [this.registry],
+  });
   readonly #storeWrites = new Histogram({
     name: "plinth_store_commit_seconds",
     help: "One commit of action changes (all those of one event-loop turn).",
@@ -61,6 +72,8 @@ export class Metrics {
   constructor() {
     // Process metrics, event-loop lag included.
     collectDefaultMetrics({ register: this.registry });
+    // Both kinds of send show from the start, at 0.
+    for (const resident of ["true", "false"]) this.#instanceSends.inc({ resident }, 0);
   }
 
   readonly storeCommit = (seconds: number) => this.#storeWrites.observe(seconds);
@@ -83,8 +96,13 @@ export class Metrics {
       if (exit.forced) this.#forced.inc();
       if (exit.protocolError) this.#protocol.inc();
     };
+    const onInstance = (resident: boolean, bytes: number) => {
+      this.#instanceSends.inc({ resident: String(resident) });
+      this.#instanceBytes.inc(bytes);
+    };
     processes.events.on("spawn", onSpawn);
     processes.events.on("exit", onExit);
+    processes.events.on("instance", onInstance);
     new Gauge({
       name: "plinth_queue_depth",
       help: "Actions waiting for their model, a child or their data.",
@@ -104,6 +122,14 @@ export class Metrics {
       },
     });
     new Gauge({
+      name: "plinth_resident_bytes",
+      help: "Serialized size of the instances plugin children hold resident, by the server's books.",
+      registers: [this.registry],
+      collect() {
+        this.set(processes.residentBytes());
+      },
+    });
+    new Gauge({
       name: "plinth_watchers",
       help: "Open WatchState streams.",
       registers: [this.registry],
@@ -115,6 +141,7 @@ export class Metrics {
       unsubscribe();
       processes.events.off("spawn", onSpawn);
       processes.events.off("exit", onExit);
+      processes.events.off("instance", onInstance);
     };
   }
 
