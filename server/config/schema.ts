@@ -38,6 +38,8 @@ export const pluginSchema = z
      * (0: none); default: 256, or half of max_memory_mb when that is set. See residentMb().
      */
     resident_mb: z.number().nonnegative().optional(),
+    /** Children that may serve predicts of one model at once, for model types whose predict is concurrent; default: engine.max_children. */
+    max_replicas: z.number().int().positive().optional(),
     /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
     /** Reload when the module's folder changes: idle children retire, new calls get the new code. */

@@ -9,7 +9,7 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
@@ -97,10 +97,13 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   let patch: ActionPatch;
   let result: Payload | undefined;
   try {
-    using _lock = modelId ? await deps.locks.acquire(modelId, signal) : undefined;
+    // A predict of a concurrent model type shares its model with up to max_replicas others; any other call has it alone.
+    const shared = call === ActionCall.PREDICT ? deps.plugins.concurrentPredicts(modelType) : undefined;
+    using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared) : undefined;
     steps.started();
     const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
     if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
+    if (model) steps.model(model.meta.revision);
     const jsonForm = table.action(id)!.jsonForm;
     const kind = callKinds[call as keyof typeof callKinds];
     // Fit, and a predict that may update its model, return what becomes the next revision.
@@ -168,7 +171,8 @@ class Steps implements RunReporter {
   readonly #deps: LifecycleDeps;
   readonly #id: string;
   readonly #onProgress: ((view: Action) => void) | undefined;
-  #startTime: Timestamp | undefined;
+  /** What the next step carries: when it left its model's queue, the revision it runs on. */
+  #pending: ActionPatch = {};
 
   constructor(deps: LifecycleDeps, id: string, onProgress: ((view: Action) => void) | undefined) {
     this.#deps = deps;
@@ -178,7 +182,12 @@ class Steps implements RunReporter {
 
   /** The action left its model's queue now. */
   started(): void {
-    this.#startTime = timestampNow();
+    this.#pending = { ...this.#pending, startTime: timestampNow() };
+  }
+
+  /** The model's revision the call runs on. */
+  model(revision: bigint): void {
+    this.#pending = { ...this.#pending, modelRevision: revision };
   }
 
   /** What the end adds that no step carried yet. */
@@ -187,9 +196,9 @@ class Steps implements RunReporter {
   }
 
   #takeStart(): ActionPatch {
-    const startTime = this.#startTime;
-    this.#startTime = undefined;
-    return startTime ? { startTime } : {};
+    const pending = this.#pending;
+    this.#pending = {};
+    return pending;
   }
 
   status(status: ActionStatus): Promise<void> {

@@ -42,7 +42,10 @@ export interface RunReporter {
 export type PluginCalls = Pick<ProcessManager, "call" | "forget" | "held">;
 
 /** What a run asks of the loaded plugins. */
-export type DeclaredPlugins = Pick<PluginRegistry, "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames">;
+export type DeclaredPlugins = Pick<
+  PluginRegistry,
+  "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames" | "concurrentPredicts"
+>;
 
 export interface RunDeps {
   processes: PluginCalls;

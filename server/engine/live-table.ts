@@ -26,7 +26,21 @@ import type { StatePublisher } from "./state-publisher.ts";
 
 /** What a change of an action may set; its update time is now unless given (as the store has it already). */
 export type ActionPatch = Partial<
-  Pick<Action, "status" | "modelId" | "dataAccess" | "state" | "result" | "error" | "startTime" | "endTime" | "updateTime" | "logTail" | "cancel">
+  Pick<
+    Action,
+    | "status"
+    | "modelId"
+    | "dataAccess"
+    | "state"
+    | "result"
+    | "error"
+    | "startTime"
+    | "endTime"
+    | "updateTime"
+    | "logTail"
+    | "cancel"
+    | "modelRevision"
+  >
 >;
 
 /** A live action: its latest view and the payloads the view summarizes. */

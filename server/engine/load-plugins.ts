@@ -56,7 +56,13 @@ export async function loadPlugin(
         module: display,
         runtime: config.runtime,
         description: manifest?.description ?? "",
-        modelTypes: (manifest?.modelTypes ?? []).map((f) => pluginFunction(f, key)),
+        modelTypes: (manifest?.modelTypes ?? []).map((f) => ({
+          ...pluginFunction(f, key),
+          serving: {
+            concurrent: f.serving?.concurrent ?? false,
+            maxReplicas: Math.min(config.max_replicas ?? processes.maxChildren, processes.maxChildren),
+          },
+        })),
         dataAccess: (manifest?.dataAccess ?? []).map((f) => pluginFunction(f, key)),
         watched: config.watch,
         loadedTime: timestampNow(),

@@ -245,6 +245,11 @@ export class ProcessManager {
     }
   }
 
+  /** The most children alive at once (engine.max_children). */
+  get maxChildren(): number {
+    return this.#o.maxChildren;
+  }
+
   /** Starts the plugin module (or takes an idle child of it) and reads its manifest. */
   async describe(target: PluginTarget, signal?: AbortSignal): Promise<Hello> {
     const worker = await this.#lease(target, signal);

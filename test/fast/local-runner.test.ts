@@ -249,4 +249,36 @@ describe("LocalRunner", () => {
     });
     expect(calls.actionIds).toEqual([running.id]);
   });
+
+  test("predicts of a concurrent model type run at once up to max_replicas; a fit waits for those before it, and those after it see its revision", async () => {
+    await engine.close();
+    const CONCURRENT = "fake.Concurrent";
+    engine = await openFastEngine({ store, processes: calls, plugins: pluginRegistry([CONCURRENT], [], { [CONCURRENT]: 2 }) });
+    const model = await engine.addInstance(CONCURRENT, new Uint8Array([1]));
+    const before = [
+      await engine.predict(model.id, request([1])),
+      await engine.predict(model.id, request([2])),
+      await engine.predict(model.id, request([3])),
+    ];
+    const fit = await engine.fit(model.id, none);
+    const after = await engine.predict(model.id, request([4]));
+    await settle();
+    // Two at once (max_replicas 2); the third waits for one of them, the fit for all three.
+    expect(calls.actionIds).toEqual([before[0]!.id, before[1]!.id]);
+    calls.of(before[0]!.id).finish({ value: 1 });
+    await settle();
+    expect(calls.actionIds).toEqual([before[0]!.id, before[1]!.id, before[2]!.id]);
+    calls.of(before[1]!.id).finish({ value: 2 });
+    calls.of(before[2]!.id).finish({ value: 3 });
+    await settle();
+    expect(calls.actionIds.slice(3)).toEqual([fit.id]);
+    expect((await view(after.id)).status).toBe(ActionStatus.QUEUED);
+    calls.of(fit.id).finish({ instance: new Uint8Array([2]) });
+    await settle();
+    expect(calls.actionIds.slice(4)).toEqual([after.id]);
+    calls.of(after.id).finish({ value: 4 });
+    // Each action records the revision its call ran on.
+    const revisions = await Promise.all([...before, fit, after].map(async (a) => (await engine.waitAction(a.id, ActionView.BASIC)).modelRevision));
+    expect(revisions).toEqual([1n, 1n, 1n, 1n, 2n]);
+  });
 });

@@ -12,12 +12,20 @@ import type { CallOptions, CallOutcome, PluginCall } from "../../server/process/
 import type { PluginTarget } from "../../server/process/runtimes.ts";
 
 /** A registry declaring these model types and data-access functions, each in a plugin module of its own. */
-export function pluginRegistry(modelTypes: string[], dataAccess: string[] = []): PluginRegistry {
-  const loaded = (name: string, kind: "modelTypes" | "dataAccess", i: number) => ({
-    key: `plugins[${i}]`,
-    target: { module: `/fake/${name}.ts`, runtime: "node" as const, label: name },
-    info: create(PluginSchema, { name, module: `/fake/${name}.ts`, runtime: "node", [kind]: [{ name }] }),
-  });
+export function pluginRegistry(
+  modelTypes: string[],
+  dataAccess: string[] = [],
+  /** Model types whose predict is concurrent, with their max_replicas. */
+  concurrent: Record<string, number> = {},
+): PluginRegistry {
+  const loaded = (name: string, kind: "modelTypes" | "dataAccess", i: number) => {
+    const serving = concurrent[name] === undefined ? {} : { serving: { concurrent: true, maxReplicas: concurrent[name] } };
+    return {
+      key: `plugins[${i}]`,
+      target: { module: `/fake/${name}.ts`, runtime: "node" as const, label: name },
+      info: create(PluginSchema, { name, module: `/fake/${name}.ts`, runtime: "node", [kind]: [{ name, ...serving }] }),
+    };
+  };
   return new PluginRegistry([
     ...modelTypes.map((name, i) => loaded(name, "modelTypes", i)),
     ...dataAccess.map((name, i) => loaded(name, "dataAccess", modelTypes.length + i)),
