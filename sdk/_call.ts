@@ -11,11 +11,30 @@ import type { Args, Kwargs, PluginValue } from "./values.ts";
 /** @internal */
 export type CallKind = "data_access" | "instantiate" | "fit" | "predict";
 
+/** How a model type turns its instances into bytes and back (JSON unless it declares its own). @internal */
+export interface InstanceCodec {
+  serialize(instance: unknown): Promise<Uint8Array>;
+  deserialize(bytes: Uint8Array): Promise<unknown>;
+}
+
+/**
+ * Gives a fit or predict its instance, once its arguments are checked: deserialized
+ * from the bytes the call brought, or one the child keeps between calls (thread.ts).
+ * @internal
+ */
+export type InstanceLoader = (codec: InstanceCodec) => Promise<unknown>;
+
+/** The loader of an instance sent as bytes. @internal */
+export function fromBytes(bytes: Uint8Array): InstanceLoader {
+  return (codec) => codec.deserialize(bytes);
+}
+
 /** @internal */
 export interface CallRequest {
   kind: CallKind;
   target: string;
-  instance?: Uint8Array;
+  /** A fit's or predict's instance; none is the empty instance. */
+  instance?: InstanceLoader;
   args: Args;
   kwargs: Kwargs;
 }
@@ -23,6 +42,7 @@ export interface CallRequest {
 /** @internal */
 export interface CallOutput {
   value?: PluginValue;
+  /** The new instance, serialized: of an instantiate or fit, or of a predict that returned withInstance. */
   instance?: Uint8Array;
 }
 
@@ -39,6 +59,15 @@ async function serialize(model: ModelType<unknown>, instance: unknown): Promise<
 async function deserialize(model: ModelType<unknown>, bytes: Uint8Array): Promise<unknown> {
   if (model.deserialize) return await model.deserialize(bytes);
   return JSON.parse(decoder.decode(bytes));
+}
+
+function codecOf(model: ModelType<unknown>): InstanceCodec {
+  return { serialize: (instance) => serialize(model, instance), deserialize: (bytes) => deserialize(model, bytes) };
+}
+
+/** The instance a fit or predict runs on. */
+function load(model: ModelType<unknown>, call: CallRequest): Promise<unknown> {
+  return (call.instance ?? fromBytes(new Uint8Array()))(codecOf(model));
 }
 
 function modelType(plugin: Plugin, target: string): ModelType<unknown> {
@@ -81,7 +110,7 @@ export async function runCall(plugin: Plugin, call: CallRequest, ctx: Context): 
       if (!model.fit) throw new TypeError(`model type ${call.target} has no fit`);
       const fn = declared(model.fit);
       const [args, kwargs] = await checked(fn, call);
-      const instance = await deserialize(model, call.instance ?? new Uint8Array());
+      const instance = await load(model, call);
       const fitted = await fn.run(ctx, instance, args, kwargs);
       return { instance: await serialize(model, fitted) };
     }
@@ -90,7 +119,7 @@ export async function runCall(plugin: Plugin, call: CallRequest, ctx: Context): 
       if (!model.predict) throw new TypeError(`model type ${call.target} has no predict`);
       const fn = declared(model.predict);
       const [args, kwargs] = await checked(fn, call);
-      const instance = await deserialize(model, call.instance ?? new Uint8Array());
+      const instance = await load(model, call);
       const out = await fn.run(ctx, instance, args, kwargs);
       if (isPredictionWithInstance(out)) {
         return { value: out.prediction, instance: await serialize(model, out.instance) };

@@ -4,11 +4,12 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import iris from "../plugins/iris/mod.ts";
 import plugin from "../plugins/system-test/mod.ts";
-import { type DType, defineDataAccess, defineModel, Tensor } from "../sdk/mod.ts";
+import { type DType, defineDataAccess, defineModel, definePlugin, Tensor } from "../sdk/mod.ts";
 import { testPlugin } from "../sdk/testing.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
 import { encodeFrame, FrameDecoder, FrameTooLargeError } from "../sdk/worker/frames.ts";
 import { denoBinary } from "../server/process/runtimes.ts";
+import serving from "./fixtures/plugins/serving.ts";
 import { root } from "./helpers/server.ts";
 
 describe("testPlugin: a plugin unit-tested in-process", () => {
@@ -38,6 +39,40 @@ describe("testPlugin: a plugin unit-tested in-process", () => {
     expect((h.calls.at(-1)!.reports.at(-1) as { accuracy: number }).accuracy).toBeGreaterThan(0.9);
     const { prediction } = await h.predict(model, [[[5.1, 3.5, 1.4, 0.2]]]);
     expect(prediction).toEqual(["setosa"]);
+  });
+
+  it("refuses a predict that changes its instance in place (the engine would serve the change to the next predict); withInstance is the way", async () => {
+    const h = testPlugin(serving);
+    const model = await h.instantiate("serving.Mutator");
+    await expect(h.predict(model)).rejects.toThrow(
+      "predict on serving.Mutator changed its instance in place: the engine keeps instances between calls, so the next predict would see the change; copy it, or return withInstance(prediction, instance)",
+    );
+    const first = await h.predict(model, [], { store: true });
+    expect(first.prediction).toBe(1);
+    expect((await h.predict(first.model, [], { store: true })).prediction).toBe(2);
+    // One that changes nothing passes, its typed array serialized as a view of its own memory.
+    const weights = await h.instantiate("serving.Weights", [], { size: 64 });
+    expect((await h.predict(weights)).prediction).toMatchObject({ fits: 0, size: 64 });
+  });
+
+  it("sees a change in place through a serialize that returns a view of the instance's memory", async () => {
+    const h = testPlugin(
+      definePlugin({
+        name: "view",
+        models: {
+          "view.Model": defineModel({
+            instantiate: () => new Float64Array(4),
+            predict: (_ctx, model) => {
+              model[0] = (model[0] ?? 0) + 1;
+              return model[0];
+            },
+            serialize: (model) => new Uint8Array(model.buffer, model.byteOffset, model.byteLength),
+            deserialize: (bytes) => new Float64Array(bytes.slice().buffer),
+          }),
+        },
+      }),
+    );
+    await expect(h.predict(await h.instantiate("view.Model"))).rejects.toThrow("predict on view.Model changed its instance in place");
   });
 
   it("names the missing function", async () => {
@@ -124,6 +159,6 @@ describe("values and frames", () => {
       cwd: root,
       env: { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}node_modules/.cache/deno` },
     });
-    expect(stdout).toMatch(/ok \| 3 passed \| 0 failed/);
+    expect(stdout).toMatch(/ok \| 4 passed \| 0 failed/);
   });
 });

@@ -1,20 +1,25 @@
 /**
- * The child's entry point on Deno: `deno run sdk/adapters/deno.ts <plugin module> [max frame bytes] [progress interval ms]`.
+ * The child's entry point on Deno: `deno run sdk/adapters/deno.ts <plugin module> [max frame bytes] [progress interval ms] [resident bytes]`.
  * Keeps the real stdout for protocol frames; the plugin runs in a worker
  * (deno-thread.ts), started first so that it loads while this thread does, whose
  * console and Deno.stdout go to stderr: nothing a plugin prints can corrupt the channel.
+ * It keeps up to `resident bytes` of instances between calls (../worker/residents.ts);
+ * 0 or none keeps nothing.
  * @module
  */
 import { threadStart } from "../worker/thread-start.ts";
 
-const [modulePath, maxFrameBytes, progressIntervalMs] = Deno.args;
-if (!modulePath?.startsWith("/")) {
-  console.error("usage: deno run sdk/adapters/deno.ts <absolute path of the plugin module> [max frame bytes] [progress interval ms]");
+const [modulePath, maxFrameBytes, progressIntervalMs, residentBytes] = Deno.args;
+const residentBudget = Number(residentBytes ?? 0);
+if (!modulePath?.startsWith("/") || !(residentBudget >= 0)) {
+  console.error(
+    "usage: deno run sdk/adapters/deno.ts <absolute path of the plugin module> [max frame bytes] [progress interval ms] [resident bytes]",
+  );
   Deno.exit(2);
 }
 
 const moduleUrl = `file://${modulePath.split("/").map(encodeURIComponent).join("/")}`;
-const start = threadStart(moduleUrl, "deno", Deno.pid, Number(progressIntervalMs ?? 50));
+const start = threadStart(moduleUrl, "deno", Deno.pid, Number(progressIntervalMs ?? 50), residentBudget);
 const worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, { type: "module" });
 worker.postMessage(start.message);
 

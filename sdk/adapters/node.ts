@@ -1,9 +1,10 @@
 /**
- * The child's entry point on Node: `node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms] [max memory MiB]`.
+ * The child's entry point on Node: `node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms] [resident bytes] [max memory MiB]`.
  * Keeps the real stdout for protocol frames and sends every other write to stderr, so
  * console.log in a plugin cannot corrupt the channel; the plugin runs on a worker
  * thread (node-thread.ts), started first so that it loads while this thread does, with
- * its heap bounded when a memory limit is given.
+ * its heap bounded when a memory limit is given. It keeps up to `resident bytes` of
+ * instances between calls (../worker/residents.ts); 0 or none keeps nothing.
  * @module
  */
 import process from "node:process";
@@ -11,9 +12,12 @@ import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import { threadStart } from "../worker/thread-start.ts";
 
-const [modulePath, maxFrameBytes, progressIntervalMs, maxMemoryMb] = process.argv.slice(2);
-if (!modulePath) {
-  process.stderr.write("usage: node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms] [max memory MiB]\n");
+const [modulePath, maxFrameBytes, progressIntervalMs, residentBytes, maxMemoryMb] = process.argv.slice(2);
+const residentBudget = Number(residentBytes ?? 0);
+if (!modulePath || !(residentBudget >= 0)) {
+  process.stderr.write(
+    "usage: node --import tsx sdk/adapters/node.ts <plugin module> [max frame bytes] [progress interval ms] [resident bytes] [max memory MiB]\n",
+  );
   process.exit(2);
 }
 
@@ -29,7 +33,7 @@ const writeFrame = stdout.write.bind(stdout);
 const toStderr = process.stderr.write.bind(process.stderr);
 stdout.write = toStderr as typeof stdout.write;
 
-const start = threadStart(pathToFileURL(modulePath).href, "node", process.pid, Number(progressIntervalMs ?? 50));
+const start = threadStart(pathToFileURL(modulePath).href, "node", process.pid, Number(progressIntervalMs ?? 50), residentBudget);
 const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
   // Not the process's --import tsx: it would load tsx once more, and its hooks would not
   // reach the thread's modules anyway (node-thread.mjs registers them). But the permission

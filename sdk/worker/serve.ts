@@ -40,27 +40,41 @@ export interface WorkerHost {
   maxFrameBytes: number;
 }
 
+/** What a ServerMessage frame holds: a call (with its id), a Forget, or nothing this child knows. */
+type FrameKind = { case: "call"; callId: string } | { case: "forget" } | undefined;
+
 /**
- * The call id of a ServerMessage frame, read without decoding the rest (the plugin's
- * thread decodes the call): ServerMessage.call is field 1, Call.call_id its field 1.
+ * The kind of a ServerMessage frame, read without decoding the rest (the plugin's thread
+ * decodes it): ServerMessage.call is field 1 (Call.call_id its field 1), forget field 2.
+ * The last of them wins, as when the thread decodes it.
  */
-function callIdOf(frame: Uint8Array): string | undefined {
+function frameKind(frame: Uint8Array): FrameKind {
   const message = new BinaryReader(frame);
+  let kind: FrameKind;
   while (message.pos < message.len) {
     const [field, wireType] = message.tag();
-    if (field !== 1 || wireType !== WireType.LengthDelimited) {
+    if (wireType !== WireType.LengthDelimited || (field !== 1 && field !== 2)) {
       message.skip(wireType, field);
       continue;
     }
+    if (field === 2) {
+      message.skip(wireType, field);
+      kind = { case: "forget" };
+      continue;
+    }
     const call = new BinaryReader(message.bytes());
+    let callId = "";
     while (call.pos < call.len) {
       const [callField, callWire] = call.tag();
-      if (callField === 1 && callWire === WireType.LengthDelimited) return call.string();
+      if (callField === 1 && callWire === WireType.LengthDelimited) {
+        callId = call.string();
+        break;
+      }
       call.skip(callWire, callField);
     }
-    return "";
+    kind = { case: "call", callId };
   }
-  return undefined;
+  return kind;
 }
 
 /** Exit code of a child that stopped because of SIGTERM (128 + 15, as a shell reports it). */
@@ -124,13 +138,20 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
   const decoder = new FrameDecoder(host.maxFrameBytes);
   for await (const chunk of host.input) {
     for (const frame of decoder.push(chunk)) {
-      const callId = callIdOf(frame);
-      if (callId === undefined || terminated) continue;
-      lastCall = callId;
+      const kind = frameKind(frame);
+      if (kind === undefined || terminated) continue;
+      // A copy of exactly the frame, handed over without another copy. (Not frame.slice():
+      // on Node the frame may be a Buffer, whose slice is a view of the chunk it was read
+      // in, and handing that over would take the chunk's next frames with it.)
+      const own = new Uint8Array(frame);
+      if (kind.case === "forget") {
+        // Not a call: it neither starts one nor resets the current one's cancel.
+        thread.post({ type: "control", frame: own }, [own.buffer as ArrayBuffer]);
+        continue;
+      }
+      lastCall = kind.callId;
       Atomics.store(state, THREAD_CANCELLED, 0);
       Atomics.store(state, THREAD_BUSY, 1); // the thread clears it when the call has ended
-      // A copy of exactly the frame, handed over without another copy.
-      const own = frame.slice();
       thread.post({ type: "call", frame: own }, [own.buffer as ArrayBuffer]);
     }
   }

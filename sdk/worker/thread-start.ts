@@ -19,7 +19,8 @@ export function threadStart(
   runtime: "node" | "deno",
   pid: number,
   progressIntervalMs: number,
+  residentBytes: number,
 ): { message: Extract<ToThread, { type: "start" }>; state: Int32Array } {
   const state = new Int32Array(new SharedArrayBuffer(12));
-  return { message: { type: "start", moduleUrl, runtime, pid, progressIntervalMs, state }, state };
+  return { message: { type: "start", moduleUrl, runtime, pid, progressIntervalMs, residentBytes, state }, state };
 }

@@ -9,6 +9,10 @@
  * end of its input, and tells this thread through a shared flag that a synchronous
  * loop can read (`ctx.signal.aborted`, `ctx.checkpoint()`), while `ctx.report` sends a
  * due update at once instead of waiting for a timer.
+ *
+ * It also keeps instances between calls, within the budget the server gives
+ * (residents.ts): a call the server marks `resident` runs on the instance held, and
+ * each answer says what the child let go of and what it now holds.
  * @module
  */
 import { create, fromBinary, fromJson, type MessageInitShape, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
@@ -18,6 +22,7 @@ import {
   CallKind,
   type FailureSchema,
   type ManifestSchema,
+  ResidentRefSchema,
   ServerMessageSchema,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -30,6 +35,8 @@ import type { JsonValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
 import { framedChunks } from "./frames.ts";
+import { type Held, residentCall } from "./resident-call.ts";
+import { Residents } from "./residents.ts";
 import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
 
 /** Main thread → plugin thread. @internal */
@@ -40,10 +47,14 @@ export type ToThread =
       runtime: "node" | "deno";
       pid: number;
       progressIntervalMs: number;
+      /** How many bytes of instances (serialized) to keep between calls; 0 keeps none. */
+      residentBytes: number;
       /** Shared with the main thread: see THREAD_CANCELLED, THREAD_BUSY, THREAD_NOTIFY. */
       state: Int32Array;
     }
   | { type: "call"; frame: Uint8Array }
+  /** A frame that is not a call (Forget), handled in order with the calls. */
+  | { type: "control"; frame: Uint8Array }
   | { type: "cancel" };
 
 /** Plugin thread → main thread. @internal */
@@ -169,6 +180,12 @@ export function runThread(host: ThreadHost): void {
     for (const part of framedChunks(encodeChunks(WorkerMessageSchema, create(WorkerMessageSchema, message)))) host.writeSync(part);
   };
   let start: Extract<ToThread, { type: "start" }> | undefined;
+  let residents = new Residents<Held>(0);
+  /** What the call that ends changed of the residents, for its answer. */
+  const deltas = () => {
+    const { dropped, kept } = residents.deltas();
+    return { dropped: dropped.map((r) => create(ResidentRefSchema, r)), kept: kept.map((r) => create(ResidentRefSchema, r)) };
+  };
   let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);
   let current: AbortController | undefined;
   // Calls run one at a time, in arrival order.
@@ -225,13 +242,17 @@ export function runThread(host: ThreadHost): void {
       if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
       const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeArgument(v, `kwargs.${k}`)]));
       const args = call.args.map((v, i) => decodeArgument(v, `args[${i}]`));
-      const out = await runCall(plugin, { kind, target: call.target, instance: call.instance, args, kwargs }, ctx);
+      const resident = residentCall(call, kind, residents);
+      const request = { kind, target: call.target, args, kwargs, ...(resident.instance ? { instance: resident.instance } : {}) };
+      const out = await runCall(plugin, request, ctx);
       flush();
       const result = { callId: call.callId, value: encodeValue(out.value) };
-      send({ kind: { case: "result", value: out.instance ? { ...result, instance: out.instance } : result } });
+      resident.succeeded(out.instance);
+      const answer = out.instance ? { ...result, instance: out.instance } : result;
+      send({ kind: { case: "result", value: { ...answer, ...deltas() } } });
     } catch (error) {
       flush();
-      send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error) } } });
+      send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error), ...deltas() } } });
     } finally {
       current = undefined;
       // Clear, then look: the main thread asks, then looks (see serve.ts), so one sees the other.
@@ -254,6 +275,7 @@ export function runThread(host: ThreadHost): void {
     switch (message.type) {
       case "start":
         start = message;
+        residents = new Residents<Held>(message.residentBytes);
         plugin = load(message);
         return;
       case "call": {
@@ -265,6 +287,14 @@ export function runThread(host: ThreadHost): void {
         });
         return;
       }
+      case "control":
+        // In order with the calls: the server sends Forget between calls, and it may come
+        // before the thread has finished the last one.
+        chain = chain.then(() => {
+          const decoded = fromBinary(ServerMessageSchema, message.frame);
+          if (decoded.kind.case === "forget") residents.forget(decoded.kind.value.refs);
+        });
+        return;
       case "cancel":
         current?.abort(new DOMException("the action was cancelled", "AbortError"));
         return;

@@ -38,6 +38,24 @@ Deno.test("the harness runs instantiate, fit and predict through serialization",
   equal(h.calls[1]!.reports, [{ step: 2 }]);
 });
 
+Deno.test("the harness refuses a predict that changes its instance in place", async () => {
+  const h = testPlugin(
+    definePlugin({
+      name: "mutator",
+      models: {
+        "mutator.Model": {
+          instantiate: () => ({ calls: 0 }),
+          predict: (_ctx, model: { calls: number }) => ++model.calls,
+        },
+      },
+    }),
+  );
+  const model = await h.instantiate("mutator.Model");
+  let message = "";
+  await h.predict(model).catch((error: Error) => (message = error.message));
+  equal(message.startsWith("predict on mutator.Model changed its instance in place"), true);
+});
+
 Deno.test("a tensor survives the wire encoding", () => {
   const t = new Tensor("float32", [2, 2], new Float32Array([1, 2, 3, 4]));
   const back = decodeValue(encodeValue(t)) as Tensor;
