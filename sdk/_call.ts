@@ -122,6 +122,11 @@ export async function runCall(plugin: Plugin, call: CallRequest, ctx: Context): 
       const instance = await load(model, call);
       const out = await fn.run(ctx, instance, args, kwargs);
       if (isPredictionWithInstance(out)) {
+        if ((fn as { concurrent?: boolean }).concurrent) {
+          throw new TypeError(
+            `predict of ${call.target} is declared concurrent, so it may not change its model: return the prediction alone, or drop concurrent: true`,
+          );
+        }
         return { value: out.prediction, instance: await serialize(model, out.instance) };
       }
       return { value: out };

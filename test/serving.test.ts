@@ -91,7 +91,11 @@ describe("resident instances", () => {
 
   it("past resident_mb the least recently used model goes; every answer stays right", async () => {
     const s = await serve({ resident_mb: 2.5 });
-    const [a, b, c] = [await create(s, "serving.Weights", { size: MiB }), await create(s, "serving.Weights", { size: MiB }), await create(s, "serving.Weights", { size: MiB })];
+    const [a, b, c] = [
+      await create(s, "serving.Weights", { size: MiB }),
+      await create(s, "serving.Weights", { size: MiB }),
+      await create(s, "serving.Weights", { size: MiB }),
+    ];
     await s.engine.fit({ modelId: b, wait: true });
     const loads = async (id: string) => (await predict(s, id)).loads;
     const first = await loads(a);
@@ -149,5 +153,16 @@ describe("several children per model", () => {
     await expect.poll(async () => (await run.statuses()).filter((x) => x === ActionStatus.EXECUTING).length, { timeout: 60_000 }).toBe(3);
     run.open();
     for (const id of run.ids) expect((await s.actions.waitAction({ actionId: id })).action!.status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  it("a concurrent predict that returns withInstance fails saying it may not change its model, and ListPlugins shows the type concurrent", async () => {
+    const s = await serve({ max_replicas: 2 }, { max_children: 2 });
+    const model = await create(s, "serving.Gated");
+    const { action } = await s.engine.predict({ modelId: model, kwargs: { store: json(true) }, wait: true });
+    expect(action!.status).toBe(ActionStatus.FAILED);
+    expect(action!.error!.message).toContain("declared concurrent, so it may not change its model");
+    const types = (await s.engine.listPlugins({})).plugins.flatMap((p) => p.modelTypes);
+    expect(types.find((f) => f.name === "serving.Gated")!.serving).toMatchObject({ concurrent: true, maxReplicas: 2 });
+    expect(types.find((f) => f.name === "serving.Weights")!.serving).toMatchObject({ concurrent: false });
   });
 });

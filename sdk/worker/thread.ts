@@ -115,6 +115,7 @@ function manifestOf(plugin: Plugin): MessageInitShape<typeof ManifestSchema> {
       name,
       description: m.description ?? "",
       signatures: [...signature("instantiate", m.instantiate), ...signature("fit", m.fit), ...signature("predict", m.predict)],
+      serving: { concurrent: typeof m.predict === "object" && m.predict.concurrent === true },
     })),
     dataAccess: Object.entries(plugin.dataAccess ?? {}).map(([name, f]) => ({
       name,
