@@ -5,6 +5,9 @@
  * the same run:
  * - warm predict p50 at 1 in flight, a 50 MB model against a 1 kB model of the same
  *   plugin on the same server, called alternately (target: ratio ≤ 1.2);
+ * - one model whose predict is declared concurrent, 16 in flight, 4 children, 50 ms
+ *   predicts: predicts/s against the four children's ceiling (80/s) and the same type
+ *   undeclared (target: ≥ 80 % of the ceiling);
  * - instances deserialized per 1,000 predicts on one model, 16 in flight, against the
  *   number of children (target: ≤ it);
  * - the children's largest RSS while 20 models of 20 MB rotate through 4 children with
@@ -42,8 +45,8 @@ interface Answer {
   rss: number;
 }
 
-async function createWeights(p: PlinthProcess, mb: number): Promise<string> {
-  const request = bytes(CreateInstanceRequestSchema, { modelType: "weights.Dense", kwargs: { mb: json(mb) }, wait: true });
+async function createWeights(p: PlinthProcess, mb: number, modelType = "weights.Dense"): Promise<string> {
+  const request = bytes(CreateInstanceRequestSchema, { modelType, kwargs: { mb: json(mb) }, wait: true });
   const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
   if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
   return res.action.modelId;
@@ -58,7 +61,22 @@ async function predict(p: PlinthProcess, body: Uint8Array): Promise<Answer> {
   return toJson(ValueSchema, prediction.kind.value) as unknown as Answer;
 }
 
-const predictBody = (modelId: string) => bytes(PredictRequestSchema, { modelId, args: [json(1)], wait: true });
+const predictBody = (modelId: string, ms = 0) =>
+  bytes(PredictRequestSchema, { modelId, args: [json(1)], ...(ms ? { kwargs: { ms: json(ms) } } : {}), wait: true });
+
+/** Figure 2: one model, 16 in flight, 4 children, 50 ms predicts: predicts/s of a concurrent type and of the same type undeclared. */
+async function busyModel(from: string, plugin: string[]): Promise<{ shared: number; single: number }> {
+  const p = await startPlinth(PLUGIN, { root: from, backend: "memory", engine: { max_children: 4, min_idle_workers: 4, max_queue: 10000 }, plugin });
+  try {
+    const shared = predictBody(await createWeights(p, 1 / 1024, "weights.Shared"), 50);
+    const single = predictBody(await createWeights(p, 1 / 1024), 50);
+    const ms = quick ? 2000 : 5000;
+    await throughput(16, { count: 32 }, () => predict(p, shared));
+    return { shared: await throughput(16, { ms }, () => predict(p, shared)), single: await throughput(16, { ms }, () => predict(p, single)) };
+  } finally {
+    await p.stop();
+  }
+}
 
 /** Figure 1: warm p50 of a 50 MB and a 1 kB model, called alternately. */
 async function largeAgainstSmall(from: string, plugin: string[]): Promise<{ large: number; small: number }> {
@@ -164,6 +182,13 @@ for (let round = 0; round < rounds; round++) {
       `${f1.large.toFixed(2)} ms`,
       `1 kB model ${f1.small.toFixed(2)} ms`,
       `ratio ≤ 1.2: ${(f1.large / f1.small).toFixed(2)}`,
+    ]);
+    const f2 = await busyModel(v.dir, v.resident(256));
+    rows.push([
+      `one concurrent model, 16 in flight, 4 children, 50 ms predicts (${tag})`,
+      `${f2.shared.toFixed(1)}/s`,
+      `ceiling 80/s; the same type undeclared ${f2.single.toFixed(1)}/s`,
+      `≥ 80 % of ceiling: ${((f2.shared / 80) * 100).toFixed(0)} %`,
     ]);
     const f4 = await loadsPerThousand(v.dir, v.resident(256));
     rows.push([`deserializations per 1,000 predicts, one model (${tag})`, f4.perThousand.toFixed(0), `${f4.children} children`, "≤ children"]);

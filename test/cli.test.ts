@@ -4,7 +4,7 @@ import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { parse as parseYaml } from "yaml";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -216,6 +216,11 @@ describe("plinth, the command line", () => {
     const config = join(tempDir(), "plinth.yaml");
     writeFileSync(config, `backend:\n  kind: memory\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`);
     const good = spawn("npx", ["plinth", "serve", "--config", config, "--address", "127.0.0.1:0"], { cwd: root });
+    // Whatever fails below, the server stops: a server left on a port would fail other tests.
+    onTestFinished(() => {
+      const pid = /"pid":(\d+)/.exec(log)?.[1];
+      if (pid && isAlive(Number(pid))) process.kill(Number(pid), "SIGKILL");
+    });
     let log = "";
     await new Promise<void>((resolve, reject) => {
       good.stdout!.on("data", (chunk: Buffer) => {

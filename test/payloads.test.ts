@@ -168,7 +168,12 @@ describe("real-sized payloads", () => {
   it("the event loop stays responsive while a 1M-number result is handled", async () => {
     // The server as its own process, as users run it, and the 9 MB answer taken as bytes:
     // what is timed is the server's work, not this process's decoding of the answer.
-    const server = startProcess(["--config", writeConfig(`backend:\n  kind: memory\nplugins:\n  - module: ${fixture("payloads.ts")}\n`)]);
+    const server = startProcess([
+      "--config",
+      writeConfig(`backend:\n  kind: memory\nplugins:\n  - module: ${fixture("payloads.ts")}\n`),
+      "--address",
+      "127.0.0.1:0",
+    ]);
     try {
       const address = `127.0.0.1:${await server.port}`;
       const channel = createChannel(address, undefined, { "grpc.max_receive_message_length": -1 });
