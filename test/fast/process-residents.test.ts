@@ -16,8 +16,8 @@ import {
   type ResidentKey,
 } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { type FakeChild, FakeChildren } from "../helpers/fake-child.ts";
-import { settle, silent, type Tracked, track } from "../helpers/fast-engine.ts";
+import { type FakeChild, FakeChildren, fakeManagerOptions } from "../helpers/fake-child.ts";
+import { settle, type Tracked, track } from "../helpers/fast-engine.ts";
 
 vi.setConfig({ testTimeout: 10_000 });
 
@@ -39,23 +39,7 @@ afterEach(async () => {
 });
 
 function open(options: Partial<ProcessManagerOptions> = {}): ProcessManager {
-  const manager = new ProcessManager({
-    maxChildren: 3,
-    sigtermTimeoutMs: 5000,
-    checkChildrenPeriodMs: 1000,
-    maxFrameBytes: 64 * MiB,
-    logTailLines: 10,
-    denoDir: "/nonexistent",
-    progressIntervalMs: 50,
-    reuseWorkers: true,
-    maxCallsPerWorker: 1000,
-    idleWorkerTimeoutMs: 60_000,
-    minIdleWorkers: 0,
-    owner: "test",
-    logger: silent,
-    launch: children.launch,
-    ...options,
-  });
+  const manager = new ProcessManager(fakeManagerOptions(children, { maxChildren: 3, maxFrameBytes: 64 * MiB, ...options }));
   managers.push(manager);
   return manager;
 }

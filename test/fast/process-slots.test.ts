@@ -14,8 +14,8 @@ import {
   type ProcessManagerOptions,
 } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { type FakeChild, FakeChildren, tagOf } from "../helpers/fake-child.ts";
-import { settle, silent, type Tracked, track } from "../helpers/fast-engine.ts";
+import { type FakeChild, FakeChildren, fakeManagerOptions, tagOf } from "../helpers/fake-child.ts";
+import { settle, type Tracked, track } from "../helpers/fast-engine.ts";
 
 vi.setConfig({ testTimeout: 10_000 });
 
@@ -43,23 +43,9 @@ afterEach(async () => {
 });
 
 function open(options: Partial<ProcessManagerOptions> = {}): ProcessManager {
-  const manager = new ProcessManager({
-    maxChildren: 2,
-    sigtermTimeoutMs: SIGTERM_TIMEOUT_MS,
-    checkChildrenPeriodMs: CHECK_PERIOD_MS,
-    maxFrameBytes: 2 ** 20,
-    logTailLines: 10,
-    denoDir: "/nonexistent",
-    progressIntervalMs: 50,
-    reuseWorkers: true,
-    maxCallsPerWorker: 1000,
-    idleWorkerTimeoutMs: 60_000,
-    minIdleWorkers: 0,
-    owner: "test",
-    logger: silent,
-    launch: children.launch,
-    ...options,
-  });
+  const manager = new ProcessManager(
+    fakeManagerOptions(children, { sigtermTimeoutMs: SIGTERM_TIMEOUT_MS, checkChildrenPeriodMs: CHECK_PERIOD_MS, ...options }),
+  );
   manager.events.on("spawn", () => (most = Math.max(most, manager.live)));
   managers.push(manager);
   return manager;

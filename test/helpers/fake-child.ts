@@ -13,8 +13,9 @@ import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, RESIDENT_MISSING } from "../../server/process/child.ts";
 import { LogTail } from "../../server/process/log-tail.ts";
-import type { ChildHandle, ChildLauncher, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
+import type { ChildHandle, ChildLauncher, ProcessManagerOptions, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
+import { silent } from "./fast-engine.ts";
 
 type Signal = "SIGTERM" | "SIGKILL";
 
@@ -281,4 +282,25 @@ export class FakeChildren {
 export function tagOf(call: Pick<SentCall, "args">): string {
   const value = call.args[0]?.kind;
   return value?.case === "jsonUtf8" ? (JSON.parse(new TextDecoder().decode(value.value)) as string) : "";
+}
+
+/** A ProcessManager's options whose children are `children`'s fakes: a quiet test server's, with `options` over them. */
+export function fakeManagerOptions(children: FakeChildren, options: Partial<ProcessManagerOptions> = {}): ProcessManagerOptions {
+  return {
+    maxChildren: 2,
+    sigtermTimeoutMs: 5000,
+    checkChildrenPeriodMs: 1000,
+    maxFrameBytes: 2 ** 20,
+    logTailLines: 10,
+    denoDir: "/nonexistent",
+    progressIntervalMs: 50,
+    reuseWorkers: true,
+    maxCallsPerWorker: 1000,
+    idleWorkerTimeoutMs: 60_000,
+    minIdleWorkers: 0,
+    owner: "test",
+    logger: silent,
+    launch: children.launch,
+    ...options,
+  };
 }
