@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSJrCg1TZXJ2ZXJNZXNzYWdlEiYKBGNhbGwYASABKAsyFi5wbGludGgud29ya2VyLnYxLkNhbGxIABIqCgZmb3JnZXQYAiABKAsyGC5wbGludGgud29ya2VyLnYxLkZvcmdldEgAQgYKBGtpbmQiywEKDVdvcmtlck1lc3NhZ2USKAoFaGVsbG8YASABKAsyFy5wbGludGgud29ya2VyLnYxLkhlbGxvSAASLgoIcHJvZ3Jlc3MYAiABKAsyGi5wbGludGgud29ya2VyLnYxLlByb2dyZXNzSAASKgoGcmVzdWx0GAMgASgLMhgucGxpbnRoLndvcmtlci52MS5SZXN1bHRIABIsCgdmYWlsdXJlGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSABCBgoEa2luZCJTCgVIZWxsbxIsCghtYW5pZmVzdBgBIAEoCzIaLnBsaW50aC53b3JrZXIudjEuTWFuaWZlc3QSDwoHcnVudGltZRgCIAEoCRILCgNwaWQYAyABKA0ijwEKCE1hbmlmZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoLbW9kZWxfdHlwZXMYAyADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uEi8KC2RhdGFfYWNjZXNzGAQgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbiKKAQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUSKgoHc2VydmluZxgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuU2VydmluZyIdCgdTZXJ2aW5nEhIKCmNvbmN1cnJlbnQYASABKAgiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAki7wEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIABIrCgRsaXN0GAYgASgLMhsucGxpbnRoLndvcmtlci52MS5WYWx1ZUxpc3RIABIpCgNtYXAYByABKAsyGi5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwSABCBgoEa2luZCIzCglWYWx1ZUxpc3QSJgoFaXRlbXMYASADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlIo0BCghWYWx1ZU1hcBI4CgdlbnRyaWVzGAEgAygLMicucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcC5FbnRyaWVzRW50cnkaRwoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIvcCCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRIQCghyZXZpc2lvbhgKIAEoBBIQCghyZXNpZGVudBgLIAEoCBIVCg1uZXh0X3JldmlzaW9uGAwgASgEGkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIjEKC1Jlc2lkZW50UmVmEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgEIjUKBkZvcmdldBIrCgRyZWZzGAEgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiJCCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlIsIBCgZSZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSFQoIaW5zdGFuY2UYAyABKAxIAIgBARIuCgdkcm9wcGVkGAQgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAUgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZkILCglfaW5zdGFuY2Ui3AEKB0ZhaWx1cmUSDwoHY2FsbF9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg8KB21lc3NhZ2UYAyABKAkSDQoFc3RhY2sYBCABKAkSDAoEY29kZRgFIAEoCRInCgdkZXRhaWxzGAYgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEi4KB2Ryb3BwZWQYByADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmEisKBGtlcHQYCCADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmKoUBCghDYWxsS2luZBIZChVDQUxMX0tJTkRfVU5TUEVDSUZJRUQQABIZChVDQUxMX0tJTkRfREFUQV9BQ0NFU1MQARIZChVDQUxMX0tJTkRfSU5TVEFOVElBVEUQAhIRCg1DQUxMX0tJTkRfRklUEAMSFQoRQ0FMTF9LSU5EX1BSRURJQ1QQBGIGcHJvdG8z", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSKiAQoNU2VydmVyTWVzc2FnZRImCgRjYWxsGAEgASgLMhYucGxpbnRoLndvcmtlci52MS5DYWxsSAASKgoGZm9yZ2V0GAIgASgLMhgucGxpbnRoLndvcmtlci52MS5Gb3JnZXRIABI1CgxjYW5jZWxfaXRlbXMYAyABKAsyHS5wbGludGgud29ya2VyLnYxLkNhbmNlbEl0ZW1zSABCBgoEa2luZCLLAQoNV29ya2VyTWVzc2FnZRIoCgVoZWxsbxgBIAEoCzIXLnBsaW50aC53b3JrZXIudjEuSGVsbG9IABIuCghwcm9ncmVzcxgCIAEoCzIaLnBsaW50aC53b3JrZXIudjEuUHJvZ3Jlc3NIABIqCgZyZXN1bHQYAyABKAsyGC5wbGludGgud29ya2VyLnYxLlJlc3VsdEgAEiwKB2ZhaWx1cmUYBCABKAsyGS5wbGludGgud29ya2VyLnYxLkZhaWx1cmVIAEIGCgRraW5kIlMKBUhlbGxvEiwKCG1hbmlmZXN0GAEgASgLMhoucGxpbnRoLndvcmtlci52MS5NYW5pZmVzdBIPCgdydW50aW1lGAIgASgJEgsKA3BpZBgDIAEoDSKPAQoITWFuaWZlc3QSDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgttb2RlbF90eXBlcxgDIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24SLwoLZGF0YV9hY2Nlc3MYBCADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uIooBCghGdW5jdGlvbhIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KCnNpZ25hdHVyZXMYAyADKAsyGy5wbGludGgud29ya2VyLnYxLlNpZ25hdHVyZRIqCgdzZXJ2aW5nGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5TZXJ2aW5nIlAKB1NlcnZpbmcSEgoKY29uY3VycmVudBgBIAEoCBIWCg5iYXRjaF9tYXhfc2l6ZRgCIAEoDRIZChFiYXRjaF9tYXhfd2FpdF9tcxgDIAEoASJbCglTaWduYXR1cmUSDAoEY2FsbBgBIAEoCRITCgthcmdzX3NjaGVtYRgCIAEoCRIVCg1rd2FyZ3Nfc2NoZW1hGAMgASgJEhQKDHN0YXRlX3NjaGVtYRgEIAEoCSLvAQoFVmFsdWUSJgoEanNvbhgBIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZUgAEg8KBWJ5dGVzGAIgASgMSAASIwoGdGVuc29yGAMgASgLMhEucGxpbnRoLnYxLlRlbnNvckgAEhMKCWpzb25fdGV4dBgEIAEoCUgAEhMKCWpzb25fdXRmOBgFIAEoDEgAEisKBGxpc3QYBiABKAsyGy5wbGludGgud29ya2VyLnYxLlZhbHVlTGlzdEgAEikKA21hcBgHIAEoCzIaLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXBIAEIGCgRraW5kIjMKCVZhbHVlTGlzdBImCgVpdGVtcxgBIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUijQEKCFZhbHVlTWFwEjgKB2VudHJpZXMYASADKAsyJy5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwLkVudHJpZXNFbnRyeRpHCgxFbnRyaWVzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEiowMKBENhbGwSDwoHY2FsbF9pZBgBIAEoCRIoCgRraW5kGAIgASgOMhoucGxpbnRoLndvcmtlci52MS5DYWxsS2luZBIOCgZ0YXJnZXQYAyABKAkSEAoIaW5zdGFuY2UYBCABKAwSJQoEYXJncxgFIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSMgoGa3dhcmdzGAYgAygLMiIucGxpbnRoLndvcmtlci52MS5DYWxsLkt3YXJnc0VudHJ5EhEKCWFjdGlvbl9pZBgHIAEoCRIQCghtb2RlbF9pZBgIIAEoCRIPCgdhdHRlbXB0GAkgASgNEhAKCHJldmlzaW9uGAogASgEEhAKCHJlc2lkZW50GAsgASgIEhUKDW5leHRfcmV2aXNpb24YDCABKAQSKgoFaXRlbXMYDSADKAsyGy5wbGludGgud29ya2VyLnYxLkJhdGNoSXRlbRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASLXAQoJQmF0Y2hJdGVtEg8KB2l0ZW1faWQYASABKAkSEQoJYWN0aW9uX2lkGAIgASgJEiUKBGFyZ3MYAyADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjcKBmt3YXJncxgEIAMoCzInLnBsaW50aC53b3JrZXIudjEuQmF0Y2hJdGVtLkt3YXJnc0VudHJ5GkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIjAKC0NhbmNlbEl0ZW1zEg8KB2NhbGxfaWQYASABKAkSEAoIaXRlbV9pZHMYAiADKAkigQEKC0l0ZW1PdXRjb21lEg8KB2l0ZW1faWQYASABKAkSKAoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlSAASLAoHZmFpbHVyZRgDIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgkKB291dGNvbWUiMQoLUmVzaWRlbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAQiNQoGRm9yZ2V0EisKBHJlZnMYASADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmIlMKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHaXRlbV9pZBgDIAEoCSLwAQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQESLgoHZHJvcHBlZBgEIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgFIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSLAoFaXRlbXMYBiADKAsyHS5wbGludGgud29ya2VyLnYxLkl0ZW1PdXRjb21lQgsKCV9pbnN0YW5jZSLcAQoHRmFpbHVyZRIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIMCgRjb2RlGAUgASgJEicKB2RldGFpbHMYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSLgoHZHJvcHBlZBgHIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgIIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -42,6 +42,15 @@ export type ServerMessage = Message<"plinth.worker.v1.ServerMessage"> & {
      */
     value: Forget;
     case: "forget";
+  } | {
+    /**
+     * Stop these items of the batch call that runs (no answer of its own: each item's
+     * outcome is still in the call's Result). Sent at any time during the call.
+     *
+     * @generated from field: plinth.worker.v1.CancelItems cancel_items = 3;
+     */
+    value: CancelItems;
+    case: "cancelItems";
   } | { case: undefined; value?: undefined };
 };
 
@@ -206,6 +215,20 @@ export type Serving = Message<"plinth.worker.v1.Serving"> & {
    * @generated from field: bool concurrent = 1;
    */
   concurrent: boolean;
+
+  /**
+   * Batched predicts (implies concurrent): the engine groups up to batch_max_size
+   * predicts on one model revision into one call, waiting at most batch_max_wait_ms for
+   * more once one waits. 0: not batched.
+   *
+   * @generated from field: uint32 batch_max_size = 2;
+   */
+  batchMaxSize: number;
+
+  /**
+   * @generated from field: double batch_max_wait_ms = 3;
+   */
+  batchMaxWaitMs: number;
 };
 
 /**
@@ -434,6 +457,14 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
    * @generated from field: uint64 next_revision = 12;
    */
   nextRevision: bigint;
+
+  /**
+   * A batch of predicts (kind PREDICT, a batched model type): each item is one action's
+   * arguments, and args and kwargs above are empty. The Result answers each item.
+   *
+   * @generated from field: repeated plinth.worker.v1.BatchItem items = 13;
+   */
+  items: BatchItem[];
 };
 
 /**
@@ -442,6 +473,102 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 10);
+
+/**
+ * @generated from message plinth.worker.v1.BatchItem
+ */
+export type BatchItem = Message<"plinth.worker.v1.BatchItem"> & {
+  /**
+   * Unique within the call.
+   *
+   * @generated from field: string item_id = 1;
+   */
+  itemId: string;
+
+  /**
+   * The action the item is (its ctx.info.actionId).
+   *
+   * @generated from field: string action_id = 2;
+   */
+  actionId: string;
+
+  /**
+   * @generated from field: repeated plinth.worker.v1.Value args = 3;
+   */
+  args: Value[];
+
+  /**
+   * @generated from field: map<string, plinth.worker.v1.Value> kwargs = 4;
+   */
+  kwargs: { [key: string]: Value };
+};
+
+/**
+ * Describes the message plinth.worker.v1.BatchItem.
+ * Use `create(BatchItemSchema)` to create a new message.
+ */
+export const BatchItemSchema: GenMessage<BatchItem> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 11);
+
+/**
+ * @generated from message plinth.worker.v1.CancelItems
+ */
+export type CancelItems = Message<"plinth.worker.v1.CancelItems"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * @generated from field: repeated string item_ids = 2;
+   */
+  itemIds: string[];
+};
+
+/**
+ * Describes the message plinth.worker.v1.CancelItems.
+ * Use `create(CancelItemsSchema)` to create a new message.
+ */
+export const CancelItemsSchema: GenMessage<CancelItems> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 12);
+
+/**
+ * One item's outcome in a batch call's Result.
+ *
+ * @generated from message plinth.worker.v1.ItemOutcome
+ */
+export type ItemOutcome = Message<"plinth.worker.v1.ItemOutcome"> & {
+  /**
+   * @generated from field: string item_id = 1;
+   */
+  itemId: string;
+
+  /**
+   * @generated from oneof plinth.worker.v1.ItemOutcome.outcome
+   */
+  outcome: {
+    /**
+     * @generated from field: plinth.worker.v1.Value value = 2;
+     */
+    value: Value;
+    case: "value";
+  } | {
+    /**
+     * Its error (call_id, dropped and kept are unset).
+     *
+     * @generated from field: plinth.worker.v1.Failure failure = 3;
+     */
+    value: Failure;
+    case: "failure";
+  } | { case: undefined; value?: undefined };
+};
+
+/**
+ * Describes the message plinth.worker.v1.ItemOutcome.
+ * Use `create(ItemOutcomeSchema)` to create a new message.
+ */
+export const ItemOutcomeSchema: GenMessage<ItemOutcome> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 13);
 
 /**
  * A model's revision that a child holds deserialized.
@@ -465,7 +592,7 @@ export type ResidentRef = Message<"plinth.worker.v1.ResidentRef"> & {
  * Use `create(ResidentRefSchema)` to create a new message.
  */
 export const ResidentRefSchema: GenMessage<ResidentRef> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 11);
+  messageDesc(file_plinth_worker_v1_worker, 14);
 
 /**
  * @generated from message plinth.worker.v1.Forget
@@ -482,7 +609,7 @@ export type Forget = Message<"plinth.worker.v1.Forget"> & {
  * Use `create(ForgetSchema)` to create a new message.
  */
 export const ForgetSchema: GenMessage<Forget> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 12);
+  messageDesc(file_plinth_worker_v1_worker, 15);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -499,6 +626,13 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
    * @generated from field: google.protobuf.Value state = 2;
    */
   state?: Value$1 | undefined;
+
+  /**
+   * A batch call's item that reported; empty: the call itself (every item).
+   *
+   * @generated from field: string item_id = 3;
+   */
+  itemId: string;
 };
 
 /**
@@ -506,7 +640,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 13);
+  messageDesc(file_plinth_worker_v1_worker, 16);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -544,6 +678,13 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
    * @generated from field: repeated plinth.worker.v1.ResidentRef kept = 5;
    */
   kept: ResidentRef[];
+
+  /**
+   * A batch call's outcome of each item it was sent, in any order (value is unset).
+   *
+   * @generated from field: repeated plinth.worker.v1.ItemOutcome items = 6;
+   */
+  items: ItemOutcome[];
 };
 
 /**
@@ -551,7 +692,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 14);
+  messageDesc(file_plinth_worker_v1_worker, 17);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -609,7 +750,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 15);
+  messageDesc(file_plinth_worker_v1_worker, 18);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
