@@ -16,6 +16,7 @@ import { LocalRunner } from "./engine/local-runner.ts";
 import { ModelCache } from "./engine/model-cache.ts";
 import { ModelLocks } from "./engine/model-locks.ts";
 import type { PluginRegistry } from "./engine/plugins.ts";
+import { PredictBatches } from "./engine/predict-batches.ts";
 import { forgetSuperseded } from "./engine/resident-janitor.ts";
 import { StatePublisher } from "./engine/state-publisher.ts";
 import type { Store } from "./store/store.ts";
@@ -46,10 +47,12 @@ export function openEngine(
   const instances = new ModelCache(e.model_cache_mb * MiB);
   const views = { inlineBytes: e.inline_payload_bytes, maxJsonValueBytes: e.max_json_value_bytes };
   const limits = { maxArgs: e.max_args, maxKwargs: e.max_kwargs, maxDataAccess: e.max_data_access, maxDataAccessDepth: e.max_data_access_depth };
+  const batches = new PredictBatches(parts.processes);
   const deps: LifecycleDeps = {
     ...parts,
     table,
     locks: new ModelLocks(),
+    batches,
     instances,
     views,
     maxStoredPayloadBytes: config.backend.max_payload_bytes,
@@ -62,6 +65,7 @@ export function openEngine(
     publisher,
     runner,
     instances,
+    serving: batches.events,
     limits,
     views,
     pageBytes: e.max_page_mb * MiB,

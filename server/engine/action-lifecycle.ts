@@ -13,6 +13,7 @@ import { durationFromMs, type Value as JsonValuePb, timestampNow } from "@bufbui
 import type { Logger } from "pino";
 import {
   type Action,
+  ActionBatchSchema,
   ActionCall,
   type ActionError,
   ActionErrorSchema,
@@ -38,6 +39,7 @@ import { type ActionPatch, isEnded, type LiveAction, type LiveTable } from "./li
 import type { ModelCache } from "./model-cache.ts";
 import type { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg } from "./payloads.ts";
+import type { BatchInfo, PredictBatches } from "./predict-batches.ts";
 import { argsView, type ViewLimits } from "./views.ts";
 
 export const callKinds = {
@@ -55,6 +57,8 @@ export interface LifecycleDeps {
   logger: Logger;
   /** Calls on one model, one at a time and in order. */
   locks: ModelLocks;
+  /** Predicts of batched model types, grouped into calls. */
+  batches: Pick<PredictBatches, "submit" | "hurry">;
   /** Instances by revision: a call on a revision held reads nothing from the store. */
   instances: ModelCache;
   views: ViewLimits;
@@ -97,8 +101,12 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   let patch: ActionPatch;
   let result: Payload | undefined;
   try {
-    // A predict of a concurrent model type shares its model with up to max_replicas others; any other call has it alone.
-    const shared = call === ActionCall.PREDICT ? deps.plugins.concurrentPredicts(modelType) : undefined;
+    // A predict of a concurrent model type shares its model with up to max_replicas others (a
+    // batched one with any number: its batches count against max_replicas); any other call has it alone.
+    const batching = call === ActionCall.PREDICT ? deps.plugins.batching(modelType) : undefined;
+    const shared = batching ? Number.POSITIVE_INFINITY : call === ActionCall.PREDICT ? deps.plugins.concurrentPredicts(modelType) : undefined;
+    // A change waits for the batches filling on its model: they go now.
+    if (modelId && shared === undefined) deps.batches.hurry(modelId);
     using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared) : undefined;
     steps.started();
     const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
@@ -108,8 +116,9 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     const kind = callKinds[call as keyof typeof callKinds];
     // Fit, and a predict that may update its model, return what becomes the next revision.
     const next = model ? model.meta.revision + 1n : undefined;
+    const batched = batching && { policy: batching, hurry: () => deps.locks.changeWaiting(modelId) };
     const out = await run.execute(
-      { kind, modelType, model: model?.ref, nextRevision: next, jsonForm },
+      { kind, modelType, model: model?.ref, nextRevision: next, jsonForm, batched },
       request.args,
       request.args.dataAccess.length,
       signal,
@@ -201,8 +210,9 @@ class Steps implements RunReporter {
     return pending;
   }
 
-  status(status: ActionStatus): Promise<void> {
-    return persist(this.#deps.store, this.#deps.table.update(this.#id, { ...this.#takeStart(), status }));
+  status(status: ActionStatus, batch?: BatchInfo): Promise<void> {
+    const patch: ActionPatch = { ...this.#takeStart(), status, ...(batch ? { batch: create(ActionBatchSchema, batch) } : {}) };
+    return persist(this.#deps.store, this.#deps.table.update(this.#id, patch));
   }
 
   dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void> {

@@ -19,12 +19,13 @@ import { resolvedProblems } from "./check-args.ts";
 import { type ResolvedArgs, resolveArgs } from "./data-access.ts";
 import { type JsonForm, type Payload, payloadFromValue } from "./payloads.ts";
 import type { PluginRegistry } from "./plugins.ts";
+import type { BatchInfo, BatchPolicy, PredictBatches } from "./predict-batches.ts";
 import { Throttle } from "./throttle.ts";
 
 /** How a run tells the engine what happens to its action. */
 export interface RunReporter {
-  /** A status change: stored and published. Rejects when it could not be stored. */
-  status(status: ActionStatus): Promise<void>;
+  /** A status change (with the batch the call went in, if it did): stored and published. Rejects when it could not be stored. */
+  status(status: ActionStatus, batch?: BatchInfo): Promise<void>;
   /** A data-access argument's progress: stored and published. */
   dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void>;
   /**
@@ -44,11 +45,19 @@ export type PluginCalls = Pick<ProcessManager, "call" | "forget" | "held">;
 /** What a run asks of the loaded plugins. */
 export type DeclaredPlugins = Pick<
   PluginRegistry,
-  "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames" | "concurrentPredicts"
+  "modelType" | "dataAccess" | "check" | "modelTypeNames" | "dataAccessNames" | "concurrentPredicts" | "batching"
 >;
+
+/** A batched predict's call: how its model type batches, and whether a change waits on its model (then its batch goes at once). */
+export interface Batched {
+  policy: BatchPolicy;
+  hurry(): boolean;
+}
 
 export interface RunDeps {
   processes: PluginCalls;
+  /** Where batched predicts go. */
+  batches: Pick<PredictBatches, "submit">;
   plugins: DeclaredPlugins;
   /** Minimum time between two progress updates of one action. */
   progressIntervalMs: number;
@@ -87,7 +96,14 @@ export class ActionRun {
    * revision, an instance it returns to be stored as `nextRevision`.
    */
   async execute(
-    call: { kind: CallKind; modelType: string; model: ModelRef | undefined; nextRevision: bigint | undefined; jsonForm: JsonForm },
+    call: {
+      kind: CallKind;
+      modelType: string;
+      model: ModelRef | undefined;
+      nextRevision: bigint | undefined;
+      jsonForm: JsonForm;
+      batched?: Batched | undefined;
+    },
     args: CallArgs,
     dataAccessCount: number,
     signal: AbortSignal,
@@ -103,25 +119,50 @@ export class ActionRun {
     // Its plugin was reloaded without it while the action waited.
     if (!plugin) throw new ActionFailure({ code: "not_found", message: `model type ${call.modelType} is no longer declared by any loaded plugin` });
     const target = plugin.target;
+    const progress = (state: JsonValuePb | undefined, logTail: string[]) => this.#report.progress(state, logTail);
+    if (call.batched && call.model) {
+      const { policy, hurry } = call.batched;
+      const to = { target, modelType: call.modelType, model: call.model, policy };
+      const item = await this.#reported(
+        signal,
+        (batch: BatchInfo) => this.#report.status(ActionStatus.EXECUTING, batch),
+        progress,
+        (hooks) => this.#deps.batches.submit(to, { actionId: this.#ids.actionId, ...resolved, signal, hurry: hurry(), ...hooks }),
+      );
+      return { value: payloadFromValue(item.value, call.jsonForm), instance: undefined, logTail: item.logTail };
+    }
     const outcome = await this.#call(
       target,
       { kind: call.kind, target: call.modelType, ...this.#ids, model: call.model, nextRevision: call.nextRevision, ...resolved },
       signal,
       () => this.#report.status(ActionStatus.EXECUTING),
-      (state, logTail) => this.#report.progress(state, logTail),
+      progress,
     );
     const { result } = outcome;
     return { value: payloadFromValue(result.value, call.jsonForm), instance: result.instance, logTail: outcome.logTail };
   }
 
   /** One plugin call, its progress published at a bounded rate. */
-  async #call(
+  #call(
     target: PluginTarget,
     call: PluginCall,
     signal: AbortSignal,
     onStart: () => Promise<void>,
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
   ): Promise<CallOutcome> {
+    return this.#reported(signal, onStart, onProgress, (hooks) => this.#deps.processes.call(target, call, { signal, ...hooks }));
+  }
+
+  /**
+   * Runs `run` with hooks that report its start and its progress (published at a bounded
+   * rate); its end waits until its start is stored.
+   */
+  async #reported<T, S extends unknown[]>(
+    signal: AbortSignal,
+    onStart: (...info: S) => Promise<void>,
+    onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
+    run: (hooks: { onStart(...info: S): void; onProgress(state: JsonValuePb | undefined, logTail: string[]): void }) => Promise<T>,
+  ): Promise<T> {
     let latest: { state: JsonValuePb | undefined; logTail: string[] } | undefined;
     const publish = new Throttle(() => {
       if (latest) onProgress(latest.state, latest.logTail);
@@ -130,10 +171,9 @@ export class ActionRun {
     // Reported once the call has its child; awaited before the call's end is reported.
     let started: Promise<void> = Promise.resolve();
     try {
-      return await this.#deps.processes.call(target, call, {
-        signal,
-        onStart: () => {
-          started = onStart();
+      return await run({
+        onStart: (...info) => {
+          started = onStart(...info);
           // A failure to store it fails the action: stop the call.
           started.catch(() => {});
         },

@@ -6,6 +6,7 @@
  * watches; it closes in order. What happens to an action once admitted is the runner's
  * (and the action lifecycle's) business; the engine never knows which runner it has.
  */
+import type { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import { type Duration, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
@@ -27,6 +28,7 @@ import { newId } from "./ids.ts";
 import type { LiveTable } from "./live-table.ts";
 import type { ModelCache } from "./model-cache.ts";
 import type { PluginRegistry } from "./plugins.ts";
+import type { BatchEvents } from "./predict-batches.ts";
 import * as reads from "./reads.ts";
 import { jsonFormOf, requireId, timeoutMillis } from "./requests.ts";
 import type { Runner, ServerInfo } from "./runner.ts";
@@ -48,6 +50,8 @@ export interface EngineParts {
   runner: Runner;
   /** Model instances by revision, shared with the runner. */
   instances: ModelCache;
+  /** What batched predicts report as their batches go: for metrics. */
+  serving: EventEmitter<BatchEvents>;
   limits: Omit<ArgLimits, "keepValueBytes">;
   views: ViewLimits;
   /** Responses that list things (GetState, ListActions, snapshots) stop adding at this size. */
@@ -122,6 +126,11 @@ export class Engine {
   }
 
   /** What the live state and its watchers hold: for tests and metrics. */
+  /** Each batch of predicts as it goes to a child: its size, and how long each item waited for it. */
+  get serving(): EventEmitter<BatchEvents> {
+    return this.#o.serving;
+  }
+
   get stats(): EngineStats {
     const { inflight, ended } = this.#table.bytes;
     return {

@@ -40,6 +40,7 @@ export type ActionPatch = Partial<
     | "logTail"
     | "cancel"
     | "modelRevision"
+    | "batch"
   >
 >;
 

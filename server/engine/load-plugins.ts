@@ -58,10 +58,7 @@ export async function loadPlugin(
         description: manifest?.description ?? "",
         modelTypes: (manifest?.modelTypes ?? []).map((f) => ({
           ...pluginFunction(f, key),
-          serving: {
-            concurrent: f.serving?.concurrent ?? false,
-            maxReplicas: Math.min(config.max_replicas ?? processes.maxChildren, processes.maxChildren),
-          },
+          serving: serving(f, key, Math.min(config.max_replicas ?? processes.maxChildren, processes.maxChildren)),
         })),
         dataAccess: (manifest?.dataAccess ?? []).map((f) => pluginFunction(f, key)),
         watched: config.watch,
@@ -78,6 +75,28 @@ export async function loadPlugin(
 export async function loadPlugins(configs: PluginConfig[], processes: ProcessManager, base: string, signal?: AbortSignal): Promise<PluginRegistry> {
   const loaded = await Promise.all(configs.map((config, i) => loadPlugin(config, i, processes, base, 0, signal)));
   return new PluginRegistry(loaded);
+}
+
+/** The most predicts one batch may hold, and the longest a batch may wait for them (an hour). */
+const MAX_BATCH_SIZE = 65_536;
+const MAX_BATCH_WAIT_MS = 3_600_000;
+
+/**
+ * How a model type's predicts are served, as its manifest declares it: checked again
+ * here, since the SDK refuses what is out of range but a child may send anything.
+ */
+function serving(f: ManifestFunction, key: string, maxReplicas: number) {
+  const size = f.serving?.batchMaxSize ?? 0;
+  const wait = f.serving?.batchMaxWaitMs ?? 0;
+  if (size > MAX_BATCH_SIZE || !(wait >= 0 && wait <= MAX_BATCH_WAIT_MS)) {
+    throw new PlinthError(
+      "invalid_argument",
+      `config ${key}.module: model type ${f.name} declares predict.batch with maxSize ${size} and maxWaitMs ${wait}: maxSize may be at most ${MAX_BATCH_SIZE}, maxWaitMs from 0 to ${MAX_BATCH_WAIT_MS}`,
+    );
+  }
+  // Batched predicts run at once by nature: batched implies concurrent.
+  const batch = size > 0 ? { batchMaxSize: size, batchMaxWaitMs: wait } : {};
+  return { concurrent: (f.serving?.concurrent ?? false) || size > 0, maxReplicas, ...batch };
 }
 
 /** A declared function as clients see it: its schemas as JSON objects (a malformed one is the plugin's error, at start). */

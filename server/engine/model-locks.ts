@@ -64,6 +64,11 @@ export class ModelLocks {
     return line.waiting.length + line.shared + (line.exclusive ? 1 : 0);
   }
 
+  /** A change (an exclusive call) waits on this model: the shared calls behind it cannot start before it. */
+  changeWaiting(modelId: string): boolean {
+    return this.#lines.get(modelId)?.waiting.some((w) => w.maxShared === undefined) ?? false;
+  }
+
   /** Lets the head of the line in while it can go: nothing overtakes a waiter that cannot. */
   #grant(modelId: string, line: Line): void {
     for (;;) {

@@ -8,6 +8,7 @@ import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { type CallCheck, compileCall } from "./arg-schemas.ts";
+import type { BatchPolicy } from "./predict-batches.ts";
 
 /** The manifest's names of the calls that may declare schemas. */
 const callKinds: Record<string, CallKind> = {
@@ -117,8 +118,19 @@ export class PluginRegistry {
    * max_replicas when its predict is concurrent; undefined when not (one call at a time).
    */
   concurrentPredicts(modelType: string): number | undefined {
-    const serving = this.modelType(modelType)?.info.modelTypes.find((f) => f.name === modelType)?.serving;
+    const serving = this.#serving(modelType);
     return serving?.concurrent ? Math.max(1, serving.maxReplicas) : undefined;
+  }
+
+  /** How predicts of this model type are batched, when it declared batched predicts. */
+  batching(modelType: string): BatchPolicy | undefined {
+    const serving = this.#serving(modelType);
+    if (!serving?.batchMaxSize) return undefined;
+    return { maxSize: serving.batchMaxSize, maxWaitMs: serving.batchMaxWaitMs, maxReplicas: Math.max(1, serving.maxReplicas) };
+  }
+
+  #serving(modelType: string) {
+    return this.modelType(modelType)?.info.modelTypes.find((f) => f.name === modelType)?.serving;
   }
 
   modelTypeNames(): string[] {

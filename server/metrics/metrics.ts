@@ -62,6 +62,18 @@ export class Metrics {
     help: "Bytes of serialized instances sent to children with calls.",
     registers: [this.registry],
   });
+  readonly #batchSize = new Histogram({
+    name: "plinth_batch_size",
+    help: "Predicts in each batch that went to a child (model types with batched predicts).",
+    buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+    registers: [this.registry],
+  });
+  readonly #batchWait = new Histogram({
+    name: "plinth_batch_wait_seconds",
+    help: "How long each batched predict waited for its batch to go, from joining it.",
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+    registers: [this.registry],
+  });
   readonly #storeWrites = new Histogram({
     name: "plinth_store_commit_seconds",
     help: "One commit of action changes (all those of one event-loop turn).",
@@ -100,6 +112,11 @@ export class Metrics {
       this.#instanceSends.inc({ resident: String(resident) });
       this.#instanceBytes.inc(bytes);
     };
+    const onBatch = (size: number, waits: number[]) => {
+      this.#batchSize.observe(size);
+      for (const wait of waits) this.#batchWait.observe(wait);
+    };
+    engine.serving.on("batch", onBatch);
     processes.events.on("spawn", onSpawn);
     processes.events.on("exit", onExit);
     processes.events.on("instance", onInstance);
@@ -139,6 +156,7 @@ export class Metrics {
     });
     return () => {
       unsubscribe();
+      engine.serving.off("batch", onBatch);
       processes.events.off("spawn", onSpawn);
       processes.events.off("exit", onExit);
       processes.events.off("instance", onInstance);

@@ -16,6 +16,7 @@ import {
   type CallSchema,
   type Failure,
   type Hello,
+  type ItemOutcome,
   type Result,
   type ServerMessage,
   ServerMessageSchema,
@@ -171,6 +172,18 @@ function describeExit(exit: ChildExit): string {
   return exit.signal ? `was killed by ${exit.signal}` : `exited with code ${exit.code}`;
 }
 
+/** What is wrong with a batch's item outcomes, given the items sent; undefined if nothing. */
+function itemsProblem(sent: ReadonlySet<string>, items: readonly ItemOutcome[]): string | undefined {
+  if (sent.size === 0) return items.length > 0 ? "item outcomes in the result of a call that sent no items" : undefined;
+  const answered = new Set<string>();
+  for (const { itemId } of items) {
+    if (!sent.has(itemId)) return `an outcome of an unknown item ${JSON.stringify(itemId)}`;
+    if (answered.has(itemId)) return `two outcomes of item ${JSON.stringify(itemId)}`;
+    answered.add(itemId);
+  }
+  return answered.size === sent.size ? undefined : `outcomes of ${answered.size} of its ${sent.size} items`;
+}
+
 /** The frame handler of the exchange in progress (hello or one call). */
 interface Exchange {
   onMessage(message: WorkerMessage): void;
@@ -202,6 +215,8 @@ export class PluginChild {
   #before: PidSnapshot | undefined;
   /** The latest list of processes taken: still true while no pid has been given out since. */
   #latest: PidSnapshot | undefined;
+  /** The id of the last call sent. */
+  #callId: string | undefined;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -327,16 +342,29 @@ export class PluginChild {
     return killed;
   }
 
-  /** Sends one call and waits for its result; progress goes to onProgress. */
-  call(call: MessageInitShape<typeof CallSchema> & { callId: string }, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+  /**
+   * Sends one call and waits for its result; progress goes to onProgress (with the item
+   * it is of, for a batch). A batch's Result must answer each item sent exactly once.
+   */
+  call(
+    call: MessageInitShape<typeof CallSchema> & { callId: string },
+    onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
+  ): Promise<Result> {
+    const sent = new Set((call.items ?? []).map((item) => item.itemId ?? ""));
     const promise = this.#run<Result>(
       (message, resolve, reject) => {
         const kind = message.kind;
-        if (kind.case === "hello" || kind.value?.callId !== call.callId) {
-          reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent an unexpected ${kind.case} for call ${call.callId}`));
-        } else if (kind.case === "progress") onProgress(kind.value.state);
-        else if (kind.case === "result") resolve(kind.value);
-        else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
+        const unexpected = (what: string) =>
+          reject(new ChildFailure("protocol_error", `plugin ${this.#options.label} sent ${what} for call ${call.callId}`));
+        if (kind.case === "hello" || kind.value?.callId !== call.callId) unexpected(`an unexpected ${kind.case}`);
+        else if (kind.case === "progress") {
+          if (kind.value.itemId && !sent.has(kind.value.itemId)) unexpected(`progress of an unknown item ${JSON.stringify(kind.value.itemId)}`);
+          else onProgress(kind.value.state, kind.value.itemId);
+        } else if (kind.case === "result") {
+          const problem = itemsProblem(sent, kind.value.items);
+          if (problem) unexpected(problem);
+          else resolve(kind.value);
+        } else if (kind.case === "failure") reject(this.#pluginFailure(kind.value));
       },
       "plugin_exited",
       "before answering",
@@ -347,8 +375,23 @@ export class PluginChild {
     // kernel's pids wrapped around, is missed.)
     if (this.#latest === undefined || lastPid() !== this.#latest.last) this.#latest = pidSnapshot();
     this.#before = this.#latest;
+    this.#callId = call.callId;
     this.#send(create(ServerMessageSchema, { kind: { case: "call", value: call } }));
     return promise;
+  }
+
+  /**
+   * Stops these items of the batch call that runs (their signals abort in the plugin);
+   * the call goes on with the others. Nothing is sent once the call has ended.
+   */
+  cancelItems(callId: string, itemIds: readonly string[]): void {
+    if (itemIds.length === 0 || this.stopping || !this.#exchange || this.#callId !== callId) return;
+    this.#send(create(ServerMessageSchema, { kind: { case: "cancelItems", value: { callId, itemIds: [...itemIds] } } }));
+  }
+
+  /** An item's failure in a batch's Result, as the action records it. */
+  itemFailure(f: Failure): ChildFailure {
+    return this.#pluginFailure(f);
   }
 
   #send(message: ServerMessage): void {

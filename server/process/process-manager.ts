@@ -60,18 +60,57 @@ export interface ProcessManagerOptions {
 /** What the manager uses of a child process. */
 export type ChildHandle = Pick<
   PluginChild,
-  "pid" | "tail" | "exited" | "exit" | "stopping" | "suspended" | "hello" | "call" | "forget" | "endCall" | "terminate" | "kill" | "reconcile"
+  | "pid"
+  | "tail"
+  | "exited"
+  | "exit"
+  | "stopping"
+  | "suspended"
+  | "hello"
+  | "call"
+  | "cancelItems"
+  | "itemFailure"
+  | "forget"
+  | "endCall"
+  | "terminate"
+  | "kill"
+  | "reconcile"
 >;
 
 export type ChildLauncher = (target: PluginTarget, options: Omit<ChildOptions, "command">) => ChildHandle;
 
 export interface CallOptions {
-  /** Aborting it cancels the call: dequeued at once if waiting, else SIGTERM then SIGKILL. */
+  /**
+   * Aborting it cancels the call: dequeued at once if waiting, else SIGTERM then SIGKILL
+   * (a batch not sent yet is withdrawn instead, its child kept).
+   */
   signal?: AbortSignal;
   /** The call has a child (it may have waited for a slot until now). */
   onStart?: (pid: number) => void;
-  /** The plugin's latest report, with what it printed so far during this call. */
-  onProgress?: (state: JsonValuePb | undefined, logTail: string[]) => void;
+  /** The plugin's latest report, with what it printed so far during this call; of one item of a batch when `itemId` is set. */
+  onProgress?: (state: JsonValuePb | undefined, logTail: string[], itemId?: string) => void;
+}
+
+/** One predict of a batch call. */
+export interface BatchItem {
+  /** Unique within the call. */
+  itemId: string;
+  actionId: string;
+  args: Value[];
+  kwargs: Record<string, Value>;
+  /** Aborting it stops this item in the plugin (CancelItems) while the batch goes on. */
+  signal: AbortSignal;
+}
+
+/** An item's outcome in a batch call: its prediction, or its own failure. */
+export type ItemResult = { value: Value | undefined } | { failure: ChildFailure };
+
+/** A batch call whose items were all gone when its child was ready: nothing was sent, the child is kept. */
+export class CallWithdrawn extends Error {
+  constructor() {
+    super("the batch had no items left when its child was ready");
+    this.name = "CallWithdrawn";
+  }
 }
 
 export type { ResidentKey };
@@ -93,10 +132,16 @@ export interface PluginCall {
   nextRevision?: bigint | undefined;
   args: Value[];
   kwargs: Record<string, Value>;
+  /**
+   * A batch of predicts: its items, taken once the call's child is ready (items may join
+   * while the call waits for one); none left withdraws the call (CallWithdrawn).
+   */
+  batch?: (() => readonly BatchItem[]) | undefined;
 }
 
 /** A call as it goes to the child: its model by id and revision, with the bytes or as the resident it holds. */
-export type SentCall = Omit<PluginCall, "model" | "nextRevision"> & {
+export type SentCall = Omit<PluginCall, "model" | "nextRevision" | "batch"> & {
+  items?: Omit<BatchItem, "signal">[];
   callId: string;
   modelId?: string;
   revision: bigint;
@@ -107,6 +152,8 @@ export type SentCall = Omit<PluginCall, "model" | "nextRevision"> & {
 
 export interface CallOutcome {
   result: Result;
+  /** A batch call's outcome of each item, by item id. */
+  items?: Map<string, ItemResult>;
   logTail: string[];
   /** The child had served calls before this one. */
   warm: boolean;
@@ -271,26 +318,39 @@ export class ProcessManager {
   async call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {
     const { signal } = options;
     const worker = await this.#lease(target, signal, call.model);
-    const onAbort = () => void worker.child.terminate(this.#o.sigtermTimeoutMs);
+    // A batch not sent yet is withdrawn, not killed: its child has done nothing for it.
+    let sent = false;
+    const onAbort = () => {
+      if (sent || !call.batch) void worker.child.terminate(this.#o.sigtermTimeoutMs);
+    };
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
       if (signal?.aborted) onAbort();
       options.onStart?.(worker.child.pid);
       await worker.ready;
+      const items = call.batch && !signal?.aborted ? call.batch() : undefined;
+      if (call.batch && !items?.length) {
+        this.#release(worker, true);
+        throw new CallWithdrawn();
+      }
+      sent = true;
       const warm = worker.calls > 0;
       worker.calls++;
       worker.child.tail.clear();
-      const result = await this.#send(worker, call, (state) => options.onProgress?.(state, worker.child.tail.lines()));
+      const result = await this.#send(worker, call, items, (state, itemId) => options.onProgress?.(state, worker.child.tail.lines(), itemId));
       // stderr is another pipe: let what the plugin printed before answering arrive.
       await new Promise(setImmediate);
       const logTail = worker.child.tail.lines();
       // What the plugin started during the call ends with it, even when the child stays warm.
       const killed = worker.child.endCall();
       if (killed.length > 0) this.#o.logger.debug({ pid: worker.child.pid, killed }, "killed what a plugin started during its call");
+      const outcome: CallOutcome = { result, logTail, warm };
+      if (items) outcome.items = this.#itemResults(worker, result);
       // A child not kept for the next call is gone before its action ends.
       if (!this.#release(worker, true)) await worker.child.exited;
-      return { result, logTail, warm };
+      return outcome;
     } catch (error) {
+      if (error instanceof CallWithdrawn) throw error;
       if (error instanceof NotSent) {
         this.#release(worker, true);
         throw error.cause;
@@ -309,8 +369,13 @@ export class ProcessManager {
    * what the child holds. A child that does not hold the resident its books said it
    * does (ResidentMissing) gets the call again once, with the bytes.
    */
-  async #send(worker: Worker, call: PluginCall, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
-    const { model, nextRevision = 0n, ...rest } = call;
+  async #send(
+    worker: Worker,
+    call: PluginCall,
+    items: readonly BatchItem[] | undefined,
+    onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
+  ): Promise<Result> {
+    const { model, nextRevision = 0n, batch: _batch, ...rest } = call;
     if (model) this.#warnTooLarge(worker.target, model);
     for (let attempt = 1; ; attempt++) {
       const resident = model !== undefined && attempt === 1 && this.#holds(worker, model);
@@ -328,8 +393,21 @@ export class ProcessManager {
         resident,
         ...(instance ? { instance } : {}),
         nextRevision,
+        ...(items ? { items: items.map(({ signal: _signal, ...item }) => item) } : {}),
       };
       const answer = worker.child.call(sent, onProgress);
+      // An item cancelled while its batch runs is stopped in the plugin; the others go on.
+      const stopItems = (items ?? []).map(({ itemId, signal }) => {
+        const cancel = () => worker.child.cancelItems(sent.callId, [itemId]);
+        if (signal.aborted) cancel();
+        else signal.addEventListener("abort", cancel, { once: true });
+        return () => signal.removeEventListener("abort", cancel);
+      });
+      void answer
+        .finally(() => {
+          for (const stop of stopItems) stop();
+        })
+        .catch(() => {});
       if (model) this.events.emit("instance", resident, instance?.byteLength ?? 0);
       // What a kept ref weighs: the call's model, or the instance it returned.
       const sizeOf = (ref: ResidentKey, returned: Uint8Array | undefined) =>
@@ -356,6 +434,20 @@ export class ProcessManager {
         );
       }
     }
+  }
+
+  /** A batch's item outcomes, an item's failure as a call's would be (its hint, the batch's output). */
+  #itemResults(worker: Worker, result: Result): Map<string, ItemResult> {
+    const items = new Map<string, ItemResult>();
+    for (const { itemId, outcome } of result.items) {
+      items.set(
+        itemId,
+        outcome.case === "failure"
+          ? { failure: this.#withTail(worker.child.itemFailure(outcome.value), worker) as ChildFailure }
+          : { value: outcome.value },
+      );
+    }
+    return items;
   }
 
   /** A model its module's children can never keep is sent with every call: say so once. */

@@ -8,9 +8,10 @@
  * no instances itself: an answer says what it kept and dropped as the test gives them,
  * and forget() throws if it comes during an exchange (the manager's rule).
  */
-import { create, type JsonValue } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
-import { type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { ValueSchema as JsonValueSchema } from "@bufbuild/protobuf/wkt";
+import { type Failure, type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, RESIDENT_MISSING } from "../../server/process/child.ts";
 import { LogTail } from "../../server/process/log-tail.ts";
 import type { ChildHandle, ChildLauncher, ProcessManagerOptions, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
@@ -29,10 +30,13 @@ interface Exchange {
   readonly kind: "hello" | "call";
   resolve(value: unknown): void;
   reject(error: ChildFailure): void;
-  onProgress?: (state: JsonValuePb | undefined) => void;
+  onProgress?: (state: JsonValuePb | undefined, itemId: string) => void;
 }
 
 let pids = 10_000;
+
+/** A JSON value as a child sends it. */
+const json = (value: JsonValue) => create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
 
 export class FakeChild implements ChildHandle {
   readonly pid = ++pids;
@@ -50,6 +54,8 @@ export class FakeChild implements ChildHandle {
   readonly calls: SentCall[] = [];
   /** Forget frames received, in order: each frame's refs. */
   readonly forgets: ResidentKey[][] = [];
+  /** CancelItems frames received, in order: each frame's call id and item ids. */
+  readonly cancelledItems: { callId: string; itemIds: string[] }[] = [];
   #exit: ChildExit | undefined;
   #markExited!: (exit: ChildExit) => void;
   #terminated = false;
@@ -90,10 +96,18 @@ export class FakeChild implements ChildHandle {
     return this.#run<Hello>("hello");
   }
 
-  call(call: SentCall, onProgress: (state: JsonValuePb | undefined) => void): Promise<Result> {
+  call(call: SentCall, onProgress: (state: JsonValuePb | undefined, itemId: string) => void): Promise<Result> {
     const result = this.#run<Result>("call", onProgress);
     if (!this.#exit) this.calls.push(call);
     return result;
+  }
+
+  cancelItems(callId: string, itemIds: readonly string[]): void {
+    if (this.current?.callId === callId && !this.stopping) this.cancelledItems.push({ callId, itemIds: [...itemIds] });
+  }
+
+  itemFailure(f: Failure): ChildFailure {
+    return new ChildFailure("plugin_error", `${f.name}: ${f.message}`);
   }
 
   forget(refs: ResidentKey[]): void {
@@ -147,12 +161,28 @@ export class FakeChild implements ChildHandle {
 
   /** It answers its call: `value` (JSON) as the result, with the instance it returned and what it kept and dropped. */
   answer(value?: JsonValue, more: Residents & { instance?: Uint8Array } = {}): void {
-    const encoded =
-      value === undefined ? undefined : create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
+    const encoded = value === undefined ? undefined : json(value);
     const { kept = [], dropped = [], instance } = more;
     this.#settle("call", (e) =>
       e.resolve(create(ResultSchema, { ...(encoded ? { value: encoded } : {}), ...(instance ? { instance } : {}), kept, dropped })),
     );
+  }
+
+  /** It answers its batch call: each item's value (JSON), or an Error for an item that failed. */
+  answerItems(outcomes: Record<string, JsonValue | Error>): void {
+    const items = Object.entries(outcomes).map(([itemId, outcome]) => ({
+      itemId,
+      outcome:
+        outcome instanceof Error
+          ? { case: "failure" as const, value: { name: outcome.name, message: outcome.message } }
+          : { case: "value" as const, value: json(outcome) },
+    }));
+    this.#settle("call", (e) => e.resolve(create(ResultSchema, { items })));
+  }
+
+  /** It reports progress on its call (of one item of a batch, with `itemId`). */
+  report(state: JsonValue, itemId = ""): void {
+    this.#exchange?.onProgress?.(fromJson(JsonValueSchema, state), itemId);
   }
 
   /** Its call fails: the plugin threw. */
