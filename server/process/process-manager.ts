@@ -5,8 +5,9 @@
  *
  * A child that answered its call cleanly goes back to an idle pool for its plugin
  * module and serves the next call without a new spawn (a spawn costs 0.1–1.5 s, a
- * call on a warm child well under a millisecond). A child that failed, was cancelled
- * or broke the protocol is never reused. Idle children give up their slot to a
+ * call on a warm child well under a millisecond), and so does one whose plugin threw
+ * (its answer says so cleanly). A child that exited, ran out of memory, was cancelled or
+ * broke the protocol is never reused. Idle children give up their slot to a
  * waiting call for another module.
  *
  * A warm child keeps the instances it deserialized (resident, within its module's
@@ -354,6 +355,14 @@ export class ProcessManager {
       if (error instanceof NotSent) {
         this.#release(worker, true);
         throw error.cause;
+      }
+      // The plugin threw and its child answered so: the child is sound, and keeps its residents.
+      if (error instanceof ChildFailure && error.code === "plugin_error" && !error.residentMissing && !worker.child.stopping) {
+        await new Promise(setImmediate);
+        worker.child.endCall();
+        const failure = this.#withTail(error, worker);
+        if (!this.#release(worker, true)) await worker.child.exited;
+        throw failure;
       }
       this.#release(worker, false);
       // The slot frees, and the cancel outcome is known, only once the process is gone.

@@ -203,7 +203,7 @@ describe("ProcessManager slots", () => {
     expect(next.value).toMatchObject({ warm: false });
   });
 
-  test("a child whose call failed, or whose module failed to load, is never reused: the failure carries its output, the next call gets a new child", async () => {
+  test("a child whose plugin threw serves the next call; one whose module failed to load is never reused: each failure carries its output", async () => {
     const m = open({ maxChildren: 1 });
     const failed = start(m, A, "c1");
     children.helloAll();
@@ -212,15 +212,20 @@ describe("ProcessManager slots", () => {
     child.print("about to throw");
     child.fail("Error: bad input");
     await settle();
-    expect(failed.error).toMatchObject({
-      code: "plugin_error",
-      message: "Error: bad input",
-      logTail: ["about to throw"],
-      exit: { terminated: true },
-    });
-    expect(child.signals.map((s) => s.signal)).toEqual(["SIGTERM"]);
+    expect(failed.error).toMatchObject({ code: "plugin_error", message: "Error: bad input", logTail: ["about to throw"], exit: undefined });
+    expect(child.signals).toEqual([]);
+    const again = start(m, A, "c2");
+    await answer("c2");
+    expect(again.pid).toBe(child.pid);
 
-    const unloadable = start(m, A, "c2");
+    // A call that fails as the child exits: that child goes.
+    const exited = start(m, A, "c3");
+    await settle();
+    children.running("c3").crash(1);
+    await settle();
+    expect(exited.error).toMatchObject({ code: "plugin_exited" });
+
+    const unloadable = start(m, A, "c4");
     await settle();
     children.all[1]!.print("SyntaxError: Unexpected token");
     children.all[1]!.failToLoad("SyntaxError: Unexpected token");
@@ -230,8 +235,8 @@ describe("ProcessManager slots", () => {
       message: expect.stringContaining("plugin a.ts failed to load: SyntaxError"),
       logTail: ["SyntaxError: Unexpected token"],
     });
-    const next = start(m, A, "c3");
-    await answer("c3");
+    const next = start(m, A, "c5");
+    await answer("c5");
     expect(next.pid).toBe(children.all[2]!.pid);
     expect([children.all.length, m.live]).toEqual([3, 1]);
   });
