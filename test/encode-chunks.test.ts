@@ -6,7 +6,7 @@ import { DType } from "../gen/plinth/v1/arg_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { ServerMessageSchema } from "../gen/plinth/worker/v1/worker_pb.ts";
 import { encodeBinary, encodeChunks, joinChunks } from "../sdk/worker/encode-chunks.ts";
-import { FrameDecoder, framedChunks } from "../sdk/worker/frames.ts";
+import { FrameDecoder, framedChunks, ownsBuffer } from "../sdk/worker/frames.ts";
 
 /** Byte-for-byte equal (expect's deep equality walks a MB array element by element). */
 const same = (a: Uint8Array, b: Uint8Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(b);
@@ -55,5 +55,23 @@ describe("encoding without a copy per nesting level", () => {
     expect(parts).toContain(big);
     const [frame] = new FrameDecoder(1 << 30).push(joinChunks(parts));
     expect(same(frame!, toBinary(ServerMessageSchema, message))).toBe(true);
+  });
+});
+
+describe("FrameDecoder", () => {
+  it("gives back every frame whole however the stream is cut, and a frame that came in several chunks in a buffer of its own", () => {
+    const payloads = [new Uint8Array(0), new Uint8Array([7]), big.subarray(0, 70_000), new Uint8Array([1, 2, 3]), big.subarray(5, 300_005)];
+    const stream = joinChunks(payloads.flatMap((p) => framedChunks([p])));
+    for (const cut of [1, 2, 3, 5, 4096, 65_536, stream.byteLength]) {
+      const decoder = new FrameDecoder(1 << 20);
+      const frames: Uint8Array[] = [];
+      for (let at = 0; at < stream.byteLength; at += cut) frames.push(...decoder.push(stream.subarray(at, at + cut)));
+      expect(frames.length, `cut ${cut}`).toBe(payloads.length);
+      for (const [i, frame] of frames.entries()) expect(same(frame, payloads[i]!), `cut ${cut}, frame ${i}`).toBe(true);
+      expect(decoder.pending).toBe(0);
+      // The 300 kB frame never fits one chunk of 64 kB: it owns its buffer, which may be handed over whole.
+      if (cut === 65_536) expect(ownsBuffer(frames[4]!)).toBe(true);
+      if (cut === stream.byteLength) expect(ownsBuffer(frames[4]!)).toBe(false);
+    }
   });
 });

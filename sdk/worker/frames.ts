@@ -105,7 +105,7 @@ export class FrameDecoder {
       const size = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
       if (size > this.maxFrameBytes) throw new FrameTooLargeError(size, this.maxFrameBytes);
       if (this.#buffered < 4 + size) break;
-      frames.push(this.#take(4 + size).subarray(4));
+      frames.push(this.#take(size));
     }
     return frames;
   }
@@ -117,13 +117,36 @@ export class FrameDecoder {
     return this.#chunks[0]!;
   }
 
-  #take(n: number): Uint8Array {
-    this.#join();
-    const all = this.#chunks[0]!;
-    const out = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.#chunks = rest.byteLength > 0 ? [rest] : [];
-    this.#buffered -= n;
+  /**
+   * The next frame's payload: a view of the chunk it came in when it came in one, else
+   * its bytes copied once into a buffer of its own (so a large frame is owned whole, and
+   * its reader may keep or hand it over without another copy; see ownsBuffer).
+   */
+  #take(size: number): Uint8Array {
+    this.#buffered -= 4 + size;
+    const first = this.#chunks[0]!;
+    if (first.byteLength >= 4 + size) {
+      const rest = first.subarray(4 + size);
+      if (rest.byteLength > 0) this.#chunks[0] = rest;
+      else this.#chunks.shift();
+      return first.subarray(4, 4 + size);
+    }
+    const out = new Uint8Array(size);
+    let skip = 4;
+    let offset = 0;
+    let i = 0;
+    while (offset < size || skip > 0) {
+      const chunk = this.#chunks[i]!;
+      const from = Math.min(skip, chunk.byteLength);
+      skip -= from;
+      const part = chunk.subarray(from, from + Math.min(size - offset, chunk.byteLength - from));
+      out.set(part, offset);
+      offset += part.byteLength;
+      const used = from + part.byteLength;
+      if (used < chunk.byteLength) this.#chunks[i] = chunk.subarray(used);
+      else i++;
+    }
+    this.#chunks.splice(0, i);
     return out;
   }
 
@@ -137,4 +160,13 @@ export class FrameDecoder {
     }
     this.#chunks = [joined];
   }
+}
+
+/**
+ * The view is the whole of its buffer, which nothing else uses (a frame FrameDecoder
+ * copied out of several chunks): it may be handed to another thread as it is.
+ * @internal
+ */
+export function ownsBuffer(view: Uint8Array): boolean {
+  return view.byteOffset === 0 && view.byteLength === view.buffer.byteLength && view.buffer instanceof ArrayBuffer;
 }
