@@ -103,8 +103,9 @@ export function createContext(fields: Pick<Context, "callId" | "info" | "signal"
   };
 }
 
-/** Writes log lines as one JSON object per line, to the given sink. */
-export function createLogger(write: (line: string) => void): Logger {
-  const at = (level: string) => (message: string, fields?: Record<string, JsonValue>) => write(JSON.stringify({ level, msg: message, ...fields }));
+/** Writes log lines as one JSON object per line, to the given sink; `base` fields on every line. */
+export function createLogger(write: (line: string) => void, base?: Record<string, JsonValue>): Logger {
+  const at = (level: string) => (message: string, fields?: Record<string, JsonValue>) =>
+    write(JSON.stringify({ level, msg: message, ...base, ...fields }));
   return { debug: at("debug"), info: at("info"), warn: at("warn"), error: at("error") };
 }

@@ -26,6 +26,8 @@
 export type { CallInfo, Context, Logger } from "./context.ts";
 export { PluginError } from "./errors.ts";
 export {
+  type BatchItem,
+  type BatchOptions,
   type DataAccessFunction,
   type Declared,
   defineDataAccess,
@@ -36,6 +38,7 @@ export {
   type ModelType,
   type Plugin,
   type Predict,
+  type PredictBatch,
   type PredictionWithInstance,
   withInstance,
 } from "./plugin.ts";

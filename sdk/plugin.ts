@@ -2,7 +2,7 @@
  * Declaring plugins: model types and data-access functions.
  * @module
  */
-import type { Context } from "./context.ts";
+import type { Context, Logger } from "./context.ts";
 import type { Infer, Schema } from "./schema.ts";
 import type { Args, JsonValue, Kwargs, PluginValue } from "./values.ts";
 
@@ -38,7 +38,63 @@ export interface Predict<Instance, A = Args, K = Kwargs> extends Declared<A, K> 
    * children (up to plugins[].max_replicas). Undeclared, a model's calls run one at a time.
    */
   concurrent?: boolean;
+  /** Only a {@link PredictBatch} has a batch. */
+  batch?: undefined;
   run(ctx: Context, instance: Instance, args: A, kwargs: K): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+}
+
+/** How the engine groups a batched predict's calls. */
+export interface BatchOptions {
+  /** The most predicts in one batch: an integer of at least 1. */
+  maxSize: number;
+  /**
+   * How long a batch waits for more predicts once one is waiting, in milliseconds
+   * (finite, at least 0); a full batch goes at once.
+   */
+  maxWaitMs: number;
+}
+
+/**
+ * One predict of a batch, as a batched predict's `run` gets it: each is an action of its
+ * own, with its own arguments (checked against the declared schemas on their own), its
+ * own cancel, progress and result.
+ */
+export interface BatchItem<A = Args, K = Kwargs, S = JsonValue> {
+  readonly args: A;
+  readonly kwargs: K;
+  /** Aborted when this predict is cancelled, or the whole batch is (then ctx.signal is too). */
+  readonly signal: AbortSignal;
+  /** Publishes this predict's progress as its action's state; cheap to call often, as ctx.report. */
+  report(state: S): void;
+  /** Writes to the log tail, each line marked with this predict's action. */
+  readonly log: Logger;
+  readonly info: {
+    /** The action this predict is. */
+    readonly actionId: string;
+  };
+}
+
+/**
+ * A batched predict: the engine groups predicts waiting on one model (and revision) into
+ * one call of at most `batch.maxSize`, waiting at most `batch.maxWaitMs` for more once
+ * one waits. `run` answers each item, in order: a value, or an Error that fails that
+ * item alone (a PluginError keeps its code); a throw fails every item. A batched predict
+ * only reads its instance (it is concurrent): it may not return withInstance.
+ *
+ * @example
+ * ```ts
+ * const predict: PredictBatch<Model> = {
+ *   batch: { maxSize: 32, maxWaitMs: 5 },
+ *   run: (_ctx, model, items) =>
+ *     items.map((item) => (Array.isArray(item.args[0]) ? score(model, item.args[0]) : new PluginError("bad_input", "args[0]: expected rows"))),
+ * };
+ * ```
+ */
+export interface PredictBatch<Instance, A = Args, K = Kwargs, S = JsonValue> extends Declared<A, K> {
+  batch: BatchOptions;
+  /** Always so for a batched predict: true, or left out. */
+  concurrent?: true;
+  run(ctx: Context<S>, instance: Instance, items: BatchItem<A, K, S>[]): MaybePromise<readonly (PluginValue | Error)[]>;
 }
 
 /**
@@ -67,12 +123,14 @@ export interface ModelType<Instance = unknown> {
   fit?: ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<Instance>) | Fit<Instance, any, any>;
   /**
    * Predicts. Return the prediction, or {@link withInstance} to also store an
-   * updated instance.
+   * updated instance; or, batched ({@link PredictBatch}), answer a batch of predicts at once.
    */
   predict?:
     | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
     // biome-ignore lint/suspicious/noExplicitAny: each declared call types its own arguments
-    | Predict<Instance, any, any>;
+    | Predict<Instance, any, any>
+    // biome-ignore lint/suspicious/noExplicitAny: each declared call types its own arguments
+    | PredictBatch<Instance, any, any, any>;
   /** Turns an instance into bytes; JSON by default. */
   serialize?(instance: Instance): MaybePromise<Uint8Array>;
   /** Turns bytes from serialize back into an instance; JSON by default. */
@@ -144,35 +202,8 @@ export function definePlugin(plugin: Plugin): Plugin {
   return plugin;
 }
 
-/**
- * Declares a model type with its instance type inferred from instantiate. Each call may
- * be a plain function, or `{ args, kwargs, state, run }`: then `run` gets its arguments
- * typed by the schemas (zod, valibot, arktype, or a JSON Schema for untyped ones).
- *
- * @example
- * ```ts
- * const echo = defineModel({
- *   instantiate: (_ctx, args) => ({ args }),
- *   predict: (_ctx, _model, args) => args,
- * });
- * const tree = defineModel({
- *   instantiate: { kwargs: z.object({ depth: z.number().int().min(1).default(10) }), run: (_ctx, _args, { depth }) => ({ depth }) },
- *   predict: (_ctx, model) => model.depth,
- * });
- * ```
- */
-export function defineModel<
-  Instance,
-  IA = undefined,
-  IK = undefined,
-  IS = undefined,
-  FA = undefined,
-  FK = undefined,
-  FS = undefined,
-  PA = undefined,
-  PK = undefined,
-  PS = undefined,
->(model: {
+/** What defineModel takes besides predict: instantiate, fit and the codec, each call typed by its schemas. */
+type ModelParts<Instance, IA, IK, IS, FA, FK, FS> = {
   description?: string;
   instantiate:
     | ((ctx: Context, args: Args, kwargs: Kwargs) => MaybePromise<Instance>)
@@ -192,26 +223,99 @@ export function defineModel<
         state?: FS & Schema;
         run(ctx: Context<Infer<FS, JsonValue>>, instance: Instance, args: Infer<FA, Args>, kwargs: Infer<FK, Kwargs>): MaybePromise<Instance>;
       };
-  predict?:
-    | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
-    | {
-        description?: string;
-        /** Predict never changes the instance: predicts on one model may run at once in several children. */
-        concurrent?: boolean;
-        args?: PA & Schema;
-        kwargs?: PK & Schema;
-        state?: PS & Schema;
-        run(
-          ctx: Context<Infer<PS, JsonValue>>,
-          instance: Instance,
-          args: Infer<PA, Args>,
-          kwargs: Infer<PK, Kwargs>,
-        ): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
-      };
   serialize?(instance: Instance): MaybePromise<Uint8Array>;
   deserialize?(bytes: Uint8Array): MaybePromise<Instance>;
-}): ModelType<Instance> {
-  return model as ModelType<Instance>;
+};
+
+/**
+ * Declares a model type with its instance type inferred from instantiate. Each call may
+ * be a plain function, or `{ args, kwargs, state, run }`: then `run` gets its arguments
+ * typed by the schemas (zod, valibot, arktype, or a JSON Schema for untyped ones).
+ * A predict with `batch` is batched ({@link PredictBatch}): its `run` gets the items.
+ *
+ * @example
+ * ```ts
+ * const echo = defineModel({
+ *   instantiate: (_ctx, args) => ({ args }),
+ *   predict: (_ctx, _model, args) => args,
+ * });
+ * const tree = defineModel({
+ *   instantiate: { kwargs: z.object({ depth: z.number().int().min(1).default(10) }), run: (_ctx, _args, { depth }) => ({ depth }) },
+ *   predict: (_ctx, model) => model.depth,
+ * });
+ * const scaled = defineModel({
+ *   instantiate: () => ({ scale: 2 }),
+ *   predict: {
+ *     batch: { maxSize: 32, maxWaitMs: 5 },
+ *     args: z.tuple([z.number()]),
+ *     run: (_ctx, model, items) => items.map((item) => item.args[0] * model.scale), // args[0]: number
+ *   },
+ * });
+ * ```
+ */
+export function defineModel<
+  Instance,
+  IA = undefined,
+  IK = undefined,
+  IS = undefined,
+  FA = undefined,
+  FK = undefined,
+  FS = undefined,
+  PA = undefined,
+  PK = undefined,
+  PS = undefined,
+>(
+  model: ModelParts<Instance, IA, IK, IS, FA, FK, FS> & {
+    predict: {
+      description?: string;
+      /** Batched: see {@link PredictBatch}. */
+      batch: BatchOptions;
+      concurrent?: true;
+      args?: PA & Schema;
+      kwargs?: PK & Schema;
+      state?: PS & Schema;
+      run(
+        ctx: Context<Infer<PS, JsonValue>>,
+        instance: Instance,
+        items: BatchItem<Infer<PA, Args>, Infer<PK, Kwargs>, Infer<PS, JsonValue>>[],
+      ): MaybePromise<readonly (PluginValue | Error)[]>;
+    };
+  },
+): ModelType<Instance>;
+export function defineModel<
+  Instance,
+  IA = undefined,
+  IK = undefined,
+  IS = undefined,
+  FA = undefined,
+  FK = undefined,
+  FS = undefined,
+  PA = undefined,
+  PK = undefined,
+  PS = undefined,
+>(
+  model: ModelParts<Instance, IA, IK, IS, FA, FK, FS> & {
+    predict?:
+      | ((ctx: Context, instance: Instance, args: Args, kwargs: Kwargs) => MaybePromise<PluginValue | PredictionWithInstance<Instance>>)
+      | {
+          description?: string;
+          /** Predict never changes the instance: predicts on one model may run at once in several children. */
+          concurrent?: boolean;
+          batch?: undefined;
+          args?: PA & Schema;
+          kwargs?: PK & Schema;
+          state?: PS & Schema;
+          run(
+            ctx: Context<Infer<PS, JsonValue>>,
+            instance: Instance,
+            args: Infer<PA, Args>,
+            kwargs: Infer<PK, Kwargs>,
+          ): MaybePromise<PluginValue | PredictionWithInstance<Instance>>;
+        };
+  },
+): ModelType<Instance>;
+export function defineModel(model: object): ModelType<unknown> {
+  return model as ModelType<unknown>;
 }
 
 const predictionMark = Symbol.for("plinth.sdk.PredictionWithInstance");

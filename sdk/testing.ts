@@ -5,7 +5,7 @@
  * changes its instance in place (the engine keeps instances between calls).
  * @module
  */
-import { type CallKind, fromBytes, type InstanceCodec, type InstanceLoader, runCall } from "./_call.ts";
+import { type BatchCallItem, type CallKind, checkPlugin, fromBytes, type InstanceCodec, type InstanceLoader, runBatch, runCall } from "./_call.ts";
 import { type Context, createContext, createLogger } from "./context.ts";
 import type { Plugin } from "./plugin.ts";
 import type { Args, JsonValue, Kwargs, PluginValue } from "./values.ts";
@@ -16,7 +16,20 @@ export interface CallRecord {
   reports: JsonValue[];
   /** Every line written with ctx.log. */
   logs: string[];
+  /** A batch's items: what each reported (item.report) and logged (item.log), in the order given. */
+  items?: { reports: JsonValue[]; logs: string[] }[];
 }
+
+/** One predict of a batch given to {@link PluginHarness.predictBatch}. */
+export interface BatchInput {
+  args?: Args;
+  kwargs?: Kwargs;
+  /** Aborts this item's signal, as a cancel of its action would. */
+  signal?: AbortSignal;
+}
+
+/** What became of one predict of a batch: its prediction, or the error that failed it alone. */
+export type BatchOutcome = { prediction: PluginValue } | { error: Error };
 
 /** Options of every harness call. */
 export interface CallOptions {
@@ -45,6 +58,14 @@ export interface PluginHarness {
    * keeps a model's instance loaded between calls, so the next predict would see the change.
    */
   predict(model: TestModel, args?: Args, kwargs?: Kwargs, options?: CallOptions): Promise<{ prediction: PluginValue; model: TestModel }>;
+  /**
+   * Runs a batched predict on `items`, as the engine runs a batch: each item's outcome in
+   * the order given (an item that fails its schema, or that run answers with an Error,
+   * fails alone). Rejects as the engine fails the whole batch: a run that returns the
+   * wrong number of results, or that changed its instance in place. `options.signal`
+   * cancels the whole batch. (`predict` on a batched model type runs a batch of one.)
+   */
+  predictBatch(model: TestModel, items: BatchInput[], options?: CallOptions): Promise<BatchOutcome[]>;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
@@ -54,7 +75,33 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /**
- * Wraps a plugin for in-process tests.
+ * A predict's instance, watched: predict runs on what `load` gives, and `check` then
+ * throws if it changed in place. Serialized before (a copy: serialize may give a view of
+ * the instance's own memory) and after: an engine that keeps it loaded between calls
+ * would serve the next predict the changed one.
+ */
+function watched(model: TestModel): { load: InstanceLoader; check(): Promise<void> } {
+  let loaded = undefined as { instance: unknown; bytes: Uint8Array; codec: InstanceCodec } | undefined;
+  return {
+    async load(codec) {
+      const instance = await codec.deserialize(model.instance);
+      loaded = { instance, bytes: new Uint8Array(await codec.serialize(instance)), codec };
+      return instance;
+    },
+    async check() {
+      if (loaded && !sameBytes(loaded.bytes, await loaded.codec.serialize(loaded.instance))) {
+        throw new Error(
+          `predict on ${model.modelType} changed its instance in place: the engine keeps instances between calls, ` +
+            "so the next predict would see the change; copy it, or return withInstance(prediction, instance)",
+        );
+      }
+    },
+  };
+}
+
+/**
+ * Wraps a plugin for in-process tests. Refuses, as the engine would at load, a plugin
+ * that declares what cannot be served (a batch size out of range, say), naming the key.
  *
  * @example
  * ```ts
@@ -62,11 +109,13 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
  * const h = testPlugin(plugin);
  * const model = await h.instantiate("demo.Echo", [1]);
  * const { prediction } = await h.predict(model, [2]);
+ * const outcomes = await h.predictBatch(await h.instantiate("demo.Batched"), [{ args: [1] }, { args: [2] }]);
  * ```
  */
 export function testPlugin(plugin: Plugin): PluginHarness {
+  checkPlugin(plugin);
   const calls: CallRecord[] = [];
-  const call = (kind: CallKind, target: string, instance: InstanceLoader | undefined, args: Args, kwargs: Kwargs, options: CallOptions) => {
+  const context = (kind: CallKind, target: string, options: CallOptions): { ctx: Context; record: CallRecord } => {
     const record: CallRecord = { reports: [], logs: [] };
     calls.push(record);
     const ctx: Context = createContext({
@@ -76,6 +125,10 @@ export function testPlugin(plugin: Plugin): PluginHarness {
       log: createLogger((line) => record.logs.push(line)),
       report: (state) => record.reports.push(structuredClone(state)),
     });
+    return { ctx, record };
+  };
+  const call = (kind: CallKind, target: string, instance: InstanceLoader | undefined, args: Args, kwargs: Kwargs, options: CallOptions) => {
+    const { ctx } = context(kind, target, options);
     return runCall(plugin, instance ? { kind, target, instance, args, kwargs } : { kind, target, args, kwargs }, ctx);
   };
   return {
@@ -92,26 +145,39 @@ export function testPlugin(plugin: Plugin): PluginHarness {
       return { modelType: model.modelType, instance: out.instance! };
     },
     async predict(model, args = [], kwargs = {}, options = {}) {
-      // The instance as predict got it, serialized before (a copy: serialize may give a view
-      // of the instance's own memory) and after: an engine that keeps it loaded between
-      // calls would serve the next predict the changed one.
-      let loaded = undefined as { instance: unknown; bytes: Uint8Array; codec: InstanceCodec } | undefined;
-      const load: InstanceLoader = async (codec) => {
-        const instance = await codec.deserialize(model.instance);
-        loaded = { instance, bytes: new Uint8Array(await codec.serialize(instance)), codec };
-        return instance;
-      };
-      const out = await call("predict", model.modelType, load, args, kwargs, options);
-      if (loaded && !out.instance && !sameBytes(loaded.bytes, await loaded.codec.serialize(loaded.instance))) {
-        throw new Error(
-          `predict on ${model.modelType} changed its instance in place: the engine keeps instances between calls, ` +
-            "so the next predict would see the change; copy it, or return withInstance(prediction, instance)",
-        );
-      }
+      const instance = watched(model);
+      const out = await call("predict", model.modelType, instance.load, args, kwargs, options);
+      if (!out.instance) await instance.check();
       return {
         prediction: out.value ?? null,
         model: out.instance ? { modelType: model.modelType, instance: out.instance } : model,
       };
+    },
+    async predictBatch(model, inputs, options = {}) {
+      const { ctx, record } = context("predict", model.modelType, options);
+      record.items = inputs.map(() => ({ reports: [], logs: [] }));
+      const items = inputs.map((input, i): BatchCallItem => {
+        const itemRecord = record.items![i]!;
+        const signals = input.signal ? [ctx.signal, input.signal] : [ctx.signal];
+        return {
+          id: String(i),
+          actionId: `${ctx.info.actionId}.${i}`,
+          args: input.args ?? [],
+          kwargs: input.kwargs ?? {},
+          signal: AbortSignal.any(signals),
+          report: (state) => itemRecord.reports.push(structuredClone(state)),
+          log: createLogger((line) => itemRecord.logs.push(line)),
+        };
+      });
+      const instance = watched(model);
+      const answers = await runBatch(plugin, { target: model.modelType, instance: instance.load, items }, ctx);
+      await instance.check();
+      const byId = new Map(answers.map((answer) => [answer.id, answer]));
+      return items.map(({ id }): BatchOutcome => {
+        const answer = byId.get(id)!;
+        if (!("error" in answer)) return { prediction: answer.value };
+        return { error: answer.error instanceof Error ? answer.error : new Error(String(answer.error)) };
+      });
     },
   };
 }

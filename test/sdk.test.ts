@@ -1,16 +1,20 @@
 import { execFile } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { promisify } from "node:util";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import iris from "../plugins/iris/mod.ts";
 import plugin from "../plugins/system-test/mod.ts";
-import { type DType, defineDataAccess, defineModel, definePlugin, Tensor } from "../sdk/mod.ts";
+import { type DType, defineDataAccess, defineModel, definePlugin, type Plugin, PluginError, Tensor, withInstance } from "../sdk/mod.ts";
 import { testPlugin } from "../sdk/testing.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
 import { encodeFrame, FrameDecoder, FrameTooLargeError } from "../sdk/worker/frames.ts";
 import { denoBinary } from "../server/process/runtimes.ts";
+import { batchRefusals } from "./fixtures/failing/batch-refusals.ts";
 import serving from "./fixtures/plugins/serving.ts";
 import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
 
 describe("testPlugin: a plugin unit-tested in-process", () => {
   it("runs the system-test plugin's workflow and records its reports", async () => {
@@ -111,6 +115,166 @@ describe("schemas type a plugin's functions", () => {
       code: "invalid_argument",
       message: "kwargs.dpth: not a keyword argument of instantiate on typed.Model; it takes depth",
     });
+  });
+});
+
+describe("testPlugin: batched predicts", () => {
+  const pid = process.pid;
+
+  it("answers each item of a batch on its own: a poisoned one fails alone with its code, the others get their values; predict is a batch of one", async () => {
+    const h = testPlugin(serving);
+    const model = await h.instantiate("serving.Batched16");
+    const outcomes = await h.predictBatch(model, [
+      { args: [1] },
+      { args: [2], kwargs: { poison: true } },
+      { args: [3], kwargs: { report: "third" } },
+    ]);
+    expect(outcomes).toEqual([
+      { prediction: { pid, size: 3, index: 0, value: 1 } },
+      { error: expect.objectContaining({ name: "PluginError", code: "invalid_argument", message: "poisoned item" }) },
+      { prediction: { pid, size: 3, index: 2, value: 3 } },
+    ]);
+    expect(h.calls.at(-1)!.items!.map((item) => item.reports)).toEqual([[], [], [{ item: "third" }]]);
+
+    expect(await h.predict(model, [7])).toEqual({ prediction: { pid, size: 1, index: 0, value: 7 }, model });
+    await expect(h.predict(model, [8], { poison: true })).rejects.toMatchObject({ code: "invalid_argument", message: "poisoned item" });
+  });
+
+  it("checks each item against the schemas on its own, and types the items by them; withInstance fails its item, a throw fails them all", async () => {
+    let ran: number[] = [];
+    const h = testPlugin(
+      definePlugin({
+        name: "typed",
+        models: {
+          "typed.Double": defineModel({
+            instantiate: () => ({ factor: 2 }),
+            predict: {
+              batch: { maxSize: 8, maxWaitMs: 1 },
+              args: z.tuple([z.number()]),
+              kwargs: z.object({ store: z.boolean().default(false), fail: z.boolean().default(false) }),
+              state: z.object({ items: z.number() }),
+              run: (ctx, model, items) => {
+                ctx.report({ items: items.length });
+                // @ts-expect-error: the state schema says items is a number
+                if (items.length < 0) items[0]?.report({ items: "none" });
+                if (items.some((item) => item.kwargs.fail)) throw new PluginError("all_failed", "asked to fail");
+                ran = items.map((item) => item.args[0]);
+                // The types refuse withInstance here; a plugin in JavaScript meets the item's failure.
+                return items.map((item) => (item.kwargs.store ? (withInstance(0, model) as unknown as number) : item.args[0] * model.factor));
+              },
+            },
+          }),
+        },
+      }),
+    );
+    const model = await h.instantiate("typed.Double");
+    const outcomes = await h.predictBatch(model, [
+      { args: [2] },
+      { args: ["two"] },
+      { args: [3], kwargs: { stor: true } },
+      { args: [4], kwargs: { store: true } },
+    ]);
+    expect(outcomes).toEqual([
+      { prediction: 4 },
+      { error: expect.objectContaining({ code: "invalid_argument", message: expect.stringContaining("args[0]") }) },
+      {
+        error: expect.objectContaining({
+          code: "invalid_argument",
+          message: expect.stringContaining("kwargs.stor: not a keyword argument of predict on typed.Double"),
+        }),
+      },
+      {
+        error: new TypeError("predict of typed.Double is batched, so it may not change its model: return the prediction alone, or drop batch"),
+      },
+    ]);
+    // Only the items that passed their schemas ran.
+    expect(ran).toEqual([2, 4]);
+    expect(h.calls.at(-1)!.reports).toEqual([{ items: 2 }]);
+
+    const failed = await h.predictBatch(model, [{ args: [1] }, { args: [2], kwargs: { fail: true } }, { args: [] }]);
+    expect(failed).toEqual([
+      { error: expect.objectContaining({ code: "all_failed" }) },
+      { error: expect.objectContaining({ code: "all_failed" }) },
+      { error: expect.objectContaining({ code: "invalid_argument" }) },
+    ]);
+  });
+
+  it("fails the whole batch when run returns the wrong number of results, or no array, saying how many for how many", async () => {
+    const h = testPlugin(serving);
+    const model = await h.instantiate("serving.BadCount");
+    await expect(h.predictBatch(model, [{}, {}, {}, {}])).rejects.toThrow(
+      new TypeError("predict of serving.BadCount returned 3 results for 4 items"),
+    );
+    await expect(h.predict(model)).rejects.toThrow(new TypeError("predict of serving.BadCount returned 0 results for 1 item"));
+
+    const shapeless = (returned: unknown): Plugin => ({
+      name: "shapeless",
+      models: { "shapeless.Model": { instantiate: () => ({}), predict: { batch: { maxSize: 2, maxWaitMs: 0 }, run: () => returned as never } } },
+    });
+    const object = testPlugin(shapeless({ 0: 1, 1: 2 }));
+    await expect(object.predictBatch(await object.instantiate("shapeless.Model"), [{}, {}])).rejects.toThrow(
+      new TypeError("predict of shapeless.Model returned an object instead of an array of 2 results"),
+    );
+    const nothing = testPlugin(shapeless(undefined));
+    await expect(nothing.predictBatch(await nothing.instantiate("shapeless.Model"), [{}])).rejects.toThrow(
+      new TypeError("predict of shapeless.Model returned undefined instead of an array of 1 result"),
+    );
+  });
+
+  it("aborts a cancelled item's signal alone while the others finish; cancelling the batch aborts every item", async () => {
+    const h = testPlugin(serving);
+    const model = await h.instantiate("serving.Batched4");
+    const gate = join(tempDir(), "gate");
+    const cancel = new AbortController();
+    const running = h.predictBatch(
+      model,
+      [0, 1, 2, 3].map((i) => ({ args: [i], kwargs: { gate }, ...(i === 2 ? { signal: cancel.signal } : {}) })),
+    );
+    cancel.abort(new DOMException("item 2 cancelled", "AbortError"));
+    writeFileSync(gate, "");
+    expect(await running).toEqual([
+      { prediction: { pid, size: 4, index: 0, value: 0 } },
+      { prediction: { pid, size: 4, index: 1, value: 1 } },
+      { error: expect.objectContaining({ name: "AbortError", message: "item 2 cancelled" }) },
+      { prediction: { pid, size: 4, index: 3, value: 3 } },
+    ]);
+
+    const whole = new AbortController();
+    const closed = join(tempDir(), "never");
+    const all = h.predictBatch(model, [{ kwargs: { gate: closed } }, { kwargs: { gate: closed } }], { signal: whole.signal });
+    whole.abort(new DOMException("batch cancelled", "AbortError"));
+    expect(await all).toEqual([
+      { error: expect.objectContaining({ name: "AbortError", message: "batch cancelled" }) },
+      { error: expect.objectContaining({ name: "AbortError", message: "batch cancelled" }) },
+    ]);
+  });
+
+  it("refuses a batched predict that changes its instance in place", async () => {
+    const h = testPlugin(
+      definePlugin({
+        name: "counting",
+        models: {
+          "counting.Model": defineModel({
+            instantiate: () => ({ seen: 0 }),
+            predict: {
+              batch: { maxSize: 4, maxWaitMs: 1 },
+              run: (_ctx, model, items) => {
+                model.seen += items.length;
+                return items.map(() => model.seen);
+              },
+            },
+          }),
+        },
+      }),
+    );
+    await expect(h.predictBatch(await h.instantiate("counting.Model"), [{}, {}])).rejects.toThrow(
+      "predict on counting.Model changed its instance in place",
+    );
+  });
+
+  it.each(batchRefusals)("refuses to load %s, naming the key", async (file, message) => {
+    const { default: bad } = (await import(`./fixtures/failing/${file}`)) as { default: Plugin };
+    expect(() => testPlugin(bad)).toThrow(new TypeError(message));
   });
 });
 

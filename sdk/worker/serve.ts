@@ -40,26 +40,26 @@ export interface WorkerHost {
   maxFrameBytes: number;
 }
 
-/** What a ServerMessage frame holds: a call (with its id), a Forget, or nothing this child knows. */
-type FrameKind = { case: "call"; callId: string } | { case: "forget" } | undefined;
+/** What a ServerMessage frame holds: a call (with its id), a Forget, a CancelItems, or nothing this child knows. */
+type FrameKind = { case: "call"; callId: string } | { case: "forget" } | { case: "cancel_items" } | undefined;
 
 /**
  * The kind of a ServerMessage frame, read without decoding the rest (the plugin's thread
- * decodes it): ServerMessage.call is field 1 (Call.call_id its field 1), forget field 2.
- * The last of them wins, as when the thread decodes it.
+ * decodes it): ServerMessage.call is field 1 (Call.call_id its field 1), forget field 2,
+ * cancel_items field 3. The last of them wins, as when the thread decodes it.
  */
 function frameKind(frame: Uint8Array): FrameKind {
   const message = new BinaryReader(frame);
   let kind: FrameKind;
   while (message.pos < message.len) {
     const [field, wireType] = message.tag();
-    if (wireType !== WireType.LengthDelimited || (field !== 1 && field !== 2)) {
+    if (wireType !== WireType.LengthDelimited || (field !== 1 && field !== 2 && field !== 3)) {
       message.skip(wireType, field);
       continue;
     }
-    if (field === 2) {
+    if (field !== 1) {
       message.skip(wireType, field);
-      kind = { case: "forget" };
+      kind = field === 2 ? { case: "forget" } : { case: "cancel_items" };
       continue;
     }
     const call = new BinaryReader(message.bytes());
@@ -147,6 +147,11 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
       if (kind.case === "forget") {
         // Not a call: it neither starts one nor resets the current one's cancel.
         thread.post({ type: "control", frame: own }, [own.buffer as ArrayBuffer]);
+        continue;
+      }
+      if (kind.case === "cancel_items") {
+        // About the batch that runs: the thread takes it at once, not after that call.
+        thread.post({ type: "cancel_items", frame: own }, [own.buffer as ArrayBuffer]);
         continue;
       }
       lastCall = kind.callId;

@@ -13,28 +13,36 @@
  * It also keeps instances between calls, within the budget the server gives
  * (residents.ts): a call the server marks `resident` runs on the instance held, and
  * each answer says what the child let go of and what it now holds.
+ *
+ * A batch call (a Call with items, to a batched predict) answers each item in its
+ * Result: each has its own signal, which CancelItems aborts while the batch runs, and
+ * its own progress, sent with its item id.
  * @module
  */
 import { create, fromBinary, fromJson, type MessageInitShape, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import {
+  type BatchItem,
   type Call,
   CallKind,
   type FailureSchema,
+  type ItemOutcomeSchema,
   type ManifestSchema,
   ResidentRefSchema,
   ServerMessageSchema,
+  type Value,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { declared, runCall, type CallKind as SdkCallKind } from "../_call.ts";
+import { type BatchCallItem, checkPlugin, declared, type ItemAnswer, isBatched, runBatch, runCall, type CallKind as SdkCallKind } from "../_call.ts";
 import { type Context, createContext, createLogger } from "../context.ts";
 import { PluginError } from "../errors.ts";
-import type { Plugin } from "../plugin.ts";
+import type { ModelType, Plugin } from "../plugin.ts";
 import { jsonSchemaText } from "../schema.ts";
-import type { JsonValue } from "../values.ts";
+import type { Args, JsonValue, Kwargs } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
 import { framedChunks } from "./frames.ts";
+import { type Progress, progressThrottle } from "./progress.ts";
 import { type Held, residentCall } from "./resident-call.ts";
 import { Residents } from "./residents.ts";
 import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
@@ -55,6 +63,8 @@ export type ToThread =
   | { type: "call"; frame: Uint8Array }
   /** A frame that is not a call (Forget), handled in order with the calls. */
   | { type: "control"; frame: Uint8Array }
+  /** A CancelItems frame: handled at once, not after the batch call it is about. */
+  | { type: "cancel_items"; frame: Uint8Array }
   | { type: "cancel" };
 
 /** Plugin thread → main thread. @internal */
@@ -106,6 +116,13 @@ function signature(call: string, fn: Parameters<typeof declared>[0] | undefined)
   return text.argsSchema || text.kwargsSchema || text.stateSchema ? [{ call, ...text }] : [];
 }
 
+/** How a model type's predicts may be served: a batched one is concurrent too. */
+function servingOf(model: ModelType<unknown>) {
+  const predict = model.predict;
+  if (isBatched(predict)) return { concurrent: true, batchMaxSize: predict.batch.maxSize, batchMaxWaitMs: predict.batch.maxWaitMs };
+  return { concurrent: typeof predict === "object" && predict.concurrent === true };
+}
+
 /** What the module declares, with the JSON Schemas of its calls, converted here once. */
 function manifestOf(plugin: Plugin): MessageInitShape<typeof ManifestSchema> {
   return {
@@ -115,7 +132,7 @@ function manifestOf(plugin: Plugin): MessageInitShape<typeof ManifestSchema> {
       name,
       description: m.description ?? "",
       signatures: [...signature("instantiate", m.instantiate), ...signature("fit", m.fit), ...signature("predict", m.predict)],
-      serving: { concurrent: typeof m.predict === "object" && m.predict.concurrent === true },
+      serving: servingOf(m),
     })),
     dataAccess: Object.entries(plugin.dataAccess ?? {}).map(([name, f]) => ({
       name,
@@ -144,6 +161,8 @@ function errorFields(error: unknown): MessageInitShape<typeof FailureSchema> {
   return { name: "Error", message: String(error), stack: "" };
 }
 
+const cancelled = () => new DOMException("the action was cancelled", "AbortError");
+
 /**
  * An AbortSignal that also learns of a cancel from the shared flag, the moment the
  * plugin looks at it: a plugin in a synchronous loop never lets the cancel message in.
@@ -158,7 +177,7 @@ function cancellableSignal(state: Int32Array): { controller: AbortController; si
   const sync = () => {
     if (aborting || Atomics.load(state, THREAD_CANCELLED) === 0 || aborted.call(signal)) return;
     aborting = true;
-    controller.abort(new DOMException("the action was cancelled", "AbortError"));
+    controller.abort(cancelled());
   };
   Object.defineProperty(signal, "aborted", {
     get: () => {
@@ -175,6 +194,16 @@ function cancellableSignal(state: Int32Array): { controller: AbortController; si
   return { controller, signal };
 }
 
+/** A progress report as the pipe carries it. */
+const stateValue = (state: JsonValue) => fromJson(JsonSchema, JSON.parse(JSON.stringify(state ?? null)) as PbJsonValue);
+
+/** The call that runs, as a cancel finds it: the whole call's controller, and each batch item's. */
+interface Running {
+  callId: string;
+  controller: AbortController;
+  items: Map<string, AbortController>;
+}
+
 /** Serves the plugin thread until the process exits. @internal */
 export function runThread(host: ThreadHost): void {
   const send = (message: MessageInitShape<typeof WorkerMessageSchema>) => {
@@ -188,7 +217,7 @@ export function runThread(host: ThreadHost): void {
     return { dropped: dropped.map((r) => create(ResidentRefSchema, r)), kept: kept.map((r) => create(ResidentRefSchema, r)) };
   };
   let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);
-  let current: AbortController | undefined;
+  let current: Running | undefined;
   // Calls run one at a time, in arrival order.
   let chain: Promise<void> = Promise.resolve();
 
@@ -196,6 +225,7 @@ export function runThread(host: ThreadHost): void {
     let loaded: Plugin;
     try {
       loaded = asPlugin(await import(s.moduleUrl), s.moduleUrl);
+      checkPlugin(loaded);
     } catch (error) {
       send({ kind: { case: "failure", value: { callId: "", ...errorFields(error) } } });
       host.post({ type: "unusable" });
@@ -212,47 +242,49 @@ export function runThread(host: ThreadHost): void {
 
   const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call): Promise<void> => {
     const { controller, signal } = cancellableSignal(s.state);
-    current = controller;
-    let latest: { state: JsonValue } | undefined;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    let lastSent = -Infinity;
-    const flush = () => {
-      clearTimeout(timer);
-      timer = undefined;
-      if (!latest) return;
-      const state = fromJson(JsonSchema, JSON.parse(JSON.stringify(latest.state ?? null)) as PbJsonValue);
-      latest = undefined;
-      lastSent = performance.now();
-      send({ kind: { case: "progress", value: { callId: call.callId, state } } });
-    };
+    const running: Running = { callId: call.callId, controller, items: new Map() };
+    current = running;
+    const progress = progressThrottle(s.progressIntervalMs, (state) =>
+      send({ kind: { case: "progress", value: { callId: call.callId, state: stateValue(state) } } }),
+    );
+    const throttles: Progress[] = [progress];
+    const first = call.items[0];
     const ctx: Context = createContext({
       callId: call.callId,
-      info: { actionId: call.actionId, modelId: call.modelId, target: call.target, call: kinds[call.kind] ?? "predict", attempt: call.attempt || 1 },
+      info: {
+        // A batch's ctx is its first item's.
+        actionId: first ? first.actionId : call.actionId,
+        modelId: call.modelId,
+        target: call.target,
+        call: kinds[call.kind] ?? "predict",
+        attempt: call.attempt || 1,
+      },
       signal,
       log: createLogger(host.logLine),
-      report(state) {
-        latest = { state };
-        // Due now: send at once, so that a synchronous loop's reports go out as it runs.
-        const wait = lastSent + s.progressIntervalMs - performance.now();
-        if (wait <= 0) flush();
-        else timer ??= setTimeout(flush, wait);
-      },
+      report: progress.report,
     });
     try {
       const kind = kinds[call.kind];
       if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
-      const kwargs = Object.fromEntries(Object.entries(call.kwargs).map(([k, v]) => [k, decodeArgument(v, `kwargs.${k}`)]));
-      const args = call.args.map((v, i) => decodeArgument(v, `args[${i}]`));
       const resident = residentCall(call, kind, residents);
-      const request = { kind, target: call.target, args, kwargs, ...(resident.instance ? { instance: resident.instance } : {}) };
-      const out = await runCall(plugin, request, ctx);
-      flush();
+      const instance = resident.instance ? { instance: resident.instance } : {};
+      if (first) {
+        if (kind !== "predict") throw new TypeError(`a call with items must be a predict, not ${kind}`);
+        const { items, answers } = batchItems(s, running, call.items, throttles);
+        answers.push(...(await runBatch(plugin, { target: call.target, items, ...instance }, ctx)));
+        for (const throttle of throttles) throttle.close();
+        resident.succeeded(undefined);
+        send({ kind: { case: "result", value: { callId: call.callId, items: answers.map(itemOutcome), ...deltas() } } });
+        return;
+      }
+      const out = await runCall(plugin, { kind, target: call.target, ...decodeArguments(call.args, call.kwargs), ...instance }, ctx);
+      progress.close();
       const result = { callId: call.callId, value: encodeValue(out.value) };
       resident.succeeded(out.instance);
       const answer = out.instance ? { ...result, instance: out.instance } : result;
       send({ kind: { case: "result", value: { ...answer, ...deltas() } } });
     } catch (error) {
-      flush();
+      for (const throttle of throttles) throttle.close();
       send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error), ...deltas() } } });
     } finally {
       current = undefined;
@@ -261,6 +293,48 @@ export function runThread(host: ThreadHost): void {
       if (Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
     }
   };
+
+  /**
+   * A batch call's items as runBatch takes them, each with its own signal (registered
+   * for CancelItems) and progress; one whose arguments do not decode is answered here.
+   */
+  const batchItems = (s: NonNullable<typeof start>, running: Running, sent: BatchItem[], throttles: Progress[]) => {
+    const items: BatchCallItem[] = [];
+    const answers: ItemAnswer[] = [];
+    for (const item of sent) {
+      const { controller, signal } = cancellableSignal(s.state);
+      running.items.set(item.itemId, controller);
+      const progress = progressThrottle(s.progressIntervalMs, (state) =>
+        send({ kind: { case: "progress", value: { callId: running.callId, itemId: item.itemId, state: stateValue(state) } } }),
+      );
+      throttles.push(progress);
+      try {
+        const log = createLogger(host.logLine, { action_id: item.actionId });
+        items.push({ id: item.itemId, actionId: item.actionId, ...decodeArguments(item.args, item.kwargs), signal, report: progress.report, log });
+      } catch (error) {
+        answers.push({ id: item.itemId, error });
+      }
+    }
+    return { items, answers };
+  };
+
+  /** An item's answer as the Result carries it; a value that does not encode fails its item alone. */
+  const itemOutcome = (answer: ItemAnswer): MessageInitShape<typeof ItemOutcomeSchema> => {
+    if (!("error" in answer)) {
+      try {
+        return { itemId: answer.id, outcome: { case: "value", value: encodeValue(answer.value) } };
+      } catch (error) {
+        return { itemId: answer.id, outcome: { case: "failure", value: errorFields(error) } };
+      }
+    }
+    return { itemId: answer.id, outcome: { case: "failure", value: errorFields(answer.error) } };
+  };
+
+  /** A call's or an item's arguments as the plugin gets them. */
+  const decodeArguments = (args: Value[], kwargs: { [key: string]: Value }): { args: Args; kwargs: Kwargs } => ({
+    kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, decodeArgument(v, `kwargs.${k}`)])),
+    args: args.map((v, i) => decodeArgument(v, `args[${i}]`)),
+  });
 
   /** An argument as the plugin gets it; JSON the server did not parse (too large to) may not be JSON. */
   const decodeArgument = (value: Parameters<typeof decodeValue>[0], path: string) => {
@@ -296,8 +370,17 @@ export function runThread(host: ThreadHost): void {
           if (decoded.kind.case === "forget") residents.forget(decoded.kind.value.refs);
         });
         return;
+      case "cancel_items": {
+        // Not through the chain: the batch it is about holds it.
+        const decoded = fromBinary(ServerMessageSchema, message.frame);
+        if (decoded.kind.case !== "cancelItems" || decoded.kind.value.callId !== current?.callId) return;
+        for (const id of decoded.kind.value.itemIds) current.items.get(id)?.abort(cancelled());
+        return;
+      }
       case "cancel":
-        current?.abort(new DOMException("the action was cancelled", "AbortError"));
+        if (!current) return;
+        current.controller.abort(cancelled());
+        for (const item of current.items.values()) item.abort(cancelled());
         return;
     }
   });
