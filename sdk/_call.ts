@@ -108,8 +108,9 @@ function shown(value: unknown): string {
   return String(value);
 }
 
-/** The largest maxSize the protocol carries (Serving.batch_max_size is a uint32). */
-const MAX_BATCH_SIZE = 0xffffffff;
+/** The largest batch and the longest wait (an hour) the server takes (server/engine/load-plugins.ts). */
+const MAX_BATCH_SIZE = 65_536;
+const MAX_BATCH_WAIT_MS = 3_600_000;
 
 /**
  * Refuses what a plugin declares that the engine cannot serve, naming the key: a batch
@@ -137,10 +138,13 @@ export function checkPlugin(plugin: Plugin): void {
       throw new TypeError(`${key}.predict.batch.maxSize must be an integer of at least 1 (got ${shown(maxSize)})`);
     }
     if (maxSize > MAX_BATCH_SIZE) {
-      throw new TypeError(`${key}.predict.batch.maxSize must be an integer of at most ${MAX_BATCH_SIZE} (got ${shown(maxSize)})`);
+      throw new TypeError(`${key}.predict.batch.maxSize must be at most ${MAX_BATCH_SIZE} (got ${shown(maxSize)})`);
     }
     if (typeof maxWaitMs !== "number" || !Number.isFinite(maxWaitMs) || maxWaitMs < 0) {
       throw new TypeError(`${key}.predict.batch.maxWaitMs must be a finite number of at least 0 (got ${shown(maxWaitMs)})`);
+    }
+    if (maxWaitMs > MAX_BATCH_WAIT_MS) {
+      throw new TypeError(`${key}.predict.batch.maxWaitMs must be at most ${MAX_BATCH_WAIT_MS} (an hour) (got ${shown(maxWaitMs)})`);
     }
     const concurrent = (predict as { concurrent?: unknown }).concurrent;
     if (concurrent !== undefined && concurrent !== true) {

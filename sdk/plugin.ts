@@ -45,11 +45,11 @@ export interface Predict<Instance, A = Args, K = Kwargs> extends Declared<A, K> 
 
 /** How the engine groups a batched predict's calls. */
 export interface BatchOptions {
-  /** The most predicts in one batch: an integer of at least 1. */
+  /** The most predicts in one batch: an integer from 1 to 65536. */
   maxSize: number;
   /**
    * How long a batch waits for more predicts once one is waiting, in milliseconds
-   * (finite, at least 0); a full batch goes at once.
+   * (from 0 to 3600000, an hour); a full batch goes at once.
    */
   maxWaitMs: number;
 }

@@ -272,6 +272,25 @@ describe("testPlugin: batched predicts", () => {
     );
   });
 
+  it("refuses a batch larger, or a wait longer, than the server takes", () => {
+    const bounded = (maxSize: number, maxWaitMs: number): Plugin => ({
+      name: "bounded",
+      models: {
+        "bounded.Model": defineModel({
+          instantiate: () => ({}),
+          predict: { batch: { maxSize, maxWaitMs }, run: (_ctx, _model, items) => items.map(() => null) },
+        }),
+      },
+    });
+    expect(() => testPlugin(bounded(65_536, 3_600_000))).not.toThrow();
+    expect(() => testPlugin(bounded(65_537, 0))).toThrow(
+      new TypeError('models["bounded.Model"].predict.batch.maxSize must be at most 65536 (got 65537)'),
+    );
+    expect(() => testPlugin(bounded(1, 3_600_001))).toThrow(
+      new TypeError('models["bounded.Model"].predict.batch.maxWaitMs must be at most 3600000 (an hour) (got 3600001)'),
+    );
+  });
+
   it.each(batchRefusals)("refuses to load %s, naming the key", async (file, message) => {
     const { default: bad } = (await import(`./fixtures/failing/${file}`)) as { default: Plugin };
     expect(() => testPlugin(bad)).toThrow(new TypeError(message));
