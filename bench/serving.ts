@@ -8,6 +8,10 @@
  * - one model whose predict is declared concurrent, 16 in flight, 4 children, 50 ms
  *   predicts: predicts/s against the four children's ceiling (80/s) and the same type
  *   undeclared (target: ≥ 80 % of the ceiling);
+ * - batching (bench/plugins/batched.ts: 20 ms per call + 0.1 ms per item, sleep-bound as
+ *   on an accelerator; up to 32 per batch, max_wait_ms 5), 2 children: predicts/s and p95
+ *   at 64 in flight against its unbatched concurrent twin (target: ≥ 3×, p95 no worse),
+ *   and p50 at 1 in flight (target: ≤ the twin's + max_wait_ms + 1 ms);
  * - instances deserialized per 1,000 predicts on one model, 16 in flight, against the
  *   number of children (target: ≤ it);
  * - the children's largest RSS while 20 models of 20 MB rotate through 4 children with
@@ -34,6 +38,7 @@ import { printTable } from "./report.ts";
 const quick = process.argv.includes("--quick");
 const before = process.argv.includes("--before") ? process.argv[process.argv.indexOf("--before") + 1] : undefined;
 const PLUGIN = "bench/plugins/weights.ts";
+const BATCHED = "bench/plugins/batched.ts";
 const MiB = 2 ** 20;
 
 const json = (value: JsonValue): Arg => create(ArgSchema, { kind: { case: "json", value: fromJson(ValueSchema, value) } });
@@ -73,6 +78,55 @@ async function busyModel(from: string, plugin: string[]): Promise<{ shared: numb
     const ms = quick ? 2000 : 5000;
     await throughput(16, { count: 32 }, () => predict(p, shared));
     return { shared: await throughput(16, { ms }, () => predict(p, shared)), single: await throughput(16, { ms }, () => predict(p, single)) };
+  } finally {
+    await p.stop();
+  }
+}
+
+/** Latencies of `fn` run `count` times per lane over `inFlight` lanes, in ms, sorted; and the throughput. */
+async function timed(inFlight: number, limit: { ms: number } | { count: number }, fn: () => Promise<unknown>) {
+  const times: number[] = [];
+  const rate = await throughput(inFlight, limit, async () => {
+    const start = performance.now();
+    await fn();
+    times.push(performance.now() - start);
+  });
+  times.sort((a, b) => a - b);
+  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(times.length * q))]!;
+  return { rate, p50: at(0.5), p95: at(0.95) };
+}
+
+/** Figure 3: batched predicts against the unbatched twin, 2 children: at 64 in flight, and at 1. */
+async function batching(from: string) {
+  const p = await startPlinth(BATCHED, { root: from, backend: "memory", engine: { max_children: 2, min_idle_workers: 2, max_queue: 10000 } });
+  try {
+    const body = async (modelType: string) => {
+      const request = bytes(CreateInstanceRequestSchema, { modelType, wait: true });
+      const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
+      if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
+      return bytes(PredictRequestSchema, { modelId: res.action.modelId, args: [json(1)], wait: true });
+    };
+    const [batched, single] = [await body("batched.Model"), await body("batched.Single")];
+    const ms = quick ? 3000 : 8000;
+    const run = (request: Uint8Array) => () => predict(p, request);
+    await timed(64, { count: 256 }, run(batched));
+    await timed(64, { count: 64 }, run(single));
+    const busy = { batched: await timed(64, { ms }, run(batched)), single: await timed(64, { ms }, run(single)) };
+    const n = quick ? 40 : 150;
+    // One in flight, turn about.
+    const one = { batched: [] as number[], single: [] as number[] };
+    for (let i = 0; i < n; i++) {
+      for (const [name, request] of [
+        ["batched", batched],
+        ["single", single],
+      ] as const) {
+        const start = performance.now();
+        await predict(p, request);
+        one[name].push(performance.now() - start);
+      }
+    }
+    const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
+    return { busy, alone: { batched: p50(one.batched), single: p50(one.single) } };
   } finally {
     await p.stop();
   }
@@ -190,6 +244,23 @@ for (let round = 0; round < rounds; round++) {
       `ceiling 80/s; the same type undeclared ${f2.single.toFixed(1)}/s`,
       `≥ 80 % of ceiling: ${((f2.shared / 80) * 100).toFixed(0)} %`,
     ]);
+    // Batching is measured against its unbatched twin on this checkout only (code before it has no batches).
+    if (v.dir === root) {
+      const f3 = await batching(v.dir);
+      const { busy, alone } = f3;
+      rows.push([
+        `batched predicts, 64 in flight, 2 children, 20 ms + 0.1 ms/item (${tag})`,
+        `${busy.batched.rate.toFixed(0)}/s, p95 ${busy.batched.p95.toFixed(0)} ms`,
+        `unbatched twin ${busy.single.rate.toFixed(0)}/s, p95 ${busy.single.p95.toFixed(0)} ms`,
+        `≥ 3×, p95 no worse: ${(busy.batched.rate / busy.single.rate).toFixed(1)}×`,
+      ]);
+      rows.push([
+        `batched predict p50 at 1 in flight, max_wait_ms 5 (${tag})`,
+        `${alone.batched.toFixed(1)} ms`,
+        `unbatched twin ${alone.single.toFixed(1)} ms`,
+        `≤ ${(alone.single + 6).toFixed(1)} ms`,
+      ]);
+    }
     const f4 = await loadsPerThousand(v.dir, v.resident(256));
     rows.push([`deserializations per 1,000 predicts, one model (${tag})`, f4.perThousand.toFixed(0), `${f4.children} children`, "≤ children"]);
     const f5 = await rotatingRss(v.dir, v.resident(100));

@@ -10,6 +10,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, jsonOf } from "./helpers/args.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
+import { watchActions } from "./helpers/watch.ts";
 
 let t: TestServer | undefined;
 afterEach(async () => {
@@ -155,6 +156,41 @@ describe("several children per model", () => {
     for (const id of run.ids) expect((await s.actions.waitAction({ actionId: id })).action!.status).toBe(ActionStatus.SUCCEEDED);
   });
 
+  it("fits under a stream of concurrent predicts: each answer comes from the revision its action records, and none sent after a fit sees an older one", async () => {
+    const s = await serve({}, { max_children: 3 });
+    const model = await create(s, "serving.Counted");
+    /** The revision the last fit whose call has returned made: every predict sent after it must run on it or later. */
+    let floor = 1n;
+    let fitting = true;
+    const seen: { revision: bigint; fits: number; floor: bigint }[] = [];
+    const client = async () => {
+      while (fitting) {
+        const sentAfter = floor;
+        const { action } = await s.engine.predict({ modelId: model, kwargs: { ms: json(5) }, wait: true });
+        expect(action!.status, action!.error?.message).toBe(ActionStatus.SUCCEEDED);
+        seen.push({ revision: action!.modelRevision, fits: (jsonOf(action!.result!.prediction!) as { fits: number }).fits, floor: sentAfter });
+      }
+    };
+    const clients = Array.from({ length: 4 }, client);
+    for (let i = 0; i < 3; i++) {
+      const { action } = await s.engine.fit({ modelId: model, wait: true });
+      expect(action!.status).toBe(ActionStatus.SUCCEEDED);
+      floor = action!.result!.model!.revision;
+      // Some predicts run on each revision before the next fit.
+      const count = seen.length;
+      await expect.poll(() => seen.length, { timeout: 60_000 }).toBeGreaterThan(count + 4);
+    }
+    fitting = false;
+    await Promise.all(clients);
+    expect(floor).toBe(4n);
+    for (const answer of seen) {
+      // Revision 1 is the created instance (0 fits); each fit adds one revision.
+      expect(answer.fits).toBe(Number(answer.revision) - 1);
+      expect(answer.revision).toBeGreaterThanOrEqual(answer.floor);
+    }
+    expect(new Set(seen.map((a) => a.revision)).size).toBeGreaterThanOrEqual(3);
+  });
+
   it("a concurrent predict that returns withInstance fails saying it may not change its model, and ListPlugins shows the type concurrent", async () => {
     const s = await serve({ max_replicas: 2 }, { max_children: 2 });
     const model = await create(s, "serving.Gated");
@@ -164,5 +200,147 @@ describe("several children per model", () => {
     const types = (await s.engine.listPlugins({})).plugins.flatMap((p) => p.modelTypes);
     expect(types.find((f) => f.name === "serving.Gated")!.serving).toMatchObject({ concurrent: true, maxReplicas: 2 });
     expect(types.find((f) => f.name === "serving.Weights")!.serving).toMatchObject({ concurrent: false });
+  });
+});
+
+describe("batched predicts", () => {
+  /** What serving.Batched*'s predict answers for each item. */
+  interface Item {
+    pid: number;
+    size: number;
+    index: number;
+    value: unknown;
+  }
+
+  /** Starts a predict (not waiting) of `value` on `model` with these item kwargs; returns its action id. */
+  async function send(s: TestServer, model: string, value: unknown, kwargs: Record<string, unknown> = {}): Promise<string> {
+    const { action } = await s.engine.predict({
+      modelId: model,
+      args: [json(value as never)],
+      kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, json(v as never)])),
+    });
+    return action!.id;
+  }
+
+  const ended = (s: TestServer, ids: string[]) => Promise.all(ids.map(async (id) => (await s.actions.waitAction({ actionId: id })).action!));
+  const statusOf = async (s: TestServer, id: string) => (await s.actions.getAction({ actionId: id })).action!;
+
+  it("a batch of 16 with one poisoned item fails that item alone; every item shows its batch", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.Batched16");
+    const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => send(s, model, i, i === 7 ? { poison: true } : {})));
+    const actions = await ended(s, ids);
+    expect(actions.map((a) => a.status)).toEqual(Array.from({ length: 16 }, (_, i) => (i === 7 ? ActionStatus.FAILED : ActionStatus.SUCCEEDED)));
+    expect(actions[7]!.error).toMatchObject({ code: "invalid_argument", message: "poisoned item" });
+    const batches = new Set(actions.map((a) => a.batch?.id));
+    expect(batches.size).toBe(1);
+    expect([...batches][0]).toMatch(/\w/);
+    expect(actions.every((a) => a.batch?.size === 16)).toBe(true);
+    // Each item got its own answer, from one call of 16.
+    const answers = actions.filter((_, i) => i !== 7).map((a) => jsonOf(a.result!.prediction!) as unknown as Item);
+    expect(answers.map((a) => a.value)).toEqual([...Array(16).keys()].filter((i) => i !== 7));
+    expect(answers.every((a) => a.size === 16 && a.pid === answers[0]!.pid)).toBe(true);
+    const metrics = await (await fetch(`http://127.0.0.1:${s.server.metricsPort}/metrics`)).text();
+    expect(metrics).toMatch(/plinth_batch_size_bucket\{le="16"\} 1/);
+    expect(metrics).toMatch(/plinth_batch_wait_seconds_count 16/);
+  });
+
+  it("an item cancelled before its batch goes leaves it, and the batch forms without it", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.Batched4");
+    const first = [await send(s, model, "a"), await send(s, model, "b"), await send(s, model, "c")];
+    const { action: cancelled } = await s.actions.cancelAction({ actionId: first[1]! });
+    expect(cancelled).toMatchObject({ status: ActionStatus.CANCELLED, cancel: { phase: ActionStatus.QUEUED } });
+    const rest = [await send(s, model, "d"), await send(s, model, "e")];
+    const actions = await ended(s, [first[0]!, first[2]!, ...rest]);
+    expect(actions.map((a) => a.status)).toEqual(Array(4).fill(ActionStatus.SUCCEEDED));
+    expect(actions.map((a) => (jsonOf(a.result!.prediction!) as unknown as Item).value)).toEqual(["a", "c", "d", "e"]);
+    expect(new Set(actions.map((a) => a.batch?.id)).size).toBe(1);
+    expect((await statusOf(s, first[1]!)).batch).toBeUndefined();
+  });
+
+  it("an item cancelled while its batch runs ends at once and the others finish; cancelling every item stops the child", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.Batched4");
+    const gate = join(tempDir(), "open");
+    const ids = await Promise.all(["a", "b", "c", "d"].map((v) => send(s, model, v, { gate })));
+    await expect
+      .poll(async () => (await Promise.all(ids.map((id) => statusOf(s, id)))).every((a) => a.status === ActionStatus.EXECUTING), {
+        timeout: 60_000,
+      })
+      .toBe(true);
+    const { action: one } = await s.actions.cancelAction({ actionId: ids[1]! });
+    expect(one).toMatchObject({ status: ActionStatus.CANCELLED, cancel: { phase: ActionStatus.EXECUTING, signal: "" } });
+    writeFileSync(gate, "");
+    const others = await ended(s, [ids[0]!, ids[2]!, ids[3]!]);
+    expect(others.map((a) => a.status)).toEqual(Array(3).fill(ActionStatus.SUCCEEDED));
+    const pid = (jsonOf(others[0]!.result!.prediction!) as unknown as Item).pid;
+
+    // A second batch, every item cancelled while it runs: its child is stopped.
+    const closed = join(tempDir(), "never");
+    const more = await Promise.all(["e", "f", "g", "h"].map((v) => send(s, model, v, { gate: closed })));
+    await expect
+      .poll(async () => (await Promise.all(more.map((id) => statusOf(s, id)))).every((a) => a.status === ActionStatus.EXECUTING), {
+        timeout: 60_000,
+      })
+      .toBe(true);
+    for (const id of more) await s.actions.cancelAction({ actionId: id });
+    const all = await ended(s, more);
+    expect(all.map((a) => a.status)).toEqual(Array(4).fill(ActionStatus.CANCELLED));
+    // The first three ended at once, nothing stopped; the last stopped the call: its child was terminated.
+    for (const a of all.slice(0, 3)) expect(a.cancel).toMatchObject({ phase: ActionStatus.EXECUTING, signal: "", exitCode: 0 });
+    const last = all[3]!.cancel!;
+    expect(last.exitCode === 143 || last.signal !== "").toBe(true);
+    expect(pid).toBeGreaterThan(0);
+  });
+
+  it("a batch run that returns the wrong number of results fails every item, saying how many for how many", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.BadCount");
+    const actions = await ended(s, await Promise.all([1, 2, 3, 4].map((v) => send(s, model, v))));
+    for (const a of actions) {
+      expect(a.status).toBe(ActionStatus.FAILED);
+      expect(a.error!.message).toContain("returned 3 results for 4 items");
+    }
+  });
+
+  it("an item's progress reaches its own action only", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.Batched4");
+    const gate = join(tempDir(), "open");
+    const ids = await Promise.all(["a", "b", "c", "d"].map((v) => send(s, model, v, { gate, report: `from ${v}` })));
+    const seen = await watchActions(s, (view) => ids.every((id) => view.get(id)?.state?.kind.case === "structValue"));
+    writeFileSync(gate, "");
+    for (const [i, id] of ids.entries())
+      expect(seen.get(id)!.state).toMatchObject({ kind: { value: { fields: { item: { kind: { value: `from ${"abcd"[i]}` } } } } } });
+    await ended(s, ids);
+  });
+
+  it("a fit sends the batch filling on its model at once, and the items after it form a batch on the new revision", async () => {
+    const s = await serve({}, { max_children: 2 });
+    const model = await create(s, "serving.Batched16");
+    // Two items of a batch of 16 that would wait ten minutes for the rest.
+    const early = [await send(s, model, 1), await send(s, model, 2)];
+    const { action: fit } = await s.engine.fit({ modelId: model });
+    const [a, b] = await ended(s, early);
+    expect([a!.status, b!.status]).toEqual([ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]);
+    expect([a!.batch?.size, a!.modelRevision]).toEqual([2, 1n]);
+    const fitted = (await s.actions.waitAction({ actionId: fit!.id })).action!;
+    expect(fitted.status).toBe(ActionStatus.SUCCEEDED);
+    // Items sent while the next fit waits do not wait for a full batch either.
+    const later = await send(s, model, 3);
+    const { action: second } = await s.engine.fit({ modelId: model });
+    const [c] = await ended(s, [later]);
+    expect(c!.modelRevision).toBe(2n);
+    expect((await s.actions.waitAction({ actionId: second!.id })).action!.status).toBe(ActionStatus.SUCCEEDED);
+  });
+});
+
+describe("batched predicts declared wrong", () => {
+  it("a plugin whose batch is out of range stops the server at start, naming the config key and the plugin's own key", async () => {
+    const module = join(import.meta.dirname, "fixtures/failing/batch-size-0.ts");
+    await expect(startTestServer({ backend: { kind: "memory" }, plugins: [{ module }] })).rejects.toThrow(
+      /config plugins\[0\]\.module: .*models\["bad\.SizeZero"\]\.predict\.batch\.maxSize must be an integer of at least 1 \(got 0\)/,
+    );
   });
 });

@@ -16,7 +16,7 @@
 import { EventEmitter } from "node:events";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import type { ChildFailure } from "../process/child.ts";
+import { ChildFailure } from "../process/child.ts";
 import { type BatchItem, type CallOutcome, CallWithdrawn, type ModelRef, type ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { newId } from "./ids.ts";
@@ -240,11 +240,16 @@ export class PredictBatches {
       });
   }
 
-  /** Each item's own outcome; a cancelled item's is dropped (it ended when it was cancelled). */
+  /**
+   * Each item's own outcome; a cancelled item's is dropped (it ended when it was
+   * cancelled), but for the last one, which stopped the call: it ends with how its child did.
+   */
   #answered(batch: Batch, outcome: CallOutcome): void {
     for (const item of batch.items) {
       const result = outcome.items?.get(item.id);
-      if (item.signal.aborted) item.reject(item.signal.reason);
+      if (item.signal.aborted && batch.stop.signal.aborted && outcome.exit) {
+        item.reject(new ChildFailure("cancelled", "the action was cancelled", "", undefined, { exit: outcome.exit }));
+      } else if (item.signal.aborted) item.reject(item.signal.reason);
       else if (!result) item.reject(new Error(`the batch's answer has no outcome for item ${item.id}`));
       else if ("failure" in result) item.reject(result.failure satisfies ChildFailure);
       else item.resolve({ value: result.value, logTail: outcome.logTail });

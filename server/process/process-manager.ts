@@ -158,6 +158,8 @@ export interface CallOutcome {
   logTail: string[];
   /** The child had served calls before this one. */
   warm: boolean;
+  /** How its child ended, when it was not kept (it answered, then stopped: a batch whose every item was cancelled). */
+  exit?: ChildExit | undefined;
 }
 
 interface Worker {
@@ -348,7 +350,7 @@ export class ProcessManager {
       const outcome: CallOutcome = { result, logTail, warm };
       if (items) outcome.items = this.#itemResults(worker, result);
       // A child not kept for the next call is gone before its action ends.
-      if (!this.#release(worker, true)) await worker.child.exited;
+      if (!this.#release(worker, true)) outcome.exit = await worker.child.exited;
       return outcome;
     } catch (error) {
       if (error instanceof CallWithdrawn) throw error;
