@@ -36,6 +36,9 @@ import { bytes, type PlinthProcess, root, startPlinth, throughput, unary } from 
 import { printTable } from "./report.ts";
 
 const quick = process.argv.includes("--quick");
+/** `--only a,b`: just these figures (large, busy, batching, loads, rss). */
+const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]!.split(",") : undefined;
+const wanted = (figure: string) => !only || only.includes(figure);
 const before = process.argv.includes("--before") ? process.argv[process.argv.indexOf("--before") + 1] : undefined;
 const PLUGIN = "bench/plugins/weights.ts";
 const BATCHED = "bench/plugins/batched.ts";
@@ -230,22 +233,26 @@ const rounds = before ? 2 : 1;
 for (let round = 0; round < rounds; round++) {
   for (const v of round % 2 ? [...versions].reverse() : versions) {
     const tag = `${v.name}${rounds > 1 ? `, round ${round + 1}` : ""}`;
-    const f1 = await largeAgainstSmall(v.dir, v.resident(256));
-    rows.push([
-      `warm predict p50, 50 MB model (${tag})`,
-      `${f1.large.toFixed(2)} ms`,
-      `1 kB model ${f1.small.toFixed(2)} ms`,
-      `ratio ≤ 1.2: ${(f1.large / f1.small).toFixed(2)}`,
-    ]);
-    const f2 = await busyModel(v.dir, v.resident(256));
-    rows.push([
-      `one concurrent model, 16 in flight, 4 children, 50 ms predicts (${tag})`,
-      `${f2.shared.toFixed(1)}/s`,
-      `ceiling 80/s; the same type undeclared ${f2.single.toFixed(1)}/s`,
-      `≥ 80 % of ceiling: ${((f2.shared / 80) * 100).toFixed(0)} %`,
-    ]);
+    if (wanted("large")) {
+      const f1 = await largeAgainstSmall(v.dir, v.resident(256));
+      rows.push([
+        `warm predict p50, 50 MB model (${tag})`,
+        `${f1.large.toFixed(2)} ms`,
+        `1 kB model ${f1.small.toFixed(2)} ms`,
+        `ratio ≤ 1.2: ${(f1.large / f1.small).toFixed(2)}`,
+      ]);
+    }
+    if (wanted("busy")) {
+      const f2 = await busyModel(v.dir, v.resident(256));
+      rows.push([
+        `one concurrent model, 16 in flight, 4 children, 50 ms predicts (${tag})`,
+        `${f2.shared.toFixed(1)}/s`,
+        `ceiling 80/s; the same type undeclared ${f2.single.toFixed(1)}/s`,
+        `≥ 80 % of ceiling: ${((f2.shared / 80) * 100).toFixed(0)} %`,
+      ]);
+    }
     // Batching is measured against its unbatched twin on this checkout only (code before it has no batches).
-    if (v.dir === root) {
+    if (v.dir === root && wanted("batching")) {
       const f3 = await batching(v.dir);
       const { busy, alone } = f3;
       rows.push([
@@ -261,15 +268,19 @@ for (let round = 0; round < rounds; round++) {
         `≤ ${(alone.single + 6).toFixed(1)} ms`,
       ]);
     }
-    const f4 = await loadsPerThousand(v.dir, v.resident(256));
-    rows.push([`deserializations per 1,000 predicts, one model (${tag})`, f4.perThousand.toFixed(0), `${f4.children} children`, "≤ children"]);
-    const f5 = await rotatingRss(v.dir, v.resident(100));
-    rows.push([
-      `largest child RSS, 20 × 20 MB models over 4 children (${tag})`,
-      `${f5.peak.toFixed(0)} MiB`,
-      `a child with a 1 kB model ${f5.baseline.toFixed(0)} MiB + resident_mb 100`,
-      `≤ ${(f5.baseline + 100).toFixed(0)} MiB`,
-    ]);
+    if (wanted("loads")) {
+      const f4 = await loadsPerThousand(v.dir, v.resident(256));
+      rows.push([`deserializations per 1,000 predicts, one model (${tag})`, f4.perThousand.toFixed(0), `${f4.children} children`, "≤ children"]);
+    }
+    if (wanted("rss")) {
+      const f5 = await rotatingRss(v.dir, v.resident(100));
+      rows.push([
+        `largest child RSS, 20 × 20 MB models over 4 children (${tag})`,
+        `${f5.peak.toFixed(0)} MiB`,
+        `a child with a 1 kB model ${f5.baseline.toFixed(0)} MiB + resident_mb 100`,
+        `≤ ${(f5.baseline + 100).toFixed(0)} MiB`,
+      ]);
+    }
     console.error(`  ${tag}: done`);
   }
 }
