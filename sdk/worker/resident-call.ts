@@ -5,6 +5,7 @@
  */
 import type { Call } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import type { CallKind, InstanceLoader } from "../_call.ts";
+import { collectNow, GC_HINT_BYTES } from "./gc-hint.ts";
 import { ResidentMissingError, type ResidentRef, type Residents } from "./residents.ts";
 
 /** What a child holds of an instance: the instance, or the bytes to make it from at first use (a fit's output). @internal */
@@ -59,6 +60,11 @@ export function residentCall(call: Call, kind: CallKind, residents: Residents<He
       return deserialize(call.instance);
     }
     if (!ref || !residents.fits(call.instance.byteLength)) return deserialize(call.instance);
+    // Kept once it has run: what it would evict goes first, so both are never held at once.
+    const held = residents.bytes;
+    residents.makeRoom(call.instance.byteLength);
+    // What it let go of is collected before the newcomer is made, not beside it.
+    if (held - residents.bytes >= GC_HINT_BYTES) collectNow();
     const bytes = unpinned(call.instance);
     const instance = await deserialize(bytes);
     loaded = { ref, size: bytes.byteLength, instance };

@@ -108,10 +108,7 @@ export class Residents<T> {
     const old = this.#entries.get(key);
     if (old) this.#remove(key, old, true);
     if (!this.fits(size)) return false;
-    for (const [k, e] of this.#entries) {
-      if (this.#bytes + size <= this.budgetBytes) break;
-      this.#remove(k, e, true);
-    }
+    this.makeRoom(size);
     this.#entries.set(key, { ref: { modelId: ref.modelId, revision: ref.revision }, size, value });
     this.#bytes += size;
     if (this.#dropped.has(key)) this.#dropped.delete(key);
@@ -119,13 +116,30 @@ export class Residents<T> {
     return true;
   }
 
+  /**
+   * Evicts the least recently used until `size` more bytes fit: before an instance that
+   * will be kept is made, so that the child never holds the budget and the newcomer too.
+   */
+  makeRoom(size: number): void {
+    if (!this.fits(size)) return;
+    for (const [k, e] of this.#entries) {
+      if (this.#bytes + size <= this.budgetBytes) break;
+      this.#remove(k, e, true);
+    }
+  }
+
   /** Drops `refs` as the server asked (Forget): the server's books already say so, so no delta. */
-  forget(refs: Iterable<ResidentRef>): void {
+  /** Lets go of these revisions; returns how many it held. */
+  forget(refs: Iterable<ResidentRef>): number {
+    let held = 0;
     for (const ref of refs) {
       const key = keyOf(ref);
       const entry = this.#entries.get(key);
-      if (entry) this.#remove(key, entry, false);
+      if (!entry) continue;
+      this.#remove(key, entry, false);
+      held++;
     }
+    return held;
   }
 
   /** The changes since the last call of deltas(), for a call's Result or Failure. */

@@ -10,7 +10,8 @@
 import { create, toBinary } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { WorkerMessageSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { FrameDecoder, frameHeader } from "./frames.ts";
+import { FrameDecoder, frameHeader, ownsBuffer } from "./frames.ts";
+import { collectSoon, GC_HINT_BYTES } from "./gc-hint.ts";
 import type { FromThread, ToThread } from "./thread.ts";
 import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
 
@@ -140,10 +141,11 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
     for (const frame of decoder.push(chunk)) {
       const kind = frameKind(frame);
       if (kind === undefined || terminated) continue;
-      // A copy of exactly the frame, handed over without another copy. (Not frame.slice():
-      // on Node the frame may be a Buffer, whose slice is a view of the chunk it was read
-      // in, and handing that over would take the chunk's next frames with it.)
-      const own = new Uint8Array(frame);
+      // Exactly the frame, handed over without another copy: as it is when the decoder
+      // copied it out of several chunks into a buffer of its own (a large one), else a copy.
+      // (Not frame.slice(): on Node the frame may be a Buffer, whose slice is a view of the
+      // chunk it was read in, and handing that over would take the chunk's next frames with it.)
+      const own = ownsBuffer(frame) ? frame : new Uint8Array(frame);
       if (kind.case === "forget") {
         // Not a call: it neither starts one nor resets the current one's cancel.
         thread.post({ type: "control", frame: own }, [own.buffer as ArrayBuffer]);
@@ -154,6 +156,8 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
         thread.post({ type: "cancel_items", frame: own }, [own.buffer as ArrayBuffer]);
         continue;
       }
+      // The chunks it came in are garbage now (gc-hint.ts).
+      if (frame.byteLength >= GC_HINT_BYTES) collectSoon();
       lastCall = kind.callId;
       Atomics.store(state, THREAD_CANCELLED, 0);
       Atomics.store(state, THREAD_BUSY, 1); // the thread clears it when the call has ended

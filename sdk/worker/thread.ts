@@ -42,6 +42,7 @@ import type { Args, JsonValue, Kwargs } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
 import { framedChunks } from "./frames.ts";
+import { collectSoon, GC_HINT_BYTES } from "./gc-hint.ts";
 import { type Progress, progressThrottle } from "./progress.ts";
 import { type Held, residentCall } from "./resident-call.ts";
 import { Residents } from "./residents.ts";
@@ -211,9 +212,12 @@ export function runThread(host: ThreadHost): void {
   };
   let start: Extract<ToThread, { type: "start" }> | undefined;
   let residents = new Residents<Held>(0);
+  /** The call that ends let go of a resident instance: worth a collection (gc-hint.ts). */
+  let droppedAny = false;
   /** What the call that ends changed of the residents, for its answer. */
   const deltas = () => {
     const { dropped, kept } = residents.deltas();
+    droppedAny ||= dropped.length > 0;
     return { dropped: dropped.map((r) => create(ResidentRefSchema, r)), kept: kept.map((r) => create(ResidentRefSchema, r)) };
   };
   let plugin: Promise<Plugin | undefined> = Promise.resolve(undefined);
@@ -358,7 +362,10 @@ export function runThread(host: ThreadHost): void {
         chain = chain.then(async () => {
           const loaded = await plugin;
           const decoded = fromBinary(ServerMessageSchema, message.frame);
+          droppedAny = false;
           if (loaded && decoded.kind.case === "call") await handle(loaded, s, decoded.kind.value);
+          // A large frame (an instance's bytes) or an instance let go of is garbage now.
+          if (message.frame.byteLength >= GC_HINT_BYTES || droppedAny) collectSoon();
         });
         return;
       }
@@ -367,7 +374,7 @@ export function runThread(host: ThreadHost): void {
         // before the thread has finished the last one.
         chain = chain.then(() => {
           const decoded = fromBinary(ServerMessageSchema, message.frame);
-          if (decoded.kind.case === "forget") residents.forget(decoded.kind.value.refs);
+          if (decoded.kind.case === "forget" && residents.forget(decoded.kind.value.refs) > 0) collectSoon();
         });
         return;
       case "cancel_items": {

@@ -44,7 +44,12 @@ export interface PluginTarget {
 const BASE_ENV = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"];
 
 function childEnv(names: string[] | undefined): Record<string, string> {
-  const env: Record<string, string> = { NO_COLOR: "1" };
+  // glibc's malloc serves a large block from an mmap of its own, returned to the system when
+  // freed, but after the first such free it raises that threshold up to 32 MB and keeps
+  // later blocks in its heap, which it rarely gives back: a child that loads models of tens
+  // of MB in turn would keep every one it ever let go of. A fixed threshold keeps it
+  // returning them (the plugin's env list may set it otherwise).
+  const env: Record<string, string> = { NO_COLOR: "1", MALLOC_MMAP_THRESHOLD_: String(4 << 20) };
   for (const name of [...BASE_ENV, ...(names ?? [])]) {
     const value = process.env[name];
     if (value !== undefined) env[name] = value;
@@ -266,7 +271,8 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
   const env = childEnv(target.env);
   const memory = target.maxMemoryMb;
   if (target.runtime === "deno") {
-    const v8 = memory === undefined ? [] : [`--v8-flags=--max-old-space-size=${Math.floor(memory)}`];
+    // The collector exposed, for the worker's hint once a large frame is done with (sdk/worker/gc-hint.ts).
+    const v8 = [`--v8-flags=--expose-gc${memory === undefined ? "" : `,--max-old-space-size=${Math.floor(memory)}`}`];
     const command = {
       file: settings.denoBinary ?? denoBinary(),
       args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
@@ -281,7 +287,15 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
   const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
-    args: [...permissions, "--import", tsxLoader, join(sdkDir, "adapters/node.ts"), ...tail, ...(memory ? [String(Math.floor(memory * 0.75))] : [])],
+    args: [
+      "--expose-gc",
+      ...permissions,
+      "--import",
+      tsxLoader,
+      join(sdkDir, "adapters/node.ts"),
+      ...tail,
+      ...(memory ? [String(Math.floor(memory * 0.75))] : []),
+    ],
     // tsx's cache is a folder every plugin would then write to: a restricted plugin goes without it.
     env: permissions.length > 0 ? { ...env, TSX_DISABLE_CACHE: "1" } : env,
   };

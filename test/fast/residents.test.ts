@@ -25,6 +25,18 @@ describe("Residents", () => {
     expect(held.get(ref("b"))).toBeUndefined();
   });
 
+  test("makes room for an instance before it is made: the least recently used go until it fits, reported as dropped", () => {
+    const held = new Residents<string>(300);
+    for (const name of ["a", "b", "c"]) held.keep(ref(name), 100, name);
+    held.deltas();
+    held.makeRoom(150);
+    expect([names(held.refs()), held.bytes]).toEqual([["c@1"], 100]);
+    expect(names(held.deltas().dropped)).toEqual(["a@1", "b@1"]);
+    // Too large to keep at all: nothing is evicted for it.
+    held.makeRoom(400);
+    expect(names(held.refs())).toEqual(["c@1"]);
+  });
+
   test("never keeps an instance larger than the whole budget, and evicts nothing for it; a budget of 0 keeps nothing", () => {
     const held = new Residents<string>(300);
     held.keep(ref("a"), 100, "A");
