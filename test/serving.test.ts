@@ -3,12 +3,12 @@
  * keeps between calls (resident), sent without their bytes, dropped past resident_mb,
  * lost with a killed child; and predicts of a concurrent model type on several children.
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, jsonOf } from "./helpers/args.ts";
-import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
+import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 import { watchActions } from "./helpers/watch.ts";
 
@@ -342,5 +342,31 @@ describe("batched predicts declared wrong", () => {
     await expect(startTestServer({ backend: { kind: "memory" }, plugins: [{ module }] })).rejects.toThrow(
       /config plugins\[0\]\.module: .*models\["bad\.SizeZero"\]\.predict\.batch\.maxSize must be an integer of at least 1 \(got 0\)/,
     );
+  });
+});
+
+describe("the README's batched plugin", () => {
+  const readme = readFileSync(join(root, "README.md"), "utf8");
+  const section = readme.slice(readme.indexOf("## Serving a model"), readme.indexOf("## Running on a network"));
+  const code = [...section.matchAll(/```ts\n([\s\S]+?)\n```/g)].map((m) => m[1]!).find((c) => c.startsWith("// plugins/scale/mod.ts"))!;
+
+  it("serves as written: each predict its own answer, a bad item failing alone, in batches", async () => {
+    // Inside the repository, so that zod resolves as in a clone.
+    const dir = tempDir("readme-batch-", join(root, "test-artifacts"));
+    const module = join(dir, "mod.ts");
+    writeFileSync(module, code.replaceAll('"../../sdk/', `"${join(root, "sdk")}/`));
+    t = await startTestServer({ backend: { kind: "memory" }, engine: { max_children: 1 }, plugins: [{ module }] });
+    const { action } = await t.engine.createInstance({ modelType: "scale.Linear", wait: true });
+    const model = action!.modelId;
+    const ids = await Promise.all([1, 2, -3, 4].map(async (x) => (await t!.engine.predict({ modelId: model, args: [json(x)] })).action!.id));
+    const ended = await Promise.all(ids.map(async (id) => (await t!.actions.waitAction({ actionId: id })).action!));
+    expect(ended.map((a) => (a.status === ActionStatus.SUCCEEDED ? jsonOf(a.result!.prediction!) : a.error!.message))).toEqual([
+      2,
+      4,
+      "args[0]: -3 is below 0",
+      8,
+    ]);
+    expect(ended[2]!.error!.code).toBe("invalid_argument");
+    expect(ended.every((a) => (a.batch?.size ?? 0) >= 1)).toBe(true);
   });
 });
