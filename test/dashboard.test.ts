@@ -9,7 +9,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort } from "./helpers/postgres.ts";
+import { restartablePort } from "./helpers/ports.ts";
 import { root } from "./helpers/server.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -53,7 +53,7 @@ describe.skipIf(missing !== "")("the dashboard", () => {
       `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`,
       dir,
     );
-    const httpPort = await freePort();
+    const httpPort = await restartablePort();
     server = serve(config, httpPort);
     const c = clients(await server.port);
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;

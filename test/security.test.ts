@@ -355,7 +355,9 @@ describe("what a plugin child sees of the server", () => {
         names: string[];
         values: Record<string, string | null>;
       };
-      const allowed = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "NO_COLOR", "PLINTH_CHILD", "PLINTH_TEST_LISTED"];
+      // Besides what the server passes on: Plinth's own (its mark, no colours, glibc's mmap threshold for freed models).
+      const own = ["NO_COLOR", "PLINTH_CHILD", "MALLOC_MMAP_THRESHOLD_"];
+      const allowed = ["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", ...own, "PLINTH_TEST_LISTED"];
       expect(seen.names.filter((n) => !allowed.includes(n))).toEqual([]);
       expect(seen.names).toEqual(expect.arrayContaining(["PATH", "PLINTH_CHILD", "PLINTH_TEST_LISTED"]));
       expect(seen.values).toEqual({ PLINTH_TEST_SECRET: null, PLINTH_TEST_LISTED: "for-the-plugin", PLINTH_TEST_TOKEN: null });
