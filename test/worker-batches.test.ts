@@ -242,8 +242,12 @@ describe.each(["node", "deno"] as const)("a %s child's batched predicts", (runti
   });
 
   it("refuses to load a plugin whose batch cannot be served: its first frame is a failure naming the key, and it exits", async () => {
+    // Every refusal on Deno (its children start in a fraction of a second); two on Node, whose
+    // children start in seconds: the check is the SDK's, the same on both (and each is in sdk.test.ts).
+    const refusals = runtime === "deno" ? batchRefusals : batchRefusals.filter(([file]) => file === "batch-size-0.ts" || file === "batch-on-fit.ts");
+    expect(refusals.length).toBeGreaterThanOrEqual(2);
     await Promise.all(
-      batchRefusals.map(async ([file, message]) => {
+      refusals.map(async ([file, message]) => {
         const pipe = spawnChild(runtime, join(root, "test/fixtures/failing", file));
         const exited = once(pipe.process, "exit");
         const first = await pipe.next();
