@@ -206,11 +206,17 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     if (cluster) {
       const announce = () => {
         const loaded = engine!.plugins;
+        const shares: Record<string, number> = {};
+        for (const name of loaded.modelTypeNames()) {
+          const most = loaded.concurrentPredicts(name);
+          if (most !== undefined) shares[name] = most;
+        }
         return cluster.announce({
           address: `${host}:${port}`,
           modelTypes: loaded.modelTypeNames(),
           dataAccess: loaded.dataAccessNames(),
           plugins: loaded.plugins.map((p) => p.info.name),
+          shares,
         });
       };
       await announce();

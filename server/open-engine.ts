@@ -58,7 +58,9 @@ export function openEngine(
     maxStoredPayloadBytes: config.backend.max_payload_bytes,
     progressIntervalMs: e.progress_interval * 1000,
   };
-  const runner = cluster ? new ClusterRunner(deps, { cluster, publisher, maxRunning: e.max_children, limits }) : new LocalRunner(deps);
+  const runner = cluster
+    ? new ClusterRunner(deps, { cluster, publisher, maxRunning: e.max_children, claimAffinityMs: config.backend.claim_affinity_ms, limits })
+    : new LocalRunner(deps);
   return Engine.open({
     ...parts,
     table,

@@ -1,8 +1,9 @@
 /**
  * A cluster's runner: several servers on one PostgreSQL database share its queue. A new
  * action is stored in the queue, and this server claims it at once when it has a child to
- * spare and the model is free; otherwise whichever server has one claims it, in the
- * queue's order per model. This server follows the database's feed (every server tells
+ * spare and the model lets it in; otherwise whichever server has one claims it, in the
+ * queue's order per model (the database keeps the rule: one call at a time on a model,
+ * or several shared predicts; plinth_claim), those on models its children hold first. This server follows the database's feed (every server tells
  * the same state), claims work while it has children to spare, cancels what it runs when
  * any server asks, ends a queued call whose timeout passed, gives back a claim whose
  * answer a broken connection lost, and stores an end the database could not take once it
@@ -28,7 +29,7 @@ import { interruptedAction } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
 import type { ModelMeta, Store } from "../store/store.ts";
 import { Feed } from "./feed.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, ServerInfo } from "./types.ts";
+import type { ClaimedAction, ClaimScope, Cluster, ClusterEvents, ServerInfo } from "./types.ts";
 
 /** How often a server looks for claims it holds but does not run. */
 const LOST_CLAIM_CHECK_MS = 5000;
@@ -38,6 +39,8 @@ export interface ClusterRunnerOptions {
   publisher: StatePublisher;
   /** Actions this server runs at once (engine.max_children): how much work it claims. */
   maxRunning: number;
+  /** How long a queued call may wait behind calls on models this server's children hold (backend.claim_affinity_ms). */
+  claimAffinityMs: number;
   limits: Omit<ArgLimits, "keepValueBytes">;
 }
 
@@ -282,14 +285,13 @@ export class ClusterRunner implements Runner {
   }
 
   async #claim(): Promise<void> {
-    const { plugins } = this.#deps;
     do {
       this.#claimAgain = false;
       const free = this.#o.maxRunning - this.#runs.size - this.#reserved;
       if (this.#closing.signal.aborted || free <= 0) return;
       let claimed: ClaimedAction[];
       try {
-        claimed = await this.#cluster.claim(free, plugins.modelTypeNames(), plugins.dataAccessNames());
+        claimed = await this.#cluster.claim(free, this.#scope());
       } catch (error) {
         // The cluster's next tick (every second) tries again.
         this.#logger.warn({ err: error }, "claiming queued actions failed");
@@ -298,6 +300,17 @@ export class ClusterRunner implements Runner {
       for (const work of claimed) await this.#runClaimed(work);
       if (claimed.length === free) this.#claimAgain = true;
     } while (this.#claimAgain);
+  }
+
+  /** What this server claims for: what it can run, the models its children hold (their calls first, for a while). */
+  #scope(): ClaimScope {
+    const { plugins, processes } = this.#deps;
+    return {
+      modelTypes: plugins.modelTypeNames(),
+      dataAccess: plugins.dataAccessNames(),
+      held: [...processes.held()],
+      affinityMs: this.#o.claimAffinityMs,
+    };
   }
 
   /** Runs an action this server claimed, from its kept request; one whose request no longer parses here fails. */

@@ -11,7 +11,9 @@
  *   transaction lock, so revisions follow the commit order; NOTIFY says "something
  *   changed" and each server reads the changes after the last one it applied.
  * - Claims: a server with free children takes the oldest queued actions it can run,
- *   per model one at a time and in order (plinth_claim, migration 4).
+ *   per model in order: one at a time, but the predicts of a model type that every
+ *   server declaring it runs shared, which run at once up to each server's share;
+ *   those on models its children hold first, for a while (plinth_claim, migration 5).
  */
 import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
@@ -24,7 +26,7 @@ import type { CommittedAction, PgWrites } from "../store/pg/writes.ts";
 import { decodeAction, encodeAction, type MadeRow, type ModelRow, modelMeta, UNFINISHED_STATUSES } from "../store/records.ts";
 import { describeHolder } from "../store/sqlite-lock.ts";
 import type { ModelMeta, ModelRecord, StoredPayloads } from "../store/store.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ServerInfo } from "./types.ts";
+import type { Announced, ClaimedAction, ClaimScope, Cluster, ClusterEvents, FeedChange, ServerInfo } from "./types.ts";
 
 export interface ClusterOptions {
   /** Whether a process of this host is alive (a zombie counts as gone): a server on this host whose process is gone is removed at once. */
@@ -344,11 +346,11 @@ export class PostgresCluster implements Cluster {
     return this.#writes.model(model, { quietUpTo: queuedUpTo });
   }
 
-  async claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+  async claim(n: number, { modelTypes, dataAccess, held, affinityMs }: ClaimScope): Promise<ClaimedAction[]> {
     if (this.#lost) return [];
     const { rows } = await this.#db.query<{ claimed_id: string; claimed_request: Buffer; claimed_json: string; claimed_revision: string }>(
-      "SELECT * FROM plinth_claim($1, $2::text[], $3::text[], $4)",
-      [this.server, modelTypes, dataAccess, n],
+      "SELECT * FROM plinth_claim($1, $2::text[], $3::text[], $4, $5::text[], $6)",
+      [this.server, modelTypes, dataAccess, n, held, Math.round(affinityMs)],
     );
     return rows.map((row) => ({
       action: decodeAction(row.claimed_json),
@@ -401,9 +403,14 @@ export class PostgresCluster implements Cluster {
     await this.#db.query("SELECT pg_notify('plinth', $1)", [`x${JSON.stringify({ id: actionId, by })}`]);
   }
 
-  async announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void> {
-    const { address, ...plugins } = info;
-    await this.#db.query("UPDATE plinth_servers SET address = $2, plugins = $3 WHERE server = $1", [this.server, address, JSON.stringify(plugins)]);
+  async announce(info: Announced): Promise<void> {
+    const { address, shares, ...plugins } = info;
+    await this.#db.query("UPDATE plinth_servers SET address = $2, plugins = $3, shares = $4 WHERE server = $1", [
+      this.server,
+      address,
+      JSON.stringify(plugins),
+      JSON.stringify(shares),
+    ]);
   }
 
   async servers(): Promise<ServerInfo[]> {

@@ -31,6 +31,30 @@ export interface ClaimedAction {
   modelRevision: bigint;
 }
 
+/** What a server claims queued work for. */
+export interface ClaimScope {
+  /** Its model types and data-access functions: the calls it can run. */
+  modelTypes: string[];
+  dataAccess: string[];
+  /** The models its children hold resident: their calls first, but not over a call queued longer than affinityMs (0: none first). */
+  held: string[];
+  affinityMs: number;
+}
+
+/** What a server says it serves and runs. */
+export interface Announced {
+  address: string;
+  modelTypes: string[];
+  dataAccess: string[];
+  plugins: string[];
+  /**
+   * The model types whose predicts it runs shared (declared concurrent), with how many of
+   * them on one model at once (max_replicas). A predict is shared in the cluster when every
+   * live server that declares its type runs it shared.
+   */
+  shares: Record<string, number>;
+}
+
 export interface ClusterEvents {
   /**
    * Something changed: fetch the changes after the last one applied. With a batch: which
@@ -64,8 +88,8 @@ export interface Cluster {
    * revision (0 without a model) when it is, undefined when it is queued.
    */
   enqueue(action: Action, payloads: StoredPayloads, claim: boolean): Promise<bigint | undefined>;
-  /** Takes up to `n` queued actions this server can run (its model types and data-access functions). */
-  claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]>;
+  /** Takes up to `n` queued actions this server can run, in the queue's order per model, those it prefers first. */
+  claim(n: number, scope: ClaimScope): Promise<ClaimedAction[]>;
   /** This server's own changes committed from revision `first` on (waiting up to waitMs for the commit's answer); undefined if not known. */
   ownChanges(first: bigint, waitMs: number): Promise<FeedChange[] | undefined>;
   /** Drops what ownChanges holds up to this revision: applied otherwise. */
@@ -89,7 +113,7 @@ export interface Cluster {
   /** Asks whichever server runs the action to cancel it. */
   requestCancel(actionId: string, by: string): Promise<void>;
   /** Says what this server serves and runs, for ListPlugins on every server. */
-  announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void>;
+  announce(info: Announced): Promise<void>;
   /** The live servers, oldest first. */
   servers(): Promise<ServerInfo[]>;
 }

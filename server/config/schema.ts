@@ -210,6 +210,11 @@ export const configSchema = z.strictObject({
        * this many seconds: its running actions end interrupted, its queued ones run elsewhere.
        */
       lease_seconds: z.number().min(1).default(10),
+      /**
+       * postgres: a server claims the queued calls on models its children hold before older
+       * ones on other models, for at most this many milliseconds of their wait; 0: in queue order.
+       */
+      claim_affinity_ms: z.number().int().nonnegative().default(100),
       /** normal survives the server being killed; full also survives a power loss (an fsync per change). */
       synchronous: z.enum(["normal", "full"]).default("normal"),
       /** Revisions kept per model, the latest included. */

@@ -173,6 +173,130 @@ const migrations: string[] = [
        SELECT t.action_id, t.seq, t.request, a.json, coalesce(m.revision, 0) FROM taken t JOIN actions a ON a.id = t.action_id
          LEFT JOIN models m ON m.id = a.model_id ORDER BY t.seq;
    END $$;`,
+  // 5: a concurrent model type's predicts on one model run at once, on several servers. A
+  // queued call is shared when it may run beside the others on its model: a predict whose
+  // type every live server declaring it runs shared. Each server says which types it runs
+  // shared, and how many such calls on one model at once (shares); one that runs a shared
+  // call's type one call at a time claims it alone, and then it is exclusive. A server
+  // prefers the calls on the models its children hold, but not over a call older than
+  // affinity_ms. The functions of 4 call these (a server of schema 4 still running shares
+  // nothing, and keeps its rule: one call per model).
+  `ALTER TABLE action_requests
+     ADD COLUMN shared boolean NOT NULL DEFAULT false,
+     ADD COLUMN enqueued timestamptz NOT NULL DEFAULT now();
+   ALTER TABLE plinth_servers ADD COLUMN shares jsonb NOT NULL DEFAULT '{}';
+   CREATE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
+       ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
+       new_models text[], new_types text[], new_access text[], new_claims boolean[], new_predicts boolean[], durable boolean,
+       OUT claimed text[], OUT claimed_revisions bigint[], OUT first bigint, OUT written text[]) LANGUAGE plpgsql AS $$
+   DECLARE
+     n integer := cardinality(ids);
+     mine jsonb;
+   BEGIN
+     PERFORM pg_advisory_xact_lock(7301);
+     SELECT s.shares INTO mine FROM plinth_servers s WHERE s.server = me AND s.expires > now();
+     IF NOT FOUND THEN RETURN; END IF;
+     -- A step no client waits on (a status on the way, progress) need not wait for the disk:
+     -- the next durable commit writes it too.
+     IF NOT durable THEN PERFORM set_config('synchronous_commit', 'off', true); END IF;
+     DELETE FROM action_requests WHERE action_id = ANY (done);
+     -- Queued, or claimed at once by the server that took the call when it has a free child
+     -- and the model lets it in: alone, when nothing else is queued or running on it; shared
+     -- here, when no exclusive call is on it and fewer than this server's share of it run
+     -- here. The statement does not see its own rows: after another new call on its model,
+     -- a call is claimed only shared, behind shared ones claimed too.
+     WITH u AS (
+       SELECT u.*, u.p
+           AND EXISTS (SELECT 1 FROM plinth_servers s WHERE s.expires > now() AND s.shares ? u.t)
+           AND NOT EXISTS (SELECT 1 FROM plinth_servers s WHERE s.expires > now() AND NOT (s.shares ? u.t)
+             AND (s.plugins::jsonb -> 'modelTypes') ? u.t) AS shared
+         FROM unnest(new_ids, new_requests, new_models, new_types, new_access, new_claims, new_predicts)
+           WITH ORDINALITY AS u (i, r, m, t, a, c, p, o)),
+     h AS (
+       SELECT u.*, u.shared AND mine ? u.t AS here, row_number() OVER w AS nth, bool_and(u.c AND u.shared AND mine ? u.t) OVER w AS chain
+         FROM u WINDOW w AS (PARTITION BY u.m ORDER BY u.o)),
+     q AS (
+       SELECT h.*, h.c AND (h.m = '' OR CASE WHEN h.here
+           THEN h.chain AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m AND NOT e.shared)
+             AND (SELECT count(*) FROM action_requests e WHERE e.model_id = h.m AND e.owner = me) + h.nth <= (mine ->> h.t)::integer
+           ELSE h.nth = 1 AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m) END) AS claim
+         FROM h)
+     INSERT INTO action_requests (action_id, request, model_id, model_type, data_access, owner, shared)
+       SELECT q.i, q.r, q.m, q.t, ARRAY(SELECT json_array_elements_text(q.a::json)), CASE WHEN q.claim THEN me END,
+         q.shared AND (q.here OR NOT q.claim)
+       FROM q ORDER BY q.o
+       ON CONFLICT (action_id) DO NOTHING;
+     -- With the model's revision now: the claim keeps it so until the call ends.
+     SELECT coalesce(array_agg(r.action_id ORDER BY r.seq), '{}'), coalesce(array_agg(coalesce(m.revision, 0) ORDER BY r.seq), '{}')
+       INTO claimed, claimed_revisions
+       FROM action_requests r LEFT JOIN models m ON m.id = r.model_id
+       WHERE r.action_id = ANY (new_ids) AND r.owner = me;
+     -- The batch's revisions, in its order: first, first + 1, …
+     first := nextval('plinth_change');
+     IF n > 1 THEN PERFORM setval('plinth_change', first + n - 1); END IF;
+     -- An ended action never changes again: a server that lost its lease cannot undo what another ended.
+     WITH w AS (
+       INSERT INTO actions (id, model_id, status, create_time, end_time, created_by, json, change)
+         SELECT u.i, u.m, u.s, u.c, u.e, u.b, u.j, first + u.o - 1
+         FROM unnest(ids, model_ids, statuses, created, ended, creators, jsons) WITH ORDINALITY AS u (i, m, s, c, e, b, j, o)
+         ON CONFLICT (id) DO UPDATE SET model_id = excluded.model_id, status = excluded.status,
+           end_time = excluded.end_time, json = excluded.json, change = excluded.change
+         WHERE actions.status NOT IN (5, 6, 7)
+         RETURNING id)
+     SELECT coalesce(array_agg(id), '{}') INTO written FROM w;
+     -- Who wrote which revisions: that server applies its own changes without reading them back.
+     PERFORM pg_notify('plinth', 'c ' || me || ' ' || first || ' ' || (first + n - 1));
+     -- Work to claim: a call queued, or one that waited on a model that is now free.
+     IF EXISTS (SELECT 1 FROM action_requests WHERE owner IS NULL) THEN PERFORM pg_notify('plinth', 'w'); END IF;
+   END $$;
+   CREATE OR REPLACE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
+       ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
+       new_models text[], new_types text[], new_access text[], new_claims boolean[], durable boolean,
+       OUT claimed text[], OUT claimed_revisions bigint[], OUT first bigint, OUT written text[]) LANGUAGE sql AS $$
+     SELECT * FROM plinth_write_actions(me, ids, model_ids, statuses, created, ended, creators, jsons, done, new_ids, new_requests,
+       new_models, new_types, new_access, new_claims, array_fill(false, ARRAY[cardinality(new_ids)]), durable)
+   $$;
+   -- A server with free children takes queued work it can run, the oldest first — those on
+   -- the models in held first, unless an older call waited longer than affinity_ms. On a
+   -- model: an exclusive call once it is the oldest and nothing else on it is claimed; a
+   -- shared one (its type shared here too) once no exclusive call is before it, up to this
+   -- server's share of the model.
+   CREATE FUNCTION plinth_claim(me text, types text[], access text[], n integer, held text[], affinity_ms integer)
+       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text, claimed_revision bigint)
+       LANGUAGE plpgsql AS $$
+   DECLARE mine jsonb;
+   BEGIN
+     PERFORM pg_advisory_xact_lock(7301);
+     SELECT s.shares INTO mine FROM plinth_servers s WHERE s.server = me AND s.expires > now();
+     IF NOT FOUND THEN RETURN; END IF;
+     RETURN QUERY
+       WITH open AS (
+         SELECT c.action_id, c.seq, c.model_id, c.enqueued, c.shared AND mine ? c.model_type AS here,
+           (mine ->> c.model_type)::integer AS most
+         FROM action_requests c
+         WHERE c.owner IS NULL AND c.model_type = ANY (types) AND c.data_access <@ access),
+       ready AS (
+         SELECT o.*, row_number() OVER (PARTITION BY o.model_id ORDER BY o.seq) AS nth FROM open o
+         WHERE o.model_id = '' OR CASE WHEN o.here
+           THEN NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND e.seq < o.seq AND NOT e.shared)
+           ELSE NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND (e.seq < o.seq OR e.owner IS NOT NULL)) END),
+       pick AS (
+         SELECT r.action_id, r.here FROM ready r
+         WHERE r.model_id = '' OR NOT r.here
+           OR r.nth + (SELECT count(*) FROM action_requests e WHERE e.model_id = r.model_id AND e.owner = me) <= r.most
+         ORDER BY (affinity_ms <= 0 OR r.model_id = ANY (held) OR r.enqueued <= now() - affinity_ms * interval '1 millisecond') DESC, r.seq
+         LIMIT n),
+       taken AS (
+         UPDATE action_requests w SET owner = me, shared = pick.here FROM pick WHERE w.action_id = pick.action_id
+         RETURNING w.action_id, w.seq, w.request)
+       SELECT t.action_id, t.seq, t.request, a.json, coalesce(m.revision, 0) FROM taken t JOIN actions a ON a.id = t.action_id
+         LEFT JOIN models m ON m.id = a.model_id ORDER BY t.seq;
+   END $$;
+   CREATE OR REPLACE FUNCTION plinth_claim(me text, types text[], access text[], n integer)
+       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text, claimed_revision bigint)
+       LANGUAGE sql AS $$
+     SELECT * FROM plinth_claim(me, types, access, n, '{}', 0)
+   $$;`,
 ];
 
 /** The schema version this build writes. */

@@ -6,10 +6,16 @@
  *
  * - one revision sequence: every write takes the next revisions, and the feed
  *   (changes) gives each row's latest change after a revision, in revision order;
- * - the queue: a new action's request waits in arrival order (seq), claimed by a server
- *   at once when it asks and nothing else is queued or claimed on its model; claim takes
- *   the oldest a server can run, and on a model only its oldest call, once no other
- *   call on it is claimed; an ended action leaves the queue;
+ * - the queue: a new action's request waits in arrival order (seq), shared when it is a
+ *   predict whose model type every server declaring it runs shared (announced shares).
+ *   A server takes a call when it asks (at once as it is stored, or by claim) and its
+ *   model lets it in: exclusive, when it is the model's oldest and nothing on the model is
+ *   claimed; shared (its type shared by that server too), when no exclusive call is before
+ *   it, up to that server's share of the model — a server that runs the type one call at a
+ *   time takes it exclusive. Among the calls a claim may take: those on models in `held`
+ *   first, unless an older call waited past `affinityMs`; then the oldest. A call stored
+ *   after another new call of the same write on its model is taken only shared, behind
+ *   shared ones taken too. An ended action leaves the queue;
  * - an ended action never changes again; a model's next revision is the one after the
  *   latest, else failed_precondition;
  * - notices: "changes" (with the batch's server and revisions) after each write, "work"
@@ -21,8 +27,8 @@
  */
 import { EventEmitter } from "node:events";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
-import { ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import type { ClaimedAction, Cluster, ClusterEvents, FeedChange, ServerInfo } from "../../server/cluster/types.ts";
+import { ActionCall, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import type { Announced, ClaimedAction, ClaimScope, Cluster, ClusterEvents, FeedChange, ServerInfo } from "../../server/cluster/types.ts";
 import { PlinthError } from "../../server/errors.ts";
 import { interruptedAction } from "../../server/store/interrupted.ts";
 import { MemoryStore } from "../../server/store/memory.ts";
@@ -48,6 +54,10 @@ interface QueueEntry {
   readonly modelId: string;
   readonly modelType: string;
   readonly dataAccess: readonly string[];
+  /** When it was stored (the clock's ms). */
+  readonly enqueued: number;
+  /** Runs beside the other shared calls on its model; false once a server took it exclusive. */
+  shared: boolean;
   /** The server that claimed it; undefined while it waits. */
   owner: string | undefined;
 }
@@ -104,7 +114,7 @@ export class FakeDatabase {
   }
 
   /** A new server: its Cluster, and its Store over this database. */
-  join(name: string, info: Partial<Pick<ServerInfo, "modelTypes" | "dataAccess">> = {}): { cluster: FakeCluster; store: Store } {
+  join(name: string, info: Partial<Pick<Announced, "modelTypes" | "dataAccess" | "shares">> = {}): { cluster: FakeCluster; store: Store } {
     const cluster = new FakeCluster(this, name, info);
     this.#servers.set(name, cluster);
     return { cluster, store: new FakeClusterStore(this, cluster) };
@@ -195,22 +205,37 @@ export class FakeDatabase {
     await this.#held;
     for (const w of writes) this.#check("write", w.action);
     for (const { action } of writes) if (isEnded(action)) this.queue.delete(action.id);
-    const claimedModels = new Set<string>();
+    // As one statement: each new call against the queue as it was before the write.
+    const before = [...this.queue.values()];
+    const mine = this.#sharesOf(server);
+    const onModel = new Map<string, { n: number; chain: boolean }>();
     const fresh: string[] = [];
     for (const { action, payloads, claim } of writes) {
-      if (!payloads?.request || isEnded(action) || this.queue.has(action.id)) continue;
-      const { modelId } = action;
-      const free = modelId === "" || (![...this.queue.values()].some((e) => e.modelId === modelId) && !claimedModels.has(modelId));
-      const owner = claim && free ? server : undefined;
-      if (owner && modelId) claimedModels.add(modelId);
+      if (!payloads?.request || isEnded(action)) continue;
+      const { modelId, modelType } = action;
+      const shared = action.call === ActionCall.PREDICT && this.#sharedInCluster(modelType);
+      const here = shared && mine[modelType] !== undefined;
+      const prior = onModel.get(modelId) ?? { n: 0, chain: true };
+      const nth = prior.n + 1;
+      const chain = prior.chain && claim && here;
+      onModel.set(modelId, { n: nth, chain });
+      if (this.queue.has(action.id)) continue;
+      const taken =
+        claim &&
+        (modelId === "" ||
+          (here
+            ? chain && !before.some((e) => e.modelId === modelId && !e.shared) && this.#claimedOn(server, modelId) + nth <= mine[modelType]!
+            : nth === 1 && !before.some((e) => e.modelId === modelId)));
       this.queue.set(action.id, {
         actionId: action.id,
         seq: ++this.#seq,
         request: payloads.request,
         modelId,
-        modelType: action.modelType,
+        modelType,
         dataAccess: [...new Set(action.dataAccess.map((d) => d.name))],
-        owner,
+        enqueued: Date.now(),
+        shared: shared && (here || !taken),
+        owner: taken ? server : undefined,
       });
       fresh.push(action.id);
     }
@@ -317,27 +342,37 @@ export class FakeDatabase {
       .slice(0, limit);
   }
 
-  claim(server: string, n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
-    return this.#exclusive(() => this.#claim(server, n, modelTypes, dataAccess));
+  claim(server: string, n: number, scope: ClaimScope): Promise<ClaimedAction[]> {
+    return this.#exclusive(() => this.#claim(server, n, scope));
   }
 
-  async #claim(server: string, n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
+  async #claim(server: string, n: number, { modelTypes, dataAccess, held, affinityMs }: ClaimScope): Promise<ClaimedAction[]> {
     const entries = [...this.queue.values()].sort((a, b) => a.seq - b.seq);
-    const picked = entries
-      .filter(
-        (c) =>
-          c.owner === undefined &&
-          modelTypes.includes(c.modelType) &&
-          c.dataAccess.every((name) => dataAccess.includes(name)) &&
-          (c.modelId === "" || !entries.some((e) => e.modelId === c.modelId && (e.seq < c.seq || e.owner !== undefined))),
-      )
-      .slice(0, n);
+    const mine = this.#sharesOf(server);
+    const nth = new Map<string, number>();
+    const ready = entries.flatMap((c) => {
+      if (c.owner !== undefined || !modelTypes.includes(c.modelType) || !c.dataAccess.every((name) => dataAccess.includes(name))) return [];
+      const here = c.shared && mine[c.modelType] !== undefined;
+      const open =
+        c.modelId === "" ||
+        (here
+          ? !entries.some((e) => e.modelId === c.modelId && e.seq < c.seq && !e.shared)
+          : !entries.some((e) => e.modelId === c.modelId && (e.seq < c.seq || e.owner !== undefined)));
+      if (!open) return [];
+      nth.set(c.modelId, (nth.get(c.modelId) ?? 0) + 1);
+      if (c.modelId !== "" && here && nth.get(c.modelId)! + this.#claimedOn(server, c.modelId) > mine[c.modelType]!) return [];
+      return [{ entry: c, here }];
+    });
+    // Calls on held models first, unless an older one has waited past affinityMs.
+    const first = (c: QueueEntry) => affinityMs <= 0 || held.includes(c.modelId) || c.enqueued <= Date.now() - affinityMs;
+    const picked = ready.sort((a, b) => Number(first(b.entry)) - Number(first(a.entry)) || a.entry.seq - b.entry.seq).slice(0, n);
     const claimed: ClaimedAction[] = [];
-    for (const entry of picked) {
+    for (const { entry, here } of picked) {
       entry.owner = server;
+      entry.shared = here;
       claimed.push({ action: this.#actions.get(entry.actionId)!, request: entry.request, modelRevision: await this.#modelRevision(entry.modelId) });
     }
-    this.requests.push({ server, op: "claim", n, claimed: picked.map((e) => e.actionId) });
+    this.requests.push({ server, op: "claim", n, claimed: picked.map((p) => p.entry.actionId) });
     if (this.#lostClaimAnswers > 0 && claimed.length > 0) {
       this.#lostClaimAnswers--;
       throw new PlinthError("unavailable", "the database became unreachable before the claim's answer came");
@@ -404,6 +439,24 @@ export class FakeDatabase {
 
   // ---- inside ----
 
+  /** The model types whose predicts the server runs shared, with its share of one model. */
+  #sharesOf(server: string): Record<string, number> {
+    return this.#servers.get(server)?.info.shares ?? {};
+  }
+
+  /** Whether a predict of this type is shared: every server declaring the type runs it shared (and one does). */
+  #sharedInCluster(modelType: string): boolean {
+    const declaring = this.servers.filter((s) => s.info.modelTypes.includes(modelType) || s.info.shares[modelType] !== undefined);
+    return declaring.length > 0 && declaring.every((s) => s.info.shares[modelType] !== undefined);
+  }
+
+  /** Calls on the model the server has claimed. */
+  #claimedOn(server: string, modelId: string): number {
+    let n = 0;
+    for (const e of this.queue.values()) if (e.modelId === modelId && e.owner === server) n++;
+    return n;
+  }
+
   #exclusive<T>(operation: () => Promise<T>): Promise<T> {
     const result = this.#lock.then(operation);
     this.#lock = result.catch(() => {});
@@ -454,14 +507,14 @@ export class FakeCluster implements Cluster {
   readonly leaseLost = new Promise<string>(() => {});
   readonly #db: FakeDatabase;
   readonly #own = new Map<bigint, FeedChange[]>();
-  #info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] };
+  #info: Announced;
   readonly #since = new Date();
   readonly #tick: ReturnType<typeof setInterval>;
 
-  constructor(db: FakeDatabase, server: string, info: Partial<Pick<ServerInfo, "modelTypes" | "dataAccess">>) {
+  constructor(db: FakeDatabase, server: string, info: Partial<Pick<Announced, "modelTypes" | "dataAccess" | "shares">>) {
     this.#db = db;
     this.server = server;
-    this.#info = { address: "", modelTypes: info.modelTypes ?? [], dataAccess: info.dataAccess ?? [], plugins: [] };
+    this.#info = { address: "", modelTypes: info.modelTypes ?? [], dataAccess: info.dataAccess ?? [], plugins: [], shares: info.shares ?? {} };
     this.events.setMaxListeners(0);
     this.#tick = setInterval(() => {
       this.events.emit("changes");
@@ -491,8 +544,8 @@ export class FakeCluster implements Cluster {
     return (await this.#db.write(this.server, [{ action, payloads, claim }])).get(action.id);
   }
 
-  claim(n: number, modelTypes: string[], dataAccess: string[]): Promise<ClaimedAction[]> {
-    return this.#db.claim(this.server, n, modelTypes, dataAccess);
+  claim(n: number, scope: ClaimScope): Promise<ClaimedAction[]> {
+    return this.#db.claim(this.server, n, scope);
   }
 
   async ownChanges(first: bigint, _waitMs: number): Promise<FeedChange[] | undefined> {
@@ -529,16 +582,19 @@ export class FakeCluster implements Cluster {
     this.#db.requestCancel(this.server, actionId, by);
   }
 
-  async announce(info: { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] }): Promise<void> {
+  async announce(info: Announced): Promise<void> {
     this.#info = info;
   }
 
-  get info(): { address: string; modelTypes: string[]; dataAccess: string[]; plugins: string[] } {
+  get info(): Announced {
     return this.#info;
   }
 
   async servers(): Promise<ServerInfo[]> {
-    return this.#db.servers.map((s) => ({ name: s.server, host: "fake", pid: 0, since: s.#since, ...s.info, self: s === this }));
+    return this.#db.servers.map((s) => {
+      const { shares: _, ...info } = s.info;
+      return { name: s.server, host: "fake", pid: 0, since: s.#since, ...info, self: s === this };
+    });
   }
 }
 

@@ -103,9 +103,11 @@ export class FakePluginCalls implements PluginCalls {
     this.forgotten.push({ modelId, keep, arrival: ++arrivals });
   }
 
-  /** No child holds anything: the fake has none. */
+  /** The models the test says its children hold (none unless it says so). */
+  readonly holding = new Set<string>();
+
   held(): Set<string> {
-    return new Set();
+    return new Set(this.holding);
   }
 
   call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {

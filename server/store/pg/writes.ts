@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from "node:events";
 import type pg from "pg";
-import type { Action } from "../../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall } from "../../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../../errors.ts";
 import { type ActionWrite, Batcher } from "../batcher.ts";
 import { actionColumns, encodePayloads, hasKeptPayloads, isEnded, metaOf, withKeptRevisions } from "../records.ts";
@@ -43,9 +43,9 @@ interface WriteResult {
   written: string[];
 }
 
-/** The call of the group commit (migration 4): one statement, one round trip. */
+/** The call of the group commit (migration 5): one statement, one round trip. */
 const WRITE_CALL = `SELECT * FROM plinth_write_actions($1, $2::text[], $3::text[], $4::integer[], $5::bigint[], $6::bigint[], $7::text[], $8::text[],
-   $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::boolean[], $16::boolean)`;
+   $9::text[], $10::text[], $11::bytea[], $12::text[], $13::text[], $14::text[], $15::boolean[], $16::boolean[], $17::boolean)`;
 
 /** What a write stored: the claims made, and the changes committed, with their revisions. */
 interface Written {
@@ -185,21 +185,14 @@ export class PgWrites {
     return written;
   }
 
-  /** The parameters of plinth_write_actions (migration 4) for these writes. */
+  /** The parameters of plinth_write_actions (migration 5) for these writes. */
   #params(writes: ActionWrite[]): unknown[] {
     const columns = writes.map((w) => actionColumns(w.action));
     // Fenced by this server's lease: new actions' requests go in the queue with them, and
-    // those of the actions that ended go.
+    // those of the actions that ended go. The function decides which new calls this server
+    // claims (several on one model only when they run shared), and which predicts are shared.
     const ended = writes.filter((w) => isEnded(w.action)).map((w) => w.action.id);
     const kept = writes.filter((w) => w.payloads?.request && !isEnded(w.action));
-    // At most one new call per model claimed at once: the statement does not see its own rows.
-    const claimedModels = new Set<string>();
-    const claims = kept.map((w) => {
-      const { modelId } = w.action;
-      if (!w.claim || claimedModels.has(modelId)) return false;
-      if (modelId) claimedModels.add(modelId);
-      return true;
-    });
     return [
       this.#db.server,
       columns.map((c) => c.id),
@@ -215,7 +208,8 @@ export class PgWrites {
       kept.map((w) => w.action.modelId),
       kept.map((w) => w.action.modelType),
       kept.map((w) => JSON.stringify([...new Set(w.action.dataAccess.map((d) => d.name))])),
-      claims,
+      kept.map((w) => w.claim),
+      kept.map((w) => w.action.call === ActionCall.PREDICT),
       // Only a new action or an end is waited on by a client: the steps between need not wait for the disk.
       writes.some((w) => w.payloads?.request !== undefined || isEnded(w.action)),
     ];
