@@ -6,6 +6,7 @@
  */
 import { execFile } from "node:child_process";
 import { once } from "node:events";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { createClient } from "nice-grpc";
@@ -17,8 +18,9 @@ import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { isAlive } from "./helpers/processes.ts";
-import { root } from "./helpers/server.ts";
+import { fixture, root } from "./helpers/server.ts";
 import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { tempDir } from "./helpers/temp.ts";
 
 const exec = promisify(execFile);
 // Short for quick failovers here, yet above a busy machine's stalls: at 2 s a server starting on a
@@ -38,21 +40,35 @@ afterEach(() => {
 
 const systest = join(root, "plugins/system-test/mod.ts");
 const iris = join(root, "plugins/iris/mod.ts");
+const gated = fixture("cluster-gated.ts");
+const serving = fixture("serving.ts");
 
-/** A server process on `url`, with `maxChildren` children at most and the plugins given; and its clients. */
-async function server(url: string, options: { maxChildren?: number; plugins?: string[] } = {}) {
+/**
+ * A server process on `url`, with `maxChildren` children at most and the plugins given
+ * (a module, or a module with more of its keys as YAML lines); `backend`: more backend
+ * keys as YAML lines. Its clients, and its /metrics.
+ */
+async function server(
+  url: string,
+  options: { maxChildren?: number; plugins?: (string | { module: string; lines: string[] })[]; backend?: string[] } = {},
+) {
   const config = writeConfig(
     [
       "backend:",
       "  kind: postgres",
       `  url: ${url}`,
       `  lease_seconds: ${LEASE_SECONDS}`,
+      ...(options.backend ?? []).map((line) => `  ${line}`),
       "engine:",
       `  max_children: ${options.maxChildren ?? 2}`,
       // Far above a busy machine's delays: a cancelled child that needs SIGKILL shows as forced.
       "  sigterm_timeout: 30",
+      "metrics:",
+      "  address: 127.0.0.1:0",
       "plugins:",
-      ...(options.plugins ?? [systest]).map((module) => `  - module: ${module}`),
+      ...(options.plugins ?? [systest]).flatMap((p) =>
+        typeof p === "string" ? [`  - module: ${p}`] : [`  - module: ${p.module}`, ...p.lines.map((line) => `    ${line}`)],
+      ),
     ].join("\n"),
   );
   const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
@@ -61,7 +77,18 @@ async function server(url: string, options: { maxChildren?: number; plugins?: st
   channels.push(c.channel);
   const port = await p.port;
   const name = (await c.engine.listPlugins({})).servers.find((s) => s.thisServer)!.name;
-  return { ...c, process: p, name, address: `127.0.0.1:${port}` };
+  const metricsLine = p
+    .output()
+    .split("\n")
+    .find((line) => line.includes('"msg":"metrics"'))!;
+  const metricsUrl = JSON.parse(metricsLine).metrics as string;
+  /** The value of one sample on this server's /metrics (0 when absent). */
+  const metric = async (sample: string) => {
+    const text = await (await fetch(metricsUrl)).text();
+    const line = text.split("\n").find((l) => l.startsWith(`${sample} `));
+    return line ? Number(line.slice(sample.length + 1)) : 0;
+  };
+  return { ...c, process: p, name, address: `127.0.0.1:${port}`, metric };
 }
 
 const ended = (a: Action) => [ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED].includes(a.status);
@@ -299,6 +326,83 @@ describe("several servers on one PostgreSQL database", () => {
     expect(after.status).toBe(ActionStatus.FAILED);
     expect(after.error?.message).toBe(failed.error?.message);
     expect((await survivor.engine.getModel({ modelId })).model!.revision).toBe(1n);
+  });
+
+  it("serve one model's concurrent predicts on both at once; a fit sent meanwhile waits for both, and the predicts after it run on its revision", async () => {
+    const url = await newDatabase();
+    const a = await server(url, { plugins: [gated] });
+    const b = await server(url, { plugins: [gated] });
+    const modelId = (await a.engine.createInstance({ modelType: "cluster.Gated", wait: true })).action!.modelId;
+    const gates = [join(tempDir(), "first"), join(tempDir(), "second")];
+    const predict = (via: Clients, gate: string) => via.engine.predict({ modelId, kwargs: { gate: json(gate) } }).then((r) => r.action!.id);
+    const executing = async (via: Clients, actionId: string) => {
+      for await (const u of via.actions.watchAction({ actionId })) if (u.action!.status === ActionStatus.EXECUTING) return u.action!;
+      throw new Error(`action ${actionId} ended before it executed`);
+    };
+    // One predict through each server: each runs its own, at once.
+    const first = await predict(a, gates[0]!);
+    const second = await predict(b, gates[1]!);
+    const running = await Promise.all([executing(a, first), executing(a, second)]);
+    expect(new Set(running.map((r) => r.server))).toEqual(new Set([a.name, b.name]));
+
+    // Both servers have a child to spare: the fit waits for the predicts all the same, and so
+    // does the predict sent after it.
+    const fit = (await a.engine.fit({ modelId })).action!.id;
+    const after = await predict(b, gates[0]!);
+    const status = async (id: string) => (await b.actions.getAction({ actionId: id })).action!.status;
+    expect(await status(fit)).toBe(ActionStatus.QUEUED);
+    writeFileSync(gates[0]!, "");
+    const firstEnded = (await a.actions.waitAction({ actionId: first })).action!;
+    expect(firstEnded.status).toBe(ActionStatus.SUCCEEDED);
+    expect([await status(fit), await status(after), await status(second)]).toEqual([
+      ActionStatus.QUEUED,
+      ActionStatus.QUEUED,
+      ActionStatus.EXECUTING,
+    ]);
+    writeFileSync(gates[1]!, "");
+    const fitEnded = (await a.actions.waitAction({ actionId: fit })).action!;
+    expect(fitEnded.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fitEnded.result!.model!.revision).toBe(2n);
+    const secondEnded = (await a.actions.waitAction({ actionId: second })).action!;
+    expect(ms(fitEnded.startTime)).toBeGreaterThanOrEqual(Math.max(ms(firstEnded.endTime), ms(secondEnded.endTime)));
+
+    // The predict admitted after the fit, and those sent once it returned, ran on its revision.
+    const later = [after, await predict(a, gates[0]!), await predict(b, gates[0]!)];
+    const ended = await Promise.all(later.map((actionId) => a.actions.waitAction({ actionId }).then((w) => w.action!)));
+    expect(ended.map((e) => e.status)).toEqual(later.map(() => ActionStatus.SUCCEEDED));
+    expect(ended.map((e) => e.modelRevision)).toEqual([2n, 2n, 2n]);
+    expect(ms(ended[0]!.startTime)).toBeGreaterThanOrEqual(ms(fitEnded.endTime));
+    expect([firstEnded.modelRevision, secondEnded.modelRevision]).toEqual([1n, 1n]);
+  });
+
+  it("a server claims the calls on a model its children hold before an older call on another: the held one is sent without its bytes", async () => {
+    const url = await newDatabase();
+    // One child, which holds one 1 MB model at a time; no call waits long enough to lose its turn.
+    const a = await server(url, {
+      maxChildren: 1,
+      plugins: [{ module: serving, lines: ["resident_mb: 1.5"] }],
+      backend: ["claim_affinity_ms: 600000"],
+    });
+    const create = async (modelType: string, kwargs = {}) => (await a.engine.createInstance({ modelType, kwargs, wait: true })).action!.modelId;
+    const size = { size: json(2 ** 20) };
+    const [warm, cold, busy] = [await create("serving.Weights", size), await create("serving.Weights", size), await create("serving.Gated")];
+    const warmUp = (await a.engine.predict({ modelId: warm, wait: true })).action!;
+    expect(warmUp.status).toBe(ActionStatus.SUCCEEDED);
+    // The child is busy; a call on the cold model comes, then one on the warm one.
+    const gate = join(tempDir(), "open");
+    const blocker = (await a.engine.predict({ modelId: busy, kwargs: { gate: json(gate) } })).action!.id;
+    for await (const u of a.actions.watchAction({ actionId: blocker })) if (u.action!.status === ActionStatus.EXECUTING) break;
+    const older = (await a.engine.predict({ modelId: cold })).action!.id;
+    const newer = (await a.engine.predict({ modelId: warm })).action!.id;
+    const resident = () => a.metric('plinth_instance_sends_total{resident="true"}');
+    const before = await resident();
+    writeFileSync(gate, "");
+    const o = (await a.actions.waitAction({ actionId: older })).action!;
+    const n = (await a.actions.waitAction({ actionId: newer })).action!;
+    expect([o.status, n.status]).toEqual([ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]);
+    // The warm model's call ran first, on the instance the child held: no bytes sent.
+    expect(ms(n.startTime)).toBeLessThanOrEqual(ms(o.startTime));
+    expect(await resident()).toBe(before + 1);
   });
 
   it("servers with different plugins: a call runs on a server that has its model type, and ListPlugins says which has what", async () => {

@@ -25,6 +25,8 @@ const fakeSleep = <T>(ms?: number, value?: T) => new Promise<T | undefined>((res
 vi.setConfig({ testTimeout: 10_000 });
 
 const TYPE = "fake.Model";
+/** A model type whose predict is declared concurrent (on the servers that say so). */
+const SHARED = "fake.Shared";
 
 interface Server {
   name: string;
@@ -61,17 +63,24 @@ afterEach(async () => {
   vi.useRealTimers();
 });
 
-/** A server of the cluster, serving `types` with `maxChildren` children. */
-async function join(name: string, options: { types?: string[]; maxChildren?: number } = {}): Promise<Server> {
+/**
+ * A server of the cluster, serving `types` with `maxChildren` children; `shares`: the types
+ * whose predicts it declares concurrent, with their max_replicas (as it announces them).
+ */
+async function join(
+  name: string,
+  options: { types?: string[]; maxChildren?: number; shares?: Record<string, number>; affinityMs?: number } = {},
+): Promise<Server> {
   const types = options.types ?? [TYPE];
-  const { cluster, store } = db.join(name, { modelTypes: types });
+  const { cluster, store } = db.join(name, { modelTypes: types, shares: options.shares ?? {} });
   const calls = new FakePluginCalls();
   const engine = await openFastEngine({
     store,
     cluster,
     processes: calls,
-    plugins: pluginRegistry(types),
+    plugins: pluginRegistry(types, [], options.shares),
     engine: { max_children: options.maxChildren ?? 4 },
+    backend: options.affinityMs === undefined ? {} : { claim_affinity_ms: options.affinityMs },
   });
   const server = { name, engine, calls, cluster };
   servers.push(server);
@@ -308,5 +317,150 @@ describe("ClusterRunner", () => {
     const ids = changes.map((m) => (m.event.value as Model | Action).id);
     expect(ids).toEqual([theirs.id, action.id, ours.id]);
     expect(changes[1]?.event.value).toMatchObject({ id: action.id, status: ActionStatus.SUCCEEDED });
+  });
+});
+
+describe("ClusterRunner: one model's concurrent predicts on several servers", () => {
+  const everyCall = () => [...servers.flatMap((s) => s.calls.calls)].sort((x, y) => x.arrival - y.arrival);
+  const callOf = (id: string) => everyCall().find((c) => c.actionId === id);
+  const running = (modelId: string) => everyCall().filter((c) => c.modelId === modelId && !c.settled);
+
+  test("run at once on both servers; a fit waits for every one admitted before it, and the predicts after it wait for it and run on its revision", async () => {
+    const a = await join("a", { types: [SHARED], maxChildren: 2, shares: { [SHARED]: 2 } });
+    const b = await join("b", { types: [SHARED], maxChildren: 2, shares: { [SHARED]: 2 } });
+    const model = await a.engine.addInstance(SHARED, new Uint8Array([1]));
+    const before: string[] = [];
+    for (let i = 0; i < 3; i++) before.push((await a.engine.predict(model.id, request([i]))).id);
+    await settle();
+    // Server a runs two (its children), b the third: three calls on one model at once.
+    expect(a.calls.actionIds).toEqual(before.slice(0, 2));
+    expect(b.calls.actionIds).toEqual([before[2]]);
+
+    const fit = await b.engine.fit(model.id, request());
+    const after = await b.engine.predict(model.id, request([3]));
+    await settle();
+    await vi.advanceTimersByTimeAsync(3000);
+    // Server b has a child to spare: neither the fit nor the predict behind it takes it.
+    expect(callOf(fit.id)).toBeUndefined();
+    expect(callOf(after.id)).toBeUndefined();
+    expect(db.action(fit.id)?.status).toBe(ActionStatus.QUEUED);
+
+    for (const id of before.slice(0, 2)) a.calls.of(id).finish({ value: 1 });
+    await settle();
+    expect(callOf(fit.id)).toBeUndefined();
+    b.calls.of(before[2]!).finish({ value: 1 });
+    await settle();
+    expect(running(model.id).map((c) => c.actionId)).toEqual([fit.id]);
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(callOf(after.id)).toBeUndefined();
+
+    callOf(fit.id)!.finish({ instance: new Uint8Array([2]) });
+    await settle();
+    expect(callOf(after.id)?.call.model?.revision).toBe(2n);
+    callOf(after.id)!.finish({ value: 2 });
+    await settle();
+    const revisions = [...before, after.id].map((id) => db.action(id)?.modelRevision);
+    expect(revisions).toEqual([1n, 1n, 1n, 2n]);
+  });
+
+  test("each server runs at most its max_replicas of them on one model; the others take the rest", async () => {
+    const a = await join("a", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 2 } });
+    const b = await join("b", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 1 } });
+    const model = await a.engine.addInstance(SHARED, new Uint8Array([1]));
+    const ids: string[] = [];
+    for (let i = 0; i < 4; i++) ids.push((await a.engine.predict(model.id, request([i]))).id);
+    await settle();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(a.calls.actionIds).toEqual(ids.slice(0, 2));
+    expect(b.calls.actionIds).toEqual([ids[2]]);
+    expect(db.ownerOf(ids[3]!)).toBeUndefined();
+
+    b.calls.of(ids[2]!).finish({ value: 1 });
+    await settle();
+    expect(b.calls.actionIds).toEqual([ids[2], ids[3]]);
+  });
+
+  test("while one server declaring the model type runs its predict one call at a time, they run one at a time across the cluster", async () => {
+    // A rolling upgrade: server b still runs the plugin's version whose predict is not concurrent.
+    const a = await join("a", { types: [SHARED], maxChildren: 2, shares: { [SHARED]: 2 } });
+    const b = await join("b", { types: [SHARED], maxChildren: 2 });
+    const model = await a.engine.addInstance(SHARED, new Uint8Array([1]));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await a.engine.predict(model.id, request([i]))).id);
+    for (let i = 0; i < 3; i++) {
+      await settle();
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(running(model.id).map((c) => c.actionId)).toEqual([ids[i]]);
+      running(model.id)[0]!.finish({ value: i });
+    }
+    expect(b.calls.actionIds.length + a.calls.actionIds.length).toBe(3);
+  });
+
+  test("a shared predict queued before a server that runs its type one call at a time joined runs there alone", async () => {
+    const a = await join("a", { types: [SHARED], maxChildren: 1, shares: { [SHARED]: 4 } });
+    const model = await a.engine.addInstance(SHARED, new Uint8Array([1]));
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await a.engine.predict(model.id, request([i]))).id);
+    await settle();
+    expect(a.calls.actionIds).toEqual([ids[0]]);
+    // Queued shared; the newcomer, with children to spare, takes neither while one runs on a.
+    const b = await join("b", { types: [SHARED], maxChildren: 2 });
+    await settle();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(b.calls.actionIds).toEqual([]);
+
+    a.calls.of(ids[0]!).finish({ value: 0 });
+    for (let i = 1; i < 3; i++) {
+      await settle();
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(running(model.id).map((c) => c.actionId)).toEqual([ids[i]]);
+      running(model.id)[0]!.finish({ value: i });
+    }
+    expect(b.calls.actionIds.length).toBeGreaterThan(0);
+  });
+
+  test("a server claims the calls on models its children hold before older ones, until those have waited claim_affinity_ms", async () => {
+    const a = await join("a", { maxChildren: 1, affinityMs: 500 });
+    const [busyModel, cold, warm] = [await addModel(a), await addModel(a), await addModel(a)];
+    a.calls.holding.add(warm.id);
+    const busy = await a.engine.predict(busyModel.id, request());
+    const first = await a.engine.predict(cold.id, request());
+    const second = await a.engine.predict(warm.id, request());
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id]);
+
+    // Both young: the held model's call goes first.
+    a.calls.of(busy.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id, second.id]);
+    a.calls.of(second.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id, second.id, first.id]);
+
+    // Past 500 ms, the older call goes first whatever the children hold.
+    const busyAgain = a.calls.of(first.id);
+    const older = await a.engine.predict(cold.id, request());
+    await vi.advanceTimersByTimeAsync(300);
+    const newer = await a.engine.predict(warm.id, request());
+    await vi.advanceTimersByTimeAsync(200);
+    busyAgain.finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds.slice(3)).toEqual([older.id]);
+    a.calls.of(older.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds.slice(3)).toEqual([older.id, newer.id]);
+  });
+
+  test("claim_affinity_ms 0 claims in queue order", async () => {
+    const a = await join("a", { maxChildren: 1, affinityMs: 0 });
+    const [busyModel, cold, warm] = [await addModel(a), await addModel(a), await addModel(a)];
+    a.calls.holding.add(warm.id);
+    const busy = await a.engine.predict(busyModel.id, request());
+    const first = await a.engine.predict(cold.id, request());
+    await a.engine.predict(warm.id, request());
+    await settle();
+    a.calls.of(busy.id).finish({ value: 1 });
+    await settle();
+    expect(a.calls.actionIds).toEqual([busy.id, first.id]);
   });
 });

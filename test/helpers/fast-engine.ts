@@ -43,8 +43,10 @@ export function openFastEngine(parts: {
   processes: FakePluginCalls;
   plugins: PluginRegistry;
   engine?: EngineConfig;
+  /** The backend section's other keys (backend.claim_affinity_ms, …). */
+  backend?: Record<string, unknown>;
 }): Promise<Engine> {
-  const config = parseConfig({ plugins: [], backend: { kind: "memory" }, engine: parts.engine ?? {} }, process.cwd());
+  const config = parseConfig({ plugins: [], backend: { ...parts.backend, kind: "memory" }, engine: parts.engine ?? {} }, process.cwd());
   return openEngine(config, { store: parts.store, cluster: parts.cluster, processes: parts.processes, plugins: parts.plugins, logger: silent });
 }
 
