@@ -206,10 +206,13 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     if (cluster) {
       const announce = () => {
         const loaded = engine!.plugins;
+        // The predicts of each concurrent model type this server runs at once on one model
+        // (max_replicas; of a batched one, as many items as its batches hold).
         const shares: Record<string, number> = {};
         for (const name of loaded.modelTypeNames()) {
           const most = loaded.concurrentPredicts(name);
-          if (most !== undefined) shares[name] = most;
+          const batch = loaded.batching(name);
+          if (most !== undefined) shares[name] = batch ? batch.maxReplicas * batch.maxSize : most;
         }
         return cluster.announce({
           address: `${host}:${port}`,
