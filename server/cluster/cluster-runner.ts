@@ -25,6 +25,7 @@ import { abortable, type Runner, refused, type Submitted } from "../engine/runne
 import { Runs } from "../engine/runs.ts";
 import type { StatePublisher } from "../engine/state-publisher.ts";
 import { notFound, PlinthError } from "../errors.ts";
+import { randomHex } from "../run-id.ts";
 import { interruptedAction } from "../store/interrupted.ts";
 import { modelMessage } from "../store/model-message.ts";
 import type { ModelMeta, Store } from "../store/store.ts";
@@ -179,26 +180,37 @@ export class ClusterRunner implements Runner {
   }
 
   /**
-   * UpdateInstance in a cluster: after the calls on the model queued before it, wherever
-   * they run, and never while one runs — waiting for them through the feed.
+   * UpdateInstance in a cluster: in the model's queue as a call, after the calls queued
+   * before it, wherever they run, and before those queued after it; never while one runs
+   * — waiting for them through the feed.
    */
   async updateModel(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<ModelMeta> {
-    const queuedUpTo = await this.#cluster.queueEnd(modelId);
-    for (;;) {
-      signal?.throwIfAborted();
-      const record = await this.#store.getModel(modelId);
-      if (!record) throw notFound(`model ${modelId} not found`);
-      const next = { ...record, revision: record.revision + 1n, updateTime: new Date(), instance, instanceSize: instance.byteLength, actionId: "" };
-      let meta: ModelMeta | undefined;
-      try {
-        meta = await this.#cluster.putModelQuiet(next, queuedUpTo);
-      } catch (error) {
-        // Another change of the model came first: read it again.
-        if (PlinthError.is(error) && error.kind === "failed_precondition") continue;
-        throw error;
+    const update = `u-${randomHex(8)}`;
+    let stored = false;
+    try {
+      await this.#cluster.queueUpdate(update, modelId);
+      for (;;) {
+        signal?.throwIfAborted();
+        const record = await this.#store.getModel(modelId);
+        if (!record) throw notFound(`model ${modelId} not found`);
+        const next = { ...record, revision: record.revision + 1n, updateTime: new Date(), instance, instanceSize: instance.byteLength, actionId: "" };
+        let meta: ModelMeta | undefined;
+        try {
+          meta = await this.#cluster.putModelQuiet(next, update);
+        } catch (error) {
+          // Another change of the model came first: read it again.
+          if (PlinthError.is(error) && error.kind === "failed_precondition") continue;
+          throw error;
+        }
+        if (meta) {
+          stored = true;
+          return meta;
+        }
+        await this.#modelCallEnded(modelId, signal);
       }
-      if (meta) return meta;
-      await this.#modelCallEnded(modelId, signal);
+    } finally {
+      // Also when the answer of queueUpdate or putModelQuiet was lost: it may be in the queue.
+      if (!stored) void this.#dropUpdate(update);
     }
   }
 
@@ -468,6 +480,22 @@ export class ClusterRunner implements Runner {
       );
     } catch (error) {
       this.#logger.debug({ err: error }, "looking for lost claims failed; the next look tries again");
+    }
+  }
+
+  /**
+   * Takes an update that did not happen out of its model's queue, trying each second until
+   * the database takes it; once this server stops, leaving the cluster takes it out.
+   */
+  async #dropUpdate(id: string): Promise<void> {
+    for (let attempt = 1; !this.#closing.signal.aborted; attempt++) {
+      try {
+        await this.#cluster.dropUpdate(id);
+        return;
+      } catch (error) {
+        if (attempt === 1) this.#logger.warn({ err: error, update: id }, "taking an update out of its model's queue failed; retrying each second");
+      }
+      await sleep(1000, undefined, { ref: false });
     }
   }
 

@@ -337,13 +337,22 @@ export class PostgresCluster implements Cluster {
     return this.#writes.action(action, payloads, claim);
   }
 
-  async queueEnd(modelId: string): Promise<bigint> {
-    const { rows } = await this.#db.query<{ end: string | null }>("SELECT max(seq) AS end FROM action_requests WHERE model_id = $1", [modelId]);
-    return BigInt(rows[0]?.end ?? 0);
+  async queueUpdate(id: string, modelId: string): Promise<void> {
+    await this.#db.transaction(async (client) => {
+      await client.query("INSERT INTO queued_updates (id, model_id, owner) VALUES ($1, $2, $3) ON CONFLICT (id) DO NOTHING", [
+        id,
+        modelId,
+        this.server,
+      ]);
+    });
   }
 
-  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined> {
-    return this.#writes.model(model, { quietUpTo: queuedUpTo });
+  putModelQuiet(model: ModelRecord, update: string): Promise<ModelMeta | undefined> {
+    return this.#writes.model(model, { update });
+  }
+
+  async dropUpdate(id: string): Promise<void> {
+    await this.#db.query("WITH gone AS (DELETE FROM queued_updates WHERE id = $1 RETURNING 1) SELECT pg_notify('plinth', 'w') FROM gone", [id]);
   }
 
   async claim(n: number, { modelTypes, dataAccess, held, affinityMs }: ClaimScope): Promise<ClaimedAction[]> {

@@ -96,13 +96,20 @@ export interface Cluster {
   forgetOwn(upTo: bigint): void;
   /** Takes a queued action no server has claimed, to end it here; undefined when one runs it, or it ended. */
   takeQueued(actionId: string): Promise<Action | undefined>;
-  /** Where the model's queue ends now (0 when empty): the calls up to there come before a change of the model made now. */
-  queueEnd(modelId: string): Promise<bigint>;
   /**
-   * Stores the model's next revision (as putModel) only while no call on it is claimed
-   * and none queued up to `queuedUpTo` is left: undefined when one is (wait, and try again).
+   * Puts an update of the model made outside the queue (UpdateInstance), under the
+   * caller's `id`, at the end of the model's queue: the calls queued after it wait until
+   * it leaves (putModelQuiet or dropUpdate; or this server leaves the cluster).
    */
-  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined>;
+  queueUpdate(id: string, modelId: string): Promise<void>;
+  /**
+   * Stores the model's next revision (as putModel) once nothing queued before the update
+   * `id` is left and no call on the model is claimed, and takes the update out of the
+   * queue: undefined until then (wait, and try again).
+   */
+  putModelQuiet(model: ModelRecord, update: string): Promise<ModelMeta | undefined>;
+  /** Takes the update out of its model's queue without storing anything. */
+  dropUpdate(id: string): Promise<void>;
   /** The actions whose queue entry this server holds (claimed, not ended). */
   owned(): Promise<string[]>;
   /**

@@ -179,12 +179,20 @@ const migrations: string[] = [
   // shared, and how many such calls on one model at once (shares); one that runs a shared
   // call's type one call at a time claims it alone, and then it is exclusive. A server
   // prefers the calls on the models its children hold, but not over a call older than
-  // affinity_ms. The functions of 4 call these (a server of schema 4 still running shares
-  // nothing, and keeps its rule: one call per model).
+  // affinity_ms. An update (UpdateInstance) takes its place in its model's queue as a
+  // call does, and the calls after it wait for it. The functions of 4 call these (a server
+  // of schema 4 still running shares nothing, and keeps its rule: one call per model).
   `ALTER TABLE action_requests
      ADD COLUMN shared boolean NOT NULL DEFAULT false,
      ADD COLUMN enqueued timestamptz NOT NULL DEFAULT now();
    ALTER TABLE plinth_servers ADD COLUMN shares jsonb NOT NULL DEFAULT '{}';
+   CREATE TABLE queued_updates (
+     id text PRIMARY KEY,
+     seq bigint NOT NULL DEFAULT nextval('action_requests_seq_seq'),
+     model_id text NOT NULL,
+     owner text NOT NULL REFERENCES plinth_servers (server) ON DELETE CASCADE
+   );
+   CREATE INDEX queued_updates_by_model ON queued_updates (model_id, seq);
    CREATE FUNCTION plinth_write_actions(me text, ids text[], model_ids text[], statuses integer[], created bigint[],
        ended bigint[], creators text[], jsons text[], done text[], new_ids text[], new_requests bytea[],
        new_models text[], new_types text[], new_access text[], new_claims boolean[], new_predicts boolean[], durable boolean,
@@ -202,9 +210,9 @@ const migrations: string[] = [
      DELETE FROM action_requests WHERE action_id = ANY (done);
      -- Queued, or claimed at once by the server that took the call when it has a free child
      -- and the model lets it in: alone, when nothing else is queued or running on it; shared
-     -- here, when no exclusive call is on it and fewer than this server's share of it run
-     -- here. The statement does not see its own rows: after another new call on its model,
-     -- a call is claimed only shared, behind shared ones claimed too.
+     -- here, when no exclusive call or update is on it and fewer than this server's share of
+     -- it run here. The statement does not see its own rows: after another new call on its
+     -- model, a call is claimed only shared, behind shared ones claimed too.
      WITH u AS (
        SELECT u.*, u.p
            AND EXISTS (SELECT 1 FROM plinth_servers s WHERE s.expires > now() AND s.shares ? u.t)
@@ -216,7 +224,7 @@ const migrations: string[] = [
        SELECT u.*, u.shared AND mine ? u.t AS here, row_number() OVER w AS nth, bool_and(u.c AND u.shared AND mine ? u.t) OVER w AS chain
          FROM u WINDOW w AS (PARTITION BY u.m ORDER BY u.o)),
      q AS (
-       SELECT h.*, h.c AND (h.m = '' OR CASE WHEN h.here
+       SELECT h.*, h.c AND (h.m = '' OR NOT EXISTS (SELECT 1 FROM queued_updates x WHERE x.model_id = h.m) AND CASE WHEN h.here
            THEN h.chain AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m AND NOT e.shared)
              AND (SELECT count(*) FROM action_requests e WHERE e.model_id = h.m AND e.owner = me) + h.nth <= (mine ->> h.t)::integer
            ELSE h.nth = 1 AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m) END) AS claim
@@ -258,9 +266,9 @@ const migrations: string[] = [
    $$;
    -- A server with free children takes queued work it can run, the oldest first — those on
    -- the models in held first, unless an older call waited longer than affinity_ms. On a
-   -- model: an exclusive call once it is the oldest and nothing else on it is claimed; a
-   -- shared one (its type shared here too) once no exclusive call is before it, up to this
-   -- server's share of the model.
+   -- model, after the updates queued before it: an exclusive call once it is the oldest and
+   -- nothing else on it is claimed; a shared one (its type shared here too) once no
+   -- exclusive call is before it, up to this server's share of the model.
    CREATE FUNCTION plinth_claim(me text, types text[], access text[], n integer, held text[], affinity_ms integer)
        RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text, claimed_revision bigint)
        LANGUAGE plpgsql AS $$
@@ -277,7 +285,7 @@ const migrations: string[] = [
          WHERE c.owner IS NULL AND c.model_type = ANY (types) AND c.data_access <@ access),
        ready AS (
          SELECT o.*, row_number() OVER (PARTITION BY o.model_id ORDER BY o.seq) AS nth FROM open o
-         WHERE o.model_id = '' OR CASE WHEN o.here
+         WHERE o.model_id = '' OR NOT EXISTS (SELECT 1 FROM queued_updates x WHERE x.model_id = o.model_id AND x.seq < o.seq) AND CASE WHEN o.here
            THEN NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND e.seq < o.seq AND NOT e.shared)
            ELSE NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND (e.seq < o.seq OR e.owner IS NOT NULL)) END),
        pick AS (

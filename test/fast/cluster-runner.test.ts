@@ -363,6 +363,34 @@ describe("ClusterRunner: one model's concurrent predicts on several servers", ()
     expect(revisions).toEqual([1n, 1n, 1n, 2n]);
   });
 
+  test("an update waits for the predicts admitted before it, and those sent after it wait for it and run on its revision", async () => {
+    const a = await join("a", { types: [SHARED], maxChildren: 2, shares: { [SHARED]: 2 } });
+    const b = await join("b", { types: [SHARED], maxChildren: 2, shares: { [SHARED]: 2 } });
+    const model = await a.engine.addInstance(SHARED, new Uint8Array([1]));
+    const before = [(await a.engine.predict(model.id, request())).id, (await b.engine.predict(model.id, request())).id];
+    await settle();
+    expect(running(model.id)).toHaveLength(2);
+
+    const updated = track(b.engine.updateInstance(model.id, new Uint8Array([2])));
+    await settle();
+    // Both servers have a child to spare; the predict waits behind the update all the same.
+    const after = await a.engine.predict(model.id, request());
+    await settle();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(callOf(after.id)).toBeUndefined();
+    a.calls.of(before[0]!).finish({ value: 1 });
+    await settle();
+    await vi.advanceTimersByTimeAsync(2000);
+    expect(updated.done).toBe(false);
+    expect(callOf(after.id)).toBeUndefined();
+
+    b.calls.of(before[1]!).finish({ value: 1 });
+    await settle();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(updated.value?.revision).toBe(2n);
+    expect(callOf(after.id)?.call.model?.revision).toBe(2n);
+  });
+
   test("each server runs at most its max_replicas of them on one model; the others take the rest", async () => {
     const a = await join("a", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 2 } });
     const b = await join("b", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 1 } });

@@ -12,7 +12,9 @@
  *   model lets it in: exclusive, when it is the model's oldest and nothing on the model is
  *   claimed; shared (its type shared by that server too), when no exclusive call is before
  *   it, up to that server's share of the model — a server that runs the type one call at a
- *   time takes it exclusive. Among the calls a claim may take: those on models in `held`
+ *   time takes it exclusive. An update (UpdateInstance) takes its place in the queue too:
+ *   no call queued after it is taken before it leaves, and it is stored once nothing
+ *   before it is left and no call on its model is claimed. Among the calls a claim may take: those on models in `held`
  *   first, unless an older call waited past `affinityMs`; then the oldest. A call stored
  *   after another new call of the same write on its model is taken only shared, behind
  *   shared ones taken too. An ended action leaves the queue;
@@ -96,6 +98,8 @@ export class FakeDatabase {
   /** Each row's latest change: actions, models and model tombstones (what `changes` reads). */
   readonly #rows = new Map<string, FeedChange>();
   readonly queue = new Map<string, QueueEntry>();
+  /** Updates waiting for their turn on a model, by id. */
+  readonly updates = new Map<string, { seq: number; modelId: string; owner: string }>();
   /** Every change committed, in revision order (the rows keep only each one's latest). */
   readonly history: FeedChange[] = [];
   readonly #servers = new Map<string, FakeCluster>();
@@ -123,6 +127,7 @@ export class FakeDatabase {
   leave(name: string): void {
     this.#servers.get(name)?.stop();
     this.#servers.delete(name);
+    for (const [id, update] of this.updates) if (update.owner === name) this.updates.delete(id);
   }
 
   get servers(): FakeCluster[] {
@@ -223,9 +228,10 @@ export class FakeDatabase {
       const taken =
         claim &&
         (modelId === "" ||
-          (here
-            ? chain && !before.some((e) => e.modelId === modelId && !e.shared) && this.#claimedOn(server, modelId) + nth <= mine[modelType]!
-            : nth === 1 && !before.some((e) => e.modelId === modelId)));
+          (!this.#updateBefore(modelId) &&
+            (here
+              ? chain && !before.some((e) => e.modelId === modelId && !e.shared) && this.#claimedOn(server, modelId) + nth <= mine[modelType]!
+              : nth === 1 && !before.some((e) => e.modelId === modelId))));
       this.queue.set(action.id, {
         actionId: action.id,
         seq: ++this.#seq,
@@ -257,14 +263,20 @@ export class FakeDatabase {
     return claimed;
   }
 
-  putModel(server: string, model: ModelRecord, ended?: EndedWith, quietUpTo?: bigint): Promise<ModelMeta | undefined> {
-    return this.#exclusive(() => this.#putModel(server, model, ended, quietUpTo));
+  putModel(server: string, model: ModelRecord, ended?: EndedWith, update?: string): Promise<ModelMeta | undefined> {
+    return this.#exclusive(() => this.#putModel(server, model, ended, update));
   }
 
-  async #putModel(server: string, model: ModelRecord, ended?: EndedWith, quietUpTo?: bigint): Promise<ModelMeta | undefined> {
+  async #putModel(server: string, model: ModelRecord, ended?: EndedWith, update?: string): Promise<ModelMeta | undefined> {
     await this.#held;
     this.#check("putModel", model);
-    if (quietUpTo !== undefined && [...this.queue.values()].some((e) => e.modelId === model.id && (e.owner || e.seq <= quietUpTo))) return undefined;
+    if (update !== undefined) {
+      const place = this.updates.get(update);
+      if (!place) throw new PlinthError("internal", `the update of model ${model.id} lost its place in the model's queue`);
+      if ([...this.queue.values()].some((e) => e.modelId === model.id && (e.owner || e.seq < place.seq))) return undefined;
+      if (this.#updateBefore(model.id, place.seq)) return undefined;
+      this.updates.delete(update);
+    }
     const current = await this.#data.getModel(model.id);
     if (current && current.revision !== model.revision - 1n) {
       throw new PlinthError(
@@ -358,7 +370,7 @@ export class FakeDatabase {
         (here
           ? !entries.some((e) => e.modelId === c.modelId && e.seq < c.seq && !e.shared)
           : !entries.some((e) => e.modelId === c.modelId && (e.seq < c.seq || e.owner !== undefined)));
-      if (!open) return [];
+      if (!open || this.#updateBefore(c.modelId, c.seq)) return [];
       nth.set(c.modelId, (nth.get(c.modelId) ?? 0) + 1);
       if (c.modelId !== "" && here && nth.get(c.modelId)! + this.#claimedOn(server, c.modelId) > mine[c.modelType]!) return [];
       return [{ entry: c, here }];
@@ -393,10 +405,15 @@ export class FakeDatabase {
     return this.#actions.get(actionId);
   }
 
-  queueEnd(modelId: string): bigint {
-    let end = 0;
-    for (const e of this.queue.values()) if (e.modelId === modelId && e.seq > end) end = e.seq;
-    return BigInt(end);
+  queueUpdate(server: string, id: string, modelId: string): Promise<void> {
+    return this.#exclusive(async () => {
+      await this.#held;
+      if (!this.updates.has(id)) this.updates.set(id, { seq: ++this.#seq, modelId, owner: server });
+    });
+  }
+
+  dropUpdate(id: string): void {
+    if (this.updates.delete(id)) this.#notify("work");
   }
 
   owned(server: string): string[] {
@@ -448,6 +465,12 @@ export class FakeDatabase {
   #sharedInCluster(modelType: string): boolean {
     const declaring = this.servers.filter((s) => s.info.modelTypes.includes(modelType) || s.info.shares[modelType] !== undefined);
     return declaring.length > 0 && declaring.every((s) => s.info.shares[modelType] !== undefined);
+  }
+
+  /** Whether an update is queued on the model (before `seq`). */
+  #updateBefore(modelId: string, seq = Number.POSITIVE_INFINITY): boolean {
+    for (const u of this.updates.values()) if (u.modelId === modelId && u.seq < seq) return true;
+    return false;
   }
 
   /** Calls on the model the server has claimed. */
@@ -562,12 +585,16 @@ export class FakeCluster implements Cluster {
     return this.#db.takeQueued(this.server, actionId);
   }
 
-  async queueEnd(modelId: string): Promise<bigint> {
-    return this.#db.queueEnd(modelId);
+  queueUpdate(id: string, modelId: string): Promise<void> {
+    return this.#db.queueUpdate(this.server, id, modelId);
   }
 
-  putModelQuiet(model: ModelRecord, queuedUpTo: bigint): Promise<ModelMeta | undefined> {
-    return this.#db.putModel(this.server, model, undefined, queuedUpTo);
+  putModelQuiet(model: ModelRecord, update: string): Promise<ModelMeta | undefined> {
+    return this.#db.putModel(this.server, model, undefined, update);
+  }
+
+  async dropUpdate(id: string): Promise<void> {
+    this.#db.dropUpdate(id);
   }
 
   async owned(): Promise<string[]> {

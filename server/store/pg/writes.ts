@@ -91,25 +91,28 @@ export class PgWrites {
 
   /**
    * Stores the model's next revision (dropping revisions beyond the kept count), with the
-   * end of the action that made it when `ended`. With `quietUpTo`: only while no call on
-   * the model is claimed and none queued up to that place in the queue is left;
-   * undefined when one is.
+   * end of the action that made it when `ended`. With `update` (its place in the model's
+   * queue, queued_updates): only once nothing queued before it is left and no call on the
+   * model is claimed, taking it out of the queue; undefined while one is.
    */
-  async model(
-    model: ModelRecord,
-    { ended, quietUpTo }: { ended?: EndedWith | undefined; quietUpTo?: bigint | undefined },
-  ): Promise<ModelMeta | undefined> {
+  async model(model: ModelRecord, { ended, update }: { ended?: EndedWith | undefined; update?: string | undefined }): Promise<ModelMeta | undefined> {
     const stored = withKeptRevisions(model, this.#o.keepRevisions);
     const meta = metaOf(stored);
     const instance = buffer(stored.instance);
     const end = ended?.(meta);
     const outcome = await this.#db.transaction(async (client) => {
-      if (quietUpTo !== undefined) {
-        const { rows } = await client.query("SELECT 1 FROM action_requests WHERE model_id = $1 AND (owner IS NOT NULL OR seq <= $2) LIMIT 1", [
-          stored.id,
-          quietUpTo.toString(),
-        ]);
-        if (rows.length > 0) return undefined;
+      if (update !== undefined) {
+        const { rows } = await client.query<{ turn: boolean }>(
+          `SELECT NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = u.model_id AND (e.owner IS NOT NULL OR e.seq < u.seq))
+             AND NOT EXISTS (SELECT 1 FROM queued_updates v WHERE v.model_id = u.model_id AND v.seq < u.seq) AS turn
+           FROM queued_updates u WHERE u.id = $1`,
+          [update],
+        );
+        if (!rows[0]) throw new PlinthError("internal", `the update of model ${stored.id} lost its place in the model's queue`);
+        if (!rows[0].turn) return undefined;
+        await client.query("DELETE FROM queued_updates WHERE id = $1", [update]);
+        // The calls queued behind it may go.
+        await client.query("SELECT pg_notify('plinth', 'w')");
       }
       // The revision after the one the caller read, or nothing: another server's change is never overwritten.
       const { rowCount } = await client.query(
