@@ -67,6 +67,8 @@ describe("config", () => {
     [{ backend: { kind: "postgres" } }, "config backend.url: backend.kind postgres needs backend.url"],
     [{ backend: { synchronous: "off" } }, "config backend.synchronous:"],
     [{ backend: { keep_revisions: 0 } }, "config backend.keep_revisions: Too small"],
+    [{ backend: { claim_affinity_ms: -1 } }, "config backend.claim_affinity_ms: Too small"],
+    [{ backend: { claim_affinity_ms: 0.5 } }, "config backend.claim_affinity_ms:"],
     [{ plugins: [{ module: "a.ts", resident_mb: -1 }] }, "config plugins[0].resident_mb: Too small"],
     [
       { plugins: [{ module: "a.ts", max_memory_mb: 256, resident_mb: 256 }] },

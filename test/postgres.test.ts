@@ -8,7 +8,7 @@ import { Status } from "nice-grpc";
 import pg from "pg";
 import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { PG_SCHEMA_VERSION } from "../server/store/postgres-migrations.ts";
+import { migratePostgres, PG_SCHEMA_VERSION } from "../server/store/postgres-migrations.ts";
 import { json } from "./helpers/args.ts";
 import { freePort, newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -152,5 +152,177 @@ describe("backend.kind: postgres", () => {
     expect(again.status).toBe(ActionStatus.SUCCEEDED);
     const ids = (await t.engine.listModels({})).models.map((m) => m.id);
     expect(ids).toEqual(expect.arrayContaining([...acknowledged, again.modelId]));
+  });
+});
+
+/**
+ * The queue's rules as the database keeps them (migration 5), called as the servers call
+ * them: a new call claimed at once by the server that stores it, or later by plinth_claim.
+ */
+describe("the cluster's queue in PostgreSQL", () => {
+  interface Call {
+    id: string;
+    model: string;
+    predict?: boolean;
+    claim?: boolean;
+  }
+  const TYPE = "t.Model";
+
+  async function queue() {
+    const url = await newDatabase();
+    const client = new pg.Client({ connectionString: url });
+    await client.connect();
+    await migratePostgres(client, "the test database");
+    const join = (server: string, shares: Record<string, number> | undefined) =>
+      client.query(
+        "INSERT INTO plinth_servers (server, host, pid, since, expires, plugins, shares) VALUES ($1, 'h', 1, now(), now() + interval '1 hour', $2, $3)",
+        [server, JSON.stringify({ modelTypes: [TYPE] }), JSON.stringify(shares ?? {})],
+      );
+    /** Stores new calls as one write of `server`; the ids it claimed. */
+    const write = async (
+      server: string,
+      calls: Call[],
+      call = "plinth_write_actions($1, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $3, $11, $12, $13, $14, true)",
+    ) => {
+      const ids = calls.map((c) => c.id);
+      const n = calls.length;
+      const { rows } = await client.query<{ claimed: string[] }>(`SELECT claimed FROM ${call}`, [
+        server,
+        ids,
+        calls.map((c) => c.model),
+        calls.map(() => ActionStatus.QUEUED),
+        calls.map(() => Date.now()),
+        calls.map(() => null),
+        calls.map(() => ""),
+        calls.map(() => "{}"),
+        [],
+        calls.map(() => Buffer.from("")),
+        calls.map(() => TYPE),
+        calls.map(() => "[]"),
+        calls.map((c) => c.claim ?? true),
+        ...(call.includes("$14") ? [calls.map((c) => c.predict ?? true)] : []),
+      ]);
+      expect(n).toBe(ids.length);
+      return rows[0]!.claimed;
+    };
+    const claim = async (server: string, held: string[] = [], call = "plinth_claim($1, $2, '{}', 100, $3, 0)") =>
+      (
+        await client.query<{ claimed_id: string }>(`SELECT claimed_id FROM ${call}`, [server, [TYPE], ...(call.includes("$3") ? [held] : [])])
+      ).rows.map((r) => r.claimed_id);
+    const end = (ids: string[]) => client.query("DELETE FROM action_requests WHERE action_id = ANY ($1)", [ids]);
+    return { client, join, write, claim, end };
+  }
+
+  it("claims a concurrent model type's predicts on several servers, up to each one's share, and none past a change or an update", async () => {
+    const q = await queue();
+    try {
+      await q.join("a", { [TYPE]: 2 });
+      await q.join("b", { [TYPE]: 2 });
+      // In one write: at most a's share of one model; in another, b's.
+      expect(
+        await q.write(
+          "a",
+          ["p1", "p2", "p3"].map((id) => ({ id, model: "m" })),
+        ),
+      ).toEqual(["p1", "p2"]);
+      expect(await q.write("b", [{ id: "p4", model: "m" }])).toEqual(["p4"]);
+      // A fit, and a predict after it: neither, while predicts run.
+      expect(
+        await q.write("b", [
+          { id: "f", model: "m", predict: false },
+          { id: "p5", model: "m" },
+        ]),
+      ).toEqual([]);
+      // b takes the predict queued before the fit, not the fit nor the one after it.
+      expect(await q.claim("b")).toEqual(["p3"]);
+      await q.end(["p1", "p2", "p3", "p4"]);
+      expect(await q.claim("a")).toEqual(["f"]);
+      expect(await q.claim("b")).toEqual([]);
+      await q.end(["f"]);
+      expect(await q.claim("b")).toEqual(["p5"]);
+
+      // One write holding a fit and a predict on a free model: the first only.
+      expect(
+        await q.write("a", [
+          { id: "g", model: "n", predict: false },
+          { id: "q1", model: "n" },
+        ]),
+      ).toEqual(["g"]);
+      expect(
+        await q.write("a", [
+          { id: "q2", model: "o" },
+          { id: "h", model: "o", predict: false },
+        ]),
+      ).toEqual(["q2"]);
+
+      // An update queued on a model: calls after it wait, those before it do not.
+      expect(await q.write("a", [{ id: "r1", model: "u", claim: false }])).toEqual([]);
+      await q.client.query("INSERT INTO queued_updates (id, model_id, owner) VALUES ('up', 'u', 'b')");
+      expect(await q.write("a", [{ id: "r2", model: "u" }])).toEqual([]);
+      expect(await q.claim("a")).toEqual(["r1"]);
+      // It goes with its server.
+      await q.client.query("DELETE FROM plinth_servers WHERE server = 'b'");
+      expect(await q.claim("a")).toEqual(["r2"]);
+    } finally {
+      await q.client.end();
+    }
+  });
+
+  it("shares nothing while a live server declares the model type without sharing it; one that does not share takes a shared call alone", async () => {
+    const q = await queue();
+    try {
+      await q.join("a", { [TYPE]: 4 });
+      expect(await q.write("a", [{ id: "p1", model: "m" }])).toEqual(["p1"]);
+      expect(await q.write("a", [{ id: "p2", model: "m", claim: false }])).toEqual([]);
+      // b runs the type one call at a time: p2, queued shared, is not b's while p1 runs.
+      await q.join("b", undefined);
+      expect(await q.claim("b")).toEqual([]);
+      await q.end(["p1"]);
+      expect(await q.claim("b")).toEqual(["p2"]);
+      // Taken alone: a takes no predict beside it, and new ones are not shared while b is there.
+      expect(await q.write("a", [{ id: "p3", model: "m" }])).toEqual([]);
+      await q.end(["p2"]);
+      expect(
+        await q.write("a", [
+          { id: "p4", model: "n" },
+          { id: "p5", model: "n" },
+        ]),
+      ).toEqual(["p4"]);
+      const { rows } = await q.client.query("SELECT action_id, shared FROM action_requests ORDER BY action_id");
+      expect(rows).toEqual(["p3", "p4", "p5"].map((action_id) => ({ action_id, shared: false })));
+    } finally {
+      await q.client.end();
+    }
+  });
+
+  it("prefers the calls on held models until an older call has waited affinity_ms; the schema-4 functions still serve", async () => {
+    const q = await queue();
+    try {
+      await q.join("a", {});
+      await q.write("a", [
+        { id: "c1", model: "cold", claim: false },
+        { id: "w1", model: "warm", claim: false },
+      ]);
+      const prefer = "plinth_claim($1, $2, '{}', 1, $3, 3600000)";
+      expect(await q.claim("a", ["warm"], prefer)).toEqual(["w1"]);
+      await q.client.query("UPDATE action_requests SET enqueued = now() - interval '2 hours' WHERE action_id = 'c1'");
+      await q.write("a", [{ id: "w2", model: "warm2", claim: false }]);
+      expect(await q.claim("a", ["warm2"], prefer)).toEqual(["c1"]);
+      // A server of schema 4 still running: its calls share nothing.
+      const old = "plinth_write_actions($1, $2, $3, $4, $5, $6, $7, $8, $9, $2, $10, $3, $11, $12, $13, true)";
+      expect(
+        await q.write(
+          "a",
+          [
+            { id: "o1", model: "x" },
+            { id: "o2", model: "x" },
+          ],
+          old,
+        ),
+      ).toEqual(["o1"]);
+      expect(await q.claim("a", [], "plinth_claim($1, $2, '{}', 10)")).toEqual(["w2"]);
+    } finally {
+      await q.client.end();
+    }
   });
 });
