@@ -80,10 +80,11 @@ export class PostgresStore implements Store {
 
   async deleteModel(id: string): Promise<boolean> {
     return this.#db.transaction(async (client) => {
-      // Not while any server has a call on it queued or running.
+      // Not while any server has a call on it queued or running, or an update waiting (as on one server).
       const { rows } = await client.query<{ deleted: string; busy: string }>(
-        `WITH gone AS (DELETE FROM models WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM action_requests WHERE model_id = $1) RETURNING id)
-         SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT count(*) FROM action_requests WHERE model_id = $1) AS busy`,
+        `WITH busy AS (SELECT (SELECT count(*) FROM action_requests WHERE model_id = $1) + (SELECT count(*) FROM queued_updates WHERE model_id = $1) AS n),
+         gone AS (DELETE FROM models WHERE id = $1 AND (SELECT n FROM busy) = 0 RETURNING id)
+         SELECT (SELECT count(*) FROM gone) AS deleted, (SELECT n FROM busy) AS busy`,
         [id],
       );
       const busy = Number(rows[0]!.busy);

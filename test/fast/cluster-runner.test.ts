@@ -391,6 +391,15 @@ describe("ClusterRunner: one model's concurrent predicts on several servers", ()
     expect(callOf(after.id)?.call.model?.revision).toBe(2n);
   });
 
+  test("a model with an update waiting for its turn is not deleted", async () => {
+    const a = await join("a");
+    const model = await addModel(a);
+    await db.queueUpdate("b", "u-1", model.id);
+    await expect(a.engine.deleteModel(model.id)).rejects.toThrow(/has 1 queued or running action\(s\)/);
+    db.dropUpdate("u-1");
+    await a.engine.deleteModel(model.id);
+  });
+
   test("each server runs at most its max_replicas of them on one model; the others take the rest", async () => {
     const a = await join("a", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 2 } });
     const b = await join("b", { types: [SHARED], maxChildren: 4, shares: { [SHARED]: 1 } });

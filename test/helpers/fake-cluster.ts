@@ -318,7 +318,7 @@ export class FakeDatabase {
 
   async #deleteModel(id: string): Promise<boolean> {
     await this.#held;
-    const busy = [...this.queue.values()].filter((e) => e.modelId === id).length;
+    const busy = [...this.queue.values(), ...this.updates.values()].filter((e) => e.modelId === id).length;
     if (busy > 0) {
       throw new PlinthError(
         "failed_precondition",
