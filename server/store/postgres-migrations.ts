@@ -210,8 +210,8 @@ const migrations: string[] = [
      DELETE FROM action_requests WHERE action_id = ANY (done);
      -- Queued, or claimed at once by the server that took the call when it has a free child
      -- and the model lets it in: alone, when nothing else is queued or running on it; shared
-     -- here, when no exclusive call or update is on it and fewer than this server's share of
-     -- it run here. The statement does not see its own rows: after another new call on its
+     -- here, when nothing on it waits, no exclusive call runs and fewer than this server's
+     -- share of it run here. The statement does not see its own rows: after another new call on its
      -- model, a call is claimed only shared, behind shared ones claimed too.
      WITH u AS (
        SELECT u.*, u.p
@@ -225,7 +225,7 @@ const migrations: string[] = [
          FROM u WINDOW w AS (PARTITION BY u.m ORDER BY u.o)),
      q AS (
        SELECT h.*, h.c AND (h.m = '' OR NOT EXISTS (SELECT 1 FROM queued_updates x WHERE x.model_id = h.m) AND CASE WHEN h.here
-           THEN h.chain AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m AND NOT e.shared)
+           THEN h.chain AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m AND (NOT e.shared OR e.owner IS NULL))
              AND (SELECT count(*) FROM action_requests e WHERE e.model_id = h.m AND e.owner = me) + h.nth <= (mine ->> h.t)::integer
            ELSE h.nth = 1 AND NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = h.m) END) AS claim
          FROM h)

@@ -8,10 +8,10 @@
  *   (changes) gives each row's latest change after a revision, in revision order;
  * - the queue: a new action's request waits in arrival order (seq), shared when it is a
  *   predict whose model type every server declaring it runs shared (announced shares).
- *   A server takes a call when it asks (at once as it is stored, or by claim) and its
- *   model lets it in: exclusive, when it is the model's oldest and nothing on the model is
- *   claimed; shared (its type shared by that server too), when no exclusive call is before
- *   it, up to that server's share of the model — a server that runs the type one call at a
+ *   A server takes a call when it asks (at once as it is stored, when nothing on its model
+ *   waits, or by claim) and its model lets it in: exclusive, when it is the model's oldest
+ *   and nothing on the model is claimed; shared (its type shared by that server too), when
+ *   no exclusive call is before it, up to that server's share of the model — a server that runs the type one call at a
  *   time takes it exclusive. An update (UpdateInstance) takes its place in the queue too:
  *   no call queued after it is taken before it leaves, and it is stored once nothing
  *   before it is left and no call on its model is claimed. Among the calls a claim may take: those on models in `held`
@@ -230,7 +230,9 @@ export class FakeDatabase {
         (modelId === "" ||
           (!this.#updateBefore(modelId) &&
             (here
-              ? chain && !before.some((e) => e.modelId === modelId && !e.shared) && this.#claimedOn(server, modelId) + nth <= mine[modelType]!
+              ? chain &&
+                !before.some((e) => e.modelId === modelId && (!e.shared || e.owner === undefined)) &&
+                this.#claimedOn(server, modelId) + nth <= mine[modelType]!
               : nth === 1 && !before.some((e) => e.modelId === modelId))));
       this.queue.set(action.id, {
         actionId: action.id,
