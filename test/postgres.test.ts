@@ -218,24 +218,31 @@ describe("the cluster's queue in PostgreSQL", () => {
     try {
       await q.join("a", { [TYPE]: 2 });
       await q.join("b", { [TYPE]: 2 });
-      // In one write: at most a's share of one model; in another, b's.
+      // In one write: at most a's share of one model.
       expect(
         await q.write(
           "a",
           ["p1", "p2", "p3"].map((id) => ({ id, model: "m" })),
         ),
       ).toEqual(["p1", "p2"]);
-      expect(await q.write("b", [{ id: "p4", model: "m" }])).toEqual(["p4"]);
-      // A fit, and a predict after it: neither, while predicts run.
+      // One through b waits behind p3 (no overtaking); b's claim takes both, its share.
+      expect(await q.write("b", [{ id: "p4", model: "m" }])).toEqual([]);
+      expect(await q.claim("b")).toEqual(["p3", "p4"]);
+      // A predict queued, then a fit and a predict after it: neither of these, while predicts run.
+      expect(await q.write("a", [{ id: "p6", model: "m", claim: false }])).toEqual([]);
       expect(
         await q.write("b", [
           { id: "f", model: "m", predict: false },
           { id: "p5", model: "m" },
         ]),
       ).toEqual([]);
-      // b takes the predict queued before the fit, not the fit nor the one after it.
-      expect(await q.claim("b")).toEqual(["p3"]);
-      await q.end(["p1", "p2", "p3", "p4"]);
+      expect(await q.claim("a")).toEqual([]);
+      // The predict queued before the fit goes on a free share; the fit waits for it too.
+      await q.end(["p4"]);
+      expect(await q.claim("b")).toEqual(["p6"]);
+      await q.end(["p1", "p2", "p3"]);
+      expect(await q.claim("a")).toEqual([]);
+      await q.end(["p6"]);
       expect(await q.claim("a")).toEqual(["f"]);
       expect(await q.claim("b")).toEqual([]);
       await q.end(["f"]);
