@@ -13,7 +13,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { durationFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { type Action, ActionErrorSchema, ActionSchema, ActionStatus, CancelOutcomeSchema } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionErrorSchema, ActionSchema, ActionStatus, CancelOutcomeSchema } from "../../gen/plinth/v1/action_pb.ts";
 import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { cancelledDataAccess, type LifecycleDeps, persist, type RunOutcome, runAction, storedPayloads } from "../engine/action-lifecycle.ts";
 import type { ArgLimits } from "../engine/args.ts";
@@ -94,7 +94,12 @@ export class ClusterRunner implements Runner {
     for (const action of snapshot.actions) this.#table.holdRemote(action);
     // A queued call's timeout is the claiming server's to count once one claims it.
     this.#unsubscribe = this.#o.publisher.subscribe((event) => {
-      if (event.kind !== "action_upserted" || this.#queueTimers.size === 0) return;
+      if (event.kind !== "action_upserted") return;
+      // A change queued on a model, on any server, waits for the predicts claimed before it:
+      // the batches filling on it here go now.
+      const queued = event.action;
+      if (queued.status === ActionStatus.QUEUED && queued.call !== ActionCall.PREDICT && queued.modelId) this.#deps.batches.hurry(queued.modelId);
+      if (this.#queueTimers.size === 0) return;
       const { id, server } = event.action;
       if (!server && !isEnded(event.action)) return;
       clearTimeout(this.#queueTimers.get(id));
@@ -269,11 +274,7 @@ export class ClusterRunner implements Runner {
   /** Whether this server can run the call now: a child to spare, its model type and data access here. */
   #canRunHere(dataAccess: string[], modelType: string): boolean {
     const { plugins } = this.#deps;
-    return (
-      this.#o.maxRunning - this.#runs.size - this.#reserved > 0 &&
-      plugins.modelType(modelType) !== undefined &&
-      dataAccess.every((name) => plugins.dataAccess(name) !== undefined)
-    );
+    return this.#free() > 0 && plugins.modelType(modelType) !== undefined && dataAccess.every((name) => plugins.dataAccess(name) !== undefined);
   }
 
   #queuedElsewhere(): boolean {
@@ -296,29 +297,69 @@ export class ClusterRunner implements Runner {
     void this.#claim().finally(() => (this.#claiming = false));
   }
 
+  /**
+   * The children this server has to spare: maxRunning less what it runs and is claiming,
+   * a batched predict counting for a share of one child (1/maxSize), as its batch does.
+   */
+  #free(): number {
+    let load = this.#reserved;
+    for (const [id] of this.#runs.entries()) load += this.#share(id);
+    return this.#o.maxRunning - load;
+  }
+
+  /** How much of a child one run takes: a whole one, or its share of a batch. */
+  #share(id: string): number {
+    const view = this.#table.action(id)?.view;
+    const batching = view?.call === ActionCall.PREDICT ? this.#deps.plugins.batching(view.modelType) : undefined;
+    return batching ? 1 / batching.maxSize : 1;
+  }
+
+  /**
+   * Claims what a free child can take: calls of unbatched types one per child, then
+   * predicts of each batched type as many as its batches hold (maxSize per child), so
+   * that a batch can fill on one server.
+   */
   async #claim(): Promise<void> {
     do {
       this.#claimAgain = false;
-      const free = this.#o.maxRunning - this.#runs.size - this.#reserved;
-      if (this.#closing.signal.aborted || free <= 0) return;
-      let claimed: ClaimedAction[];
-      try {
-        claimed = await this.#cluster.claim(free, this.#scope());
-      } catch (error) {
-        // The cluster's next tick (every second) tries again.
-        this.#logger.warn({ err: error }, "claiming queued actions failed");
-        return;
+      let full = false;
+      for (const { modelTypes, perChild } of this.#claimGroups()) {
+        const free = Math.floor(this.#free() * perChild + 1e-9);
+        if (this.#closing.signal.aborted) return;
+        if (free <= 0 || modelTypes.length === 0) continue;
+        let claimed: ClaimedAction[];
+        try {
+          claimed = await this.#cluster.claim(free, this.#scope(modelTypes));
+        } catch (error) {
+          // The cluster's next tick (every second) tries again.
+          this.#logger.warn({ err: error }, "claiming queued actions failed");
+          return;
+        }
+        for (const work of claimed) await this.#runClaimed(work);
+        if (claimed.length === free) full = true;
       }
-      for (const work of claimed) await this.#runClaimed(work);
-      if (claimed.length === free) this.#claimAgain = true;
+      if (full) this.#claimAgain = true;
     } while (this.#claimAgain);
   }
 
+  /** The model types claimed together: those not batched (one call per child), and each batched one (maxSize per child). */
+  #claimGroups(): { modelTypes: string[]; perChild: number }[] {
+    const { plugins } = this.#deps;
+    const unbatched: string[] = [];
+    const batched: { modelTypes: string[]; perChild: number }[] = [];
+    for (const name of plugins.modelTypeNames()) {
+      const batching = plugins.batching(name);
+      if (batching) batched.push({ modelTypes: [name], perChild: batching.maxSize });
+      else unbatched.push(name);
+    }
+    return [{ modelTypes: unbatched, perChild: 1 }, ...batched];
+  }
+
   /** What this server claims for: what it can run, the models its children hold (their calls first, for a while). */
-  #scope(): ClaimScope {
+  #scope(modelTypes: string[] = this.#deps.plugins.modelTypeNames()): ClaimScope {
     const { plugins, processes } = this.#deps;
     return {
-      modelTypes: plugins.modelTypeNames(),
+      modelTypes,
       dataAccess: plugins.dataAccessNames(),
       held: [...processes.held()],
       affinityMs: this.#o.claimAffinityMs,

@@ -69,7 +69,13 @@ afterEach(async () => {
  */
 async function join(
   name: string,
-  options: { types?: string[]; maxChildren?: number; shares?: Record<string, number>; affinityMs?: number } = {},
+  options: {
+    types?: string[];
+    maxChildren?: number;
+    shares?: Record<string, number>;
+    batched?: Record<string, { maxSize: number; maxWaitMs: number }>;
+    affinityMs?: number;
+  } = {},
 ): Promise<Server> {
   const types = options.types ?? [TYPE];
   const { cluster, store } = db.join(name, { modelTypes: types, shares: options.shares ?? {} });
@@ -78,7 +84,7 @@ async function join(
     store,
     cluster,
     processes: calls,
-    plugins: pluginRegistry(types, [], options.shares),
+    plugins: pluginRegistry(types, [], options.shares, options.batched),
     engine: { max_children: options.maxChildren ?? 4 },
     backend: options.affinityMs === undefined ? {} : { claim_affinity_ms: options.affinityMs },
   });
@@ -486,6 +492,34 @@ describe("ClusterRunner: one model's concurrent predicts on several servers", ()
     a.calls.of(older.id).finish({ value: 1 });
     await settle();
     expect(a.calls.actionIds.slice(3)).toEqual([older.id, newer.id]);
+  });
+
+  test("a batched model type's predicts are claimed as many as a batch holds per free child, and a change queued elsewhere sends the filling batch", async () => {
+    const BATCHED = "fake.Batched";
+    // As the server announces a batched type: max_replicas (1) × maxSize items on one model.
+    const options = { types: [BATCHED], maxChildren: 1, shares: { [BATCHED]: 4 }, batched: { [BATCHED]: { maxSize: 4, maxWaitMs: 600_000 } } };
+    const a = await join("a", options);
+    const b = await join("b", { types: [TYPE] });
+    const model = await a.engine.addInstance(BATCHED, new Uint8Array([1]));
+    // Sent through b, which does not serve the type: a claims them, four for its one child.
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push((await b.engine.predict(model.id, request([i]))).id);
+    await settle();
+    await vi.advanceTimersByTimeAsync(1500);
+    expect(a.calls.calls).toHaveLength(1);
+    expect(a.calls.calls[0]!.items?.map((item) => item.actionId)).toEqual(ids.slice(0, 4));
+    a.calls.calls[0]!.finish({ value: 1 });
+    await settle();
+    await vi.advanceTimersByTimeAsync(1500);
+    // The fifth waits in a batch of its own, which would wait ten minutes for more, until a fit is queued on b.
+    expect(db.ownerOf(ids[4]!)).toBe("a");
+    expect(a.calls.calls).toHaveLength(1);
+    const fit = track(b.engine.fit(model.id, request()));
+    await settle();
+    await vi.advanceTimersByTimeAsync(1500);
+    expect(a.calls.calls).toHaveLength(2);
+    expect(a.calls.calls[1]!.items?.map((item) => item.actionId)).toEqual([ids[4]]);
+    expect(fit.done || !fit.error).toBe(true);
   });
 
   test("claim_affinity_ms 0 claims in queue order", async () => {

@@ -8,7 +8,7 @@ import { ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.
 import type { PluginCalls } from "../../server/engine/action-run.ts";
 import { PluginRegistry } from "../../server/engine/plugins.ts";
 import { type ChildExit, ChildFailure } from "../../server/process/child.ts";
-import type { CallOptions, CallOutcome, PluginCall } from "../../server/process/process-manager.ts";
+import type { BatchItem, CallOptions, CallOutcome, PluginCall } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
 
 /** A registry declaring these model types and data-access functions, each in a plugin module of its own. */
@@ -17,9 +17,12 @@ export function pluginRegistry(
   dataAccess: string[] = [],
   /** Model types whose predict is concurrent, with their max_replicas. */
   concurrent: Record<string, number> = {},
+  /** Model types of those whose predicts are batched, with their batch size and wait. */
+  batched: Record<string, { maxSize: number; maxWaitMs: number }> = {},
 ): PluginRegistry {
   const loaded = (name: string, kind: "modelTypes" | "dataAccess", i: number) => {
-    const serving = concurrent[name] === undefined ? {} : { serving: { concurrent: true, maxReplicas: concurrent[name] } };
+    const batch = batched[name] ? { batchMaxSize: batched[name].maxSize, batchMaxWaitMs: batched[name].maxWaitMs } : {};
+    const serving = concurrent[name] === undefined ? {} : { serving: { concurrent: true, maxReplicas: concurrent[name], ...batch } };
     return {
       key: `plugins[${i}]`,
       target: { module: `/fake/${name}.ts`, runtime: "node" as const, label: name },
@@ -43,6 +46,8 @@ export interface PendingCall {
   readonly arrival: number;
   readonly signal: AbortSignal | undefined;
   readonly settled: boolean;
+  /** A batch call's items, taken as it arrived (the fake's child is ready at once). */
+  readonly items: BatchItem[] | undefined;
   /** The plugin answers: `value` (JSON) as its result, and `instance` after instantiate or fit. */
   finish(answer?: { value?: JsonValue; instance?: Uint8Array }): void;
   /** The plugin fails (a plugin error unless given another). */
@@ -125,9 +130,11 @@ export class FakePluginCalls implements PluginCalls {
       const onAbort = () => {
         if (this.stopOnAbort) pending.fail(new ChildFailure("cancelled", "the action was cancelled", "", undefined, { exit: STOPPED }));
       };
+      const items = call.batch ? [...call.batch()] : undefined;
       const pending: PendingCall = {
         target,
         call,
+        items,
         // What the plugin sees as ctx.info.
         actionId: (call as PluginCall & { actionId?: string }).actionId ?? "",
         modelId: (call as PluginCall & { modelId?: string }).modelId ?? "",
@@ -143,7 +150,9 @@ export class FakePluginCalls implements PluginCalls {
                 ? undefined
                 : create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(answer.value)) } });
             const result = create(ResultSchema, { ...(value ? { value } : {}), ...(answer.instance ? { instance: answer.instance } : {}) });
-            resolve({ result, logTail: [], warm: false });
+            // A batch: every item gets the value.
+            const outcomes = items && new Map(items.map((item) => [item.itemId, { value }]));
+            resolve({ result, logTail: [], warm: false, ...(outcomes ? { items: outcomes } : {}) });
           }),
         fail: (error = new ChildFailure("plugin_error", "Error: the plugin failed")) => settle(() => reject(error)),
       };
