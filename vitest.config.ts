@@ -11,9 +11,8 @@ export default defineConfig({
     hookTimeout: 120_000,
     pool: "forks",
     // Most of a file's time is spent waiting on children, servers and sleeps, not on a
-    // core: four files at once on two cores (vitest's default there is one; three left a
-    // quarter of the cores idle).
-    maxWorkers: 4,
+    // core: three files at once on two cores (vitest's default there is one).
+    maxWorkers: 3,
     // A worker process runs file after file, its modules loaded once: each file starts
     // its own servers and cleans up after itself (test/setup.ts, afterAll/afterEach).
     isolate: false,
