@@ -5,7 +5,7 @@
  */
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, jsonOf } from "./helpers/args.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -204,6 +204,20 @@ describe("several children per model", () => {
 });
 
 describe("batched predicts", () => {
+  // One server for these tests (each on models of its own): its children serve them all.
+  let batchServer: TestServer;
+  beforeAll(async () => {
+    batchServer = await startTestServer({
+      backend: { kind: "memory" },
+      engine: { max_children: 2 },
+      plugins: [{ module: fixture("serving.ts") }],
+      metrics: { address: "127.0.0.1:0" },
+    });
+  });
+  afterAll(async () => {
+    await batchServer.close();
+  });
+
   /** What serving.Batched*'s predict answers for each item. */
   interface Item {
     pid: number;
@@ -226,8 +240,9 @@ describe("batched predicts", () => {
   const statusOf = async (s: TestServer, id: string) => (await s.actions.getAction({ actionId: id })).action!;
 
   it("a batch of 16 with one poisoned item fails that item alone; every item shows its batch", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.Batched16");
+    const [sizes, waits] = [await metric(s, 'plinth_batch_size_bucket{le="16"}'), await metric(s, "plinth_batch_wait_seconds_count")];
     const ids = await Promise.all(Array.from({ length: 16 }, (_, i) => send(s, model, i, i === 7 ? { poison: true } : {})));
     const actions = await ended(s, ids);
     expect(actions.map((a) => a.status)).toEqual(Array.from({ length: 16 }, (_, i) => (i === 7 ? ActionStatus.FAILED : ActionStatus.SUCCEEDED)));
@@ -240,13 +255,13 @@ describe("batched predicts", () => {
     const answers = actions.filter((_, i) => i !== 7).map((a) => jsonOf(a.result!.prediction!) as unknown as Item);
     expect(answers.map((a) => a.value)).toEqual([...Array(16).keys()].filter((i) => i !== 7));
     expect(answers.every((a) => a.size === 16 && a.pid === answers[0]!.pid)).toBe(true);
-    const metrics = await (await fetch(`http://127.0.0.1:${s.server.metricsPort}/metrics`)).text();
-    expect(metrics).toMatch(/plinth_batch_size_bucket\{le="16"\} 1/);
-    expect(metrics).toMatch(/plinth_batch_wait_seconds_count 16/);
+    // One batch of 16 more on /metrics, and 16 more waits.
+    expect(await metric(s, 'plinth_batch_size_bucket{le="16"}')).toBe(sizes + 1);
+    expect(await metric(s, "plinth_batch_wait_seconds_count")).toBe(waits + 16);
   });
 
   it("an item cancelled before its batch goes leaves it, and the batch forms without it", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.Batched4");
     const first = [await send(s, model, "a"), await send(s, model, "b"), await send(s, model, "c")];
     const { action: cancelled } = await s.actions.cancelAction({ actionId: first[1]! });
@@ -260,7 +275,7 @@ describe("batched predicts", () => {
   });
 
   it("an item cancelled while its batch runs ends at once and the others finish; cancelling every item stops the child", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.Batched4");
     const gate = join(tempDir(), "open");
     const ids = await Promise.all(["a", "b", "c", "d"].map((v) => send(s, model, v, { gate })));
@@ -295,7 +310,7 @@ describe("batched predicts", () => {
   });
 
   it("a batch run that returns the wrong number of results fails every item, saying how many for how many", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.BadCount");
     const actions = await ended(s, await Promise.all([1, 2, 3, 4].map((v) => send(s, model, v))));
     for (const a of actions) {
@@ -305,7 +320,7 @@ describe("batched predicts", () => {
   });
 
   it("an item's progress reaches its own action only", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.Batched4");
     const gate = join(tempDir(), "open");
     const ids = await Promise.all(["a", "b", "c", "d"].map((v) => send(s, model, v, { gate, report: `from ${v}` })));
@@ -317,7 +332,7 @@ describe("batched predicts", () => {
   });
 
   it("a fit sends the batch filling on its model at once, and the items after it form a batch on the new revision", async () => {
-    const s = await serve({}, { max_children: 2 });
+    const s = batchServer;
     const model = await create(s, "serving.Batched16");
     // Two items of a batch of 16 that would wait ten minutes for the rest.
     const early = [await send(s, model, 1), await send(s, model, 2)];

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import { toJson } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { type BatchItemSchema, CallKind, type CallSchema, type ItemOutcome, type WorkerMessage } from "../gen/plinth/worker/v1/worker_pb.ts";
 import type { JsonValue } from "../sdk/mod.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
@@ -30,6 +30,26 @@ const pipes: WorkerPipe[] = [];
 afterEach(async () => {
   for (const pipe of pipes.splice(0)) await pipe.close();
 });
+
+/** One child per runtime for the tests that leave it as they found it (a Node child takes seconds to start). */
+const shared = new Map<"node" | "deno", Promise<{ pipe: WorkerPipe; hello: WorkerMessage }>>();
+afterAll(async () => {
+  for (const child of shared.values()) await (await child).pipe.close();
+});
+
+function startShared(runtime: "node" | "deno"): Promise<{ pipe: WorkerPipe; hello: WorkerMessage }> {
+  let child = shared.get(runtime);
+  if (!child) {
+    child = (async () => {
+      const pipe = new WorkerPipe(workerCommand(runtime, fixture("serving.ts"), [MAX_FRAME, "50", RESIDENT_BYTES]));
+      const hello = await pipe.next();
+      expect(hello.kind.case, pipe.stderr).toBe("hello");
+      return { pipe, hello };
+    })();
+    shared.set(runtime, child);
+  }
+  return child;
+}
 
 function spawnChild(runtime: "node" | "deno", module: string): WorkerPipe {
   const pipe = new WorkerPipe(workerCommand(runtime, module, [MAX_FRAME, "50", RESIDENT_BYTES]));
@@ -120,7 +140,7 @@ function outcomes(answer: WorkerMessage["kind"]): Record<string, unknown> {
 
 describe.each(["node", "deno"] as const)("a %s child's batched predicts", (runtime) => {
   it("says in its hello which model types are batched, with their size and wait", async () => {
-    const { hello } = await start(runtime);
+    const { hello } = await startShared(runtime);
     if (hello.kind.case !== "hello") throw new Error("no hello");
     const serving = Object.fromEntries(hello.kind.value.manifest!.modelTypes.map((m) => [m.name, m.serving]));
     expect(serving["serving.Batched16"]).toMatchObject({ concurrent: true, batchMaxSize: 16, batchMaxWaitMs: 600_000 });
@@ -130,7 +150,7 @@ describe.each(["node", "deno"] as const)("a %s child's batched predicts", (runti
   });
 
   it("a batch of 16 with one poisoned item: 15 values and one failure with its PluginError code; each item's progress carries its item id", async () => {
-    const { pipe } = await start(runtime);
+    const { pipe } = await startShared(runtime);
     const items: Item[] = Array.from({ length: 16 }, (_, i) => ({ args: [i * 10] }));
     items[5] = { args: [50], kwargs: { poison: true } };
     items[7] = { args: [70], kwargs: { report: "seven" } };
@@ -145,7 +165,7 @@ describe.each(["node", "deno"] as const)("a %s child's batched predicts", (runti
   });
 
   it("an item whose arguments do not decode fails alone, without reaching run", async () => {
-    const { pipe } = await start(runtime);
+    const { pipe } = await startShared(runtime);
     const call = batch("serving.Quick", [{ args: [1] }, { args: [2] }, { args: [3] }]);
     call.items![1]!.args = [{ kind: { case: "jsonText", value: "{" } }];
     pipe.send({ kind: { case: "call", value: call } });
@@ -229,7 +249,7 @@ describe.each(["node", "deno"] as const)("a %s child's batched predicts", (runti
   });
 
   it("a run that returns the wrong number of results fails the whole call with one Failure that says how many for how many; the child serves on", async () => {
-    const { pipe } = await start(runtime);
+    const { pipe } = await startShared(runtime);
     const call = batch("serving.BadCount", [{}, {}, {}, {}]);
     pipe.send({ kind: { case: "call", value: call } });
     const { answer: failed } = await answer(pipe);

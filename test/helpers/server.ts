@@ -66,7 +66,9 @@ export async function startTestServer(config: Record<string, unknown> = {}, opti
       ...config,
       backend,
       server: { address: "127.0.0.1:0", ...(config.server ?? {}) },
-      engine: { sigterm_timeout: 2, check_children_period: 0.2, ...engine },
+      // No idle child kept ready unless a test asks: a spare child per server, started and
+      // never used, is CPU the other tests on two cores wait for.
+      engine: { sigterm_timeout: 2, check_children_period: 0.2, min_idle_workers: 0, ...engine },
     },
     root,
   );
