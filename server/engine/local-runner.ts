@@ -95,7 +95,8 @@ export class LocalRunner implements Runner {
   }
 
   async updateModel(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<ModelMeta> {
-    // Serialized with the model's calls, like any other change of it.
+    // Serialized with the model's calls, like any other change of it: the batches filling on it go now.
+    this.#deps.batches.hurry(modelId);
     using _lock = await this.#deps.locks.acquire(modelId, signal);
     const record = await this.#store.getModel(modelId);
     if (!record) throw notFoundModel(modelId);

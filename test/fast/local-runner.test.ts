@@ -281,4 +281,33 @@ describe("LocalRunner", () => {
     const revisions = await Promise.all([...before, fit, after].map(async (a) => (await engine.waitAction(a.id, ActionView.BASIC)).modelRevision));
     expect(revisions).toEqual([1n, 1n, 1n, 1n, 2n]);
   });
+
+  test("a change sends the batch filling on its model at once: a fit, and an UpdateInstance", async () => {
+    await engine.close();
+    const BATCHED = "fake.Batched";
+    const plugins = pluginRegistry([BATCHED], [], { [BATCHED]: 2 }, { [BATCHED]: { maxSize: 8, maxWaitMs: 600_000 } });
+    engine = await openFastEngine({ store, processes: calls, plugins });
+    const model = await engine.addInstance(BATCHED, new Uint8Array([1]));
+    const first = await engine.predict(model.id, request([1]));
+    await settle();
+    // A batch of 8 that would wait ten minutes for the rest.
+    expect(calls.calls).toHaveLength(0);
+    const update = track(engine.updateInstance(model.id, new Uint8Array([2])));
+    await settle();
+    expect(calls.calls.map((c) => c.items?.map((item) => item.actionId))).toEqual([[first.id]]);
+    expect(update.done).toBe(false);
+    calls.calls[0]!.finish({ value: 1 });
+    await settle();
+    expect(update.value?.revision).toBe(2n);
+
+    const second = await engine.predict(model.id, request([2]));
+    await settle();
+    expect(calls.calls).toHaveLength(1);
+    const fit = await engine.fit(model.id, none);
+    await settle();
+    expect(calls.calls[1]!.items?.map((item) => item.actionId)).toEqual([second.id]);
+    calls.calls[1]!.finish({ value: 2 });
+    await settle();
+    expect(calls.actionIds.at(-1)).toBe(fit.id);
+  });
 });
