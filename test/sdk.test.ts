@@ -342,6 +342,6 @@ describe("values and frames", () => {
       cwd: root,
       env: { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}node_modules/.cache/deno` },
     });
-    expect(stdout).toMatch(/ok \| 4 passed \| 0 failed/);
+    expect(stdout).toMatch(/ok \| 5 passed \| 0 failed/);
   });
 });

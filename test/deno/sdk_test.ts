@@ -3,7 +3,7 @@
  * The SDK's core under Deno (`deno test`), run by test/sdk.test.ts: the harness, values
  * and frames behave as under Node. No std imports, so no network is needed.
  */
-import { definePlugin, Tensor, withInstance } from "../../sdk/mod.ts";
+import { defineModel, definePlugin, PluginError, Tensor, withInstance } from "../../sdk/mod.ts";
 import { testPlugin } from "../../sdk/testing.ts";
 import { decodeValue, encodeValue } from "../../sdk/worker/codec.ts";
 import { encodeFrame, FrameDecoder } from "../../sdk/worker/frames.ts";
@@ -54,6 +54,30 @@ Deno.test("the harness refuses a predict that changes its instance in place", as
   let message = "";
   await h.predict(model).catch((error: Error) => (message = error.message));
   equal(message.startsWith("predict on mutator.Model changed its instance in place"), true);
+});
+
+Deno.test("the harness runs a batched predict: each item its own result or error, and a batch of one for predict", async () => {
+  const batched = definePlugin({
+    name: "scaled",
+    models: {
+      "scaled.Model": defineModel({
+        instantiate: () => ({ factor: 3 }),
+        predict: {
+          batch: { maxSize: 8, maxWaitMs: 1 },
+          run: (_ctx, model, items) =>
+            items.map(({ args: [x] }) => (Number(x) < 0 ? new PluginError("invalid_argument", "below 0") : Number(x) * model.factor)),
+        },
+      }),
+    },
+  });
+  const h = testPlugin(batched);
+  const model = await h.instantiate("scaled.Model");
+  const outcomes = await h.predictBatch(model, [{ args: [1] }, { args: [-1] }, { args: [2] }]);
+  equal(
+    outcomes.map((o) => ("error" in o ? o.error.message : o.prediction)),
+    [3, "below 0", 6],
+  );
+  equal((await h.predict(model, [5])).prediction, 15);
 });
 
 Deno.test("a tensor survives the wire encoding", () => {
