@@ -53,11 +53,29 @@ interface Answer {
   rss: number;
 }
 
-async function createWeights(p: PlinthProcess, mb: number, modelType = "weights.Dense"): Promise<string> {
-  const request = bytes(CreateInstanceRequestSchema, { modelType, kwargs: { mb: json(mb) }, wait: true });
+/** The id of a new model of `modelType`, created with these kwargs. */
+async function createModel(p: PlinthProcess, modelType: string, kwargs: Record<string, Arg> = {}): Promise<string> {
+  const request = bytes(CreateInstanceRequestSchema, { modelType, kwargs, wait: true });
   const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
   if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
   return res.action.modelId;
+}
+
+const createWeights = (p: PlinthProcess, mb: number, modelType = "weights.Dense") => createModel(p, modelType, { mb: json(mb) });
+
+/** Each request's p50 at 1 in flight, the requests called in turn `n` times each. */
+async function alternateP50<K extends string>(p: PlinthProcess, requests: Record<K, Uint8Array>, n: number): Promise<Record<K, number>> {
+  const entries = Object.entries(requests) as [K, Uint8Array][];
+  const times = new Map<K, number[]>(entries.map(([name]) => [name, []]));
+  for (let i = 0; i < n; i++) {
+    for (const [name, request] of entries) {
+      const start = performance.now();
+      await predict(p, request);
+      times.get(name)!.push(performance.now() - start);
+    }
+  }
+  const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
+  return Object.fromEntries(entries.map(([name]) => [name, p50(times.get(name)!)])) as Record<K, number>;
 }
 
 async function predict(p: PlinthProcess, body: Uint8Array): Promise<Answer> {
@@ -103,33 +121,15 @@ async function timed(inFlight: number, limit: { ms: number } | { count: number }
 async function batching(from: string) {
   const p = await startPlinth(BATCHED, { root: from, backend: "memory", engine: { max_children: 2, min_idle_workers: 2, max_queue: 10000 } });
   try {
-    const body = async (modelType: string) => {
-      const request = bytes(CreateInstanceRequestSchema, { modelType, wait: true });
-      const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
-      if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
-      return bytes(PredictRequestSchema, { modelId: res.action.modelId, args: [json(1)], wait: true });
-    };
+    const body = async (modelType: string) => bytes(PredictRequestSchema, { modelId: await createModel(p, modelType), args: [json(1)], wait: true });
     const [batched, single] = [await body("batched.Model"), await body("batched.Single")];
     const ms = quick ? 3000 : 8000;
     const run = (request: Uint8Array) => () => predict(p, request);
     await timed(64, { count: 256 }, run(batched));
     await timed(64, { count: 64 }, run(single));
     const busy = { batched: await timed(64, { ms }, run(batched)), single: await timed(64, { ms }, run(single)) };
-    const n = quick ? 40 : 150;
     // One in flight, turn about.
-    const one = { batched: [] as number[], single: [] as number[] };
-    for (let i = 0; i < n; i++) {
-      for (const [name, request] of [
-        ["batched", batched],
-        ["single", single],
-      ] as const) {
-        const start = performance.now();
-        await predict(p, request);
-        one[name].push(performance.now() - start);
-      }
-    }
-    const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
-    return { busy, alone: { batched: p50(one.batched), single: p50(one.single) } };
+    return { busy, alone: await alternateP50(p, { batched, single }, quick ? 40 : 150) };
   } finally {
     await p.stop();
   }
@@ -143,20 +143,7 @@ async function largeAgainstSmall(from: string, plugin: string[]): Promise<{ larg
     const small = predictBody(await createWeights(p, 1 / 1024));
     // Warm: both children have started and seen each model.
     for (let i = 0; i < 4; i++) await Promise.all([predict(p, large), predict(p, small)]);
-    const n = quick ? 10 : 30;
-    const times = { large: [] as number[], small: [] as number[] };
-    for (let i = 0; i < n; i++) {
-      for (const [name, body] of [
-        ["large", large],
-        ["small", small],
-      ] as const) {
-        const start = performance.now();
-        await predict(p, body);
-        times[name].push(performance.now() - start);
-      }
-    }
-    const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
-    return { large: p50(times.large), small: p50(times.small) };
+    return await alternateP50(p, { large, small }, quick ? 10 : 30);
   } finally {
     await p.stop();
   }
