@@ -3,9 +3,9 @@
  * goes, what it holds, that models and revisions never mix, max_replicas, each item's own
  * outcome and cancel.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, type JsonValue } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { ResultSchema, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { ResultSchema, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type BatchInfo, type BatchPolicy, type ItemRequest, PredictBatches } from "../../server/engine/predict-batches.ts";
 import { ChildFailure } from "../../server/process/child.ts";
 import {
@@ -17,10 +17,12 @@ import {
   type PluginCall,
 } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
+import { workerJson } from "../helpers/fake-child.ts";
+import { STOPPED } from "../helpers/fake-plugins.ts";
 import { settle, track } from "../helpers/fast-engine.ts";
 
 const target: PluginTarget = { module: "batched.ts", runtime: "node" };
-const json = (value: unknown): Value => create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
+const json = (value: JsonValue): Value => workerJson(value);
 const text = (value: Value | undefined) => (value?.kind.case === "jsonUtf8" ? JSON.parse(new TextDecoder().decode(value.kind.value)) : undefined);
 
 /** One call the batches made: the child is granted with ready(), then answered or failed. */
@@ -45,7 +47,7 @@ class FakeCall {
         this.withdrawn = true;
         reject(options.signal?.reason);
       } else {
-        reject(new ChildFailure("cancelled", "the action was cancelled", "", undefined, { exit: stoppedExit }));
+        reject(new ChildFailure("cancelled", "the action was cancelled", "", undefined, { exit: STOPPED }));
       }
     });
   }
@@ -76,17 +78,6 @@ class FakeCall {
     this.#reject(error);
   }
 }
-
-const stoppedExit = {
-  code: null,
-  signal: "SIGTERM" as const,
-  terminated: true,
-  forced: false,
-  vanished: false,
-  protocolError: false,
-  durationMs: 1,
-  stopMs: 1,
-};
 
 class FakeProcesses {
   readonly calls: FakeCall[] = [];

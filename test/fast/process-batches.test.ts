@@ -4,17 +4,15 @@
  * cancelled mid-call is stopped in the child (CancelItems) without stopping the child,
  * and each item's outcome comes back on its own.
  */
-import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { CallKind, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type BatchItem, type CallOutcome, CallWithdrawn, type PluginCall, ProcessManager } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { FakeChildren, fakeManagerOptions } from "../helpers/fake-child.ts";
+import { FakeChildren, fakeManagerOptions, workerJson } from "../helpers/fake-child.ts";
 import { settle, track } from "../helpers/fast-engine.ts";
 
 const A: PluginTarget = { module: "/fake/a.ts", runtime: "node", label: "a.ts", key: "plugins[0]", residentMb: 1 };
 const model = { modelId: "m", revision: 1n, size: 4, bytes: () => Promise.resolve(new Uint8Array(4)) };
-const json = (value: unknown) => create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
 
 let children: FakeChildren;
 let manager: ProcessManager;
@@ -33,7 +31,7 @@ afterEach(async () => {
 
 function item(itemId: string): BatchItem & { cancel(): void } {
   const controller = new AbortController();
-  return { itemId, actionId: `a${itemId}`, args: [json(itemId)], kwargs: {}, signal: controller.signal, cancel: () => controller.abort() };
+  return { itemId, actionId: `a${itemId}`, args: [workerJson(itemId)], kwargs: {}, signal: controller.signal, cancel: () => controller.abort() };
 }
 
 function batchCall(take: () => BatchItem[]): PluginCall {
@@ -64,7 +62,7 @@ describe("ProcessManager batch calls", () => {
     await settle();
     const outcome = call.value as CallOutcome;
     expect(progress).toEqual([["half", "2"]]);
-    expect(outcome.items?.get("1")).toEqual({ value: json(10) });
+    expect(outcome.items?.get("1")).toEqual({ value: workerJson(10) });
     expect((outcome.items!.get("2") as { failure: Error }).failure.message).toBe("Error: bad item");
     // An item's failure is not the child's: it stays for the next call.
     expect(manager.idle).toBe(1);

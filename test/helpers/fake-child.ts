@@ -11,7 +11,7 @@
 import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { ValueSchema as JsonValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Failure, type Hello, HelloSchema, type Result, ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { type Failure, type Hello, HelloSchema, type Result, ResultSchema, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, RESIDENT_MISSING } from "../../server/process/child.ts";
 import { LogTail } from "../../server/process/log-tail.ts";
 import type { ChildHandle, ChildLauncher, ProcessManagerOptions, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
@@ -35,8 +35,9 @@ interface Exchange {
 
 let pids = 10_000;
 
-/** A JSON value as a child sends it. */
-const json = (value: JsonValue) => create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
+/** A JSON value as a child sends it (json_utf8). */
+export const workerJson = (value: JsonValue): Value =>
+  create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(value)) } });
 
 export class FakeChild implements ChildHandle {
   readonly pid = ++pids;
@@ -161,7 +162,7 @@ export class FakeChild implements ChildHandle {
 
   /** It answers its call: `value` (JSON) as the result, with the instance it returned and what it kept and dropped. */
   answer(value?: JsonValue, more: Residents & { instance?: Uint8Array } = {}): void {
-    const encoded = value === undefined ? undefined : json(value);
+    const encoded = value === undefined ? undefined : workerJson(value);
     const { kept = [], dropped = [], instance } = more;
     this.#settle("call", (e) =>
       e.resolve(create(ResultSchema, { ...(encoded ? { value: encoded } : {}), ...(instance ? { instance } : {}), kept, dropped })),
@@ -175,7 +176,7 @@ export class FakeChild implements ChildHandle {
       outcome:
         outcome instanceof Error
           ? { case: "failure" as const, value: { name: outcome.name, message: outcome.message } }
-          : { case: "value" as const, value: json(outcome) },
+          : { case: "value" as const, value: workerJson(outcome) },
     }));
     this.#settle("call", (e) => e.resolve(create(ResultSchema, { items })));
   }

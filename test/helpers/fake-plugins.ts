@@ -4,12 +4,13 @@
  */
 import { create, type JsonValue } from "@bufbuild/protobuf";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
-import { ResultSchema, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { ResultSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import type { PluginCalls } from "../../server/engine/action-run.ts";
 import { PluginRegistry } from "../../server/engine/plugins.ts";
 import { type ChildExit, ChildFailure } from "../../server/process/child.ts";
 import type { BatchItem, CallOptions, CallOutcome, PluginCall } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
+import { workerJson } from "./fake-child.ts";
 
 /** A registry declaring these model types and data-access functions, each in a plugin module of its own. */
 export function pluginRegistry(
@@ -54,10 +55,10 @@ export interface PendingCall {
   fail(error?: unknown): void;
 }
 
-/** How a child that a cancel stopped ends. */
 let arrivals = 0;
 
-const STOPPED: ChildExit = {
+/** How a child that a cancel stopped ends. */
+export const STOPPED: ChildExit = {
   code: null,
   signal: "SIGTERM",
   terminated: true,
@@ -145,10 +146,7 @@ export class FakePluginCalls implements PluginCalls {
         },
         finish: (answer = {}) =>
           settle(() => {
-            const value =
-              answer.value === undefined
-                ? undefined
-                : create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(answer.value)) } });
+            const value = answer.value === undefined ? undefined : workerJson(answer.value);
             const result = create(ResultSchema, { ...(value ? { value } : {}), ...(answer.instance ? { instance: answer.instance } : {}) });
             // A batch: every item gets the value.
             const outcomes = items && new Map(items.map((item) => [item.itemId, { value }]));
