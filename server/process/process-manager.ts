@@ -341,13 +341,7 @@ export class ProcessManager {
       worker.calls++;
       worker.child.tail.clear();
       const result = await this.#send(worker, call, items, (state, itemId) => options.onProgress?.(state, worker.child.tail.lines(), itemId));
-      // stderr is another pipe: let what the plugin printed before answering arrive.
-      await new Promise(setImmediate);
-      const logTail = worker.child.tail.lines();
-      // What the plugin started during the call ends with it, even when the child stays warm.
-      const killed = worker.child.endCall();
-      if (killed.length > 0) this.#o.logger.debug({ pid: worker.child.pid, killed }, "killed what a plugin started during its call");
-      const outcome: CallOutcome = { result, logTail, warm };
+      const outcome: CallOutcome = { result, logTail: await this.#endCall(worker), warm };
       if (items) outcome.items = this.#itemResults(worker, result);
       // A child not kept for the next call is gone before its action ends.
       if (!this.#release(worker, true)) outcome.exit = await worker.child.exited;
@@ -360,8 +354,7 @@ export class ProcessManager {
       }
       // The plugin threw and its child answered so: the child is sound, and keeps its residents.
       if (error instanceof ChildFailure && error.code === "plugin_error" && !error.residentMissing && !worker.child.stopping) {
-        await new Promise(setImmediate);
-        worker.child.endCall();
+        await this.#endCall(worker);
         const failure = this.#withTail(error, worker);
         if (!this.#release(worker, true)) await worker.child.exited;
         throw failure;
@@ -373,6 +366,19 @@ export class ProcessManager {
     } finally {
       signal?.removeEventListener("abort", onAbort);
     }
+  }
+
+  /**
+   * A call its child answered has ended: what the plugin printed before answering has
+   * arrived (stderr is another pipe), and what it started during the call ends with it,
+   * even when the child stays warm. Returns the call's log tail.
+   */
+  async #endCall(worker: Worker): Promise<string[]> {
+    await new Promise(setImmediate);
+    const logTail = worker.child.tail.lines();
+    const killed = worker.child.endCall();
+    if (killed.length > 0) this.#o.logger.debug({ pid: worker.child.pid, killed }, "killed what a plugin started during its call");
+    return logTail;
   }
 
   /**
