@@ -6,6 +6,7 @@
  * @module
  */
 import { PluginError } from "./errors.ts";
+import { tensorSpecOf } from "./values.ts";
 
 /** The Standard Schema interface, as much of it as the SDK uses. */
 export interface StandardSchema<Input = unknown, Output = Input> {
@@ -43,12 +44,24 @@ export function isStandardSchema(schema: unknown): schema is StandardSchema {
   return typeof schema === "object" && schema !== null && "~standard" in schema;
 }
 
+/** The JSON Schema keyword that says what a tensor argument must be; the server checks it. */
+export const TENSOR_KEYWORD = "x-plinth-tensor";
+
 /**
  * valibot's converter writes the same JSON Schema for `object` (which drops keys it does
- * not declare) and `looseObject` (which keeps them): a loose one says it takes any.
+ * not declare) and `looseObject` (which keeps them): a loose one says it takes any. A
+ * `v.custom(isTensor(dtype, shape))` is published with what the tensor must be.
  */
-function overrideSchema(context: { valibotSchema: { type?: unknown }; jsonSchema: Record<string, unknown> }) {
-  return context.valibotSchema.type === "loose_object" ? { ...context.jsonSchema, additionalProperties: {} } : undefined;
+function overrideSchema(context: { valibotSchema: { type?: unknown; check?: unknown }; jsonSchema: Record<string, unknown> }) {
+  if (context.valibotSchema.type === "loose_object") return { ...context.jsonSchema, additionalProperties: {} };
+  const spec = tensorSpecOf(context.valibotSchema.check);
+  return spec ? { ...context.jsonSchema, [TENSOR_KEYWORD]: spec } : undefined;
+}
+
+/** zod: a `z.custom(isTensor(dtype, shape))` is published with what the tensor must be. */
+function override(context: { zodSchema: { _zod?: { def?: { fn?: unknown } } }; jsonSchema: Record<string, unknown> }) {
+  const spec = tensorSpecOf(context.zodSchema._zod?.def?.fn);
+  if (spec) context.jsonSchema[TENSOR_KEYWORD] = spec;
 }
 
 /** The schema as JSON Schema, or undefined when it cannot say (a validator without a converter). */
@@ -57,7 +70,7 @@ function jsonSchemaOf(schema: Schema): Record<string, unknown> | undefined {
   try {
     // What JSON Schema cannot say (a Tensor, a Uint8Array) becomes `{}`, "any value"
     // (zod: unrepresentable, valibot: errorMode), instead of no schema at all.
-    const libraryOptions = { unrepresentable: "any", errorMode: "ignore", overrideSchema };
+    const libraryOptions = { unrepresentable: "any", errorMode: "ignore", overrideSchema, override };
     return schema["~standard"].jsonSchema?.input({ target: "draft-2020-12", libraryOptions });
   } catch {
     return undefined;

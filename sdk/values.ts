@@ -196,11 +196,26 @@ export class Tensor<D extends DType = DType> {
   }
 }
 
+/** What a tensor argument must be: its dtype, and its shape when given (-1: any size). */
+export interface TensorSpec {
+  readonly dtype: DType;
+  readonly shape?: readonly number[];
+}
+
+const guards = new WeakMap<object, TensorSpec>();
+
+/** The spec `isTensor` made `guard` for, if it did. @internal */
+export function tensorSpecOf(guard: unknown): TensorSpec | undefined {
+  return typeof guard === "function" ? guards.get(guard) : undefined;
+}
+
 /**
  * A type guard for a tensor of `dtype`, and of `shape` when given (-1: any size in that
  * dimension). Made for a schema library's custom check, whose type it then states: the
  * function gets a `Tensor<D>`, whose `data` is the dtype's typed array, with no cast.
- * JSON Schema cannot say what a tensor is: the server leaves this check to the child.
+ * In a zod schema (`z.custom(isTensor(…))`) the published JSON Schema says what the
+ * tensor must be (`"x-plinth-tensor": {"dtype", "shape"}`), so the server refuses a
+ * wrong dtype or shape before a child runs; elsewhere the child checks it.
  *
  * @example
  * ```ts
@@ -211,10 +226,12 @@ export class Tensor<D extends DType = DType> {
  * ```
  */
 export function isTensor<D extends DType>(dtype: D, shape?: readonly number[]): (value: unknown) => value is Tensor<D> {
-  return (value: unknown): value is Tensor<D> =>
+  const guard = (value: unknown): value is Tensor<D> =>
     value instanceof Tensor &&
     value.is(dtype) &&
     (shape === undefined || (value.shape.length === shape.length && shape.every((size, i) => size === -1 || value.shape[i] === size)));
+  guards.set(guard, shape === undefined ? { dtype } : { dtype, shape: [...shape] });
+  return guard;
 }
 
 /**

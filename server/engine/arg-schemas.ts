@@ -4,17 +4,41 @@
  * request's arguments before anything runs, and data-access results before the call
  * that consumes them.
  *
- * Only JSON arguments are checked by the server: bytes, tensors and arguments whose
- * data access has not run yet stand in as opaque values, and what the schema says of
- * them (or below them) is left to the plugin's own validator.
+ * JSON arguments are checked by the server, and tensors by their dtype and shape where
+ * the schema says (`x-plinth-tensor`, which the SDK publishes for `isTensor`): bytes,
+ * tensors and arguments whose data access has not run yet stand in as opaque values,
+ * and whatever else the schema says of them (or below them) is left to the plugin's own
+ * validator.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
 import { Ajv2020, type ErrorObject, type ValidateFunction } from "ajv/dist/2020.js";
+import { DType } from "../../gen/plinth/v1/arg_pb.ts";
 import { cut } from "../errors.ts";
 
 /** A value the server does not check: bytes, a tensor, data access still to run. */
 export class Opaque {}
 export const OPAQUE = Object.freeze(new Opaque());
+
+/** A tensor as the checks see it: opaque but for its dtype and shape. */
+export class TensorInstance extends Opaque {
+  /** `dtype` as NumPy names it ("float32"). */
+  readonly dtype: string;
+  constructor(
+    dtype: DType,
+    readonly shape: readonly number[],
+  ) {
+    super();
+    this.dtype = (DType[dtype] ?? "unspecified").toLowerCase();
+  }
+}
+
+/** What a tensor argument must be, as the SDK publishes it for `isTensor(dtype, shape)`. */
+const TENSOR_KEYWORD = "x-plinth-tensor";
+interface TensorSpec {
+  dtype?: string;
+  /** -1: any size. */
+  shape?: number[];
+}
 
 export type Instance = unknown;
 
@@ -24,6 +48,30 @@ const ajv = new Ajv2020({
   strict: false, // plugins may carry annotations of their own (x-ui, examples)
   validateFormats: false, // no format vocabulary loaded; a format is a description here
 });
+ajv.addKeyword({
+  keyword: TENSOR_KEYWORD,
+  schemaType: "object",
+  // Data access still to run, bytes and JSON too large to parse pass: the child checks them.
+  validate: (spec: TensorSpec, data: Instance) => (data instanceof TensorInstance ? tensorMatches(spec, data) : data instanceof Opaque),
+});
+
+function tensorMatches(spec: TensorSpec, t: TensorInstance): boolean {
+  if (spec.dtype !== undefined && spec.dtype !== t.dtype) return false;
+  const shape = spec.shape;
+  return !Array.isArray(shape) || (shape.length === t.shape.length && shape.every((size, i) => size === -1 || size === t.shape[i]));
+}
+
+/** "a float32 tensor of shape [n, 784]" */
+function tensorWords(spec: TensorSpec): string {
+  const shape = Array.isArray(spec.shape) ? ` of shape [${spec.shape.map((size) => (size === -1 ? "n" : size)).join(", ")}]` : "";
+  return `a ${spec.dtype ?? ""}${spec.dtype ? " " : ""}tensor${shape}`;
+}
+
+/** What a value is, for a message: "a float64 tensor of shape [2, 700]", or its JSON. */
+function gotWords(value: Instance): string {
+  if (value instanceof TensorInstance) return `${value.dtype} tensor of shape [${value.shape.join(", ")}]`;
+  return cut(JSON.stringify(value) ?? String(value));
+}
 
 /** A call's compiled schemas. */
 export interface CallCheck {
@@ -89,7 +137,7 @@ function describe(error: ErrorObject, root: Instance, rootName: string, fn: stri
     path += Array.isArray(value) ? `[${s}]` : `.${s}`;
     value = (value as Record<string, Instance>)[s];
   }
-  if (value instanceof Opaque) return undefined;
+  if (value instanceof Opaque && error.keyword !== TENSOR_KEYWORD) return undefined;
   const parentSchema = (error.parentSchema ?? {}) as Record<string, unknown>;
   const p = error.params as Record<string, unknown>;
   let message: string;
@@ -141,11 +189,14 @@ function describe(error: ErrorObject, root: Instance, rootName: string, fn: stri
     case "pattern":
       message = `must match ${String(p.pattern)}`;
       break;
+    case TENSOR_KEYWORD:
+      message = `must be ${tensorWords(error.schema as TensorSpec)}`;
+      break;
     default:
       message = error.message ?? `fails ${error.keyword}`;
   }
   if (!got || value === undefined) return `${path}: ${message}`;
-  return `${path}: ${message}, got ${cut(JSON.stringify(value) ?? String(value))}`;
+  return `${path}: ${message}, got ${gotWords(value)}`;
 }
 
 const nouns: Record<string, string> = {

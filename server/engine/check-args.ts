@@ -5,7 +5,7 @@
  */
 import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { invalid } from "../errors.ts";
-import { type Instance, OPAQUE, problems } from "./arg-schemas.ts";
+import { type Instance, OPAQUE, problems, TensorInstance } from "./arg-schemas.ts";
 import type { ArgNode, CallArgs, ParsedArgs } from "./args.ts";
 import type { ResolvedArgs } from "./data-access.ts";
 import { MAX_PARSED_JSON_BYTES as MAX_CHECKED_BYTES, textOf } from "./payloads.ts";
@@ -21,6 +21,8 @@ function fromNode(node: ArgNode): Instance {
       return node.items.map(fromNode);
     case "map":
       return mapValues(node.entries, fromNode);
+    case "tensor":
+      return new TensorInstance(node.tensor.dtype, node.tensor.shape);
     default:
       return OPAQUE;
   }
@@ -37,6 +39,8 @@ function fromValue(value: Value): Instance {
       return kind.value.items.map(fromValue);
     case "map":
       return mapValues(kind.value.entries, fromValue);
+    case "tensor":
+      return new TensorInstance(kind.value.dtype, kind.value.shape);
     default:
       return OPAQUE;
   }
