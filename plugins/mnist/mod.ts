@@ -140,7 +140,11 @@ export default definePlugin({
           const rows = items.map(({ args: [x] }) => rowsOf(x));
           const total = rows.reduce((n, r) => n + r.length / PIXELS, 0);
           const all = new Float32Array(total * PIXELS);
-          rows.reduce((at, r) => (all.set(r, at), at + r.length), 0);
+          let offset = 0;
+          for (const r of rows) {
+            all.set(r, offset);
+            offset += r.length;
+          }
           const [probabilities, digits] = tf.tidy(() => {
             const p = model.model.predict(tf.tensor2d(all, [total, PIXELS])) as tf.Tensor2D;
             return [p.dataSync() as Float32Array, tf.argMax(p, 1).dataSync() as Int32Array];

@@ -32,16 +32,10 @@ const weightsOf = new FinalizationRegistry<tfl.Sequential>((model) => model.disp
 /** A network of `hidden` layers with fresh weights (seeded), or `weights` when given. */
 export function network(spec: Omit<Network, "model">, weights?: tf.Tensor[]): Network {
   const model = tfl.sequential();
-  spec.hidden.forEach((units, i) =>
-    model.add(
-      tfl.layers.dense({
-        units,
-        activation: "relu",
-        ...(i === 0 ? { inputShape: [784] } : {}),
-        kernelInitializer: tfl.initializers.glorotUniform({ seed: spec.seed + i }),
-      }),
-    ),
-  );
+  for (const [i, units] of spec.hidden.entries()) {
+    const first = i === 0 ? { inputShape: [784] } : {};
+    model.add(tfl.layers.dense({ units, activation: "relu", ...first, kernelInitializer: tfl.initializers.glorotUniform({ seed: spec.seed + i }) }));
+  }
   model.add(
     tfl.layers.dense({
       units: 10,
