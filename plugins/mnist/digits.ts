@@ -34,7 +34,9 @@ function seeded(seed: number): () => number {
 }
 
 function load(): Digits {
-  const folder = join(dirname(createRequire(import.meta.url).resolve("mnist/package.json")), "src", "digits");
+  // Deno checks this file with the project's libraries, whose ImportMeta has no url.
+  const here = (import.meta as { url?: string }).url!;
+  const folder = join(dirname(createRequire(here).resolve("mnist/package.json")), "src", "digits");
   const perDigit = Array.from(
     { length: 10 },
     (_, digit) => (JSON.parse(readFileSync(join(folder, `${digit}.json`), "utf8")) as { data: number[] }).data,

@@ -64,12 +64,13 @@ function tensorMatches(spec: TensorSpec, t: TensorInstance): boolean {
 /** "a float32 tensor of shape [n, 784]" */
 function tensorWords(spec: TensorSpec): string {
   const shape = Array.isArray(spec.shape) ? ` of shape [${spec.shape.map((size) => (size === -1 ? "n" : size)).join(", ")}]` : "";
-  return `a ${spec.dtype ?? ""}${spec.dtype ? " " : ""}tensor${shape}`;
+  const kind = spec.dtype ? `${spec.dtype} tensor` : "tensor";
+  return `${/^[aeiou]/.test(kind) ? "an" : "a"} ${kind}${shape}`;
 }
 
 /** What a value is, for a message: "a float64 tensor of shape [2, 700]", or its JSON. */
 function gotWords(value: Instance): string {
-  if (value instanceof TensorInstance) return `${value.dtype} tensor of shape [${value.shape.join(", ")}]`;
+  if (value instanceof TensorInstance) return tensorWords({ dtype: value.dtype, shape: [...value.shape] });
   return cut(JSON.stringify(value) ?? String(value));
 }
 
