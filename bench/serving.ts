@@ -33,10 +33,11 @@ import {
 } from "../gen/plinth/v1/engine_service_pb.ts";
 import { checkout } from "./checkout.ts";
 import { bytes, type PlinthProcess, root, startPlinth, throughput, unary } from "./grpc-calls.ts";
+import { mnistFigures, onnxFigures } from "./real-models.ts";
 import { printTable } from "./report.ts";
 
 const quick = process.argv.includes("--quick");
-/** `--only a,b`: just these figures (large, busy, batching, loads, rss). */
+/** `--only a,b`: just these figures (large, busy, batching, loads, rss, mnist, onnx). */
 const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1]!.split(",") : undefined;
 const wanted = (figure: string) => !only || only.includes(figure);
 const before = process.argv.includes("--before") ? process.argv[process.argv.indexOf("--before") + 1] : undefined;
@@ -262,6 +263,9 @@ for (let round = 0; round < rounds; round++) {
         `≤ ${(alone.single + 6).toFixed(1)} ms`,
       ]);
     }
+    // The real models run on this checkout only: the code before has neither plugin.
+    if (v.dir === root && wanted("mnist")) rows.push(...(await mnistFigures(quick)).map(([what, ...rest]) => [`${what} (${tag})`, ...rest]));
+    if (v.dir === root && wanted("onnx")) rows.push(...(await onnxFigures(quick)).map(([what, ...rest]) => [`${what} (${tag})`, ...rest]));
     if (wanted("loads")) {
       const f4 = await loadsPerThousand(v.dir, v.resident(256));
       rows.push([`deserializations over ${f4.count} predicts, one model (${tag})`, String(f4.total), `${f4.children} children`, "≤ children"]);

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { defineDataAccess, defineModel, definePlugin, isTensor, PluginError, Tensor } from "../../sdk/mod.ts";
 import { digits, PIXELS, TOTAL } from "./digits.ts";
 import { copy, decode, encode, type Network, network, tf } from "./network.ts";
+import { classify } from "./predict.ts";
 
 const images = z
   .union(
@@ -136,28 +137,11 @@ export default definePlugin({
         kwargs: z.object({
           probabilities: z.boolean().default(false).describe("also return each digit's probabilities, float32 [n, 10]"),
         }),
-        run: (_ctx, model, items) => {
-          const rows = items.map(({ args: [x] }) => rowsOf(x));
-          const total = rows.reduce((n, r) => n + r.length / PIXELS, 0);
-          const all = new Float32Array(total * PIXELS);
-          let offset = 0;
-          for (const r of rows) {
-            all.set(r, offset);
-            offset += r.length;
-          }
-          const [probabilities, digits] = tf.tidy(() => {
-            const p = model.model.predict(tf.tensor2d(all, [total, PIXELS])) as tf.Tensor2D;
-            return [p.dataSync() as Float32Array, tf.argMax(p, 1).dataSync() as Int32Array];
-          });
-          let at = 0;
-          return items.map(({ kwargs }, i) => {
-            const n = rows[i]!.length / PIXELS;
-            const mine = new Tensor("int32", [n], digits.slice(at, at + n));
-            const p = kwargs.probabilities ? new Tensor("float32", [n, 10], probabilities.slice(at * 10, (at + n) * 10)) : undefined;
-            at += n;
-            return p ? { digits: mine, probabilities: p } : mine;
-          });
-        },
+        run: (_ctx, model, items) =>
+          classify(
+            model,
+            items.map(({ args: [x], kwargs }) => ({ images: rowsOf(x), probabilities: kwargs.probabilities })),
+          ),
       },
       serialize: encode,
       deserialize: decode,
