@@ -39,7 +39,7 @@ const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
   // reach the thread's modules anyway (node-thread.mjs registers them). But the permission
   // model's flags, when the server set them: a worker without them runs unrestricted.
   execArgv: process.execArgv.filter((flag) =>
-    /^--(experimental-permission|allow-fs-read=|allow-fs-write=|allow-worker|allow-child-process)/.test(flag),
+    /^--(experimental-permission|allow-fs-read=|allow-fs-write=|allow-worker|allow-child-process|allow-addons)/.test(flag),
   ),
   ...(maxMemoryMb ? { resourceLimits: { maxOldGenerationSizeMb: Number(maxMemoryMb) } } : {}),
 });

@@ -25,11 +25,19 @@ export const pluginSchema = z
     runtime: z.enum(["node", "deno"]).default("node"),
     /**
      * What the plugin may touch beyond reading its own code. Deno: read, write, net, env,
-     * run. Node (its permission model): read and write; without this key a Node plugin
-     * has the server user's rights.
+     * run. Node (its permission model): read and write, and addons (native addons, such
+     * as onnxruntime-node: Node's --allow-addons); without this key a Node plugin has the
+     * server user's rights.
      */
     permissions: z
-      .strictObject({ read: list.optional(), write: list.optional(), net: list.optional(), env: list.optional(), run: list.optional() })
+      .strictObject({
+        read: list.optional(),
+        write: list.optional(),
+        net: list.optional(),
+        env: list.optional(),
+        run: list.optional(),
+        addons: z.boolean().optional(),
+      })
       .optional(),
     /** The plugin's memory in MiB (heap and buffers, on top of its runtime's own); a call over it fails with out_of_memory. */
     max_memory_mb: z.number().min(64).optional(),
@@ -52,6 +60,14 @@ export const pluginSchema = z
         code: "custom",
         path: ["resident_mb"],
         message: `must be less than max_memory_mb (${plugin.max_memory_mb}): the instances a child keeps count against its memory; e.g. half of it`,
+      });
+    }
+    // A native addon is code outside Deno's sandbox: Plinth's Deno children get no --allow-ffi.
+    if (plugin.runtime === "deno" && plugin.permissions?.addons !== undefined) {
+      ctx.addIssue({
+        code: "custom",
+        path: ["permissions", "addons"],
+        message: "Node only: a Deno plugin cannot load native addons (Plinth grants Deno no --allow-ffi); remove it, or use runtime: node",
       });
     }
     // What Node 20's permission model cannot enforce is refused, not accepted and ignored.

@@ -19,6 +19,8 @@ export interface DenoPermissions {
   net?: string[] | undefined;
   env?: string[] | undefined;
   run?: string[] | undefined;
+  /** Node only: native addons may load (--allow-addons); the config refuses it for Deno. */
+  addons?: boolean | undefined;
 }
 
 export interface PluginTarget {
@@ -152,7 +154,8 @@ function packageFilesAbove(dir: string): string[] {
  * Node's permission model for a Node plugin that declares `permissions` (Node 20: files
  * only). It reads what a Deno plugin reads by default, plus the package.json files Node
  * consults, and what `read` lists; it writes only what `write` lists. Workers (the plugin
- * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed.
+ * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed;
+ * native addons only with `addons: true`.
  */
 function nodePermissionFlags(target: PluginTarget): string[] {
   const p = target.permissions;
@@ -176,6 +179,7 @@ function nodePermissionFlags(target: PluginTarget): string[] {
     ...withoutLinksLeaving(p.write ?? []).map((path) => `--allow-fs-write=${path}`),
     "--allow-worker",
     "--allow-child-process",
+    ...(p.addons ? ["--allow-addons"] : []),
   ];
 }
 
@@ -188,6 +192,8 @@ export function permissionHint(message: string, target: PluginTarget, base = "")
   const deno = /Requires (read|write|net|env|run) access to "([^"]+)"/.exec(message);
   const node = /restricted: FileSystem(Read|Write) of "([^"]+)"/.exec(message);
   const found = deno ? { kind: deno[1]!, what: deno[2]! } : node ? { kind: node[1]!.toLowerCase(), what: node[2]! } : undefined;
+  // Node's ERR_DLOPEN_DISABLED: a native addon (onnxruntime-node, better-sqlite3…) under the permission model.
+  if (!found && message.includes("loading addons is disabled")) return `${message} (allow it with ${key}.permissions.addons: true)`;
   if (!found) return message;
   // A path through a symlink that leads out of what the plugin may use is denied by its
   // own name: allowing the link would change nothing, allowing where it leads would.
