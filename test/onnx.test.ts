@@ -122,6 +122,12 @@ describe("the onnx plugin, serving the MNIST network from a path it may read", (
         `args[0]: the onnx plugin may not read ${JSON.stringify(elsewhere)}; list its folder in the plugin's config, ` +
         "plugins[i].permissions.read (with plugins[i].permissions.addons: true), or send the file's bytes",
     });
+    // A relative path is the server's working directory's (the children's too); the server
+    // shows paths under its config's folder (here the working directory) relative to it.
+    const relative = await create("models/mnist.onnx");
+    expect(relative.error?.message).toContain(
+      `may not read "models/mnist.onnx" (a relative path is taken from the server's working directory, ${process.cwd()})`,
+    );
   });
 
   it("fails the create of a file that does not load with ONNX Runtime's reason, from a path or as bytes", async () => {

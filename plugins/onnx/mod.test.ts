@@ -148,3 +148,21 @@ test("a path is refused when the plugin has no permissions configured, saying ho
       "plugins[i].permissions.read (with plugins[i].permissions.addons: true), or send the file's bytes",
   });
 });
+
+test("rows of numbers, as JSON carries them, predict as the same tensor would; ragged rows are refused", async () => {
+  const h = testPlugin(plugin);
+  const model = await h.instantiate("onnx.Model", [bytes]);
+  const x = images(2);
+  const rows = [Array.from(x.data.subarray(0, 6)), Array.from(x.data.subarray(6, 12))];
+  const [fromRows, fromTensor, ragged] = await h.predictBatch(model, [
+    { args: [rows] },
+    { args: [x] },
+    { args: [{ images: [[1, 2, 3, 4, 5, 6], [1]] }] },
+  ]);
+  const p = (o: typeof fromRows) => ((o as { prediction: { probabilities: Tensor } }).prediction.probabilities.data as Float32Array).join();
+  assert.equal(p(fromRows), p(fromTensor));
+  assert.equal(
+    (ragged as { error: Error }).error.message,
+    "args[0].images: rows must be arrays of one length each, down to numbers (the input is float32)",
+  );
+});

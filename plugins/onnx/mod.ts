@@ -117,9 +117,52 @@ const port = z.object({
 });
 
 const tensor = z.custom<Tensor>((v) => v instanceof Tensor, "must be a tensor");
+/** Nested rows of numbers (or booleans), as JSON carries them: made a tensor of the input's dtype. */
+const rows = z.array(z.unknown());
 const feeds = z
-  .union([tensor, z.record(z.string(), tensor)], { error: "must be a tensor (a model of one input), or a map of input name to tensor" })
-  .describe("the model's inputs: a tensor for a model of one input, or {input name: tensor}; the model's state lists them");
+  .union([tensor, rows, z.record(z.string(), z.union([tensor, rows]))], {
+    error: "must be a tensor or rows of numbers (a model of one input), or a map of input name to either",
+  })
+  .describe(
+    "the model's inputs: a tensor (or rows of numbers, as JSON) for a model of one input, or {input name: tensor or rows}; the model's state lists them",
+  );
+
+type Given = Tensor | unknown[];
+
+const ARRAYS = {
+  float32: Float32Array,
+  float64: Float64Array,
+  int8: Int8Array,
+  int16: Int16Array,
+  int32: Int32Array,
+  uint8: Uint8Array,
+  uint16: Uint16Array,
+  uint32: Uint32Array,
+  bool: Uint8Array,
+} as const;
+
+/** Rows of numbers as a tensor of `dtype`, or an invalid_argument saying what they must be. */
+function fromRows(dtype: DType, value: unknown[], at: string): Tensor {
+  const shape: number[] = [];
+  for (let v: unknown = value; Array.isArray(v); v = v[0]) shape.push(v.length);
+  const flat: unknown[] = [];
+  const walk = (v: unknown, depth: number): boolean => {
+    if (depth < shape.length) return Array.isArray(v) && v.length === shape[depth] && v.every((x) => walk(x, depth + 1));
+    flat.push(v);
+    return typeof v === "number" || typeof v === "boolean";
+  };
+  const integers = dtype !== "float32" && dtype !== "float64";
+  if (!walk(value, 0) || (integers && !flat.every((x) => typeof x === "boolean" || Number.isInteger(x)))) {
+    throw new PluginError(
+      "invalid_argument",
+      `${at}: rows must be arrays of one length each, down to ${integers ? "integers" : "numbers"} (the input is ${dtype})`,
+    );
+  }
+  const numbers = flat.map(Number);
+  if (dtype === "int64") return new Tensor(dtype, shape, BigInt64Array.from(numbers, BigInt));
+  if (dtype === "uint64") return new Tensor(dtype, shape, BigUint64Array.from(numbers, BigInt));
+  return new Tensor(dtype, shape, ARRAYS[dtype].from(numbers) as never);
+}
 
 /** What one predict asks for, checked against the model. */
 interface Request {
@@ -128,26 +171,30 @@ interface Request {
 }
 
 /** The item's feeds and outputs, or an invalid_argument naming what the model takes. */
-function request(model: OnnxModel, value: Tensor | Record<string, Tensor>, wanted: string[] | undefined): Request {
+function request(model: OnnxModel, value: Given | Record<string, Given>, wanted: string[] | undefined): Request {
   const takes = `the model takes ${listing(model.inputs)}`;
-  let given: Record<string, Tensor>;
-  if (value instanceof Tensor) {
-    if (model.inputs.length !== 1) throw new PluginError("invalid_argument", `args[0]: a tensor alone, but ${takes}: send {name: tensor}`);
+  const alone = value instanceof Tensor || Array.isArray(value);
+  let given: Record<string, Given>;
+  if (alone) {
+    if (model.inputs.length !== 1) throw new PluginError("invalid_argument", `args[0]: one input alone, but ${takes}: send {name: tensor}`);
     given = { [model.inputs[0]!.name]: value };
   } else given = value;
+  const converted: Record<string, Tensor> = {};
   for (const name of Object.keys(given)) {
     if (!model.inputs.some((p) => p.name === name)) throw new PluginError("invalid_argument", `args[0]: no input ${JSON.stringify(name)}; ${takes}`);
   }
   for (const p of model.inputs) {
-    const t = given[p.name];
-    const at = value instanceof Tensor ? "args[0]" : `args[0].${p.name}`;
-    if (!t) throw new PluginError("invalid_argument", `args[0]: input ${JSON.stringify(p.name)} is missing; ${takes}`);
+    const at = alone ? "args[0]" : `args[0].${p.name}`;
+    if (!given[p.name]) throw new PluginError("invalid_argument", `args[0]: input ${JSON.stringify(p.name)} is missing; ${takes}`);
     if (!p.tensor || !isDType(p.dtype)) {
       throw new PluginError(
         "invalid_argument",
         `${at}: input ${describe(p)} is of a type Plinth tensors do not carry; this model cannot be served here`,
       );
     }
+    const g = given[p.name]!;
+    const t = g instanceof Tensor ? g : fromRows(p.dtype, g, at);
+    converted[p.name] = t;
     const fits =
       t.dtype === p.dtype && (p.shape.length === 0 || (t.shape.length === p.shape.length && p.shape.every((d, i) => free(d) || d === t.shape[i])));
     if (!fits)
@@ -164,7 +211,7 @@ function request(model: OnnxModel, value: Tensor | Record<string, Tensor>, wante
       throw new PluginError("invalid_argument", `kwargs.outputs: output ${describe(p)} is of a type Plinth tensors do not carry; ask for the others`);
     }
   }
-  return { feeds: given, outputs };
+  return { feeds: converted, outputs };
 }
 
 const ortTensor = (t: Tensor) => new ort.Tensor(t.dtype, t.data, [...t.shape]);
@@ -244,7 +291,7 @@ function stackKey(model: OnnxModel, r: Request): string | undefined {
   return JSON.stringify(model.inputs.map((p) => r.feeds[p.name]!.shape.slice(1)));
 }
 
-type Item = BatchItem<[Tensor | Record<string, Tensor>], { outputs?: string[] | undefined }>;
+type Item = BatchItem<[Given | Record<string, Given>], { outputs?: string[] | undefined }>;
 
 async function predictBatch(model: OnnxModel, items: Item[]): Promise<(PluginValue | Error)[]> {
   const results: (PluginValue | Error)[] = new Array(items.length);
