@@ -25,6 +25,9 @@ import {
 import { digits } from "../plugins/mnist/digits.ts";
 import { decode } from "../plugins/mnist/network.ts";
 import { classify } from "../plugins/mnist/predict.ts";
+import onnx from "../plugins/onnx/mod.ts";
+import { buildMnistOnnx } from "../scripts/build-onnx.ts";
+import { type BatchItem, type PluginValue, Tensor } from "../sdk/mod.ts";
 import { bytes, type PlinthProcess, startPlinth, throughput, unary } from "./grpc-calls.ts";
 import { percentile, rssMiB } from "./report.ts";
 
@@ -249,7 +252,101 @@ export async function mnistFigures(quick: boolean): Promise<Row[]> {
   }
 }
 
-/** ONNX: filled in with plugins/onnx. */
-export async function onnxFigures(_quick: boolean): Promise<Row[]> {
-  return [];
+type BatchRun = (ctx: unknown, instance: unknown, items: BatchItem[]) => Promise<(PluginValue | Error)[]>;
+
+/** ONNX (the MNIST network as a graph): batched against unbatched, the floor, 20 MB against 100 kB, the children's RSS. */
+export async function onnxFigures(quick: boolean): Promise<Row[]> {
+  const held = digits(8000, 256);
+  const image = (i: number) => tensor(DType.FLOAT32, [1, 784], held.images.subarray(i * 784, (i + 1) * 784));
+  const [mlp, large, small] = [
+    await buildMnistOnnx({ hidden: 128, epochs: 0 }),
+    await buildMnistOnnx({ hidden: 6400, epochs: 0 }),
+    await buildMnistOnnx({ hidden: 32, epochs: 0 }),
+  ];
+  const file = (bytes: Uint8Array) => [create(ArgSchema, { kind: { case: "bytes", value: bytes } })];
+  const p = await startPlinth("bench/plugins/onnx-twins.ts", {
+    backend: "memory",
+    engine: { max_children: 2, min_idle_workers: 2, max_queue: 10000 },
+  });
+  try {
+    const idle = childRss(p);
+    const [batchedId, singleId] = [
+      await createWith(p, "onnx.Model", {}, file(mlp.bytes)),
+      await createWith(p, "onnx.Unbatched", {}, file(mlp.bytes)),
+    ];
+    const bodies = (id: string) => Array.from({ length: 256 }, (_, i) => bytes(PredictRequestSchema, { modelId: id, args: [image(i)], wait: true }));
+    const [batchedBodies, singleBodies] = [bodies(batchedId), bodies(singleId)];
+    const ms = quick ? 3000 : 8000;
+    await serve(p, batchedBodies, 64, 1000);
+    await serve(p, singleBodies, 64, 1000);
+    const batched = await serve(p, batchedBodies, 64, ms);
+    const unbatched = await serve(p, singleBodies, 64, ms);
+
+    // 20 MB against 100 kB, one image at a time, called in turn once both children hold both.
+    const [largeId, smallId] = [await createWith(p, "onnx.Model", {}, file(large.bytes)), await createWith(p, "onnx.Model", {}, file(small.bytes))];
+    const one = (id: string) => bytes(PredictRequestSchema, { modelId: id, args: [image(0)], wait: true });
+    const warm = { large: one(largeId), small: one(smallId) };
+    for (let i = 0; i < 4; i++)
+      await Promise.all([predictAction(p, warm.large), predictAction(p, warm.small), predictAction(p, warm.large), predictAction(p, warm.small)]);
+    const times = { large: [] as number[], small: [] as number[] };
+    for (let i = 0; i < (quick ? 40 : 150); i++) {
+      for (const name of ["large", "small"] as const) {
+        const start = performance.now();
+        await predictAction(p, warm[name]);
+        times[name].push(performance.now() - start);
+      }
+    }
+    const p50 = (t: number[]) =>
+      percentile(
+        t.sort((a, b) => a - b),
+        50,
+      );
+    const resident = childRss(p);
+
+    // In-process: the plugin's own predict on the batch sizes the engine formed, and each model's own run.
+    const type = onnx.models!["onnx.Model"]!;
+    const run = (type.predict as unknown as { run: BatchRun }).run;
+    const ctx = { signal: new AbortController().signal };
+    const items = (n: number) =>
+      Array.from({ length: n }, (_, i) => ({
+        args: [new Tensor("float32", [1, 784], held.images.slice(i * 784, (i + 1) * 784))],
+        kwargs: {},
+      })) as unknown as BatchItem[];
+    const rate = async (instance: unknown, n: number) => {
+      const batch = items(n);
+      for (let i = 0; i < 5; i++) await run(ctx, instance, batch);
+      let calls = 0;
+      const start = performance.now();
+      while (performance.now() - start < (quick ? 1000 : 3000)) {
+        await run(ctx, instance, batch);
+        calls++;
+      }
+      return (calls * n) / ((performance.now() - start) / 1000);
+    };
+    const instance = await type.deserialize!(mlp.bytes);
+    const size = Math.max(1, Math.round(batched.batch));
+    const floor = { batched: await rate(instance, size), single: await rate(instance, 1) };
+    const own = {
+      large: 1000 / (await rate(await type.deserialize!(large.bytes), 1)),
+      small: 1000 / (await rate(await type.deserialize!(small.bytes), 1)),
+    };
+    const ratio = p50(times.large) / p50(times.small);
+    return [
+      ...servedRows("ONNX Runtime, the 784-128-10 graph, 2 children", batched, unbatched, floor),
+      [
+        `ONNX: warm predict p50 at 1 in flight, ${(large.bytes.byteLength / 1e6).toFixed(1)} MB model (784-6400-10)`,
+        `${p50(times.large).toFixed(2)} ms`,
+        `${(small.bytes.byteLength / 1e3).toFixed(0)} kB model (784-32-10) ${p50(times.small).toFixed(2)} ms; their own run in-process ${own.large.toFixed(2)} and ${own.small.toFixed(2)} ms`,
+        `≤ 1.2×: ${ratio.toFixed(2)}× (${(p50(times.large) - own.large - (p50(times.small) - own.small)).toFixed(2)} ms apart beyond their own run)`,
+      ],
+      [
+        "ONNX: largest child RSS, 20.4 MB + 0.4 MB + 0.1 MB models resident",
+        `${resident.toFixed(0)} MiB`,
+        `a child before any model ${idle.toFixed(0)} MiB`,
+        "—",
+      ],
+    ];
+  } finally {
+    await p.stop();
+  }
 }

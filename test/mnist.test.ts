@@ -1,7 +1,7 @@
 /**
  * A real network served: the MNIST plugin (TensorFlow.js) trained and predicting through
  * the server on Node and on Deno, its bad images refused before a child runs, and its own
- * node:test file passing under both runtimes' test runners.
+ * node:test file passing under both runtimes' test runners (and the ONNX plugin's under Node's).
  */
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
@@ -104,11 +104,11 @@ for (const runtime of ["node", "deno"] as const) {
   });
 }
 
-describe("the MNIST plugin's own tests", () => {
+describe("the real-model plugins' own tests", () => {
   const env = { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}/node_modules/.cache/deno` };
-  it("pass under node:test and deno test", async () => {
-    const node = await run(process.execPath, ["--import", "tsx", "--test", "plugins/mnist/mod.test.ts"], { cwd: root, env });
-    expect(node.stdout).toMatch(/# pass 2\n# fail 0/);
+  it("pass under node:test (MNIST and ONNX) and deno test (MNIST: ONNX Runtime is a Node addon)", async () => {
+    const node = await run(process.execPath, ["--import", "tsx", "--test", "plugins/mnist/mod.test.ts", "plugins/onnx/mod.test.ts"], { cwd: root, env });
+    expect(node.stdout).toMatch(/# pass 8\n# fail 0/);
     const deno = await run(denoBinary(), ["test", "--allow-read", "--allow-env", "plugins/mnist/mod.test.ts"], { cwd: root, env });
     expect(deno.stdout).toMatch(/ok \| 2 passed \| 0 failed/);
   });
