@@ -10,8 +10,8 @@
  * trained, the accuracy on the held-out digits [8000, 10000).
  * @module
  */
-import { writeFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { digits, PIXELS, TOTAL } from "../plugins/mnist/digits.ts";
@@ -80,6 +80,7 @@ async function main() {
     seed: int("seed", 0, 2 ** 31, 1),
   };
   const { bytes, network } = await buildMnistOnnx(options);
+  mkdirSync(dirname(resolve(out)), { recursive: true });
   writeFileSync(out, bytes);
   const accuracy = options.epochs > 0 ? `, held-out accuracy ${heldOutAccuracy(network).toFixed(4)} on digits [8000, 10000)` : " (initial weights)";
   console.log(`${resolve(out)}: ${bytes.byteLength} bytes, 784-${options.hidden}-10${accuracy}`);

@@ -67,8 +67,9 @@ function describeIssue(issue: z.core.$ZodIssue, input: unknown, flags: FromFlags
 }
 
 /**
- * Validates a parsed config; plugin module paths and backend.path resolve against
- * baseDir, the default database path against the working directory.
+ * Validates a parsed config; plugin module paths, their permissions' paths and
+ * backend.path resolve against baseDir, the default database path against the working
+ * directory.
  */
 export function parseConfig(input: unknown, baseDir: string, flags: FromFlags = new Map()): ResolvedConfig {
   const parsed = configSchema.safeParse(input ?? {});
@@ -79,6 +80,7 @@ export function parseConfig(input: unknown, baseDir: string, flags: FromFlags = 
   const plugins = (config.plugins ?? examplePlugins.map((p) => ({ ...p, module: resolve(root, p.module), watch: false }))).map((p, i) => ({
     ...p,
     module: resolveModule(p.module, baseDir, i),
+    ...("permissions" in p && p.permissions ? { permissions: resolvePermissionPaths(p.permissions, baseDir) } : {}),
   }));
   const path = config.backend.path ? resolve(baseDir, config.backend.path) : resolve(DEFAULT_DB_PATH);
   const { auth, tls, ...server } = config.server;
@@ -92,6 +94,16 @@ export function parseConfig(input: unknown, baseDir: string, flags: FromFlags = 
     plugins,
     backend: { ...config.backend, path },
     base: resolve(baseDir),
+  };
+}
+
+/** The folders a plugin may read and write, relative to the config's folder as its module is. */
+function resolvePermissionPaths<P extends { read?: string[] | undefined; write?: string[] | undefined }>(permissions: P, baseDir: string): P {
+  const paths = (list: string[] | undefined) => list?.map((path) => resolve(baseDir, path));
+  return {
+    ...permissions,
+    ...(permissions.read ? { read: paths(permissions.read) } : {}),
+    ...(permissions.write ? { write: paths(permissions.write) } : {}),
   };
 }
 
