@@ -39,6 +39,11 @@ describe("config", () => {
     expect(config.plugins).toEqual([{ module: "/etc/plinth/p/mod.ts", runtime: "deno", permissions: { net: ["api.example.com"] }, watch: false }]);
   });
 
+  it("resolves the folders a plugin may read and write against the config file's folder too", () => {
+    const config = parse({ plugins: [{ module: "p/mod.ts", permissions: { read: ["../data/models", "/srv/x"], write: ["scratch"], addons: true } }] });
+    expect(config.plugins[0]!.permissions).toEqual({ read: ["/etc/data/models", "/srv/x"], write: ["/etc/plinth/scratch"], addons: true });
+  });
+
   it("plugins[].resident_mb is 256 by default, half of max_memory_mb when that is set, 0 for none, and goes to the child in bytes", () => {
     const budget = (plugin: Record<string, unknown>) => residentMb(parse({ plugins: [{ module: "a.ts", ...plugin }] }).plugins[0]!);
     expect([budget({}), budget({ max_memory_mb: 300 }), budget({ resident_mb: 0 }), budget({ max_memory_mb: 300, resident_mb: 100 })]).toEqual([
