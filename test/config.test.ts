@@ -40,7 +40,9 @@ describe("config", () => {
   });
 
   it("resolves the folders a plugin may read and write against the config file's folder too", () => {
-    const config = parse({ plugins: [{ module: "p/mod.ts", permissions: { read: ["../data/models", "/srv/x"], write: ["scratch"], addons: true } }] });
+    const config = parse({
+      plugins: [{ module: "p/mod.ts", permissions: { read: ["../data/models", "/srv/x"], write: ["scratch"], addons: true } }],
+    });
     expect(config.plugins[0]!.permissions).toEqual({ read: ["/etc/data/models", "/srv/x"], write: ["/etc/plinth/scratch"], addons: true });
   });
 

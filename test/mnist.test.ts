@@ -107,7 +107,10 @@ for (const runtime of ["node", "deno"] as const) {
 describe("the real-model plugins' own tests", () => {
   const env = { ...process.env, NO_COLOR: "1", DENO_DIR: `${root}/node_modules/.cache/deno` };
   it("pass under node:test (MNIST and ONNX) and deno test (MNIST: ONNX Runtime is a Node addon)", async () => {
-    const node = await run(process.execPath, ["--import", "tsx", "--test", "plugins/mnist/mod.test.ts", "plugins/onnx/mod.test.ts"], { cwd: root, env });
+    const node = await run(process.execPath, ["--import", "tsx", "--test", "plugins/mnist/mod.test.ts", "plugins/onnx/mod.test.ts"], {
+      cwd: root,
+      env,
+    });
     expect(node.stdout).toMatch(/# pass 8\n# fail 0/);
     const deno = await run(denoBinary(), ["test", "--allow-read", "--allow-env", "plugins/mnist/mod.test.ts"], { cwd: root, env });
     expect(deno.stdout).toMatch(/ok \| 2 passed \| 0 failed/);
