@@ -26,14 +26,18 @@ const has = (modules: string) => spawnSync(python3, ["-c", `import ${modules}`],
 interface Setup {
   protobuf: string;
   venv: string[];
-  pip: string[];
+  /** The pip that installs: the virtualenv's own, or (with "--without-pip") this python3's, told the virtualenv's python. */
+  pip: (venv: string) => string[];
+  args: string[];
 }
 
+// As the README says to.
 const debian: Setup = {
   protobuf: "from Debian",
   venv: ["--system-site-packages"],
+  pip: (venv) => [join(venv, "bin/pip")],
   // Offline: setuptools and wheel from Debian rather than from an index.
-  pip: ["--no-index", "--no-build-isolation", client],
+  args: ["--no-index", "--no-build-isolation", client],
 };
 const debianMissing = has("ensurepip, grpc, google.protobuf")
   ? ""
@@ -46,11 +50,15 @@ const pipLocal = (() => {
   const [first, ...more] = config.match(/file:\/\/[^\s']+/g) ?? [];
   return first ? ["--isolated", "--index-url", first, ...more.flatMap((url) => ["--extra-index-url", url])] : undefined;
 })();
+const offers = new Map<string, string[]>();
 /** The versions of a package on those indexes. */
 function offered(name: string): string[] {
   if (!pipLocal) return [];
-  const out = spawnSync(python3, ["-m", "pip", "index", "versions", ...pipLocal, name], { env, encoding: "utf8" }).stdout ?? "";
-  return /Available versions: (.+)/.exec(out)?.[1]?.split(", ") ?? [];
+  if (!offers.has(name)) {
+    const out = spawnSync(python3, ["-m", "pip", "index", "versions", ...pipLocal, name], { env, encoding: "utf8" }).stdout ?? "";
+    offers.set(name, /Available versions: (.+)/.exec(out)?.[1]?.split(", ") ?? []);
+  }
+  return offers.get(name)!;
 }
 const range = /"protobuf>=(\d+)\.(\d+)(?:,<(\d+))?"/.exec(readFileSync(join(client, "pyproject.toml"), "utf8"))!;
 const [least, leastMinor, below] = [Number(range[1]), Number(range[2]), Number(range[3] ?? Number.POSITIVE_INFINITY)];
@@ -74,7 +82,13 @@ const fromIndex: Setup[] = (() => {
     console.log(`skipping the Python client with pip's own protobuf: ${why}`);
     return [];
   }
-  return protobufs.map((v) => ({ protobuf: v, venv: [], pip: [...pipLocal, `${client}[numpy]`, `protobuf==${v}`] }));
+  // No pip of its own in the virtualenv (ensurepip takes seconds): this python3's pip installs into it.
+  return protobufs.map((v) => ({
+    protobuf: v,
+    venv: ["--without-pip"],
+    pip: (venv: string) => [python3, "-m", "pip", "--python", join(venv, "bin/python")],
+    args: [...pipLocal, `${client}[numpy]`, `protobuf==${v}`],
+  }));
 })();
 
 const readme = readFileSync(join(root, "README.md"), "utf8");
@@ -111,7 +125,8 @@ function suite(setup: Setup): void {
   beforeAll(async () => {
     const venv = join(tempDir(), "venv");
     await run(python3, ["-m", "venv", ...setup.venv, venv], { env });
-    await run(join(venv, "bin/pip"), ["install", "--no-cache-dir", "--no-compile", "--disable-pip-version-check", ...setup.pip], { env });
+    const [pip, ...pipArgs] = setup.pip(venv);
+    await run(pip!, [...pipArgs, "install", "--no-cache-dir", "--no-compile", "--disable-pip-version-check", ...setup.args], { env });
     venvPython = join(venv, "bin/python");
   }, 300_000);
 
