@@ -47,7 +47,16 @@ afterEach(async () => {
 /** A server process on the backend given; `stopAfter`: it stops itself once it has committed that revision of a model. */
 async function server(backend: string[], stopAfter?: bigint) {
   const config = writeConfig(
-    ["backend:", ...backend.map((line) => `  ${line}`), "engine:", "  sigterm_timeout: 1", "plugins:", `  - module: ${systest}`].join("\n"),
+    [
+      "backend:",
+      ...backend.map((line) => `  ${line}`),
+      "engine:",
+      "  sigterm_timeout: 1",
+      // No spare child started ahead of a call: the servers that only read would start one for nothing.
+      "  min_idle_workers: 0",
+      "plugins:",
+      `  - module: ${systest}`,
+    ].join("\n"),
   );
   const env = { ...process.env, ...(stopAfter ? { PLINTH_TEST_STOP_AFTER_REVISION: String(stopAfter) } : {}) };
   const p = startProcess(["--config", config, "--address", "127.0.0.1:0"], { env });
