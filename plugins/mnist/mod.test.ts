@@ -1,11 +1,13 @@
 // The MNIST plugin in-process, as its author tests it: `node --import tsx --test
 // plugins/mnist/mod.test.ts`, or `npx deno test --allow-read --allow-env plugins/mnist/mod.test.ts`.
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { test } from "node:test";
 import type { Tensor } from "../../sdk/mod.ts";
 import { Tensor as T } from "../../sdk/mod.ts";
 import { testPlugin } from "../../sdk/testing.ts";
 import plugin from "./mod.ts";
+import { decode } from "./network.ts";
 
 type Digits = { images: Tensor<"float32">; labels: Tensor<"int32"> };
 
@@ -67,4 +69,15 @@ test("refuses images of the wrong shape or dtype and mismatched labels, each pre
     code: "invalid_argument",
     message: "kwargs: start + count must be at most 10000 (got 9990 + 20)",
   });
+});
+
+test("an instance's bytes read back the same from a Node Buffer at any offset (whose slice() is a view)", async () => {
+  const h = testPlugin(plugin);
+  const model = await h.instantiate("mnist.MLP", [], { hidden: [8] });
+  const pooled = Buffer.concat([Buffer.from([1, 2, 3]), Buffer.from(model.instance), Buffer.from([4, 5])]).subarray(3, 3 + model.instance.byteLength);
+  const [a, b] = [decode(model.instance), decode(pooled)];
+  assert.deepEqual(
+    a.model.getWeights().map((w) => Array.from(w.dataSync())),
+    b.model.getWeights().map((w) => Array.from(w.dataSync())),
+  );
 });

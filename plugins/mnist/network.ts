@@ -94,8 +94,8 @@ export function decode(bytes: Uint8Array): Network {
   const length = new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
   const { shapes, ...spec } = JSON.parse(new TextDecoder().decode(bytes.subarray(4, 4 + length))) as Header;
   const start = 4 + length + ((4 - (length % 4)) % 4);
-  // A copy: the frame's bytes may sit at any offset, and tf keeps what it is given.
-  const floats = new Float32Array(bytes.slice(start).buffer);
+  // A copy, aligned (not slice(): on a Node Buffer that is a view of its whole pool).
+  const floats = new Float32Array(new Uint8Array(bytes.subarray(start)).buffer);
   let at = 0;
   const weights = shapes.map((shape) => {
     const size = shape.reduce((a, b) => a * b, 1);
