@@ -127,10 +127,18 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     return engine;
   };
 
+  // Aborted by kill(): a second signal cuts the drain short.
+  const hurry = new AbortController();
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {
       grpc?.setServing(false);
+      // Draining: new actions refused, reads and waits answered, what runs here goes on.
+      const graceMs = config.engine.stop_grace_seconds * 1000;
+      if (engine && graceMs > 0) {
+        logger.info({ graceSeconds: config.engine.stop_grace_seconds }, "draining: new actions refused; what runs here may finish");
+        await engine.drain(graceMs, hurry.signal);
+      }
       refusing = true;
       watcher?.close();
       processes.drain();
@@ -243,7 +251,10 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     engine,
     processes,
     close,
-    kill: () => processes.kill(),
+    kill: () => {
+      hurry.abort();
+      processes.kill();
+    },
     reloadTls: async () => {
       await http?.reloadTls();
       return served.reloadTls();

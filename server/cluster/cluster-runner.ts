@@ -57,6 +57,8 @@ export class ClusterRunner implements Runner {
   readonly #closing = new AbortController();
   #claiming = false;
   #claimAgain = false;
+  /** Set once the server drains: it claims nothing more; the others take the queue. */
+  #draining = false;
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Ended here, their end not yet taken by the database. */
@@ -232,6 +234,11 @@ export class ClusterRunner implements Runner {
     return this.#cluster.servers();
   }
 
+  drain(): Promise<void> {
+    this.#draining = true;
+    return this.#runs.idle();
+  }
+
   /** Stops what runs here; the actions still queued stay queued: the other servers run them. */
   async close(): Promise<void> {
     this.#closing.abort();
@@ -325,7 +332,7 @@ export class ClusterRunner implements Runner {
       let full = false;
       for (const { modelTypes, perChild } of this.#claimGroups()) {
         const free = Math.floor(this.#free() * perChild + 1e-9);
-        if (this.#closing.signal.aborted) return;
+        if (this.#closing.signal.aborted || this.#draining) return;
         if (free <= 0 || modelTypes.length === 0) continue;
         let claimed: ClaimedAction[];
         try {

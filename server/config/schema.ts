@@ -159,6 +159,11 @@ export const configSchema = z.strictObject({
       max_children: positiveInt.default(4),
       /** Seconds between SIGTERM and SIGKILL when a running call is cancelled. */
       sigterm_timeout: seconds.default(5),
+      /**
+       * Seconds a stopping server (SIGTERM, SIGINT) lets the actions queued and running on it
+       * finish, refusing new ones, before it cancels what is left; 0: cancel at once.
+       */
+      stop_grace_seconds: z.number().nonnegative().default(0),
       /** Seconds between two reconciliations of the child count with the operating system. */
       check_children_period: seconds.default(1),
       /** Keep a child that answered cleanly for the next call of its plugin module. */

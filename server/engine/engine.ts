@@ -94,6 +94,10 @@ export class Engine {
   readonly #watchers: Watchers;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
   #closing = false;
+  /** Aborted once the server has stopped what runs here: the waits still open end. */
+  readonly #stopped = new AbortController();
+  /** Set while the server drains: new actions are refused, what runs goes on. */
+  #draining: { graceSeconds: number } | undefined;
 
   private constructor(parts: EngineParts) {
     this.#o = parts;
@@ -237,7 +241,9 @@ export class Engine {
   /** The action once it has ended; rejects with the signal's reason if that comes first. */
   async waitAction(actionId: string, view: ActionView, signal?: AbortSignal): Promise<Action> {
     requireId("action_id", actionId);
-    const ended = await this.#runner.wait(actionId, signal);
+    // A wait on an action that outlives this server (it runs elsewhere in a cluster) ends
+    // when the server stops, saying where to wait instead.
+    const ended = await this.#runner.wait(actionId, signal ? AbortSignal.any([signal, this.#stopped.signal]) : this.#stopped.signal);
     return ended ? reads.handOut(this.#readers, ended, view || ActionView.RESULT) : this.getAction(actionId, view);
   }
 
@@ -277,6 +283,29 @@ export class Engine {
   }
 
   /**
+   * Refuses new actions (UNAVAILABLE: a client sends them to another server), takes no
+   * more from a cluster's queue, and resolves once nothing queued or running here is
+   * left, or after `graceMs`, or once `hurry` aborts — whichever comes first. Reads,
+   * waits and watches go on meanwhile. close() then stops what is left.
+   */
+  async drain(graceMs: number, hurry?: AbortSignal): Promise<void> {
+    this.#draining = { graceSeconds: graceMs / 1000 };
+    if (graceMs <= 0 || hurry?.aborted) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let onHurry: (() => void) | undefined;
+    await Promise.race([
+      this.#runner.drain(),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, graceMs);
+        onHurry = resolve;
+        hurry?.addEventListener("abort", onHurry, { once: true });
+      }),
+    ]);
+    clearTimeout(timer);
+    if (onHurry) hurry?.removeEventListener("abort", onHurry);
+  }
+
+  /**
    * Refuses new actions, stops the running ones and waits for them to end; then ends the
    * streams, whose watchers have seen those last updates.
    */
@@ -284,6 +313,7 @@ export class Engine {
     this.#closing = true;
     for (const timer of this.#timers) clearInterval(timer);
     await this.#runner.close();
+    this.#stopped.abort(new PlinthError("unavailable", "the server stopped while waiting; the action goes on: wait for it on another server"));
     this.#watchers.close();
   }
 
@@ -324,6 +354,12 @@ export class Engine {
 
   #refuseIfClosing(): void {
     if (this.#closing) throw new PlinthError("shutting_down", "the server is shutting down; retry on another instance");
+    if (this.#draining) {
+      throw new PlinthError(
+        "unavailable",
+        `the server is draining: it finishes what it runs (within engine.stop_grace_seconds, ${this.#draining.graceSeconds} s) and stops; send new calls to another server`,
+      );
+    }
   }
 
   /** A model type some plugin declares: this server's, or another server's of the engine. */

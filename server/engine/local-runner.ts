@@ -114,6 +114,10 @@ export class LocalRunner implements Runner {
     return [];
   }
 
+  drain(): Promise<void> {
+    return this.#runs.idle();
+  }
+
   async close(): Promise<void> {
     this.#closing.abort();
     await this.#runs.cancelAll(new CancelReason("shutdown", "the server is shutting down"));

@@ -66,6 +66,11 @@ export interface Runner {
   /** The model types and data-access functions some server of the engine declares, beyond this one's. */
   declared(): Promise<{ modelTypes: string[]; dataAccess: string[] }>;
   servers(): Promise<ServerInfo[]>;
+  /**
+   * Takes no more work from a shared queue (the other servers of a cluster take it) and
+   * resolves once nothing is queued or running here.
+   */
+  drain(): Promise<void>;
   /** Stops every action running here and waits for their ends. */
   close(): Promise<void>;
 }

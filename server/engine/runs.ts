@@ -22,6 +22,8 @@ interface Entry extends Running {
 export class Runs {
   readonly #table: LiveTable;
   readonly #entries = new Map<string, Entry>();
+  /** Resolved, each, once no action is entered here any more. */
+  #idleWaiters: (() => void)[] = [];
 
   constructor(table: LiveTable) {
     this.#table = table;
@@ -52,11 +54,23 @@ export class Runs {
     return entry;
   }
 
+  /** Resolves once no action is entered here: none queued or running on this server. */
+  idle(): Promise<void> {
+    if (this.#entries.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  #delete(id: string): void {
+    this.#entries.delete(id);
+    if (this.#entries.size > 0) return;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
   /** Leaves an action that did not get to run (the store refused it): its waiters get it as it is. */
   leave(id: string): void {
     const entry = this.#entries.get(id);
     if (!entry) return;
-    this.#entries.delete(id);
+    this.#delete(id);
     clearTimeout(entry.timer);
     const live = this.#table.action(id);
     if (live) entry.end(live);
@@ -79,7 +93,7 @@ export class Runs {
       return outcome;
     } finally {
       clearTimeout(entry.timer);
-      this.#entries.delete(id);
+      this.#delete(id);
       // Ended otherwise (a failure of the run itself): its waiters get it as the table has it.
       const live = this.#table.action(id);
       if (live) entry.end(live);

@@ -125,6 +125,31 @@ describe("ClusterRunner", () => {
     expect(a.calls.pending).toHaveLength(2);
   });
 
+  test("a draining server claims nothing more: what it runs finishes, its queue goes to the others", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const b = await join("b", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const running = await a.engine.predict(m1.id, request());
+    await settle();
+    const busyB = await b.engine.predict(m2.id, request());
+    await settle();
+    expect(a.calls.actionIds).toEqual([running.id]);
+    expect(b.calls.actionIds).toEqual([busyB.id]);
+    // Queued while both are busy; a drains.
+    const queued = await b.engine.predict(m1.id, request());
+    const drained = track(a.engine.drain(60_000));
+    await settle();
+    await expect(a.engine.predict(m2.id, request())).rejects.toMatchObject({ kind: "unavailable" });
+    a.calls.of(running.id).finish({ value: 1 });
+    await settle();
+    // a is free but draining: the queued call waits for b.
+    expect(drained.done).toBe(true);
+    expect(a.calls.actionIds).toEqual([running.id]);
+    b.calls.of(busyB.id).finish({ value: 2 });
+    await settle();
+    expect(b.calls.actionIds).toEqual([busyB.id, queued.id]);
+  });
+
   test("the next call on a model is claimed by no server while one runs on it, and they run in arrival order", async () => {
     // Server a runs the first call; b has children to spare for the next ones.
     const a = await join("a", { maxChildren: 1 });

@@ -310,4 +310,45 @@ describe("LocalRunner", () => {
     await settle();
     expect(calls.actionIds.at(-1)).toBe(fit.id);
   });
+
+  test("drain refuses new actions with UNAVAILABLE and resolves once what was queued and running has ended; waits are answered meanwhile", async () => {
+    const model = await addModel();
+    const running = await engine.fit(model.id, none);
+    const queued = await engine.predict(model.id, none);
+    await settle();
+    const drained = track(engine.drain(60_000));
+    await settle();
+    await expect(engine.predict(model.id, none)).rejects.toMatchObject({
+      kind: "unavailable",
+      message: expect.stringMatching(/^the server is draining/),
+    });
+    const waited = track(engine.waitAction(running.id, ActionView.BASIC));
+    calls.of(running.id).finish({ instance: new Uint8Array([2]) });
+    await settle();
+    expect((waited.value as { status: ActionStatus } | undefined)?.status).toBe(ActionStatus.SUCCEEDED);
+    // The predict queued before the drain runs too; then the drain is over.
+    expect(drained.done).toBe(false);
+    calls.of(queued.id).finish({ value: 1 });
+    await settle();
+    expect(drained.done).toBe(true);
+    expect((await view(queued.id)).status).toBe(ActionStatus.SUCCEEDED);
+  });
+
+  test("drain ends at its grace, or at once when hurried, with what runs still running (close then cancels it)", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, none);
+    await settle();
+    const graced = track(engine.drain(5_000));
+    await vi.advanceTimersByTimeAsync(4_999);
+    expect(graced.done).toBe(false);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(graced.done).toBe(true);
+    const hurry = new AbortController();
+    const hurried = track(engine.drain(60_000, hurry.signal));
+    await settle();
+    hurry.abort();
+    await settle();
+    expect(hurried.done).toBe(true);
+    expect((await view(fit.id)).status).toBe(ActionStatus.EXECUTING);
+  });
 });
