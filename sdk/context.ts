@@ -39,6 +39,13 @@ export interface Context<State = JsonValue> {
    * the function's `state` schema, when it declares one.
    */
   report(state: State): void;
+  /**
+   * Says the call is alive without a state to report, for a long step that reports
+   * nothing (a library's training loop): with the plugin's `heartbeat_timeout` set, a
+   * call that neither reports nor heartbeats for that long is stopped and fails
+   * `stalled`. Cheap to call often: at most a few go out a second.
+   */
+  heartbeat(): void;
   /** Aborted when the action is cancelled (the child got SIGTERM); `aborted` and `throwIfAborted()` see it at once. */
   readonly signal: AbortSignal;
   /** Writes to the action's log tail. */
@@ -82,7 +89,7 @@ export interface CallInfo {
 }
 
 /** Builds a Context on a signal; sleep and checkpoint follow it. @internal */
-export function createContext(fields: Pick<Context, "callId" | "info" | "signal" | "log" | "report">): Context {
+export function createContext(fields: Pick<Context, "callId" | "info" | "signal" | "log" | "report" | "heartbeat">): Context {
   const { signal } = fields;
   return {
     ...fields,

@@ -16,6 +16,8 @@ export interface CallRecord {
   reports: JsonValue[];
   /** Every line written with ctx.log. */
   logs: string[];
+  /** How many times the call said it was alive (ctx.heartbeat). */
+  heartbeats: number;
   /** A batch's items: what each reported (item.report) and logged (item.log), in the order given. */
   items?: { reports: JsonValue[]; logs: string[] }[];
 }
@@ -116,7 +118,7 @@ export function testPlugin(plugin: Plugin): PluginHarness {
   checkPlugin(plugin);
   const calls: CallRecord[] = [];
   const context = (kind: CallKind, target: string, options: CallOptions): { ctx: Context; record: CallRecord } => {
-    const record: CallRecord = { reports: [], logs: [] };
+    const record: CallRecord = { reports: [], logs: [], heartbeats: 0 };
     calls.push(record);
     const ctx: Context = createContext({
       callId: String(calls.length),
@@ -124,6 +126,7 @@ export function testPlugin(plugin: Plugin): PluginHarness {
       signal: options.signal ?? new AbortController().signal,
       log: createLogger((line) => record.logs.push(line)),
       report: (state) => record.reports.push(structuredClone(state)),
+      heartbeat: () => void record.heartbeats++,
     });
     return { ctx, record };
   };

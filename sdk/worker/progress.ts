@@ -49,3 +49,26 @@ export function progressThrottle(intervalMs: number, send: (state: JsonValue) =>
     },
   };
 }
+
+/** Heartbeats sent at most this often: enough for any timeout of a second or more. */
+const HEARTBEAT_EVERY_MS = 200;
+
+/**
+ * The throttle behind `heartbeat`: the first at once, then at most one per
+ * HEARTBEAT_EVERY_MS; none once the call has answered. @internal
+ */
+export function heartbeatThrottle(send: () => void): { beat(): void; close(): void } {
+  let last = -Infinity;
+  let closed = false;
+  return {
+    beat() {
+      const now = performance.now();
+      if (closed || now - last < HEARTBEAT_EVERY_MS) return;
+      last = now;
+      send();
+    },
+    close() {
+      closed = true;
+    },
+  };
+}

@@ -43,7 +43,7 @@ import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
 import { framedChunks } from "./frames.ts";
 import { collectSoon, GC_HINT_BYTES } from "./gc-hint.ts";
-import { type Progress, progressThrottle } from "./progress.ts";
+import { heartbeatThrottle, type Progress, progressThrottle } from "./progress.ts";
 import { type Held, residentCall } from "./resident-call.ts";
 import { Residents } from "./residents.ts";
 import { THREAD_BUSY, THREAD_CANCELLED, THREAD_NOTIFY } from "./thread-start.ts";
@@ -251,6 +251,7 @@ export function runThread(host: ThreadHost): void {
     const progress = progressThrottle(s.progressIntervalMs, (state) =>
       send({ kind: { case: "progress", value: { callId: call.callId, state: stateValue(state) } } }),
     );
+    const heartbeat = heartbeatThrottle(() => send({ kind: { case: "heartbeat", value: { callId: call.callId } } }));
     const throttles: Progress[] = [progress];
     const first = call.items[0];
     const ctx: Context = createContext({
@@ -266,6 +267,7 @@ export function runThread(host: ThreadHost): void {
       signal,
       log: createLogger(host.logLine),
       report: progress.report,
+      heartbeat: heartbeat.beat,
     });
     try {
       const kind = kinds[call.kind];
@@ -277,18 +279,21 @@ export function runThread(host: ThreadHost): void {
         const { items, answers } = batchItems(s, running, call.items, throttles);
         answers.push(...(await runBatch(plugin, { target: call.target, items, ...instance }, ctx)));
         for (const throttle of throttles) throttle.close();
+        heartbeat.close();
         resident.succeeded(undefined);
         send({ kind: { case: "result", value: { callId: call.callId, items: answers.map(itemOutcome), ...deltas() } } });
         return;
       }
       const out = await runCall(plugin, { kind, target: call.target, ...decodeArguments(call.args, call.kwargs), ...instance }, ctx);
       progress.close();
+      heartbeat.close();
       const result = { callId: call.callId, value: encodeValue(out.value) };
       resident.succeeded(out.instance);
       const answer = out.instance ? { ...result, instance: out.instance } : result;
       send({ kind: { case: "result", value: { ...answer, ...deltas() } } });
     } catch (error) {
       for (const throttle of throttles) throttle.close();
+      heartbeat.close();
       send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error), ...deltas() } } });
     } finally {
       current = undefined;

@@ -48,6 +48,17 @@ export const pluginSchema = z
     resident_mb: z.number().nonnegative().optional(),
     /** Children that may serve predicts of one model at once, for model types whose predict is concurrent; default: engine.max_children. */
     max_replicas: z.number().int().positive().optional(),
+    /**
+     * Seconds a call may go without reporting progress or calling ctx.heartbeat() before
+     * it is stopped (SIGTERM, then SIGKILL) and fails `stalled`: one for every call of the
+     * plugin, or by call (instantiate, fit, predict, data_access; those not named: none).
+     */
+    heartbeat_timeout: z
+      .union([
+        seconds,
+        z.strictObject({ instantiate: seconds.optional(), fit: seconds.optional(), predict: seconds.optional(), data_access: seconds.optional() }),
+      ])
+      .optional(),
     /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
     /** Reload when the module's folder changes: idle children retire, new calls get the new code. */

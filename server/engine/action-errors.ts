@@ -13,6 +13,8 @@ export type ActionErrorCode =
   | "protocol_error"
   /** The plugin's child went over plugins[].max_memory_mb. */
   | "out_of_memory"
+  /** The call neither reported progress nor called ctx.heartbeat() for plugins[].heartbeat_timeout; it was stopped. */
+  | "stalled"
   /** A DataAccess argument's function failed; the message names the argument. */
   | "data_access_failed"
   /**
@@ -44,6 +46,7 @@ const ENGINE_CODES = new Set<string>(
     plugin_load_failed: 0,
     protocol_error: 0,
     out_of_memory: 0,
+    stalled: 0,
     data_access_failed: 0,
     invalid_argument: 0,
     deadline_exceeded: 0,

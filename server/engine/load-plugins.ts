@@ -41,6 +41,7 @@ export async function loadPlugin(
     ...(config.max_memory_mb ? { maxMemoryMb: config.max_memory_mb } : {}),
     residentMb: residentMb(config),
     ...(config.env ? { env: config.env } : {}),
+    ...(config.heartbeat_timeout !== undefined ? { heartbeatMs: heartbeatMs(config.heartbeat_timeout) } : {}),
     label: display,
     generation,
     key,
@@ -126,4 +127,12 @@ function pluginFunction(f: ManifestFunction, key: string) {
       return { call: s.call, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}), ...(state ? { state } : {}) };
     }),
   };
+}
+
+/** plugins[].heartbeat_timeout in ms by call kind: one value for all, or each named one. */
+function heartbeatMs(timeout: number | { [kind in "instantiate" | "fit" | "predict" | "data_access"]?: number | undefined }) {
+  const kinds = ["instantiate", "fit", "predict", "data_access"] as const;
+  const seconds = typeof timeout === "number" ? Object.fromEntries(kinds.map((k) => [k, timeout])) : timeout;
+  const named = Object.entries(seconds).filter((entry): entry is [string, number] => entry[1] !== undefined);
+  return Object.fromEntries(named.map(([k, s]) => [k, s * 1000])) as Partial<Record<(typeof kinds)[number], number>>;
 }

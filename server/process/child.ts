@@ -78,7 +78,7 @@ export interface ResidentChanges {
 export const RESIDENT_MISSING = "ResidentMissing";
 
 /** What went wrong in a child, as the engine reports it on the action. */
-export type ChildFailureCode = "plugin_error" | "plugin_exited" | "plugin_load_failed" | "protocol_error" | "out_of_memory" | "cancelled";
+export type ChildFailureCode = "plugin_error" | "plugin_exited" | "plugin_load_failed" | "protocol_error" | "out_of_memory" | "cancelled" | "stalled";
 
 export class ChildFailure extends Error {
   readonly code: ChildFailureCode;
@@ -344,11 +344,13 @@ export class PluginChild {
 
   /**
    * Sends one call and waits for its result; progress goes to onProgress (with the item
-   * it is of, for a batch). A batch's Result must answer each item sent exactly once.
+   * it is of, for a batch), heartbeats to onHeartbeat. A batch's Result must answer each
+   * item sent exactly once.
    */
   call(
     call: MessageInitShape<typeof CallSchema> & { callId: string },
     onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
+    onHeartbeat: () => void = () => {},
   ): Promise<Result> {
     const sent = new Set((call.items ?? []).map((item) => item.itemId ?? ""));
     const promise = this.#run<Result>(
@@ -360,7 +362,8 @@ export class PluginChild {
         else if (kind.case === "progress") {
           if (kind.value.itemId && !sent.has(kind.value.itemId)) unexpected(`progress of an unknown item ${JSON.stringify(kind.value.itemId)}`);
           else onProgress(kind.value.state, kind.value.itemId);
-        } else if (kind.case === "result") {
+        } else if (kind.case === "heartbeat") onHeartbeat();
+        else if (kind.case === "result") {
           const problem = itemsProblem(sent, kind.value.items);
           if (problem) unexpected(problem);
           else resolve(kind.value);

@@ -22,7 +22,7 @@
 import { EventEmitter } from "node:events";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import type { CallKind, Hello, Result, Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind, type Hello, type Result, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { type Settle, waitInQueue } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
@@ -91,6 +91,13 @@ export interface CallOptions {
   /** The plugin's latest report, with what it printed so far during this call; of one item of a batch when `itemId` is set. */
   onProgress?: (state: JsonValuePb | undefined, logTail: string[], itemId?: string) => void;
 }
+
+const kindNames = {
+  [CallKind.INSTANTIATE]: "instantiate",
+  [CallKind.FIT]: "fit",
+  [CallKind.PREDICT]: "predict",
+  [CallKind.DATA_ACCESS]: "data_access",
+} as const;
 
 /** One predict of a batch call. */
 export interface BatchItem {
@@ -320,9 +327,24 @@ export class ProcessManager {
    */
   async call(target: PluginTarget, call: PluginCall, options: CallOptions = {}): Promise<CallOutcome> {
     const { signal } = options;
+    // Once sent, a call that neither reports progress nor heartbeats for this long is
+    // stopped as a cancel is (SIGTERM, then SIGKILL), and fails stalled.
+    const kind = kindNames[call.kind as keyof typeof kindNames];
+    const heartbeatMs = kind ? target.heartbeatMs?.[kind] : undefined;
     const worker = await this.#lease(target, signal, call.model);
     // A batch not sent yet is withdrawn, not killed: its child has done nothing for it.
     let sent = false;
+    // A call silent past its heartbeat timeout is stopped, and fails stalled.
+    let stalled = false;
+    let stallTimer: ReturnType<typeof setTimeout> | undefined;
+    const alive = () => {
+      if (heartbeatMs === undefined || stalled) return;
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => {
+        stalled = true;
+        void worker.child.terminate(this.#o.sigtermTimeoutMs);
+      }, heartbeatMs);
+    };
     const onAbort = () => {
       if (sent || !call.batch) void worker.child.terminate(this.#o.sigtermTimeoutMs);
     };
@@ -340,7 +362,17 @@ export class ProcessManager {
       const warm = worker.calls > 0;
       worker.calls++;
       worker.child.tail.clear();
-      const result = await this.#send(worker, call, items, (state, itemId) => options.onProgress?.(state, worker.child.tail.lines(), itemId));
+      alive();
+      const result = await this.#send(
+        worker,
+        call,
+        items,
+        (state, itemId) => {
+          alive();
+          options.onProgress?.(state, worker.child.tail.lines(), itemId);
+        },
+        alive,
+      );
       const outcome: CallOutcome = { result, logTail: await this.#endCall(worker), warm };
       if (items) outcome.items = this.#itemResults(worker, result);
       // A child not kept for the next call is gone before its action ends.
@@ -351,6 +383,13 @@ export class ProcessManager {
       if (error instanceof NotSent) {
         this.#release(worker, true);
         throw error.cause;
+      }
+      if (stalled) {
+        this.#release(worker, false);
+        await worker.child.exited;
+        const key = `${target.key ?? "plugins[]"}.heartbeat_timeout`;
+        const why = `${kind} of ${call.target} neither reported progress nor called ctx.heartbeat() for ${heartbeatMs! / 1000} s (${key}): stopped`;
+        throw this.#withTail(new ChildFailure("stalled", why), worker);
       }
       // The plugin threw and its child answered so: the child is sound, and keeps its residents.
       if (error instanceof ChildFailure && error.code === "plugin_error" && !error.residentMissing && !worker.child.stopping) {
@@ -364,6 +403,7 @@ export class ProcessManager {
       await worker.child.exited;
       throw this.#withTail(error, worker);
     } finally {
+      clearTimeout(stallTimer);
       signal?.removeEventListener("abort", onAbort);
     }
   }
@@ -391,6 +431,7 @@ export class ProcessManager {
     call: PluginCall,
     items: readonly BatchItem[] | undefined,
     onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
+    onHeartbeat: () => void,
   ): Promise<Result> {
     const { model, nextRevision = 0n, batch: _batch, ...rest } = call;
     if (model) this.#warnTooLarge(worker.target, model);
@@ -412,7 +453,7 @@ export class ProcessManager {
         nextRevision,
         ...(items ? { items: items.map(({ signal: _signal, ...item }) => item) } : {}),
       };
-      const answer = worker.child.call(sent, onProgress);
+      const answer = worker.child.call(sent, onProgress, onHeartbeat);
       // An item cancelled while its batch runs is stopped in the plugin; the others go on.
       const stopItems = (items ?? []).map(({ itemId, signal }) => {
         const cancel = () => worker.child.cancelItems(sent.callId, [itemId]);

@@ -36,6 +36,8 @@ export interface PluginTarget {
   env?: string[] | undefined;
   /** How messages name the plugin: its module as the config gives it. */
   label?: string | undefined;
+  /** Milliseconds a call of each kind may go without progress or a heartbeat (plugins[].heartbeat_timeout); unset: no limit. */
+  heartbeatMs?: Partial<Record<"instantiate" | "fit" | "predict" | "data_access", number>> | undefined;
   /** How many times its code was reloaded: children serve only calls of their generation. */
   generation?: number | undefined;
   /** Its config key, "plugins[0]": a denied permission's error names the key that allows it. */

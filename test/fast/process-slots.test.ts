@@ -179,6 +179,33 @@ describe("ProcessManager slots", () => {
     expect(second.signals.map((s) => s.signal)).toEqual(["SIGTERM"]);
   });
 
+  test("a call silent past its plugin's heartbeat_timeout is stopped as a cancel is and fails stalled; progress and heartbeats keep it alive", async () => {
+    const m = open({ maxChildren: 2 });
+    const watched: PluginTarget = { ...A, key: "plugins[0]", heartbeatMs: { predict: 3000 } };
+    const running = start(m, watched, "c1");
+    const unwatched = start(m, B, "c2");
+    children.helloAll();
+    await settle();
+    const child = children.running("c1");
+    await vi.advanceTimersByTimeAsync(2999);
+    child.heartbeat();
+    await vi.advanceTimersByTimeAsync(2999);
+    child.report({ step: 1 });
+    await vi.advanceTimersByTimeAsync(2999);
+    expect(child.signals).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    await settle();
+    expect(child.signals).toEqual([{ signal: "SIGTERM", timeoutMs: SIGTERM_TIMEOUT_MS }]);
+    expect(running.error).toBeInstanceOf(ChildFailure);
+    expect(running.error).toMatchObject({
+      code: "stalled",
+      message: "predict of fake.Model neither reported progress nor called ctx.heartbeat() for 3 s (plugins[0].heartbeat_timeout): stopped",
+    });
+    // A plugin without the key has no such limit.
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect([unwatched.done, children.running("c2").signals]).toEqual([false, []]);
+  });
+
   test("a child that exits during its call fails that call with a ChildFailure carrying the call's output and the exit; a new child takes its slot", async () => {
     const m = open({ maxChildren: 1 });
     const crashed = start(m, A, "c1");

@@ -31,6 +31,7 @@ interface Exchange {
   resolve(value: unknown): void;
   reject(error: ChildFailure): void;
   onProgress?: (state: JsonValuePb | undefined, itemId: string) => void;
+  onHeartbeat?: () => void;
 }
 
 let pids = 10_000;
@@ -97,8 +98,9 @@ export class FakeChild implements ChildHandle {
     return this.#run<Hello>("hello");
   }
 
-  call(call: SentCall, onProgress: (state: JsonValuePb | undefined, itemId: string) => void): Promise<Result> {
+  call(call: SentCall, onProgress: (state: JsonValuePb | undefined, itemId: string) => void, onHeartbeat?: () => void): Promise<Result> {
     const result = this.#run<Result>("call", onProgress);
+    if (onHeartbeat && this.#exchange) this.#exchange.onHeartbeat = onHeartbeat;
     if (!this.#exit) this.calls.push(call);
     return result;
   }
@@ -179,6 +181,11 @@ export class FakeChild implements ChildHandle {
           : { case: "value" as const, value: workerJson(outcome) },
     }));
     this.#settle("call", (e) => e.resolve(create(ResultSchema, { items })));
+  }
+
+  /** It says its call is alive (ctx.heartbeat()). */
+  heartbeat(): void {
+    this.#exchange?.onHeartbeat?.();
   }
 
   /** It reports progress on its call (of one item of a batch, with `itemId`). */
