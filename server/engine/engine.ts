@@ -30,6 +30,7 @@ import type { ModelCache } from "./model-cache.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import type { BatchEvents } from "./predict-batches.ts";
 import * as reads from "./reads.ts";
+import { checkRequestId, fingerprint, RequestIds } from "./request-ids.ts";
 import { jsonFormOf, requireId, timeoutMillis } from "./requests.ts";
 import type { Runner, ServerInfo } from "./runner.ts";
 import type { StateEvent, StatePublisher } from "./state-publisher.ts";
@@ -84,6 +85,8 @@ export interface ActionRequest {
   kwargs: Record<string, Arg>;
   timeout?: Duration | undefined;
   jsonForm?: JsonForm;
+  /** Makes the call idempotent per caller (request-ids.ts). */
+  requestId?: string;
 }
 
 export class Engine {
@@ -93,6 +96,8 @@ export class Engine {
   readonly #readers: reads.Readers;
   readonly #watchers: Watchers;
   readonly #timers: ReturnType<typeof setInterval>[] = [];
+  readonly #requestIds: RequestIds;
+  readonly #closed = new AbortController();
   #closing = false;
   /** Aborted once the server has stopped what runs here: the waits still open end. */
   readonly #stopped = new AbortController();
@@ -105,6 +110,7 @@ export class Engine {
     this.#runner = parts.runner;
     this.#readers = { table: parts.table, store: parts.store, views: parts.views, pageBytes: parts.pageBytes };
     this.#watchers = new Watchers(parts, parts.store, { pageBytes: parts.pageBytes, queueBytes: parts.watcherQueueBytes });
+    this.#requestIds = new RequestIds(parts.store, (id) => this.getAction(id, ActionView.BASIC).catch(() => undefined));
   }
 
   /** Opens the runner (the state it starts from), applies the history's retention, and keeps applying it. */
@@ -311,6 +317,7 @@ export class Engine {
    */
   async close(): Promise<void> {
     this.#closing = true;
+    this.#closed.abort(new PlinthError("shutting_down", "the server is shutting down; retry on another instance"));
     for (const timer of this.#timers) clearInterval(timer);
     await this.#runner.close();
     this.#stopped.abort(new PlinthError("unavailable", "the server stopped while waiting; the action goes on: wait for it on another server"));
@@ -319,17 +326,39 @@ export class Engine {
 
   // ---- admission ----
 
-  /** Checks a new action, admits it into the live state (QUEUED) and hands it to the runner. */
+  /** Checks a new action and admits it, once per request_id. */
   async #start(call: ActionCall, modelId: string, modelType: string, request: ActionRequest, caller: Caller): Promise<Action> {
     this.#refuseIfClosing();
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
     const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, await this.#dataAccessNames(request));
     checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
+    const id = newId("a");
+    const admit = () => this.#admit(id, call, modelId, modelType, request, caller, parsed, timeoutMs);
+    const { requestId } = request;
+    if (!requestId) return admit();
+    checkRequestId(requestId);
+    const claim = { createdBy: caller.name, requestId, fingerprint: fingerprint(call, modelId, modelType, request), actionId: id };
+    return this.#requestIds.once(claim, admit, this.#closed.signal);
+  }
+
+  /** Admits the checked action into the live state (QUEUED) and hands it to the runner. */
+  async #admit(
+    id: string,
+    call: ActionCall,
+    modelId: string,
+    modelType: string,
+    request: ActionRequest,
+    caller: Caller,
+    parsed: ReturnType<typeof parseArgs>,
+    timeoutMs: number | undefined,
+  ): Promise<Action> {
+    const { views } = this.#o;
+    this.#refuseIfClosing();
     this.#table.admit(parsed.bytes, caller.name);
     const now = timestampNow();
     const view = create(ActionSchema, {
-      id: newId("a"),
+      id,
       call,
       modelId,
       modelType,
@@ -342,6 +371,7 @@ export class Engine {
       updateTime: now,
       createdBy: caller.name,
       ...(request.timeout ? { timeout: request.timeout } : {}),
+      ...(request.requestId ? { requestId: request.requestId } : {}),
     });
     const jsonForm = jsonFormOf(request);
     this.#table.addAction(view, parsed, jsonForm);

@@ -12,11 +12,13 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  RequestClaim,
   Store,
   StoredAction,
   StoredPayloads,
   TrackedChild,
 } from "./store.ts";
+import { STALE_CLAIM_MS } from "./store.ts";
 
 export interface MemoryOptions {
   keepRevisions: number;
@@ -31,6 +33,8 @@ export class MemoryStore implements Store {
   readonly #models = new Map<string, ModelRecord[]>();
   /** Insertion order is creation order: ids are time-ordered. Actions are immutable views. */
   readonly #actions = new Map<string, StoredAction>();
+  /** Request ids by caller and id, with when each was claimed. */
+  readonly #requests = new Map<string, { claim: RequestClaim; at: number }>();
   readonly #o: MemoryOptions;
 
   constructor(options: MemoryOptions) {
@@ -150,10 +154,25 @@ export class MemoryStore implements Store {
       const ended = msOf(action.endTime)!;
       if (excess <= 0 && ended >= cutoff) continue;
       this.#actions.delete(action.id);
+      if (action.requestId) this.#requests.delete(requestKey({ createdBy: action.createdBy, requestId: action.requestId }));
       excess--;
       removed++;
     }
     return removed;
+  }
+
+  async claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined> {
+    const key = requestKey(claim);
+    const held = this.#requests.get(key);
+    const free = !held || (!this.#actions.has(held.claim.actionId) && held.at < now.getTime() - STALE_CLAIM_MS);
+    if (!free) return { ...held.claim };
+    this.#requests.set(key, { claim: { ...claim }, at: now.getTime() });
+    return undefined;
+  }
+
+  async releaseRequest(claim: RequestClaim): Promise<void> {
+    const key = requestKey(claim);
+    if (this.#requests.get(key)?.claim.actionId === claim.actionId) this.#requests.delete(key);
   }
 
   // Children of a server that died leave no trace in memory: nothing to track.
@@ -165,4 +184,8 @@ export class MemoryStore implements Store {
   async clearTrackedChildren(): Promise<void> {}
 
   async close(): Promise<void> {}
+}
+
+function requestKey(claim: { createdBy: string; requestId: string }): string {
+  return `${claim.createdBy}\0${claim.requestId}`;
 }

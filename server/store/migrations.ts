@@ -56,6 +56,18 @@ const migrations: string[] = [
   // 4: who started each action, to list a caller's actions.
   `ALTER TABLE actions ADD COLUMN created_by TEXT NOT NULL DEFAULT '';
    CREATE INDEX actions_by_creator ON actions (created_by, id);`,
+  // 5: idempotent requests: each caller's request ids, freed with their action.
+  `CREATE TABLE request_ids (
+     created_by TEXT NOT NULL,
+     request_id TEXT NOT NULL,
+     fingerprint TEXT NOT NULL,
+     action_id TEXT NOT NULL,
+     create_time INTEGER NOT NULL,
+     PRIMARY KEY (created_by, request_id)
+   );
+   CREATE INDEX request_ids_by_action ON request_ids (action_id);
+   CREATE TRIGGER actions_free_request_ids AFTER DELETE ON actions
+   BEGIN DELETE FROM request_ids WHERE action_id = old.id; END;`,
 ];
 
 /** The schema version this build writes. */

@@ -305,6 +305,23 @@ const migrations: string[] = [
        LANGUAGE sql AS $$
      SELECT * FROM plinth_claim(me, types, access, n, '{}', 0)
    $$;`,
+  // Idempotent requests: each caller's request ids, freed with their action.
+  `CREATE TABLE request_ids (
+     created_by text NOT NULL,
+     request_id text NOT NULL,
+     fingerprint text NOT NULL,
+     action_id text NOT NULL,
+     create_time bigint NOT NULL,
+     PRIMARY KEY (created_by, request_id)
+   );
+   CREATE INDEX request_ids_by_action ON request_ids (action_id);
+   CREATE FUNCTION plinth_free_request_ids() RETURNS trigger LANGUAGE plpgsql AS $$
+   BEGIN
+     DELETE FROM request_ids r USING gone g WHERE r.action_id = g.id;
+     RETURN NULL;
+   END $$;
+   CREATE TRIGGER actions_free_request_ids AFTER DELETE ON actions
+     REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION plinth_free_request_ids();`,
 ];
 
 /** The schema version this build writes. */

@@ -31,11 +31,13 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  RequestClaim,
   Store,
   StoredAction,
   StoredPayloads,
   TrackedChild,
 } from "./store.ts";
+import { STALE_CLAIM_MS } from "./store.ts";
 
 export interface PostgresOptions {
   /** Action history: at most this many finished actions... */
@@ -193,6 +195,42 @@ export class PostgresStore implements Store {
             .rowCount ?? 0;
       }
       return removed;
+    });
+  }
+
+  // ---- request ids ----
+
+  async claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined> {
+    // This server's pending writes may hold the claim's action.
+    await this.#writes.flush();
+    // Under the write lock: the servers claim one at a time.
+    return this.#db.transaction(async (client) => {
+      const { rows } = await client.query<{ fingerprint: string; action_id: string; create_time: string; stored: boolean }>(
+        `SELECT r.fingerprint, r.action_id, r.create_time, EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
+         FROM request_ids r WHERE r.created_by = $1 AND r.request_id = $2`,
+        [claim.createdBy, claim.requestId],
+      );
+      const held = rows[0];
+      if (held && (held.stored || Number(held.create_time) >= now.getTime() - STALE_CLAIM_MS)) {
+        return { createdBy: claim.createdBy, requestId: claim.requestId, fingerprint: held.fingerprint, actionId: held.action_id };
+      }
+      await client.query(
+        `INSERT INTO request_ids (created_by, request_id, fingerprint, action_id, create_time) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (created_by, request_id) DO UPDATE SET fingerprint = excluded.fingerprint, action_id = excluded.action_id,
+           create_time = excluded.create_time`,
+        [claim.createdBy, claim.requestId, claim.fingerprint, claim.actionId, now.getTime()],
+      );
+      return undefined;
+    });
+  }
+
+  async releaseRequest(claim: RequestClaim): Promise<void> {
+    await this.#db.transaction(async (client) => {
+      await client.query("DELETE FROM request_ids WHERE created_by = $1 AND request_id = $2 AND action_id = $3", [
+        claim.createdBy,
+        claim.requestId,
+        claim.actionId,
+      ]);
     });
   }
 

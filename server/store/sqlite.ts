@@ -41,11 +41,13 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  RequestClaim,
   Store,
   StoredAction,
   StoredPayloads,
   TrackedChild,
 } from "./store.ts";
+import { STALE_CLAIM_MS } from "./store.ts";
 import { revisionCommitted } from "./test-stop.ts";
 
 export interface SqliteOptions {
@@ -220,6 +222,16 @@ export class SqliteStore implements Store {
       pruneByAge: db.prepare("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < ?"),
       countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
       pruneByCount: db.prepare("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)"),
+      heldRequest: db.prepare<[string, string], RequestRow>(
+        `SELECT r.*, EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
+         FROM request_ids r WHERE r.created_by = ? AND r.request_id = ?`,
+      ),
+      claimRequest: db.prepare(
+        `INSERT INTO request_ids (created_by, request_id, fingerprint, action_id, create_time) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (created_by, request_id) DO UPDATE SET fingerprint = excluded.fingerprint, action_id = excluded.action_id,
+           create_time = excluded.create_time`,
+      ),
+      releaseRequest: db.prepare("DELETE FROM request_ids WHERE created_by = ? AND request_id = ? AND action_id = ?"),
       trackChild: db.prepare("INSERT OR REPLACE INTO children (pid, start_ticks) VALUES (?, ?)"),
       untrackChild: db.prepare("DELETE FROM children WHERE pid = ?"),
       children: db.prepare<[], { pid: number; start_ticks: string }>("SELECT pid, start_ticks FROM children"),
@@ -428,6 +440,23 @@ export class SqliteStore implements Store {
     );
   }
 
+  async claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined> {
+    // The claim's action may be in the batch still: it counts as stored.
+    this.#flush();
+    return this.#write(() =>
+      this.#db.transaction(() => {
+        const held = this.#q.heldRequest.get(claim.createdBy, claim.requestId);
+        if (held && (held.stored || held.create_time >= now.getTime() - STALE_CLAIM_MS)) return claimOf(held);
+        this.#q.claimRequest.run(claim.createdBy, claim.requestId, claim.fingerprint, claim.actionId, now.getTime());
+        return undefined;
+      })(),
+    );
+  }
+
+  async releaseRequest(claim: RequestClaim): Promise<void> {
+    this.#write(() => this.#q.releaseRequest.run(claim.createdBy, claim.requestId, claim.actionId));
+  }
+
   async trackChild(child: TrackedChild): Promise<void> {
     this.#write(() => this.#q.trackChild.run(child.pid, child.startTicks));
   }
@@ -463,4 +492,17 @@ export class SqliteStore implements Store {
     this.#db.close();
     this.#lock.close();
   }
+}
+
+interface RequestRow {
+  created_by: string;
+  request_id: string;
+  fingerprint: string;
+  action_id: string;
+  create_time: number;
+  stored: number;
+}
+
+function claimOf(row: RequestRow): RequestClaim {
+  return { createdBy: row.created_by, requestId: row.request_id, fingerprint: row.fingerprint, actionId: row.action_id };
 }

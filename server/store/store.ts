@@ -83,6 +83,23 @@ export function isCommitUnknown(error: unknown): boolean {
   return PlinthError.is(error) && (error as { commitUnknown?: unknown }).commitUnknown === true;
 }
 
+/**
+ * An idempotent request (a request_id): who sent it, its id, a digest of its arguments,
+ * and the action it started.
+ */
+export interface RequestClaim {
+  createdBy: string;
+  requestId: string;
+  fingerprint: string;
+  actionId: string;
+}
+
+/**
+ * A claim whose action is still not stored this long after it was made was left by a
+ * server that died between the two: the next request with its id takes it over.
+ */
+export const STALE_CLAIM_MS = 30_000;
+
 /** A plugin child, recorded so that a restart can reap it if the server died. */
 export interface TrackedChild {
   pid: number;
@@ -132,6 +149,15 @@ export interface Store {
   revisionMadeBy(action: Action): Promise<ModelMeta | undefined>;
   /** Applies the history's retention (count and age); returns how many were dropped. */
   pruneActions(now: Date): Promise<number>;
+  /**
+   * Claims the caller's request id for the action, one claim at a time across the
+   * servers sharing the store: resolves undefined when this claim now holds it, else with
+   * the claim that does. A claim whose action is not stored STALE_CLAIM_MS after it was
+   * made is taken over; one whose action the history dropped is gone (the id is free).
+   */
+  claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined>;
+  /** Frees the id this action claimed (the action was refused before it was stored). */
+  releaseRequest(claim: RequestClaim): Promise<void>;
   trackChild(child: TrackedChild): Promise<void>;
   untrackChild(pid: number): Promise<void>;
   trackedChildren(): Promise<TrackedChild[]>;

@@ -40,6 +40,7 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  RequestClaim,
   Store,
   StoredAction,
   StoredPayloads,
@@ -686,6 +687,14 @@ class FakeClusterStore implements Store {
 
   pruneActions(now: Date): Promise<number> {
     return this.#db.data().pruneActions(now);
+  }
+
+  claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined> {
+    return this.#db.data().claimRequest(claim, now);
+  }
+
+  releaseRequest(claim: RequestClaim): Promise<void> {
+    return this.#db.data().releaseRequest(claim);
   }
 
   async trackChild(_child: TrackedChild): Promise<void> {}

@@ -1,0 +1,94 @@
+/**
+ * Idempotent requests: a CreateInstance, Fit or Predict with a request_id starts one
+ * action per caller and id. The store arbitrates (its claims hold across a restart and
+ * the servers of a cluster); on one server the requests with one id also take turns, so
+ * a repeat finds the first one's action stored.
+ */
+import { createHash } from "node:crypto";
+import { setTimeout as sleep } from "node:timers/promises";
+import { create, toBinary } from "@bufbuild/protobuf";
+import type { Action, ActionCall } from "../../gen/plinth/v1/action_pb.ts";
+import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
+import { invalid, PlinthError, quote } from "../errors.ts";
+import type { RequestClaim, Store } from "../store/store.ts";
+import type { ActionRequest } from "./engine.ts";
+
+/** How often a request whose id another server claimed, and has not stored yet, looks again. */
+const RECLAIM_MS = 100;
+
+/** 1 to 128 printable ASCII characters. */
+export function checkRequestId(requestId: string): void {
+  if (!/^[\x20-\x7e]{1,128}$/.test(requestId)) {
+    throw invalid(`request_id: 1 to 128 printable ASCII characters, got ${requestId.length} character(s): ${quote(requestId)}`);
+  }
+}
+
+/**
+ * A digest of what the call does: its kind, model, arguments (keyword ones sorted by
+ * name), timeout and JSON form; not wait, nor the request_id.
+ */
+export function fingerprint(call: ActionCall, modelId: string, modelType: string, request: ActionRequest): string {
+  const kwargs = Object.fromEntries(Object.entries(request.kwargs).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+  const bytes = toBinary(
+    PredictRequestSchema,
+    create(PredictRequestSchema, {
+      modelId,
+      args: request.args,
+      kwargs,
+      ...(request.timeout ? { timeout: request.timeout } : {}),
+      ...(request.jsonForm ? { jsonForm: request.jsonForm } : {}),
+    }),
+  );
+  return createHash("sha256").update(`${call}\0${modelType}\0`).update(bytes).digest("hex");
+}
+
+export class RequestIds {
+  readonly #store: Store;
+  /** The action stored (or the store's holder), else undefined: the engine's read. */
+  readonly #find: (actionId: string) => Promise<Action | undefined>;
+  /** The last request with each caller's id on this server: the next one waits for it. */
+  readonly #turns = new Map<string, Promise<unknown>>();
+
+  constructor(store: Store, find: (actionId: string) => Promise<Action | undefined>) {
+    this.#store = store;
+    this.#find = find;
+  }
+
+  /** The action `start` starts under the claim, or the one the id's first request started. */
+  async once(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
+    const key = `${claim.createdBy}\0${claim.requestId}`;
+    const turn = (this.#turns.get(key) ?? Promise.resolve()).then(() => this.#claim(claim, start, signal));
+    const done = turn.catch(() => {});
+    this.#turns.set(key, done);
+    try {
+      return await turn;
+    } finally {
+      if (this.#turns.get(key) === done) this.#turns.delete(key);
+    }
+  }
+
+  async #claim(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
+    for (;;) {
+      signal.throwIfAborted();
+      const held = await this.#store.claimRequest(claim, new Date());
+      if (!held) {
+        try {
+          return await start();
+        } catch (error) {
+          await this.#store.releaseRequest(claim).catch(() => {});
+          throw error;
+        }
+      }
+      if (held.fingerprint !== claim.fingerprint) {
+        throw new PlinthError(
+          "already_exists",
+          `request_id ${quote(claim.requestId)} started action ${held.actionId} with other arguments; send them as they were, or use a new request_id`,
+        );
+      }
+      const action = await this.#find(held.actionId);
+      if (action) return action;
+      // Claimed on another server, which has not stored its action yet (or died first: the claim is then taken over).
+      await sleep(RECLAIM_MS, undefined, { signal });
+    }
+  }
+}
