@@ -13,7 +13,7 @@ import { type Action, ActionSchema, ActionStatus } from "../gen/plinth/v1/action
 import { ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { parseConfig } from "../server/config/load.ts";
 import { openBackend } from "../server/store/open.ts";
-import type { ModelRecord, Store, StoredPayloads } from "../server/store/store.ts";
+import { type ModelRecord, STALE_CLAIM_MS, type Store, type StoredPayloads } from "../server/store/store.ts";
 import { json } from "./helpers/args.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -265,6 +265,42 @@ describe.each(kinds)("the $name store", (kind) => {
       expect(await store.pruneActions(at(day + 5 + day))).toBe(1);
       expect(ids(await store.listActions({ limit: 10 }))).toEqual(["a5", "a2"]);
       expect(await store.pruneActions(at(day + 5 + day))).toBe(0);
+    });
+  });
+
+  describe("request ids", () => {
+    const claim = (actionId: string, fields: { createdBy?: string; requestId?: string; fingerprint?: string } = {}) => ({
+      createdBy: "ann",
+      requestId: "r-1",
+      fingerprint: "f1",
+      ...fields,
+      actionId,
+    });
+
+    it("hold one claim per caller and id: the first, until its action is dropped or a claim never stored goes stale", async () => {
+      await open({ max_actions: 1 });
+      expect(await store.claimRequest(claim("a1"), at(0))).toBeUndefined();
+      // Another action with the same id finds the first claim, its arguments' digest included.
+      expect(await store.claimRequest(claim("a2", { fingerprint: "f2" }), at(1))).toEqual(claim("a1"));
+      // Another caller's id, another id: free.
+      expect(await store.claimRequest(claim("b1", { createdBy: "bob" }), at(1))).toBeUndefined();
+      expect(await store.claimRequest(claim("a3", { requestId: "r-2" }), at(1))).toBeUndefined();
+      // Released by its own action only: the id is free again.
+      await store.releaseRequest(claim("a2"));
+      expect(await store.claimRequest(claim("a4"), at(2))).toEqual(claim("a1"));
+      await store.releaseRequest(claim("a1"));
+      expect(await store.claimRequest(claim("a5"), at(2))).toBeUndefined();
+      // A claim whose action is stored holds however old; one never stored is taken over once stale.
+      await store.putAction(action("a5", { createdBy: "ann" }));
+      await store.putAction(action("a3", { status: ActionStatus.SUCCEEDED, ended: 3, createdBy: "ann" }));
+      const late = new Date(at(2).getTime() + STALE_CLAIM_MS + 1000);
+      expect(await store.claimRequest(claim("a6"), late)).toEqual(claim("a5"));
+      expect(await store.claimRequest(claim("x2", { createdBy: "bob" }), late)).toBeUndefined();
+      // The history's retention drops a3 (one ended action kept, a9): its id is free.
+      expect(await store.claimRequest(claim("a7", { requestId: "r-2" }), at(4))).toEqual(claim("a3", { requestId: "r-2" }));
+      await store.putAction(action("a9", { status: ActionStatus.SUCCEEDED, ended: 4 }));
+      expect(await store.pruneActions(at(4))).toBe(1);
+      expect(await store.claimRequest(claim("a7", { requestId: "r-2" }), at(4))).toBeUndefined();
     });
   });
 

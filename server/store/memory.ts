@@ -35,6 +35,8 @@ export class MemoryStore implements Store {
   readonly #actions = new Map<string, StoredAction>();
   /** Request ids by caller and id, with when each was claimed. */
   readonly #requests = new Map<string, { claim: RequestClaim; at: number }>();
+  /** The key each claiming action holds: it goes with the action. */
+  readonly #requestOf = new Map<string, string>();
   readonly #o: MemoryOptions;
 
   constructor(options: MemoryOptions) {
@@ -154,7 +156,7 @@ export class MemoryStore implements Store {
       const ended = msOf(action.endTime)!;
       if (excess <= 0 && ended >= cutoff) continue;
       this.#actions.delete(action.id);
-      if (action.requestId) this.#requests.delete(requestKey({ createdBy: action.createdBy, requestId: action.requestId }));
+      this.#freeRequest(action.id);
       excess--;
       removed++;
     }
@@ -166,13 +168,21 @@ export class MemoryStore implements Store {
     const held = this.#requests.get(key);
     const free = !held || (!this.#actions.has(held.claim.actionId) && held.at < now.getTime() - STALE_CLAIM_MS);
     if (!free) return { ...held.claim };
+    if (held) this.#requestOf.delete(held.claim.actionId);
     this.#requests.set(key, { claim: { ...claim }, at: now.getTime() });
+    this.#requestOf.set(claim.actionId, key);
     return undefined;
   }
 
+  #freeRequest(actionId: string): void {
+    const key = this.#requestOf.get(actionId);
+    if (key === undefined) return;
+    this.#requestOf.delete(actionId);
+    this.#requests.delete(key);
+  }
+
   async releaseRequest(claim: RequestClaim): Promise<void> {
-    const key = requestKey(claim);
-    if (this.#requests.get(key)?.claim.actionId === claim.actionId) this.#requests.delete(key);
+    this.#freeRequest(claim.actionId);
   }
 
   // Children of a server that died leave no trace in memory: nothing to track.
