@@ -37,8 +37,8 @@ describe("request_id on SQLite", () => {
   it("three concurrent Fits with one request_id make one action and one revision", async () => {
     t = await startTestServer({ backend: { path }, plugins: [systest] });
     modelId = (await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
-    const fit = (wait: boolean) => t.engine.fit({ modelId, args: [json(1)], kwargs: { sleep: json(0.2) }, requestId: "fit-1", wait });
-    const answers = await Promise.all([fit(true), fit(false), fit(true)]);
+    const sendFit = (wait: boolean) => t.engine.fit({ modelId, args: [json(1)], kwargs: { sleep: json(0.2) }, requestId: "fit-1", wait });
+    const answers = await Promise.all([sendFit(true), sendFit(false), sendFit(true)]);
     fitId = answers[0]!.action!.id;
     expect(answers.map((a) => a.action!.id)).toEqual([fitId, fitId, fitId]);
     expect(answers[0]!.action!.requestId).toBe("fit-1");
@@ -88,8 +88,8 @@ describe("request_id in a PostgreSQL cluster", () => {
     const b = await startTestServer({ backend: { kind: "postgres", url }, plugins: [systest] });
     try {
       const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
-      const fit = (t: TestServer) => t.engine.fit({ modelId, args: [json(1)], requestId: "fit-1", wait: true });
-      const [onA, onB] = await Promise.all([fit(a), fit(b)]);
+      const sendFit = (t: TestServer) => t.engine.fit({ modelId, args: [json(1)], requestId: "fit-1", wait: true });
+      const [onA, onB] = await Promise.all([sendFit(a), sendFit(b)]);
       expect(onB.action!.id).toBe(onA.action!.id);
       expect([onA.action!.status, onB.action!.status]).toEqual([ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]);
       expect(await fitsOf(b, modelId)).toEqual({ revision: 2n, recorded: 1, actions: [onA.action!.id] });
