@@ -246,6 +246,7 @@ interface RunOptions {
   kwarg: string[];
   argsJson?: string;
   timeout?: number;
+  requestId?: string;
   detach?: boolean;
 }
 
@@ -260,6 +261,7 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     .option("-k, --kwarg <name=value>", "a keyword argument, the same forms (repeat)", collect, [])
     .option("--args-json <json>", 'args and kwargs as proto3 JSON: {"args": [{"json": 1}], "kwargs": {…}}')
     .option("--timeout <seconds>", "stop it past this many seconds (deadline_exceeded)", (v) => positive(v, "--timeout"))
+    .option("--request-id <id>", "make it idempotent: the same id again answers with the first action, runs nothing twice")
     .option("--detach", "print the action's id at once instead of following it")
     .action(async (id: string, o: RunOptions) => {
       const c = client();
@@ -270,7 +272,10 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
 }
 
 async function callInput(c: PlinthClient, o: RunOptions) {
-  const timeout = o.timeout === undefined ? {} : { timeoutSeconds: o.timeout };
+  const timeout = {
+    ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }),
+    ...(o.requestId === undefined ? {} : { requestId: o.requestId }),
+  };
   if (o.argsJson) {
     if (o.arg.length || o.kwarg.length) throw new UsageError("--args-json replaces -a and -k: use one or the other");
     return { ...parseArgsJson(o.argsJson), ...timeout };

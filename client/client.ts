@@ -37,6 +37,11 @@ export interface CallInput {
   kwargs?: Readonly<Record<string, ArgValue>>;
   /** Seconds: past it the plugin is stopped and the action fails with deadline_exceeded. */
   timeoutSeconds?: number;
+  /**
+   * Makes the call idempotent: sent again with the same id (a retry after a network error,
+   * say), it answers with the first call's action and runs nothing twice.
+   */
+  requestId?: string;
   /** Aborting it cancels the action (CancelAction). */
   signal?: AbortSignal;
 }
@@ -86,6 +91,7 @@ function request(input: CallInput) {
     args: (input.args ?? []).map((a, i) => toArg(a, `args[${i}]`)),
     kwargs: Object.fromEntries(Object.entries(input.kwargs ?? {}).map(([k, v]) => [k, toArg(v, `kwargs.${k}`)])),
     ...(input.timeoutSeconds !== undefined ? { timeout: durationFromMs(input.timeoutSeconds * 1000) } : {}),
+    ...(input.requestId ? { requestId: input.requestId } : {}),
   };
 }
 

@@ -3,9 +3,12 @@
  * come at once, after a restart (SQLite), or on two servers of a cluster (PostgreSQL); the
  * same id with other arguments is refused; the history's retention frees the id.
  */
+import { execFile } from "node:child_process";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { Status } from "nice-grpc";
 import { afterAll, describe, expect, it } from "vitest";
+import { createPlinthClient } from "../client/mod.ts";
 import { ActionCall, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
 import { newDatabase } from "./helpers/postgres.ts";
@@ -78,6 +81,24 @@ describe("request_id on SQLite", () => {
     expect(next.action!.id).not.toBe(fitId);
     expect(next.action!.status).toBe(ActionStatus.SUCCEEDED);
     expect(await fitsOf(t, modelId)).toMatchObject({ revision: 3n, recorded: 2 });
+  });
+
+  it("the TypeScript client and the command line send it: the CLI's fit answers with the client's action", async () => {
+    const client = createPlinthClient(`127.0.0.1:${t.port}`);
+    try {
+      const { action } = await client.fit(modelId, { args: [3], requestId: "cli-1" }).done;
+      expect(action.requestId).toBe("cli-1");
+      const bin = join(root, "cli/plinth.mjs");
+      const { stdout } = await promisify(execFile)(
+        process.execPath,
+        [bin, "--address", `127.0.0.1:${t.port}`, "fit", modelId, "-a", "3", "--request-id", "cli-1", "-o", "json"],
+        { cwd: root },
+      );
+      expect(JSON.parse(stdout)).toMatchObject({ id: action.id, requestId: "cli-1", status: "ACTION_STATUS_SUCCEEDED" });
+      expect(await fitsOf(t, modelId)).toMatchObject({ revision: 4n, recorded: 3 });
+    } finally {
+      client.close();
+    }
   });
 });
 
