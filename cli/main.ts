@@ -210,13 +210,17 @@ program
     print(format(), meta, () => modelsTable([model!]));
   });
 
+const REQUEST_ID_HELP = "make it idempotent: the same id again answers as the first call did, changes nothing twice";
+const requestIdOf = (o: { requestId?: string }) => (o.requestId === undefined ? {} : { requestId: o.requestId });
+
 program
   .command("add")
   .description("add a model from a serialized instance")
   .argument("<model type>")
   .argument("<file>")
-  .action(async (type: string, file: string) => {
-    const { model } = await client().engine.addInstance({ modelType: type, instance: readFileSync(file) });
+  .option("--request-id <id>", REQUEST_ID_HELP)
+  .action(async (type: string, file: string, o: { requestId?: string }) => {
+    const { model } = await client().engine.addInstance({ modelType: type, instance: readFileSync(file), ...requestIdOf(o) });
     print(format(), modelJson(model!), () => modelsTable([model!]));
   });
 
@@ -225,8 +229,9 @@ program
   .description("store a serialized instance as the model's next revision")
   .argument("<id>")
   .argument("<file>")
-  .action(async (id: string, file: string) => {
-    const { model } = await client().engine.updateInstance({ modelId: id, instance: readFileSync(file) });
+  .option("--request-id <id>", REQUEST_ID_HELP)
+  .action(async (id: string, file: string, o: { requestId?: string }) => {
+    const { model } = await client().engine.updateInstance({ modelId: id, instance: readFileSync(file), ...requestIdOf(o) });
     print(format(), modelJson(model!), () => modelsTable([model!]));
   });
 
@@ -234,8 +239,9 @@ program
   .command("delete")
   .description("delete a model and its revisions")
   .argument("<id>")
-  .action(async (id: string) => {
-    await client().engine.deleteModel({ modelId: id });
+  .option("--request-id <id>", REQUEST_ID_HELP)
+  .action(async (id: string, o: { requestId?: string }) => {
+    await client().engine.deleteModel({ modelId: id, ...requestIdOf(o) });
     print(format(), { deleted: id }, () => `deleted ${id}`);
   });
 
@@ -261,7 +267,7 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     .option("-k, --kwarg <name=value>", "a keyword argument, the same forms (repeat)", collect, [])
     .option("--args-json <json>", 'args and kwargs as proto3 JSON: {"args": [{"json": 1}], "kwargs": {…}}')
     .option("--timeout <seconds>", "stop it past this many seconds (deadline_exceeded)", (v) => positive(v, "--timeout"))
-    .option("--request-id <id>", "make it idempotent: the same id again answers with the first action, runs nothing twice")
+    .option("--request-id <id>", REQUEST_ID_HELP)
     .option("--detach", "print the action's id at once instead of following it")
     .action(async (id: string, o: RunOptions) => {
       const c = client();
@@ -272,10 +278,7 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
 }
 
 async function callInput(c: PlinthClient, o: RunOptions) {
-  const timeout = {
-    ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }),
-    ...(o.requestId === undefined ? {} : { requestId: o.requestId }),
-  };
+  const timeout = { ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }), ...requestIdOf(o) };
   if (o.argsJson) {
     if (o.arg.length || o.kwarg.length) throw new UsageError("--args-json replaces -a and -k: use one or the other");
     return { ...parseArgsJson(o.argsJson), ...timeout };

@@ -102,6 +102,34 @@ describe("request_id on SQLite", () => {
   });
 });
 
+describe("request_id on the calls that start no action", () => {
+  let t: TestServer;
+  afterAll(() => t?.close());
+
+  it("AddInstance, UpdateInstance and DeleteModel with one change once; other arguments are refused", async () => {
+    t = await startTestServer({ plugins: [systest] });
+    const instance = new TextEncoder().encode(JSON.stringify({ args: null, fits: [] }));
+    const add = (bytes = instance) => t.engine.addInstance({ modelType: "systest.Model", instance: bytes, requestId: "add-1" });
+    const added = await Promise.all([add(), add()]);
+    const modelId = added[0]!.model!.id;
+    expect(added[1]!.model!.id).toBe(modelId);
+    expect((await t.engine.listModels({})).models.map((m) => m.id)).toEqual([modelId]);
+    await expectStatus(add(new Uint8Array([1])), Status.ALREADY_EXISTS, new RegExp(`request_id "add-1" was used by AddInstance of model ${modelId}`));
+
+    const update = () => t.engine.updateInstance({ modelId, instance, requestId: "update-1" });
+    const updated = await Promise.all([update(), update()]);
+    expect(updated.map((u) => u.model!.revision)).toEqual([2n, 2n]);
+    expect((await update()).model!.revision).toBe(2n);
+    expect((await t.engine.getModel({ modelId })).model!.revision).toBe(2n);
+
+    const remove = () => t.engine.deleteModel({ modelId, requestId: "delete-1" });
+    await Promise.all([remove(), remove()]);
+    await remove();
+    await expectStatus(t.engine.deleteModel({ modelId }), Status.NOT_FOUND, /not found/);
+    await expectStatus(t.engine.deleteModel({ modelId: "m-other", requestId: "delete-1" }), Status.ALREADY_EXISTS, /DeleteModel of model/);
+  });
+});
+
 describe("request_id in a PostgreSQL cluster", () => {
   it("the same id on two servers at once makes one action", async () => {
     const url = await newDatabase();

@@ -273,6 +273,7 @@ describe.each(kinds)("the $name store", (kind) => {
       createdBy: "ann",
       requestId: "r-1",
       fingerprint: "f1",
+      outcome: "",
       ...fields,
       actionId,
     });
@@ -301,6 +302,20 @@ describe.each(kinds)("the $name store", (kind) => {
       await store.putAction(action("a9", { status: ActionStatus.SUCCEEDED, ended: 4 }));
       expect(await store.pruneActions(at(4))).toBe(1);
       expect(await store.claimRequest(claim("a7", { requestId: "r-2" }), at(4))).toBeUndefined();
+    });
+
+    it("hold the claim of a call that starts no action once settled with its outcome, until max_action_age_days", async () => {
+      await open({ max_action_age_days: 1 });
+      const day = 24 * 3600 * 1000;
+      expect(await store.claimRequest(claim("r-1"), at(0))).toBeUndefined();
+      await store.settleRequest(claim("r-1"), "AddInstance of model m-1");
+      const held = { ...claim("r-1"), outcome: "AddInstance of model m-1" };
+      // Settled, it holds long past the stale time; the retention's age drops it.
+      expect(await store.claimRequest(claim("r-2"), new Date(at(0).getTime() + STALE_CLAIM_MS + 1000))).toEqual(held);
+      await store.pruneActions(new Date(at(0).getTime() + day / 2));
+      expect(await store.claimRequest(claim("r-2"), new Date(at(0).getTime() + day / 2))).toEqual(held);
+      await store.pruneActions(new Date(at(0).getTime() + 2 * day));
+      expect(await store.claimRequest(claim("r-3"), new Date(at(0).getTime() + 2 * day))).toBeUndefined();
     });
   });
 

@@ -30,7 +30,7 @@ import type { ModelCache } from "./model-cache.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import type { BatchEvents } from "./predict-batches.ts";
 import * as reads from "./reads.ts";
-import { checkRequestId, fingerprint, RequestIds } from "./request-ids.ts";
+import { changeFingerprint, checkRequestId, fingerprint, RequestIds } from "./request-ids.ts";
 import { jsonFormOf, requireId, timeoutMillis } from "./requests.ts";
 import type { Runner, ServerInfo } from "./runner.ts";
 import type { StateEvent, StatePublisher } from "./state-publisher.ts";
@@ -86,6 +86,12 @@ export interface ActionRequest {
   timeout?: Duration | undefined;
   jsonForm?: JsonForm;
   /** Makes the call idempotent per caller (request-ids.ts). */
+  requestId?: string;
+}
+
+/** Who asks for a change of a model, and its request_id (request-ids.ts). */
+export interface ChangeOptions {
+  caller?: Caller;
   requestId?: string;
 }
 
@@ -168,9 +174,19 @@ export class Engine {
     return reads.listModels(this.#readers, query);
   }
 
-  async addInstance(modelType: string, instance: Uint8Array): Promise<Model> {
+  async addInstance(modelType: string, instance: Uint8Array, options: ChangeOptions = {}): Promise<Model> {
     this.#refuseIfClosing();
     await this.#requireModelType(modelType);
+    const add = async () => {
+      const model = await this.#addInstance(modelType, instance);
+      return { value: model, outcome: `AddInstance of model ${model.id}` };
+    };
+    return this.#changeOnce(options, changeFingerprint("AddInstance", modelType, instance), add, (outcome) =>
+      this.getModel(outcomeModel(outcome), false),
+    );
+  }
+
+  #addInstance(modelType: string, instance: Uint8Array): Promise<Model> {
     const now = new Date();
     const record: ModelRecord = {
       id: newId("m"),
@@ -187,13 +203,26 @@ export class Engine {
   }
 
   /** The instance as the model's next revision, after the calls on the model queued before this. */
-  async updateInstance(modelId: string, instance: Uint8Array, signal?: AbortSignal): Promise<Model> {
+  async updateInstance(modelId: string, instance: Uint8Array, signal?: AbortSignal, options: ChangeOptions = {}): Promise<Model> {
     this.#refuseIfClosing();
     await this.#modelOf(modelId);
-    return this.#stored({ instance }, () => this.#runner.updateModel(modelId, instance, signal));
+    const update = async () => {
+      const model = await this.#stored({ instance }, () => this.#runner.updateModel(modelId, instance, signal));
+      return { value: model, outcome: `UpdateInstance of model ${model.id} to revision ${model.revision}` };
+    };
+    // The revision it stored while kept; the model as it is now after.
+    const answer = (outcome: string) =>
+      this.getModel(modelId, false, BigInt(/revision (\d+)$/.exec(outcome)?.[1] ?? 0)).catch(() => this.getModel(modelId, false));
+    return this.#changeOnce(options, changeFingerprint("UpdateInstance", modelId, instance), update, answer);
   }
 
-  async deleteModel(modelId: string): Promise<void> {
+  /** Deletes the model; again with the request_id that deleted it, answers as it did. */
+  async deleteModel(modelId: string, options: ChangeOptions = {}): Promise<void> {
+    const remove = async () => ({ value: await this.#deleteModel(modelId), outcome: `DeleteModel of model ${modelId}` });
+    await this.#changeOnce(options, changeFingerprint("DeleteModel", modelId), remove, async () => true);
+  }
+
+  async #deleteModel(modelId: string): Promise<true> {
     await this.#modelOf(modelId);
     const busy = this.#runner.busy(modelId);
     if (busy > 0) {
@@ -205,6 +234,21 @@ export class Engine {
     await this.#o.store.deleteModel(modelId);
     this.#o.instances.delete(modelId);
     this.#table.deleteModel(modelId);
+    return true;
+  }
+
+  /** `run`, once per request_id when the options carry one. */
+  async #changeOnce<T>(
+    options: ChangeOptions,
+    digest: string,
+    run: () => Promise<{ value: T; outcome: string }>,
+    answer: (outcome: string) => Promise<T>,
+  ): Promise<T> {
+    const { requestId, caller = ANONYMOUS } = options;
+    if (!requestId) return (await run()).value;
+    checkRequestId(requestId);
+    const claim = { createdBy: caller.name, requestId, fingerprint: digest, actionId: newId("r") };
+    return this.#requestIds.onceDone(claim, run, answer, this.#closed.signal);
   }
 
   /** A model revision `store` stores: cached with its instance, and in the live table. */
@@ -431,4 +475,9 @@ export class Engine {
       this.#o.logger.error({ err: error }, "pruning the action history failed");
     }
   }
+}
+
+/** The model a change's outcome names. */
+function outcomeModel(outcome: string): string {
+  return /model (\S+)/.exec(outcome)?.[1] ?? "";
 }

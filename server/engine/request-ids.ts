@@ -1,8 +1,9 @@
 /**
  * Idempotent requests: a CreateInstance, Fit or Predict with a request_id starts one
- * action per caller and id. The store arbitrates (its claims hold across a restart and
- * the servers of a cluster); on one server the requests with one id also take turns, so
- * a repeat finds the first one's action stored.
+ * action per caller and id; an AddInstance, UpdateInstance or DeleteModel with one does
+ * its change once. The store arbitrates (its claims hold across a restart and the
+ * servers of a cluster); on one server the requests with one id also take turns, so a
+ * repeat finds the first one's action stored, or its outcome recorded.
  */
 import { createHash } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -21,6 +22,13 @@ export function checkRequestId(requestId: string): void {
   if (!/^[\x20-\x7e]{1,128}$/.test(requestId)) {
     throw invalid(`request_id: 1 to 128 printable ASCII characters, got ${requestId.length} character(s): ${quote(requestId)}`);
   }
+}
+
+/** A digest of a call that starts no action: its name, and what it changes with what. */
+export function changeFingerprint(call: "AddInstance" | "UpdateInstance" | "DeleteModel", target: string, instance?: Uint8Array): string {
+  const hash = createHash("sha256").update(`${call}\0${target}\0`);
+  if (instance) hash.update(instance);
+  return hash.digest("hex");
 }
 
 /**
@@ -55,9 +63,32 @@ export class RequestIds {
   }
 
   /** The action `start` starts under the claim, or the one the id's first request started. */
-  async once(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
+  once(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
+    return this.#inTurn(claim, () => this.#claim(claim, start, (held) => this.#find(held.actionId), signal));
+  }
+
+  /**
+   * A call that starts no action, done once per claim: `run` does it and names its
+   * outcome (as `answer` reads it); a repeat gets `answer` of the first one's outcome.
+   */
+  onceDone<T>(
+    claim: RequestClaim,
+    run: () => Promise<{ value: T; outcome: string }>,
+    answer: (outcome: string) => Promise<T>,
+    signal: AbortSignal,
+  ): Promise<T> {
+    const start = async () => {
+      const { value, outcome } = await run();
+      // Done: a claim left unsettled (the store failing now) is taken over once stale, as a dead server's.
+      await this.#store.settleRequest(claim, outcome).catch(() => {});
+      return value;
+    };
+    return this.#inTurn(claim, () => this.#claim(claim, start, async (held) => (held.outcome ? answer(held.outcome) : undefined), signal));
+  }
+
+  async #inTurn<T>(claim: RequestClaim, fn: () => Promise<T>): Promise<T> {
     const key = `${claim.createdBy}\0${claim.requestId}`;
-    const turn = (this.#turns.get(key) ?? Promise.resolve()).then(() => this.#claim(claim, start, signal));
+    const turn = (this.#turns.get(key) ?? Promise.resolve()).then(fn);
     const done = turn.catch(() => {});
     this.#turns.set(key, done);
     try {
@@ -67,7 +98,12 @@ export class RequestIds {
     }
   }
 
-  async #claim(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
+  async #claim<T>(
+    claim: RequestClaim,
+    start: () => Promise<T>,
+    found: (held: RequestClaim) => Promise<T | undefined>,
+    signal: AbortSignal,
+  ): Promise<T> {
     for (;;) {
       signal.throwIfAborted();
       const held = await this.#store.claimRequest(claim, new Date());
@@ -80,13 +116,14 @@ export class RequestIds {
         }
       }
       if (held.fingerprint !== claim.fingerprint) {
+        const by = held.actionId.startsWith("a-") ? `started action ${held.actionId}` : `was used by ${held.outcome || "a call still under way"}`;
         throw new PlinthError(
           "already_exists",
-          `request_id ${quote(claim.requestId)} started action ${held.actionId} with other arguments; send them as they were, or use a new request_id`,
+          `request_id ${quote(claim.requestId)} ${by} with other arguments; send them as they were, or use a new request_id`,
         );
       }
-      const action = await this.#find(held.actionId);
-      if (action) return action;
+      const answer = await found(held);
+      if (answer !== undefined) return answer;
       // Claimed on another server, which has not stored its action yet (or died first: the claim is then taken over).
       await sleep(RECLAIM_MS, undefined, { signal });
     }

@@ -19,14 +19,15 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
       const action = await e.createInstance(request.modelType, request, context.caller);
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
-    async addInstance(request) {
-      return { model: await engine().addInstance(request.modelType, request.instance) };
+    async addInstance(request, context) {
+      return { model: await engine().addInstance(request.modelType, request.instance, { caller: context.caller, requestId: request.requestId }) };
     },
     async updateInstance(request, context) {
-      return { model: await engine().updateInstance(request.modelId, request.instance, context.signal) };
+      const options = { caller: context.caller, requestId: request.requestId };
+      return { model: await engine().updateInstance(request.modelId, request.instance, context.signal, options) };
     },
-    async deleteModel(request) {
-      await engine().deleteModel(request.modelId);
+    async deleteModel(request, context) {
+      await engine().deleteModel(request.modelId, { caller: context.caller, requestId: request.requestId });
       return {};
     },
     async fit(request, context) {

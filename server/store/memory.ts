@@ -160,16 +160,20 @@ export class MemoryStore implements Store {
       excess--;
       removed++;
     }
+    for (const { claim, at } of [...this.#requests.values()]) {
+      if (at < cutoff && !this.#actions.has(claim.actionId)) this.#freeRequest(claim.actionId);
+    }
     return removed;
   }
 
   async claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined> {
     const key = requestKey(claim);
     const held = this.#requests.get(key);
-    const free = !held || (!this.#actions.has(held.claim.actionId) && held.at < now.getTime() - STALE_CLAIM_MS);
+    const stored = held && (held.claim.outcome || this.#actions.has(held.claim.actionId));
+    const free = !held || (!stored && held.at < now.getTime() - STALE_CLAIM_MS);
     if (!free) return { ...held.claim };
     if (held) this.#requestOf.delete(held.claim.actionId);
-    this.#requests.set(key, { claim: { ...claim }, at: now.getTime() });
+    this.#requests.set(key, { claim: { ...claim, outcome: "" }, at: now.getTime() });
     this.#requestOf.set(claim.actionId, key);
     return undefined;
   }
@@ -183,6 +187,11 @@ export class MemoryStore implements Store {
 
   async releaseRequest(claim: RequestClaim): Promise<void> {
     this.#freeRequest(claim.actionId);
+  }
+
+  async settleRequest(claim: RequestClaim, outcome: string): Promise<void> {
+    const held = this.#requests.get(requestKey(claim));
+    if (held?.claim.actionId === claim.actionId) held.claim = { ...held.claim, outcome };
   }
 
   // Children of a server that died leave no trace in memory: nothing to track.

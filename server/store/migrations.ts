@@ -63,6 +63,7 @@ const migrations: string[] = [
      fingerprint TEXT NOT NULL,
      action_id TEXT NOT NULL,
      create_time INTEGER NOT NULL,
+     outcome TEXT NOT NULL DEFAULT '',
      PRIMARY KEY (created_by, request_id)
    );
    CREATE INDEX request_ids_by_action ON request_ids (action_id);

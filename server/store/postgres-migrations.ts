@@ -312,6 +312,7 @@ const migrations: string[] = [
      fingerprint text NOT NULL,
      action_id text NOT NULL,
      create_time bigint NOT NULL,
+     outcome text NOT NULL DEFAULT '',
      PRIMARY KEY (created_by, request_id)
    );
    CREATE INDEX request_ids_by_action ON request_ids (action_id);

@@ -185,6 +185,10 @@ export class PostgresStore implements Store {
       let removed =
         (await client.query("DELETE FROM actions WHERE end_time IS NOT NULL AND end_time < $1", [now.getTime() - this.#o.maxActionAgeMs])).rowCount ??
         0;
+      // Request ids of calls that start no action, and claims whose action was never stored.
+      await client.query("DELETE FROM request_ids WHERE create_time < $1 AND action_id NOT IN (SELECT id FROM actions)", [
+        now.getTime() - this.#o.maxActionAgeMs,
+      ]);
       // A deleted model's tombstone only serves servers catching up on the feed.
       await client.query("DELETE FROM model_tombstones WHERE deleted < now() - interval '1 day'");
       const { rows } = await client.query<{ n: string }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL");
@@ -205,19 +209,26 @@ export class PostgresStore implements Store {
     await this.#writes.flush();
     // Under the write lock: the servers claim one at a time.
     return this.#db.transaction(async (client) => {
-      const { rows } = await client.query<{ fingerprint: string; action_id: string; create_time: string; stored: boolean }>(
-        `SELECT r.fingerprint, r.action_id, r.create_time, EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
+      const { rows } = await client.query<{ fingerprint: string; action_id: string; create_time: string; outcome: string; stored: boolean }>(
+        `SELECT r.fingerprint, r.action_id, r.create_time, r.outcome,
+           r.outcome <> '' OR EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
          FROM request_ids r WHERE r.created_by = $1 AND r.request_id = $2`,
         [claim.createdBy, claim.requestId],
       );
       const held = rows[0];
       if (held && (held.stored || Number(held.create_time) >= now.getTime() - STALE_CLAIM_MS)) {
-        return { createdBy: claim.createdBy, requestId: claim.requestId, fingerprint: held.fingerprint, actionId: held.action_id };
+        return {
+          createdBy: claim.createdBy,
+          requestId: claim.requestId,
+          fingerprint: held.fingerprint,
+          actionId: held.action_id,
+          outcome: held.outcome,
+        };
       }
       await client.query(
         `INSERT INTO request_ids (created_by, request_id, fingerprint, action_id, create_time) VALUES ($1, $2, $3, $4, $5)
          ON CONFLICT (created_by, request_id) DO UPDATE SET fingerprint = excluded.fingerprint, action_id = excluded.action_id,
-           create_time = excluded.create_time`,
+           create_time = excluded.create_time, outcome = ''`,
         [claim.createdBy, claim.requestId, claim.fingerprint, claim.actionId, now.getTime()],
       );
       return undefined;
@@ -227,6 +238,17 @@ export class PostgresStore implements Store {
   async releaseRequest(claim: RequestClaim): Promise<void> {
     await this.#db.transaction(async (client) => {
       await client.query("DELETE FROM request_ids WHERE created_by = $1 AND request_id = $2 AND action_id = $3", [
+        claim.createdBy,
+        claim.requestId,
+        claim.actionId,
+      ]);
+    });
+  }
+
+  async settleRequest(claim: RequestClaim, outcome: string): Promise<void> {
+    await this.#db.transaction(async (client) => {
+      await client.query("UPDATE request_ids SET outcome = $1 WHERE created_by = $2 AND request_id = $3 AND action_id = $4", [
+        outcome,
         claim.createdBy,
         claim.requestId,
         claim.actionId,

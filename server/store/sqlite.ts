@@ -223,14 +223,17 @@ export class SqliteStore implements Store {
       countFinished: db.prepare<[], { n: number }>("SELECT count(*) AS n FROM actions WHERE end_time IS NOT NULL"),
       pruneByCount: db.prepare("DELETE FROM actions WHERE id IN (SELECT id FROM actions WHERE end_time IS NOT NULL ORDER BY id LIMIT ?)"),
       heldRequest: db.prepare<[string, string], RequestRow>(
-        `SELECT r.*, EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
+        `SELECT r.*, r.outcome <> '' OR EXISTS (SELECT 1 FROM actions a WHERE a.id = r.action_id) AS stored
          FROM request_ids r WHERE r.created_by = ? AND r.request_id = ?`,
       ),
       claimRequest: db.prepare(
         `INSERT INTO request_ids (created_by, request_id, fingerprint, action_id, create_time) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (created_by, request_id) DO UPDATE SET fingerprint = excluded.fingerprint, action_id = excluded.action_id,
-           create_time = excluded.create_time`,
+           create_time = excluded.create_time, outcome = ''`,
       ),
+      settleRequest: db.prepare("UPDATE request_ids SET outcome = ? WHERE created_by = ? AND request_id = ? AND action_id = ?"),
+      // Those of calls that start no action, and claims whose action was never stored.
+      pruneRequests: db.prepare("DELETE FROM request_ids WHERE create_time < ? AND action_id NOT IN (SELECT id FROM actions)"),
       releaseRequest: db.prepare("DELETE FROM request_ids WHERE created_by = ? AND request_id = ? AND action_id = ?"),
       trackChild: db.prepare("INSERT OR REPLACE INTO children (pid, start_ticks) VALUES (?, ?)"),
       untrackChild: db.prepare("DELETE FROM children WHERE pid = ?"),
@@ -435,6 +438,7 @@ export class SqliteStore implements Store {
         let removed = this.#q.pruneByAge.run(now.getTime() - this.#o.maxActionAgeMs).changes;
         const excess = this.#q.countFinished.get()!.n - this.#o.maxActions;
         if (excess > 0) removed += this.#q.pruneByCount.run(excess).changes;
+        this.#q.pruneRequests.run(now.getTime() - this.#o.maxActionAgeMs);
         return removed;
       })(),
     );
@@ -455,6 +459,10 @@ export class SqliteStore implements Store {
 
   async releaseRequest(claim: RequestClaim): Promise<void> {
     this.#write(() => this.#q.releaseRequest.run(claim.createdBy, claim.requestId, claim.actionId));
+  }
+
+  async settleRequest(claim: RequestClaim, outcome: string): Promise<void> {
+    this.#write(() => this.#q.settleRequest.run(outcome, claim.createdBy, claim.requestId, claim.actionId));
   }
 
   async trackChild(child: TrackedChild): Promise<void> {
@@ -500,9 +508,10 @@ interface RequestRow {
   fingerprint: string;
   action_id: string;
   create_time: number;
+  outcome: string;
   stored: number;
 }
 
 function claimOf(row: RequestRow): RequestClaim {
-  return { createdBy: row.created_by, requestId: row.request_id, fingerprint: row.fingerprint, actionId: row.action_id };
+  return { createdBy: row.created_by, requestId: row.request_id, fingerprint: row.fingerprint, actionId: row.action_id, outcome: row.outcome };
 }

@@ -91,7 +91,10 @@ export interface RequestClaim {
   createdBy: string;
   requestId: string;
   fingerprint: string;
+  /** The action it started; for a call that starts none (AddInstance…), the call's own id (r-…). */
   actionId: string;
+  /** What a call that starts no action did, once it did (settleRequest); "" or absent until then. */
+  outcome?: string;
 }
 
 /**
@@ -147,7 +150,10 @@ export interface Store {
    * end apart and died between the two.
    */
   revisionMadeBy(action: Action): Promise<ModelMeta | undefined>;
-  /** Applies the history's retention (count and age); returns how many were dropped. */
+  /**
+   * Applies the history's retention (count and age); returns how many actions were
+   * dropped. Request ids go with their actions; those of calls that start none, by age.
+   */
   pruneActions(now: Date): Promise<number>;
   /**
    * Claims the caller's request id for the action, one claim at a time across the
@@ -158,6 +164,11 @@ export interface Store {
   claimRequest(claim: RequestClaim, now: Date): Promise<RequestClaim | undefined>;
   /** Frees the id this action claimed (the action was refused before it was stored). */
   releaseRequest(claim: RequestClaim): Promise<void>;
+  /**
+   * Records what a call that starts no action did under its claim: the claim then holds
+   * (as a stored action's does) until pruneActions drops it past max_action_age_days.
+   */
+  settleRequest(claim: RequestClaim, outcome: string): Promise<void>;
   trackChild(child: TrackedChild): Promise<void>;
   untrackChild(pid: number): Promise<void>;
   trackedChildren(): Promise<TrackedChild[]>;

@@ -697,6 +697,10 @@ class FakeClusterStore implements Store {
     return this.#db.data().releaseRequest(claim);
   }
 
+  settleRequest(claim: RequestClaim, outcome: string): Promise<void> {
+    return this.#db.data().settleRequest(claim, outcome);
+  }
+
   async trackChild(_child: TrackedChild): Promise<void> {}
   async untrackChild(_pid: number): Promise<void> {}
   async trackedChildren(): Promise<TrackedChild[]> {
