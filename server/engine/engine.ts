@@ -247,8 +247,7 @@ export class Engine {
     const { requestId, caller = ANONYMOUS } = options;
     if (!requestId) return (await run()).value;
     checkRequestId(requestId);
-    const claim = { createdBy: caller.name, requestId, fingerprint: digest, actionId: newId("r") };
-    return this.#requestIds.onceDone(claim, run, answer, this.#closed.signal);
+    return this.#requestIds.onceDone({ createdBy: caller.name, requestId, fingerprint: digest }, run, answer, this.#closed.signal);
   }
 
   /** A model revision `store` stores: cached with its instance, and in the live table. */
@@ -377,13 +376,12 @@ export class Engine {
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
     const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, await this.#dataAccessNames(request));
     checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
-    const id = newId("a");
-    const admit = () => this.#admit(id, call, modelId, modelType, request, caller, parsed, timeoutMs);
+    const admit = (id: string) => this.#admit(id, call, modelId, modelType, request, caller, parsed, timeoutMs);
     const { requestId } = request;
-    if (!requestId) return admit();
+    if (!requestId) return admit(newId("a"));
     checkRequestId(requestId);
-    const claim = { createdBy: caller.name, requestId, fingerprint: fingerprint(call, modelId, modelType, request), actionId: id };
-    return this.#requestIds.once(claim, admit, this.#closed.signal);
+    const digest = fingerprint(call, modelId, modelType, request);
+    return this.#requestIds.once({ createdBy: caller.name, requestId, fingerprint: digest }, admit, this.#closed.signal);
   }
 
   /** Admits the checked action into the live state (QUEUED) and hands it to the runner. */

@@ -13,6 +13,10 @@ import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { invalid, PlinthError, quote } from "../errors.ts";
 import type { RequestClaim, Store } from "../store/store.ts";
 import type { ActionRequest } from "./engine.ts";
+import { newId } from "./ids.ts";
+
+/** A request with an id, before it claims it. */
+export type IdempotentRequest = Omit<RequestClaim, "actionId" | "outcome">;
 
 /** How often a request whose id another server claimed, and has not stored yet, looks again. */
 const RECLAIM_MS = 100;
@@ -62,9 +66,16 @@ export class RequestIds {
     this.#find = find;
   }
 
-  /** The action `start` starts under the claim, or the one the id's first request started. */
-  once(claim: RequestClaim, start: () => Promise<Action>, signal: AbortSignal): Promise<Action> {
-    return this.#inTurn(claim, () => this.#claim(claim, start, (held) => this.#find(held.actionId), signal));
+  /** The action `start` starts (with the id it is given) under the claim, or the one the id's first request started. */
+  once(request: IdempotentRequest, start: (actionId: string) => Promise<Action>, signal: AbortSignal): Promise<Action> {
+    return this.#inTurn(request, () =>
+      this.#claim(
+        { ...request, actionId: newId("a") },
+        (claim) => start(claim.actionId),
+        (held) => this.#find(held.actionId),
+        signal,
+      ),
+    );
   }
 
   /**
@@ -72,22 +83,23 @@ export class RequestIds {
    * outcome (as `answer` reads it); a repeat gets `answer` of the first one's outcome.
    */
   onceDone<T>(
-    claim: RequestClaim,
+    request: IdempotentRequest,
     run: () => Promise<{ value: T; outcome: string }>,
     answer: (outcome: string) => Promise<T>,
     signal: AbortSignal,
   ): Promise<T> {
-    const start = async () => {
+    const start = async (claim: RequestClaim) => {
       const { value, outcome } = await run();
       // Done: a claim left unsettled (the store failing now) is taken over once stale, as a dead server's.
       await this.#store.settleRequest(claim, outcome).catch(() => {});
       return value;
     };
-    return this.#inTurn(claim, () => this.#claim(claim, start, async (held) => (held.outcome ? answer(held.outcome) : undefined), signal));
+    const found = async (held: RequestClaim) => (held.outcome ? answer(held.outcome) : undefined);
+    return this.#inTurn(request, () => this.#claim({ ...request, actionId: newId("r") }, start, found, signal));
   }
 
-  async #inTurn<T>(claim: RequestClaim, fn: () => Promise<T>): Promise<T> {
-    const key = `${claim.createdBy}\0${claim.requestId}`;
+  async #inTurn<T>(request: IdempotentRequest, fn: () => Promise<T>): Promise<T> {
+    const key = `${request.createdBy}\0${request.requestId}`;
     const turn = (this.#turns.get(key) ?? Promise.resolve()).then(fn);
     const done = turn.catch(() => {});
     this.#turns.set(key, done);
@@ -100,7 +112,7 @@ export class RequestIds {
 
   async #claim<T>(
     claim: RequestClaim,
-    start: () => Promise<T>,
+    start: (claim: RequestClaim) => Promise<T>,
     found: (held: RequestClaim) => Promise<T | undefined>,
     signal: AbortSignal,
   ): Promise<T> {
@@ -109,7 +121,7 @@ export class RequestIds {
       const held = await this.#store.claimRequest(claim, new Date());
       if (!held) {
         try {
-          return await start();
+          return await start(claim);
         } catch (error) {
           await this.#store.releaseRequest(claim).catch(() => {});
           throw error;
