@@ -253,6 +253,7 @@ interface RunOptions {
   argsJson?: string;
   timeout?: number;
   requestId?: string;
+  priority?: number;
   detach?: boolean;
 }
 
@@ -268,6 +269,7 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     .option("--args-json <json>", 'args and kwargs as proto3 JSON: {"args": [{"json": 1}], "kwargs": {…}}')
     .option("--timeout <seconds>", "stop it past this many seconds (deadline_exceeded)", (v) => positive(v, "--timeout"))
     .option("--request-id <id>", REQUEST_ID_HELP)
+    .option("--priority <n>", "1 (highest) to 5; default 3: among the calls waiting for a child, a higher priority goes first", priorityOption)
     .option("--detach", "print the action's id at once instead of following it")
     .action(async (id: string, o: RunOptions) => {
       const c = client();
@@ -278,7 +280,11 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
 }
 
 async function callInput(c: PlinthClient, o: RunOptions) {
-  const timeout = { ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }), ...requestIdOf(o) };
+  const timeout = {
+    ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }),
+    ...requestIdOf(o),
+    ...(o.priority === undefined ? {} : { priority: o.priority }),
+  };
   if (o.argsJson) {
     if (o.arg.length || o.kwarg.length) throw new UsageError("--args-json replaces -a and -k: use one or the other");
     return { ...parseArgsJson(o.argsJson), ...timeout };
@@ -370,8 +376,9 @@ program
   .option("--model <id>", "only this model's")
   .option("--status <status...>", "only these statuses: queued, accessing_data, executing, storing, succeeded, failed, cancelled")
   .option("--by <caller>", "only those this caller started")
+  .option("--priority <n>", "only those of this priority (1 to 5)", priorityOption)
   .option("--limit <n>", "at most this many", (v) => positive(v, "--limit"), 50)
-  .action(async (o: { model?: string; status?: string[]; by?: string; limit: number }) => {
+  .action(async (o: { model?: string; status?: string[]; by?: string; priority?: number; limit: number }) => {
     const statuses = (o.status ?? []).map((s) => {
       const value = ActionStatus[s.toUpperCase() as keyof typeof ActionStatus];
       if (typeof value !== "number" || value === 0)
@@ -382,6 +389,7 @@ program
       modelId: o.model ?? "",
       statuses,
       createdBy: o.by ?? "",
+      priority: o.priority ?? 0,
       pageSize: o.limit,
     });
     print(format(), actions.map(actionJson), () => actionsTable(actions));
@@ -458,6 +466,12 @@ program
     process.once("SIGINT", () => stop.abort());
     await watch(client(), { once: o.once === true, limit: o.limit, tty: process.stdout.isTTY === true && !o.once, signal: stop.signal });
   });
+
+function priorityOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 5) throw new UsageError(`--priority: 1 (highest) to 5, got ${value}`);
+  return n;
+}
 
 function positive(value: string, what: string): number {
   const n = Number(value);

@@ -45,12 +45,13 @@ export function modelsTable(models: Model[]): string {
 
 export function actionsTable(actions: Action[]): string {
   return table(
-    ["ID", "CALL", "MODEL", "STATUS", "CREATED", "BY", "ERROR"],
+    ["ID", "CALL", "MODEL", "STATUS", "PRI", "CREATED", "BY", "ERROR"],
     actions.map((a) => [
       a.id,
       callName(a),
       a.modelId || a.modelType,
       statusName(a.status),
+      String(a.priority || 3),
       time(a.createTime),
       a.createdBy,
       a.error ? `${a.error.code}: ${a.error.message}`.slice(0, 60) : "",
@@ -69,6 +70,7 @@ export function actionText(action: Action, result?: string): string {
     `call     ${callName(action)} ${action.modelType}${action.modelId ? ` on ${action.modelId}` : ""}`,
     `status   ${statusName(action.status)}${action.queuePosition ? ` (position ${action.queuePosition} in the queue)` : ""}`,
     `created  ${time(action.createTime)}${action.createdBy ? ` by ${action.createdBy}` : ""}`,
+    `priority ${action.priority || 3}`,
   ];
   if (action.server) lines.push(`server   ${action.server}`);
   if (action.endTime) lines.push(`ended    ${time(action.endTime)}`);

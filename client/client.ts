@@ -42,6 +42,8 @@ export interface CallInput {
    * say), it answers with the first call's action and runs nothing twice.
    */
   requestId?: string;
+  /** 1 (highest) to 5; default 3. Among the calls waiting for a child, a higher priority goes first. */
+  priority?: number;
   /** Aborting it cancels the action (CancelAction). */
   signal?: AbortSignal;
 }
@@ -92,6 +94,7 @@ function request(input: CallInput) {
     kwargs: Object.fromEntries(Object.entries(input.kwargs ?? {}).map(([k, v]) => [k, toArg(v, `kwargs.${k}`)])),
     ...(input.timeoutSeconds !== undefined ? { timeout: durationFromMs(input.timeoutSeconds * 1000) } : {}),
     ...(input.requestId ? { requestId: input.requestId } : {}),
+    ...(input.priority !== undefined ? { priority: input.priority } : {}),
   };
 }
 

@@ -96,6 +96,17 @@ describe("plinth, the command line", () => {
     expect(waited.stdout).toMatch(/^status +cancelled$/m);
   });
 
+  it("runs a call at a --priority, shows it in actions and action, and filters on it; refuses one out of range", async () => {
+    const created = JSON.parse((await plinth("create", "systest.Model", "--priority", "1", "-o", "json")).stdout);
+    expect(created.priority).toBe(1);
+    const table = await plinth("actions", "--model", created.modelId, "--priority", "1");
+    expect(table.stdout.split("\n")[0]).toMatch(/^ID +CALL +MODEL +STATUS +PRI +CREATED +BY +ERROR$/);
+    expect(table.stdout.split("\n")[1]).toMatch(new RegExp(`^${created.id} +create +${created.modelId} +succeeded +1 `));
+    expect((await plinth("action", created.id)).stdout).toMatch(/^priority 1$/m);
+    const refused = await plinth("fit", created.modelId, "--priority", "9");
+    expect([refused.code, refused.stderr.trim()]).toEqual([2, expect.stringContaining("--priority: 1 (highest) to 5, got 9")]);
+  });
+
   it("lists models and actions as tables, JSON and YAML", async () => {
     const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
     const table = await plinth("models", "--type", "systest.Model");

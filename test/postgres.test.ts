@@ -165,6 +165,8 @@ describe("the cluster's queue in PostgreSQL", () => {
     model: string;
     predict?: boolean;
     claim?: boolean;
+    priority?: number;
+    by?: string;
   }
   const TYPE = "t.Model";
 
@@ -193,8 +195,8 @@ describe("the cluster's queue in PostgreSQL", () => {
         calls.map(() => ActionStatus.QUEUED),
         calls.map(() => Date.now()),
         calls.map(() => null),
-        calls.map(() => ""),
-        calls.map(() => "{}"),
+        calls.map((c) => c.by ?? ""),
+        calls.map((c) => JSON.stringify(c.priority ? { priority: c.priority } : {})),
         [],
         calls.map(() => Buffer.from("")),
         calls.map(() => TYPE),
@@ -297,6 +299,41 @@ describe("the cluster's queue in PostgreSQL", () => {
       ).toEqual(["p4"]);
       const { rows } = await q.client.query("SELECT action_id, shared FROM action_requests ORDER BY action_id");
       expect(rows).toEqual(["p3", "p4", "p5"].map((action_id) => ({ action_id, shared: false })));
+    } finally {
+      await q.client.end();
+    }
+  });
+
+  it("claims the highest priority first, then callers in turns, each one's oldest first; a model's line keeps its order", async () => {
+    const q = await queue();
+    try {
+      await q.join("a", {});
+      const one = "plinth_claim($1, $2, '{}', 1, $3, 0)";
+      // Caller x queues five calls at priority 5, then y two; a priority-1 call on a model behind one of x's waits for that one.
+      await q.write("a", [
+        ...[1, 2, 3, 4, 5].map((n) => ({ id: `x${n}`, model: `mx${n}`, claim: false, priority: 5, by: "x" })),
+        { id: "y1", model: "my1", claim: false, priority: 5, by: "y" },
+        { id: "y2", model: "my2", claim: false, priority: 5, by: "y" },
+        { id: "hi", model: "mx5", claim: false, priority: 1, by: "y" },
+        { id: "top", model: "free", claim: false, priority: 1, by: "x" },
+        { id: "mid", model: "free2", claim: false, by: "x" },
+      ]);
+      // One child: each call is claimed once the one before it has ended.
+      const order: string[] = [];
+      for (let i = 0; i < 10; i++) {
+        const claimed = await q.claim("a", [], one);
+        order.push(...claimed);
+        await q.end(claimed);
+      }
+      // x5 goes at hi's priority (hi waits behind it on its model), then hi; y was not served at 5 yet, x was (x5).
+      expect(order).toEqual(["top", "x5", "hi", "mid", "y1", "x1", "y2", "x2", "x3", "x4"]);
+      // Claimed several at once: each caller's first turn, then the second.
+      await q.write("a", [
+        ...[1, 2, 3].map((n) => ({ id: `a${n}`, model: `ma${n}`, claim: false, by: "x" })),
+        ...[1, 2].map((n) => ({ id: `b${n}`, model: `mb${n}`, claim: false, by: "y" })),
+      ]);
+      const several = await q.claim("a", [], "plinth_claim($1, $2, '{}', 4, $3, 0)");
+      expect(several.sort()).toEqual(["a1", "a2", "b1", "b2"]);
     } finally {
       await q.client.end();
     }

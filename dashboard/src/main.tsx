@@ -58,6 +58,7 @@ function ActionsPage({ live }: { live: Live }) {
           <th>call</th>
           <th>model</th>
           <th>status</th>
+          <th title="priority: 1 highest … 5">pri</th>
           <th>progress</th>
           <th>data</th>
           <th>time</th>
@@ -75,6 +76,7 @@ function ActionsPage({ live }: { live: Live }) {
               {STATUS[a.status]}
               {a.queuePosition ? ` #${a.queuePosition}` : ""}
             </td>
+            <td>{a.priority || 3}</td>
             <td>
               <Bar action={a} />
             </td>
@@ -144,6 +146,8 @@ function ActionPage({ id, live }: { id: string; live: Live }) {
         <dd>{a.modelId}</dd>
         <dt>by</dt>
         <dd>{a.createdBy || "—"}</dd>
+        <dt>priority</dt>
+        <dd>{a.priority || 3}</dd>
         {a.server && (
           <>
             <dt>server</dt>

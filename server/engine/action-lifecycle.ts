@@ -26,6 +26,7 @@ import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
+import { DEFAULT_PRIORITY } from "../process/fair-queue.ts";
 import type { ModelRef } from "../process/process-manager.ts";
 import { modelMessage, modelMeta } from "../store/model-message.ts";
 import { isCommitUnknown, type ModelMeta, type ModelRecord, type Store, type StoredAction, type StoredPayloads } from "../store/store.ts";
@@ -95,9 +96,12 @@ export interface RunOutcome {
 export async function runAction(deps: LifecycleDeps, request: RunRequest): Promise<RunOutcome> {
   const { table } = deps;
   const { id, signal } = request;
-  const { modelId, modelType, call } = table.action(id)!.view;
+  const { modelId, modelType, call, priority, createdBy } = table.action(id)!.view;
   const steps = new Steps(deps, id, request.onProgress);
-  const run = new ActionRun(deps, steps, { actionId: id, modelId });
+  const own = priority || DEFAULT_PRIORITY;
+  // Holding its model, it waits for a child at the best priority of the calls waiting behind it.
+  const inherited = () => Math.min(own, (modelId && deps.locks.waitingPriority(modelId)) || own);
+  const run = new ActionRun(deps, steps, { actionId: id, modelId }, () => ({ priority: inherited(), caller: createdBy }));
   let patch: ActionPatch;
   let result: Payload | undefined;
   try {
@@ -107,7 +111,7 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     const shared = batching ? Number.POSITIVE_INFINITY : call === ActionCall.PREDICT ? deps.plugins.concurrentPredicts(modelType) : undefined;
     // A change waits for the batches filling on its model: they go now.
     if (modelId && shared === undefined) deps.batches.hurry(modelId);
-    using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared) : undefined;
+    using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared, own) : undefined;
     steps.started();
     const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
     if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });

@@ -11,6 +11,7 @@ import { type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt"
 import { ActionErrorSchema, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure } from "../process/child.ts";
+import type { OrderOf } from "../process/fair-queue.ts";
 import type { CallOutcome, ModelRef, PluginCall, ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { ActionFailure } from "./action-failure.ts";
@@ -79,11 +80,14 @@ export class ActionRun {
   #stoppedChild: ChildExit | undefined;
   /** What every call of this run tells the plugin (ctx.info): its action and model. */
   readonly #ids: { actionId: string; modelId: string; attempt: number };
+  /** Where its calls wait for a child: the action's priority (or a better one it inherits) and caller. */
+  readonly #order: OrderOf | undefined;
 
-  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string }) {
+  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string }, order?: OrderOf) {
     this.#deps = deps;
     this.#report = report;
     this.#ids = { ...ids, attempt: 1 };
+    this.#order = order;
   }
 
   /** The exit of the child that a cancel stopped, for the cancel outcome. */
@@ -127,7 +131,7 @@ export class ActionRun {
         signal,
         (batch: BatchInfo) => this.#report.status(ActionStatus.EXECUTING, batch),
         progress,
-        (hooks) => this.#deps.batches.submit(to, { actionId: this.#ids.actionId, ...resolved, signal, hurry: hurry(), ...hooks }),
+        (hooks) => this.#deps.batches.submit(to, { actionId: this.#ids.actionId, ...resolved, signal, hurry: hurry(), order: this.#order, ...hooks }),
       );
       return { value: payloadFromValue(item.value, call.jsonForm), instance: undefined, logTail: item.logTail };
     }
@@ -150,7 +154,7 @@ export class ActionRun {
     onStart: () => Promise<void>,
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
   ): Promise<CallOutcome> {
-    return this.#reported(signal, onStart, onProgress, (hooks) => this.#deps.processes.call(target, call, { signal, ...hooks }));
+    return this.#reported(signal, onStart, onProgress, (hooks) => this.#deps.processes.call(target, call, { signal, order: this.#order, ...hooks }));
   }
 
   /**

@@ -29,6 +29,7 @@ import type { LiveTable } from "./live-table.ts";
 import type { ModelCache } from "./model-cache.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import type { BatchEvents } from "./predict-batches.ts";
+import { priorityOf } from "./priority.ts";
 import * as reads from "./reads.ts";
 import { changeFingerprint, checkRequestId, fingerprint, RequestIds } from "./request-ids.ts";
 import { jsonFormOf, requireId, timeoutMillis } from "./requests.ts";
@@ -87,6 +88,8 @@ export interface ActionRequest {
   jsonForm?: JsonForm;
   /** Makes the call idempotent per caller (request-ids.ts). */
   requestId?: string;
+  /** 1 (highest) to 5; 0 or unset: 3. */
+  priority?: number;
 }
 
 /** Who asks for a change of a model, and its request_id (request-ids.ts). */
@@ -374,6 +377,7 @@ export class Engine {
     this.#refuseIfClosing();
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
+    priorityOf(request.priority); // checked before a request_id is claimed
     const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, await this.#dataAccessNames(request));
     checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
     const admit = (id: string) => this.#admit(id, call, modelId, modelType, request, caller, parsed, timeoutMs);
@@ -412,6 +416,7 @@ export class Engine {
       createTime: now,
       updateTime: now,
       createdBy: caller.name,
+      priority: priorityOf(request.priority),
       ...(request.timeout ? { timeout: request.timeout } : {}),
       ...(request.requestId ? { requestId: request.requestId } : {}),
     });

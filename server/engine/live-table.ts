@@ -19,7 +19,7 @@ import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { isEnded } from "../store/records.ts";
+import { DEFAULT_PRIORITY, isEnded } from "../store/records.ts";
 import type { CallArgs } from "./args.ts";
 import type { JsonForm, Payload } from "./payloads.ts";
 import type { StatePublisher } from "./state-publisher.ts";
@@ -236,15 +236,25 @@ export class LiveTable {
     return this.#queued.values();
   }
 
-  /** 1 for the oldest queued action; 0 when the action is not queued. */
+  /**
+   * 1 for the queued action that goes first: by priority, then age (callers' turns within
+   * a priority, and a model's own line, are the process manager's and the model's; this is
+   * an estimate); 0 when the action is not queued.
+   */
   queuePosition(id: string): number {
     if (!this.#queued.has(id)) return 0;
+    const mine = this.#priority(id);
     let position = 1;
+    let before = true;
     for (const other of this.#queued) {
-      if (other === id) return position;
-      position++;
+      if (other === id) before = false;
+      else if (before ? this.#priority(other) <= mine : this.#priority(other) < mine) position++;
     }
-    return 0;
+    return position;
+  }
+
+  #priority(id: string): number {
+    return this.#actions.get(id)?.view.priority || DEFAULT_PRIORITY;
   }
 
   /** A new action (status QUEUED); call admit() first. */

@@ -4,13 +4,19 @@
  * instance: one at a time) or shared (a predict its model type declares concurrent: up to
  * `maxShared` at once). The head of the line goes first, and nothing overtakes it: a
  * change waits for the shared calls admitted before it, and the shared calls admitted
- * after it wait for the change, so they see its revision.
+ * after it wait for the change, so they see its revision. A priority never overtakes in
+ * a line: instead the calls holding a model wait for a child at the best priority of the
+ * calls waiting behind them (waitingPriority), so an urgent call is not held up by the
+ * backlog of another priority in front of its model's head.
  */
+import { DEFAULT_PRIORITY } from "../process/fair-queue.ts";
 import type { Permit } from "../slots.ts";
 
 interface Waiter {
   /** Shared with at most this many holders; undefined: exclusive. */
   readonly maxShared: number | undefined;
+  /** 1 (highest) to 5. */
+  readonly priority: number;
   grant(): void;
 }
 
@@ -27,7 +33,7 @@ export class ModelLocks {
    * Waits for the model in arrival order (exclusively, or shared with at most `maxShared`
    * holders); aborting `signal` first leaves the line with the signal's reason.
    */
-  async acquire(modelId: string, signal?: AbortSignal, maxShared?: number): Promise<Permit> {
+  async acquire(modelId: string, signal?: AbortSignal, maxShared?: number, priority = DEFAULT_PRIORITY): Promise<Permit> {
     signal?.throwIfAborted();
     let line = this.#lines.get(modelId);
     if (!line) {
@@ -46,6 +52,7 @@ export class ModelLocks {
       };
       const waiter: Waiter = {
         maxShared,
+        priority,
         grant: () => {
           signal?.removeEventListener("abort", onAbort);
           resolve(this.#permit(modelId, l, maxShared !== undefined));
@@ -62,6 +69,13 @@ export class ModelLocks {
     const line = this.#lines.get(modelId);
     if (!line) return 0;
     return line.waiting.length + line.shared + (line.exclusive ? 1 : 0);
+  }
+
+  /** The best (lowest) priority of the calls waiting on this model; undefined when none waits. */
+  waitingPriority(modelId: string): number | undefined {
+    let best: number | undefined;
+    for (const w of this.#lines.get(modelId)?.waiting ?? []) if (best === undefined || w.priority < best) best = w.priority;
+    return best;
   }
 
   /** A change (an exclusive call) waits on this model: the shared calls behind it cannot start before it. */

@@ -17,6 +17,7 @@ import { EventEmitter } from "node:events";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { ChildFailure } from "../process/child.ts";
+import { DEFAULT_PRIORITY, type OrderOf, type QueueOrder } from "../process/fair-queue.ts";
 import { type BatchItem, type CallOutcome, CallWithdrawn, type ModelRef, type ProcessManager } from "../process/process-manager.ts";
 import type { PluginTarget } from "../process/runtimes.ts";
 import { newId } from "./ids.ts";
@@ -50,6 +51,8 @@ export interface ItemRequest {
   kwargs: Record<string, Value>;
   /** Aborting it takes the item out (before its batch goes) or stops it in the plugin (while it runs). */
   signal: AbortSignal;
+  /** Where the item waits for a child: its batch waits as its highest-priority item does (the oldest of those), as items join. */
+  order?: OrderOf | undefined;
   /** Go without waiting for more items: a change waits on the model. */
   hurry?: boolean;
   /** The item's batch went to its child. */
@@ -218,6 +221,7 @@ export class PredictBatches {
         { kind: CallKind.PREDICT, target: modelType, model, args: [], kwargs: {}, batch: take },
         {
           signal: batch.stop.signal,
+          order: () => orderOf(batch.items),
           onProgress: (state, logTail, itemId) => {
             const to = itemId ? [byId(itemId)] : batch.items;
             for (const item of to) if (item && !item.settled) item.onProgress(state, logTail);
@@ -280,4 +284,16 @@ export class PredictBatches {
   #tidy(line: Line): void {
     if (line.open.length === 0 && line.calls === 0) this.#lines.delete(line.key);
   }
+}
+
+/** A batch waits for its child as its highest-priority item does (the oldest of those, as its caller). */
+function orderOf(items: readonly ItemRequest[]): QueueOrder {
+  let best: QueueOrder = { priority: DEFAULT_PRIORITY, caller: "" };
+  let found = false;
+  for (const item of items) {
+    const order = typeof item.order === "function" ? item.order() : item.order;
+    if (order && (!found || order.priority < best.priority)) best = order;
+    found ||= order !== undefined;
+  }
+  return best;
 }

@@ -11,6 +11,7 @@ import { cut, invalid, notFound } from "../errors.ts";
 import { modelMessage } from "../store/model-message.ts";
 import type { Store, StoredPayloads } from "../store/store.ts";
 import type { LiveAction, LiveTable } from "./live-table.ts";
+import { priorityOf } from "./priority.ts";
 import { checkRevision, listToken, pageSize, parseStateToken, requireId } from "./requests.ts";
 import { fullerView, type ViewLimits } from "./views.ts";
 
@@ -78,6 +79,8 @@ export interface ListActionsQuery {
   createdAfter?: Timestamp | undefined;
   createdBefore?: Timestamp | undefined;
   createdBy?: string;
+  /** 1–5; 0: any. */
+  priority?: number;
   view: ActionView;
 }
 
@@ -95,6 +98,7 @@ export async function listActions(r: Readers, query: ListActionsQuery): Promise<
       ...(query.createdAfter ? { createdAfter: timestampDate(query.createdAfter) } : {}),
       ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
       ...(query.createdBy ? { createdBy: query.createdBy } : {}),
+      ...(query.priority ? { priority: priorityOf(query.priority) } : {}),
     },
     view !== ActionView.BASIC,
   );

@@ -1,7 +1,8 @@
 /**
  * Runs plugin calls in child processes. Never more than maxChildren children alive at
  * once — starting, busy, idle or stopping, handshakes and data-access sub-calls
- * included — and the calls beyond that wait in one FIFO queue.
+ * included — and the calls beyond that wait in one queue: by priority, callers taking
+ * turns within one (fair-queue.ts).
  *
  * A child that answered its call cleanly goes back to an idle pool for its plugin
  * module and serves the next call without a new spawn (a spawn costs 0.1–1.5 s, a
@@ -24,8 +25,9 @@ import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import { CallKind, type Hello, type Result, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
-import { type Settle, waitInQueue } from "../wait-in-queue.ts";
+import type { Settle } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
+import { FairQueue, type OrderOf } from "./fair-queue.ts";
 import { formatHint } from "./format-hint.ts";
 import { childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
 
@@ -86,6 +88,8 @@ export interface CallOptions {
    * (a batch not sent yet is withdrawn instead, its child kept).
    */
   signal?: AbortSignal;
+  /** Where the call waits for a child among the others: its priority and caller (default: 3, the anonymous caller); a function is read again at each pick. */
+  order?: OrderOf | undefined;
   /** The call has a child (it may have waited for a slot until now). */
   onStart?: (pid: number) => void;
   /** The plugin's latest report, with what it printed so far during this call; of one item of a batch when `itemId` is set. */
@@ -219,7 +223,7 @@ export class ProcessManager {
   readonly #workers = new Set<Worker>();
   /** Idle workers per module, most recently used last. */
   readonly #idle = new Map<string, Worker[]>();
-  readonly #queue: Waiter[] = [];
+  readonly #queue = new FairQueue<Waiter>();
   /** Workers asked to stop whose slot is not free yet. */
   readonly #stopping = new Set<Worker>();
   /** Every module that has answered a call, to keep minIdleWorkers ready. */
@@ -331,7 +335,7 @@ export class ProcessManager {
     // stopped as a cancel is (SIGTERM, then SIGKILL), and fails stalled.
     const kind = kindNames[call.kind as keyof typeof kindNames];
     const heartbeatMs = kind ? target.heartbeatMs?.[kind] : undefined;
-    const worker = await this.#lease(target, signal, call.model);
+    const worker = await this.#lease(target, signal, call.model, options.order);
     // A batch not sent yet is withdrawn, not killed: its child has done nothing for it.
     let sent = false;
     // A call silent past its heartbeat timeout is stopped, and fails stalled.
@@ -588,7 +592,7 @@ export class ProcessManager {
       this.#closed = true;
       clearInterval(this.#timer);
       const error = new PlinthError("shutting_down", "the server is shutting down");
-      for (const waiter of this.#queue.splice(0)) waiter.reject(error);
+      for (const waiter of this.#queue.clear()) waiter.reject(error);
     }
     await Promise.all([...this.#workers].map((w) => w.child.terminate(this.#o.sigtermTimeoutMs)));
   }
@@ -608,19 +612,39 @@ export class ProcessManager {
     for (const worker of this.#workers) worker.child.kill();
   }
 
-  #lease(target: PluginTarget, signal?: AbortSignal, model?: ResidentKey): Promise<Worker> {
+  #lease(target: PluginTarget, signal?: AbortSignal, model?: ResidentKey, order?: OrderOf): Promise<Worker> {
     signal?.throwIfAborted();
     if (this.#closed) return Promise.reject(new PlinthError("shutting_down", "the server is shutting down"));
     const key = keyOf(target);
-    const leased = waitInQueue<Worker, Waiter>(this.#queue, signal, { key, target, model });
+    const leased = new Promise<Worker>((resolve, reject) => {
+      const onAbort = () => {
+        this.#queue.remove(waiter);
+        reject(signal?.reason);
+      };
+      const waiter: Waiter = {
+        key,
+        target,
+        model,
+        resolve: (worker) => {
+          signal?.removeEventListener("abort", onAbort);
+          resolve(worker);
+        },
+        reject: (reason) => {
+          signal?.removeEventListener("abort", onAbort);
+          reject(reason);
+        },
+      };
+      signal?.addEventListener("abort", onAbort, { once: true });
+      this.#queue.push(waiter, order);
+    });
     this.#schedule();
     return leased;
   }
 
-  /** Gives waiting calls a child, in FIFO order, as long as there is one to give. */
+  /** Gives waiting calls a child, in the queue's order, as long as there is one to give. */
   #schedule(): void {
     while (this.#queue.length > 0) {
-      const head = this.#queue[0]!;
+      const head = this.#queue.peek()!;
       const idle = this.#takeIdle(head.key, head.model);
       if (idle) {
         this.#queue.shift();

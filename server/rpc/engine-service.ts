@@ -3,6 +3,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import type { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
+import { priorityOf } from "../engine/priority.ts";
 import type { ServiceImpl } from "./service-impl.ts";
 
 export function engineService(engine: () => Engine): ServiceImpl<typeof EngineService> {
@@ -20,13 +21,16 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
       return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
     },
     async addInstance(request, context) {
+      priorityOf(request.priority);
       return { model: await engine().addInstance(request.modelType, request.instance, { caller: context.caller, requestId: request.requestId }) };
     },
     async updateInstance(request, context) {
+      priorityOf(request.priority);
       const options = { caller: context.caller, requestId: request.requestId };
       return { model: await engine().updateInstance(request.modelId, request.instance, context.signal, options) };
     },
     async deleteModel(request, context) {
+      priorityOf(request.priority);
       await engine().deleteModel(request.modelId, { caller: context.caller, requestId: request.requestId });
       return {};
     },

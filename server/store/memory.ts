@@ -5,7 +5,7 @@
  */
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { randomHex, runId } from "../run-id.ts";
-import { isEnded, mergePayloads, metaOf, msOf, withKeptRevisions } from "./records.ts";
+import { DEFAULT_PRIORITY, isEnded, mergePayloads, metaOf, msOf, withKeptRevisions } from "./records.ts";
 import type {
   EndedWith,
   ListActionsQuery,
@@ -125,6 +125,7 @@ export class MemoryStore implements Store {
       if (query.createdAfter && ms(action.createTime) < query.createdAfter.getTime()) continue;
       if (query.createdBefore && ms(action.createTime) >= query.createdBefore.getTime()) continue;
       if (query.createdBy && action.createdBy !== query.createdBy) continue;
+      if (query.priority && (action.priority || DEFAULT_PRIORITY) !== query.priority) continue;
       out.push(withPayloads ? stored : { action });
       if (out.length >= query.limit) break;
     }

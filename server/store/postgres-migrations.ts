@@ -323,6 +323,64 @@ const migrations: string[] = [
    END $$;
    CREATE TRIGGER actions_free_request_ids AFTER DELETE ON actions
      REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION plinth_free_request_ids();`,
+  // 7: priorities. A server claims the highest priority first (the action's, 3 when its JSON
+  // has none, or a better one it inherits: below); within a priority, the calls on held models first as in 5; then callers take
+  // turns: a caller's k-th unfinished call at that priority (oldest first, claimed ones
+  // counted) goes in turn k, and within a turn the caller served least lately goes first
+  // (claim_turns keeps when each was last served), so one caller's many calls do not starve
+  // another's few; then the oldest. A model's own line is kept as in 5 whatever the
+  // priorities on it: a call on a model is claimed at the best priority of the unfinished
+  // calls on that model instead, so an urgent call is not held up behind its model's head;
+  // turns stay counted at each call's own priority.
+  `CREATE TABLE claim_turns (
+     priority integer NOT NULL,
+     created_by text NOT NULL,
+     served bigint NOT NULL,
+     PRIMARY KEY (priority, created_by)
+   );
+   CREATE SEQUENCE claim_turns_served;
+   CREATE OR REPLACE FUNCTION plinth_claim(me text, types text[], access text[], n integer, held text[], affinity_ms integer)
+       RETURNS TABLE (claimed_id text, claimed_seq bigint, claimed_request bytea, claimed_json text, claimed_revision bigint)
+       LANGUAGE plpgsql AS $$
+   DECLARE mine jsonb;
+   BEGIN
+     PERFORM pg_advisory_xact_lock(7301);
+     SELECT s.shares INTO mine FROM plinth_servers s WHERE s.server = me AND s.expires > now();
+     IF NOT FOUND THEN RETURN; END IF;
+     RETURN QUERY
+       WITH every AS (
+         SELECT c.*, p.priority AS own, a.created_by, row_number() OVER (PARTITION BY p.priority, a.created_by ORDER BY c.seq) AS turn,
+           CASE WHEN c.model_id = '' THEN p.priority ELSE min(p.priority) OVER (PARTITION BY c.model_id) END AS priority
+         FROM action_requests c JOIN actions a ON a.id = c.action_id,
+           LATERAL (SELECT coalesce((a.json::json ->> 'priority')::integer, 3) AS priority) p),
+       open AS (
+         SELECT c.action_id, c.seq, c.model_id, c.enqueued, c.priority, c.own, c.created_by, c.turn, t.served,
+           c.shared AND mine ? c.model_type AS here, (mine ->> c.model_type)::integer AS most
+         FROM every c LEFT JOIN claim_turns t ON t.priority = c.own AND t.created_by = c.created_by
+         WHERE c.owner IS NULL AND c.model_type = ANY (types) AND c.data_access <@ access),
+       ready AS (
+         SELECT o.*, row_number() OVER (PARTITION BY o.model_id ORDER BY o.seq) AS nth FROM open o
+         WHERE o.model_id = '' OR NOT EXISTS (SELECT 1 FROM queued_updates x WHERE x.model_id = o.model_id AND x.seq < o.seq) AND CASE WHEN o.here
+           THEN NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND e.seq < o.seq AND NOT e.shared)
+           ELSE NOT EXISTS (SELECT 1 FROM action_requests e WHERE e.model_id = o.model_id AND (e.seq < o.seq OR e.owner IS NOT NULL)) END),
+       pick AS (
+         SELECT r.action_id, r.here, r.own, r.created_by FROM ready r
+         WHERE r.model_id = '' OR NOT r.here
+           OR r.nth + (SELECT count(*) FROM action_requests e WHERE e.model_id = r.model_id AND e.owner = me) <= r.most
+         ORDER BY r.priority,
+           (affinity_ms <= 0 OR r.model_id = ANY (held) OR r.enqueued <= now() - affinity_ms * interval '1 millisecond') DESC,
+           r.turn, r.served NULLS FIRST, r.seq
+         LIMIT n),
+       turned AS (
+         INSERT INTO claim_turns (priority, created_by, served)
+           SELECT g.own, g.created_by, nextval('claim_turns_served') FROM (SELECT DISTINCT p.own, p.created_by FROM pick p) g
+           ON CONFLICT (priority, created_by) DO UPDATE SET served = excluded.served),
+       taken AS (
+         UPDATE action_requests w SET owner = me, shared = pick.here FROM pick WHERE w.action_id = pick.action_id
+         RETURNING w.action_id, w.seq, w.request)
+       SELECT t.action_id, t.seq, t.request, a.json, coalesce(m.revision, 0) FROM taken t JOIN actions a ON a.id = t.action_id
+         LEFT JOIN models m ON m.id = a.model_id ORDER BY t.seq;
+   END $$;`,
 ];
 
 /** The schema version this build writes. */

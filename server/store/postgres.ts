@@ -17,6 +17,7 @@ import type { PgWrites } from "./pg/writes.ts";
 import {
   atRevision,
   bytesOf,
+  DEFAULT_PRIORITY,
   decodeAction,
   ENDED_STATUSES,
   type ModelRow,
@@ -163,6 +164,8 @@ export class PostgresStore implements Store {
     if (query.createdAfter) where.push(`create_time >= $${params.push(query.createdAfter.getTime())}`);
     if (query.createdBefore) where.push(`create_time < $${params.push(query.createdBefore.getTime())}`);
     if (query.createdBy) where.push(`created_by = $${params.push(query.createdBy)}`);
+    // Read from the action's JSON, not indexed: a filter beside the others, on a page read newest first.
+    if (query.priority) where.push(`coalesce((json::json ->> 'priority')::integer, ${DEFAULT_PRIORITY}) = $${params.push(query.priority)}`);
     const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT $${params.push(query.limit)}`;
     return this.#stored((await this.#db.query<{ id: string; json: string }>(sql, params)).rows, withPayloads);
   }

@@ -22,6 +22,9 @@ export const UNFINISHED_STATUSES: readonly ActionStatus[] = [
   ActionStatus.STORING,
 ];
 
+/** The priority of an action stored without one (before priorities, or a request that set none): the queue's default. */
+export const DEFAULT_PRIORITY = 3;
+
 export function isEnded(action: { status: ActionStatus }): boolean {
   return ENDED.has(action.status);
 }

@@ -20,6 +20,7 @@ import {
   actionColumns,
   atRevision,
   bytesOf,
+  DEFAULT_PRIORITY,
   decodeAction,
   ENDED_STATUSES,
   encodePayloads,
@@ -412,6 +413,11 @@ export class SqliteStore implements Store {
     if (query.createdBy) {
       where.push("created_by = ?");
       params.push(query.createdBy);
+    }
+    // Read from the action's JSON, not indexed: a filter beside the others, on a page read newest first.
+    if (query.priority) {
+      where.push(`coalesce(json_extract(json, '$.priority'), ${DEFAULT_PRIORITY}) = ?`);
+      params.push(query.priority);
     }
     const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db

@@ -42,6 +42,8 @@ export interface ListActionsQuery {
   createdBefore?: Date;
   /** Only actions this caller started. */
   createdBy?: string;
+  /** Only actions of this priority (one stored without a priority has 3). */
+  priority?: number;
   limit: number;
 }
 

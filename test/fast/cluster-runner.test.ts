@@ -547,6 +547,25 @@ describe("ClusterRunner: one model's concurrent predicts on several servers", ()
     expect(fit.done || !fit.error).toBe(true);
   });
 
+  test("a server claims the highest priority first, then callers in turns, each caller's oldest first", async () => {
+    const a = await join("a", { maxChildren: 1, affinityMs: 0 });
+    const models = await Promise.all(Array.from({ length: 7 }, () => addModel(a)));
+    const as = (name: string) => ({ name, roles: new Set(["run" as const]) });
+    const at = (priority: number) => ({ ...request(), priority });
+    const busy = await a.engine.predict(models[0]!.id, request());
+    const x = [];
+    for (const m of models.slice(1, 4)) x.push(await a.engine.predict(m.id, at(5), as("x")));
+    const y = await a.engine.predict(models[4]!.id, at(5), as("y"));
+    const urgent = await a.engine.predict(models[5]!.id, at(1), as("y"));
+    const plain = await a.engine.predict(models[6]!.id, request(), as("x"));
+    await settle();
+    for (let i = 0; i < 6; i++) {
+      a.calls.pending[0]!.finish({ value: i });
+      await settle();
+    }
+    expect(a.calls.actionIds).toEqual([busy.id, urgent.id, plain.id, x[0]!.id, y.id, x[1]!.id, x[2]!.id]);
+  });
+
   test("claim_affinity_ms 0 claims in queue order", async () => {
     const a = await join("a", { maxChildren: 1, affinityMs: 0 });
     const [busyModel, cold, warm] = [await addModel(a), await addModel(a), await addModel(a)];

@@ -14,8 +14,11 @@
  *   no exclusive call is before it, up to that server's share of the model — a server that runs the type one call at a
  *   time takes it exclusive. An update (UpdateInstance) takes its place in the queue too:
  *   no call queued after it is taken before it leaves, and it is stored once nothing
- *   before it is left and no call on its model is claimed. Among the calls a claim may take: those on models in `held`
- *   first, unless an older call waited past `affinityMs`; then the oldest. A call stored
+ *   before it is left and no call on its model is claimed. Among the calls a claim may take: the highest priority
+ *   (a call on a model at the best of the unfinished calls' on that model)
+ *   first; within it, those on models in `held` first, unless an older call waited past `affinityMs`; then callers
+ *   in turns (a caller's k-th unfinished call at that priority, claimed ones counted, in turn k; within a turn, the
+ *   caller served least lately first); then the oldest. A call stored
  *   after another new call of the same write on its model is taken only shared, behind
  *   shared ones taken too. An ended action leaves the queue;
  * - an ended action never changes again; a model's next revision is the one after the
@@ -96,6 +99,9 @@ export class FakeDatabase {
   readonly #actions = new Map<string, Action>();
   #revision = 1000n;
   #seq = 0;
+  /** When each caller was last served a claim, per priority (claim_turns). */
+  readonly #served = new Map<string, number>();
+  #turns = 0;
   /** Each row's latest change: actions, models and model tombstones (what `changes` reads). */
   readonly #rows = new Map<string, FeedChange>();
   readonly queue = new Map<string, QueueEntry>();
@@ -378,9 +384,31 @@ export class FakeDatabase {
       if (c.modelId !== "" && here && nth.get(c.modelId)! + this.#claimedOn(server, c.modelId) > mine[c.modelType]!) return [];
       return [{ entry: c, here }];
     });
-    // Calls on held models first, unless an older one has waited past affinityMs.
+    // The highest priority first; then calls on held models, unless an older one has waited past affinityMs; then callers' turns.
     const first = (c: QueueEntry) => affinityMs <= 0 || held.includes(c.modelId) || c.enqueued <= Date.now() - affinityMs;
-    const picked = ready.sort((a, b) => Number(first(b.entry)) - Number(first(a.entry)) || a.entry.seq - b.entry.seq).slice(0, n);
+    const own = (c: QueueEntry) => this.#actions.get(c.actionId)?.priority || 3;
+    const priority = (c: QueueEntry) => (c.modelId === "" ? own(c) : Math.min(...entries.filter((e) => e.modelId === c.modelId).map(own)));
+    const turns = new Map<string, number>();
+    const counted = new Map<string, number>();
+    for (const e of entries) {
+      const key = `${own(e)}\0${this.#actions.get(e.actionId)?.createdBy ?? ""}`;
+      counted.set(key, (counted.get(key) ?? 0) + 1);
+      turns.set(e.actionId, counted.get(key)!);
+    }
+    const turn = (c: QueueEntry) => turns.get(c.actionId)!;
+    const callerOf = (c: QueueEntry) => `${own(c)}\0${this.#actions.get(c.actionId)?.createdBy ?? ""}`;
+    const served = (c: QueueEntry) => this.#served.get(callerOf(c)) ?? 0;
+    const picked = ready
+      .sort(
+        (a, b) =>
+          priority(a.entry) - priority(b.entry) ||
+          Number(first(b.entry)) - Number(first(a.entry)) ||
+          turn(a.entry) - turn(b.entry) ||
+          served(a.entry) - served(b.entry) ||
+          a.entry.seq - b.entry.seq,
+      )
+      .slice(0, n);
+    for (const { entry } of picked) this.#served.set(callerOf(entry), ++this.#turns);
     const claimed: ClaimedAction[] = [];
     for (const { entry, here } of picked) {
       entry.owner = server;

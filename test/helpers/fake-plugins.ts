@@ -46,6 +46,8 @@ export interface PendingCall {
   /** When it arrived, across every FakePluginCalls of the process: to order the calls of several servers. */
   readonly arrival: number;
   readonly signal: AbortSignal | undefined;
+  /** Where the call would wait for a child: its action's priority and caller. */
+  readonly order: CallOptions["order"];
   readonly settled: boolean;
   /** A batch call's items, taken as it arrived (the fake's child is ready at once). */
   readonly items: BatchItem[] | undefined;
@@ -140,6 +142,7 @@ export class FakePluginCalls implements PluginCalls {
         actionId: (call as PluginCall & { actionId?: string }).actionId ?? "",
         modelId: (call as PluginCall & { modelId?: string }).modelId ?? "",
         signal,
+        order: options.order,
         arrival: ++arrivals,
         get settled() {
           return settled;
