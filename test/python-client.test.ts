@@ -201,6 +201,9 @@ with Client("localhost:50051") as client:
     print("bytes", client.predict(echo, args=[b"\\x00\\x01\\xff"]).result().prediction)
     batch = [i / 7 for i in range(5000)]
     print("json", client.predict(echo, args=[batch]).result().prediction == batch)
+    first = client.predict(echo, args=[1], request_id="py-" + echo, priority=1)
+    again = client.predict(echo, args=[1], request_id="py-" + echo, priority=1)
+    print("once", first.action.id == again.action.id, first.action.priority)
     both = client.create("composite.Model").result().model_id
     back = client.predict(both, args=[{"x": x, "blobs": [b"ab", b"c"], "label": "n"}]).result().prediction
     print("map", sorted(back), bool(np.array_equal(back["x"], x)), back["blobs"], back["label"])
@@ -227,6 +230,7 @@ with Client("localhost:50051") as client:
       "tensor ndarray float32 (3, 4) True",
       "bytes b'\\x00\\x01\\xff'",
       "json True",
+      "once True 1",
       "map ['blobs', 'label', 'x'] True [b'ab', b'c'] n",
       "failed failed plugin_error True",
       "cancelled cancelled cancelled CancelAction",

@@ -137,24 +137,62 @@ class Client:
         self.actions = action_service_pb2_grpc.ActionServiceStub(self.channel)
         self.state = state_service_pb2_grpc.StateServiceStub(self.channel)
 
-    def _request(self, args: Sequence[Any], kwargs: Optional[Dict[str, Any]], timeout_seconds: Optional[float]) -> Dict[str, Any]:
+    def _request(
+        self,
+        args: Sequence[Any],
+        kwargs: Optional[Dict[str, Any]],
+        timeout_seconds: Optional[float],
+        request_id: Optional[str],
+        priority: Optional[int],
+    ) -> Dict[str, Any]:
         request: Dict[str, Any] = {"args": [to_arg(a) for a in args], "kwargs": {k: to_arg(v) for k, v in (kwargs or {}).items()}}
         if timeout_seconds is not None:
             timeout = duration_pb2.Duration()
             timeout.FromMilliseconds(int(timeout_seconds * 1000))
             request["timeout"] = timeout
+        if request_id is not None:
+            request["request_id"] = request_id
+        if priority is not None:
+            request["priority"] = priority
         return request
 
-    def create(self, model_type: str, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None, timeout_seconds: Optional[float] = None) -> Run:
-        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds))
+    # request_id: the same id again (after a network error, say) answers with the first
+    # call's action and runs nothing twice. priority: 1 (highest) to 5; 3 by default.
+
+    def create(
+        self,
+        model_type: str,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Dict[str, Any]] = None,
+        timeout_seconds: Optional[float] = None,
+        request_id: Optional[str] = None,
+        priority: Optional[int] = None,
+    ) -> Run:
+        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds, request_id, priority))
         return Run(self, self.engine.CreateInstance(request, metadata=self._metadata).action, _model_result)
 
-    def fit(self, model_id: str, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None, timeout_seconds: Optional[float] = None) -> Run:
-        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds))
+    def fit(
+        self,
+        model_id: str,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Dict[str, Any]] = None,
+        timeout_seconds: Optional[float] = None,
+        request_id: Optional[str] = None,
+        priority: Optional[int] = None,
+    ) -> Run:
+        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority))
         return Run(self, self.engine.Fit(request, metadata=self._metadata).action, _model_result)
 
-    def predict(self, model_id: str, args: Sequence[Any] = (), kwargs: Optional[Dict[str, Any]] = None, timeout_seconds: Optional[float] = None) -> Run:
-        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds))
+    def predict(
+        self,
+        model_id: str,
+        args: Sequence[Any] = (),
+        kwargs: Optional[Dict[str, Any]] = None,
+        timeout_seconds: Optional[float] = None,
+        request_id: Optional[str] = None,
+        priority: Optional[int] = None,
+    ) -> Run:
+        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority))
         return Run(self, self.engine.Predict(request, metadata=self._metadata).action, _predict_result)
 
     def plugins(self) -> List[Dict[str, Any]]:
