@@ -5,16 +5,14 @@
  * over fake plugin calls (a model's own line kept whatever the priorities, the action's
  * priority checked, shown, passed on and filtered on).
  */
-import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
-import { CallKind, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import type { Engine } from "../../server/engine/engine.ts";
 import { PredictBatches } from "../../server/engine/predict-batches.ts";
 import type { QueueOrder } from "../../server/process/fair-queue.ts";
-import { type CallOptions, type PluginCall, ProcessManager } from "../../server/process/process-manager.ts";
+import type { CallOptions } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { FakeChildren, fakeManagerOptions, tagOf, workerJson } from "../helpers/fake-child.ts";
+import { taggedCall, tagOf, useFakeManager, workerJson } from "../helpers/fake-child.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
 import { memoryStore, openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
 
@@ -24,37 +22,18 @@ const A: PluginTarget = { module: "/fake/a.ts", runtime: "node", label: "a.ts" }
 const B: PluginTarget = { module: "/fake/b.ts", runtime: "node", label: "b.ts" };
 
 describe("the process manager's queue", () => {
-  let children: FakeChildren;
-  let manager: ProcessManager;
+  const fake = useFakeManager({ maxChildren: 1 });
 
-  beforeEach(() => {
-    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date", "performance"] });
-    children = new FakeChildren();
-    manager = new ProcessManager(fakeManagerOptions(children, { maxChildren: 1 }));
-  });
-
-  afterEach(async () => {
-    children.killAll();
-    await manager.close();
-    vi.useRealTimers();
-  });
-
-  const pluginCall = (tag: string): PluginCall => ({
-    kind: CallKind.PREDICT,
-    target: "fake.Model",
-    args: [create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(tag)) } })],
-    kwargs: {},
-  });
   const start = (tag: string, order?: QueueOrder, target = A, options: CallOptions = {}) =>
-    track(manager.call(target, pluginCall(tag), { ...options, order }));
+    track(fake.manager.call(target, taggedCall(tag), { ...options, order }));
 
   /** Answers the running call, over and over: the tags in the order they got the child. */
   async function drain(n: number): Promise<string[]> {
     const order: string[] = [];
     for (let i = 0; i < n; i++) {
-      children.helloAll();
+      fake.children.helloAll();
       await settle();
-      const child = children.alive.find((c) => c.current)!;
+      const child = fake.children.alive.find((c) => c.current)!;
       order.push(tagOf(child.current!));
       child.answer(null);
       await settle();
@@ -68,7 +47,7 @@ describe("the process manager's queue", () => {
     const top = start("top", { priority: 1, caller: "person" });
     const mid = start("mid", undefined, B);
     await settle();
-    expect(manager.queued).toBe(102);
+    expect(fake.manager.queued).toBe(102);
     const order = await drain(103);
     expect(order.slice(0, 3)).toEqual(["running", "top", "mid"]);
     expect(order.slice(3)).toEqual(low.map((_, i) => `low${i}`));
@@ -99,7 +78,7 @@ describe("the process manager's queue", () => {
   });
 
   test("a batch of predicts waits for its child as its highest-priority item", async () => {
-    const batches = new PredictBatches(manager);
+    const batches = new PredictBatches(fake.manager);
     const model = { modelId: "m", revision: 1n, size: 4, bytes: () => Promise.resolve(new Uint8Array(4)) };
     const to = { target: A, modelType: "fake.Batched", model, policy: { maxSize: 8, maxWaitMs: 0, maxReplicas: 1 } };
     start("running");
@@ -117,12 +96,12 @@ describe("the process manager's queue", () => {
         }),
       );
     const items = [item("p4", 4), item("p2", 2)];
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
-    children.alive[0]!.answer(null);
+    fake.children.alive[0]!.answer(null);
     await settle();
     // The batch (a priority-2 item in it, beside a priority-4 one) goes before the priority-3 call that came first.
-    const child = children.alive.find((c) => c.current)!;
+    const child = fake.children.alive.find((c) => c.current)!;
     expect(child.current!.items?.map((i) => i.actionId)).toEqual(["p4", "p2"]);
     child.answerItems({ 1: 1, 2: 2 });
     await settle();

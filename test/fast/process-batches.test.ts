@@ -4,30 +4,17 @@
  * cancelled mid-call is stopped in the child (CancelItems) without stopping the child,
  * and each item's outcome comes back on its own.
  */
-import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
+import { describe, expect, test } from "vitest";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
-import { type BatchItem, type CallOutcome, CallWithdrawn, type PluginCall, ProcessManager } from "../../server/process/process-manager.ts";
+import { type BatchItem, type CallOutcome, CallWithdrawn, type PluginCall } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { FakeChildren, fakeManagerOptions, workerJson } from "../helpers/fake-child.ts";
+import { useFakeManager, workerJson } from "../helpers/fake-child.ts";
 import { settle, track } from "../helpers/fast-engine.ts";
 
 const A: PluginTarget = { module: "/fake/a.ts", runtime: "node", label: "a.ts", key: "plugins[0]", residentMb: 1 };
 const model = { modelId: "m", revision: 1n, size: 4, bytes: () => Promise.resolve(new Uint8Array(4)) };
 
-let children: FakeChildren;
-let manager: ProcessManager;
-
-beforeEach(() => {
-  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date", "performance"] });
-  children = new FakeChildren();
-  manager = new ProcessManager(fakeManagerOptions(children, { maxChildren: 1 }));
-});
-
-afterEach(async () => {
-  children.killAll();
-  await manager.close();
-  vi.useRealTimers();
-});
+const fake = useFakeManager({ maxChildren: 1 });
 
 function item(itemId: string): BatchItem & { cancel(): void } {
   const controller = new AbortController();
@@ -43,7 +30,7 @@ describe("ProcessManager batch calls", () => {
     const items: BatchItem[] = [item("1")];
     const progress: [unknown, string | undefined][] = [];
     const call = track(
-      manager.call(
+      fake.manager.call(
         A,
         batchCall(() => items),
         { onProgress: (state, _tail, itemId) => progress.push([state?.kind.value, itemId]) },
@@ -52,9 +39,9 @@ describe("ProcessManager batch calls", () => {
     await settle();
     // It joined while the child was starting.
     items.push(item("2"));
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
-    const child = children.alive[0]!;
+    const child = fake.children.alive[0]!;
     expect(child.current?.items?.map((i) => i.itemId)).toEqual(["1", "2"]);
     expect(child.current?.args).toEqual([]);
     child.report("half", "2");
@@ -65,27 +52,27 @@ describe("ProcessManager batch calls", () => {
     expect(outcome.items?.get("1")).toEqual({ value: workerJson(10) });
     expect((outcome.items!.get("2") as { failure: Error }).failure.message).toBe("Error: bad item");
     // An item's failure is not the child's: it stays for the next call.
-    expect(manager.idle).toBe(1);
+    expect(fake.manager.idle).toBe(1);
   });
 
   test("a batch with no items left when its child is ready is withdrawn, and the child kept", async () => {
     const call = track(
-      manager.call(
+      fake.manager.call(
         A,
         batchCall(() => []),
       ),
     );
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
     expect(call.error).toBeInstanceOf(CallWithdrawn);
-    expect(children.alive[0]!.calls).toHaveLength(0);
-    expect(manager.idle).toBe(1);
+    expect(fake.children.alive[0]!.calls).toHaveLength(0);
+    expect(fake.manager.idle).toBe(1);
   });
 
   test("a batch whose signal aborts before it is sent is withdrawn without a signal to its child", async () => {
     const controller = new AbortController();
     const call = track(
-      manager.call(
+      fake.manager.call(
         A,
         batchCall(() => [item("1")]),
         { signal: controller.signal },
@@ -93,24 +80,24 @@ describe("ProcessManager batch calls", () => {
     );
     await settle();
     controller.abort();
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
     expect(call.error).toBeInstanceOf(CallWithdrawn);
-    expect(children.alive[0]!.signals).toEqual([]);
-    expect(manager.idle).toBe(1);
+    expect(fake.children.alive[0]!.signals).toEqual([]);
+    expect(fake.manager.idle).toBe(1);
   });
 
   test("an item cancelled while its batch runs is stopped in the child; the call and its child go on", async () => {
     const items = [item("1"), item("2")];
     const call = track(
-      manager.call(
+      fake.manager.call(
         A,
         batchCall(() => items),
       ),
     );
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
-    const child = children.alive[0]!;
+    const child = fake.children.alive[0]!;
     items[0]!.cancel();
     expect(child.cancelledItems).toEqual([{ callId: child.current!.callId, itemIds: ["1"] }]);
     expect(child.signals).toEqual([]);
@@ -125,17 +112,17 @@ describe("ProcessManager batch calls", () => {
   test("a batch call stopped by its signal once sent terminates its child, as any call", async () => {
     const controller = new AbortController();
     const call = track(
-      manager.call(
+      fake.manager.call(
         A,
         batchCall(() => [item("1")]),
         { signal: controller.signal },
       ),
     );
-    children.helloAll();
+    fake.children.helloAll();
     await settle();
     controller.abort();
     await settle();
-    expect(children.all[0]!.signals.map((s) => s.signal)).toEqual(["SIGTERM"]);
+    expect(fake.children.all[0]!.signals.map((s) => s.signal)).toEqual(["SIGTERM"]);
     expect((call.error as Error).message).toMatch(/cancelled/);
   });
 });

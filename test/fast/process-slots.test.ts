@@ -2,19 +2,11 @@
  * The ProcessManager's slot rules in milliseconds: fake children (its `launch` seam) that
  * say hello, answer, fail, exit, stop or vanish when the test says so, on a fake clock.
  */
-import { create } from "@bufbuild/protobuf";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { CallKind, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { ChildFailure } from "../../server/process/child.ts";
-import {
-  type CallOptions,
-  type CallOutcome,
-  type PluginCall,
-  ProcessManager,
-  type ProcessManagerOptions,
-} from "../../server/process/process-manager.ts";
+import { type CallOptions, type CallOutcome, ProcessManager, type ProcessManagerOptions } from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
-import { type FakeChild, FakeChildren, fakeManagerOptions, tagOf } from "../helpers/fake-child.ts";
+import { type FakeChild, FakeChildren, fakeManagerOptions, taggedCall, tagOf } from "../helpers/fake-child.ts";
 import { settle, type Tracked, track } from "../helpers/fast-engine.ts";
 
 vi.setConfig({ testTimeout: 10_000 });
@@ -51,12 +43,6 @@ function open(options: Partial<ProcessManagerOptions> = {}): ProcessManager {
   return manager;
 }
 
-/** A call tagged `tag` (its first argument), as the test names it. */
-function pluginCall(tag: string): PluginCall {
-  const value = create(ValueSchema, { kind: { case: "jsonUtf8", value: new TextEncoder().encode(JSON.stringify(tag)) } });
-  return { kind: CallKind.PREDICT, target: "fake.Model", args: [value], kwargs: {} };
-}
-
 interface Started extends Tracked<CallOutcome> {
   /** The pid of the child it got, once it got one. */
   readonly pid: number | undefined;
@@ -64,7 +50,7 @@ interface Started extends Tracked<CallOutcome> {
 
 function start(manager: ProcessManager, target: PluginTarget, tag: string, options: CallOptions = {}): Started {
   let pid: number | undefined;
-  const tracked = track(manager.call(target, pluginCall(tag), { ...options, onStart: (p) => (pid = p) }));
+  const tracked = track(manager.call(target, taggedCall(tag), { ...options, onStart: (p) => (pid = p) }));
   return Object.defineProperty(tracked, "pid", { get: () => pid }) as Started;
 }
 
@@ -378,7 +364,7 @@ describe("ProcessManager slots", () => {
     expect(waiting.error).toMatchObject({ kind: "shutting_down" });
     expect(obedient.error).toMatchObject({ code: "cancelled", exit: { forced: false } });
     expect([stubborn.done, closing.done, m.live]).toEqual([false, false, 1]);
-    await expect(m.call(A, pluginCall("late"))).rejects.toMatchObject({ kind: "shutting_down", message: "the server is shutting down" });
+    await expect(m.call(A, taggedCall("late"))).rejects.toMatchObject({ kind: "shutting_down", message: "the server is shutting down" });
 
     await vi.advanceTimersByTimeAsync(SIGTERM_TIMEOUT_MS);
     await settle();

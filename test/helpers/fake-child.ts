@@ -11,10 +11,28 @@
 import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import { ValueSchema as JsonValueSchema } from "@bufbuild/protobuf/wkt";
-import { type Failure, type Hello, HelloSchema, type Result, ResultSchema, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { afterEach, beforeEach, vi } from "vitest";
+import {
+  CallKind,
+  type Failure,
+  type Hello,
+  HelloSchema,
+  type Result,
+  ResultSchema,
+  type Value,
+  ValueSchema,
+} from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, RESIDENT_MISSING } from "../../server/process/child.ts";
 import { LogTail } from "../../server/process/log-tail.ts";
-import type { ChildHandle, ChildLauncher, ProcessManagerOptions, ResidentKey, SentCall } from "../../server/process/process-manager.ts";
+import {
+  type ChildHandle,
+  type ChildLauncher,
+  type PluginCall,
+  ProcessManager,
+  type ProcessManagerOptions,
+  type ResidentKey,
+  type SentCall,
+} from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
 import { silent } from "./fast-engine.ts";
 
@@ -316,6 +334,11 @@ export class FakeChildren {
   }
 }
 
+/** A predict on fake.Model tagged `tag`: its first argument, which tagOf reads back. */
+export function taggedCall(tag: string): PluginCall {
+  return { kind: CallKind.PREDICT, target: "fake.Model", args: [workerJson(tag)], kwargs: {} };
+}
+
 /** A call's tag: its first argument's text. */
 export function tagOf(call: Pick<SentCall, "args">): string {
   const value = call.args[0]?.kind;
@@ -341,4 +364,24 @@ export function fakeManagerOptions(children: FakeChildren, options: Partial<Proc
     launch: children.launch,
     ...options,
   };
+}
+
+/**
+ * A ProcessManager on fake children and a fake clock for each test of the file (or
+ * describe) that calls this, closed after it; `options` over fakeManagerOptions'.
+ */
+export function useFakeManager(options: Partial<ProcessManagerOptions> = {}): { readonly children: FakeChildren; readonly manager: ProcessManager } {
+  const current = {} as { children: FakeChildren; manager: ProcessManager };
+  beforeEach(() => {
+    // The clock is fake; setImmediate stays real: the manager's "next turn" is not time.
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "Date", "performance"] });
+    current.children = new FakeChildren();
+    current.manager = new ProcessManager(fakeManagerOptions(current.children, options));
+  });
+  afterEach(async () => {
+    current.children.killAll();
+    await current.manager.close();
+    vi.useRealTimers();
+  });
+  return current;
 }
