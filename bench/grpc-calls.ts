@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import type { Arg } from "../gen/plinth/v1/arg_pb.ts";
 import { CreateInstanceRequestSchema, CreateInstanceResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { percentile } from "./report.ts";
 import { startProcess } from "./servers.ts";
@@ -27,6 +28,33 @@ export async function latencies(n: number, fn: () => Promise<unknown>): Promise<
   }
   times.sort((a, b) => a - b);
   return { p50: percentile(times, 50), p95: percentile(times, 95) };
+}
+
+/** Latencies of `fn` over `inFlight` lanes for `ms` or `count` calls, in ms: p50 and p95; and the throughput. */
+export async function timed(inFlight: number, limit: { ms: number } | { count: number }, fn: () => Promise<unknown>) {
+  const times: number[] = [];
+  const rate = await throughput(inFlight, limit, async () => {
+    const start = performance.now();
+    await fn();
+    times.push(performance.now() - start);
+  });
+  times.sort((a, b) => a - b);
+  return { rate, p50: percentile(times, 50), p95: percentile(times, 95), count: times.length };
+}
+
+/** Each call's p50 at 1 in flight, the calls made in turn `n` times each (so both see the same machine). */
+export async function alternateP50<K extends string>(calls: Record<K, () => Promise<unknown>>, n: number): Promise<Record<K, number>> {
+  const entries = Object.entries(calls) as [K, () => Promise<unknown>][];
+  const times = new Map<K, number[]>(entries.map(([name]) => [name, []]));
+  for (let i = 0; i < n; i++) {
+    for (const [name, call] of entries) {
+      const start = performance.now();
+      await call();
+      times.get(name)!.push(performance.now() - start);
+    }
+  }
+  const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
+  return Object.fromEntries(entries.map(([name]) => [name, p50(times.get(name)!)])) as Record<K, number>;
 }
 
 /** Calls per second with `inFlight` calls outstanding at all times, for `ms` or `count` calls. */
@@ -138,10 +166,14 @@ export function unary<Res>(client: grpc.Client, path: string, request: Uint8Arra
 
 export const bytes = <S extends DescMessage>(schema: S, init: MessageInitShape<S>) => toBinary(schema, create(schema, init));
 
-export async function createModel(client: grpc.Client, modelType: string): Promise<string> {
-  const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", bytes(CreateInstanceRequestSchema, { modelType, wait: true }), (b) =>
-    fromBinary(CreateInstanceResponseSchema, b),
-  );
+/** A new model of `modelType`, created with these arguments; its id. */
+export async function createModel(
+  client: grpc.Client,
+  modelType: string,
+  init: { args?: Arg[]; kwargs?: Record<string, Arg> } = {},
+): Promise<string> {
+  const request = bytes(CreateInstanceRequestSchema, { modelType, ...init, wait: true });
+  const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
   if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
   return res.action.modelId;
 }

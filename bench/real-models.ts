@@ -5,7 +5,6 @@
  * own predict called in-process with the batch sizes the engine formed (the floor:
  * what is left is the engine's share).
  */
-import { readdirSync, readFileSync } from "node:fs";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
@@ -13,8 +12,6 @@ import { type Arg, ArgSchema, DType } from "../gen/plinth/v1/arg_pb.ts";
 import {
   AddInstanceRequestSchema,
   AddInstanceResponseSchema,
-  CreateInstanceRequestSchema,
-  CreateInstanceResponseSchema,
   FitRequestSchema,
   FitResponseSchema,
   GetModelRequestSchema,
@@ -28,8 +25,9 @@ import { classify } from "../plugins/mnist/predict.ts";
 import onnx from "../plugins/onnx/mod.ts";
 import { buildMnistOnnx } from "../scripts/build-onnx.ts";
 import { type BatchItem, type PluginValue, Tensor } from "../sdk/mod.ts";
-import { bytes, type PlinthProcess, startPlinth, throughput, unary } from "./grpc-calls.ts";
-import { percentile, rssMiB } from "./report.ts";
+import { allProcesses, procStat } from "../server/process/proc.ts";
+import { alternateP50, bytes, createModel, type PlinthProcess, startPlinth, timed, unary } from "./grpc-calls.ts";
+import { rssMiB } from "./report.ts";
 
 export type Row = string[];
 
@@ -48,30 +46,11 @@ const dataAccess = (name: string, kwargs: Record<string, number>): Arg =>
 
 /** The pids whose parent is `pid`: a server's plugin children. */
 export function childrenOf(pid: number): number[] {
-  return readdirSync("/proc")
-    .filter((name) => /^\d+$/.test(name))
-    .filter((name) => {
-      try {
-        // The command may hold spaces and parentheses: the parent pid follows the last ")".
-        const stat = readFileSync(`/proc/${name}/stat`, "utf8");
-        return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === pid;
-      } catch {
-        return false; // gone meanwhile
-      }
-    })
-    .map(Number);
+  return [...allProcesses()].filter(([, stat]) => stat.ppid === pid).map(([child]) => child);
 }
 
-/** CPU seconds a process has used (user and system). */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100 a second here)
-  } catch {
-    return 0;
-  }
-}
+/** CPU seconds a process has used (user and system; 0 once it is gone). */
+const cpuSeconds = (pid: number) => (procStat(pid)?.cpuTicks ?? 0) / 100; // clock ticks, 100 a second here
 
 /** CPU seconds of a server and of its children so far. */
 const cpuOf = (p: PlinthProcess) => ({
@@ -120,35 +99,30 @@ export interface Served {
 
 /** One image per predict, `inFlight` at once for `ms`, the bodies taken in turn. */
 export async function serve(p: PlinthProcess, bodies: Uint8Array[], inFlight: number, ms: number): Promise<Served> {
-  const times: number[] = [];
   const sizes: number[] = [];
   let next = 0;
-  const cpu = cpuOf(p);
-  const rate = await throughput(inFlight, { ms }, async () => {
-    const start = performance.now();
-    const action = await predictAction(p, bodies[next++ % bodies.length]!);
-    times.push(performance.now() - start);
-    sizes.push(action.batch?.size ?? 1);
+  const before = cpuOf(p);
+  const { rate, p50, p95, count } = await timed(inFlight, { ms }, async () => {
+    sizes.push((await predictAction(p, bodies[next++ % bodies.length]!)).batch?.size ?? 1);
   });
-  const used = cpuOf(p);
-  const perPredict = (seconds: number) => (seconds * 1000) / times.length;
-  times.sort((a, b) => a - b);
+  const after = cpuOf(p);
+  const perPredict = (seconds: number) => (seconds * 1000) / count;
   return {
     rate,
-    p50: percentile(times, 50),
-    p95: percentile(times, 95),
+    p50,
+    p95,
     batch: sizes.reduce((a, b) => a + b, 0) / sizes.length,
-    cpu: { server: perPredict(used.server - cpu.server), children: perPredict(used.children - cpu.children) },
+    cpu: { server: perPredict(after.server - before.server), children: perPredict(after.children - before.children) },
   };
 }
 
-/** Calls of `fn` per second over about `ms`, in this process. */
-export function inProcess(ms: number, fn: () => void): number {
-  for (let i = 0; i < 5; i++) fn();
+/** Calls of `fn` per second over about `ms`, in this process, after five to warm up. */
+export async function inProcess(ms: number, fn: () => unknown): Promise<number> {
+  for (let i = 0; i < 5; i++) await fn();
   let n = 0;
   const start = performance.now();
   while (performance.now() - start < ms) {
-    fn();
+    await fn();
     n++;
   }
   return n / ((performance.now() - start) / 1000);
@@ -175,19 +149,6 @@ export const servedRows = (what: string, batched: Served, single: Served, floor:
   ],
 ];
 
-/** A model created with these JSON kwargs, and its id. */
-export async function createWith(p: PlinthProcess, modelType: string, kwargs: Record<string, unknown>, args: Arg[] = []): Promise<string> {
-  const request = bytes(CreateInstanceRequestSchema, {
-    modelType,
-    args,
-    kwargs: jsonKwargs(kwargs),
-    wait: true,
-  });
-  const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
-  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
-  return res.action.modelId;
-}
-
 /** MNIST: the fit and its held-out accuracy, batched against unbatched, the floor, the children's RSS. */
 export async function mnistFigures(quick: boolean): Promise<Row[]> {
   const p = await startPlinth("bench/plugins/mnist-twins.ts", {
@@ -196,7 +157,7 @@ export async function mnistFigures(quick: boolean): Promise<Row[]> {
   });
   try {
     const idle = childRss(p);
-    const modelId = await createWith(p, "mnist.MLP", { hidden: [128] });
+    const modelId = await createModel(p.client, "mnist.MLP", { kwargs: jsonKwargs({ hidden: [128] }) });
     const started = performance.now();
     const fit = await unary(
       p.client,
@@ -234,8 +195,8 @@ export async function mnistFigures(quick: boolean): Promise<Row[]> {
       Array.from({ length: n }, (_, i) => ({ images: held.images.subarray(i * 784, (i + 1) * 784), probabilities: false }));
     const size = Math.max(1, Math.round(batched.batch));
     const floor = {
-      batched: size * inProcess(quick ? 1000 : 3000, () => classify(net, requests(size))),
-      single: inProcess(quick ? 1000 : 3000, () => classify(net, requests(1))),
+      batched: size * (await inProcess(quick ? 1000 : 3000, () => classify(net, requests(size)))),
+      single: await inProcess(quick ? 1000 : 3000, () => classify(net, requests(1))),
     };
     return [
       [
@@ -271,8 +232,8 @@ export async function onnxFigures(quick: boolean): Promise<Row[]> {
   try {
     const idle = childRss(p);
     const [batchedId, singleId] = [
-      await createWith(p, "onnx.Model", {}, file(mlp.bytes)),
-      await createWith(p, "onnx.Unbatched", {}, file(mlp.bytes)),
+      await createModel(p.client, "onnx.Model", { args: file(mlp.bytes) }),
+      await createModel(p.client, "onnx.Unbatched", { args: file(mlp.bytes) }),
     ];
     const bodies = (id: string) => Array.from({ length: 256 }, (_, i) => bytes(PredictRequestSchema, { modelId: id, args: [image(i)], wait: true }));
     const [batchedBodies, singleBodies] = [bodies(batchedId), bodies(singleId)];
@@ -283,24 +244,15 @@ export async function onnxFigures(quick: boolean): Promise<Row[]> {
     const unbatched = await serve(p, singleBodies, 64, ms);
 
     // 20 MB against 100 kB, one image at a time, called in turn once both children hold both.
-    const [largeId, smallId] = [await createWith(p, "onnx.Model", {}, file(large.bytes)), await createWith(p, "onnx.Model", {}, file(small.bytes))];
+    const [largeId, smallId] = [
+      await createModel(p.client, "onnx.Model", { args: file(large.bytes) }),
+      await createModel(p.client, "onnx.Model", { args: file(small.bytes) }),
+    ];
     const one = (id: string) => bytes(PredictRequestSchema, { modelId: id, args: [image(0)], wait: true });
     const warm = { large: one(largeId), small: one(smallId) };
     for (let i = 0; i < 4; i++)
       await Promise.all([predictAction(p, warm.large), predictAction(p, warm.small), predictAction(p, warm.large), predictAction(p, warm.small)]);
-    const times = { large: [] as number[], small: [] as number[] };
-    for (let i = 0; i < (quick ? 40 : 150); i++) {
-      for (const name of ["large", "small"] as const) {
-        const start = performance.now();
-        await predictAction(p, warm[name]);
-        times[name].push(performance.now() - start);
-      }
-    }
-    const p50 = (t: number[]) =>
-      percentile(
-        t.sort((a, b) => a - b),
-        50,
-      );
+    const p50 = await alternateP50({ large: () => predictAction(p, warm.large), small: () => predictAction(p, warm.small) }, quick ? 40 : 150);
     const resident = childRss(p);
 
     // In-process: the plugin's own predict on the batch sizes the engine formed, and each model's own run.
@@ -314,14 +266,7 @@ export async function onnxFigures(quick: boolean): Promise<Row[]> {
       })) as unknown as BatchItem[];
     const rate = async (instance: unknown, n: number) => {
       const batch = items(n);
-      for (let i = 0; i < 5; i++) await run(ctx, instance, batch);
-      let calls = 0;
-      const start = performance.now();
-      while (performance.now() - start < (quick ? 1000 : 3000)) {
-        await run(ctx, instance, batch);
-        calls++;
-      }
-      return (calls * n) / ((performance.now() - start) / 1000);
+      return n * (await inProcess(quick ? 1000 : 3000, () => run(ctx, instance, batch)));
     };
     const instance = await type.deserialize!(mlp.bytes);
     const size = Math.max(1, Math.round(batched.batch));
@@ -330,14 +275,14 @@ export async function onnxFigures(quick: boolean): Promise<Row[]> {
       large: 1000 / (await rate(await type.deserialize!(large.bytes), 1)),
       small: 1000 / (await rate(await type.deserialize!(small.bytes), 1)),
     };
-    const ratio = p50(times.large) / p50(times.small);
+    const ratio = p50.large / p50.small;
     return [
       ...servedRows("ONNX Runtime, the 784-128-10 graph, 2 children", batched, unbatched, floor),
       [
         `ONNX: warm predict p50 at 1 in flight, ${(large.bytes.byteLength / 1e6).toFixed(1)} MB model (784-6400-10)`,
-        `${p50(times.large).toFixed(2)} ms`,
-        `${(small.bytes.byteLength / 1e3).toFixed(0)} kB model (784-32-10) ${p50(times.small).toFixed(2)} ms; their own run in-process ${own.large.toFixed(2)} and ${own.small.toFixed(2)} ms`,
-        `≤ 1.2×: ${ratio.toFixed(2)}× (${(p50(times.large) - own.large - (p50(times.small) - own.small)).toFixed(2)} ms apart beyond their own run)`,
+        `${p50.large.toFixed(2)} ms`,
+        `${(small.bytes.byteLength / 1e3).toFixed(0)} kB model (784-32-10) ${p50.small.toFixed(2)} ms; their own run in-process ${own.large.toFixed(2)} and ${own.small.toFixed(2)} ms`,
+        `≤ 1.2×: ${ratio.toFixed(2)}× (${(p50.large - own.large - (p50.small - own.small)).toFixed(2)} ms apart beyond their own run)`,
       ],
       [
         "ONNX: largest child RSS, 20.4 MB + 0.4 MB + 0.1 MB models resident",

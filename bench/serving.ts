@@ -25,14 +25,9 @@ import { create, fromBinary, fromJson, type JsonValue, toJson } from "@bufbuild/
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { type Arg, ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
-import {
-  CreateInstanceRequestSchema,
-  CreateInstanceResponseSchema,
-  PredictRequestSchema,
-  PredictResponseSchema,
-} from "../gen/plinth/v1/engine_service_pb.ts";
+import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { checkout } from "./checkout.ts";
-import { bytes, type PlinthProcess, root, startPlinth, throughput, unary } from "./grpc-calls.ts";
+import { alternateP50, bytes, createModel, type PlinthProcess, root, startPlinth, throughput, timed, unary } from "./grpc-calls.ts";
 import { mnistFigures, onnxFigures } from "./real-models.ts";
 import { printTable } from "./report.ts";
 
@@ -54,30 +49,7 @@ interface Answer {
   rss: number;
 }
 
-/** The id of a new model of `modelType`, created with these kwargs. */
-async function createModel(p: PlinthProcess, modelType: string, kwargs: Record<string, Arg> = {}): Promise<string> {
-  const request = bytes(CreateInstanceRequestSchema, { modelType, kwargs, wait: true });
-  const res = await unary(p.client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
-  if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create failed: ${res.action?.error?.message}`);
-  return res.action.modelId;
-}
-
-const createWeights = (p: PlinthProcess, mb: number, modelType = "weights.Dense") => createModel(p, modelType, { mb: json(mb) });
-
-/** Each request's p50 at 1 in flight, the requests called in turn `n` times each. */
-async function alternateP50<K extends string>(p: PlinthProcess, requests: Record<K, Uint8Array>, n: number): Promise<Record<K, number>> {
-  const entries = Object.entries(requests) as [K, Uint8Array][];
-  const times = new Map<K, number[]>(entries.map(([name]) => [name, []]));
-  for (let i = 0; i < n; i++) {
-    for (const [name, request] of entries) {
-      const start = performance.now();
-      await predict(p, request);
-      times.get(name)!.push(performance.now() - start);
-    }
-  }
-  const p50 = (t: number[]) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!;
-  return Object.fromEntries(entries.map(([name]) => [name, p50(times.get(name)!)])) as Record<K, number>;
-}
+const createWeights = (p: PlinthProcess, mb: number, modelType = "weights.Dense") => createModel(p.client, modelType, { kwargs: { mb: json(mb) } });
 
 async function predict(p: PlinthProcess, body: Uint8Array): Promise<Answer> {
   const res = await unary(p.client, "/plinth.v1.EngineService/Predict", body, (b) => fromBinary(PredictResponseSchema, b));
@@ -105,24 +77,12 @@ async function busyModel(from: string, plugin: string[]): Promise<{ shared: numb
   }
 }
 
-/** Latencies of `fn` run `count` times per lane over `inFlight` lanes, in ms, sorted; and the throughput. */
-async function timed(inFlight: number, limit: { ms: number } | { count: number }, fn: () => Promise<unknown>) {
-  const times: number[] = [];
-  const rate = await throughput(inFlight, limit, async () => {
-    const start = performance.now();
-    await fn();
-    times.push(performance.now() - start);
-  });
-  times.sort((a, b) => a - b);
-  const at = (q: number) => times[Math.min(times.length - 1, Math.floor(times.length * q))]!;
-  return { rate, p50: at(0.5), p95: at(0.95) };
-}
-
 /** Figure 3: batched predicts against the unbatched twin, 2 children: at 64 in flight, and at 1. */
 async function batching(from: string) {
   const p = await startPlinth(BATCHED, { root: from, backend: "memory", engine: { max_children: 2, min_idle_workers: 2, max_queue: 10000 } });
   try {
-    const body = async (modelType: string) => bytes(PredictRequestSchema, { modelId: await createModel(p, modelType), args: [json(1)], wait: true });
+    const body = async (modelType: string) =>
+      bytes(PredictRequestSchema, { modelId: await createModel(p.client, modelType), args: [json(1)], wait: true });
     const [batched, single] = [await body("batched.Model"), await body("batched.Single")];
     const ms = quick ? 3000 : 8000;
     const run = (request: Uint8Array) => () => predict(p, request);
@@ -130,7 +90,7 @@ async function batching(from: string) {
     await timed(64, { count: 64 }, run(single));
     const busy = { batched: await timed(64, { ms }, run(batched)), single: await timed(64, { ms }, run(single)) };
     // One in flight, turn about.
-    return { busy, alone: await alternateP50(p, { batched, single }, quick ? 40 : 150) };
+    return { busy, alone: await alternateP50({ batched: () => predict(p, batched), single: () => predict(p, single) }, quick ? 40 : 150) };
   } finally {
     await p.stop();
   }
@@ -144,7 +104,7 @@ async function largeAgainstSmall(from: string, plugin: string[]): Promise<{ larg
     const small = predictBody(await createWeights(p, 1 / 1024));
     // Warm: both children have started and seen each model.
     for (let i = 0; i < 4; i++) await Promise.all([predict(p, large), predict(p, small)]);
-    return await alternateP50(p, { large, small }, quick ? 10 : 30);
+    return await alternateP50({ large: () => predict(p, large), small: () => predict(p, small) }, quick ? 10 : 30);
   } finally {
     await p.stop();
   }

@@ -8,6 +8,8 @@ export interface ProcStat {
   pgid: number;
   /** Start time in clock ticks since boot: with the pid, names one process for good. */
   startTicks: string;
+  /** CPU time used, user and system, in clock ticks. */
+  cpuTicks: number;
 }
 
 /** undefined when there is no such process. */
@@ -20,8 +22,15 @@ export function procStat(pid: number): ProcStat | undefined {
   }
   // The command name is in parentheses and may itself hold spaces or parentheses.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // fields[0] is field 3 of stat(5): state; ppid is field 4, pgrp field 5, starttime field 22.
-  return { state: fields[0]!, ppid: Number(fields[1]), pgid: Number(fields[2]), startTicks: fields[19]! };
+  // fields[0] is field 3 of stat(5): state; ppid is field 4, pgrp field 5, utime and stime
+  // fields 14 and 15, starttime field 22.
+  return {
+    state: fields[0]!,
+    ppid: Number(fields[1]),
+    pgid: Number(fields[2]),
+    startTicks: fields[19]!,
+    cpuTicks: Number(fields[11]) + Number(fields[12]),
+  };
 }
 
 /** Whether a process of this host is alive: there, and not a zombie. */
