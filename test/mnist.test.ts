@@ -8,27 +8,16 @@ import { promisify } from "node:util";
 import { Status } from "nice-grpc";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { type Arg, DType } from "../gen/plinth/v1/arg_pb.ts";
 import { digits } from "../plugins/mnist/digits.ts";
+import { Tensor } from "../sdk/mod.ts";
 import { denoBinary } from "../server/process/runtimes.ts";
-import { dataAccess, json, stateOf } from "./helpers/args.ts";
+import { dataAccess, json, stateOf, tensorArg, tensorOf } from "./helpers/args.ts";
 import { root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { expectStatus } from "./helpers/status.ts";
 
 const run = promisify(execFile);
 
-const tensor = (dtype: DType, shape: number[], data: ArrayBufferView): Arg["kind"] => ({
-  case: "tensor",
-  value: { $typeName: "plinth.v1.Tensor", dtype, shape, data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength) },
-});
-const image = (pixels: Float32Array) => ({ kind: tensor(DType.FLOAT32, [1, 784], pixels) });
-/** The digits of a prediction: an int32 tensor. */
-function digitsOf(prediction: Arg | undefined): number[] {
-  if (prediction?.kind.case !== "tensor") throw new Error(`expected a tensor, got ${prediction?.kind.case}`);
-  const t = prediction.kind.value;
-  expect(t.dtype).toBe(DType.INT32);
-  return Array.from(new Int32Array(new Uint8Array(t.data).buffer)); // a copy: grpc-js gives a Buffer, whose slice() is a view
-}
+const image = (pixels: Float32Array) => tensorArg(new Tensor("float32", [1, 784], pixels));
 
 for (const runtime of ["node", "deno"] as const) {
   describe(`the MNIST network served on ${runtime}`, () => {
@@ -65,7 +54,7 @@ for (const runtime of ["node", "deno"] as const) {
       );
       const actions = await Promise.all(ids.map(async (id) => (await t.actions.waitAction({ actionId: id })).action!));
       expect(actions.map((a) => a.status)).toEqual(Array(40).fill(ActionStatus.SUCCEEDED));
-      const predicted = actions.map((a) => digitsOf(a.result?.prediction)[0]);
+      const predicted = actions.map((a) => tensorOf(a.result?.prediction, "int32").data[0]);
       const right = predicted.filter((d, i) => d === held.labels[i]).length;
       expect(right, `${right} of 40 right (chance: 4)`).toBeGreaterThanOrEqual(20);
       expect(Math.max(...actions.map((a) => a.batch?.size ?? 1))).toBeGreaterThan(1);
@@ -75,12 +64,12 @@ for (const runtime of ["node", "deno"] as const) {
       const modelId = (await t.engine.createInstance({ modelType: "mnist.MLP", kwargs: { hidden: json([4]) }, wait: true })).action!.modelId;
       const before = (await t.actions.listActions({})).actions.length;
       await expectStatus(
-        t.engine.predict({ modelId, args: [{ kind: tensor(DType.FLOAT32, [2, 700], new Float32Array(1400)) }] }),
+        t.engine.predict({ modelId, args: [tensorArg(new Tensor("float32", [2, 700], new Float32Array(1400)))] }),
         Status.INVALID_ARGUMENT,
         /^args\[0\]: must be a float32 tensor of shape \[n, 784\], got a float32 tensor of shape \[2, 700\]$/,
       );
       await expectStatus(
-        t.engine.predict({ modelId, args: [{ kind: tensor(DType.FLOAT64, [1, 784], new Float64Array(784)) }] }),
+        t.engine.predict({ modelId, args: [tensorArg(new Tensor("float64", [1, 784], new Float64Array(784)))] }),
         Status.INVALID_ARGUMENT,
         /^args\[0\]: must be a float32 tensor of shape \[n, 784\], got a float64 tensor of shape \[1, 784\]$/,
       );
@@ -91,7 +80,7 @@ for (const runtime of ["node", "deno"] as const) {
             {
               kind: {
                 case: "map",
-                value: { entries: { images: image(new Float32Array(784)), labels: { kind: tensor(DType.INT64, [1], new BigInt64Array(1)) } } },
+                value: { entries: { images: image(new Float32Array(784)), labels: tensorArg(new Tensor("int64", [1], new BigInt64Array(1))) } },
               },
             },
           ],

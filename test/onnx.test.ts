@@ -8,28 +8,24 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { type Arg, DType } from "../gen/plinth/v1/arg_pb.ts";
+import type { Arg } from "../gen/plinth/v1/arg_pb.ts";
 import { digits, PIXELS } from "../plugins/mnist/digits.ts";
 import type { Network } from "../plugins/mnist/network.ts";
 import { tf } from "../plugins/mnist/network.ts";
 import { buildMnistOnnx } from "../scripts/build-onnx.ts";
 import { Tensor } from "../sdk/mod.ts";
 import { parseConfig } from "../server/config/load.ts";
-import { json, stateOf } from "./helpers/args.ts";
+import { json, stateOf, tensorArg, tensorOf } from "./helpers/args.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const HELD_OUT = 50;
 const onnxPlugin = join(root, "plugins/onnx/mod.ts");
 
-const tensorArg = (t: Tensor) => ({ kind: { case: "tensor" as const, value: { dtype: DType.FLOAT32, shape: [...t.shape], data: t.toBytes() } } });
-
 /** The float32 tensor `name` of a map prediction. */
 function output(prediction: Arg | undefined, name: string): Tensor<"float32"> {
   if (prediction?.kind.case !== "map") throw new Error(`expected a map, got ${prediction?.kind.case}`);
-  const t = prediction.kind.value.entries[name]?.kind;
-  if (t?.case !== "tensor") throw new Error(`expected a tensor ${name}, got ${t?.case}`);
-  return Tensor.fromBytes("float32", t.value.shape, t.value.data);
+  return tensorOf(prediction.kind.value.entries[name], "float32");
 }
 
 const argmax = (row: ArrayLike<number>) => Array.prototype.indexOf.call(row, Math.max(...Array.from(row))) as number;

@@ -2,7 +2,8 @@
 import { create, fromJson, type JsonValue, type MessageInitShape, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { Arg, ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
-import { ArgSchema as ArgMessage } from "../../gen/plinth/v1/arg_pb.ts";
+import { ArgSchema as ArgMessage, DType } from "../../gen/plinth/v1/arg_pb.ts";
+import { Tensor, type DType as TensorDType } from "../../sdk/mod.ts";
 
 export type ArgInit = MessageInitShape<typeof ArgSchema>;
 
@@ -28,4 +29,17 @@ export function jsonOf(arg: Arg | undefined): JsonValue {
 
 export function stateOf(value: Parameters<typeof toJson<typeof ValueSchema>>[1] | undefined): JsonValue {
   return value ? toJson(ValueSchema, value) : null;
+}
+
+/** A tensor argument, from the SDK's Tensor (its bytes as they are). */
+export const tensorArg = (t: Tensor): ArgInit => ({
+  kind: { case: "tensor", value: { dtype: DType[t.dtype.toUpperCase() as keyof typeof DType], shape: [...t.shape], data: t.toBytes() } },
+});
+
+/** The tensor an argument or prediction holds, of `dtype` (else this fails the test). */
+export function tensorOf<D extends TensorDType>(arg: Arg | undefined, dtype: D): Tensor<D> {
+  if (arg?.kind.case !== "tensor") throw new Error(`expected a tensor, got ${arg?.kind.case}`);
+  const t = arg.kind.value;
+  if (t.dtype !== DType[dtype.toUpperCase() as keyof typeof DType]) throw new Error(`expected a ${dtype} tensor, got ${DType[t.dtype]}`);
+  return Tensor.fromBytes(dtype, t.shape, t.data);
 }
