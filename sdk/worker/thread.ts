@@ -252,7 +252,8 @@ export function runThread(host: ThreadHost): void {
       send({ kind: { case: "progress", value: { callId: call.callId, state: stateValue(state) } } }),
     );
     const heartbeat = heartbeatThrottle(() => send({ kind: { case: "heartbeat", value: { callId: call.callId } } }));
-    const throttles: Progress[] = [progress];
+    // What sends while the call runs, closed once it has answered.
+    const throttles: Pick<Progress, "close">[] = [progress, heartbeat];
     const first = call.items[0];
     const ctx: Context = createContext({
       callId: call.callId,
@@ -279,21 +280,18 @@ export function runThread(host: ThreadHost): void {
         const { items, answers } = batchItems(s, running, call.items, throttles);
         answers.push(...(await runBatch(plugin, { target: call.target, items, ...instance }, ctx)));
         for (const throttle of throttles) throttle.close();
-        heartbeat.close();
         resident.succeeded(undefined);
         send({ kind: { case: "result", value: { callId: call.callId, items: answers.map(itemOutcome), ...deltas() } } });
         return;
       }
       const out = await runCall(plugin, { kind, target: call.target, ...decodeArguments(call.args, call.kwargs), ...instance }, ctx);
-      progress.close();
-      heartbeat.close();
+      for (const throttle of throttles) throttle.close();
       const result = { callId: call.callId, value: encodeValue(out.value) };
       resident.succeeded(out.instance);
       const answer = out.instance ? { ...result, instance: out.instance } : result;
       send({ kind: { case: "result", value: { ...answer, ...deltas() } } });
     } catch (error) {
       for (const throttle of throttles) throttle.close();
-      heartbeat.close();
       send({ kind: { case: "failure", value: { callId: call.callId, ...errorFields(error), ...deltas() } } });
     } finally {
       current = undefined;
@@ -307,7 +305,7 @@ export function runThread(host: ThreadHost): void {
    * A batch call's items as runBatch takes them, each with its own signal (registered
    * for CancelItems) and progress; one whose arguments do not decode is answered here.
    */
-  const batchItems = (s: NonNullable<typeof start>, running: Running, sent: BatchItem[], throttles: Progress[]) => {
+  const batchItems = (s: NonNullable<typeof start>, running: Running, sent: BatchItem[], throttles: Pick<Progress, "close">[]) => {
     const items: BatchCallItem[] = [];
     const answers: ItemAnswer[] = [];
     for (const item of sent) {
