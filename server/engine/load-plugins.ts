@@ -8,7 +8,7 @@ import type { Function as ManifestFunction } from "../../gen/plinth/worker/v1/wo
 import { type PluginConfig, residentMb } from "../config/schema.ts";
 import { PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
-import type { PluginTarget } from "../process/runtimes.ts";
+import { CALL_NAMES, type CallName, type PluginTarget } from "../process/runtimes.ts";
 import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
 
 /** How clients see a module path: relative to the config's folder, not the host's absolute one. */
@@ -130,9 +130,8 @@ function pluginFunction(f: ManifestFunction, key: string) {
 }
 
 /** plugins[].heartbeat_timeout in ms by call kind: one value for all, or each named one. */
-function heartbeatMs(timeout: number | { [kind in "instantiate" | "fit" | "predict" | "data_access"]?: number | undefined }) {
-  const kinds = ["instantiate", "fit", "predict", "data_access"] as const;
-  const seconds = typeof timeout === "number" ? Object.fromEntries(kinds.map((k) => [k, timeout])) : timeout;
+function heartbeatMs(timeout: number | { [kind in CallName]?: number | undefined }): Partial<Record<CallName, number>> {
+  const seconds = typeof timeout === "number" ? Object.fromEntries(CALL_NAMES.map((k) => [k, timeout])) : timeout;
   const named = Object.entries(seconds).filter((entry): entry is [string, number] => entry[1] !== undefined);
-  return Object.fromEntries(named.map(([k, s]) => [k, s * 1000])) as Partial<Record<(typeof kinds)[number], number>>;
+  return Object.fromEntries(named.map(([k, s]) => [k, s * 1000]));
 }

@@ -29,7 +29,7 @@ import type { Settle } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
 import { FairQueue, type OrderOf } from "./fair-queue.ts";
 import { formatHint } from "./format-hint.ts";
-import { childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
+import { type CallName, childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
   maxChildren: number;
@@ -96,12 +96,12 @@ export interface CallOptions {
   onProgress?: (state: JsonValuePb | undefined, logTail: string[], itemId?: string) => void;
 }
 
-const kindNames = {
+const kindNames: Record<number, CallName> = {
   [CallKind.INSTANTIATE]: "instantiate",
   [CallKind.FIT]: "fit",
   [CallKind.PREDICT]: "predict",
   [CallKind.DATA_ACCESS]: "data_access",
-} as const;
+};
 
 /** One predict of a batch call. */
 export interface BatchItem {
@@ -333,7 +333,7 @@ export class ProcessManager {
     const { signal } = options;
     // Once sent, a call that neither reports progress nor heartbeats for this long is
     // stopped as a cancel is (SIGTERM, then SIGKILL), and fails stalled.
-    const kind = kindNames[call.kind as keyof typeof kindNames];
+    const kind = kindNames[call.kind];
     const heartbeatMs = kind ? target.heartbeatMs?.[kind] : undefined;
     const worker = await this.#lease(target, signal, call.model, options.order);
     // A batch not sent yet is withdrawn, not killed: its child has done nothing for it.

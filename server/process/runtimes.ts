@@ -23,6 +23,10 @@ export interface DenoPermissions {
   addons?: boolean | undefined;
 }
 
+/** A plugin call by the name configs and messages use. */
+export const CALL_NAMES = ["instantiate", "fit", "predict", "data_access"] as const;
+export type CallName = (typeof CALL_NAMES)[number];
+
 export interface PluginTarget {
   /** Absolute path of the plugin module. */
   module: string;
@@ -37,7 +41,7 @@ export interface PluginTarget {
   /** How messages name the plugin: its module as the config gives it. */
   label?: string | undefined;
   /** Milliseconds a call of each kind may go without progress or a heartbeat (plugins[].heartbeat_timeout); unset: no limit. */
-  heartbeatMs?: Partial<Record<"instantiate" | "fit" | "predict" | "data_access", number>> | undefined;
+  heartbeatMs?: Partial<Record<CallName, number>> | undefined;
   /** How many times its code was reloaded: children serve only calls of their generation. */
   generation?: number | undefined;
   /** Its config key, "plugins[0]": a denied permission's error names the key that allows it. */
