@@ -10,6 +10,20 @@ const mebibytes = z.number().positive();
 const seconds = z.number().positive();
 const list = z.array(z.string().min(1));
 const HOST_PORT = /^(\[[0-9a-fA-F:.]+\]|[^:\s]+):\d{1,5}$/;
+/** A retry policy (RetryPolicy in the API), intervals in seconds. */
+const retryPolicy = z.strictObject({
+  /** Attempts in all, the first included (1 to 100). */
+  max_attempts: z.number().int().min(1).max(100),
+  /** Seconds before the second attempt; default 1. */
+  initial_interval: z.number().min(0.001).max(86400).optional(),
+  /** Each later wait is the one before times this; default 2. */
+  backoff_coefficient: z.number().min(1).max(100).optional(),
+  /** Seconds no wait goes over; default 100 × initial_interval. */
+  maximum_interval: z.number().min(0.001).max(86400).optional(),
+  /** Error codes never retried, besides the engine's own list. */
+  non_retryable_error_codes: z.array(z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, "must be an error code, e.g. bad_data")).max(50).optional(),
+});
+
 /** A listener's host:port, or "off" for none (as --http-address off says): off is no address. */
 const listenerAddress = (example: string) =>
   z
@@ -59,12 +73,27 @@ export const pluginSchema = z
         z.strictObject({ instantiate: seconds.optional(), fit: seconds.optional(), predict: seconds.optional(), data_access: seconds.optional() }),
       ])
       .optional(),
+    /**
+     * How a failed call of the plugin's model types runs again (a request's own retry goes
+     * over it, field by field): one policy for create, fit and predict, or by call
+     * (instantiate, fit, predict; those not named: one attempt). Unset: one attempt.
+     */
+    retry: z
+      .union([retryPolicy, z.strictObject({ instantiate: retryPolicy.optional(), fit: retryPolicy.optional(), predict: retryPolicy.optional() })])
+      .optional(),
     /** Environment variables passed to the plugin's children besides PATH, HOME, LANG and TZ. */
     env: z.array(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an environment variable name")).optional(),
     /** Reload when the module's folder changes: idle children retire, new calls get the new code. */
     watch: z.boolean().default(false),
   })
   .superRefine((plugin, ctx) => {
+    const retry = plugin.retry && "max_attempts" in plugin.retry ? { all: plugin.retry } : (plugin.retry ?? {});
+    for (const [call, policy] of Object.entries(retry)) {
+      if (policy?.maximum_interval !== undefined && policy.maximum_interval < (policy.initial_interval ?? 1)) {
+        const path = call === "all" ? ["retry", "maximum_interval"] : ["retry", call, "maximum_interval"];
+        ctx.addIssue({ code: "custom", path, message: `must be at least initial_interval (${policy.initial_interval ?? 1} s)` });
+      }
+    }
     // What a child keeps resident lives in its memory: it must leave the plugin room to work.
     if (plugin.resident_mb !== undefined && plugin.max_memory_mb !== undefined && plugin.resident_mb >= plugin.max_memory_mb) {
       ctx.addIssue({

@@ -9,10 +9,11 @@
  */
 import { setTimeout as sleep } from "node:timers/promises";
 import { create } from "@bufbuild/protobuf";
-import { durationFromMs, type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt";
+import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
+  ActionAttemptSchema,
   ActionBatchSchema,
   ActionCall,
   type ActionError,
@@ -21,6 +22,7 @@ import {
   ActionStatus,
   CancelOutcomeSchema,
   type DataAccessProgress,
+  DataAccessProgressSchema,
 } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -40,7 +42,8 @@ import { type ActionPatch, isEnded, type LiveAction, type LiveTable } from "./li
 import type { ModelCache } from "./model-cache.ts";
 import type { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg } from "./payloads.ts";
-import type { BatchInfo, PredictBatches } from "./predict-batches.ts";
+import type { BatchInfo, BatchPolicy, PredictBatches } from "./predict-batches.ts";
+import { isRetryable, retryDelayMs } from "./retry-policy.ts";
 import { argsView, type ViewLimits } from "./views.ts";
 
 export const callKinds = {
@@ -92,18 +95,16 @@ export interface RunOutcome {
   unrecorded?: Action | undefined;
 }
 
-/** Runs one action the live table holds, to its end. */
+/** Runs one action the live table holds, to its end: as many attempts as its retry policy allows. */
 export async function runAction(deps: LifecycleDeps, request: RunRequest): Promise<RunOutcome> {
   const { table } = deps;
   const { id, signal } = request;
-  const { modelId, modelType, call, priority, createdBy } = table.action(id)!.view;
+  const { modelId, modelType, call, priority } = table.action(id)!.view;
   const steps = new Steps(deps, id, request.onProgress);
   const own = priority || DEFAULT_PRIORITY;
-  // Holding its model, it waits for a child at the best priority of the calls waiting behind it.
-  const inherited = () => Math.min(own, (modelId && deps.locks.waitingPriority(modelId)) || own);
-  const run = new ActionRun(deps, steps, { actionId: id, modelId }, () => ({ priority: inherited(), caller: createdBy }));
   let patch: ActionPatch;
   let result: Payload | undefined;
+  let run: ActionRun | undefined;
   try {
     // A predict of a concurrent model type shares its model with up to max_replicas others (a
     // batched one with any number: its batches count against max_replicas); any other call has it alone.
@@ -111,56 +112,35 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     const shared = batching ? Number.POSITIVE_INFINITY : call === ActionCall.PREDICT ? deps.plugins.concurrentPredicts(modelType) : undefined;
     // A change waits for the batches filling on its model: they go now.
     if (modelId && shared === undefined) deps.batches.hurry(modelId);
+    // Held through every attempt and the waits between them: the model's later calls wait.
     using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared, own) : undefined;
     steps.started();
-    const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
-    if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
-    if (model) steps.model(model.meta.revision);
-    const jsonForm = table.action(id)!.jsonForm;
-    const kind = callKinds[call as keyof typeof callKinds];
-    // Fit, and a predict that may update its model, return what becomes the next revision.
-    const next = model ? model.meta.revision + 1n : undefined;
-    const batched = batching && { policy: batching, hurry: () => deps.locks.changeWaiting(modelId) };
-    const out = await run.execute(
-      { kind, modelType, model: model?.ref, nextRevision: next, jsonForm, batched },
-      request.args,
-      request.args.dataAccess.length,
-      signal,
-    );
-    const prediction = call === ActionCall.PREDICT ? out.value : undefined;
-    result = prediction;
-    const { inlineBytes, maxJsonValueBytes } = deps.views;
-    const succeeded = (stored?: Model): ActionPatch => ({
-      ...steps.end(),
-      status: ActionStatus.SUCCEEDED,
-      logTail: out.logTail,
-      ...(stored && !modelId ? { modelId: stored.id } : {}),
-      result: create(ActionResultSchema, {
-        ...(stored ? { model: stored } : {}),
-        ...(prediction ? { prediction: payloadArg(prediction, inlineBytes, maxJsonValueBytes) } : {}),
-      }),
-    });
-    if (out.instance !== undefined) {
-      let committed = false;
+    for (;;) {
+      // A retry an earlier server scheduled (it stopped meanwhile) starts when it said.
+      await untilNextAttempt(table.action(id)!.view, signal);
+      const start = timestampNow();
+      run = attemptRun(deps, steps, id, own);
       try {
-        await steps.status(ActionStatus.STORING);
-        const record = nextRevision(id, modelType, model?.meta, out.instance);
-        const live = await endWithRevision(deps, request, record, succeeded, prediction);
-        committed = live.view.status === ActionStatus.SUCCEEDED;
-        return { live };
-      } finally {
-        // The child that made the instance keeps it as the next revision. Not stored (or not
-        // known to be), it must go while the model is still locked: the model's next call
-        // may make that revision again, with other bytes.
-        if (model && !committed) deps.processes.forget(model.meta.id, model.meta.revision);
+        const ended = await attempt(deps, request, steps, run, batching);
+        if ("live" in ended) return ended;
+        ({ patch, result } = ended);
+        break;
+      } catch (error) {
+        const delay = retryDelay(deps, id, error, signal);
+        if (delay === undefined) throw error;
+        await steps.retrying(failure(error).error, start, delay);
+        deps.logger.info(
+          { actionId: id, attempt: table.action(id)!.view.attempt, delayMs: delay, err: error },
+          "the action's attempt failed: retrying",
+        );
+        await pause(delay, signal);
       }
     }
-    patch = succeeded();
   } catch (error) {
     result = undefined;
-    patch = { ...steps.end(), ...failurePatch(deps, id, error, signal, run.stoppedChild) };
+    patch = { ...steps.end(), ...failurePatch(deps, id, error, signal, run?.stoppedChild) };
   }
-  const ended = table.finish(id, { ...patch, endTime: timestampNow() }, result);
+  const ended = table.finish(id, { ...patch, nextAttemptTime: undefined, endTime: timestampNow() }, result);
   try {
     await persist(deps.store, ended.view, storedPayloads(deps, undefined, result));
   } catch (error) {
@@ -173,6 +153,105 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     return { live: { ...ended, view }, unrecorded: view };
   }
   return { live: ended };
+}
+
+/** The run of the action's current attempt: it tells the plugin which attempt it is, and waits for a child at the action's priority. */
+function attemptRun(deps: LifecycleDeps, steps: Steps, id: string, own: number): ActionRun {
+  const { modelId, createdBy, attempt } = deps.table.action(id)!.view;
+  // Holding its model, it waits for a child at the best priority of the calls waiting behind it.
+  const inherited = () => Math.min(own, (modelId && deps.locks.waitingPriority(modelId)) || own);
+  return new ActionRun(deps, steps, { actionId: id, modelId, attempt: attempt || 1 }, () => ({ priority: inherited(), caller: createdBy }));
+}
+
+/**
+ * One attempt: the model's latest revision, the plugin's call, and (for a call that made
+ * an instance) the commit that ends the action. Resolves with the action's end, or with
+ * the success to record; throws the attempt's failure.
+ */
+async function attempt(
+  deps: LifecycleDeps,
+  request: RunRequest,
+  steps: Steps,
+  run: ActionRun,
+  batching: BatchPolicy | undefined,
+): Promise<RunOutcome | { patch: ActionPatch; result: Payload | undefined }> {
+  const { table } = deps;
+  const { id, signal } = request;
+  const { modelId, modelType, call } = table.action(id)!.view;
+  const model = modelId ? await modelRef(deps, modelId, request.knownRevision(modelId)) : undefined;
+  if (modelId && !model) throw new ActionFailure({ code: "not_found", message: `model ${modelId} was deleted` });
+  if (model) steps.model(model.meta.revision);
+  const jsonForm = table.action(id)!.jsonForm;
+  const kind = callKinds[call as keyof typeof callKinds];
+  // Fit, and a predict that may update its model, return what becomes the next revision.
+  const next = model ? model.meta.revision + 1n : undefined;
+  const batched = batching && { policy: batching, hurry: () => deps.locks.changeWaiting(modelId) };
+  const out = await run.execute(
+    { kind, modelType, model: model?.ref, nextRevision: next, jsonForm, batched },
+    request.args,
+    request.args.dataAccess.length,
+    signal,
+  );
+  const prediction = call === ActionCall.PREDICT ? out.value : undefined;
+  const { inlineBytes, maxJsonValueBytes } = deps.views;
+  const succeeded = (stored?: Model): ActionPatch => ({
+    ...steps.end(),
+    status: ActionStatus.SUCCEEDED,
+    logTail: out.logTail,
+    ...(stored && !modelId ? { modelId: stored.id } : {}),
+    result: create(ActionResultSchema, {
+      ...(stored ? { model: stored } : {}),
+      ...(prediction ? { prediction: payloadArg(prediction, inlineBytes, maxJsonValueBytes) } : {}),
+    }),
+  });
+  if (out.instance === undefined) return { patch: succeeded(), result: prediction };
+  let committed = false;
+  try {
+    await steps.status(ActionStatus.STORING);
+    const record = nextRevision(id, modelType, model?.meta, out.instance);
+    const live = await endWithRevision(deps, request, record, succeeded, prediction);
+    committed = live.view.status === ActionStatus.SUCCEEDED;
+    return { live };
+  } finally {
+    // The child that made the instance keeps it as the next revision. Not stored (or not
+    // known to be), it must go while the model is still locked: the model's next call
+    // may make that revision again, with other bytes.
+    if (model && !committed) deps.processes.forget(model.meta.id, model.meta.revision);
+  }
+}
+
+/** The wait before the action's next attempt, when its policy gives the failure one; undefined: it ends now. */
+function retryDelay(deps: LifecycleDeps, id: string, error: unknown, signal: AbortSignal): number | undefined {
+  if (signal.aborted) return undefined;
+  const { retry, attempt } = deps.table.action(id)!.view;
+  if (!retry || (attempt || 1) >= retry.maxAttempts) return undefined;
+  // An end the store could not record is never retried: the action's state is in doubt.
+  if (error instanceof ActionFailure && error.error.code === "store_failed") return undefined;
+  return isRetryable(retry, failure(error).error.code) ? retryDelayMs(retry, (attempt || 1) + 1) : undefined;
+}
+
+/** Resolves once the action's next attempt may start (at once without a retry scheduled); rejects when the signal aborts first. */
+async function untilNextAttempt(view: Action, signal: AbortSignal): Promise<void> {
+  const wait = view.nextAttemptTime ? timestampMs(view.nextAttemptTime) - Date.now() : 0;
+  if (wait > 0) await pause(wait, signal);
+  signal.throwIfAborted();
+}
+
+/** Resolves after `ms` (the global timer: a fake clock runs it); rejects with the signal's reason first. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    signal.throwIfAborted();
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal.reason);
+    };
+    const timer = setTimeout(() => {
+      signal.removeEventListener("abort", onAbort);
+      resolve();
+    }, ms);
+    timer.unref();
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 /**
@@ -212,6 +291,31 @@ class Steps implements RunReporter {
     const pending = this.#pending;
     this.#pending = {};
     return pending;
+  }
+
+  /**
+   * The attempt that started at `start` failed with `error` and the next one starts in
+   * `delayMs`: the action waits again (QUEUED), its attempt counted up, the failed one
+   * listed with its error; its data access runs again with the next attempt.
+   */
+  retrying(error: ActionError, start: Timestamp, delayMs: number): Promise<void> {
+    const { table, store } = this.#deps;
+    const view = table.action(this.#id)!.view;
+    const attempt = view.attempt || 1;
+    const failed = create(ActionAttemptSchema, { attempt, error, startTime: start, endTime: timestampNow(), server: view.server });
+    const patch: ActionPatch = {
+      ...this.#takeStart(),
+      status: ActionStatus.QUEUED,
+      attempt: attempt + 1,
+      attempts: [...view.attempts, failed],
+      nextAttemptTime: timestampFromMs(Date.now() + delayMs),
+      dataAccess: view.dataAccess.map((entry) =>
+        Object.freeze(create(DataAccessProgressSchema, { argument: entry.argument, name: entry.name, status: ActionStatus.QUEUED })),
+      ),
+    };
+    // Cleared with the next attempt's first step.
+    this.#pending = { nextAttemptTime: undefined };
+    return persist(store, table.update(this.#id, patch));
   }
 
   status(status: ActionStatus, batch?: BatchInfo): Promise<void> {

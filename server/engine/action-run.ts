@@ -83,10 +83,10 @@ export class ActionRun {
   /** Where its calls wait for a child: the action's priority (or a better one it inherits) and caller. */
   readonly #order: OrderOf | undefined;
 
-  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string }, order?: OrderOf) {
+  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string; attempt: number }, order?: OrderOf) {
     this.#deps = deps;
     this.#report = report;
-    this.#ids = { ...ids, attempt: 1 };
+    this.#ids = ids;
     this.#order = order;
   }
 

@@ -10,7 +10,15 @@ import type { EventEmitter } from "node:events";
 import { create } from "@bufbuild/protobuf";
 import { type Duration, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { type Action, ActionCall, ActionSchema, ActionStatus, ActionView, DataAccessProgressSchema } from "../../gen/plinth/v1/action_pb.ts";
+import {
+  type Action,
+  ActionCall,
+  ActionSchema,
+  ActionStatus,
+  ActionView,
+  DataAccessProgressSchema,
+  type RetryPolicy,
+} from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import type { JsonForm } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
@@ -31,6 +39,7 @@ import type { PluginRegistry } from "./plugins.ts";
 import type { BatchEvents } from "./predict-batches.ts";
 import { priorityOf } from "./priority.ts";
 import * as reads from "./reads.ts";
+import { effectiveRetry } from "./retry-policy.ts";
 import { changeFingerprint, checkRequestId, fingerprint, RequestIds } from "./request-ids.ts";
 import { jsonFormOf, requireId, timeoutMillis } from "./requests.ts";
 import type { Runner, ServerInfo } from "./runner.ts";
@@ -90,6 +99,8 @@ export interface ActionRequest {
   requestId?: string;
   /** 1 (highest) to 5; 0 or unset: 3. */
   priority?: number;
+  /** How a failed call runs again, over its plugin's policy (retry-policy.ts). */
+  retry?: RetryPolicy | undefined;
 }
 
 /** Who asks for a change of a model, and its request_id (request-ids.ts). */
@@ -378,9 +389,11 @@ export class Engine {
     const { views, limits } = this.#o;
     const timeoutMs = request.timeout ? timeoutMillis(request.timeout) : undefined;
     priorityOf(request.priority); // checked before a request_id is claimed
+    const kind = callKinds[call as keyof typeof callKinds];
+    const retry = effectiveRetry(request.retry, this.#o.plugins.retry(modelType, kind));
     const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, await this.#dataAccessNames(request));
-    checkRequest(this.#o.plugins, modelType, callKinds[call as keyof typeof callKinds], parsed);
-    const admit = (id: string) => this.#admit(id, call, modelId, modelType, request, caller, parsed, timeoutMs);
+    checkRequest(this.#o.plugins, modelType, kind, parsed);
+    const admit = (id: string) => this.#admit(id, call, modelId, modelType, { ...request, retry }, caller, parsed, timeoutMs);
     const { requestId } = request;
     if (!requestId) return admit(newId("a"));
     checkRequestId(requestId);
@@ -417,6 +430,8 @@ export class Engine {
       updateTime: now,
       createdBy: caller.name,
       priority: priorityOf(request.priority),
+      attempt: 1,
+      ...(request.retry ? { retry: request.retry } : {}),
       ...(request.timeout ? { timeout: request.timeout } : {}),
       ...(request.requestId ? { requestId: request.requestId } : {}),
     });

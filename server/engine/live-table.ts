@@ -41,6 +41,10 @@ export type ActionPatch = Partial<
     | "cancel"
     | "modelRevision"
     | "batch"
+    | "attempt"
+    | "nextAttemptTime"
+    | "attempts"
+    | "checkpoint"
   >
 >;
 

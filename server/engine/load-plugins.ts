@@ -3,13 +3,15 @@ import { existsSync } from "node:fs";
 import { relative } from "node:path";
 import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampNow } from "@bufbuild/protobuf/wkt";
+import type { RetryPolicy } from "../../gen/plinth/v1/action_pb.ts";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
-import type { Function as ManifestFunction } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind, type Function as ManifestFunction } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type PluginConfig, residentMb } from "../config/schema.ts";
 import { PlinthError } from "../errors.ts";
 import type { ProcessManager } from "../process/process-manager.ts";
 import { CALL_NAMES, type CallName, type PluginTarget } from "../process/runtimes.ts";
 import { type LoadedPlugin, PluginRegistry } from "./plugins.ts";
+import { retryPolicyOf } from "./retry-policy.ts";
 
 /** How clients see a module path: relative to the config's folder, not the host's absolute one. */
 export function displayPath(base: string, module: string): string {
@@ -46,12 +48,14 @@ export async function loadPlugin(
     generation,
     key,
   };
+  const retry = config.retry && retryByCall(config.retry);
   try {
     const hello = await processes.describe(target, signal);
     const manifest = hello.manifest;
     return {
       key,
       target,
+      ...(retry ? { retry } : {}),
       info: create(PluginSchema, {
         name: manifest?.name ?? "",
         module: display,
@@ -127,6 +131,15 @@ function pluginFunction(f: ManifestFunction, key: string) {
       return { call: s.call, ...(args ? { args } : {}), ...(kwargs ? { kwargs } : {}), ...(state ? { state } : {}) };
     }),
   };
+}
+
+/** plugins[].retry by call kind: one policy for each, or each named one. */
+function retryByCall(retry: NonNullable<PluginConfig["retry"]>): Partial<Record<CallKind, RetryPolicy>> {
+  const kinds = { instantiate: CallKind.INSTANTIATE, fit: CallKind.FIT, predict: CallKind.PREDICT };
+  const named = "max_attempts" in retry ? { instantiate: retry, fit: retry, predict: retry } : retry;
+  const byKind: Partial<Record<CallKind, RetryPolicy>> = {};
+  for (const [name, policy] of Object.entries(named)) if (policy) byKind[kinds[name as keyof typeof kinds]] = retryPolicyOf(policy);
+  return byKind;
 }
 
 /** plugins[].heartbeat_timeout in ms by call kind: one value for all, or each named one. */

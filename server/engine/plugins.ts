@@ -3,6 +3,7 @@
  * model types and data-access names then map to the module that serves them.
  */
 import { create } from "@bufbuild/protobuf";
+import type { RetryPolicy } from "../../gen/plinth/v1/action_pb.ts";
 import { type Plugin, PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError } from "../errors.ts";
@@ -23,6 +24,8 @@ export interface LoadedPlugin {
   key: string;
   target: PluginTarget;
   info: Plugin;
+  /** Its model types' retry policies by call (plugins[].retry). */
+  retry?: Partial<Record<CallKind, RetryPolicy>> | undefined;
 }
 
 /** What the registry looks up, built from one list of plugins at once. */
@@ -127,6 +130,11 @@ export class PluginRegistry {
     const serving = this.#serving(modelType);
     if (!serving?.batchMaxSize) return undefined;
     return { maxSize: serving.batchMaxSize, maxWaitMs: serving.batchMaxWaitMs, maxReplicas: Math.max(1, serving.maxReplicas) };
+  }
+
+  /** The retry policy its plugin's config gives a call of this model type, if any. */
+  retry(modelType: string, kind: CallKind): RetryPolicy | undefined {
+    return this.modelType(modelType)?.retry?.[kind];
   }
 
   #serving(modelType: string) {

@@ -49,6 +49,7 @@ export function fingerprint(call: ActionCall, modelId: string, modelType: string
       kwargs,
       ...(request.timeout ? { timeout: request.timeout } : {}),
       ...(request.jsonForm ? { jsonForm: request.jsonForm } : {}),
+      ...(request.retry ? { retry: request.retry } : {}),
     }),
   );
   return createHash("sha256").update(`${call}\0${modelType}\0`).update(bytes).digest("hex");

@@ -4,7 +4,8 @@
  */
 import { create, type JsonValue } from "@bufbuild/protobuf";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
-import { ResultSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import type { RetryPolicy } from "../../gen/plinth/v1/action_pb.ts";
+import { CallKind, ResultSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import type { PluginCalls } from "../../server/engine/action-run.ts";
 import { PluginRegistry } from "../../server/engine/plugins.ts";
 import { type ChildExit, ChildFailure } from "../../server/process/child.ts";
@@ -20,6 +21,8 @@ export function pluginRegistry(
   concurrent: Record<string, number> = {},
   /** Model types of those whose predicts are batched, with their batch size and wait. */
   batched: Record<string, { maxSize: number; maxWaitMs: number }> = {},
+  /** Model types with a configured retry policy (plugins[].retry), for every call. */
+  retry: Record<string, RetryPolicy> = {},
 ): PluginRegistry {
   const loaded = (name: string, kind: "modelTypes" | "dataAccess", i: number) => {
     const batch = batched[name] ? { batchMaxSize: batched[name].maxSize, batchMaxWaitMs: batched[name].maxWaitMs } : {};
@@ -27,6 +30,7 @@ export function pluginRegistry(
     return {
       key: `plugins[${i}]`,
       target: { module: `/fake/${name}.ts`, runtime: "node" as const, label: name },
+      ...(retry[name] ? { retry: { [CallKind.INSTANTIATE]: retry[name], [CallKind.FIT]: retry[name], [CallKind.PREDICT]: retry[name] } } : {}),
       info: create(PluginSchema, { name, module: `/fake/${name}.ts`, runtime: "node", [kind]: [{ name, ...serving }] }),
     };
   };

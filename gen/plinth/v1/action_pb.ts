@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action.proto.
  */
 export const file_plinth_v1_action: GenFile = /*@__PURE__*/
-  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiZAoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJEicKB2RldGFpbHMYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUimwIKEkRhdGFBY2Nlc3NQcm9ncmVzcxIQCghhcmd1bWVudBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBnN0YXR1cxgDIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSJQoFc3RhdGUYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYBSABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGxvZ190YWlsGAggAygJIr4BCg1DYW5jZWxPdXRjb21lEgoKAmJ5GAEgASgJEiYKBXBoYXNlGAIgASgOMhcucGxpbnRoLnYxLkFjdGlvblN0YXR1cxIOCgZmb3JjZWQYAyABKAgSEQoJZXhpdF9jb2RlGAQgASgFEg4KBnNpZ25hbBgFIAEoCRIwCg1zdG9wX2R1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDGNhbmNlbGxlZF9ieRgHIAEoCSJTCgxBY3Rpb25SZXN1bHQSHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwSIgoKcHJlZGljdGlvbhgCIAEoCzIOLnBsaW50aC52MS5BcmciiAcKBkFjdGlvbhIKCgJpZBgBIAEoCRIjCgRjYWxsGAIgASgOMhUucGxpbnRoLnYxLkFjdGlvbkNhbGwSEAoIbW9kZWxfaWQYAyABKAkSEgoKbW9kZWxfdHlwZRgEIAEoCRIcCgRhcmdzGAUgAygLMg4ucGxpbnRoLnYxLkFyZxItCgZrd2FyZ3MYBiADKAsyHS5wbGludGgudjEuQWN0aW9uLkt3YXJnc0VudHJ5EicKBnN0YXR1cxgHIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSMgoLZGF0YV9hY2Nlc3MYCCADKAsyHS5wbGludGgudjEuRGF0YUFjY2Vzc1Byb2dyZXNzEiUKBXN0YXRlGAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBnJlc3VsdBgKIAEoCzIXLnBsaW50aC52MS5BY3Rpb25SZXN1bHQSJQoFZXJyb3IYCyABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbG9nX3RhaWwYECADKAkSFgoOcXVldWVfcG9zaXRpb24YESABKA0SKAoGY2FuY2VsGBIgASgLMhgucGxpbnRoLnYxLkNhbmNlbE91dGNvbWUSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpjcmVhdGVkX2J5GBQgASgJEg4KBnNlcnZlchgVIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgWIAEoBBIlCgViYXRjaBgXIAEoCzIWLnBsaW50aC52MS5BY3Rpb25CYXRjaBISCgpyZXF1ZXN0X2lkGBggASgJEhAKCHByaW9yaXR5GB4gASgNGj0KC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBIicKC0FjdGlvbkJhdGNoEgoKAmlkGAEgASgJEgwKBHNpemUYAiABKA0qeAoKQWN0aW9uQ2FsbBIbChdBQ1RJT05fQ0FMTF9VTlNQRUNJRklFRBAAEh8KG0FDVElPTl9DQUxMX0NSRUFURV9JTlNUQU5DRRABEhMKD0FDVElPTl9DQUxMX0ZJVBACEhcKE0FDVElPTl9DQUxMX1BSRURJQ1QQAyr1AQoMQWN0aW9uU3RhdHVzEh0KGUFDVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRBQ1RJT05fU1RBVFVTX1FVRVVFRBABEiAKHEFDVElPTl9TVEFUVVNfQUNDRVNTSU5HX0RBVEEQAhIbChdBQ1RJT05fU1RBVFVTX0VYRUNVVElORxADEhkKFUFDVElPTl9TVEFUVVNfU1RPUklORxAEEhsKF0FDVElPTl9TVEFUVVNfU1VDQ0VFREVEEAUSGAoUQUNUSU9OX1NUQVRVU19GQUlMRUQQBhIbChdBQ1RJT05fU1RBVFVTX0NBTkNFTExFRBAHKm4KCkFjdGlvblZpZXcSGwoXQUNUSU9OX1ZJRVdfVU5TUEVDSUZJRUQQABIVChFBQ1RJT05fVklFV19CQVNJQxABEhYKEkFDVElPTl9WSUVXX1JFU1VMVBACEhQKEEFDVElPTl9WSUVXX0ZVTEwQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
+  fileDesc("ChZwbGludGgvdjEvYWN0aW9uLnByb3RvEglwbGludGgudjEiZAoLQWN0aW9uRXJyb3ISDAoEY29kZRgBIAEoCRIPCgdtZXNzYWdlGAIgASgJEg0KBXN0YWNrGAMgASgJEicKB2RldGFpbHMYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUimwIKEkRhdGFBY2Nlc3NQcm9ncmVzcxIQCghhcmd1bWVudBgBIAEoCRIMCgRuYW1lGAIgASgJEicKBnN0YXR1cxgDIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSJQoFc3RhdGUYBCABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSJQoFZXJyb3IYBSABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLgoKc3RhcnRfdGltZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kX3RpbWUYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGxvZ190YWlsGAggAygJIr4BCg1DYW5jZWxPdXRjb21lEgoKAmJ5GAEgASgJEiYKBXBoYXNlGAIgASgOMhcucGxpbnRoLnYxLkFjdGlvblN0YXR1cxIOCgZmb3JjZWQYAyABKAgSEQoJZXhpdF9jb2RlGAQgASgFEg4KBnNpZ25hbBgFIAEoCRIwCg1zdG9wX2R1cmF0aW9uGAYgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhQKDGNhbmNlbGxlZF9ieRgHIAEoCSJTCgxBY3Rpb25SZXN1bHQSHwoFbW9kZWwYASABKAsyEC5wbGludGgudjEuTW9kZWwSIgoKcHJlZGljdGlvbhgCIAEoCzIOLnBsaW50aC52MS5Bcmci1AgKBkFjdGlvbhIKCgJpZBgBIAEoCRIjCgRjYWxsGAIgASgOMhUucGxpbnRoLnYxLkFjdGlvbkNhbGwSEAoIbW9kZWxfaWQYAyABKAkSEgoKbW9kZWxfdHlwZRgEIAEoCRIcCgRhcmdzGAUgAygLMg4ucGxpbnRoLnYxLkFyZxItCgZrd2FyZ3MYBiADKAsyHS5wbGludGgudjEuQWN0aW9uLkt3YXJnc0VudHJ5EicKBnN0YXR1cxgHIAEoDjIXLnBsaW50aC52MS5BY3Rpb25TdGF0dXMSMgoLZGF0YV9hY2Nlc3MYCCADKAsyHS5wbGludGgudjEuRGF0YUFjY2Vzc1Byb2dyZXNzEiUKBXN0YXRlGAkgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEicKBnJlc3VsdBgKIAEoCzIXLnBsaW50aC52MS5BY3Rpb25SZXN1bHQSJQoFZXJyb3IYCyABKAsyFi5wbGludGgudjEuQWN0aW9uRXJyb3ISLwoLY3JlYXRlX3RpbWUYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnN0YXJ0X3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIbG9nX3RhaWwYECADKAkSFgoOcXVldWVfcG9zaXRpb24YESABKA0SKAoGY2FuY2VsGBIgASgLMhgucGxpbnRoLnYxLkNhbmNlbE91dGNvbWUSKgoHdGltZW91dBgTIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhISCgpjcmVhdGVkX2J5GBQgASgJEg4KBnNlcnZlchgVIAEoCRIWCg5tb2RlbF9yZXZpc2lvbhgWIAEoBBIlCgViYXRjaBgXIAEoCzIWLnBsaW50aC52MS5BY3Rpb25CYXRjaBISCgpyZXF1ZXN0X2lkGBggASgJEhAKCHByaW9yaXR5GB4gASgNEiUKBXJldHJ5GB8gASgLMhYucGxpbnRoLnYxLlJldHJ5UG9saWN5Eg8KB2F0dGVtcHQYICABKA0SNQoRbmV4dF9hdHRlbXB0X3RpbWUYISABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEioKCGF0dGVtcHRzGCIgAygLMhgucGxpbnRoLnYxLkFjdGlvbkF0dGVtcHQSLwoKY2hlY2twb2ludBgjIAEoCzIbLnBsaW50aC52MS5BY3Rpb25DaGVja3BvaW50Gj0KC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRIdCgV2YWx1ZRgCIAEoCzIOLnBsaW50aC52MS5Bcmc6AjgBIs0BCgtSZXRyeVBvbGljeRIUCgxtYXhfYXR0ZW1wdHMYASABKA0SMwoQaW5pdGlhbF9pbnRlcnZhbBgCIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIbChNiYWNrb2ZmX2NvZWZmaWNpZW50GAMgASgBEjMKEG1heGltdW1faW50ZXJ2YWwYBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SIQoZbm9uX3JldHJ5YWJsZV9lcnJvcl9jb2RlcxgFIAMoCSK1AQoNQWN0aW9uQXR0ZW1wdBIPCgdhdHRlbXB0GAEgASgNEiUKBWVycm9yGAIgASgLMhYucGxpbnRoLnYxLkFjdGlvbkVycm9yEi4KCnN0YXJ0X3RpbWUYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZzZXJ2ZXIYBSABKAkiegoQQWN0aW9uQ2hlY2twb2ludBIPCgdhdHRlbXB0GAEgASgNEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBHNpemUYAyABKAQSHQoFdmFsdWUYBCABKAsyDi5wbGludGgudjEuQXJnIicKC0FjdGlvbkJhdGNoEgoKAmlkGAEgASgJEgwKBHNpemUYAiABKA0qeAoKQWN0aW9uQ2FsbBIbChdBQ1RJT05fQ0FMTF9VTlNQRUNJRklFRBAAEh8KG0FDVElPTl9DQUxMX0NSRUFURV9JTlNUQU5DRRABEhMKD0FDVElPTl9DQUxMX0ZJVBACEhcKE0FDVElPTl9DQUxMX1BSRURJQ1QQAyr1AQoMQWN0aW9uU3RhdHVzEh0KGUFDVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRBQ1RJT05fU1RBVFVTX1FVRVVFRBABEiAKHEFDVElPTl9TVEFUVVNfQUNDRVNTSU5HX0RBVEEQAhIbChdBQ1RJT05fU1RBVFVTX0VYRUNVVElORxADEhkKFUFDVElPTl9TVEFUVVNfU1RPUklORxAEEhsKF0FDVElPTl9TVEFUVVNfU1VDQ0VFREVEEAUSGAoUQUNUSU9OX1NUQVRVU19GQUlMRUQQBhIbChdBQ1RJT05fU1RBVFVTX0NBTkNFTExFRBAHKm4KCkFjdGlvblZpZXcSGwoXQUNUSU9OX1ZJRVdfVU5TUEVDSUZJRUQQABIVChFBQ1RJT05fVklFV19CQVNJQxABEhYKEkFDVElPTl9WSUVXX1JFU1VMVBACEhQKEEFDVElPTl9WSUVXX0ZVTEwQA2IGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_struct, file_google_protobuf_timestamp, file_plinth_v1_arg, file_plinth_v1_model]);
 
 /**
  * Why an action failed.
@@ -28,7 +28,7 @@ export type ActionError = Message<"plinth.v1.ActionError"> & {
    * A short machine-readable reason, one of: plugin_error, plugin_exited,
    * plugin_load_failed, protocol_error, out_of_memory, data_access_failed,
    * deadline_exceeded, cancelled, shutting_down, interrupted, not_found, store_failed,
-   * internal; or the code of the PluginError a plugin threw (lowercase letters, digits,
+   * internal, stalled; or the code of the PluginError a plugin threw (lowercase letters, digits,
    * "_", "." and "-", never one of those).
    *
    * @generated from field: string code = 1;
@@ -381,6 +381,44 @@ export type Action = Message<"plinth.v1.Action"> & {
    * @generated from field: uint32 priority = 30;
    */
   priority: number;
+
+  /**
+   * How it is retried: the request's retry policy over its plugin's (plugins[].retry),
+   * unset fields at their defaults; set only when more than one attempt is allowed.
+   *
+   * @generated from field: plinth.v1.RetryPolicy retry = 31;
+   */
+  retry?: RetryPolicy | undefined;
+
+  /**
+   * Which attempt runs (or ran last): 1 for the first, counting up with each retry (0 in
+   * an action stored before retries existed, read as 1).
+   *
+   * @generated from field: uint32 attempt = 32;
+   */
+  attempt: number;
+
+  /**
+   * While it waits to run its next attempt: when that attempt starts.
+   *
+   * @generated from field: google.protobuf.Timestamp next_attempt_time = 33;
+   */
+  nextAttemptTime?: Timestamp | undefined;
+
+  /**
+   * The earlier attempts, each with how it failed, oldest first.
+   *
+   * @generated from field: repeated plinth.v1.ActionAttempt attempts = 34;
+   */
+  attempts: ActionAttempt[];
+
+  /**
+   * The last checkpoint its plugin stored (ctx.checkpoint(value)): the next attempt
+   * starts from it (ctx.info.checkpoint).
+   *
+   * @generated from field: plinth.v1.ActionCheckpoint checkpoint = 35;
+   */
+  checkpoint?: ActionCheckpoint | undefined;
 };
 
 /**
@@ -389,6 +427,144 @@ export type Action = Message<"plinth.v1.Action"> & {
  */
 export const ActionSchema: GenMessage<Action> = /*@__PURE__*/
   messageDesc(file_plinth_v1_action, 4);
+
+/**
+ * When a failed call runs again, as Temporal's retry policy says it. Retried: a child
+ * that crashed (plugin_exited), ran out of memory (out_of_memory) or stalled (stalled),
+ * a server lost while it ran (interrupted), a failed data access, and a plugin's own
+ * error (plugin_error or its PluginError's code) unless listed non-retryable. Never
+ * retried: invalid_argument, cancelled, deadline_exceeded, shutting_down, not_found,
+ * store_failed, plugin_load_failed, protocol_error, internal. A cancel during the wait
+ * ends the action at once; its timeout bounds all attempts together.
+ *
+ * @generated from message plinth.v1.RetryPolicy
+ */
+export type RetryPolicy = Message<"plinth.v1.RetryPolicy"> & {
+  /**
+   * Attempts in all, the first one included, 1 to 100: 1 runs it once. 0: the plugin's
+   * policy (plugins[].retry), else 1.
+   *
+   * @generated from field: uint32 max_attempts = 1;
+   */
+  maxAttempts: number;
+
+  /**
+   * The wait before the second attempt: 1 s unless set (1 ms to 1 day).
+   *
+   * @generated from field: google.protobuf.Duration initial_interval = 2;
+   */
+  initialInterval?: Duration | undefined;
+
+  /**
+   * Each later wait is the one before times this: 2 unless set (1 to 100).
+   *
+   * @generated from field: double backoff_coefficient = 3;
+   */
+  backoffCoefficient: number;
+
+  /**
+   * No wait is longer: 100 times initial_interval unless set (at least initial_interval).
+   *
+   * @generated from field: google.protobuf.Duration maximum_interval = 4;
+   */
+  maximumInterval?: Duration | undefined;
+
+  /**
+   * Error codes that end the action at once, besides those never retried: a PluginError's
+   * own code, or one of the engine's (e.g. out_of_memory).
+   *
+   * @generated from field: repeated string non_retryable_error_codes = 5;
+   */
+  nonRetryableErrorCodes: string[];
+};
+
+/**
+ * Describes the message plinth.v1.RetryPolicy.
+ * Use `create(RetryPolicySchema)` to create a new message.
+ */
+export const RetryPolicySchema: GenMessage<RetryPolicy> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_action, 5);
+
+/**
+ * An attempt of an action that failed and was retried.
+ *
+ * @generated from message plinth.v1.ActionAttempt
+ */
+export type ActionAttempt = Message<"plinth.v1.ActionAttempt"> & {
+  /**
+   * @generated from field: uint32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: plinth.v1.ActionError error = 2;
+   */
+  error?: ActionError | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp start_time = 3;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp end_time = 4;
+   */
+  endTime?: Timestamp | undefined;
+
+  /**
+   * In a cluster: the server it ran on.
+   *
+   * @generated from field: string server = 5;
+   */
+  server: string;
+};
+
+/**
+ * Describes the message plinth.v1.ActionAttempt.
+ * Use `create(ActionAttemptSchema)` to create a new message.
+ */
+export const ActionAttemptSchema: GenMessage<ActionAttempt> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_action, 6);
+
+/**
+ * A checkpoint a call stored with ctx.checkpoint(value), for the next attempt to resume from.
+ *
+ * @generated from message plinth.v1.ActionCheckpoint
+ */
+export type ActionCheckpoint = Message<"plinth.v1.ActionCheckpoint"> & {
+  /**
+   * The attempt that stored it.
+   *
+   * @generated from field: uint32 attempt = 1;
+   */
+  attempt: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp time = 2;
+   */
+  time?: Timestamp | undefined;
+
+  /**
+   * Its size in bytes as the worker sent it.
+   *
+   * @generated from field: uint64 size = 3;
+   */
+  size: bigint;
+
+  /**
+   * The value: in full up to engine.inline_payload_bytes, else a summary.
+   *
+   * @generated from field: plinth.v1.Arg value = 4;
+   */
+  value?: Arg | undefined;
+};
+
+/**
+ * Describes the message plinth.v1.ActionCheckpoint.
+ * Use `create(ActionCheckpointSchema)` to create a new message.
+ */
+export const ActionCheckpointSchema: GenMessage<ActionCheckpoint> = /*@__PURE__*/
+  messageDesc(file_plinth_v1_action, 7);
 
 /**
  * A batch of predicts that went to a child as one call.
@@ -416,7 +592,7 @@ export type ActionBatch = Message<"plinth.v1.ActionBatch"> & {
  * Use `create(ActionBatchSchema)` to create a new message.
  */
 export const ActionBatchSchema: GenMessage<ActionBatch> = /*@__PURE__*/
-  messageDesc(file_plinth_v1_action, 5);
+  messageDesc(file_plinth_v1_action, 8);
 
 /**
  * What an action calls: AIMM's meta.call.

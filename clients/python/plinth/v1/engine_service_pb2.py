@@ -19,7 +19,7 @@ from plinth.v1 import arg_pb2 as plinth_dot_v1_dot_arg__pb2
 from plinth.v1 import model_pb2 as plinth_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\xa6\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"`\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"a\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"L\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"\x15\n\x13\x44\x65leteModelResponse\"\x8e\x02\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\xbe\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"]\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\x12\"\n\x07servers\x18\x02 \x03(\x0b\x32\x11.plinth.v1.Server\"\xbd\x01\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07plugins\x18\x06 \x03(\t\x12\x13\n\x0bmodel_types\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x61ta_access\x18\x08 \x03(\t\x12\x13\n\x0bthis_server\x18\t \x01(\x08\"\x84\x02\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12\x0f\n\x07watched\x18\x07 \x01(\x08\x12\x14\n\x0creload_error\x18\x08 \x01(\t\x12/\n\x0bloaded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\x12#\n\x07serving\x18\x04 \x01(\x0b\x32\x12.plinth.v1.Serving\"f\n\x07Serving\x12\x12\n\nconcurrent\x18\x01 \x01(\x08\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x16\n\x0e\x62\x61tch_max_size\x18\x03 \x01(\r\x12\x19\n\x11\x62\x61tch_max_wait_ms\x18\x04 \x01(\x01\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eplinth/v1/engine_service.proto\x12\tplinth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\x1a\x13plinth/v1/arg.proto\x1a\x15plinth/v1/model.proto\"N\n\x11ListModelsRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"O\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.plinth.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"O\n\x0fGetModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x18\n\x10include_instance\x18\x02 \x01(\x08\x12\x10\n\x08revision\x18\x03 \x01(\x04\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"\xcd\x02\n\x15\x43reateInstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12<\n\x06kwargs\x18\x03 \x03(\x0b\x32,.plinth.v1.CreateInstanceRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x12%\n\x05retry\x18\x15 \x01(\x0b\x32\x16.plinth.v1.RetryPolicy\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\";\n\x16\x43reateInstanceResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"`\n\x12\x41\x64\x64InstanceRequest\x12\x12\n\nmodel_type\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"6\n\x13\x41\x64\x64InstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"a\n\x15UpdateInstanceRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x10\n\x08instance\x18\x02 \x01(\x0c\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"9\n\x16UpdateInstanceResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.plinth.v1.Model\"L\n\x12\x44\x65leteModelRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"\x15\n\x13\x44\x65leteModelResponse\"\xb5\x02\n\nFitRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x31\n\x06kwargs\x18\x03 \x03(\x0b\x32!.plinth.v1.FitRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x12%\n\x05retry\x18\x15 \x01(\x0b\x32\x16.plinth.v1.RetryPolicy\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"0\n\x0b\x46itResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\xe5\x02\n\x0ePredictRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x1c\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x0e.plinth.v1.Arg\x12\x35\n\x06kwargs\x18\x03 \x03(\x0b\x32%.plinth.v1.PredictRequest.KwargsEntry\x12\x0c\n\x04wait\x18\x04 \x01(\x08\x12*\n\x07timeout\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12&\n\tjson_form\x18\x06 \x01(\x0e\x32\x13.plinth.v1.JsonForm\x12\x12\n\nrequest_id\x18\x07 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x12%\n\x05retry\x18\x15 \x01(\x0b\x32\x16.plinth.v1.RetryPolicy\x1a=\n\x0bKwargsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x1d\n\x05value\x18\x02 \x01(\x0b\x32\x0e.plinth.v1.Arg:\x02\x38\x01\"4\n\x0fPredictResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x14\n\x12ListPluginsRequest\"]\n\x13ListPluginsResponse\x12\"\n\x07plugins\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Plugin\x12\"\n\x07servers\x18\x02 \x03(\x0b\x32\x11.plinth.v1.Server\"\xbd\x01\n\x06Server\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x0b\n\x03pid\x18\x04 \x01(\x05\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07plugins\x18\x06 \x03(\t\x12\x13\n\x0bmodel_types\x18\x07 \x03(\t\x12\x13\n\x0b\x64\x61ta_access\x18\x08 \x03(\t\x12\x13\n\x0bthis_server\x18\t \x01(\x08\"\x84\x02\n\x06Plugin\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0f\n\x07runtime\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12.\n\x0bmodel_types\x18\x05 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12.\n\x0b\x64\x61ta_access\x18\x06 \x03(\x0b\x32\x19.plinth.v1.PluginFunction\x12\x0f\n\x07watched\x18\x07 \x01(\x08\x12\x14\n\x0creload_error\x18\x08 \x01(\t\x12/\n\x0bloaded_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x01\n\x0ePluginFunction\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12&\n\x07schemas\x18\x03 \x03(\x0b\x32\x15.plinth.v1.CallSchema\x12#\n\x07serving\x18\x04 \x01(\x0b\x32\x12.plinth.v1.Serving\"f\n\x07Serving\x12\x12\n\nconcurrent\x18\x01 \x01(\x08\x12\x14\n\x0cmax_replicas\x18\x02 \x01(\r\x12\x16\n\x0e\x62\x61tch_max_size\x18\x03 \x01(\r\x12\x19\n\x11\x62\x61tch_max_wait_ms\x18\x04 \x01(\x01\"\x92\x01\n\nCallSchema\x12\x0c\n\x04\x63\x61ll\x18\x01 \x01(\t\x12%\n\x04\x61rgs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\'\n\x06kwargs\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12&\n\x05state\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct*N\n\x08JsonForm\x12\x19\n\x15JSON_FORM_UNSPECIFIED\x10\x00\x12\x13\n\x0fJSON_FORM_VALUE\x10\x01\x12\x12\n\x0eJSON_FORM_TEXT\x10\x02\x32\xaf\x05\n\rEngineService\x12I\n\nListModels\x12\x1c.plinth.v1.ListModelsRequest\x1a\x1d.plinth.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.plinth.v1.GetModelRequest\x1a\x1b.plinth.v1.GetModelResponse\x12U\n\x0e\x43reateInstance\x12 .plinth.v1.CreateInstanceRequest\x1a!.plinth.v1.CreateInstanceResponse\x12L\n\x0b\x41\x64\x64Instance\x12\x1d.plinth.v1.AddInstanceRequest\x1a\x1e.plinth.v1.AddInstanceResponse\x12U\n\x0eUpdateInstance\x12 .plinth.v1.UpdateInstanceRequest\x1a!.plinth.v1.UpdateInstanceResponse\x12L\n\x0b\x44\x65leteModel\x12\x1d.plinth.v1.DeleteModelRequest\x1a\x1e.plinth.v1.DeleteModelResponse\x12\x34\n\x03\x46it\x12\x15.plinth.v1.FitRequest\x1a\x16.plinth.v1.FitResponse\x12@\n\x07Predict\x12\x19.plinth.v1.PredictRequest\x1a\x1a.plinth.v1.PredictResponse\x12L\n\x0bListPlugins\x12\x1d.plinth.v1.ListPluginsRequest\x1a\x1e.plinth.v1.ListPluginsResponseb\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plinth.v1.engine_service_pb2', globals())
@@ -32,8 +32,8 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _FITREQUEST_KWARGSENTRY._serialized_options = b'8\001'
   _PREDICTREQUEST_KWARGSENTRY._options = None
   _PREDICTREQUEST_KWARGSENTRY._serialized_options = b'8\001'
-  _JSONFORM._serialized_start=2928
-  _JSONFORM._serialized_end=3006
+  _JSONFORM._serialized_start=3045
+  _JSONFORM._serialized_end=3123
   _LISTMODELSREQUEST._serialized_start=208
   _LISTMODELSREQUEST._serialized_end=286
   _LISTMODELSRESPONSE._serialized_start=288
@@ -43,49 +43,49 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETMODELRESPONSE._serialized_start=450
   _GETMODELRESPONSE._serialized_end=501
   _CREATEINSTANCEREQUEST._serialized_start=504
-  _CREATEINSTANCEREQUEST._serialized_end=798
-  _CREATEINSTANCEREQUEST_KWARGSENTRY._serialized_start=737
-  _CREATEINSTANCEREQUEST_KWARGSENTRY._serialized_end=798
-  _CREATEINSTANCERESPONSE._serialized_start=800
-  _CREATEINSTANCERESPONSE._serialized_end=859
-  _ADDINSTANCEREQUEST._serialized_start=861
-  _ADDINSTANCEREQUEST._serialized_end=957
-  _ADDINSTANCERESPONSE._serialized_start=959
-  _ADDINSTANCERESPONSE._serialized_end=1013
-  _UPDATEINSTANCEREQUEST._serialized_start=1015
-  _UPDATEINSTANCEREQUEST._serialized_end=1112
-  _UPDATEINSTANCERESPONSE._serialized_start=1114
-  _UPDATEINSTANCERESPONSE._serialized_end=1171
-  _DELETEMODELREQUEST._serialized_start=1173
-  _DELETEMODELREQUEST._serialized_end=1249
-  _DELETEMODELRESPONSE._serialized_start=1251
-  _DELETEMODELRESPONSE._serialized_end=1272
-  _FITREQUEST._serialized_start=1275
-  _FITREQUEST._serialized_end=1545
-  _FITREQUEST_KWARGSENTRY._serialized_start=737
-  _FITREQUEST_KWARGSENTRY._serialized_end=798
-  _FITRESPONSE._serialized_start=1547
-  _FITRESPONSE._serialized_end=1595
-  _PREDICTREQUEST._serialized_start=1598
-  _PREDICTREQUEST._serialized_end=1916
-  _PREDICTREQUEST_KWARGSENTRY._serialized_start=737
-  _PREDICTREQUEST_KWARGSENTRY._serialized_end=798
-  _PREDICTRESPONSE._serialized_start=1918
-  _PREDICTRESPONSE._serialized_end=1970
-  _LISTPLUGINSREQUEST._serialized_start=1972
-  _LISTPLUGINSREQUEST._serialized_end=1992
-  _LISTPLUGINSRESPONSE._serialized_start=1994
-  _LISTPLUGINSRESPONSE._serialized_end=2087
-  _SERVER._serialized_start=2090
-  _SERVER._serialized_end=2279
-  _PLUGIN._serialized_start=2282
-  _PLUGIN._serialized_end=2542
-  _PLUGINFUNCTION._serialized_start=2545
-  _PLUGINFUNCTION._serialized_end=2673
-  _SERVING._serialized_start=2675
-  _SERVING._serialized_end=2777
-  _CALLSCHEMA._serialized_start=2780
-  _CALLSCHEMA._serialized_end=2926
-  _ENGINESERVICE._serialized_start=3009
-  _ENGINESERVICE._serialized_end=3696
+  _CREATEINSTANCEREQUEST._serialized_end=837
+  _CREATEINSTANCEREQUEST_KWARGSENTRY._serialized_start=776
+  _CREATEINSTANCEREQUEST_KWARGSENTRY._serialized_end=837
+  _CREATEINSTANCERESPONSE._serialized_start=839
+  _CREATEINSTANCERESPONSE._serialized_end=898
+  _ADDINSTANCEREQUEST._serialized_start=900
+  _ADDINSTANCEREQUEST._serialized_end=996
+  _ADDINSTANCERESPONSE._serialized_start=998
+  _ADDINSTANCERESPONSE._serialized_end=1052
+  _UPDATEINSTANCEREQUEST._serialized_start=1054
+  _UPDATEINSTANCEREQUEST._serialized_end=1151
+  _UPDATEINSTANCERESPONSE._serialized_start=1153
+  _UPDATEINSTANCERESPONSE._serialized_end=1210
+  _DELETEMODELREQUEST._serialized_start=1212
+  _DELETEMODELREQUEST._serialized_end=1288
+  _DELETEMODELRESPONSE._serialized_start=1290
+  _DELETEMODELRESPONSE._serialized_end=1311
+  _FITREQUEST._serialized_start=1314
+  _FITREQUEST._serialized_end=1623
+  _FITREQUEST_KWARGSENTRY._serialized_start=776
+  _FITREQUEST_KWARGSENTRY._serialized_end=837
+  _FITRESPONSE._serialized_start=1625
+  _FITRESPONSE._serialized_end=1673
+  _PREDICTREQUEST._serialized_start=1676
+  _PREDICTREQUEST._serialized_end=2033
+  _PREDICTREQUEST_KWARGSENTRY._serialized_start=776
+  _PREDICTREQUEST_KWARGSENTRY._serialized_end=837
+  _PREDICTRESPONSE._serialized_start=2035
+  _PREDICTRESPONSE._serialized_end=2087
+  _LISTPLUGINSREQUEST._serialized_start=2089
+  _LISTPLUGINSREQUEST._serialized_end=2109
+  _LISTPLUGINSRESPONSE._serialized_start=2111
+  _LISTPLUGINSRESPONSE._serialized_end=2204
+  _SERVER._serialized_start=2207
+  _SERVER._serialized_end=2396
+  _PLUGIN._serialized_start=2399
+  _PLUGIN._serialized_end=2659
+  _PLUGINFUNCTION._serialized_start=2662
+  _PLUGINFUNCTION._serialized_end=2790
+  _SERVING._serialized_start=2792
+  _SERVING._serialized_end=2894
+  _CALLSCHEMA._serialized_start=2897
+  _CALLSCHEMA._serialized_end=3043
+  _ENGINESERVICE._serialized_start=3126
+  _ENGINESERVICE._serialized_end=3813
 # @@protoc_insertion_point(module_scope)

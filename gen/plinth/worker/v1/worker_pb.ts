@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSKiAQoNU2VydmVyTWVzc2FnZRImCgRjYWxsGAEgASgLMhYucGxpbnRoLndvcmtlci52MS5DYWxsSAASKgoGZm9yZ2V0GAIgASgLMhgucGxpbnRoLndvcmtlci52MS5Gb3JnZXRIABI1CgxjYW5jZWxfaXRlbXMYAyABKAsyHS5wbGludGgud29ya2VyLnYxLkNhbmNlbEl0ZW1zSABCBgoEa2luZCL9AQoNV29ya2VyTWVzc2FnZRIoCgVoZWxsbxgBIAEoCzIXLnBsaW50aC53b3JrZXIudjEuSGVsbG9IABIuCghwcm9ncmVzcxgCIAEoCzIaLnBsaW50aC53b3JrZXIudjEuUHJvZ3Jlc3NIABIqCgZyZXN1bHQYAyABKAsyGC5wbGludGgud29ya2VyLnYxLlJlc3VsdEgAEiwKB2ZhaWx1cmUYBCABKAsyGS5wbGludGgud29ya2VyLnYxLkZhaWx1cmVIABIwCgloZWFydGJlYXQYBSABKAsyGy5wbGludGgud29ya2VyLnYxLkhlYXJ0YmVhdEgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iigEKCEZ1bmN0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoKc2lnbmF0dXJlcxgDIAMoCzIbLnBsaW50aC53b3JrZXIudjEuU2lnbmF0dXJlEioKB3NlcnZpbmcYBCABKAsyGS5wbGludGgud29ya2VyLnYxLlNlcnZpbmciUAoHU2VydmluZxISCgpjb25jdXJyZW50GAEgASgIEhYKDmJhdGNoX21heF9zaXplGAIgASgNEhkKEWJhdGNoX21heF93YWl0X21zGAMgASgBIlsKCVNpZ25hdHVyZRIMCgRjYWxsGAEgASgJEhMKC2FyZ3Nfc2NoZW1hGAIgASgJEhUKDWt3YXJnc19zY2hlbWEYAyABKAkSFAoMc3RhdGVfc2NoZW1hGAQgASgJIu8BCgVWYWx1ZRImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASEwoJanNvbl90ZXh0GAQgASgJSAASEwoJanNvbl91dGY4GAUgASgMSAASKwoEbGlzdBgGIAEoCzIbLnBsaW50aC53b3JrZXIudjEuVmFsdWVMaXN0SAASKQoDbWFwGAcgASgLMhoucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcEgAQgYKBGtpbmQiMwoJVmFsdWVMaXN0EiYKBWl0ZW1zGAEgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZSKNAQoIVmFsdWVNYXASOAoHZW50cmllcxgBIAMoCzInLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXAuRW50cmllc0VudHJ5GkcKDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASKjAwoEQ2FsbBIPCgdjYWxsX2lkGAEgASgJEigKBGtpbmQYAiABKA4yGi5wbGludGgud29ya2VyLnYxLkNhbGxLaW5kEg4KBnRhcmdldBgDIAEoCRIQCghpbnN0YW5jZRgEIAEoDBIlCgRhcmdzGAUgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIyCgZrd2FyZ3MYBiADKAsyIi5wbGludGgud29ya2VyLnYxLkNhbGwuS3dhcmdzRW50cnkSEQoJYWN0aW9uX2lkGAcgASgJEhAKCG1vZGVsX2lkGAggASgJEg8KB2F0dGVtcHQYCSABKA0SEAoIcmV2aXNpb24YCiABKAQSEAoIcmVzaWRlbnQYCyABKAgSFQoNbmV4dF9yZXZpc2lvbhgMIAEoBBIqCgVpdGVtcxgNIAMoCzIbLnBsaW50aC53b3JrZXIudjEuQmF0Y2hJdGVtGkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBItcBCglCYXRjaEl0ZW0SDwoHaXRlbV9pZBgBIAEoCRIRCglhY3Rpb25faWQYAiABKAkSJQoEYXJncxgDIAMoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSNwoGa3dhcmdzGAQgAygLMicucGxpbnRoLndvcmtlci52MS5CYXRjaEl0ZW0uS3dhcmdzRW50cnkaRgoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAEiMAoLQ2FuY2VsSXRlbXMSDwoHY2FsbF9pZBgBIAEoCRIQCghpdGVtX2lkcxgCIAMoCSKBAQoLSXRlbU91dGNvbWUSDwoHaXRlbV9pZBgBIAEoCRIoCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWVIABIsCgdmYWlsdXJlGAMgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSABCCQoHb3V0Y29tZSIxCgtSZXNpZGVudFJlZhIQCghtb2RlbF9pZBgBIAEoCRIQCghyZXZpc2lvbhgCIAEoBCI1CgZGb3JnZXQSKwoEcmVmcxgBIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYiUwoIUHJvZ3Jlc3MSDwoHY2FsbF9pZBgBIAEoCRIlCgVzdGF0ZRgCIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIPCgdpdGVtX2lkGAMgASgJIhwKCUhlYXJ0YmVhdBIPCgdjYWxsX2lkGAEgASgJIvABCgZSZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSFQoIaW5zdGFuY2UYAyABKAxIAIgBARIuCgdkcm9wcGVkGAQgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAUgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIsCgVpdGVtcxgGIAMoCzIdLnBsaW50aC53b3JrZXIudjEuSXRlbU91dGNvbWVCCwoJX2luc3RhbmNlItwBCgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIuCgdkcm9wcGVkGAcgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAggAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSLjAQoNU2VydmVyTWVzc2FnZRImCgRjYWxsGAEgASgLMhYucGxpbnRoLndvcmtlci52MS5DYWxsSAASKgoGZm9yZ2V0GAIgASgLMhgucGxpbnRoLndvcmtlci52MS5Gb3JnZXRIABI1CgxjYW5jZWxfaXRlbXMYAyABKAsyHS5wbGludGgud29ya2VyLnYxLkNhbmNlbEl0ZW1zSAASPwoRY2hlY2twb2ludF9zdG9yZWQYBCABKAsyIi5wbGludGgud29ya2VyLnYxLkNoZWNrcG9pbnRTdG9yZWRIAEIGCgRraW5kIrECCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAEjAKCWhlYXJ0YmVhdBgFIAEoCzIbLnBsaW50aC53b3JrZXIudjEuSGVhcnRiZWF0SAASMgoKY2hlY2twb2ludBgGIAEoCzIcLnBsaW50aC53b3JrZXIudjEuQ2hlY2twb2ludEgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iigEKCEZ1bmN0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoKc2lnbmF0dXJlcxgDIAMoCzIbLnBsaW50aC53b3JrZXIudjEuU2lnbmF0dXJlEioKB3NlcnZpbmcYBCABKAsyGS5wbGludGgud29ya2VyLnYxLlNlcnZpbmciUAoHU2VydmluZxISCgpjb25jdXJyZW50GAEgASgIEhYKDmJhdGNoX21heF9zaXplGAIgASgNEhkKEWJhdGNoX21heF93YWl0X21zGAMgASgBIlsKCVNpZ25hdHVyZRIMCgRjYWxsGAEgASgJEhMKC2FyZ3Nfc2NoZW1hGAIgASgJEhUKDWt3YXJnc19zY2hlbWEYAyABKAkSFAoMc3RhdGVfc2NoZW1hGAQgASgJIu8BCgVWYWx1ZRImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASEwoJanNvbl90ZXh0GAQgASgJSAASEwoJanNvbl91dGY4GAUgASgMSAASKwoEbGlzdBgGIAEoCzIbLnBsaW50aC53b3JrZXIudjEuVmFsdWVMaXN0SAASKQoDbWFwGAcgASgLMhoucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcEgAQgYKBGtpbmQiMwoJVmFsdWVMaXN0EiYKBWl0ZW1zGAEgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZSKNAQoIVmFsdWVNYXASOAoHZW50cmllcxgBIAMoCzInLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXAuRW50cmllc0VudHJ5GkcKDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASLkAwoEQ2FsbBIPCgdjYWxsX2lkGAEgASgJEigKBGtpbmQYAiABKA4yGi5wbGludGgud29ya2VyLnYxLkNhbGxLaW5kEg4KBnRhcmdldBgDIAEoCRIQCghpbnN0YW5jZRgEIAEoDBIlCgRhcmdzGAUgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIyCgZrd2FyZ3MYBiADKAsyIi5wbGludGgud29ya2VyLnYxLkNhbGwuS3dhcmdzRW50cnkSEQoJYWN0aW9uX2lkGAcgASgJEhAKCG1vZGVsX2lkGAggASgJEg8KB2F0dGVtcHQYCSABKA0SEAoIcmV2aXNpb24YCiABKAQSEAoIcmVzaWRlbnQYCyABKAgSFQoNbmV4dF9yZXZpc2lvbhgMIAEoBBIqCgVpdGVtcxgNIAMoCzIbLnBsaW50aC53b3JrZXIudjEuQmF0Y2hJdGVtEjAKCmNoZWNrcG9pbnQYDiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlSACIAQEaRgoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAFCDQoLX2NoZWNrcG9pbnQi1wEKCUJhdGNoSXRlbRIPCgdpdGVtX2lkGAEgASgJEhEKCWFjdGlvbl9pZBgCIAEoCRIlCgRhcmdzGAMgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRI3CgZrd2FyZ3MYBCADKAsyJy5wbGludGgud29ya2VyLnYxLkJhdGNoSXRlbS5Ld2FyZ3NFbnRyeRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASIwCgtDYW5jZWxJdGVtcxIPCgdjYWxsX2lkGAEgASgJEhAKCGl0ZW1faWRzGAIgAygJIoEBCgtJdGVtT3V0Y29tZRIPCgdpdGVtX2lkGAEgASgJEigKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZUgAEiwKB2ZhaWx1cmUYAyABKAsyGS5wbGludGgud29ya2VyLnYxLkZhaWx1cmVIAEIJCgdvdXRjb21lIjEKC1Jlc2lkZW50UmVmEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgEIjUKBkZvcmdldBIrCgRyZWZzGAEgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiJTCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB2l0ZW1faWQYAyABKAkiHAoJSGVhcnRiZWF0Eg8KB2NhbGxfaWQYASABKAkiUgoKQ2hlY2twb2ludBIPCgdjYWxsX2lkGAEgASgJEgsKA3NlcRgCIAEoDRImCgV2YWx1ZRgDIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUiPwoQQ2hlY2twb2ludFN0b3JlZBIPCgdjYWxsX2lkGAEgASgJEgsKA3NlcRgCIAEoDRINCgVlcnJvchgDIAEoCSLwAQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQESLgoHZHJvcHBlZBgEIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgFIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSLAoFaXRlbXMYBiADKAsyHS5wbGludGgud29ya2VyLnYxLkl0ZW1PdXRjb21lQgsKCV9pbnN0YW5jZSLcAQoHRmFpbHVyZRIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIMCgRjb2RlGAUgASgJEicKB2RldGFpbHMYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSLgoHZHJvcHBlZBgHIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgIIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -51,6 +51,14 @@ export type ServerMessage = Message<"plinth.worker.v1.ServerMessage"> & {
      */
     value: CancelItems;
     case: "cancelItems";
+  } | {
+    /**
+     * The answer to a Checkpoint: the server stored it (or says why not).
+     *
+     * @generated from field: plinth.worker.v1.CheckpointStored checkpoint_stored = 4;
+     */
+    value: CheckpointStored;
+    case: "checkpointStored";
   } | { case: undefined; value?: undefined };
 };
 
@@ -104,6 +112,14 @@ export type WorkerMessage = Message<"plinth.worker.v1.WorkerMessage"> & {
      */
     value: Heartbeat;
     case: "heartbeat";
+  } | {
+    /**
+     * ctx.checkpoint(value): store this with the action (answered by CheckpointStored).
+     *
+     * @generated from field: plinth.worker.v1.Checkpoint checkpoint = 6;
+     */
+    value: Checkpoint;
+    case: "checkpoint";
   } | { case: undefined; value?: undefined };
 };
 
@@ -437,7 +453,7 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
   modelId: string;
 
   /**
-   * 1 for the first try of the call (the engine does not retry yet).
+   * 1 for the first attempt of the action, counting up with each retry (RetryPolicy).
    *
    * @generated from field: uint32 attempt = 9;
    */
@@ -473,6 +489,13 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
    * @generated from field: repeated plinth.worker.v1.BatchItem items = 13;
    */
   items: BatchItem[];
+
+  /**
+   * The last checkpoint an earlier attempt of the action stored (ctx.info.checkpoint).
+   *
+   * @generated from field: optional plinth.worker.v1.Value checkpoint = 14;
+   */
+  checkpoint?: Value | undefined;
 };
 
 /**
@@ -668,6 +691,66 @@ export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 17);
 
 /**
+ * A value the call asks the server to keep with its action, for the action's next attempt.
+ *
+ * @generated from message plinth.worker.v1.Checkpoint
+ */
+export type Checkpoint = Message<"plinth.worker.v1.Checkpoint"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * Counts the call's checkpoints from 1: the answer names the one it answers.
+   *
+   * @generated from field: uint32 seq = 2;
+   */
+  seq: number;
+
+  /**
+   * @generated from field: plinth.worker.v1.Value value = 3;
+   */
+  value?: Value | undefined;
+};
+
+/**
+ * Describes the message plinth.worker.v1.Checkpoint.
+ * Use `create(CheckpointSchema)` to create a new message.
+ */
+export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 18);
+
+/**
+ * @generated from message plinth.worker.v1.CheckpointStored
+ */
+export type CheckpointStored = Message<"plinth.worker.v1.CheckpointStored"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+
+  /**
+   * @generated from field: uint32 seq = 2;
+   */
+  seq: number;
+
+  /**
+   * Empty once stored; else why it was not.
+   *
+   * @generated from field: string error = 3;
+   */
+  error: string;
+};
+
+/**
+ * Describes the message plinth.worker.v1.CheckpointStored.
+ * Use `create(CheckpointStoredSchema)` to create a new message.
+ */
+export const CheckpointStoredSchema: GenMessage<CheckpointStored> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 19);
+
+/**
  * @generated from message plinth.worker.v1.Result
  */
 export type Result = Message<"plinth.worker.v1.Result"> & {
@@ -717,7 +800,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 18);
+  messageDesc(file_plinth_worker_v1_worker, 20);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -775,7 +858,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 19);
+  messageDesc(file_plinth_worker_v1_worker, 21);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
