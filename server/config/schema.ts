@@ -21,7 +21,10 @@ const retryPolicy = z.strictObject({
   /** Seconds no wait goes over; default 100 × initial_interval. */
   maximum_interval: z.number().min(0.001).max(86400).optional(),
   /** Error codes never retried, besides the engine's own list. */
-  non_retryable_error_codes: z.array(z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, "must be an error code, e.g. bad_data")).max(50).optional(),
+  non_retryable_error_codes: z
+    .array(z.string().regex(/^[a-z][a-z0-9_.-]{0,63}$/, "must be an error code, e.g. bad_data"))
+    .max(50)
+    .optional(),
 });
 
 /** A listener's host:port, or "off" for none (as --http-address off says): off is no address. */

@@ -100,7 +100,8 @@ function check(policy: RetryPolicy): void {
     if (!(ms >= 1 && ms <= MAX_INTERVAL_MS)) throw invalid(`retry.${field}: must be between 1 ms and 1 day, got ${ms / 1000} s`);
   }
   const c = policy.backoffCoefficient;
-  if (c !== 0 && !(c >= 1 && c <= MAX_COEFFICIENT)) throw invalid(`retry.backoff_coefficient: must be between 1 and ${MAX_COEFFICIENT}, or 0 for 2; got ${c}`);
+  if (c !== 0 && !(c >= 1 && c <= MAX_COEFFICIENT))
+    throw invalid(`retry.backoff_coefficient: must be between 1 and ${MAX_COEFFICIENT}, or 0 for 2; got ${c}`);
   if (policy.nonRetryableErrorCodes.length > MAX_CODES) {
     throw invalid(`retry.non_retryable_error_codes: at most ${MAX_CODES}, got ${policy.nonRetryableErrorCodes.length}`);
   }

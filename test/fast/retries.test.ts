@@ -114,7 +114,11 @@ describe("retry policy", () => {
 
   test.each([
     ["a PluginError code the policy lists", new ChildFailure("plugin_error", "bad data", "", { code: "bad_data", details: undefined }), "bad_data"],
-    ["invalid arguments", new ChildFailure("plugin_error", "x must be a number", "", { code: "invalid_argument", details: undefined }), "invalid_argument"],
+    [
+      "invalid arguments",
+      new ChildFailure("plugin_error", "x must be a number", "", { code: "invalid_argument", details: undefined }),
+      "invalid_argument",
+    ],
     ["a protocol error", new ChildFailure("protocol_error", "frame too large"), "protocol_error"],
   ])("%s is never retried", async (_what, error, code) => {
     const model = await addModel();
@@ -201,7 +205,10 @@ describe("retry policy", () => {
     [{ maxAttempts: 3, nonRetryableErrorCodes: ["Bad Code"] }, "retry.non_retryable_error_codes"],
   ])("a policy out of bounds is refused before any action exists: %o", async (fields, message) => {
     const model = await addModel();
-    await expect(engine.fit(model.id, retried(policy(fields)))).rejects.toMatchObject({ kind: "invalid_argument", message: expect.stringContaining(message) });
+    await expect(engine.fit(model.id, retried(policy(fields)))).rejects.toMatchObject({
+      kind: "invalid_argument",
+      message: expect.stringContaining(message),
+    });
     expect(calls.calls).toHaveLength(0);
   });
 });

@@ -3,8 +3,8 @@
  * and plugin calls that the test answers, fails or leaves hanging by hand.
  */
 import { create, type JsonValue } from "@bufbuild/protobuf";
-import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { RetryPolicy } from "../../gen/plinth/v1/action_pb.ts";
+import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { CallKind, ResultSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import type { PluginCalls } from "../../server/engine/action-run.ts";
 import { PluginRegistry } from "../../server/engine/plugins.ts";
