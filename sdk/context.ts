@@ -2,7 +2,10 @@
  * The context every plugin function is called with.
  * @module
  */
-import type { JsonValue } from "./values.ts";
+import type { JsonValue, PluginValue } from "./values.ts";
+
+/** The most a checkpoint may hold, encoded (JSON, bytes or tensors): 1 MiB. */
+export const MAX_CHECKPOINT_BYTES = 1 << 20;
 
 /** Where a plugin writes its own log lines; they end up in the action's log tail. */
 export interface Logger {
@@ -73,6 +76,24 @@ export interface Context<State = JsonValue> {
    * ```
    */
   checkpoint(): void;
+  /**
+   * As `checkpoint()`, and stores `value` (JSON, bytes or tensors, at most 1 MiB encoded)
+   * with the action: if this attempt fails and the action's retry policy runs it again —
+   * after a crash of the child, of the server, or on another server of a cluster — the
+   * next attempt gets it as `ctx.info.checkpoint`. Resolves once the server has stored
+   * it; rejects when it could not (too large, or a data-access call, which has no next
+   * attempt of its own). Only the latest checkpoint is kept.
+   *
+   * @example
+   * ```ts
+   * const start = (ctx.info.checkpoint as { epoch: number } | undefined)?.epoch ?? 0;
+   * for (let epoch = start; epoch < epochs; epoch++) {
+   *   weights = train(weights);
+   *   await ctx.checkpoint({ epoch: epoch + 1, weights });
+   * }
+   * ```
+   */
+  checkpoint(value: PluginValue): Promise<void>;
 }
 
 /** What a call is part of. */
@@ -84,15 +105,27 @@ export interface CallInfo {
   /** The model type or data-access function being called. */
   readonly target: string;
   readonly call: "instantiate" | "fit" | "predict" | "data_access";
-  /** 1 for the first try. */
+  /** 1 for the first attempt, counting up with each retry (the action's retry policy). */
   readonly attempt: number;
+  /** The last checkpoint an earlier attempt of the action stored (`ctx.checkpoint(value)`); undefined on a first attempt, or when none did. */
+  readonly checkpoint?: PluginValue;
 }
 
-/** Builds a Context on a signal; sleep and checkpoint follow it. @internal */
-export function createContext(fields: Pick<Context, "callId" | "info" | "signal" | "log" | "report" | "heartbeat">): Context {
-  const { signal } = fields;
+/** Builds a Context on a signal; sleep and checkpoint follow it, and a checkpoint's value goes to `store`. @internal */
+export function createContext(
+  fields: Pick<Context, "callId" | "info" | "signal" | "log" | "report" | "heartbeat">,
+  store: (value: PluginValue) => Promise<void> = () => Promise.reject(new Error("checkpoints are not kept here")),
+): Context {
+  const { signal, ...rest } = fields;
+  function checkpoint(): void;
+  function checkpoint(value: PluginValue): Promise<void>;
+  function checkpoint(...value: [PluginValue?]): Promise<void> | undefined {
+    signal.throwIfAborted();
+    return value.length === 0 ? undefined : store(value[0] as PluginValue);
+  }
   return {
-    ...fields,
+    ...rest,
+    signal,
     sleep: (ms) =>
       new Promise<void>((resolve, reject) => {
         if (signal.aborted) return reject(signal.reason);
@@ -106,7 +139,7 @@ export function createContext(fields: Pick<Context, "callId" | "info" | "signal"
         }, ms);
         signal.addEventListener("abort", onAbort, { once: true });
       }),
-    checkpoint: () => signal.throwIfAborted(),
+    checkpoint,
   };
 }
 

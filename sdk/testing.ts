@@ -18,6 +18,8 @@ export interface CallRecord {
   logs: string[];
   /** How many times the call said it was alive (ctx.heartbeat). */
   heartbeats: number;
+  /** Every value passed to ctx.checkpoint(value), in order: the last is what a next attempt would get. */
+  checkpoints: PluginValue[];
   /** A batch's items: what each reported (item.report) and logged (item.log), in the order given. */
   items?: { reports: JsonValue[]; logs: string[] }[];
 }
@@ -37,6 +39,10 @@ export type BatchOutcome = { prediction: PluginValue } | { error: Error };
 export interface CallOptions {
   /** Aborts ctx.signal, as a cancel would. */
   signal?: AbortSignal;
+  /** ctx.info.attempt (1 unless given), as a retry would run the call. */
+  attempt?: number;
+  /** ctx.info.checkpoint: what an earlier attempt stored, for the call to resume from. */
+  checkpoint?: PluginValue;
 }
 
 /** A stored model: the model type and the serialized instance. */
@@ -118,16 +124,20 @@ export function testPlugin(plugin: Plugin): PluginHarness {
   checkPlugin(plugin);
   const calls: CallRecord[] = [];
   const context = (kind: CallKind, target: string, options: CallOptions): { ctx: Context; record: CallRecord } => {
-    const record: CallRecord = { reports: [], logs: [], heartbeats: 0 };
+    const record: CallRecord = { reports: [], logs: [], heartbeats: 0, checkpoints: [] };
     calls.push(record);
-    const ctx: Context = createContext({
-      callId: String(calls.length),
-      info: { actionId: `test-${calls.length}`, modelId: "", target, call: kind, attempt: 1 },
-      signal: options.signal ?? new AbortController().signal,
-      log: createLogger((line) => record.logs.push(line)),
-      report: (state) => record.reports.push(structuredClone(state)),
-      heartbeat: () => void record.heartbeats++,
-    });
+    const checkpoint = options.checkpoint === undefined ? {} : { checkpoint: structuredClone(options.checkpoint) };
+    const ctx: Context = createContext(
+      {
+        callId: String(calls.length),
+        info: { actionId: `test-${calls.length}`, modelId: "", target, call: kind, attempt: options.attempt ?? 1, ...checkpoint },
+        signal: options.signal ?? new AbortController().signal,
+        log: createLogger((line) => record.logs.push(line)),
+        report: (state) => record.reports.push(structuredClone(state)),
+        heartbeat: () => void record.heartbeats++,
+      },
+      async (value) => void record.checkpoints.push(structuredClone(value)),
+    );
     return { ctx, record };
   };
   const call = (kind: CallKind, target: string, instance: InstanceLoader | undefined, args: Args, kwargs: Kwargs, options: CallOptions) => {

@@ -60,7 +60,7 @@ export function openEngine(
   };
   const runner = cluster
     ? new ClusterRunner(deps, { cluster, publisher, maxRunning: e.max_children, claimAffinityMs: config.backend.claim_affinity_ms, limits })
-    : new LocalRunner(deps);
+    : new LocalRunner(deps, limits);
   return Engine.open({
     ...parts,
     table,

@@ -42,25 +42,25 @@ export interface WorkerHost {
 }
 
 /** What a ServerMessage frame holds: a call (with its id), a Forget, a CancelItems, or nothing this child knows. */
-type FrameKind = { case: "call"; callId: string } | { case: "forget" } | { case: "cancel_items" } | undefined;
+type FrameKind = { case: "call"; callId: string } | { case: "forget" } | { case: "cancel_items" } | { case: "checkpoint_stored" } | undefined;
 
 /**
  * The kind of a ServerMessage frame, read without decoding the rest (the plugin's thread
  * decodes it): ServerMessage.call is field 1 (Call.call_id its field 1), forget field 2,
- * cancel_items field 3. The last of them wins, as when the thread decodes it.
+ * cancel_items field 3, checkpoint_stored field 4. The last of them wins, as when the thread decodes it.
  */
 function frameKind(frame: Uint8Array): FrameKind {
   const message = new BinaryReader(frame);
   let kind: FrameKind;
   while (message.pos < message.len) {
     const [field, wireType] = message.tag();
-    if (wireType !== WireType.LengthDelimited || (field !== 1 && field !== 2 && field !== 3)) {
+    if (wireType !== WireType.LengthDelimited || field < 1 || field > 4) {
       message.skip(wireType, field);
       continue;
     }
     if (field !== 1) {
       message.skip(wireType, field);
-      kind = field === 2 ? { case: "forget" } : { case: "cancel_items" };
+      kind = field === 2 ? { case: "forget" } : field === 3 ? { case: "cancel_items" } : { case: "checkpoint_stored" };
       continue;
     }
     const call = new BinaryReader(message.bytes());
@@ -151,9 +151,9 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
         thread.post({ type: "control", frame: own }, [own.buffer as ArrayBuffer]);
         continue;
       }
-      if (kind.case === "cancel_items") {
-        // About the batch that runs: the thread takes it at once, not after that call.
-        thread.post({ type: "cancel_items", frame: own }, [own.buffer as ArrayBuffer]);
+      if (kind.case === "cancel_items" || kind.case === "checkpoint_stored") {
+        // About the call that runs: the thread takes it at once, not after that call.
+        thread.post({ type: kind.case, frame: own }, [own.buffer as ArrayBuffer]);
         continue;
       }
       // The chunks it came in are garbage now (gc-hint.ts).

@@ -19,7 +19,7 @@
  * its own progress, sent with its item id.
  * @module
  */
-import { create, fromBinary, fromJson, type MessageInitShape, type JsonValue as PbJsonValue } from "@bufbuild/protobuf";
+import { create, fromBinary, fromJson, type MessageInitShape, type JsonValue as PbJsonValue, toBinary } from "@bufbuild/protobuf";
 import { ValueSchema as JsonSchema } from "@bufbuild/protobuf/wkt";
 import {
   type BatchItem,
@@ -31,14 +31,15 @@ import {
   ResidentRefSchema,
   ServerMessageSchema,
   type Value,
+  ValueSchema,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type BatchCallItem, checkPlugin, declared, type ItemAnswer, isBatched, runBatch, runCall, type CallKind as SdkCallKind } from "../_call.ts";
-import { type Context, createContext, createLogger } from "../context.ts";
+import { type Context, createContext, createLogger, MAX_CHECKPOINT_BYTES } from "../context.ts";
 import { PluginError } from "../errors.ts";
 import type { ModelType, Plugin } from "../plugin.ts";
 import { jsonSchemaText } from "../schema.ts";
-import type { Args, JsonValue, Kwargs } from "../values.ts";
+import type { Args, JsonValue, Kwargs, PluginValue } from "../values.ts";
 import { decodeValue, encodeValue } from "./codec.ts";
 import { encodeChunks } from "./encode-chunks.ts";
 import { framedChunks } from "./frames.ts";
@@ -66,6 +67,8 @@ export type ToThread =
   | { type: "control"; frame: Uint8Array }
   /** A CancelItems frame: handled at once, not after the batch call it is about. */
   | { type: "cancel_items"; frame: Uint8Array }
+  /** A CheckpointStored frame: the answer to ctx.checkpoint(value), taken at once. */
+  | { type: "checkpoint_stored"; frame: Uint8Array }
   | { type: "cancel" };
 
 /** Plugin thread → main thread. @internal */
@@ -203,6 +206,9 @@ interface Running {
   callId: string;
   controller: AbortController;
   items: Map<string, AbortController>;
+  /** The checkpoints sent and not answered yet, by their seq (counted by `sent`). */
+  checkpoints: Map<number, { resolve(): void; reject(error: Error): void }>;
+  sent: number;
 }
 
 /** Serves the plugin thread until the process exits. @internal */
@@ -246,7 +252,7 @@ export function runThread(host: ThreadHost): void {
 
   const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call): Promise<void> => {
     const { controller, signal } = cancellableSignal(s.state);
-    const running: Running = { callId: call.callId, controller, items: new Map() };
+    const running: Running = { callId: call.callId, controller, items: new Map(), checkpoints: new Map(), sent: 0 };
     current = running;
     const progress = progressThrottle(s.progressIntervalMs, (state) =>
       send({ kind: { case: "progress", value: { callId: call.callId, state: stateValue(state) } } }),
@@ -255,21 +261,25 @@ export function runThread(host: ThreadHost): void {
     // What sends while the call runs, closed once it has answered.
     const throttles: Pick<Progress, "close">[] = [progress, heartbeat];
     const first = call.items[0];
-    const ctx: Context = createContext({
-      callId: call.callId,
-      info: {
-        // A batch's ctx is its first item's.
-        actionId: first ? first.actionId : call.actionId,
-        modelId: call.modelId,
-        target: call.target,
-        call: kinds[call.kind] ?? "predict",
-        attempt: call.attempt || 1,
+    const ctx: Context = createContext(
+      {
+        callId: call.callId,
+        info: {
+          // A batch's ctx is its first item's.
+          actionId: first ? first.actionId : call.actionId,
+          modelId: call.modelId,
+          target: call.target,
+          call: kinds[call.kind] ?? "predict",
+          attempt: call.attempt || 1,
+          ...(call.checkpoint ? { checkpoint: decodeValue(call.checkpoint) } : {}),
+        },
+        signal,
+        log: createLogger(host.logLine),
+        report: progress.report,
+        heartbeat: heartbeat.beat,
       },
-      signal,
-      log: createLogger(host.logLine),
-      report: progress.report,
-      heartbeat: heartbeat.beat,
-    });
+      (value) => storeCheckpoint(running, value),
+    );
     try {
       const kind = kinds[call.kind];
       if (!kind) throw new TypeError(`unknown call kind ${call.kind}`);
@@ -299,6 +309,21 @@ export function runThread(host: ThreadHost): void {
       Atomics.store(s.state, THREAD_BUSY, 0);
       if (Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
     }
+  };
+
+  /** Sends a checkpoint to the server; resolves once it answers that it stored it. */
+  const storeCheckpoint = (running: Running, value: PluginValue): Promise<void> => {
+    const encoded = encodeValue(value);
+    const size = toBinary(ValueSchema, encoded).byteLength;
+    if (size > MAX_CHECKPOINT_BYTES) {
+      const why = `ctx.checkpoint: the value is ${size} bytes encoded, over the ${MAX_CHECKPOINT_BYTES} a checkpoint may hold; keep only what the next attempt needs to resume`;
+      return Promise.reject(new RangeError(why));
+    }
+    const seq = ++running.sent;
+    return new Promise<void>((resolve, reject) => {
+      running.checkpoints.set(seq, { resolve, reject });
+      send({ kind: { case: "checkpoint", value: { callId: running.callId, seq, value: encoded } } });
+    });
   };
 
   /**
@@ -385,6 +410,16 @@ export function runThread(host: ThreadHost): void {
         const decoded = fromBinary(ServerMessageSchema, message.frame);
         if (decoded.kind.case !== "cancelItems" || decoded.kind.value.callId !== current?.callId) return;
         for (const id of decoded.kind.value.itemIds) current.items.get(id)?.abort(cancelled());
+        return;
+      }
+      case "checkpoint_stored": {
+        const decoded = fromBinary(ServerMessageSchema, message.frame);
+        if (decoded.kind.case !== "checkpointStored" || decoded.kind.value.callId !== current?.callId) return;
+        const { seq, error } = decoded.kind.value;
+        const waiting = current.checkpoints.get(seq);
+        current.checkpoints.delete(seq);
+        if (error) waiting?.reject(new Error(`ctx.checkpoint: ${error}`));
+        else waiting?.resolve();
         return;
       }
       case "cancel":

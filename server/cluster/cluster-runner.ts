@@ -10,17 +10,16 @@
  * can.
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { durationFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import { type Action, ActionCall, ActionErrorSchema, ActionSchema, ActionStatus, CancelOutcomeSchema } from "../../gen/plinth/v1/action_pb.ts";
-import { PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { cancelledDataAccess, type LifecycleDeps, persist, type RunOutcome, runAction, storedPayloads } from "../engine/action-lifecycle.ts";
-import type { ArgLimits } from "../engine/args.ts";
-import { parseArgs } from "../engine/args.ts";
+import type { ArgLimits, ParsedArgs } from "../engine/args.ts";
 import { CancelReason } from "../engine/cancel-reason.ts";
 import { isEnded, type LiveAction, type LiveTable } from "../engine/live-table.ts";
-import { jsonFormOf, requestBytes, timeoutMillis } from "../engine/requests.ts";
+import type { JsonForm } from "../engine/payloads.ts";
+import { parseRequest, requestBytes, timeoutMillis } from "../engine/requests.ts";
 import { abortable, type Runner, refused, type Submitted } from "../engine/runner.ts";
 import { Runs } from "../engine/runs.ts";
 import type { StatePublisher } from "../engine/state-publisher.ts";
@@ -253,12 +252,19 @@ export class ClusterRunner implements Runner {
   // ---- running ----
 
   /** Runs an action entered here, under its timeout (what is left of it), with the model's revision the claim found. */
-  #launch(id: string, args: Parameters<typeof runAction>[1]["args"], timeoutMs: number | undefined, modelRevision: bigint): void {
+  #launch(
+    id: string,
+    args: Parameters<typeof runAction>[1]["args"],
+    timeoutMs: number | undefined,
+    modelRevision: bigint,
+    checkpoint?: Uint8Array,
+  ): void {
     const run = this.#runs.run(id, timeoutMs, (signal) =>
       runAction(this.#deps, {
         id,
         args,
         signal,
+        ...(checkpoint ? { checkpoint } : {}),
         knownRevision: () => (modelRevision === 0n ? undefined : modelRevision),
         // The other servers' watchers see progress through the database (at the throttled rate).
         onProgress: (view) => void this.#store.putAction(view).catch(() => {}),
@@ -376,17 +382,13 @@ export class ClusterRunner implements Runner {
   /** Runs an action this server claimed, from its kept request; one whose request no longer parses here fails. */
   async #runClaimed({ action, request: bytes, modelRevision }: ClaimedAction): Promise<void> {
     const { views, plugins } = this.#deps;
-    let parsed: ReturnType<typeof parseArgs>;
-    let jsonForm: ReturnType<typeof jsonFormOf>;
+    let parsed: ParsedArgs;
+    let jsonForm: JsonForm;
+    let checkpoint: Uint8Array | undefined;
     try {
-      const request = fromBinary(PredictRequestSchema, bytes);
-      jsonForm = jsonFormOf(request);
-      parsed = parseArgs(
-        request.args,
-        request.kwargs,
-        { ...this.#o.limits, keepValueBytes: views.inlineBytes },
-        (name) => plugins.dataAccess(name) !== undefined,
-      );
+      ({ parsed, jsonForm } = parseRequest(bytes, views, this.#o.limits, (name) => plugins.dataAccess(name) !== undefined));
+      // An earlier attempt's checkpoint, for this one to resume from.
+      if (action.retry && (action.attempt || 1) > 1) checkpoint = (await this.#store.pendingRequest(action.id)).checkpoint;
     } catch (error) {
       const failed = interruptedAction(action, `its request no longer fits this server's plugins: ${(error as Error).message}`);
       await this.#store
@@ -396,7 +398,7 @@ export class ClusterRunner implements Runner {
     }
     this.#runs.enter(action.id);
     this.#table.adopt(create(ActionSchema, { ...action, server: this.#cluster.server }), parsed, jsonForm);
-    this.#launch(action.id, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined, modelRevision);
+    this.#launch(action.id, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined, modelRevision, checkpoint);
   }
 
   // ---- queued calls ----

@@ -19,6 +19,7 @@ import { EventEmitter } from "node:events";
 import { hostname } from "node:os";
 import pg from "pg";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { afterLoss } from "../engine/retry-policy.ts";
 import { goneServerEnd, interruptedAction } from "../store/interrupted.ts";
 import type { PgDatabase } from "../store/pg/database.ts";
 import { revisionMadeBy } from "../store/pg/revision-made-by.ts";
@@ -238,7 +239,14 @@ export class PostgresCluster implements Cluster {
             continue;
           }
           const message = (row.owner && why.get(row.owner)) ?? "the server running it is gone (its lease lapsed before this server started)";
-          const failed = goneServerEnd(action, message, await revisionMadeBy((sql, params) => client.query<MadeRow>(sql, params), action));
+          const made = await revisionMadeBy((sql, params) => client.query<MadeRow>(sql, params), action);
+          // With a retry policy, its next attempt goes back to the queue, for any server to run.
+          const next = row.queued && !made ? afterLoss(action, message) : undefined;
+          if (next) {
+            await requeue(client, next);
+            continue;
+          }
+          const failed = goneServerEnd(action, message, made);
           await client.query("UPDATE actions SET status = $2, end_time = $3, json = $4, change = nextval('plinth_change') WHERE id = $1", [
             row.id,
             failed.status,
@@ -395,6 +403,11 @@ export class PostgresCluster implements Cluster {
           await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [row.id]);
           continue;
         }
+        const next = afterLoss(action, why);
+        if (next) {
+          await requeue(client, next);
+          continue;
+        }
         const failed = interruptedAction(action, why);
         await client.query("UPDATE actions SET status = $2, end_time = $3, json = $4, change = nextval('plinth_change') WHERE id = $1", [
           row.id,
@@ -456,4 +469,14 @@ export class PostgresCluster implements Cluster {
     this.#listener = undefined;
     await listener?.end().catch(() => {});
   }
+}
+
+/** An action whose next attempt waits in the queue again (afterLoss): no server holds it now. */
+async function requeue(client: pg.PoolClient, action: Action): Promise<void> {
+  await client.query("UPDATE actions SET status = $2, json = $3, change = nextval('plinth_change') WHERE id = $1", [
+    action.id,
+    action.status,
+    encodeAction(action),
+  ]);
+  await client.query("UPDATE action_requests SET owner = NULL WHERE action_id = $1", [action.id]);
 }

@@ -8,7 +8,7 @@
  * queued → (accessing_data → queued) → executing → (storing) → succeeded | failed | cancelled
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { create } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
@@ -16,6 +16,7 @@ import {
   ActionAttemptSchema,
   ActionBatchSchema,
   ActionCall,
+  ActionCheckpointSchema,
   type ActionError,
   ActionErrorSchema,
   ActionResultSchema,
@@ -25,7 +26,7 @@ import {
   DataAccessProgressSchema,
 } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
-import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { PlinthError, quote } from "../errors.ts";
 import { ChildFailure } from "../process/child.ts";
 import { DEFAULT_PRIORITY } from "../process/fair-queue.ts";
@@ -41,7 +42,7 @@ import { newId } from "./ids.ts";
 import { type ActionPatch, isEnded, type LiveAction, type LiveTable } from "./live-table.ts";
 import type { ModelCache } from "./model-cache.ts";
 import type { ModelLocks } from "./model-locks.ts";
-import { type Payload, payloadArg } from "./payloads.ts";
+import { type Payload, payloadArg, payloadFromValue } from "./payloads.ts";
 import type { BatchInfo, BatchPolicy, PredictBatches } from "./predict-batches.ts";
 import { isRetryable, retryDelayMs } from "./retry-policy.ts";
 import { argsView, type ViewLimits } from "./views.ts";
@@ -86,6 +87,8 @@ export interface RunRequest {
   onProgress?: ((view: Action) => void) | undefined;
   /** Aborted once the server stops: a commit whose answer was lost is not asked about any longer. */
   closing: AbortSignal;
+  /** The checkpoint an earlier attempt stored, as the store keeps it: a run resumed after a restart or on another server. */
+  checkpoint?: Uint8Array | undefined;
 }
 
 export interface RunOutcome {
@@ -100,7 +103,7 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   const { table } = deps;
   const { id, signal } = request;
   const { modelId, modelType, call, priority } = table.action(id)!.view;
-  const steps = new Steps(deps, id, request.onProgress);
+  const steps = new Steps(deps, id, request.onProgress, request.checkpoint && fromBinary(ValueSchema, request.checkpoint));
   const own = priority || DEFAULT_PRIORITY;
   let patch: ActionPatch;
   let result: Payload | undefined;
@@ -160,7 +163,8 @@ function attemptRun(deps: LifecycleDeps, steps: Steps, id: string, own: number):
   const { modelId, createdBy, attempt } = deps.table.action(id)!.view;
   // Holding its model, it waits for a child at the best priority of the calls waiting behind it.
   const inherited = () => Math.min(own, (modelId && deps.locks.waitingPriority(modelId)) || own);
-  return new ActionRun(deps, steps, { actionId: id, modelId, attempt: attempt || 1 }, () => ({ priority: inherited(), caller: createdBy }));
+  const order = () => ({ priority: inherited(), caller: createdBy });
+  return new ActionRun(deps, steps, { actionId: id, modelId, attempt: attempt || 1 }, order, steps.latestCheckpoint);
 }
 
 /**
@@ -265,11 +269,34 @@ class Steps implements RunReporter {
   readonly #onProgress: ((view: Action) => void) | undefined;
   /** What the next step carries: when it left its model's queue, the revision it runs on. */
   #pending: ActionPatch = {};
+  /** The last checkpoint stored: what the next attempt starts from. */
+  #checkpoint: Value | undefined;
 
-  constructor(deps: LifecycleDeps, id: string, onProgress: ((view: Action) => void) | undefined) {
+  constructor(deps: LifecycleDeps, id: string, onProgress: ((view: Action) => void) | undefined, checkpoint: Value | undefined) {
     this.#deps = deps;
     this.#id = id;
     this.#onProgress = onProgress;
+    this.#checkpoint = checkpoint;
+  }
+
+  get latestCheckpoint(): Value | undefined {
+    return this.#checkpoint;
+  }
+
+  /**
+   * Stores the checkpoint with the action, then shows it (its size, and its value in full
+   * up to inline_payload_bytes): what a watcher sees of it is stored, for the next attempt
+   * on any server.
+   */
+  async checkpoint(value: Value, bytes: number): Promise<void> {
+    const { table, store, views } = this.#deps;
+    const view = table.action(this.#id)!.view;
+    const shown = payloadArg(payloadFromValue(value, "json"), views.inlineBytes, views.maxJsonValueBytes);
+    const checkpoint = create(ActionCheckpointSchema, { attempt: view.attempt || 1, time: timestampNow(), size: BigInt(bytes), value: shown });
+    await persist(store, Object.freeze({ ...view, checkpoint }) as Action, { checkpoint: toBinary(ValueSchema, value) });
+    this.#checkpoint = value;
+    const live = table.action(this.#id);
+    if (live && !isEnded(live.view)) table.update(this.#id, { checkpoint });
   }
 
   /** The action left its model's queue now. */

@@ -9,7 +9,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type Value as JsonValuePb, timestampNow } from "@bufbuild/protobuf/wkt";
 import { ActionErrorSchema, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
-import { CallKind } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { type ChildExit, ChildFailure } from "../process/child.ts";
 import type { OrderOf } from "../process/fair-queue.ts";
 import type { CallOutcome, ModelRef, PluginCall, ProcessManager } from "../process/process-manager.ts";
@@ -34,6 +34,8 @@ export interface RunReporter {
    * set): published at a bounded rate, not stored.
    */
   progress(state: JsonValuePb | undefined, logTail: string[], argument?: string): void;
+  /** A checkpoint the plugin's call stored (ctx.checkpoint(value)), `bytes` long encoded: resolves once stored. */
+  checkpoint(value: Value, bytes: number): Promise<void>;
 }
 
 /**
@@ -78,15 +80,18 @@ export class ActionRun {
   readonly #report: RunReporter;
   /** How the child of the call that was running when the cancel came ended. */
   #stoppedChild: ChildExit | undefined;
-  /** What every call of this run tells the plugin (ctx.info): its action and model. */
+  /** What every call of this run tells the plugin (ctx.info): its action and model, which attempt. */
   readonly #ids: { actionId: string; modelId: string; attempt: number };
+  /** The checkpoint an earlier attempt stored, for the action's own call (ctx.info.checkpoint). */
+  readonly #checkpoint: Value | undefined;
   /** Where its calls wait for a child: the action's priority (or a better one it inherits) and caller. */
   readonly #order: OrderOf | undefined;
 
-  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string; attempt: number }, order?: OrderOf) {
+  constructor(deps: RunDeps, report: RunReporter, ids: { actionId: string; modelId: string; attempt: number }, order?: OrderOf, checkpoint?: Value) {
     this.#deps = deps;
     this.#report = report;
     this.#ids = ids;
+    this.#checkpoint = checkpoint;
     this.#order = order;
   }
 
@@ -135,26 +140,32 @@ export class ActionRun {
       );
       return { value: payloadFromValue(item.value, call.jsonForm), instance: undefined, logTail: item.logTail };
     }
+    const checkpoint = this.#checkpoint ? { checkpoint: this.#checkpoint } : {};
     const outcome = await this.#call(
       target,
-      { kind: call.kind, target: call.modelType, ...this.#ids, model: call.model, nextRevision: call.nextRevision, ...resolved },
+      { kind: call.kind, target: call.modelType, ...this.#ids, ...checkpoint, model: call.model, nextRevision: call.nextRevision, ...resolved },
       signal,
       () => this.#report.status(ActionStatus.EXECUTING),
       progress,
+      (value, bytes) => this.#report.checkpoint(value, bytes),
     );
     const { result } = outcome;
     return { value: payloadFromValue(result.value, call.jsonForm), instance: result.instance, logTail: outcome.logTail };
   }
 
-  /** One plugin call, its progress published at a bounded rate. */
+  /** One plugin call, its progress published at a bounded rate; its checkpoints stored where `onCheckpoint` says (none without). */
   #call(
     target: PluginTarget,
     call: PluginCall,
     signal: AbortSignal,
     onStart: () => Promise<void>,
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
+    onCheckpoint?: (value: Value, bytes: number) => Promise<void>,
   ): Promise<CallOutcome> {
-    return this.#reported(signal, onStart, onProgress, (hooks) => this.#deps.processes.call(target, call, { signal, order: this.#order, ...hooks }));
+    const checkpoints = onCheckpoint ? { onCheckpoint } : {};
+    return this.#reported(signal, onStart, onProgress, (hooks) =>
+      this.#deps.processes.call(target, call, { signal, order: this.#order, ...hooks, ...checkpoints }),
+    );
   }
 
   /**

@@ -3,13 +3,13 @@
  * the field) and converted — timeouts, revisions, ids, pages, the JSON form, and the
  * whole request as a cluster's queue keeps it.
  */
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { type Duration, timestampMs } from "@bufbuild/protobuf/wkt";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { JsonForm, PredictRequestSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { invalid, quote } from "../errors.ts";
-import type { ParsedArgs } from "./args.ts";
+import { type ArgLimits, type ParsedArgs, parseArgs } from "./args.ts";
 import type { JsonForm as PayloadForm } from "./payloads.ts";
 import { argsView } from "./views.ts";
 
@@ -35,6 +35,18 @@ export function requestBytes(parsed: ParsedArgs, form: PayloadForm, maxJsonValue
       jsonForm: form === "json_text" ? JsonForm.TEXT : JsonForm.VALUE,
     }),
   );
+}
+
+/** A request requestBytes kept, parsed again (by the server that runs the action's next attempt). */
+export function parseRequest(
+  bytes: Uint8Array,
+  views: { inlineBytes: number },
+  limits: Omit<ArgLimits, "keepValueBytes">,
+  isDataAccess: (name: string) => boolean,
+): { parsed: ParsedArgs; jsonForm: PayloadForm } {
+  const request = fromBinary(PredictRequestSchema, bytes);
+  const parsed = parseArgs(request.args, request.kwargs, { ...limits, keepValueBytes: views.inlineBytes }, isDataAccess);
+  return { parsed, jsonForm: jsonFormOf(request) };
 }
 
 /** Protobuf's Duration: seconds within ±10,000 years, nanos within ±1e9 of the same sign. */

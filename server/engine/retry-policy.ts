@@ -4,8 +4,17 @@
  * are retried, and how long it waits before each next attempt.
  */
 import { create } from "@bufbuild/protobuf";
-import { type Duration, durationFromMs } from "@bufbuild/protobuf/wkt";
-import { type RetryPolicy, RetryPolicySchema } from "../../gen/plinth/v1/action_pb.ts";
+import { type Duration, durationFromMs, timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import {
+  type Action,
+  ActionAttemptSchema,
+  ActionErrorSchema,
+  ActionSchema,
+  ActionStatus,
+  DataAccessProgressSchema,
+  type RetryPolicy,
+  RetryPolicySchema,
+} from "../../gen/plinth/v1/action_pb.ts";
 import { invalid, quote } from "../errors.ts";
 import type { ActionErrorCode } from "./action-errors.ts";
 
@@ -127,4 +136,36 @@ export function retryDelayMs(policy: RetryPolicy, next: number): number {
 
 function millis(d: Duration): number {
   return Number(d.seconds) * 1000 + d.nanos / 1e6;
+}
+
+/**
+ * An unfinished action whose server is gone (a restart, a lost server of a cluster), as
+ * its next attempt waits to run: one never started, or waiting for a retry already, as it
+ * was; one that ran, with that attempt failed `interrupted` and the next scheduled.
+ * Undefined when its policy gives it no further attempt: it ends interrupted.
+ */
+export function afterLoss(action: Action, message: string): Action | undefined {
+  const policy = action.retry;
+  if (!policy) return undefined;
+  if (action.status === ActionStatus.QUEUED && (action.nextAttemptTime || !action.startTime)) return action;
+  const attempt = action.attempt || 1;
+  if (attempt >= policy.maxAttempts || !isRetryable(policy, "interrupted")) return undefined;
+  const now = Date.now();
+  const failed = create(ActionAttemptSchema, {
+    attempt,
+    error: create(ActionErrorSchema, { code: "interrupted", message }),
+    ...(action.startTime ? { startTime: action.startTime } : {}),
+    endTime: timestampNow(),
+    server: action.server,
+  });
+  return create(ActionSchema, {
+    ...action,
+    status: ActionStatus.QUEUED,
+    attempt: attempt + 1,
+    attempts: [...action.attempts, failed],
+    nextAttemptTime: timestampFromMs(now + retryDelayMs(policy, attempt + 1)),
+    dataAccess: action.dataAccess.map((d) => create(DataAccessProgressSchema, { argument: d.argument, name: d.name, status: ActionStatus.QUEUED })),
+    updateTime: timestampNow(),
+    queuePosition: 0,
+  });
 }

@@ -20,6 +20,7 @@ import {
   type Result,
   type ServerMessage,
   ServerMessageSchema,
+  type Value,
   type WorkerMessage,
   WorkerMessageSchema,
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -351,6 +352,8 @@ export class PluginChild {
     call: MessageInitShape<typeof CallSchema> & { callId: string },
     onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
     onHeartbeat: () => void = () => {},
+    onCheckpoint: (seq: number, value: Value | undefined) => void = (seq) =>
+      this.checkpointStored(call.callId, seq, "checkpoints are not kept for this call"),
   ): Promise<Result> {
     const sent = new Set((call.items ?? []).map((item) => item.itemId ?? ""));
     const promise = this.#run<Result>(
@@ -363,6 +366,7 @@ export class PluginChild {
           if (kind.value.itemId && !sent.has(kind.value.itemId)) unexpected(`progress of an unknown item ${JSON.stringify(kind.value.itemId)}`);
           else onProgress(kind.value.state, kind.value.itemId);
         } else if (kind.case === "heartbeat") onHeartbeat();
+        else if (kind.case === "checkpoint") onCheckpoint(kind.value.seq, kind.value.value);
         else if (kind.case === "result") {
           const problem = itemsProblem(sent, kind.value.items);
           if (problem) unexpected(problem);
@@ -390,6 +394,12 @@ export class PluginChild {
   cancelItems(callId: string, itemIds: readonly string[]): void {
     if (itemIds.length === 0 || this.stopping || !this.#exchange || this.#callId !== callId) return;
     this.#send(create(ServerMessageSchema, { kind: { case: "cancelItems", value: { callId, itemIds: [...itemIds] } } }));
+  }
+
+  /** Answers the call's checkpoint `seq`: stored, or why not. Nothing is sent once the call has ended. */
+  checkpointStored(callId: string, seq: number, error: string): void {
+    if (this.stopping || !this.#exchange || this.#callId !== callId) return;
+    this.#send(create(ServerMessageSchema, { kind: { case: "checkpointStored", value: { callId, seq, error } } }));
   }
 
   /** An item's failure in a batch's Result, as the action records it. */

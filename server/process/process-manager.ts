@@ -21,9 +21,11 @@
  * goes in, a result or a ChildFailure comes out.
  */
 import { EventEmitter } from "node:events";
+import { toBinary } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
-import { CallKind, type Hello, type Result, type Value } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind, type Hello, type Result, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
+import { MAX_CHECKPOINT_BYTES } from "../../sdk/context.ts";
 import { PlinthError } from "../errors.ts";
 import type { Settle } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
@@ -72,6 +74,7 @@ export type ChildHandle = Pick<
   | "hello"
   | "call"
   | "cancelItems"
+  | "checkpointStored"
   | "itemFailure"
   | "forget"
   | "endCall"
@@ -94,6 +97,31 @@ export interface CallOptions {
   onStart?: (pid: number) => void;
   /** The plugin's latest report, with what it printed so far during this call; of one item of a batch when `itemId` is set. */
   onProgress?: (state: JsonValuePb | undefined, logTail: string[], itemId?: string) => void;
+  /**
+   * Stores a checkpoint the call sent (ctx.checkpoint(value)), `bytes` long encoded; the
+   * plugin hears once it resolves, or why not. Unset: the call keeps none (data access, a batch).
+   */
+  onCheckpoint?: (value: Value, bytes: number) => Promise<void>;
+}
+
+/** A call's checkpoint, bounded, to `store`; `answer` tells the plugin how it went ("" once stored). */
+function storeCheckpoint(kind: CallName, value: Value | undefined, store: CallOptions["onCheckpoint"], answer: (error: string) => void): void {
+  const bytes = value ? toBinary(ValueSchema, value).byteLength : 0;
+  const refusal = !store
+    ? `a ${kind} call keeps no checkpoint: the action's own call (instantiate, fit or predict) does`
+    : !value
+      ? "a checkpoint needs a value"
+      : bytes > MAX_CHECKPOINT_BYTES
+        ? `the value is ${bytes} bytes encoded, over the ${MAX_CHECKPOINT_BYTES} a checkpoint may hold`
+        : "";
+  if (refusal || !store || !value) {
+    answer(refusal);
+    return;
+  }
+  store(value, bytes).then(
+    () => answer(""),
+    (error: unknown) => answer(`the server could not store it: ${(error as Error).message}`),
+  );
 }
 
 const kindNames: Record<number, CallName> = {
@@ -149,6 +177,10 @@ export interface PluginCall {
    * while the call waits for one); none left withdraws the call (CallWithdrawn).
    */
   batch?: (() => readonly BatchItem[]) | undefined;
+  /** The action's attempt (ctx.info.attempt); unset: 1. */
+  attempt?: number;
+  /** The checkpoint an earlier attempt stored (ctx.info.checkpoint). */
+  checkpoint?: Value;
 }
 
 /** A call as it goes to the child: its model by id and revision, with the bytes or as the resident it holds. */
@@ -376,6 +408,10 @@ export class ProcessManager {
           options.onProgress?.(state, worker.child.tail.lines(), itemId);
         },
         alive,
+        (_seq, value, answer) => {
+          alive();
+          storeCheckpoint(kind ?? "predict", value, options.onCheckpoint, answer);
+        },
       );
       const outcome: CallOutcome = { result, logTail: await this.#endCall(worker), warm };
       if (items) outcome.items = this.#itemResults(worker, result);
@@ -436,6 +472,7 @@ export class ProcessManager {
     items: readonly BatchItem[] | undefined,
     onProgress: (state: JsonValuePb | undefined, itemId: string) => void,
     onHeartbeat: () => void,
+    onCheckpoint: (seq: number, value: Value | undefined, answer: (error: string) => void) => void,
   ): Promise<Result> {
     const { model, nextRevision = 0n, batch: _batch, ...rest } = call;
     if (model) this.#warnTooLarge(worker.target, model);
@@ -457,7 +494,9 @@ export class ProcessManager {
         nextRevision,
         ...(items ? { items: items.map(({ signal: _signal, ...item }) => item) } : {}),
       };
-      const answer = worker.child.call(sent, onProgress, onHeartbeat);
+      const answer = worker.child.call(sent, onProgress, onHeartbeat, (seq, value) =>
+        onCheckpoint(seq, value, (error) => worker.child.checkpointStored(sent.callId, seq, error)),
+      );
       // An item cancelled while its batch runs is stopped in the plugin; the others go on.
       const stopItems = (items ?? []).map(({ itemId, signal }) => {
         const cancel = () => worker.child.cancelItems(sent.callId, [itemId]);

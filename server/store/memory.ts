@@ -12,6 +12,7 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  PendingRequest,
   RequestClaim,
   Store,
   StoredAction,
@@ -134,6 +135,12 @@ export class MemoryStore implements Store {
 
   async unfinishedActions(): Promise<Action[]> {
     return [...this.#actions.values()].map((s) => s.action).filter((action) => !isEnded(action));
+  }
+
+  async pendingRequest(actionId: string): Promise<PendingRequest> {
+    const stored = this.#actions.get(actionId);
+    if (!stored || isEnded(stored.action)) return {};
+    return { request: stored.payloads?.request, checkpoint: stored.payloads?.checkpoint };
   }
 
   async revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {

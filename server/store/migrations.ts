@@ -69,6 +69,13 @@ const migrations: string[] = [
    CREATE INDEX request_ids_by_action ON request_ids (action_id);
    CREATE TRIGGER actions_free_request_ids AFTER DELETE ON actions
    BEGIN DELETE FROM request_ids WHERE action_id = old.id; END;`,
+  // 6: what an unfinished action's next attempt starts from after a restart: its whole
+  // request (an action with a retry policy) and its last checkpoint; gone once it ends.
+  `CREATE TABLE action_requests (
+     action_id TEXT PRIMARY KEY REFERENCES actions (id) ON DELETE CASCADE,
+     request BLOB,
+     checkpoint BLOB
+   );`,
 ];
 
 /** The schema version this build writes. */

@@ -381,6 +381,8 @@ const migrations: string[] = [
        SELECT t.action_id, t.seq, t.request, a.json, coalesce(m.revision, 0) FROM taken t JOIN actions a ON a.id = t.action_id
          LEFT JOIN models m ON m.id = a.model_id ORDER BY t.seq;
    END $$;`,
+  // 8: an unfinished action's last checkpoint (ctx.checkpoint(value)), for its next attempt on any server.
+  `ALTER TABLE action_requests ADD COLUMN checkpoint bytea;`,
 ];
 
 /** The schema version this build writes. */

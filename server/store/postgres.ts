@@ -32,6 +32,7 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  PendingRequest,
   RequestClaim,
   Store,
   StoredAction,
@@ -176,6 +177,15 @@ export class PostgresStore implements Store {
       ENDED_STATUSES,
     ]);
     return rows.map((row) => decodeAction(row.json));
+  }
+
+  async pendingRequest(actionId: string): Promise<PendingRequest> {
+    await this.#writes.flush();
+    const { rows } = await this.#db.query<{ request: Buffer | null; checkpoint: Buffer | null }>(
+      "SELECT request, checkpoint FROM action_requests WHERE action_id = $1",
+      [actionId],
+    );
+    return { request: rows[0]?.request ?? undefined, checkpoint: rows[0]?.checkpoint ?? undefined };
   }
 
   revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {

@@ -24,6 +24,7 @@ import {
   decodeAction,
   ENDED_STATUSES,
   encodePayloads,
+  hasKeptPayloads,
   isEnded,
   type MadeRow,
   type ModelRow,
@@ -42,6 +43,7 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  PendingRequest,
   RequestClaim,
   Store,
   StoredAction,
@@ -211,6 +213,14 @@ export class SqliteStore implements Store {
         `INSERT INTO action_payloads (action_id, args, prediction) VALUES (?, ?, ?)
          ON CONFLICT (action_id) DO UPDATE SET args = coalesce(excluded.args, args), prediction = coalesce(excluded.prediction, prediction)`,
       ),
+      keepRequest: db.prepare(
+        `INSERT INTO action_requests (action_id, request, checkpoint) VALUES (?, ?, ?)
+         ON CONFLICT (action_id) DO UPDATE SET request = coalesce(excluded.request, request), checkpoint = coalesce(excluded.checkpoint, checkpoint)`,
+      ),
+      dropRequest: db.prepare("DELETE FROM action_requests WHERE action_id = ?"),
+      pendingRequest: db.prepare<[string], { request: Uint8Array | null; checkpoint: Uint8Array | null }>(
+        "SELECT request, checkpoint FROM action_requests WHERE action_id = ?",
+      ),
       getAction: db.prepare<[string], { json: string }>("SELECT json FROM actions WHERE id = ?"),
       getPayloads: db.prepare<[string], PayloadColumns>("SELECT args, prediction FROM action_payloads WHERE action_id = ?"),
       unfinished: db.prepare<[], { json: string }>(`SELECT json FROM actions WHERE status NOT IN (${ENDED_STATUSES.join(",")})`),
@@ -357,9 +367,15 @@ export class SqliteStore implements Store {
   #writeAction({ action, payloads }: ActionWrite): void {
     const a = actionColumns(action);
     this.#q.putAction.run(a.id, a.model_id, a.status, a.create_time, a.end_time, a.json, a.created_by);
-    if (payloads) {
+    if (payloads && hasKeptPayloads(payloads)) {
       const { args, prediction } = encodePayloads(payloads);
       this.#q.putPayloads.run(action.id, args, prediction);
+    }
+    // Kept only for an action that may run again: one with a retry policy, or a checkpoint.
+    if (isEnded(action)) {
+      if (action.retry || action.checkpoint) this.#q.dropRequest.run(action.id);
+    } else if (payloads?.request || payloads?.checkpoint) {
+      this.#q.keepRequest.run(action.id, payloads.request ?? null, payloads.checkpoint ?? null);
     }
   }
 
@@ -429,6 +445,12 @@ export class SqliteStore implements Store {
   async unfinishedActions(): Promise<Action[]> {
     this.#flush();
     return this.#read(() => this.#q.unfinished.all().map((row) => decodeAction(row.json)));
+  }
+
+  async pendingRequest(actionId: string): Promise<PendingRequest> {
+    this.#flush();
+    const row = this.#read(() => this.#q.pendingRequest.get(actionId));
+    return { request: row?.request ?? undefined, checkpoint: row?.checkpoint ?? undefined };
   }
 
   async revisionMadeBy(action: Action): Promise<ModelMeta | undefined> {

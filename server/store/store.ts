@@ -59,6 +59,18 @@ export interface StoredPayloads {
    * the action has not ended, where the store keeps requests (keepsRequests).
    */
   request?: Uint8Array;
+  /**
+   * The last checkpoint its plugin stored (ctx.checkpoint(value)), as the worker encodes a
+   * Value: kept while the action has not ended, for its next attempt.
+   */
+  checkpoint?: Uint8Array;
+}
+
+/** What an unfinished action's next attempt starts from, after a restart or on another server. */
+export interface PendingRequest {
+  /** Its whole request (requestBytes), when the store kept it: an action with a retry policy. */
+  request?: Uint8Array | undefined;
+  checkpoint?: Uint8Array | undefined;
 }
 
 /** An action from the history, with its payloads when they were asked for and kept. */
@@ -146,6 +158,8 @@ export interface Store {
   listActions(query: ListActionsQuery, withPayloads?: boolean): Promise<StoredAction[]>;
   /** Actions stored as not ended: after a restart, those the dead server was running. */
   unfinishedActions(): Promise<Action[]>;
+  /** The request and last checkpoint kept with an unfinished action (StoredPayloads' request and checkpoint). */
+  pendingRequest(actionId: string): Promise<PendingRequest>;
   /**
    * The revision an unfinished action made, when the store holds one: only an action left
    * STORING by a server of an older Plinth, which committed a revision and its action's

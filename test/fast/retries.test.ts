@@ -23,7 +23,13 @@ let store: TestStore;
 let calls: FakePluginCalls;
 let engine: Engine;
 
-const policy = (fields: Partial<RetryPolicy> & { initialMs?: number; maximumMs?: number }): RetryPolicy => {
+const policy = (fields: {
+  maxAttempts?: number;
+  backoffCoefficient?: number;
+  nonRetryableErrorCodes?: string[];
+  initialMs?: number;
+  maximumMs?: number;
+}): RetryPolicy => {
   const { initialMs, maximumMs, ...rest } = fields;
   return create(RetryPolicySchema, {
     ...rest,

@@ -127,6 +127,13 @@ export class FakeChild implements ChildHandle {
     if (this.current?.callId === callId && !this.stopping) this.cancelledItems.push({ callId, itemIds: [...itemIds] });
   }
 
+  /** The answers to the calls' checkpoints, in order. */
+  readonly checkpointAnswers: { callId: string; seq: number; error: string }[] = [];
+
+  checkpointStored(callId: string, seq: number, error: string): void {
+    this.checkpointAnswers.push({ callId, seq, error });
+  }
+
   itemFailure(f: Failure): ChildFailure {
     return new ChildFailure("plugin_error", `${f.name}: ${f.message}`);
   }

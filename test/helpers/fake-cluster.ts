@@ -43,6 +43,7 @@ import type {
   ListModelsQuery,
   ModelMeta,
   ModelRecord,
+  PendingRequest,
   RequestClaim,
   Store,
   StoredAction,
@@ -711,6 +712,10 @@ class FakeClusterStore implements Store {
 
   async revisionMadeBy(_action: Action): Promise<ModelMeta | undefined> {
     return undefined;
+  }
+
+  pendingRequest(actionId: string): Promise<PendingRequest> {
+    return this.#db.data().pendingRequest(actionId);
   }
 
   pruneActions(now: Date): Promise<number> {

@@ -164,7 +164,7 @@ export class PgWrites {
 
   /** One call of plinth_write_actions: on the pool, or in a transaction when payloads go with it. */
   async #writeActions(writes: ActionWrite[]): Promise<Map<string, bigint>> {
-    const written = writes.some((w) => hasKeptPayloads(w.payloads))
+    const written = writes.some((w) => hasKeptPayloads(w.payloads) || w.payloads?.checkpoint)
       ? await this.#db.transaction((client) => this.#writeActionsIn(client, writes))
       : this.#written(writes, (await this.#db.query<WriteResult>({ name: "plinth-write-actions", text: WRITE_CALL }, this.#params(writes))).rows);
     this.events.emit("committed", written.first, written.actions);
@@ -176,6 +176,10 @@ export class PgWrites {
     const call = { name: "plinth-write-actions", text: WRITE_CALL, values: this.#params(writes) };
     const written = this.#written(writes, (await client.query<WriteResult>(call)).rows);
     for (const { action, payloads } of writes) {
+      // The checkpoint goes with the action's queue entry: the server that runs its next attempt reads it there.
+      if (payloads?.checkpoint && !isEnded(action)) {
+        await client.query("UPDATE action_requests SET checkpoint = $2 WHERE action_id = $1", [action.id, buffer(payloads.checkpoint)]);
+      }
       if (!payloads || !hasKeptPayloads(payloads)) continue;
       const { args, prediction } = encodePayloads(payloads);
       await client.query(
