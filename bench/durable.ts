@@ -29,7 +29,7 @@ const POLICY = { maxAttempts: 4, initialMs: 500, coefficient: 2 };
 const server = await startPlinth("test/fixtures/plugins/durable.ts", { engine: { max_children: 2 } });
 const { client } = server;
 
-const fit = async (modelId: string, kwargs: Record<string, number>, retry: { maxAttempts: number; initialMs: number; coefficient?: number }) => {
+const fitWith = async (modelId: string, kwargs: Record<string, number>, retry: { maxAttempts: number; initialMs: number; coefficient?: number }) => {
   const request = bytes(FitRequestSchema, {
     modelId,
     kwargs: Object.fromEntries(Object.entries(kwargs).map(([k, v]) => [k, json(v)])),
@@ -52,7 +52,7 @@ const until = async (actionId: string, done: (a: Action) => boolean): Promise<Ac
 const waits: number[][] = [[], []];
 for (let round = 0; round < ROUNDS; round++) {
   const modelId = await createModel(client, "durable.Trainer");
-  const started = await fit(modelId, { fail: 3, epochs: 1, epoch_ms: 0 }, POLICY);
+  const started = await fitWith(modelId, { fail: 3, epochs: 1, epoch_ms: 0 }, POLICY);
   const ended = await until(started.id, (a) => a.status === ActionStatus.SUCCEEDED || a.status === ActionStatus.FAILED);
   if (ended.status !== ActionStatus.SUCCEEDED || ended.attempt !== 4) throw new Error(`expected attempt 4 to succeed: ${ended.error?.message}`);
   for (let i = 0; i < 2; i++) waits[i]!.push(timestampMs(ended.attempts[i + 1]!.startTime!) - timestampMs(ended.attempts[i]!.endTime!));
@@ -70,7 +70,7 @@ printTable(["attempts", "policy ms", "measured ms", "worst error", "≤ 10 %"], 
 const cancels: number[] = [];
 for (let round = 0; round < ROUNDS * 3; round++) {
   const modelId = await createModel(client, "durable.Trainer");
-  const started = await fit(modelId, { fail: 1, epochs: 1, epoch_ms: 0 }, { maxAttempts: 2, initialMs: 60_000 });
+  const started = await fitWith(modelId, { fail: 1, epochs: 1, epoch_ms: 0 }, { maxAttempts: 2, initialMs: 60_000 });
   await until(started.id, (a) => a.attempt === 2 && a.status === ActionStatus.QUEUED);
   const t0 = performance.now();
   const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId: started.id }), (b) =>

@@ -12,7 +12,7 @@ import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, CommanderError, Option } from "commander";
 import { ClientError, Status } from "nice-grpc";
 import { isEnded, progressOf } from "../client/action-run.ts";
-import { type ActionRun, createPlinthClient, PlinthActionError, type PlinthClient } from "../client/mod.ts";
+import { type ActionRun, createPlinthClient, PlinthActionError, type PlinthClient, type RetryInput } from "../client/mod.ts";
 import { fromArg } from "../client/values.ts";
 import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
@@ -254,6 +254,10 @@ interface RunOptions {
   timeout?: number;
   requestId?: string;
   priority?: number;
+  retry?: number;
+  retryInterval?: number;
+  retryMaxInterval?: number;
+  nonRetryable: string[];
   detach?: boolean;
 }
 
@@ -270,6 +274,16 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     .option("--timeout <seconds>", "stop it past this many seconds (deadline_exceeded)", (v) => positive(v, "--timeout"))
     .option("--request-id <id>", REQUEST_ID_HELP)
     .option("--priority <n>", "1 (highest) to 5; default 3: among the calls waiting for a child, a higher priority goes first", priorityOption)
+    .option("--retry <attempts>", "run a failed call again, up to this many attempts in all (the plugin's retry policy, else 1)", (v) =>
+      attemptsOption(v),
+    )
+    .option("--retry-interval <seconds>", "wait before the second attempt (default 1), doubled before each next one", (v) =>
+      positive(v, "--retry-interval"),
+    )
+    .option("--retry-max-interval <seconds>", "the longest wait between attempts (default 100 × --retry-interval)", (v) =>
+      positive(v, "--retry-max-interval"),
+    )
+    .option("--non-retryable <code>", "an error code that ends the action at once, e.g. a PluginError's (repeat)", collect, [])
     .option("--detach", "print the action's id at once instead of following it")
     .action(async (id: string, o: RunOptions) => {
       const c = client();
@@ -279,11 +293,29 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     });
 }
 
+/** The request's retry policy from --retry and its companions; none without --retry. */
+function retryOf(o: RunOptions): { retry?: RetryInput } {
+  const companions = o.retryInterval !== undefined || o.retryMaxInterval !== undefined || o.nonRetryable.length > 0;
+  if (o.retry === undefined) {
+    if (companions) throw new UsageError("--retry-interval, --retry-max-interval and --non-retryable go with --retry <attempts>");
+    return {};
+  }
+  return {
+    retry: {
+      maxAttempts: o.retry,
+      ...(o.retryInterval === undefined ? {} : { initialIntervalSeconds: o.retryInterval }),
+      ...(o.retryMaxInterval === undefined ? {} : { maximumIntervalSeconds: o.retryMaxInterval }),
+      nonRetryableErrorCodes: o.nonRetryable,
+    },
+  };
+}
+
 async function callInput(c: PlinthClient, o: RunOptions) {
   const timeout = {
     ...(o.timeout === undefined ? {} : { timeoutSeconds: o.timeout }),
     ...requestIdOf(o),
     ...(o.priority === undefined ? {} : { priority: o.priority }),
+    ...retryOf(o),
   };
   if (o.argsJson) {
     if (o.arg.length || o.kwarg.length) throw new UsageError("--args-json replaces -a and -k: use one or the other");
@@ -470,6 +502,12 @@ program
 function priorityOption(value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1 || n > 5) throw new UsageError(`--priority: 1 (highest) to 5, got ${value}`);
+  return n;
+}
+
+function attemptsOption(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 100) throw new UsageError(`--retry: attempts in all, 1 to 100, got ${value}`);
   return n;
 }
 

@@ -45,13 +45,14 @@ export function modelsTable(models: Model[]): string {
 
 export function actionsTable(actions: Action[]): string {
   return table(
-    ["ID", "CALL", "MODEL", "STATUS", "PRI", "CREATED", "BY", "ERROR"],
+    ["ID", "CALL", "MODEL", "STATUS", "PRI", "TRY", "CREATED", "BY", "ERROR"],
     actions.map((a) => [
       a.id,
       callName(a),
       a.modelId || a.modelType,
       statusName(a.status),
       String(a.priority || 3),
+      a.retry ? `${a.attempt || 1}/${a.retry.maxAttempts}` : "",
       time(a.createTime),
       a.createdBy,
       a.error ? `${a.error.code}: ${a.error.message}`.slice(0, 60) : "",
@@ -72,6 +73,17 @@ export function actionText(action: Action, result?: string): string {
     `created  ${time(action.createTime)}${action.createdBy ? ` by ${action.createdBy}` : ""}`,
     `priority ${action.priority || 3}`,
   ];
+  if (action.retry) {
+    const next = action.nextAttemptTime ? `, the next at ${time(action.nextAttemptTime)}` : "";
+    lines.push(`attempt  ${action.attempt || 1} of ${action.retry.maxAttempts}${next}`);
+  }
+  for (const a of action.attempts)
+    lines.push(`failed   attempt ${a.attempt}${a.server ? ` on ${a.server}` : ""}: ${a.error?.code}: ${a.error?.message}`);
+  if (action.checkpoint) {
+    const { attempt, size, value } = action.checkpoint;
+    const shown = value?.kind.case === "json" ? ` ${JSON.stringify(toJson(ValueSchema, value.kind.value))}` : "";
+    lines.push(`checkpoint ${size} B from attempt ${attempt} at ${time(action.checkpoint.time)}${shown}`);
+  }
   if (action.server) lines.push(`server   ${action.server}`);
   if (action.endTime) lines.push(`ended    ${time(action.endTime)}`);
   for (const d of action.dataAccess) lines.push(`data     ${d.argument} ← ${d.name}: ${statusName(d.status)}`);

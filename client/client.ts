@@ -44,8 +44,23 @@ export interface CallInput {
   requestId?: string;
   /** 1 (highest) to 5; default 3. Among the calls waiting for a child, a higher priority goes first. */
   priority?: number;
+  /**
+   * Runs a failed call again (RetryPolicy): `maxAttempts` in all, waiting
+   * `initialIntervalSeconds` (1) before the second, `backoffCoefficient` (2) times longer
+   * before each next one, at most `maximumIntervalSeconds` (100 × the first); a failure
+   * with one of `nonRetryableErrorCodes` ends it at once. Over the plugin's own policy.
+   */
+  retry?: RetryInput;
   /** Aborting it cancels the action (CancelAction). */
   signal?: AbortSignal;
+}
+
+export interface RetryInput {
+  maxAttempts: number;
+  initialIntervalSeconds?: number;
+  backoffCoefficient?: number;
+  maximumIntervalSeconds?: number;
+  nonRetryableErrorCodes?: string[];
 }
 
 export interface ModelResult {
@@ -95,6 +110,18 @@ function request(input: CallInput) {
     ...(input.timeoutSeconds !== undefined ? { timeout: durationFromMs(input.timeoutSeconds * 1000) } : {}),
     ...(input.requestId ? { requestId: input.requestId } : {}),
     ...(input.priority !== undefined ? { priority: input.priority } : {}),
+    ...(input.retry ? { retry: retryPolicy(input.retry) } : {}),
+  };
+}
+
+function retryPolicy(retry: RetryInput) {
+  const seconds = (s: number | undefined) => (s === undefined ? {} : durationFromMs(s * 1000));
+  return {
+    maxAttempts: retry.maxAttempts,
+    ...(retry.initialIntervalSeconds !== undefined ? { initialInterval: seconds(retry.initialIntervalSeconds) } : {}),
+    backoffCoefficient: retry.backoffCoefficient ?? 0,
+    ...(retry.maximumIntervalSeconds !== undefined ? { maximumInterval: seconds(retry.maximumIntervalSeconds) } : {}),
+    nonRetryableErrorCodes: retry.nonRetryableErrorCodes ?? [],
   };
 }
 

@@ -29,6 +29,7 @@ export {
   type ModelResult,
   type PlinthClient,
   type PredictResult,
+  type RetryInput,
   type StateClient,
 } from "./client.ts";
 export { type ArgValue, DataAccessRef, dataAccess, type ResultValue, type Summary } from "./values.ts";

@@ -100,7 +100,7 @@ describe("plinth, the command line", () => {
     const created = JSON.parse((await plinth("create", "systest.Model", "--priority", "1", "-o", "json")).stdout);
     expect(created.priority).toBe(1);
     const table = await plinth("actions", "--model", created.modelId, "--priority", "1");
-    expect(table.stdout.split("\n")[0]).toMatch(/^ID +CALL +MODEL +STATUS +PRI +CREATED +BY +ERROR$/);
+    expect(table.stdout.split("\n")[0]).toMatch(/^ID +CALL +MODEL +STATUS +PRI +TRY +CREATED +BY +ERROR$/);
     expect(table.stdout.split("\n")[1]).toMatch(new RegExp(`^${created.id} +create +${created.modelId} +succeeded +1 `));
     expect((await plinth("action", created.id)).stdout).toMatch(/^priority 1$/m);
     const refused = await plinth("fit", created.modelId, "--priority", "9");

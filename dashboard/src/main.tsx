@@ -4,7 +4,7 @@
  * #/ (actions), #/actions/<id>, #/models, #/plugins.
  */
 import { type JsonValue, toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { timestampDate, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { render } from "preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
@@ -152,6 +152,38 @@ function ActionPage({ id, live }: { id: string; live: Live }) {
           <>
             <dt>server</dt>
             <dd>{a.server}</dd>
+          </>
+        )}
+        {a.retry && (
+          <>
+            <dt>attempt</dt>
+            <dd data-testid="attempt">
+              {a.attempt || 1} of {a.retry.maxAttempts}
+              {a.nextAttemptTime && ` — the next at ${timestampDate(a.nextAttemptTime).toLocaleTimeString()}`}
+            </dd>
+          </>
+        )}
+        {a.attempts.map((t) => (
+          <>
+            <dt>attempt {t.attempt}</dt>
+            <dd class="error">
+              {t.error?.code}: {t.error?.message}
+              {t.server && ` (on ${t.server})`}
+            </dd>
+          </>
+        ))}
+        {a.checkpoint && (
+          <>
+            <dt>checkpoint</dt>
+            <dd>
+              {String(a.checkpoint.size)} B from attempt {a.checkpoint.attempt}
+              {a.checkpoint.value && (
+                <>
+                  {" "}
+                  <code>{argText(a.checkpoint.value)}</code>
+                </>
+              )}
+            </dd>
           </>
         )}
         <dt>progress</dt>
