@@ -144,6 +144,7 @@ class Client:
         timeout_seconds: Optional[float],
         request_id: Optional[str],
         priority: Optional[int],
+        retry: Optional[Dict[str, Any]] = None,
     ) -> Dict[str, Any]:
         request: Dict[str, Any] = {"args": [to_arg(a) for a in args], "kwargs": {k: to_arg(v) for k, v in (kwargs or {}).items()}}
         if timeout_seconds is not None:
@@ -154,10 +155,15 @@ class Client:
             request["request_id"] = request_id
         if priority is not None:
             request["priority"] = priority
+        if retry is not None:
+            request["retry"] = _retry_policy(retry)
         return request
 
     # request_id: the same id again (after a network error, say) answers with the first
     # call's action and runs nothing twice. priority: 1 (highest) to 5; 3 by default.
+    # retry: run a failed call again, e.g. {"max_attempts": 3, "initial_interval": 1.0,
+    # "backoff_coefficient": 2.0, "maximum_interval": 60.0, "non_retryable_error_codes":
+    # ["bad_data"]} (intervals in seconds); over the plugin's own policy.
 
     def create(
         self,
@@ -167,8 +173,9 @@ class Client:
         timeout_seconds: Optional[float] = None,
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
+        retry: Optional[Dict[str, Any]] = None,
     ) -> Run:
-        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds, request_id, priority))
+        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
         return Run(self, self.engine.CreateInstance(request, metadata=self._metadata).action, _model_result)
 
     def fit(
@@ -179,8 +186,9 @@ class Client:
         timeout_seconds: Optional[float] = None,
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
+        retry: Optional[Dict[str, Any]] = None,
     ) -> Run:
-        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority))
+        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
         return Run(self, self.engine.Fit(request, metadata=self._metadata).action, _model_result)
 
     def predict(
@@ -191,8 +199,9 @@ class Client:
         timeout_seconds: Optional[float] = None,
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
+        retry: Optional[Dict[str, Any]] = None,
     ) -> Run:
-        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority))
+        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
         return Run(self, self.engine.Predict(request, metadata=self._metadata).action, _predict_result)
 
     def plugins(self) -> List[Dict[str, Any]]:
@@ -216,3 +225,19 @@ class Client:
 
     def __exit__(self, *_exc) -> None:
         self.close()
+
+
+def _retry_policy(retry: Dict[str, Any]) -> action_pb2.RetryPolicy:
+    """A RetryPolicy from a dict with the message's field names, intervals in seconds."""
+    unknown = set(retry) - {"max_attempts", "initial_interval", "backoff_coefficient", "maximum_interval", "non_retryable_error_codes"}
+    if unknown:
+        raise ValueError(f"retry: unknown keys {sorted(unknown)}; use max_attempts, initial_interval, backoff_coefficient, maximum_interval, non_retryable_error_codes")
+    policy = action_pb2.RetryPolicy(
+        max_attempts=int(retry.get("max_attempts", 0)),
+        backoff_coefficient=float(retry.get("backoff_coefficient", 0)),
+        non_retryable_error_codes=list(retry.get("non_retryable_error_codes", [])),
+    )
+    for key in ("initial_interval", "maximum_interval"):
+        if key in retry:
+            getattr(policy, key).FromMilliseconds(int(float(retry[key]) * 1000))
+    return policy
