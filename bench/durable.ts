@@ -38,8 +38,11 @@ const fitWith = async (modelId: string, kwargs: Record<string, number>, retry: {
   return (await unary(client, "/plinth.v1.EngineService/Fit", request, (b) => fromBinary(FitResponseSchema, b))).action!;
 };
 const getAction = async (actionId: string): Promise<Action> =>
-  (await unary(client, "/plinth.v1.ActionService/GetAction", bytes(GetActionRequestSchema, { actionId }), (b) => fromBinary(GetActionResponseSchema, b)))
-    .action!;
+  (
+    await unary(client, "/plinth.v1.ActionService/GetAction", bytes(GetActionRequestSchema, { actionId }), (b) =>
+      fromBinary(GetActionResponseSchema, b),
+    )
+  ).action!;
 const until = async (actionId: string, done: (a: Action) => boolean): Promise<Action> => {
   for (;;) {
     const action = await getAction(actionId);
@@ -81,8 +84,5 @@ for (let round = 0; round < ROUNDS * 3; round++) {
 }
 cancels.sort((x, y) => x - y);
 console.log(`\n(b) CancelAction during a 60 s wait for the next attempt (${cancels.length} cancels)`);
-printTable(
-  ["p50 ms", "max ms", "< 50 ms"],
-  [[percentile(cancels, 50).toFixed(1), cancels.at(-1)!.toFixed(1), cancels.at(-1)! < 50 ? "✓" : "✗"]],
-);
+printTable(["p50 ms", "max ms", "< 50 ms"], [[percentile(cancels, 50).toFixed(1), cancels.at(-1)!.toFixed(1), cancels.at(-1)! < 50 ? "✓" : "✗"]]);
 await server.stop();

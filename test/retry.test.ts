@@ -11,7 +11,7 @@ import { create } from "@bufbuild/protobuf";
 import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { type Action, ActionStatus, RetryPolicySchema } from "../gen/plinth/v1/action_pb.ts";
-import { json, jsonOf } from "./helpers/args.ts";
+import { dataAccess, json, jsonOf } from "./helpers/args.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
@@ -74,6 +74,23 @@ describe("a retry policy, on one server", () => {
     expect(last).toMatchObject({ status: ActionStatus.FAILED, attempt: 2, error: { code: "flaky", message: "attempt 2 fails" } });
     expect(codes(last)).toEqual(["flaky"]);
     expect((await t.engine.getModel({ modelId })).model!.revision).toBe(1n);
+  });
+
+  it("refuses a checkpoint over 1 MiB, and one from a data-access call, saying why; a predict's is stored", async () => {
+    const modelId = await model();
+    const big = (await t.engine.predict({ modelId, args: [json("big")], wait: true })).action!;
+    expect(big).toMatchObject({ status: ActionStatus.SUCCEEDED });
+    expect(jsonOf(big.result!.prediction)).toEqual({
+      checkpoint: expect.stringMatching(/^ctx\.checkpoint: the value is \d+ bytes encoded, over the 1048576 a checkpoint may hold/),
+    });
+    const fromData = (await t.engine.predict({ modelId, args: [dataAccess("durable.checkpointing")], wait: true })).action!;
+    expect(fromData).toMatchObject({ status: ActionStatus.SUCCEEDED });
+    expect(jsonOf(fromData.result!.prediction)).toEqual({
+      attempt: 1,
+      got: "ctx.checkpoint: a data_access call keeps no checkpoint: the action's own call (instantiate, fit or predict) does",
+      checkpoint: "stored",
+    });
+    expect(jsonOf(fromData.checkpoint!.value)).toEqual({ small: true });
   });
 });
 

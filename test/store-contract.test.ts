@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Action, ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionSchema, ActionStatus, RetryPolicySchema } from "../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { parseConfig } from "../server/config/load.ts";
 import { openBackend } from "../server/store/open.ts";
@@ -236,6 +236,25 @@ describe.each(kinds)("the $name store", (kind) => {
       await store.putAction(action("a5", { status: ActionStatus.FAILED, ended: 1 }));
       await store.putAction(action("a6", { status: ActionStatus.STORING }));
       expect((await store.unfinishedActions()).map((a) => a.id).sort()).toEqual(["a2", "a4", "a6"]);
+    });
+
+    it("keeps an unfinished action's request and last checkpoint for its next attempt, and lets them go once it ends", async () => {
+      await open();
+      const retried = (fields: Parameters<typeof action>[1]) =>
+        create(ActionSchema, { ...action("a1", fields), retry: create(RetryPolicySchema, { maxAttempts: 3 }) });
+      const pending = async () => {
+        const { request, checkpoint } = await store.pendingRequest("a1");
+        return { request: request && new TextDecoder().decode(request), checkpoint: checkpoint && new TextDecoder().decode(checkpoint) };
+      };
+      await store.putAction(retried({}), { request: bytes("the request") });
+      expect(await pending()).toEqual({ request: "the request", checkpoint: undefined });
+      await store.putAction(retried({ status: ActionStatus.EXECUTING }), { checkpoint: bytes("epoch 1") });
+      await store.putAction(retried({ status: ActionStatus.EXECUTING }), { checkpoint: bytes("epoch 2") });
+      await store.putAction(retried({ status: ActionStatus.QUEUED }));
+      expect(await pending()).toEqual({ request: "the request", checkpoint: "epoch 2" });
+      await store.putAction(retried({ status: ActionStatus.SUCCEEDED, ended: 1 }));
+      expect(await pending()).toEqual({ request: undefined, checkpoint: undefined });
+      expect((await store.getAction("a1"))?.action.status).toBe(ActionStatus.SUCCEEDED);
     });
 
     it("settles an end whose commit lost its answer: stored unless the store holds the action ended already", async () => {
