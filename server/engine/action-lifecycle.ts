@@ -140,6 +140,9 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
       }
     }
   } catch (error) {
+    // A server that stops leaves a retry it waits for to the next start, or to another
+    // server of the cluster: the store holds it queued, with its request.
+    if (waitingAtShutdown(table.action(id)!.view, signal)) return { live: table.action(id)! };
     result = undefined;
     patch = { ...steps.end(), ...failurePatch(deps, id, error, signal, run?.stoppedChild) };
   }
@@ -232,6 +235,12 @@ function retryDelay(deps: LifecycleDeps, id: string, error: unknown, signal: Abo
   // An end the store could not record is never retried: the action's state is in doubt.
   if (error instanceof ActionFailure && error.error.code === "store_failed") return undefined;
   return isRetryable(retry, failure(error).error.code) ? retryDelayMs(retry, (attempt || 1) + 1) : undefined;
+}
+
+/** Whether the server's stop came while the action waited for its next attempt. */
+function waitingAtShutdown(view: Action, signal: AbortSignal): boolean {
+  const reason: unknown = signal.reason;
+  return CancelReason.isReason(reason) && reason.by === "shutdown" && view.status === ActionStatus.QUEUED && view.nextAttemptTime !== undefined;
 }
 
 /** Resolves once the action's next attempt may start (at once without a retry scheduled); rejects when the signal aborts first. */

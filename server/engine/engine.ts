@@ -33,7 +33,7 @@ import { ANONYMOUS, type Caller, hasRole } from "./caller.ts";
 import { CancelReason } from "./cancel-reason.ts";
 import { checkRequest } from "./check-args.ts";
 import { newId } from "./ids.ts";
-import type { LiveTable } from "./live-table.ts";
+import { isEnded, type LiveTable } from "./live-table.ts";
 import type { ModelCache } from "./model-cache.ts";
 import type { PluginRegistry } from "./plugins.ts";
 import type { BatchEvents } from "./predict-batches.ts";
@@ -307,6 +307,12 @@ export class Engine {
     // A wait on an action that outlives this server (it runs elsewhere in a cluster) ends
     // when the server stops, saying where to wait instead.
     const ended = await this.#runner.wait(actionId, signal ? AbortSignal.any([signal, this.#stopped.signal]) : this.#stopped.signal);
+    if (ended && !isEnded(ended.view)) {
+      throw new PlinthError(
+        "unavailable",
+        `the server stopped while action ${actionId} waited for its attempt ${ended.view.attempt}: it runs after the server's restart, or on another server of the cluster; wait for it there`,
+      );
+    }
     return ended ? reads.handOut(this.#readers, ended, view || ActionView.RESULT) : this.getAction(actionId, view);
   }
 

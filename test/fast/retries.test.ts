@@ -194,6 +194,30 @@ describe("retry policy", () => {
     expect(calls.of(predict.id).call.model).toMatchObject({ revision: 2n });
   });
 
+  test("a server that stops while a retry waits leaves it queued in the store; the next start runs that attempt when it is due", async () => {
+    const model = await addModel();
+    const action = await engine.fit(model.id, retried(policy({ maxAttempts: 3, initialMs: 10_000 })));
+    await settle();
+    calls.of(action.id).fail(exited());
+    await settle();
+    const waiting = track(engine.waitAction(action.id, ActionView.BASIC));
+    await engine.close();
+    await settle();
+    expect(waiting.error).toMatchObject({ kind: "unavailable", message: expect.stringContaining("it runs after the server's restart") });
+    const stored = (await store.getAction(action.id))!.action;
+    expect(stored).toMatchObject({ status: ActionStatus.QUEUED, attempt: 2, attempts: [{ error: { code: "plugin_exited" } }] });
+    expect(stored.cancel).toBeUndefined();
+
+    const restarted = new FakePluginCalls();
+    engine = await openFastEngine({ store, processes: restarted, plugins: pluginRegistry([TYPE]) });
+    await vi.advanceTimersByTimeAsync(9_999);
+    expect(restarted.calls).toHaveLength(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(restarted.of(action.id).call.attempt).toBe(2);
+    restarted.of(action.id).finish({ instance: new Uint8Array([5]) });
+    expect(await engine.waitAction(action.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.SUCCEEDED, attempt: 2 });
+  });
+
   test("the plugin's configured policy applies; a request's fields go over it", async () => {
     const model = await addModel(CONFIGURED);
     const configured = await engine.fit(model.id, request());
