@@ -100,8 +100,8 @@ describe("the real-model plugins' own tests", () => {
       cwd: root,
       env,
     });
-    expect(node.stdout).toMatch(/# pass 9\n# fail 0/);
+    expect(node.stdout).toMatch(/# pass 10\n# fail 0/);
     const deno = await run(denoBinary(), ["test", "--allow-read", "--allow-env", "plugins/mnist/mod.test.ts"], { cwd: root, env });
-    expect(deno.stdout).toMatch(/ok \| 3 passed \| 0 failed/);
+    expect(deno.stdout).toMatch(/ok \| 4 passed \| 0 failed/);
   });
 });

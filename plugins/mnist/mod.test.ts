@@ -81,3 +81,21 @@ test("an instance's bytes read back the same from a Node Buffer at any offset (w
     b.model.getWeights().map((w) => Array.from(w.dataSync())),
   );
 });
+
+test("stores a checkpoint after each epoch, and a retried fit resumes from it at the next epoch", async () => {
+  const h = testPlugin(plugin);
+  const train = (await h.dataAccess("mnist.digits", [], { start: 0, count: 200 })) as Digits;
+  const created = await h.instantiate("mnist.MLP", [], { hidden: [16] });
+  await h.fit(created, [train], { epochs: 3, batch_size: 50 });
+  const checkpoints = h.calls.at(-1)!.checkpoints as { epoch: number; weights: Uint8Array }[];
+  // After epochs 1 and 2: after the last, the fit's result is what counts.
+  assert.deepEqual(
+    checkpoints.map((c) => c.epoch),
+    [1, 2],
+  );
+  // The second attempt, given the first's checkpoint after epoch 2, trains epoch 3 alone, from those weights.
+  const resumed = await h.fit(created, [train], { epochs: 3, batch_size: 50 }, { attempt: 2, checkpoint: checkpoints[1]! });
+  const epochs = (h.calls.at(-1)!.reports as { epoch: number; loss?: number }[]).filter((r) => r.loss !== undefined).map((r) => r.epoch);
+  assert.deepEqual([...new Set(epochs)], [3]);
+  assert.equal(decode(resumed.instance).epochs, 3);
+});

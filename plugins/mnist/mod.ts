@@ -97,16 +97,20 @@ export default definePlugin({
           const bad = labels.data.findIndex((l) => l < 0 || l > 9);
           if (bad >= 0) throw new PluginError("invalid_argument", `args[0].labels[${bad}]: must be a digit 0–9, got ${labels.data[bad]}`);
           // Trained on a copy: the instance this fit started from serves on, as it was, whatever happens.
-          const net = copy(model);
+          // An earlier attempt of this fit (retried after a crash) left its weights: resume from them.
+          const resumed = resumeFrom(ctx.info.checkpoint, epochs);
+          const net = resumed ? decode(resumed.weights) : copy(model);
           net.model.compile({ optimizer: tf.train.adam(net.learningRate), loss: "categoricalCrossentropy", metrics: ["accuracy"] });
           const x = tf.tensor2d(images.data, [n, PIXELS]);
           const y = tf.tidy(() => tf.oneHot(tf.tensor1d(labels.data, "int32"), 10));
           const batches = Math.ceil(n / batch_size);
-          let done = 0; // epochs
+          let done = resumed?.epoch ?? 0; // epochs
           let last: { loss?: number; accuracy?: number } = {};
+          let checkpoints = true;
           try {
             await net.model.fit(x, y, {
               epochs,
+              initialEpoch: done,
               batchSize: batch_size,
               shuffle: true,
               callbacks: {
@@ -119,6 +123,13 @@ export default definePlugin({
                   if (logs) last = { loss: logs.loss!, accuracy: logs.acc! };
                   ctx.report({ epoch: done, epochs, progress: done / epochs, ...last });
                   ctx.log.info("epoch", { epoch: done, ...last });
+                  // What a retry resumes from; a network over a checkpoint's 1 MiB trains on without.
+                  if (checkpoints && done < epochs) {
+                    await ctx.checkpoint({ epoch: done, weights: encode(net) }).catch((error: Error) => {
+                      checkpoints = false;
+                      ctx.log.warn("no checkpoints for this fit", { reason: error.message });
+                    });
+                  }
                 },
               },
             });
@@ -148,3 +159,10 @@ export default definePlugin({
     }),
   },
 });
+
+/** The epoch and weights an earlier attempt of a fit of `epochs` left, when it left them. */
+function resumeFrom(checkpoint: unknown, epochs: number): { epoch: number; weights: Uint8Array } | undefined {
+  const c = checkpoint as { epoch?: unknown; weights?: unknown } | undefined;
+  if (typeof c?.epoch !== "number" || !(c.weights instanceof Uint8Array) || c.epoch >= epochs) return undefined;
+  return { epoch: c.epoch, weights: c.weights };
+}
