@@ -32,6 +32,7 @@ describe("a retry policy, on one server", () => {
       engine: { max_children: 3 },
       // Well above what a busy machine delays a step by.
       plugins: [{ module: fixture("durable.ts"), heartbeat_timeout: { fit: 3 } }],
+      metrics: { address: "127.0.0.1:0" },
     });
   });
   afterAll(() => t?.close());
@@ -46,6 +47,10 @@ describe("a retry policy, on one server", () => {
     expect(codes(fit)).toEqual(["flaky", "flaky"]);
     expect(fit.attempts.map((a) => a.error?.message)).toEqual(["attempt 1 fails", "attempt 2 fails"]);
     expect(await runs(modelId)).toEqual([{ attempt: 3, from: 0, epochs: [1, 2, 3] }]);
+    const metrics = await (await fetch(`http://127.0.0.1:${t.server.metricsPort}/metrics`)).text();
+    const retries = metrics.split("\n").find((line) => line.startsWith("plinth_action_retries_total{") && line.includes('code="flaky"'));
+    expect(retries).toMatch(/call="fit"/);
+    expect(retries).toMatch(/ 2$/);
   });
 
   it("retries a child that exited and a call stopped as stalled; a child that crashed mid-fit resumes from its checkpoint", async () => {

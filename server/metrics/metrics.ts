@@ -40,6 +40,12 @@ export class Metrics {
     buckets: [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30],
     registers: [this.registry],
   });
+  readonly #retries = new Counter({
+    name: "plinth_action_retries_total",
+    help: "Failed attempts of actions that their retry policy runs again, by the attempt's error code.",
+    labelNames: ["call", "model_type", "code"],
+    registers: [this.registry],
+  });
   readonly #spawns = new Counter({ name: "plinth_child_spawns_total", help: "Plugin children started.", registers: [this.registry] });
   readonly #forced = new Counter({
     name: "plinth_child_forced_kills_total",
@@ -92,10 +98,18 @@ export class Metrics {
 
   /** Follows the engine and the process manager; returns what stops following them. */
   observe(engine: Engine, processes: ProcessManager): () => void {
+    // The failed attempts counted so far, by unfinished action.
+    const retried = new Map<string, number>();
     const unsubscribe = engine.subscribe((event) => {
-      if (event.kind !== "action_upserted" || !isEnded(event.action)) return;
+      if (event.kind !== "action_upserted") return;
       const a = event.action;
       const call = calls[a.call] ?? "unknown";
+      for (const failed of a.attempts.slice(retried.get(a.id) ?? 0)) {
+        this.#retries.inc({ call, model_type: a.modelType, code: failed.error?.code ?? "unknown" });
+      }
+      if (a.attempts.length) retried.set(a.id, a.attempts.length);
+      if (!isEnded(a)) return;
+      retried.delete(a.id);
       this.#actions.inc({ call, model_type: a.modelType, status: statuses[a.status] ?? "unknown" });
       const created = seconds(a.createTime);
       const ended = seconds(a.endTime);
