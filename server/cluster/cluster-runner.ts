@@ -259,11 +259,12 @@ export class ClusterRunner implements Runner {
     modelRevision: bigint,
     checkpoint?: Uint8Array,
   ): void {
-    const run = this.#runs.run(id, timeoutMs, (signal) =>
+    const run = this.#runs.run(id, timeoutMs, (signal, park) =>
       runAction(this.#deps, {
         id,
         args,
         signal,
+        onParked: park,
         ...(checkpoint ? { checkpoint } : {}),
         knownRevision: () => (modelRevision === 0n ? undefined : modelRevision),
         // The other servers' watchers see progress through the database (at the throttled rate).

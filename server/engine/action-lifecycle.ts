@@ -87,6 +87,8 @@ export interface RunRequest {
   onProgress?: ((view: Action) => void) | undefined;
   /** Aborted once the server stops: a commit whose answer was lost is not asked about any longer. */
   closing: AbortSignal;
+  /** Told when the action starts waiting for its next attempt (true) and when that wait ends (false). */
+  onParked?: ((parked: boolean) => void) | undefined;
   /** The checkpoint an earlier attempt stored, as the store keeps it: a run resumed after a restart or on another server. */
   checkpoint?: Uint8Array | undefined;
 }
@@ -120,7 +122,7 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     steps.started();
     for (;;) {
       // A retry an earlier server scheduled (it stopped meanwhile) starts when it said.
-      await untilNextAttempt(table.action(id)!.view, signal);
+      await untilNextAttempt(table.action(id)!.view, signal, request.onParked);
       const start = timestampNow();
       run = attemptRun(deps, steps, id, own);
       try {
@@ -136,7 +138,7 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
           { actionId: id, attempt: table.action(id)!.view.attempt, delayMs: delay, err: error },
           "the action's attempt failed: retrying",
         );
-        await pause(delay, signal);
+        await parked(request.onParked, () => pause(delay, signal));
       }
     }
   } catch (error) {
@@ -244,10 +246,20 @@ function waitingAtShutdown(view: Action, signal: AbortSignal): boolean {
 }
 
 /** Resolves once the action's next attempt may start (at once without a retry scheduled); rejects when the signal aborts first. */
-async function untilNextAttempt(view: Action, signal: AbortSignal): Promise<void> {
+async function untilNextAttempt(view: Action, signal: AbortSignal, onParked: RunRequest["onParked"]): Promise<void> {
   const wait = view.nextAttemptTime ? timestampMs(view.nextAttemptTime) - Date.now() : 0;
-  if (wait > 0) await pause(wait, signal);
+  if (wait > 0) await parked(onParked, () => pause(wait, signal));
   signal.throwIfAborted();
+}
+
+/** `wait`, told to `onParked` as a wait for the next attempt. */
+async function parked(onParked: RunRequest["onParked"], wait: () => Promise<void>): Promise<void> {
+  onParked?.(true);
+  try {
+    await wait();
+  } finally {
+    onParked?.(false);
+  }
 }
 
 /** Resolves after `ms` (the global timer: a fake clock runs it); rejects with the signal's reason first. */

@@ -114,11 +114,12 @@ export class LocalRunner implements Runner {
     const table = this.#table;
     return () =>
       void this.#runs
-        .run(id, timeoutMs, (signal) =>
+        .run(id, timeoutMs, (signal, park) =>
           runAction(this.#deps, {
             id,
             args: parsed,
             signal,
+            onParked: park,
             // One server writes every revision: its table knows the latest.
             knownRevision: (modelId) => table.model(modelId)?.revision,
             closing: this.#closing.signal,

@@ -22,8 +22,10 @@ interface Entry extends Running {
 export class Runs {
   readonly #table: LiveTable;
   readonly #entries = new Map<string, Entry>();
-  /** Resolved, each, once no action is entered here any more. */
+  /** Resolved, each, once no action is entered here any more, or only ones waiting for their next attempt. */
   #idleWaiters: (() => void)[] = [];
+  /** The entered actions that wait for their next attempt (a retry): a stop leaves them for later. */
+  readonly #parked = new Set<string>();
 
   constructor(table: LiveTable) {
     this.#table = table;
@@ -54,16 +56,36 @@ export class Runs {
     return entry;
   }
 
-  /** Resolves once no action is entered here: none queued or running on this server. */
+  /**
+   * Resolves once nothing is queued or running on this server but actions waiting for
+   * their next attempt (which a stop leaves to the next start, or another server).
+   */
   idle(): Promise<void> {
-    if (this.#entries.size === 0) return Promise.resolve();
+    if (this.#isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
+  }
+
+  /** Whether the action waits for its next attempt (parked), or runs again. */
+  park(id: string, parked: boolean): void {
+    if (!this.#entries.has(id)) return;
+    if (parked) this.#parked.add(id);
+    else this.#parked.delete(id);
+    this.#wakeIfIdle();
+  }
+
+  #isIdle(): boolean {
+    return this.#entries.size === this.#parked.size;
+  }
+
+  #wakeIfIdle(): void {
+    if (!this.#isIdle()) return;
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
   }
 
   #delete(id: string): void {
     this.#entries.delete(id);
-    if (this.#entries.size > 0) return;
-    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+    this.#parked.delete(id);
+    this.#wakeIfIdle();
   }
 
   /** Leaves an action that did not get to run (the store refused it): its waiters get it as it is. */
@@ -80,7 +102,11 @@ export class Runs {
    * Runs an entered action: `work` until it ends, under the action's timeout (counted
    * from its creation). Resolves with `work`'s outcome, once the action has left.
    */
-  async run<T extends { live: LiveAction }>(id: string, timeoutMs: number | undefined, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  async run<T extends { live: LiveAction }>(
+    id: string,
+    timeoutMs: number | undefined,
+    work: (signal: AbortSignal, park: (parked: boolean) => void) => Promise<T>,
+  ): Promise<T> {
     const entry = this.#entries.get(id)!;
     if (timeoutMs !== undefined) {
       const reason = new CancelReason("timeout", `the action did not end within its timeout of ${timeoutMs / 1000} s`);
@@ -88,7 +114,7 @@ export class Runs {
       entry.timer.unref();
     }
     try {
-      const outcome = await work(entry.controller.signal);
+      const outcome = await work(entry.controller.signal, (parked) => this.park(id, parked));
       entry.end(outcome.live);
       return outcome;
     } finally {

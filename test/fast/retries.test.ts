@@ -218,6 +218,23 @@ describe("retry policy", () => {
     expect(await engine.waitAction(action.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.SUCCEEDED, attempt: 2 });
   });
 
+  test("a drain does not wait for a retry's wait (the stop leaves it queued), only for what runs", async () => {
+    const [m1, m2] = [await addModel(), await addModel()];
+    const waiting = await engine.fit(m1.id, retried(policy({ maxAttempts: 2, initialMs: 60_000 })));
+    const running = await engine.predict(m2.id, request());
+    await settle();
+    calls.of(waiting.id).fail(exited());
+    await settle();
+    const drained = track(engine.drain(30_000));
+    await settle();
+    expect(drained.done).toBe(false);
+    calls.of(running.id).finish({ value: 1 });
+    await settle();
+    expect(drained.done).toBe(true);
+    await engine.close();
+    expect((await store.getAction(waiting.id))?.action).toMatchObject({ status: ActionStatus.QUEUED, attempt: 2 });
+  });
+
   test("the plugin's configured policy applies; a request's fields go over it", async () => {
     const model = await addModel(CONFIGURED);
     const configured = await engine.fit(model.id, request());
