@@ -31,7 +31,7 @@ describe("a retry policy, on one server", () => {
       backend: { kind: "memory" },
       engine: { max_children: 3 },
       // Well above what a busy machine delays a step by.
-      plugins: [{ module: fixture("durable.ts"), heartbeat_timeout: { fit: 3 } }],
+      plugins: [{ module: fixture("durable.ts"), heartbeat_timeout: { fit: 5 } }],
       metrics: { address: "127.0.0.1:0" },
     });
   });

@@ -426,6 +426,9 @@ export function runThread(host: ThreadHost): void {
         if (!current) return;
         current.controller.abort(cancelled());
         for (const item of current.items.values()) item.abort(cancelled());
+        // The server answers no checkpoint of a call it stops: a plugin awaiting one sees the cancel.
+        for (const waiting of current.checkpoints.values()) waiting.reject(cancelled());
+        current.checkpoints.clear();
         return;
     }
   });

@@ -58,6 +58,8 @@ export class ClusterRunner implements Runner {
   #claimAgain = false;
   /** Set once the server drains: it claims nothing more; the others take the queue. */
   #draining = false;
+  /** Aborted once it drains: a run's wait for its next attempt holds on until the stop. */
+  readonly #drainingSignal = new AbortController();
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Ended here, their end not yet taken by the database. */
@@ -235,6 +237,7 @@ export class ClusterRunner implements Runner {
 
   drain(): Promise<void> {
     this.#draining = true;
+    this.#drainingSignal.abort();
     return this.#runs.idle();
   }
 
@@ -259,12 +262,17 @@ export class ClusterRunner implements Runner {
     modelRevision: bigint,
     checkpoint?: Uint8Array,
   ): void {
-    const run = this.#runs.run(id, timeoutMs, (signal, park) =>
+    const run = this.#runs.run(id, timeoutMs, (signal, waiting) =>
       runAction(this.#deps, {
         id,
         args,
         signal,
-        onParked: park,
+        onWaiting: (what) => {
+          waiting(what);
+          // Waiting for its next attempt, it frees its child for queued work.
+          if (what === "retry") this.#claimSoon();
+        },
+        draining: this.#drainingSignal.signal,
         ...(checkpoint ? { checkpoint } : {}),
         knownRevision: () => (modelRevision === 0n ? undefined : modelRevision),
         // The other servers' watchers see progress through the database (at the throttled rate).
@@ -317,7 +325,8 @@ export class ClusterRunner implements Runner {
    */
   #free(): number {
     let load = this.#reserved;
-    for (const [id] of this.#runs.entries()) load += this.#share(id);
+    // An action waiting for its next attempt holds no child meanwhile.
+    for (const [id] of this.#runs.entries()) if (!this.#runs.waitsForRetry(id)) load += this.#share(id);
     return this.#o.maxRunning - load;
   }
 
@@ -388,13 +397,20 @@ export class ClusterRunner implements Runner {
     let checkpoint: Uint8Array | undefined;
     try {
       ({ parsed, jsonForm } = parseRequest(bytes, views, this.#o.limits, (name) => plugins.dataAccess(name) !== undefined));
-      // An earlier attempt's checkpoint, for this one to resume from.
-      if (action.retry && (action.attempt || 1) > 1) checkpoint = (await this.#store.pendingRequest(action.id)).checkpoint;
     } catch (error) {
       const failed = interruptedAction(action, `its request no longer fits this server's plugins: ${(error as Error).message}`);
       await this.#store
         .putAction(failed)
         .catch((e: unknown) => this.#logger.error({ err: e, actionId: action.id }, "storing a failed action failed"));
+      return;
+    }
+    try {
+      // An earlier attempt's checkpoint, for this one to resume from.
+      if (action.retry && (action.attempt || 1) > 1) checkpoint = (await this.#store.pendingRequest(action.id)).checkpoint;
+    } catch (error) {
+      // Not read: the action goes back to the queue, for this server or another to take again.
+      this.#logger.warn({ err: error, actionId: action.id }, "reading a claimed action's checkpoint failed: it goes back to the queue");
+      await this.#cluster.release([action.id], `its checkpoint could not be read: ${(error as Error).message}`).catch(() => {});
       return;
     }
     this.#runs.enter(action.id);

@@ -45,7 +45,12 @@ import type { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg, payloadFromValue } from "./payloads.ts";
 import type { BatchInfo, BatchPolicy, PredictBatches } from "./predict-batches.ts";
 import { isRetryable, retryDelayMs } from "./retry-policy.ts";
+import type { Waiting } from "./runs.ts";
 import { argsView, type ViewLimits } from "./views.ts";
+
+/** An earlier attempt keeps this much of its error's message. */
+const MAX_ATTEMPT_MESSAGE = 1000;
+const briefly = (message: string) => (message.length > MAX_ATTEMPT_MESSAGE ? `${message.slice(0, MAX_ATTEMPT_MESSAGE)}…` : message);
 
 export const callKinds = {
   [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
@@ -87,8 +92,10 @@ export interface RunRequest {
   onProgress?: ((view: Action) => void) | undefined;
   /** Aborted once the server stops: a commit whose answer was lost is not asked about any longer. */
   closing: AbortSignal;
-  /** Told when the action starts waiting for its next attempt (true) and when that wait ends (false). */
-  onParked?: ((parked: boolean) => void) | undefined;
+  /** Told what the run waits for (its next attempt, its model's lock), and when it runs again (undefined). */
+  onWaiting?: ((what: Waiting | undefined) => void) | undefined;
+  /** Aborted once the server drains: a wait for a next attempt that ends then holds on until the stop. */
+  draining?: AbortSignal | undefined;
   /** The checkpoint an earlier attempt stored, as the store keeps it: a run resumed after a restart or on another server. */
   checkpoint?: Uint8Array | undefined;
 }
@@ -106,10 +113,12 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   const { id, signal } = request;
   const { modelId, modelType, call, priority } = table.action(id)!.view;
   const steps = new Steps(deps, id, request.onProgress, request.checkpoint && fromBinary(ValueSchema, request.checkpoint));
+  const waits = new Waits(request);
   const own = priority || DEFAULT_PRIORITY;
   let patch: ActionPatch;
   let result: Payload | undefined;
   let run: ActionRun | undefined;
+  let start: Timestamp | undefined;
   try {
     // A predict of a concurrent model type shares its model with up to max_replicas others (a
     // batched one with any number: its batches count against max_replicas); any other call has it alone.
@@ -118,12 +127,14 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     // A change waits for the batches filling on its model: they go now.
     if (modelId && shared === undefined) deps.batches.hurry(modelId);
     // Held through every attempt and the waits between them: the model's later calls wait.
-    using _lock = modelId ? await deps.locks.acquire(modelId, signal, shared, own) : undefined;
+    // It runs from the moment the lock is its: a drain must not take it for waiting meanwhile.
+    using _lock = modelId ? await waits.during("model", () => deps.locks.acquire(modelId, signal, shared, own, () => waits.runs())) : undefined;
     steps.started();
     for (;;) {
       // A retry an earlier server scheduled (it stopped meanwhile) starts when it said.
-      await untilNextAttempt(table.action(id)!.view, signal, request.onParked);
-      const start = timestampNow();
+      const due = table.action(id)!.view.nextAttemptTime;
+      if (due) await waits.forAttempt(timestampMs(due) - Date.now(), () => table.update(id, { nextAttemptTime: undefined }));
+      start = timestampNow();
       run = attemptRun(deps, steps, id, own);
       try {
         const ended = await attempt(deps, request, steps, run, batching);
@@ -138,13 +149,12 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
           { actionId: id, attempt: table.action(id)!.view.attempt, delayMs: delay, err: error },
           "the action's attempt failed: retrying",
         );
-        await parked(request.onParked, () => pause(delay, signal));
       }
     }
   } catch (error) {
-    // A server that stops leaves a retry it waits for to the next start, or to another
-    // server of the cluster: the store holds it queued, with its request.
-    if (waitingAtShutdown(table.action(id)!.view, signal)) return { live: table.action(id)! };
+    // A server that stops leaves an action with a retry policy to its next start, or to
+    // another server of the cluster: queued in the store, with its request.
+    if (await leftAtShutdown(deps, steps, waits, id, signal, start)) return { live: table.action(id)! };
     result = undefined;
     patch = { ...steps.end(), ...failurePatch(deps, id, error, signal, run?.stoppedChild) };
   }
@@ -161,6 +171,84 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     return { live: { ...ended, view }, unrecorded: view };
   }
   return { live: ended };
+}
+
+/**
+ * What a run waits for, told to the runner (a drain does not wait for a run that waits),
+ * and the wait for a next attempt: one that ends while the server drains holds on until
+ * the stop, which leaves the action queued.
+ */
+class Waits {
+  readonly #request: RunRequest;
+  /** Set from a failed attempt until the next one starts. */
+  retryPending = false;
+  /** What the run waits for now. */
+  now: Waiting | undefined;
+
+  constructor(request: RunRequest) {
+    this.#request = request;
+  }
+
+  async during<T>(what: Waiting, wait: () => Promise<T>): Promise<T> {
+    this.#set(what);
+    try {
+      return await wait();
+    } finally {
+      this.#set(undefined);
+    }
+  }
+
+  /** Waits `ms` for the next attempt, and while the server drains; `due` once it may start. */
+  async forAttempt(ms: number, due: () => void): Promise<void> {
+    const { signal, draining } = this.#request;
+    this.retryPending = true;
+    await this.during("retry", async () => {
+      if (ms > 0) await pause(ms, signal);
+      if (draining?.aborted) await pause(Number.POSITIVE_INFINITY, signal);
+    });
+    signal.throwIfAborted();
+    this.retryPending = false;
+    due();
+  }
+
+  /** It runs again. */
+  runs(): void {
+    this.#set(undefined);
+  }
+
+  #set(what: Waiting | undefined): void {
+    this.now = what;
+    this.#request.onWaiting?.(what);
+  }
+}
+
+/**
+ * Whether a stop of the server (not a cancel, not a timeout) leaves the action to its next
+ * start, or to another server of the cluster: one with a retry policy, waiting for its next
+ * attempt or its model, stays as stored; one whose attempt ran has that attempt fail
+ * `interrupted` (as a crash of the server would) while it has attempts left.
+ */
+async function leftAtShutdown(
+  deps: LifecycleDeps,
+  steps: Steps,
+  waits: Waits,
+  id: string,
+  signal: AbortSignal,
+  start: Timestamp | undefined,
+): Promise<boolean> {
+  const reason: unknown = signal.reason;
+  const view = deps.table.action(id)!.view;
+  if (!CancelReason.isReason(reason) || reason.by !== "shutdown" || !view.retry) return false;
+  if (waits.retryPending || waits.now === "model") return true;
+  const attempt = view.attempt || 1;
+  if (attempt >= view.retry.maxAttempts || !isRetryable(view.retry, "interrupted")) return false;
+  const error = create(ActionErrorSchema, { code: "interrupted", message: "the server stopped while the attempt ran" });
+  try {
+    await steps.retrying(error, start ?? timestampNow(), retryDelayMs(view.retry, attempt + 1));
+    return true;
+  } catch {
+    return false; // the store refused it: the action ends as any stopped one
+  }
 }
 
 /** The run of the action's current attempt: it tells the plugin which attempt it is, and waits for a child at the action's priority. */
@@ -239,30 +327,7 @@ function retryDelay(deps: LifecycleDeps, id: string, error: unknown, signal: Abo
   return isRetryable(retry, failure(error).error.code) ? retryDelayMs(retry, (attempt || 1) + 1) : undefined;
 }
 
-/** Whether the server's stop came while the action waited for its next attempt. */
-function waitingAtShutdown(view: Action, signal: AbortSignal): boolean {
-  const reason: unknown = signal.reason;
-  return CancelReason.isReason(reason) && reason.by === "shutdown" && view.status === ActionStatus.QUEUED && view.nextAttemptTime !== undefined;
-}
-
-/** Resolves once the action's next attempt may start (at once without a retry scheduled); rejects when the signal aborts first. */
-async function untilNextAttempt(view: Action, signal: AbortSignal, onParked: RunRequest["onParked"]): Promise<void> {
-  const wait = view.nextAttemptTime ? timestampMs(view.nextAttemptTime) - Date.now() : 0;
-  if (wait > 0) await parked(onParked, () => pause(wait, signal));
-  signal.throwIfAborted();
-}
-
-/** `wait`, told to `onParked` as a wait for the next attempt. */
-async function parked(onParked: RunRequest["onParked"], wait: () => Promise<void>): Promise<void> {
-  onParked?.(true);
-  try {
-    await wait();
-  } finally {
-    onParked?.(false);
-  }
-}
-
-/** Resolves after `ms` (the global timer: a fake clock runs it); rejects with the signal's reason first. */
+/** Resolves after `ms` (the global timer: a fake clock runs it; Infinity: never); rejects with the signal's reason first. */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     signal.throwIfAborted();
@@ -270,11 +335,14 @@ function pause(ms: number, signal: AbortSignal): Promise<void> {
       clearTimeout(timer);
       reject(signal.reason);
     };
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve();
-    }, ms);
-    timer.unref();
+    // Infinite: until the signal aborts.
+    const timer = Number.isFinite(ms)
+      ? setTimeout(() => {
+          signal.removeEventListener("abort", onAbort);
+          resolve();
+        }, ms)
+      : undefined;
+    timer?.unref();
     signal.addEventListener("abort", onAbort, { once: true });
   });
 }
@@ -350,7 +418,9 @@ class Steps implements RunReporter {
     const { table, store } = this.#deps;
     const view = table.action(this.#id)!.view;
     const attempt = view.attempt || 1;
-    const failed = create(ActionAttemptSchema, { attempt, error, startTime: start, endTime: timestampNow(), server: view.server });
+    // Its code and the start of its message: a hundred attempts' stacks on every later write of the action would weigh on it.
+    const brief = create(ActionErrorSchema, { code: error.code, message: briefly(error.message) });
+    const failed = create(ActionAttemptSchema, { attempt, error: brief, startTime: start, endTime: timestampNow(), server: view.server });
     const patch: ActionPatch = {
       ...this.#takeStart(),
       status: ActionStatus.QUEUED,
@@ -361,8 +431,6 @@ class Steps implements RunReporter {
         Object.freeze(create(DataAccessProgressSchema, { argument: entry.argument, name: entry.name, status: ActionStatus.QUEUED })),
       ),
     };
-    // Cleared with the next attempt's first step.
-    this.#pending = { nextAttemptTime: undefined };
     return persist(store, table.update(this.#id, patch));
   }
 

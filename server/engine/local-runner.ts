@@ -28,6 +28,8 @@ export class LocalRunner implements Runner {
   readonly #runs: Runs;
   /** Aborted once the server stops. */
   readonly #closing = new AbortController();
+  /** Aborted once the server drains. */
+  readonly #draining = new AbortController();
 
   /** What a kept request's arguments are parsed against when it runs again. */
   readonly #limits: Omit<ArgLimits, "keepValueBytes">;
@@ -114,12 +116,13 @@ export class LocalRunner implements Runner {
     const table = this.#table;
     return () =>
       void this.#runs
-        .run(id, timeoutMs, (signal, park) =>
+        .run(id, timeoutMs, (signal, waiting) =>
           runAction(this.#deps, {
             id,
             args: parsed,
             signal,
-            onParked: park,
+            onWaiting: waiting,
+            draining: this.#draining.signal,
             // One server writes every revision: its table knows the latest.
             knownRevision: (modelId) => table.model(modelId)?.revision,
             closing: this.#closing.signal,
@@ -170,6 +173,7 @@ export class LocalRunner implements Runner {
   }
 
   drain(): Promise<void> {
+    this.#draining.abort();
     return this.#runs.idle();
   }
 

@@ -32,8 +32,9 @@ export class ModelLocks {
   /**
    * Waits for the model in arrival order (exclusively, or shared with at most `maxShared`
    * holders); aborting `signal` first leaves the line with the signal's reason.
+   * `onGranted` hears of the grant at once, as the holder before lets go.
    */
-  async acquire(modelId: string, signal?: AbortSignal, maxShared?: number, priority = DEFAULT_PRIORITY): Promise<Permit> {
+  async acquire(modelId: string, signal?: AbortSignal, maxShared?: number, priority = DEFAULT_PRIORITY, onGranted?: () => void): Promise<Permit> {
     signal?.throwIfAborted();
     let line = this.#lines.get(modelId);
     if (!line) {
@@ -55,6 +56,7 @@ export class ModelLocks {
         priority,
         grant: () => {
           signal?.removeEventListener("abort", onAbort);
+          onGranted?.();
           resolve(this.#permit(modelId, l, maxShared !== undefined));
         },
       };

@@ -154,7 +154,8 @@ export function afterLoss(action: Action, message: string): Action | undefined {
   const failed = create(ActionAttemptSchema, {
     attempt,
     error: create(ActionErrorSchema, { code: "interrupted", message }),
-    ...(action.startTime ? { startTime: action.startTime } : {}),
+    // The action's start is its first attempt's; a later attempt's start is not kept.
+    ...(action.startTime && attempt === 1 ? { startTime: action.startTime } : {}),
     endTime: timestampNow(),
     server: action.server,
   });

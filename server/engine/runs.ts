@@ -8,6 +8,9 @@ import { CancelReason } from "./cancel-reason.ts";
 import { isEnded, type LiveAction, type LiveTable } from "./live-table.ts";
 import { elapsedMs } from "./requests.ts";
 
+/** What an action that does not run waits for: its next attempt, or its model's lock. */
+export type Waiting = "retry" | "model";
+
 export interface Running {
   readonly controller: AbortController;
   /** Settles with the action as it ended (before retention may drop it). */
@@ -24,8 +27,8 @@ export class Runs {
   readonly #entries = new Map<string, Entry>();
   /** Resolved, each, once no action is entered here any more, or only ones waiting for their next attempt. */
   #idleWaiters: (() => void)[] = [];
-  /** The entered actions that wait for their next attempt (a retry): a stop leaves them for later. */
-  readonly #parked = new Set<string>();
+  /** What the entered actions that do not run wait for. */
+  readonly #waiting = new Map<string, Waiting>();
 
   constructor(table: LiveTable) {
     this.#table = table;
@@ -57,24 +60,30 @@ export class Runs {
   }
 
   /**
-   * Resolves once nothing is queued or running on this server but actions waiting for
-   * their next attempt (which a stop leaves to the next start, or another server).
+   * Resolves once nothing runs on this server that could end without another's change:
+   * every action entered here waits, for its next attempt or for its model (behind one that
+   * waits). A stop leaves those waiting for a retry to the next start, or another server.
    */
   idle(): Promise<void> {
     if (this.#isIdle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
-  /** Whether the action waits for its next attempt (parked), or runs again. */
-  park(id: string, parked: boolean): void {
+  /** What the action waits for now: its next attempt ("retry"), its model's lock ("model"), or nothing (it runs). */
+  waiting(id: string, what: Waiting | undefined): void {
     if (!this.#entries.has(id)) return;
-    if (parked) this.#parked.add(id);
-    else this.#parked.delete(id);
+    if (what) this.#waiting.set(id, what);
+    else this.#waiting.delete(id);
     this.#wakeIfIdle();
   }
 
+  /** Whether the action waits for its next attempt: it holds no child meanwhile. */
+  waitsForRetry(id: string): boolean {
+    return this.#waiting.get(id) === "retry";
+  }
+
   #isIdle(): boolean {
-    return this.#entries.size === this.#parked.size;
+    return this.#entries.size === this.#waiting.size;
   }
 
   #wakeIfIdle(): void {
@@ -84,7 +93,7 @@ export class Runs {
 
   #delete(id: string): void {
     this.#entries.delete(id);
-    this.#parked.delete(id);
+    this.#waiting.delete(id);
     this.#wakeIfIdle();
   }
 
@@ -105,7 +114,7 @@ export class Runs {
   async run<T extends { live: LiveAction }>(
     id: string,
     timeoutMs: number | undefined,
-    work: (signal: AbortSignal, park: (parked: boolean) => void) => Promise<T>,
+    work: (signal: AbortSignal, waiting: (what: Waiting | undefined) => void) => Promise<T>,
   ): Promise<T> {
     const entry = this.#entries.get(id)!;
     if (timeoutMs !== undefined) {
@@ -114,7 +123,7 @@ export class Runs {
       entry.timer.unref();
     }
     try {
-      const outcome = await work(entry.controller.signal, (parked) => this.park(id, parked));
+      const outcome = await work(entry.controller.signal, (what) => this.waiting(id, what));
       entry.end(outcome.live);
       return outcome;
     } finally {

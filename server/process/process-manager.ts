@@ -105,10 +105,17 @@ export interface CallOptions {
 }
 
 /** A call's checkpoint, bounded, to `store`; `answer` tells the plugin how it went ("" once stored). */
-function storeCheckpoint(kind: CallName, value: Value | undefined, store: CallOptions["onCheckpoint"], answer: (error: string) => void): void {
+function storeCheckpoint(
+  kind: CallName | "batched predict",
+  value: Value | undefined,
+  store: CallOptions["onCheckpoint"],
+  answer: (error: string) => void,
+): void {
   const bytes = value ? toBinary(ValueSchema, value).byteLength : 0;
   const refusal = !store
-    ? `a ${kind} call keeps no checkpoint: the action's own call (instantiate, fit or predict) does`
+    ? kind === "batched predict"
+      ? "a batched predict keeps no checkpoint: its call serves several actions"
+      : `a ${kind} call keeps no checkpoint: the action's own call (instantiate, fit or predict) does`
     : !value
       ? "a checkpoint needs a value"
       : bytes > MAX_CHECKPOINT_BYTES
@@ -410,7 +417,7 @@ export class ProcessManager {
         alive,
         (_seq, value, answer) => {
           alive();
-          storeCheckpoint(kind ?? "predict", value, options.onCheckpoint, answer);
+          storeCheckpoint(call.batch ? "batched predict" : (kind ?? "predict"), value, options.onCheckpoint, answer);
         },
       );
       const outcome: CallOutcome = { result, logTail: await this.#endCall(worker), warm };

@@ -100,7 +100,13 @@ export class MemoryStore implements Store {
   /** Keeps the objects given: the engine hands over views it never changes. */
   async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
     const previous = this.#actions.get(action.id)?.payloads;
-    this.#actions.set(action.id, { action, payloads: mergePayloads(previous, payloads) });
+    const merged = mergePayloads(previous, payloads);
+    // The request and checkpoint are kept only while the action may run again.
+    if (merged && isEnded(action)) {
+      delete merged.request;
+      delete merged.checkpoint;
+    }
+    this.#actions.set(action.id, { action, payloads: merged && Object.keys(merged).length ? merged : undefined });
   }
 
   async getAction(id: string, withPayloads = false): Promise<StoredAction | undefined> {

@@ -371,10 +371,9 @@ export class SqliteStore implements Store {
       const { args, prediction } = encodePayloads(payloads);
       this.#q.putPayloads.run(action.id, args, prediction);
     }
-    // Kept only for an action that may run again: one with a retry policy, or a checkpoint.
-    if (isEnded(action)) {
-      if (action.retry || action.checkpoint) this.#q.dropRequest.run(action.id);
-    } else if (payloads?.request || payloads?.checkpoint) {
+    // Kept only while the action may run again.
+    if (isEnded(action)) this.#q.dropRequest.run(action.id);
+    else if (payloads?.request || payloads?.checkpoint) {
       this.#q.keepRequest.run(action.id, payloads.request ?? null, payloads.checkpoint ?? null);
     }
   }

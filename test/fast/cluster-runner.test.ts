@@ -4,12 +4,15 @@
  * fake plugin calls settled by hand, a fake clock.
  */
 import { createRequire, syncBuiltinESMExports } from "node:module";
+import { create } from "@bufbuild/protobuf";
+import { durationFromMs } from "@bufbuild/protobuf/wkt";
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
-import { type Action, ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionStatus, ActionView, RetryPolicySchema } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { FeedChange } from "../../server/cluster/types.ts";
 import type { Engine } from "../../server/engine/engine.ts";
+import { ChildFailure } from "../../server/process/child.ts";
 import { type FakeCluster, FakeDatabase } from "../helpers/fake-cluster.ts";
 import { FakePluginCalls, pluginRegistry } from "../helpers/fake-plugins.ts";
 import { openFastEngine, request, settle, track } from "../helpers/fast-engine.ts";
@@ -123,6 +126,21 @@ describe("ClusterRunner", () => {
     await settle();
     expect(a.calls.actionIds.slice(2)).toEqual([ids[2]]);
     expect(a.calls.pending).toHaveLength(2);
+  });
+
+  test("an action waiting for its next attempt takes none of its server's children: the server claims the next call meanwhile", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const retry = create(RetryPolicySchema, { maxAttempts: 2, initialInterval: durationFromMs(60_000) });
+    const fit = await a.engine.fit(m1.id, { ...request(), retry });
+    await settle();
+    const other = await a.engine.predict(m2.id, request());
+    await settle();
+    expect(a.calls.actionIds).toEqual([fit.id]);
+    a.calls.of(fit.id).fail(new ChildFailure("plugin_exited", "the plugin's child exited"));
+    await settle();
+    expect(a.calls.actionIds).toEqual([fit.id, other.id]);
+    expect((await a.engine.getAction(fit.id, ActionView.BASIC)).status).toBe(ActionStatus.QUEUED);
   });
 
   test("a draining server claims nothing more: what it runs finishes, its queue goes to the others", async () => {

@@ -235,6 +235,73 @@ describe("retry policy", () => {
     expect((await store.getAction(waiting.id))?.action).toMatchObject({ status: ActionStatus.QUEUED, attempt: 2 });
   });
 
+  test("a retry whose wait ends while the server drains does not start: the stop leaves it queued", async () => {
+    const [m1, m2] = [await addModel(), await addModel()];
+    const fit = await engine.fit(m1.id, retried(policy({ maxAttempts: 3, initialMs: 1000 })));
+    const running = await engine.predict(m2.id, request());
+    await settle();
+    calls.of(fit.id).fail(exited());
+    await settle();
+    const drained = track(engine.drain(60_000));
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(callsOf(fit.id)).toHaveLength(1);
+    calls.of(running.id).finish({ value: 1 });
+    await settle();
+    expect(drained.done).toBe(true);
+    await engine.close();
+    expect((await store.getAction(fit.id))?.action).toMatchObject({ status: ActionStatus.QUEUED, attempt: 2 });
+  });
+
+  test("a call waiting for its model behind a waiting retry does not hold the drain up; the stop cancels it, the retry stays queued", async () => {
+    const model = await addModel();
+    const fit = await engine.fit(model.id, retried(policy({ maxAttempts: 2, initialMs: 600_000 })));
+    const predict = await engine.predict(model.id, request());
+    await settle();
+    calls.of(fit.id).fail(exited());
+    await settle();
+    const drained = track(engine.drain(60_000));
+    await settle();
+    expect(drained.done).toBe(true);
+    await engine.close();
+    expect((await store.getAction(fit.id))?.action.status).toBe(ActionStatus.QUEUED);
+    expect((await store.getAction(predict.id))?.action).toMatchObject({ status: ActionStatus.CANCELLED, error: { code: "shutting_down" } });
+  });
+
+  test("a stop while an attempt runs fails that attempt interrupted and leaves the next one queued, as a crash would; without attempts left it is cancelled", async () => {
+    const [m1, m2] = [await addModel(), await addModel()];
+    const durable = await engine.fit(m1.id, retried(policy({ maxAttempts: 2, initialMs: 10_000 })));
+    const last = await engine.fit(m2.id, retried(policy({ maxAttempts: 2, initialMs: 10 })));
+    await settle();
+    calls.of(last.id).fail(exited());
+    await vi.advanceTimersByTimeAsync(10);
+    expect(callsOf(last.id)).toHaveLength(2);
+    await engine.close();
+    expect((await store.getAction(durable.id))?.action).toMatchObject({
+      status: ActionStatus.QUEUED,
+      attempt: 2,
+      attempts: [{ attempt: 1, error: { code: "interrupted", message: "the server stopped while the attempt ran" } }],
+    });
+    expect((await store.getAction(last.id))?.action).toMatchObject({ status: ActionStatus.CANCELLED, error: { code: "shutting_down" } });
+
+    const restarted = new FakePluginCalls();
+    engine = await openFastEngine({ store, processes: restarted, plugins: pluginRegistry([TYPE]) });
+    await vi.advanceTimersByTimeAsync(10_000);
+    expect(restarted.of(durable.id).call.attempt).toBe(2);
+    restarted.of(durable.id).finish({ instance: new Uint8Array([3]) });
+    expect(await engine.waitAction(durable.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.SUCCEEDED, attempt: 2 });
+  });
+
+  test("an earlier attempt keeps its error's code and the start of its message, not its stack", async () => {
+    const model = await addModel();
+    const action = await engine.fit(model.id, retried(policy({ maxAttempts: 2, initialMs: 10 })));
+    await settle();
+    calls.of(action.id).fail(new ChildFailure("plugin_error", `Error: ${"x".repeat(5000)}`, "at fit (plugin.ts:1)"));
+    await settle();
+    const [failed] = (await view(action.id)).attempts;
+    expect(failed!.error).toMatchObject({ code: "plugin_error", stack: "" });
+    expect(failed!.error!.message.length).toBeLessThanOrEqual(1001);
+  });
+
   test("the plugin's configured policy applies; a request's fields go over it", async () => {
     const model = await addModel(CONFIGURED);
     const configured = await engine.fit(model.id, request());

@@ -184,7 +184,8 @@ export type CreateInstanceRequest = Message<"plinth.v1.CreateInstanceRequest"> &
 
   /**
    * Runs a failed call again (see RetryPolicy): over the plugin's policy (plugins[].retry)
-   * field by field; unset: the plugin's, else one attempt.
+   * field by field (non_retryable_error_codes add to the plugin's); unset: the plugin's,
+   * else one attempt.
    *
    * @generated from field: plinth.v1.RetryPolicy retry = 21;
    */
@@ -431,7 +432,8 @@ export type FitRequest = Message<"plinth.v1.FitRequest"> & {
 
   /**
    * Runs a failed call again (see RetryPolicy): over the plugin's policy (plugins[].retry)
-   * field by field; unset: the plugin's, else one attempt.
+   * field by field (non_retryable_error_codes add to the plugin's); unset: the plugin's,
+   * else one attempt.
    *
    * @generated from field: plinth.v1.RetryPolicy retry = 21;
    */
@@ -524,7 +526,8 @@ export type PredictRequest = Message<"plinth.v1.PredictRequest"> & {
 
   /**
    * Runs a failed call again (see RetryPolicy): over the plugin's policy (plugins[].retry)
-   * field by field; unset: the plugin's, else one attempt.
+   * field by field (non_retryable_error_codes add to the plugin's); unset: the plugin's,
+   * else one attempt.
    *
    * @generated from field: plinth.v1.RetryPolicy retry = 21;
    */

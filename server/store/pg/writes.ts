@@ -217,8 +217,8 @@ export class PgWrites {
       kept.map((w) => JSON.stringify([...new Set(w.action.dataAccess.map((d) => d.name))])),
       kept.map((w) => w.claim),
       kept.map((w) => w.action.call === ActionCall.PREDICT),
-      // Only a new action or an end is waited on by a client: the steps between need not wait for the disk.
-      writes.some((w) => w.payloads?.request !== undefined || isEnded(w.action)),
+      // Only a new action, a checkpoint (the plugin waits for it) or an end is waited on: the steps between need not wait for the disk.
+      writes.some((w) => w.payloads?.request !== undefined || w.payloads?.checkpoint !== undefined || isEnded(w.action)),
     ];
   }
 
