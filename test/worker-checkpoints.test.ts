@@ -27,7 +27,7 @@ async function child(): Promise<WorkerPipe> {
 const instance = new TextEncoder().encode(JSON.stringify({ runs: [] }));
 
 /** A fit of `epochs` epochs of no time, as attempt `attempt` with `checkpoint` from an earlier one. */
-function fit(pipe: WorkerPipe, callId: string, epochs: number, attempt = 1, checkpoint?: PluginValue): void {
+function sendFit(pipe: WorkerPipe, callId: string, epochs: number, attempt = 1, checkpoint?: PluginValue): void {
   pipe.send({
     kind: {
       case: "call",
@@ -55,7 +55,7 @@ async function nextOf(pipe: WorkerPipe): Promise<WorkerMessage["kind"]> {
 describe("ctx.checkpoint(value) in a child", () => {
   it("sends each checkpoint and waits for the server's answer; the fit goes on once it is stored", async () => {
     const pipe = await child();
-    fit(pipe, "1", 2);
+    sendFit(pipe, "1", 2);
     const first = await nextOf(pipe);
     expect(first.case).toBe("checkpoint");
     if (first.case !== "checkpoint") return;
@@ -73,7 +73,7 @@ describe("ctx.checkpoint(value) in a child", () => {
 
   it("gives a later attempt the checkpoint an earlier one stored, as ctx.info.checkpoint", async () => {
     const pipe = await child();
-    fit(pipe, "1", 3, 2, { epoch: 2 });
+    sendFit(pipe, "1", 3, 2, { epoch: 2 });
     const stored = await nextOf(pipe);
     expect(stored.case === "checkpoint" && decodeValue(stored.value.value)).toEqual({ epoch: 3 });
     pipe.send({ kind: { case: "checkpointStored", value: { callId: "1", seq: 1, error: "" } } });
@@ -85,7 +85,7 @@ describe("ctx.checkpoint(value) in a child", () => {
 
   it("a cancel while the plugin waits for a checkpoint's answer reaches it: the call fails cancelled and the child exits by itself", async () => {
     const pipe = await child();
-    fit(pipe, "1", 2);
+    sendFit(pipe, "1", 2);
     expect((await nextOf(pipe)).case).toBe("checkpoint");
     // No answer comes: the server stops the call (SIGTERM), as a cancel does.
     const exited = once(pipe.process, "exit");
