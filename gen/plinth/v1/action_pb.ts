@@ -406,7 +406,8 @@ export type Action = Message<"plinth.v1.Action"> & {
   nextAttemptTime?: Timestamp | undefined;
 
   /**
-   * The earlier attempts, each with how it failed, oldest first.
+   * The earlier attempts, each with how it failed (its error's code and message, the
+   * message cut at 1,000 characters, no stack), oldest first.
    *
    * @generated from field: repeated plinth.v1.ActionAttempt attempts = 34;
    */
