@@ -7,12 +7,15 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { fromBinary } from "@bufbuild/protobuf";
+import { fromBinary, toJson } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import {
   CancelActionRequestSchema,
   CancelActionResponseSchema,
+  WaitActionRequestSchema,
+  WaitActionResponseSchema,
   WatchActionRequestSchema,
   WatchActionResponseSchema,
 } from "../gen/plinth/v1/action_service_pb.ts";
@@ -36,10 +39,16 @@ async function predict(client: grpc.Client, request: Uint8Array): Promise<void> 
 
 /** Starts a predict that runs until cancelled; resolves with its id once it executes. */
 async function startLong(client: grpc.Client, modelId: string): Promise<string> {
+  return (await startReporting(client, modelId)).actionId;
+}
+
+/** As startLong, with the state the plugin first reported. */
+async function startReporting(client: grpc.Client, modelId: string): Promise<{ actionId: string; state: unknown }> {
   const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
     fromBinary(PredictResponseSchema, b),
   );
   const actionId = res.action!.id;
+  let state: unknown;
   await new Promise<void>((resolve, reject) => {
     const stream = client.makeServerStreamRequest(
       "/plinth.v1.ActionService/WatchAction",
@@ -47,15 +56,28 @@ async function startLong(client: grpc.Client, modelId: string): Promise<string> 
       (b: Buffer) => fromBinary(WatchActionResponseSchema, b),
       bytes(WatchActionRequestSchema, { actionId }),
     );
-    stream.on("data", (update: { action?: { state?: unknown } }) => {
+    stream.on("data", (update: { action?: { state?: Parameters<typeof toJson<typeof ValueSchema>>[1] } }) => {
       if (update.action?.state) {
+        state = toJson(ValueSchema, update.action.state);
         stream.cancel();
         resolve();
       }
     });
     stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
   });
-  return actionId;
+  return { actionId, state };
+}
+
+/** A child killed from outside (SIGKILL to its pid) while it runs a call: until WaitAction answers that the action failed. */
+async function crashMs(client: grpc.Client, modelId: string): Promise<number> {
+  const { actionId, state } = await startReporting(client, modelId);
+  const start = performance.now();
+  process.kill((state as { pid: number }).pid, "SIGKILL");
+  const res = await unary(client, "/plinth.v1.ActionService/WaitAction", bytes(WaitActionRequestSchema, { actionId }), (b) =>
+    fromBinary(WaitActionResponseSchema, b),
+  );
+  if (res.action?.error?.code !== "plugin_exited") throw new Error(`a killed child: ${res.action?.error?.code} ${res.action?.error?.message}`);
+  return performance.now() - start;
 }
 
 /** CancelAction's round trip, until the child is gone; `cooperative`: the plugin must have stopped by itself (no SIGKILL). */
@@ -143,6 +165,10 @@ const spinner = await createModel(warm.client, "bench.Spinner");
 const spinning: number[] = [];
 for (let i = 0; i < (quick ? 5 : 15); i++) spinning.push(await cancelMs(warm.client, await startLong(warm.client, spinner)));
 spinning.sort((a, b) => a - b);
+// A child killed from outside while it runs a call (SIGKILL to its pid), seen failed by the client.
+const crashes: number[] = [];
+for (let i = 0; i < (quick ? 5 : 15); i++) crashes.push(await crashMs(warm.client, sleeper));
+crashes.sort((a, b) => a - b);
 const stubborn = await createModel(warm.client, "bench.Stubborn");
 const forced: number[] = [];
 for (let i = 0; i < (quick ? 2 : 4); i++) forced.push(await cancelMs(warm.client, await startLong(warm.client, stubborn), false));
@@ -199,6 +225,7 @@ row(
   "",
   "cooperative, < 100 ms",
 );
+row("a child killed from outside, seen failed, p50 / max", `${ms(percentile(crashes, 50))} / ${ms(crashes.at(-1)!)}`, "", "p50 ≤ 15 ms");
 row("cancel, plugin ignoring SIGTERM, max", ms(forced.at(-1)!), "sigterm_timeout 1000 ms", "≤ 1100 ms");
 row("server stop (SIGTERM), plugin ignoring SIGTERM running", ms(stopped), "sigterm_timeout 1000 ms", "≤ sigterm_timeout + 2 s (3000 ms)");
 row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${ms(denoLatency.p95)}`, `echo p50 ${ms(echoLatency.p50)}`, "");

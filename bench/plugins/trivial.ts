@@ -21,7 +21,9 @@ export default definePlugin({
       // Waits for the cancel and gives up at once: a cooperative plugin.
       predict: (ctx) =>
         new Promise((_, reject) => {
-          ctx.report({ waiting: true });
+          // Its child's pid, for a bench that kills the child from outside.
+          const deno = (globalThis as { Deno?: { pid: number } }).Deno;
+          ctx.report({ waiting: true, pid: deno ? deno.pid : process.pid });
           ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
         }),
     }),
