@@ -28,13 +28,13 @@ import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
 import { LogTail } from "./log-tail.ts";
 import {
-  allProcesses,
+  allProcessesAsync,
   commandLine,
   hasMark,
   isBelow,
   lastPid,
   MARK_VARIABLE,
-  markedProcesses,
+  markedProcessesAsync,
   markOf,
   type PidSnapshot,
   pidSnapshot,
@@ -210,6 +210,10 @@ export class PluginChild {
   #broken: ChildFailure | undefined;
   /** Consecutive reconciliations that found the process gone or a zombie. */
   #missing = 0;
+  /** The child's start time (clock ticks since boot): what carries its mark started after it. */
+  #startTicks: string | undefined;
+  /** Settles once the processes signalled so far beyond the group have been found and signalled. */
+  #reaping: Promise<void> = Promise.resolve();
   /** Why the spawn failed, when it did. */
   #spawnError: string | undefined;
   /** The processes there were when the current call was sent. */
@@ -227,6 +231,7 @@ export class PluginChild {
     this.mark = options.mark;
     this.process = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: { ...env, [MARK_VARIABLE]: options.mark } });
     this.pid = this.process.pid ?? 0;
+    this.#startTicks = this.pid > 0 ? procStat(this.pid)?.startTicks : undefined;
     this.process.on("error", (error) => {
       // Spawn failed (binary missing, not executable): no exit event follows.
       this.tail.push(new TextEncoder().encode(`${error.message}\n`));
@@ -440,7 +445,11 @@ export class PluginChild {
       this.#signalAll("SIGTERM");
       this.#killTimer = setTimeout(() => this.kill(), sigtermTimeoutMs);
     }
-    return this.exited;
+    // Once it is gone, and what it started has been signalled too.
+    return this.exited.then(async (exit) => {
+      await this.#reaping;
+      return exit;
+    });
   }
 
   /** SIGKILL now, to the child, its group and everything it started. */
@@ -498,12 +507,26 @@ export class PluginChild {
     return strip(strip(text, base, ""), PLINTH_DIR, "plinth/");
   }
 
-  /** The group, the processes below the child, and every process with its mark. */
+  /**
+   * The group at once; then, found off the event loop's path (a scan of /proc takes
+   * milliseconds on a busy machine), the processes below the child and every process with
+   * its mark: what left the group (a setsid'd daemon, say). terminate() waits for them.
+   */
   #signalAll(signal: NodeJS.Signals): void {
     if (this.pid <= 1) return;
-    const all = allProcesses();
     signalOwned(-this.pid, signal);
-    for (const pid of new Set([...treeBelow(this.pid, all), ...markedProcesses(this.mark, all)])) signalOwned(pid, signal);
+    const scan = this.#signalStrays(signal);
+    this.#reaping = this.#reaping.then(() => scan);
+  }
+
+  async #signalStrays(signal: NodeJS.Signals): Promise<void> {
+    try {
+      const all = await allProcessesAsync();
+      const marked = await markedProcessesAsync(this.mark, all, this.#startTicks);
+      for (const pid of new Set([...treeBelow(this.pid, all), ...marked])) signalOwned(pid, signal);
+    } catch {
+      // /proc unreadable: the group was signalled; the mark is looked for again at the next start.
+    }
   }
 
   #break(message: string): void {

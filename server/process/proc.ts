@@ -1,5 +1,6 @@
 /** What Linux's /proc says about a process. */
 import { readdirSync, readFileSync } from "node:fs";
+import { readdir, readFile } from "node:fs/promises";
 
 export interface ProcStat {
   /** R, S, D, Z, X, … */
@@ -20,6 +21,10 @@ export function procStat(pid: number): ProcStat | undefined {
   } catch {
     return undefined;
   }
+  return parseStat(stat);
+}
+
+function parseStat(stat: string): ProcStat {
   // The command name is in parentheses and may itself hold spaces or parentheses.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // fields[0] is field 3 of stat(5): state; ppid is field 4, pgrp field 5, utime and stime
@@ -51,6 +56,37 @@ export function allProcesses(): Map<number, ProcStat> {
     if (stat) all.set(Number(name), stat);
   }
   return all;
+}
+
+/**
+ * Every process now, as allProcesses, read without holding up the event loop: the server
+ * goes on answering while it looks (a scan of a busy machine's /proc takes milliseconds).
+ */
+export async function allProcessesAsync(): Promise<Map<number, ProcStat>> {
+  const all = new Map<number, ProcStat>();
+  const pids = (await readdir("/proc")).filter((name) => /^\d+$/.test(name)).map(Number);
+  await Promise.all(
+    pids.map(async (pid) => {
+      try {
+        all.set(pid, parseStat(await readFile(`/proc/${pid}/stat`, "utf8")));
+      } catch {
+        // Gone meanwhile.
+      }
+    }),
+  );
+  return all;
+}
+
+/**
+ * As markedProcesses, read without holding up the event loop, and looking only at the
+ * processes started since `since` (start ticks): a process that carries a child's mark
+ * started after the child did.
+ */
+export async function markedProcessesAsync(mark: string, all: Map<number, ProcStat>, since?: string): Promise<number[]> {
+  const after = since === undefined ? 0 : Number(since);
+  const candidates = [...all].filter(([pid, stat]) => stat.state !== "Z" && pid !== process.pid && Number(stat.startTicks) >= after);
+  const found = await Promise.all(candidates.map(async ([pid]) => (hasMark(await markOfAsync(pid), mark) ? pid : undefined)));
+  return found.filter((pid) => pid !== undefined);
 }
 
 /** The processes below `root` in the process tree, deepest last. */
@@ -130,6 +166,18 @@ export function markOf(pid: number): string | undefined {
   } catch {
     return undefined;
   }
+  return markIn(environ);
+}
+
+async function markOfAsync(pid: number): Promise<string | undefined> {
+  try {
+    return markIn(await readFile(`/proc/${pid}/environ`));
+  } catch {
+    return undefined;
+  }
+}
+
+function markIn(environ: Buffer): string | undefined {
   const key = Buffer.from(`${MARK_VARIABLE}=`);
   for (let start = 0; start < environ.length; ) {
     const end = environ.indexOf(0, start);
