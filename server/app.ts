@@ -73,6 +73,7 @@ function processOptions(config: ResolvedConfig, owner: string, logger: Logger): 
   return {
     maxChildren: e.max_children,
     sigtermTimeoutMs: e.sigterm_timeout * 1000,
+    cancelGraceMs: e.cancel_grace_seconds * 1000,
     checkChildrenPeriodMs: e.check_children_period * 1000,
     maxFrameBytes: e.max_frame_bytes,
     logTailLines: e.log_tail_lines,

@@ -85,9 +85,9 @@ describe("warm workers", () => {
     expect(c).toBe(b);
   });
 
-  it("serve on after their plugin threw, and are never reused after a cancel", async () => {
-    // sigterm_timeout far above a busy machine's delays: the cooperative stop below needs no SIGKILL.
-    const { t, modelId } = await start({ sigterm_timeout: 30 });
+  it("serve on after their plugin threw, and after a cancel the plugin answered; one that did not answer in time is not reused", async () => {
+    // The grace and sigterm_timeout far above a busy machine's delays: the stops below need no SIGKILL.
+    const { t, modelId } = await start({ sigterm_timeout: 30, cancel_grace_seconds: 30 });
     const before = await predictPid(t, modelId);
     const failed = (await t.engine.predict({ modelId, kwargs: { mode: json("throw") }, wait: true })).action!;
     expect(failed.status).toBe(ActionStatus.FAILED);
@@ -97,9 +97,26 @@ describe("warm workers", () => {
     const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } });
     await watchActions(t, (v) => stateOf(v.get(action!.id)?.state) !== null);
     const cancelled = (await t.actions.cancelAction({ actionId: action!.id })).action!;
-    // The cooperative plugin aborted and its worker exited by itself with 143 (SIGTERM).
-    expect(cancelled.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: false, exitCode: 143, signal: "" });
-    expect(await predictPid(t, modelId)).not.toBe(after);
+    // Told over the pipe, the cooperative plugin aborted: no signal, and its child serves on.
+    expect(cancelled.cancel).toMatchObject({
+      by: "CancelAction",
+      phase: ActionStatus.EXECUTING,
+      forced: false,
+      exitCode: 0,
+      signal: "",
+      childKept: true,
+    });
+    expect(await predictPid(t, modelId)).toBe(after);
+
+    // With no grace the cancel is SIGTERM, as before it was a message: the child exits and is replaced.
+    await t.close();
+    const { t: strict, modelId: other } = await start({ sigterm_timeout: 30, cancel_grace_seconds: 0 });
+    const first = await predictPid(strict, other);
+    const { action: next } = await strict.engine.predict({ modelId: other, kwargs: { mode: json("cooperative") } });
+    await watchActions(strict, (v) => stateOf(v.get(next!.id)?.state) !== null);
+    const stopped = (await strict.actions.cancelAction({ actionId: next!.id })).action!;
+    expect(stopped.cancel).toMatchObject({ forced: false, exitCode: 143, signal: "", childKept: false });
+    expect(await predictPid(strict, other)).not.toBe(first);
   });
 
   it("retire when idle longer than idle_worker_timeout, down to min_idle_workers", async () => {

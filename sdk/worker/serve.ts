@@ -42,23 +42,30 @@ export interface WorkerHost {
 }
 
 /** What a ServerMessage frame holds: a call (with its id), a Forget, a CancelItems, or nothing this child knows. */
-type FrameKind = { case: "call"; callId: string } | { case: "forget" } | { case: "cancel_items" } | { case: "checkpoint_stored" } | undefined;
+type FrameKind =
+  | { case: "call"; callId: string }
+  | { case: "cancel"; callId: string }
+  | { case: "forget" }
+  | { case: "cancel_items" }
+  | { case: "checkpoint_stored" }
+  | undefined;
 
 /**
  * The kind of a ServerMessage frame, read without decoding the rest (the plugin's thread
  * decodes it): ServerMessage.call is field 1 (Call.call_id its field 1), forget field 2,
- * cancel_items field 3, checkpoint_stored field 4. The last of them wins, as when the thread decodes it.
+ * cancel_items field 3, checkpoint_stored field 4, cancel field 5 (Cancel.call_id its
+ * field 1). The last of them wins, as when the thread decodes it.
  */
 function frameKind(frame: Uint8Array): FrameKind {
   const message = new BinaryReader(frame);
   let kind: FrameKind;
   while (message.pos < message.len) {
     const [field, wireType] = message.tag();
-    if (wireType !== WireType.LengthDelimited || field < 1 || field > 4) {
+    if (wireType !== WireType.LengthDelimited || field < 1 || field > 5) {
       message.skip(wireType, field);
       continue;
     }
-    if (field !== 1) {
+    if (field !== 1 && field !== 5) {
       message.skip(wireType, field);
       kind = field === 2 ? { case: "forget" } : field === 3 ? { case: "cancel_items" } : { case: "checkpoint_stored" };
       continue;
@@ -73,7 +80,7 @@ function frameKind(frame: Uint8Array): FrameKind {
       }
       call.skip(callWire, callField);
     }
-    kind = { case: "call", callId };
+    kind = { case: field === 1 ? "call" : "cancel", callId };
   }
   return kind;
 }
@@ -149,6 +156,14 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
       if (kind.case === "forget") {
         // Not a call: it neither starts one nor resets the current one's cancel.
         thread.post({ type: "control", frame: own }, [own.buffer as ArrayBuffer]);
+        continue;
+      }
+      if (kind.case === "cancel") {
+        // The call that runs, if it is the one named: its signal aborts; the child lives on.
+        if (busy() && lastCall === kind.callId) {
+          Atomics.store(state, THREAD_CANCELLED, 1);
+          thread.post({ type: "cancel" });
+        }
         continue;
       }
       if (kind.case === "cancel_items" || kind.case === "checkpoint_stored") {

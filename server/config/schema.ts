@@ -200,6 +200,11 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** Live plugin children at most, data-access sub-calls included. */
       max_children: positiveInt.default(4),
+      /**
+       * Seconds a cancelled call has to stop once told over the pipe (its ctx.signal aborts);
+       * one that does keeps its child warm for the next call. Then SIGTERM; 0: SIGTERM at once.
+       */
+      cancel_grace_seconds: z.number().nonnegative().default(1),
       /** Seconds between SIGTERM and SIGKILL when a running call is cancelled. */
       sigterm_timeout: seconds.default(5),
       /**

@@ -601,6 +601,8 @@ function failurePatch(deps: LifecycleDeps, id: string, error: unknown, signal: A
       signal: exit?.signal ?? "",
       stopDuration: durationFromMs(Math.round(performance.now() - reason.at)),
       cancelledBy: reason.caller,
+      // Its plugin answered the cancel itself: no signal, the child stays for the next call.
+      childKept: !exit && error instanceof ChildFailure && reason.phase === ActionStatus.EXECUTING,
     });
   } else {
     const { error: actionError, logTail } = failure(error, deps.logger);

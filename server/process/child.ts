@@ -401,6 +401,16 @@ export class PluginChild {
     this.#send(create(ServerMessageSchema, { kind: { case: "cancelItems", value: { callId, itemIds: [...itemIds] } } }));
   }
 
+  /**
+   * Asks the plugin to stop the call that runs (its ctx.signal aborts); the child lives on
+   * once the call has answered. Returns false when no call runs to ask about.
+   */
+  cancelCall(): boolean {
+    if (this.stopping || !this.#exchange || this.#callId === undefined) return false;
+    this.#send(create(ServerMessageSchema, { kind: { case: "cancel", value: { callId: this.#callId } } }));
+    return true;
+  }
+
   /** Answers the call's checkpoint `seq`: stored, or why not. Nothing is sent once the call has ended. */
   checkpointStored(callId: string, seq: number, error: string): void {
     if (this.stopping || !this.#exchange || this.#callId !== callId) return;

@@ -36,6 +36,11 @@ import { type CallName, childCommand, type PluginTarget, permissionHint, residen
 export interface ProcessManagerOptions {
   maxChildren: number;
   sigtermTimeoutMs: number;
+  /**
+   * A cancelled call is first told over the pipe, and has this long to stop (its child then
+   * stays warm) before SIGTERM; 0 or unset: SIGTERM at once.
+   */
+  cancelGraceMs?: number | undefined;
   checkChildrenPeriodMs: number;
   maxFrameBytes: number;
   logTailLines: number;
@@ -74,6 +79,7 @@ export type ChildHandle = Pick<
   | "hello"
   | "call"
   | "cancelItems"
+  | "cancelCall"
   | "checkpointStored"
   | "itemFailure"
   | "forget"
@@ -388,7 +394,14 @@ export class ProcessManager {
         void worker.child.terminate(this.#o.sigtermTimeoutMs);
       }, heartbeatMs);
     };
+    // A cancel is first a message: a plugin that stops within the grace keeps its child.
+    let graceTimer: ReturnType<typeof setTimeout> | undefined;
     const onAbort = () => {
+      const grace = this.#o.cancelGraceMs ?? 0;
+      if (sent && grace > 0 && worker.child.cancelCall()) {
+        graceTimer = setTimeout(() => void worker.child.terminate(this.#o.sigtermTimeoutMs), grace);
+        return;
+      }
       if (sent || !call.batch) void worker.child.terminate(this.#o.sigtermTimeoutMs);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
@@ -420,6 +433,12 @@ export class ProcessManager {
           storeCheckpoint(call.batch ? "batched predict" : (kind ?? "predict"), value, options.onCheckpoint, answer);
         },
       );
+      if (signal?.aborted && !items) {
+        // Cancelled, it answered all the same: the action is cancelled, the child kept.
+        await this.#endCall(worker);
+        if (!this.#release(worker, true)) await worker.child.exited;
+        throw new ChildFailure("cancelled", "the action was cancelled");
+      }
       const outcome: CallOutcome = { result, logTail: await this.#endCall(worker), warm };
       if (items) outcome.items = this.#itemResults(worker, result);
       // A child not kept for the next call is gone before its action ends.
@@ -441,7 +460,9 @@ export class ProcessManager {
       // The plugin threw and its child answered so: the child is sound, and keeps its residents.
       if (error instanceof ChildFailure && error.code === "plugin_error" && !error.residentMissing && !worker.child.stopping) {
         await this.#endCall(worker);
-        const failure = this.#withTail(error, worker);
+        // Told to stop, it stopped (its signal's abort, or whatever it threw then): a cancel.
+        const stopped = signal?.aborted ? new ChildFailure("cancelled", "the action was cancelled", error.pluginStack) : error;
+        const failure = this.#withTail(stopped, worker);
         if (!this.#release(worker, true)) await worker.child.exited;
         throw failure;
       }
@@ -451,6 +472,7 @@ export class ProcessManager {
       throw this.#withTail(error, worker);
     } finally {
       clearTimeout(stallTimer);
+      clearTimeout(graceTimer);
       signal?.removeEventListener("abort", onAbort);
     }
   }

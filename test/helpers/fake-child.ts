@@ -127,6 +127,15 @@ export class FakeChild implements ChildHandle {
     if (this.current?.callId === callId && !this.stopping) this.cancelledItems.push({ callId, itemIds: [...itemIds] });
   }
 
+  /** The calls asked to stop by message (cancelCall), by call id. */
+  readonly cancelledCalls: string[] = [];
+
+  cancelCall(): boolean {
+    if (!this.current || this.stopping) return false;
+    this.cancelledCalls.push(this.current.callId);
+    return true;
+  }
+
   /** The answers to the calls' checkpoints, in order. */
   readonly checkpointAnswers: { callId: string; seq: number; error: string }[] = [];
 

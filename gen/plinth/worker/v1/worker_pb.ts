@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/worker/v1/worker.proto.
  */
 export const file_plinth_worker_v1_worker: GenFile = /*@__PURE__*/
-  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSLjAQoNU2VydmVyTWVzc2FnZRImCgRjYWxsGAEgASgLMhYucGxpbnRoLndvcmtlci52MS5DYWxsSAASKgoGZm9yZ2V0GAIgASgLMhgucGxpbnRoLndvcmtlci52MS5Gb3JnZXRIABI1CgxjYW5jZWxfaXRlbXMYAyABKAsyHS5wbGludGgud29ya2VyLnYxLkNhbmNlbEl0ZW1zSAASPwoRY2hlY2twb2ludF9zdG9yZWQYBCABKAsyIi5wbGludGgud29ya2VyLnYxLkNoZWNrcG9pbnRTdG9yZWRIAEIGCgRraW5kIrECCg1Xb3JrZXJNZXNzYWdlEigKBWhlbGxvGAEgASgLMhcucGxpbnRoLndvcmtlci52MS5IZWxsb0gAEi4KCHByb2dyZXNzGAIgASgLMhoucGxpbnRoLndvcmtlci52MS5Qcm9ncmVzc0gAEioKBnJlc3VsdBgDIAEoCzIYLnBsaW50aC53b3JrZXIudjEuUmVzdWx0SAASLAoHZmFpbHVyZRgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAEjAKCWhlYXJ0YmVhdBgFIAEoCzIbLnBsaW50aC53b3JrZXIudjEuSGVhcnRiZWF0SAASMgoKY2hlY2twb2ludBgGIAEoCzIcLnBsaW50aC53b3JrZXIudjEuQ2hlY2twb2ludEgAQgYKBGtpbmQiUwoFSGVsbG8SLAoIbWFuaWZlc3QYASABKAsyGi5wbGludGgud29ya2VyLnYxLk1hbmlmZXN0Eg8KB3J1bnRpbWUYAiABKAkSCwoDcGlkGAMgASgNIo8BCghNYW5pZmVzdBIMCgRuYW1lGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEi8KC21vZGVsX3R5cGVzGAMgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbhIvCgtkYXRhX2FjY2VzcxgEIAMoCzIaLnBsaW50aC53b3JrZXIudjEuRnVuY3Rpb24iigEKCEZ1bmN0aW9uEgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoKc2lnbmF0dXJlcxgDIAMoCzIbLnBsaW50aC53b3JrZXIudjEuU2lnbmF0dXJlEioKB3NlcnZpbmcYBCABKAsyGS5wbGludGgud29ya2VyLnYxLlNlcnZpbmciUAoHU2VydmluZxISCgpjb25jdXJyZW50GAEgASgIEhYKDmJhdGNoX21heF9zaXplGAIgASgNEhkKEWJhdGNoX21heF93YWl0X21zGAMgASgBIlsKCVNpZ25hdHVyZRIMCgRjYWxsGAEgASgJEhMKC2FyZ3Nfc2NoZW1hGAIgASgJEhUKDWt3YXJnc19zY2hlbWEYAyABKAkSFAoMc3RhdGVfc2NoZW1hGAQgASgJIu8BCgVWYWx1ZRImCgRqc29uGAEgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlSAASDwoFYnl0ZXMYAiABKAxIABIjCgZ0ZW5zb3IYAyABKAsyES5wbGludGgudjEuVGVuc29ySAASEwoJanNvbl90ZXh0GAQgASgJSAASEwoJanNvbl91dGY4GAUgASgMSAASKwoEbGlzdBgGIAEoCzIbLnBsaW50aC53b3JrZXIudjEuVmFsdWVMaXN0SAASKQoDbWFwGAcgASgLMhoucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcEgAQgYKBGtpbmQiMwoJVmFsdWVMaXN0EiYKBWl0ZW1zGAEgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZSKNAQoIVmFsdWVNYXASOAoHZW50cmllcxgBIAMoCzInLnBsaW50aC53b3JrZXIudjEuVmFsdWVNYXAuRW50cmllc0VudHJ5GkcKDEVudHJpZXNFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASLkAwoEQ2FsbBIPCgdjYWxsX2lkGAEgASgJEigKBGtpbmQYAiABKA4yGi5wbGludGgud29ya2VyLnYxLkNhbGxLaW5kEg4KBnRhcmdldBgDIAEoCRIQCghpbnN0YW5jZRgEIAEoDBIlCgRhcmdzGAUgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRIyCgZrd2FyZ3MYBiADKAsyIi5wbGludGgud29ya2VyLnYxLkNhbGwuS3dhcmdzRW50cnkSEQoJYWN0aW9uX2lkGAcgASgJEhAKCG1vZGVsX2lkGAggASgJEg8KB2F0dGVtcHQYCSABKA0SEAoIcmV2aXNpb24YCiABKAQSEAoIcmVzaWRlbnQYCyABKAgSFQoNbmV4dF9yZXZpc2lvbhgMIAEoBBIqCgVpdGVtcxgNIAMoCzIbLnBsaW50aC53b3JrZXIudjEuQmF0Y2hJdGVtEjAKCmNoZWNrcG9pbnQYDiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlSACIAQEaRgoLS3dhcmdzRW50cnkSCwoDa2V5GAEgASgJEiYKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZToCOAFCDQoLX2NoZWNrcG9pbnQi1wEKCUJhdGNoSXRlbRIPCgdpdGVtX2lkGAEgASgJEhEKCWFjdGlvbl9pZBgCIAEoCRIlCgRhcmdzGAMgAygLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZRI3CgZrd2FyZ3MYBCADKAsyJy5wbGludGgud29ya2VyLnYxLkJhdGNoSXRlbS5Ld2FyZ3NFbnRyeRpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4ASIwCgtDYW5jZWxJdGVtcxIPCgdjYWxsX2lkGAEgASgJEhAKCGl0ZW1faWRzGAIgAygJIoEBCgtJdGVtT3V0Y29tZRIPCgdpdGVtX2lkGAEgASgJEigKBXZhbHVlGAIgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZUgAEiwKB2ZhaWx1cmUYAyABKAsyGS5wbGludGgud29ya2VyLnYxLkZhaWx1cmVIAEIJCgdvdXRjb21lIjEKC1Jlc2lkZW50UmVmEhAKCG1vZGVsX2lkGAEgASgJEhAKCHJldmlzaW9uGAIgASgEIjUKBkZvcmdldBIrCgRyZWZzGAEgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiJTCghQcm9ncmVzcxIPCgdjYWxsX2lkGAEgASgJEiUKBXN0YXRlGAIgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEg8KB2l0ZW1faWQYAyABKAkiHAoJSGVhcnRiZWF0Eg8KB2NhbGxfaWQYASABKAkiUgoKQ2hlY2twb2ludBIPCgdjYWxsX2lkGAEgASgJEgsKA3NlcRgCIAEoDRImCgV2YWx1ZRgDIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUiPwoQQ2hlY2twb2ludFN0b3JlZBIPCgdjYWxsX2lkGAEgASgJEgsKA3NlcRgCIAEoDRINCgVlcnJvchgDIAEoCSLwAQoGUmVzdWx0Eg8KB2NhbGxfaWQYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEhUKCGluc3RhbmNlGAMgASgMSACIAQESLgoHZHJvcHBlZBgEIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgFIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSLAoFaXRlbXMYBiADKAsyHS5wbGludGgud29ya2VyLnYxLkl0ZW1PdXRjb21lQgsKCV9pbnN0YW5jZSLcAQoHRmFpbHVyZRIPCgdjYWxsX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSDwoHbWVzc2FnZRgDIAEoCRINCgVzdGFjaxgEIAEoCRIMCgRjb2RlGAUgASgJEicKB2RldGFpbHMYBiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSLgoHZHJvcHBlZBgHIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYSKwoEa2VwdBgIIAMoCzIdLnBsaW50aC53b3JrZXIudjEuUmVzaWRlbnRSZWYqhQEKCENhbGxLaW5kEhkKFUNBTExfS0lORF9VTlNQRUNJRklFRBAAEhkKFUNBTExfS0lORF9EQVRBX0FDQ0VTUxABEhkKFUNBTExfS0lORF9JTlNUQU5USUFURRACEhEKDUNBTExfS0lORF9GSVQQAxIVChFDQUxMX0tJTkRfUFJFRElDVBAEYgZwcm90bzM", [file_google_protobuf_struct, file_plinth_v1_arg]);
+  fileDesc("Ch1wbGludGgvd29ya2VyL3YxL3dvcmtlci5wcm90bxIQcGxpbnRoLndvcmtlci52MSKPAgoNU2VydmVyTWVzc2FnZRImCgRjYWxsGAEgASgLMhYucGxpbnRoLndvcmtlci52MS5DYWxsSAASKgoGZm9yZ2V0GAIgASgLMhgucGxpbnRoLndvcmtlci52MS5Gb3JnZXRIABI1CgxjYW5jZWxfaXRlbXMYAyABKAsyHS5wbGludGgud29ya2VyLnYxLkNhbmNlbEl0ZW1zSAASPwoRY2hlY2twb2ludF9zdG9yZWQYBCABKAsyIi5wbGludGgud29ya2VyLnYxLkNoZWNrcG9pbnRTdG9yZWRIABIqCgZjYW5jZWwYBSABKAsyGC5wbGludGgud29ya2VyLnYxLkNhbmNlbEgAQgYKBGtpbmQiGQoGQ2FuY2VsEg8KB2NhbGxfaWQYASABKAkisQIKDVdvcmtlck1lc3NhZ2USKAoFaGVsbG8YASABKAsyFy5wbGludGgud29ya2VyLnYxLkhlbGxvSAASLgoIcHJvZ3Jlc3MYAiABKAsyGi5wbGludGgud29ya2VyLnYxLlByb2dyZXNzSAASKgoGcmVzdWx0GAMgASgLMhgucGxpbnRoLndvcmtlci52MS5SZXN1bHRIABIsCgdmYWlsdXJlGAQgASgLMhkucGxpbnRoLndvcmtlci52MS5GYWlsdXJlSAASMAoJaGVhcnRiZWF0GAUgASgLMhsucGxpbnRoLndvcmtlci52MS5IZWFydGJlYXRIABIyCgpjaGVja3BvaW50GAYgASgLMhwucGxpbnRoLndvcmtlci52MS5DaGVja3BvaW50SABCBgoEa2luZCJTCgVIZWxsbxIsCghtYW5pZmVzdBgBIAEoCzIaLnBsaW50aC53b3JrZXIudjEuTWFuaWZlc3QSDwoHcnVudGltZRgCIAEoCRILCgNwaWQYAyABKA0ijwEKCE1hbmlmZXN0EgwKBG5hbWUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSLwoLbW9kZWxfdHlwZXMYAyADKAsyGi5wbGludGgud29ya2VyLnYxLkZ1bmN0aW9uEi8KC2RhdGFfYWNjZXNzGAQgAygLMhoucGxpbnRoLndvcmtlci52MS5GdW5jdGlvbiKKAQoIRnVuY3Rpb24SDAoEbmFtZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIvCgpzaWduYXR1cmVzGAMgAygLMhsucGxpbnRoLndvcmtlci52MS5TaWduYXR1cmUSKgoHc2VydmluZxgEIAEoCzIZLnBsaW50aC53b3JrZXIudjEuU2VydmluZyJQCgdTZXJ2aW5nEhIKCmNvbmN1cnJlbnQYASABKAgSFgoOYmF0Y2hfbWF4X3NpemUYAiABKA0SGQoRYmF0Y2hfbWF4X3dhaXRfbXMYAyABKAEiWwoJU2lnbmF0dXJlEgwKBGNhbGwYASABKAkSEwoLYXJnc19zY2hlbWEYAiABKAkSFQoNa3dhcmdzX3NjaGVtYRgDIAEoCRIUCgxzdGF0ZV9zY2hlbWEYBCABKAki7wEKBVZhbHVlEiYKBGpzb24YASABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWVIABIPCgVieXRlcxgCIAEoDEgAEiMKBnRlbnNvchgDIAEoCzIRLnBsaW50aC52MS5UZW5zb3JIABITCglqc29uX3RleHQYBCABKAlIABITCglqc29uX3V0ZjgYBSABKAxIABIrCgRsaXN0GAYgASgLMhsucGxpbnRoLndvcmtlci52MS5WYWx1ZUxpc3RIABIpCgNtYXAYByABKAsyGi5wbGludGgud29ya2VyLnYxLlZhbHVlTWFwSABCBgoEa2luZCIzCglWYWx1ZUxpc3QSJgoFaXRlbXMYASADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlIo0BCghWYWx1ZU1hcBI4CgdlbnRyaWVzGAEgAygLMicucGxpbnRoLndvcmtlci52MS5WYWx1ZU1hcC5FbnRyaWVzRW50cnkaRwoMRW50cmllc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIuQDCgRDYWxsEg8KB2NhbGxfaWQYASABKAkSKAoEa2luZBgCIAEoDjIaLnBsaW50aC53b3JrZXIudjEuQ2FsbEtpbmQSDgoGdGFyZ2V0GAMgASgJEhAKCGluc3RhbmNlGAQgASgMEiUKBGFyZ3MYBSADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjIKBmt3YXJncxgGIAMoCzIiLnBsaW50aC53b3JrZXIudjEuQ2FsbC5Ld2FyZ3NFbnRyeRIRCglhY3Rpb25faWQYByABKAkSEAoIbW9kZWxfaWQYCCABKAkSDwoHYXR0ZW1wdBgJIAEoDRIQCghyZXZpc2lvbhgKIAEoBBIQCghyZXNpZGVudBgLIAEoCBIVCg1uZXh0X3JldmlzaW9uGAwgASgEEioKBWl0ZW1zGA0gAygLMhsucGxpbnRoLndvcmtlci52MS5CYXRjaEl0ZW0SMAoKY2hlY2twb2ludBgOIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWVIAIgBARpGCgtLd2FyZ3NFbnRyeRILCgNrZXkYASABKAkSJgoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlOgI4AUINCgtfY2hlY2twb2ludCLXAQoJQmF0Y2hJdGVtEg8KB2l0ZW1faWQYASABKAkSEQoJYWN0aW9uX2lkGAIgASgJEiUKBGFyZ3MYAyADKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlEjcKBmt3YXJncxgEIAMoCzInLnBsaW50aC53b3JrZXIudjEuQmF0Y2hJdGVtLkt3YXJnc0VudHJ5GkYKC0t3YXJnc0VudHJ5EgsKA2tleRgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWU6AjgBIjAKC0NhbmNlbEl0ZW1zEg8KB2NhbGxfaWQYASABKAkSEAoIaXRlbV9pZHMYAiADKAkigQEKC0l0ZW1PdXRjb21lEg8KB2l0ZW1faWQYASABKAkSKAoFdmFsdWUYAiABKAsyFy5wbGludGgud29ya2VyLnYxLlZhbHVlSAASLAoHZmFpbHVyZRgDIAEoCzIZLnBsaW50aC53b3JrZXIudjEuRmFpbHVyZUgAQgkKB291dGNvbWUiMQoLUmVzaWRlbnRSZWYSEAoIbW9kZWxfaWQYASABKAkSEAoIcmV2aXNpb24YAiABKAQiNQoGRm9yZ2V0EisKBHJlZnMYASADKAsyHS5wbGludGgud29ya2VyLnYxLlJlc2lkZW50UmVmIlMKCFByb2dyZXNzEg8KB2NhbGxfaWQYASABKAkSJQoFc3RhdGUYAiABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSDwoHaXRlbV9pZBgDIAEoCSIcCglIZWFydGJlYXQSDwoHY2FsbF9pZBgBIAEoCSJSCgpDaGVja3BvaW50Eg8KB2NhbGxfaWQYASABKAkSCwoDc2VxGAIgASgNEiYKBXZhbHVlGAMgASgLMhcucGxpbnRoLndvcmtlci52MS5WYWx1ZSI/ChBDaGVja3BvaW50U3RvcmVkEg8KB2NhbGxfaWQYASABKAkSCwoDc2VxGAIgASgNEg0KBWVycm9yGAMgASgJIvABCgZSZXN1bHQSDwoHY2FsbF9pZBgBIAEoCRImCgV2YWx1ZRgCIAEoCzIXLnBsaW50aC53b3JrZXIudjEuVmFsdWUSFQoIaW5zdGFuY2UYAyABKAxIAIgBARIuCgdkcm9wcGVkGAQgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAUgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIsCgVpdGVtcxgGIAMoCzIdLnBsaW50aC53b3JrZXIudjEuSXRlbU91dGNvbWVCCwoJX2luc3RhbmNlItwBCgdGYWlsdXJlEg8KB2NhbGxfaWQYASABKAkSDAoEbmFtZRgCIAEoCRIPCgdtZXNzYWdlGAMgASgJEg0KBXN0YWNrGAQgASgJEgwKBGNvZGUYBSABKAkSJwoHZGV0YWlscxgGIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIuCgdkcm9wcGVkGAcgAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZhIrCgRrZXB0GAggAygLMh0ucGxpbnRoLndvcmtlci52MS5SZXNpZGVudFJlZiqFAQoIQ2FsbEtpbmQSGQoVQ0FMTF9LSU5EX1VOU1BFQ0lGSUVEEAASGQoVQ0FMTF9LSU5EX0RBVEFfQUNDRVNTEAESGQoVQ0FMTF9LSU5EX0lOU1RBTlRJQVRFEAISEQoNQ0FMTF9LSU5EX0ZJVBADEhUKEUNBTExfS0lORF9QUkVESUNUEARiBnByb3RvMw", [file_google_protobuf_struct, file_plinth_v1_arg]);
 
 /**
  * Server -> child.
@@ -59,6 +59,15 @@ export type ServerMessage = Message<"plinth.worker.v1.ServerMessage"> & {
      */
     value: CheckpointStored;
     case: "checkpointStored";
+  } | {
+    /**
+     * Stop this call (its action was cancelled): its ctx.signal aborts, as on SIGTERM, but
+     * the child lives on once the call has answered (no answer of its own).
+     *
+     * @generated from field: plinth.worker.v1.Cancel cancel = 5;
+     */
+    value: Cancel;
+    case: "cancel";
   } | { case: undefined; value?: undefined };
 };
 
@@ -68,6 +77,23 @@ export type ServerMessage = Message<"plinth.worker.v1.ServerMessage"> & {
  */
 export const ServerMessageSchema: GenMessage<ServerMessage> = /*@__PURE__*/
   messageDesc(file_plinth_worker_v1_worker, 0);
+
+/**
+ * @generated from message plinth.worker.v1.Cancel
+ */
+export type Cancel = Message<"plinth.worker.v1.Cancel"> & {
+  /**
+   * @generated from field: string call_id = 1;
+   */
+  callId: string;
+};
+
+/**
+ * Describes the message plinth.worker.v1.Cancel.
+ * Use `create(CancelSchema)` to create a new message.
+ */
+export const CancelSchema: GenMessage<Cancel> = /*@__PURE__*/
+  messageDesc(file_plinth_worker_v1_worker, 1);
 
 /**
  * Child -> server.
@@ -128,7 +154,7 @@ export type WorkerMessage = Message<"plinth.worker.v1.WorkerMessage"> & {
  * Use `create(WorkerMessageSchema)` to create a new message.
  */
 export const WorkerMessageSchema: GenMessage<WorkerMessage> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 1);
+  messageDesc(file_plinth_worker_v1_worker, 2);
 
 /**
  * @generated from message plinth.worker.v1.Hello
@@ -157,7 +183,7 @@ export type Hello = Message<"plinth.worker.v1.Hello"> & {
  * Use `create(HelloSchema)` to create a new message.
  */
 export const HelloSchema: GenMessage<Hello> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 2);
+  messageDesc(file_plinth_worker_v1_worker, 3);
 
 /**
  * What a plugin module declares.
@@ -191,7 +217,7 @@ export type Manifest = Message<"plinth.worker.v1.Manifest"> & {
  * Use `create(ManifestSchema)` to create a new message.
  */
 export const ManifestSchema: GenMessage<Manifest> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 3);
+  messageDesc(file_plinth_worker_v1_worker, 4);
 
 /**
  * @generated from message plinth.worker.v1.Function
@@ -227,7 +253,7 @@ export type Function = Message<"plinth.worker.v1.Function"> & {
  * Use `create(FunctionSchema)` to create a new message.
  */
 export const FunctionSchema: GenMessage<Function> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 4);
+  messageDesc(file_plinth_worker_v1_worker, 5);
 
 /**
  * @generated from message plinth.worker.v1.Serving
@@ -260,7 +286,7 @@ export type Serving = Message<"plinth.worker.v1.Serving"> & {
  * Use `create(ServingSchema)` to create a new message.
  */
 export const ServingSchema: GenMessage<Serving> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 5);
+  messageDesc(file_plinth_worker_v1_worker, 6);
 
 /**
  * A call's declared schemas, as JSON Schema (draft 2020-12) text; "" where none.
@@ -296,7 +322,7 @@ export type Signature = Message<"plinth.worker.v1.Signature"> & {
  * Use `create(SignatureSchema)` to create a new message.
  */
 export const SignatureSchema: GenMessage<Signature> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 6);
+  messageDesc(file_plinth_worker_v1_worker, 7);
 
 /**
  * A resolved argument: never a DataAccess.
@@ -365,7 +391,7 @@ export type Value = Message<"plinth.worker.v1.Value"> & {
  * Use `create(ValueSchema)` to create a new message.
  */
 export const ValueSchema: GenMessage<Value> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 7);
+  messageDesc(file_plinth_worker_v1_worker, 8);
 
 /**
  * @generated from message plinth.worker.v1.ValueList
@@ -382,7 +408,7 @@ export type ValueList = Message<"plinth.worker.v1.ValueList"> & {
  * Use `create(ValueListSchema)` to create a new message.
  */
 export const ValueListSchema: GenMessage<ValueList> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 8);
+  messageDesc(file_plinth_worker_v1_worker, 9);
 
 /**
  * @generated from message plinth.worker.v1.ValueMap
@@ -399,7 +425,7 @@ export type ValueMap = Message<"plinth.worker.v1.ValueMap"> & {
  * Use `create(ValueMapSchema)` to create a new message.
  */
 export const ValueMapSchema: GenMessage<ValueMap> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 9);
+  messageDesc(file_plinth_worker_v1_worker, 10);
 
 /**
  * @generated from message plinth.worker.v1.Call
@@ -503,7 +529,7 @@ export type Call = Message<"plinth.worker.v1.Call"> & {
  * Use `create(CallSchema)` to create a new message.
  */
 export const CallSchema: GenMessage<Call> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 10);
+  messageDesc(file_plinth_worker_v1_worker, 11);
 
 /**
  * @generated from message plinth.worker.v1.BatchItem
@@ -539,7 +565,7 @@ export type BatchItem = Message<"plinth.worker.v1.BatchItem"> & {
  * Use `create(BatchItemSchema)` to create a new message.
  */
 export const BatchItemSchema: GenMessage<BatchItem> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 11);
+  messageDesc(file_plinth_worker_v1_worker, 12);
 
 /**
  * @generated from message plinth.worker.v1.CancelItems
@@ -561,7 +587,7 @@ export type CancelItems = Message<"plinth.worker.v1.CancelItems"> & {
  * Use `create(CancelItemsSchema)` to create a new message.
  */
 export const CancelItemsSchema: GenMessage<CancelItems> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 12);
+  messageDesc(file_plinth_worker_v1_worker, 13);
 
 /**
  * One item's outcome in a batch call's Result.
@@ -599,7 +625,7 @@ export type ItemOutcome = Message<"plinth.worker.v1.ItemOutcome"> & {
  * Use `create(ItemOutcomeSchema)` to create a new message.
  */
 export const ItemOutcomeSchema: GenMessage<ItemOutcome> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 13);
+  messageDesc(file_plinth_worker_v1_worker, 14);
 
 /**
  * A model's revision that a child holds deserialized.
@@ -623,7 +649,7 @@ export type ResidentRef = Message<"plinth.worker.v1.ResidentRef"> & {
  * Use `create(ResidentRefSchema)` to create a new message.
  */
 export const ResidentRefSchema: GenMessage<ResidentRef> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 14);
+  messageDesc(file_plinth_worker_v1_worker, 15);
 
 /**
  * @generated from message plinth.worker.v1.Forget
@@ -640,7 +666,7 @@ export type Forget = Message<"plinth.worker.v1.Forget"> & {
  * Use `create(ForgetSchema)` to create a new message.
  */
 export const ForgetSchema: GenMessage<Forget> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 15);
+  messageDesc(file_plinth_worker_v1_worker, 16);
 
 /**
  * The latest state the plugin reported with ctx.report().
@@ -671,7 +697,7 @@ export type Progress = Message<"plinth.worker.v1.Progress"> & {
  * Use `create(ProgressSchema)` to create a new message.
  */
 export const ProgressSchema: GenMessage<Progress> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 16);
+  messageDesc(file_plinth_worker_v1_worker, 17);
 
 /**
  * @generated from message plinth.worker.v1.Heartbeat
@@ -688,7 +714,7 @@ export type Heartbeat = Message<"plinth.worker.v1.Heartbeat"> & {
  * Use `create(HeartbeatSchema)` to create a new message.
  */
 export const HeartbeatSchema: GenMessage<Heartbeat> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 17);
+  messageDesc(file_plinth_worker_v1_worker, 18);
 
 /**
  * A value the call asks the server to keep with its action, for the action's next attempt.
@@ -719,7 +745,7 @@ export type Checkpoint = Message<"plinth.worker.v1.Checkpoint"> & {
  * Use `create(CheckpointSchema)` to create a new message.
  */
 export const CheckpointSchema: GenMessage<Checkpoint> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 18);
+  messageDesc(file_plinth_worker_v1_worker, 19);
 
 /**
  * @generated from message plinth.worker.v1.CheckpointStored
@@ -748,7 +774,7 @@ export type CheckpointStored = Message<"plinth.worker.v1.CheckpointStored"> & {
  * Use `create(CheckpointStoredSchema)` to create a new message.
  */
 export const CheckpointStoredSchema: GenMessage<CheckpointStored> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 19);
+  messageDesc(file_plinth_worker_v1_worker, 20);
 
 /**
  * @generated from message plinth.worker.v1.Result
@@ -800,7 +826,7 @@ export type Result = Message<"plinth.worker.v1.Result"> & {
  * Use `create(ResultSchema)` to create a new message.
  */
 export const ResultSchema: GenMessage<Result> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 20);
+  messageDesc(file_plinth_worker_v1_worker, 21);
 
 /**
  * @generated from message plinth.worker.v1.Failure
@@ -858,7 +884,7 @@ export type Failure = Message<"plinth.worker.v1.Failure"> & {
  * Use `create(FailureSchema)` to create a new message.
  */
 export const FailureSchema: GenMessage<Failure> = /*@__PURE__*/
-  messageDesc(file_plinth_worker_v1_worker, 21);
+  messageDesc(file_plinth_worker_v1_worker, 22);
 
 /**
  * @generated from enum plinth.worker.v1.CallKind
