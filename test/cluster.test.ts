@@ -19,7 +19,7 @@ import { dataAccess, json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root } from "./helpers/server.ts";
-import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, descendantsOf, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const exec = promisify(execFile);
@@ -46,7 +46,8 @@ const serving = fixture("serving.ts");
 /**
  * A server process on `url`, with `maxChildren` children at most and the plugins given
  * (a module, or a module with more of its keys as YAML lines); `backend`: more backend
- * keys as YAML lines. Its clients, and its /metrics.
+ * keys as YAML lines. Its clients, and its /metrics. The tests start their two at once
+ * (Promise.all) where neither needs to be first: one migrates the new database, the other waits.
  */
 async function server(
   url: string,
@@ -74,7 +75,7 @@ async function server(
       ),
     ].join("\n"),
   );
-  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+  const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
   started.push(p);
   const c = clients(await p.port);
   channels.push(c.channel);
@@ -118,8 +119,7 @@ function mostAtOnce(actions: Action[], server: string): number {
 describe("several servers on one PostgreSQL database", () => {
   it("share the work: more long actions than one server's children run on both, never more than each one's max_children at once", async () => {
     const url = await newDatabase();
-    const a = await server(url);
-    const b = await server(url);
+    const [a, b] = await Promise.all([server(url), server(url)]);
     // Both listed, on either server, with what they run.
     const listed = (await b.engine.listPlugins({})).servers;
     expect(listed.map((s) => s.name).sort()).toEqual([a.name, b.name].sort());
@@ -146,8 +146,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("run the calls on one model one at a time and in the order they came, whichever server each reached and ran on", async () => {
     const url = await newDatabase();
-    const a = await server(url);
-    const b = await server(url);
+    const [a, b] = await Promise.all([server(url), server(url)]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
@@ -165,8 +164,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("UpdateInstance on one server waits for the call running on the model on another, then stores the revision after it", async () => {
     const url = await newDatabase();
-    const a = await server(url);
-    const b = await server(url);
+    const [a, b] = await Promise.all([server(url), server(url)]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await a.engine.fit({ modelId, args: [json("first")], kwargs: { sleep: json(1) } });
     for await (const u of a.actions.watchAction({ actionId: action!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
@@ -183,8 +181,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("tell one state: a watcher on one server sees another's progress and end; resume by revision works on any server", async () => {
     const url = await newDatabase();
-    const a = await server(url, { maxChildren: 1 });
-    const b = await server(url, { maxChildren: 1 });
+    const [a, b] = await Promise.all([server(url, { maxChildren: 1 }), server(url, { maxChildren: 1 })]);
     const revision = await stateRevision(a);
     const stop = new AbortController();
     const seen: Action[] = [];
@@ -212,8 +209,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("cancel from any server: a running action's child stops wherever it runs, a queued one ends at once", async () => {
     const url = await newDatabase();
-    const a = await server(url, { maxChildren: 1 });
-    const b = await server(url, { maxChildren: 1 });
+    const [a, b] = await Promise.all([server(url, { maxChildren: 1 }), server(url, { maxChildren: 1 })]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action: running } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     const { action: queued } = await a.engine.fit({ modelId, args: [json("queued")] });
@@ -302,8 +298,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("a stalled server is removed once its lease lapses; woken, it writes nothing more and stops, and what the others ended stays ended", async () => {
     const url = await newDatabase();
-    const a = await server(url, { maxChildren: 1 });
-    const b = await server(url, { maxChildren: 1 });
+    const [a, b] = await Promise.all([server(url, { maxChildren: 1 }), server(url, { maxChildren: 1 })]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     let runner = "";
@@ -333,8 +328,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("serve one model's concurrent predicts on both at once; a fit sent meanwhile waits for both, and the predicts after it run on its revision", async () => {
     const url = await newDatabase();
-    const a = await server(url, { plugins: [gated] });
-    const b = await server(url, { plugins: [gated] });
+    const [a, b] = await Promise.all([server(url, { plugins: [gated] }), server(url, { plugins: [gated] })]);
     const modelId = (await a.engine.createInstance({ modelType: "cluster.Gated", wait: true })).action!.modelId;
     const gates = [join(tempDir(), "first"), join(tempDir(), "second")];
     const predict = (via: Clients, gate: string) => via.engine.predict({ modelId, kwargs: { gate: json(gate) } }).then((r) => r.action!.id);
@@ -410,8 +404,7 @@ describe("several servers on one PostgreSQL database", () => {
 
   it("servers with different plugins: a call runs on a server that has its model type, and ListPlugins says which has what", async () => {
     const url = await newDatabase();
-    const a = await server(url, { plugins: [systest] });
-    const b = await server(url, { plugins: [systest, iris] });
+    const [a, b] = await Promise.all([server(url, { plugins: [systest] }), server(url, { plugins: [systest, iris] })]);
     const listed = (await a.engine.listPlugins({})).servers;
     expect(listed.find((s) => s.name === a.name)!.modelTypes).not.toContain("iris.DecisionTree");
     expect(listed.find((s) => s.name === b.name)!.modelTypes).toContain("iris.DecisionTree");
@@ -456,8 +449,7 @@ describe("several servers on one PostgreSQL database", () => {
     const pg: TestPostgres = await startPostgres();
     try {
       const url = await newDatabase(pg.adminUrl);
-      const a = await server(url);
-      const b = await server(url);
+      const [a, b] = await Promise.all([server(url), server(url)]);
       const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
       const acknowledged = await Promise.all(
         Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).engine.predict({ modelId, args: [json(i)], kwargs: { sleep: json(0.2) } })),

@@ -9,7 +9,7 @@ import { SCHEMA_VERSION } from "../server/store/migrations.ts";
 import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { clients, descendantsOf, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, descendantsOf, type ServerProcess, startBundledProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const newDb = () => join(tempDir("plinth-db-"), "plinth.db");
@@ -43,7 +43,7 @@ function serverProcess(dbPath: string, extra = "") {
       extra,
     ].join("\n"),
   );
-  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+  const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
   processesToKill.push(p);
   return p;
 }

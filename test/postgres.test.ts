@@ -12,7 +12,7 @@ import { migratePostgres, PG_SCHEMA_VERSION } from "../server/store/postgres-mig
 import { json } from "./helpers/args.ts";
 import { freePort, newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectStatus } from "./helpers/status.ts";
 
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
@@ -52,7 +52,7 @@ function serverProcess(url: string) {
       `  - module: ${systest.module}`,
     ].join("\n"),
   );
-  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+  const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
   processes.push(p);
   return p;
 }

@@ -12,7 +12,7 @@ import { PluginChild } from "../server/process/child.ts";
 import { dataAccess, json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectSpinReportsAndStops } from "./helpers/spin.ts";
 import { tempDir } from "./helpers/temp.ts";
 import { watchActions } from "./helpers/watch.ts";
@@ -105,7 +105,7 @@ describe("a plugin child's descendants die with it", () => {
   it("after a crash: the child stops within a second of its input closing, busy or not, and the next start kills what it started", async () => {
     const path = join(tempDir(), "plinth.db");
     const config = writeConfig(`backend:\n  path: ${path}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${fixture("misbehave.ts")}\n`);
-    const first = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+    const first = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
     processes.push(first);
     const a = clients(await first.port);
     const modelId = (await a.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
@@ -130,7 +130,7 @@ describe("a plugin child's descendants die with it", () => {
     // What they started outlives them, orphaned...
     expect([inGroup, escaped].every(isAlive)).toBe(true);
     // ...until the next server of this database starts.
-    const second = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+    const second = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
     processes.push(second);
     await second.port;
     expect([inGroup, escaped].filter(isAlive)).toEqual([]);
@@ -179,7 +179,7 @@ describe("one live server per database", () => {
     const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } });
     const { pid } = await stateWith<{ pid: number }>(t, action!.id, "pid");
     const config = writeConfig(`backend:\n  path: ${path}\nplugins:\n  - module: ${fixture("misbehave.ts")}\n`);
-    const second = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+    const second = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
     processes.push(second);
     await expect(second.port).rejects.toThrow(/exited with 1/);
     expect(second.output()).toContain(`config backend.path: ${path} is in use by Plinth server pid ${process.pid}`);

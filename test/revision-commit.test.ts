@@ -20,7 +20,7 @@ import { procStat } from "../server/process/proc.ts";
 import { json } from "./helpers/args.ts";
 import { newDatabase, startPostgres, type TestPostgres } from "./helpers/postgres.ts";
 import { root } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const systest = join(root, "plugins/system-test/mod.ts");
@@ -59,7 +59,7 @@ async function server(backend: string[], stopAfter?: bigint) {
     ].join("\n"),
   );
   const env = { ...process.env, ...(stopAfter ? { PLINTH_TEST_STOP_AFTER_REVISION: String(stopAfter) } : {}) };
-  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"], { env });
+  const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"], { env });
   started.push(p);
   const c = clients(await p.port);
   channels.push(c.channel);
