@@ -17,7 +17,7 @@ import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
 import { EngineService, PredictRequestSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectStatus } from "./helpers/status.ts";
 import { tempDir } from "./helpers/temp.ts";
 
@@ -93,7 +93,7 @@ function manyNumbers(n: number) {
 describe("no HTTP request ends the server", () => {
   it("malformed paths of every kind are answered 400 or 404 and the server goes on serving", async () => {
     const dir = tempDir();
-    const p = startProcess([
+    const p = startBundledProcess([
       "--config",
       writeConfig(`backend:\n  path: ${dir}/plinth.db\nhttp:\n  address: 127.0.0.1:0\nplugins:\n  - module: ${fixture("misbehave.ts")}\n`, dir),
       "--address",

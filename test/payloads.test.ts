@@ -11,7 +11,7 @@ import { EngineService, JsonForm, PredictRequestSchema, PredictResponseSchema } 
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { json, jsonOf, jsonText, numbers } from "./helpers/args.ts";
 import { fixture, startPayloadServer, type TestServer } from "./helpers/server.ts";
-import { startProcess, writeConfig } from "./helpers/server-process.ts";
+import { startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 let t: TestServer | undefined;
@@ -180,7 +180,7 @@ describe("real-sized payloads", () => {
   it("the event loop stays responsive while a 1M-number result is handled", async () => {
     // The server as its own process, as users run it, and the 9 MB answer taken as bytes:
     // what is timed is the server's work, not this process's decoding of the answer.
-    const server = startProcess([
+    const server = startBundledProcess([
       "--config",
       writeConfig(`backend:\n  kind: memory\nplugins:\n  - module: ${fixture("payloads.ts")}\n`),
       "--address",

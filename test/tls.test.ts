@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { read, TestCa } from "./helpers/certs.ts";
 import { clientsOf, root, startTestServer, type TestServer } from "./helpers/server.ts";
-import { type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { expectStatus } from "./helpers/status.ts";
 
 const servers: TestServer[] = [];
@@ -155,7 +155,7 @@ describe("certificates read again on SIGHUP", () => {
       ].join("\n"),
       dir,
     );
-    const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+    const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
     processes.push(p);
     const port = await p.port;
     const before = await servedSerial(port, ca.ca);
@@ -198,7 +198,7 @@ describe("certificates read again on SIGHUP", () => {
 describe("safe defaults on the network", () => {
   it("refuses an address other than loopback with neither authentication nor TLS, and says how to go on", async () => {
     const config = writeConfig("backend:\n  path: plinth.db\n");
-    const p = startProcess(["--config", config, "--address", "0.0.0.0:0"]);
+    const p = startBundledProcess(["--config", config, "--address", "0.0.0.0:0"]);
     processes.push(p);
     const [code] = await once(p.child, "exit");
     expect(code).not.toBe(0);
@@ -210,7 +210,7 @@ describe("safe defaults on the network", () => {
 
   it("serves it when the config says server.insecure: true", async () => {
     const config = writeConfig(`server:\n  insecure: true\nbackend:\n  path: plinth.db\nplugins:\n  - module: ${root}plugins/system-test/mod.ts\n`);
-    const p = startProcess(["--config", config, "--address", "0.0.0.0:0"]);
+    const p = startBundledProcess(["--config", config, "--address", "0.0.0.0:0"]);
     processes.push(p);
     const port = await p.port;
     const channel = createChannel(`127.0.0.1:${port}`);

@@ -35,7 +35,8 @@ export function startProcess(args: string[], options: SpawnOptions = {}): Server
 /**
  * startProcess's server from the run's bundle of server/main.ts (test/global-server-bundle.ts):
  * the same code, about 1.3 s less of a core per start than tsx loading each module. For the
- * tests that start servers by the dozen; those about how a user starts one use startProcess.
+ * tests that start server processes for what they serve; those about how a user starts one
+ * (the command line, its options and messages) use startProcess.
  */
 export function startBundledProcess(args: string[], options: SpawnOptions = {}): ServerProcess {
   return watchServing(spawn(process.execPath, [inject("serverBundle"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], ...options }));
