@@ -28,16 +28,17 @@ const exec = promisify(execFile);
 const LEASE_SECONDS = 5;
 
 /**
- * What test `t` started, stopped once it ends. The tests run at once (each on a database of
- * its own, most of their time spent waiting on calls that sleep and on leases): each stops its
- * own, and asserts with its own t.expect (vitest's for concurrent tests).
+ * What a test started, stopped once it ends (`finished`: its context's onTestFinished). The
+ * tests run at once, each on a database of its own, most of their time spent waiting on calls
+ * that sleep and on leases: each stops its own, and asserts with its context's expect.
  */
-const startedIn = new WeakMap<TestContext, { processes: ServerProcess[]; channels: { close(): void }[] }>();
-function startedBy(t: TestContext) {
-  let own = startedIn.get(t);
+type Finished = TestContext["onTestFinished"];
+const startedIn = new WeakMap<Finished, { processes: ServerProcess[]; channels: { close(): void }[] }>();
+function startedBy(finished: Finished) {
+  let own = startedIn.get(finished);
   if (!own) {
     const mine = { processes: [] as ServerProcess[], channels: [] as { close(): void }[] };
-    t.onTestFinished(() => {
+    finished(() => {
       for (const c of mine.channels.splice(0)) c.close();
       for (const p of mine.processes.splice(0)) {
         if (p.child.exitCode === null && p.child.signalCode === null) {
@@ -46,7 +47,7 @@ function startedBy(t: TestContext) {
         }
       }
     });
-    startedIn.set(t, mine);
+    startedIn.set(finished, mine);
     own = mine;
   }
   return own;
@@ -64,7 +65,7 @@ const serving = fixture("serving.ts");
  * (Promise.all) where neither needs to be first: one migrates the new database, the other waits.
  */
 async function server(
-  t: TestContext,
+  finished: Finished,
   url: string,
   options: { maxChildren?: number; plugins?: (string | { module: string; lines: string[] })[]; backend?: string[] } = {},
 ) {
@@ -90,7 +91,7 @@ async function server(
       ),
     ].join("\n"),
   );
-  const own = startedBy(t);
+  const own = startedBy(finished);
   const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
   own.processes.push(p);
   const c = clients(await p.port);
@@ -133,36 +134,42 @@ function mostAtOnce(actions: Action[], server: string): number {
 }
 
 describe.concurrent("several servers on one PostgreSQL database", () => {
-  it("share the work: more long actions than one server's children run on both, never more than each one's max_children at once", async (t) => {
+  it("share the work: more long actions than one server's children run on both, never more than each one's max_children at once", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url), server(t, url)]);
+    const [a, b] = await Promise.all([server(onTestFinished, url), server(onTestFinished, url)]);
     // Both listed, on either server, with what they run.
     const listed = (await b.engine.listPlugins({})).servers;
-    t.expect(listed.map((s) => s.name).sort()).toEqual([a.name, b.name].sort());
-    t.expect(listed.every((s) => s.modelTypes.includes("systest.Model") && /^127\.0\.0\.1:\d+$/.test(s.address))).toBe(true);
+    expect(listed.map((s) => s.name).sort()).toEqual([a.name, b.name].sort());
+    expect(listed.every((s) => s.modelTypes.includes("systest.Model") && /^127\.0\.0\.1:\d+$/.test(s.address))).toBe(true);
 
     // All sent to one server: eight one-second calls, two children per server.
     const sent = await Promise.all(
       Array.from({ length: 8 }, (_, i) => a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(1), n: json(i) } })),
     );
     const done = await Promise.all(sent.map((r) => b.actions.waitAction({ actionId: r.action!.id }).then((w) => w.action!)));
-    t.expect(done.every((d) => d.status === ActionStatus.SUCCEEDED)).toBe(true);
+    expect(done.every((d) => d.status === ActionStatus.SUCCEEDED)).toBe(true);
     const ranOn = new Set(done.map((d) => d.server));
-    t.expect(ranOn).toEqual(new Set([a.name, b.name]));
-    t.expect(mostAtOnce(done, a.name)).toBeLessThanOrEqual(2);
-    t.expect(mostAtOnce(done, b.name)).toBeLessThanOrEqual(2);
+    expect(ranOn).toEqual(new Set([a.name, b.name]));
+    expect(mostAtOnce(done, a.name)).toBeLessThanOrEqual(2);
+    expect(mostAtOnce(done, b.name)).toBeLessThanOrEqual(2);
     // The same answer from either server.
     for (const d of done) {
       const [onA, onB] = await Promise.all([a.actions.getAction({ actionId: d.id }), b.actions.getAction({ actionId: d.id })]);
-      t.expect(onA.action!.status).toBe(ActionStatus.SUCCEEDED);
-      t.expect(onB.action!.result?.model?.id).toBe(onA.action!.result?.model?.id);
-      t.expect(onB.action!.server).toBe(d.server);
+      expect(onA.action!.status).toBe(ActionStatus.SUCCEEDED);
+      expect(onB.action!.result?.model?.id).toBe(onA.action!.result?.model?.id);
+      expect(onB.action!.server).toBe(d.server);
     }
   });
 
-  it("run the calls on one model one at a time and in the order they came, whichever server each reached and ran on", async (t) => {
+  it("run the calls on one model one at a time and in the order they came, whichever server each reached and ran on", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url), server(t, url)]);
+    const [a, b] = await Promise.all([server(onTestFinished, url), server(onTestFinished, url)]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const ids: string[] = [];
     for (let i = 0; i < 6; i++) {
@@ -170,17 +177,20 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
       ids.push((await via.engine.fit({ modelId, args: [json(i)], kwargs: { sleep: json(0.3) } })).action!.id);
     }
     const fits = await Promise.all(ids.map((actionId) => a.actions.waitAction({ actionId }).then((w) => w.action!)));
-    t.expect(fits.filter((f) => f.status !== ActionStatus.SUCCEEDED).map((f) => f.error?.message)).toEqual([]);
+    expect(fits.filter((f) => f.status !== ActionStatus.SUCCEEDED).map((f) => f.error?.message)).toEqual([]);
     // In order: each started after the one before it ended, and stored the next revision.
-    for (let i = 1; i < fits.length; i++) t.expect(ms(fits[i]!.startTime)).toBeGreaterThanOrEqual(ms(fits[i - 1]!.endTime));
-    t.expect(fits.map((f) => f.result!.model!.revision)).toEqual([2n, 3n, 4n, 5n, 6n, 7n]);
+    for (let i = 1; i < fits.length; i++) expect(ms(fits[i]!.startTime)).toBeGreaterThanOrEqual(ms(fits[i - 1]!.endTime));
+    expect(fits.map((f) => f.result!.model!.revision)).toEqual([2n, 3n, 4n, 5n, 6n, 7n]);
     const model = (await b.engine.getModel({ modelId, includeInstance: true })).model!;
-    t.expect(JSON.parse(new TextDecoder().decode(model.instance)).fits.map((f: { args: number[] }) => f.args[0])).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).fits.map((f: { args: number[] }) => f.args[0])).toEqual([0, 1, 2, 3, 4, 5]);
   });
 
-  it("UpdateInstance on one server waits for the call running on the model on another, then stores the revision after it", async (t) => {
+  it("UpdateInstance on one server waits for the call running on the model on another, then stores the revision after it", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url), server(t, url)]);
+    const [a, b] = await Promise.all([server(onTestFinished, url), server(onTestFinished, url)]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await a.engine.fit({ modelId, args: [json("first")], kwargs: { sleep: json(1) } });
     for await (const u of a.actions.watchAction({ actionId: action!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
@@ -188,16 +198,19 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const updated = (await b.engine.updateInstance({ modelId, instance })).model!;
     const fit = (await a.actions.getAction({ actionId: action!.id })).action!;
     // The fit ran to its end and stored revision 2; the update came after it, as revision 3.
-    t.expect(fit.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(fit.result!.model!.revision).toBe(2n);
-    t.expect(updated.revision).toBe(3n);
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fit.result!.model!.revision).toBe(2n);
+    expect(updated.revision).toBe(3n);
     const latest = (await a.engine.getModel({ modelId, includeInstance: true })).model!;
-    t.expect(JSON.parse(new TextDecoder().decode(latest.instance)).fits).toEqual(["set by hand"]);
+    expect(JSON.parse(new TextDecoder().decode(latest.instance)).fits).toEqual(["set by hand"]);
   });
 
-  it("tell one state: a watcher on one server sees another's progress and end; resume by revision works on any server", async (t) => {
+  it("tell one state: a watcher on one server sees another's progress and end; resume by revision works on any server", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url, { maxChildren: 1 }), server(t, url, { maxChildren: 1 })]);
+    const [a, b] = await Promise.all([server(onTestFinished, url, { maxChildren: 1 }), server(onTestFinished, url, { maxChildren: 1 })]);
     const revision = await stateRevision(a);
     const stop = new AbortController();
     const seen: Action[] = [];
@@ -214,18 +227,18 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const { action } = await a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(0.6) } });
     await watching;
     stop.abort();
-    t.expect(snapshots).toBe(0);
+    expect(snapshots).toBe(0);
     const mine = seen.filter((s) => s.id === action!.id);
-    t.expect(mine.at(-1)!.status).toBe(ActionStatus.SUCCEEDED);
+    expect(mine.at(-1)!.status).toBe(ActionStatus.SUCCEEDED);
     // Progress reports (throttled) reached server b, whichever server ran it.
-    t.expect(mine.some((s) => s.status === ActionStatus.EXECUTING && s.state !== undefined)).toBe(true);
+    expect(mine.some((s) => s.status === ActionStatus.EXECUTING && s.state !== undefined)).toBe(true);
     // Both servers hold the same revision once quiet.
-    await t.expect.poll(async () => (await stateRevision(a)) === (await stateRevision(b)), { timeout: 60_000 }).toBe(true);
+    await expect.poll(async () => (await stateRevision(a)) === (await stateRevision(b)), { timeout: 60_000 }).toBe(true);
   });
 
-  it("cancel from any server: a running action's child stops wherever it runs, a queued one ends at once", async (t) => {
+  it("cancel from any server: a running action's child stops wherever it runs, a queued one ends at once", async ({ expect, onTestFinished }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url, { maxChildren: 1 }), server(t, url, { maxChildren: 1 })]);
+    const [a, b] = await Promise.all([server(onTestFinished, url, { maxChildren: 1 }), server(onTestFinished, url, { maxChildren: 1 })]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action: running } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     const { action: queued } = await a.engine.fit({ modelId, args: [json("queued")] });
@@ -240,35 +253,38 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const other = runner === a.name ? b : a;
     const owner = runner === a.name ? a : b;
     const cq = (await other.actions.cancelAction({ actionId: queued!.id })).action!;
-    t.expect(cq.status).toBe(ActionStatus.CANCELLED);
-    t.expect(cq.cancel!.phase).toBe(ActionStatus.QUEUED);
+    expect(cq.status).toBe(ActionStatus.CANCELLED);
+    expect(cq.cancel!.phase).toBe(ActionStatus.QUEUED);
     const children = descendantsOf(owner.process.child.pid!);
-    t.expect(children.length).toBeGreaterThan(0);
+    expect(children.length).toBeGreaterThan(0);
     const cr = (await other.actions.cancelAction({ actionId: running!.id })).action!;
-    t.expect(cr.status).toBe(ActionStatus.CANCELLED);
-    t.expect(cr.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: false });
-    t.expect(cr.server).toBe(runner);
+    expect(cr.status).toBe(ActionStatus.CANCELLED);
+    expect(cr.cancel).toMatchObject({ by: "CancelAction", phase: ActionStatus.EXECUTING, forced: false });
+    expect(cr.server).toBe(runner);
     // The model is where it was: neither fit stored anything.
-    t.expect((await owner.engine.getModel({ modelId })).model!.revision).toBe(1n);
+    expect((await owner.engine.getModel({ modelId })).model!.revision).toBe(1n);
   });
 
-  it("a queued call past its timeout fails at once, without waiting for a free child", async (t) => {
+  it("a queued call past its timeout fails at once, without waiting for a free child", async ({ expect, onTestFinished }) => {
     const url = await newDatabase();
-    const a = await server(t, url, { maxChildren: 1 });
+    const a = await server(onTestFinished, url, { maxChildren: 1 });
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action: busy } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     for await (const u of a.actions.watchAction({ actionId: busy!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
     const { action } = await a.engine.createInstance({ modelType: "systest.Model", timeout: { seconds: 1n } });
     const ended = (await a.actions.waitAction({ actionId: action!.id })).action!;
-    t.expect(ended.status).toBe(ActionStatus.FAILED);
-    t.expect(ended.error?.code).toBe("deadline_exceeded");
-    t.expect(ended.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.QUEUED });
-    t.expect((await a.actions.getAction({ actionId: busy!.id })).action!.status).toBe(ActionStatus.EXECUTING);
+    expect(ended.status).toBe(ActionStatus.FAILED);
+    expect(ended.error?.code).toBe("deadline_exceeded");
+    expect(ended.cancel).toMatchObject({ by: "timeout", phase: ActionStatus.QUEUED });
+    expect((await a.actions.getAction({ actionId: busy!.id })).action!.status).toBe(ActionStatus.EXECUTING);
   });
 
-  it("a claim whose answer was lost (the call held by a server that does not run it) goes back to the queue and runs", async (t) => {
+  it("a claim whose answer was lost (the call held by a server that does not run it) goes back to the queue and runs", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const a = await server(t, url, { maxChildren: 1 });
+    const a = await server(onTestFinished, url, { maxChildren: 1 });
     const busy = (await a.engine.createInstance({ modelType: "systest.Model", kwargs: { sleep: json(60) } })).action!;
     for await (const u of a.actions.watchAction({ actionId: busy.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
     const queued = (await a.engine.createInstance({ modelType: "systest.Model", args: [json("held")] })).action!;
@@ -276,45 +292,51 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const db = new pg.Client({ connectionString: url });
     await db.connect();
     try {
-      t.expect((await db.query("UPDATE action_requests SET owner = $1 WHERE action_id = $2", [a.name, queued.id])).rowCount).toBe(1);
+      expect((await db.query("UPDATE action_requests SET owner = $1 WHERE action_id = $2", [a.name, queued.id])).rowCount).toBe(1);
     } finally {
       await db.end();
     }
     await a.actions.cancelAction({ actionId: busy.id });
     const ran = (await a.actions.waitAction({ actionId: queued.id })).action!;
-    t.expect(ran.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(a.process.output()).toMatch(/actions this server had claimed but was not running/);
+    expect(ran.status).toBe(ActionStatus.SUCCEEDED);
+    expect(a.process.output()).toMatch(/actions this server had claimed but was not running/);
   });
 
-  it("a server killed mid-fit: its fit ends interrupted, the call queued behind it runs on another, its children stop", async (t) => {
+  it("a server killed mid-fit: its fit ends interrupted, the call queued behind it runs on another, its children stop", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const a = await server(t, url, { maxChildren: 1 });
+    const a = await server(onTestFinished, url, { maxChildren: 1 });
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     for await (const u of a.actions.watchAction({ actionId: action!.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
     const queued = (await a.engine.fit({ modelId, args: [json("after")] })).action!;
-    const b = await server(t, url, { maxChildren: 1 });
+    const b = await server(onTestFinished, url, { maxChildren: 1 });
     const children = descendantsOf(a.process.child.pid!);
     a.process.child.kill("SIGKILL");
     // (How soon, against the lease, is measured by `npm run bench:failover`.)
     const failed = (await b.actions.waitAction({ actionId: action!.id })).action!;
-    t.expect(failed.status).toBe(ActionStatus.FAILED);
-    t.expect(failed.error?.code).toBe("interrupted");
-    t.expect(failed.error?.message).toMatch(new RegExp(`^Plinth server pid ${a.process.child.pid} on .* is gone`));
+    expect(failed.status).toBe(ActionStatus.FAILED);
+    expect(failed.error?.code).toBe("interrupted");
+    expect(failed.error?.message).toMatch(new RegExp(`^Plinth server pid ${a.process.child.pid} on .* is gone`));
     const ran = (await b.actions.waitAction({ actionId: queued.id })).action!;
-    t.expect(ran.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(ran.server).toBe(b.name);
+    expect(ran.status).toBe(ActionStatus.SUCCEEDED);
+    expect(ran.server).toBe(b.name);
     const model = (await b.engine.getModel({ modelId, includeInstance: true })).model!;
-    t.expect(model.revision).toBe(2n);
-    t.expect(JSON.parse(new TextDecoder().decode(model.instance)).fits).toEqual([{ args: ["after"], kwargs: {} }]);
+    expect(model.revision).toBe(2n);
+    expect(JSON.parse(new TextDecoder().decode(model.instance)).fits).toEqual([{ args: ["after"], kwargs: {} }]);
     // Their stdin closed with the server: they stop by themselves.
-    await t.expect.poll(() => children.filter(isAlive), { timeout: 60_000 }).toEqual([]);
-    t.expect((await b.engine.listPlugins({})).servers.map((s) => s.name)).toEqual([b.name]);
+    await expect.poll(() => children.filter(isAlive), { timeout: 60_000 }).toEqual([]);
+    expect((await b.engine.listPlugins({})).servers.map((s) => s.name)).toEqual([b.name]);
   });
 
-  it("a stalled server is removed once its lease lapses; woken, it writes nothing more and stops, and what the others ended stays ended", async (t) => {
+  it("a stalled server is removed once its lease lapses; woken, it writes nothing more and stops, and what the others ended stays ended", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url, { maxChildren: 1 }), server(t, url, { maxChildren: 1 })]);
+    const [a, b] = await Promise.all([server(onTestFinished, url, { maxChildren: 1 }), server(onTestFinished, url, { maxChildren: 1 })]);
     const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const { action } = await a.engine.fit({ modelId, kwargs: { sleep: json(60) } });
     let runner = "";
@@ -327,24 +349,27 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const [stalled, survivor] = runner === a.name ? [a, b] : [b, a];
     stalled.process.child.kill("SIGSTOP");
     const failed = (await survivor.actions.waitAction({ actionId: action!.id })).action!;
-    t.expect(failed.error?.code).toBe("interrupted");
-    t.expect(failed.error?.message).toMatch(
+    expect(failed.error?.code).toBe("interrupted");
+    expect(failed.error?.message).toMatch(
       new RegExp(`^Plinth server pid ${stalled.process.child.pid} on .* stopped responding \\(its lease lapsed\\)$`),
     );
     const exited = once(stalled.process.child, "exit");
     stalled.process.child.kill("SIGCONT");
     const [code] = await exited;
-    t.expect(code).toBe(1);
-    t.expect(stalled.process.output()).toMatch(/this server lost its lease on .*it writes nothing more and stops/);
+    expect(code).toBe(1);
+    expect(stalled.process.output()).toMatch(/this server lost its lease on .*it writes nothing more and stops/);
     const after = (await survivor.actions.getAction({ actionId: action!.id })).action!;
-    t.expect(after.status).toBe(ActionStatus.FAILED);
-    t.expect(after.error?.message).toBe(failed.error?.message);
-    t.expect((await survivor.engine.getModel({ modelId })).model!.revision).toBe(1n);
+    expect(after.status).toBe(ActionStatus.FAILED);
+    expect(after.error?.message).toBe(failed.error?.message);
+    expect((await survivor.engine.getModel({ modelId })).model!.revision).toBe(1n);
   });
 
-  it("serve one model's concurrent predicts on both at once; a fit sent meanwhile waits for both, and the predicts after it run on its revision", async (t) => {
+  it("serve one model's concurrent predicts on both at once; a fit sent meanwhile waits for both, and the predicts after it run on its revision", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url, { plugins: [gated] }), server(t, url, { plugins: [gated] })]);
+    const [a, b] = await Promise.all([server(onTestFinished, url, { plugins: [gated] }), server(onTestFinished, url, { plugins: [gated] })]);
     const modelId = (await a.engine.createInstance({ modelType: "cluster.Gated", wait: true })).action!.modelId;
     const gates = [join(tempDir(), "first"), join(tempDir(), "second")];
     const predict = (via: Clients, gate: string) => via.engine.predict({ modelId, kwargs: { gate: json(gate) } }).then((r) => r.action!.id);
@@ -356,42 +381,45 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const first = await predict(a, gates[0]!);
     const second = await predict(b, gates[1]!);
     const running = await Promise.all([executing(a, first), executing(a, second)]);
-    t.expect(new Set(running.map((r) => r.server))).toEqual(new Set([a.name, b.name]));
+    expect(new Set(running.map((r) => r.server))).toEqual(new Set([a.name, b.name]));
 
     // Both servers have a child to spare: the fit waits for the predicts all the same, and so
     // does the predict sent after it.
     const fit = (await a.engine.fit({ modelId })).action!.id;
     const after = await predict(b, gates[0]!);
     const status = async (id: string) => (await b.actions.getAction({ actionId: id })).action!.status;
-    t.expect(await status(fit)).toBe(ActionStatus.QUEUED);
+    expect(await status(fit)).toBe(ActionStatus.QUEUED);
     writeFileSync(gates[0]!, "");
     const firstEnded = (await a.actions.waitAction({ actionId: first })).action!;
-    t.expect(firstEnded.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect([await status(fit), await status(after), await status(second)]).toEqual([
+    expect(firstEnded.status).toBe(ActionStatus.SUCCEEDED);
+    expect([await status(fit), await status(after), await status(second)]).toEqual([
       ActionStatus.QUEUED,
       ActionStatus.QUEUED,
       ActionStatus.EXECUTING,
     ]);
     writeFileSync(gates[1]!, "");
     const fitEnded = (await a.actions.waitAction({ actionId: fit })).action!;
-    t.expect(fitEnded.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(fitEnded.result!.model!.revision).toBe(2n);
+    expect(fitEnded.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fitEnded.result!.model!.revision).toBe(2n);
     const secondEnded = (await a.actions.waitAction({ actionId: second })).action!;
-    t.expect(ms(fitEnded.startTime)).toBeGreaterThanOrEqual(Math.max(ms(firstEnded.endTime), ms(secondEnded.endTime)));
+    expect(ms(fitEnded.startTime)).toBeGreaterThanOrEqual(Math.max(ms(firstEnded.endTime), ms(secondEnded.endTime)));
 
     // The predict admitted after the fit, and those sent once it returned, ran on its revision.
     const later = [after, await predict(a, gates[0]!), await predict(b, gates[0]!)];
     const ended = await Promise.all(later.map((actionId) => a.actions.waitAction({ actionId }).then((w) => w.action!)));
-    t.expect(ended.map((e) => e.status)).toEqual(later.map(() => ActionStatus.SUCCEEDED));
-    t.expect(ended.map((e) => e.modelRevision)).toEqual([2n, 2n, 2n]);
-    t.expect(ms(ended[0]!.startTime)).toBeGreaterThanOrEqual(ms(fitEnded.endTime));
-    t.expect([firstEnded.modelRevision, secondEnded.modelRevision]).toEqual([1n, 1n]);
+    expect(ended.map((e) => e.status)).toEqual(later.map(() => ActionStatus.SUCCEEDED));
+    expect(ended.map((e) => e.modelRevision)).toEqual([2n, 2n, 2n]);
+    expect(ms(ended[0]!.startTime)).toBeGreaterThanOrEqual(ms(fitEnded.endTime));
+    expect([firstEnded.modelRevision, secondEnded.modelRevision]).toEqual([1n, 1n]);
   });
 
-  it("a server claims the calls on a model its children hold before an older call on another: the held one is sent without its bytes", async (t) => {
+  it("a server claims the calls on a model its children hold before an older call on another: the held one is sent without its bytes", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
     // One child, which holds one 1 MB model at a time; no call waits long enough to lose its turn.
-    const a = await server(t, url, {
+    const a = await server(onTestFinished, url, {
       maxChildren: 1,
       plugins: [{ module: serving, lines: ["resident_mb: 1.5"] }],
       backend: ["claim_affinity_ms: 600000"],
@@ -400,7 +428,7 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const size = { size: json(2 ** 20) };
     const [warm, cold, busy] = [await create("serving.Weights", size), await create("serving.Weights", size), await create("serving.Gated")];
     const warmUp = (await a.engine.predict({ modelId: warm, wait: true })).action!;
-    t.expect(warmUp.status).toBe(ActionStatus.SUCCEEDED);
+    expect(warmUp.status).toBe(ActionStatus.SUCCEEDED);
     // The child is busy; a call on the cold model comes, then one on the warm one.
     const gate = join(tempDir(), "open");
     const blocker = (await a.engine.predict({ modelId: busy, kwargs: { gate: json(gate) } })).action!.id;
@@ -412,26 +440,32 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     writeFileSync(gate, "");
     const o = (await a.actions.waitAction({ actionId: older })).action!;
     const n = (await a.actions.waitAction({ actionId: newer })).action!;
-    t.expect([o.status, n.status]).toEqual([ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]);
+    expect([o.status, n.status]).toEqual([ActionStatus.SUCCEEDED, ActionStatus.SUCCEEDED]);
     // The warm model's call ran first, on the instance the child held: no bytes sent.
-    t.expect(ms(n.startTime)).toBeLessThanOrEqual(ms(o.startTime));
-    t.expect(await resident()).toBe(before + 1);
+    expect(ms(n.startTime)).toBeLessThanOrEqual(ms(o.startTime));
+    expect(await resident()).toBe(before + 1);
   });
 
-  it("servers with different plugins: a call runs on a server that has its model type, and ListPlugins says which has what", async (t) => {
+  it("servers with different plugins: a call runs on a server that has its model type, and ListPlugins says which has what", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const [a, b] = await Promise.all([server(t, url, { plugins: [systest] }), server(t, url, { plugins: [systest, iris] })]);
+    const [a, b] = await Promise.all([
+      server(onTestFinished, url, { plugins: [systest] }),
+      server(onTestFinished, url, { plugins: [systest, iris] }),
+    ]);
     const listed = (await a.engine.listPlugins({})).servers;
-    t.expect(listed.find((s) => s.name === a.name)!.modelTypes).not.toContain("iris.DecisionTree");
-    t.expect(listed.find((s) => s.name === b.name)!.modelTypes).toContain("iris.DecisionTree");
+    expect(listed.find((s) => s.name === a.name)!.modelTypes).not.toContain("iris.DecisionTree");
+    expect(listed.find((s) => s.name === b.name)!.modelTypes).toContain("iris.DecisionTree");
     const created = (await a.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!;
-    t.expect(created.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(created.server).toBe(b.name);
+    expect(created.status).toBe(ActionStatus.SUCCEEDED);
+    expect(created.server).toBe(b.name);
     // Its data-access functions are only on b too: a fit with them, sent to a, runs there.
     const fit = (await a.engine.fit({ modelId: created.modelId, args: [dataAccess("iris.inputs"), dataAccess("iris.outputs")], wait: true })).action!;
-    t.expect(fit.status).toBe(ActionStatus.SUCCEEDED);
-    t.expect(fit.server).toBe(b.name);
-    t.expect(fit.dataAccess.map((d) => [d.name, d.status])).toEqual([
+    expect(fit.status).toBe(ActionStatus.SUCCEEDED);
+    expect(fit.server).toBe(b.name);
+    expect(fit.dataAccess.map((d) => [d.name, d.status])).toEqual([
       ["iris.inputs", ActionStatus.SUCCEEDED],
       ["iris.outputs", ActionStatus.SUCCEEDED],
     ]);
@@ -439,7 +473,7 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     // (The package's bin as npx runs it, without npx's own second of start-up: cli.test.ts runs npx.)
     const { stdout } = await exec(process.execPath, [join(root, "cli/plinth.mjs"), "--address", a.address, "servers", "-o", "json"], { cwd: root });
     const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; thisServer?: boolean }[];
-    t.expect(servers.map((s) => [s.name, s.modelTypes.includes("iris.DecisionTree"), s.thisServer ?? false]).sort()).toEqual(
+    expect(servers.map((s) => [s.name, s.modelTypes.includes("iris.DecisionTree"), s.thisServer ?? false]).sort()).toEqual(
       [
         [a.name, false, true],
         [b.name, true, false],
@@ -450,7 +484,7 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const script = `from plinth_client import Client\nprint(sorted(s["name"] for s in Client("${a.address}").servers()))`;
     const printed = await exec("python3", ["-c", script], { env: python }).catch((e: Error) => e);
     if (!(printed instanceof Error) || !/No module named 'grpc'/.test(printed.message)) {
-      t.expect(printed instanceof Error ? printed.message : printed.stdout.trim()).toBe(
+      expect(printed instanceof Error ? printed.message : printed.stdout.trim()).toBe(
         `[${[a.name, b.name]
           .sort()
           .map((n) => `'${n}'`)
@@ -458,14 +492,14 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
       );
     }
     const unknown = await a.engine.createInstance({ modelType: "nobody.Has" }).catch((e: Error) => e);
-    t.expect((unknown as Error).message).toMatch(/not declared by any loaded plugin; known model types: .*iris\.DecisionTree/);
+    expect((unknown as Error).message).toMatch(/not declared by any loaded plugin; known model types: .*iris\.DecisionTree/);
   });
 
-  it("a database restart mid-load: both servers serve on by themselves, every acknowledged action ends", async (t) => {
+  it("a database restart mid-load: both servers serve on by themselves, every acknowledged action ends", async ({ expect, onTestFinished }) => {
     const pg: TestPostgres = await startPostgres();
     try {
       const url = await newDatabase(pg.adminUrl);
-      const [a, b] = await Promise.all([server(t, url), server(t, url)]);
+      const [a, b] = await Promise.all([server(onTestFinished, url), server(onTestFinished, url)]);
       const modelId = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
       const acknowledged = await Promise.all(
         Array.from({ length: 6 }, (_, i) => (i % 2 ? a : b).engine.predict({ modelId, args: [json(i)], kwargs: { sleep: json(0.2) } })),
@@ -474,23 +508,23 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
       await pg.start();
       // Every acknowledged action ends (succeeded, or failed saying the store could not record it).
       for (const r of acknowledged) {
-        await t.expect
+        await expect
           .poll(async () => (await a.actions.getAction({ actionId: r.action!.id }).catch(() => undefined))?.action, { timeout: 60_000 })
           .toSatisfy((x: Action | undefined) => x !== undefined && ended(x));
       }
       // And both serve new work again, without a restart.
       for (const via of [a, b]) {
-        await t.expect
+        await expect
           .poll(async () => (await via.engine.predict({ modelId, args: [json("again")], wait: true }).catch(() => undefined))?.action?.status, {
             timeout: 60_000,
           })
           .toBe(ActionStatus.SUCCEEDED);
       }
-      t.expect(a.process.child.exitCode).toBeNull();
-      t.expect(b.process.child.exitCode).toBeNull();
+      expect(a.process.child.exitCode).toBeNull();
+      expect(b.process.child.exitCode).toBeNull();
     } finally {
       // Stopped before their database goes.
-      for (const p of startedBy(t).processes.splice(0)) {
+      for (const p of startedBy(onTestFinished).processes.splice(0)) {
         p.child.kill("SIGTERM");
         await once(p.child, "exit");
       }

@@ -14,7 +14,7 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
-import { describe, it, type TestContext } from "vitest";
+import { describe, type ExpectStatic, it, type TestContext } from "vitest";
 import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { procStat } from "../server/process/proc.ts";
 import { json } from "./helpers/args.ts";
@@ -27,9 +27,9 @@ const systest = join(root, "plugins/system-test/mod.ts");
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
 
 /**
- * What test `t` started, stopped once it ends. The tests run at once (each on a database of its
- * own, most of their time spent waiting on servers' starts and stops): each stops its own, and
- * asserts with its own t.expect (vitest's for concurrent tests).
+ * What a test started, stopped once it ends (`finished`: its context's onTestFinished). The
+ * tests run at once, each on a database of its own, most of their time spent waiting on
+ * servers' starts and stops: each stops its own, and asserts with its context's expect.
  */
 interface Own {
   processes: ServerProcess[];
@@ -37,12 +37,13 @@ interface Own {
   proxy?: PgProxy;
   postgres?: TestPostgres;
 }
-const startedIn = new WeakMap<TestContext, Own>();
-function startedBy(t: TestContext): Own {
-  let own = startedIn.get(t);
+type Finished = TestContext["onTestFinished"];
+const startedIn = new WeakMap<Finished, Own>();
+function startedBy(finished: Finished): Own {
+  let own = startedIn.get(finished);
   if (!own) {
     const mine: Own = { processes: [], channels: [] };
-    t.onTestFinished(async () => {
+    finished(async () => {
       for (const c of mine.channels.splice(0)) c.close();
       for (const p of mine.processes.splice(0)) {
         if (p.child.exitCode === null && p.child.signalCode === null) {
@@ -53,28 +54,28 @@ function startedBy(t: TestContext): Own {
       mine.proxy?.close();
       await mine.postgres?.remove();
     });
-    startedIn.set(t, mine);
+    startedIn.set(finished, mine);
     own = mine;
   }
   return own;
 }
 
-/** A PostgreSQL server of test `t`'s own, removed once it ends. */
-async function ownPostgresOf(t: TestContext): Promise<TestPostgres> {
+/** A PostgreSQL server of the test's own, removed once it ends. */
+async function ownPostgresOf(finished: Finished): Promise<TestPostgres> {
   const postgres = await startPostgres();
-  startedBy(t).postgres = postgres;
+  startedBy(finished).postgres = postgres;
   return postgres;
 }
 
-/** A proxy in front of a new database (pgProxy), closed once test `t` ends. */
-async function proxyOf(t: TestContext): Promise<PgProxy> {
+/** A proxy in front of a new database (pgProxy), closed once the test ends. */
+async function proxyOf(finished: Finished): Promise<PgProxy> {
   const proxy = await pgProxy(await newDatabase());
-  startedBy(t).proxy = proxy;
+  startedBy(finished).proxy = proxy;
   return proxy;
 }
 
 /** A server process on the backend given; `stopAfter`: it stops itself once it has committed that revision of a model. */
-async function server(t: TestContext, backend: string[], stopAfter?: bigint) {
+async function server(finished: Finished, backend: string[], stopAfter?: bigint) {
   const config = writeConfig(
     [
       "backend:",
@@ -89,7 +90,7 @@ async function server(t: TestContext, backend: string[], stopAfter?: bigint) {
   );
   const env = { ...process.env, ...(stopAfter ? { PLINTH_TEST_STOP_AFTER_REVISION: String(stopAfter) } : {}) };
   const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"], { env });
-  const own = startedBy(t);
+  const own = startedBy(finished);
   own.processes.push(p);
   const c = clients(await p.port);
   own.channels.push(c.channel);
@@ -103,8 +104,8 @@ const sqlite = () => [`path: ${join(tempDir("plinth-db-"), "plinth.db")}`];
 const postgres = (url: string) => ["kind: postgres", `url: ${url}`, "connect_timeout: 30"];
 
 /** Resolves once the process has stopped itself (SIGSTOP): it committed the revision. */
-async function stopped(t: TestContext, p: ServerProcess): Promise<void> {
-  await t.expect.poll(() => procStat(p.child.pid!)?.state, { timeout: 60_000 }).toBe("T");
+async function stopped(expect: ExpectStatic, p: ServerProcess): Promise<void> {
+  await expect.poll(() => procStat(p.child.pid!)?.state, { timeout: 60_000 }).toBe("T");
 }
 
 async function kill(p: ServerProcess): Promise<void> {
@@ -120,71 +121,83 @@ async function modelAndFit(c: Clients): Promise<{ modelId: string; fit: Action }
 }
 
 /** The fit stored revision 2, and says so: SUCCEEDED, with that revision. */
-async function expectSucceeded(t: TestContext, c: Clients, modelId: string, fitId: string): Promise<void> {
+async function expectSucceeded(expect: ExpectStatic, c: Clients, modelId: string, fitId: string): Promise<void> {
   const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
-  t.expect(model.revision).toBe(2n);
-  t.expect(decode(model.instance).fits).toEqual([{ args: ["once"], kwargs: {} }]);
-  t.expect(model.actionId).toBe(fitId);
+  expect(model.revision).toBe(2n);
+  expect(decode(model.instance).fits).toEqual([{ args: ["once"], kwargs: {} }]);
+  expect(model.actionId).toBe(fitId);
   const [stored] = (await c.actions.listActions({ modelId, pageSize: 1 })).actions;
-  t.expect(stored!.id).toBe(fitId);
+  expect(stored!.id).toBe(fitId);
   for (const fit of [stored!, (await c.actions.getAction({ actionId: fitId })).action!]) {
-    t.expect({ status: fit.status, error: fit.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(fit.result?.model?.revision).toBe(2n);
+    expect({ status: fit.status, error: fit.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(fit.result?.model?.revision).toBe(2n);
   }
 }
 
 describe.concurrent("a fit that stores a revision ends SUCCEEDED with it, whatever breaks right after that commit", () => {
-  it("SQLite: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async (t) => {
+  it("SQLite: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const backend = sqlite();
-    const first = await server(t, backend, 2n);
+    const first = await server(onTestFinished, backend, 2n);
     const { modelId, fit } = await modelAndFit(first);
-    await stopped(t, first.process);
+    await stopped(expect, first.process);
     await kill(first.process);
 
-    const second = await server(t, backend);
-    await expectSucceeded(t, second, modelId, fit.id);
+    const second = await server(onTestFinished, backend);
+    await expectSucceeded(expect, second, modelId, fit.id);
   });
 
-  it("SQLite: a CreateInstance whose server was killed right after the commit is SUCCEEDED with the model it made", async (t) => {
+  it("SQLite: a CreateInstance whose server was killed right after the commit is SUCCEEDED with the model it made", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const backend = sqlite();
-    const first = await server(t, backend, 1n);
+    const first = await server(onTestFinished, backend, 1n);
     const { action } = await first.engine.createInstance({ modelType: "systest.Model", args: [json("made")] });
-    await stopped(t, first.process);
+    await stopped(expect, first.process);
     await kill(first.process);
 
-    const second = await server(t, backend);
+    const second = await server(onTestFinished, backend);
     const [model] = (await second.engine.listModels({})).models;
-    t.expect(model).toMatchObject({ revision: 1n, actionId: action!.id });
+    expect(model).toMatchObject({ revision: 1n, actionId: action!.id });
     const created = (await second.actions.getAction({ actionId: action!.id })).action!;
-    t.expect({ status: created.status, error: created.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(created.modelId).toBe(model!.id);
-    t.expect(created.result?.model).toMatchObject({ id: model!.id, revision: 1n });
+    expect({ status: created.status, error: created.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(created.modelId).toBe(model!.id);
+    expect(created.result?.model).toMatchObject({ id: model!.id, revision: 1n });
   });
 
-  it("PostgreSQL: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async (t) => {
+  it("PostgreSQL: the server killed right after the commit; the next start finds the fit SUCCEEDED with revision 2", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
-    const first = await server(t, postgres(url), 2n);
+    const first = await server(onTestFinished, postgres(url), 2n);
     const { modelId, fit } = await modelAndFit(first);
-    await stopped(t, first.process);
+    await stopped(expect, first.process);
     await kill(first.process);
 
-    const second = await server(t, postgres(url));
-    await expectSucceeded(t, second, modelId, fit.id);
+    const second = await server(onTestFinished, postgres(url));
+    await expectSucceeded(expect, second, modelId, fit.id);
   });
 
-  it("PostgreSQL: the database down right after the commit; the fit answers SUCCEEDED, and the database says so once back", async (t) => {
-    const ownPostgres = await ownPostgresOf(t);
+  it("PostgreSQL: the database down right after the commit; the fit answers SUCCEEDED, and the database says so once back", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const ownPostgres = await ownPostgresOf(onTestFinished);
     const url = await newDatabase(ownPostgres.adminUrl);
-    const c = await server(t, postgres(url), 2n);
+    const c = await server(onTestFinished, postgres(url), 2n);
     const { modelId, fit } = await modelAndFit(c);
-    await stopped(t, c.process);
+    await stopped(expect, c.process);
     await ownPostgres.stop();
     c.process.child.kill("SIGCONT");
     const ended = (await c.actions.waitAction({ actionId: fit.id })).action!;
-    t.expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(ended.result?.model?.revision).toBe(2n);
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
     await ownPostgres.start();
-    await expectSucceeded(t, c, modelId, fit.id);
+    await expectSucceeded(expect, c, modelId, fit.id);
   });
 });
 
@@ -205,16 +218,16 @@ describe.concurrent("a database an older Plinth left with a revision stored and 
     return { created, modelId, fit };
   }
 
-  async function expectCreated(t: TestContext, c: Clients, created: Action): Promise<void> {
+  async function expectCreated(expect: ExpectStatic, c: Clients, created: Action): Promise<void> {
     const ended = (await c.actions.getAction({ actionId: created.id })).action!;
-    t.expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(ended.modelId).toBe(created.modelId);
-    t.expect(ended.result?.model).toMatchObject({ id: created.modelId, revision: 1n, actionId: created.id });
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.modelId).toBe(created.modelId);
+    expect(ended.result?.model).toMatchObject({ id: created.modelId, revision: 1n, actionId: created.id });
   }
 
-  it("SQLite: the next start marks those actions SUCCEEDED with their revisions, not interrupted", async (t) => {
+  it("SQLite: the next start marks those actions SUCCEEDED with their revisions, not interrupted", async ({ expect, onTestFinished }) => {
     const backend = sqlite();
-    const first = await server(t, backend);
+    const first = await server(onTestFinished, backend);
     const { created, modelId, fit } = await leftBehind(first);
     first.process.child.kill("SIGTERM");
     await once(first.process.child, "exit");
@@ -229,14 +242,14 @@ describe.concurrent("a database an older Plinth left with a revision stored and 
       db.close();
     }
 
-    const second = await server(t, backend);
-    await expectCreated(t, second, created);
-    await expectSucceeded(t, second, modelId, fit.id);
+    const second = await server(onTestFinished, backend);
+    await expectCreated(expect, second, created);
+    await expectSucceeded(expect, second, modelId, fit.id);
   });
 
-  it("PostgreSQL: the next start's sweep marks those actions SUCCEEDED with their revisions, not interrupted", async (t) => {
+  it("PostgreSQL: the next start's sweep marks those actions SUCCEEDED with their revisions, not interrupted", async ({ expect, onTestFinished }) => {
     const url = await newDatabase();
-    const first = await server(t, postgres(url));
+    const first = await server(onTestFinished, postgres(url));
     const { created, modelId, fit } = await leftBehind(first);
     first.process.child.kill("SIGTERM");
     await once(first.process.child, "exit");
@@ -252,83 +265,92 @@ describe.concurrent("a database an older Plinth left with a revision stored and 
       await db.end();
     }
 
-    const second = await server(t, postgres(url));
-    await expectCreated(t, second, created);
-    await expectSucceeded(t, second, modelId, fit.id);
+    const second = await server(onTestFinished, postgres(url));
+    await expectCreated(expect, second, created);
+    await expectSucceeded(expect, second, modelId, fit.id);
   });
 });
 
 describe.concurrent("PostgreSQL: several servers", () => {
-  it("a server stopped right after the commit, past its lease: the others find the fit SUCCEEDED, and it stays so once that server wakes", async (t) => {
+  it("a server stopped right after the commit, past its lease: the others find the fit SUCCEEDED, and it stays so once that server wakes", async ({
+    expect,
+    onTestFinished,
+  }) => {
     const url = await newDatabase();
     // Short, yet above a busy machine's stalls (at 2 s a starting server was seen to miss its own renewals).
     const backend = [...postgres(url), "lease_seconds: 5"];
-    const a = await server(t, backend, 2n);
+    const a = await server(onTestFinished, backend, 2n);
     // Run on a: it claims the fit at once, before b is there.
     const { modelId, fit } = await modelAndFit(a);
-    await stopped(t, a.process);
-    const b = await server(t, backend);
+    await stopped(expect, a.process);
+    const b = await server(onTestFinished, backend);
     // b removes a once its lease has lapsed, and ends what a was running (none: the fit had ended with its commit).
-    await t.expect
+    await expect
       .poll(() => b.process.output(), { timeout: 60_000 })
       .toMatch(/stopped responding \(its lease lapsed\): its running actions ended interrupted \(none\)/);
-    await expectSucceeded(t, b, modelId, fit.id);
+    await expectSucceeded(expect, b, modelId, fit.id);
     const exited = once(a.process.child, "exit");
     a.process.child.kill("SIGCONT");
-    t.expect((await exited)[0]).toBe(1);
-    t.expect(a.process.output()).toMatch(/this server lost its lease/);
-    await expectSucceeded(t, b, modelId, fit.id);
+    expect((await exited)[0]).toBe(1);
+    expect(a.process.output()).toMatch(/this server lost its lease/);
+    await expectSucceeded(expect, b, modelId, fit.id);
   });
 });
 
 describe.concurrent("PostgreSQL: a connection lost at the commit of a fit's revision", () => {
-  it("after the database committed (its answer lost): the fit ends SUCCEEDED with the revision, not FAILED", async (t) => {
-    const proxy = await proxyOf(t);
-    const c = await server(t, postgres(proxy.url));
+  it("after the database committed (its answer lost): the fit ends SUCCEEDED with the revision, not FAILED", async ({ expect, onTestFinished }) => {
+    const proxy = await proxyOf(onTestFinished);
+    const c = await server(onTestFinished, postgres(proxy.url));
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     proxy.loseRevisionCommit("answer");
     const ended = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
-    t.expect(proxy.lost).toBe(1);
-    t.expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(ended.result?.model?.revision).toBe(2n);
-    await expectSucceeded(t, c, modelId, ended.id);
+    expect(proxy.lost).toBe(1);
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
+    await expectSucceeded(expect, c, modelId, ended.id);
   });
 
-  it("after the database committed a predict that stores an instance: it ends SUCCEEDED with its prediction and the revision", async (t) => {
-    const proxy = await proxyOf(t);
-    const c = await server(t, postgres(proxy.url));
+  it("after the database committed a predict that stores an instance: it ends SUCCEEDED with its prediction and the revision", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const proxy = await proxyOf(onTestFinished);
+    const c = await server(onTestFinished, postgres(proxy.url));
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     proxy.loseRevisionCommit("answer");
     const ended = (await c.engine.predict({ modelId, args: [json("kept")], kwargs: { remember: json(true) }, wait: true })).action!;
-    t.expect(proxy.lost).toBe(1);
-    t.expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
-    t.expect(ended.result?.model?.revision).toBe(2n);
-    t.expect(ended.result?.prediction?.kind.case).toBe("json");
+    expect(proxy.lost).toBe(1);
+    expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
+    expect(ended.result?.model?.revision).toBe(2n);
+    expect(ended.result?.prediction?.kind.case).toBe("json");
     const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
-    t.expect(model.revision).toBe(2n);
-    t.expect(decode(model.instance).predictions).toEqual([{ args: ["kept"], kwargs: {} }]);
+    expect(model.revision).toBe(2n);
+    expect(decode(model.instance).predictions).toEqual([{ args: ["kept"], kwargs: {} }]);
   });
 
-  it("before the database got the commit: the fit ends FAILED store_failed, the model at its previous revision", async (t) => {
-    const proxy = await proxyOf(t);
-    const c = await server(t, postgres(proxy.url));
+  it("before the database got the commit: the fit ends FAILED store_failed, the model at its previous revision", async ({
+    expect,
+    onTestFinished,
+  }) => {
+    const proxy = await proxyOf(onTestFinished);
+    const c = await server(onTestFinished, postgres(proxy.url));
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     proxy.loseRevisionCommit("commit");
     const ended = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
-    t.expect(proxy.lost).toBe(1);
-    t.expect(ended.status).toBe(ActionStatus.FAILED);
-    t.expect(ended.error?.code).toBe("store_failed");
+    expect(proxy.lost).toBe(1);
+    expect(ended.status).toBe(ActionStatus.FAILED);
+    expect(ended.error?.code).toBe("store_failed");
     const model = (await c.engine.getModel({ modelId, includeInstance: true })).model!;
-    t.expect(model.revision).toBe(1n);
-    t.expect(decode(model.instance).fits).toEqual([]);
+    expect(model.revision).toBe(1n);
+    expect(decode(model.instance).fits).toEqual([]);
     // The history says the same: the end is stored once the database takes it.
-    await t.expect
+    await expect
       .poll(async () => (await c.actions.listActions({ modelId, pageSize: 1 })).actions[0]?.error?.code, { timeout: 30_000 })
       .toBe("store_failed");
     // A retry applies the fit once.
     const retried = (await c.engine.fit({ modelId, args: [json("once")], wait: true })).action!;
-    t.expect(retried.result?.model?.revision).toBe(2n);
-    t.expect(decode((await c.engine.getModel({ modelId, includeInstance: true })).model!.instance).fits).toHaveLength(1);
+    expect(retried.result?.model?.revision).toBe(2n);
+    expect(decode((await c.engine.getModel({ modelId, includeInstance: true })).model!.instance).fits).toHaveLength(1);
   });
 });
 
