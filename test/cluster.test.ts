@@ -23,9 +23,10 @@ import { clients, descendantsOf, type ServerProcess, startBundledProcess, writeC
 import { tempDir } from "./helpers/temp.ts";
 
 const exec = promisify(execFile);
-// Short for quick failovers here, yet above a busy machine's stalls: at 2 s a server starting on a
-// loaded machine was seen to miss its own renewals and be removed before it served.
-const LEASE_SECONDS = 5;
+// Short for quick failovers here, yet above a busy machine's stalls: a server starting on a loaded
+// machine was seen to miss its own renewals and be removed by the other before it served, at 2 s,
+// and at 5 s with this file's tests at once beside other suites (load 20 on two cores).
+const LEASE_SECONDS = 10;
 
 /**
  * What a test started, stopped once it ends (`finished`: its context's onTestFinished). The
