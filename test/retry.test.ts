@@ -14,7 +14,7 @@ import { type Action, ActionStatus, RetryPolicySchema } from "../gen/plinth/v1/a
 import { dataAccess, json, jsonOf } from "./helpers/args.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { fixture, startTestServer, type TestServer } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const TYPE = "durable.Trainer";
@@ -113,7 +113,7 @@ describe("a checkpoint survives its server", () => {
     for (const p of started.splice(0)) if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill("SIGKILL");
   });
   const serve = (config: string) => {
-    const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+    const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
     started.push(p);
     return p;
   };
