@@ -77,7 +77,11 @@ export class PlinthActionError extends Error {
 }
 
 export interface ActionRun<T> {
-  /** The action as the server first answered (queued, with its id). */
+  /**
+   * The action as the server first answered (queued, with its id). Read it, or `progress`,
+   * right after the call to follow the action; a run of which only `done` is read makes one
+   * round trip (the request waits for the end), and `started` then gives the ended action.
+   */
   readonly started: Promise<Action>;
   /** Every update until the action ends (the last one included). */
   readonly progress: AsyncIterable<Progress>;
@@ -88,10 +92,21 @@ export interface ActionRun<T> {
 }
 
 /**
- * Follows the action `start` creates. `signal` cancels it (CancelAction) when aborted;
- * `result` turns the ended action into the run's value.
+ * Starts an action with `send` and follows it. `signal` cancels it (CancelAction) when
+ * aborted; `result` turns the ended action into the run's value. The request goes on the
+ * next microtask: a run of which only `done` was read by then (no `started`, `progress`,
+ * `cancel` or signal) asks the server to answer once the action has ended, in one round
+ * trip; any other starts the action, then waits for its end or follows it.
  */
-export function followAction<T>(client: ActionClient, start: Promise<Action>, result: (action: Action) => T, signal?: AbortSignal): ActionRun<T> {
+export function followAction<T>(
+  client: ActionClient,
+  send: (wait: boolean) => Promise<Action>,
+  result: (action: Action) => T,
+  signal?: AbortSignal,
+): ActionRun<T> {
+  let followed = signal !== undefined;
+  const start = new Promise<Action>((resolve, reject) => queueMicrotask(() => send(!followed).then(resolve, reject)));
+  start.catch(() => {}); // done, started and progress each carry its failure to whoever awaits them
   const cancel = async () => (await client.cancelAction({ actionId: (await start).id })).action!;
   const onAbort = () => void cancel().catch(() => {});
   signal?.addEventListener("abort", onAbort, { once: true });
@@ -110,5 +125,19 @@ export function followAction<T>(client: ActionClient, start: Promise<Action>, re
       for await (const update of client.watchAction({ actionId: id })) yield progressOf(update.action!);
     },
   };
-  return { started: start, progress, done, cancel };
+  return {
+    get started() {
+      followed = true;
+      return start;
+    },
+    get progress() {
+      followed = true;
+      return progress;
+    },
+    done,
+    cancel() {
+      followed = true;
+      return cancel();
+    },
+  };
 }

@@ -29,6 +29,8 @@ export interface ClientOptions {
   tls?: { ca?: Uint8Array; cert?: Uint8Array; key?: Uint8Array };
   /** grpc-js channel options; the largest answer defaults to unlimited. */
   channelOptions?: Record<string, unknown>;
+  /** nice-grpc client middleware for every call (tracing, logging, deadlines), after the token's. */
+  middleware?: ClientMiddleware[];
 }
 
 /** The arguments and options of a create, fit or predict. */
@@ -152,7 +154,8 @@ export function createPlinthClient(address: string, options: ClientOptions = {})
       )
     : undefined;
   const channel: Channel = createChannel(address, credentials, { "grpc.max_receive_message_length": -1, ...options.channelOptions });
-  const factory = options.token ? createClientFactory().use(bearer(options.token)) : createClientFactory();
+  let factory = options.token ? createClientFactory().use(bearer(options.token)) : createClientFactory();
+  for (const middleware of options.middleware ?? []) factory = factory.use(middleware);
   const engine = factory.create(definitions.engine, channel);
   const actions = factory.create(definitions.actions, channel);
   const state = factory.create(definitions.state, channel);
@@ -161,18 +164,18 @@ export function createPlinthClient(address: string, options: ClientOptions = {})
     actions,
     state,
     create(modelType, input = {}) {
-      const start = engine.createInstance({ modelType, ...request(input) }).then((r) => r.action!);
-      return followAction(actions, start, modelResult, input.signal);
+      const send = (wait: boolean) => engine.createInstance({ modelType, ...request(input), wait }).then((r) => r.action!);
+      return followAction(actions, send, modelResult, input.signal);
     },
     fit(modelId, input = {}) {
-      const start = engine.fit({ modelId, ...request(input) }).then((r) => r.action!);
-      return followAction(actions, start, modelResult, input.signal);
+      const send = (wait: boolean) => engine.fit({ modelId, ...request(input), wait }).then((r) => r.action!);
+      return followAction(actions, send, modelResult, input.signal);
     },
     predict(modelId, input = {}) {
-      const start = engine.predict({ modelId, ...request(input) }).then((r) => r.action!);
+      const send = (wait: boolean) => engine.predict({ modelId, ...request(input), wait }).then((r) => r.action!);
       return followAction(
         actions,
-        start,
+        send,
         (action) => ({ prediction: fromArg(action.result?.prediction), revision: action.result?.model?.revision, action }),
         input.signal,
       );

@@ -1,7 +1,9 @@
 /** The TypeScript client (client/mod.ts) against the real server, as a program would use it. */
 import { join } from "node:path";
+import type { ClientMiddleware } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
 import { createPlinthClient, dataAccess, PlinthActionError, type PlinthClient, type Progress, Tensor } from "../client/mod.ts";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 
 let t: TestServer | undefined;
@@ -55,6 +57,28 @@ describe("the TypeScript client", () => {
       kwargs: { flag: true },
       instance: { args: { args: ["a"], kwargs: { k: { nested: [1, 2] } } } },
     });
+  });
+
+  it("gives done in one round trip when nothing but done is read; reading progress or started follows the action", async () => {
+    t = await startTestServer({ plugins: [{ module: join(root, "plugins/system-test/mod.ts") }] });
+    const calls: string[] = [];
+    const count: ClientMiddleware = async function* (call, options) {
+      calls.push(call.method.path.split("/").at(-1)!);
+      return yield* call.next(call.request, options);
+    };
+    client = createPlinthClient(`127.0.0.1:${t.port}`, { middleware: [count] });
+    const { modelId } = await client.create("systest.Model").done;
+    calls.length = 0;
+    const { prediction } = await client.predict(modelId, { args: [[1, 2]] }).done;
+    expect(prediction).toMatchObject({ args: [[1, 2]] });
+    expect(calls).toEqual(["Predict"]);
+
+    calls.length = 0;
+    const run = client.predict(modelId, { args: [[3]] });
+    const started = await run.started;
+    expect(started.status).not.toBe(ActionStatus.SUCCEEDED);
+    expect((await run.done).prediction).toMatchObject({ args: [[3]] });
+    expect(calls).toEqual(["Predict", "WaitAction"]);
   });
 
   it("sends bytes, tensors and large JSON, and gets them back as Uint8Array, Tensor and values", async () => {
