@@ -42,9 +42,9 @@ export const notFound = (message: string) => new PlinthError("not_found", messag
 /** At most this many characters of any client input in a message. */
 const QUOTE_CHARS = 200;
 
-/** A client's input cut to what a message may show of it. */
-export function cut(input: string): string {
-  return input.length > QUOTE_CHARS ? `${input.slice(0, QUOTE_CHARS)}…` : input;
+/** A client's input cut to what a message may show of it (`chars`, 200 unless given). */
+export function cut(input: string, chars = QUOTE_CHARS): string {
+  return input.length > chars ? `${input.slice(0, chars)}…` : input;
 }
 
 /** A client's input as an error message quotes it: JSON-quoted, cut at 200 characters. */

@@ -8,12 +8,11 @@
  * queued → (accessing_data → queued) → executing → (storing) → succeeded | failed | cancelled
  */
 import { setTimeout as sleep } from "node:timers/promises";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampFromMs, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { durationFromMs, type Value as JsonValuePb, type Timestamp, timestampMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
 import {
   type Action,
-  ActionAttemptSchema,
   ActionBatchSchema,
   ActionCall,
   ActionCheckpointSchema,
@@ -23,7 +22,6 @@ import {
   ActionStatus,
   CancelOutcomeSchema,
   type DataAccessProgress,
-  DataAccessProgressSchema,
 } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { CallKind, type Value, ValueSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -44,13 +42,9 @@ import type { ModelCache } from "./model-cache.ts";
 import type { ModelLocks } from "./model-locks.ts";
 import { type Payload, payloadArg, payloadFromValue } from "./payloads.ts";
 import type { BatchInfo, BatchPolicy, PredictBatches } from "./predict-batches.ts";
-import { isRetryable, retryDelayMs } from "./retry-policy.ts";
+import { nextAttempt, nextAttemptDelay } from "./retry-policy.ts";
 import type { Waiting } from "./runs.ts";
 import { argsView, type ViewLimits } from "./views.ts";
-
-/** An earlier attempt keeps this much of its error's message. */
-const MAX_ATTEMPT_MESSAGE = 1000;
-const briefly = (message: string) => (message.length > MAX_ATTEMPT_MESSAGE ? `${message.slice(0, MAX_ATTEMPT_MESSAGE)}…` : message);
 
 export const callKinds = {
   [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
@@ -240,11 +234,11 @@ async function leftAtShutdown(
   const view = deps.table.action(id)!.view;
   if (!CancelReason.isReason(reason) || reason.by !== "shutdown" || !view.retry) return false;
   if (waits.retryPending || waits.now === "model") return true;
-  const attempt = view.attempt || 1;
-  if (attempt >= view.retry.maxAttempts || !isRetryable(view.retry, "interrupted")) return false;
+  const delay = nextAttemptDelay(view, "interrupted");
+  if (delay === undefined) return false;
   const error = create(ActionErrorSchema, { code: "interrupted", message: "the server stopped while the attempt ran" });
   try {
-    await steps.retrying(error, start ?? timestampNow(), retryDelayMs(view.retry, attempt + 1));
+    await steps.retrying(error, start ?? timestampNow(), delay);
     return true;
   } catch {
     return false; // the store refused it: the action ends as any stopped one
@@ -320,11 +314,7 @@ async function attempt(
 /** The wait before the action's next attempt, when its policy gives the failure one; undefined: it ends now. */
 function retryDelay(deps: LifecycleDeps, id: string, error: unknown, signal: AbortSignal): number | undefined {
   if (signal.aborted) return undefined;
-  const { retry, attempt } = deps.table.action(id)!.view;
-  if (!retry || (attempt || 1) >= retry.maxAttempts) return undefined;
-  // An end the store could not record is never retried: the action's state is in doubt.
-  if (error instanceof ActionFailure && error.error.code === "store_failed") return undefined;
-  return isRetryable(retry, failure(error).error.code) ? retryDelayMs(retry, (attempt || 1) + 1) : undefined;
+  return nextAttemptDelay(deps.table.action(id)!.view, failure(error).error.code);
 }
 
 /** Resolves after `ms` (the global timer: a fake clock runs it; Infinity: never); rejects with the signal's reason first. */
@@ -377,12 +367,13 @@ class Steps implements RunReporter {
    * up to inline_payload_bytes): what a watcher sees of it is stored, for the next attempt
    * on any server.
    */
-  async checkpoint(value: Value, bytes: number): Promise<void> {
+  async checkpoint(value: Value, encoded: Uint8Array): Promise<void> {
     const { table, store, views } = this.#deps;
     const view = table.action(this.#id)!.view;
     const shown = payloadArg(payloadFromValue(value, "json"), views.inlineBytes, views.maxJsonValueBytes);
-    const checkpoint = create(ActionCheckpointSchema, { attempt: view.attempt || 1, time: timestampNow(), size: BigInt(bytes), value: shown });
-    await persist(store, Object.freeze({ ...view, checkpoint }) as Action, { checkpoint: toBinary(ValueSchema, value) });
+    const size = BigInt(encoded.byteLength);
+    const checkpoint = create(ActionCheckpointSchema, { attempt: view.attempt || 1, time: timestampNow(), size, value: shown });
+    await persist(store, Object.freeze({ ...view, checkpoint }) as Action, { checkpoint: encoded });
     this.#checkpoint = value;
     const live = table.action(this.#id);
     if (live && !isEnded(live.view)) table.update(this.#id, { checkpoint });
@@ -416,21 +407,7 @@ class Steps implements RunReporter {
    */
   retrying(error: ActionError, start: Timestamp, delayMs: number): Promise<void> {
     const { table, store } = this.#deps;
-    const view = table.action(this.#id)!.view;
-    const attempt = view.attempt || 1;
-    // Its code and the start of its message: a hundred attempts' stacks on every later write of the action would weigh on it.
-    const brief = create(ActionErrorSchema, { code: error.code, message: briefly(error.message) });
-    const failed = create(ActionAttemptSchema, { attempt, error: brief, startTime: start, endTime: timestampNow(), server: view.server });
-    const patch: ActionPatch = {
-      ...this.#takeStart(),
-      status: ActionStatus.QUEUED,
-      attempt: attempt + 1,
-      attempts: [...view.attempts, failed],
-      nextAttemptTime: timestampFromMs(Date.now() + delayMs),
-      dataAccess: view.dataAccess.map((entry) =>
-        Object.freeze(create(DataAccessProgressSchema, { argument: entry.argument, name: entry.name, status: ActionStatus.QUEUED })),
-      ),
-    };
+    const patch: ActionPatch = { ...this.#takeStart(), ...nextAttempt(table.action(this.#id)!.view, error, start, delayMs) };
     return persist(store, table.update(this.#id, patch));
   }
 

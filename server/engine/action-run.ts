@@ -34,8 +34,8 @@ export interface RunReporter {
    * set): published at a bounded rate, not stored.
    */
   progress(state: JsonValuePb | undefined, logTail: string[], argument?: string): void;
-  /** A checkpoint the plugin's call stored (ctx.checkpoint(value)), `bytes` long encoded: resolves once stored. */
-  checkpoint(value: Value, bytes: number): Promise<void>;
+  /** A checkpoint the plugin's call stored (ctx.checkpoint(value)), with its encoding: resolves once stored. */
+  checkpoint(value: Value, encoded: Uint8Array): Promise<void>;
 }
 
 /**
@@ -147,7 +147,7 @@ export class ActionRun {
       signal,
       () => this.#report.status(ActionStatus.EXECUTING),
       progress,
-      (value, bytes) => this.#report.checkpoint(value, bytes),
+      (value, encoded) => this.#report.checkpoint(value, encoded),
     );
     const { result } = outcome;
     return { value: payloadFromValue(result.value, call.jsonForm), instance: result.instance, logTail: outcome.logTail };
@@ -160,7 +160,7 @@ export class ActionRun {
     signal: AbortSignal,
     onStart: () => Promise<void>,
     onProgress: (state: JsonValuePb | undefined, logTail: string[]) => void,
-    onCheckpoint?: (value: Value, bytes: number) => Promise<void>,
+    onCheckpoint?: (value: Value, encoded: Uint8Array) => Promise<void>,
   ): Promise<CallOutcome> {
     const checkpoints = onCheckpoint ? { onCheckpoint } : {};
     return this.#reported(signal, onStart, onProgress, (hooks) =>

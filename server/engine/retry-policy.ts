@@ -4,10 +4,11 @@
  * are retried, and how long it waits before each next attempt.
  */
 import { create } from "@bufbuild/protobuf";
-import { type Duration, durationFromMs, timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
+import { type Duration, durationFromMs, type Timestamp, timestampFromMs, timestampNow } from "@bufbuild/protobuf/wkt";
 import {
   type Action,
   ActionAttemptSchema,
+  type ActionError,
   ActionErrorSchema,
   ActionSchema,
   ActionStatus,
@@ -15,7 +16,7 @@ import {
   type RetryPolicy,
   RetryPolicySchema,
 } from "../../gen/plinth/v1/action_pb.ts";
-import { invalid, quote } from "../errors.ts";
+import { cut, invalid, quote } from "../errors.ts";
 import type { ActionErrorCode } from "./action-errors.ts";
 
 export const MAX_ATTEMPTS = 100;
@@ -139,34 +140,64 @@ function millis(d: Duration): number {
 }
 
 /**
+ * The wait before the action's next attempt after a failure with `code`, when its policy
+ * gives it one; undefined: it has no further attempt.
+ */
+export function nextAttemptDelay(action: Pick<Action, "retry" | "attempt">, code: string): number | undefined {
+  const { retry } = action;
+  const attempt = action.attempt || 1;
+  if (!retry || attempt >= retry.maxAttempts || !isRetryable(retry, code)) return undefined;
+  return retryDelayMs(retry, attempt + 1);
+}
+
+/** An earlier attempt keeps this much of its error's message. */
+const MAX_ATTEMPT_MESSAGE = 1000;
+
+/**
+ * What the action becomes once its attempt (started at `start`, when known) failed with
+ * `error` and the next one starts in `delayMs`: queued again, its attempt counted up, the
+ * failed one listed with its error's code and the start of its message (a hundred
+ * attempts' stacks on every later write of the action would weigh on it), its data
+ * access to run again.
+ */
+export function nextAttempt(
+  action: Action,
+  error: ActionError,
+  start: Timestamp | undefined,
+  delayMs: number,
+): Pick<Action, "status" | "attempt" | "attempts" | "nextAttemptTime" | "dataAccess"> {
+  const attempt = action.attempt || 1;
+  const failed = create(ActionAttemptSchema, {
+    attempt,
+    error: create(ActionErrorSchema, { code: error.code, message: cut(error.message, MAX_ATTEMPT_MESSAGE) }),
+    ...(start ? { startTime: start } : {}),
+    endTime: timestampNow(),
+    server: action.server,
+  });
+  return {
+    status: ActionStatus.QUEUED,
+    attempt: attempt + 1,
+    attempts: [...action.attempts, failed],
+    nextAttemptTime: timestampFromMs(Date.now() + delayMs),
+    dataAccess: action.dataAccess.map((entry) =>
+      Object.freeze(create(DataAccessProgressSchema, { argument: entry.argument, name: entry.name, status: ActionStatus.QUEUED })),
+    ),
+  };
+}
+
+/**
  * An unfinished action whose server is gone (a restart, a lost server of a cluster), as
  * its next attempt waits to run: one never started, or waiting for a retry already, as it
  * was; one that ran, with that attempt failed `interrupted` and the next scheduled.
  * Undefined when its policy gives it no further attempt: it ends interrupted.
  */
 export function afterLoss(action: Action, message: string): Action | undefined {
-  const policy = action.retry;
-  if (!policy) return undefined;
+  if (!action.retry) return undefined;
   if (action.status === ActionStatus.QUEUED && (action.nextAttemptTime || !action.startTime)) return action;
-  const attempt = action.attempt || 1;
-  if (attempt >= policy.maxAttempts || !isRetryable(policy, "interrupted")) return undefined;
-  const now = Date.now();
-  const failed = create(ActionAttemptSchema, {
-    attempt,
-    error: create(ActionErrorSchema, { code: "interrupted", message }),
-    // The action's start is its first attempt's; a later attempt's start is not kept.
-    ...(action.startTime && attempt === 1 ? { startTime: action.startTime } : {}),
-    endTime: timestampNow(),
-    server: action.server,
-  });
-  return create(ActionSchema, {
-    ...action,
-    status: ActionStatus.QUEUED,
-    attempt: attempt + 1,
-    attempts: [...action.attempts, failed],
-    nextAttemptTime: timestampFromMs(now + retryDelayMs(policy, attempt + 1)),
-    dataAccess: action.dataAccess.map((d) => create(DataAccessProgressSchema, { argument: d.argument, name: d.name, status: ActionStatus.QUEUED })),
-    updateTime: timestampNow(),
-    queuePosition: 0,
-  });
+  const delay = nextAttemptDelay(action, "interrupted");
+  if (delay === undefined) return undefined;
+  const error = create(ActionErrorSchema, { code: "interrupted", message });
+  // The action's start is its first attempt's; a later attempt's start is not kept.
+  const start = action.attempt > 1 ? undefined : action.startTime;
+  return create(ActionSchema, { ...action, ...nextAttempt(action, error, start, delay), updateTime: timestampNow(), queuePosition: 0 });
 }

@@ -104,10 +104,11 @@ export interface CallOptions {
   /** The plugin's latest report, with what it printed so far during this call; of one item of a batch when `itemId` is set. */
   onProgress?: (state: JsonValuePb | undefined, logTail: string[], itemId?: string) => void;
   /**
-   * Stores a checkpoint the call sent (ctx.checkpoint(value)), `bytes` long encoded; the
-   * plugin hears once it resolves, or why not. Unset: the call keeps none (data access, a batch).
+   * Stores a checkpoint the call sent (ctx.checkpoint(value)), with its encoding (as a
+   * Value message); the plugin hears once it resolves, or why not. Unset: the call keeps
+   * none (data access, a batch).
    */
-  onCheckpoint?: (value: Value, bytes: number) => Promise<void>;
+  onCheckpoint?: (value: Value, encoded: Uint8Array) => Promise<void>;
 }
 
 /** A call's checkpoint, bounded, to `store`; `answer` tells the plugin how it went ("" once stored). */
@@ -117,7 +118,8 @@ function storeCheckpoint(
   store: CallOptions["onCheckpoint"],
   answer: (error: string) => void,
 ): void {
-  const bytes = value ? toBinary(ValueSchema, value).byteLength : 0;
+  const encoded = value ? toBinary(ValueSchema, value) : undefined;
+  const bytes = encoded?.byteLength ?? 0;
   const refusal = !store
     ? kind === "batched predict"
       ? "a batched predict keeps no checkpoint: its call serves several actions"
@@ -127,11 +129,11 @@ function storeCheckpoint(
       : bytes > MAX_CHECKPOINT_BYTES
         ? `the value is ${bytes} bytes encoded, over the ${MAX_CHECKPOINT_BYTES} a checkpoint may hold`
         : "";
-  if (refusal || !store || !value) {
+  if (refusal || !store || !value || !encoded) {
     answer(refusal);
     return;
   }
-  store(value, bytes).then(
+  store(value, encoded).then(
     () => answer(""),
     (error: unknown) => answer(`the server could not store it: ${(error as Error).message}`),
   );
