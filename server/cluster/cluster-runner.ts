@@ -56,10 +56,11 @@ export class ClusterRunner implements Runner {
   readonly #closing = new AbortController();
   #claiming = false;
   #claimAgain = false;
-  /** Set once the server drains: it claims nothing more; the others take the queue. */
-  #draining = false;
-  /** Aborted once it drains: a run's wait for its next attempt holds on until the stop. */
-  readonly #drainingSignal = new AbortController();
+  /**
+   * Aborted once the server drains: it claims nothing more (the others take the queue), and
+   * a run's wait for its next attempt holds on until the stop.
+   */
+  readonly #draining = new AbortController();
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Ended here, their end not yet taken by the database. */
@@ -236,8 +237,7 @@ export class ClusterRunner implements Runner {
   }
 
   drain(): Promise<void> {
-    this.#draining = true;
-    this.#drainingSignal.abort();
+    this.#draining.abort();
     return this.#runs.idle();
   }
 
@@ -272,7 +272,7 @@ export class ClusterRunner implements Runner {
           // Waiting for its next attempt, it frees its child for queued work.
           if (what === "retry") this.#claimSoon();
         },
-        draining: this.#drainingSignal.signal,
+        draining: this.#draining.signal,
         ...(checkpoint ? { checkpoint } : {}),
         knownRevision: () => (modelRevision === 0n ? undefined : modelRevision),
         // The other servers' watchers see progress through the database (at the throttled rate).
@@ -348,7 +348,7 @@ export class ClusterRunner implements Runner {
       let full = false;
       for (const { modelTypes, perChild } of this.#claimGroups()) {
         const free = Math.floor(this.#free() * perChild + 1e-9);
-        if (this.#closing.signal.aborted || this.#draining) return;
+        if (this.#closing.signal.aborted || this.#draining.signal.aborted) return;
         if (free <= 0 || modelTypes.length === 0) continue;
         let claimed: ClaimedAction[];
         try {
