@@ -114,13 +114,17 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
   let lastCall = "";
   let terminated = false;
   const busy = () => Atomics.load(state, THREAD_BUSY) !== 0;
+  /** Stops the call that runs: the flag a synchronous loop reads, and the message that aborts its signal. */
+  const cancelCall = () => {
+    Atomics.store(state, THREAD_CANCELLED, 1);
+    thread.post({ type: "cancel" });
+  };
   /** Once the current call has ended (at once if none runs), exits with `code`. */
   const exitWhenIdle = (code: number) => {
     // The thread tells us when its call ends: ask, then look, so that one of the two sees the other.
     Atomics.store(state, THREAD_NOTIFY, 1);
     if (!busy()) return exit(code);
-    Atomics.store(state, THREAD_CANCELLED, 1);
-    thread.post({ type: "cancel" });
+    cancelCall();
   };
   let exitCode = 0;
 
@@ -160,10 +164,7 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
       }
       if (kind.case === "cancel") {
         // The call that runs, if it is the one named: its signal aborts; the child lives on.
-        if (busy() && lastCall === kind.callId) {
-          Atomics.store(state, THREAD_CANCELLED, 1);
-          thread.post({ type: "cancel" });
-        }
+        if (busy() && lastCall === kind.callId) cancelCall();
         continue;
       }
       if (kind.case === "cancel_items" || kind.case === "checkpoint_stored") {
