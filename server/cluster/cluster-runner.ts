@@ -358,11 +358,24 @@ export class ClusterRunner implements Runner {
           this.#logger.warn({ err: error }, "claiming queued actions failed");
           return;
         }
+        // A drain or a stop that began while the database answered: what it gave goes back to
+        // the queue (none has started), for the other servers, not to a server that stops.
+        if (this.#closing.signal.aborted || this.#draining.signal.aborted) {
+          if (claimed.length > 0) await this.#release(claimed.map((work) => work.action.id));
+          return;
+        }
         for (const work of claimed) await this.#runClaimed(work);
         if (claimed.length === free) full = true;
       }
       if (full) this.#claimAgain = true;
     } while (this.#claimAgain);
+  }
+
+  /** Gives claimed actions that did not start back to the queue; should that fail, the other servers do once this one has left. */
+  async #release(ids: string[]): Promise<void> {
+    await this.#cluster
+      .release(ids, "the server stopped claiming work")
+      .catch((error: unknown) => this.#logger.warn({ err: error, actionIds: ids }, "giving claimed actions back to the queue failed"));
   }
 
   /** The model types claimed together: those not batched (one call per child), and each batched one (maxSize per child). */
