@@ -37,6 +37,7 @@ import {
   markedProcessesAsync,
   markOf,
   type PidSnapshot,
+  ProcFile,
   pidSnapshot,
   procStat,
   signalOwned,
@@ -222,6 +223,8 @@ export class PluginChild {
   #latest: PidSnapshot | undefined;
   /** The id of the last call sent. */
   #callId: string | undefined;
+  /** Its /proc/<pid>/stat, open while it lives. */
+  readonly #stat: ProcFile;
 
   constructor(options: ChildOptions) {
     this.#options = options;
@@ -231,7 +234,8 @@ export class PluginChild {
     this.mark = options.mark;
     this.process = spawn(file, args, { stdio: ["pipe", "pipe", "pipe"], detached: true, env: { ...env, [MARK_VARIABLE]: options.mark } });
     this.pid = this.process.pid ?? 0;
-    this.#startTicks = this.pid > 0 ? procStat(this.pid)?.startTicks : undefined;
+    this.#stat = new ProcFile(`/proc/${this.pid > 0 ? this.pid : "none"}/stat`);
+    this.#startTicks = this.#stat.stat()?.startTicks;
     this.process.on("error", (error) => {
       // Spawn failed (binary missing, not executable): no exit event follows.
       this.tail.push(new TextEncoder().encode(`${error.message}\n`));
@@ -297,7 +301,7 @@ export class PluginChild {
    * system says now: a call given to it would hang.
    */
   get suspended(): boolean {
-    const state = this.pid > 1 ? procStat(this.pid)?.state : undefined;
+    const state = this.pid > 1 ? this.#stat.stat()?.state : undefined;
     return state === "T" || state === "t";
   }
 
@@ -479,7 +483,7 @@ export class PluginChild {
    */
   reconcile(): boolean {
     if (this.#exit) return false;
-    const state = procStat(this.pid)?.state;
+    const state = this.#stat.stat()?.state;
     if (state !== undefined && state !== "Z" && state !== "X") {
       this.#missing = 0;
       return true;
@@ -549,6 +553,7 @@ export class PluginChild {
   #finish(code: number | null, signal: NodeJS.Signals | null, vanished = false): void {
     if (this.#exit) return;
     clearTimeout(this.#killTimer);
+    this.#stat.close();
     const now = performance.now();
     this.#exit = {
       code,
