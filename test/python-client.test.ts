@@ -222,6 +222,11 @@ with Client("localhost:50051") as client:
         run.result()
     except ActionError as e:
         print("cancelled", e.status, e.code, e.action.cancel.by)
+    # wait=True: the answer carries the ended action, so result() calls nothing more
+    # (on a closed channel, a call would raise).
+    waited = client.predict(echo, args=[["a", "b"]], wait=True)
+    client.channel.close()
+    print("one trip", waited.result().prediction)
 `,
     );
     expect(out.trim().split("\n")).toEqual([
@@ -234,6 +239,7 @@ with Client("localhost:50051") as client:
       "map ['blobs', 'label', 'x'] True [b'ab', b'c'] n",
       "failed failed plugin_error True",
       "cancelled cancelled cancelled CancelAction",
+      "one trip ['a', 'b']",
     ]);
   });
 }

@@ -145,8 +145,9 @@ class Client:
         request_id: Optional[str],
         priority: Optional[int],
         retry: Optional[Dict[str, Any]] = None,
+        wait: bool = False,
     ) -> Dict[str, Any]:
-        request: Dict[str, Any] = {"args": [to_arg(a) for a in args], "kwargs": {k: to_arg(v) for k, v in (kwargs or {}).items()}}
+        request: Dict[str, Any] = {"args": [to_arg(a) for a in args], "kwargs": {k: to_arg(v) for k, v in (kwargs or {}).items()}, "wait": wait}
         if timeout_seconds is not None:
             timeout = duration_pb2.Duration()
             timeout.FromMilliseconds(int(timeout_seconds * 1000))
@@ -163,7 +164,9 @@ class Client:
     # call's action and runs nothing twice. priority: 1 (highest) to 5; 3 by default.
     # retry: run a failed call again, e.g. {"max_attempts": 3, "initial_interval": 1.0,
     # "backoff_coefficient": 2.0, "maximum_interval": 60.0, "non_retryable_error_codes":
-    # ["bad_data"]} (intervals in seconds); over the plugin's own policy.
+    # ["bad_data"]} (intervals in seconds); over the plugin's own policy. wait: the call
+    # answers once the action has ended, so that result() needs no second round trip (for a
+    # call whose progress is not followed: the call blocks until then).
 
     def create(
         self,
@@ -174,8 +177,9 @@ class Client:
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
         retry: Optional[Dict[str, Any]] = None,
+        wait: bool = False,
     ) -> Run:
-        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
+        request = engine_service_pb2.CreateInstanceRequest(model_type=model_type, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry, wait))
         return Run(self, self.engine.CreateInstance(request, metadata=self._metadata).action, _model_result)
 
     def fit(
@@ -187,8 +191,9 @@ class Client:
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
         retry: Optional[Dict[str, Any]] = None,
+        wait: bool = False,
     ) -> Run:
-        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
+        request = engine_service_pb2.FitRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry, wait))
         return Run(self, self.engine.Fit(request, metadata=self._metadata).action, _model_result)
 
     def predict(
@@ -200,8 +205,9 @@ class Client:
         request_id: Optional[str] = None,
         priority: Optional[int] = None,
         retry: Optional[Dict[str, Any]] = None,
+        wait: bool = False,
     ) -> Run:
-        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry))
+        request = engine_service_pb2.PredictRequest(model_id=model_id, **self._request(args, kwargs, timeout_seconds, request_id, priority, retry, wait))
         return Run(self, self.engine.Predict(request, metadata=self._metadata).action, _predict_result)
 
     def plugins(self) -> List[Dict[str, Any]]:
