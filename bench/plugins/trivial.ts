@@ -27,6 +27,17 @@ export default definePlugin({
           ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason));
         }),
     }),
+    "bench.Poller": defineModel({
+      instantiate: () => ({}),
+      // Looks at its signal every 10 ms, as bench/plugins/bullmq-processor.js's "poll" job
+      // does (bench:peer): reports its child's pid, then runs until cancelled or killed.
+      predict: async (ctx) => {
+        const deno = (globalThis as { Deno?: { pid: number } }).Deno;
+        ctx.report({ waiting: true, pid: deno ? deno.pid : process.pid });
+        while (!ctx.signal.aborted) await new Promise((resolve) => setTimeout(resolve, 10));
+        throw ctx.signal.reason;
+      },
+    }),
     "bench.Reporter": defineModel({
       instantiate: () => ({}),
       // Reports every kwargs.every ms (10) for kwargs.seconds; the SDK and the engine
