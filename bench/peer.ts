@@ -51,9 +51,9 @@ const batchText = JSON.stringify(batch);
 
 const TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
-/** Every process's parent and CPU ticks (user + system, its reaped children's included). */
-function processTable(): Map<number, { ppid: number; ticks: number }> {
-  const table = new Map<number, { ppid: number; ticks: number }>();
+/** Every process's parent and CPU ticks (user + system): its own, and its reaped children's. */
+function processTable(): Map<number, { ppid: number; own: number; reaped: number }> {
+  const table = new Map<number, { ppid: number; own: number; reaped: number }>();
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     let stat: string;
@@ -64,7 +64,7 @@ function processTable(): Map<number, { ppid: number; ticks: number }> {
     }
     // After "pid (comm) ": state, ppid, … utime stime cutime cstime are fields 14–17.
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    table.set(Number(name), { ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) });
+    table.set(Number(name), { ppid: Number(f[1]), own: Number(f[11]) + Number(f[12]), reaped: Number(f[13]) + Number(f[14]) });
   }
   return table;
 }
@@ -75,12 +75,16 @@ function descendants(table: Map<number, { ppid: number }>, root: number): number
   return found;
 }
 
-/** CPU seconds of these processes and their descendants, live and reaped. */
-function treeCpu(roots: number[]): number {
+/** CPU seconds of each of these processes, then of all their descendants, live and reaped. */
+function treeCpu(roots: number[]): number[] {
   const table = processTable();
-  let ticks = 0;
-  for (const root of roots) for (const pid of descendants(table, root)) ticks += table.get(pid)?.ticks ?? 0;
-  return ticks / TICKS;
+  const seconds = roots.map((root) => (table.get(root)?.own ?? 0) / TICKS);
+  let children = 0;
+  for (const root of roots) {
+    children += table.get(root)?.reaped ?? 0;
+    for (const pid of descendants(table, root).slice(1)) children += (table.get(pid)?.own ?? 0) + (table.get(pid)?.reaped ?? 0);
+  }
+  return [...seconds, children / TICKS];
 }
 
 /** The mean RSS of a process's two children (its warm plugin or sandbox children), MiB. */
@@ -139,8 +143,8 @@ interface Side {
   cancel(): Promise<number>;
   /** The same job, its child killed (SIGKILL): ms until the client sees it failed. */
   crash(): Promise<number>;
-  /** The processes whose CPU is the side's (its server, Redis, and their children). */
-  cpuRoots: number[];
+  /** The processes whose CPU is the side's (its server, Redis), named; their children's is the side's too. */
+  cpuRoots: Record<string, number>;
   /** The process whose children run the jobs. */
   parent: number;
 }
@@ -212,7 +216,7 @@ async function plinthSide(): Promise<Side & { close(): Promise<void> }> {
         throw new Error(`plinth: a killed child: ${res.action?.error?.code} ${res.action?.error?.message}`);
       return performance.now() - start;
     },
-    cpuRoots: [plinth.child.pid!],
+    cpuRoots: { server: plinth.child.pid! },
     parent: plinth.child.pid!,
     close: () => plinth.stop(),
   };
@@ -275,7 +279,7 @@ async function bullmqSide(redis: { child: ChildProcess; port: number }): Promise
       if (!reason.startsWith("Unexpected exit code")) throw new Error(`bullmq: a killed child's job failed with ${reason}`);
       return at - start;
     },
-    cpuRoots: [redis.child.pid!, worker.child.pid!],
+    cpuRoots: { Redis: redis.child.pid!, worker: worker.child.pid! },
     parent: worker.child.pid!,
     async close() {
       await Promise.all([queue.close(), events.close(), cancels.quit()]);
@@ -287,9 +291,10 @@ async function bullmqSide(redis: { child: ChildProcess; port: number }): Promise
 // ---- measuring ----
 
 /** Jobs/s with `IN_FLIGHT` outstanding for `ms`, and the side's CPU (ms) per job meanwhile. */
-async function load(side: Side, job: (lane: number) => Promise<void>, ms: number): Promise<{ rate: number; cpuMs: number }> {
+async function load(side: Side, job: (lane: number) => Promise<void>, ms: number): Promise<{ rate: number; cpuMs: number; parts: string }> {
   let done = 0;
-  const cpu = treeCpu(side.cpuRoots);
+  const roots = Object.values(side.cpuRoots);
+  const cpu = treeCpu(roots);
   const start = performance.now();
   const end = start + ms;
   await Promise.all(
@@ -301,7 +306,10 @@ async function load(side: Side, job: (lane: number) => Promise<void>, ms: number
     }),
   );
   const seconds = (performance.now() - start) / 1000;
-  return { rate: done / seconds, cpuMs: ((treeCpu(side.cpuRoots) - cpu) * 1000) / done };
+  const perJob = treeCpu(roots).map((after, i) => ((after - cpu[i]!) * 1000) / done);
+  const names = [...Object.keys(side.cpuRoots), "children"];
+  const parts = perJob.map((ms, i) => `${names[i]} ${ms.toFixed(2)}`).join(" + ");
+  return { rate: done / seconds, cpuMs: perJob.reduce((a, b) => a + b, 0), parts };
 }
 
 /** The p50 of `n` measures made in turn. */
@@ -344,38 +352,40 @@ try {
   }
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? sides : [...sides].reverse();
-    const each = async (what: string, measure: (side: Side, f: Figures) => Promise<void>) => {
-      for (const side of order) {
-        await measure(side, figures.get(side)!);
-        console.error(`  round ${round + 1}, ${side.name}: ${what}`);
-      }
+    /** Runs `measure` on each side in this round's order; logs what it gives. */
+    const each = async (what: string, measure: (side: Side, f: Figures) => Promise<string>) => {
+      for (const side of order) console.error(`  round ${round + 1}, ${side.name}, ${what}: ${await measure(side, figures.get(side)!)}`);
     };
     // Both children warm again after the last round's crashes.
-    await each("warm", (side) => load(side, side.trivial, 500).then(() => undefined));
+    await each("warm", async (side) => `${(await load(side, side.trivial, 500)).rate.toFixed(0)} jobs/s`);
     await each("trivial jobs", async (side, f) => {
-      const { rate, cpuMs } = await load(side, side.trivial, LOAD_MS);
+      const { rate, cpuMs, parts } = await load(side, side.trivial, LOAD_MS);
       f.trivialRate.push(rate);
       f.trivialCpu.push(cpuMs);
       f.rss.push(childrenRss(side.parent));
+      return `${rate.toFixed(0)} jobs/s, CPU per job ms: ${parts}; children ${f.rss.at(-1)!.toFixed(0)} MiB`;
     });
     await each("55 kB JSON jobs", async (side, f) => {
-      const { rate, cpuMs } = await load(side, side.json, LOAD_MS);
+      const { rate, cpuMs, parts } = await load(side, side.json, LOAD_MS);
       f.jsonRate.push(rate);
       f.jsonCpu.push(cpuMs);
+      return `${rate.toFixed(0)} jobs/s, CPU per job ms: ${parts}`;
     });
     await each("1 in flight", async (side, f) => {
       const { p50, p95 } = await latencies(LATENCY_CALLS, () => side.trivial(0));
       f.p50.push(p50);
       f.p95.push(p95);
+      return `p50 ${p50.toFixed(2)} ms, p95 ${p95.toFixed(2)} ms`;
     });
     await each("cancel", async (side, f) => {
       f.cancel.push(await p50Of(CANCELS, () => side.cancel()));
+      return `p50 ${f.cancel.at(-1)!.toFixed(1)} ms`;
     });
     await each("crash", async (side, f) => {
       f.crash.push(await p50Of(CANCELS, () => side.crash()));
+      return `p50 ${f.crash.at(-1)!.toFixed(1)} ms`;
     });
   }
-
   const [plinth, bullmq] = sides.map((s) => figures.get(s)!) as [Figures, Figures];
   const rows: string[][] = [];
   const ratioRow = (what: string, key: keyof Figures, unit: string, digits: number, target?: { ratio: number; higher: boolean }) => {
