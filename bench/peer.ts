@@ -87,11 +87,25 @@ function treeCpu(roots: number[]): number[] {
   return [...seconds, children / TICKS];
 }
 
+function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
+  } catch {
+    return "(exited)";
+  }
+}
+
 /** The mean RSS of a process's two children (its warm plugin or sandbox children), MiB. */
-function childrenRss(parent: number): number {
-  const children = [...processTable()].filter(([, p]) => p.ppid === parent).map(([pid]) => rssMiB(pid));
-  if (children.length !== 2) throw new Error(`process ${parent} has ${children.length} children, not 2`);
-  return children.reduce((a, b) => a + b, 0) / children.length;
+async function childrenRss(parent: number): Promise<number> {
+  // A third is a child being replaced (Plinth's max_calls_per_worker, say): wait for it to go.
+  for (let tries = 0; ; tries++) {
+    const children = [...processTable()].filter(([, p]) => p.ppid === parent).map(([pid]) => pid);
+    if (children.length === 2) return children.map(rssMiB).reduce((a, b) => a + b, 0) / 2;
+    const list = children.map((pid) => `${pid}: ${commandLine(pid)}`).join("; ");
+    if (tries === 20) throw new Error(`process ${parent} has ${children.length} children, not 2: ${list}`);
+    console.error(`    process ${parent} has ${children.length} children, not 2 (${list}); again in 100 ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 // ---- redis-server, ours alone ----
@@ -362,7 +376,7 @@ try {
       const { rate, cpuMs, parts } = await load(side, side.trivial, LOAD_MS);
       f.trivialRate.push(rate);
       f.trivialCpu.push(cpuMs);
-      f.rss.push(childrenRss(side.parent));
+      f.rss.push(await childrenRss(side.parent));
       return `${rate.toFixed(0)} jobs/s, CPU per job ms: ${parts}; children ${f.rss.at(-1)!.toFixed(0)} MiB`;
     });
     await each("55 kB JSON jobs", async (side, f) => {
