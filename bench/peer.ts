@@ -52,8 +52,8 @@ const batchText = JSON.stringify(batch);
 const TICKS = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
 
 /** Every process's parent and CPU ticks (user + system): its own, and its reaped children's. */
-function processTable(): Map<number, { ppid: number; own: number; reaped: number }> {
-  const table = new Map<number, { ppid: number; own: number; reaped: number }>();
+function processTable(): Map<number, { ppid: number; state: string; own: number; reaped: number }> {
+  const table = new Map<number, { ppid: number; state: string; own: number; reaped: number }>();
   for (const name of readdirSync("/proc")) {
     if (!/^\d+$/.test(name)) continue;
     let stat: string;
@@ -64,7 +64,7 @@ function processTable(): Map<number, { ppid: number; own: number; reaped: number
     }
     // After "pid (comm) ": state, ppid, … utime stime cutime cstime are fields 14–17.
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    table.set(Number(name), { ppid: Number(f[1]), own: Number(f[11]) + Number(f[12]), reaped: Number(f[13]) + Number(f[14]) });
+    table.set(Number(name), { ppid: Number(f[1]), state: f[0]!, own: Number(f[11]) + Number(f[12]), reaped: Number(f[13]) + Number(f[14]) });
   }
   return table;
 }
@@ -99,7 +99,8 @@ function commandLine(pid: number): string {
 async function childrenRss(parent: number): Promise<number> {
   // A third is a child being replaced (Plinth's max_calls_per_worker, say): wait for it to go.
   for (let tries = 0; ; tries++) {
-    const children = [...processTable()].filter(([, p]) => p.ppid === parent).map(([pid]) => pid);
+    // Not a zombie: an exited child its parent has not reaped yet.
+    const children = [...processTable()].filter(([, p]) => p.ppid === parent && p.state !== "Z").map(([pid]) => pid);
     if (children.length === 2) return children.map(rssMiB).reduce((a, b) => a + b, 0) / 2;
     const list = children.map((pid) => `${pid}: ${commandLine(pid)}`).join("; ");
     if (tries === 20) throw new Error(`process ${parent} has ${children.length} children, not 2: ${list}`);
