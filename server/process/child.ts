@@ -10,6 +10,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
+import { setTimeout as delay } from "node:timers/promises";
 import { create, fromBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import {
@@ -168,6 +169,13 @@ const FATAL_OUT_OF_MEMORY = /FATAL ERROR:.*(out of memory|allocation failed)|Fat
 /** How long a child whose stdout closed has to exit before it counts as broken. */
 const STDOUT_CLOSED_GRACE_MS = 250;
 
+/**
+ * How long after a child's exit the processes that escaped its group are looked for.
+ * The scan reads every process's /proc files: hundreds of callbacks that, at once, held
+ * up the answer of the call the exit failed by 4–6 ms (issue 22).
+ */
+const STRAYS_AFTER_EXIT_MS = 50;
+
 function describeExit(exit: ChildExit): string {
   if (exit.spawnError) return `could not be started: ${exit.spawnError}`;
   if (exit.vanished) return "vanished";
@@ -248,8 +256,9 @@ export class PluginChild {
       this.#finish(null, null);
     }
     this.process.on("exit", (code, signal) => {
-      // Whatever the plugin started goes with it: its group, and every marked process.
-      this.#signalAll("SIGKILL");
+      // Whatever the plugin started goes with it: its group at once, and every marked
+      // process once the call's failure has gone out (the scan is all of /proc).
+      this.#signalAll("SIGKILL", STRAYS_AFTER_EXIT_MS);
       // Report the exit once stdout is drained, so that a last frame is not lost; a
       // grandchild that escaped the group could hold the pipe open, hence the cap.
       const finish = () => this.#finish(code, signal);
@@ -526,10 +535,11 @@ export class PluginChild {
    * milliseconds on a busy machine), the processes below the child and every process with
    * its mark: what left the group (a setsid'd daemon, say). terminate() waits for them.
    */
-  #signalAll(signal: NodeJS.Signals): void {
+  /** Signals the child's group now, and the processes that left it (below the child, or marked) after `straysAfterMs`. */
+  #signalAll(signal: NodeJS.Signals, straysAfterMs = 0): void {
     if (this.pid <= 1) return;
     signalOwned(-this.pid, signal);
-    const scan = this.#signalStrays(signal);
+    const scan = straysAfterMs > 0 ? delay(straysAfterMs).then(() => this.#signalStrays(signal)) : this.#signalStrays(signal);
     this.#reaping = this.#reaping.then(() => scan);
   }
 

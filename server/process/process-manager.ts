@@ -263,6 +263,9 @@ class NotSent {
   }
 }
 
+/** How long after a call ends (or a child dies) the idle children are topped up to min_idle_workers. */
+export const PREWARM_AFTER_MS = 20;
+
 export class ProcessManager {
   /** "spawn" and "exit" of every child, and each instance sent. */
   readonly events = new EventEmitter<ProcessEvents>();
@@ -282,6 +285,8 @@ export class ProcessManager {
   /** Models found larger than their module's resident_mb, warned about once each. */
   readonly #tooLarge = new Set<string>();
   readonly #timer: ReturnType<typeof setInterval>;
+  /** The prewarm to come, if one is due. */
+  #prewarmTimer: ReturnType<typeof setTimeout> | undefined;
   #nextCallId = 1;
   #nextChild = 1;
   #closed = false;
@@ -661,6 +666,7 @@ export class ProcessManager {
     if (!this.#closed) {
       this.#closed = true;
       clearInterval(this.#timer);
+      clearTimeout(this.#prewarmTimer);
       const error = new PlinthError("shutting_down", "the server is shutting down");
       for (const waiter of this.#queue.clear()) waiter.reject(error);
     }
@@ -734,9 +740,15 @@ export class ProcessManager {
       }
       return;
     }
-    // spawn() blocks the event loop for milliseconds: keep it off the path of the
-    // call that just ended, whose answer goes out first.
-    if (this.#o.reuseWorkers && this.#o.minIdleWorkers > 0) setImmediate(() => this.#prewarm());
+    // spawn() blocks the event loop for milliseconds: keep it off the path of the call
+    // that just ended (a child that died: its call's failure), whose answer goes out
+    // first; one timer for every call that ends meanwhile.
+    if (this.#o.reuseWorkers && this.#o.minIdleWorkers > 0 && !this.#prewarmTimer) {
+      this.#prewarmTimer = setTimeout(() => {
+        this.#prewarmTimer = undefined;
+        this.#prewarm();
+      }, PREWARM_AFTER_MS);
+    }
   }
 
   #spawn(target: PluginTarget, key: string): Worker {

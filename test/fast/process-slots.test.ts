@@ -4,7 +4,13 @@
  */
 import { afterEach, beforeEach, describe, expect, test, vi } from "vitest";
 import { ChildFailure } from "../../server/process/child.ts";
-import { type CallOptions, type CallOutcome, ProcessManager, type ProcessManagerOptions } from "../../server/process/process-manager.ts";
+import {
+  type CallOptions,
+  type CallOutcome,
+  PREWARM_AFTER_MS,
+  ProcessManager,
+  type ProcessManagerOptions,
+} from "../../server/process/process-manager.ts";
 import type { PluginTarget } from "../../server/process/runtimes.ts";
 import { type FakeChild, FakeChildren, fakeManagerOptions, taggedCall, tagOf } from "../helpers/fake-child.ts";
 import { settle, type Tracked, track } from "../helpers/fast-engine.ts";
@@ -288,8 +294,11 @@ describe("ProcessManager slots", () => {
 
     const busy = start(m, A, "c1");
     await settle();
-    // The idle child took the call: another is started to be the idle one.
+    // The idle child took the call: another is started to be the idle one, a moment
+    // later (a spawn blocks the event loop: what is under way goes first).
     expect(busy.pid).toBe(children.all[0]!.pid);
+    expect([m.live, m.idle]).toEqual([1, 0]);
+    await vi.advanceTimersByTimeAsync(PREWARM_AFTER_MS);
     expect([m.live, m.idle, children.all[1]!.waitingForHello]).toEqual([2, 1, true]);
     const warm = track(m.warmUp());
     await settle();
