@@ -16,6 +16,7 @@ import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/pl
 import { PlinthError } from "./errors.ts";
 import { Metrics } from "./metrics/metrics.ts";
 import { openEngine } from "./open-engine.ts";
+import { buildNodeEntry } from "./process/node-entry.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { processAlive } from "./process/proc.ts";
 import { ProcessManager } from "./process/process-manager.ts";
@@ -68,7 +69,12 @@ function refuseExposure(config: ResolvedConfig): void {
   }
 }
 
-function processOptions(config: ResolvedConfig, owner: string, logger: Logger): ConstructorParameters<typeof ProcessManager>[0] {
+function processOptions(
+  config: ResolvedConfig,
+  owner: string,
+  logger: Logger,
+  nodeEntry: string | undefined,
+): ConstructorParameters<typeof ProcessManager>[0] {
   const e = config.engine;
   return {
     maxChildren: e.max_children,
@@ -84,6 +90,7 @@ function processOptions(config: ResolvedConfig, owner: string, logger: Logger): 
     idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
     minIdleWorkers: e.min_idle_workers,
     denoBinary: e.deno_binary,
+    nodeEntry,
     displayBase: config.base,
     owner,
     logger,
@@ -106,7 +113,7 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     onInfo: (message) => logger.info(message),
     processAlive,
   });
-  const processes = new ProcessManager(processOptions(config, store.owner, logger));
+  const processes = new ProcessManager(processOptions(config, store.owner, logger, await buildNodeEntry(logger)));
   // A lost lease stops this server's children at once: the server that took over runs the models now.
   void cluster?.leaseLost.then((message) => {
     logger.error(message);

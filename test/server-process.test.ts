@@ -5,7 +5,7 @@ import { pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
-import { isAlive, processes } from "./helpers/processes.ts";
+import { isAlive, isPluginChild, processes } from "./helpers/processes.ts";
 import { root } from "./helpers/server.ts";
 import { clients, descendantsOf, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -22,13 +22,7 @@ describe("the server as a process", () => {
       if (update.action!.status === ActionStatus.EXECUTING) break;
     }
     const all = descendantsOf(server.child.pid!);
-    expect(
-      all.filter((pid) =>
-        processes()
-          .find((p) => p.pid === pid)
-          ?.cmdline.includes("sdk/adapters/"),
-      ).length,
-    ).toBeGreaterThan(0);
+    expect(all.filter((pid) => isPluginChild(processes().find((p) => p.pid === pid)?.cmdline ?? "")).length).toBeGreaterThan(0);
     server.child.kill("SIGTERM");
     const [code] = await once(server.child, "exit");
     expect(code).toBe(0);

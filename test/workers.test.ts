@@ -1,6 +1,6 @@
 import { ChildProcess } from "node:child_process";
 import { once } from "node:events";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -53,6 +53,14 @@ describe("warm workers", () => {
     expect(await predictPid(t, modelId)).toBe(first);
     expect(await predictPid(t, modelId)).toBe(first);
     expect(isAlive(first)).toBe(true);
+  });
+
+  it("run the SDK's entry built as plain JavaScript, without tsx's loader on their own thread (the plugin's thread still loads TypeScript)", async () => {
+    const { t, modelId } = await start({});
+    const pid = await predictPid(t, modelId);
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    expect(args.find((arg) => arg.endsWith(".mjs"))).toMatch(/node_modules\/\.cache\/plinth\/node-child-[0-9a-f]{16}\.mjs$/);
+    expect(args.some((arg) => arg.includes("tsx"))).toBe(false);
   });
 
   it("a warm child that stopped itself (SIGSTOP) is not given the next call: it is killed and a new child serves it", async () => {

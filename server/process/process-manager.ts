@@ -60,6 +60,8 @@ export interface ProcessManagerOptions {
   owner: string;
   /** The deno binary; default: the one the npm package `deno` installed. */
   denoBinary?: string | undefined;
+  /** The Node child's entry as plain JavaScript (node-entry.ts); unset: through tsx. */
+  nodeEntry?: string | undefined;
   /** What clients see of paths is relative to this folder (the config's). */
   displayBase?: string | undefined;
   logger: Logger;

@@ -163,10 +163,11 @@ function packageFilesAbove(dir: string): string[] {
  * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed;
  * native addons only with `addons: true`.
  */
-function nodePermissionFlags(target: PluginTarget): string[] {
+function nodePermissionFlags(target: PluginTarget, entry: string | undefined): string[] {
   const p = target.permissions;
   if (!p) return [];
   const read = [
+    entry,
     dirname(target.module),
     sdkDir,
     genDir,
@@ -246,6 +247,8 @@ export interface WorkerSettings {
   denoDir: string;
   /** The deno binary; default: the npm package's. */
   denoBinary?: string | undefined;
+  /** The Node child's entry built as plain JavaScript (node-entry.ts); unset: sdk/adapters/node.ts through tsx. */
+  nodeEntry?: string | undefined;
 }
 
 /**
@@ -296,15 +299,13 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
   // plugin's limit, and the process has the runtime's reserve on top): the heap running
   // out ends the thread, and the call, cleanly as out_of_memory, instead of V8 aborting
   // the process when the kernel refuses it memory midway through a collection.
-  const permissions = nodePermissionFlags(target);
+  const permissions = nodePermissionFlags(target, settings.nodeEntry);
   const command = {
     file: process.execPath,
     args: [
       "--expose-gc",
       ...permissions,
-      "--import",
-      tsxLoader,
-      join(sdkDir, "adapters/node.ts"),
+      ...(settings.nodeEntry ? [settings.nodeEntry] : ["--import", tsxLoader, join(sdkDir, "adapters/node.ts")]),
       ...tail,
       ...(memory ? [String(Math.floor(memory * 0.75))] : []),
     ],

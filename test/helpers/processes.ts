@@ -28,10 +28,18 @@ export function processes(): ProcInfo[] {
     .filter((p): p is ProcInfo => p !== undefined);
 }
 
-/** Live plugin children of `pid` (sdk/adapters on their command line), and every process in their groups. */
+/**
+ * Whether a command line is a plugin child's: a runtime on one of the SDK's adapters, or
+ * on the Node adapter as the server builds it (server/process/node-entry.ts).
+ */
+export function isPluginChild(cmdline: string): boolean {
+  return cmdline.includes("sdk/adapters/") || cmdline.includes(".cache/plinth/node-child-");
+}
+
+/** Live plugin children of `pid`, and every process in their groups. */
 export function pluginChildren(pid: number): ProcInfo[] {
   const all = processes().filter((p) => p.state !== "Z");
-  const leaders = new Set(all.filter((p) => p.ppid === pid && p.cmdline.includes("sdk/adapters/")).map((p) => p.pid));
+  const leaders = new Set(all.filter((p) => p.ppid === pid && isPluginChild(p.cmdline)).map((p) => p.pid));
   return all.filter((p) => leaders.has(p.pid) || leaders.has(p.pgid));
 }
 
