@@ -16,6 +16,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { ActionService } from "../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../gen/plinth/v1/engine_service_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
+import { procStat } from "../server/process/proc.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
@@ -68,7 +69,14 @@ for (let i = 0; i < REPORTERS; i++) models.push((await engine.createInstance({ m
 await Promise.all(models.map((modelId) => engine.predict({ modelId, kwargs: { seconds: num(0.01) }, wait: true })));
 
 // The watchers: half over gRPC, half over Connect, each half in a process of its own.
-type Report = { delivered: number; latencies: number[]; views: Record<string, [number, number]>[] };
+type Report = {
+  delivered: number;
+  latencies: number[];
+  views: Record<string, [number, number]>[];
+  /** The watchers' process: its CPU time over the measurement's (1 = one core), and its event loop's delay p50/p95/max in ms. */
+  cpuShare: number;
+  loopDelay: number[];
+};
 const PROTOCOLS = [
   ["grpc", server.port],
   ["connect", httpPort],
@@ -89,7 +97,9 @@ const ask = (message: string) =>
   );
 
 const revisionBefore = (await state.getState({})).state!.revision;
+const serverCpu = () => procStat(server.child.pid!)?.cpuTicks ?? 0; // clock ticks, 100 a second here
 const started = performance.now();
+const cpuBefore = serverCpu();
 for (const c of clients) c.send("start");
 let peakRss = 0;
 const sampler = setInterval(() => (peakRss = Math.max(peakRss, rssMiB(server.child.pid!))), 200);
@@ -101,6 +111,7 @@ const produced = Number((await state.getState({})).state!.revision - revisionBef
 const failed = finals.find((f) => f.action!.status !== ActionStatus.SUCCEEDED);
 if (failed) throw new Error(`a reporter did not succeed: ${failed.action!.error?.message}`);
 const elapsed = (performance.now() - started) / 1000;
+const serverShare = (serverCpu() - cpuBefore) / 100 / elapsed;
 clearInterval(sampler);
 
 // Every watcher converges to the final state of every action.
@@ -138,6 +149,12 @@ const rows = [
   ["updates delivered to watchers, per second", (delivered / elapsed).toFixed(0), `${(delivered / elapsed / WATCHERS).toFixed(0)} per watcher`],
   ["delivery delay p50 / p95 / max, gRPC watchers", delays(reports[0]!), "p95 < 50 ms"],
   ["delivery delay p50 / p95 / max, Connect watchers (HTTP/1.1)", delays(reports[1]!), "beside gRPC's, same run"],
+  ...reports.map((r, i) => [
+    `${PROTOCOLS[i]![0]} watchers' process: CPU, event loop delay p50 / p95 / max`,
+    `${(r.cpuShare * 100).toFixed(0)} % of a core, ${r.loopDelay.map((d) => d.toFixed(0)).join(" / ")} ms`,
+    "",
+  ]),
+  ["server process: CPU", `${(serverShare * 100).toFixed(0)} % of a core`, "the plugins' children apart"],
   ["every watcher converged to the final state", allConverged ? "yes" : "NO", "yes"],
   ["server RSS idle / peak while watched", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, ""],
 ];

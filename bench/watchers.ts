@@ -6,6 +6,7 @@
  * measure → "stop" → { delivered, latencies, views }.
  */
 import { setMaxListeners } from "node:events";
+import { monitorEventLoopDelay } from "node:perf_hooks";
 import { createClient as createConnectClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import { createChannel, createClient } from "nice-grpc";
@@ -48,10 +49,32 @@ const streams = Array.from({ length: count! }, async (_, w) => {
     if (!controller.signal.aborted) throw error;
   }
 });
+/** This process's own load while measuring: its CPU time and its event loop's delay. */
+const loop = monitorEventLoopDelay({ resolution: 5 });
+let cpu = { user: 0, system: 0 };
+let measured = 0;
 process.on("message", async (m) => {
-  if (m === "start") measuring = true;
-  if (m === "stop") measuring = false;
-  if (m === "report") process.send!({ delivered, latencies, views });
+  if (m === "start") {
+    measuring = true;
+    loop.enable();
+    cpu = process.cpuUsage();
+    measured = performance.now();
+  }
+  if (m === "stop") {
+    measuring = false;
+    loop.disable();
+    const used = process.cpuUsage(cpu);
+    cpu = { user: used.user, system: used.system };
+    measured = performance.now() - measured;
+  }
+  if (m === "report")
+    process.send!({
+      delivered,
+      latencies,
+      views,
+      cpuShare: (cpu.user + cpu.system) / 1000 / measured,
+      loopDelay: [loop.percentile(50) / 1e6, loop.percentile(95) / 1e6, loop.max / 1e6],
+    });
   if (m === "close") {
     controller.abort();
     await Promise.all(streams);

@@ -17,6 +17,7 @@ import { grpcJsBridge } from "./grpc-js-bridge.ts";
 import { addReflection } from "./reflection.ts";
 import { niceDefinition } from "./service-definition.ts";
 import { stateService } from "./state-service.ts";
+import { paceStreams } from "./stream-pacing.ts";
 import { type TlsFiles, tlsCredentials } from "./tls.ts";
 
 /** How long connections get to close once no call is in flight. */
@@ -70,8 +71,9 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
     .use(track)
     .use(options.stack.middleware);
   server.add(niceDefinition(EngineService), engineService(engine));
-  server.add(niceDefinition(ActionService), actionService(engine));
-  server.add(niceDefinition(StateService), stateService(engine));
+  // WatchAction and WatchState: one message at a time per stream, the newer coalescing in their queues.
+  server.with(paceStreams).add(niceDefinition(ActionService), actionService(engine));
+  server.with(paceStreams).add(niceDefinition(StateService), stateService(engine));
   const health = new HealthImplementation(Object.fromEntries(SERVICES.map((s) => [s, "NOT_SERVING" as const])));
   const bridge = grpcJsBridge(server);
   health.addToServer(bridge);
