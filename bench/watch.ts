@@ -147,6 +147,7 @@ const rows = [
   ["watchers", String(WATCHERS), ""],
   ["state changes produced per second", (produced / elapsed).toFixed(0), `${REPORTERS} actions reporting every ${INTERVAL_MS} ms`],
   ["updates delivered to watchers, per second", (delivered / elapsed).toFixed(0), `${(delivered / elapsed / WATCHERS).toFixed(0)} per watcher`],
+  ...reports.map((r, i) => [`  of which to the ${PROTOCOLS[i]![0]} watchers`, (r.delivered / elapsed).toFixed(0), ""]),
   ["delivery delay p50 / p95 / max, gRPC watchers", delays(reports[0]!), "p95 < 50 ms"],
   ["delivery delay p50 / p95 / max, Connect watchers (HTTP/1.1)", delays(reports[1]!), "beside gRPC's, same run"],
   ...reports.map((r, i) => [

@@ -1,3 +1,5 @@
+import { once } from "node:events";
+import * as http2 from "node:http2";
 import { create, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterEach, describe, expect, it } from "vitest";
@@ -168,6 +170,86 @@ describe("WatchState", () => {
     expect(received).toBeLessThan(2000);
     client.close();
   }, 300_000);
+
+  it("many streams on one HTTP/2 connection each get every model's versions in order, and one that stopped reading gets the latest, not a backlog", async () => {
+    const t = await systest({ backend: { kind: "memory" } });
+    const models: string[] = [];
+    for (let i = 0; i < 4; i++) models.push((await t.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId);
+    // One connection, a raw HTTP/2 client: a stream window of 1 KiB, so a stream that is not
+    // read holds what its buffer took and at most 1 KiB on the way; the rest waits on the server.
+    const session = http2.connect(`http://127.0.0.1:${t.port}`, { settings: { initialWindowSize: 1024 } });
+    const request = toBinary(WatchStateRequestSchema, create(WatchStateRequestSchema, { kinds: [ChangeKind.MODEL_UPSERTED] }));
+    const frame = Buffer.alloc(5 + request.byteLength);
+    frame.writeUInt32BE(request.byteLength, 1);
+    frame.set(request, 5);
+    const streams = Array.from({ length: 8 }, () => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": "/plinth.v1.StateService/WatchState",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      stream.end(frame);
+      // Each model's versions, and every change with the stream's byte count at its message's end.
+      const watcher = {
+        stream,
+        versions: new Map<string, bigint[]>(),
+        arrivals: [] as { revision: bigint; end: number }[],
+        bytes: 0,
+        snapshot: false,
+        onMessage: () => {},
+      };
+      let buffered = Buffer.alloc(0);
+      stream.on("data", (chunk: Buffer) => {
+        buffered = Buffer.concat([buffered, chunk]);
+        watcher.bytes += chunk.length;
+        while (buffered.length >= 5 && buffered.length >= 5 + buffered.readUInt32BE(1)) {
+          const message = fromBinary(WatchStateResponseSchema, buffered.subarray(5, 5 + buffered.readUInt32BE(1)));
+          buffered = buffered.subarray(5 + buffered.readUInt32BE(1));
+          if (message.event.case === "snapshot") watcher.snapshot = true;
+          if (message.event.case === "modelUpserted") {
+            const { id, revision } = message.event.value;
+            watcher.versions.set(id, [...(watcher.versions.get(id) ?? []), revision]);
+            watcher.arrivals.push({ revision, end: watcher.bytes - buffered.length });
+          }
+          watcher.onMessage();
+        }
+      });
+      return watcher;
+    });
+    const until = (watcher: (typeof streams)[number], done: () => boolean) =>
+      new Promise<void>((resolve) => {
+        watcher.onMessage = () => done() && resolve();
+        watcher.onMessage();
+      });
+    await Promise.all(streams.map((w) => until(w, () => w.snapshot)));
+    const [slow, ...reading] = streams;
+    slow!.stream.pause();
+    // 800 changes: far more than the slow stream's buffer and window take.
+    const instance = new TextEncoder().encode(JSON.stringify({ args: "x", fits: [] }));
+    for (let i = 0; i < 200; i++) await Promise.all(models.map((modelId) => t.engine.updateInstance({ modelId, instance })));
+    const final = 201n;
+    const latest = (w: (typeof streams)[number]) => models.every((id) => w.versions.get(id)?.at(-1) === final);
+    await Promise.all(reading.map((w) => until(w, () => latest(w))));
+    for (const w of reading) {
+      for (const id of models) {
+        const versions = w.versions.get(id)!;
+        expect(versions).toEqual([...versions].sort((a, b) => Number(a - b)));
+        expect(new Set(versions).size).toBe(versions.length);
+      }
+    }
+    // Read again, the slow stream gets what its buffer and its window held, then the latest of
+    // each model: at most the one change the server was writing and one waiting behind it
+    // are outdated (grpc-js used to queue 16 more, old versions behind each other).
+    const held = slow!.bytes + slow!.stream.readableLength + 1024;
+    slow!.stream.resume();
+    await until(slow!, () => latest(slow!));
+    const outdated = slow!.arrivals.filter(({ revision, end }) => end > held && revision !== final);
+    expect(outdated.length).toBeLessThanOrEqual(2);
+    for (const w of streams) w.stream.close();
+    session.close();
+    await once(session, "close");
+  }, 120_000);
 
   it("leaves no listener behind after many connects and disconnects", async () => {
     const t = await systest();
