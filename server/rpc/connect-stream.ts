@@ -4,12 +4,14 @@
  * to every watcher — a hundred dashboards cost a hundred encodings of it, and a watcher that
  * stops reading is sent megabytes before its socket pushes back. Here a message is encoded
  * once for every stream (encodeOnce, encodeJsonOnce: the watchers share their messages),
- * and each stream writes those bytes as its socket drains. The protocol's pieces are
+ * and each stream writes those bytes as its socket drains, one message a turn of the event
+ * loop (the changes that come meanwhile coalesce in the watch queue). The protocol's pieces are
  * connect-es's own (envelopes, timeouts, end of stream, error JSON); gRPC-Web streams are
  * still connect-es's.
  */
 import { once } from "node:events";
 import type { ServerResponse } from "node:http";
+import { setImmediate } from "node:timers/promises";
 import { promisify } from "node:util";
 import { brotliDecompress, gunzip } from "node:zlib";
 import { create, type DescMethod, fromBinary, fromJsonString } from "@bufbuild/protobuf";
@@ -59,6 +61,10 @@ export async function serveConnectStream(res: ServerResponse, stream: ConnectStr
       const message = create(output, value as never);
       const bytes = stream.json ? encodeJsonOnce(output, message) : encodeOnce(output, message);
       if (!res.write(encodeEnvelope(0, bytes))) await once(res, "drain", { signal: controller.signal });
+      // One message a turn of the event loop, as a gRPC stream sends (stream-pacing.ts): the
+      // socket takes megabytes before it pushes back, and meanwhile the changes that come
+      // coalesce in the watch queue instead of flooding a client that reads slower.
+      await setImmediate();
     }
     // A watch ends quietly when its signal aborts: the deadline still has to be said.
     controller.signal.throwIfAborted();
