@@ -146,6 +146,27 @@ describe("Connect and gRPC-Web on http.address", () => {
     });
   });
 
+  it("a Connect watcher gets the latest version of a model changed many times at once, not each version", async () => {
+    const base = await start();
+    const modelId = (await t!.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const state = createClient(StateService, createConnectTransport({ baseUrl: base, httpVersion: "1.1" }));
+    const controller = new AbortController();
+    const stream = state.watchState({ kinds: [ChangeKind.MODEL_UPSERTED] }, { signal: controller.signal })[Symbol.asyncIterator]();
+    expect((await stream.next()).value!.event.case).toBe("snapshot");
+    // 100 changes the server makes at once (in-process, in one turn of its event loop).
+    const instance = new TextEncoder().encode(JSON.stringify({ args: "x", fits: [] }));
+    const engine = t!.server.engine;
+    await Promise.all(Array.from({ length: 100 }, () => engine.updateInstance(modelId, instance)));
+    const revisions: bigint[] = [];
+    while (revisions.at(-1) !== 101n) {
+      const { value } = await stream.next();
+      if (value!.event.case === "modelUpserted") revisions.push(value!.event.value.revision);
+    }
+    controller.abort();
+    // What was on its way when they came, then the latest (before, dozens of the 100 came).
+    expect(revisions.length).toBeLessThanOrEqual(3);
+  });
+
   it("answers bad input with the Connect error JSON, an unknown path with 404, and applies the same auth as the gRPC port", async () => {
     const token = "0123456789abcdef0123456789abcdef";
     const base = await start({
