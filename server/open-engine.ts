@@ -72,5 +72,6 @@ export function openEngine(
     views,
     pageBytes: e.max_page_mb * MiB,
     watcherQueueBytes: e.watcher_queue_mb * MiB,
+    everyUpdate: e.progress_interval === 0,
   });
 }

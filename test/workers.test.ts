@@ -290,6 +290,24 @@ describe("a misbehaving child fails only its own call, with a precise error, and
     }
   });
 
+  it("with progress_interval 0, a WatchAction stream gets every report in order, even 300 made at once; by default it gets the latest", async () => {
+    const reportsSeen = async (engine: Record<string, unknown>) => {
+      const { t, modelId } = await start(engine);
+      const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("count"), n: json(300) } });
+      const seen: number[] = [];
+      for await (const update of t.actions.watchAction({ actionId: action!.id })) {
+        const i = (stateOf(update.action?.state) as { i?: number } | null)?.i;
+        if (i !== undefined && i !== seen.at(-1)) seen.push(i);
+      }
+      await t.close();
+      return seen;
+    };
+    expect(await reportsSeen({ progress_interval: 0 })).toEqual(Array.from({ length: 300 }, (_, k) => k + 1));
+    const coalesced = await reportsSeen({});
+    expect(coalesced.at(-1)).toBe(300);
+    expect(coalesced.length).toBeLessThan(300);
+  });
+
   it("a report() flood costs a bounded number of revisions, and the last state arrives", async () => {
     const { t, modelId } = await start({});
     let revisions = 0;

@@ -224,8 +224,11 @@ export const configSchema = z.strictObject({
       min_idle_workers: z.number().int().nonnegative().default(1),
       /** Queued actions at most; beyond, new ones are refused with RESOURCE_EXHAUSTED. */
       max_queue: positiveInt.default(1000),
-      /** Seconds between two progress updates of one action, at most (the plugin's latest report wins). */
-      progress_interval: seconds.default(0.05),
+      /**
+       * Seconds between two progress updates of one action, at most (the plugin's latest
+       * report wins); 0: every report, in order, to each WatchAction stream.
+       */
+      progress_interval: z.number().nonnegative().default(0.05),
       /** State changes kept for WatchState clients that resume: a revision and a key each (~100 bytes). */
       state_history: z.number().int().nonnegative().default(10000),
       /** The deno binary for deno plugins; default: the one the npm package `deno` installs. */

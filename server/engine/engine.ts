@@ -69,6 +69,8 @@ export interface EngineParts {
   pageBytes: number;
   /** A watcher this far behind gets a fresh snapshot instead. */
   watcherQueueBytes: number;
+  /** engine.progress_interval 0: a WatchAction stream gets every update of its action, none coalesced. */
+  everyUpdate?: boolean | undefined;
 }
 
 export interface EngineStats {
@@ -129,7 +131,11 @@ export class Engine {
     this.#table = parts.table;
     this.#runner = parts.runner;
     this.#readers = { table: parts.table, store: parts.store, views: parts.views, pageBytes: parts.pageBytes };
-    this.#watchers = new Watchers(parts, parts.store, { pageBytes: parts.pageBytes, queueBytes: parts.watcherQueueBytes });
+    this.#watchers = new Watchers(parts, parts.store, {
+      pageBytes: parts.pageBytes,
+      queueBytes: parts.watcherQueueBytes,
+      everyUpdate: parts.everyUpdate ?? false,
+    });
     this.#requestIds = new RequestIds(parts.store, (id) => this.getAction(id, ActionView.BASIC).catch(() => undefined));
   }
 

@@ -14,7 +14,7 @@ import { type Action, ActionSchema } from "../../gen/plinth/v1/action_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { ChangeKind, StateSchema, type WatchStateResponse, WatchStateResponseSchema } from "../../gen/plinth/v1/state_service_pb.ts";
 import { encodedSize } from "../encoded.ts";
-import { invalid } from "../errors.ts";
+import { invalid, PlinthError } from "../errors.ts";
 import type { Store } from "../store/store.ts";
 import type { ChangeKind as Kind } from "./change-log.ts";
 import { Coalesced, RESYNC } from "./coalesce.ts";
@@ -205,26 +205,40 @@ async function* watchState(
   }
 }
 
-/** The action now (read by `current`), then each update until it ends. */
+/**
+ * The action now (read by `current`), then each update until it ends: the latest when
+ * the reader is behind, or (`every`) each one in order, up to `queueBytes` behind.
+ */
 async function* watchAction(
   publisher: StatePublisher,
   actionId: string,
   current: () => Promise<Action>,
   signals: AbortSignal[],
+  every: { queueBytes: number } | undefined,
 ): AsyncGenerator<Action> {
+  let seq = 0;
   const updates = new Coalesced<Action>(
     (push) =>
       publisher.subscribe((event) => {
-        if (event.kind === "action_upserted" && event.action.id === actionId) push(actionId, event.action);
+        if (event.kind !== "action_upserted" || event.action.id !== actionId) return;
+        if (every) push(String(seq++), event.action, encodedSize(ActionSchema, event.action));
+        else push(actionId, event.action);
       }),
     signals,
+    every?.queueBytes,
   );
   try {
     const first = await current();
     yield first;
     if (isEnded(first)) return;
     for await (const action of updates) {
-      if (action === RESYNC) continue; // unbounded: never happens
+      // Only with `every`: a reader this far behind has lost updates, and is told so.
+      if (action === RESYNC) {
+        throw new PlinthError(
+          "queue_full",
+          `the watcher of action ${actionId} fell more than ${every!.queueBytes} bytes of updates behind (engine.watcher_queue_mb) and missed some; read faster, or watch with engine.progress_interval above 0 to get the latest update instead of each`,
+        );
+      }
       yield action;
       if (isEnded(action)) return;
     }
@@ -238,6 +252,8 @@ export interface WatchLimits {
   pageBytes: number;
   /** A watcher this far behind gets a fresh snapshot instead. */
   queueBytes: number;
+  /** A WatchAction stream gets each update of its action in order (engine.progress_interval 0), not the latest. */
+  everyUpdate: boolean;
 }
 
 /** The open streams of one engine. */
@@ -276,7 +292,8 @@ export class Watchers {
   /** The action now (read by `current`), then each update until it ends. */
   watchAction(actionId: string, current: () => Promise<Action>, signal: AbortSignal): AsyncIterable<Action> {
     requireId("action_id", actionId);
-    return watchAction(this.#state.publisher, actionId, current, [signal, this.#stopping.signal]);
+    const every = this.#limits.everyUpdate ? { queueBytes: this.#limits.queueBytes } : undefined;
+    return watchAction(this.#state.publisher, actionId, current, [signal, this.#stopping.signal], every);
   }
 
   /** Ends every stream (their watchers have seen the last updates). */

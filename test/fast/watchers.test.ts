@@ -454,4 +454,38 @@ describe("WatchAction", () => {
     await again.done;
     expect(again.messages).toEqual([await e.getAction(action.id, ActionView.BASIC)]);
   });
+
+  test("with progress_interval 0, each report in order, none coalesced; a reader more than watcher_queue_mb behind is ended with RESOURCE_EXHAUSTED, not left to miss some unawares", async () => {
+    const e = await open({ progress_interval: 0, watcher_queue_mb: 0.01 });
+    const model = await addModel(e);
+    const action = await e.predict(model.id, request());
+    await settle();
+    const reading = follow(e.watchAction(action.id, streams.signal)[Symbol.asyncIterator]());
+    await settle();
+    // Reported at once, in one turn: a coalescing stream would give only the last.
+    for (let i = 1; i <= 5; i++) calls.of(action.id).report({ i });
+    await settle();
+    // The reports each update carried (its state), each once: the update that ends the action carries the last again.
+    const seen = () =>
+      reading.messages
+        .map((a) => (a.state?.kind.case === "structValue" ? a.state.kind.value.fields.i?.kind.value : undefined))
+        .filter((i, k, all) => i !== undefined && i !== all[k - 1]);
+    expect(seen()).toEqual([1, 2, 3, 4, 5]);
+
+    const stalled = e.watchAction(action.id, streams.signal)[Symbol.asyncIterator]();
+    await next(stalled);
+    // A stream that is not read while ~30 kB of updates pile up, 20 at a time.
+    for (let i = 6; i <= 400; i++) {
+      calls.of(action.id).report({ i, pad: "x".repeat(50) });
+      if (i % 20 === 0) await settle();
+    }
+    const ended = (async () => {
+      for (;;) await next(stalled);
+    })();
+    await expect(ended).rejects.toMatchObject({ kind: "queue_full", message: expect.stringContaining("engine.watcher_queue_mb") });
+    // The stream that kept reading got every one.
+    calls.of(action.id).finish({ value: 1 });
+    await reading.done;
+    expect(seen()).toEqual(Array.from({ length: 400 }, (_, k) => k + 1));
+  });
 });

@@ -2,7 +2,8 @@
  * Plugins without children, for the fast tests: a real PluginRegistry of declared names,
  * and plugin calls that the test answers, fails or leaves hanging by hand.
  */
-import { create, type JsonValue } from "@bufbuild/protobuf";
+import { create, fromJson, type JsonValue } from "@bufbuild/protobuf";
+import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { RetryPolicy } from "../../gen/plinth/v1/action_pb.ts";
 import { PluginSchema } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { CallKind, ResultSchema } from "../../gen/plinth/worker/v1/worker_pb.ts";
@@ -59,6 +60,8 @@ export interface PendingCall {
   finish(answer?: { value?: JsonValue; instance?: Uint8Array }): void;
   /** The plugin fails (a plugin error unless given another). */
   fail(error?: unknown): void;
+  /** The plugin reports its progress (ctx.report), as its child's frame would bring it. */
+  report(state: JsonValue): void;
 }
 
 let arrivals = 0;
@@ -160,6 +163,7 @@ export class FakePluginCalls implements PluginCalls {
             resolve({ result, logTail: [], warm: false, ...(outcomes ? { items: outcomes } : {}) });
           }),
         fail: (error = new ChildFailure("plugin_error", "Error: the plugin failed")) => settle(() => reject(error)),
+        report: (state) => options.onProgress?.(fromJson(ValueSchema, state), [], ""),
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       this.calls.push(pending);
