@@ -40,14 +40,15 @@ export default definePlugin({
     }),
     "bench.Reporter": defineModel({
       instantiate: () => ({}),
-      // Reports every kwargs.every ms (10) for kwargs.seconds; the SDK and the engine
-      // send at most one update per engine.progress_interval.
+      // Reports every kwargs.every ms (10) for kwargs.seconds, each with the time it was
+      // made (ms since the epoch, sub-ms); the SDK and the engine send at most one update
+      // per engine.progress_interval.
       predict: async (ctx, _model, _args, kwargs) => {
         const end = Date.now() + Number(kwargs.seconds ?? 1) * 1000;
         const every = Number(kwargs.every ?? 10);
         let i = 0;
         while (Date.now() < end) {
-          ctx.report({ i: ++i });
+          ctx.report({ i: ++i, at: performance.timeOrigin + performance.now() });
           await new Promise((resolve) => setTimeout(resolve, every));
         }
         ctx.report({ i, done: true });
