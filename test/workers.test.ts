@@ -293,9 +293,16 @@ describe("a misbehaving child fails only its own call, with a precise error, and
   it("with progress_interval 0, a WatchAction stream gets every report in order, even 300 made at once; by default it gets the latest", async () => {
     const reportsSeen = async (engine: Record<string, unknown>) => {
       const { t, modelId } = await start(engine);
+      // Queued behind a call on its model until the stream is open, so that it sees every report.
+      const { action: first } = await t.engine.predict({ modelId, kwargs: { mode: json("cooperative") } });
       const { action } = await t.engine.predict({ modelId, kwargs: { mode: json("count"), n: json(300) } });
       const seen: number[] = [];
+      let open = false;
       for await (const update of t.actions.watchAction({ actionId: action!.id })) {
+        if (!open) {
+          open = true;
+          await t.actions.cancelAction({ actionId: first!.id });
+        }
         const i = (stateOf(update.action?.state) as { i?: number } | null)?.i;
         if (i !== undefined && i !== seen.at(-1)) seen.push(i);
       }
