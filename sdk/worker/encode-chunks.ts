@@ -7,8 +7,11 @@
  * @module
  */
 import { type DescField, type DescMessage, type MessageShape, ScalarType } from "@bufbuild/protobuf";
-import { type ReflectMessage, reflect } from "@bufbuild/protobuf/reflect";
+import { isScalarZeroValue } from "@bufbuild/protobuf/reflect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
+
+type UnknownField = { no: number; wireType: WireType; data: Uint8Array };
 
 /** Strings and bytes up to this size are copied as usual. */
 const SMALL_BYTES = 2048;
@@ -73,7 +76,7 @@ class ChunkWriter {
 /** The message's binary encoding as chunks, in order; large bytes fields are the caller's own arrays. */
 export function encodeChunks<S extends DescMessage>(schema: S, message: MessageShape<S>): Uint8Array[] {
   const writer = new ChunkWriter();
-  writeMessage(writer, reflect(schema, message));
+  writeMessage(writer, schema, message);
   return writer.chunks();
 }
 
@@ -93,39 +96,80 @@ export function joinChunks(chunks: Uint8Array[], size = chunks.reduce((n, c) => 
   return out;
 }
 
-function writeMessage(writer: ChunkWriter, message: ReflectMessage): void {
-  for (const field of message.sortedFields) {
-    if (message.isSet(field)) writeField(writer, message, field);
+// The message is read as protobuf-es lays it out (fields by local name, a oneof as
+// {case, value}, a map as an object), not through reflect(): a reflected message wraps
+// every sub-message it gives in a new object holding two Maps, a third of what a small
+// call allocated (issue 22). The rules of presence are protobuf-es's own (reflect/unsafe.js).
+
+type Fields = Record<string, unknown>;
+const IMPLICIT = 2; // FeatureSet.FieldPresence.IMPLICIT
+const sorted = new WeakMap<DescMessage, readonly DescField[]>();
+
+function sortedFields(desc: DescMessage): readonly DescField[] {
+  let fields = sorted.get(desc);
+  if (!fields) {
+    fields = [...desc.fields].sort((a, b) => a.number - b.number);
+    sorted.set(desc, fields);
   }
-  for (const { no, wireType, data } of message.getUnknown() ?? []) writer.small.tag(no, wireType).raw(data);
+  return fields;
 }
 
-function writeField(writer: ChunkWriter, message: ReflectMessage, field: DescField): void {
+/** A set field's value (undefined when it is not set), as its message holds it. */
+function setValue(message: Fields, field: DescField): unknown {
+  if (field.oneof) {
+    const oneof = message[field.oneof.localName] as { case?: string; value?: unknown };
+    return oneof.case === field.localName ? oneof.value : undefined;
+  }
+  const value = message[field.localName];
+  if (field.presence !== IMPLICIT) return value !== undefined && Object.hasOwn(message, field.localName) ? value : undefined;
+  switch (field.fieldKind) {
+    case "list":
+      return (value as unknown[]).length > 0 ? value : undefined;
+    case "map":
+      for (const _ in value as object) return value;
+      return undefined;
+    case "scalar":
+      return isScalarZeroValue(field.scalar, value) ? undefined : value;
+    case "enum":
+      return value !== field.enum.values[0]!.number ? value : undefined;
+  }
+  return value;
+}
+
+function writeMessage(writer: ChunkWriter, desc: DescMessage, message: Fields): void {
+  for (const field of sortedFields(desc)) {
+    const value = setValue(message, field);
+    if (value !== undefined) writeField(writer, message, field, value);
+  }
+  for (const { no, wireType, data } of (message.$unknown as UnknownField[] | undefined) ?? []) writer.small.tag(no, wireType).raw(data);
+}
+
+function writeField(writer: ChunkWriter, message: Fields, field: DescField, value: unknown): void {
   switch (field.fieldKind) {
     case "scalar":
     case "enum": {
-      const held = field.oneof && field.scalar === ScalarType.STRING ? utf8Strings.get(message.message) : undefined;
+      const held = field.oneof && field.scalar === ScalarType.STRING ? utf8Strings.get(message) : undefined;
       if (held) {
         writer.small.tag(field.number, WireType.LengthDelimited);
         if (held.byteLength > SMALL_BYTES) writer.large(held);
         else writer.small.bytes(held);
         return;
       }
-      writeScalar(writer, field.scalar ?? ScalarType.INT32, field.number, message.get(field));
+      writeScalar(writer, field.scalar ?? ScalarType.INT32, field.number, value);
       return;
     }
     case "message":
-      writeSubMessage(writer, field, field.number, message.get(field));
+      writeSubMessage(writer, field, field.message, field.number, value);
       return;
     case "list": {
-      const list = message.get(field);
+      const list = value as unknown[];
+      if (list.length === 0) return;
       if (field.listKind === "message") {
-        for (const item of list) writeSubMessage(writer, field, field.number, item as ReflectMessage);
+        for (const item of list) writeSubMessage(writer, field, field.message, field.number, item);
         return;
       }
       const type = field.scalar ?? ScalarType.INT32;
       if (field.packed) {
-        if (list.size === 0) return;
         writer.small.tag(field.number, WireType.LengthDelimited).fork();
         for (const item of list) scalarValue(writer.small, type, item);
         writer.small.join();
@@ -135,24 +179,44 @@ function writeField(writer: ChunkWriter, message: ReflectMessage, field: DescFie
       return;
     }
     case "map":
-      for (const [key, value] of message.get(field)) {
+      for (const [key, item] of Object.entries(value as object)) {
         writer.small.tag(field.number, WireType.LengthDelimited);
         writer.fork();
-        writeScalar(writer, field.mapKey, 1, key);
-        if (field.mapKind === "message") writeSubMessage(writer, field, 2, value as ReflectMessage);
-        else writeScalar(writer, field.scalar ?? ScalarType.INT32, 2, value);
+        writeScalar(writer, field.mapKey, 1, mapKey(key, field.mapKey));
+        if (field.mapKind === "message") writeSubMessage(writer, field, field.message, 2, item);
+        else writeScalar(writer, field.scalar ?? ScalarType.INT32, 2, item);
         writer.join();
       }
       return;
   }
 }
 
-function writeSubMessage(writer: ChunkWriter, field: DescField, number: number, message: ReflectMessage): void {
+/** A map's key as its scalar type writes it (an object's keys are strings). */
+function mapKey(key: string, type: ScalarType): unknown {
+  switch (type) {
+    case ScalarType.STRING:
+      return key;
+    case ScalarType.BOOL:
+      return key === "true";
+    case ScalarType.INT64:
+    case ScalarType.UINT64:
+    case ScalarType.FIXED64:
+    case ScalarType.SFIXED64:
+    case ScalarType.SINT64:
+      return key; // the writer takes a 64-bit integer as its decimal string
+    default:
+      return Number.parseInt(key, 10);
+  }
+}
+
+function writeSubMessage(writer: ChunkWriter, field: DescField, desc: DescMessage, number: number, value: unknown): void {
   if ("delimitedEncoding" in field && field.delimitedEncoding)
     throw new Error(`cannot encode ${field.toString()}: delimited (group) encoding is not supported here`);
+  // A wrapper type (google.protobuf.Int32Value…) is held unwrapped, as its value.
+  const message = isWrapperDesc(desc) && (typeof value !== "object" || value instanceof Uint8Array) ? { value } : (value as Fields);
   writer.small.tag(number, WireType.LengthDelimited);
   writer.fork();
-  writeMessage(writer, message);
+  writeMessage(writer, desc, message);
   writer.join();
 }
 
