@@ -99,8 +99,11 @@ function commandLine(pid: number): string {
 async function childrenRss(parent: number): Promise<number> {
   // A third is a child being replaced (Plinth's max_calls_per_worker, say): wait for it to go.
   for (let tries = 0; ; tries++) {
-    // Not a zombie: an exited child its parent has not reaped yet.
-    const children = [...processTable()].filter(([, p]) => p.ppid === parent && p.state !== "Z").map(([pid]) => pid);
+    // Not a zombie: an exited child its parent has not reaped yet; nor tsx's esbuild
+    // service, which a process running TypeScript may start beside its job children.
+    const children = [...processTable()]
+      .filter(([pid, p]) => p.ppid === parent && p.state !== "Z" && !commandLine(pid).includes("esbuild --service"))
+      .map(([pid]) => pid);
     if (children.length === 2) return children.map(rssMiB).reduce((a, b) => a + b, 0) / 2;
     const list = children.map((pid) => `${pid}: ${commandLine(pid)}`).join("; ");
     if (tries === 20) throw new Error(`process ${parent} has ${children.length} children, not 2: ${list}`);
