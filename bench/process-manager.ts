@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fromBinary, toJson } from "@bufbuild/protobuf";
 import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
+import { pino } from "pino";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import {
   CancelActionRequestSchema,
@@ -21,6 +22,7 @@ import {
 } from "../gen/plinth/v1/action_service_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
+import { buildNodeEntry } from "../server/process/node-entry.ts";
 import { bytes, createModel, latencies, root, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess as startServer } from "./servers.ts";
@@ -91,10 +93,14 @@ async function cancelMs(client: grpc.Client, actionId: string, cooperative = tru
   return performance.now() - start;
 }
 
-/** Spawns the worker for the trivial plugin and waits for its hello frame. */
+/** The Node child's entry as the server builds it (server/process/node-entry.ts), or the adapter through tsx. */
+const childEntry = await buildNodeEntry(pino({ level: "silent" }));
+const entryArgs = childEntry ? [childEntry] : ["--import", "tsx", join(root, "sdk/adapters/node.ts")];
+
+/** Spawns the worker for the trivial plugin, as the server does, and waits for its hello frame. */
 function rawWorkerSpawn(): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", join(root, "sdk/adapters/node.ts"), join(root, "bench/plugins/trivial.ts")], {
+    const child = spawn(process.execPath, [...entryArgs, join(root, "bench/plugins/trivial.ts")], {
       stdio: ["pipe", "pipe", "inherit"],
     });
     const decoder = new FrameDecoder(1 << 20);
