@@ -3,7 +3,7 @@ import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { DType } from "../gen/plinth/v1/arg_pb.ts";
-import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import { CallSchemaSchema, PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { ServerMessageSchema } from "../gen/plinth/worker/v1/worker_pb.ts";
 import { encodeBinary, encodeChunks, joinChunks } from "../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks, ownsBuffer } from "../sdk/worker/frames.ts";
@@ -71,6 +71,13 @@ describe("encoding without a copy per nesting level", () => {
     expect(same(encodeBinary(ActionSchema, withUnknown), toBinary(ActionSchema, withUnknown))).toBe(true);
     const empty = create(ActionSchema);
     expect(encodeBinary(ActionSchema, empty).byteLength).toBe(0);
+    // google.protobuf.Struct in a field is held as a JSON object (a plugin's schemas in its hello).
+    const schema = create(CallSchemaSchema, {
+      call: "instantiate",
+      kwargs: { type: "object", properties: { depth: { type: "integer", minimum: 1, default: 3 } }, required: ["depth"] },
+      state: {},
+    });
+    expect(same(encodeBinary(CallSchemaSchema, schema), toBinary(CallSchemaSchema, schema))).toBe(true);
   });
 
   it("keeps a large bytes field by reference and frames it without joining it", () => {

@@ -6,10 +6,10 @@
  * list of chunks to write as they are (a writev on a pipe) or to join once.
  * @module
  */
-import { type DescField, type DescMessage, type MessageShape, ScalarType } from "@bufbuild/protobuf";
+import { type DescField, type DescMessage, fromJson, type JsonObject, type MessageShape, ScalarType } from "@bufbuild/protobuf";
 import { isScalarZeroValue } from "@bufbuild/protobuf/reflect";
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
-import { isWrapperDesc } from "@bufbuild/protobuf/wkt";
+import { isWrapperDesc, StructSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
 
 type UnknownField = { no: number; wireType: WireType; data: Uint8Array };
 
@@ -212,12 +212,21 @@ function mapKey(key: string, type: ScalarType): unknown {
 function writeSubMessage(writer: ChunkWriter, field: DescField, desc: DescMessage, number: number, value: unknown): void {
   if ("delimitedEncoding" in field && field.delimitedEncoding)
     throw new Error(`cannot encode ${field.toString()}: delimited (group) encoding is not supported here`);
-  // A wrapper type (google.protobuf.Int32Value…) is held unwrapped, as its value.
-  const message = isWrapperDesc(desc) && (typeof value !== "object" || value instanceof Uint8Array) ? { value } : (value as Fields);
   writer.small.tag(number, WireType.LengthDelimited);
   writer.fork();
-  writeMessage(writer, desc, message);
+  writeMessage(writer, desc, asMessage(field, desc, value));
   writer.join();
+}
+
+/**
+ * The message a field holds, where protobuf-es holds it in another form (as reflect's
+ * messageToReflect undoes it): a wrapper type (google.protobuf.Int32Value…) in a singular
+ * field as its value; google.protobuf.Struct, but within a Value, as a JSON object.
+ */
+function asMessage(field: DescField, desc: DescMessage, value: unknown): Fields {
+  if (field.fieldKind === "message" && !field.oneof && isWrapperDesc(desc)) return { $typeName: desc.typeName, value };
+  if (desc.typeName === StructSchema.typeName && field.parent.typeName !== ValueSchema.typeName) return fromJson(StructSchema, value as JsonObject);
+  return value as Fields;
 }
 
 function writeScalar(writer: ChunkWriter, type: ScalarType, number: number, value: unknown): void {
