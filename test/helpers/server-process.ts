@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { createChannel, createClient } from "nice-grpc";
-import { inject } from "vitest";
+import { afterAll, inject } from "vitest";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import { niceDefinition } from "../../server/rpc/service-definition.ts";
@@ -50,7 +50,31 @@ export function startNpm(args: string[]): ServerProcess {
   return watchServing(spawn("npm", ["start", "--", ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], detached: true }));
 }
 
+/**
+ * The server processes of this file still running when its tests are done: a test that
+ * failed before stopping its own. They are killed (their plugin children end with their
+ * pipes), so that a failure leaves nothing behind.
+ */
+const running = new Set<ChildProcess>();
+afterAll(() => {
+  for (const child of running) {
+    // npm start leads a group of its own: the whole group (npm, its shell, the server).
+    if (child.spawnargs[0] === "npm") signalGroup(child, "SIGKILL");
+    else child.kill("SIGKILL");
+  }
+});
+
+function signalGroup(child: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-child.pid!, signal);
+  } catch {
+    // Gone already.
+  }
+}
+
 function watchServing(child: ChildProcess): ServerProcess {
+  running.add(child);
+  child.once("exit", () => running.delete(child));
   let output = "";
   const port = new Promise<number>((resolve, reject) => {
     child.stdout!.on("data", (chunk: Buffer) => {
