@@ -168,6 +168,31 @@ describe("ClusterRunner", () => {
     expect(b.calls.actionIds).toEqual([busyB.id, queued.id]);
   });
 
+  test("a claim the database answers after the drain began gives its calls back to the queue: the server that drains runs none of them", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const b = await join("b", { maxChildren: 1 });
+    const [m1, m2] = [await addModel(a), await addModel(a)];
+    const busyB = await b.engine.predict(m2.id, request());
+    await settle();
+    expect(b.calls.actionIds).toEqual([busyB.id]);
+    // a claims the new call, but the answer is on its way when a begins to drain.
+    const answer = db.holdClaimAnswers();
+    const queued = await b.engine.predict(m1.id, request());
+    await settle();
+    expect(db.requests.some((r) => r.server === "a" && r.op === "claim" && r.claimed?.includes(queued.id))).toBe(true);
+    const drained = track(a.engine.drain(60_000));
+    await settle();
+    answer();
+    await settle();
+    expect(drained.done).toBe(true);
+    expect(a.calls.actionIds).toEqual([]);
+    expect((await b.engine.getAction(queued.id, ActionView.BASIC)).status).toBe(ActionStatus.QUEUED);
+    // Back in the queue: b runs it once it is free.
+    b.calls.of(busyB.id).finish({ value: 1 });
+    await settle();
+    expect(b.calls.actionIds).toEqual([busyB.id, queued.id]);
+  });
+
   test("the next call on a model is claimed by no server while one runs on it, and they run in arrival order", async () => {
     // Server a runs the first call; b has children to spare for the next ones.
     const a = await join("a", { maxChildren: 1 });

@@ -117,6 +117,7 @@ export class FakeDatabase {
   /** One operation at a time, as the database's write lock: nothing interleaves with a commit. */
   #lock: Promise<unknown> = Promise.resolve();
   #lostClaimAnswers = 0;
+  #claimAnswersHeld: Promise<void> | undefined;
   #droppedCancels = 0;
   /** Servers whose notifications are lost (their listening connection is down). */
   readonly #deaf = new Set<string>();
@@ -160,6 +161,16 @@ export class FakeDatabase {
     this.#held = new Promise<void>((resolve) => (release = resolve));
     return () => {
       this.#held = undefined;
+      release();
+    };
+  }
+
+  /** Claims take their calls at once, but their answers reach the servers only once the returned function is called. */
+  holdClaimAnswers(): () => void {
+    let release!: () => void;
+    this.#claimAnswersHeld = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.#claimAnswersHeld = undefined;
       release();
     };
   }
@@ -364,8 +375,10 @@ export class FakeDatabase {
       .slice(0, limit);
   }
 
-  claim(server: string, n: number, scope: ClaimScope): Promise<ClaimedAction[]> {
-    return this.#exclusive(() => this.#claim(server, n, scope));
+  async claim(server: string, n: number, scope: ClaimScope): Promise<ClaimedAction[]> {
+    const claimed = await this.#exclusive(() => this.#claim(server, n, scope));
+    await this.#claimAnswersHeld;
+    return claimed;
   }
 
   async #claim(server: string, n: number, { modelTypes, dataAccess, held, affinityMs }: ClaimScope): Promise<ClaimedAction[]> {
