@@ -379,7 +379,7 @@ export class FakeDatabase {
     const claimed = this.#exclusive(() => this.#claim(server, n, scope));
     // Not a turn later than the database's answer unless held: the other rules' tests count on its timing.
     const held = this.#claimAnswersHeld;
-    return held ? claimed.then((answer) => held.then(() => answer)) : claimed;
+    return held === undefined ? claimed : claimed.then((answer) => held.then(() => answer));
   }
 
   async #claim(server: string, n: number, { modelTypes, dataAccess, held, affinityMs }: ClaimScope): Promise<ClaimedAction[]> {
