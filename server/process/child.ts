@@ -532,10 +532,10 @@ export class PluginChild {
 
   /**
    * The group at once; then, found off the event loop's path (a scan of /proc takes
-   * milliseconds on a busy machine), the processes below the child and every process with
-   * its mark: what left the group (a setsid'd daemon, say). terminate() waits for them.
+   * milliseconds on a busy machine) and `straysAfterMs` later, the processes below the
+   * child and every process with its mark: what left the group (a setsid'd daemon, say).
+   * terminate() waits for them.
    */
-  /** Signals the child's group now, and the processes that left it (below the child, or marked) after `straysAfterMs`. */
   #signalAll(signal: NodeJS.Signals, straysAfterMs = 0): void {
     if (this.pid <= 1) return;
     signalOwned(-this.pid, signal);
