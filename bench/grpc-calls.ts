@@ -7,11 +7,23 @@ import type { ChildProcess } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary } from "@bufbuild/protobuf";
+import { create, type DescMessage, fromBinary, type MessageInitShape, toBinary, toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import * as grpc from "@grpc/grpc-js";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import {
+  CancelActionRequestSchema,
+  CancelActionResponseSchema,
+  WatchActionRequestSchema,
+  WatchActionResponseSchema,
+} from "../gen/plinth/v1/action_service_pb.ts";
 import type { Arg } from "../gen/plinth/v1/arg_pb.ts";
-import { CreateInstanceRequestSchema, CreateInstanceResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
+import {
+  CreateInstanceRequestSchema,
+  CreateInstanceResponseSchema,
+  PredictRequestSchema,
+  PredictResponseSchema,
+} from "../gen/plinth/v1/engine_service_pb.ts";
 import { percentile } from "./report.ts";
 import { startProcess } from "./servers.ts";
 import { tempDir } from "./temp.ts";
@@ -176,4 +188,45 @@ export async function createModel(
   const res = await unary(client, "/plinth.v1.EngineService/CreateInstance", request, (b) => fromBinary(CreateInstanceResponseSchema, b));
   if (res.action?.status !== ActionStatus.SUCCEEDED) throw new Error(`create ${modelType} failed: ${res.action?.error?.message}`);
   return res.action.modelId;
+}
+
+/**
+ * A predict on `modelId` without wait, followed by WatchAction until its plugin first
+ * reports: its action's id and that state (bench.Sleeper's and bench.Poller's hold their
+ * child's pid).
+ */
+export async function startReporting(client: grpc.Client, modelId: string): Promise<{ actionId: string; state: unknown }> {
+  const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
+    fromBinary(PredictResponseSchema, b),
+  );
+  const actionId = res.action!.id;
+  let state: unknown;
+  await new Promise<void>((resolve, reject) => {
+    const stream = client.makeServerStreamRequest(
+      "/plinth.v1.ActionService/WatchAction",
+      (b: Uint8Array) => Buffer.from(b),
+      (b: Buffer) => fromBinary(WatchActionResponseSchema, b),
+      bytes(WatchActionRequestSchema, { actionId }),
+    );
+    stream.on("data", (update: { action?: { state?: Value } }) => {
+      if (update.action?.state) {
+        state = toJson(ValueSchema, update.action.state);
+        stream.cancel();
+        resolve();
+      }
+    });
+    stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
+  });
+  return { actionId, state };
+}
+
+/** CancelAction's round trip, until the child is gone; `cooperative`: the plugin must have stopped by itself (no SIGKILL). */
+export async function cancelMs(client: grpc.Client, actionId: string, cooperative = true): Promise<number> {
+  const start = performance.now();
+  const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId }), (b) =>
+    fromBinary(CancelActionResponseSchema, b),
+  );
+  if (res.action?.status !== ActionStatus.CANCELLED) throw new Error(`cancel did not cancel: ${res.action?.status}`);
+  if (cooperative && res.action.cancel?.forced) throw new Error("the plugin needed SIGKILL");
+  return performance.now() - start;
 }

@@ -16,6 +16,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { type Arg, DType } from "../gen/plinth/v1/arg_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { bytes, createModel, latencies, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
+import { batch, batchText } from "./json-batch.ts";
 import { printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
 
@@ -25,9 +26,6 @@ const VALUE_ACTIONS = quick ? 300 : 2000;
 const TENSOR_CALLS = quick ? 20 : 100;
 const IN_FLIGHT = 64;
 
-/** 5,000 numbers with five decimals: 53 kB of JSON text, 55 kB as a google.protobuf.Value. */
-const batch = Array.from({ length: 5000 }, (_, i) => Math.round((((i * 7919) % 100_003) / 100_003 + i) * 1e5) / 1e5);
-const batchText = JSON.stringify(batch);
 const tensorData = new Uint8Array(new Float32Array(256 * 1024).map((_, i) => i / 7).buffer); // 1 MiB
 
 type ArgInit = NonNullable<MessageInitShape<typeof PredictRequestSchema>["args"]>;

@@ -15,23 +15,16 @@ import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { readdirSync, readFileSync, rmSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
-import { fromBinary, toJson } from "@bufbuild/protobuf";
-import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
-import * as grpc from "@grpc/grpc-js";
+import { fromBinary } from "@bufbuild/protobuf";
 import { Queue, QueueEvents } from "bullmq";
 import { Redis } from "ioredis";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import {
-  CancelActionRequestSchema,
-  CancelActionResponseSchema,
-  WaitActionRequestSchema,
-  WaitActionResponseSchema,
-  WatchActionRequestSchema,
-  WatchActionResponseSchema,
-} from "../gen/plinth/v1/action_service_pb.ts";
+import { WaitActionRequestSchema, WaitActionResponseSchema } from "../gen/plinth/v1/action_service_pb.ts";
 import type { Arg } from "../gen/plinth/v1/arg_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
-import { bytes, createModel, latencies, root, startPlinth, stop, unary } from "./grpc-calls.ts";
+import { commandLine as procCommandLine } from "../server/process/proc.ts";
+import { bytes, cancelMs, createModel, latencies, root, startPlinth, startReporting, stop, unary } from "./grpc-calls.ts";
+import { batch, batchText } from "./json-batch.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess } from "./servers.ts";
 import { tempDir } from "./temp.ts";
@@ -42,10 +35,6 @@ const LOAD_MS = quick ? 1000 : 3000;
 const LATENCY_CALLS = quick ? 200 : 500;
 const CANCELS = quick ? 5 : 15;
 const IN_FLIGHT = 64;
-
-/** bench/payloads.ts's json_text case: 5,000 numbers with five decimals, 53 kB of JSON text. */
-const batch = Array.from({ length: 5000 }, (_, i) => Math.round((((i * 7919) % 100_003) / 100_003 + i) * 1e5) / 1e5);
-const batchText = JSON.stringify(batch);
 
 // ---- processes: CPU and memory from /proc ----
 
@@ -87,13 +76,8 @@ function treeCpu(roots: number[]): number[] {
   return [...seconds, children / TICKS];
 }
 
-function commandLine(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").replaceAll("\0", " ").trim();
-  } catch {
-    return "(exited)";
-  }
-}
+/** A process's command line as one string (server/process/proc.ts's, joined). */
+const commandLine = (pid: number): string => procCommandLine(pid).join(" ") || "(exited)";
 
 /** The mean RSS of a process's two children (its warm plugin or sandbox children), MiB. */
 async function childrenRss(parent: number): Promise<number> {
@@ -188,39 +172,15 @@ async function plinthSide(): Promise<Side & { close(): Promise<void> }> {
   const isBatch = (p: Arg | undefined) => p?.kind.case === "jsonText" && p.kind.value.length === batchText.length;
   /** A Poller's action, once its plugin runs it: its id and its child's pid. */
   const startPoller = async (): Promise<{ actionId: string; pid: number }> => {
-    const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId: poller }), (b) =>
-      fromBinary(PredictResponseSchema, b),
-    );
-    const actionId = res.action!.id;
-    const pid = await new Promise<number>((resolve, reject) => {
-      const stream = client.makeServerStreamRequest(
-        "/plinth.v1.ActionService/WatchAction",
-        (b: Uint8Array) => Buffer.from(b),
-        (b: Buffer) => fromBinary(WatchActionResponseSchema, b),
-        bytes(WatchActionRequestSchema, { actionId }),
-      );
-      stream.on("data", (update: { action?: { state?: Value } }) => {
-        if (!update.action?.state) return;
-        stream.cancel();
-        resolve((toJson(ValueSchema, update.action.state) as { pid: number }).pid);
-      });
-      stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
-    });
-    return { actionId, pid };
+    const { actionId, state } = await startReporting(client, poller);
+    return { actionId, pid: (state as { pid: number }).pid };
   };
   return {
     name: "Plinth",
     trivial: (lane) => predict(trivial[lane]!, isOne),
     json: (lane) => predict(json[lane]!, isBatch),
     async cancel() {
-      const { actionId } = await startPoller();
-      const start = performance.now();
-      const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId }), (b) =>
-        fromBinary(CancelActionResponseSchema, b),
-      );
-      if (res.action?.status !== ActionStatus.CANCELLED) throw new Error(`plinth: cancel answered ${res.action?.status}`);
-      if (res.action.cancel?.forced) throw new Error("plinth: the cancelled plugin needed SIGKILL");
-      return performance.now() - start;
+      return cancelMs(client, (await startPoller()).actionId);
     },
     async crash() {
       const { actionId, pid } = await startPoller();

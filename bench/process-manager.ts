@@ -7,23 +7,15 @@
  */
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { fromBinary, toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import {
-  CancelActionRequestSchema,
-  CancelActionResponseSchema,
-  WaitActionRequestSchema,
-  WaitActionResponseSchema,
-  WatchActionRequestSchema,
-  WatchActionResponseSchema,
-} from "../gen/plinth/v1/action_service_pb.ts";
+import { WaitActionRequestSchema, WaitActionResponseSchema } from "../gen/plinth/v1/action_service_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
 import { buildNodeEntry } from "../server/process/node-entry.ts";
-import { bytes, createModel, latencies, root, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
+import { bytes, cancelMs, createModel, latencies, root, startPlinth, startReporting, stop, throughput, unary } from "./grpc-calls.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess as startServer } from "./servers.ts";
 
@@ -44,32 +36,6 @@ async function startLong(client: grpc.Client, modelId: string): Promise<string> 
   return (await startReporting(client, modelId)).actionId;
 }
 
-/** As startLong, with the state the plugin first reported. */
-async function startReporting(client: grpc.Client, modelId: string): Promise<{ actionId: string; state: unknown }> {
-  const res = await unary(client, "/plinth.v1.EngineService/Predict", bytes(PredictRequestSchema, { modelId }), (b) =>
-    fromBinary(PredictResponseSchema, b),
-  );
-  const actionId = res.action!.id;
-  let state: unknown;
-  await new Promise<void>((resolve, reject) => {
-    const stream = client.makeServerStreamRequest(
-      "/plinth.v1.ActionService/WatchAction",
-      (b: Uint8Array) => Buffer.from(b),
-      (b: Buffer) => fromBinary(WatchActionResponseSchema, b),
-      bytes(WatchActionRequestSchema, { actionId }),
-    );
-    stream.on("data", (update: { action?: { state?: Parameters<typeof toJson<typeof ValueSchema>>[1] } }) => {
-      if (update.action?.state) {
-        state = toJson(ValueSchema, update.action.state);
-        stream.cancel();
-        resolve();
-      }
-    });
-    stream.on("error", (e: grpc.ServiceError) => (e.code === grpc.status.CANCELLED ? undefined : reject(e)));
-  });
-  return { actionId, state };
-}
-
 /** A child killed from outside (SIGKILL to its pid) while it runs a call: until WaitAction answers that the action failed. */
 async function crashMs(client: grpc.Client, modelId: string): Promise<number> {
   const { actionId, state } = await startReporting(client, modelId);
@@ -79,17 +45,6 @@ async function crashMs(client: grpc.Client, modelId: string): Promise<number> {
     fromBinary(WaitActionResponseSchema, b),
   );
   if (res.action?.error?.code !== "plugin_exited") throw new Error(`a killed child: ${res.action?.error?.code} ${res.action?.error?.message}`);
-  return performance.now() - start;
-}
-
-/** CancelAction's round trip, until the child is gone; `cooperative`: the plugin must have stopped by itself (no SIGKILL). */
-async function cancelMs(client: grpc.Client, actionId: string, cooperative = true): Promise<number> {
-  const start = performance.now();
-  const res = await unary(client, "/plinth.v1.ActionService/CancelAction", bytes(CancelActionRequestSchema, { actionId }), (b) =>
-    fromBinary(CancelActionResponseSchema, b),
-  );
-  if (res.action?.status !== ActionStatus.CANCELLED) throw new Error("cancel did not cancel");
-  if (cooperative && res.action.cancel?.forced) throw new Error("the plugin needed SIGKILL");
   return performance.now() - start;
 }
 

@@ -17,6 +17,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { TestCa } from "../test/helpers/certs.ts";
 import { bytes, createModel, type PlinthProcess, startPlinth, stop, throughput, unary } from "./grpc-calls.ts";
+import { batchText } from "./json-batch.ts";
 import { percentile, printTable } from "./report.ts";
 import { startProcess } from "./servers.ts";
 import { tempDir } from "./temp.ts";
@@ -26,8 +27,6 @@ const ROUNDS = quick ? 1 : 3;
 const SECONDS = quick ? 1 : 3;
 const IN_FLIGHT = 64;
 
-/** 5,000 numbers with five decimals: 53 kB of JSON text. */
-const batchText = JSON.stringify(Array.from({ length: 5000 }, (_, i) => Math.round((((i * 7919) % 100_003) / 100_003 + i) * 1e5) / 1e5));
 const payloads = {
   trivial: { kind: { case: "json", value: { kind: { case: "numberValue", value: 1 } } } },
   "55 kB batch": { kind: { case: "jsonText", value: batchText } },
