@@ -93,6 +93,16 @@ interface Refusal {
 
 const TICK_MS = 1000;
 
+/** Sets a promise for others to wait on; the returned function resolves it and unsets it. */
+function gate(set: (held: Promise<void> | undefined) => void): () => void {
+  let release!: () => void;
+  set(new Promise<void>((resolve) => (release = resolve)));
+  return () => {
+    set(undefined);
+    release();
+  };
+}
+
 export class FakeDatabase {
   /** Models, actions and payloads, as the database's tables hold them. */
   readonly #data = new MemoryStore({ keepRevisions: 5, maxActions: 100_000, maxActionAgeMs: 30 * 24 * 3600_000 });
@@ -157,22 +167,12 @@ export class FakeDatabase {
 
   /** Writes wait until the returned function is called. */
   hold(): () => void {
-    let release!: () => void;
-    this.#held = new Promise<void>((resolve) => (release = resolve));
-    return () => {
-      this.#held = undefined;
-      release();
-    };
+    return gate((held) => (this.#held = held));
   }
 
   /** Claims made from now take their calls at once, but their answers reach the servers only once the returned function is called. */
   holdClaimAnswers(): () => void {
-    let release!: () => void;
-    this.#claimAnswersHeld = new Promise<void>((resolve) => (release = resolve));
-    return () => {
-      this.#claimAnswersHeld = undefined;
-      release();
-    };
+    return gate((held) => (this.#claimAnswersHeld = held));
   }
 
   /** The next claim takes its calls, but its answer is lost with the connection (the server gets an error). */
