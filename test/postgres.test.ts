@@ -135,6 +135,22 @@ describe("backend.kind: postgres", () => {
     );
   });
 
+  it("lets servers started together on a new database all come up: one migrates, the others wait and find it done", async () => {
+    const url = await newDatabase();
+    const clients = Array.from({ length: 8 }, () => new pg.Client({ connectionString: url }));
+    try {
+      await Promise.all(clients.map((c) => c.connect()));
+      // Each opens as a server does; without one lock around the first CREATE, two at once
+      // collide in PostgreSQL's catalog and that server exits at start.
+      const opened = await Promise.allSettled(clients.map((c, i) => migratePostgres(c, `server ${i}`)));
+      expect(opened.filter((o) => o.status === "rejected")).toEqual([]);
+      const { rows } = await clients[0]!.query<{ version: number }>("SELECT version FROM plinth_schema");
+      expect(rows).toEqual([{ version: PG_SCHEMA_VERSION }]);
+    } finally {
+      await Promise.all(clients.map((c) => c.end()));
+    }
+  });
+
   it("answers UNAVAILABLE while the database is down, then works again by itself, every acknowledged change kept", async () => {
     ownPostgres = await startPostgres();
     const url = await newDatabase(ownPostgres.adminUrl);

@@ -385,15 +385,22 @@ const migrations: string[] = [
   `ALTER TABLE action_requests ADD COLUMN checkpoint bytea;`,
 ];
 
+/** The advisory lock a migration holds; the write and claim functions hold 7301. */
+const SCHEMA_LOCK = 7300;
+
 /** The schema version this build writes. */
 export const PG_SCHEMA_VERSION = migrations.length;
 
 /** Brings the schema up to date; refuses one written by a newer Plinth. `where` names the database in errors. */
 export async function migratePostgres(client: pg.ClientBase, where: string): Promise<void> {
-  await client.query("CREATE TABLE IF NOT EXISTS plinth_schema (version integer NOT NULL)");
-  // One server migrates at a time: the others wait here, then find nothing to do.
+  // One server migrates at a time: the others wait here, then find nothing to do. The lock
+  // comes before the first CREATE: two servers creating the same table at once on a new
+  // database collide in PostgreSQL's catalog (duplicate key in pg_type), IF NOT EXISTS or not.
   await client.query("BEGIN");
   try {
+    await client.query("SELECT pg_advisory_xact_lock($1)", [SCHEMA_LOCK]);
+    await client.query("CREATE TABLE IF NOT EXISTS plinth_schema (version integer NOT NULL)");
+    // What an older Plinth locks, so that one starting beside this one waits too.
     await client.query("LOCK TABLE plinth_schema IN EXCLUSIVE MODE");
     const { rows } = await client.query<{ version: number }>("SELECT version FROM plinth_schema");
     const version = rows[0]?.version ?? 0;
