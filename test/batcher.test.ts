@@ -1,9 +1,9 @@
 /** The group commit shared by the SQLite and PostgreSQL stores (server/store/batcher.ts), on its own. */
 import { create } from "@bufbuild/protobuf";
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import { type Action, ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
-import { type ActionWrite, Batcher } from "../server/store/batcher.ts";
+import { type ActionWrite, Batcher, LINGER_MS } from "../server/store/batcher.ts";
 import { json } from "./helpers/args.ts";
 
 const action = (id: string, status = ActionStatus.QUEUED): Action => create(ActionSchema, { id, status });
@@ -110,5 +110,59 @@ describe("the group commit", () => {
     expect(results.map((r) => r.status)).toEqual(["rejected", "rejected"]);
     expect(batches).toEqual([["a:1", "b:1"]]);
     expect(onCommit).toBe(0);
+  });
+
+  describe("a change that lingers (a call's start)", () => {
+    // Only the linger's timer is fake: the end of a turn stays a real setImmediate.
+    const lingering = () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    afterEach(() => void vi.useRealTimers());
+
+    it("is written with its action's next change, in one write with the later status, and both callers hear of it", async () => {
+      lingering();
+      const { batches, record } = recorder();
+      const batcher = new Batcher({ commit: (writes) => void record(writes) });
+      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      await turn();
+      expect(batches).toEqual([]);
+      await Promise.all([start, batcher.add(action("a", ActionStatus.SUCCEEDED))]);
+      expect(batches).toEqual([["a:5"]]);
+      vi.advanceTimersByTime(LINGER_MS);
+      expect(batches).toEqual([["a:5"]]);
+    });
+
+    it("is written on its own after LINGER_MS when nothing follows, while the others' changes go at the end of their turn", async () => {
+      lingering();
+      const { batches, record } = recorder();
+      const batcher = new Batcher({ commit: (writes) => void record(writes) });
+      let stored = false;
+      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true).then(() => (stored = true));
+      await batcher.add(action("b"));
+      expect(batches).toEqual([["b:1"]]);
+      vi.advanceTimersByTime(LINGER_MS - 1);
+      await turn();
+      expect(stored).toBe(false);
+      vi.advanceTimersByTime(1);
+      await start;
+      expect(batches).toEqual([["b:1"], ["a:3"]]);
+    });
+
+    it("is written by a flush, so that a read sees it", () => {
+      lingering();
+      const { batches, record } = recorder();
+      const batcher = new Batcher({ commit: (writes) => void record(writes) });
+      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      void batcher.flush();
+      expect(batches).toEqual([["a:3"]]);
+    });
+
+    it("does not hold back a change of its action someone waits for at the end of this turn", async () => {
+      lingering();
+      const { batches, record } = recorder();
+      const batcher = new Batcher({ commit: (writes) => void record(writes) });
+      const queued = batcher.add(action("a"));
+      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      await queued;
+      expect(batches).toEqual([["a:3"]]);
+    });
   });
 });

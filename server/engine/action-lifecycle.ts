@@ -411,9 +411,13 @@ class Steps implements RunReporter {
     return persist(store, table.update(this.#id, patch));
   }
 
-  status(status: ActionStatus, batch?: BatchInfo): Promise<void> {
+  status(status: ActionStatus, batch?: BatchInfo, linger = false): Promise<void> {
     const patch: ActionPatch = { ...this.#takeStart(), status, ...(batch ? { batch: create(ActionBatchSchema, batch) } : {}) };
-    return persist(this.#deps.store, this.#deps.table.update(this.#id, patch));
+    return persist(this.#deps.store, this.#deps.table.update(this.#id, patch), undefined, linger);
+  }
+
+  executing(batch?: BatchInfo): Promise<void> {
+    return this.status(ActionStatus.EXECUTING, batch, true);
   }
 
   dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void> {
@@ -591,10 +595,10 @@ function failurePatch(deps: LifecycleDeps, id: string, error: unknown, signal: A
   return patch;
 }
 
-/** Stores the action; a store that fails fails the action with store_failed. */
-export async function persist(store: Store, view: Action, payloads?: StoredPayloads): Promise<void> {
+/** Stores the action (`linger`: Store.putAction); a store that fails fails the action with store_failed. */
+export async function persist(store: Store, view: Action, payloads?: StoredPayloads, linger = false): Promise<void> {
   try {
-    await store.putAction(view, payloads);
+    await store.putAction(view, payloads, linger);
   } catch (error) {
     throw new ActionFailure({ code: "store_failed", message: `the store could not record the action: ${(error as Error).message}` }, [], error);
   }

@@ -27,6 +27,12 @@ import { Throttle } from "./throttle.ts";
 export interface RunReporter {
   /** A status change (with the batch the call went in, if it did): stored and published. Rejects when it could not be stored. */
   status(status: ActionStatus, batch?: BatchInfo): Promise<void>;
+  /**
+   * The call reached its child (in this batch, if it went in one): published at once,
+   * stored with the call's next change unless that is slow to come (the store's linger).
+   * Rejects when it could not be stored.
+   */
+  executing(batch?: BatchInfo): Promise<void>;
   /** A data-access argument's progress: stored and published. */
   dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void>;
   /**
@@ -134,7 +140,7 @@ export class ActionRun {
       const to = { target, modelType: call.modelType, model: call.model, policy };
       const item = await this.#reported(
         signal,
-        (batch: BatchInfo) => this.#report.status(ActionStatus.EXECUTING, batch),
+        (batch: BatchInfo) => this.#report.executing(batch),
         progress,
         (hooks) => this.#deps.batches.submit(to, { actionId: this.#ids.actionId, ...resolved, signal, hurry: hurry(), order: this.#order, ...hooks }),
       );
@@ -145,7 +151,7 @@ export class ActionRun {
       target,
       { kind: call.kind, target: call.modelType, ...this.#ids, ...checkpoint, model: call.model, nextRevision: call.nextRevision, ...resolved },
       signal,
-      () => this.#report.status(ActionStatus.EXECUTING),
+      () => this.#report.executing(),
       progress,
       (value, encoded) => this.#report.checkpoint(value, encoded),
     );
@@ -170,7 +176,8 @@ export class ActionRun {
 
   /**
    * Runs `run` with hooks that report its start and its progress (published at a bounded
-   * rate); its end waits until its start is stored.
+   * rate). A start the store could not keep fails the call at its end; one still waiting
+   * to be stored is stored with the end (the store lingers over it: the end replaces it).
    */
   async #reported<T, S extends unknown[]>(
     signal: AbortSignal,
@@ -183,14 +190,15 @@ export class ActionRun {
       if (latest) onProgress(latest.state, latest.logTail);
       latest = undefined;
     }, this.#deps.progressIntervalMs);
-    // Reported once the call has its child; awaited before the call's end is reported.
-    let started: Promise<void> = Promise.resolve();
+    // Reported once the call has its child.
+    let unstored: { error: unknown } | undefined;
+    let result: T;
     try {
-      return await run({
+      result = await run({
         onStart: (...info) => {
-          started = onStart(...info);
-          // A failure to store it fails the action: stop the call.
-          started.catch(() => {});
+          onStart(...info).catch((error: unknown) => {
+            unstored = { error };
+          });
         },
         onProgress: (state, logTail) => {
           latest = { state, logTail };
@@ -204,8 +212,10 @@ export class ActionRun {
       publish.cancel();
       // The plugin's last report stands, even when it came within the interval.
       if (latest) onProgress(latest.state, latest.logTail);
-      await started;
     }
+    // After the finally: a call that failed says why, not that its start was not stored.
+    if (unstored) throw unstored.error;
+    return result;
   }
 
   async #resolveDataAccess(args: CallArgs, count: number, signal: AbortSignal): Promise<ResolvedArgs> {

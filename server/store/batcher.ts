@@ -7,6 +7,11 @@
  * A store's commit may be synchronous (SQLite): then a flush has committed by the time it
  * returns, so a store can flush and write in one step with nothing in between. One that
  * is asynchronous (PostgreSQL) commits one batch at a time, in order.
+ *
+ * A change that lingers (a call's start, which nobody waits for) is not written at the
+ * end of its turn: it waits up to lingerMs for a later change of its action, which takes
+ * its place — a short call's start and end are one write, not two. Reads flush first, so
+ * no read misses it.
  */
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { mergePayloads } from "./records.ts";
@@ -36,11 +41,21 @@ export interface BatcherOptions<R> {
   split?(error: unknown): boolean;
   /** Told how long each whole batch took to commit: for metrics. */
   onCommit?: ((seconds: number) => void) | undefined;
+  /** How long a change that lingers may wait for a later one of its action; LINGER_MS by default. */
+  lingerMs?: number;
 }
+
+/**
+ * How long a call's start waits to be written with its end: longer than most short calls
+ * under load, short enough that another server of a cluster soon sees the call running.
+ */
+export const LINGER_MS = 50;
 
 interface Pending<R> extends ActionWrite {
   /** Everyone waiting for this action's latest change to be committed. */
   settle: { resolve(answer: R | undefined): void; reject(error: unknown): void }[];
+  /** Only changes that linger are pending for this action: the end of a turn leaves it. */
+  linger: boolean;
 }
 
 type Step = undefined | Promise<void>;
@@ -50,6 +65,8 @@ export class Batcher<R = never> {
   /** One write per action, in the order of their latest change. */
   readonly #pending = new Map<string, Pending<R>>();
   #timer: ReturnType<typeof setImmediate> | undefined;
+  /** Flushes the changes that linger once the oldest has waited lingerMs. */
+  #lingerTimer: ReturnType<typeof setTimeout> | undefined;
   /** The asynchronous commit under way, if any: the next one starts after it. */
   #busy: Promise<void> | undefined;
 
@@ -57,21 +74,42 @@ export class Batcher<R = never> {
     this.#o = options;
   }
 
-  /** Adds a change to this turn's commit; resolves once it is committed, with the commit's answer for it. */
-  add(action: Action, payloads?: StoredPayloads, claim = false): Promise<R | undefined> {
+  /**
+   * Adds a change to this turn's commit (with `linger`, to a later one: see above);
+   * resolves once it is committed, with the commit's answer for it.
+   */
+  add(action: Action, payloads?: StoredPayloads, claim = false, linger = false): Promise<R | undefined> {
     const previous = this.#pending.get(action.id);
     const write: Pending<R> = {
       action,
       payloads: mergePayloads(previous?.payloads, payloads),
       claim: claim || (previous?.claim ?? false),
       settle: previous?.settle ?? [],
+      // A change due at the end of this turn stays due: someone waits for it.
+      linger: linger && !claim && (previous?.linger ?? true),
     };
     const committed = new Promise<R | undefined>((resolve, reject) => write.settle.push({ resolve, reject }));
     // The latest change goes last: the commit writes the actions in the order they last changed.
     this.#pending.delete(action.id);
     this.#pending.set(action.id, write);
-    this.#timer ??= setImmediate(() => void this.flush());
+    if (!write.linger) this.#timer ??= setImmediate(() => void this.#flushDue());
+    else if (this.#lingerTimer === undefined) {
+      this.#lingerTimer = setTimeout(() => void this.flush(), this.#o.lingerMs ?? LINGER_MS);
+      this.#lingerTimer.unref();
+    }
     return committed;
+  }
+
+  /** The end of a turn: commits the changes due, leaving those that linger. */
+  #flushDue(): void {
+    this.#timer = undefined;
+    const due: Pending<R>[] = [];
+    for (const [id, write] of this.#pending) {
+      if (write.linger) continue;
+      due.push(write);
+      this.#pending.delete(id);
+    }
+    this.#start(due);
   }
 
   /**
@@ -81,19 +119,25 @@ export class Batcher<R = never> {
    */
   flush(): Promise<void> {
     clearImmediate(this.#timer);
+    clearTimeout(this.#lingerTimer);
     this.#timer = undefined;
-    if (this.#pending.size > 0) {
-      const writes = [...this.#pending.values()];
-      this.#pending.clear();
-      const step = this.#busy !== undefined ? this.#busy.then(() => this.#commit(writes)) : this.#commit(writes);
-      if (step !== undefined) {
-        const tracked: Promise<void> = step.then(() => {
-          if (this.#busy === tracked) this.#busy = undefined;
-        });
-        this.#busy = tracked;
-      }
-    }
+    this.#lingerTimer = undefined;
+    const writes = [...this.#pending.values()];
+    this.#pending.clear();
+    this.#start(writes);
     return this.#busy ?? Promise.resolve();
+  }
+
+  /** Commits `writes` after the commit under way. */
+  #start(writes: Pending<R>[]): void {
+    if (writes.length === 0) return;
+    const step = this.#busy !== undefined ? this.#busy.then(() => this.#commit(writes)) : this.#commit(writes);
+    if (step !== undefined) {
+      const tracked: Promise<void> = step.then(() => {
+        if (this.#busy === tracked) this.#busy = undefined;
+      });
+      this.#busy = tracked;
+    }
   }
 
   #commit(writes: Pending<R>[]): Step {

@@ -97,8 +97,8 @@ export class MemoryStore implements Store {
       .map(({ instance: _, ...meta }) => meta);
   }
 
-  /** Keeps the objects given: the engine hands over views it never changes. */
-  async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
+  /** Keeps the objects given: the engine hands over views it never changes. Nothing to linger over. */
+  async putAction(action: Action, payloads?: StoredPayloads, _linger?: boolean): Promise<void> {
     const previous = this.#actions.get(action.id)?.payloads;
     const merged = mergePayloads(previous, payloads);
     // The request and checkpoint are kept only while the action may run again.

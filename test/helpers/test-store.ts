@@ -64,12 +64,12 @@ export class TestStore extends MemoryStore {
     );
   }
 
-  override async putAction(action: Action, payloads?: StoredPayloads): Promise<void> {
-    if (this.#inModel) return super.putAction(action, payloads);
+  override async putAction(action: Action, payloads?: StoredPayloads, linger?: boolean): Promise<void> {
+    if (this.#inModel) return super.putAction(action, payloads, linger);
     await this.#held.get("putAction");
     this.#check("putAction", action);
     this.log.push({ write: "putAction", action });
-    return super.putAction(action, payloads);
+    return super.putAction(action, payloads, linger);
   }
 
   override async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {
