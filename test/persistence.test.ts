@@ -4,13 +4,14 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import { Status } from "nice-grpc";
 import { afterEach, describe, expect, it } from "vitest";
-import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { ActionCall, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { SCHEMA_VERSION } from "../server/store/migrations.ts";
 import { json, jsonOf, stateOf } from "./helpers/args.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { clients, descendantsOf, type ServerProcess, startBundledProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
+import { watchActions } from "./helpers/watch.ts";
 
 const newDb = () => join(tempDir("plinth-db-"), "plinth.db");
 const decode = (bytes: Uint8Array) => JSON.parse(new TextDecoder().decode(bytes));
@@ -86,6 +87,23 @@ describe("models and history survive a restart", () => {
     expect(inRange.actions.map((a) => a.id)).toEqual([fits[2]!.id, fits[1]!.id]);
     const listed = (await second.engine.listModels({})).models;
     expect(listed.map((m) => [m.id, m.revision, m.instance.byteLength])).toEqual([[modelId, 5n, 0]]);
+  });
+
+  it("lists a call whose caller waits for its end while it runs (its start is stored with its end when that comes soon), then ended", async () => {
+    const t = await server({ backend: { path: newDb() }, plugins: [{ module: fixture("misbehave.ts") }] });
+    const modelId = (await t.engine.createInstance({ modelType: "misbehave.Model", wait: true })).action!.modelId;
+    const waited = t.engine.predict({ modelId, kwargs: { mode: json("cooperative") }, wait: true });
+    const live = await watchActions(t, (v) => [...v.values()].some((a) => a.call === ActionCall.PREDICT && stateOf(a.state) !== null));
+    const id = [...live.values()].find((a) => a.call === ActionCall.PREDICT)!.id;
+    const listed = (await t.actions.listActions({ modelId, statuses: [ActionStatus.EXECUTING] })).actions;
+    expect(listed.map((a) => a.id)).toEqual([id]);
+    await t.actions.cancelAction({ actionId: id });
+    expect((await waited).action!.status).toBe(ActionStatus.CANCELLED);
+    const history = (await t.actions.listActions({ modelId })).actions;
+    expect(history.map((a) => [a.call, a.status])).toEqual([
+      [ActionCall.PREDICT, ActionStatus.CANCELLED],
+      [ActionCall.CREATE_INSTANCE, ActionStatus.SUCCEEDED],
+    ]);
   });
 
   it("applies the history's retention at start", async () => {

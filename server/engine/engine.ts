@@ -103,6 +103,8 @@ export interface ActionRequest {
   priority?: number;
   /** How a failed call runs again, over its plugin's policy (retry-policy.ts). */
   retry?: RetryPolicy | undefined;
+  /** The caller waits for the end (the request's `wait`): nothing is acknowledged before it. */
+  wait?: boolean;
 }
 
 /** Who asks for a change of a model, and its request_id (request-ids.ts). */
@@ -449,7 +451,8 @@ export class Engine {
     });
     const jsonForm = jsonFormOf(request);
     this.#table.addAction(view, parsed, jsonForm);
-    const start = await this.#runner.submit({ id: view.id, parsed, jsonForm, timeoutMs });
+    const awaited = Boolean(request.wait) && !request.requestId && !request.retry;
+    const start = await this.#runner.submit({ id: view.id, parsed, jsonForm, timeoutMs, awaited });
     // As stored, before it runs.
     const shown = reads.handOut(this.#readers, this.#table.action(view.id)!, ActionView.BASIC);
     start();

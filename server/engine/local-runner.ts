@@ -94,7 +94,7 @@ export class LocalRunner implements Runner {
     return this.#start(action.id, parsed, action.timeout ? timeoutMillis(action.timeout) : undefined, checkpoint);
   }
 
-  async submit({ id, parsed, jsonForm, timeoutMs }: Submitted): Promise<() => void> {
+  async submit({ id, parsed, jsonForm, timeoutMs, awaited }: Submitted): Promise<() => void> {
     this.#runs.enter(id);
     const view = this.#table.action(id)!.view;
     try {
@@ -102,7 +102,10 @@ export class LocalRunner implements Runner {
       // that may run again keeps its whole request, for its next attempt after a restart.
       const payloads = storedPayloads(this.#deps, parsed, undefined);
       const request = view.retry ? { request: requestBytes(parsed, jsonForm, this.#deps.views.maxJsonValueBytes) } : {};
-      await persist(this.#store, view, { ...payloads, ...request });
+      // A call whose caller waits for its end lingers instead: a short one is stored once,
+      // ended; a store that fails then fails it (store_failed) with its end.
+      if (awaited) void persist(this.#store, view, payloads, true).catch(() => {});
+      else await persist(this.#store, view, { ...payloads, ...request });
     } catch (error) {
       const refusal = refused(this.#table, id, error);
       this.#runs.leave(id);

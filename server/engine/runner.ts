@@ -22,6 +22,11 @@ export interface Submitted {
   jsonForm: JsonForm;
   /** Its timeout in ms, counted from its creation. */
   timeoutMs: number | undefined;
+  /**
+   * Its caller waits for its end, and nothing else needs it stored before then (no
+   * request_id, no retry after a restart): a runner may store it with its next change.
+   */
+  awaited?: boolean;
 }
 
 /** A server of the cluster, as its row says. */

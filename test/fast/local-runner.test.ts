@@ -63,6 +63,35 @@ describe("LocalRunner", () => {
     expect((await engine.waitAction(second.id, ActionView.BASIC)).status).toBe(ActionStatus.SUCCEEDED);
   });
 
+  test("a call whose caller waits for its end is stored with its end: its creation and start may linger; one acknowledged before it runs is stored first", async () => {
+    const model = await addModel();
+    const { QUEUED, EXECUTING, SUCCEEDED } = ActionStatus;
+    const waited = track(engine.predict(model.id, { ...request([1]), wait: true }));
+    const acknowledged = await engine.predict(model.id, request([2]));
+    // With a request_id the call is found again by it after a restart: it is stored first too.
+    const named = track(engine.predict(model.id, { ...request([3]), wait: true, requestId: "r-1" }));
+    await settle();
+    const [first] = calls.actionIds;
+    calls.of(first!).finish({ value: 1 });
+    await settle();
+    calls.of(acknowledged.id).finish({ value: 2 });
+    await settle();
+    calls.of(calls.actionIds[2]!).finish({ value: 3 });
+    await settle();
+    expect(waited.done && named.done).toBe(true);
+    expect(store.lingerOf(first!)).toEqual([
+      [QUEUED, true],
+      [EXECUTING, true],
+      [SUCCEEDED, false],
+    ]);
+    expect(store.lingerOf(acknowledged.id)).toEqual([
+      [QUEUED, false],
+      [EXECUTING, true],
+      [SUCCEEDED, false],
+    ]);
+    expect(store.lingerOf(calls.actionIds[2]!)[0]).toEqual([QUEUED, false]);
+  });
+
   test("a call cancelled while it waits for its model ends CANCELLED at once, in phase QUEUED, and never reaches the plugin", async () => {
     const model = await addModel();
     const running = await engine.predict(model.id, none);

@@ -12,7 +12,7 @@ import type { EndedWith, ModelMeta, ModelRecord, StoredPayloads } from "../../se
 type Write = "putAction" | "putModel";
 
 /** One write as the store got it: an action, or a model revision with the action it ends (if any). */
-export type Logged = { write: "putAction"; action: Action } | { write: "putModel"; model: ModelRecord; ended: Action | undefined };
+export type Logged = { write: "putAction"; action: Action; linger: boolean } | { write: "putModel"; model: ModelRecord; ended: Action | undefined };
 
 interface Refusal {
   write: Write;
@@ -53,6 +53,13 @@ export class TestStore extends MemoryStore {
     };
   }
 
+  /** One action's writes, in order: each status, and whether the write could linger for the next (Store.putAction). */
+  lingerOf(actionId: string): [Action["status"], boolean][] {
+    return this.log.flatMap((w) =>
+      w.write === "putAction" && w.action.id === actionId ? [[w.action.status, w.linger] as [Action["status"], boolean]] : [],
+    );
+  }
+
   /** The actions' statuses as stored by each write, in order, for one action. */
   statusesOf(actionId: string): Action["status"][] {
     return this.log.flatMap((w) =>
@@ -68,7 +75,7 @@ export class TestStore extends MemoryStore {
     if (this.#inModel) return super.putAction(action, payloads, linger);
     await this.#held.get("putAction");
     this.#check("putAction", action);
-    this.log.push({ write: "putAction", action });
+    this.log.push({ write: "putAction", action, linger: linger ?? false });
     return super.putAction(action, payloads, linger);
   }
 
