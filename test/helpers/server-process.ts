@@ -3,7 +3,7 @@ import { type ChildProcess, type SpawnOptions, spawn } from "node:child_process"
 import { writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { createChannel, createClient } from "nice-grpc";
 import { afterAll, inject } from "vitest";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
@@ -40,6 +40,35 @@ export function startProcess(args: string[], options: SpawnOptions = {}): Server
  */
 export function startBundledProcess(args: string[], options: SpawnOptions = {}): ServerProcess {
   return watchServing(spawn(process.execPath, [inject("serverBundle"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"], ...options }));
+}
+
+const heapProbe = fileURLToPath(new URL("heap-probe.mjs", import.meta.url));
+
+export interface MeasuredProcess extends ServerProcess {
+  /** The server's heap and the buffers its objects hold, after full collections, in MiB. */
+  heapMiB(): Promise<number>;
+}
+
+/**
+ * startBundledProcess's server with heap-probe.mjs preloaded: its memory measured in its own
+ * process, which nothing but the server allocates in.
+ */
+export function startMeasuredProcess(args: string[]): MeasuredProcess {
+  const child = spawn(process.execPath, ["--expose-gc", "--import", heapProbe, inject("serverBundle"), ...args], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe", "ipc"],
+  });
+  const heapMiB = () =>
+    new Promise<number>((resolve, reject) => {
+      const exited = (code: number | null, signal: string | null) => reject(new Error(`server exited with ${code ?? signal} before measuring`));
+      child.once("exit", exited);
+      child.once("message", (m: { heapUsed: number; external: number }) => {
+        child.off("exit", exited);
+        resolve((m.heapUsed + m.external) / 2 ** 20);
+      });
+      child.send("heap");
+    });
+  return { ...watchServing(child), heapMiB };
 }
 
 /**
