@@ -251,6 +251,8 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
     throw error;
   }
   logger.info({ backend: config.backend.kind === "sqlite" ? config.backend.path : config.backend.kind, address: `${host}:${port}` }, "serving");
+  // Clients and supervisors wait for this line: not for the log's next write.
+  logger.flush();
   const served = grpc;
   return {
     port,
