@@ -9,7 +9,7 @@
  * CancelAction of one's own actions. admin: Add/Update/DeleteModel, anyone's cancel.
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import type { CallContext, ServerMiddleware } from "nice-grpc";
+import type { CallContext } from "nice-grpc";
 import type { TokenHash } from "../config/load.ts";
 import { ANONYMOUS, type Caller, hasRole, type Role } from "../engine/caller.ts";
 import { PlinthError } from "../errors.ts";
@@ -51,12 +51,15 @@ const isHealth = (path: string) => path.startsWith("/grpc.health.");
 export interface Authenticator {
   /** Whether calls need an identity at all. */
   readonly enabled: boolean;
+  /** The caller a call's metadata shows, or why it shows none ("" when it shows nothing). */
+  authenticate(metadata: CallContext["metadata"]): Caller | string;
   /** The caller a call's metadata shows; undefined when it shows none that is known. */
   identify(metadata: CallContext["metadata"]): Caller | undefined;
-  /** The caller a call of `path` with this metadata is made by; throws UNAUTHENTICATED or PERMISSION_DENIED. */
-  authorize(path: string, metadata: CallContext["metadata"]): Caller;
-  /** A nice-grpc middleware: identifies, authorizes, and passes `caller` on in the context. */
-  middleware: ServerMiddleware<{ caller: Caller }>;
+  /**
+   * The caller a call of `path` with this metadata is made by; throws UNAUTHENTICATED or
+   * PERMISSION_DENIED. `shown`: what authenticate said of this metadata, when already asked.
+   */
+  authorize(path: string, metadata: CallContext["metadata"], shown?: Caller | string): Caller;
 }
 
 const sha256 = (text: string) => createHash("sha256").update(text).digest();
@@ -97,9 +100,9 @@ export function authenticator(options: AuthOptions | undefined, mutualTls: boole
     return typeof caller === "string" ? undefined : caller;
   };
 
-  const authorize = (path: string, metadata: CallContext["metadata"]): Caller => {
+  const authorize = (path: string, metadata: CallContext["metadata"], shown?: Caller | string): Caller => {
     if (!enabled || (openHealth && isHealth(path))) return ANONYMOUS;
-    const caller = authenticate(metadata);
+    const caller = shown ?? authenticate(metadata);
     if (typeof caller === "string") {
       throw new PlinthError(
         "unauthenticated",
@@ -114,13 +117,5 @@ export function authenticator(options: AuthOptions | undefined, mutualTls: boole
     return caller;
   };
 
-  return {
-    enabled,
-    identify,
-    authorize,
-    async *middleware(call, context) {
-      const caller = authorize(call.method.path, context.metadata);
-      return yield* call.next(call.request, { ...context, caller });
-    },
-  };
+  return { enabled, authenticate, identify, authorize };
 }

@@ -1,10 +1,10 @@
 /**
- * The one place where errors become gRPC statuses: a server middleware around every
- * call. Known errors keep their message (it says what to fix); anything unknown is
+ * The one place where errors become gRPC statuses (the call stack maps every call's
+ * error here). Known errors keep their message (it says what to fix); anything unknown is
  * INTERNAL with a generic message and the details in the server log.
  */
 
-import { type CallContext, ServerError, type ServerMiddlewareCall, Status } from "nice-grpc";
+import { ServerError, Status } from "nice-grpc";
 import type { Logger } from "pino";
 import { type ErrorKind, PlinthError } from "../errors.ts";
 
@@ -30,14 +30,4 @@ export function toServerError(error: unknown, logger: Logger, path: string): Ser
   if (error instanceof Error && error.name === "TimeoutError") return new ServerError(Status.DEADLINE_EXCEEDED, "the deadline was exceeded");
   logger.error({ err: error, method: path }, "internal error");
   return new ServerError(Status.INTERNAL, "internal error; see the server log");
-}
-
-export function errorMapper(logger: Logger) {
-  return async function* mapErrors<Request, Response>(call: ServerMiddlewareCall<Request, Response>, context: CallContext) {
-    try {
-      return yield* call.next(call.request, context);
-    } catch (error) {
-      throw toServerError(error, logger, call.method.path);
-    }
-  };
 }

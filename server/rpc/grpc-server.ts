@@ -3,7 +3,7 @@
  * one error mapper around every call. It knows the engine only through its API.
  */
 import { HealthImplementation } from "grpc-health-check";
-import { type CallContext, createServer, type ServerMiddlewareCall } from "nice-grpc";
+import { createServer } from "nice-grpc";
 import type { Logger } from "pino";
 import { file_grpc_health_v1_health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { ActionService, file_plinth_v1_action_service } from "../../gen/plinth/v1/action_service_pb.ts";
@@ -52,14 +52,12 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
   // Calls in flight, so that a stop waits for their answers and not for idle connections.
   let inFlight = 0;
   let onIdle: (() => void) | undefined;
-  async function* track<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
-    inFlight++;
-    try {
-      return yield* call.next(call.request, context);
-    } finally {
+  const calls = {
+    start: () => inFlight++,
+    end: () => {
       if (--inFlight === 0) onIdle?.();
-    }
-  }
+    },
+  };
   const server = createServer({
     "grpc.max_receive_message_length": options.maxMessageBytes,
     "grpc.max_send_message_length": options.maxMessageBytes,
@@ -67,9 +65,7 @@ export async function createGrpcServer(engine: () => Engine, options: GrpcOption
     // cannot answer does that (grpc-js's idle timeout closes gracefully, and waits for it).
     "grpc.keepalive_time_ms": options.keepaliveMs,
     "grpc.keepalive_timeout_ms": Math.min(options.keepaliveMs, 20_000),
-  })
-    .use(track)
-    .use(options.stack.middleware);
+  }).use(options.stack.counted(calls));
   server.add(niceDefinition(EngineService), engineService(engine));
   // WatchAction and WatchState: one message at a time per stream, the newer coalescing in their queues.
   server.with(paceStreams).add(niceDefinition(ActionService), actionService(engine));

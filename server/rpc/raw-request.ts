@@ -1,13 +1,12 @@
 /**
  * Requests decoded after the caller is known. grpc-js hands the server a request's bytes
  * before any middleware runs; every service's definition on the gRPC port keeps them as a
- * RawRequest, and decodeRequests — placed after authentication in the call stack — counts
+ * RawRequest, and the call stack — once the caller is authorized (call-stack.ts) — counts
  * what decoding would cost (request-cost.ts), then decodes. So a caller without a token
  * never makes the server decode anything, no caller makes it decode more than the limit
  * allows, and bytes that do not decode are INVALID_ARGUMENT, whichever service they were for.
  */
 import { type DescMessage, fromBinary } from "@bufbuild/protobuf";
-import type { ServerMiddleware } from "nice-grpc";
 import { PlinthError } from "../errors.ts";
 import { countBinaryValues } from "./request-cost.ts";
 
@@ -55,11 +54,4 @@ export class RawRequest {
 /** The request as its handler sees it: decoded when it came raw (undefined while not yet). */
 export function decodedRequest(request: unknown): unknown {
   return RawRequest.is(request) ? request.decoded : request;
-}
-
-export function decodeRequests(maxValues: number): ServerMiddleware {
-  return async function* decode(call, context) {
-    const request = RawRequest.is(call.request) ? call.request.decode(maxValues) : call.request;
-    return yield* call.next(request as never, context);
-  };
 }

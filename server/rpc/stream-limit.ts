@@ -3,25 +3,28 @@
  * anonymous caller is its address, whatever its connections: over Connect each stream is
  * a connection of its own, so a limit per connection would bound nothing.
  */
-import type { ServerMiddleware } from "nice-grpc";
 import type { Caller } from "../engine/caller.ts";
 import { PlinthError } from "../errors.ts";
 
-export function streamLimit(max: number): ServerMiddleware<object, { caller: Caller }> {
+export interface StreamLimit {
+  /** Counts a stream of `caller` (from `peer`) as open; RESOURCE_EXHAUSTED when it has `max` already. Returns what closes it. */
+  open(caller: Caller, peer: string): () => void;
+}
+
+export function streamLimit(max: number): StreamLimit {
   const open = new Map<string, number>();
-  return async function* limitStreams(call, context) {
-    if (!call.responseStream) return yield* call.next(call.request, context);
-    const who = context.caller.name ? `caller ${context.caller.name}` : `address ${hostOf(context.peer)}`;
-    const n = open.get(who) ?? 0;
-    if (n >= max) throw new PlinthError("queue_full", `${who} has ${n} open streams; server.limits.streams_per_caller allows ${max}`);
-    open.set(who, n + 1);
-    try {
-      return yield* call.next(call.request, context);
-    } finally {
-      const left = (open.get(who) ?? 1) - 1;
-      if (left > 0) open.set(who, left);
-      else open.delete(who);
-    }
+  return {
+    open(caller, peer) {
+      const who = caller.name ? `caller ${caller.name}` : `address ${hostOf(peer)}`;
+      const n = open.get(who) ?? 0;
+      if (n >= max) throw new PlinthError("queue_full", `${who} has ${n} open streams; server.limits.streams_per_caller allows ${max}`);
+      open.set(who, n + 1);
+      return () => {
+        const left = (open.get(who) ?? 1) - 1;
+        if (left > 0) open.set(who, left);
+        else open.delete(who);
+      };
+    },
   };
 }
 

@@ -29,8 +29,11 @@ export function unwrapPaced(value: unknown): unknown {
   return value.message;
 }
 
-export const paceStreams: ServerMiddleware = async function* paceStreams<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
-  if (!call.responseStream) return yield* call.next(call.request, context);
+/** A unary call goes straight on: not a generator of its own, which would cost every call its ticks. */
+export const paceStreams: ServerMiddleware = <Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) =>
+  call.responseStream ? paced(call, context) : call.next(call.request, context);
+
+async function* paced<Req, Res>(call: ServerMiddlewareCall<Req, Res>, context: CallContext) {
   const source = call.next(call.request, context);
   const aborted = new Promise<void>((resolve) => {
     if (context.signal.aborted) resolve();
@@ -51,4 +54,4 @@ export const paceStreams: ServerMiddleware = async function* paceStreams<Req, Re
   } finally {
     await source.return(undefined as never);
   }
-};
+}
