@@ -189,6 +189,7 @@ describe("bearer tokens and roles on every RPC", () => {
 
 describe("who started and who cancelled each action", () => {
   const people = { alice: token("alice"), bob: token("bob"), ops: token("ops") };
+  const viewer = token("viewer");
   const config = {
     plugins: [{ module: "plugins/system-test/mod.ts" }],
     server: {
@@ -197,6 +198,7 @@ describe("who started and who cancelled each action", () => {
           { name: "alice", sha256: sha256(people.alice), roles: ["run"] },
           { name: "bob", sha256: sha256(people.bob), roles: ["run"] },
           { name: "ops", sha256: sha256(people.ops), roles: ["admin"] },
+          { name: "viewer", sha256: sha256(viewer), roles: ["read"] },
         ],
       },
     },
@@ -263,6 +265,16 @@ describe("who started and who cancelled each action", () => {
     const audit = lines.filter((l) => l.audit);
     expect(audit).toEqual([expect.objectContaining({ caller: "", method: "/plinth.v1.EngineService/DeleteModel", outcome: "UNAUTHENTICATED" })]);
     // The request was never decoded for a caller the server does not know.
+    expect(audit[0]).not.toHaveProperty("modelId");
+  });
+
+  it("an audit line names a caller refused for its role, and nothing of the request it did not decode", async () => {
+    const lines: Record<string, unknown>[] = [];
+    const logger = pino({ level: "info" }, { write: (line: string) => lines.push(JSON.parse(line)) });
+    const t = await start(config, { logger, token: viewer });
+    await expectStatus(t.engine.predict({ modelId: "m-1" }), Status.PERMISSION_DENIED, /needs the run role; viewer has read$/);
+    const audit = lines.filter((l) => l.audit);
+    expect(audit).toEqual([expect.objectContaining({ caller: "viewer", method: "/plinth.v1.EngineService/Predict", outcome: "PERMISSION_DENIED" })]);
     expect(audit[0]).not.toHaveProperty("modelId");
   });
 });
