@@ -3,7 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { type Action, ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
-import { type ActionWrite, Batcher, LINGER_MS } from "../server/store/batcher.ts";
+import { type ActionWrite, Batcher } from "../server/store/batcher.ts";
 import { json } from "./helpers/args.ts";
 
 const action = (id: string, status = ActionStatus.QUEUED): Action => create(ActionSchema, { id, status });
@@ -113,15 +113,16 @@ describe("the group commit", () => {
   });
 
   describe("a change that lingers (a call's start)", () => {
-    // Only the linger's timer is fake: the end of a turn stays a real setImmediate.
-    const lingering = () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout"] });
+    // Only the linger's timer and clock are fake: the end of a turn stays a real setImmediate.
+    const lingering = () => vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "Date"] });
+    const LINGER_MS = 50;
     afterEach(() => void vi.useRealTimers());
 
     it("is written with its action's next change, in one write with the later status, and both callers hear of it", async () => {
       lingering();
       const { batches, record } = recorder();
       const batcher = new Batcher({ commit: (writes) => void record(writes) });
-      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, LINGER_MS);
       await turn();
       expect(batches).toEqual([]);
       await Promise.all([start, batcher.add(action("a", ActionStatus.SUCCEEDED))]);
@@ -135,7 +136,7 @@ describe("the group commit", () => {
       const { batches, record } = recorder();
       const batcher = new Batcher({ commit: (writes) => void record(writes) });
       let stored = false;
-      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true).then(() => (stored = true));
+      const start = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, LINGER_MS).then(() => (stored = true));
       await batcher.add(action("b"));
       expect(batches).toEqual([["b:1"]]);
       vi.advanceTimersByTime(LINGER_MS - 1);
@@ -146,11 +147,31 @@ describe("the group commit", () => {
       expect(batches).toEqual([["b:1"], ["a:3"]]);
     });
 
+    it("is written when the first of its action's pending changes says: a later, shorter linger brings it forward", async () => {
+      lingering();
+      const { batches, record } = recorder();
+      const batcher = new Batcher({ commit: (writes) => void record(writes) });
+      void batcher.add(action("a"), undefined, false, 1000);
+      void batcher.add(action("b"), undefined, false, 1000);
+      vi.advanceTimersByTime(100);
+      const started = batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, LINGER_MS);
+      await turn();
+      expect(batches).toEqual([]);
+      vi.advanceTimersByTime(LINGER_MS);
+      await started;
+      // b lingers on, to its own time.
+      expect(batches).toEqual([["a:3"]]);
+      vi.advanceTimersByTime(1000 - 100 - LINGER_MS - 1);
+      expect(batches).toEqual([["a:3"]]);
+      vi.advanceTimersByTime(1);
+      expect(batches).toEqual([["a:3"], ["b:1"]]);
+    });
+
     it("is written by a flush, so that a read sees it", () => {
       lingering();
       const { batches, record } = recorder();
       const batcher = new Batcher({ commit: (writes) => void record(writes) });
-      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, LINGER_MS);
       void batcher.flush();
       expect(batches).toEqual([["a:3"]]);
     });
@@ -160,7 +181,7 @@ describe("the group commit", () => {
       const { batches, record } = recorder();
       const batcher = new Batcher({ commit: (writes) => void record(writes) });
       const queued = batcher.add(action("a"));
-      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, true);
+      void batcher.add(action("a", ActionStatus.EXECUTING), undefined, false, LINGER_MS);
       await queued;
       expect(batches).toEqual([["a:3"]]);
     });

@@ -46,6 +46,13 @@ import { nextAttempt, nextAttemptDelay } from "./retry-policy.ts";
 import type { Waiting } from "./runs.ts";
 import { argsView, type ViewLimits } from "./views.ts";
 
+/**
+ * How long a call's start (executing) waits to be stored with its next change: longer
+ * than most short calls take under load, short enough that the other servers of a
+ * cluster soon see a long one running.
+ */
+export const START_LINGER_MS = 50;
+
 export const callKinds = {
   [ActionCall.CREATE_INSTANCE]: CallKind.INSTANTIATE,
   [ActionCall.FIT]: CallKind.FIT,
@@ -411,13 +418,13 @@ class Steps implements RunReporter {
     return persist(store, table.update(this.#id, patch));
   }
 
-  status(status: ActionStatus, batch?: BatchInfo, linger = false): Promise<void> {
+  status(status: ActionStatus, batch?: BatchInfo, lingerMs = 0): Promise<void> {
     const patch: ActionPatch = { ...this.#takeStart(), status, ...(batch ? { batch: create(ActionBatchSchema, batch) } : {}) };
-    return persist(this.#deps.store, this.#deps.table.update(this.#id, patch), undefined, linger);
+    return persist(this.#deps.store, this.#deps.table.update(this.#id, patch), undefined, lingerMs);
   }
 
   executing(batch?: BatchInfo): Promise<void> {
-    return this.status(ActionStatus.EXECUTING, batch, true);
+    return this.status(ActionStatus.EXECUTING, batch, START_LINGER_MS);
   }
 
   dataAccess(argument: string, patch: Partial<DataAccessProgress>): Promise<void> {
@@ -595,10 +602,10 @@ function failurePatch(deps: LifecycleDeps, id: string, error: unknown, signal: A
   return patch;
 }
 
-/** Stores the action (`linger`: Store.putAction); a store that fails fails the action with store_failed. */
-export async function persist(store: Store, view: Action, payloads?: StoredPayloads, linger = false): Promise<void> {
+/** Stores the action (`lingerMs`: Store.putAction); a store that fails fails the action with store_failed. */
+export async function persist(store: Store, view: Action, payloads?: StoredPayloads, lingerMs = 0): Promise<void> {
   try {
-    await store.putAction(view, payloads, linger);
+    await store.putAction(view, payloads, lingerMs);
   } catch (error) {
     throw new ActionFailure({ code: "store_failed", message: `the store could not record the action: ${(error as Error).message}` }, [], error);
   }

@@ -20,6 +20,14 @@ import { afterLoss } from "./retry-policy.ts";
 import { abortable, type Runner, refused, type ServerInfo, type Submitted } from "./runner.ts";
 import { Runs } from "./runs.ts";
 
+/**
+ * How long a call whose caller waits for its end may wait to be stored (with its next
+ * change, which its start shortens to START_LINGER_MS): beyond what a call queues for
+ * under load, so that a short one is stored once, ended; bounded, so that the history
+ * holds even a long one soon.
+ */
+const WAITED_LINGER_MS = 1000;
+
 export class LocalRunner implements Runner {
   readonly #deps: LifecycleDeps;
   readonly #table: LiveTable;
@@ -104,7 +112,7 @@ export class LocalRunner implements Runner {
       const request = view.retry ? { request: requestBytes(parsed, jsonForm, this.#deps.views.maxJsonValueBytes) } : {};
       // A call whose caller waits for its end lingers instead: a short one is stored once,
       // ended; a store that fails then fails it (store_failed) with its end.
-      if (awaited) void persist(this.#store, view, payloads, true).catch(() => {});
+      if (awaited) void persist(this.#store, view, payloads, WAITED_LINGER_MS).catch(() => {});
       else await persist(this.#store, view, { ...payloads, ...request });
     } catch (error) {
       const refusal = refused(this.#table, id, error);

@@ -9,9 +9,9 @@
  * is asynchronous (PostgreSQL) commits one batch at a time, in order.
  *
  * A change that lingers (a call's start, which nobody waits for) is not written at the
- * end of its turn: it waits up to lingerMs for a later change of its action, which takes
- * its place — a short call's start and end are one write, not two. Reads flush first, so
- * no read misses it.
+ * end of its turn: it waits up to the time given for a later change of its action, which
+ * takes its place — a short call's start and end are one write, not two. Reads flush
+ * first, so no read misses it.
  */
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { mergePayloads } from "./records.ts";
@@ -41,21 +41,13 @@ export interface BatcherOptions<R> {
   split?(error: unknown): boolean;
   /** Told how long each whole batch took to commit: for metrics. */
   onCommit?: ((seconds: number) => void) | undefined;
-  /** How long a change that lingers may wait for a later one of its action; LINGER_MS by default. */
-  lingerMs?: number;
 }
-
-/**
- * How long a call's start waits to be written with its end: longer than most short calls
- * under load, short enough that another server of a cluster soon sees the call running.
- */
-export const LINGER_MS = 50;
 
 interface Pending<R> extends ActionWrite {
   /** Everyone waiting for this action's latest change to be committed. */
   settle: { resolve(answer: R | undefined): void; reject(error: unknown): void }[];
-  /** Only changes that linger are pending for this action: the end of a turn leaves it. */
-  linger: boolean;
+  /** When it is written at the latest (Date.now()), if it lingers; undefined: at the end of this turn. */
+  due: number | undefined;
 }
 
 type Step = undefined | Promise<void>;
@@ -65,8 +57,9 @@ export class Batcher<R = never> {
   /** One write per action, in the order of their latest change. */
   readonly #pending = new Map<string, Pending<R>>();
   #timer: ReturnType<typeof setImmediate> | undefined;
-  /** Flushes the changes that linger once the oldest has waited lingerMs. */
+  /** Writes the changes that linger once the first of them is due (at #lingerDue). */
   #lingerTimer: ReturnType<typeof setTimeout> | undefined;
+  #lingerDue = Number.POSITIVE_INFINITY;
   /** The asynchronous commit under way, if any: the next one starts after it. */
   #busy: Promise<void> | undefined;
 
@@ -75,41 +68,60 @@ export class Batcher<R = never> {
   }
 
   /**
-   * Adds a change to this turn's commit (with `linger`, to a later one: see above);
-   * resolves once it is committed, with the commit's answer for it.
+   * Adds a change to this turn's commit (lingering up to `lingerMs` for a later one: see
+   * above); resolves once it is committed, with the commit's answer for it.
    */
-  add(action: Action, payloads?: StoredPayloads, claim = false, linger = false): Promise<R | undefined> {
+  add(action: Action, payloads?: StoredPayloads, claim = false, lingerMs = 0): Promise<R | undefined> {
     const previous = this.#pending.get(action.id);
+    // A change due at the end of this turn stays due (someone waits for it); one that
+    // lingers is due when the first of its action's pending changes says.
+    const lingers = lingerMs > 0 && !claim && (previous === undefined || previous.due !== undefined);
+    const due = lingers ? Math.min(Date.now() + lingerMs, previous?.due ?? Number.POSITIVE_INFINITY) : undefined;
     const write: Pending<R> = {
       action,
       payloads: mergePayloads(previous?.payloads, payloads),
       claim: claim || (previous?.claim ?? false),
       settle: previous?.settle ?? [],
-      // A change due at the end of this turn stays due: someone waits for it.
-      linger: linger && !claim && (previous?.linger ?? true),
+      due,
     };
     const committed = new Promise<R | undefined>((resolve, reject) => write.settle.push({ resolve, reject }));
     // The latest change goes last: the commit writes the actions in the order they last changed.
     this.#pending.delete(action.id);
     this.#pending.set(action.id, write);
-    if (!write.linger) this.#timer ??= setImmediate(() => void this.#flushDue());
-    else if (this.#lingerTimer === undefined) {
-      this.#lingerTimer = setTimeout(() => void this.flush(), this.#o.lingerMs ?? LINGER_MS);
-      this.#lingerTimer.unref();
-    }
+    if (due === undefined) this.#timer ??= setImmediate(() => this.#writeDue(Number.NEGATIVE_INFINITY));
+    else if (due < this.#lingerDue) this.#armLinger(due);
     return committed;
   }
 
-  /** The end of a turn: commits the changes due, leaving those that linger. */
-  #flushDue(): void {
-    this.#timer = undefined;
-    const due: Pending<R>[] = [];
+  #armLinger(due: number): void {
+    clearTimeout(this.#lingerTimer);
+    this.#lingerDue = due;
+    this.#lingerTimer = setTimeout(
+      () => {
+        this.#lingerTimer = undefined;
+        this.#lingerDue = Number.POSITIVE_INFINITY;
+        this.#writeDue(due);
+      },
+      Math.max(0, due - Date.now()),
+    );
+    this.#lingerTimer.unref();
+  }
+
+  /** Commits the changes due at the end of this turn, and those lingering until `until` or before. */
+  #writeDue(until: number): void {
+    if (until === Number.NEGATIVE_INFINITY) this.#timer = undefined;
+    const writes: Pending<R>[] = [];
+    let next = Number.POSITIVE_INFINITY;
     for (const [id, write] of this.#pending) {
-      if (write.linger) continue;
-      due.push(write);
+      if (write.due !== undefined && write.due > until) {
+        next = Math.min(next, write.due);
+        continue;
+      }
+      writes.push(write);
       this.#pending.delete(id);
     }
-    this.#start(due);
+    if (next < this.#lingerDue) this.#armLinger(next);
+    this.#start(writes);
   }
 
   /**
@@ -122,6 +134,7 @@ export class Batcher<R = never> {
     clearTimeout(this.#lingerTimer);
     this.#timer = undefined;
     this.#lingerTimer = undefined;
+    this.#lingerDue = Number.POSITIVE_INFINITY;
     const writes = [...this.#pending.values()];
     this.#pending.clear();
     this.#start(writes);

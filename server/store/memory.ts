@@ -98,7 +98,7 @@ export class MemoryStore implements Store {
   }
 
   /** Keeps the objects given: the engine hands over views it never changes. Nothing to linger over. */
-  async putAction(action: Action, payloads?: StoredPayloads, _linger?: boolean): Promise<void> {
+  async putAction(action: Action, payloads?: StoredPayloads, _lingerMs?: number): Promise<void> {
     const previous = this.#actions.get(action.id)?.payloads;
     const merged = mergePayloads(previous, payloads);
     // The request and checkpoint are kept only while the action may run again.

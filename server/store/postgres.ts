@@ -126,8 +126,8 @@ export class PostgresStore implements Store {
   // ---- actions ----
 
   /** The group commit (pg/writes.ts): the changes of one turn of the event loop in one statement. */
-  async putAction(action: Action, payloads?: StoredPayloads, linger = false): Promise<void> {
-    await this.#writes.action(action, payloads, false, linger);
+  async putAction(action: Action, payloads?: StoredPayloads, lingerMs = 0): Promise<void> {
+    await this.#writes.action(action, payloads, false, lingerMs);
   }
 
   /** An ended action is never written again (plinth_write_actions): what is read back is what the store holds. */

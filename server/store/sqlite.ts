@@ -342,8 +342,8 @@ export class SqliteStore implements Store {
   }
 
   /** The group commit (batcher.ts): the changes of one turn of the event loop in one transaction. */
-  putAction(action: Action, payloads?: StoredPayloads, linger = false): Promise<void> {
-    return this.#writes.add(action, payloads, false, linger);
+  putAction(action: Action, payloads?: StoredPayloads, lingerMs = 0): Promise<void> {
+    return this.#writes.add(action, payloads, false, lingerMs);
   }
 
   /**

@@ -145,11 +145,11 @@ export interface Store {
   listModels(query: ListModelsQuery): Promise<ModelMeta[]>;
   /**
    * Stores the action (as its view shows it; the caller never changes it afterwards),
-   * and the payloads given; payloads given earlier stay unless replaced. With `linger`
-   * (a call's start) the write may wait a little for the action's next change and be
+   * and the payloads given; payloads given earlier stay unless replaced. With `lingerMs`
+   * (a call's start) the write may wait that long for the action's next change and be
    * made with it (batcher.ts); reads see it all the same.
    */
-  putAction(action: Action, payloads?: StoredPayloads, linger?: boolean): Promise<void>;
+  putAction(action: Action, payloads?: StoredPayloads, lingerMs?: number): Promise<void>;
   getAction(id: string, withPayloads?: boolean): Promise<StoredAction | undefined>;
   /**
    * Stores the action's end unless the store holds it ended already; resolves with the

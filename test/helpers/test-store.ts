@@ -12,7 +12,7 @@ import type { EndedWith, ModelMeta, ModelRecord, StoredPayloads } from "../../se
 type Write = "putAction" | "putModel";
 
 /** One write as the store got it: an action, or a model revision with the action it ends (if any). */
-export type Logged = { write: "putAction"; action: Action; linger: boolean } | { write: "putModel"; model: ModelRecord; ended: Action | undefined };
+export type Logged = { write: "putAction"; action: Action; lingerMs: number } | { write: "putModel"; model: ModelRecord; ended: Action | undefined };
 
 interface Refusal {
   write: Write;
@@ -53,10 +53,10 @@ export class TestStore extends MemoryStore {
     };
   }
 
-  /** One action's writes, in order: each status, and whether the write could linger for the next (Store.putAction). */
-  lingerOf(actionId: string): [Action["status"], boolean][] {
+  /** One action's writes, in order: each status, and how long the write could linger for the next (Store.putAction). */
+  lingerOf(actionId: string): [Action["status"], number][] {
     return this.log.flatMap((w) =>
-      w.write === "putAction" && w.action.id === actionId ? [[w.action.status, w.linger] as [Action["status"], boolean]] : [],
+      w.write === "putAction" && w.action.id === actionId ? [[w.action.status, w.lingerMs] as [Action["status"], number]] : [],
     );
   }
 
@@ -71,12 +71,12 @@ export class TestStore extends MemoryStore {
     );
   }
 
-  override async putAction(action: Action, payloads?: StoredPayloads, linger?: boolean): Promise<void> {
-    if (this.#inModel) return super.putAction(action, payloads, linger);
+  override async putAction(action: Action, payloads?: StoredPayloads, lingerMs?: number): Promise<void> {
+    if (this.#inModel) return super.putAction(action, payloads, lingerMs);
     await this.#held.get("putAction");
     this.#check("putAction", action);
-    this.log.push({ write: "putAction", action, linger: linger ?? false });
-    return super.putAction(action, payloads, linger);
+    this.log.push({ write: "putAction", action, lingerMs: lingerMs ?? 0 });
+    return super.putAction(action, payloads, lingerMs);
   }
 
   override async putModel(model: ModelRecord, ended?: EndedWith): Promise<ModelMeta> {

@@ -80,8 +80,8 @@ export class PgWrites {
    * server's at once when its model is free; resolves with its model's revision (0
    * without a model) when it is, undefined otherwise. A change that lingers: batcher.ts.
    */
-  action(action: Action, payloads: StoredPayloads | undefined, claim: boolean, linger = false): Promise<bigint | undefined> {
-    return this.#batch.add(action, payloads, claim, linger);
+  action(action: Action, payloads: StoredPayloads | undefined, claim: boolean, lingerMs = 0): Promise<bigint | undefined> {
+    return this.#batch.add(action, payloads, claim, lingerMs);
   }
 
   /** Commits what is pending; reads wait for it, so that they see every change made before them. */
