@@ -1,5 +1,5 @@
-import { create, fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { create, createFileRegistry, type DescMessage, fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
+import { FieldDescriptorProto_Label, FieldDescriptorProto_Type, FileDescriptorProtoSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, it } from "vitest";
 import { ActionSchema, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { DType } from "../gen/plinth/v1/arg_pb.ts";
@@ -78,6 +78,74 @@ describe("encoding without a copy per nesting level", () => {
       state: {},
     });
     expect(same(encodeBinary(CallSchemaSchema, schema), toBinary(CallSchemaSchema, schema))).toBe(true);
+  });
+
+  it("gives protobuf-es's bytes for every scalar type at its edges, packed and not, strings around the one-byte length, and lengths of one to three bytes around large chunks", () => {
+    const T = FieldDescriptorProto_Type;
+    const scalars = {
+      double: T.DOUBLE,
+      float: T.FLOAT,
+      int64: T.INT64,
+      uint64: T.UINT64,
+      int32: T.INT32,
+      fixed64: T.FIXED64,
+      fixed32: T.FIXED32,
+      bool: T.BOOL,
+      string: T.STRING,
+      bytes: T.BYTES,
+      uint32: T.UINT32,
+      sfixed32: T.SFIXED32,
+      sfixed64: T.SFIXED64,
+      sint32: T.SINT32,
+      sint64: T.SINT64,
+    };
+    const fields = Object.entries(scalars).flatMap(([name, type], i) => [
+      { name, number: i + 1, type, label: FieldDescriptorProto_Label.OPTIONAL },
+      { name: `${name}_list`, number: i + 101, type, label: FieldDescriptorProto_Label.REPEATED },
+    ]);
+    fields.push({ name: "child", number: 200, type: T.MESSAGE, label: FieldDescriptorProto_Label.OPTIONAL, typeName: ".t.All" } as never);
+    fields.push({ name: "children", number: 201, type: T.MESSAGE, label: FieldDescriptorProto_Label.REPEATED, typeName: ".t.All" } as never);
+    const file = create(FileDescriptorProtoSchema, {
+      name: "t.proto",
+      package: "t",
+      syntax: "proto3",
+      messageType: [{ name: "All", field: fields }],
+    });
+    const All = createFileRegistry(file, () => undefined).getMessage("t.All") as DescMessage;
+    const edges = {
+      double: [0.1, -1e308, Number.MIN_VALUE, Number.NaN, -0],
+      float: [1.5, -3.25, 1e30],
+      int64: [1n, -1n, 9_223_372_036_854_775_807n, -9_223_372_036_854_775_808n],
+      uint64: [1n, 127n, 128n, 18_446_744_073_709_551_615n],
+      int32: [1, -1, 2_147_483_647, -2_147_483_648, 300],
+      fixed64: [1n, 18_446_744_073_709_551_615n],
+      fixed32: [1, 4_294_967_295],
+      bool: [true, false],
+      string: ["x", "é".repeat(42), "€".repeat(42), "€".repeat(43), "a".repeat(300), "😀 and \ud800 alone"],
+      bytes: [new Uint8Array([0, 255]), big.subarray(0, 127), big.subarray(0, 3000)],
+      uint32: [1, 4_294_967_295],
+      sfixed32: [-1, 2_147_483_647],
+      sfixed64: [-1n, -9_223_372_036_854_775_808n],
+      sint32: [-1, 1, -2_147_483_648, 2_147_483_647],
+      sint64: [-1n, 1n, -9_223_372_036_854_775_808n, 9_223_372_036_854_775_807n],
+    };
+    const message = (depth: number, fill: number): Record<string, unknown> => {
+      const m: Record<string, unknown> = {};
+      for (const [name, values] of Object.entries(edges)) {
+        m[name] = values[depth % values.length];
+        m[`${name}List`] = values;
+      }
+      // Children whose lengths take one, two and three bytes, with large chunks inside them.
+      if (depth < 2) {
+        m.child = message(depth + 1, fill * 100);
+        m.children = [{ bytes: big.subarray(0, fill) }, { string: "s".repeat(fill) }, { children: [{ bytes: big.subarray(0, 20_000) }] }, {}];
+      }
+      return m;
+    };
+    for (const fill of [1, 120, 130, 16_300, 16_400]) {
+      const value = create(All, message(0, fill) as never);
+      expect(same(encodeBinary(All, value), toBinary(All, value)), `fill ${fill}`).toBe(true);
+    }
   });
 
   it("keeps a large bytes field by reference and frames it without joining it", () => {

@@ -8,7 +8,7 @@
  */
 import { type DescField, type DescMessage, fromJson, type JsonObject, type MessageShape, ScalarType } from "@bufbuild/protobuf";
 import { isScalarZeroValue } from "@bufbuild/protobuf/reflect";
-import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
+import { WireType } from "@bufbuild/protobuf/wire";
 import { isWrapperDesc, StructSchema, ValueSchema } from "@bufbuild/protobuf/wkt";
 
 type UnknownField = { no: number; wireType: WireType; data: Uint8Array };
@@ -25,51 +25,203 @@ const utf8 = new TextEncoder();
  */
 export const utf8Strings: WeakMap<object, Uint8Array> = new WeakMap();
 
+/**
+ * Writes into one growing array, a sub-message's length in a byte kept for it ahead of
+ * its content (moved up when the length needs more): protobuf-es's BinaryWriter makes a
+ * writer of JS arrays and a copy per sub-message, most of what a small call allocated.
+ */
 class ChunkWriter {
-  /** Scalars and small values go through protobuf-es's own writer, one per open message. */
-  small = new BinaryWriter();
-  /** The current message's chunks before what `small` holds. */
-  #parts: Uint8Array[] = [];
-  #stack: { parts: Uint8Array[]; small: BinaryWriter }[] = [];
+  #buf = new Uint8Array(256);
+  #view = new DataView(this.#buf.buffer);
+  #pos = 0;
+  /** The output before the open range: ranges of #buf ({start, end}) and large arrays kept by reference, in order. */
+  readonly #segments: (Uint8Array | { start: number; end: number })[] = [];
+  /** Where the open range of #buf begins. */
+  #rangeStart = 0;
+  /** Bytes in large arrays so far. */
+  #large = 0;
+  /** Per open sub-message: its length byte's offset, #segments' length and #large then. */
+  readonly #forks: number[] = [];
 
-  #flush(): void {
-    const bytes = this.small.finish();
-    if (bytes.byteLength > 0) this.#parts.push(bytes);
+  #ensure(n: number): void {
+    if (this.#pos + n <= this.#buf.byteLength) return;
+    const grown = new Uint8Array(Math.max(this.#buf.byteLength * 2, this.#pos + n));
+    grown.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = grown;
+    this.#view = new DataView(grown.buffer);
   }
 
-  /** A length-delimited value kept by reference. */
-  large(bytes: Uint8Array): void {
-    this.small.uint32(bytes.byteLength);
-    this.#flush();
-    this.#parts.push(bytes);
+  uint32(value: number): void {
+    this.#ensure(5);
+    let v = value >>> 0;
+    while (v > 127) {
+      this.#buf[this.#pos++] = (v & 127) | 128;
+      v >>>= 7;
+    }
+    this.#buf[this.#pos++] = v;
   }
 
-  fork(): void {
-    this.#stack.push({ parts: this.#parts, small: this.small });
-    this.#parts = [];
-    this.small = new BinaryWriter();
+  /** A 64-bit varint from its two 32-bit halves. */
+  #varint64(low: number, high: number): void {
+    this.#ensure(10);
+    let lo = low >>> 0;
+    let hi = high >>> 0;
+    while (hi > 0 || lo > 127) {
+      this.#buf[this.#pos++] = (lo & 127) | 128;
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+      hi >>>= 7;
+    }
+    this.#buf[this.#pos++] = lo;
   }
 
-  join(): void {
-    const inner = this.#parts;
-    const tail = this.small.finish();
-    ({ parts: this.#parts, small: this.small } = this.#stack.pop()!);
-    // A message with nothing large in it costs what protobuf-es's own join costs.
-    if (inner.length === 0) {
-      this.small.bytes(tail);
+  #uint64(value: bigint): void {
+    const v = BigInt.asUintN(64, value);
+    this.#varint64(Number(v & 0xffffffffn), Number(v >> 32n));
+  }
+
+  tag(number: number, wireType: WireType): void {
+    this.uint32((number << 3) | wireType);
+  }
+
+  raw(bytes: Uint8Array): void {
+    this.#ensure(bytes.byteLength);
+    this.#buf.set(bytes, this.#pos);
+    this.#pos += bytes.byteLength;
+  }
+
+  bytes(bytes: Uint8Array): void {
+    this.uint32(bytes.byteLength);
+    this.raw(bytes);
+  }
+
+  string(value: string): void {
+    // Up to 42 UTF-16 units make at most 126 bytes: a one-byte length, known once written.
+    if (value.length <= 42) {
+      this.#ensure(1 + 3 * value.length);
+      const at = this.#pos;
+      const { written } = utf8.encodeInto(value, this.#buf.subarray(at + 1, at + 1 + 3 * value.length));
+      this.#buf[at] = written;
+      this.#pos = at + 1 + written;
       return;
     }
-    if (tail.byteLength > 0) inner.push(tail);
-    let size = 0;
-    for (const part of inner) size += part.byteLength;
-    this.small.uint32(size);
-    this.#flush();
-    for (const part of inner) this.#parts.push(part);
+    this.bytes(utf8.encode(value));
+  }
+
+  // biome-ignore lint/suspicious/noExplicitAny: each case passes the value its scalar type holds
+  scalar(type: ScalarType, value: any): void {
+    switch (type) {
+      case ScalarType.STRING:
+        this.string(value);
+        return;
+      case ScalarType.BOOL:
+        this.#ensure(1);
+        this.#buf[this.#pos++] = value ? 1 : 0;
+        return;
+      case ScalarType.DOUBLE:
+        this.#ensure(8);
+        this.#view.setFloat64(this.#pos, value, true);
+        this.#pos += 8;
+        return;
+      case ScalarType.FLOAT:
+        this.#ensure(4);
+        this.#view.setFloat32(this.#pos, value, true);
+        this.#pos += 4;
+        return;
+      case ScalarType.INT32:
+        // A negative int32 is sign-extended to ten bytes, as protobuf says.
+        if (value < 0) this.#varint64(value, -1);
+        else this.uint32(value);
+        return;
+      case ScalarType.UINT32:
+        this.uint32(value);
+        return;
+      case ScalarType.SINT32:
+        this.uint32((value << 1) ^ (value >> 31));
+        return;
+      case ScalarType.INT64:
+      case ScalarType.UINT64:
+        this.#uint64(BigInt(value));
+        return;
+      case ScalarType.SINT64: {
+        const v = BigInt.asIntN(64, BigInt(value));
+        this.#uint64((v << 1n) ^ (v >> 63n));
+        return;
+      }
+      case ScalarType.FIXED32:
+        this.#ensure(4);
+        this.#view.setUint32(this.#pos, value, true);
+        this.#pos += 4;
+        return;
+      case ScalarType.SFIXED32:
+        this.#ensure(4);
+        this.#view.setInt32(this.#pos, value, true);
+        this.#pos += 4;
+        return;
+      case ScalarType.FIXED64:
+        this.#ensure(8);
+        this.#view.setBigUint64(this.#pos, BigInt.asUintN(64, BigInt(value)), true);
+        this.#pos += 8;
+        return;
+      case ScalarType.SFIXED64:
+        this.#ensure(8);
+        this.#view.setBigInt64(this.#pos, BigInt.asIntN(64, BigInt(value)), true);
+        this.#pos += 8;
+        return;
+      case ScalarType.BYTES:
+        this.bytes(value);
+        return;
+    }
+  }
+
+  /** A length-delimited value kept by reference: its length here, its bytes as they are. */
+  large(bytes: Uint8Array): void {
+    this.uint32(bytes.byteLength);
+    this.#segments.push({ start: this.#rangeStart, end: this.#pos }, bytes);
+    this.#rangeStart = this.#pos;
+    this.#large += bytes.byteLength;
+  }
+
+  /** Opens a sub-message (its tag written): one byte kept for its length. */
+  fork(): void {
+    this.#ensure(1);
+    this.#forks.push(this.#pos, this.#segments.length, this.#large);
+    this.#pos += 1;
+  }
+
+  /** Closes the sub-message: its length, in the byte kept, and more moved up where it needs them. */
+  join(): void {
+    const large = this.#forks.pop()!;
+    const segments = this.#forks.pop()!;
+    const at = this.#forks.pop()!;
+    const length = this.#pos - at - 1 + (this.#large - large);
+    let more = 0;
+    for (let v = length >>> 7; v > 0; v >>>= 7) more++;
+    if (more > 0) {
+      this.#ensure(more);
+      this.#buf.copyWithin(at + 1 + more, at + 1, this.#pos);
+      this.#pos += more;
+      for (let i = segments; i < this.#segments.length; i++) {
+        const segment = this.#segments[i]!;
+        if (segment instanceof Uint8Array) continue;
+        if (segment.start > at) segment.start += more;
+        if (segment.end > at) segment.end += more;
+      }
+      if (this.#rangeStart > at) this.#rangeStart += more;
+    }
+    const end = this.#pos;
+    this.#pos = at;
+    this.uint32(length);
+    this.#pos = end;
   }
 
   chunks(): Uint8Array[] {
-    this.#flush();
-    return this.#parts;
+    const out: Uint8Array[] = [];
+    for (const segment of this.#segments) {
+      if (segment instanceof Uint8Array) out.push(segment);
+      else if (segment.end > segment.start) out.push(this.#buf.subarray(segment.start, segment.end));
+    }
+    if (this.#pos > this.#rangeStart) out.push(this.#buf.subarray(this.#rangeStart, this.#pos));
+    return out;
   }
 }
 
@@ -141,7 +293,10 @@ function writeMessage(writer: ChunkWriter, desc: DescMessage, message: Fields): 
     const value = setValue(message, field);
     if (value !== undefined) writeField(writer, message, field, value);
   }
-  for (const { no, wireType, data } of (message.$unknown as UnknownField[] | undefined) ?? []) writer.small.tag(no, wireType).raw(data);
+  for (const { no, wireType, data } of (message.$unknown as UnknownField[] | undefined) ?? []) {
+    writer.tag(no, wireType);
+    writer.raw(data);
+  }
 }
 
 function writeField(writer: ChunkWriter, message: Fields, field: DescField, value: unknown): void {
@@ -150,9 +305,9 @@ function writeField(writer: ChunkWriter, message: Fields, field: DescField, valu
     case "enum": {
       const held = field.oneof && field.scalar === ScalarType.STRING ? utf8Strings.get(message) : undefined;
       if (held) {
-        writer.small.tag(field.number, WireType.LengthDelimited);
+        writer.tag(field.number, WireType.LengthDelimited);
         if (held.byteLength > SMALL_BYTES) writer.large(held);
-        else writer.small.bytes(held);
+        else writer.bytes(held);
         return;
       }
       writeScalar(writer, field.scalar ?? ScalarType.INT32, field.number, value);
@@ -170,9 +325,10 @@ function writeField(writer: ChunkWriter, message: Fields, field: DescField, valu
       }
       const type = field.scalar ?? ScalarType.INT32;
       if (field.packed) {
-        writer.small.tag(field.number, WireType.LengthDelimited).fork();
-        for (const item of list) scalarValue(writer.small, type, item);
-        writer.small.join();
+        writer.tag(field.number, WireType.LengthDelimited);
+        writer.fork();
+        for (const item of list) writer.scalar(type, item);
+        writer.join();
         return;
       }
       for (const item of list) writeScalar(writer, type, field.number, item);
@@ -180,7 +336,7 @@ function writeField(writer: ChunkWriter, message: Fields, field: DescField, valu
     }
     case "map":
       for (const [key, item] of Object.entries(value as object)) {
-        writer.small.tag(field.number, WireType.LengthDelimited);
+        writer.tag(field.number, WireType.LengthDelimited);
         writer.fork();
         writeScalar(writer, field.mapKey, 1, mapKey(key, field.mapKey));
         if (field.mapKind === "message") writeSubMessage(writer, field, field.message, 2, item);
@@ -212,7 +368,7 @@ function mapKey(key: string, type: ScalarType): unknown {
 function writeSubMessage(writer: ChunkWriter, field: DescField, desc: DescMessage, number: number, value: unknown): void {
   if ("delimitedEncoding" in field && field.delimitedEncoding)
     throw new Error(`cannot encode ${field.toString()}: delimited (group) encoding is not supported here`);
-  writer.small.tag(number, WireType.LengthDelimited);
+  writer.tag(number, WireType.LengthDelimited);
   writer.fork();
   writeMessage(writer, desc, asMessage(field, desc, value));
   writer.join();
@@ -231,16 +387,17 @@ function asMessage(field: DescField, desc: DescMessage, value: unknown): Fields 
 
 function writeScalar(writer: ChunkWriter, type: ScalarType, number: number, value: unknown): void {
   if (type === ScalarType.BYTES && (value as Uint8Array).byteLength > SMALL_BYTES) {
-    writer.small.tag(number, WireType.LengthDelimited);
+    writer.tag(number, WireType.LengthDelimited);
     writer.large(value as Uint8Array);
     return;
   }
   if (type === ScalarType.STRING && (value as string).length > SMALL_BYTES) {
-    writer.small.tag(number, WireType.LengthDelimited);
+    writer.tag(number, WireType.LengthDelimited);
     writer.large(utf8.encode(value as string));
     return;
   }
-  scalarValue(writer.small.tag(number, wireTypeOf(type)), type, value);
+  writer.tag(number, wireTypeOf(type));
+  writer.scalar(type, value);
 }
 
 function wireTypeOf(type: ScalarType): WireType {
@@ -258,56 +415,5 @@ function wireTypeOf(type: ScalarType): WireType {
       return WireType.Bit32;
     default:
       return WireType.Varint;
-  }
-}
-
-// biome-ignore lint/suspicious/noExplicitAny: each case passes the value its scalar type holds
-function scalarValue(w: BinaryWriter, type: ScalarType, value: any): void {
-  switch (type) {
-    case ScalarType.STRING:
-      w.string(value);
-      return;
-    case ScalarType.BOOL:
-      w.bool(value);
-      return;
-    case ScalarType.DOUBLE:
-      w.double(value);
-      return;
-    case ScalarType.FLOAT:
-      w.float(value);
-      return;
-    case ScalarType.INT32:
-      w.int32(value);
-      return;
-    case ScalarType.INT64:
-      w.int64(value);
-      return;
-    case ScalarType.UINT64:
-      w.uint64(value);
-      return;
-    case ScalarType.FIXED64:
-      w.fixed64(value);
-      return;
-    case ScalarType.BYTES:
-      w.bytes(value);
-      return;
-    case ScalarType.FIXED32:
-      w.fixed32(value);
-      return;
-    case ScalarType.SFIXED32:
-      w.sfixed32(value);
-      return;
-    case ScalarType.SFIXED64:
-      w.sfixed64(value);
-      return;
-    case ScalarType.SINT64:
-      w.sint64(value);
-      return;
-    case ScalarType.UINT32:
-      w.uint32(value);
-      return;
-    case ScalarType.SINT32:
-      w.sint32(value);
-      return;
   }
 }
