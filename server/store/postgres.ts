@@ -126,8 +126,9 @@ export class PostgresStore implements Store {
   // ---- actions ----
 
   /** The group commit (pg/writes.ts): the changes of one turn of the event loop in one statement. */
-  async putAction(action: Action, payloads?: StoredPayloads, lingerMs = 0): Promise<void> {
-    await this.#writes.action(action, payloads, false, lingerMs);
+  /** Nothing lingers here: the other servers of the cluster see each change as it is made. */
+  async putAction(action: Action, payloads?: StoredPayloads, _lingerMs?: number): Promise<void> {
+    await this.#writes.action(action, payloads, false);
   }
 
   /** An ended action is never written again (plinth_write_actions): what is read back is what the store holds. */

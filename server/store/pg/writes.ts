@@ -78,10 +78,10 @@ export class PgWrites {
    * Adds an action's change to this turn's commit. A new action comes with its whole
    * request (payloads.request): it enters the queue, and with `claim` it is this
    * server's at once when its model is free; resolves with its model's revision (0
-   * without a model) when it is, undefined otherwise. A change that lingers: batcher.ts.
+   * without a model) when it is, undefined otherwise.
    */
-  action(action: Action, payloads: StoredPayloads | undefined, claim: boolean, lingerMs = 0): Promise<bigint | undefined> {
-    return this.#batch.add(action, payloads, claim, lingerMs);
+  action(action: Action, payloads: StoredPayloads | undefined, claim: boolean): Promise<bigint | undefined> {
+    return this.#batch.add(action, payloads, claim);
   }
 
   /** Commits what is pending; reads wait for it, so that they see every change made before them. */
