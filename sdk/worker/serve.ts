@@ -112,6 +112,8 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
   const { thread, state } = host;
   /** The id of the last call passed to the thread: its failure's, should the thread die. */
   let lastCall = "";
+  /** Its number (THREAD_BUSY). */
+  let callNumber = 0;
   let terminated = false;
   const busy = () => Atomics.load(state, THREAD_BUSY) !== 0;
   /** Stops the call that runs: the flag a synchronous loop reads, and the message that aborts its signal. */
@@ -175,9 +177,10 @@ export async function serveWorker(host: WorkerHost): Promise<void> {
       // The chunks it came in are garbage now (gc-hint.ts).
       if (frame.byteLength >= GC_HINT_BYTES) collectSoon();
       lastCall = kind.callId;
+      callNumber = callNumber >= 0x7fffffff ? 1 : callNumber + 1;
       Atomics.store(state, THREAD_CANCELLED, 0);
-      Atomics.store(state, THREAD_BUSY, 1); // the thread clears it when the call has ended
-      thread.post({ type: "call", frame: own }, [own.buffer as ArrayBuffer]);
+      Atomics.store(state, THREAD_BUSY, callNumber); // the thread clears it when this call has ended
+      thread.post({ type: "call", frame: own, number: callNumber }, [own.buffer as ArrayBuffer]);
     }
   }
   // The server closed our input: it is done with this child, or it is gone. A call still

@@ -8,7 +8,11 @@ import type { ToThread } from "./thread.ts";
 
 /** Shared state, by index: 1 once the current call is cancelled (the main thread resets it per call)... @internal */
 export const THREAD_CANCELLED = 0;
-/** ...1 while a call runs (set by the main thread as it passes one, cleared by the plugin thread)... @internal */
+/**
+ * ...the number of the call that runs, 0 when none (set by the main thread as it passes
+ * one; cleared by the plugin thread as that call ends, only if no later call was passed
+ * meanwhile: two calls can come in one read, the second before the first has ended)... @internal
+ */
 export const THREAD_BUSY = 1;
 /** ...1 when the main thread wants a "done" message as the call ends (it is about to exit). @internal */
 export const THREAD_NOTIFY = 2;

@@ -62,7 +62,7 @@ export type ToThread =
       /** Shared with the main thread: see THREAD_CANCELLED, THREAD_BUSY, THREAD_NOTIFY. */
       state: Int32Array;
     }
-  | { type: "call"; frame: Uint8Array }
+  | { type: "call"; frame: Uint8Array; number: number }
   /** A frame that is not a call (Forget), handled in order with the calls. */
   | { type: "control"; frame: Uint8Array }
   /** A CancelItems frame: handled at once, not after the batch call it is about. */
@@ -250,7 +250,7 @@ export function runThread(host: ThreadHost): void {
     return loaded;
   };
 
-  const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call): Promise<void> => {
+  const handle = async (plugin: Plugin, s: NonNullable<typeof start>, call: Call, number: number): Promise<void> => {
     const { controller, signal } = cancellableSignal(s.state);
     const running: Running = { callId: call.callId, controller, items: new Map(), checkpoints: new Map(), sent: 0 };
     current = running;
@@ -306,8 +306,9 @@ export function runThread(host: ThreadHost): void {
     } finally {
       current = undefined;
       // Clear, then look: the main thread asks, then looks (see serve.ts), so one sees the other.
-      Atomics.store(s.state, THREAD_BUSY, 0);
-      if (Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
+      // Not a later call's number: it came while this one ended, and runs next (and ends idle).
+      const idle = Atomics.compareExchange(s.state, THREAD_BUSY, number, 0) === number;
+      if (idle && Atomics.load(s.state, THREAD_NOTIFY) !== 0) host.post({ type: "done" });
     }
   };
 
@@ -391,7 +392,7 @@ export function runThread(host: ThreadHost): void {
           const loaded = await plugin;
           const decoded = fromBinary(ServerMessageSchema, message.frame);
           droppedAny = false;
-          if (loaded && decoded.kind.case === "call") await handle(loaded, s, decoded.kind.value);
+          if (loaded && decoded.kind.case === "call") await handle(loaded, s, decoded.kind.value, message.number);
           // A large frame (an instance's bytes) or an instance let go of is garbage now.
           if (message.frame.byteLength >= GC_HINT_BYTES || droppedAny) collectSoon();
         });
