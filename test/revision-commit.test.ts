@@ -125,10 +125,13 @@ async function modelAndFit(c: Clients): Promise<{ modelId: string; fit: Action }
  * commit: the fit's answer may never come (the server can stop before writing it), so
  * its id is read afterwards from the server that follows (fitOn).
  */
-async function modelAndUnansweredFit(c: Clients): Promise<string> {
+async function modelAndUnansweredFit(c: Clients): Promise<{ modelId: string; answer: Promise<Action | undefined> }> {
   const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
-  c.engine.fit({ modelId, args: [json("once")] }).catch(() => {});
-  return modelId;
+  const answer = c.engine.fit({ modelId, args: [json("once")] }).then(
+    (r) => r.action,
+    () => undefined,
+  );
+  return { modelId, answer };
 }
 
 /** The model's newest action, as `c` lists it: the fit sent last. */
@@ -158,7 +161,7 @@ describe.concurrent("a fit that stores a revision ends SUCCEEDED with it, whatev
   }) => {
     const backend = sqlite();
     const first = await server(onTestFinished, backend, 2n);
-    const modelId = await modelAndUnansweredFit(first);
+    const { modelId } = await modelAndUnansweredFit(first);
     await stopped(expect, first.process);
     await kill(first.process);
 
@@ -193,7 +196,7 @@ describe.concurrent("a fit that stores a revision ends SUCCEEDED with it, whatev
   }) => {
     const url = await newDatabase();
     const first = await server(onTestFinished, postgres(url), 2n);
-    const modelId = await modelAndUnansweredFit(first);
+    const { modelId } = await modelAndUnansweredFit(first);
     await stopped(expect, first.process);
     await kill(first.process);
 
@@ -208,10 +211,12 @@ describe.concurrent("a fit that stores a revision ends SUCCEEDED with it, whatev
     const ownPostgres = await ownPostgresOf(onTestFinished);
     const url = await newDatabase(ownPostgres.adminUrl);
     const c = await server(onTestFinished, postgres(url), 2n);
-    const { modelId, fit } = await modelAndFit(c);
+    const { modelId, answer } = await modelAndUnansweredFit(c);
     await stopped(expect, c.process);
     await ownPostgres.stop();
     c.process.child.kill("SIGCONT");
+    // Answered now, if it was not before the server stopped.
+    const fit = (await answer)!;
     const ended = (await c.actions.waitAction({ actionId: fit.id })).action!;
     expect({ status: ended.status, error: ended.error?.message }).toEqual({ status: ActionStatus.SUCCEEDED, error: undefined });
     expect(ended.result?.model?.revision).toBe(2n);
@@ -300,13 +305,14 @@ describe.concurrent("PostgreSQL: several servers", () => {
     const backend = [...postgres(url), "lease_seconds: 5"];
     const a = await server(onTestFinished, backend, 2n);
     // Run on a: it claims the fit at once, before b is there.
-    const { modelId, fit } = await modelAndFit(a);
+    const { modelId } = await modelAndUnansweredFit(a);
     await stopped(expect, a.process);
     const b = await server(onTestFinished, backend);
     // b removes a once its lease has lapsed, and ends what a was running (none: the fit had ended with its commit).
     await expect
       .poll(() => b.process.output(), { timeout: 60_000 })
       .toMatch(/stopped responding \(its lease lapsed\): its running actions ended interrupted \(none\)/);
+    const fit = { id: await fitOn(b, modelId) };
     await expectSucceeded(expect, b, modelId, fit.id);
     const exited = once(a.process.child, "exit");
     a.process.child.kill("SIGCONT");
