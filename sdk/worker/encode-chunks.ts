@@ -51,14 +51,16 @@ class ChunkWriter {
     this.#view = new DataView(grown.buffer);
   }
 
+  /** Room for `n` bytes at the end: their offset (read #buf and #view after it: it may grow them). */
+  #take(n: number): number {
+    this.#ensure(n);
+    const at = this.#pos;
+    this.#pos += n;
+    return at;
+  }
+
   uint32(value: number): void {
-    this.#ensure(5);
-    let v = value >>> 0;
-    while (v > 127) {
-      this.#buf[this.#pos++] = (v & 127) | 128;
-      v >>>= 7;
-    }
-    this.#buf[this.#pos++] = v;
+    this.#varint64(value, 0);
   }
 
   /** A 64-bit varint from its two 32-bit halves. */
@@ -84,9 +86,8 @@ class ChunkWriter {
   }
 
   raw(bytes: Uint8Array): void {
-    this.#ensure(bytes.byteLength);
-    this.#buf.set(bytes, this.#pos);
-    this.#pos += bytes.byteLength;
+    const at = this.#take(bytes.byteLength);
+    this.#buf.set(bytes, at);
   }
 
   bytes(bytes: Uint8Array): void {
@@ -109,28 +110,26 @@ class ChunkWriter {
 
   // biome-ignore lint/suspicious/noExplicitAny: each case passes the value its scalar type holds
   scalar(type: ScalarType, value: any): void {
+    let at: number;
     switch (type) {
       case ScalarType.STRING:
         this.string(value);
         return;
       case ScalarType.BOOL:
-        this.#ensure(1);
-        this.#buf[this.#pos++] = value ? 1 : 0;
+        at = this.#take(1);
+        this.#buf[at] = value ? 1 : 0;
         return;
       case ScalarType.DOUBLE:
-        this.#ensure(8);
-        this.#view.setFloat64(this.#pos, value, true);
-        this.#pos += 8;
+        at = this.#take(8);
+        this.#view.setFloat64(at, value, true);
         return;
       case ScalarType.FLOAT:
-        this.#ensure(4);
-        this.#view.setFloat32(this.#pos, value, true);
-        this.#pos += 4;
+        at = this.#take(4);
+        this.#view.setFloat32(at, value, true);
         return;
       case ScalarType.INT32:
         // A negative int32 is sign-extended to ten bytes, as protobuf says.
-        if (value < 0) this.#varint64(value, -1);
-        else this.uint32(value);
+        this.#varint64(value, value < 0 ? -1 : 0);
         return;
       case ScalarType.UINT32:
         this.uint32(value);
@@ -148,24 +147,20 @@ class ChunkWriter {
         return;
       }
       case ScalarType.FIXED32:
-        this.#ensure(4);
-        this.#view.setUint32(this.#pos, value, true);
-        this.#pos += 4;
+        at = this.#take(4);
+        this.#view.setUint32(at, value, true);
         return;
       case ScalarType.SFIXED32:
-        this.#ensure(4);
-        this.#view.setInt32(this.#pos, value, true);
-        this.#pos += 4;
+        at = this.#take(4);
+        this.#view.setInt32(at, value, true);
         return;
       case ScalarType.FIXED64:
-        this.#ensure(8);
-        this.#view.setBigUint64(this.#pos, BigInt.asUintN(64, BigInt(value)), true);
-        this.#pos += 8;
+        at = this.#take(8);
+        this.#view.setBigUint64(at, BigInt.asUintN(64, BigInt(value)), true);
         return;
       case ScalarType.SFIXED64:
-        this.#ensure(8);
-        this.#view.setBigInt64(this.#pos, BigInt.asIntN(64, BigInt(value)), true);
-        this.#pos += 8;
+        at = this.#take(8);
+        this.#view.setBigInt64(at, BigInt.asIntN(64, BigInt(value)), true);
         return;
       case ScalarType.BYTES:
         this.bytes(value);
@@ -183,9 +178,7 @@ class ChunkWriter {
 
   /** Opens a sub-message (its tag written): one byte kept for its length. */
   fork(): void {
-    this.#ensure(1);
-    this.#forks.push(this.#pos, this.#segments.length, this.#large);
-    this.#pos += 1;
+    this.#forks.push(this.#take(1), this.#segments.length, this.#large);
   }
 
   /** Closes the sub-message: its length, in the byte kept, and more moved up where it needs them. */
