@@ -3,7 +3,7 @@
  * runs, whatever came before it.
  */
 import { afterEach, describe, expect, it } from "vitest";
-import { CallKind, type WorkerMessage } from "../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind } from "../gen/plinth/worker/v1/worker_pb.ts";
 import { encodeValue } from "../sdk/worker/codec.ts";
 import { fixture } from "./helpers/server.ts";
 import { WorkerPipe, workerCommand } from "./helpers/worker-pipe.ts";
@@ -22,14 +22,6 @@ const predict = (callId: string, mode: string) =>
     kind: { case: "call", value: { callId, kind: CallKind.PREDICT, target: "misbehave.Model", instance, kwargs: { mode: encodeValue(mode) } } },
   }) as const;
 
-/** The next frame that is not progress. */
-async function nextOf(pipe: WorkerPipe): Promise<WorkerMessage["kind"]> {
-  for (;;) {
-    const { kind } = await pipe.next();
-    if (kind.case !== "progress") return kind;
-  }
-}
-
 describe("a cancel in a child", () => {
   it("stops a CPU-bound call that came in the same read as the call before it: the first call's end does not hide the second from its cancel", async () => {
     const pipe = new WorkerPipe(workerCommand("node", fixture("misbehave.ts"), [String(64 * 1024 * 1024), "0", "0"]));
@@ -37,13 +29,13 @@ describe("a cancel in a child", () => {
     expect((await pipe.next()).kind.case, pipe.stderr).toBe("hello");
     // Both calls in one write: the child takes the second while the first is still ending.
     pipe.send(predict("1", "ok"), predict("2", "spin_checked"));
-    expect(await nextOf(pipe)).toMatchObject({ case: "result", value: { callId: "1" } });
+    expect(await pipe.nextBesidesProgress()).toMatchObject({ case: "result", value: { callId: "1" } });
     // The second runs (it reported), then is cancelled: it stops at its next check.
     for (;;) {
       const { kind } = await pipe.next();
       if (kind.case === "progress" && kind.value.callId === "2") break;
     }
     pipe.send({ kind: { case: "cancel", value: { callId: "2" } } });
-    expect(await nextOf(pipe)).toMatchObject({ case: "failure", value: { callId: "2", name: "AbortError" } });
+    expect(await pipe.nextBesidesProgress()).toMatchObject({ case: "failure", value: { callId: "2", name: "AbortError" } });
   });
 });

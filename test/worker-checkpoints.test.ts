@@ -6,7 +6,7 @@
  */
 import { once } from "node:events";
 import { afterEach, describe, expect, it } from "vitest";
-import { CallKind, type WorkerMessage } from "../gen/plinth/worker/v1/worker_pb.ts";
+import { CallKind } from "../gen/plinth/worker/v1/worker_pb.ts";
 import type { PluginValue } from "../sdk/mod.ts";
 import { decodeValue, encodeValue } from "../sdk/worker/codec.ts";
 import { fixture } from "./helpers/server.ts";
@@ -44,29 +44,21 @@ function sendFit(pipe: WorkerPipe, callId: string, epochs: number, attempt = 1, 
   });
 }
 
-/** The next frame that is not progress. */
-async function nextOf(pipe: WorkerPipe): Promise<WorkerMessage["kind"]> {
-  for (;;) {
-    const { kind } = await pipe.next();
-    if (kind.case !== "progress") return kind;
-  }
-}
-
 describe("ctx.checkpoint(value) in a child", () => {
   it("sends each checkpoint and waits for the server's answer; the fit goes on once it is stored", async () => {
     const pipe = await child();
     sendFit(pipe, "1", 2);
-    const first = await nextOf(pipe);
+    const first = await pipe.nextBesidesProgress();
     expect(first.case).toBe("checkpoint");
     if (first.case !== "checkpoint") return;
     expect(first.value).toMatchObject({ callId: "1", seq: 1 });
     expect(decodeValue(first.value.value)).toEqual({ epoch: 1 });
     pipe.send({ kind: { case: "checkpointStored", value: { callId: "1", seq: 1, error: "" } } });
-    const second = await nextOf(pipe);
+    const second = await pipe.nextBesidesProgress();
     expect(second.case === "checkpoint" && second.value.seq).toBe(2);
     pipe.send({ kind: { case: "checkpointStored", value: { callId: "1", seq: 2, error: "the store is full" } } });
     // The fixture does not catch a refused checkpoint: its fit fails with the server's reason.
-    const end = await nextOf(pipe);
+    const end = await pipe.nextBesidesProgress();
     expect(end.case).toBe("failure");
     expect(end.case === "failure" && end.value.message).toBe("ctx.checkpoint: the store is full");
   });
@@ -74,10 +66,10 @@ describe("ctx.checkpoint(value) in a child", () => {
   it("gives a later attempt the checkpoint an earlier one stored, as ctx.info.checkpoint", async () => {
     const pipe = await child();
     sendFit(pipe, "1", 3, 2, { epoch: 2 });
-    const stored = await nextOf(pipe);
+    const stored = await pipe.nextBesidesProgress();
     expect(stored.case === "checkpoint" && decodeValue(stored.value.value)).toEqual({ epoch: 3 });
     pipe.send({ kind: { case: "checkpointStored", value: { callId: "1", seq: 1, error: "" } } });
-    const end = await nextOf(pipe);
+    const end = await pipe.nextBesidesProgress();
     expect(end.case).toBe("result");
     const model = end.case === "result" ? JSON.parse(new TextDecoder().decode(end.value.instance!)) : undefined;
     expect(model).toEqual({ runs: [{ attempt: 2, from: 2, epochs: [3] }] });
@@ -86,11 +78,11 @@ describe("ctx.checkpoint(value) in a child", () => {
   it("a cancel while the plugin waits for a checkpoint's answer reaches it: the call fails cancelled and the child exits by itself", async () => {
     const pipe = await child();
     sendFit(pipe, "1", 2);
-    expect((await nextOf(pipe)).case).toBe("checkpoint");
+    expect((await pipe.nextBesidesProgress()).case).toBe("checkpoint");
     // No answer comes: the server stops the call (SIGTERM), as a cancel does.
     const exited = once(pipe.process, "exit");
     pipe.process.kill("SIGTERM");
-    const end = await nextOf(pipe);
+    const end = await pipe.nextBesidesProgress();
     expect(end.case).toBe("failure");
     expect(end.case === "failure" && end.value.name).toBe("AbortError");
     const [code, signal] = await exited;

@@ -75,6 +75,14 @@ export class WorkerPipe {
     return this.#frames.shift()!;
   }
 
+  /** The next frame that is not progress, as its kind. */
+  async nextBesidesProgress(): Promise<WorkerMessage["kind"]> {
+    for (;;) {
+      const { kind } = await this.next();
+      if (kind.case !== "progress") return kind;
+    }
+  }
+
   /** Ends its input, as a server done with it does, and waits for it to exit. */
   async close(): Promise<void> {
     if (this.process.exitCode !== null || this.process.signalCode !== null) return;
