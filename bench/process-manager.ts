@@ -15,6 +15,7 @@ import { WaitActionRequestSchema, WaitActionResponseSchema } from "../gen/plinth
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
 import { buildNodeEntry } from "../server/process/node-entry.ts";
+import { bundlePlugin } from "../server/process/plugin-bundle.ts";
 import { bytes, cancelMs, createModel, latencies, root, startPlinth, startReporting, stop, throughput, unary } from "./grpc-calls.ts";
 import { percentile, printTable, rssMiB } from "./report.ts";
 import { startProcess as startServer } from "./servers.ts";
@@ -48,14 +49,19 @@ async function crashMs(client: grpc.Client, modelId: string): Promise<number> {
   return performance.now() - start;
 }
 
-/** The Node child's entry as the server builds it (server/process/node-entry.ts), or the adapter through tsx. */
-const childEntry = await buildNodeEntry(pino({ level: "silent" }));
-const entryArgs = childEntry ? [childEntry] : ["--import", "tsx", join(root, "sdk/adapters/node.ts")];
+/** The Node child and the trivial plugin as the server builds them (server/process/node-entry.ts, plugin-bundle.ts), or both through tsx. */
+const childBuild = await buildNodeEntry(pino({ level: "silent" }));
+const trivialPlugin = join(root, "bench/plugins/trivial.ts");
+const trivialBundle = childBuild && (await bundlePlugin(trivialPlugin, childBuild));
+const entryArgs =
+  childBuild && typeof trivialBundle === "string"
+    ? [childBuild.entry, trivialBundle]
+    : ["--import", "tsx", join(root, "sdk/adapters/node.ts"), trivialPlugin];
 
 /** Spawns the worker for the trivial plugin, as the server does, and waits for its hello frame. */
 function rawWorkerSpawn(): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...entryArgs, join(root, "bench/plugins/trivial.ts")], {
+    const child = spawn(process.execPath, entryArgs, {
       stdio: ["pipe", "pipe", "inherit"],
     });
     const decoder = new FrameDecoder(1 << 20);

@@ -16,7 +16,7 @@ import { type PluginWatcher, type ReloadEvents, watchPlugins } from "./engine/pl
 import { PlinthError } from "./errors.ts";
 import { Metrics } from "./metrics/metrics.ts";
 import { openEngine } from "./open-engine.ts";
-import { buildNodeEntry } from "./process/node-entry.ts";
+import { buildNodeEntry, type NodeBuild } from "./process/node-entry.ts";
 import { reapOrphans, trackChildren } from "./process/orphans.ts";
 import { processAlive } from "./process/proc.ts";
 import { ProcessManager } from "./process/process-manager.ts";
@@ -73,7 +73,7 @@ function processOptions(
   config: ResolvedConfig,
   owner: string,
   logger: Logger,
-  nodeEntry: string | undefined,
+  node: NodeBuild | undefined,
 ): ConstructorParameters<typeof ProcessManager>[0] {
   const e = config.engine;
   return {
@@ -90,7 +90,7 @@ function processOptions(
     idleWorkerTimeoutMs: e.idle_worker_timeout * 1000,
     minIdleWorkers: e.min_idle_workers,
     denoBinary: e.deno_binary,
-    nodeEntry,
+    node,
     displayBase: config.base,
     owner,
     logger,

@@ -59,6 +59,8 @@ beforeAll(async () => {
     return { module, runtime: c.runtime };
   });
   plugins.push({ module: pluginFolder("commonjs", "mod.ts", commonJs, { name: "my-plugin", type: "commonjs" }), runtime: "node" });
+  modules.set("tla_cjs_built", pluginFolder("tla-cjs-built", "mod.ts", esmPlugin("tla_cjs_built"), { type: "commonjs" }));
+  plugins.push({ module: modules.get("tla_cjs_built")!, runtime: "node" });
   t = await startTestServer({ engine: { min_idle_workers: 0 }, plugins });
 });
 afterAll(() => t?.close());
@@ -73,6 +75,11 @@ describe("a plugin in a folder of its own outside Plinth's", () => {
     expect(listed.get("node_ts_commonjs")?.description).toBe("CommonJS");
   });
 
+  it("loads with top-level await in a CommonJS package too: the server builds it as one ES module", async () => {
+    const listed = (await t.engine.listPlugins({})).plugins.find((p) => p.name === "tla_cjs_built");
+    expect(listed?.description).toBe(`an ES module at ${modules.get("tla_cjs_built")}`);
+  });
+
   it("serves calls from there", async () => {
     for (const name of ["node_ts_bare", "deno_ts_bare"]) {
       const modelId = (await t.engine.createInstance({ modelType: `${name}.Model`, wait: true })).action!.modelId;
@@ -83,8 +90,10 @@ describe("a plugin in a folder of its own outside Plinth's", () => {
 });
 
 describe("a plugin that cannot load", () => {
-  it("top-level await in a CommonJS package: the error names the package.json that makes it one", async () => {
-    const module = pluginFolder("tla-cjs", "mod.ts", esmPlugin("tla_cjs"), { type: "commonjs" });
+  it("top-level await in a CommonJS package, loading through tsx: the error names the package.json that makes it one", async () => {
+    // A computed import keeps the server from building the plugin (test/plugin-bundle.test.ts): tsx loads it, by Node's rules.
+    const source = `await import(["node", "fs"].join(":"));\n${esmPlugin("tla_cjs")}`;
+    const module = pluginFolder("tla-cjs", "mod.ts", source, { type: "commonjs" });
     await expect(startTestServer({ plugins: [{ module }] })).rejects.toThrow(
       /^config plugins\[0\]\.module: plugin .*mod\.ts failed to load: .*Top-level await is currently not supported with the "cjs" output format \(.*\/package\.json says "type": "commonjs", so the file loads as CommonJS: make it "module", or name the file \.mts\)/s,
     );

@@ -55,11 +55,13 @@ describe("warm workers", () => {
     expect(isAlive(first)).toBe(true);
   });
 
-  it("run the SDK's entry built as plain JavaScript, without tsx's loader on their own thread (the plugin's thread still loads TypeScript)", async () => {
+  it("run the SDK and the plugin built as plain JavaScript, with no TypeScript loader on any thread", async () => {
     const { t, modelId } = await start({});
     const pid = await predictPid(t, modelId);
     const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    expect(args.find((arg) => arg.endsWith(".mjs"))).toMatch(/node_modules\/\.cache\/plinth\/node-child-[0-9a-f]{16}\.mjs$/);
+    const [entry, plugin] = args.filter((arg) => arg.endsWith(".mjs"));
+    expect(entry).toMatch(/node_modules\/\.cache\/plinth\/node-child-[0-9a-f]{16}\/node\.mjs$/);
+    expect(plugin).toMatch(/node_modules\/\.cache\/plinth\/plugins\/[0-9a-f]{16}\.mjs$/);
     expect(args.some((arg) => arg.includes("tsx"))).toBe(false);
   });
 

@@ -9,6 +9,10 @@ import process from "node:process";
 import { parentPort } from "node:worker_threads";
 import { runThread } from "../worker/thread.ts";
 
+// A plugin built by the server carries an inline source map: its stack traces name its own
+// files and lines (tsx, when it loads the plugin, maps them too).
+process.setSourceMapsEnabled(true);
+
 const pause = new Int32Array(new SharedArrayBuffer(4));
 
 /**

@@ -1,58 +1,89 @@
 /**
- * The Node child's own thread (sdk/adapters/node.ts: the pipe, the frames, the plugin
- * thread's start) as one plain JavaScript file, built when the server starts: the child
- * then runs without tsx on that thread. tsx's loader is a thread and a heap of its own
- * in every child (~25 MiB of its RSS), and the more a child holds the longer the kernel
- * takes to tear it down when it is killed. The plugin thread still loads TypeScript
- * through tsx (sdk/adapters/node-thread.mjs).
+ * The Node child's code (sdk/adapters/node.ts: the pipe, the frames; node-thread.ts: the
+ * plugin's thread) and the SDK as plain JavaScript, built when the server starts: a child
+ * then runs without tsx. tsx's loader is a thread and a heap of its own in every thread
+ * that registers it (~35 MiB of a child's RSS), it compiles each file again in every
+ * child, and the more a child holds the longer the kernel takes to tear it down when it
+ * is killed. The plugin itself is built too (plugin-bundle.ts), against this build's SDK.
  */
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { pathToFileURL } from "node:url";
-import { build, stop } from "esbuild";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { build } from "esbuild";
 import type { Logger } from "pino";
+import { withEsbuild } from "./esbuild.ts";
 import { PLINTH_DIR } from "./runtimes.ts";
 
-const entry = join(PLINTH_DIR, "sdk/adapters/node.ts");
-/** Spelt apart: the tests' bundle of the server rewrites that expression wherever it is written out. */
-const IMPORT_META_URL = ["import", "meta", "url"].join(".");
+/** What the server built: the child's entry, and the SDK's modules a plugin shares with the plugin thread. */
+export interface NodeBuild {
+  /** The child's entry (its plugin thread is node-thread.mjs beside it). */
+  entry: string;
+  /** Each public SDK module's source path → its built file: a plugin's import of one is pointed there. */
+  sdk: ReadonlyMap<string, string>;
+  /** The folder of the build, which a child under the permission model must read. */
+  dir: string;
+}
+
+/** Where the server keeps what it builds: in the checkout, so servers of one share it. */
+export const CACHE_DIR = join(PLINTH_DIR, "node_modules/.cache/plinth");
+
+/** The SDK modules a plugin may import (sdk/*.ts but the private `_` ones), by their names in the build. */
+function sdkEntries(): Record<string, string> {
+  const dir = join(PLINTH_DIR, "sdk");
+  const names = readdirSync(dir).filter((name) => name.endsWith(".ts") && !name.startsWith("_"));
+  return Object.fromEntries(names.map((name) => [`sdk/${name.slice(0, -3)}`, join(dir, name)]));
+}
 
 /**
- * Builds the entry into node_modules/.cache/plinth (named by its content, so servers of
- * one checkout share it and a changed SDK gets a file of its own); its path, or
- * undefined when it could not be built or written: children then start through tsx.
+ * Builds into node_modules/.cache/plinth/node-child-<hash> (named by its content, so a
+ * changed SDK gets a folder of its own); undefined when it could not be built or
+ * written: children then start through tsx.
  */
-export async function buildNodeEntry(logger: Logger): Promise<string | undefined> {
+export async function buildNodeEntry(logger: Logger): Promise<NodeBuild | undefined> {
+  const sdk = sdkEntries();
   try {
-    const { outputFiles } = await build({
-      entryPoints: [entry],
-      bundle: true,
-      write: false,
-      platform: "node",
-      format: "esm",
-      target: "node20",
-      logLevel: "silent",
-      // The entry finds the plugin thread's file next to itself, where it is in the SDK.
-      define: { [IMPORT_META_URL]: JSON.stringify(pathToFileURL(entry).href) },
-    });
-    const code = outputFiles[0]!.contents;
-    const dir = join(PLINTH_DIR, "node_modules/.cache/plinth");
-    const file = join(dir, `node-child-${createHash("sha256").update(code).digest("hex").slice(0, 16)}.mjs`);
-    if (!existsSync(file)) {
-      mkdirSync(dir, { recursive: true });
-      // Whole or not at all, for another server starting at the same time.
-      const partial = `${file}.${process.pid}`;
-      writeFileSync(partial, code);
-      renameSync(partial, file);
-    }
-    return file;
+    // One build with shared chunks: the plugin thread and a plugin importing sdk/mod.mjs
+    // get the same module instances (a Tensor made by the plugin is one the thread knows).
+    const { outputFiles } = await withEsbuild(() =>
+      build({
+        entryPoints: {
+          node: join(PLINTH_DIR, "sdk/adapters/node.ts"),
+          "node-thread": join(PLINTH_DIR, "sdk/adapters/node-thread.ts"),
+          ...sdk,
+        },
+        bundle: true,
+        splitting: true,
+        write: false,
+        outdir: "/",
+        outExtension: { ".js": ".mjs" },
+        platform: "node",
+        format: "esm",
+        target: "node20",
+        logLevel: "silent",
+      }),
+    );
+    const hash = createHash("sha256");
+    for (const file of outputFiles) hash.update(file.path).update(file.contents);
+    const dir = join(CACHE_DIR, `node-child-${hash.digest("hex").slice(0, 16)}`);
+    // Whole or not at all, for another server starting at the same time: written aside,
+    // then renamed into place (which fails harmlessly when another got there first).
+    const partial = `${dir}.${process.pid}`;
+    if (!existsSync(dir))
+      try {
+        for (const file of outputFiles) {
+          const path = join(partial, file.path);
+          mkdirSync(dirname(path), { recursive: true });
+          writeFileSync(path, file.contents);
+        }
+        renameSync(partial, dir);
+      } catch (error) {
+        rmSync(partial, { recursive: true, force: true });
+        if (!["EEXIST", "ENOTEMPTY"].includes((error as NodeJS.ErrnoException).code ?? "")) throw error;
+      }
+    const built = new Map(Object.entries(sdk).map(([name, source]) => [source, join(dir, `${name}.mjs`)]));
+    return { entry: join(dir, "node.mjs"), sdk: built, dir };
   } catch (error) {
-    logger.warn({ err: error }, "could not build the Node children's entry: they load it through tsx");
+    logger.warn({ err: error }, "could not build the Node children's code: they load it through tsx");
     return undefined;
-  } finally {
-    // esbuild's service process would otherwise stay beside the server (its synchronous
-    // API, which tsx uses, keeps one of its own in a thread: that one is not stopped).
-    await stop();
   }
 }

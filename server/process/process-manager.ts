@@ -31,6 +31,8 @@ import type { Settle } from "../wait-in-queue.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
 import { FairQueue, type OrderOf } from "./fair-queue.ts";
 import { formatHint } from "./format-hint.ts";
+import type { NodeBuild } from "./node-entry.ts";
+import { bundlePlugin } from "./plugin-bundle.ts";
 import { type CallName, childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
@@ -60,8 +62,8 @@ export interface ProcessManagerOptions {
   owner: string;
   /** The deno binary; default: the one the npm package `deno` installed. */
   denoBinary?: string | undefined;
-  /** The Node child's entry as plain JavaScript (node-entry.ts); unset: through tsx. */
-  nodeEntry?: string | undefined;
+  /** The Node child's code as plain JavaScript (node-entry.ts); unset: through tsx. */
+  node?: NodeBuild | undefined;
   /** What clients see of paths is relative to this folder (the config's). */
   displayBase?: string | undefined;
   logger: Logger;
@@ -286,6 +288,8 @@ export class ProcessManager {
   readonly #retired = new Set<string>();
   /** Models found larger than their module's resident_mb, warned about once each. */
   readonly #tooLarge = new Set<string>();
+  /** Each Node target's plugin built to JavaScript (plugin-bundle.ts), once it is described; none: through tsx. */
+  readonly #bundles = new WeakMap<PluginTarget, string | undefined>();
   readonly #timer: ReturnType<typeof setInterval>;
   /** The prewarm to come, if one is due. */
   #prewarmTimer: ReturnType<typeof setTimeout> | undefined;
@@ -367,6 +371,7 @@ export class ProcessManager {
 
   /** Starts the plugin module (or takes an idle child of it) and reads its manifest. */
   async describe(target: PluginTarget, signal?: AbortSignal): Promise<Hello> {
+    await this.#bundle(target);
     const worker = await this.#lease(target, signal);
     try {
       const hello = await worker.ready;
@@ -753,6 +758,15 @@ export class ProcessManager {
     }
   }
 
+  /** Builds a Node plugin for its children to load without tsx, once per target (a reload makes a new one). */
+  async #bundle(target: PluginTarget): Promise<void> {
+    const node = this.#o.node;
+    if (target.runtime !== "node" || !node || this.#bundles.has(target) || this.#o.launch) return;
+    const built = await bundlePlugin(target.module, node).catch((error: Error) => ({ why: error.message }));
+    if (typeof built !== "string") this.#o.logger.info({ plugin: target.label ?? target.module, why: built.why }, "plugin loads through tsx");
+    this.#bundles.set(target, typeof built === "string" ? built : undefined);
+  }
+
   #spawn(target: PluginTarget, key: string): Worker {
     const { maxFrameBytes, logTailLines, launch } = this.#o;
     const options = {
@@ -762,7 +776,9 @@ export class ProcessManager {
       label: target.label ?? target.module,
       displayBase: this.#o.displayBase,
     };
-    const child = launch ? launch(target, options) : new PluginChild({ ...options, command: childCommand(target, this.#o) });
+    const child = launch
+      ? launch(target, options)
+      : new PluginChild({ ...options, command: childCommand(target, this.#o, this.#bundles.get(target)) });
     const ready = child.hello();
     ready.then(
       () => this.#failing.delete(key),

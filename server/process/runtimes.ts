@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
+import type { NodeBuild } from "./node-entry.ts";
 
 export type Runtime = "node" | "deno";
 
@@ -163,11 +164,11 @@ function packageFilesAbove(dir: string): string[] {
  * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed;
  * native addons only with `addons: true`.
  */
-function nodePermissionFlags(target: PluginTarget, entry: string | undefined): string[] {
+function nodePermissionFlags(target: PluginTarget, built: string[]): string[] {
   const p = target.permissions;
   if (!p) return [];
   const read = [
-    entry,
+    ...built,
     dirname(target.module),
     sdkDir,
     genDir,
@@ -247,8 +248,8 @@ export interface WorkerSettings {
   denoDir: string;
   /** The deno binary; default: the npm package's. */
   denoBinary?: string | undefined;
-  /** The Node child's entry built as plain JavaScript (node-entry.ts); unset: sdk/adapters/node.ts through tsx. */
-  nodeEntry?: string | undefined;
+  /** The Node child's code built as plain JavaScript (node-entry.ts); unset: sdk/adapters/node.ts through tsx. */
+  node?: NodeBuild | undefined;
 }
 
 /**
@@ -279,10 +280,15 @@ export function residentBytesOf(target: PluginTarget): number {
   return Math.floor((target.residentMb ?? 0) * 2 ** 20);
 }
 
-export function childCommand(target: PluginTarget, settings: WorkerSettings): ChildCommand {
+/**
+ * The command line of a child of `target`. A Node child runs the built code when its
+ * plugin was built as well (`bundle`, plugin-bundle.ts), else the SDK's source through tsx.
+ */
+export function childCommand(target: PluginTarget, settings: WorkerSettings, bundle?: string): ChildCommand {
   const { denoDir } = settings;
+  const built = target.runtime === "node" && settings.node && bundle ? { entry: settings.node.entry, dir: settings.node.dir, bundle } : undefined;
   // The resident budget goes in bytes, right after the progress interval (both adapters).
-  const tail = [target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs), String(residentBytesOf(target))];
+  const tail = [built?.bundle ?? target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs), String(residentBytesOf(target))];
   const env = childEnv(target.env);
   const memory = target.maxMemoryMb;
   if (target.runtime === "deno") {
@@ -299,13 +305,13 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings): Ch
   // plugin's limit, and the process has the runtime's reserve on top): the heap running
   // out ends the thread, and the call, cleanly as out_of_memory, instead of V8 aborting
   // the process when the kernel refuses it memory midway through a collection.
-  const permissions = nodePermissionFlags(target, settings.nodeEntry);
+  const permissions = nodePermissionFlags(target, built ? [built.dir, built.bundle] : []);
   const command = {
     file: process.execPath,
     args: [
       "--expose-gc",
       ...permissions,
-      ...(settings.nodeEntry ? [settings.nodeEntry] : ["--import", tsxLoader, join(sdkDir, "adapters/node.ts")]),
+      ...(built ? [built.entry] : ["--import", tsxLoader, join(sdkDir, "adapters/node.ts")]),
       ...tail,
       ...(memory ? [String(Math.floor(memory * 0.75))] : []),
     ],
