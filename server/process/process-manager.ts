@@ -371,7 +371,7 @@ export class ProcessManager {
 
   /** Starts the plugin module (or takes an idle child of it) and reads its manifest. */
   async describe(target: PluginTarget, signal?: AbortSignal): Promise<Hello> {
-    await this.#bundle(target);
+    if (this.#unbuilt(target)) await this.#bundle(target);
     const worker = await this.#lease(target, signal);
     try {
       const hello = await worker.ready;
@@ -758,10 +758,13 @@ export class ProcessManager {
     }
   }
 
-  /** Builds a Node plugin for its children to load without tsx, once per target (a reload makes a new one). */
+  /** Whether a Node plugin is still to be built for its children to load without tsx (once per target: a reload makes a new one). */
+  #unbuilt(target: PluginTarget): boolean {
+    return target.runtime === "node" && this.#o.node !== undefined && !this.#o.launch && !this.#bundles.has(target);
+  }
+
   async #bundle(target: PluginTarget): Promise<void> {
-    const node = this.#o.node;
-    if (target.runtime !== "node" || !node || this.#bundles.has(target) || this.#o.launch) return;
+    const node = this.#o.node!;
     const built = await bundlePlugin(target.module, node).catch((error: Error) => ({ why: error.message }));
     if (typeof built !== "string") this.#o.logger.info({ plugin: target.label ?? target.module, why: built.why }, "plugin loads through tsx");
     this.#bundles.set(target, typeof built === "string" ? built : undefined);
