@@ -61,6 +61,8 @@ export class ClusterRunner implements Runner {
    * a run's wait for its next attempt holds on until the stop.
    */
   readonly #draining = new AbortController();
+  /** Actions being submitted: claimed here, they run here once the database has them. */
+  readonly #entering = new Set<Promise<void>>();
   /** New calls this server is claiming as they are stored: counted against its free children. */
   #reserved = 0;
   /** Ended here, their end not yet taken by the database. */
@@ -116,7 +118,19 @@ export class ClusterRunner implements Runner {
     this.#lostClaims.unref();
   }
 
-  async submit({ id, parsed, jsonForm, timeoutMs }: Submitted): Promise<() => void> {
+  async submit(submitted: Submitted): Promise<() => void> {
+    // A drain that begins while the database takes the claim waits for it to run here.
+    const entering = this.#submit(submitted);
+    const settled = entering.then(
+      () => {},
+      () => {},
+    );
+    this.#entering.add(settled);
+    void settled.then(() => this.#entering.delete(settled));
+    return entering;
+  }
+
+  async #submit({ id, parsed, jsonForm, timeoutMs }: Submitted): Promise<() => void> {
     const { views } = this.#deps;
     const view = this.#table.action(id)!.view;
     // The action waits in the database's queue for a server to claim it: this one at once
@@ -236,8 +250,9 @@ export class ClusterRunner implements Runner {
     return this.#cluster.servers();
   }
 
-  drain(): Promise<void> {
+  async drain(): Promise<void> {
     this.#draining.abort();
+    await Promise.all(this.#entering);
     return this.#runs.idle();
   }
 

@@ -193,6 +193,26 @@ describe("ClusterRunner", () => {
     expect(b.calls.actionIds).toEqual([busyB.id, queued.id]);
   });
 
+  test("a call admitted here just before the drain, its claim still on the way to the database, runs here and the drain waits for it", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const model = await addModel(a);
+    // The database is slow: the call is admitted (acknowledged to its client) and its claim is being stored as the drain begins.
+    const release = db.hold();
+    const admitted = track(a.engine.predict(model.id, request()));
+    await settle();
+    const drained = track(a.engine.drain(60_000));
+    await settle();
+    release();
+    await settle();
+    const id = admitted.value!.id;
+    expect(a.calls.actionIds).toEqual([id]);
+    expect(drained.done).toBe(false);
+    a.calls.of(id).finish({ value: 1 });
+    await settle();
+    expect(drained.done).toBe(true);
+    expect((await a.engine.getAction(id, ActionView.BASIC)).status).toBe(ActionStatus.SUCCEEDED);
+  });
+
   test("the next call on a model is claimed by no server while one runs on it, and they run in arrival order", async () => {
     // Server a runs the first call; b has children to spare for the next ones.
     const a = await join("a", { maxChildren: 1 });
