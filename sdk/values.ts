@@ -47,6 +47,14 @@ const arrayTypes = {
 type ArrayCtor = new (buffer: ArrayBuffer, byteOffset: number, length: number) => TensorData;
 
 /**
+ * Marks a tensor, and the spec of a tensor guard, whichever copy of the SDK made it: a
+ * plugin may bring a copy of its own (its own node_modules, or a build of it) beside the
+ * one its child runs on, and `instanceof` would then tell their tensors apart.
+ */
+const tensorMark = Symbol.for("plinth.sdk.Tensor");
+const specMark = Symbol.for("plinth.sdk.TensorSpec");
+
+/**
  * A dense, row-major tensor. `Tensor<"float32">` has a Float32Array in `data`; a tensor
  * of unknown dtype narrows with {@link Tensor.is}.
  *
@@ -65,6 +73,11 @@ export class Tensor<D extends DType = DType> {
   /** The elements, row-major. */
   readonly data: TensorDataOf[D];
 
+  /** Whether `value` is a tensor, made by this copy of the SDK or another: `value instanceof Tensor`. */
+  static [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as Record<symbol, unknown>)[tensorMark] === true;
+  }
+
   constructor(dtype: D, shape: readonly number[], data: TensorDataOf[D]) {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!(data instanceof arrayTypes[dtype])) {
@@ -76,6 +89,7 @@ export class Tensor<D extends DType = DType> {
     this.dtype = dtype;
     this.shape = [...shape];
     this.data = data;
+    Object.defineProperty(this, tensorMark, { value: true });
   }
 
   /**
@@ -202,11 +216,9 @@ export interface TensorSpec {
   readonly shape?: readonly number[];
 }
 
-const guards = new WeakMap<object, TensorSpec>();
-
-/** The spec `isTensor` made `guard` for, if it did. @internal */
+/** The spec `isTensor` made `guard` for, if it did (this copy of the SDK or another). @internal */
 export function tensorSpecOf(guard: unknown): TensorSpec | undefined {
-  return typeof guard === "function" ? guards.get(guard) : undefined;
+  return typeof guard === "function" ? ((guard as unknown as Record<symbol, TensorSpec | undefined>)[specMark] ?? undefined) : undefined;
 }
 
 /**
@@ -230,7 +242,7 @@ export function isTensor<D extends DType>(dtype: D, shape?: readonly number[]): 
     value instanceof Tensor &&
     value.is(dtype) &&
     (shape === undefined || (value.shape.length === shape.length && shape.every((size, i) => size === -1 || value.shape[i] === size)));
-  guards.set(guard, shape === undefined ? { dtype } : { dtype, shape: [...shape] });
+  Object.defineProperty(guard, specMark, { value: shape === undefined ? { dtype } : { dtype, shape: [...shape] } });
   return guard;
 }
 

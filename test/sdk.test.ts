@@ -345,3 +345,20 @@ describe("values and frames", () => {
     expect(stdout).toMatch(/ok \| 5 passed \| 0 failed/);
   });
 });
+
+describe("two copies of the SDK agree", () => {
+  it("on what a tensor is, and on a tensor guard's spec in a published schema: a plugin may bring its own copy", async () => {
+    // Another instance of the same modules, as a plugin's own node_modules or build would give.
+    const anotherCopy = "../sdk/values.ts?another-copy";
+    const other = (await import(anotherCopy)) as typeof import("../sdk/values.ts");
+    const { jsonSchemaText } = await import("../sdk/schema.ts");
+    expect(other.Tensor).not.toBe(Tensor);
+    const theirs = new other.Tensor("float32", [2], new Float32Array([1, 2]));
+    expect(theirs instanceof Tensor).toBe(true);
+    expect(new Tensor("int32", [1], new Int32Array([1])) instanceof other.Tensor).toBe(true);
+    expect({ dtype: "float32", shape: [2], data: new Float32Array(2) } instanceof Tensor).toBe(false);
+    expect(encodeValue(theirs).kind.case).toBe("tensor");
+    const schema = z.tuple([z.custom(other.isTensor("float32", [-1, 4]))]);
+    expect(JSON.parse(jsonSchemaText(schema, "args")).prefixItems[0]["x-plinth-tensor"]).toEqual({ dtype: "float32", shape: [-1, 4] });
+  });
+});
