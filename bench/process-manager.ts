@@ -14,6 +14,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { WaitActionRequestSchema, WaitActionResponseSchema } from "../gen/plinth/v1/action_service_pb.ts";
 import { PredictRequestSchema, PredictResponseSchema } from "../gen/plinth/v1/engine_service_pb.ts";
 import { FrameDecoder } from "../sdk/worker/frames.ts";
+import { BundleFolder } from "../server/process/bundle-folder.ts";
 import { buildNodeEntry } from "../server/process/node-entry.ts";
 import { bundlePlugin } from "../server/process/plugin-bundle.ts";
 import { bytes, cancelMs, createModel, latencies, root, startPlinth, startReporting, stop, throughput, unary } from "./grpc-calls.ts";
@@ -52,7 +53,8 @@ async function crashMs(client: grpc.Client, modelId: string): Promise<number> {
 /** The Node child and the trivial plugin as the server builds them (server/process/node-entry.ts, plugin-bundle.ts), or both through tsx. */
 const childBuild = await buildNodeEntry(pino({ level: "silent" }));
 const trivialPlugin = join(root, "bench/plugins/trivial.ts");
-const trivialBundle = childBuild && (await bundlePlugin(trivialPlugin, childBuild));
+const bundles = new BundleFolder();
+const trivialBundle = childBuild && (await bundlePlugin(trivialPlugin, childBuild, bundles.path));
 const entryArgs =
   childBuild && typeof trivialBundle === "string"
     ? [childBuild.entry, trivialBundle]
@@ -103,6 +105,7 @@ await stop(echo.child);
 
 const nodeSpawn = await latencies(quick ? 5 : 10, () => rawSpawn(process.execPath, ["-e", "0"]));
 const workerSpawn = await latencies(quick ? 3 : 6, rawWorkerSpawn);
+bundles.remove();
 
 // Warm: reused workers, max_children 2.
 const warm = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, max_queue: 10000, sigterm_timeout: 1 } });

@@ -61,7 +61,7 @@ describe("warm workers", () => {
     const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
     const [entry, plugin] = args.filter((arg) => arg.endsWith(".mjs"));
     expect(entry).toMatch(/node_modules\/\.cache\/plinth\/node-child-[0-9a-f]{16}\/node\.mjs$/);
-    expect(plugin).toMatch(/node_modules\/\.cache\/plinth\/plugins\/[0-9a-f]{16}\.mjs$/);
+    expect(plugin).toMatch(/\/plinth-plugins-\d+-\w+\/[0-9a-f]{16}\.mjs$/);
     expect(args.some((arg) => arg.includes("tsx"))).toBe(false);
   });
 

@@ -6,7 +6,7 @@
  * child, and the more a child holds the longer the kernel takes to tear it down when it
  * is killed. The plugin itself is built too (plugin-bundle.ts), against this build's SDK.
  */
-import { createHash } from "node:crypto";
+import { createHash, randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
@@ -20,12 +20,10 @@ export interface NodeBuild {
   entry: string;
   /** Each public SDK module's source path → its built file: a plugin's import of one is pointed there. */
   sdk: ReadonlyMap<string, string>;
-  /** The folder of the build, which a child under the permission model must read. */
-  dir: string;
 }
 
 /** Where the server keeps what it builds: in the checkout, so servers of one share it. */
-export const CACHE_DIR = join(PLINTH_DIR, "node_modules/.cache/plinth");
+const CACHE_DIR = join(PLINTH_DIR, "node_modules/.cache/plinth");
 
 /** The SDK modules a plugin may import (sdk/*.ts but the private `_` ones), by their names in the build. */
 function sdkEntries(): Record<string, string> {
@@ -67,7 +65,7 @@ export async function buildNodeEntry(logger: Logger): Promise<NodeBuild | undefi
     const dir = join(CACHE_DIR, `node-child-${hash.digest("hex").slice(0, 16)}`);
     // Whole or not at all, for another server starting at the same time: written aside,
     // then renamed into place (which fails harmlessly when another got there first).
-    const partial = `${dir}.${process.pid}`;
+    const partial = `${dir}.${randomUUID()}`;
     if (!existsSync(dir))
       try {
         for (const file of outputFiles) {
@@ -78,10 +76,11 @@ export async function buildNodeEntry(logger: Logger): Promise<NodeBuild | undefi
         renameSync(partial, dir);
       } catch (error) {
         rmSync(partial, { recursive: true, force: true });
-        if (!["EEXIST", "ENOTEMPTY"].includes((error as NodeJS.ErrnoException).code ?? "")) throw error;
+        // Another server put the same build in place first.
+        if (!existsSync(dir)) throw error;
       }
     const built = new Map(Object.entries(sdk).map(([name, source]) => [source, join(dir, `${name}.mjs`)]));
-    return { entry: join(dir, "node.mjs"), sdk: built, dir };
+    return { entry: join(dir, "node.mjs"), sdk: built };
   } catch (error) {
     logger.warn({ err: error }, "could not build the Node children's code: they load it through tsx");
     return undefined;

@@ -28,6 +28,7 @@ import { CallKind, type Hello, type Result, type Value, ValueSchema } from "../.
 import { MAX_CHECKPOINT_BYTES } from "../../sdk/context.ts";
 import { PlinthError } from "../errors.ts";
 import type { Settle } from "../wait-in-queue.ts";
+import { BundleFolder } from "./bundle-folder.ts";
 import { type ChildExit, ChildFailure, type ChildOptions, PluginChild, type ResidentChanges, type ResidentKey } from "./child.ts";
 import { FairQueue, type OrderOf } from "./fair-queue.ts";
 import { formatHint } from "./format-hint.ts";
@@ -290,6 +291,7 @@ export class ProcessManager {
   readonly #tooLarge = new Set<string>();
   /** Each Node target's plugin built to JavaScript (plugin-bundle.ts), once it is described; none: through tsx. */
   readonly #bundles = new WeakMap<PluginTarget, string | undefined>();
+  readonly #bundleFolder = new BundleFolder();
   readonly #timer: ReturnType<typeof setInterval>;
   /** The prewarm to come, if one is due. */
   #prewarmTimer: ReturnType<typeof setTimeout> | undefined;
@@ -678,6 +680,7 @@ export class ProcessManager {
       for (const waiter of this.#queue.clear()) waiter.reject(error);
     }
     await Promise.all([...this.#workers].map((w) => w.child.terminate(this.#o.sigtermTimeoutMs)));
+    this.#bundleFolder.remove();
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -765,7 +768,11 @@ export class ProcessManager {
 
   async #bundle(target: PluginTarget): Promise<void> {
     const node = this.#o.node!;
-    const built = await bundlePlugin(target.module, node).catch((error: Error) => ({ why: error.message }));
+    // A plugin under the permission model is not built: the server would read for it, as
+    // its own user, every file it imports, where the plugin may not read them itself.
+    const built = target.permissions
+      ? { why: "it runs under the permission model (permissions)" }
+      : await bundlePlugin(target.module, node, this.#bundleFolder.path).catch((error: Error) => ({ why: error.message }));
     if (typeof built !== "string") this.#o.logger.info({ plugin: target.label ?? target.module, why: built.why }, "plugin loads through tsx");
     this.#bundles.set(target, typeof built === "string" ? built : undefined);
   }

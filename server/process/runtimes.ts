@@ -164,11 +164,10 @@ function packageFilesAbove(dir: string): string[] {
  * thread) and child processes (tsx compiles TypeScript with esbuild's) stay allowed;
  * native addons only with `addons: true`.
  */
-function nodePermissionFlags(target: PluginTarget, built: string[]): string[] {
+function nodePermissionFlags(target: PluginTarget): string[] {
   const p = target.permissions;
   if (!p) return [];
   const read = [
-    ...built,
     dirname(target.module),
     sdkDir,
     genDir,
@@ -286,7 +285,7 @@ export function residentBytesOf(target: PluginTarget): number {
  */
 export function childCommand(target: PluginTarget, settings: WorkerSettings, bundle?: string): ChildCommand {
   const { denoDir } = settings;
-  const built = target.runtime === "node" && settings.node && bundle ? { entry: settings.node.entry, dir: settings.node.dir, bundle } : undefined;
+  const built = target.runtime === "node" && settings.node && bundle ? { entry: settings.node.entry, bundle } : undefined;
   // The resident budget goes in bytes, right after the progress interval (both adapters).
   const tail = [built?.bundle ?? target.module, String(settings.maxFrameBytes), String(settings.progressIntervalMs), String(residentBytesOf(target))];
   const env = childEnv(target.env);
@@ -305,7 +304,7 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings, bun
   // plugin's limit, and the process has the runtime's reserve on top): the heap running
   // out ends the thread, and the call, cleanly as out_of_memory, instead of V8 aborting
   // the process when the kernel refuses it memory midway through a collection.
-  const permissions = nodePermissionFlags(target, built ? [built.dir, built.bundle] : []);
+  const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
     args: [
