@@ -772,7 +772,10 @@ export class ProcessManager {
     // its own user, every file it imports, where the plugin may not read them itself.
     const built = target.permissions
       ? { why: "it runs under the permission model (permissions)" }
-      : await bundlePlugin(target.module, node, this.#bundleFolder.path).catch((error: Error) => ({ why: error.message }));
+      : await Promise.resolve()
+          // The folder too: a temporary folder that cannot be written leaves the plugin to tsx.
+          .then(() => bundlePlugin(target.module, node, this.#bundleFolder.path))
+          .catch((error: Error) => ({ why: error.message }));
     if (typeof built !== "string") this.#o.logger.info({ plugin: target.label ?? target.module, why: built.why }, "plugin loads through tsx");
     this.#bundles.set(target, typeof built === "string" ? built : undefined);
   }
