@@ -2,6 +2,7 @@
 import { execFile } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { root, startTestServer, type TestServer } from "./helpers/server.ts";
@@ -32,5 +33,21 @@ describe("the README's TypeScript client", () => {
     expect(lines).toContain("succeeded succeeded succeeded");
     expect(lines.some((l) => l.startsWith("accessing_data "))).toBe(true);
     expect(program).toContain("// species: [ 'setosa', 'virginica' ]");
+  });
+
+  it("embeds a server with plinth/server, trains and predicts through it, and stops it", async () => {
+    const embedded = [...section.matchAll(/```ts\n([^`]*(?:`[^`]+`[^`]*)*)```/g)]
+      .map((m) => m[1]!)
+      .find((code) => code.startsWith("// embedded.ts"))!;
+    // Run where a user would, in a folder of its own (its data/ goes there), the modules found in the repository.
+    const dir = tempDir();
+    writeFileSync(join(dir, "package.json"), '{ "type": "module" }');
+    const file = join(dir, "embedded.ts");
+    writeFileSync(file, embedded.replace("./client/mod.ts", join(root, "client/mod.ts")).replace("./server/mod.ts", join(root, "server/mod.ts")));
+    const tsx = pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href;
+    const { stdout } = await run(process.execPath, ["--import", tsx, file], { cwd: dir });
+    expect(stdout.split("\n")).toContain("species: [ 'setosa' ]");
+    expect(embedded).toContain("// species: [ 'setosa' ]");
+    expect(JSON.parse(stdout.trim().split("\n").at(-1)!).msg).toBe("stopped");
   });
 });
