@@ -7,6 +7,7 @@
  * UNAUTHENTICATED → 26, …); 130 interrupted, the action left running.
  */
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline/promises";
 import { timestampDate } from "@bufbuild/protobuf/wkt";
 import { Command, CommanderError, Option } from "commander";
@@ -18,6 +19,7 @@ import type { Action } from "../gen/plinth/v1/action_pb.ts";
 import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
 import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
 import type { Model } from "../gen/plinth/v1/model_pb.ts";
+import { PLINTH_DIR } from "../server/package-root.ts";
 import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
 import { actionJson, actionsTable, actionText, type Format, modelJson, modelsTable, print, table } from "./output.ts";
 import { follower } from "./progress.ts";
@@ -43,7 +45,7 @@ const program = new Command()
   .addOption(new Option("--tls-cert <file>", "mutual TLS: this client's certificate"))
   .addOption(new Option("--tls-key <file>", "mutual TLS: this client's key"))
   .addOption(new Option("-o, --output <format>", "table, json or yaml").choices(["table", "json", "yaml"]).default("table"))
-  .version(JSON.parse(readFileSync(new URL("../package.json", import.meta.url), "utf8")).version)
+  .version(JSON.parse(readFileSync(join(PLINTH_DIR, "package.json"), "utf8")).version)
   .showHelpAfterError()
   .exitOverride();
 

@@ -7,15 +7,15 @@ import { existsSync, readFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { createRequire } from "node:module";
 import { dirname, isAbsolute, join, resolve } from "node:path";
-import { fileURLToPath } from "node:url";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
 import { PlinthError } from "../errors.ts";
+import { PLINTH_DIR } from "../package-root.ts";
 import type { Role } from "../roles.ts";
 import { type Config, configSchema } from "./schema.ts";
 
 /** The repository root: where the example plugins live. */
-const root = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
+const root = PLINTH_DIR;
 
 /** The example plugins that the embedded default loads. */
 export const examplePlugins = [

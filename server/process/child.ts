@@ -27,6 +27,7 @@ import {
 } from "../../gen/plinth/worker/v1/worker_pb.ts";
 import { encodeChunks } from "../../sdk/worker/encode-chunks.ts";
 import { FrameDecoder, framedChunks } from "../../sdk/worker/frames.ts";
+import { PLINTH_DIR } from "../package-root.ts";
 import { LogTail } from "./log-tail.ts";
 import {
   allProcessesAsync,
@@ -44,7 +45,7 @@ import {
   signalOwned,
   treeBelow,
 } from "./proc.ts";
-import { type ChildCommand, PLINTH_DIR } from "./runtimes.ts";
+import type { ChildCommand } from "./runtimes.ts";
 
 /** How a child ended: data, not an exception. */
 export interface ChildExit {

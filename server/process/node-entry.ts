@@ -11,8 +11,8 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync }
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
 import type { Logger } from "pino";
+import { PLINTH_DIR } from "../package-root.ts";
 import { withEsbuild } from "./esbuild.ts";
-import { PLINTH_DIR } from "./runtimes.ts";
 
 /** What the server built: the child's entry, and the SDK's modules a plugin shares with the plugin thread. */
 export interface NodeBuild {

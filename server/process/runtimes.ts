@@ -8,7 +8,8 @@ import { type Dirent, existsSync, readdirSync, realpathSync } from "node:fs";
 import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
-import { fileURLToPath, pathToFileURL } from "node:url";
+import { pathToFileURL } from "node:url";
+import { PLINTH_DIR } from "../package-root.ts";
 import type { NodeBuild } from "./node-entry.ts";
 
 export type Runtime = "node" | "deno";
@@ -67,8 +68,6 @@ function childEnv(names: string[] | undefined): Record<string, string> {
 }
 
 const require = createRequire(import.meta.url);
-/** Plinth's own folder: the SDK and the generated code are in it. */
-export const PLINTH_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 const sdkDir = join(PLINTH_DIR, "sdk");
 /** The generated protocol code the SDK imports (the plugin thread loads it as a worker, with read permission). */
 const genDir = resolve(sdkDir, "../gen");

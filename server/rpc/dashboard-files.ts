@@ -6,9 +6,9 @@
 import { readFile, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { extname, join, normalize, sep } from "node:path";
-import { fileURLToPath } from "node:url";
+import { PLINTH_DIR } from "../package-root.ts";
 
-export const DASHBOARD_DIR = fileURLToPath(new URL("../../dashboard/dist", import.meta.url));
+export const DASHBOARD_DIR = join(PLINTH_DIR, "dashboard/dist");
 
 const types: Record<string, string> = {
   ".html": "text/html; charset=utf-8",
