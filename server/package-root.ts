@@ -15,4 +15,7 @@ function packageRoot(from: string): string {
   }
 }
 
-export const PLINTH_DIR = packageRoot(dirname(fileURLToPath(import.meta.url)));
+const here = dirname(fileURLToPath(import.meta.url));
+export const PLINTH_DIR = packageRoot(here);
+/** Whether this code is the package's build (dist/, `npm run build`) rather than the sources run through tsx. */
+export const BUILT = here.startsWith(join(PLINTH_DIR, "dist"));

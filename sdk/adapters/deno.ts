@@ -20,7 +20,9 @@ if (!modulePath?.startsWith("/") || !(residentBudget >= 0)) {
 
 const moduleUrl = `file://${modulePath.split("/").map(encodeURIComponent).join("/")}`;
 const start = threadStart(moduleUrl, "deno", Deno.pid, Number(progressIntervalMs ?? 50), residentBudget);
-const worker = new Worker(new URL("./deno-thread.ts", import.meta.url).href, { type: "module" });
+// Beside this file: deno-thread.ts in the sources, deno-thread.mjs in the package's build (dist/).
+const thread = import.meta.url.endsWith(".mjs") ? "./deno-thread.mjs" : "./deno-thread.ts";
+const worker = new Worker(new URL(thread, import.meta.url).href, { type: "module" });
 worker.postMessage(start.message);
 
 const toStderr = console.error.bind(console);

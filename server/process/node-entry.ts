@@ -11,7 +11,7 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync }
 import { dirname, join } from "node:path";
 import { build } from "esbuild";
 import type { Logger } from "pino";
-import { PLINTH_DIR } from "../package-root.ts";
+import { BUILT, PLINTH_DIR } from "../package-root.ts";
 import { withEsbuild } from "./esbuild.ts";
 
 /** What the server built: the child's entry, and the SDK's modules a plugin shares with the plugin thread. */
@@ -24,6 +24,19 @@ export interface NodeBuild {
 
 /** Where the server keeps what it builds: in the checkout, so servers of one share it. */
 const CACHE_DIR = join(PLINTH_DIR, "node_modules/.cache/plinth");
+
+/**
+ * The build's own child (dist/sdk/adapters/node.mjs, made by `npm run build` in the same
+ * split build as dist/sdk/*.mjs): nothing to build at start. A plugin's import of the
+ * SDK's source (the examples' ../../sdk/mod.ts) goes to the built module, and one of
+ * `plinth/sdk` resolves to the built module itself: either way the thread's instance.
+ * Nothing is written: an installed package may be read-only.
+ */
+function prebuilt(): NodeBuild {
+  const dist = join(PLINTH_DIR, "dist");
+  const sdk = new Map(Object.entries(sdkEntries()).map(([name, source]) => [source, join(dist, `${name}.mjs`)]));
+  return { entry: join(dist, "sdk/adapters/node.mjs"), sdk };
+}
 
 /** The SDK modules a plugin may import (sdk/*.ts but the private `_` ones), by their names in the build. */
 function sdkEntries(): Record<string, string> {
@@ -38,6 +51,7 @@ function sdkEntries(): Record<string, string> {
  * written: children then start through tsx.
  */
 export async function buildNodeEntry(logger: Logger): Promise<NodeBuild | undefined> {
+  if (BUILT) return prebuilt();
   const sdk = sdkEntries();
   try {
     // One build with shared chunks: the plugin thread and a plugin importing sdk/mod.mjs

@@ -23,6 +23,7 @@ import { dirname, extname, join } from "node:path";
 import { pathToFileURL } from "node:url";
 import { init as initLexer, parse as parseModule } from "es-module-lexer";
 import { build, type Loader, type Plugin } from "esbuild";
+import { PLINTH_DIR } from "../package-root.ts";
 import { withEsbuild } from "./esbuild.ts";
 import type { NodeBuild } from "./node-entry.ts";
 
@@ -35,6 +36,9 @@ const LOADERS: Record<string, Loader> = { ".ts": "ts", ".mts": "ts", ".cts": "ts
 /** A package file Node loads itself; anything else in node_modules (TypeScript) is built in. */
 const NODE_LOADS = /\.(js|mjs|cjs|node)$/;
 const RESOLVED = Symbol("resolved");
+
+/** The package's SDK exports a plugin may import, by their sources (node.sdk maps each to the build). */
+const OWN_EXPORTS: Record<string, string> = { "plinth/sdk": "sdk/mod.ts", "plinth/sdk/testing": "sdk/testing.ts" };
 
 /** Why a plugin is not built, when it is not. */
 export type Unbuilt = { why: string };
@@ -57,6 +61,14 @@ export async function bundlePlugin(module: string, node: NodeBuild, dir: string)
       b.onResolve({ filter: /.*/ }, async (args) => {
         if (args.kind === "entry-point" || args.pluginData === RESOLVED) return undefined;
         requires ||= args.kind === "require-call" || args.kind === "require-resolve";
+        // `plinth/sdk` is always this server's SDK, the plugin thread's instance: whether the
+        // plugin's folder has the package or not (a bare folder), and whatever version it has
+        // (its copy gives the editor its types).
+        const own = OWN_EXPORTS[args.path];
+        if (own) {
+          const built = node.sdk.get(join(PLINTH_DIR, own));
+          if (built) return { path: built, external: true };
+        }
         const found = await b.resolve(args.path, {
           kind: args.kind,
           importer: args.importer,

@@ -9,7 +9,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { PLINTH_DIR } from "../package-root.ts";
+import { BUILT, PLINTH_DIR } from "../package-root.ts";
 import type { NodeBuild } from "./node-entry.ts";
 
 export type Runtime = "node" | "deno";
@@ -71,6 +71,13 @@ const require = createRequire(import.meta.url);
 const sdkDir = join(PLINTH_DIR, "sdk");
 /** The generated protocol code the SDK imports (the plugin thread loads it as a worker, with read permission). */
 const genDir = resolve(sdkDir, "../gen");
+/**
+ * The Deno child's entry: the SDK's source in a clone; in the installed package the build,
+ * since Deno strips no types under node_modules (ERR_UNSUPPORTED_NODE_MODULES_TYPE_STRIPPING),
+ * and a plugin's `plinth/sdk` is then dist/sdk/mod.mjs, the thread's own instance.
+ */
+const denoEntry = BUILT ? join(PLINTH_DIR, "dist/sdk/adapters/deno.mjs") : join(sdkDir, "adapters/deno.ts");
+const distDir = BUILT ? join(PLINTH_DIR, "dist") : undefined;
 
 /** The tsx loader, resolved once so the child does not depend on the cwd. */
 const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
@@ -215,7 +222,7 @@ function denoFlags(target: PluginTarget): string[] {
   // Dynamic import and workers need read access to the module graph: the plugin's
   // folder, the SDK and its generated code, and the node_modules their npm imports
   // resolve from.
-  const read = [dirname(target.module), sdkDir, genDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
+  const read = [dirname(target.module), sdkDir, genDir, distDir, nodeModulesOf(target.module), nodeModulesOf(sdkDir), ...(p.read ?? [])];
   const unique = [...new Set(read.filter((x): x is string => typeof x === "string"))];
   const flags = [`--allow-read=${unique.join(",")}`];
   // Deno checks the path it is given, not where a symlink leads: a link in an allowed
@@ -294,7 +301,7 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings, bun
     const v8 = [`--v8-flags=--expose-gc${memory === undefined ? "" : `,--max-old-space-size=${Math.floor(memory)}`}`];
     const command = {
       file: settings.denoBinary ?? denoBinary(),
-      args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), join(sdkDir, "adapters/deno.ts"), ...tail],
+      args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), denoEntry, ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
     return limited(command, memory, "deno");

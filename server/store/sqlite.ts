@@ -8,11 +8,12 @@
  */
 import { once } from "node:events";
 import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { PlinthError } from "../errors.ts";
+import { PLINTH_DIR } from "../package-root.ts";
 import { randomHex, runId } from "../run-id.ts";
 import { type ActionWrite, Batcher } from "./batcher.ts";
 import { migrate } from "./migrations.ts";
@@ -173,7 +174,7 @@ export class SqliteStore implements Store {
     this.#writes = new Batcher({ commit: (writes) => this.#commit(writes), onCommit: options.onCommit });
     // Checkpoints (with their fsync) run in a worker thread, off the event loop.
     db.pragma("wal_autocheckpoint = 0");
-    this.#checkpointer = new Worker(new URL("./checkpointer.mjs", import.meta.url), {
+    this.#checkpointer = new Worker(join(PLINTH_DIR, "server/store/checkpointer.mjs"), {
       workerData: { path, periodMs: CHECKPOINT_PERIOD_MS },
     });
     this.#checkpointer.unref();

@@ -1,0 +1,39 @@
+// `npm run build` (and `prepare`, so `npm pack` too): the package's JavaScript in dist/ with
+// esbuild, one build split into shared chunks, so that the SDK a plugin imports
+// (plinth/sdk → dist/sdk/mod.mjs) is the very module the plugin thread runs
+// (dist/sdk/adapters/node-thread.mjs); packages stay imports of node_modules. Then the
+// declarations of the public entries with tsc (tsconfig.build.json) in dist/types.
+import { execFileSync } from "node:child_process";
+import { readdirSync, rmSync } from "node:fs";
+import { build } from "esbuild";
+
+const started = performance.now();
+rmSync("dist", { recursive: true, force: true });
+const sdk = readdirSync("sdk").filter((name) => name.endsWith(".ts") && !name.startsWith("_"));
+await build({
+  entryPoints: {
+    "cli/main": "cli/main.ts",
+    "server/main": "server/main.ts",
+    "server/mod": "server/mod.ts",
+    "client/mod": "client/mod.ts",
+    "sdk/adapters/node": "sdk/adapters/node.ts",
+    "sdk/adapters/node-thread": "sdk/adapters/node-thread.ts",
+    "sdk/adapters/deno": "sdk/adapters/deno.ts",
+    "sdk/adapters/deno-thread": "sdk/adapters/deno-thread.ts",
+    ...Object.fromEntries(sdk.map((name) => [`sdk/${name.slice(0, -3)}`, `sdk/${name}`])),
+  },
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
+  chunkNames: "chunks/[name]-[hash]",
+  bundle: true,
+  splitting: true,
+  packages: "external",
+  platform: "node",
+  format: "esm",
+  target: "node20",
+  sourcemap: "linked",
+  logLevel: "warning",
+});
+const js = performance.now();
+execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+console.log(`dist/: JavaScript ${Math.round(js - started)} ms, declarations ${Math.round(performance.now() - js)} ms`);

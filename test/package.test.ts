@@ -1,0 +1,121 @@
+/**
+ * Plinth as a package, as a team installs it into a project of its own: the clone's build
+ * packed with `npm pack`, the tarball installed into an empty folder that has no access to
+ * the clone, a TypeScript plugin there importing `plinth/sdk`, served by `npx plinth serve`
+ * and driven by `npx plinth` (create, fit, predict), all from the installed build.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { once } from "node:events";
+import { readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { root } from "./helpers/server.ts";
+import { tempDir } from "./helpers/temp.ts";
+
+const run = promisify(execFile);
+/** An install from the registry's metadata and npm's cache takes a while on a busy machine. */
+const SLOW = 600_000;
+
+let app: string;
+/** The environment of the project's commands: none of the clone's. */
+let env: NodeJS.ProcessEnv;
+
+beforeAll(async () => {
+  // The build as `npm pack` ships it, made now: a clone's dist/ may be older than its sources.
+  await run(process.execPath, [join(root, "scripts/build.mjs")], { cwd: root });
+  const packed = tempDir("plinth-pack-");
+  await run("npm", ["pack", "--ignore-scripts", "--pack-destination", packed], { cwd: root });
+  const tarball = join(packed, readdirSync(packed).find((name) => name.endsWith(".tgz"))!);
+
+  // better-sqlite3's binary for this Node, from the clone (no download; compiling it would take minutes).
+  const prebuilds = tempDir("plinth-prebuilds-");
+  const version = (await import(join(root, "node_modules/better-sqlite3/package.json"), { with: { type: "json" } })).default.version;
+  const name = `better-sqlite3-v${version}-node-v${process.versions.modules}-${process.platform}-${process.arch}.tar.gz`;
+  await run("tar", ["-czf", join(prebuilds, name), "-C", join(root, "node_modules/better-sqlite3"), "build/Release/better_sqlite3.node"]);
+
+  app = tempDir("plinth-app-");
+  env = { PATH: process.env.PATH, HOME: process.env.HOME, npm_config_better_sqlite3_local_prebuilds: prebuilds, NO_COLOR: "1" };
+  writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
+  await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", tarball], { cwd: app, env });
+}, SLOW);
+
+let server: ChildProcess | undefined;
+afterAll(async () => {
+  if (server && server.exitCode === null && server.signalCode === null) {
+    server.kill("SIGTERM");
+    await once(server, "exit");
+  }
+});
+
+const plinth = (args: string[]) => run("npx", ["plinth", ...args], { cwd: app, env });
+
+describe("the package installed into a project of its own", () => {
+  it("runs the command line from its build", async () => {
+    const { stdout } = await plinth(["--help"]);
+    expect(stdout).toContain("serve");
+  });
+
+  it("serves a TypeScript plugin that imports plinth/sdk, and trains and predicts with it through npx plinth", async () => {
+    writeFileSync(
+      join(app, "mean.ts"),
+      `import { defineModel, definePlugin, Tensor } from "plinth/sdk";
+
+interface Mean { mean: number }
+
+export default definePlugin({
+  name: "mean",
+  models: {
+    "mean.Mean": defineModel({
+      instantiate: (): Mean => ({ mean: 0 }),
+      fit: (_ctx, _model: Mean, args): Mean => {
+        const xs = args[0] as number[];
+        return { mean: xs.reduce((a, b) => a + b, 0) / xs.length };
+      },
+      predict: (_ctx, model: Mean) => new Tensor("float32", [1], new Float32Array([model.mean])),
+    }),
+  },
+});
+`,
+    );
+    writeFileSync(
+      join(app, "plinth.yaml"),
+      [
+        "server:",
+        "  address: 127.0.0.1:0",
+        "http:",
+        '  address: "off"',
+        "backend:",
+        "  path: data/plinth.db",
+        "plugins:",
+        "  - module: mean.ts",
+      ].join("\n"),
+    );
+    server = spawn("npx", ["plinth", "serve", "--config", "plinth.yaml"], { cwd: app, env, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    const port = await new Promise<string>((resolve, reject) => {
+      server!.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        const match = /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/.exec(out);
+        if (match) resolve(match[1]!);
+      });
+      server!.once("exit", (code) => reject(new Error(`plinth serve exited with ${code}:\n${out}`)));
+    });
+    const address = ["--address", `127.0.0.1:${port}`];
+
+    const created = JSON.parse((await plinth(["create", "mean.Mean", ...address, "-o", "json"])).stdout) as { modelId: string };
+    const modelId = created.modelId;
+    await plinth(["fit", modelId, "-a", "[1, 2, 6]", ...address]);
+    const { stdout } = await plinth(["predict", modelId, ...address, "-o", "json"]);
+    // The plugin's Tensor, made by its plinth/sdk, travels as a tensor: one SDK with the child's.
+    const tensor = JSON.parse(stdout).result.prediction.tensor as { dtype: string; shape: number[]; data: string };
+    expect(tensor).toMatchObject({ dtype: "D_TYPE_FLOAT32", shape: [1] });
+    expect(Buffer.from(tensor.data, "base64").readFloatLE(0)).toBe(3);
+
+    // Not through tsx: the child runs the installed build.
+    server.kill("SIGTERM");
+    const [code] = await once(server, "exit");
+    expect(code).toBe(0);
+    expect(out).not.toContain("plugin loads through tsx");
+  });
+});
