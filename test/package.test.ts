@@ -91,7 +91,12 @@ export default definePlugin({
         "  - module: mean.ts",
       ].join("\n"),
     );
-    server = spawn("npx", ["plinth", "serve", "--config", "plinth.yaml"], { cwd: app, env, stdio: ["ignore", "pipe", "inherit"] });
+    // The command npx runs (node_modules/.bin/plinth), started directly: the test owns the server's pid for its SIGTERM.
+    server = spawn(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "plinth.yaml"], {
+      cwd: app,
+      env,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
     let out = "";
     const port = await new Promise<string>((resolve, reject) => {
       server!.stdout!.on("data", (chunk: Buffer) => {
@@ -113,9 +118,22 @@ export default definePlugin({
     expect(Buffer.from(tensor.data, "base64").readFloatLE(0)).toBe(3);
 
     // Not through tsx: the child runs the installed build.
+    expect(out).not.toContain("plugin loads through tsx");
     server.kill("SIGTERM");
     const [code] = await once(server, "exit");
     expect(code).toBe(0);
-    expect(out).not.toContain("plugin loads through tsx");
+    expect(out).toMatch(/"msg":"stopped"/);
+  });
+
+  it("says how to get Deno when a plugin asks for it and the project has none", async () => {
+    writeFileSync(join(app, "deno.yaml"), ["server:", "  address: 127.0.0.1:0", "plugins:", "  - module: mean.ts", "    runtime: deno"].join("\n"));
+    const failed = await plinth(["serve", "--config", "deno.yaml"]).then(
+      () => undefined,
+      (error: { code: number; stdout: string }) => error,
+    );
+    expect(failed?.code).toBe(1);
+    expect(failed?.stdout).toMatch(
+      /plugins\[0\].*runtime: deno needs Deno: install the npm package beside Plinth \(npm install deno\), or give its binary as engine\.deno_binary/,
+    );
   });
 });

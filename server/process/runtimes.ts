@@ -9,6 +9,7 @@ import { createRequire } from "node:module";
 import { availableParallelism } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { PlinthError } from "../errors.ts";
 import { BUILT, PLINTH_DIR } from "../package-root.ts";
 import type { NodeBuild } from "./node-entry.ts";
 
@@ -82,9 +83,17 @@ const distDir = BUILT ? join(PLINTH_DIR, "dist") : undefined;
 /** The tsx loader, resolved once so the child does not depend on the cwd. */
 const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
 
-/** The native deno binary of the npm `deno` package. */
+/** The native deno binary of the npm `deno` package (a devDependency of Plinth's; a project that installed Plinth adds its own). */
 export function denoBinary(): string {
-  const pkg = dirname(require.resolve("deno/package.json"));
+  let pkg: string;
+  try {
+    pkg = dirname(require.resolve("deno/package.json"));
+  } catch {
+    throw new PlinthError(
+      "invalid_argument",
+      "a plugin with runtime: deno needs Deno: install the npm package beside Plinth (npm install deno), or give its binary as engine.deno_binary",
+    );
+  }
   return join(pkg, "deno");
 }
 
