@@ -5,8 +5,11 @@
  *
  * Servers run as separate processes (as in production); this process is the client.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
@@ -172,6 +175,43 @@ for (let i = 0; i < (quick ? 5 : 15); i++) denoSpinning.push(await cancelMs(deno
 denoSpinning.sort((a, b) => a - b);
 await deno.stop();
 
+// Start to "serving" with the embedded default (the example plugins), the package's build
+// (what an installed Plinth runs: npm run build) against the sources through tsx (a
+// clone's npm start), turn about, each in a folder of its own (its data/).
+execFileSync(process.execPath, [join(root, "scripts/build.mjs")], { cwd: root, stdio: "ignore" });
+const startToServing = (args: string[]) =>
+  new Promise<number>((resolve, reject) => {
+    const cwd = mkdtempSync(join(tmpdir(), "plinth-bench-start-"));
+    const started = performance.now();
+    const server = spawn(process.execPath, [...args, "--address", "127.0.0.1:0", "--http-address", "off"], {
+      cwd,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    server.once("exit", () => rmSync(cwd, { recursive: true, force: true }));
+    let out = "";
+    server.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      if (!out.includes('"msg":"serving"')) return;
+      const took = performance.now() - started;
+      server.once("exit", () => resolve(took));
+      server.kill("SIGTERM");
+      server.stdout!.resume();
+    });
+    server.once("exit", (code) => {
+      if (!out.includes('"msg":"serving"')) reject(new Error(`the server exited with ${code}: ${out}`));
+    });
+  });
+const builtStarts: number[] = [];
+const tsxStarts: number[] = [];
+for (let i = 0; i < (quick ? 2 : 5); i++) {
+  builtStarts.push(await startToServing([join(root, "dist/server/main.mjs")]));
+  tsxStarts.push(
+    await startToServing(["--import", pathToFileURL(join(root, "node_modules/tsx/dist/loader.mjs")).href, join(root, "server/main.ts")]),
+  );
+}
+builtStarts.sort((a, b) => a - b);
+tsxStarts.sort((a, b) => a - b);
+
 row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
 row("predict (wait) warm, p95", ms(warmLatency.p95), `echo p95 ${ms(echoLatency.p95)}`, "");
 row("predict (wait) cold, p50", ms(coldLatency.p50), `raw spawn to hello p50 ${ms(workerSpawn.p50)}`, "");
@@ -201,6 +241,12 @@ row("server stop (SIGTERM), plugin ignoring SIGTERM running", ms(stopped), "sigt
 row("deno plugin: predict (wait) warm, p50 / p95", `${ms(denoLatency.p50)} / ${ms(denoLatency.p95)}`, `echo p50 ${ms(echoLatency.p50)}`, "");
 row("deno plugin: cancel, cooperative, p50 / max", `${ms(percentile(denoCancel, 50))} / ${ms(denoCancel.at(-1)!)}`, "", "< 50 ms");
 row("deno plugin: cancel, CPU-bound, p50 / max", `${ms(percentile(denoSpinning, 50))} / ${ms(denoSpinning.at(-1)!)}`, "", "cooperative, < 100 ms");
+row(
+  "start to serving, the example plugins, p50 / max: the package's build",
+  `${ms(percentile(builtStarts, 50))} / ${ms(builtStarts.at(-1)!)}`,
+  `the sources through tsx: ${ms(percentile(tsxStarts, 50))} / ${ms(tsxStarts.at(-1)!)}`,
+  "",
+);
 row("server RSS idle / under load (peak)", `${idleRss.toFixed(0)} MiB / ${peakRss.toFixed(0)} MiB`, "", "");
 
 printTable(["what", "plinth", "baseline (same run)", "target"], rows);
