@@ -6,7 +6,7 @@
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
-import { readdirSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -38,6 +38,28 @@ beforeAll(async () => {
   env = { PATH: process.env.PATH, HOME: process.env.HOME, npm_config_better_sqlite3_local_prebuilds: prebuilds, NO_COLOR: "1" };
   writeFileSync(join(app, "package.json"), JSON.stringify({ name: "app", private: true, type: "module" }));
   await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund", tarball], { cwd: app, env });
+  // The project's plugin, in TypeScript, importing the SDK as a project does.
+  writeFileSync(
+    join(app, "mean.ts"),
+    `import { defineModel, definePlugin, Tensor } from "plinth/sdk";
+
+interface Mean { mean: number }
+
+export default definePlugin({
+  name: "mean",
+  models: {
+    "mean.Mean": defineModel({
+      instantiate: (): Mean => ({ mean: 0 }),
+      fit: (_ctx, _model: Mean, args): Mean => {
+        const xs = args[0] as number[];
+        return { mean: xs.reduce((a, b) => a + b, 0) / xs.length };
+      },
+      predict: (_ctx, model: Mean) => new Tensor("float32", [1], new Float32Array([model.mean])),
+    }),
+  },
+});
+`,
+  );
 }, SLOW);
 
 let server: ChildProcess | undefined;
@@ -57,27 +79,6 @@ describe("the package installed into a project of its own", () => {
   });
 
   it("serves a TypeScript plugin that imports plinth/sdk, and trains and predicts with it through npx plinth", async () => {
-    writeFileSync(
-      join(app, "mean.ts"),
-      `import { defineModel, definePlugin, Tensor } from "plinth/sdk";
-
-interface Mean { mean: number }
-
-export default definePlugin({
-  name: "mean",
-  models: {
-    "mean.Mean": defineModel({
-      instantiate: (): Mean => ({ mean: 0 }),
-      fit: (_ctx, _model: Mean, args): Mean => {
-        const xs = args[0] as number[];
-        return { mean: xs.reduce((a, b) => a + b, 0) / xs.length };
-      },
-      predict: (_ctx, model: Mean) => new Tensor("float32", [1], new Float32Array([model.mean])),
-    }),
-  },
-});
-`,
-    );
     writeFileSync(
       join(app, "plinth.yaml"),
       [
@@ -123,6 +124,48 @@ export default definePlugin({
     const [code] = await once(server, "exit");
     expect(code).toBe(0);
     expect(out).toMatch(/"msg":"stopped"/);
+  });
+
+  it("runs as docs/service/plinth.service says: its ExecStart serves, and systemd's stop signal stops it in order", async () => {
+    const unit = readFileSync(join(root, "docs/service/plinth.service"), "utf8");
+    const setting = (key: string) => new RegExp(`^${key}=(.*)$`, "m").exec(unit)![1]!;
+    // The unit's paths, moved: /opt/plinth is this project, /etc/plinth and /var/lib/plinth folders of the test's.
+    const etc = tempDir("plinth-etc-");
+    const data = tempDir("plinth-var-");
+    const moved = (text: string) => text.replaceAll("/opt/plinth", app).replaceAll("/etc/plinth", etc).replaceAll("/var/lib/plinth", data);
+    writeFileSync(
+      join(etc, "plinth.yaml"),
+      [
+        "server:",
+        "  address: 127.0.0.1:0",
+        "http:",
+        '  address: "off"',
+        "backend:",
+        `  path: ${data}/plinth.db`,
+        "plugins:",
+        `  - module: ${join(app, "mean.ts")}`,
+      ].join("\n"),
+    );
+    // systemd's own check of the unit, where this machine has it (paths moved, so its command exists).
+    if (existsSync("/usr/bin/systemd-analyze")) {
+      writeFileSync(join(etc, "plinth.service"), moved(unit));
+      await run("/usr/bin/systemd-analyze", ["verify", join(etc, "plinth.service")]);
+    }
+    const [command, ...args] = moved(setting("ExecStart")).split(" ");
+    const service = spawn(command!, args, { cwd: moved(setting("WorkingDirectory")), env, stdio: ["ignore", "pipe", "inherit"] });
+    let out = "";
+    await new Promise<void>((resolve, reject) => {
+      service.stdout!.on("data", (chunk: Buffer) => {
+        out += chunk.toString();
+        if (out.includes('"msg":"serving"')) resolve();
+      });
+      service.once("exit", (code) => reject(new Error(`the unit's ExecStart exited with ${code}:\n${out}`)));
+    });
+    service.kill(setting("KillSignal") as NodeJS.Signals);
+    const [code] = await once(service, "exit");
+    expect(code).toBe(0);
+    expect(out).toMatch(/"msg":"stopped"/);
+    expect(existsSync(join(data, "plinth.db"))).toBe(true);
   });
 
   it("says how to get Deno when a plugin asks for it and the project has none", async () => {
