@@ -62,13 +62,36 @@ export default definePlugin({
   );
 }, SLOW);
 
-let server: ChildProcess | undefined;
+/** The servers a test started: stopped after the file if a test left one running. */
+const servers: ChildProcess[] = [];
 afterAll(async () => {
-  if (server && server.exitCode === null && server.signalCode === null) {
+  for (const server of servers.filter((s) => s.exitCode === null && s.signalCode === null)) {
     server.kill("SIGTERM");
     await once(server, "exit");
   }
 });
+
+/** A config serving the project's plugin on a free loopback port, no HTTP listener. */
+const config = (database: string, module: string) =>
+  ["server:", "  address: 127.0.0.1:0", "http:", '  address: "off"', "backend:", `  path: ${database}`, "plugins:", `  - module: ${module}`].join(
+    "\n",
+  );
+
+/** Starts `command` in `cwd` and resolves once it logs "serving": its gRPC port, and all it logged (`output()`). */
+async function serve(command: string, args: string[], cwd: string) {
+  const server = spawn(command, args, { cwd, env, stdio: ["ignore", "pipe", "inherit"] });
+  servers.push(server);
+  let out = "";
+  const port = await new Promise<string>((resolve, reject) => {
+    server.stdout!.on("data", (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/.exec(out);
+      if (match) resolve(match[1]!);
+    });
+    server.once("exit", (code) => reject(new Error(`${command} ${args.join(" ")} exited with ${code}:\n${out}`)));
+  });
+  return { server, port, output: () => out };
+}
 
 const plinth = (args: string[]) => run("npx", ["plinth", ...args], { cwd: app, env });
 
@@ -79,34 +102,9 @@ describe("the package installed into a project of its own", () => {
   });
 
   it("serves a TypeScript plugin that imports plinth/sdk, and trains and predicts with it through npx plinth", async () => {
-    writeFileSync(
-      join(app, "plinth.yaml"),
-      [
-        "server:",
-        "  address: 127.0.0.1:0",
-        "http:",
-        '  address: "off"',
-        "backend:",
-        "  path: data/plinth.db",
-        "plugins:",
-        "  - module: mean.ts",
-      ].join("\n"),
-    );
+    writeFileSync(join(app, "plinth.yaml"), config("data/plinth.db", "mean.ts"));
     // The command npx runs (node_modules/.bin/plinth), started directly: the test owns the server's pid for its SIGTERM.
-    server = spawn(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "plinth.yaml"], {
-      cwd: app,
-      env,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    let out = "";
-    const port = await new Promise<string>((resolve, reject) => {
-      server!.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString();
-        const match = /"address":"127\.0\.0\.1:(\d+)","msg":"serving"/.exec(out);
-        if (match) resolve(match[1]!);
-      });
-      server!.once("exit", (code) => reject(new Error(`plinth serve exited with ${code}:\n${out}`)));
-    });
+    const { server, port, output } = await serve(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "plinth.yaml"], app);
     const address = ["--address", `127.0.0.1:${port}`];
 
     const created = JSON.parse((await plinth(["create", "mean.Mean", ...address, "-o", "json"])).stdout) as { modelId: string };
@@ -119,11 +117,11 @@ describe("the package installed into a project of its own", () => {
     expect(Buffer.from(tensor.data, "base64").readFloatLE(0)).toBe(3);
 
     // Not through tsx: the child runs the installed build.
-    expect(out).not.toContain("plugin loads through tsx");
+    expect(output()).not.toContain("plugin loads through tsx");
     server.kill("SIGTERM");
     const [code] = await once(server, "exit");
     expect(code).toBe(0);
-    expect(out).toMatch(/"msg":"stopped"/);
+    expect(output()).toMatch(/"msg":"stopped"/);
   });
 
   it("runs as docs/service/plinth.service says: its ExecStart serves, and systemd's stop signal stops it in order", async () => {
@@ -133,38 +131,18 @@ describe("the package installed into a project of its own", () => {
     const etc = tempDir("plinth-etc-");
     const data = tempDir("plinth-var-");
     const moved = (text: string) => text.replaceAll("/opt/plinth", app).replaceAll("/etc/plinth", etc).replaceAll("/var/lib/plinth", data);
-    writeFileSync(
-      join(etc, "plinth.yaml"),
-      [
-        "server:",
-        "  address: 127.0.0.1:0",
-        "http:",
-        '  address: "off"',
-        "backend:",
-        `  path: ${data}/plinth.db`,
-        "plugins:",
-        `  - module: ${join(app, "mean.ts")}`,
-      ].join("\n"),
-    );
+    writeFileSync(join(etc, "plinth.yaml"), config(`${data}/plinth.db`, join(app, "mean.ts")));
     // systemd's own check of the unit, where this machine has it (paths moved, so its command exists).
     if (existsSync("/usr/bin/systemd-analyze")) {
       writeFileSync(join(etc, "plinth.service"), moved(unit));
       await run("/usr/bin/systemd-analyze", ["verify", join(etc, "plinth.service")]);
     }
     const [command, ...args] = moved(setting("ExecStart")).split(" ");
-    const service = spawn(command!, args, { cwd: moved(setting("WorkingDirectory")), env, stdio: ["ignore", "pipe", "inherit"] });
-    let out = "";
-    await new Promise<void>((resolve, reject) => {
-      service.stdout!.on("data", (chunk: Buffer) => {
-        out += chunk.toString();
-        if (out.includes('"msg":"serving"')) resolve();
-      });
-      service.once("exit", (code) => reject(new Error(`the unit's ExecStart exited with ${code}:\n${out}`)));
-    });
+    const { server: service, output } = await serve(command!, args, moved(setting("WorkingDirectory")));
     service.kill(setting("KillSignal") as NodeJS.Signals);
     const [code] = await once(service, "exit");
     expect(code).toBe(0);
-    expect(out).toMatch(/"msg":"stopped"/);
+    expect(output()).toMatch(/"msg":"stopped"/);
     expect(existsSync(join(data, "plinth.db"))).toBe(true);
   });
 
