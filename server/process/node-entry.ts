@@ -34,8 +34,12 @@ const CACHE_DIR = join(PLINTH_DIR, "node_modules/.cache/plinth");
  */
 function prebuilt(): NodeBuild {
   const dist = join(PLINTH_DIR, "dist");
-  const sdk = new Map(Object.entries(sdkEntries()).map(([name, source]) => [source, join(dist, `${name}.mjs`)]));
-  return { entry: join(dist, "sdk/adapters/node.mjs"), sdk };
+  return { entry: join(dist, "sdk/adapters/node.mjs"), sdk: builtSdk(sdkEntries(), dist) };
+}
+
+/** Each SDK module's source → its built file in `dir`, where a build named it as sdkEntries() does. */
+function builtSdk(entries: Record<string, string>, dir: string): Map<string, string> {
+  return new Map(Object.entries(entries).map(([name, source]) => [source, join(dir, `${name}.mjs`)]));
 }
 
 /** The SDK modules a plugin may import (sdk/*.ts but the private `_` ones), by their names in the build. */
@@ -93,8 +97,7 @@ export async function buildNodeEntry(logger: Logger): Promise<NodeBuild | undefi
         // Another server put the same build in place first.
         if (!existsSync(dir)) throw error;
       }
-    const built = new Map(Object.entries(sdk).map(([name, source]) => [source, join(dir, `${name}.mjs`)]));
-    return { entry: join(dir, "node.mjs"), sdk: built };
+    return { entry: join(dir, "node.mjs"), sdk: builtSdk(sdk, dir) };
   } catch (error) {
     logger.warn({ err: error }, "could not build the Node children's code: they load it through tsx");
     return undefined;
