@@ -158,7 +158,9 @@ export class ClusterRunner implements Runner {
       };
     }
     this.#runs.enter(id);
-    this.#table.adopt(create(ActionSchema, { ...view, server: this.#cluster.server }), parsed, jsonForm);
+    // Its view as it is now: it may have changed while the claim was stored.
+    const now = this.#table.action(id)?.view;
+    this.#table.adopt(create(ActionSchema, { ...(now && !isEnded(now) ? now : view), server: this.#cluster.server }), parsed, jsonForm);
     return () => this.#launch(id, parsed, timeoutMs, revision);
   }
 

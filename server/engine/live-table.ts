@@ -190,13 +190,15 @@ export class LiveTable {
 
   /**
    * Takes an action this server claimed: its arguments as parsed from the kept request,
-   * its latest view; from now on its changes are made here.
+   * and `view`, as the claim read it; from now on its changes are made here. The view the
+   * feed held is dropped: the feed may be behind the claim (an earlier attempt's view, on
+   * the server that was lost).
    */
   adopt(view: Action, args: CallArgs, jsonForm: JsonForm): void {
     const live = this.#actions.get(view.id);
     const bytes = payloadBytes(args);
     this.#inflightBytes += bytes - (live?.bytes ?? 0);
-    const current = Object.freeze({ ...(live && !isEnded(live.view) ? live.view : view), server: view.server }) as Action;
+    const current = Object.freeze(view);
     this.#actions.set(view.id, { view: current, args, result: undefined, jsonForm, bytes });
     this.#track(view.id, current.status, current.createdBy, live === undefined);
   }

@@ -55,6 +55,7 @@ beforeEach(() => {
 });
 
 afterEach(async () => {
+  db.releaseReads();
   for (const s of servers) {
     s.calls.stopOnAbort = true;
     await s.engine.close();
@@ -141,6 +142,31 @@ describe("ClusterRunner", () => {
     await settle();
     expect(a.calls.actionIds).toEqual([fit.id, other.id]);
     expect((await a.engine.getAction(fit.id, ActionView.BASIC)).status).toBe(ActionStatus.QUEUED);
+  });
+
+  test("a fit whose server is gone runs its next attempt on another server as the database has it, though that server's feed still shows the attempt before", async () => {
+    const a = await join("a", { maxChildren: 1 });
+    const b = await join("b", { maxChildren: 1 });
+    const model = await addModel(a);
+    const retry = create(RetryPolicySchema, { maxAttempts: 2, initialInterval: durationFromMs(1) });
+    const fit = await a.engine.fit(model.id, { ...request(), retry });
+    await settle();
+    expect(a.calls.of(fit.id).call.attempt).toBe(1);
+    expect((await b.engine.getAction(fit.id, ActionView.BASIC)).status).toBe(ActionStatus.EXECUTING);
+    // a is killed; b claims the next attempt before its feed has read the change.
+    const feedBehind = db.holdChanges("b");
+    await db.lose("a", "server a is gone");
+    await settle();
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(b.calls.of(fit.id).call.attempt).toBe(2);
+    expect(await b.engine.getAction(fit.id, ActionView.BASIC)).toMatchObject({ status: ActionStatus.EXECUTING, attempt: 2, server: "b" });
+    b.calls.of(fit.id).finish({ instance: new Uint8Array([2]) });
+    await settle();
+    feedBehind();
+    await settle();
+    const ended = db.action(fit.id)!;
+    expect(ended).toMatchObject({ status: ActionStatus.SUCCEEDED, attempt: 2, server: "b" });
+    expect(ended.attempts.map((x) => [x.attempt, x.error?.code, x.error?.message])).toEqual([[1, "interrupted", "server a is gone"]]);
   });
 
   test("a draining server claims nothing more: what it runs finishes, its queue goes to the others", async () => {

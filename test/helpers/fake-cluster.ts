@@ -34,6 +34,7 @@ import { EventEmitter } from "node:events";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { ActionCall, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Announced, ClaimedAction, ClaimScope, Cluster, ClusterEvents, FeedChange, ServerInfo } from "../../server/cluster/types.ts";
+import { afterLoss } from "../../server/engine/retry-policy.ts";
 import { PlinthError } from "../../server/errors.ts";
 import { interruptedAction } from "../../server/store/interrupted.ts";
 import { MemoryStore } from "../../server/store/memory.ts";
@@ -131,6 +132,8 @@ export class FakeDatabase {
   #droppedCancels = 0;
   /** Servers whose notifications are lost (their listening connection is down). */
   readonly #deaf = new Set<string>();
+  /** Servers whose reads of the changes wait (their feed falls behind). */
+  readonly #slowReads = new Map<string, { held: Promise<void>; release: () => void }>();
 
   get revision(): bigint {
     return this.#revision;
@@ -197,6 +200,52 @@ export class FakeDatabase {
       cluster?.events.emit("changes");
       cluster?.events.emit("work");
     };
+  }
+
+  /** The server's reads of the changes wait until the returned function lets them go: its feed falls behind. */
+  holdChanges(server: string): () => void {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const entry = { held, release: () => (this.#slowReads.delete(server), release()) };
+    this.#slowReads.set(server, entry);
+    return entry.release;
+  }
+
+  /** Lets every held read go (a test's end: its servers close). */
+  releaseReads(): void {
+    for (const { release } of [...this.#slowReads.values()]) release();
+  }
+
+  /** Waits while the server's reads of the changes are held. */
+  async readable(server: string): Promise<void> {
+    await this.#slowReads.get(server)?.held;
+  }
+
+  /**
+   * The server is gone (killed), as another server's sweep finds it: its claims go back to
+   * the queue — one that never started as it was, one with a retry policy with its next
+   * attempt (afterLoss) — and the rest end interrupted.
+   */
+  lose(server: string, why = "the server is gone"): Promise<void> {
+    return this.#exclusive(async () => {
+      this.#servers.get(server)?.stop();
+      this.#servers.delete(server);
+      const requeued: Action[] = [];
+      const ended: Action[] = [];
+      for (const entry of this.queue.values()) {
+        if (entry.owner !== server) continue;
+        const action = this.#actions.get(entry.actionId)!;
+        const next = afterLoss(action, why);
+        if (next) {
+          entry.owner = undefined;
+          requeued.push(next);
+        } else ended.push(interruptedAction(action, why));
+      }
+      await this.#write(
+        server,
+        [...requeued, ...ended].map((action) => ({ action, claim: false })),
+      );
+    });
   }
 
   /** The action as the database holds it. */
@@ -606,6 +655,7 @@ export class FakeCluster implements Cluster {
   }
 
   async changes(after: bigint, limit: number): Promise<FeedChange[]> {
+    await this.#db.readable(this.server);
     return this.#db.changes(after, limit);
   }
 
