@@ -206,7 +206,13 @@ export class FakeDatabase {
   holdChanges(server: string): () => void {
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
-    const entry = { held, release: () => (this.#slowReads.delete(server), release()) };
+    const entry = {
+      held,
+      release: () => {
+        this.#slowReads.delete(server);
+        release();
+      },
+    };
     this.#slowReads.set(server, entry);
     return entry.release;
   }
