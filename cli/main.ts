@@ -21,6 +21,7 @@ import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
 import type { Model } from "../gen/plinth/v1/model_pb.ts";
 import { PLINTH_DIR } from "../server/package-root.ts";
 import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
+import { initMessage, initProject } from "./init.ts";
 import { actionJson, actionsTable, actionText, type Format, modelJson, modelsTable, print, table } from "./output.ts";
 import { follower } from "./progress.ts";
 import { watch } from "./watch.ts";
@@ -79,6 +80,15 @@ program
     const { serve } = await import("../server/serve.ts");
     stopWhenOrphaned();
     process.exitCode = await serve(options);
+  });
+
+program
+  .command("init")
+  .description("make a plugin project to start from: a typed plugin, its tests, a plinth.yaml that serves it")
+  .argument("[dir]", "the project's folder, made if missing", ".")
+  .action((dir: string) => {
+    const made = initProject(dir);
+    console.log(initMessage(made, process.cwd()));
   });
 
 /**

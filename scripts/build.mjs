@@ -4,7 +4,8 @@
 // (dist/sdk/adapters/node-thread.mjs); packages stay imports of node_modules. Then the
 // declarations of the public entries with tsc (tsconfig.build.json) in dist/types.
 import { execFileSync } from "node:child_process";
-import { readdirSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { build } from "esbuild";
 
 const started = performance.now();
@@ -36,4 +37,14 @@ await build({
 });
 const js = performance.now();
 execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
+// tsc keeps the sources' relative "./x.ts" imports in the declarations; tsc finds
+// x.d.ts for them, Deno does not: both read "./x.d.ts". Comment lines are left as written.
+const relativeTs = /(\bfrom\s*"|\bimport\(\s*")(\.{1,2}\/[^"]*)\.ts"/g;
+for (const entry of readdirSync("dist/types", { recursive: true, withFileTypes: true })) {
+  if (!entry.isFile() || !entry.name.endsWith(".d.ts")) continue;
+  const file = join(entry.parentPath, entry.name);
+  const lines = readFileSync(file, "utf8").split("\n");
+  const fixed = lines.map((line) => (/^\s*(\*|\/\/)/.test(line) ? line : line.replace(relativeTs, '$1$2.d.ts"')));
+  writeFileSync(file, fixed.join("\n"));
+}
 console.log(`dist/: JavaScript ${Math.round(js - started)} ms, declarations ${Math.round(performance.now() - js)} ms`);

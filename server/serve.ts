@@ -8,6 +8,8 @@
  * sigterm_timeout), which still ends every action and closes the store. Nothing exits
  * without killing every child first.
  */
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { pino } from "pino";
 import { type PlinthServer, startServer } from "./app.ts";
@@ -16,12 +18,16 @@ import { PlinthError } from "./errors.ts";
 
 const usage = `usage: node --import tsx server/main.ts [--config FILE] [--address HOST:PORT] [--http-address HOST:PORT] [--watch] [--log-level LEVEL]
 
-  --config FILE        YAML config; without it, the embedded default (example plugins,
-                       models and history in ./data/plinth.db, 127.0.0.1:50051)
+  --config FILE        YAML config; without it, ./plinth.yaml when there is one, else the
+                       embedded default (example plugins, models and history in
+                       ./data/plinth.db, 127.0.0.1:50051)
   --address HOST:PORT  overrides server.address (port 0 picks a free port)
   --http-address HOST:PORT  overrides http.address: Connect and gRPC-Web (curl, browsers); "off" for none
   --watch              reload every plugin when its files change (plugins[].watch for all)
   --log-level LEVEL    trace, debug, info (default), warn, error, fatal, silent`;
+
+/** The config `serve` reads from the working folder when no --config names one. */
+const PROJECT_CONFIG = "plinth.yaml";
 
 /** pino's levels; another would throw when the logger is made. */
 const levels = ["trace", "debug", "info", "warn", "error", "fatal", "silent"];
@@ -102,7 +108,10 @@ export async function serve(args: string[]): Promise<number> {
     );
   });
   try {
-    const config = await loadConfig(values.config, { address: values.address, httpAddress: values["http-address"], watch: values.watch });
+    // A project's plinth.yaml (what `plinth init` writes) is its config when none is named.
+    const file = values.config ?? (existsSync(PROJECT_CONFIG) ? PROJECT_CONFIG : undefined);
+    if (file !== undefined && values.config === undefined) logger.info({ config: resolve(file) }, "config: plinth.yaml of the working folder");
+    const config = await loadConfig(file, { address: values.address, httpAddress: values["http-address"], watch: values.watch });
     server = await startServer(config, logger, stop.signal);
     const failure = await Promise.race([stopRequested.then(() => undefined), server.failed]);
     await server.close();

@@ -2,7 +2,9 @@
  * Plinth as a package, as a team installs it into a project of its own: the clone's build
  * packed with `npm pack`, the tarball installed into an empty folder that has no access to
  * the clone, a TypeScript plugin there importing `plinth/sdk`, served by `npx plinth serve`
- * and driven by `npx plinth` (create, fit, predict), all from the installed build.
+ * and driven by `npx plinth` (create, fit, predict), all from the installed build; then
+ * `npx plinth init` there, the project it makes installed, tested and served. The tests
+ * run in order on one project.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { once } from "node:events";
@@ -102,9 +104,9 @@ describe("the package installed into a project of its own", () => {
   });
 
   it("serves a TypeScript plugin that imports plinth/sdk, and trains and predicts with it through npx plinth", async () => {
-    writeFileSync(join(app, "plinth.yaml"), config("data/plinth.db", "mean.ts"));
+    writeFileSync(join(app, "mean.yaml"), config("data/plinth.db", "mean.ts"));
     // The command npx runs (node_modules/.bin/plinth), started directly: the test owns the server's pid for its SIGTERM.
-    const { server, port, output } = await serve(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "plinth.yaml"], app);
+    const { server, port, output } = await serve(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "mean.yaml"], app);
     const address = ["--address", `127.0.0.1:${port}`];
 
     const created = JSON.parse((await plinth(["create", "mean.Mean", ...address, "-o", "json"])).stdout) as { modelId: string };
@@ -156,5 +158,38 @@ describe("the package installed into a project of its own", () => {
     expect(failed?.stdout).toMatch(
       /plugins\[0\].*runtime: deno needs Deno: install the npm package beside Plinth \(npm install deno\), or give its binary as engine\.deno_binary/,
     );
+  });
+
+  // After the test above: the project made here installs Deno.
+  it("npx plinth init makes a plugin project there: its tests pass under node:test and Deno, it type-checks, and npx plinth serve serves it", async () => {
+    const { stdout } = await plinth(["init"]);
+    expect(stdout).toMatch(/A Plinth plugin project in \.: package\.json, plugin\.ts, plugin\.test\.ts, plinth\.yaml/);
+    // The project's own package.json is completed, its dependency on the tarball kept.
+    const pkg = JSON.parse(readFileSync(join(app, "package.json"), "utf8"));
+    expect(pkg.dependencies).toMatchObject({ plinth: expect.stringMatching(/plinth-.*\.tgz$/), zod: expect.any(String) });
+    await run("npm", ["install", "--prefer-offline", "--no-audit", "--no-fund"], { cwd: app, env });
+
+    const npm = (script: string) => run("npm", ["run", "-s", script], { cwd: app, env });
+    expect((await npm("test")).stdout).toMatch(/# pass 2\n# fail 0/);
+    expect((await npm("test:deno")).stdout).toMatch(/ok \| 2 passed \| 0 failed/);
+    await npm("typecheck");
+
+    // As the project's README says, on a free port: plinth.yaml is found in the folder.
+    const { server, port, output } = await serve(
+      join(app, "node_modules/.bin/plinth"),
+      ["serve", "--address", "127.0.0.1:0", "--http-address", "off"],
+      app,
+    );
+    expect(output()).toContain("config: plinth.yaml of the working folder");
+    const name = /name: "(\w+)"/.exec(readFileSync(join(app, "plugin.ts"), "utf8"))![1]!;
+    const address = ["--address", `127.0.0.1:${port}`];
+    const { modelId } = JSON.parse((await plinth(["create", `${name}.Line`, ...address, "-o", "json"])).stdout) as { modelId: string };
+    const fitted = JSON.parse((await plinth(["fit", modelId, "-a", `@${name}.points`, ...address, "-o", "json"])).stdout);
+    expect(fitted.state).toMatchObject({ epoch: 500 });
+    const predicted = JSON.parse((await plinth(["predict", modelId, "-a", "[0, 0.5, 1]", ...address, "-o", "json"])).stdout);
+    const ys = predicted.result.prediction.json as number[];
+    expect(ys.map((y) => Math.round(y * 10) / 10)).toEqual([1, 2, 3]);
+    server.kill("SIGTERM");
+    expect((await once(server, "exit"))[0]).toBe(0);
   });
 });

@@ -50,6 +50,14 @@ const commonJs = `import { defineModel, definePlugin } from ${JSON.stringify(sdk
 export default definePlugin({ name: "node_ts_commonjs", description: "CommonJS", models: { "node_ts_commonjs.Model": defineModel({ instantiate: () => ({}), predict: () => 1 }) } });
 `;
 
+/** The same plugin importing the SDK by its package's name, from a folder with no package.json and no node_modules. */
+const byName = (name: string) => esmPlugin(name).replace(JSON.stringify(sdk), JSON.stringify("plinth/sdk"));
+const byNameCases = [
+  { name: "node_by_name", runtime: "node" as const, source: byName("node_by_name") },
+  { name: "deno_by_name", runtime: "deno" as const, source: byName("deno_by_name") },
+  { name: "deno_by_npm_name", runtime: "deno" as const, source: byName("deno_by_npm_name").replace('"plinth/sdk"', '"npm:plinth/sdk"') },
+];
+
 let t: TestServer;
 const modules = new Map<string, string>();
 beforeAll(async () => {
@@ -59,6 +67,10 @@ beforeAll(async () => {
     return { module, runtime: c.runtime };
   });
   plugins.push({ module: pluginFolder("commonjs", "mod.ts", commonJs, { name: "my-plugin", type: "commonjs" }), runtime: "node" });
+  for (const c of byNameCases) {
+    modules.set(c.name, pluginFolder(c.name, "mod.ts", c.source));
+    plugins.push({ module: modules.get(c.name)!, runtime: c.runtime });
+  }
   modules.set("tla_cjs_built", pluginFolder("tla-cjs-built", "mod.ts", esmPlugin("tla_cjs_built"), { type: "commonjs" }));
   plugins.push({ module: modules.get("tla_cjs_built")!, runtime: "node" });
   t = await startTestServer({ engine: { min_idle_workers: 0 }, plugins });
@@ -78,6 +90,17 @@ describe("a plugin in a folder of its own outside Plinth's", () => {
   it("loads with top-level await in a CommonJS package too: the server builds it as one ES module", async () => {
     const listed = (await t.engine.listPlugins({})).plugins.find((p) => p.name === "tla_cjs_built");
     expect(listed?.description).toBe(`an ES module at ${modules.get("tla_cjs_built")}`);
+  });
+
+  it("imports the SDK as plinth/sdk (Deno: npm:plinth/sdk too) with no package.json or node_modules there", async () => {
+    const listed = new Map((await t.engine.listPlugins({})).plugins.map((p) => [p.name, p]));
+    for (const c of byNameCases) {
+      expect(listed.get(c.name)?.runtime, c.name).toBe(c.runtime);
+      expect(listed.get(c.name)?.description, c.name).toBe(`an ES module at ${modules.get(c.name)}`);
+      const modelId = (await t.engine.createInstance({ modelType: `${c.name}.Model`, wait: true })).action!.modelId;
+      const predicted = (await t.engine.predict({ modelId, wait: true })).action!;
+      expect(predicted.result?.prediction, c.name).toMatchObject({ kind: { case: "json" } });
+    }
   });
 
   it("serves calls from there", async () => {

@@ -21,6 +21,8 @@
  * goes in, a result or a ChildFailure comes out.
  */
 import { EventEmitter } from "node:events";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { toBinary } from "@bufbuild/protobuf";
 import type { Value as JsonValuePb } from "@bufbuild/protobuf/wkt";
 import type { Logger } from "pino";
@@ -34,7 +36,7 @@ import { FairQueue, type OrderOf } from "./fair-queue.ts";
 import { formatHint } from "./format-hint.ts";
 import type { NodeBuild } from "./node-entry.ts";
 import { bundlePlugin } from "./plugin-bundle.ts";
-import { type CallName, childCommand, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
+import { type CallName, childCommand, denoImportMap, type PluginTarget, permissionHint, residentBytesOf } from "./runtimes.ts";
 
 export interface ProcessManagerOptions {
   maxChildren: number;
@@ -292,6 +294,7 @@ export class ProcessManager {
   /** Each Node target's plugin built to JavaScript (plugin-bundle.ts), once it is described; none: through tsx. */
   readonly #bundles = new WeakMap<PluginTarget, string | undefined>();
   readonly #bundleFolder = new BundleFolder();
+  #importMapFile: string | undefined;
   readonly #timer: ReturnType<typeof setInterval>;
   /** The prewarm to come, if one is due. */
   #prewarmTimer: ReturnType<typeof setTimeout> | undefined;
@@ -681,6 +684,7 @@ export class ProcessManager {
     }
     await Promise.all([...this.#workers].map((w) => w.child.terminate(this.#o.sigtermTimeoutMs)));
     this.#bundleFolder.remove();
+    this.#importMapFile = undefined;
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -780,6 +784,17 @@ export class ProcessManager {
     this.#bundles.set(target, typeof built === "string" ? built : undefined);
   }
 
+  /** A Deno child's import map (denoImportMap), written once into the server's own folder. */
+  #importMap(target: PluginTarget): string | undefined {
+    if (target.runtime !== "deno") return undefined;
+    if (this.#importMapFile === undefined) {
+      const file = join(this.#bundleFolder.path, "deno-import-map.json");
+      writeFileSync(file, denoImportMap());
+      this.#importMapFile = file;
+    }
+    return this.#importMapFile;
+  }
+
   #spawn(target: PluginTarget, key: string): Worker {
     const { maxFrameBytes, logTailLines, launch } = this.#o;
     const options = {
@@ -791,7 +806,7 @@ export class ProcessManager {
     };
     const child = launch
       ? launch(target, options)
-      : new PluginChild({ ...options, command: childCommand(target, this.#o, this.#bundles.get(target)) });
+      : new PluginChild({ ...options, command: childCommand(target, this.#o, this.#bundles.get(target), this.#importMap(target)) });
     const ready = child.hello();
     ready.then(
       () => this.#failing.delete(key),

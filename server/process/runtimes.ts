@@ -80,6 +80,37 @@ const genDir = resolve(sdkDir, "../gen");
 const denoEntry = BUILT ? join(PLINTH_DIR, "dist/sdk/adapters/deno.mjs") : join(sdkDir, "adapters/deno.ts");
 const distDir = BUILT ? join(PLINTH_DIR, "dist") : undefined;
 
+/**
+ * The import map a Deno child gets (unless the plugin has a deno.json of its own, whose
+ * imports Deno would then ignore): `plinth/sdk` and `npm:plinth/sdk` are the SDK the
+ * child's thread runs, wherever the plugin is (a bare folder has no node_modules to find
+ * them in), as a Node plugin's are when the server builds it.
+ */
+export function denoImportMap(): string {
+  const sdk = (name: string) => pathToFileURL(BUILT ? join(PLINTH_DIR, `dist/sdk/${name}.mjs`) : join(sdkDir, `${name}.ts`)).href;
+  const imports: Record<string, string> = {};
+  for (const [entry, name] of [
+    ["plinth/sdk", "mod"],
+    ["plinth/sdk/testing", "testing"],
+  ]) {
+    imports[entry!] = sdk(name!);
+    imports[`npm:${entry}`] = sdk(name!);
+  }
+  return JSON.stringify({ imports }, null, 2);
+}
+
+/** Whether Deno finds a config file (deno.json, deno.jsonc) for the module: in its folder or one above. */
+function hasDenoConfig(module: string): boolean {
+  for (let dir = dirname(module); ; dir = dirname(dir)) {
+    if (existsSync(join(dir, "deno.json")) || existsSync(join(dir, "deno.jsonc"))) return true;
+    if (dirname(dir) === dir) return false;
+  }
+}
+
+function importMapFlag(target: PluginTarget, importMap: string | undefined): string[] {
+  return importMap && !hasDenoConfig(target.module) ? [`--import-map=${importMap}`] : [];
+}
+
 /** The tsx loader, resolved once so the child does not depend on the cwd. */
 const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
 
@@ -297,8 +328,9 @@ export function residentBytesOf(target: PluginTarget): number {
 /**
  * The command line of a child of `target`. A Node child runs the built code when its
  * plugin was built as well (`bundle`, plugin-bundle.ts), else the SDK's source through tsx.
+ * A Deno child gets `importMap` (a file of denoImportMap's) unless the plugin has a deno.json.
  */
-export function childCommand(target: PluginTarget, settings: WorkerSettings, bundle?: string): ChildCommand {
+export function childCommand(target: PluginTarget, settings: WorkerSettings, bundle?: string, importMap?: string): ChildCommand {
   const { denoDir } = settings;
   const built = target.runtime === "node" && settings.node && bundle ? { entry: settings.node.entry, bundle } : undefined;
   // The resident budget goes in bytes, right after the progress interval (both adapters).
@@ -310,7 +342,7 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings, bun
     const v8 = [`--v8-flags=--expose-gc${memory === undefined ? "" : `,--max-old-space-size=${Math.floor(memory)}`}`];
     const command = {
       file: settings.denoBinary ?? denoBinary(),
-      args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), denoEntry, ...tail],
+      args: ["run", "--quiet", "--no-prompt", ...v8, ...denoFlags(target), ...importMapFlag(target, importMap), denoEntry, ...tail],
       env: { ...env, DENO_DIR: denoDir, DENO_NO_UPDATE_CHECK: "1" },
     };
     return limited(command, memory, "deno");
