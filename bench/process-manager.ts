@@ -108,6 +108,12 @@ await stop(echo.child);
 
 const nodeSpawn = await latencies(quick ? 5 : 10, () => rawSpawn(process.execPath, ["-e", "0"]));
 const workerSpawn = await latencies(quick ? 3 : 6, rawWorkerSpawn);
+// The runtime alone importing the plugin: built (the plugin and the SDK as the server builds
+// them), and the TypeScript through tsx's loader.
+const importing = (args: string[], module: string) =>
+  rawSpawn(process.execPath, [...args, "--input-type=module", "-e", `await import(${JSON.stringify(pathToFileURL(module).href)})`]);
+const builtImport = typeof trivialBundle === "string" ? await latencies(quick ? 5 : 10, () => importing([], trivialBundle)) : undefined;
+const tsxImport = await latencies(quick ? 5 : 10, () => importing(["--import", "tsx"], trivialPlugin));
 bundles.remove();
 
 // Warm: reused workers, max_children 2.
@@ -159,6 +165,11 @@ const coldModel = await createModel(cold.client, "bench.Trivial");
 const coldRequest = predictRequest(coldModel);
 const coldLatency = await latencies(quick ? 4 : 10, () => predict(cold.client, coldRequest));
 await cold.stop();
+// The same, the plugin loading through tsx (a plugin the server cannot build).
+const coldTsx = await startPlinth("bench/plugins/trivial-tsx.ts", { engine: { max_children: 2, reuse_workers: false } });
+const coldTsxRequest = predictRequest(await createModel(coldTsx.client, "bench.Trivial"));
+const coldTsxLatency = await latencies(quick ? 4 : 10, () => predict(coldTsx.client, coldTsxRequest));
+await coldTsx.stop();
 
 // The same on Deno children: a smaller runtime to start and to tear down.
 const deno = await startPlinth("bench/plugins/trivial.ts", { engine: { max_children: 2, sigterm_timeout: 1 }, runtime: "deno" });
@@ -214,8 +225,25 @@ tsxStarts.sort((a, b) => a - b);
 
 row("predict (wait) warm, p50", ms(warmLatency.p50), `echo p50 ${ms(echoLatency.p50)}`, `≤ echo p50 + 1 ms (${ms(echoLatency.p50 + 1)})`);
 row("predict (wait) warm, p95", ms(warmLatency.p95), `echo p95 ${ms(echoLatency.p95)}`, "");
-row("predict (wait) cold, p50", ms(coldLatency.p50), `raw spawn to hello p50 ${ms(workerSpawn.p50)}`, "");
-row("predict (wait) cold, p95", ms(coldLatency.p95), `raw spawn to hello p95 ${ms(workerSpawn.p95)}; node -e 0 p50 ${ms(nodeSpawn.p50)}`, "");
+const twice = (x: number | undefined) => (x === undefined ? "" : `≤ 2× (${ms(2 * x)})`);
+row(
+  "predict (wait) cold, p50: the plugin built",
+  ms(coldLatency.p50),
+  `node importing the built plugin p50 ${builtImport ? ms(builtImport.p50) : "(not built)"}; the child's spawn to hello p50 ${ms(workerSpawn.p50)}`,
+  twice(builtImport?.p50),
+);
+row(
+  "predict (wait) cold, p95: the plugin built",
+  ms(coldLatency.p95),
+  `the child's spawn to hello p95 ${ms(workerSpawn.p95)}; node -e 0 p50 ${ms(nodeSpawn.p50)}`,
+  "",
+);
+row(
+  "predict (wait) cold, p50: the plugin through tsx",
+  ms(coldTsxLatency.p50),
+  `node --import tsx importing the plugin p50 ${ms(tsxImport.p50)}`,
+  twice(tsxImport.p50),
+);
 row(
   "trivial predicts/s, max_children 2, 64 in flight",
   actionRate.toFixed(0),

@@ -4,7 +4,7 @@
 // (dist/sdk/adapters/node-thread.mjs); packages stay imports of node_modules. Then the
 // declarations of the public entries with tsc (tsconfig.build.json) in dist/types.
 import { execFileSync } from "node:child_process";
-import { readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { build } from "esbuild";
 
@@ -35,6 +35,8 @@ await build({
   sourcemap: "linked",
   logLevel: "warning",
 });
+// The built child's thread for a plugin loading through tsx, and the hook that gives the plugin's files their format.
+for (const name of ["node-thread-tsx.mjs", "node-format.mjs"]) copyFileSync(join("sdk/adapters", name), join("dist/sdk/adapters", name));
 const js = performance.now();
 execFileSync(process.execPath, ["node_modules/typescript/bin/tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
 // tsc keeps the sources' relative "./x.ts" imports in the declarations; tsc finds

@@ -126,6 +126,37 @@ describe("the package installed into a project of its own", () => {
     expect(output()).toMatch(/"msg":"stopped"/);
   });
 
+  it("loads a plugin it cannot build (a computed import) through tsx on its built child, with one SDK", async () => {
+    writeFileSync(
+      join(app, "fallback.ts"),
+      `import { defineModel, definePlugin, Tensor } from "plinth/sdk";
+const os: typeof import("node:os") = await import(["node", "os"].join(":"));
+export default definePlugin({
+  name: "fallback",
+  models: {
+    "fallback.Model": defineModel({
+      instantiate: () => ({}),
+      predict: () => ({ cpus: new Tensor("int32", [1], new Int32Array([os.cpus().length])), pid: process.pid }),
+    }),
+  },
+});
+`,
+    );
+    writeFileSync(join(app, "fallback.yaml"), config("data/fallback.db", "fallback.ts"));
+    const { server, port, output } = await serve(join(app, "node_modules/.bin/plinth"), ["serve", "--config", "fallback.yaml"], app);
+    expect(output()).toMatch(/it imports a computed name.*"msg":"plugin loads through tsx"/);
+    const address = ["--address", `127.0.0.1:${port}`];
+    const { modelId } = JSON.parse((await plinth(["create", "fallback.Model", ...address, "-o", "json"])).stdout) as { modelId: string };
+    const { entries } = JSON.parse((await plinth(["predict", modelId, ...address, "-o", "json"])).stdout).result.prediction.map;
+    // The plugin's Tensor inside its answer travels as a tensor: the SDK it imported is the one its thread encodes with.
+    expect(entries.cpus.tensor).toMatchObject({ dtype: "D_TYPE_INT32", shape: [1] });
+    const child = readFileSync(`/proc/${entries.pid.json}/cmdline`, "utf8").split("\0");
+    expect(child).toContain(join(app, "node_modules/plinth/dist/sdk/adapters/node.mjs"));
+    expect(child.filter((arg) => arg.includes("tsx") || (arg.endsWith(".ts") && !arg.endsWith("fallback.ts")))).toEqual([]);
+    server.kill("SIGTERM");
+    expect((await once(server, "exit"))[0]).toBe(0);
+  });
+
   it("runs as docs/service/plinth.service says: its ExecStart serves, and systemd's stop signal stops it in order", async () => {
     const unit = readFileSync(join(root, "docs/service/plinth.service"), "utf8");
     const setting = (key: string) => new RegExp(`^${key}=(.*)$`, "m").exec(unit)![1]!;

@@ -34,7 +34,9 @@ const toStderr = process.stderr.write.bind(process.stderr);
 stdout.write = toStderr as typeof stdout.write;
 
 const start = threadStart(pathToFileURL(modulePath).href, "node", process.pid, Number(progressIntervalMs ?? 50), residentBudget);
-const worker = new Worker(new URL("./node-thread.mjs", import.meta.url), {
+// The built child (dist/) runs a plugin the server did not build through tsx, registered in its thread.
+const thread = process.env.PLINTH_PLUGIN_LOADER === "tsx" ? "./node-thread-tsx.mjs" : "./node-thread.mjs";
+const worker = new Worker(new URL(thread, import.meta.url), {
   // Not the process's --import tsx: it would load tsx once more, and its hooks would not
   // reach the thread's modules anyway (node-thread.mjs registers them). But the permission
   // model's flags, when the server set them: a worker without them runs unrestricted.

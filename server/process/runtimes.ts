@@ -113,6 +113,13 @@ function importMapFlag(target: PluginTarget, importMap: string | undefined): str
 
 /** The tsx loader, resolved once so the child does not depend on the cwd. */
 const tsxLoader = pathToFileURL(require.resolve("tsx")).href;
+/**
+ * A Node child whose plugin the server did not build: in the installed package the built
+ * child, its thread registering tsx for the plugin (node-thread-tsx.mjs); in a clone the
+ * SDK's sources through tsx.
+ */
+const tsxEntry = BUILT ? [join(PLINTH_DIR, "dist/sdk/adapters/node.mjs")] : ["--import", tsxLoader, join(sdkDir, "adapters/node.ts")];
+const tsxEnv: Record<string, string> = BUILT ? { PLINTH_PLUGIN_LOADER: "tsx" } : {};
 
 /** The native deno binary of the npm `deno` package (a devDependency of Plinth's; a project that installed Plinth adds its own). */
 export function denoBinary(): string {
@@ -217,6 +224,7 @@ function nodePermissionFlags(target: PluginTarget): string[] {
     dirname(target.module),
     sdkDir,
     genDir,
+    distDir,
     nodeModulesOf(target.module),
     nodeModulesOf(sdkDir),
     ...packageFilesAbove(dirname(target.module)),
@@ -354,15 +362,9 @@ export function childCommand(target: PluginTarget, settings: WorkerSettings, bun
   const permissions = nodePermissionFlags(target);
   const command = {
     file: process.execPath,
-    args: [
-      "--expose-gc",
-      ...permissions,
-      ...(built ? [built.entry] : ["--import", tsxLoader, join(sdkDir, "adapters/node.ts")]),
-      ...tail,
-      ...(memory ? [String(Math.floor(memory * 0.75))] : []),
-    ],
+    args: ["--expose-gc", ...permissions, ...(built ? [built.entry] : tsxEntry), ...tail, ...(memory ? [String(Math.floor(memory * 0.75))] : [])],
     // tsx's cache is a folder every plugin would then write to: a restricted plugin goes without it.
-    env: permissions.length > 0 ? { ...env, TSX_DISABLE_CACHE: "1" } : env,
+    env: { ...env, ...(built ? {} : tsxEnv), ...(permissions.length > 0 ? { TSX_DISABLE_CACHE: "1" } : {}) },
   };
   return limited(command, memory, "node");
 }
