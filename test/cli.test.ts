@@ -61,6 +61,38 @@ describe("plinth, the command line", () => {
     expect(prediction.instance.args).toEqual({ args: ["first"], kwargs: { opts: { depth: 3 } } });
   });
 
+  it("gives a data-access function its own arguments as a call, @NAME(VALUE, KEY=VALUE), in -a and -k, nested too", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    const predicted = await plinth(
+      "predict",
+      modelId,
+      "-a",
+      "@systest.add(1, 2, 3.5)",
+      "-a",
+      "@systest.add(@systest.add(1, 2), 4)",
+      "-k",
+      'e=@systest.echo("x, y", [1, [2]], sleep=0, tag=word, n={"a": [1, 2]})',
+    );
+    expect(predicted.code).toBe(0);
+    // Each data-access call with its own progress, the nested one under its argument.
+    expect(predicted.stderr).toMatch(/data: args\[0\] succeeded, args\[1\]\.args\[0\] succeeded, args\[1\] succeeded, kwargs\.e succeeded/);
+    const prediction = JSON.parse(predicted.stdout);
+    expect(prediction.args).toEqual([6.5, 7]);
+    expect(prediction.kwargs.e).toEqual({ args: ["x, y", [1, [2]]], kwargs: { sleep: 0, tag: "word", n: { a: [1, 2] } } });
+
+    // Refused before anything is sent, naming where.
+    const unparsed = await plinth("predict", modelId, "-a", "[[5.1, 3.5, 1.4");
+    expect(unparsed.code).toBe(2);
+    expect(unparsed.stderr).toMatch(/^plinth: -a #1: "\[\[5\.1, 3\.5, 1\.4" looks like JSON but does not parse/);
+    const inCall = await plinth("predict", modelId, "-k", "e=@systest.echo(1, n={oops)");
+    expect(inCall.code).toBe(2);
+    expect(inCall.stderr).toMatch(/^plinth: -k e: @systest\.echo\(1, n=\{oops\): a \} is not closed in its arguments/);
+    const badJson = await plinth("predict", modelId, "-k", "e=@systest.echo(n={oops})");
+    expect(badJson.code).toBe(2);
+    expect(badJson.stderr).toMatch(/^plinth: -k e @systest\.echo n: "\{oops\}" looks like JSON but does not parse/);
+    expect((await t.actions.listActions({ modelId })).actions).toHaveLength(2);
+  });
+
   it("exits 1 when the action fails, 10 + the status when a call is refused, 2 on bad usage", async () => {
     const { modelId } = JSON.parse((await plinth("create", "misbehave.Model", "-o", "json")).stdout);
     const failed = await plinth("predict", modelId, "-k", "mode=throw");

@@ -138,7 +138,7 @@ async function runAll(lines: Line[], ids: Map<string, string>, npx: Npx): Promis
 // Twenty-odd npx runs one after the other: several seconds each on a busy machine.
 describe("the README's plinth commands, run as written", { timeout: 900_000 }, () => {
   it("the Quickstart's: create, fit, predict and watch the Iris model", async () => {
-    const lines = commandLines("## Quickstart", "## Install into your project");
+    const lines = commandLines("## Quickstart", "## The `plinth` command line");
     expect(lines.map((l) => l.commands[0]!.split(" ").slice(0, 3).join(" "))).toEqual([
       "npx plinth create",
       "npx plinth fit",
