@@ -27,6 +27,8 @@ import { follower } from "./progress.ts";
 import { watch } from "./watch.ts";
 
 const EXIT = { failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
+/** The statuses of an action a server has taken and runs. */
+const RUNNING = [ActionStatus.ACCESSING_DATA, ActionStatus.EXECUTING, ActionStatus.STORING];
 
 interface Global {
   address: string;
@@ -148,6 +150,8 @@ program
   .description("the servers of a cluster (several on one PostgreSQL database) and what each runs")
   .action(async () => {
     const { servers } = await client().engine.listPlugins({});
+    // What each runs now: the actions past their queue, by the server that took them.
+    const running = servers.length ? (await client().actions.listActions({ statuses: RUNNING, pageSize: 1000, view: ActionView.BASIC })).actions : [];
     const value = servers.map((s) => ({
       name: s.name,
       address: s.address,
@@ -157,6 +161,7 @@ program
       plugins: s.plugins,
       modelTypes: s.modelTypes,
       dataAccess: s.dataAccess,
+      running: running.filter((a) => a.server === s.name).map((a) => a.id),
       ...(s.thisServer ? { thisServer: true } : {}),
     }));
     if (servers.length === 0 && format() === "table") {
@@ -165,8 +170,16 @@ program
     }
     print(format(), value, () =>
       table(
-        ["NAME", "ADDRESS", "HOST", "PID", "SINCE", "MODEL TYPES"],
-        value.map((s) => [`${s.name}${s.thisServer ? " *" : ""}`, s.address, s.host, String(s.pid), s.since, s.modelTypes.join(", ")]),
+        ["NAME", "ADDRESS", "HOST", "PID", "SINCE", "RUNNING", "MODEL TYPES"],
+        value.map((s) => [
+          `${s.name}${s.thisServer ? " *" : ""}`,
+          s.address,
+          s.host,
+          String(s.pid),
+          s.since,
+          String(s.running.length),
+          s.modelTypes.join(", "),
+        ]),
       ),
     );
   });
@@ -481,24 +494,34 @@ program
 
 program
   .command("logs")
-  .description("the last lines the action's plugin printed; --follow prints new ones until it ends")
+  .description("the last lines the action's plugin printed, each data-access argument's first; --follow prints new ones until it ends")
   .argument("<id>")
   .option("-f, --follow", "keep printing until the action ends")
   .action(async (id: string, o: { follow?: boolean }) => {
     const c = client();
     const { action } = await c.actions.getAction({ actionId: id, view: ActionView.BASIC });
-    let printed = [...action!.logTail];
-    for (const line of printed) process.stdout.write(`${line}\n`);
+    // Each source's tail is a window: print what follows the last line printed from it.
+    const printed = new Map<string, string[]>();
+    const printNew = (a: Action) => {
+      for (const { key, prefix, tail } of logSources(a)) {
+        const last = printed.get(key)?.at(-1);
+        const from = last === undefined ? 0 : tail.lastIndexOf(last) + 1;
+        for (const line of tail.slice(from)) process.stdout.write(`${prefix}${line}\n`);
+        printed.set(key, tail);
+      }
+    };
+    printNew(action!);
     if (!o.follow || isEnded(action!)) return;
-    for await (const update of c.actions.watchAction({ actionId: id })) {
-      const tail = update.action!.logTail;
-      // The tail is a window: print what follows the last line already printed.
-      const last = printed.at(-1);
-      const from = last === undefined ? 0 : tail.lastIndexOf(last) + 1;
-      for (const line of tail.slice(from)) process.stdout.write(`${line}\n`);
-      printed = tail;
-    }
+    for await (const update of c.actions.watchAction({ actionId: id })) printNew(update.action!);
   });
+
+/** Where an action's log lines come from: each data-access argument (its lines prefixed with it), then the call itself. */
+function logSources(a: Action): { key: string; prefix: string; tail: string[] }[] {
+  return [
+    ...a.dataAccess.map((d) => ({ key: d.argument, prefix: `${d.argument} ← ${d.name}: `, tail: d.logTail })),
+    { key: "", prefix: "", tail: a.logTail },
+  ];
+}
 
 program
   .command("watch")

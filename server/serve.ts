@@ -118,7 +118,11 @@ export async function serve(args: string[]): Promise<number> {
     return failure === undefined ? 0 : 1;
   } catch (error) {
     if (stop.signal.aborted) return 0; // stopped while starting: what had started is stopped again
-    if (PlinthError.is(error)) logger.error(error.message);
+    // On a terminal, a line to read (and the stack of a fault of ours); else the JSON log line.
+    if (process.stdout.isTTY) {
+      logger.flush();
+      process.stderr.write(PlinthError.is(error) ? `plinth: ${error.message}\n` : `plinth: failed to start: ${(error as Error).stack ?? error}\n`);
+    } else if (PlinthError.is(error)) logger.error(error.message);
     else logger.error({ err: error }, "failed to start");
     return 1;
   }

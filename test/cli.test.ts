@@ -207,6 +207,15 @@ describe("plinth, the command line", () => {
     expect(logs.code).toBe(0);
     expect(logs.stdout.length).toBeGreaterThan(0);
     expect(logs.stdout.trim().split("\n")).toEqual(predicted.logTail);
+
+    // A data-access argument's lines come first, each named by its argument and function.
+    const fed = JSON.parse((await plinth("predict", loud, "-a", '@misbehave.log("hello from the data")', "-k", "mode=print", "-o", "json")).stdout);
+    const both = (await plinth("logs", fed.id)).stdout.trim().split("\n");
+    expect(both.slice(0, 2)).toEqual([
+      "args[0] ← misbehave.log: hello from the data",
+      expect.stringMatching(/^args\[0\] ← misbehave\.log: .*logged/),
+    ]);
+    expect(both.slice(2)).toEqual(fed.logTail);
   });
 
   it("answers an unknown flag and malformed --args-json with one line and exit 2", async () => {

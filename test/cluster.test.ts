@@ -472,14 +472,21 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     ]);
     // The command line says the same: both servers, what each runs, the one answering marked.
     // (The package's bin as npx runs it, without npx's own second of start-up: cli.test.ts runs npx.)
+    const sleeper = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    const running = (await a.engine.predict({ modelId: sleeper, kwargs: { sleep: json(60) } })).action!;
+    for await (const u of a.actions.watchAction({ actionId: running.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
     const { stdout } = await exec(process.execPath, [join(root, "cli/plinth.mjs"), "--address", a.address, "servers", "-o", "json"], { cwd: root });
-    const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; thisServer?: boolean }[];
+    const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; running: string[]; thisServer?: boolean }[];
     expect(servers.map((s) => [s.name, s.modelTypes.includes("iris.DecisionTree"), s.thisServer ?? false]).sort()).toEqual(
       [
         [a.name, false, true],
         [b.name, true, false],
       ].sort(),
     );
+    const ranOn = (await a.actions.getAction({ actionId: running.id })).action!.server;
+    expect(servers.find((s) => s.name === ranOn)!.running).toContain(running.id);
+    expect(servers.find((s) => s.name !== ranOn)!.running).not.toContain(running.id);
+    await a.actions.cancelAction({ actionId: running.id });
     // And the Python client (when this machine's python3 has grpcio, as .ci/run installs).
     const python = { ...process.env, PATH: `/usr/bin:${process.env.PATH}`, PYTHONPATH: join(root, "clients/python") };
     const script = `from plinth_client import Client\nprint(sorted(s["name"] for s in Client("${a.address}").servers()))`;

@@ -1,3 +1,4 @@
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -40,6 +41,21 @@ describe("the server as a process", () => {
     await expect(server.port).rejects.toThrow(/exited with 1/);
     expect(server.output()).toContain("config engine.max_children: Too small: expected number to be >0, got -1");
     expect(server.output()).toContain("config engine.sigterm_timout: unknown key");
+  });
+
+  it("says why it cannot start in one line on a terminal, and as a JSON log line elsewhere", async () => {
+    const config = writeConfig("engine:\n  max_children: -1\n");
+    // A real pseudo-terminal (script(1)) for the server's stdout and stderr.
+    const child = spawn("script", ["-qec", `${process.execPath} --import tsx server/main.ts --config ${config}`, "/dev/null"], {
+      cwd: root,
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    let out = "";
+    child.stdout!.on("data", (chunk: Buffer) => (out += chunk.toString()));
+    const [code] = await once(child, "exit");
+    expect(code).toBe(1);
+    expect(out).toMatch(/^plinth: config engine\.max_children: Too small: expected number to be >0, got -1\r?$/m);
+    expect(out).not.toContain('"level":50');
   });
 
   it("loads a plugin from a package installed beside its config, named by the package", async () => {
