@@ -9,14 +9,14 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createInterface } from "node:readline/promises";
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Command, CommanderError, Option } from "commander";
 import { ClientError, Status } from "nice-grpc";
 import { isEnded, progressOf } from "../client/action-run.ts";
 import { type ActionRun, createPlinthClient, PlinthActionError, type PlinthClient, type RetryInput } from "../client/mod.ts";
 import { fromArg } from "../client/values.ts";
 import type { Action } from "../gen/plinth/v1/action_pb.ts";
-import { ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
+import { ActionCall, ActionStatus, ActionView } from "../gen/plinth/v1/action_pb.ts";
 import type { PluginFunction } from "../gen/plinth/v1/engine_service_pb.ts";
 import type { Model } from "../gen/plinth/v1/model_pb.ts";
 import { PLINTH_DIR } from "../server/package-root.ts";
@@ -429,28 +429,71 @@ function printEnded(action: Action): void {
 
 program
   .command("actions")
-  .description("list actions, newest first")
+  .description("list actions, newest first: the history, with the running ones")
   .option("--model <id>", "only this model's")
+  .option("--type <model type>", "only those on this model type")
+  .option("--call <call...>", "only these calls: create, fit, predict")
   .option("--status <status...>", "only these statuses: queued, accessing_data, executing, storing, succeeded, failed, cancelled")
+  .option("--error <code>", "only those whose error has this code (plugin_error, interrupted, …)")
   .option("--by <caller>", "only those this caller started")
+  .option("--server <name>", "only those this server of a cluster ran (plinth servers)")
+  .option("--since <time>", "created at or after: an ISO time (2026-12-07T10:00) or a while ago (90s, 30m, 2h, 7d)", (v) => timeOption(v, "--since"))
+  .option("--until <time>", "created before: the same forms", (v) => timeOption(v, "--until"))
   .option("--priority <n>", "only those of this priority (1 to 5)", priorityOption)
   .option("--limit <n>", "at most this many", (v) => positive(v, "--limit"), 50)
-  .action(async (o: { model?: string; status?: string[]; by?: string; priority?: number; limit: number }) => {
-    const statuses = (o.status ?? []).map((s) => {
-      const value = ActionStatus[s.toUpperCase() as keyof typeof ActionStatus];
-      if (typeof value !== "number" || value === 0)
-        throw new UsageError(`--status ${s}: one of queued, accessing_data, executing, storing, succeeded, failed, cancelled`);
-      return value;
-    });
-    const { actions } = await client().actions.listActions({
-      modelId: o.model ?? "",
-      statuses,
-      createdBy: o.by ?? "",
-      priority: o.priority ?? 0,
-      pageSize: o.limit,
-    });
-    print(format(), actions.map(actionJson), () => actionsTable(actions));
-  });
+  .action(
+    async (o: {
+      model?: string;
+      type?: string;
+      call?: string[];
+      status?: string[];
+      error?: string;
+      by?: string;
+      server?: string;
+      since?: Date;
+      until?: Date;
+      priority?: number;
+      limit: number;
+    }) => {
+      const statuses = (o.status ?? []).map((s) => {
+        const value = ActionStatus[s.toUpperCase() as keyof typeof ActionStatus];
+        if (typeof value !== "number" || value === 0)
+          throw new UsageError(`--status ${s}: one of queued, accessing_data, executing, storing, succeeded, failed, cancelled`);
+        return value;
+      });
+      const calls = (o.call ?? []).map((c) => {
+        const value = CALLS[c as keyof typeof CALLS];
+        if (value === undefined) throw new UsageError(`--call ${c}: one of create, fit, predict`);
+        return value;
+      });
+      const { actions } = await client().actions.listActions({
+        modelId: o.model ?? "",
+        modelType: o.type ?? "",
+        calls,
+        statuses,
+        errorCode: o.error ?? "",
+        createdBy: o.by ?? "",
+        server: o.server ?? "",
+        ...(o.since ? { createdAfter: timestampFromDate(o.since) } : {}),
+        ...(o.until ? { createdBefore: timestampFromDate(o.until) } : {}),
+        priority: o.priority ?? 0,
+        pageSize: o.limit,
+      });
+      print(format(), actions.map(actionJson), () => actionsTable(actions));
+    },
+  );
+
+/** The calls as `--call` names them. */
+const CALLS = { create: ActionCall.CREATE_INSTANCE, fit: ActionCall.FIT, predict: ActionCall.PREDICT } as const;
+
+/** `--since`/`--until`: an ISO time, or a while before now (90s, 30m, 2h, 7d). */
+function timeOption(value: string, what: string): Date {
+  const ago = /^(\d+(?:\.\d+)?)(s|m|h|d)$/.exec(value);
+  if (ago) return new Date(Date.now() - Number(ago[1]) * { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[ago[2] as "s" | "m" | "h" | "d"]);
+  const date = new Date(value);
+  if (Number.isNaN(date.getTime())) throw new UsageError(`${what}: an ISO time (2026-12-07T10:00) or a while ago (90s, 30m, 2h, 7d), got ${value}`);
+  return date;
+}
 
 program
   .command("action")

@@ -93,6 +93,27 @@ describe("plinth, the command line", () => {
     expect((await t.actions.listActions({ modelId })).actions).toHaveLength(2);
   });
 
+  it("finds actions in the history by model type, call, status, error code and time", async () => {
+    const since = new Date().toISOString();
+    const { modelId } = JSON.parse((await plinth("create", "misbehave.Model", "-o", "json")).stdout);
+    const failed = JSON.parse((await plinth("predict", modelId, "-k", "mode=throw", "-o", "json")).stdout);
+    const fine = JSON.parse((await plinth("predict", modelId, "-o", "json")).stdout);
+    const list = async (...filters: string[]) => {
+      const listed = await plinth("actions", ...filters, "-o", "json");
+      expect(listed.stderr).toBe("");
+      return (JSON.parse(listed.stdout) as { id: string }[]).map((a) => a.id);
+    };
+    expect(await list("--type", "misbehave.Model", "--call", "predict", "--since", since)).toEqual([fine.id, failed.id]);
+    expect(await list("--type", "misbehave.Model", "--error", "plugin_error", "--since", "1h")).toEqual([failed.id]);
+    expect(await list("--type", "misbehave.Model", "--status", "failed", "--call", "create", "fit", "--since", since)).toEqual([]);
+    expect(await list("--type", "systest.Model", "--since", since)).toEqual([]);
+    expect(await list("--call", "create", "--until", since, "--type", "misbehave.Model")).not.toContain(failed.id);
+    const bad = await plinth("actions", "--since", "yesterday");
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("--since: an ISO time (2026-12-07T10:00) or a while ago (90s, 30m, 2h, 7d), got yesterday");
+    expect((await plinth("actions", "--call", "train")).stderr).toContain("--call train: one of create, fit, predict");
+  });
+
   it("exits 1 when the action fails, 10 + the status when a call is refused, 2 on bad usage", async () => {
     const { modelId } = JSON.parse((await plinth("create", "misbehave.Model", "-o", "json")).stdout);
     const failed = await plinth("predict", modelId, "-k", "mode=throw");

@@ -304,6 +304,12 @@ describe("bad values get INVALID_ARGUMENT naming what is wrong", () => {
     expect((await post("ListActions", { model_idd: "m-x" })).status).toBe(400);
     await expectStatus(t.actions.listActions({ pageToken: "garbage" }), Status.INVALID_ARGUMENT, /page_token: not one ListActions returned/);
     await expectStatus(t.engine.listModels({ pageToken: "garbage" }), Status.INVALID_ARGUMENT, /page_token: not one ListModels returned/);
+    await expectStatus(
+      t.actions.listActions({ calls: [9 as ActionCall] }),
+      Status.INVALID_ARGUMENT,
+      /calls: create, fit or predict \(1 to 3\), got 9/,
+    );
+    await expectStatus(t.actions.listActions({ modelType: "x".repeat(300) }), Status.INVALID_ARGUMENT, /model_type: at most 256 characters, got 300/);
   });
 
   it("a Connect deadline shorter than a wait is DEADLINE_EXCEEDED, as the server answers it", async () => {

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { afterEach, describe, expect, it } from "vitest";
-import { type Action, ActionSchema, ActionStatus, RetryPolicySchema } from "../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionErrorSchema, ActionSchema, ActionStatus, RetryPolicySchema } from "../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../gen/plinth/v1/arg_pb.ts";
 import { parseConfig } from "../server/config/load.ts";
 import { openBackend } from "../server/store/open.ts";
@@ -225,6 +225,42 @@ describe.each(kinds)("the $name store", (kind) => {
       expect(ids(await store.listActions({ modelId: "m1", createdBy: "alice", beforeId: "a3", limit: 10 }))).toEqual(["a1"]);
       expect(await store.listActions({ modelId: "m2", limit: 10 })).toEqual([{ action: all[1] }]);
       expect(await store.listActions({ modelId: "m2", limit: 10 }, true)).toEqual([{ action: all[1], payloads: { prediction: arg("a2") } }]);
+    });
+
+    it("lists actions by call, model type, server and error code", async () => {
+      await open();
+      const all = [
+        create(ActionSchema, { ...action("a1", { created: 1 }), call: ActionCall.CREATE_INSTANCE, modelType: "iris.DecisionTree", server: "s1" }),
+        create(ActionSchema, {
+          ...action("a2", { created: 2, status: ActionStatus.FAILED, ended: 3 }),
+          call: ActionCall.FIT,
+          modelType: "iris.DecisionTree",
+          server: "s2",
+          error: create(ActionErrorSchema, { code: "plugin_error", message: "no" }),
+        }),
+        create(ActionSchema, {
+          ...action("a3", { created: 4, status: ActionStatus.FAILED, ended: 5 }),
+          call: ActionCall.FIT,
+          modelType: "mnist.MLP",
+          server: "s1",
+          error: create(ActionErrorSchema, { code: "interrupted", message: "gone" }),
+        }),
+        create(ActionSchema, {
+          ...action("a4", { created: 6, status: ActionStatus.SUCCEEDED, ended: 7 }),
+          call: ActionCall.PREDICT,
+          modelType: "mnist.MLP",
+        }),
+      ];
+      for (const a of all) await store.putAction(a);
+      expect(ids(await store.listActions({ calls: [ActionCall.FIT], limit: 10 }))).toEqual(["a3", "a2"]);
+      expect(ids(await store.listActions({ calls: [ActionCall.CREATE_INSTANCE, ActionCall.PREDICT], limit: 10 }))).toEqual(["a4", "a1"]);
+      expect(ids(await store.listActions({ modelType: "iris.DecisionTree", limit: 10 }))).toEqual(["a2", "a1"]);
+      expect(ids(await store.listActions({ server: "s1", limit: 10 }))).toEqual(["a3", "a1"]);
+      expect(ids(await store.listActions({ errorCode: "plugin_error", limit: 10 }))).toEqual(["a2"]);
+      expect(ids(await store.listActions({ modelType: "mnist.MLP", statuses: [ActionStatus.FAILED], calls: [ActionCall.FIT], limit: 10 }))).toEqual([
+        "a3",
+      ]);
+      expect(ids(await store.listActions({ modelType: "mnist", limit: 10 }))).toEqual([]);
     });
 
     it("lists the actions stored as not ended: those a server that died was running", async () => {

@@ -4,7 +4,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { type Timestamp, timestampDate } from "@bufbuild/protobuf/wkt";
-import { type Action, ActionResultSchema, ActionSchema, type ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionResultSchema, ActionSchema, type ActionStatus, ActionView } from "../../gen/plinth/v1/action_pb.ts";
 import { type Model, ModelSchema } from "../../gen/plinth/v1/model_pb.ts";
 import { encodedSize } from "../encoded.ts";
 import { cut, invalid, notFound } from "../errors.ts";
@@ -81,6 +81,10 @@ export interface ListActionsQuery {
   createdBy?: string;
   /** 1–5; 0: any. */
   priority?: number;
+  calls?: ActionCall[];
+  modelType?: string;
+  server?: string;
+  errorCode?: string;
   view: ActionView;
 }
 
@@ -88,6 +92,16 @@ export async function listActions(r: Readers, query: ListActionsQuery): Promise<
   const limit = pageSize(query.pageSize);
   const beforeId = listToken(query.pageToken, "a", "ListActions");
   if (query.statuses.length > 16) throw invalid(`statuses: at most 16, got ${query.statuses.length}`);
+  const calls = query.calls ?? [];
+  const unknownCall = calls.find((c) => !(c in ActionCall) || c === ActionCall.UNSPECIFIED);
+  if (unknownCall !== undefined) throw invalid(`calls: create, fit or predict (1 to 3), got ${unknownCall}`);
+  for (const [key, value] of [
+    ["model_type", query.modelType],
+    ["server", query.server],
+    ["error_code", query.errorCode],
+  ] as const) {
+    if (value && value.length > 256) throw invalid(`${key}: at most 256 characters, got ${value.length}`);
+  }
   const view = query.view || ActionView.BASIC;
   const stored = await r.store.listActions(
     {
@@ -99,6 +113,10 @@ export async function listActions(r: Readers, query: ListActionsQuery): Promise<
       ...(query.createdBefore ? { createdBefore: timestampDate(query.createdBefore) } : {}),
       ...(query.createdBy ? { createdBy: query.createdBy } : {}),
       ...(query.priority ? { priority: priorityOf(query.priority) } : {}),
+      ...(calls.length ? { calls: [...new Set(calls)] } : {}),
+      ...(query.modelType ? { modelType: query.modelType } : {}),
+      ...(query.server ? { server: query.server } : {}),
+      ...(query.errorCode ? { errorCode: query.errorCode } : {}),
     },
     view !== ActionView.BASIC,
   );

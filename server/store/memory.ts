@@ -133,6 +133,10 @@ export class MemoryStore implements Store {
       if (query.createdBefore && ms(action.createTime) >= query.createdBefore.getTime()) continue;
       if (query.createdBy && action.createdBy !== query.createdBy) continue;
       if (query.priority && (action.priority || DEFAULT_PRIORITY) !== query.priority) continue;
+      if (query.calls?.length && !query.calls.includes(action.call)) continue;
+      if (query.modelType && action.modelType !== query.modelType) continue;
+      if (query.server && action.server !== query.server) continue;
+      if (query.errorCode && action.error?.code !== query.errorCode) continue;
       out.push(withPayloads ? stored : { action });
       if (out.length >= query.limit) break;
     }

@@ -17,9 +17,11 @@ import type { PgWrites } from "./pg/writes.ts";
 import {
   atRevision,
   bytesOf,
+  callName,
   DEFAULT_PRIORITY,
   decodeAction,
   ENDED_STATUSES,
+  jsonFilters,
   type ModelRow,
   modelMeta,
   type PayloadColumns,
@@ -168,6 +170,8 @@ export class PostgresStore implements Store {
     if (query.createdBy) where.push(`created_by = $${params.push(query.createdBy)}`);
     // Read from the action's JSON, not indexed: a filter beside the others, on a page read newest first.
     if (query.priority) where.push(`coalesce((json::json ->> 'priority')::integer, ${DEFAULT_PRIORITY}) = $${params.push(query.priority)}`);
+    for (const [path, value] of jsonFilters(query)) where.push(`json::json #>> '{${path.replace(".", ",")}}' = $${params.push(value)}`);
+    if (query.calls?.length) where.push(`json::json ->> 'call' = ANY($${params.push(query.calls.map((c) => callName(c)))}::text[])`);
     const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT $${params.push(query.limit)}`;
     return this.#stored((await this.#db.query<{ id: string; json: string }>(sql, params)).rows, withPayloads);
   }

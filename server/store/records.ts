@@ -4,9 +4,9 @@
  * SQL stores' rows (SQLite's and PostgreSQL's share their columns) map to records.
  */
 import { create, fromBinary, fromJsonString, toBinary, toJsonString } from "@bufbuild/protobuf";
-import { type Action, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import { type Action, ActionCall, ActionSchema, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import { ArgSchema } from "../../gen/plinth/v1/arg_pb.ts";
-import type { ModelMeta, ModelRecord, StoredAction, StoredPayloads } from "./store.ts";
+import type { ListActionsQuery, ModelMeta, ModelRecord, StoredAction, StoredPayloads } from "./store.ts";
 
 /** The statuses an action ends with: it never changes again. */
 export const ENDED: ReadonlySet<ActionStatus> = new Set([ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.CANCELLED]);
@@ -181,4 +181,21 @@ export function madeRevision(row: MadeRow, actionId: string): ModelMeta {
     instanceSize: Number(row.made_size),
     actionId,
   };
+}
+
+/**
+ * The filters of a list read from an action's JSON (its proto3 JSON: camelCase fields),
+ * not indexed: beside the indexed ones, on a page read newest first.
+ */
+export function jsonFilters(query: Pick<ListActionsQuery, "modelType" | "server" | "errorCode">): [path: string, value: string][] {
+  const filters: [string, string][] = [];
+  if (query.modelType) filters.push(["modelType", query.modelType]);
+  if (query.server) filters.push(["server", query.server]);
+  if (query.errorCode) filters.push(["error.code", query.errorCode]);
+  return filters;
+}
+
+/** A call as the action's JSON names it (ACTION_CALL_FIT). */
+export function callName(call: ActionCall): string {
+  return `ACTION_CALL_${ActionCall[call]}`;
 }

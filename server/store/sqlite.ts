@@ -21,12 +21,14 @@ import {
   actionColumns,
   atRevision,
   bytesOf,
+  callName,
   DEFAULT_PRIORITY,
   decodeAction,
   ENDED_STATUSES,
   encodePayloads,
   hasKeptPayloads,
   isEnded,
+  jsonFilters,
   type MadeRow,
   type ModelRow,
   madeRevision,
@@ -434,6 +436,14 @@ export class SqliteStore implements Store {
     if (query.priority) {
       where.push(`coalesce(json_extract(json, '$.priority'), ${DEFAULT_PRIORITY}) = ?`);
       params.push(query.priority);
+    }
+    for (const [path, value] of jsonFilters(query)) {
+      where.push(`json_extract(json, '$.${path}') = ?`);
+      params.push(value);
+    }
+    if (query.calls?.length) {
+      where.push(`json_extract(json, '$.call') IN (${query.calls.map(() => "?").join(",")})`);
+      params.push(...query.calls.map((c) => callName(c)));
     }
     const sql = `SELECT id, json FROM actions ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT ?`;
     return this.#db

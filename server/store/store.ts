@@ -3,7 +3,7 @@
  * implement it. Several servers on one PostgreSQL database are a Cluster besides
  * (server/cluster/), which the backend's opening hands over with the store (open.ts).
  */
-import type { Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
+import type { Action, ActionCall, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
 import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { PlinthError } from "../errors.ts";
 
@@ -44,6 +44,13 @@ export interface ListActionsQuery {
   createdBy?: string;
   /** Only actions of this priority (one stored without a priority has 3). */
   priority?: number;
+  /** Only these calls. */
+  calls?: ActionCall[];
+  modelType?: string;
+  /** Only actions this server of a cluster ran (Action.server). */
+  server?: string;
+  /** Only actions whose error has this code. */
+  errorCode?: string;
   limit: number;
 }
 

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Action, ActionStatus, ActionView } from "./action_pb.ts";
+import type { Action, ActionCall, ActionStatus, ActionView } from "./action_pb.ts";
 import { file_plinth_v1_action } from "./action_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file plinth/v1/action_service.proto.
  */
 export const file_plinth_v1_action_service: GenFile = /*@__PURE__*/
-  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSJKChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUucGxpbnRoLnYxLkFjdGlvblZpZXciNgoRR2V0QWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiKqAgoSTGlzdEFjdGlvbnNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEikKCHN0YXR1c2VzGAIgAygOMhcucGxpbnRoLnYxLkFjdGlvblN0YXR1cxIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoEdmlldxgHIAEoDjIVLnBsaW50aC52MS5BY3Rpb25WaWV3EhIKCmNyZWF0ZWRfYnkYCCABKAkSEAoIcHJpb3JpdHkYFCABKA0iUgoTTGlzdEFjdGlvbnNSZXNwb25zZRIiCgdhY3Rpb25zGAEgAygLMhEucGxpbnRoLnYxLkFjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiSwoRV2FpdEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJEiMKBHZpZXcYAiABKA4yFS5wbGludGgudjEuQWN0aW9uVmlldyI3ChJXYWl0QWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiIoChNDYW5jZWxBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCSI5ChRDYW5jZWxBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uIicKEldhdGNoQWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiOAoTV2F0Y2hBY3Rpb25SZXNwb25zZRIhCgZhY3Rpb24YASABKAsyES5wbGludGgudjEuQWN0aW9uMpEDCg1BY3Rpb25TZXJ2aWNlEkYKCUdldEFjdGlvbhIbLnBsaW50aC52MS5HZXRBY3Rpb25SZXF1ZXN0GhwucGxpbnRoLnYxLkdldEFjdGlvblJlc3BvbnNlEkwKC0xpc3RBY3Rpb25zEh0ucGxpbnRoLnYxLkxpc3RBY3Rpb25zUmVxdWVzdBoeLnBsaW50aC52MS5MaXN0QWN0aW9uc1Jlc3BvbnNlEkkKCldhaXRBY3Rpb24SHC5wbGludGgudjEuV2FpdEFjdGlvblJlcXVlc3QaHS5wbGludGgudjEuV2FpdEFjdGlvblJlc3BvbnNlEk8KDENhbmNlbEFjdGlvbhIeLnBsaW50aC52MS5DYW5jZWxBY3Rpb25SZXF1ZXN0Gh8ucGxpbnRoLnYxLkNhbmNlbEFjdGlvblJlc3BvbnNlEk4KC1dhdGNoQWN0aW9uEh0ucGxpbnRoLnYxLldhdGNoQWN0aW9uUmVxdWVzdBoeLnBsaW50aC52MS5XYXRjaEFjdGlvblJlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp, file_plinth_v1_action]);
+  fileDesc("Ch5wbGludGgvdjEvYWN0aW9uX3NlcnZpY2UucHJvdG8SCXBsaW50aC52MSJKChBHZXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUucGxpbnRoLnYxLkFjdGlvblZpZXciNgoRR2V0QWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiKIAwoSTGlzdEFjdGlvbnNSZXF1ZXN0EhAKCG1vZGVsX2lkGAEgASgJEikKCHN0YXR1c2VzGAIgAygOMhcucGxpbnRoLnYxLkFjdGlvblN0YXR1cxIRCglwYWdlX3NpemUYAyABKA0SEgoKcGFnZV90b2tlbhgEIAEoCRIxCg1jcmVhdGVkX2FmdGVyGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5jcmVhdGVkX2JlZm9yZRgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoEdmlldxgHIAEoDjIVLnBsaW50aC52MS5BY3Rpb25WaWV3EhIKCmNyZWF0ZWRfYnkYCCABKAkSEAoIcHJpb3JpdHkYFCABKA0SJAoFY2FsbHMYFSADKA4yFS5wbGludGgudjEuQWN0aW9uQ2FsbBISCgptb2RlbF90eXBlGBYgASgJEg4KBnNlcnZlchgXIAEoCRISCgplcnJvcl9jb2RlGBggASgJIlIKE0xpc3RBY3Rpb25zUmVzcG9uc2USIgoHYWN0aW9ucxgBIAMoCzIRLnBsaW50aC52MS5BY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIksKEVdhaXRBY3Rpb25SZXF1ZXN0EhEKCWFjdGlvbl9pZBgBIAEoCRIjCgR2aWV3GAIgASgOMhUucGxpbnRoLnYxLkFjdGlvblZpZXciNwoSV2FpdEFjdGlvblJlc3BvbnNlEiEKBmFjdGlvbhgBIAEoCzIRLnBsaW50aC52MS5BY3Rpb24iKAoTQ2FuY2VsQWN0aW9uUmVxdWVzdBIRCglhY3Rpb25faWQYASABKAkiOQoUQ2FuY2VsQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbiInChJXYXRjaEFjdGlvblJlcXVlc3QSEQoJYWN0aW9uX2lkGAEgASgJIjgKE1dhdGNoQWN0aW9uUmVzcG9uc2USIQoGYWN0aW9uGAEgASgLMhEucGxpbnRoLnYxLkFjdGlvbjKRAwoNQWN0aW9uU2VydmljZRJGCglHZXRBY3Rpb24SGy5wbGludGgudjEuR2V0QWN0aW9uUmVxdWVzdBocLnBsaW50aC52MS5HZXRBY3Rpb25SZXNwb25zZRJMCgtMaXN0QWN0aW9ucxIdLnBsaW50aC52MS5MaXN0QWN0aW9uc1JlcXVlc3QaHi5wbGludGgudjEuTGlzdEFjdGlvbnNSZXNwb25zZRJJCgpXYWl0QWN0aW9uEhwucGxpbnRoLnYxLldhaXRBY3Rpb25SZXF1ZXN0Gh0ucGxpbnRoLnYxLldhaXRBY3Rpb25SZXNwb25zZRJPCgxDYW5jZWxBY3Rpb24SHi5wbGludGgudjEuQ2FuY2VsQWN0aW9uUmVxdWVzdBofLnBsaW50aC52MS5DYW5jZWxBY3Rpb25SZXNwb25zZRJOCgtXYXRjaEFjdGlvbhIdLnBsaW50aC52MS5XYXRjaEFjdGlvblJlcXVlc3QaHi5wbGludGgudjEuV2F0Y2hBY3Rpb25SZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_timestamp, file_plinth_v1_action]);
 
 /**
  * @generated from message plinth.v1.GetActionRequest
@@ -121,6 +121,34 @@ export type ListActionsRequest = Message<"plinth.v1.ListActionsRequest"> & {
    * @generated from field: uint32 priority = 20;
    */
   priority: number;
+
+  /**
+   * Only these calls (create, fit, predict), when set.
+   *
+   * @generated from field: repeated plinth.v1.ActionCall calls = 21;
+   */
+  calls: ActionCall[];
+
+  /**
+   * Only actions on this model type (Action.model_type), when set.
+   *
+   * @generated from field: string model_type = 22;
+   */
+  modelType: string;
+
+  /**
+   * Only actions a server of the cluster ran (Action.server: the one that ran or runs it last), when set.
+   *
+   * @generated from field: string server = 23;
+   */
+  server: string;
+
+  /**
+   * Only actions whose error has this code (Action.error.code, e.g. "plugin_error", "interrupted"), when set.
+   *
+   * @generated from field: string error_code = 24;
+   */
+  errorCode: string;
 };
 
 /**

@@ -15,7 +15,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from plinth.v1 import action_pb2 as plinth_dot_v1_dot_action__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eplinth/v1/action_service.proto\x12\tplinth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\"J\n\x10GetActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionView\"6\n\x11GetActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\xaa\x02\n\x12ListActionsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12)\n\x08statuses\x18\x02 \x03(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04view\x18\x07 \x01(\x0e\x32\x15.plinth.v1.ActionView\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\"R\n\x13ListActionsResponse\x12\"\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Action\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x11WaitActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionView\"7\n\x12WaitActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"(\n\x13\x43\x61ncelActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\"9\n\x14\x43\x61ncelActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\'\n\x12WatchActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\"8\n\x13WatchActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action2\x91\x03\n\rActionService\x12\x46\n\tGetAction\x12\x1b.plinth.v1.GetActionRequest\x1a\x1c.plinth.v1.GetActionResponse\x12L\n\x0bListActions\x12\x1d.plinth.v1.ListActionsRequest\x1a\x1e.plinth.v1.ListActionsResponse\x12I\n\nWaitAction\x12\x1c.plinth.v1.WaitActionRequest\x1a\x1d.plinth.v1.WaitActionResponse\x12O\n\x0c\x43\x61ncelAction\x12\x1e.plinth.v1.CancelActionRequest\x1a\x1f.plinth.v1.CancelActionResponse\x12N\n\x0bWatchAction\x12\x1d.plinth.v1.WatchActionRequest\x1a\x1e.plinth.v1.WatchActionResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eplinth/v1/action_service.proto\x12\tplinth.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x16plinth/v1/action.proto\"J\n\x10GetActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionView\"6\n\x11GetActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\x88\x03\n\x12ListActionsRequest\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12)\n\x08statuses\x18\x02 \x03(\x0e\x32\x17.plinth.v1.ActionStatus\x12\x11\n\tpage_size\x18\x03 \x01(\r\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x04view\x18\x07 \x01(\x0e\x32\x15.plinth.v1.ActionView\x12\x12\n\ncreated_by\x18\x08 \x01(\t\x12\x10\n\x08priority\x18\x14 \x01(\r\x12$\n\x05\x63\x61lls\x18\x15 \x03(\x0e\x32\x15.plinth.v1.ActionCall\x12\x12\n\nmodel_type\x18\x16 \x01(\t\x12\x0e\n\x06server\x18\x17 \x01(\t\x12\x12\n\nerror_code\x18\x18 \x01(\t\"R\n\x13ListActionsResponse\x12\"\n\x07\x61\x63tions\x18\x01 \x03(\x0b\x32\x11.plinth.v1.Action\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"K\n\x11WaitActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\x12#\n\x04view\x18\x02 \x01(\x0e\x32\x15.plinth.v1.ActionView\"7\n\x12WaitActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"(\n\x13\x43\x61ncelActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\"9\n\x14\x43\x61ncelActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action\"\'\n\x12WatchActionRequest\x12\x11\n\taction_id\x18\x01 \x01(\t\"8\n\x13WatchActionResponse\x12!\n\x06\x61\x63tion\x18\x01 \x01(\x0b\x32\x11.plinth.v1.Action2\x91\x03\n\rActionService\x12\x46\n\tGetAction\x12\x1b.plinth.v1.GetActionRequest\x1a\x1c.plinth.v1.GetActionResponse\x12L\n\x0bListActions\x12\x1d.plinth.v1.ListActionsRequest\x1a\x1e.plinth.v1.ListActionsResponse\x12I\n\nWaitAction\x12\x1c.plinth.v1.WaitActionRequest\x1a\x1d.plinth.v1.WaitActionResponse\x12O\n\x0c\x43\x61ncelAction\x12\x1e.plinth.v1.CancelActionRequest\x1a\x1f.plinth.v1.CancelActionResponse\x12N\n\x0bWatchAction\x12\x1d.plinth.v1.WatchActionRequest\x1a\x1e.plinth.v1.WatchActionResponse0\x01\x62\x06proto3')
 
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, globals())
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'plinth.v1.action_service_pb2', globals())
@@ -27,21 +27,21 @@ if _descriptor._USE_C_DESCRIPTORS == False:
   _GETACTIONRESPONSE._serialized_start=178
   _GETACTIONRESPONSE._serialized_end=232
   _LISTACTIONSREQUEST._serialized_start=235
-  _LISTACTIONSREQUEST._serialized_end=533
-  _LISTACTIONSRESPONSE._serialized_start=535
-  _LISTACTIONSRESPONSE._serialized_end=617
-  _WAITACTIONREQUEST._serialized_start=619
-  _WAITACTIONREQUEST._serialized_end=694
-  _WAITACTIONRESPONSE._serialized_start=696
-  _WAITACTIONRESPONSE._serialized_end=751
-  _CANCELACTIONREQUEST._serialized_start=753
-  _CANCELACTIONREQUEST._serialized_end=793
-  _CANCELACTIONRESPONSE._serialized_start=795
-  _CANCELACTIONRESPONSE._serialized_end=852
-  _WATCHACTIONREQUEST._serialized_start=854
-  _WATCHACTIONREQUEST._serialized_end=893
-  _WATCHACTIONRESPONSE._serialized_start=895
-  _WATCHACTIONRESPONSE._serialized_end=951
-  _ACTIONSERVICE._serialized_start=954
-  _ACTIONSERVICE._serialized_end=1355
+  _LISTACTIONSREQUEST._serialized_end=627
+  _LISTACTIONSRESPONSE._serialized_start=629
+  _LISTACTIONSRESPONSE._serialized_end=711
+  _WAITACTIONREQUEST._serialized_start=713
+  _WAITACTIONREQUEST._serialized_end=788
+  _WAITACTIONRESPONSE._serialized_start=790
+  _WAITACTIONRESPONSE._serialized_end=845
+  _CANCELACTIONREQUEST._serialized_start=847
+  _CANCELACTIONREQUEST._serialized_end=887
+  _CANCELACTIONRESPONSE._serialized_start=889
+  _CANCELACTIONRESPONSE._serialized_end=946
+  _WATCHACTIONREQUEST._serialized_start=948
+  _WATCHACTIONREQUEST._serialized_end=987
+  _WATCHACTIONRESPONSE._serialized_start=989
+  _WATCHACTIONRESPONSE._serialized_end=1045
+  _ACTIONSERVICE._serialized_start=1048
+  _ACTIONSERVICE._serialized_end=1449
 # @@protoc_insertion_point(module_scope)
