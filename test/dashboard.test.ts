@@ -9,8 +9,9 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { json } from "./helpers/args.ts";
 import { restartablePort } from "./helpers/ports.ts";
-import { root } from "./helpers/server.ts";
+import { fixture, root } from "./helpers/server.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
@@ -50,13 +51,17 @@ describe.skipIf(missing !== "")("the dashboard", () => {
   it("runs a fit from the form, shows its progress, cancels it, and reconnects after a restart", async () => {
     const dir = tempDir();
     const config = writeConfig(
-      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`,
+      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n  - module: ${fixture("durable.ts")}\n`,
       dir,
     );
     const httpPort = await restartablePort();
     server = serve(config, httpPort);
     const c = clients(await server.port);
     const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+    // A fit that fails, for the history to find after the restart.
+    const trainer = (await c.engine.createInstance({ modelType: "durable.Trainer", wait: true })).action!.modelId;
+    const failed = (await c.engine.fit({ modelId: trainer, kwargs: { fail: json(1), code: json("flaky") }, wait: true })).action!;
+    expect(failed.error?.code).toBe("flaky");
     c.channel.close();
 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
@@ -106,6 +111,31 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     await page.locator("[data-testid=banner]").waitFor({ state: "detached" });
     await page.goto(`${base}#/models`);
     await page.locator("[data-testid=models] td", { hasText: modelId }).waitFor();
+
+    // The history, after the restart: the old failed fit found by its model type and status.
+    await page.goto(`${base}#/`);
+    await page.fill("[data-testid=filters] input[name=type]", "durable.Trainer");
+    await page.press("[data-testid=filters] input[name=type]", "Enter");
+    await page.selectOption("[data-testid=filters] select[name=status]", "failed");
+    const found = page.locator("[data-testid=actions] tbody tr");
+    await page.waitForFunction((id) => {
+      const rows = [...document.querySelectorAll("[data-testid=actions] tbody tr")];
+      return rows.length === 1 && rows[0]!.textContent!.includes(id);
+    }, failed.id);
+    expect(await found.locator("td").allTextContents()).toEqual(
+      expect.arrayContaining([failed.id, "fit", "durable.Trainer", trainer, "failed", "flaky"]),
+    );
+    // The view is in the URL: shared, it shows the same.
+    expect(new URL(page.url()).hash).toBe("#/?status=failed&type=durable.Trainer");
+    await shot(page, "history");
+    const shared = await browser!.newPage({ viewport: { width: 390, height: 844 } });
+    shared.setDefaultTimeout(100_000);
+    await shared.goto(page.url());
+    await shared.locator("[data-testid=actions] tbody tr", { hasText: failed.id }).waitFor();
+    await shot(shared, "history-phone");
+    await shared.close();
+    await found.locator("a").click();
+    await page.locator("[data-testid=error]", { hasText: "flaky" }).waitFor();
     await page.close();
   });
 });

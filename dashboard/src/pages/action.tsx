@@ -1,0 +1,155 @@
+/** One action: its status, attempts, arguments, data access, result or error, log tail, and Cancel. */
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { useEffect, useState } from "preact/hooks";
+import { type Action, ActionView } from "../../../gen/plinth/v1/action_pb.ts";
+import { actions, errorText, type Live } from "../api.ts";
+import { Bar } from "../bar.tsx";
+import { argText, CALL, ended, json, STATUS } from "../format.ts";
+
+export function ActionPage({ id, live }: { id: string; live: Live }) {
+  const [fetched, setFetched] = useState<Action | undefined>();
+  const [error, setError] = useState("");
+  const current = live.actions.get(id);
+  useEffect(() => {
+    // The result in full once it has ended (the live state shows large ones in summary).
+    if (current && !ended(current)) return;
+    actions.getAction({ actionId: id, view: ActionView.RESULT }).then(
+      (r) => setFetched(r.action),
+      (e: unknown) => setError(errorText(e)),
+    );
+  }, [id, current?.status]);
+  const a = current && !ended(current) ? current : (fetched ?? current);
+  if (!a) return <p class="error">{error || "loading…"}</p>;
+  const cancel = () =>
+    actions.cancelAction({ actionId: id }).then(
+      (r) => setFetched(r.action),
+      (e: unknown) => setError(errorText(e)),
+    );
+  return (
+    <div class="action" data-testid="action">
+      <h2>
+        {CALL[a.call]} {a.modelType}{" "}
+        <span class={`status s${a.status}`} data-testid="status">
+          {STATUS[a.status]}
+        </span>
+      </h2>
+      {!ended(a) && (
+        <button type="button" data-testid="cancel" onClick={cancel}>
+          Cancel
+        </button>
+      )}
+      {error && <p class="error">{error}</p>}
+      <dl>
+        <dt>action</dt>
+        <dd>{a.id}</dd>
+        <dt>model</dt>
+        <dd>{a.modelId}</dd>
+        <dt>by</dt>
+        <dd>{a.createdBy || "—"}</dd>
+        <dt>priority</dt>
+        <dd>{a.priority || 3}</dd>
+        {a.server && (
+          <>
+            <dt>server</dt>
+            <dd>{a.server}</dd>
+          </>
+        )}
+        {a.retry && (
+          <>
+            <dt>attempt</dt>
+            <dd data-testid="attempt">
+              {a.attempt || 1} of {a.retry.maxAttempts}
+              {a.nextAttemptTime && ` — the next at ${timestampDate(a.nextAttemptTime).toLocaleTimeString()}`}
+            </dd>
+          </>
+        )}
+        {a.attempts.map((t) => (
+          <>
+            <dt>attempt {t.attempt}</dt>
+            <dd class="error">
+              {t.error?.code}: {t.error?.message}
+              {t.server && ` (on ${t.server})`}
+            </dd>
+          </>
+        ))}
+        {a.checkpoint && (
+          <>
+            <dt>checkpoint</dt>
+            <dd>
+              {String(a.checkpoint.size)} B from attempt {a.checkpoint.attempt}
+              {a.checkpoint.value && (
+                <>
+                  {" "}
+                  <code>{argText(a.checkpoint.value)}</code>
+                </>
+              )}
+            </dd>
+          </>
+        )}
+        <dt>progress</dt>
+        <dd>
+          <Bar action={a} />
+        </dd>
+        <dt>arguments</dt>
+        <dd>
+          <code>
+            [{a.args.map(argText).join(", ")}]{" "}
+            {Object.entries(a.kwargs)
+              .map(([k, v]) => `${k}=${argText(v)}`)
+              .join(" ")}
+          </code>
+        </dd>
+        {a.dataAccess.map((d) => (
+          <>
+            <dt>{d.argument}</dt>
+            <dd>
+              @{d.name}: {STATUS[d.status]}
+            </dd>
+          </>
+        ))}
+        {a.state && (
+          <>
+            <dt>state</dt>
+            <dd>
+              <code>{JSON.stringify(json(a.state))}</code>
+            </dd>
+          </>
+        )}
+        {a.result?.model && (
+          <>
+            <dt>result</dt>
+            <dd>
+              model {a.result.model.id} revision {String(a.result.model.revision)}
+            </dd>
+          </>
+        )}
+        {a.result?.prediction && (
+          <>
+            <dt>prediction</dt>
+            <dd>
+              <code data-testid="prediction">{argText(a.result.prediction)}</code>
+            </dd>
+          </>
+        )}
+        {a.cancel && (
+          <>
+            <dt>cancel</dt>
+            <dd data-testid="cancel-outcome">
+              by {a.cancel.by}
+              {a.cancel.cancelledBy ? ` (${a.cancel.cancelledBy})` : ""} while {STATUS[a.cancel.phase]}
+              {a.cancel.forced ? ", SIGKILL needed" : ""}
+              {a.cancel.signal ? `, child ${a.cancel.signal}` : ""}
+            </dd>
+          </>
+        )}
+      </dl>
+      {a.error && (
+        <div class="error" data-testid="error">
+          <strong>{a.error.code}</strong>: {a.error.message}
+          {a.error.stack && <pre>{a.error.stack}</pre>}
+        </div>
+      )}
+      {a.logTail.length > 0 && <pre class="log">{a.logTail.join("\n")}</pre>}
+    </div>
+  );
+}

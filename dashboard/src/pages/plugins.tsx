@@ -1,0 +1,122 @@
+/** The plugins the server loaded, their schemas, a cluster's servers, and a form to run create, fit and predict. */
+import type { JsonValue } from "@bufbuild/protobuf";
+import { useEffect, useState } from "preact/hooks";
+import type { Plugin, Server } from "../../../gen/plinth/v1/engine_service_pb.ts";
+import { engine, errorText, jsonArgs } from "../api.ts";
+
+/** The JSON Schemas a function's calls declare: what to put in the form's args and kwargs. */
+function Schemas({ of }: { of: Plugin["modelTypes"][number] }) {
+  if (of.schemas.length === 0) return null;
+  return (
+    <details data-testid={`schemas-${of.name}`}>
+      <summary>arguments</summary>
+      {of.schemas.map((c) => (
+        <div key={c.call}>
+          <strong>{c.call}</strong>
+          {(["args", "kwargs", "state"] as const).map((part) =>
+            c[part] ? (
+              <pre key={part}>
+                {part}: {JSON.stringify(c[part], null, 2)}
+              </pre>
+            ) : null,
+          )}
+        </div>
+      ))}
+    </details>
+  );
+}
+
+export function PluginsPage() {
+  const [plugins, setPlugins] = useState<Plugin[]>([]);
+  const [servers, setServers] = useState<Server[]>([]);
+  const [error, setError] = useState("");
+  const [call, setCall] = useState("create");
+  const [target, setTarget] = useState("");
+  const [args, setArgs] = useState("[]");
+  const [kwargs, setKwargs] = useState("{}");
+  useEffect(() => {
+    engine.listPlugins({}).then(
+      (r) => {
+        setPlugins(r.plugins);
+        setServers(r.servers);
+      },
+      (e: unknown) => setError(errorText(e)),
+    );
+  }, []);
+  const run = async (event: Event) => {
+    event.preventDefault();
+    setError("");
+    try {
+      const a = jsonArgs(JSON.parse(args) as JsonValue[]);
+      const k = Object.fromEntries(Object.entries(JSON.parse(kwargs) as Record<string, JsonValue>).map(([name, v]) => [name, jsonArgs([v])[0]!]));
+      const started =
+        call === "create"
+          ? await engine.createInstance({ modelType: target, args: a, kwargs: k })
+          : call === "fit"
+            ? await engine.fit({ modelId: target, args: a, kwargs: k })
+            : await engine.predict({ modelId: target, args: a, kwargs: k });
+      location.hash = `#/actions/${started.action!.id}`;
+    } catch (e) {
+      setError(errorText(e));
+    }
+  };
+  return (
+    <>
+      <form data-testid="run" onSubmit={run}>
+        <select name="call" value={call} onChange={(e) => setCall((e.target as HTMLSelectElement).value)}>
+          <option value="create">create (model type)</option>
+          <option value="fit">fit (model id)</option>
+          <option value="predict">predict (model id)</option>
+        </select>
+        <input name="target" placeholder="systest.Model or m-…" value={target} onInput={(e) => setTarget((e.target as HTMLInputElement).value)} />
+        <input name="args" placeholder="args, a JSON array" value={args} onInput={(e) => setArgs((e.target as HTMLInputElement).value)} />
+        <input name="kwargs" placeholder="kwargs, a JSON object" value={kwargs} onInput={(e) => setKwargs((e.target as HTMLInputElement).value)} />
+        <button type="submit">Run</button>
+      </form>
+      {error && (
+        <p class="error" data-testid="run-error">
+          {error}
+        </p>
+      )}
+      {servers.length > 0 && (
+        <section data-testid="servers">
+          <h3>Servers</h3>
+          <ul>
+            {servers.map((s) => (
+              <li key={s.name}>
+                <strong>{s.name}</strong> {s.thisServer ? "(this one) " : ""}
+                <span class="muted">
+                  {s.address} · {s.host} pid {s.pid}
+                </span>{" "}
+                — {s.modelTypes.join(", ")}
+              </li>
+            ))}
+          </ul>
+        </section>
+      )}
+      {plugins.map((p) => (
+        <section key={p.name}>
+          <h3>
+            {p.name} <span class="muted">({p.runtime})</span>
+          </h3>
+          <p>{p.description}</p>
+          {p.reloadError && <p class="error">its changed code does not load; the previous version serves: {p.reloadError}</p>}
+          <ul>
+            {p.modelTypes.map((m) => (
+              <li key={m.name}>
+                <strong>{m.name}</strong> — {m.description}
+                <Schemas of={m} />
+              </li>
+            ))}
+            {p.dataAccess.map((d) => (
+              <li key={d.name}>
+                <em>@{d.name}</em> — {d.description}
+                <Schemas of={d} />
+              </li>
+            ))}
+          </ul>
+        </section>
+      ))}
+    </>
+  );
+}
