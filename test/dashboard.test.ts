@@ -96,7 +96,15 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     await shot(page, "actions");
     await row.locator("a").click();
 
+    // Cancel asks first; "keep it running" keeps it running.
     await page.click("[data-testid=cancel]");
+    await page.locator("[data-testid=cancel-confirmation]", { hasText: "Cancel this fit of systest.Model? It has run" }).waitFor();
+    await shot(page, "cancel-confirmation");
+    await page.click("[data-testid=cancel-keep]");
+    await page.locator("[data-testid=cancel-confirmation]").waitFor({ state: "detached" });
+    expect(await page.locator("[data-testid=status]").textContent()).toBe("executing");
+    await page.click("[data-testid=cancel]");
+    await page.click("[data-testid=cancel-confirm]");
     await page.locator("[data-testid=status]", { hasText: "cancelled" }).waitFor();
     expect(await page.locator("[data-testid=cancel-outcome]").textContent()).toMatch(/^by CancelAction while executing/);
     await shot(page, "cancelled");

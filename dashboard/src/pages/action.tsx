@@ -4,11 +4,13 @@ import { useEffect, useState } from "preact/hooks";
 import { type Action, ActionView } from "../../../gen/plinth/v1/action_pb.ts";
 import { actions, errorText, type Live } from "../api.ts";
 import { Bar } from "../bar.tsx";
-import { argText, CALL, ended, json, STATUS } from "../format.ts";
+import { argText, CALL, duration, ended, json, STATUS } from "../format.ts";
 
 export function ActionPage({ id, live }: { id: string; live: Live }) {
   const [fetched, setFetched] = useState<Action | undefined>();
   const [error, setError] = useState("");
+  // Cancel asks first: a click on it alone must not end an hour of fitting.
+  const [confirming, setConfirming] = useState(false);
   const current = live.actions.get(id);
   useEffect(() => {
     // The result in full once it has ended (the live state shows large ones in summary).
@@ -20,11 +22,13 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
   }, [id, current?.status]);
   const a = current && !ended(current) ? current : (fetched ?? current);
   if (!a) return <p class="error">{error || "loading…"}</p>;
-  const cancel = () =>
+  const cancel = () => {
+    setConfirming(false);
     actions.cancelAction({ actionId: id }).then(
       (r) => setFetched(r.action),
       (e: unknown) => setError(errorText(e)),
     );
+  };
   return (
     <div class="action" data-testid="action">
       <h2>
@@ -33,10 +37,24 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
           {STATUS[a.status]}
         </span>
       </h2>
-      {!ended(a) && (
-        <button type="button" data-testid="cancel" onClick={cancel}>
+      {!ended(a) && !confirming && (
+        <button type="button" data-testid="cancel" onClick={() => setConfirming(true)}>
           Cancel
         </button>
+      )}
+      {!ended(a) && confirming && (
+        <div class="confirm" role="alertdialog" aria-labelledby="confirm-text" data-testid="cancel-confirmation">
+          <span id="confirm-text">
+            Cancel this {CALL[a.call]} of {a.modelType}? It has run {duration(a, Date.now())}; what it did so far is lost
+            {a.retry ? " (no further attempt runs)" : ""}.
+          </span>{" "}
+          <button type="button" data-testid="cancel-confirm" onClick={cancel}>
+            Yes, cancel it
+          </button>{" "}
+          <button type="button" data-testid="cancel-keep" autofocus onClick={() => setConfirming(false)}>
+            Keep it running
+          </button>
+        </div>
       )}
       {error && <p class="error">{error}</p>}
       <dl>

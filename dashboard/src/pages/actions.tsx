@@ -112,8 +112,9 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
       },
       (e: unknown) => setError(errorText(e)),
     );
+  // From the URL as it is now: a change made just before may not have rendered yet.
   const set = (key: keyof Filters, value: string) => {
-    location.hash = hashOf({ ...filters, [key]: value || undefined });
+    location.hash = hashOf({ ...filtersOf(location.hash.split("?")[1] ?? ""), [key]: value || undefined });
   };
   // The live view of an action wins over the stored one: it is the newer.
   const rows = new Map<string, Action>();
