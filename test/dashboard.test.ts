@@ -9,7 +9,8 @@ import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { json } from "./helpers/args.ts";
+import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
+import { dataAccess, json } from "./helpers/args.ts";
 import { restartablePort } from "./helpers/ports.ts";
 import { fixture, root } from "./helpers/server.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
@@ -51,7 +52,7 @@ describe.skipIf(missing !== "")("the dashboard", () => {
   it("runs a fit from the form, shows its progress, cancels it, and reconnects after a restart", async () => {
     const dir = tempDir();
     const config = writeConfig(
-      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n  - module: ${fixture("durable.ts")}\n`,
+      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n  - module: ${fixture("durable.ts")}\n  - module: ${fixture("curve.ts")}\n`,
       dir,
     );
     const httpPort = await restartablePort();
@@ -62,12 +63,30 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     const trainer = (await c.engine.createInstance({ modelType: "durable.Trainer", wait: true })).action!.modelId;
     const failed = (await c.engine.fit({ modelId: trainer, kwargs: { fail: json(1), code: json("flaky") }, wait: true })).action!;
     expect(failed.error?.code).toBe("flaky");
+    // A fit that reports its loss each epoch, from a data-access argument that logs.
+    const curve = (await c.engine.createInstance({ modelType: "curve.Model", wait: true })).action!.modelId;
+    const curved = (
+      await c.engine.fit({ modelId: curve, args: [dataAccess("curve.points")], kwargs: { epochs: json(12), epoch_ms: json(40) }, wait: true })
+    ).action!;
+    expect(curved.status).toBe(ActionStatus.SUCCEEDED);
     c.channel.close();
 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
     // Waits end on what the page shows; the bound (playwright's default is 30 s) only catches "never".
     page.setDefaultTimeout(100_000);
     const base = `http://127.0.0.1:${httpPort}/`;
+
+    // The fit's page: its loss drawn over the epochs, its data-access argument's log lines.
+    await page.goto(`${base}#/actions/${curved.id}`);
+    const loss = page.locator("[data-testid=chart-loss]");
+    await loss.waitFor();
+    expect(Number(await loss.getAttribute("data-points"))).toBe(curved.states.length);
+    expect(curved.states.length).toBeGreaterThanOrEqual(6);
+    expect(await loss.locator("figcaption").textContent()).toMatch(/^loss 0\.0833 over epoch; min 0\.0833, max/);
+    await page.locator("[data-testid=chart-accuracy]").waitFor();
+    expect(await page.locator('[data-testid="data-args[0]"]').textContent()).toContain("fetched 100 points");
+    await shot(page, "action-chart");
+
     await page.goto(`${base}#/plugins`);
     await page.getByText("keeps its instantiate arguments and records every fit").waitFor();
     // What the model type's calls take, from their schemas.

@@ -84,7 +84,9 @@ export class Feed {
           this.#publisher.record(revision, { kind: "model_upserted", model: this.#table.putModel(modelMessage(change.model)) });
           break;
         case "action": {
-          const view = Object.freeze(change.action);
+          // Without its reported states (an ended action's, from the history): the live state does not carry them.
+          const { action } = change;
+          const view = Object.freeze(action.states.length ? { ...action, states: [] } : action);
           if (!this.#runs.has(view.id)) this.#table.holdRemote(view);
           this.#publisher.record(revision, { kind: "action_upserted", action: view });
         }

@@ -161,7 +161,7 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
   }
   const ended = table.finish(id, { ...patch, nextAttemptTime: undefined, endTime: timestampNow() }, result);
   try {
-    await persist(deps.store, ended.view, storedPayloads(deps, undefined, result));
+    await persist(deps.store, withStates(table, ended.view), storedPayloads(deps, undefined, result));
   } catch (error) {
     // The action ended but the history could not record it: say so on the action.
     deps.logger.error({ err: error, actionId: id }, "storing an ended action failed");
@@ -172,6 +172,12 @@ export async function runAction(deps: LifecycleDeps, request: RunRequest): Promi
     return { live: { ...ended, view }, unrecorded: view };
   }
   return { live: ended };
+}
+
+/** The ended action as the history keeps it: with its reported states, which the live view (and so the streams) does not carry. */
+function withStates(table: LiveTable, view: Action): Action {
+  const states = table.states(view.id);
+  return states.length ? (Object.freeze({ ...view, states: [...states] }) as Action) : view;
 }
 
 /**
@@ -437,6 +443,7 @@ class Steps implements RunReporter {
       argument === undefined
         ? table.update(this.#id, { ...(state ? { state } : {}), logTail })
         : table.updateDataAccess(this.#id, argument, { ...(state ? { state } : {}), logTail });
+    if (argument === undefined && state) table.recordState(this.#id, state);
     this.#onProgress?.(view);
   }
 }
@@ -503,7 +510,7 @@ async function endWithRevision(
     patch = { ...succeeded(modelMessage(stored)), endTime, updateTime: endTime };
     // As table.finish shows it once committed: nothing else changes the action meanwhile.
     const view = Object.freeze({ ...table.action(id)!.view, ...patch, queuePosition: 0 }) as Action;
-    return { action: view, payloads: storedPayloads(deps, undefined, prediction) };
+    return { action: withStates(table, view), payloads: storedPayloads(deps, undefined, prediction) };
   };
   try {
     await store.putModel(record, ended);

@@ -15,14 +15,15 @@
  * once and are published when the feed brings them back; other servers' actions are held
  * as views only (remote).
  */
-import { type Timestamp, timestampNow } from "@bufbuild/protobuf/wkt";
-import { type Action, ActionStatus, type DataAccessProgress } from "../../gen/plinth/v1/action_pb.ts";
+import { type Timestamp, timestampNow, type Value } from "@bufbuild/protobuf/wkt";
+import { type Action, ActionStatus, type DataAccessProgress, type StatePoint } from "../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { PlinthError } from "../errors.ts";
 import { DEFAULT_PRIORITY, isEnded } from "../store/records.ts";
 import type { CallArgs } from "./args.ts";
 import type { JsonForm, Payload } from "./payloads.ts";
 import type { StatePublisher } from "./state-publisher.ts";
+import { StateSeries } from "./state-series.ts";
 
 /** What a change of an action may set; its update time is now unless given (as the store has it already). */
 export type ActionPatch = Partial<
@@ -114,6 +115,8 @@ export class LiveTable {
   readonly #publisher: StatePublisher | undefined;
   readonly #models = new Map<string, Model>();
   readonly #actions = new Map<string, LiveAction>();
+  /** Each live action's own reported states over time (Action.states), while it is live. */
+  readonly #states = new Map<string, StateSeries>();
   /** Ended actions still live, with when they ended, oldest first. */
   readonly #ended = new Map<string, number>();
   #endedBytes = 0;
@@ -303,6 +306,18 @@ export class LiveTable {
     return ended;
   }
 
+  /** Adds a state the action's own call reported to its series. */
+  recordState(id: string, state: Value): void {
+    let series = this.#states.get(id);
+    if (!series) this.#states.set(id, (series = new StateSeries()));
+    series.add(state);
+  }
+
+  /** The action's reported states so far, oldest first (none for another server's action). */
+  states(id: string): readonly StatePoint[] {
+    return this.#states.get(id)?.points ?? [];
+  }
+
   /**
    * Drops ended actions beyond the retention's count, age and bytes, oldest first
    * (their history stays in the store): amortized O(1) per action.
@@ -315,6 +330,7 @@ export class LiveTable {
       this.#ended.delete(id);
       this.#endedBytes -= this.#actions.get(id)?.bytes ?? 0;
       this.#actions.delete(id);
+      this.#states.delete(id);
     }
   }
 

@@ -56,7 +56,10 @@ export async function listModels(
 export function handOut(r: Pick<Readers, "table" | "views">, live: LiveAction, view: ActionView): Action {
   const position = r.table.queuePosition(live.view.id);
   const current = position === live.view.queuePosition ? live.view : (Object.freeze({ ...live.view, queuePosition: position }) as Action);
-  return fullerView(current, live, view, r.views);
+  const shown = fullerView(current, live, view, r.views);
+  // Its reported states, in views other than BASIC: the streams' views never carry them.
+  const states = view === ActionView.BASIC ? [] : r.table.states(live.view.id);
+  return states.length ? (Object.freeze({ ...shown, states: [...states] }) as Action) : shown;
 }
 
 /** The action as `view` asks: live, or from the history. */
@@ -165,7 +168,9 @@ export function getState(
 }
 
 /** The action from the history, with the payloads it kept as `view` asks. */
-function withStoredPayloads(action: Action, payloads: StoredPayloads | undefined, view: ActionView): Action {
+function withStoredPayloads(stored: Action, payloads: StoredPayloads | undefined, view: ActionView): Action {
+  // The reported states the history keeps show in views other than BASIC.
+  const action = view === ActionView.BASIC && stored.states.length ? { ...stored, states: [] } : stored;
   if (!payloads || view === ActionView.BASIC) return action;
   const fuller: Partial<Action> = {};
   if (payloads.prediction && action.result) fuller.result = create(ActionResultSchema, { ...action.result, prediction: payloads.prediction });

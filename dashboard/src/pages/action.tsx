@@ -1,9 +1,10 @@
 /** One action: its status, attempts, arguments, data access, result or error, log tail, and Cancel. */
-import { timestampDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import { type Action, ActionView } from "../../../gen/plinth/v1/action_pb.ts";
 import { actions, errorText, type Live } from "../api.ts";
 import { Bar } from "../bar.tsx";
+import { Charts, type Point } from "../chart.tsx";
 import { argText, CALL, duration, ended, json, STATUS } from "../format.ts";
 
 export function ActionPage({ id, live }: { id: string; live: Live }) {
@@ -12,14 +13,23 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
   // Cancel asks first: a click on it alone must not end an hour of fitting.
   const [confirming, setConfirming] = useState(false);
   const current = live.actions.get(id);
+  // The states reported since the page fetched the action: the live state shows only the latest.
+  const [since, setSince] = useState<Point[]>([]);
   useEffect(() => {
-    // The result in full once it has ended (the live state shows large ones in summary).
-    if (current && !ended(current)) return;
+    // The result in full and the reported states so far (the live state carries neither):
+    // at the start, and again once it has ended.
+    if (current && !ended(current) && fetched?.id === id) return;
     actions.getAction({ actionId: id, view: ActionView.RESULT }).then(
-      (r) => setFetched(r.action),
+      (r) => {
+        setFetched(r.action);
+        setSince([]);
+      },
       (e: unknown) => setError(errorText(e)),
     );
-  }, [id, current?.status]);
+  }, [id, current && ended(current)]);
+  useEffect(() => {
+    if (current?.state && !ended(current)) setSince((s) => [...s, { time: Date.now(), state: json(current.state) }]);
+  }, [current?.state]);
   const a = current && !ended(current) ? current : (fetched ?? current);
   if (!a) return <p class="error">{error || "loading…"}</p>;
   const cancel = () => {
@@ -108,6 +118,19 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         <dd>
           <Bar action={a} />
         </dd>
+        {(() => {
+          const stored = (fetched?.id === id ? fetched.states : []).map((p) => ({ time: p.time ? timestampMs(p.time) : 0, state: json(p.state) }));
+          const after = stored.at(-1)?.time ?? 0;
+          const points = [...stored, ...(ended(a) ? [] : since.filter((p) => p.time > after))];
+          return points.length > 1 ? (
+            <>
+              <dt>reported</dt>
+              <dd>
+                <Charts points={points} />
+              </dd>
+            </>
+          ) : null;
+        })()}
         <dt>arguments</dt>
         <dd>
           <code>
@@ -120,8 +143,16 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         {a.dataAccess.map((d) => (
           <>
             <dt>{d.argument}</dt>
-            <dd>
+            <dd data-testid={`data-${d.argument}`}>
               @{d.name}: {STATUS[d.status]}
+              {d.state && <code> {JSON.stringify(json(d.state))}</code>}
+              {d.error && (
+                <span class="error">
+                  {" "}
+                  {d.error.code}: {d.error.message}
+                </span>
+              )}
+              {d.logTail.length > 0 && <pre class="log">{d.logTail.join("\n")}</pre>}
             </dd>
           </>
         ))}
