@@ -309,7 +309,10 @@ export class LiveTable {
   /** Adds a state the action's own call reported to its series. */
   recordState(id: string, state: Value): void {
     let series = this.#states.get(id);
-    if (!series) this.#states.set(id, (series = new StateSeries()));
+    if (!series) {
+      series = new StateSeries();
+      this.#states.set(id, series);
+    }
     series.add(state);
   }
 
