@@ -1,10 +1,11 @@
 /** An action's reported states over time (Action.states): bounded, thinned evenly, big states left out. */
 import { fromJson, toJson } from "@bufbuild/protobuf";
-import { timestampMs, type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
+import { timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { describe, expect, test } from "vitest";
+import type { StatePoint } from "../../gen/plinth/v1/action_pb.ts";
 import { MAX_POINT_BYTES, MAX_POINTS, StateSeries } from "../../server/engine/state-series.ts";
 
-const epochOf = (p: { state?: Value }) => (toJson(ValueSchema, p.state!) as { epoch: number }).epoch;
+const epochOf = (p: StatePoint) => (toJson(ValueSchema, p.state!) as { epoch: number }).epoch;
 const state = (epoch: number) => fromJson(ValueSchema, { epoch, loss: 1 / epoch });
 
 describe("StateSeries", () => {
