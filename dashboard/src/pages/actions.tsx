@@ -79,15 +79,10 @@ function request(f: Filters, pageToken: string) {
 
 export function ActionsPage({ live, query }: { live: Live; query: string }) {
   const filters = filtersOf(query);
-  const [now, setNow] = useState(Date.now());
   const [history, setHistory] = useState<Action[]>([]);
   const [next, setNext] = useState("");
   const [error, setError] = useState("");
   const [search, setSearch] = useState("");
-  useEffect(() => {
-    const timer = setInterval(() => setNow(Date.now()), 500);
-    return () => clearInterval(timer);
-  }, []);
   // The history's first page, again whenever the filters change.
   useEffect(() => {
     let current = true;
@@ -134,7 +129,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
       {label}
       <input
         name={key}
-        value={filters[key] ?? ""}
+        key={filters[key] ?? ""}
+        defaultValue={filters[key] ?? ""}
         placeholder={placeholder}
         onChange={(e) => set(key, (e.target as HTMLInputElement).value.trim())}
       />
@@ -170,7 +166,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
           <input
             name="type"
             list="model-types"
-            value={filters.type ?? ""}
+            key={filters.type ?? ""}
+            defaultValue={filters.type ?? ""}
             onChange={(e) => set("type", (e.target as HTMLInputElement).value.trim())}
           />
           <datalist id="model-types">
@@ -188,7 +185,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
           <input
             name="since"
             type="datetime-local"
-            value={filters.since ?? ""}
+            key={filters.since ?? ""}
+            defaultValue={filters.since ?? ""}
             onChange={(e) => set("since", (e.target as HTMLInputElement).value)}
           />
         </label>
@@ -197,7 +195,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
           <input
             name="until"
             type="datetime-local"
-            value={filters.until ?? ""}
+            key={filters.until ?? ""}
+            defaultValue={filters.until ?? ""}
             onChange={(e) => set("until", (e.target as HTMLInputElement).value)}
           />
         </label>
@@ -256,7 +255,7 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
               <td>{a.createdBy}</td>
               <td>{a.server}</td>
               <td class="num">{when(a.createTime)}</td>
-              <td class="num">{duration(a, now)}</td>
+              <td class="num">{ended(a) ? duration(a, 0) : <Running action={a} />}</td>
               <td class="error-code">{a.error?.code ?? ""}</td>
             </tr>
           ))}
@@ -270,4 +269,26 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
       )}
     </>
   );
+}
+
+/** The clock the running actions' durations share: one timer, whatever their number. */
+const ticks = new Set<() => void>();
+setInterval(() => {
+  for (const tick of ticks) tick();
+}, 500);
+
+/**
+ * A running action's duration, ticking: only these cells render each tick, not the table
+ * (which would also reset a filter being typed).
+ */
+function Running({ action }: { action: Action }) {
+  const [now, setNow] = useState(Date.now());
+  useEffect(() => {
+    const tick = () => setNow(Date.now());
+    ticks.add(tick);
+    return () => {
+      ticks.delete(tick);
+    };
+  }, []);
+  return <>{duration(action, now)}</>;
 }
