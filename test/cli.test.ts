@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
 import { parse as parseYaml } from "yaml";
+import { builtCli } from "./helpers/built-cli.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -13,7 +14,9 @@ import { tempDir } from "./helpers/temp.ts";
 const exec = promisify(execFile);
 
 let t: TestServer;
+let cli: string;
 beforeAll(async () => {
+  cli = await builtCli();
   t = await startTestServer({
     engine: { sigterm_timeout: 1 },
     plugins: [{ module: join(root, "plugins/system-test/mod.ts") }, { module: fixture("misbehave.ts") }],
@@ -22,13 +25,13 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 /**
- * `plinth --address … args` — the package's bin, cli/plinth.mjs, as npx runs it (without
- * npx's own second of start-up each time; the tests on a terminal and `serve` go through
- * npx): its exit code, stdout and stderr.
+ * `plinth --address … args` — the command line built from the sources now, as the
+ * package builds it (without npx's own second of start-up, nor tsx's, each time; the
+ * tests on a terminal and `serve` go through npx and the bin, cli/plinth.mjs): its exit
+ * code, stdout and stderr.
  */
 async function plinth(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const bin = join(root, "cli/plinth.mjs");
-  return exec(process.execPath, [bin, "--address", `127.0.0.1:${t.port}`, ...args], { cwd: root, env: { ...process.env, NO_COLOR: "1" } }).then(
+  return exec(process.execPath, [cli, "--address", `127.0.0.1:${t.port}`, ...args], { cwd: root, env: { ...process.env, NO_COLOR: "1" } }).then(
     ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
     (e: { code: number; stdout: string; stderr: string }) => ({ code: e.code, stdout: e.stdout, stderr: e.stderr }),
   );
