@@ -5,13 +5,14 @@
  */
 
 import { once } from "node:events";
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { dataAccess, json } from "./helpers/args.ts";
 import { restartablePort } from "./helpers/ports.ts";
+import { newDatabase } from "./helpers/postgres.ts";
 import { fixture, root } from "./helpers/server.ts";
 import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -69,12 +70,36 @@ describe.skipIf(missing !== "")("the dashboard", () => {
       await c.engine.fit({ modelId: curve, args: [dataAccess("curve.points")], kwargs: { epochs: json(12), epoch_ms: json(40) }, wait: true })
     ).action!;
     expect(curved.status).toBe(ActionStatus.SUCCEEDED);
+    // A model with three revisions: created, fitted twice.
+    const revised = (await c.engine.createInstance({ modelType: "systest.Model", args: [json("r")], wait: true })).action!.modelId;
+    const fits = [];
+    for (const n of [1, 2]) fits.push((await c.engine.fit({ modelId: revised, args: [json(n)], wait: true })).action!);
+    const latest = (await c.engine.getModel({ modelId: revised })).model!;
+    expect(latest.revision).toBe(3n);
     c.channel.close();
 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
     // Waits end on what the page shows; the bound (playwright's default is 30 s) only catches "never".
     page.setDefaultTimeout(100_000);
     const base = `http://127.0.0.1:${httpPort}/`;
+
+    // The model's page: its three revisions, each with the action that made it; its actions; a download.
+    await page.goto(`${base}#/models/${revised}`);
+    await page.locator("[data-testid=revisions] tr[data-revision='1']").waitFor();
+    expect(await page.locator("[data-testid=revisions] tbody tr").evaluateAll((rows) => rows.map((r) => r.getAttribute("data-revision")))).toEqual([
+      "3",
+      "2",
+      "1",
+    ]);
+    expect(await page.locator("[data-testid=revisions] tr[data-revision='3'] a").textContent()).toBe(fits[1]!.id);
+    expect(await page.locator("[data-testid=revisions] tr[data-revision='2'] a").textContent()).toBe(fits[0]!.id);
+    expect(await page.locator("[data-testid=model-actions] tbody tr").count()).toBe(3);
+    await shot(page, "model");
+    const [download] = await Promise.all([page.waitForEvent("download"), page.click("[data-testid=download-3]")]);
+    const saved = join(tempDir(), "instance.bin");
+    await download.saveAs(saved);
+    expect(statSync(saved).size).toBe(Number(latest.instanceSize));
+    expect(JSON.parse(readFileSync(saved, "utf8")).fits).toHaveLength(2);
 
     // The fit's page: its loss drawn over the epochs, its data-access argument's log lines.
     await page.goto(`${base}#/actions/${curved.id}`);
@@ -113,7 +138,7 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     const row = page.locator("[data-testid=actions] tr[data-status=executing]");
     await row.locator("[data-testid=progress]").waitFor();
     await shot(page, "actions");
-    await row.locator("a").click();
+    await row.locator("td:first-child a").click();
 
     // Cancel asks first; "keep it running" keeps it running.
     await page.click("[data-testid=cancel]");
@@ -161,8 +186,61 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     await shared.locator("[data-testid=actions] tbody tr", { hasText: failed.id }).waitFor();
     await shot(shared, "history-phone");
     await shared.close();
-    await found.locator("a").click();
+    await found.locator("td:first-child a").click();
     await page.locator("[data-testid=error]", { hasText: "flaky" }).waitFor();
     await page.close();
+  });
+  it("shows a two-server cluster's servers, what each runs, and the load over the last seconds", async () => {
+    const url = await newDatabase();
+    const config = (http: string) =>
+      writeConfig(
+        [
+          "backend:",
+          "  kind: postgres",
+          `  url: ${url}`,
+          "engine:",
+          "  min_idle_workers: 0",
+          "  sigterm_timeout: 1",
+          "http:",
+          `  address: ${http}`,
+          "plugins:",
+          `  - module: ${join(root, "plugins/system-test/mod.ts")}`,
+        ].join("\n"),
+      );
+    const httpPort = await restartablePort();
+    const a = startProcess(["--config", config(`127.0.0.1:${httpPort}`), "--address", "127.0.0.1:0"]);
+    const b = startProcess(["--config", config("off"), "--address", "127.0.0.1:0"]);
+    try {
+      const [ca, cb] = [clients(await a.port), clients(await b.port)];
+      const bName = (await cb.engine.listPlugins({})).servers.find((s) => s.thisServer)!.name;
+      // A long predict running on b.
+      const modelId = (await cb.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+      const slow = (await cb.engine.predict({ modelId, kwargs: { sleep: json(60) } })).action!;
+      for await (const u of ca.actions.watchAction({ actionId: slow.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
+      expect((await ca.actions.getAction({ actionId: slow.id })).action!.server).toBe(bName);
+
+      const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
+      page.setDefaultTimeout(100_000);
+      await page.goto(`http://127.0.0.1:${httpPort}/#/servers`);
+      await page.locator("[data-testid=servers] tbody tr").nth(1).waitFor();
+      expect(await page.locator("[data-testid=servers] tbody tr").count()).toBe(2);
+      const row = page.locator(`[data-testid=servers] tr[data-server="${bName}"]`);
+      await row.locator("[data-testid=running]", { hasText: /^1 predict systest\.Model/ }).waitFor();
+      // The load, from the live state each second: one running.
+      await page.locator("[data-testid=chart-running]").waitFor();
+      expect(await page.locator("[data-testid=chart-running] figcaption strong").textContent()).toBe("1");
+      await shot(page, "servers");
+      await page.close();
+      await ca.actions.cancelAction({ actionId: slow.id });
+      ca.channel.close();
+      cb.channel.close();
+    } finally {
+      for (const p of [a, b]) {
+        if (p.child.exitCode === null) {
+          p.child.kill("SIGTERM");
+          await once(p.child, "exit");
+        }
+      }
+    }
   });
 });

@@ -2,15 +2,18 @@
  * Plinth's dashboard: the actions (live, then the history, filtered by the URL), an
  * action's page with Cancel, models, plugins and a form to run create, fit and predict.
  * Pages by the URL's hash: #/ (actions; #/?status=failed&type=… filtered),
- * #/actions/<id>, #/models, #/plugins.
+ * #/actions/<id>, #/models (#/models/<id>: one model), #/plugins, #/servers.
  */
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { followState, type Live, token } from "./api.ts";
+import { feedLoad } from "./load.ts";
 import { ActionPage } from "./pages/action.tsx";
 import { ActionsPage } from "./pages/actions.tsx";
+import { ModelPage } from "./pages/model.tsx";
 import { ModelsPage } from "./pages/models.tsx";
 import { PluginsPage } from "./pages/plugins.tsx";
+import { ServersPage } from "./pages/servers.tsx";
 import "./style.css";
 
 function App() {
@@ -22,7 +25,11 @@ function App() {
     const onHash = () => setHash(location.hash);
     addEventListener("hashchange", onHash);
     const stop = new AbortController();
-    void followState(setLive, (up, why) => setConnection(why === undefined ? { up } : { up, why }), stop.signal);
+    const onLive = (next: Live) => {
+      feedLoad(next);
+      setLive(next);
+    };
+    void followState(onLive, (up, why) => setConnection(why === undefined ? { up } : { up, why }), stop.signal);
     return () => {
       removeEventListener("hashchange", onHash);
       stop.abort();
@@ -37,6 +44,7 @@ function App() {
         <a href="#/">actions</a>
         <a href="#/models">models</a>
         <a href="#/plugins">plugins</a>
+        <a href="#/servers">servers</a>
         <form class="token" onSubmit={(e) => e.preventDefault()}>
           <input
             type="password"
@@ -58,10 +66,14 @@ function App() {
       <main>
         {page === "actions" && id ? (
           <ActionPage id={id} live={live} />
+        ) : page === "models" && id ? (
+          <ModelPage id={id} live={live} />
         ) : page === "models" ? (
           <ModelsPage live={live} />
         ) : page === "plugins" ? (
           <PluginsPage />
+        ) : page === "servers" ? (
+          <ServersPage live={live} />
         ) : (
           <ActionsPage live={live} query={query} />
         )}

@@ -71,7 +71,7 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         <dt>action</dt>
         <dd>{a.id}</dd>
         <dt>model</dt>
-        <dd>{a.modelId}</dd>
+        <dd>{a.modelId ? <a href={`#/models/${a.modelId}`}>{a.modelId}</a> : "—"}</dd>
         <dt>by</dt>
         <dd>{a.createdBy || "—"}</dd>
         <dt>priority</dt>

@@ -244,7 +244,7 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
               </td>
               <td>{CALL[a.call]}</td>
               <td>{a.modelType}</td>
-              <td>{a.modelId}</td>
+              <td>{a.modelId && <a href={`#/models/${a.modelId}`}>{a.modelId}</a>}</td>
               <td class={`status s${a.status}`}>
                 {STATUS[a.status]}
                 {a.queuePosition ? ` #${a.queuePosition}` : ""}
