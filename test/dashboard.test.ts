@@ -53,7 +53,7 @@ describe.skipIf(missing !== "")("the dashboard", () => {
   it("runs a fit from the form, shows its progress, cancels it, and reconnects after a restart", async () => {
     const dir = tempDir();
     const config = writeConfig(
-      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n  - module: ${fixture("durable.ts")}\n  - module: ${fixture("curve.ts")}\n`,
+      `backend:\n  path: ${join(dir, "plinth.db")}\nengine:\n  sigterm_timeout: 1\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n  - module: ${fixture("durable.ts")}\n  - module: ${fixture("curve.ts")}\n  - module: ${join(root, "plugins/iris/mod.ts")}\n`,
       dir,
     );
     const httpPort = await restartablePort();
@@ -70,6 +70,7 @@ describe.skipIf(missing !== "")("the dashboard", () => {
       await c.engine.fit({ modelId: curve, args: [dataAccess("curve.points")], kwargs: { epochs: json(12), epoch_ms: json(40) }, wait: true })
     ).action!;
     expect(curved.status).toBe(ActionStatus.SUCCEEDED);
+    const iris = (await c.engine.createInstance({ modelType: "iris.DecisionTree", wait: true })).action!.modelId;
     // A model with three revisions: created, fitted twice.
     const revised = (await c.engine.createInstance({ modelType: "systest.Model", args: [json("r")], wait: true })).action!.modelId;
     const fits = [];
@@ -82,6 +83,21 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     // Waits end on what the page shows; the bound (playwright's default is 30 s) only catches "never".
     page.setDefaultTimeout(100_000);
     const base = `http://127.0.0.1:${httpPort}/`;
+
+    // Iris fitted from the form, each argument from its data-access function.
+    await page.goto(`${base}#/plugins`);
+    await page.selectOption("select[name=call]", "fit");
+    await page.fill("input[name=target]", iris);
+    await page.press("input[name=target]", "Tab");
+    await page.selectOption('[data-field="args[0]"] select', "iris.inputs");
+    await page.selectOption('[data-field="args[1]"] select', "iris.outputs");
+    await shot(page, "form-iris");
+    await page.click("button[type=submit]");
+    await page.locator("[data-testid=status], [data-testid=run-error]").first().waitFor();
+    expect(await page.locator("[data-testid=run-error]").count()).toBe(0);
+    await page.locator("[data-testid=status]", { hasText: "succeeded" }).waitFor();
+    expect(await page.locator('[data-testid="data-args[0]"]').textContent()).toMatch(/^@iris\.inputs: succeeded/);
+    expect(await page.locator('[data-testid="data-args[1]"]').textContent()).toMatch(/^@iris\.outputs: succeeded/);
 
     // The model's page: its three revisions, each with the action that made it; its actions; a download.
     await page.goto(`${base}#/models/${revised}`);
@@ -117,9 +133,16 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     // What the model type's calls take, from their schemas.
     await page.click('[data-testid="schemas-systest.Model"] summary');
     await page.getByText("seconds to sleep first, reporting progress").first().waitFor();
+    // The form's fields come from the call's schemas; the server's refusal shows beside its field.
     await page.selectOption("select[name=call]", "fit");
     await page.fill("input[name=target]", modelId);
-    await page.fill("input[name=kwargs]", '{"sleep": 30}');
+    await page.press("input[name=target]", "Tab");
+    const sleep = page.locator('[data-field="kwargs.sleep"] input[type=number]');
+    await sleep.fill("-1");
+    await page.click("button[type=submit]");
+    await page.locator('[data-testid="error-kwargs.sleep"]', { hasText: "kwargs.sleep" }).waitFor();
+    await shot(page, "form-error");
+    await sleep.fill("30");
     await page.click("button[type=submit]");
 
     // The action's page: its progress bar advances.

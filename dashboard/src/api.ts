@@ -3,13 +3,10 @@
  * the page's own origin (a token, when the server wants one, from localStorage), and
  * the live state from WatchState, resumed from the last revision after a disconnect.
  */
-import { fromJson, type JsonValue } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
 import { ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { ActionService } from "../../gen/plinth/v1/action_service_pb.ts";
-import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
 import { EngineService } from "../../gen/plinth/v1/engine_service_pb.ts";
 import type { Model } from "../../gen/plinth/v1/model_pb.ts";
 import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
@@ -34,11 +31,6 @@ const state = createClient(StateService, transport);
 /** The server's own words for a failed call. */
 export function errorText(error: unknown): string {
   return error instanceof ConnectError ? error.rawMessage : String(error);
-}
-
-/** JSON values as arguments (`json`); what a person types in the run form. */
-export function jsonArgs(values: JsonValue[]): Arg[] {
-  return values.map((value) => ({ $typeName: "plinth.v1.Arg", kind: { case: "json", value: fromJson(ValueSchema, value) } }) as Arg);
 }
 
 export interface Live {

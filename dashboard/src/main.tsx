@@ -71,7 +71,7 @@ function App() {
         ) : page === "models" ? (
           <ModelsPage live={live} />
         ) : page === "plugins" ? (
-          <PluginsPage />
+          <PluginsPage live={live} />
         ) : page === "servers" ? (
           <ServersPage live={live} />
         ) : (

@@ -1,8 +1,8 @@
 /** The plugins the server loaded, their schemas, a cluster's servers, and a form to run create, fit and predict. */
-import type { JsonValue } from "@bufbuild/protobuf";
 import { useEffect, useState } from "preact/hooks";
 import type { Plugin, Server } from "../../../gen/plinth/v1/engine_service_pb.ts";
-import { engine, errorText, jsonArgs } from "../api.ts";
+import { engine, errorText, type Live } from "../api.ts";
+import { RunForm } from "../run-form.tsx";
 
 /** The JSON Schemas a function's calls declare: what to put in the form's args and kwargs. */
 function Schemas({ of }: { of: Plugin["modelTypes"][number] }) {
@@ -26,14 +26,10 @@ function Schemas({ of }: { of: Plugin["modelTypes"][number] }) {
   );
 }
 
-export function PluginsPage() {
+export function PluginsPage({ live }: { live: Live }) {
   const [plugins, setPlugins] = useState<Plugin[]>([]);
   const [servers, setServers] = useState<Server[]>([]);
   const [error, setError] = useState("");
-  const [call, setCall] = useState("create");
-  const [target, setTarget] = useState("");
-  const [args, setArgs] = useState("[]");
-  const [kwargs, setKwargs] = useState("{}");
   useEffect(() => {
     engine.listPlugins({}).then(
       (r) => {
@@ -43,38 +39,11 @@ export function PluginsPage() {
       (e: unknown) => setError(errorText(e)),
     );
   }, []);
-  const run = async (event: Event) => {
-    event.preventDefault();
-    setError("");
-    try {
-      const a = jsonArgs(JSON.parse(args) as JsonValue[]);
-      const k = Object.fromEntries(Object.entries(JSON.parse(kwargs) as Record<string, JsonValue>).map(([name, v]) => [name, jsonArgs([v])[0]!]));
-      const started =
-        call === "create"
-          ? await engine.createInstance({ modelType: target, args: a, kwargs: k })
-          : call === "fit"
-            ? await engine.fit({ modelId: target, args: a, kwargs: k })
-            : await engine.predict({ modelId: target, args: a, kwargs: k });
-      location.hash = `#/actions/${started.action!.id}`;
-    } catch (e) {
-      setError(errorText(e));
-    }
-  };
   return (
     <>
-      <form data-testid="run" onSubmit={run}>
-        <select name="call" value={call} onChange={(e) => setCall((e.target as HTMLSelectElement).value)}>
-          <option value="create">create (model type)</option>
-          <option value="fit">fit (model id)</option>
-          <option value="predict">predict (model id)</option>
-        </select>
-        <input name="target" placeholder="systest.Model or m-…" value={target} onInput={(e) => setTarget((e.target as HTMLInputElement).value)} />
-        <input name="args" placeholder="args, a JSON array" value={args} onInput={(e) => setArgs((e.target as HTMLInputElement).value)} />
-        <input name="kwargs" placeholder="kwargs, a JSON object" value={kwargs} onInput={(e) => setKwargs((e.target as HTMLInputElement).value)} />
-        <button type="submit">Run</button>
-      </form>
+      <RunForm plugins={plugins} models={live.models} />
       {error && (
-        <p class="error" data-testid="run-error">
+        <p class="error" data-testid="plugins-error">
           {error}
         </p>
       )}
