@@ -126,6 +126,9 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     expect(await loss.locator("figcaption").textContent()).toMatch(/^loss 0\.0833 over epoch; min 0\.0833, max/);
     await page.locator("[data-testid=chart-accuracy]").waitFor();
     expect(await page.locator('[data-testid="data-args[0]"]').textContent()).toContain("fetched 100 points");
+    // Its timeline, in order: created, its data access, its call, its end.
+    const steps = await page.locator("[data-testid=timeline] li").evaluateAll((items) => items.map((li) => li.getAttribute("data-what")));
+    expect(steps).toEqual(["created, queued", "started", "args[0] ← @curve.points started", "args[0] ← @curve.points succeeded", "succeeded"]);
     await shot(page, "action-chart");
 
     await page.goto(`${base}#/plugins`);

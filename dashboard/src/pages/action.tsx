@@ -6,6 +6,7 @@ import { actions, errorText, type Live } from "../api.ts";
 import { Bar } from "../bar.tsx";
 import { Charts, type Point } from "../chart.tsx";
 import { argText, CALL, duration, ended, json, STATUS } from "../format.ts";
+import { Timeline } from "../timeline.tsx";
 
 export function ActionPage({ id, live }: { id: string; live: Live }) {
   const [fetched, setFetched] = useState<Action | undefined>();
@@ -117,6 +118,10 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         <dt>progress</dt>
         <dd>
           <Bar action={a} />
+        </dd>
+        <dt>timeline</dt>
+        <dd>
+          <Timeline action={a} />
         </dd>
         {(() => {
           const stored = (fetched?.id === id ? fetched.states : []).map((p) => ({ time: p.time ? timestampMs(p.time) : 0, state: json(p.state) }));
