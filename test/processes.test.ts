@@ -5,6 +5,7 @@
  * report and stop.
  */
 import { once } from "node:events";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
@@ -137,6 +138,26 @@ describe("a plugin child's descendants die with it", () => {
     expect(second.output()).toContain("killed plugin children left running by a previous server");
     second.child.kill("SIGTERM");
     await once(second.child, "exit");
+  });
+});
+
+describe("a child being stopped", () => {
+  it("that closes its stdout on SIGTERM and takes a while to exit broke no protocol: its exit tells the story", async () => {
+    // SIGTERM: stdout closed at once, the exit a second later (past the grace a child that
+    // closes its stdout on its own gets before that counts as a broken protocol).
+    const ready = join(tempDir(), "trapped");
+    const script = `trap "exec 1>&-; sleep 1; exit 0" TERM; touch ${ready}; sleep 30 & wait`;
+    const child = new PluginChild({
+      command: { file: "/bin/sh", args: ["-c", script], env: {} },
+      mark: "test.closing",
+      maxFrameBytes: 1024,
+      logTailLines: 10,
+      label: "closing child",
+    });
+    // Its trap set: the SIGTERM reaches it, not the shell's default.
+    await expect.poll(() => existsSync(ready), { timeout: 60_000 }).toBe(true);
+    const exit = await child.terminate(10_000);
+    expect(exit).toMatchObject({ code: 0, terminated: true, forced: false, protocolError: false });
   });
 });
 

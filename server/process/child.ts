@@ -289,9 +289,11 @@ export class PluginChild {
     });
     stdout.on("end", () => {
       // The protocol channel closed. If the process lives on, it can never answer; if
-      // it is exiting, its exit event is on its way and tells the story.
+      // it is exiting, its exit event is on its way and tells the story. One being
+      // stopped (terminate: its SIGKILL is set) is exiting, however long it takes on a
+      // busy machine: that is no broken protocol.
       const check = setTimeout(() => {
-        if (!this.#exit) this.#break(`plugin ${options.label} closed its stdout`);
+        if (!this.#exit && this.#terminatedAt === undefined) this.#break(`plugin ${options.label} closed its stdout`);
       }, STDOUT_CLOSED_GRACE_MS);
       void this.exited.then(() => clearTimeout(check));
     });
