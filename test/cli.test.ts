@@ -4,9 +4,8 @@ import { once } from "node:events";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { afterAll, beforeAll, describe, expect, it, onTestFinished } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { builtCli } from "./helpers/built-cli.ts";
 import { isAlive } from "./helpers/processes.ts";
 import { fixture, root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
@@ -14,9 +13,8 @@ import { tempDir } from "./helpers/temp.ts";
 const exec = promisify(execFile);
 
 let t: TestServer;
-let cli: string;
+const cli = inject("cliBundle");
 beforeAll(async () => {
-  cli = await builtCli();
   t = await startTestServer({
     engine: { sigterm_timeout: 1 },
     plugins: [{ module: join(root, "plugins/system-test/mod.ts") }, { module: fixture("misbehave.ts") }],
@@ -25,8 +23,8 @@ beforeAll(async () => {
 afterAll(() => t?.close());
 
 /**
- * `plinth --address … args` — the command line built from the sources now, as the
- * package builds it (without npx's own second of start-up, nor tsx's, each time; the
+ * `plinth --address … args` — the command line built from the sources for the run
+ * (test/global-server-bundle.ts; without npx's own second of start-up, nor tsx's, each time; the
  * tests on a terminal and `serve` go through npx and the bin, cli/plinth.mjs): its exit
  * code, stdout and stderr.
  */

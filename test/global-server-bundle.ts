@@ -1,7 +1,8 @@
 /**
- * server/main.ts as one ES module, built once for the run: the tests that start many server
- * processes (startBundledProcess) spare tsx's loading of each module, about 1.3 s of a core
- * per start. The same esbuild transform tsx applies, the packages left to node_modules.
+ * server/main.ts and cli/main.ts each as one ES module, built once for the run: the tests
+ * that start many server processes (startBundledProcess) or command lines (cli.test.ts)
+ * spare tsx's loading of each module, about 1.3 s of a core per server start. The same
+ * esbuild transform tsx applies, the packages left to node_modules.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
@@ -31,10 +32,10 @@ export async function setup(project: TestProject): Promise<void> {
   const cache = join(root, "node_modules/.cache");
   mkdirSync(cache, { recursive: true });
   dir = mkdtempSync(join(cache, "plinth-server-"));
-  const outfile = join(dir, "main.mjs");
   await build({
-    entryPoints: [join(root, "server/main.ts")],
-    outfile,
+    entryPoints: { "server/main": join(root, "server/main.ts"), "cli/main": join(root, "cli/main.ts") },
+    outdir: dir,
+    outExtension: { ".js": ".mjs" },
     bundle: true,
     platform: "node",
     format: "esm",
@@ -45,7 +46,8 @@ export async function setup(project: TestProject): Promise<void> {
   });
   // esbuild's service process would otherwise stay for the run.
   await stop();
-  project.provide("serverBundle", outfile);
+  project.provide("serverBundle", join(dir, "server/main.mjs"));
+  project.provide("cliBundle", join(dir, "cli/main.mjs"));
 }
 
 export async function teardown(): Promise<void> {

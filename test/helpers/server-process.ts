@@ -151,5 +151,7 @@ declare module "vitest" {
   export interface ProvidedContext {
     /** The path of the run's bundle of server/main.ts (test/global-server-bundle.ts). */
     serverBundle: string;
+    /** The same of cli/main.ts. */
+    cliBundle: string;
   }
 }
