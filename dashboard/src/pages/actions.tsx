@@ -7,9 +7,9 @@
 import { timestampFromDate, timestampMs } from "@bufbuild/protobuf/wkt";
 import { useEffect, useState } from "preact/hooks";
 import type { Action, ActionCall, ActionStatus } from "../../../gen/plinth/v1/action_pb.ts";
+import { ActionsTable } from "../actions-table.tsx";
 import { actions, errorText, type Live } from "../api.ts";
-import { Bar } from "../bar.tsx";
-import { CALL, duration, ended, STATUS, STATUS_KEYS, when } from "../format.ts";
+import { CALL, ended, STATUS, STATUS_KEYS } from "../format.ts";
 
 /** The filters, as the URL writes them. */
 export interface Filters {
@@ -124,11 +124,13 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
     if (id.startsWith("a-")) location.hash = `#/actions/${id}`;
     else if (id) set("model", id);
   };
-  const text = (key: keyof Filters, placeholder: string, label: string) => (
+  // A text field, or another input type (the times): what is typed stays until it is committed.
+  const text = (key: keyof Filters, placeholder: string, label: string, type = "text") => (
     <label>
       {label}
       <input
         name={key}
+        type={type}
         key={filters[key] ?? ""}
         defaultValue={filters[key] ?? ""}
         placeholder={placeholder}
@@ -180,26 +182,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
         {text("by", "a token's name", "caller")}
         {text("server", "a cluster's server", "server")}
         {text("error", "plugin_error, …", "error code")}
-        <label>
-          from
-          <input
-            name="since"
-            type="datetime-local"
-            key={filters.since ?? ""}
-            defaultValue={filters.since ?? ""}
-            onChange={(e) => set("since", (e.target as HTMLInputElement).value)}
-          />
-        </label>
-        <label>
-          to
-          <input
-            name="until"
-            type="datetime-local"
-            key={filters.until ?? ""}
-            defaultValue={filters.until ?? ""}
-            onChange={(e) => set("until", (e.target as HTMLInputElement).value)}
-          />
-        </label>
+        {text("since", "", "from", "datetime-local")}
+        {text("until", "", "to", "datetime-local")}
         {Object.keys(filters).length > 0 && (
           <a href="#/" class="clear">
             clear
@@ -220,47 +204,11 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
           {error}
         </p>
       )}
-      <table data-testid="actions">
-        <thead>
-          <tr>
-            <th>action</th>
-            <th>call</th>
-            <th>model type</th>
-            <th>model</th>
-            <th>status</th>
-            <th>progress</th>
-            <th>caller</th>
-            <th>server</th>
-            <th>created</th>
-            <th>duration</th>
-            <th>error</th>
-          </tr>
-        </thead>
-        <tbody>
-          {list.map((a) => (
-            <tr key={a.id} data-status={STATUS_KEYS[a.status]}>
-              <td>
-                <a href={`#/actions/${a.id}`}>{a.id}</a>
-              </td>
-              <td>{CALL[a.call]}</td>
-              <td>{a.modelType}</td>
-              <td>{a.modelId && <a href={`#/models/${a.modelId}`}>{a.modelId}</a>}</td>
-              <td class={`status s${a.status}`}>
-                {STATUS[a.status]}
-                {a.queuePosition ? ` #${a.queuePosition}` : ""}
-              </td>
-              <td class="progress">
-                <Bar action={a} />
-              </td>
-              <td>{a.createdBy}</td>
-              <td>{a.server}</td>
-              <td class="num">{when(a.createTime)}</td>
-              <td class="num">{ended(a) ? duration(a, 0) : <Running action={a} />}</td>
-              <td class="error-code">{a.error?.code ?? ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <ActionsTable
+        actions={list}
+        testId="actions"
+        columns={["call", "type", "model", "status", "progress", "caller", "server", "created", "duration", "error"]}
+      />
       {list.length === 0 && !error && <p class="muted">No action matches.</p>}
       {next && (
         <button type="button" data-testid="older" onClick={older}>
@@ -269,26 +217,4 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
       )}
     </>
   );
-}
-
-/** The clock the running actions' durations share: one timer, whatever their number. */
-const ticks = new Set<() => void>();
-setInterval(() => {
-  for (const tick of ticks) tick();
-}, 500);
-
-/**
- * A running action's duration, ticking: only these cells render each tick, not the table
- * (which would also reset a filter being typed).
- */
-function Running({ action }: { action: Action }) {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const tick = () => setNow(Date.now());
-    ticks.add(tick);
-    return () => {
-      ticks.delete(tick);
-    };
-  }, []);
-  return <>{duration(action, now)}</>;
 }

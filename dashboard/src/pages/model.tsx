@@ -5,9 +5,9 @@
 import { useEffect, useState } from "preact/hooks";
 import type { Action } from "../../../gen/plinth/v1/action_pb.ts";
 import type { Model } from "../../../gen/plinth/v1/model_pb.ts";
+import { ActionsTable } from "../actions-table.tsx";
 import { actions, engine, errorText, type Live } from "../api.ts";
-import { Bar } from "../bar.tsx";
-import { CALL, duration, STATUS, STATUS_KEYS, when } from "../format.ts";
+import { when } from "../format.ts";
 
 export function ModelPage({ id, live }: { id: string; live: Live }) {
   const [revisions, setRevisions] = useState<Model[]>([]);
@@ -87,36 +87,7 @@ export function ModelPage({ id, live }: { id: string; live: Live }) {
       </table>
       {model.oldestRevision > 1n && <p class="muted">Revisions before {String(model.oldestRevision)} are no longer kept (backend.keep_revisions).</p>}
       <h3>Actions on it</h3>
-      <table data-testid="model-actions">
-        <thead>
-          <tr>
-            <th>action</th>
-            <th>call</th>
-            <th>status</th>
-            <th>progress</th>
-            <th>created</th>
-            <th>duration</th>
-            <th>error</th>
-          </tr>
-        </thead>
-        <tbody>
-          {rows.map((a) => (
-            <tr key={a.id} data-status={STATUS_KEYS[a.status]}>
-              <td>
-                <a href={`#/actions/${a.id}`}>{a.id}</a>
-              </td>
-              <td>{CALL[a.call]}</td>
-              <td class={`status s${a.status}`}>{STATUS[a.status]}</td>
-              <td class="progress">
-                <Bar action={a} />
-              </td>
-              <td class="num">{when(a.createTime)}</td>
-              <td class="num">{duration(a, Date.now())}</td>
-              <td class="error-code">{a.error?.code ?? ""}</td>
-            </tr>
-          ))}
-        </tbody>
-      </table>
+      <ActionsTable actions={rows} testId="model-actions" columns={["call", "status", "progress", "created", "duration", "error"]} />
     </div>
   );
 }
