@@ -8,7 +8,6 @@
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { createInterface } from "node:readline/promises";
 import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Command, CommanderError, Option } from "commander";
 import { ClientError, Status } from "nice-grpc";
@@ -22,11 +21,12 @@ import type { Model } from "../gen/plinth/v1/model_pb.ts";
 import { PLINTH_DIR } from "../server/package-root.ts";
 import { parseArgsJson, parseArgValues, UsageError } from "./arguments.ts";
 import { initMessage, initProject } from "./init.ts";
+import { CtrlC, INTERRUPTED } from "./interrupt.ts";
 import { actionJson, actionsTable, actionText, type Format, modelJson, modelsTable, print, table } from "./output.ts";
 import { follower } from "./progress.ts";
 import { watch } from "./watch.ts";
 
-const EXIT = { failed: 1, usage: 2, cancelled: 3, interrupted: 130 } as const;
+const EXIT = { failed: 1, usage: 2, cancelled: 3, interrupted: INTERRUPTED } as const;
 /** The statuses of an action a server has taken and runs. */
 const RUNNING = [ActionStatus.ACCESSING_DATA, ActionStatus.EXECUTING, ActionStatus.STORING];
 
@@ -311,10 +311,13 @@ function runCommand(name: "create" | "fit" | "predict", target: string, descript
     .option("--non-retryable <code>", "an error code that ends the action at once, e.g. a PluginError's (repeat)", collect, [])
     .option("--detach", "print the action's id at once instead of following it")
     .action(async (id: string, o: RunOptions) => {
+      // Ctrl-C asks from the first moment, before the server has answered too.
+      const ctrlC = new CtrlC(name);
       const c = client();
       const input = await callInput(c, o);
       const run = name === "create" ? c.create(id, input) : name === "fit" ? c.fit(id, input) : c.predict(id, input);
-      await follow(run, o.detach === true);
+      ctrlC.sent(run);
+      await follow(run, o.detach === true, ctrlC);
     });
 }
 
@@ -357,40 +360,22 @@ runCommand("fit", "model id", "fit a model (Fit)");
 runCommand("predict", "model id", "predict with a model (Predict)");
 
 /** Follows a run with progress to its end and prints its result; Ctrl-C offers to cancel it. */
-async function follow(run: ActionRun<unknown>, detach: boolean): Promise<void> {
-  const started = await run.started;
+async function follow(run: ActionRun<unknown>, detach: boolean, ctrlC: CtrlC): Promise<void> {
+  let started: Action;
+  try {
+    started = await run.started;
+  } catch (error) {
+    ctrlC.dispose();
+    throw error;
+  }
   if (detach) {
+    ctrlC.dispose();
     print(format(), actionJson(started), () => started.id);
     return;
   }
   const tty = process.stderr.isTTY === true && format() === "table";
   const bars = follower(started.id, tty);
-  let interrupted: number | undefined;
-  const onSigint = async () => {
-    // Ctrl-C reaches npx and this process both, and npx passes it on: the same key press
-    // twice within a second. A later one leaves without an answer.
-    if (interrupted !== undefined) {
-      if (performance.now() - interrupted > 1000) process.exit(EXIT.interrupted);
-      return;
-    }
-    interrupted = performance.now();
-    bars.stop();
-    if (!process.stdin.isTTY) {
-      process.stderr.write(`left running: plinth wait ${started.id}\n`);
-      process.exit(EXIT.interrupted);
-    }
-    const rl = createInterface({ input: process.stdin, output: process.stderr });
-    const answer = await rl.question(`Cancel action ${started.id}? [y/N] `);
-    rl.close();
-    if (/^y/i.test(answer.trim())) {
-      process.stderr.write(`cancelling ${started.id}…\n`);
-      await run.cancel();
-    } else {
-      process.stderr.write(`left running: plinth wait ${started.id}\n`);
-      process.exit(EXIT.interrupted);
-    }
-  };
-  process.on("SIGINT", onSigint);
+  ctrlC.onAsk(() => bars.stop());
   const following = (async () => {
     try {
       for await (const p of run.progress) bars.update(p);
@@ -403,7 +388,7 @@ async function follow(run: ActionRun<unknown>, detach: boolean): Promise<void> {
   } catch (error) {
     if (!(error instanceof PlinthActionError)) throw error;
   } finally {
-    process.off("SIGINT", onSigint);
+    ctrlC.dispose();
     bars.stop();
   }
   await following;
@@ -519,7 +504,9 @@ program
       done: c.actions.waitAction({ actionId: id }).then((r) => r.action),
       cancel: async () => (await c.actions.cancelAction({ actionId: id })).action!,
     };
-    await follow(run, false);
+    const ctrlC = new CtrlC("wait");
+    ctrlC.sent(run);
+    await follow(run, false, ctrlC);
   });
 
 async function* watchOne(c: PlinthClient, id: string) {

@@ -2,6 +2,7 @@
 import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { writeFileSync } from "node:fs";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished } from "vitest";
@@ -251,29 +252,35 @@ describe("plinth, the command line", () => {
 
   it("Ctrl-C on a terminal asks whether to cancel: y cancels the action", async () => {
     const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
-    // A real pseudo-terminal: Ctrl-C typed into it reaches the command as SIGINT.
-    const child = spawn("script", ["-qec", `npx plinth --address 127.0.0.1:${t.port} fit ${modelId} -k sleep=30`, "/dev/null"], {
-      cwd: root,
-      stdio: ["pipe", "pipe", "inherit"],
-    });
-    let out = "";
-    const waiting: { pattern: RegExp; resolve: () => void }[] = [];
-    child.stdout!.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      for (const w of waiting.splice(0))
-        if (w.pattern.test(out)) w.resolve();
-        else waiting.push(w);
-    });
-    const seen = (pattern: RegExp) => new Promise<void>((resolve) => (pattern.test(out) ? resolve() : waiting.push({ pattern, resolve })));
-    await seen(/\d+% \| a-\S+ executing/);
-    child.stdin!.write("\u0003");
-    await seen(/Cancel action a-\S+\? \[y\/N\]/);
-    child.stdin!.write("y\n");
-    await once(child, "exit");
+    const term = onTerminal(`npx plinth --address 127.0.0.1:${t.port} fit ${modelId} -k sleep=30`);
+    await term.seen(/\d+% \| a-\S+ executing/);
+    term.type("\u0003");
+    await term.seen(/Cancel action a-\S+\? \[y\/N\]/);
+    term.type("y\n");
+    await once(term.child, "exit");
     // (npx runs the command below a shell that got the Ctrl-C too: its exit status is
     // the shell's 130, not the command's 3; `plinth wait` on a cancelled action exits 3.)
-    expect(out).toMatch(/status +cancelled/);
-    const id = /Cancel action (a-\S+)\?/.exec(out)![1]!;
+    expect(term.out()).toMatch(/status +cancelled/);
+    const id = /Cancel action (a-\S+)\?/.exec(term.out())![1]!;
+    expect((await t.actions.getAction({ actionId: id })).action!.cancel?.by).toBe("CancelAction");
+  });
+
+  it("Ctrl-C before the server has answered asks too, and y cancels the action once the server answers", async () => {
+    const { modelId } = JSON.parse((await plinth("create", "systest.Model", "-o", "json")).stdout);
+    // Between the command and the server, a proxy that holds what the command sends until
+    // let go: its fit is on its way, and the server has not seen it.
+    const proxy = holdingProxy(t.port);
+    onTestFinished(() => proxy.close());
+    const term = onTerminal(`${process.execPath} ${cli} --address 127.0.0.1:${await proxy.port} fit ${modelId} -k sleep=30`);
+    await proxy.requestHeld;
+    term.type("\u0003");
+    await term.seen(/Cancel the fit just sent \(the server has not answered yet\)\? \[y\/N\]/);
+    term.type("y\n");
+    proxy.release();
+    const [code] = await once(term.child, "exit");
+    expect(code).toBe(3);
+    expect(term.out()).toMatch(/status +cancelled/);
+    const id = /cancelling (a-\S+)…/.exec(term.out())![1]!;
     expect((await t.actions.getAction({ actionId: id })).action!.cancel?.by).toBe("CancelAction");
   });
 
@@ -314,3 +321,71 @@ describe("plinth, the command line", () => {
     await expect.poll(() => isAlive(server), { timeout: 30_000 }).toBe(false);
   });
 });
+
+/** A command run on a real pseudo-terminal: what is typed into it reaches it as a user's keys (Ctrl-C as SIGINT). */
+function onTerminal(command: string) {
+  const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  let out = "";
+  const waiting: { pattern: RegExp; resolve: () => void }[] = [];
+  child.stdout!.on("data", (chunk: Buffer) => {
+    out += chunk.toString();
+    for (const w of waiting.splice(0))
+      if (w.pattern.test(out)) w.resolve();
+      else waiting.push(w);
+  });
+  onTestFinished(() => {
+    if (child.exitCode === null) child.kill("SIGKILL");
+  });
+  return {
+    child,
+    out: () => out,
+    type: (keys: string) => child.stdin!.write(keys),
+    seen: (pattern: RegExp) => new Promise<void>((resolve) => (pattern.test(out) ? resolve() : waiting.push({ pattern, resolve }))),
+  };
+}
+
+/**
+ * A TCP proxy to the server that holds all the client sends, and lets it through once
+ * released. `requestHeld` resolves once an HTTP/2 DATA frame is among what it holds: a
+ * request's body has been sent.
+ */
+function holdingProxy(target: number) {
+  const sockets: Socket[] = [];
+  let released = false;
+  const holding: (() => void)[] = [];
+  let onHeld!: () => void;
+  const requestHeld = new Promise<void>((resolve) => {
+    onHeld = resolve;
+  });
+  const server = createServer((client) => {
+    const upstream = connect(target, "127.0.0.1");
+    sockets.push(client, upstream);
+    upstream.pipe(client);
+    let held = Buffer.alloc(0);
+    client.on("data", (chunk: Buffer) => {
+      if (released) return void upstream.write(chunk);
+      held = Buffer.concat([held, chunk]);
+      if (hasData(held)) onHeld();
+    });
+    holding.push(() => upstream.write(held));
+  });
+  server.listen(0, "127.0.0.1");
+  return {
+    port: once(server, "listening").then(() => (server.address() as AddressInfo).port),
+    requestHeld,
+    release() {
+      released = true;
+      for (const flush of holding) flush();
+    },
+    close() {
+      for (const s of sockets) s.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Whether the bytes a client sent over HTTP/2 (the preface, then frames) hold a DATA frame with something in it. */
+function hasData(bytes: Buffer): boolean {
+  for (let i = 24; i + 9 <= bytes.length; i += 9 + bytes.readUIntBE(i, 3)) if (bytes[i + 3] === 0 && bytes.readUIntBE(i, 3) > 0) return true;
+  return false;
+}

@@ -4,13 +4,15 @@
  * as its own process. Screenshots go to test-artifacts/dashboard-*.png.
  */
 
+import { execFileSync } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
-import { dataAccess, json } from "./helpers/args.ts";
+import { Tensor } from "../sdk/mod.ts";
+import { dataAccess, json, tensorArg } from "./helpers/args.ts";
 import { restartablePort } from "./helpers/ports.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { fixture, root } from "./helpers/server.ts";
@@ -77,6 +79,16 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     for (const n of [1, 2]) fits.push((await c.engine.fit({ modelId: revised, args: [json(n)], wait: true })).action!);
     const latest = (await c.engine.getModel({ modelId: revised })).model!;
     expect(latest.revision).toBe(3n);
+    // A predict with a tensor of 40 kB (a summary in the live state and lists) and 4 bytes.
+    const pixels = Float32Array.from({ length: 100 * 100 }, (_, i) => i / 10);
+    const tensorPredict = (
+      await c.engine.predict({
+        modelId,
+        kwargs: { x: tensorArg(new Tensor("float32", [100, 100], pixels)), blob: { kind: { case: "bytes", value: new Uint8Array([1, 2, 3, 250]) } } },
+        wait: true,
+      })
+    ).action!;
+    expect(tensorPredict.status).toBe(ActionStatus.SUCCEEDED);
     c.channel.close();
 
     const page = await browser!.newPage({ viewport: { width: 1200, height: 720 } });
@@ -130,6 +142,24 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     const steps = await page.locator("[data-testid=timeline] li").evaluateAll((items) => items.map((li) => li.getAttribute("data-what")));
     expect(steps).toEqual(["created, queued", "started", "args[0] ← @curve.points started", "args[0] ← @curve.points succeeded", "succeeded"]);
     await shot(page, "action-chart");
+
+    // An action's tensor argument saved from its page, as .npy: numpy reads it as it was sent;
+    // its bytes as they were.
+    await page.goto(`${base}#/actions/${tensorPredict.id}`);
+    const [npy] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="save-kwargs.x"]')]);
+    expect(npy.suggestedFilename()).toBe(`${tensorPredict.id}-kwargs.x.npy`);
+    const npyFile = join(tempDir(), "x.npy");
+    await npy.saveAs(npyFile);
+    const read = execFileSync("python3", [
+      "-c",
+      "import numpy, sys; a = numpy.load(sys.argv[1]); print(a.dtype, a.shape, a[99, 99], '%.1f' % a.astype('float64').sum())",
+      npyFile,
+    ]);
+    expect(read.toString().trim()).toBe(`float32 (100, 100) 999.9 ${pixels.reduce((s, v) => s + v, 0).toFixed(1)}`);
+    const [blob] = await Promise.all([page.waitForEvent("download"), page.click('[data-testid="save-kwargs.blob"]')]);
+    const blobFile = join(tempDir(), "blob.bin");
+    await blob.saveAs(blobFile);
+    expect([...readFileSync(blobFile)]).toEqual([1, 2, 3, 250]);
 
     await page.goto(`${base}#/plugins`);
     await page.getByText("keeps its instantiate arguments and records every fit").waitFor();
@@ -212,8 +242,28 @@ describe.skipIf(missing !== "")("the dashboard", () => {
     await shared.locator("[data-testid=actions] tbody tr", { hasText: failed.id }).waitFor();
     await shot(shared, "history-phone");
     await shared.close();
-    await found.locator("td:first-child a").click();
+
+    // By keyboard alone: "?" lists the shortcuts, Esc closes them; j moves to the row and
+    // Enter opens it; "g a" goes back to the actions; "/" finds an action by its id.
+    await page.evaluate(() => (document.activeElement as HTMLElement | null)?.blur());
+    await page.keyboard.press("?");
+    await page.locator("[data-testid=shortcuts]", { hasText: "the next / previous row of the table" }).waitFor();
+    await page.keyboard.press("Escape");
+    await page.locator("[data-testid=shortcuts]").waitFor({ state: "detached" });
+    await page.keyboard.press("j");
+    expect(await page.evaluate(() => document.activeElement?.textContent)).toBe(failed.id);
+    await page.keyboard.press("Enter");
     await page.locator("[data-testid=error]", { hasText: "flaky" }).waitFor();
+    expect(new URL(page.url()).hash).toBe(`#/actions/${failed.id}`);
+    await page.keyboard.press("g");
+    await page.keyboard.press("a");
+    await page.locator("[data-testid=filters]").waitFor();
+    await page.keyboard.press("/");
+    expect(await page.evaluate(() => document.activeElement?.getAttribute("name"))).toBe("search");
+    await page.keyboard.type(curved.id);
+    await page.keyboard.press("Enter");
+    await page.locator("[data-testid=chart-loss]").waitFor();
+    expect(new URL(page.url()).hash).toBe(`#/actions/${curved.id}`);
     await page.close();
   });
   it("shows a two-server cluster's servers, what each runs, and the load over the last seconds", async () => {

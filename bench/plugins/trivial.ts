@@ -55,6 +55,20 @@ export default definePlugin({
         return i;
       },
     }),
+    "bench.Progress": defineModel({
+      instantiate: () => ({}),
+      // A fit as a dashboard shows it: { progress, epoch, loss } every kwargs.every ms (50) for kwargs.seconds (1).
+      predict: async (ctx, _model, _args, kwargs) => {
+        const ms = Number(kwargs.seconds ?? 1) * 1000;
+        const every = Number(kwargs.every ?? 50);
+        const start = Date.now();
+        for (let epoch = 1; Date.now() - start < ms; epoch++) {
+          ctx.report({ progress: (Date.now() - start) / ms, epoch, loss: 1 / epoch });
+          await ctx.sleep(every);
+        }
+        return null;
+      },
+    }),
     "bench.Spinner": defineModel({
       instantiate: () => ({}),
       // CPU-bound: a synchronous loop that reports and checks for its cancel, and never yields.

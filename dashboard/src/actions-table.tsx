@@ -3,17 +3,29 @@
  * model type, model, status, progress, caller, server, created, duration and error code.
  * A running action's duration ticks in its own cell on one shared clock.
  */
-import { useEffect, useState } from "preact/hooks";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
+import { Component } from "preact";
+import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { Bar } from "./bar.tsx";
-import { CALL, duration, ended, STATUS, STATUS_KEYS, when } from "./format.ts";
+import { CALL, duration, ended, STATUS, STATUS_KEYS, since, when } from "./format.ts";
 
+/**
+ * Each column's head, width and cell. The widths are fixed (table-layout: fixed): a number
+ * that changes, a row that comes or goes, moves no column; a longer text is cut, whole in
+ * its title.
+ */
 const COLUMNS = {
-  call: { head: "call", cell: (a: Action) => <td>{CALL[a.call]}</td> },
-  type: { head: "model type", cell: (a: Action) => <td>{a.modelType}</td> },
-  model: { head: "model", cell: (a: Action) => <td>{a.modelId && <a href={`#/models/${a.modelId}`}>{a.modelId}</a>}</td> },
+  call: { head: "call", width: "4.5rem", cell: (a: Action) => <td>{CALL[a.call]}</td> },
+  type: { head: "model type", width: "10rem", cell: (a: Action) => <td title={a.modelType}>{a.modelType}</td> },
+  model: {
+    head: "model",
+    width: "11rem",
+    cell: (a: Action) => <td title={a.modelId}>{a.modelId && <a href={`#/models/${a.modelId}`}>{a.modelId}</a>}</td>,
+  },
   status: {
     head: "status",
+    width: "9rem",
     cell: (a: Action) => (
       <td class={`status s${a.status}`}>
         {STATUS[a.status]}
@@ -23,64 +35,152 @@ const COLUMNS = {
   },
   progress: {
     head: "progress",
+    width: "11rem",
     cell: (a: Action) => (
       <td class="progress">
         <Bar action={a} />
       </td>
     ),
   },
-  caller: { head: "caller", cell: (a: Action) => <td>{a.createdBy}</td> },
-  server: { head: "server", cell: (a: Action) => <td>{a.server}</td> },
-  created: { head: "created", cell: (a: Action) => <td class="num">{when(a.createTime)}</td> },
-  duration: { head: "duration", cell: (a: Action) => <td class="num">{ended(a) ? duration(a, 0) : <Running action={a} />}</td> },
-  error: { head: "error", cell: (a: Action) => <td class="error-code">{a.error?.code ?? ""}</td> },
+  caller: { head: "caller", width: "7rem", cell: (a: Action) => <td title={a.createdBy}>{a.createdBy}</td> },
+  server: { head: "server", width: "7rem", cell: (a: Action) => <td title={a.server}>{a.server}</td> },
+  created: { head: "created", width: "10rem", cell: (a: Action) => <td class="num">{when(a.createTime)}</td> },
+  duration: {
+    head: "duration",
+    width: "6.5rem",
+    cell: (a: Action) => <td class="num">{ended(a) ? duration(a, 0) : <Running action={a} />}</td>,
+  },
+  error: {
+    head: "error",
+    width: "8rem",
+    cell: (a: Action) => (
+      <td class="error-code" title={a.error?.code}>
+        {a.error?.code ?? ""}
+      </td>
+    ),
+  },
 };
 
 export type Column = keyof typeof COLUMNS;
 
+/** Past this many rows, only those near the window are in the page. */
+const WINDOWED = 150;
+/** Rows kept above and below the window, so a short scroll shows rows already there. */
+const OVERSCAN = 5;
+
+/**
+ * The table, windowed when long: with 1,000 live actions a full table's layout alone takes
+ * longer than a frame at every change, so only the rows near the window are rendered,
+ * between two spacers that keep the scroll bar true. `data-rows` says how many there are.
+ */
 export function ActionsTable({ actions, columns, testId }: { actions: Action[]; columns: Column[]; testId: string }) {
+  const body = useRef<HTMLTableSectionElement>(null);
+  const rowPx = useRef(30);
+  const [range, setRange] = useState({ from: 0, to: WINDOWED });
+  const windowed = actions.length > WINDOWED;
+  useLayoutEffect(() => {
+    if (!windowed) return;
+    const measured = body.current?.querySelector<HTMLElement>("tr[data-status]")?.offsetHeight;
+    if (measured) rowPx.current = measured;
+    const onScroll = () => {
+      const top = body.current?.getBoundingClientRect().top ?? 0;
+      const from = Math.max(0, Math.floor(-top / rowPx.current) - OVERSCAN);
+      const to = Math.ceil((innerHeight - top) / rowPx.current) + OVERSCAN;
+      setRange((was) => (was.from === from && was.to === to ? was : { from, to }));
+    };
+    onScroll();
+    addEventListener("scroll", onScroll, { passive: true });
+    addEventListener("resize", onScroll, { passive: true });
+    return () => {
+      removeEventListener("scroll", onScroll);
+      removeEventListener("resize", onScroll);
+    };
+  }, [windowed]);
+  const from = windowed ? Math.min(range.from, actions.length) : 0;
+  const to = windowed ? Math.min(range.to, actions.length) : actions.length;
+  // Each row's place, for a screen reader in a windowed table: set on the rows as they are,
+  // not as a prop (a new action on top would render every row again for its number).
+  useLayoutEffect(() => {
+    const rows = body.current?.querySelectorAll<HTMLElement>("tr[data-status]") ?? [];
+    rows.forEach((row, i) => {
+      const index = String(from + i + 2);
+      if (row.getAttribute("aria-rowindex") !== index) row.setAttribute("aria-rowindex", index);
+    });
+  });
   return (
-    <table data-testid={testId}>
+    <table
+      class="actions"
+      data-testid={testId}
+      data-rows={actions.length}
+      aria-rowcount={actions.length + 1}
+      // As wide as its columns: narrower, the page scrolls sideways rather than squeezing them.
+      style={{ minWidth: `calc(${["12rem", ...columns.map((c) => COLUMNS[c].width)].join(" + ")})` }}
+    >
+      <colgroup>
+        <col style={{ width: "12rem" }} />
+        {columns.map((c) => (
+          <col key={c} style={{ width: COLUMNS[c].width }} />
+        ))}
+      </colgroup>
       <thead>
-        <tr>
+        <tr aria-rowindex={1}>
           <th>action</th>
           {columns.map((c) => (
             <th key={c}>{COLUMNS[c].head}</th>
           ))}
         </tr>
       </thead>
-      <tbody>
-        {actions.map((a) => (
-          <tr key={a.id} data-status={STATUS_KEYS[a.status]}>
-            <td>
-              <a href={`#/actions/${a.id}`}>{a.id}</a>
-            </td>
-            {columns.map((c) => COLUMNS[c].cell(a))}
-          </tr>
+      <tbody ref={body}>
+        {from > 0 && <tr class="spacer" style={{ height: `${from * rowPx.current}px` }} />}
+        {actions.slice(from, to).map((a) => (
+          <Row key={a.id} action={a} columns={columns} />
         ))}
+        {to < actions.length && <tr class="spacer" style={{ height: `${(actions.length - to) * rowPx.current}px` }} />}
       </tbody>
     </table>
   );
 }
 
-/** The clock the running actions' durations share: one timer, whatever their number. */
-const ticks = new Set<() => void>();
-setInterval(() => {
-  for (const tick of ticks) tick();
-}, 500);
+/**
+ * One action's row, rendered again only when its action changed: the live state replaces
+ * the view of an action that changed and keeps the others, so with 1,000 live actions an
+ * update renders the few rows it touched, not the table.
+ */
+interface RowProps {
+  action: Action;
+  columns: Column[];
+}
+
+class Row extends Component<RowProps> {
+  override shouldComponentUpdate(next: RowProps): boolean {
+    return next.action !== this.props.action || next.columns.join() !== this.props.columns.join();
+  }
+  override render({ action: a, columns }: RowProps) {
+    return (
+      <tr data-status={STATUS_KEYS[a.status]}>
+        <td>
+          <a href={`#/actions/${a.id}`}>{a.id}</a>
+        </td>
+        {columns.map((c) => COLUMNS[c].cell(a))}
+      </tr>
+    );
+  }
+}
 
 /**
- * A running action's duration, ticking: only these cells render each tick, not the table
- * (which would also reset a filter being typed).
+ * A running action's duration, ticking: one timer writes every such cell's text each
+ * second, with no render at all (a render of each would cost as much as the table's).
  */
 function Running({ action }: { action: Action }) {
-  const [now, setNow] = useState(Date.now());
-  useEffect(() => {
-    const tick = () => setNow(Date.now());
-    ticks.add(tick);
-    return () => {
-      ticks.delete(tick);
-    };
-  }, []);
-  return <>{duration(action, now)}</>;
+  const from = timestampMs(action.startTime ?? action.createTime!);
+  return <span data-running-from={from}>{since(from, Date.now())}</span>;
 }
+
+setInterval(() => {
+  const now = Date.now();
+  for (const cell of document.querySelectorAll<HTMLElement>("[data-running-from]")) {
+    // The text node preact made, changed in place: its next render of the row writes it again.
+    const text = cell.firstChild;
+    if (text instanceof Text) text.data = since(Number(cell.dataset.runningFrom), now);
+  }
+}, 1000);

@@ -25,7 +25,12 @@ export function fraction(state: JsonValue | undefined): number | undefined {
 /** From the action's start (its creation while it waited) to its end, or to now. */
 export function duration(a: Action, now: number): string {
   const ms = (t: Timestamp | undefined) => (t ? timestampMs(t) : now);
-  const s = (ms(a.endTime) - ms(a.startTime ?? a.createTime)) / 1000;
+  return since(ms(a.startTime ?? a.createTime), ms(a.endTime));
+}
+
+/** The time from one moment to another (ms), as people read it. */
+export function since(from: number, to: number): string {
+  const s = (to - from) / 1000;
   return s < 60 ? `${s.toFixed(1)} s` : s < 3600 ? `${Math.floor(s / 60)} min ${Math.round(s % 60)} s` : `${(s / 3600).toFixed(1)} h`;
 }
 

@@ -7,6 +7,7 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { followState, type Live, token } from "./api.ts";
+import { listenToKeys, SHORTCUTS } from "./keys.ts";
 import { feedLoad } from "./load.ts";
 import { ActionPage } from "./pages/action.tsx";
 import { ActionsPage } from "./pages/actions.tsx";
@@ -16,20 +17,41 @@ import { PluginsPage } from "./pages/plugins.tsx";
 import { ServersPage } from "./pages/servers.tsx";
 import "./style.css";
 
+const NAV = [
+  ["#/", "actions"],
+  ["#/models", "models"],
+  ["#/plugins", "plugins"],
+  ["#/servers", "servers"],
+] as const;
+
 function App() {
   const [live, setLive] = useState<Live>({ models: new Map(), actions: new Map(), revision: 0n });
   const [connection, setConnection] = useState<{ up: boolean; why?: string }>({ up: true });
   const [hash, setHash] = useState(location.hash);
   const [key, setKey] = useState(token.get());
+  const [remember, setRemember] = useState(token.remembered());
+  const [help, setHelp] = useState(false);
+  useEffect(() => listenToKeys((show) => setHelp((shown) => show ?? !shown)), []);
   useEffect(() => {
     const onHash = () => setHash(location.hash);
     addEventListener("hashchange", onHash);
     const stop = new AbortController();
+    // The state as of each frame: a burst of changes (hundreds a second with many live
+    // actions) is one render, not one each.
+    let pending: Live | undefined;
     const onLive = (next: Live) => {
-      feedLoad(next);
-      setLive(next);
+      if (pending === undefined)
+        requestAnimationFrame(() => {
+          feedLoad(pending!);
+          setLive(pending!);
+          pending = undefined;
+        });
+      pending = next;
     };
-    void followState(onLive, (up, why) => setConnection(why === undefined ? { up } : { up, why }), stop.signal);
+    // Called at every message: a new object only when it changed, else each would render the page.
+    const onConnected = (up: boolean, why?: string) =>
+      setConnection((was) => (was.up === up && was.why === why ? was : why === undefined ? { up } : { up, why }));
+    void followState(onLive, onConnected, stop.signal);
     return () => {
       removeEventListener("hashchange", onHash);
       stop.abort();
@@ -37,25 +59,49 @@ function App() {
   }, [key]);
   const [path = "", query = ""] = hash.replace(/^#/, "").split("?");
   const [, page, id] = path.split("/");
+  const section = NAV.find(([, name]) => name === page)?.[1] ?? "actions";
   return (
     <>
+      <button type="button" class="skip" onClick={() => document.getElementById("main")?.focus()}>
+        Skip to the page
+      </button>
       <header>
         <strong>Plinth</strong>
-        <a href="#/">actions</a>
-        <a href="#/models">models</a>
-        <a href="#/plugins">plugins</a>
-        <a href="#/servers">servers</a>
+        <nav aria-label="pages">
+          {NAV.map(([href, name]) => (
+            <a key={name} href={href} aria-current={name === section ? "page" : undefined}>
+              {name}
+            </a>
+          ))}
+        </nav>
+        <button type="button" class="keys" aria-label="keyboard shortcuts" title="keyboard shortcuts (?)" onClick={() => setHelp(!help)}>
+          ?
+        </button>
         <form class="token" onSubmit={(e) => e.preventDefault()}>
           <input
             type="password"
+            name="token"
             autocomplete="off"
             placeholder="token (when the server asks for one)"
             value={key}
             onChange={(e) => {
-              token.set((e.target as HTMLInputElement).value);
+              token.set((e.target as HTMLInputElement).value, remember);
               setKey(token.get());
             }}
           />
+          <label title="keep the token in this browser after the tab is closed (localStorage)">
+            <input
+              type="checkbox"
+              name="remember"
+              checked={remember}
+              onChange={(e) => {
+                const keep = (e.target as HTMLInputElement).checked;
+                setRemember(keep);
+                token.set(key, keep);
+              }}
+            />{" "}
+            remember
+          </label>
         </form>
       </header>
       {!connection.up && (
@@ -63,7 +109,21 @@ function App() {
           Connection to the server lost — reconnecting… {connection.why}
         </div>
       )}
-      <main>
+      {help && (
+        <div class="help" role="dialog" aria-label="keyboard shortcuts" data-testid="shortcuts">
+          <dl>
+            {SHORTCUTS.map(([keys, what]) => (
+              <>
+                <dt>
+                  <kbd>{keys}</kbd>
+                </dt>
+                <dd>{what}</dd>
+              </>
+            ))}
+          </dl>
+        </div>
+      )}
+      <main id="main" tabIndex={-1}>
         {page === "actions" && id ? (
           <ActionPage id={id} live={live} />
         ) : page === "models" && id ? (

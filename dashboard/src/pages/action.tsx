@@ -5,6 +5,7 @@ import { type Action, ActionView } from "../../../gen/plinth/v1/action_pb.ts";
 import { actions, errorText, type Live } from "../api.ts";
 import { Bar } from "../bar.tsx";
 import { Charts, type Point } from "../chart.tsx";
+import { argAt, savable, saveArg } from "../download.ts";
 import { argText, CALL, duration, ended, json, STATUS } from "../format.ts";
 import { Timeline } from "../timeline.tsx";
 
@@ -54,7 +55,13 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         </button>
       )}
       {!ended(a) && confirming && (
-        <div class="confirm" role="alertdialog" aria-labelledby="confirm-text" data-testid="cancel-confirmation">
+        <div
+          class="confirm"
+          role="alertdialog"
+          aria-labelledby="confirm-text"
+          data-testid="cancel-confirmation"
+          onKeyDown={(e) => e.key === "Escape" && setConfirming(false)}
+        >
           <span id="confirm-text">
             Cancel this {CALL[a.call]} of {a.modelType}? It has run {duration(a, Date.now())}; what it did so far is lost
             {a.retry ? " (no further attempt runs)" : ""}.
@@ -144,6 +151,7 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
               .map(([k, v]) => `${k}=${argText(v)}`)
               .join(" ")}
           </code>
+          <Downloads action={a} places={[...a.args.map((_, i) => `args[${i}]`), ...Object.keys(a.kwargs).map((k) => `kwargs.${k}`)]} />
         </dd>
         {a.dataAccess.map((d) => (
           <>
@@ -182,6 +190,7 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
             <dt>prediction</dt>
             <dd>
               <code data-testid="prediction">{argText(a.result.prediction)}</code>
+              <Downloads action={a} places={["prediction"]} />
             </dd>
           </>
         )}
@@ -204,6 +213,28 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
         </div>
       )}
       {a.logTail.length > 0 && <pre class="log">{a.logTail.join("\n")}</pre>}
+    </div>
+  );
+}
+
+/** A Save button for each of these arguments that is one file (bytes, a tensor, JSON), with what went wrong beside it. */
+function Downloads({ action, places }: { action: Action; places: string[] }) {
+  const [error, setError] = useState("");
+  const files = places.filter((p) => savable(argAt(action, p)));
+  if (files.length === 0) return null;
+  const save = (place: string) =>
+    saveArg(action, place).then(
+      (e) => setError(e ?? ""),
+      (e: unknown) => setError(errorText(e)),
+    );
+  return (
+    <div class="downloads">
+      {files.map((place) => (
+        <button type="button" key={place} data-testid={`save-${place}`} onClick={() => save(place)}>
+          Save {place}
+        </button>
+      ))}
+      {error && <span class="error"> {error}</span>}
     </div>
   );
 }

@@ -116,7 +116,8 @@ export function ActionsPage({ live, query }: { live: Live; query: string }) {
   for (const a of history) rows.set(a.id, a);
   for (const a of live.actions.values())
     if (matches(a, filters) && (rows.has(a.id) || !ended(a) || history.length < PAGE || a.id > history.at(-1)!.id)) rows.set(a.id, a);
-  const list = [...rows.values()].sort((a, b) => Number(ended(a)) - Number(ended(b)) || b.id.localeCompare(a.id));
+  // Ids sort by time (a plain comparison: localeCompare costs ten times as much, on every update).
+  const list = [...rows.values()].sort((a, b) => Number(ended(a)) - Number(ended(b)) || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0));
   const types = [...new Set([...live.models.values()].map((m) => m.modelType).concat(filters.type ?? []))].sort();
   const go = (event: Event) => {
     event.preventDefault();
