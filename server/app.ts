@@ -203,7 +203,18 @@ export async function startServer(config: ResolvedConfig, logger: Logger, signal
       });
     });
     if (config.http.address) {
-      const listener = createHttpListener(getEngine, { stack, logger, maxMessageBytes: config.engine.max_frame_bytes, tls, files: dashboardFiles() });
+      const listener = createHttpListener(getEngine, {
+        stack,
+        logger,
+        maxMessageBytes: config.engine.max_frame_bytes,
+        tls,
+        files: dashboardFiles(),
+        browsers: {
+          allowedHosts: config.http.allowed_hosts,
+          corsOrigins: config.http.cors.allowed_origins,
+          corsCredentials: config.http.cors.allow_credentials,
+        },
+      });
       http = listener;
       httpPort = await listener.listen(config.http.address).catch((error: NodeJS.ErrnoException) => {
         throw new PlinthError("invalid_argument", `config http.address: cannot listen on ${config.http.address}: ${error.message}`, { cause: error });

@@ -120,7 +120,7 @@ describe("no HTTP request ends the server", () => {
     }
     for (const [path, status] of Object.entries(answers)) expect([path, [400, 404]]).toEqual([path, expect.arrayContaining([status])]);
     // A request line with a NUL, and an RPC without a Host header: Node's parser or ours says 400.
-    expect((await raw(port, "GET /\0 HTTP/1.1\r\nHost: x\r\n\r\n")).status).toBe(400);
+    expect((await raw(port, "GET /\0 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")).status).toBe(400);
     expect(
       (await raw(port, "POST /plinth.v1.EngineService/ListPlugins HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")).status,
     ).toBe(400);

@@ -27,6 +27,15 @@ const retryPolicy = z.strictObject({
     .optional(),
 });
 
+/** Whether `v` is an origin as browsers send it: scheme://host[:port], nothing more. */
+function isOrigin(v: string): boolean {
+  try {
+    return new URL(v).origin === v;
+  } catch {
+    return false;
+  }
+}
+
 /** A listener's host:port, or "off" for none (as --http-address off says): off is no address. */
 const listenerAddress = (example: string) =>
   z
@@ -314,6 +323,37 @@ export const configSchema = z.strictObject({
     .strictObject({
       /** host:port of the Connect and gRPC-Web listener (curl, browsers); off when unset or "off" (the embedded default: 127.0.0.1:8080). */
       address: listenerAddress("127.0.0.1:8080"),
+      /**
+       * Host names the listener answers to besides IP addresses, localhost and its own
+       * (a reverse proxy's public name): "plinth.example.com", ".example.com" for a domain
+       * and its subdomains, "*" for any. Others are refused: DNS rebinding.
+       */
+      allowed_hosts: z
+        .array(
+          z
+            .string()
+            .regex(
+              /^(\*|\.?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*)$/,
+              "must be a host name, .domain or *",
+            ),
+        )
+        .max(100)
+        .default([]),
+      cors: z
+        .strictObject({
+          /** Origins whose pages may call the API: "https://app.example.com", or "*". None by default. */
+          allowed_origins: z
+            .array(
+              z
+                .string()
+                .refine((v) => v === "*" || isOrigin(v), "must be an origin, scheme://host[:port] with no path (https://app.example.com), or *"),
+            )
+            .max(100)
+            .default([]),
+          /** Whether those pages' cookies and HTTP authentication go along (the browser's credentials: 'include'). */
+          allow_credentials: z.boolean().default(false),
+        })
+        .prefault({}),
     })
     .prefault({}),
   metrics: z

@@ -21,6 +21,7 @@ import { StateService } from "../../gen/plinth/v1/state_service_pb.ts";
 import type { Engine } from "../engine/engine.ts";
 import { cut } from "../errors.ts";
 import { actionService } from "./action-service.ts";
+import { type BrowserOptions, browserRules } from "./browser-rules.ts";
 import type { CallStack } from "./call-stack.ts";
 import { serveConnectStream } from "./connect-stream.ts";
 import { engineService } from "./engine-service.ts";
@@ -37,6 +38,8 @@ export interface HttpOptions {
   tls?: TlsFiles | undefined;
   /** Answers what is not an RPC (the dashboard's files); 404 when it returns false. */
   files?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
+  /** http.allowed_hosts and http.cors; the listener's own host comes from its address. */
+  browsers?: Omit<BrowserOptions, "listenHost">;
 }
 
 export interface HttpListener {
@@ -257,8 +260,10 @@ export function createHttpListener(engine: () => Engine, options: HttpOptions): 
     );
   }
 
+  let rules: ReturnType<typeof browserRules> | undefined;
   // Whatever a request holds, it is answered: no rejection is left unhandled.
   const handler = (req: IncomingMessage, res: ServerResponse) => {
+    if (rules?.check(req, res, (status, code, message) => answer(res, status, code, message))) return;
     const rpc = rpcs.get((req.url ?? "").split("?", 1)[0]!);
     (rpc ? call(rpc, req, res) : other(req, res)).catch((error: unknown) => {
       if (ConnectError.from(error).code === Code.Aborted) return;
@@ -273,6 +278,7 @@ export function createHttpListener(engine: () => Engine, options: HttpOptions): 
     async listen(address) {
       server = options.tls ? createHttpsServer(await tlsOptions(options.tls), handler) : createHttpServer(handler);
       const [host, port] = address.split(/:(?=\d+$)/) as [string, string];
+      rules = browserRules({ listenHost: host, allowedHosts: [], corsOrigins: [], corsCredentials: false, ...options.browsers });
       await new Promise<void>((resolve, reject) => {
         server.once("error", reject);
         server.listen(Number(port), host.replace(/^\[|\]$/g, ""), () => resolve());

@@ -7,6 +7,7 @@ import { readFile, stat } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { extname, join, normalize, sep } from "node:path";
 import { PLINTH_DIR } from "../package-root.ts";
+import { DASHBOARD_HEADERS } from "./browser-rules.ts";
 
 export const DASHBOARD_DIR = join(PLINTH_DIR, "dashboard/dist");
 
@@ -34,11 +35,12 @@ export function dashboardFiles(dir = DASHBOARD_DIR) {
     const info = await stat(file).catch(() => undefined);
     if (!info?.isFile()) {
       if (path !== "/") return false;
-      res.writeHead(503, { "content-type": "text/plain; charset=utf-8" });
+      res.writeHead(503, { "content-type": "text/plain; charset=utf-8", ...DASHBOARD_HEADERS });
       res.end("The dashboard is not built: run npm run build:dashboard (npm install does it), then reload.\n");
       return true;
     }
     res.writeHead(200, {
+      ...DASHBOARD_HEADERS,
       "content-type": types[extname(file)] ?? "application/octet-stream",
       "content-length": info.size,
       // Hashed asset names change with their content; the page itself is always asked again.
