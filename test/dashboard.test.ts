@@ -6,8 +6,9 @@
 
 import { execFileSync } from "node:child_process";
 import { once } from "node:events";
-import { existsSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
@@ -50,6 +51,17 @@ async function shot(page: Page, name: string) {
   mkdirSync(artifacts, { recursive: true });
   await page.screenshot({ path: join(artifacts, `dashboard-${name}.png`) });
 }
+
+describe("the dashboard's build", () => {
+  it("is under 250 kB gzipped, script and styles, as a browser downloads it", () => {
+    const assets = join(root, "dashboard/dist/assets");
+    const files = readdirSync(assets).filter((f) => /\.(js|css)$/.test(f));
+    expect(files.some((f) => f.endsWith(".js"))).toBe(true);
+    const gzipped = files.reduce((sum, f) => sum + gzipSync(readFileSync(join(assets, f))).byteLength, 0);
+    console.log(`the dashboard: ${(gzipped / 1024).toFixed(1)} kB gzipped in ${files.length} files`);
+    expect(gzipped).toBeLessThan(250 * 1024);
+  });
+});
 
 describe.skipIf(missing !== "")("the dashboard", () => {
   it("runs a fit from the form, shows its progress, cancels it, and reconnects after a restart", async () => {
