@@ -10,17 +10,20 @@ import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { Bar } from "./bar.tsx";
 import { CALL, duration, ended, STATUS, STATUS_KEYS, since, when } from "./format.ts";
 
+/** The action id's column, windowed: an id whole. */
+const ID_WIDTH = "14rem";
+
 /**
- * Each column's head, width and cell. The widths are fixed (table-layout: fixed): a number
- * that changes, a row that comes or goes, moves no column; a longer text is cut, whole in
- * its title.
+ * Each column's head, width and cell. A short table sizes its columns to what they hold; a
+ * long one, windowed, at these widths (table-layout: fixed), so that rows coming and going
+ * move no column: a longer text is cut there, whole in its title.
  */
 const COLUMNS = {
   call: { head: "call", width: "4.5rem", cell: (a: Action) => <td>{CALL[a.call]}</td> },
   type: { head: "model type", width: "10rem", cell: (a: Action) => <td title={a.modelType}>{a.modelType}</td> },
   model: {
     head: "model",
-    width: "11rem",
+    width: "14rem",
     cell: (a: Action) => <td title={a.modelId}>{a.modelId && <a href={`#/models/${a.modelId}`}>{a.modelId}</a>}</td>,
   },
   status: {
@@ -109,19 +112,21 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
   });
   return (
     <table
-      class="actions"
+      class={windowed ? "actions windowed" : "actions"}
       data-testid={testId}
       data-rows={actions.length}
       aria-rowcount={actions.length + 1}
-      // As wide as its columns: narrower, the page scrolls sideways rather than squeezing them.
-      style={{ minWidth: `calc(${["12rem", ...columns.map((c) => COLUMNS[c].width)].join(" + ")})` }}
+      // Windowed, as wide as its columns: narrower, the page scrolls sideways rather than squeezing them.
+      style={windowed ? { minWidth: `calc(${[ID_WIDTH, ...columns.map((c) => COLUMNS[c].width)].join(" + ")})` } : undefined}
     >
-      <colgroup>
-        <col style={{ width: "12rem" }} />
-        {columns.map((c) => (
-          <col key={c} style={{ width: COLUMNS[c].width }} />
-        ))}
-      </colgroup>
+      {windowed && (
+        <colgroup>
+          <col style={{ width: ID_WIDTH }} />
+          {columns.map((c) => (
+            <col key={c} style={{ width: COLUMNS[c].width }} />
+          ))}
+        </colgroup>
+      )}
       <thead>
         <tr aria-rowindex={1}>
           <th>action</th>
