@@ -96,7 +96,9 @@ describe("backend.kind: postgres", () => {
 
     const second = serverProcess(url);
     const d = clients(await second.port);
-    const interrupted = (await d.actions.getAction({ actionId: action!.id })).action!;
+    // The new server's sweep finds the dead one gone (its process, on this host) and ends the
+    // fit: as it runs beside serving, the test waits for the end, not for the port.
+    const interrupted = (await d.actions.waitAction({ actionId: action!.id })).action!;
     expect(interrupted.status).toBe(ActionStatus.FAILED);
     expect(interrupted.error?.code).toBe("interrupted");
     expect((await d.engine.getModel({ modelId })).model!.revision).toBe(1n);
