@@ -18,7 +18,15 @@ export class CtrlC {
   #onAsk: () => void = () => {};
   /** Aborts a question still open when the action ends. */
   readonly #asking = new AbortController();
-  readonly #handler = () => void this.#interrupted();
+  /** Whether the question is on the terminal now. */
+  #asked = false;
+  readonly #handler = () => {
+    this.#interrupted().catch((error: unknown) => {
+      // A cancel the server refused, or a lost connection: said, not a crash.
+      process.stderr.write(`plinth: could not cancel: ${(error as Error).message ?? String(error)}\n`);
+      process.exit(INTERRUPTED);
+    });
+  };
 
   /** `what`: the call, as the question names it before the server has answered. */
   constructor(readonly what: string) {
@@ -36,9 +44,10 @@ export class CtrlC {
     );
   }
 
-  /** What to do first when the question is asked: stop drawing progress over it. */
+  /** What to do first when the question is asked (at once, when it is on the terminal now): stop drawing progress over it. */
   onAsk(stop: () => void): void {
     this.#onAsk = stop;
+    if (this.#asked) stop();
   }
 
   /** The action has ended: Ctrl-C is the default again. */
@@ -65,9 +74,17 @@ export class CtrlC {
     const rl = createInterface({ input: process.stdin, output: process.stderr });
     const question =
       this.#id === undefined ? `Cancel the ${this.what} just sent (the server has not answered yet)? [y/N] ` : `Cancel action ${this.#id}? [y/N] `;
+    this.#asked = true;
     const answer = await rl.question(question, { signal: this.#asking.signal }).catch(() => undefined);
+    this.#asked = false;
     rl.close();
-    if (answer === undefined) return; // the action ended while asked: the command prints how
+    if (answer === undefined) {
+      // The action ended while asked (the command prints how), or Ctrl-C or Ctrl-D at the
+      // question itself: that is no "yes".
+      process.stderr.write("\n");
+      if (this.#asking.signal.aborted) return;
+      return this.#leave(run);
+    }
     if (!/^y/i.test(answer.trim())) return this.#leave(run);
     // Cancelled once the server has answered; a request it refused has nothing to cancel
     // (the command reports the refusal).

@@ -103,9 +103,14 @@ describe("the HTTP listener, for browsers", () => {
     expect(refused.status).toBe(403);
     expect(refused.headers["access-control-allow-origin"]).toBeUndefined();
     expect(JSON.parse(refused.body).message).toContain("add it to http.cors.allowed_origins");
-    // The dashboard's own page, same origin: no CORS needed, nothing refused.
+    // The dashboard's own page, same origin: no CORS needed, nothing refused. Behind a proxy
+    // too, where the Host leaves out the scheme's port or says it, in any case.
     const own = `http://127.0.0.1:${t.server.httpPort}`;
     expect((await listPlugins({ origin: own })).status).toBe(200);
+    expect((await listPlugins({ origin: "https://plinth.internal", host: "Plinth.Internal:443" })).status).toBe(200);
+    expect((await listPlugins({ origin: "https://plinth.internal:443", host: "plinth.internal" })).status).toBe(200);
+    // Another port of the same name is another origin.
+    expect((await listPlugins({ origin: "https://plinth.internal:8443", host: "plinth.internal" })).status).toBe(403);
   });
 
   it.skipIf(missing !== "")("in Chromium, a page of an allowed origin calls the API; one of another origin cannot", async () => {

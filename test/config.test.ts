@@ -70,6 +70,10 @@ describe("config", () => {
     [{ http: { allowed_hosts: ["http://plinth.example.com"] } }, "config http.allowed_hosts[0]: must be a host name, .domain or *"],
     [{ http: { cors: { allowed_origins: ["https://app.example.com/"] } } }, "config http.cors.allowed_origins[0]: must be an origin"],
     [{ http: { cors: { allow_credentials: "yes" } } }, "config http.cors.allow_credentials:"],
+    [
+      { http: { cors: { allowed_origins: ["*"], allow_credentials: true } } },
+      'config http.cors.allow_credentials: allow_credentials cannot go with allowed_origins "*"',
+    ],
     [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],

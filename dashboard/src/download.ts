@@ -38,7 +38,8 @@ export async function saveArg(a: Action, place: Place): Promise<string | undefin
   link.href = URL.createObjectURL(new Blob([file.content as Uint8Array<ArrayBuffer>], { type: file.type }));
   link.download = `${a.id}-${place.replace(/[^\w.-]+/g, "_")}${file.extension}`;
   link.click();
-  URL.revokeObjectURL(link.href);
+  // Not at once: the browser may still be reading it.
+  setTimeout(() => URL.revokeObjectURL(link.href), 60_000);
   return undefined;
 }
 
@@ -70,7 +71,9 @@ const DESCR: Record<DType, string> = {
 /** A tensor in NumPy's .npy format, version 1.0: the magic, a header padded to 64 bytes, the data. */
 export function npy(t: Tensor): Uint8Array {
   const shape = t.shape.length === 1 ? `(${t.shape[0]},)` : `(${t.shape.join(", ")})`;
-  let header = `{'descr': '${DESCR[t.dtype]}', 'fortran_order': False, 'shape': ${shape}, }`;
+  const descr = DESCR[t.dtype];
+  if (!descr) throw new Error(`a tensor of dtype ${t.dtype} has no .npy form here`);
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': ${shape}, }`;
   header += `${" ".repeat(63 - ((10 + header.length) % 64))}\n`;
   const out = new Uint8Array(10 + header.length + t.data.byteLength);
   out.set([0x93, ...new TextEncoder().encode("NUMPY"), 1, 0, header.length & 0xff, header.length >> 8]);

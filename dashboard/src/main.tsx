@@ -40,9 +40,10 @@ function App() {
     // actions) is one render, not one each.
     let pending: Live | undefined;
     const onLive = (next: Live) => {
+      // The load's sampler reads it at once: a tab in the background runs no frames.
+      feedLoad(next);
       if (pending === undefined)
         requestAnimationFrame(() => {
-          feedLoad(pending!);
           setLive(pending!);
           pending = undefined;
         });

@@ -353,6 +353,11 @@ export const configSchema = z.strictObject({
           /** Whether those pages' cookies and HTTP authentication go along (the browser's credentials: 'include'). */
           allow_credentials: z.boolean().default(false),
         })
+        // Any site at all, with the user's cookies: what CORS exists to prevent.
+        .refine((c) => !(c.allow_credentials && c.allowed_origins.includes("*")), {
+          message: 'allow_credentials cannot go with allowed_origins "*": name the origins',
+          path: ["allow_credentials"],
+        })
         .prefault({}),
     })
     .prefault({}),

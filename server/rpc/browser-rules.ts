@@ -46,22 +46,27 @@ export function browserRules(o: BrowserOptions) {
 
   /** Whether the Host header names this server by a name it answers to. */
   function hostAllowed(header: string): boolean {
-    const name = header
-      .replace(/:\d+$/, "")
-      .replace(/^\[|\]$/g, "")
-      .toLowerCase();
+    const name = hostOf(header).name;
     if (isIP(name) || name === own || name === "localhost" || name.endsWith(".localhost")) return true;
     if (hosts.has("*") || hosts.has(name)) return true;
     for (const h of hosts) if (h.startsWith(".") && (name === h.slice(1) || name.endsWith(h))) return true;
     return false;
   }
 
-  /** The request's origin when it is another site's (a page of its own origin sends its own, or none). */
+  /**
+   * The request's origin when it is another site's (a page of its own origin sends its own,
+   * or none): its name and port against the Host header's, the port the scheme's default
+   * where one leaves it out (a proxy may send Host "x" for the page at https://x).
+   */
   function crossOrigin(req: IncomingMessage): string | undefined {
     const origin = req.headers.origin;
     if (!origin || origin === "null") return origin === "null" ? origin : undefined;
     try {
-      return new URL(origin).host === req.headers.host ? undefined : origin;
+      const url = new URL(origin);
+      const standard = url.protocol === "https:" ? "443" : "80";
+      const host = hostOf(req.headers.host ?? "");
+      const same = host.name === hostOf(url.host).name && (host.port || standard) === (url.port || standard);
+      return same ? undefined : origin;
     } catch {
       return origin;
     }
@@ -116,4 +121,14 @@ export function browserRules(o: BrowserOptions) {
       return false;
     },
   };
+}
+
+/** A Host header's name (lowercase, without brackets or a trailing dot) and port ("" when none). */
+function hostOf(header: string): { name: string; port: string } {
+  const port = /:(\d+)$/.exec(header)?.[1] ?? "";
+  const name = (port ? header.slice(0, -port.length - 1) : header)
+    .replace(/^\[|\]$/g, "")
+    .replace(/\.$/, "")
+    .toLowerCase();
+  return { name, port };
 }
