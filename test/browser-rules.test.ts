@@ -98,6 +98,16 @@ describe("the HTTP listener, for browsers", () => {
     expect(String(preflight.headers["access-control-allow-headers"]).toLowerCase()).toContain("authorization");
     expect(String(preflight.headers["access-control-allow-headers"])).toContain("Connect-Protocol-Version");
     expect(preflight.headers["access-control-allow-credentials"]).toBeUndefined();
+    expect(preflight.headers.vary).toBe("Origin");
+    // Chrome's Private Network Access: a public site's page asks before reaching a loopback address.
+    const privateNetwork = await send("OPTIONS", "/plinth.v1.EngineService/ListPlugins", {
+      origin: allowed.origin,
+      "access-control-request-method": "POST",
+      "access-control-request-private-network": "true",
+    });
+    expect(privateNetwork.headers["access-control-allow-private-network"]).toBe("true");
+    // With origins named, even a same-origin answer varies on Origin (a cache keeps them apart).
+    expect((await listPlugins({ origin: `http://127.0.0.1:${t.server.httpPort}` })).headers.vary).toBe("Origin");
 
     const refused = await listPlugins({ origin: other.origin });
     expect(refused.status).toBe(403);

@@ -77,7 +77,6 @@ export function browserRules(o: BrowserOptions) {
   function corsHeaders(res: ServerResponse, origin: string): void {
     // "*" with credentials is refused by browsers: the origin itself is named then.
     res.setHeader("access-control-allow-origin", anyOrigin && !o.corsCredentials ? "*" : origin);
-    if (!anyOrigin || o.corsCredentials) res.setHeader("vary", "Origin");
     if (o.corsCredentials) res.setHeader("access-control-allow-credentials", "true");
     res.setHeader("access-control-expose-headers", cors.exposedHeaders.join(", "));
   }
@@ -98,6 +97,8 @@ export function browserRules(o: BrowserOptions) {
         );
         return true;
       }
+      // An answer that depends on the Origin says so to caches, whatever this one's was.
+      if (origins.size > 0 || o.corsCredentials) res.setHeader("vary", "Origin");
       const origin = crossOrigin(req);
       if (origin === undefined) return false;
       if (!originAllowed(origin)) {
@@ -114,6 +115,9 @@ export function browserRules(o: BrowserOptions) {
           "access-control-allow-methods": cors.allowedMethods.join(", "),
           "access-control-allow-headers": [...cors.allowedHeaders, "Authorization"].join(", "),
           "access-control-max-age": String(PREFLIGHT_MAX_AGE),
+          // Chrome asks before a public site's page reaches a loopback or private address
+          // (Private Network Access): an origin allowed here is allowed that too.
+          ...(req.headers["access-control-request-private-network"] === "true" ? { "access-control-allow-private-network": "true" } : {}),
         });
         res.end();
         return true;
