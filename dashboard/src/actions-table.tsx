@@ -3,12 +3,11 @@
  * model type, model, status, progress, caller, server, created, duration and error code.
  * A running action's duration ticks in its own cell on one shared clock.
  */
-import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { Component } from "preact";
 import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { Bar } from "./bar.tsx";
-import { CALL, duration, ended, STATUS, STATUS_KEYS, since, when } from "./format.ts";
+import { CALL, duration, ended, STATUS, STATUS_KEYS, since, startedAt, when } from "./format.ts";
 
 /** The action id's column, windowed: an id whole. */
 const ID_WIDTH = "14rem";
@@ -146,16 +145,16 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
   );
 }
 
-/**
- * One action's row, rendered again only when its action changed: the live state replaces
- * the view of an action that changed and keeps the others, so with 1,000 live actions an
- * update renders the few rows it touched, not the table.
- */
 interface RowProps {
   action: Action;
   columns: Column[];
 }
 
+/**
+ * One action's row, rendered again only when its action changed: the live state replaces
+ * the view of an action that changed and keeps the others, so with 1,000 live actions an
+ * update renders the few rows it touched, not the table.
+ */
 class Row extends Component<RowProps> {
   override shouldComponentUpdate(next: RowProps): boolean {
     return next.action !== this.props.action || next.columns.join() !== this.props.columns.join();
@@ -177,7 +176,7 @@ class Row extends Component<RowProps> {
  * second, with no render at all (a render of each would cost as much as the table's).
  */
 function Running({ action }: { action: Action }) {
-  const from = timestampMs(action.startTime ?? action.createTime!);
+  const from = startedAt(action);
   return <span data-running-from={from}>{since(from, Date.now())}</span>;
 }
 

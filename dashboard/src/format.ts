@@ -22,10 +22,12 @@ export function fraction(state: JsonValue | undefined): number | undefined {
   return undefined;
 }
 
+/** When an action's duration counts from (ms): its start, or its creation while it waits. */
+export const startedAt = (a: Action) => timestampMs((a.startTime ?? a.createTime)!);
+
 /** From the action's start (its creation while it waited) to its end, or to now. */
 export function duration(a: Action, now: number): string {
-  const ms = (t: Timestamp | undefined) => (t ? timestampMs(t) : now);
-  return since(ms(a.startTime ?? a.createTime), ms(a.endTime));
+  return since(startedAt(a), a.endTime ? timestampMs(a.endTime) : now);
 }
 
 /** The time from one moment to another (ms), as people read it. */

@@ -5,18 +5,23 @@
  * Keys typed into a field are the field's.
  */
 
+/** The pages, as the header links them: "g" then a page's first letter goes there. */
+export const PAGES = [
+  ["#/", "actions"],
+  ["#/models", "models"],
+  ["#/plugins", "plugins"],
+  ["#/servers", "servers"],
+] as const;
+
+const GO: Record<string, string> = Object.fromEntries(PAGES.map(([href, name]) => [name[0], href]));
+
 export const SHORTCUTS: [string, string][] = [
   ["/", "find an action or a model by its id"],
   ["j / k", "the next / previous row of the table; Enter opens it"],
-  ["g a", "actions"],
-  ["g m", "models"],
-  ["g p", "plugins"],
-  ["g s", "servers"],
+  ...PAGES.map(([, name]): [string, string] => [`g ${name[0]}`, name]),
   ["?", "this list"],
   ["Esc", "close this list, or a question"],
 ];
-
-const PAGES: Record<string, string> = { a: "#/", m: "#/models", p: "#/plugins", s: "#/servers" };
 
 /** Listens until the returned function is called; `help` toggles the list of shortcuts. */
 export function listenToKeys(help: (show?: boolean) => void): () => void {
@@ -29,9 +34,9 @@ export function listenToKeys(help: (show?: boolean) => void): () => void {
     const key = event.key;
     if (go) {
       go = false;
-      if (PAGES[key]) {
+      if (GO[key]) {
         event.preventDefault();
-        location.hash = PAGES[key];
+        location.hash = GO[key];
       }
       return;
     }

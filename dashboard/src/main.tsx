@@ -7,7 +7,7 @@
 import { render } from "preact";
 import { useEffect, useState } from "preact/hooks";
 import { followState, type Live, token } from "./api.ts";
-import { listenToKeys, SHORTCUTS } from "./keys.ts";
+import { listenToKeys, PAGES, SHORTCUTS } from "./keys.ts";
 import { feedLoad } from "./load.ts";
 import { ActionPage } from "./pages/action.tsx";
 import { ActionsPage } from "./pages/actions.tsx";
@@ -16,13 +16,6 @@ import { ModelsPage } from "./pages/models.tsx";
 import { PluginsPage } from "./pages/plugins.tsx";
 import { ServersPage } from "./pages/servers.tsx";
 import "./style.css";
-
-const NAV = [
-  ["#/", "actions"],
-  ["#/models", "models"],
-  ["#/plugins", "plugins"],
-  ["#/servers", "servers"],
-] as const;
 
 function App() {
   const [live, setLive] = useState<Live>({ models: new Map(), actions: new Map(), revision: 0n });
@@ -60,7 +53,7 @@ function App() {
   }, [key]);
   const [path = "", query = ""] = hash.replace(/^#/, "").split("?");
   const [, page, id] = path.split("/");
-  const section = NAV.find(([, name]) => name === page)?.[1] ?? "actions";
+  const section = PAGES.find(([, name]) => name === page)?.[1] ?? "actions";
   return (
     <>
       <button type="button" class="skip" onClick={() => document.getElementById("main")?.focus()}>
@@ -69,7 +62,7 @@ function App() {
       <header>
         <strong>Plinth</strong>
         <nav aria-label="pages">
-          {NAV.map(([href, name]) => (
+          {PAGES.map(([href, name]) => (
             <a key={name} href={href} aria-current={name === section ? "page" : undefined}>
               {name}
             </a>

@@ -40,7 +40,7 @@ const PREFLIGHT_MAX_AGE = 7200;
 
 export function browserRules(o: BrowserOptions) {
   const hosts = new Set(o.allowedHosts.map((h) => h.toLowerCase()));
-  const own = o.listenHost.replace(/^\[|\]$/g, "").toLowerCase();
+  const own = hostOf(o.listenHost).name;
   const anyOrigin = o.corsOrigins.includes("*");
   const origins = new Set(o.corsOrigins);
 
@@ -60,7 +60,7 @@ export function browserRules(o: BrowserOptions) {
    */
   function crossOrigin(req: IncomingMessage): string | undefined {
     const origin = req.headers.origin;
-    if (!origin || origin === "null") return origin === "null" ? origin : undefined;
+    if (!origin) return undefined;
     try {
       const url = new URL(origin);
       const standard = url.protocol === "https:" ? "443" : "80";
