@@ -324,7 +324,9 @@ describe("plinth, the command line", () => {
 
 /** A command run on a real pseudo-terminal: what is typed into it reaches it as a user's keys (Ctrl-C as SIGINT). */
 function onTerminal(command: string) {
-  const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
+  // `exec`: the command in the shell's place, whichever shell script runs (dash, CI's
+  // /bin/sh, keeps itself above the command and exits 130 on the Ctrl-C it got too).
+  const child = spawn("script", ["-qec", `exec ${command}`, "/dev/null"], { cwd: root, stdio: ["pipe", "pipe", "inherit"] });
   let out = "";
   const waiting: { pattern: RegExp; resolve: () => void }[] = [];
   child.stdout!.on("data", (chunk: Buffer) => {
