@@ -530,6 +530,14 @@ program
   .action(async (id: string, o: { follow?: boolean }) => {
     const c = client();
     const { action } = await c.actions.getAction({ actionId: id, view: ActionView.BASIC });
+    if (action!.redacted) {
+      // The server shows another caller's action without its lines: saying nothing would look like a quiet action.
+      process.stderr.write(
+        `plinth: action ${id} was started by ${action!.createdBy || "another caller"}: its log lines are not shown to this token (the server's server.auth.visibility; the roles read_all and admin see them)\n`,
+      );
+      process.exitCode = 10 + Status.PERMISSION_DENIED;
+      return;
+    }
     // Each source's tail is a window: print what follows the last line printed from it.
     const printed = new Map<string, string[]>();
     const printNew = (a: Action) => {

@@ -73,6 +73,7 @@ export function actionText(action: Action, result?: string): string {
     `created  ${time(action.createTime)}${action.createdBy ? ` by ${action.createdBy}` : ""}`,
     `priority ${action.priority || 3}`,
   ];
+  if (action.redacted) lines.push("shown    in summary: another caller's action (the server's server.auth.visibility)");
   if (action.retry) {
     const next = action.nextAttemptTime ? `, the next at ${time(action.nextAttemptTime)}` : "";
     lines.push(`attempt  ${action.attempt || 1} of ${action.retry.maxAttempts}${next}`);

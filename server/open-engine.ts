@@ -73,5 +73,6 @@ export function openEngine(
     pageBytes: e.max_page_mb * MiB,
     watcherQueueBytes: e.watcher_queue_mb * MiB,
     everyUpdate: e.progress_interval === 0,
+    visibility: config.server.auth?.visibility ?? "own",
   });
 }

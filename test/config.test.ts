@@ -74,6 +74,8 @@ describe("config", () => {
       { http: { cors: { allowed_origins: ["*"], allow_credentials: true } } },
       'config http.cors.allow_credentials: allow_credentials cannot go with allowed_origins "*"',
     ],
+    [{ server: { auth: { visibility: "mine" } } }, 'config server.auth.visibility: Invalid option: expected one of "own"|"all", got "mine"'],
+    [{ server: { auth: { tokens: [{ name: "x", sha256: "a".repeat(64), roles: ["read_some"] }] } } }, "config server.auth.tokens[0].roles[0]: Invalid option"],
     [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],

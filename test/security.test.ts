@@ -23,10 +23,11 @@ import { tempDir } from "./helpers/temp.ts";
 const token = (name: string) => `${name}-${randomBytes(16).toString("hex")}`;
 const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
 
-const tokens = { read: token("reader"), run: token("runner"), admin: token("ops"), expired: token("old") };
+const tokens = { read: token("reader"), readAll: token("auditor"), run: token("runner"), admin: token("ops"), expired: token("old") };
 const auth = {
   tokens: [
     { name: "reader", sha256: sha256(tokens.read), roles: ["read"] },
+    { name: "auditor", sha256: sha256(tokens.readAll), roles: ["read_all"] },
     { name: "runner", sha256: sha256(tokens.run), roles: ["run"] },
     { name: "ops", sha256: sha256(tokens.admin), roles: ["admin"] },
     { name: "old", sha256: sha256(tokens.expired), roles: ["admin"], expires: "2020-01-01T00:00:00Z" },
@@ -111,7 +112,7 @@ function rawCall(client: grpc.Client, path: string, kind: Kind, metadata: grpc.M
 }
 
 describe("bearer tokens and roles on every RPC", () => {
-  it("every method × {no token, unknown, expired, read, run, admin}: UNAUTHENTICATED, PERMISSION_DENIED naming the role, or through", async () => {
+  it("every method × {no token, unknown, expired, read, read_all, run, admin}: UNAUTHENTICATED, PERMISSION_DENIED naming the role, or through", async () => {
     // Every method the server offers is in the table: a new one must say what it needs.
     expect(methods.map(([path]) => path).sort()).toEqual(Object.keys(needed).sort());
     const t = await start({ plugins: [{ module: "plugins/system-test/mod.ts" }], server: { auth } });
@@ -121,6 +122,8 @@ describe("bearer tokens and roles on every RPC", () => {
       ["unknown token", token("nobody"), 0],
       ["expired token", tokens.expired, 0],
       ["read", tokens.read, 1],
+      // read_all may call what read may, no more: it sees others' actions in full (visibility.test.ts).
+      ["read_all", tokens.readAll, 1],
       ["run", tokens.run, 2],
       ["admin", tokens.admin, 3],
     ];

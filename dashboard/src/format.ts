@@ -2,7 +2,7 @@
 import { type JsonValue, toJson } from "@bufbuild/protobuf";
 import { type Timestamp, timestampMs, ValueSchema } from "@bufbuild/protobuf/wkt";
 import { type Action, ActionStatus } from "../../gen/plinth/v1/action_pb.ts";
-import type { Arg } from "../../gen/plinth/v1/arg_pb.ts";
+import { type Arg, ArgKind, type ArgSummary, DType } from "../../gen/plinth/v1/arg_pb.ts";
 
 /** By ActionStatus: the words people read, and the names the URL's filters use. */
 export const STATUS = ["", "queued", "accessing data", "executing", "storing", "succeeded", "failed", "cancelled"];
@@ -44,11 +44,19 @@ export function when(t: Timestamp | undefined): string {
   return today ? date.toLocaleTimeString() : date.toLocaleString();
 }
 
+/** What a summarized argument is, before its size: "tensor float32 4×2, ", "list of 3, ". */
+function summaryKind(s: ArgSummary): string {
+  if (s.kind === ArgKind.TENSOR) return `tensor ${DType[s.dtype]?.toLowerCase()} ${s.shape.join("×")}, `;
+  if (s.kind === ArgKind.LIST || s.kind === ArgKind.MAP) return `${s.kind === ArgKind.LIST ? "list" : "map"} of ${s.items}, `;
+  if (s.kind === ArgKind.BYTES) return "bytes, ";
+  return "";
+}
+
 export function argText(arg: Arg): string {
   const k = arg.kind;
   if (k.case === "json") return JSON.stringify(json(k.value));
   if (k.case === "jsonText") return k.value;
-  if (k.case === "summary") return `(${k.value.sizeBytes} bytes${k.value.prefix ? `: ${k.value.prefix}…` : ""})`;
+  if (k.case === "summary") return `(${summaryKind(k.value)}${k.value.sizeBytes} bytes${k.value.prefix ? `: ${k.value.prefix}…` : ""})`;
   if (k.case === "bytes") return `(${k.value.byteLength} bytes)`;
   if (k.case === "tensor") return `(tensor ${k.value.shape.join("×")})`;
   if (k.case === "dataAccess") return `@${k.value.name}`;

@@ -182,6 +182,11 @@ export const configSchema = z.strictObject({
           certificates: z.array(z.strictObject({ subject: z.string().min(1), roles: z.array(roleSchema).min(1) })).default([]),
           /** grpc.health.v1 without a token (load balancers probe it); false: it needs the read role. */
           open_health: z.boolean().default(true),
+          /**
+           * Whose actions a caller sees in full (arguments, results, logs): "own" (others' in
+           * summary, unless its role is admin or read_all), or "all".
+           */
+          visibility: z.enum(["own", "all"]).default("own"),
         })
         .optional(),
       limits: z

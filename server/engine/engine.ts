@@ -45,6 +45,7 @@ import { effectiveRetry } from "./retry-policy.ts";
 import type { Runner, ServerInfo } from "./runner.ts";
 import type { StateEvent, StatePublisher } from "./state-publisher.ts";
 import { argsView, type ViewLimits } from "./views.ts";
+import { mapped, seesAll, shownState, shownTo, type Visibility } from "./visibility.ts";
 import { type StateFilter, Watchers } from "./watch.ts";
 
 /** How often the action history's retention is applied. */
@@ -71,6 +72,8 @@ export interface EngineParts {
   watcherQueueBytes: number;
   /** engine.progress_interval 0: a WatchAction stream gets every update of its action, none coalesced. */
   everyUpdate?: boolean | undefined;
+  /** Whose actions a caller sees in full (server.auth.visibility; visibility.ts): "own" unless set. */
+  visibility?: Visibility | undefined;
 }
 
 export interface EngineStats {
@@ -300,17 +303,18 @@ export class Engine {
     return this.#start(ActionCall.PREDICT, modelId, (await this.#modelOf(modelId)).modelType, request, caller);
   }
 
-  /** The action as `view` asks: live, or from the history. */
-  getAction(actionId: string, view: ActionView): Promise<Action> {
-    return reads.getAction(this.#readers, actionId, view);
+  /** The action as `view` asks, live or from the history, as `viewer` may see it (visibility.ts). */
+  async getAction(actionId: string, view: ActionView, viewer: Caller = ANONYMOUS): Promise<Action> {
+    return this.#shownTo(viewer)(await reads.getAction(this.#readers, actionId, view));
   }
 
-  listActions(query: reads.ListActionsQuery): Promise<{ actions: Action[]; next: string }> {
-    return reads.listActions(this.#readers, query);
+  async listActions(query: reads.ListActionsQuery, viewer: Caller = ANONYMOUS): Promise<{ actions: Action[]; next: string }> {
+    const { actions, next } = await reads.listActions(this.#readers, query);
+    return { actions: actions.map(this.#shownTo(viewer)), next };
   }
 
   /** The action once it has ended; rejects with the signal's reason if that comes first. */
-  async waitAction(actionId: string, view: ActionView, signal?: AbortSignal): Promise<Action> {
+  async waitAction(actionId: string, view: ActionView, signal?: AbortSignal, viewer: Caller = ANONYMOUS): Promise<Action> {
     requireId("action_id", actionId);
     // A wait on an action that outlives this server (it runs elsewhere in a cluster) ends
     // when the server stops, saying where to wait instead.
@@ -321,7 +325,7 @@ export class Engine {
         `the server stopped while action ${actionId} waited for its attempt ${ended.view.attempt}: it runs after the server's restart, or on another server of the cluster; wait for it there`,
       );
     }
-    return ended ? reads.handOut(this.#readers, ended, view || ActionView.RESULT) : this.getAction(actionId, view);
+    return ended ? this.#shownTo(viewer)(reads.handOut(this.#readers, ended, view || ActionView.RESULT)) : this.getAction(actionId, view, viewer);
   }
 
   /**
@@ -330,7 +334,7 @@ export class Engine {
    */
   async cancelAction(actionId: string, caller: Caller = ANONYMOUS): Promise<Action> {
     requireId("action_id", actionId);
-    if (!(await this.#runner.unfinished(actionId))) return this.getAction(actionId, ActionView.BASIC);
+    if (!(await this.#runner.unfinished(actionId))) return this.getAction(actionId, ActionView.BASIC, caller);
     const createdBy = this.#table.action(actionId)?.view.createdBy ?? "";
     if (createdBy !== caller.name && !hasRole(caller, "admin")) {
       throw new PlinthError(
@@ -339,24 +343,38 @@ export class Engine {
       );
     }
     const ended = await this.#runner.cancel(actionId, new CancelReason("CancelAction", "cancelled by CancelAction", caller.name));
-    return ended ?? this.getAction(actionId, ActionView.BASIC);
+    return ended ?? this.getAction(actionId, ActionView.BASIC, caller);
   }
 
   // ---- state ----
 
   /** A page of the state: models, then actions, until pageBytes; `token` says where the last page ended. */
-  getState(token: string): { revision: bigint; models: Model[]; actions: Action[]; next: string } {
-    return reads.getState(this.#readers, this.#o.publisher.revision, token);
+  getState(token: string, viewer: Caller = ANONYMOUS): { revision: bigint; models: Model[]; actions: Action[]; next: string } {
+    const page = reads.getState(this.#readers, this.#o.publisher.revision, token);
+    return { ...page, actions: page.actions.map(this.#shownTo(viewer)) };
   }
 
   /** The state stream: a snapshot (or what changed since `from`), then every change. */
-  watchState(request: { from: bigint; filter: StateFilter }, signal: AbortSignal): AsyncIterable<WatchStateResponse> {
-    return this.#watchers.watchState(request, signal);
+  watchState(request: { from: bigint; filter: StateFilter }, signal: AbortSignal, viewer: Caller = ANONYMOUS): AsyncIterable<WatchStateResponse> {
+    const messages = this.#watchers.watchState(request, signal);
+    if (seesAll(viewer, this.#visibility)) return messages;
+    const show = this.#shownTo(viewer);
+    return mapped(messages, (message) => shownState(message, show));
   }
 
   /** The action now, then each update until it ends. */
-  watchAction(actionId: string, signal: AbortSignal): AsyncIterable<Action> {
-    return this.#watchers.watchAction(actionId, () => this.getAction(actionId, ActionView.BASIC), signal);
+  watchAction(actionId: string, signal: AbortSignal, viewer: Caller = ANONYMOUS): AsyncIterable<Action> {
+    const actions = this.#watchers.watchAction(actionId, () => reads.getAction(this.#readers, actionId, ActionView.BASIC), signal);
+    return seesAll(viewer, this.#visibility) ? actions : mapped(actions, this.#shownTo(viewer));
+  }
+
+  get #visibility(): Visibility {
+    return this.#o.visibility ?? "own";
+  }
+
+  /** How `viewer` sees an action: in full, or redacted (visibility.ts). */
+  #shownTo(viewer: Caller): (action: Action) => Action {
+    return shownTo(viewer, this.#visibility);
   }
 
   /**

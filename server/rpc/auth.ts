@@ -11,7 +11,7 @@
 import { createHash, timingSafeEqual } from "node:crypto";
 import type { CallContext } from "nice-grpc";
 import type { TokenHash } from "../config/load.ts";
-import { ANONYMOUS, type Caller, hasRole, type Role } from "../engine/caller.ts";
+import { ANONYMOUS, type Caller, hasRole, type RankedRole, type Role } from "../engine/caller.ts";
 import { PlinthError } from "../errors.ts";
 import { PEER_SUBJECT } from "./tls.ts";
 
@@ -24,7 +24,7 @@ export interface AuthOptions {
 }
 
 /** The role a method needs; a method not listed needs admin. */
-const needs: Record<string, Role> = {
+const needs: Record<string, RankedRole> = {
   "/plinth.v1.EngineService/ListModels": "read",
   "/plinth.v1.EngineService/GetModel": "read",
   "/plinth.v1.EngineService/ListPlugins": "read",
@@ -41,7 +41,7 @@ const needs: Record<string, Role> = {
   "/plinth.v1.StateService/WatchState": "read",
 };
 
-export function roleFor(path: string): Role {
+export function roleFor(path: string): RankedRole {
   if (path.startsWith("/grpc.reflection.") || path.startsWith("/grpc.health.")) return "read";
   return needs[path] ?? "admin";
 }

@@ -18,7 +18,7 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     async createInstance(request, context) {
       const e = engine();
       const action = await e.createInstance(request.modelType, request, context.caller);
-      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal, context.caller) : action };
     },
     async addInstance(request, context) {
       priorityOf(request.priority);
@@ -37,12 +37,12 @@ export function engineService(engine: () => Engine): ServiceImpl<typeof EngineSe
     async fit(request, context) {
       const e = engine();
       const action = await e.fit(request.modelId, request, context.caller);
-      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal, context.caller) : action };
     },
     async predict(request, context) {
       const e = engine();
       const action = await e.predict(request.modelId, request, context.caller);
-      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal) : action };
+      return { action: request.wait ? await e.waitAction(action.id, ActionView.RESULT, context.signal, context.caller) : action };
     },
     async listPlugins() {
       const e = engine();

@@ -45,8 +45,13 @@ export function openFastEngine(parts: {
   engine?: EngineConfig;
   /** The backend section's other keys (backend.claim_affinity_ms, …). */
   backend?: Record<string, unknown>;
+  /** The server section (server.auth.visibility, …). */
+  server?: Record<string, unknown>;
 }): Promise<Engine> {
-  const config = parseConfig({ plugins: [], backend: { ...parts.backend, kind: "memory" }, engine: parts.engine ?? {} }, process.cwd());
+  const config = parseConfig(
+    { plugins: [], backend: { ...parts.backend, kind: "memory" }, engine: parts.engine ?? {}, ...(parts.server ? { server: parts.server } : {}) },
+    process.cwd(),
+  );
   return openEngine(config, { store: parts.store, cluster: parts.cluster, processes: parts.processes, plugins: parts.plugins, logger: silent });
 }
 

@@ -74,6 +74,12 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
           </button>
         </div>
       )}
+      {a.redacted && (
+        <p class="note" data-testid="redacted">
+          Started by {a.createdBy || "another caller"}: its arguments, result and logs are shown to your token only in summary (the server's{" "}
+          <code>server.auth.visibility</code>; the roles <code>read_all</code> and <code>admin</code> see them).
+        </p>
+      )}
       {error && <p class="error">{error}</p>}
       <dl>
         <dt>action</dt>
@@ -220,7 +226,8 @@ export function ActionPage({ id, live }: { id: string; live: Live }) {
 /** A Save button for each of these arguments that is one file (bytes, a tensor, JSON), with what went wrong beside it. */
 function Downloads({ action, places }: { action: Action; places: string[] }) {
   const [error, setError] = useState("");
-  const files = places.filter((p) => savable(argAt(action, p)));
+  // Another caller's action, redacted: the server would send its summaries again.
+  const files = action.redacted ? [] : places.filter((p) => savable(argAt(action, p)));
   if (files.length === 0) return null;
   const save = (place: string) =>
     saveArg(action, place).then(
