@@ -402,7 +402,8 @@ function printEnded(action: Action): void {
   const result =
     prediction instanceof Uint8Array ? `${prediction.byteLength} bytes` : prediction === undefined ? undefined : JSON.stringify(prediction);
   print(format(), actionJson(action), () =>
-    action.status === ActionStatus.SUCCEEDED && action.call === 3 && result !== undefined && format() === "table"
+    // Another caller's predict shows a summary for its result: said as such, with the rest.
+    action.status === ActionStatus.SUCCEEDED && action.call === 3 && result !== undefined && format() === "table" && !action.redacted
       ? result
       : actionText(action, result),
   );

@@ -75,7 +75,10 @@ describe("config", () => {
       'config http.cors.allow_credentials: allow_credentials cannot go with allowed_origins "*"',
     ],
     [{ server: { auth: { visibility: "mine" } } }, 'config server.auth.visibility: Invalid option: expected one of "own"|"all", got "mine"'],
-    [{ server: { auth: { tokens: [{ name: "x", sha256: "a".repeat(64), roles: ["read_some"] }] } } }, "config server.auth.tokens[0].roles[0]: Invalid option"],
+    [
+      { server: { auth: { tokens: [{ name: "x", sha256: "a".repeat(64), roles: ["read_some"] }] } } },
+      "config server.auth.tokens[0].roles[0]: Invalid option",
+    ],
     [{ plugins: [{ module: "a.ts", runtime: "python" }] }, "config plugins[0].runtime:"],
     [{ plugins: [{ runtime: "node" }] }, "config plugins[0].module:"],
     [{ engnie: {} }, "config engnie: unknown key"],

@@ -124,8 +124,9 @@ describe("another caller's actions", () => {
       ["Connect ListActions", (await viewerConnect.actions.listActions({ modelId })).actions.find((a) => a.id === id)!],
       ...streamed.map((a, i): [string, Action] => [`stream message ${i}`, a]),
     ];
-    const live = (await viewer.state.getState({})).state!.actions.find((a) => a.id === id);
-    if (live) reads.push(["gRPC GetState", live]);
+    // Ended, it is still in the live state (engine.retain_actions).
+    reads.push(["gRPC GetState", (await viewer.state.getState({})).state!.actions.find((a) => a.id === id)!]);
+    reads.push(["Connect WaitAction", (await viewerConnect.actions.waitAction({ actionId: id })).action!]);
     expect(streamed.filter((a) => a.status === ActionStatus.SUCCEEDED)).toHaveLength(4);
     for (const [where, action] of reads) {
       expect(action.redacted, where).toBe(true);
@@ -164,10 +165,12 @@ describe("another caller's actions", () => {
         ({ stdout, stderr }) => ({ code: 0, stdout, stderr }),
         (e: { code: number; stdout: string; stderr: string }) => e,
       );
-    const shown = await plinth("action", id);
-    expect(shown.code).toBe(0);
-    expect(shown.stdout).toMatch(/^shown +in summary: another caller's action/m);
-    expect(shown.stdout).not.toMatch(/secret|printed with/);
+    for (const command of ["action", "wait"]) {
+      const shown = await plinth(command, id);
+      expect(shown.code).toBe(0);
+      expect(shown.stdout).toMatch(/^shown +in summary: another caller's action/m);
+      expect(shown.stdout).not.toMatch(/secret|printed with/);
+    }
     const logs = await plinth("logs", id);
     expect(logs.code).toBe(17);
     expect(logs.stdout).toBe("");

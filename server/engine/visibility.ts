@@ -6,8 +6,8 @@
  * message stay. The roles admin and read_all see every action in full, as every caller
  * does with "all" (and the anonymous caller of a server without authentication).
  */
-import { create, toJson } from "@bufbuild/protobuf";
-import { ValueSchema } from "@bufbuild/protobuf/wkt";
+import { create, toBinary, toJson } from "@bufbuild/protobuf";
+import { type Value, ValueSchema } from "@bufbuild/protobuf/wkt";
 import type { Action, ActionError } from "../../gen/plinth/v1/action_pb.ts";
 import { type Arg, ArgKind, ArgSchema, type ArgSummary, ArgSummarySchema } from "../../gen/plinth/v1/arg_pb.ts";
 import type { WatchStateResponse } from "../../gen/plinth/v1/state_service_pb.ts";
@@ -91,6 +91,15 @@ function sealed(arg: Arg): Arg {
 
 const encoder = new TextEncoder();
 
+/** The size of a Value's JSON text; of its encoding where it has no JSON (NaN or ±Infinity in a plugin's result). */
+function jsonSize(value: Value): number {
+  try {
+    return encoder.encode(JSON.stringify(toJson(ValueSchema, value))).byteLength;
+  } catch {
+    return toBinary(ValueSchema, value).byteLength;
+  }
+}
+
 /** What an argument is and its size (its JSON text, bytes or tensor data; a list's or map's items summed). */
 function summaryOf(arg: Arg): ArgSummary {
   const kind = arg.kind;
@@ -98,10 +107,7 @@ function summaryOf(arg: Arg): ArgSummary {
     case "summary":
       return create(ArgSummarySchema, { ...kind.value, prefix: "" });
     case "json":
-      return create(ArgSummarySchema, {
-        kind: ArgKind.JSON,
-        sizeBytes: BigInt(encoder.encode(JSON.stringify(toJson(ValueSchema, kind.value))).byteLength),
-      });
+      return create(ArgSummarySchema, { kind: ArgKind.JSON, sizeBytes: BigInt(jsonSize(kind.value)) });
     case "jsonText":
       // A payload's text as the engine holds it: its UTF-8 is at hand, no need to decode it.
       return create(ArgSummarySchema, {

@@ -167,6 +167,7 @@ describe("the engine's reads", () => {
    */
   async function readsOf(e: Engine, viewer: Caller): Promise<Action[]> {
     const model = await e.addInstance(TYPE, new Uint8Array([1]));
+    const before = e.stats.revision;
     const predicted = await e.predict(model.id, request([{ rows: "secret rows" }]), alice);
     const states = follow(e.watchState({ from: 0n, filter: { modelIds: [], actionIds: [], kinds: [] } }, streams.signal, viewer));
     const updates = follow(e.watchAction(predicted.id, streams.signal, viewer));
@@ -178,9 +179,16 @@ describe("the engine's reads", () => {
     const reads = [await waited];
     await settle();
     for (const view of [ActionView.BASIC, ActionView.RESULT, ActionView.FULL]) reads.push(await e.getAction(predicted.id, view, viewer));
-    reads.push(...(await e.listActions({ modelId: "", statuses: [], pageSize: 10, pageToken: "", view: ActionView.FULL }, viewer)).actions);
-    reads.push(...e.getState("", viewer).actions);
-    const streamed = [...actionsIn(states, predicted.id), ...updates];
+    const listed = (await e.listActions({ modelId: "", statuses: [], pageSize: 10, pageToken: "", view: ActionView.FULL }, viewer)).actions;
+    const live = e.getState("", viewer).actions;
+    expect([listed.map((a) => a.id), live.map((a) => a.id)]).toEqual([[predicted.id], [predicted.id]]);
+    reads.push(...listed, ...live);
+    // A stream resumed from a revision before it: what changed since, not a snapshot.
+    const resumed = follow(e.watchState({ from: before, filter: { modelIds: [], actionIds: [], kinds: [] } }, streams.signal, viewer));
+    await settle();
+    expect(resumed.some(({ event }) => event.case === "snapshot")).toBe(false);
+    expect(actionsIn(resumed, predicted.id)).toHaveLength(1);
+    const streamed = [...actionsIn(states, predicted.id), ...updates, ...actionsIn(resumed, predicted.id)];
     expect(streamed.length).toBeGreaterThanOrEqual(3);
     expect(streamed.at(-1)!.status).toBe(ActionStatus.SUCCEEDED);
     return [...reads, ...streamed];
