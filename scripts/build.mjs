@@ -4,11 +4,15 @@
 // (dist/sdk/adapters/node-thread.mjs); packages stay imports of node_modules. Then the
 // declarations of the public entries with tsc (tsconfig.build.json) in dist/types.
 import { execFileSync } from "node:child_process";
-import { copyFileSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { build } from "esbuild";
+import { STAMP, sourcesHash } from "./build-sources.mjs";
 
 const started = performance.now();
+// Read before building: a source changed during the build leaves a stamp that does not match.
+const sources = sourcesHash();
+rmSync(STAMP, { force: true });
 rmSync("dist", { recursive: true, force: true });
 const sdk = readdirSync("sdk").filter((name) => name.endsWith(".ts") && !name.startsWith("_"));
 await build({
@@ -49,4 +53,6 @@ for (const entry of readdirSync("dist/types", { recursive: true, withFileTypes: 
   const fixed = lines.map((line) => (/^\s*(\*|\/\/)/.test(line) ? line : line.replace(relativeTs, '$1$2.d.ts"')));
   writeFileSync(file, fixed.join("\n"));
 }
+mkdirSync(dirname(STAMP), { recursive: true });
+writeFileSync(STAMP, sources);
 console.log(`dist/: JavaScript ${Math.round(js - started)} ms, declarations ${Math.round(performance.now() - js)} ms`);

@@ -17,7 +17,7 @@ import { dataAccess, json, tensorArg } from "./helpers/args.ts";
 import { restartablePort } from "./helpers/ports.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { fixture, root } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
@@ -44,7 +44,7 @@ afterAll(async () => {
 
 /** The server on its own database and on a fixed HTTP port, so that a restart comes back where the page looks. */
 function serve(config: string, httpPort: number): ServerProcess {
-  return startProcess(["--config", config, "--address", "127.0.0.1:0", "--http-address", `127.0.0.1:${httpPort}`]);
+  return startBundledProcess(["--config", config, "--address", "127.0.0.1:0", "--http-address", `127.0.0.1:${httpPort}`]);
 }
 
 async function shot(page: Page, name: string) {
@@ -296,8 +296,8 @@ describe.skipIf(missing !== "")("the dashboard", () => {
         ].join("\n"),
       );
     const httpPort = await restartablePort();
-    const a = startProcess(["--config", config(`127.0.0.1:${httpPort}`), "--address", "127.0.0.1:0"]);
-    const b = startProcess(["--config", config("off"), "--address", "127.0.0.1:0"]);
+    const a = startBundledProcess(["--config", config(`127.0.0.1:${httpPort}`), "--address", "127.0.0.1:0"]);
+    const b = startBundledProcess(["--config", config("off"), "--address", "127.0.0.1:0"]);
     try {
       const [ca, cb] = [clients(await a.port), clients(await b.port)];
       const bName = (await cb.engine.listPlugins({})).servers.find((s) => s.thisServer)!.name;

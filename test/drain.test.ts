@@ -12,7 +12,7 @@ import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
 import { newDatabase } from "./helpers/postgres.ts";
 import { root } from "./helpers/server.ts";
-import { clients, type ServerProcess, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, type ServerProcess, startBundledProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const started: ServerProcess[] = [];
@@ -37,7 +37,7 @@ async function server(backend: string[]) {
       `  - module: ${join(root, "plugins/system-test/mod.ts")}`,
     ].join("\n"),
   );
-  const p = startProcess(["--config", config, "--address", "127.0.0.1:0"]);
+  const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0"]);
   started.push(p);
   const c = clients(await p.port);
   channels.push(c.channel);

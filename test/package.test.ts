@@ -12,6 +12,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { distIsFresh } from "../scripts/build-sources.mjs";
 import { root } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 
@@ -24,8 +25,9 @@ let app: string;
 let env: NodeJS.ProcessEnv;
 
 beforeAll(async () => {
-  // The build as `npm pack` ships it, made now: a clone's dist/ may be older than its sources.
-  await run(process.execPath, [join(root, "scripts/build.mjs")], { cwd: root });
+  // The build as `npm pack` ships it, of the sources as they are: made again unless the
+  // last build (npm ci's prepare, say) was of these very sources.
+  if (!distIsFresh(root)) await run(process.execPath, [join(root, "scripts/build.mjs")], { cwd: root });
   const packed = tempDir("plinth-pack-");
   await run("npm", ["pack", "--ignore-scripts", "--pack-destination", packed], { cwd: root });
   const tarball = join(packed, readdirSync(packed).find((name) => name.endsWith(".tgz"))!);

@@ -16,7 +16,7 @@ import { ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json, stateOf } from "./helpers/args.ts";
 import { isAlive, isPluginChild, processes } from "./helpers/processes.ts";
 import { fixture } from "./helpers/server.ts";
-import { clients, descendantsOf, type ServerProcess, startNpm, startProcess, writeConfig } from "./helpers/server-process.ts";
+import { clients, descendantsOf, type ServerProcess, startBundledProcess, startNpm, startProcess, writeConfig } from "./helpers/server-process.ts";
 import { tempDir } from "./helpers/temp.ts";
 
 const started: ServerProcess[] = [];
@@ -120,7 +120,7 @@ describe("npm start stops, whatever is signalled, with no child left", () => {
 
 describe("a stop with nothing running", () => {
   it("ends with an idle client connected, and starts no child while stopping", async () => {
-    const p = startProcess(["--config", config(), "--address", "127.0.0.1:0", "--log-level", "debug"]);
+    const p = startBundledProcess(["--config", config(), "--address", "127.0.0.1:0", "--log-level", "debug"]);
     started.push(p);
     const c = clients(await p.port);
     // A call makes the connection; the client keeps it open, idle.
@@ -154,7 +154,7 @@ describe("starting in order", () => {
         `export default definePlugin({ name: "slow" });`,
       ].join("\n"),
     );
-    const p = startProcess([
+    const p = startBundledProcess([
       "--config",
       writeConfig(`backend:\n  path: ${join(dir, "plinth.db")}\nplugins:\n  - module: ${slow}\n`, dir),
       "--address",
@@ -189,7 +189,7 @@ describe("starting in order", () => {
     const bytes = readFileSync(path);
     bytes.fill(0xa5, 100, 4096);
     writeFileSync(path, bytes);
-    const p = startProcess([
+    const p = startBundledProcess([
       "--config",
       writeConfig(`backend:\n  path: ${path}\nplugins:\n  - module: ${fixture("misbehave.ts")}\n`, dir),
       "--address",
