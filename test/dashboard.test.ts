@@ -331,4 +331,60 @@ describe.skipIf(missing !== "")("the dashboard", () => {
       }
     }
   });
+
+  it("windows a long table: the rows near the window in the page, each in its place; a focused row keeps the focus while the page scrolls away, and j goes on from it", async () => {
+    const dir = tempDir();
+    const config = writeConfig(
+      `backend:\n  path: ${join(dir, "plinth.db")}\nplugins:\n  - module: ${join(root, "plugins/system-test/mod.ts")}\n`,
+      dir,
+    );
+    const httpPort = await restartablePort();
+    const p = startBundledProcess(["--config", config, "--address", "127.0.0.1:0", "--http-address", `127.0.0.1:${httpPort}`]);
+    try {
+      const c = clients(await p.port);
+      const modelId = (await c.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
+      // 300 predicts and the create: twice what the table shows whole.
+      for (let i = 0; i < 15; i++) await Promise.all(Array.from({ length: 20 }, () => c.engine.predict({ modelId, wait: true })));
+      c.channel.close();
+
+      const page = await browser!.newPage({ viewport: { width: 1400, height: 700 } });
+      page.setDefaultTimeout(100_000);
+      await page.goto(`http://127.0.0.1:${httpPort}/#/`);
+      const rows = "[data-testid=actions] tbody tr[data-status]";
+      // The history comes a page of 50 at a time: "older" until the table holds all 301.
+      for (let n = 50; n < 301; n += 50) {
+        await page.locator(`[data-testid=actions][data-rows="${n}"]`).waitFor();
+        await page.click("[data-testid=older]");
+      }
+      await page.locator('[data-testid=actions][data-rows="301"]').waitFor();
+      await page.evaluate("window.scrollTo(0, 0)");
+      await page.locator(`${rows}[aria-rowindex="2"]`).waitFor();
+      const rendered = () => page.locator(rows).count();
+      expect(await rendered()).toBeLessThan(100);
+      // The focused element: a row's id link by its text, or else its tag (BODY when the focus is lost).
+      const focusedId = () =>
+        page.evaluate("document.activeElement?.closest('tbody tr') ? document.activeElement.textContent : document.activeElement?.tagName");
+      const idAt = (rowIndex: number) => page.locator(`${rows}[aria-rowindex="${rowIndex}"] a`).first().textContent();
+
+      // j three times: the third row has the focus.
+      for (let i = 0; i < 3; i++) await page.keyboard.press("j");
+      const third = await idAt(4);
+      expect(await focusedId()).toBe(third);
+      // The page scrolled to its end: the last rows are there, in their places, and the focus stayed.
+      await page.evaluate("window.scrollTo(0, document.body.scrollHeight)");
+      await page.locator(`${rows}[aria-rowindex="302"]`).waitFor();
+      expect(await rendered()).toBeLessThan(100);
+      expect(await focusedId()).toBe(third);
+      // j brings the focused row back into view, then goes on to the next.
+      await page.keyboard.press("j");
+      await page.locator(`${rows}[aria-rowindex="5"]`).waitFor();
+      expect(await focusedId()).toBe(third);
+      await page.keyboard.press("j");
+      expect(await focusedId()).toBe(await idAt(5));
+      await page.close();
+    } finally {
+      p.child.kill("SIGTERM");
+      await once(p.child, "exit");
+    }
+  });
 });

@@ -73,11 +73,14 @@ const OVERSCAN = 5;
 /**
  * The table, windowed when long: with 1,000 live actions a full table's layout alone takes
  * longer than a frame at every change, so only the rows near the window are rendered,
- * between two spacers that keep the scroll bar true. `data-rows` says how many there are.
+ * between spacers that keep the scroll bar true. The row that has the keyboard's focus
+ * stays rendered wherever the page scrolls, so that the focus stays on it. `data-rows` says
+ * how many there are.
  */
 export function ActionsTable({ actions, columns, testId }: { actions: Action[]; columns: Column[]; testId: string }) {
   const body = useRef<HTMLTableSectionElement>(null);
   const rowPx = useRef(30);
+  const [focused, setFocused] = useState<string>();
   const [range, setRange] = useState({ from: 0, to: WINDOWED });
   const windowed = actions.length > WINDOWED;
   useLayoutEffect(() => {
@@ -100,15 +103,36 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
   }, [windowed]);
   const from = windowed ? Math.min(range.from, actions.length) : 0;
   const to = windowed ? Math.min(range.to, actions.length) : actions.length;
+  // The focused row, when the window has left it: rendered alone, between spacers.
+  const at = windowed && focused !== undefined ? actions.findIndex((a) => a.id === focused) : -1;
+  const apart = at >= 0 && (at < from || at >= to) ? at : undefined;
+  const shown = [
+    ...(apart !== undefined && apart < from ? [apart] : []),
+    ...indices(from, to),
+    ...(apart !== undefined && apart >= to ? [apart] : []),
+  ];
   // Each row's place, for a screen reader in a windowed table: set on the rows as they are,
   // not as a prop (a new action on top would render every row again for its number).
   useLayoutEffect(() => {
     const rows = body.current?.querySelectorAll<HTMLElement>("tr[data-status]") ?? [];
     rows.forEach((row, i) => {
-      const index = String(from + i + 2);
+      const index = String(shown[i]! + 2);
       if (row.getAttribute("aria-rowindex") !== index) row.setAttribute("aria-rowindex", index);
     });
   });
+  // Which row has the focus: a row leaving the window keeps it. Focus that went nowhere
+  // because its row was moved or rendered again (not because the user left) goes back to it.
+  const onFocusIn = (event: FocusEvent) => setFocused((event.target as HTMLElement).closest<HTMLElement>("tr[data-id]")?.dataset.id);
+  const onFocusOut = (event: FocusEvent) => {
+    const to = event.relatedTarget as Node | null;
+    if (to ? !body.current?.contains(to) : (event.target as Node).isConnected) setFocused(undefined);
+  };
+  useLayoutEffect(() => {
+    if (focused === undefined || (document.activeElement && document.activeElement !== document.body)) return;
+    body.current?.querySelector<HTMLElement>(`tr[data-id="${CSS.escape(focused)}"] a`)?.focus({ preventScroll: true });
+  });
+  const spacer = (rows: number, key: string) => rows > 0 && <tr key={key} class="spacer" style={{ height: `${rows * rowPx.current}px` }} />;
+  const row = (i: number) => <Row key={actions[i]!.id} action={actions[i]!} columns={columns} />;
   return (
     <table
       class={windowed ? "actions windowed" : "actions"}
@@ -134,12 +158,15 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
           ))}
         </tr>
       </thead>
-      <tbody ref={body}>
-        {from > 0 && <tr class="spacer" style={{ height: `${from * rowPx.current}px` }} />}
-        {actions.slice(from, to).map((a) => (
-          <Row key={a.id} action={a} columns={columns} />
-        ))}
-        {to < actions.length && <tr class="spacer" style={{ height: `${(actions.length - to) * rowPx.current}px` }} />}
+      <tbody ref={body} onFocusIn={onFocusIn} onFocusOut={onFocusOut}>
+        {/* One keyed list: the focused row's node is kept as the window moves past it. */}
+        {[
+          ...(apart !== undefined && apart < from ? [spacer(apart, "above-focused"), row(apart)] : []),
+          spacer(apart !== undefined && apart < from ? from - apart - 1 : from, "above"),
+          ...indices(from, to).map(row),
+          spacer(apart !== undefined && apart >= to ? apart - to : actions.length - to, "below"),
+          ...(apart !== undefined && apart >= to ? [row(apart), spacer(actions.length - apart - 1, "below-focused")] : []),
+        ]}
       </tbody>
     </table>
   );
@@ -161,7 +188,7 @@ class Row extends Component<RowProps> {
   }
   override render({ action: a, columns }: RowProps) {
     return (
-      <tr data-status={STATUS_KEYS[a.status]}>
+      <tr data-status={STATUS_KEYS[a.status]} data-id={a.id}>
         <td>
           <a href={`#/actions/${a.id}`}>{a.id}</a>
         </td>
@@ -188,3 +215,8 @@ setInterval(() => {
     if (text instanceof Text) text.data = since(Number(cell.dataset.runningFrom), now);
   }
 }, 1000);
+
+/** The numbers from `from` up to `to`, not included. */
+function indices(from: number, to: number): number[] {
+  return Array.from({ length: Math.max(0, to - from) }, (_, i) => from + i);
+}

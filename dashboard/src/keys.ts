@@ -56,9 +56,18 @@ export function listenToKeys(help: (show?: boolean) => void): () => void {
   return () => removeEventListener("keydown", onKey);
 }
 
-/** Focuses the first link of the row `by` rows from the focused one, in the table it is in or the page's first. */
+/**
+ * Focuses the first link of the row `by` rows from the focused one, in the table it is in or
+ * the page's first. A focused row scrolled out of view is brought back first: a windowed
+ * table renders the rows next to it only once it is near the window again.
+ */
 function moveRow(by: number): void {
   const current = document.activeElement?.closest("tr");
+  const box = current?.getBoundingClientRect();
+  if (current && box && (box.bottom < 0 || box.top > innerHeight)) {
+    current.scrollIntoView({ block: "center" });
+    return;
+  }
   const table = current?.closest("table") ?? document.querySelector("main table");
   const rows = [...(table?.querySelectorAll("tbody tr:not(.spacer)") ?? [])];
   if (rows.length === 0) return;
