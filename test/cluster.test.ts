@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import { createClient } from "nice-grpc";
 import pg from "pg";
-import { describe, it, type TestContext } from "vitest";
+import { describe, inject, it, type TestContext } from "vitest";
 import { type Action, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { StateService } from "../gen/plinth/v1/state_service_pb.ts";
 import { niceDefinition } from "../server/rpc/service-definition.ts";
@@ -475,7 +475,7 @@ describe.concurrent("several servers on one PostgreSQL database", () => {
     const sleeper = (await a.engine.createInstance({ modelType: "systest.Model", wait: true })).action!.modelId;
     const running = (await a.engine.predict({ modelId: sleeper, kwargs: { sleep: json(60) } })).action!;
     for await (const u of a.actions.watchAction({ actionId: running.id })) if (u.action!.status === ActionStatus.EXECUTING) break;
-    const { stdout } = await exec(process.execPath, [join(root, "cli/plinth.mjs"), "--address", a.address, "servers", "-o", "json"], { cwd: root });
+    const { stdout } = await exec(process.execPath, [inject("cliBundle"), "--address", a.address, "servers", "-o", "json"], { cwd: root });
     const servers = JSON.parse(stdout) as { name: string; modelTypes: string[]; running: string[]; thisServer?: boolean }[];
     expect(servers.map((s) => [s.name, s.modelTypes.includes("iris.DecisionTree"), s.thisServer ?? false]).sort()).toEqual(
       [

@@ -7,7 +7,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { Status } from "nice-grpc";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, inject, it } from "vitest";
 import { createPlinthClient } from "../client/mod.ts";
 import { ActionCall, ActionStatus } from "../gen/plinth/v1/action_pb.ts";
 import { json } from "./helpers/args.ts";
@@ -88,7 +88,7 @@ describe("request_id on SQLite", () => {
     try {
       const { action } = await client.fit(modelId, { args: [3], requestId: "cli-1" }).done;
       expect(action.requestId).toBe("cli-1");
-      const bin = join(root, "cli/plinth.mjs");
+      const bin = inject("cliBundle");
       const { stdout } = await promisify(execFile)(
         process.execPath,
         [bin, "--address", `127.0.0.1:${t.port}`, "fit", modelId, "-a", "3", "--request-id", "cli-1", "-o", "json"],

@@ -8,7 +8,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { root, startTestServer, type TestServer } from "./helpers/server.ts";
 import { tempDir } from "./helpers/temp.ts";
 
@@ -43,7 +43,11 @@ const ID = /\b[ma]-[0-9a-z]{20}\b/g;
 
 let t: TestServer;
 let cwd: string;
-/** A folder whose `npx plinth` runs the package's bin as npx does, without npm's own second of start-up each time. */
+/**
+ * A folder whose `npx plinth` runs the command line without npm's own second of start-up
+ * each time: the run's bundle of cli/main.ts (test/global-server-bundle.ts), the same code
+ * without tsx's loading of each module (the bin itself is cli.test's and package.test's).
+ */
 let npxBin: string;
 beforeAll(async () => {
   t = await startTestServer({ engine: { sigterm_timeout: 1 } });
@@ -53,7 +57,7 @@ beforeAll(async () => {
   const npx = join(npxBin, "npx");
   writeFileSync(
     npx,
-    `#!/bin/sh\n[ "$1" = plinth ] || { echo "this npx runs plinth only" >&2; exit 127; }\nshift\nexec '${process.execPath}' '${join(root, "cli/plinth.mjs")}' "$@"\n`,
+    `#!/bin/sh\n[ "$1" = plinth ] || { echo "this npx runs plinth only" >&2; exit 127; }\nshift\nexec '${process.execPath}' '${inject("cliBundle")}' "$@"\n`,
   );
   chmodSync(npx, 0o755);
 });
