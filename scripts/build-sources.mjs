@@ -6,7 +6,9 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, relative } from "node:path";
 
 const FOLDERS = ["cli", "server", "client", "sdk", "gen", "types"];
-const FILES = ["package.json", "tsconfig.json", "tsconfig.build.json", "scripts/build.mjs"];
+// The lock file too: the declarations depend on the packages' types, and the output on
+// esbuild's and TypeScript's versions, which an npm install changes without a build.
+const FILES = ["package.json", "package-lock.json", "tsconfig.json", "tsconfig.build.json", "scripts/build.mjs", "scripts/build-sources.mjs"];
 
 /** Where the last build's hash is kept: beside the other caches, not in the package. */
 export const STAMP = "node_modules/.cache/plinth/dist-sources.sha256";

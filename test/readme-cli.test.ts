@@ -71,7 +71,7 @@ interface Ran {
 
 /**
  * Runs `command` with sh; with `stopWhen`, stops it as Ctrl-C would once its output matches;
- * `npx`: npm's, or the package's bin run directly.
+ * `npx`: npm's (the real bin, cli/plinth.mjs), or the run's bundle of the command line run directly.
  */
 function sh(command: string, npx: Npx, stopWhen?: RegExp): { child: ChildProcess; ran: Promise<Ran> } {
   const PATH = npx === "bin" ? `${npxBin}:${process.env.PATH}` : process.env.PATH;
@@ -156,8 +156,8 @@ describe("the README's plinth commands, run as written", { timeout: 900_000 }, (
     const lines = commandLines("## The `plinth` command line", "## Using it from grpcurl");
     expect(lines.length).toBeGreaterThan(10);
     const ids = new Map<string, string>();
-    // The same bin as npx runs it (the Quickstart's lines go through npm's npx): twenty-odd
-    // commands, each a second faster.
+    // The command line's own code, bundled for the run (the Quickstart's lines go through
+    // npm's npx and the real bin): twenty-odd commands, each a second of a core cheaper.
     await runAll(lines, ids, "bin");
     // What they did, as the server saw it: the detached fit was cancelled, the added model deleted.
     const introduced = (command: string) => ids.get(lines.find((l) => l.commands[0]!.startsWith(command))!.comment.match(ID)![0])!;

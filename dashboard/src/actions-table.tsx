@@ -120,15 +120,17 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
       if (row.getAttribute("aria-rowindex") !== index) row.setAttribute("aria-rowindex", index);
     });
   });
-  // Which row has the focus: a row leaving the window keeps it. Focus that went nowhere
-  // because its row was moved or rendered again (not because the user left) goes back to it.
+  // Which row has the focus: a row leaving the window keeps it. Focus moved to something
+  // else clears it; focus to nothing (a click on the page, another window) does not.
   const onFocusIn = (event: FocusEvent) => setFocused((event.target as HTMLElement).closest<HTMLElement>("tr[data-id]")?.dataset.id);
   const onFocusOut = (event: FocusEvent) => {
     const to = event.relatedTarget as Node | null;
-    if (to ? !body.current?.contains(to) : (event.target as Node).isConnected) setFocused(undefined);
+    if (to && !body.current?.contains(to)) setFocused(undefined);
   };
+  // Focus this render took from its row (moved in the list) goes back to it, and only that.
+  const hadFocus = body.current?.contains(document.activeElement) ?? false;
   useLayoutEffect(() => {
-    if (focused === undefined || (document.activeElement && document.activeElement !== document.body)) return;
+    if (!hadFocus || focused === undefined || body.current?.contains(document.activeElement)) return;
     body.current?.querySelector<HTMLElement>(`tr[data-id="${CSS.escape(focused)}"] a`)?.focus({ preventScroll: true });
   });
   const spacer = (rows: number, key: string) => rows > 0 && <tr key={key} class="spacer" style={{ height: `${rows * rowPx.current}px` }} />;

@@ -58,21 +58,29 @@ export function listenToKeys(help: (show?: boolean) => void): () => void {
 
 /**
  * Focuses the first link of the row `by` rows from the focused one, in the table it is in or
- * the page's first. A focused row scrolled out of view is brought back first: a windowed
- * table renders the rows next to it only once it is near the window again.
+ * the page's first. In a windowed table (rows numbered by aria-rowindex) the next row is
+ * found by its number: when it is not rendered yet (the focused row is out of the window),
+ * the focused row is brought back into view first, and the next key press moves on.
  */
 function moveRow(by: number): void {
   const current = document.activeElement?.closest("tr");
-  const box = current?.getBoundingClientRect();
-  if (current && box && (box.bottom < 0 || box.top > innerHeight)) {
-    current.scrollIntoView({ block: "center" });
-    return;
-  }
   const table = current?.closest("table") ?? document.querySelector("main table");
-  const rows = [...(table?.querySelectorAll("tbody tr:not(.spacer)") ?? [])];
+  const rows = [...(table?.querySelectorAll<HTMLElement>("tbody tr:not(.spacer)") ?? [])];
   if (rows.length === 0) return;
-  const at = current ? rows.indexOf(current) : -1;
-  const next = rows[Math.max(0, Math.min(rows.length - 1, at < 0 ? 0 : at + by))];
+  const place = current?.getAttribute("aria-rowindex");
+  let next: HTMLElement | undefined;
+  if (current && place) {
+    const wanted = Math.max(2, Number(place) + by);
+    next = rows.find((row) => row.getAttribute("aria-rowindex") === String(wanted));
+    if (!next && wanted <= Number(table?.getAttribute("aria-rowcount") ?? 0)) {
+      current.scrollIntoView({ block: "center" });
+      return;
+    }
+    next ??= current;
+  } else {
+    const at = current ? rows.indexOf(current) : -1;
+    next = rows[Math.max(0, Math.min(rows.length - 1, at < 0 ? 0 : at + by))];
+  }
   const link = next?.querySelector<HTMLElement>("a, button");
   link?.focus();
   link?.scrollIntoView({ block: "nearest" });
