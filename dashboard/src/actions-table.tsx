@@ -3,7 +3,7 @@
  * model type, model, status, progress, caller, server, created, duration and error code.
  * A running action's duration ticks in its own cell on one shared clock.
  */
-import { Component } from "preact";
+import { Component, type VNode } from "preact";
 import { useLayoutEffect, useRef, useState } from "preact/hooks";
 import type { Action } from "../../gen/plinth/v1/action_pb.ts";
 import { Bar } from "./bar.tsx";
@@ -133,8 +133,18 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
     if (!hadFocus || focused === undefined || body.current?.contains(document.activeElement)) return;
     body.current?.querySelector<HTMLElement>(`tr[data-id="${CSS.escape(focused)}"] a`)?.focus({ preventScroll: true });
   });
-  const spacer = (rows: number, key: string) => rows > 0 && <tr key={key} class="spacer" style={{ height: `${rows * rowPx.current}px` }} />;
-  const row = (i: number) => <Row key={actions[i]!.id} action={actions[i]!} columns={columns} />;
+  // The rows as `shown` lists them, a spacer for each gap: one keyed list, so that the
+  // focused row's node is kept as the window moves past it.
+  const rendered: VNode[] = [];
+  let next = 0;
+  let gaps = 0;
+  const spacer = (rows: number) => rendered.push(<tr key={`gap-${gaps++}`} class="spacer" style={{ height: `${rows * rowPx.current}px` }} />);
+  for (const i of shown) {
+    if (i > next) spacer(i - next);
+    rendered.push(<Row key={actions[i]!.id} action={actions[i]!} columns={columns} />);
+    next = i + 1;
+  }
+  if (next < actions.length) spacer(actions.length - next);
   return (
     <table
       class={windowed ? "actions windowed" : "actions"}
@@ -161,14 +171,7 @@ export function ActionsTable({ actions, columns, testId }: { actions: Action[]; 
         </tr>
       </thead>
       <tbody ref={body} onFocusIn={onFocusIn} onFocusOut={onFocusOut}>
-        {/* One keyed list: the focused row's node is kept as the window moves past it. */}
-        {[
-          ...(apart !== undefined && apart < from ? [spacer(apart, "above-focused"), row(apart)] : []),
-          spacer(apart !== undefined && apart < from ? from - apart - 1 : from, "above"),
-          ...indices(from, to).map(row),
-          spacer(apart !== undefined && apart >= to ? apart - to : actions.length - to, "below"),
-          ...(apart !== undefined && apart >= to ? [row(apart), spacer(actions.length - apart - 1, "below-focused")] : []),
-        ]}
+        {rendered}
       </tbody>
     </table>
   );

@@ -72,8 +72,8 @@ export interface EngineParts {
   watcherQueueBytes: number;
   /** engine.progress_interval 0: a WatchAction stream gets every update of its action, none coalesced. */
   everyUpdate?: boolean | undefined;
-  /** Whose actions a caller sees in full (server.auth.visibility; visibility.ts): "own" unless set. */
-  visibility?: Visibility | undefined;
+  /** Whose actions a caller sees in full (server.auth.visibility; visibility.ts). */
+  visibility: Visibility;
 }
 
 export interface EngineStats {
@@ -357,7 +357,7 @@ export class Engine {
   /** The state stream: a snapshot (or what changed since `from`), then every change. */
   watchState(request: { from: bigint; filter: StateFilter }, signal: AbortSignal, viewer: Caller = ANONYMOUS): AsyncIterable<WatchStateResponse> {
     const messages = this.#watchers.watchState(request, signal);
-    if (seesAll(viewer, this.#visibility)) return messages;
+    if (seesAll(viewer, this.#o.visibility)) return messages;
     const show = this.#shownTo(viewer);
     return mapped(messages, (message) => shownState(message, show));
   }
@@ -365,16 +365,12 @@ export class Engine {
   /** The action now, then each update until it ends. */
   watchAction(actionId: string, signal: AbortSignal, viewer: Caller = ANONYMOUS): AsyncIterable<Action> {
     const actions = this.#watchers.watchAction(actionId, () => reads.getAction(this.#readers, actionId, ActionView.BASIC), signal);
-    return seesAll(viewer, this.#visibility) ? actions : mapped(actions, this.#shownTo(viewer));
-  }
-
-  get #visibility(): Visibility {
-    return this.#o.visibility ?? "own";
+    return seesAll(viewer, this.#o.visibility) ? actions : mapped(actions, this.#shownTo(viewer));
   }
 
   /** How `viewer` sees an action: in full, or redacted (visibility.ts). */
   #shownTo(viewer: Caller): (action: Action) => Action {
-    return shownTo(viewer, this.#visibility);
+    return shownTo(viewer, this.#o.visibility);
   }
 
   /**
